@@ -1,0 +1,7 @@
+"""Entry point for ``python -m lib``; see :mod:`lib.cli`."""
+
+import sys
+
+from lib.cli import main
+
+sys.exit(main())

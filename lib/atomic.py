@@ -1,0 +1,104 @@
+"""Atomic writes: a temp file or folder beside the target, then ``os.replace``.
+
+A reader never sees a half-written artifact: either the old state or the new one.
+Two writers of the same key both produce complete files, and the last rename wins.
+
+    with atomic_path(target) as tmp:
+        np.save(tmp, array)          # tmp is renamed onto target only on success
+    write_json_atomic(path, {"a": 1})
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from lib.errors import CacheWriteError
+
+
+def _describe_os_error(err: OSError, target: Path) -> str:
+    if err.errno == errno.ENOSPC:
+        return f"Disk full while writing {target}. Free some space or point --cache-dir elsewhere; nothing was saved."
+    if err.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
+        return f"Cannot write {target}: {err.strerror}. Choose a writable --cache-dir; nothing was saved."
+    return f"Could not write {target}: {err}. Nothing was saved."
+
+
+@contextlib.contextmanager
+def atomic_path(target: Path | str, suffix: str = "") -> Iterator[Path]:
+    """Yield a temp path beside ``target``; on success rename it onto ``target``."""
+    target = Path(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
+        os.close(fd)
+    except OSError as err:
+        raise CacheWriteError(_describe_os_error(err, target)) from err
+    tmp = Path(name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except OSError as err:
+        raise CacheWriteError(_describe_os_error(err, target)) from err
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_dir(target: Path | str) -> Iterator[Path]:
+    """Yield a temp folder beside ``target``; on success rename it onto ``target``.
+
+    If another writer finished ``target`` first, its result is kept and ours dropped:
+    both were computed from the same key, so either is valid.
+    """
+    target = Path(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    except OSError as err:
+        raise CacheWriteError(_describe_os_error(err, target)) from err
+    try:
+        yield tmp
+        try:
+            os.replace(tmp, target)
+        except OSError as err:
+            # A non-empty target means a concurrent writer won the race.
+            if not (err.errno in (errno.ENOTEMPTY, errno.EEXIST) and target.is_dir()):
+                raise
+    except OSError as err:
+        raise CacheWriteError(_describe_os_error(err, target)) from err
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_json_atomic(path: Path | str, payload: Any) -> None:
+    """Write ``payload`` as pretty JSON, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
+
+
+def save_npy_atomic(path: Path | str, array: Any) -> None:
+    """Save a numpy array to ``path`` (a ``.npy``), atomically."""
+    import numpy as np
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, array)
+
+
+def read_json(path: Path | str) -> Any | None:
+    """Read JSON, or None if the file is missing or not valid JSON (a corrupt artifact)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None

@@ -1,0 +1,303 @@
+"""Backbones: a registry of TF Hub image feature-vector modules, plus any handle or local file.
+
+A backbone string is one of
+- a registry name such as ``mobilenet_v1_100_128`` (see :data:`REGISTRY`);
+- any TF Hub / Kaggle handle (``https://tfhub.dev/...``, ``https://www.kaggle.com/models/...``);
+- a local SavedModel folder with the TF Hub feature-vector interface;
+- a ``.tflite`` feature extractor (quantized uint8 input/output are handled).
+
+Resolving a string needs no TensorFlow; loading one does, and is done lazily.
+``TFHUB_CACHE_DIR`` is honoured; when unset it defaults to ``<cache>/tfhub``.
+
+    spec = resolve_backbone("../shared/models/mobilenet_v1_100_224_feature_vector")
+    model = load_backbone(spec, cache_dir="cache")
+    feats = model.embed(uint8_batch, image_size=128, flip=False)   # float32 [B, 1024]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lib.errors import BackboneError
+
+_HUB = "https://tfhub.dev/google"
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """What a backbone string refers to; cheap to build, no TensorFlow needed."""
+
+    name: str
+    handle: str
+    kind: str  # "hub" | "savedmodel" | "tflite"
+    family: str = "custom"
+    native_size: int | None = None
+    feature_dim: int | None = None
+
+    def default_size(self) -> int:
+        """The input size used when none is given: the module's native one, else 224."""
+        return self.native_size or 224
+
+    def identity(self) -> str:
+        """A string that changes whenever the module's weights could: used in cache keys."""
+        if self.kind == "hub":
+            return f"hub:{self.handle.rstrip('/')}"
+        return f"{self.kind}:{_content_hash(Path(self.handle))}"
+
+
+def _registry() -> dict[str, BackboneSpec]:
+    specs: dict[str, BackboneSpec] = {}
+    for depth, dim in (("025", 256), ("050", 512), ("075", 768), ("100", 1024)):
+        for size in (128, 160, 192, 224):
+            name = f"mobilenet_v1_{depth}_{size}"
+            specs[name] = BackboneSpec(name, f"{_HUB}/imagenet/{name}/feature_vector/5", "hub", "MobileNet v1", size, dim)
+    for name, size, dim in (("mobilenet_v2_100_224", 224, 1280), ("mobilenet_v2_100_128", 128, 1280), ("mobilenet_v2_140_224", 224, 1792)):
+        specs[name] = BackboneSpec(name, f"{_HUB}/imagenet/{name}/feature_vector/5", "hub", "MobileNet v2", size, dim)
+    for name, size, dim in (("efficientnet_b0", 224, 1280), ("efficientnet_b3", 300, 1536)):
+        specs[name] = BackboneSpec(name, f"{_HUB}/efficientnet/{name[-2:]}/feature-vector/1", "hub", "EfficientNet", size, dim)
+    specs["efficientnet_v2_s"] = BackboneSpec(
+        "efficientnet_v2_s", f"{_HUB}/imagenet/efficientnet_v2_imagenet1k_s/feature_vector/2", "hub", "EfficientNet v2", 384, 1280
+    )
+    for name in ("resnet_v1_50", "resnet_v2_50", "resnet_v2_101"):
+        specs[name] = BackboneSpec(name, f"{_HUB}/imagenet/{name}/feature_vector/5", "hub", "ResNet", 224, 2048)
+    specs["inception_v3"] = BackboneSpec("inception_v3", f"{_HUB}/imagenet/inception_v3/feature_vector/5", "hub", "Inception v3", 299, 2048)
+    return specs
+
+
+REGISTRY: dict[str, BackboneSpec] = _registry()
+
+_SIZE_IN_NAME = re.compile(r"(?:^|[_\-.])(96|128|160|192|224|240|260|299|300|331|384)(?:[_\-.]|$)")
+
+
+def resolve_backbone(backbone: str) -> BackboneSpec:
+    """Turn a registry name, handle or local path into a :class:`BackboneSpec`."""
+    text = str(backbone).strip()
+    if not text:
+        raise BackboneError("No backbone given. Use a registry name (python -m lib backbones), a TF Hub handle or a local path.")
+    if text in REGISTRY:
+        return REGISTRY[text]
+    path = Path(text).expanduser()
+    size_match = _SIZE_IN_NAME.search(path.name)
+    native = int(size_match.group(1)) if size_match else None
+    if path.exists():
+        if path.is_file() and path.suffix == ".tflite":
+            return BackboneSpec(path.name, str(path.resolve()), "tflite", "TFLite", native)
+        if path.is_dir() and (path / "saved_model.pb").exists():
+            return BackboneSpec(path.name, str(path.resolve()), "savedmodel", "SavedModel", native)
+        raise BackboneError(f"Backbone path {text!r} is neither a SavedModel folder (with saved_model.pb) nor a .tflite file.")
+    if text.startswith(("http://", "https://", "gs://")) or re.fullmatch(r"[\w.-]+/[\w./-]+", text):
+        if not text.startswith(("http://", "https://", "gs://")) and (text.startswith((".", "/")) or text.count("/") < 2):
+            raise BackboneError(f"Backbone {text!r} is not a registry name, and no such local path exists.")
+        return BackboneSpec(text.rstrip("/").split("/")[-2] if text.count("/") > 1 else text, text, "hub", "TF Hub", native)
+    raise BackboneError(
+        f"Unknown backbone {text!r}: not a registry name (see `python -m lib backbones`), a TF Hub/Kaggle handle, or an existing path."
+    )
+
+
+def _content_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for p in files:
+        digest.update(str(p.relative_to(path) if path.is_dir() else p.name).encode())
+        with open(p, "rb") as fh:
+            while chunk := fh.read(1 << 22):
+                digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- loaded backbones
+
+
+class LoadedBackbone:
+    """A loaded feature extractor: ``embed`` maps uint8 images to ``[B, D]`` float32 features."""
+
+    def __init__(self, spec: BackboneSpec, forward: Callable[[Any], Any], fixed_size: int | None = None) -> None:
+        self.spec = spec
+        self._forward = forward  # float32 [B,H,W,3] in [0,1] -> [B, D]
+        self.fixed_size = fixed_size
+        self._embedders: dict[tuple[int, bool], Callable[[Any], Any]] = {}
+        self.feature_dim: int = 0
+
+    def check_size(self, image_size: int) -> None:
+        """Raise if this backbone cannot run at ``image_size``."""
+        if self.fixed_size is not None and image_size != self.fixed_size:
+            raise BackboneError(f"{self.spec.name} only accepts {self.fixed_size}x{self.fixed_size} input; got --image-size {image_size}.")
+
+    def embed(self, images: np.ndarray, image_size: int, flip: bool = False) -> np.ndarray:
+        """Features of a uint8 ``[B,H,W,3]`` batch, resized to ``image_size`` (and mirrored if ``flip``)."""
+        self.check_size(image_size)
+        fn = self._embedders.get((image_size, flip))
+        if fn is None:
+            fn = self._embedders[(image_size, flip)] = self._make_embedder(image_size, flip)
+        return np.asarray(fn(np.ascontiguousarray(images)))
+
+    def forward(self, batch: np.ndarray) -> np.ndarray:
+        """The bare forward pass on an already resized float32 batch in [0, 1] (for benchmarks)."""
+        return np.asarray(self._forward(batch))
+
+    def _make_embedder(self, image_size: int, flip: bool) -> Callable[[Any], Any]:
+        import tensorflow as tf
+
+        forward = self._forward
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
+        def preprocess(x: Any) -> Any:
+            x = tf.cast(x, tf.float32) / 255.0
+            x = tf.image.resize(x, (image_size, image_size), method="bilinear")
+            return tf.image.flip_left_right(x) if flip else x
+
+        if isinstance(forward, tf.types.experimental.GenericFunction) or hasattr(forward, "get_concrete_function"):
+
+            @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
+            def fused(x: Any) -> Any:
+                return forward(preprocess(x))
+
+            return fused
+        return lambda x: forward(preprocess(x).numpy())
+
+
+def _classification_check(spec: BackboneSpec, dim: int) -> None:
+    if dim in (1000, 1001):
+        raise BackboneError(
+            f"{spec.handle} outputs {dim} values per image: it looks like an ImageNet classification module, "
+            "not a feature vector. Use the module's feature_vector variant."
+        )
+
+
+def load_backbone(spec: BackboneSpec, cache_dir: Path | str | None = None) -> LoadedBackbone:
+    """Load ``spec`` with TensorFlow and check it returns one feature vector per image."""
+    if cache_dir is not None:
+        os.environ.setdefault("TFHUB_CACHE_DIR", str(Path(cache_dir) / "tfhub"))
+    loaded = _load_tflite(spec) if spec.kind == "tflite" else _load_savedmodel(spec)
+    probe_size = loaded.fixed_size or spec.default_size()
+    try:
+        out = np.asarray(loaded._forward(np.full((2, probe_size, probe_size, 3), 0.5, np.float32)))
+    except BackboneError:
+        raise
+    except Exception as err:
+        raise BackboneError(f"Backbone {spec.handle} failed on a test batch of {probe_size}x{probe_size} RGB images: {_short(err)}") from err
+    if out.ndim != 2 or out.shape[0] != 2:
+        raise BackboneError(
+            f"Backbone {spec.handle} returns shape {list(out.shape)} for 2 images; a feature-vector module returns [batch, features]."
+        )
+    _classification_check(spec, out.shape[1])
+    loaded.feature_dim = int(out.shape[1])
+    return loaded
+
+
+def _short(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return (text[0] if text else type(err).__name__)[:300]
+
+
+def _load_savedmodel(spec: BackboneSpec) -> LoadedBackbone:
+    import tensorflow as tf
+
+    try:
+        import tensorflow_hub as hub
+
+        module = hub.load(spec.handle)
+    except Exception as err:
+        hint = " Offline? Pass a local SavedModel folder or .tflite file instead." if spec.kind == "hub" else ""
+        raise BackboneError(f"Could not load backbone {spec.handle!r}: {_short(err)}.{hint}") from err
+
+    if callable(module):
+        call: Callable[[Any], Any] = module
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+        def forward(x: Any) -> Any:
+            try:
+                out = call(x, training=False)
+            except TypeError:
+                out = call(x)
+            return _single_output(out)
+
+    elif "serving_default" in getattr(module, "signatures", {}):
+        sig = module.signatures["serving_default"]
+        arg = next(iter(sig.structured_input_signature[1]))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+        def forward(x: Any) -> Any:
+            return _single_output(sig(**{arg: x}))
+
+    else:
+        raise BackboneError(f"{spec.handle} has neither __call__ nor a serving_default signature; it is not an image feature-vector module.")
+    loaded = LoadedBackbone(spec, forward)
+    loaded.module = module  # type: ignore[attr-defined]  # keeps variables alive
+    return loaded
+
+
+def _single_output(out: Any) -> Any:
+    import tensorflow as tf
+
+    if isinstance(out, dict):
+        if "feature_vector" in out:
+            out = out["feature_vector"]
+        elif len(out) == 1:
+            out = next(iter(out.values()))
+        else:
+            raise BackboneError(f"Module returns several outputs ({', '.join(out)}) and none is named feature_vector.")
+    if out.shape.rank == 4 and out.shape[1] == 1 and out.shape[2] == 1:
+        out = tf.squeeze(out, axis=[1, 2])
+    return out
+
+
+def _load_tflite(spec: BackboneSpec) -> LoadedBackbone:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            from ai_edge_litert.interpreter import Interpreter  # type: ignore[import-not-found]
+        except ImportError:
+            import tensorflow as tf
+
+            Interpreter = tf.lite.Interpreter  # noqa: N806
+        try:
+            interp = Interpreter(model_path=spec.handle, num_threads=os.cpu_count() or 2)
+        except Exception as err:
+            raise BackboneError(f"Could not load TFLite backbone {spec.handle!r}: {_short(err)}") from err
+    inp = interp.get_input_details()[0]
+    outp = interp.get_output_details()[0]
+    if len(inp["shape"]) != 4 or inp["shape"][3] != 3:
+        raise BackboneError(f"TFLite model {spec.handle} takes input of shape {list(inp['shape'])}; an image model takes [batch, H, W, 3].")
+    fixed = int(inp["shape"][1])
+    in_scale, in_zero = inp["quantization"]
+    out_scale, out_zero = outp["quantization"]
+    state = {"batch": -1}
+
+    def forward(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, np.float32)
+        if x.shape[1:3] != (fixed, fixed):
+            raise BackboneError(f"TFLite model {spec.name} only accepts {fixed}x{fixed} input.")
+        if state["batch"] != len(x):
+            interp.resize_tensor_input(inp["index"], [len(x), fixed, fixed, 3])
+            interp.allocate_tensors()
+            state["batch"] = len(x)
+        if inp["dtype"] == np.uint8:
+            # Quantized models expect raw pixel values: their input scale maps 0..255 onto the trained range.
+            feed = np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
+        elif inp["dtype"] == np.int8:
+            feed = np.clip(np.round(x * 255.0) - 128, -128, 127).astype(np.int8)
+        else:
+            feed = x.astype(inp["dtype"])
+        interp.set_tensor(inp["index"], feed)
+        interp.invoke()
+        out = interp.get_tensor(outp["index"])
+        if np.issubdtype(out.dtype, np.integer) and out_scale:
+            out = (out.astype(np.float32) - out_zero) * out_scale
+        out = np.asarray(out, np.float32)
+        if out.ndim == 4 and out.shape[1:3] == (1, 1):
+            out = out[:, 0, 0, :]
+        return out
+
+    del in_scale, in_zero
+    spec_fixed = spec if spec.native_size == fixed else BackboneSpec(spec.name, spec.handle, spec.kind, spec.family, fixed, spec.feature_dim)
+    return LoadedBackbone(spec_fixed, forward, fixed_size=fixed)

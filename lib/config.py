@@ -1,0 +1,46 @@
+"""Constants shared by every module: class names, seeds, format versions, paths.
+
+    from lib.config import CIFAR10_CLASSES, SEED, default_cache_dir
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+CIFAR10_CLASSES: tuple[str, ...] = (
+    "airplane", "automobile", "bird", "cat", "deer",
+    "dog", "frog", "horse", "ship", "truck",
+)  # fmt: skip
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+# The blog experiment this project reproduces, for reference lines in charts.
+BLOG_ACCURACY = 0.8335
+
+SEED = 0
+
+# Bump a version when the bytes an artifact holds would change for the same key,
+# so stale artifacts are never read as current.
+DATASET_FORMAT_VERSION = 1
+FEATURE_FORMAT_VERSION = 1
+RUN_FORMAT_VERSION = 1
+
+# Image-folder datasets with mixed image sizes are stored at one square size,
+# capped so that a folder of large photos does not become tens of GB of uint8.
+MAX_STORAGE_SIDE = 224
+
+ENV_CACHE_DIR = "TLX_CACHE_DIR"
+ENV_SOURCE = "TLX_SOURCE"
+ENV_BACKBONE = "TLX_BACKBONE"
+ENV_IMAGE_SIZE = "TLX_IMAGE_SIZE"
+
+DEFAULT_SOURCE = "cifar10"
+DEFAULT_BACKBONE = "mobilenet_v1_100_128"
+
+
+def default_cache_dir() -> Path:
+    """The artifact directory: $TLX_CACHE_DIR, else ./cache next to app.py."""
+    env = os.environ.get(ENV_CACHE_DIR)
+    if env:
+        return Path(env).expanduser()
+    return Path(__file__).resolve().parent.parent / "cache"

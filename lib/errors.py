@@ -1,0 +1,33 @@
+"""Exceptions whose message is meant for the user, shown by the CLI and the app as-is.
+
+    try:
+        ds = load_dataset(source, cache_dir)
+    except UserFacingError as err:
+        print(err)  # one line, no traceback
+"""
+
+from __future__ import annotations
+
+
+class UserFacingError(Exception):
+    """An error with a message that explains what went wrong and what to do."""
+
+
+class DataSourceError(UserFacingError):
+    """A data source could not be found, downloaded, verified or read."""
+
+
+class BackboneError(UserFacingError):
+    """A backbone handle or path could not be loaded or is not a feature extractor."""
+
+
+class CacheWriteError(UserFacingError):
+    """An artifact could not be written (for example the disk is full)."""
+
+
+class RunError(UserFacingError):
+    """A run is missing, incomplete or cannot be used for what was asked."""
+
+
+class ImageDecodeError(UserFacingError):
+    """Uploaded bytes are not an image this app can read."""

@@ -1,0 +1,221 @@
+"""Classifier heads trained on cached features: a linear softmax layer or a small MLP.
+
+Training uses Keras (imported lazily); prediction is plain numpy over the stored
+weights, so pages and evaluation never need TensorFlow to read a run.
+
+    cfg = HeadConfig(head="mlp", hidden=1024, dropout=0.5, epochs=20)
+    head = train_head(x_train, y_train, num_classes=10, cfg=cfg, progress=print)
+    probs = head.predict_proba(x_test)          # float32 [N, 10]
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from lib.config import SEED
+
+
+@dataclass
+class HeadConfig:
+    """Every hyperparameter of a head; units in the comments."""
+
+    head: str = "linear"  # "linear" (one dense softmax layer) or "mlp" (one hidden ReLU layer)
+    hidden: int = 1024  # units in the MLP's hidden layer
+    dropout: float = 0.5  # fraction dropped after the hidden layer (and 1/5 of it on the input)
+    weight_decay: float = 0.0  # decoupled decay per step with adamw; L2 coefficient otherwise
+    optimizer: str = "adam"  # adam | adamw | sgd (with Nesterov momentum 0.9)
+    learning_rate: float = 1e-3  # peak learning rate
+    lr_schedule: str = "constant"  # constant | cosine (decays to 0 over the planned steps)
+    batch_size: int = 256  # examples per step
+    epochs: int = 20  # passes over the training rows (ignored when steps is set)
+    steps: int | None = None  # total optimizer steps; overrides epochs
+    label_smoothing: float = 0.0  # fraction of target mass spread over all classes
+    val_fraction: float = 0.1  # share of training images held out for validation / early stopping
+    patience: int | None = 5  # epochs without val-loss improvement before stopping; None disables
+    seed: int = SEED  # initialisation, shuffling and the validation split
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return asdict(self)
+
+
+@dataclass
+class EpochReport:
+    """Metrics after one epoch, passed to the progress callback."""
+
+    epoch: int
+    epochs: int
+    loss: float
+    accuracy: float
+    val_loss: float | None
+    val_accuracy: float | None
+    elapsed: float
+
+
+@dataclass
+class TrainedHead:
+    """Weights of a trained head (numpy), its input standardisation and its history."""
+
+    config: HeadConfig
+    mean: np.ndarray
+    scale: np.ndarray
+    weights: list[np.ndarray]
+    history: list[dict[str, float | None]] = field(default_factory=list)
+    best_epoch: int = 0
+    steps: int = 0
+    seconds: float = 0.0
+
+    def logits(self, x: np.ndarray, batch: int = 8192) -> np.ndarray:
+        """Raw scores ``[N, C]`` for features ``x``."""
+        out = []
+        for s in range(0, len(x), batch):
+            h = (np.asarray(x[s : s + batch], np.float32) - self.mean) / self.scale
+            for i in range(0, len(self.weights) - 2, 2):
+                h = np.maximum(h @ self.weights[i] + self.weights[i + 1], 0.0)
+            out.append(h @ self.weights[-2] + self.weights[-1])
+        return np.concatenate(out) if out else np.zeros((0, self.weights[-1].shape[0]), np.float32)
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """Class probabilities ``[N, C]`` (softmax of the logits)."""
+        return softmax(self.logits(x))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Arrays to store in an ``.npz``."""
+        out = {"mean": self.mean, "scale": self.scale}
+        out.update({f"w{i}": w for i, w in enumerate(self.weights)})
+        return out
+
+    @classmethod
+    def from_arrays(cls, config: HeadConfig, arrays: Any, history: list[dict[str, Any]] | None = None) -> TrainedHead:
+        """Rebuild a head from :meth:`arrays` output."""
+        n = len([k for k in arrays.keys() if k.startswith("w")])
+        weights = [np.asarray(arrays[f"w{i}"], np.float32) for i in range(n)]
+        return cls(config, np.asarray(arrays["mean"], np.float32), np.asarray(arrays["scale"], np.float32), weights, history or [])
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    """Row-wise softmax, stable for large logits."""
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Train and validation row indices, stratified by class, reproducible by seed."""
+    if val_fraction <= 0:
+        return np.arange(len(labels)), np.zeros(0, dtype=np.int64)
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(labels))
+    train, val = train_test_split(idx, test_size=val_fraction, random_state=seed, stratify=labels)
+    return np.sort(train), np.sort(val)
+
+
+def train_head(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    num_classes: int,
+    cfg: HeadConfig,
+    x_val: np.ndarray | None = None,
+    y_val: np.ndarray | None = None,
+    progress: Callable[[EpochReport], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainedHead:
+    """Train a head on features; validation rows (if any) drive early stopping."""
+    import keras
+    import tensorflow as tf
+
+    if cfg.head not in ("linear", "mlp"):
+        raise ValueError(f"head must be 'linear' or 'mlp', got {cfg.head!r}")
+    keras.utils.set_random_seed(cfg.seed)
+    tf.config.experimental.enable_op_determinism()
+    x_train = np.asarray(x_train, np.float32)
+    mean = x_train.mean(axis=0)
+    # Features are post-ReLU averages; a floor on the scale keeps dead units from exploding.
+    scale = np.maximum(x_train.std(axis=0), 1e-3).astype(np.float32)
+    xt = (x_train - mean) / scale
+    has_val = x_val is not None and y_val is not None and len(x_val) > 0
+    xv = (np.asarray(x_val, np.float32) - mean) / scale if has_val else None
+
+    n = len(xt)
+    steps_per_epoch = max(1, math.ceil(n / cfg.batch_size))
+    if cfg.steps:
+        steps_per_epoch = min(steps_per_epoch, cfg.steps)
+        epochs = math.ceil(cfg.steps / steps_per_epoch)
+    else:
+        epochs = cfg.epochs
+    total_steps = steps_per_epoch * epochs
+
+    reg = keras.regularizers.L2(cfg.weight_decay) if cfg.weight_decay and cfg.optimizer != "adamw" else None
+    layers: list[Any] = [keras.Input((xt.shape[1],))]
+    if cfg.head == "mlp":
+        if cfg.dropout:
+            layers.append(keras.layers.Dropout(cfg.dropout / 5, seed=cfg.seed))
+        layers.append(keras.layers.Dense(cfg.hidden, activation="relu", kernel_regularizer=reg))
+        if cfg.dropout:
+            layers.append(keras.layers.Dropout(cfg.dropout, seed=cfg.seed + 1))
+    layers.append(keras.layers.Dense(num_classes, kernel_regularizer=reg))
+    model = keras.Sequential(layers)
+
+    lr: Any = cfg.learning_rate
+    if cfg.lr_schedule == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=total_steps)
+    if cfg.optimizer == "adamw":
+        opt = keras.optimizers.AdamW(lr, weight_decay=cfg.weight_decay or 0.0)
+    elif cfg.optimizer == "sgd":
+        opt = keras.optimizers.SGD(lr, momentum=0.9, nesterov=True)
+    elif cfg.optimizer == "adam":
+        opt = keras.optimizers.Adam(lr)
+    else:
+        raise ValueError(f"optimizer must be adam, adamw or sgd, got {cfg.optimizer!r}")
+    model.compile(
+        optimizer=opt,
+        loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=cfg.label_smoothing),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+        jit_compile=False,
+    )
+    yt = keras.utils.to_categorical(np.asarray(y_train), num_classes).astype(np.float32)
+    train_ds = tf.data.Dataset.from_tensor_slices((xt, yt)).shuffle(n, seed=cfg.seed, reshuffle_each_iteration=True)
+    train_ds = train_ds.repeat().batch(cfg.batch_size).prefetch(2)
+    val_data = None
+    if has_val:
+        yv = keras.utils.to_categorical(np.asarray(y_val), num_classes).astype(np.float32)
+        val_data = (xv, yv)
+
+    history: list[dict[str, float | None]] = []
+    t0 = time.perf_counter()
+
+    class _Report(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+            logs = logs or {}
+            row: dict[str, float | None] = {
+                "epoch": epoch + 1,
+                "loss": float(logs.get("loss", float("nan"))),
+                "accuracy": float(logs.get("accuracy", float("nan"))),
+                "val_loss": float(logs["val_loss"]) if "val_loss" in logs else None,
+                "val_accuracy": float(logs["val_accuracy"]) if "val_accuracy" in logs else None,
+                "elapsed": time.perf_counter() - t0,
+            }
+            history.append(row)
+            if progress:
+                progress(EpochReport(epoch + 1, epochs, row["loss"], row["accuracy"], row["val_loss"], row["val_accuracy"], row["elapsed"]))  # type: ignore[arg-type]
+            if should_stop and should_stop():
+                self.model.stop_training = True
+
+    callbacks: list[Any] = [_Report()]
+    stopper = None
+    if has_val and cfg.patience is not None:
+        stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience, restore_best_weights=True)
+        callbacks.append(stopper)
+    model.fit(train_ds, epochs=epochs, steps_per_epoch=steps_per_epoch, validation_data=val_data, callbacks=callbacks, verbose=0)
+    best_epoch = len(history)
+    if stopper is not None and stopper.stopped_epoch > 0:
+        best_epoch = int(stopper.best_epoch) + 1
+    weights = [np.asarray(w, np.float32) for layer in model.layers for w in layer.get_weights()]
+    return TrainedHead(cfg, mean.astype(np.float32), scale, weights, history, best_epoch, steps_per_epoch * len(history), time.perf_counter() - t0)

@@ -1,0 +1,201 @@
+"""Train-and-register: dataset -> features (cached) -> head -> evaluated, saved run.
+
+The CLI's ``train`` and the app's Train page both call :func:`train_run`, so a run
+started from either makes the same artifacts.
+
+    request = RunRequest(source="../shared/data/cifar10-jpeg.tar.gz", backbone="...", protocol="best")
+    manifest = train_run(request, cache_dir="cache", on_epoch=print)
+    manifest["run_id"], manifest["metrics"]["test_accuracy"]
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lib.backbones import BackboneSpec, LoadedBackbone, resolve_backbone
+from lib.datasets import Dataset, load_dataset
+from lib.errors import DataSourceError
+from lib.features import ExtractProgress, cached_feature_result, get_features
+from lib.heads import EpochReport, HeadConfig, TrainedHead, stratified_split, train_head
+from lib.protocols import PROTOCOLS
+
+StageFn = Callable[[str], None]
+ExtractFn = Callable[[str, ExtractProgress], None]
+EpochFn = Callable[[EpochReport], None]
+
+
+@dataclass
+class RunRequest:
+    """Everything that defines a run."""
+
+    source: str
+    backbone: str
+    head: HeadConfig = field(default_factory=HeadConfig)
+    image_sizes: tuple[int, ...] | None = None  # several sizes are concatenated (multi-scale)
+    train_views: tuple[str, ...] = ("original",)
+    tta: bool = False
+    limit: int | None = None  # first N images per class of each split
+    protocol: str | None = None
+    batch_size: int = 256  # extraction batch
+    test_split: str = "test"
+    train_split: str = "train"
+
+    @classmethod
+    def from_protocol(cls, name: str, source: str, backbone: str, **kwargs: Any) -> RunRequest:
+        """A request that follows a named preset."""
+        if name not in PROTOCOLS:
+            raise DataSourceError(f"Unknown protocol {name!r}; choose one of {', '.join(PROTOCOLS)}.")
+        p = PROTOCOLS[name]
+        return cls(source, backbone, p.head, p.image_sizes, p.train_views, p.tta, protocol=name, **kwargs)
+
+
+@dataclass
+class FeatureBlock:
+    """Features of one split, one row per image, columns of every size concatenated, per view."""
+
+    views: dict[str, np.ndarray]
+    labels: np.ndarray
+    indices: np.ndarray
+    extract_seconds: float
+    cache_hits: int
+    artifacts: int
+
+
+def gather_features(
+    ds: Dataset,
+    spec: BackboneSpec,
+    split: str,
+    sizes: tuple[int, ...],
+    views: tuple[str, ...],
+    cache_dir: Path,
+    limit: int | None,
+    batch_size: int = 256,
+    on_extract: ExtractFn | None = None,
+    backbone: list[LoadedBackbone | None] | None = None,
+) -> FeatureBlock:
+    """Features of ``split`` for every size and view; the backbone is loaded only on a cache miss."""
+    holder = backbone if backbone is not None else [None]
+    per_view: dict[str, list[np.ndarray]] = {v: [] for v in views}
+    seconds, hits, labels, indices = 0.0, 0, None, None
+    for size in sizes:
+        for view in views:
+            result = cached_feature_result(ds, split, spec, size, view, limit, cache_dir)
+            if result is None:
+                if holder[0] is None:
+                    from lib.backbones import load_backbone
+
+                    holder[0] = load_backbone(spec, cache_dir)
+                label = f"{split}/{view}@{size}"
+                report = (lambda p, label=label: on_extract(label, p)) if on_extract else None
+                result = get_features(ds, split, spec, cache_dir, size, view, limit, batch_size, report, holder[0])
+            else:
+                hits += 1
+            seconds += result.extract_seconds
+            per_view[view].append(np.asarray(result.features, np.float32))
+            labels, indices = result.labels, result.indices
+    assert labels is not None and indices is not None
+    joined = {v: (np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]) for v, parts in per_view.items()}
+    return FeatureBlock(joined, labels, indices, seconds, hits, len(sizes) * len(views))
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that shape a run's numbers."""
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for name in ("tensorflow", "keras", "tensorflow-hub", "numpy", "scikit-learn"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def train_run(
+    req: RunRequest,
+    cache_dir: Path | str,
+    on_stage: StageFn | None = None,
+    on_extract: ExtractFn | None = None,
+    on_epoch: EpochFn | None = None,
+) -> dict[str, Any]:
+    """Extract (or load) features, train the head, evaluate on test, save the run; returns its manifest."""
+    from lib.evaluation import evaluate
+    from lib.runs import save_run
+
+    cache_dir = Path(cache_dir)
+    stage = on_stage or (lambda _msg: None)
+    stage("Loading data")
+    ds = load_dataset(req.source, cache_dir)
+    for split in (req.train_split, req.test_split):
+        if split not in ds.splits:
+            raise DataSourceError(f"Dataset {req.source!r} has no {split!r} split (it has {', '.join(ds.splits)}).")
+    spec = resolve_backbone(req.backbone)
+    sizes = tuple(req.image_sizes or (spec.default_size(),))
+    test_views = ("original", "flip") if req.tta else ("original",)
+    holder: list[LoadedBackbone | None] = [None]
+    stage("Features")
+    train = gather_features(ds, spec, req.train_split, sizes, tuple(req.train_views), cache_dir, req.limit, req.batch_size, on_extract, holder)
+    test = gather_features(ds, spec, req.test_split, sizes, test_views, cache_dir, req.limit, req.batch_size, on_extract, holder)
+
+    stage("Training head")
+    head_cfg = req.head
+    tr_rows, val_rows = stratified_split(train.labels, head_cfg.val_fraction, head_cfg.seed)
+    # Validation is carved per image, so a held-out image's flipped twin never trains.
+    x_train = np.concatenate([train.views[v][tr_rows] for v in req.train_views])
+    y_train = np.concatenate([train.labels[tr_rows] for _ in req.train_views])
+    x_val = train.views["original"][val_rows] if len(val_rows) else None
+    y_val = train.labels[val_rows] if len(val_rows) else None
+    head: TrainedHead = train_head(x_train, y_train, len(ds.classes), head_cfg, x_val, y_val, on_epoch)
+
+    stage("Evaluating")
+    probs = np.mean([head.predict_proba(test.views[v]) for v in test_views], axis=0)
+    report = evaluate(test.labels, probs, ds.classes)
+    manifest: dict[str, Any] = {
+        "label": "",
+        "protocol": req.protocol,
+        "source": req.source,
+        "dataset_fingerprint": ds.fingerprint,
+        "classes": list(ds.classes),
+        "backbone": spec.handle,
+        "backbone_name": spec.name,
+        "backbone_identity": spec.identity(),
+        "image_sizes": list(sizes),
+        "image_size": sizes[0],
+        "train_views": list(req.train_views),
+        "tta": req.tta,
+        "limit": req.limit,
+        "head": head_cfg.to_dict(),
+        "seed": head_cfg.seed,
+        "history": head.history,
+        "best_epoch": head.best_epoch,
+        "steps": head.steps,
+        "train_rows": len(x_train),
+        "val_rows": len(val_rows),
+        "metrics": {
+            "test_accuracy": report["accuracy"],
+            "top5_accuracy": report["top5_accuracy"],
+            "ece": report["calibration"]["ece"],
+            "test_images": report["count"],
+            "val_accuracy": head.history[-1].get("val_accuracy") if head.history else None,
+        },
+        "timings": {
+            "extract_seconds": round(train.extract_seconds + test.extract_seconds, 3),
+            "train_seconds": round(head.seconds, 3),
+            "feature_cache_hits": train.cache_hits + test.cache_hits,
+            "feature_artifacts": train.artifacts + test.artifacts,
+        },
+        "versions": library_versions(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": {"platform": platform.platform(), "cpus": __import__("os").cpu_count()},
+    }
+    predictions = {"y_true": test.labels, "probs": probs.astype(np.float32), "y_pred": probs.argmax(axis=1), "indices": test.indices}
+    stage("Saving run")
+    manifest["run_id"] = save_run(cache_dir, manifest, head, predictions)
+    return manifest

@@ -1,0 +1,61 @@
+"""Named training presets: the blog's original experiment and the project's recommendations.
+
+    preset = PROTOCOLS["best"]
+    preset.head, preset.image_sizes, preset.train_views, preset.tta
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from lib.heads import HeadConfig
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A head configuration plus which features it is trained on."""
+
+    name: str
+    description: str
+    head: HeadConfig
+    image_sizes: tuple[int, ...] | None = None  # None: the backbone's native size
+    train_views: tuple[str, ...] = ("original",)
+    tta: bool = False  # average the predictions of the original and flipped test images
+    notes: list[str] = field(default_factory=list)
+
+
+PROTOCOLS: dict[str, Protocol] = {
+    "blog": Protocol(
+        "blog",
+        "The published experiment: one dense softmax layer, 1,000 steps of batch 100, 128x128 input.",
+        HeadConfig(head="linear", optimizer="adam", learning_rate=1e-3, batch_size=100, steps=1000, val_fraction=0.1, patience=None),
+        image_sizes=(128,),
+    ),
+    "best": Protocol(
+        "best",
+        "Recommended at 128x128: MLP on original + flipped features, flip test-time augmentation.",
+        HeadConfig(
+            head="mlp", hidden=1024, dropout=0.5, optimizer="adamw", weight_decay=0.05, learning_rate=1e-3,
+            lr_schedule="cosine", batch_size=512, epochs=12, label_smoothing=0.1, val_fraction=0.05, patience=None,
+        ),  # fmt: skip
+        image_sizes=(128,),
+        train_views=("original", "flip"),
+        tta=True,
+    ),
+    "best-multiscale": Protocol(
+        "best-multiscale",
+        "Best overall: MLP on concatenated 128 and 224 features, original + flipped, flip TTA.",
+        HeadConfig(
+            head="mlp", hidden=1024, dropout=0.5, optimizer="adamw", weight_decay=0.05, learning_rate=1e-3,
+            lr_schedule="cosine", batch_size=512, epochs=12, label_smoothing=0.1, val_fraction=0.05, patience=None,
+        ),  # fmt: skip
+        image_sizes=(128, 224),
+        train_views=("original", "flip"),
+        tta=True,
+    ),
+}
+
+
+def with_overrides(head: HeadConfig, **overrides: object) -> HeadConfig:
+    """A copy of ``head`` with the non-None overrides applied."""
+    return replace(head, **{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,167 @@
+"""Tiny fixtures the tests make themselves: CIFAR-style archives, image folders, models.
+
+    make_cifar_tar(tmp_path / "cifar-10-python.tar.gz", per_class=6)
+    make_image_folder(tmp_path / "imgs")                    # mixed sizes/modes + one corrupt file
+    make_feature_savedmodel(tmp_path / "tiny_fv")           # TF Hub feature-vector interface
+    make_tflite(tmp_path / "tiny.tflite", quantized=True)
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def class_images(label: int, n: int, size: int = 32, seed: int = 0) -> np.ndarray:
+    """Synthetic images whose colour and stripes depend on the class, so a head can learn them."""
+    rng = np.random.default_rng(seed * 100 + label)
+    base = np.zeros((n, size, size, 3), np.float32)
+    base[..., label % 3] = 120 + 12 * label
+    stripes = (np.arange(size) // (2 + label % 4)) % 2
+    base[:, :, : size // 2, (label + 1) % 3] += 80 * stripes[:, None]
+    noise = rng.normal(0, 20, base.shape)
+    return np.clip(base + noise, 0, 255).astype(np.uint8)
+
+
+def make_cifar_tar(path: Path, per_class: int = 6, test_per_class: int = 3) -> Path:
+    """A ``cifar-10-python.tar.gz`` in the official pickle layout, with 5 train batches."""
+    def batch(imgs: np.ndarray, labels: np.ndarray) -> bytes:
+        data = imgs.transpose(0, 3, 1, 2).reshape(len(imgs), -1)
+        return pickle.dumps({b"data": data, b"labels": labels.tolist(), b"batch_label": b"x"})
+
+    train_x = np.concatenate([class_images(c, per_class) for c in range(10)])
+    train_y = np.repeat(np.arange(10), per_class)
+    order = np.random.default_rng(0).permutation(len(train_y))
+    train_x, train_y = train_x[order], train_y[order]
+    test_x = np.concatenate([class_images(c, test_per_class, seed=1) for c in range(10)])
+    test_y = np.repeat(np.arange(10), test_per_class)
+    files = {f"data_batch_{i + 1}": batch(train_x[i::5], train_y[i::5]) for i in range(5)}
+    files["test_batch"] = batch(test_x, test_y)
+    files["batches.meta"] = pickle.dumps({b"label_names": [c.encode() for c in CLASSES]})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def make_image_folder(root: Path, classes: tuple[str, ...] = ("cat", "dog", "frog"), per_class: int = 8, test_per_class: int = 4,
+                      corrupt: bool = True, mixed: bool = True) -> Path:  # fmt: skip
+    """``<split>/<class>/*.png|jpg`` with mixed sizes and modes (L, RGBA, P) and one corrupt file."""
+    from PIL import Image
+
+    modes = ["RGB", "L", "RGBA", "P"] if mixed else ["RGB"]
+    for split, n in (("train", per_class), ("test", test_per_class)):
+        for c, cls in enumerate(classes):
+            folder = root / split / cls
+            folder.mkdir(parents=True, exist_ok=True)
+            imgs = class_images(c, n, size=32, seed=0 if split == "train" else 1)
+            for i, arr in enumerate(imgs):
+                img = Image.fromarray(arr)
+                if mixed and i % 3 == 1:
+                    img = img.resize((48, 40))
+                mode = modes[i % len(modes)]
+                img = img.convert(mode)
+                ext = "jpg" if mode in ("RGB", "L") and i % 2 == 0 else "png"
+                img.save(folder / f"{i:04d}.{ext}")
+    if corrupt:
+        (root / "train" / classes[0] / "9999.jpg").write_bytes(b"this is not a jpeg")
+    return root
+
+
+def make_feature_savedmodel(path: Path, dim: int = 16, seed: int = 0) -> Path:
+    """A tiny random SavedModel with the TF Hub image feature-vector interface."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+
+    class TinyFeatureVector(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.kernel = tf.Variable(rng.normal(0, 0.5, (3, 3, 3, dim)).astype(np.float32))
+            self.bias = tf.Variable(np.zeros(dim, np.float32))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32), tf.TensorSpec([], tf.bool)])
+        def _call(self, images: Any, training: Any) -> Any:
+            h = tf.nn.relu(tf.nn.conv2d(images, self.kernel, strides=2, padding="SAME") + self.bias)
+            return tf.reduce_mean(h, axis=[1, 2])
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+        def serve(self, inputs: Any) -> Any:
+            return {"feature_vector": self._call(inputs, False)}
+
+    module = TinyFeatureVector()
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+    def call(images: Any) -> Any:
+        return module._call(images, False)
+
+    module.__call__ = call
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    return path
+
+
+def make_classifier_savedmodel(path: Path, classes: int = 1001) -> Path:
+    """A tiny SavedModel that outputs ImageNet-style logits: must be rejected as a backbone."""
+    import tensorflow as tf
+
+    class Classifier(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = tf.Variable(np.ones((3, classes), np.float32))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+        def __call__(self, images: Any) -> Any:
+            return tf.matmul(tf.reduce_mean(images, axis=[1, 2]), self.w)
+
+    tf.saved_model.save(Classifier(), str(path))
+    return path
+
+
+def make_spatial_savedmodel(path: Path) -> Path:
+    """A SavedModel that returns a spatial map ``[B, h, w, C]``: not a feature vector."""
+    import tensorflow as tf
+
+    class Spatial(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+        def __call__(self, images: Any) -> Any:
+            return tf.nn.avg_pool2d(images, 4, 4, "VALID")
+
+    tf.saved_model.save(Spatial(), str(path))
+    return path
+
+
+def make_tflite(path: Path, size: int = 32, dim: int = 8, quantized: bool = True) -> Path:
+    """A tiny ``.tflite`` feature extractor; quantized to uint8 input and output by default."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(1)
+    kernel = tf.constant(rng.normal(0, 0.5, (3, 3, 3, dim)).astype(np.float32))
+
+    @tf.function(input_signature=[tf.TensorSpec([1, size, size, 3], tf.float32)])
+    def fn(x: Any) -> Any:
+        h = tf.nn.relu(tf.nn.conv2d(x, kernel, strides=2, padding="SAME"))
+        return tf.reduce_mean(h, axis=[1, 2], keepdims=True)
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], fn)
+    if quantized:
+        def rep() -> Any:
+            for _ in range(8):
+                yield [rng.uniform(-1, 1, (1, size, size, 3)).astype(np.float32)]
+
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = rep
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.uint8
+        converter.inference_output_type = tf.uint8
+    path.write_bytes(converter.convert())
+    return path
