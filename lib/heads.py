@@ -113,7 +113,12 @@ def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tupl
     from sklearn.model_selection import train_test_split
 
     idx = np.arange(len(labels))
-    train, val = train_test_split(idx, test_size=val_fraction, random_state=seed, stratify=labels)
+    classes = len(np.unique(labels))
+    # Stratifying needs at least one row per class on each side; tiny subsets get one each.
+    n_val = max(int(round(val_fraction * len(labels))), classes)
+    if n_val > len(labels) - classes:
+        return idx, np.zeros(0, dtype=np.int64)
+    train, val = train_test_split(idx, test_size=n_val, random_state=seed, stratify=labels)
     return np.sort(train), np.sort(val)
 
 
@@ -146,7 +151,8 @@ def train_head(
     n = len(xt)
     steps_per_epoch = max(1, math.ceil(n / cfg.batch_size))
     if cfg.steps:
-        steps_per_epoch = min(steps_per_epoch, cfg.steps)
+        # The dataset repeats, so an "epoch" is just a reporting interval: at most ~50 of them.
+        steps_per_epoch = min(cfg.steps, max(steps_per_epoch, math.ceil(cfg.steps / 50)))
         epochs = math.ceil(cfg.steps / steps_per_epoch)
     else:
         epochs = cfg.epochs
@@ -213,7 +219,7 @@ def train_head(
     if has_val and cfg.patience is not None:
         stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience, restore_best_weights=True)
         callbacks.append(stopper)
-    model.fit(train_ds, epochs=epochs, steps_per_epoch=steps_per_epoch, validation_data=val_data, callbacks=callbacks, verbose=0)
+    model.fit(train_ds, epochs=epochs, steps_per_epoch=steps_per_epoch, validation_data=val_data, callbacks=callbacks, shuffle=False, verbose=0)
     best_epoch = len(history)
     if stopper is not None and stopper.stopped_epoch > 0:
         best_epoch = int(stopper.best_epoch) + 1
