@@ -60,8 +60,8 @@ def _ExportModule(backbone: Any, run: Any, sizes: list[int], tta: bool) -> Any: 
             self.mean = tf.constant(run.head.mean)
             self.scale = tf.constant(run.head.scale)
             self.head_weights = [tf.Variable(w, trainable=False) for w in run.head.weights]
-            self.class_names = tf.constant(run.classes)
-            self.image_sizes = tf.constant(sizes)
+            self.class_names = tf.Variable(run.classes, trainable=False)
+            self.image_sizes = tf.Variable(sizes, trainable=False)
 
         @tf.function
         def __call__(self, images: Any) -> Any:

@@ -56,6 +56,6 @@ PROTOCOLS: dict[str, Protocol] = {
 }
 
 
-def with_overrides(head: HeadConfig, **overrides: object) -> HeadConfig:
-    """A copy of ``head`` with the non-None overrides applied."""
-    return replace(head, **{k: v for k, v in overrides.items() if v is not None})
+def with_overrides(config: HeadConfig, **overrides: object) -> HeadConfig:
+    """A copy of ``config`` with the non-None overrides applied."""
+    return replace(config, **{k: v for k, v in overrides.items() if v is not None})

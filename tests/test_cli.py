@@ -1,0 +1,89 @@
+"""The CLI as a user runs it: `python -m lib ...` in a subprocess, JSON on stdout, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli(*args: str, cache: Path, ok: bool = True) -> Any:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.run([sys.executable, "-m", "lib", *args, "--cache-dir", str(cache)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, env=env)  # fmt: skip
+    if not ok:
+        return proc
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout) if "--json" in args else proc.stdout
+
+
+def test_data_extract_train_evaluate_runs_export(assets: dict[str, Path], cache_dir: Path, tmp_path: Path) -> None:
+    """A user converts a dataset, extracts features twice (the second is a cache hit), trains, evaluates and exports."""
+    src, bb = str(assets["cifar_tar"]), str(assets["savedmodel"])
+    summary = cli("data", "--source", src, "--json", cache=cache_dir)
+    assert summary["splits"]["train"]["total"] == 60 and summary["classes"][0] == "airplane"
+    text = cli("data", "--source", src, cache=cache_dir)
+    assert "airplane" in text and "total" in text
+
+    first = cli("extract", "--source", src, "--backbone", bb, "--image-size", "40", "--split", "all", "--json", cache=cache_dir)
+    for key in ("images", "feature_dim", "seconds", "images_per_second", "cache_hit", "cache_path"):
+        assert key in first
+    assert first["images"] == 90 and first["feature_dim"] == 16 and first["cache_hit"] is False
+    second = cli("extract", "--source", src, "--backbone", bb, "--image-size", "40", "--split", "all", "--json", cache=cache_dir)
+    assert second["cache_hit"] is True and second["images"] == 90
+
+    trained = cli("train", "--source", src, "--backbone", bb, "--image-size", "40", "--head", "mlp", "--hidden", "16", "--epochs", "3",
+                  "--flip-train", "--tta", "--label", "cli run", "--json", cache=cache_dir)  # fmt: skip
+    for key in ("run_id", "test_accuracy", "train_seconds", "extract_seconds"):
+        assert key in trained
+    assert 0 <= trained["test_accuracy"] <= 1
+    rid = trained["run_id"]
+    listed = cli("runs", "list", "--json", cache=cache_dir)
+    assert listed["runs"][0]["run_id"] == rid and listed["runs"][0]["label"] == "cli run"
+    report = cli("evaluate", rid, "--json", cache=cache_dir)
+    assert report["accuracy"] == trained["test_accuracy"] and len(report["per_class"]) == 10
+    assert "top confused pairs" in cli("evaluate", rid, cache=cache_dir)
+    shown = cli("runs", "show", rid, "--json", cache=cache_dir)
+    assert shown["head"]["hidden"] == 16 and shown["train_views"] == ["original", "flip"]
+    exported = cli("runs", "export", rid, "--out", str(tmp_path / "model"), "--zip", "--json", cache=cache_dir)
+    assert Path(exported["export_path"], "saved_model.pb").exists() and Path(exported["zip_path"]).exists()
+    cli("runs", "delete", rid, "--json", cache=cache_dir)
+    assert cli("runs", "list", "--json", cache=cache_dir)["runs"] == []
+
+
+def test_backbones_lists_registry(cache_dir: Path) -> None:
+    out = cli("backbones", "--json", cache=cache_dir)
+    names = [b["name"] for b in out["backbones"]]
+    assert out["default"] == "mobilenet_v1_100_128" and "inception_v3" in names
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["data", "--source", "/no/such/data"], "neither 'cifar10' nor an existing path"),
+        (["extract", "--source", "{cifar}", "--backbone", "/no/such/model"], "Unknown backbone"),
+        (["evaluate", "20260101-000000-mlp-abcdef"], "not found"),
+        (["runs", "delete", "nonsense"], "not a run id"),
+    ],
+)
+def test_errors_are_one_line_without_traceback(assets: dict[str, Path], cache_dir: Path, args: list[str], message: str) -> None:
+    args = [a.replace("{cifar}", str(assets["cifar_tar"])) for a in args]
+    proc = cli(*args, cache=cache_dir, ok=False)
+    assert proc.returncode != 0
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+def test_not_a_feature_vector_module_is_refused(assets: dict[str, Path], cache_dir: Path, tmp_path: Path) -> None:
+    from tests import fixtures
+
+    classifier = fixtures.make_classifier_savedmodel(tmp_path / "classifier")
+    proc = cli("extract", "--source", str(assets["cifar_tar"]), "--backbone", str(classifier), cache=cache_dir, ok=False)
+    assert proc.returncode == 2 and "classification module" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,0 +1,55 @@
+"""Export: one SavedModel (backbone + head) that a fresh process reloads without this project."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from lib.export import export_run, zip_folder
+from lib.heads import HeadConfig
+from lib.pipeline import RunRequest, train_run
+from lib.runs import load_run
+from tests import fixtures
+
+
+def test_exported_model_predicts_in_a_fresh_process(assets: dict[str, Path], cache_dir: Path, tmp_path: Path) -> None:
+    req = RunRequest(str(assets["cifar_tar"]), str(assets["savedmodel"]), HeadConfig(head="mlp", hidden=16, epochs=5, batch_size=16),
+                     image_sizes=(32, 48), train_views=("original", "flip"), tta=True)  # fmt: skip
+    manifest = train_run(req, cache_dir)
+    out = export_run(cache_dir, manifest["run_id"], tmp_path / "exported")
+    assert (out / "saved_model.pb").exists() and (out / "class_names.txt").read_text().split() == fixtures.CLASSES
+    archive = zip_folder(out, tmp_path / "exported.zip")
+    assert "exported/saved_model.pb" in zipfile.ZipFile(archive).namelist()
+
+    images = np.concatenate([fixtures.class_images(c, 2, seed=1) for c in range(10)])
+    np.save(tmp_path / "images.npy", images)
+    # Only TensorFlow and numpy: run from an empty folder so `lib` is not importable.
+    script = textwrap.dedent(f"""
+        import json, numpy as np, tensorflow as tf
+        model = tf.saved_model.load({str(out)!r})
+        images = np.load({str(tmp_path / "images.npy")!r})
+        probs = model(images).numpy()
+        big = model(tf.image.resize(images, (70, 90)).numpy().astype("uint8")).numpy()
+        serve = model.signatures["serving_default"](images=tf.constant(images))
+        print(json.dumps({{"probs": probs.tolist(), "names": [n.decode() for n in model.class_names.numpy()],
+                          "big_shape": list(big.shape), "serve_keys": list(serve)}}))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=180,
+                          env={"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "3", "HOME": str(tmp_path)})  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["names"] == fixtures.CLASSES and result["big_shape"] == [20, 10]
+    # The exported model matches the run's own numpy head on the same images.
+    run = load_run(cache_dir, manifest["run_id"])
+    from lib.backbones import load_backbone, resolve_backbone
+
+    bb = load_backbone(resolve_backbone(str(assets["savedmodel"])))
+    views = [np.concatenate([bb.embed(images, s, flip) for s in (32, 48)], axis=1) for flip in (False, True)]
+    expected = np.mean([run.head.predict_proba(v) for v in views], axis=0)
+    np.testing.assert_allclose(np.array(result["probs"]), expected, atol=1e-4)
