@@ -51,7 +51,7 @@ def test_limited_training_beats_accuracy_floor(shared_cache) -> None:  # noqa: A
     req = RunRequest(str(SHARED_DATA), str(SHARED_MODEL), HeadConfig(head="linear", epochs=40, batch_size=64, val_fraction=0.1, patience=8),
                      image_sizes=(128,), train_views=("original", "flip"), tta=True, limit=LIMIT)  # fmt: skip
     manifest = train_run(req, shared_cache)
-    # Measured at 0.70 on this subset; 0.60 leaves room for numeric noise, and chance is 0.10.
+    # Measured at 0.68 on this subset; 0.60 leaves room for numeric noise, and chance is 0.10.
     assert manifest["metrics"]["test_accuracy"] >= 0.60, manifest["metrics"]
     assert manifest["metrics"]["top5_accuracy"] >= 0.90
 

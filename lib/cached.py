@@ -1,0 +1,150 @@
+"""The one adapter between lib and Streamlit's caches; pages call these and draw.
+
+``st.cache_resource`` holds models and large read-only arrays (memory-mapped features,
+datasets, runs); ``st.cache_data`` holds only small results (projections, reports).
+Disk artifacts stay the source of truth: these caches only skip re-reading them.
+
+    ds = cached.dataset_if_ready(source, cache_dir)      # None until prepared
+    run = cached.run(cache_dir, run_id)
+    proj = cached.projection(cache_dir, source, backbone, size, "test", 2000, "tsne", 30, 500, 0)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import streamlit as st
+
+from lib import evaluation, projections
+from lib.atomic import save_npy_atomic
+from lib.backbones import BackboneSpec, LoadedBackbone, load_backbone, resolve_backbone
+from lib.datasets import Dataset, cached_dataset_status
+from lib.errors import UserFacingError
+from lib.features import FeatureResult, cached_feature_result
+from lib.runs import Run, load_run
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _dataset(source: str, cache_dir: str, fingerprint_hint: str) -> Dataset | None:
+    return cached_dataset_status(source, cache_dir)
+
+
+def dataset_if_ready(source: str, cache_dir: Path | str) -> Dataset | None:
+    """The converted dataset, or None if it has not been prepared yet (never converts)."""
+    ds = _dataset(source, str(cache_dir), _mtime_hint(source))
+    if ds is None:
+        _dataset.clear()  # a later prepare must be seen at once
+    return ds
+
+
+def _mtime_hint(source: str) -> str:
+    # A changed source file must not be answered from an old cached Dataset.
+    try:
+        p = Path(source).expanduser()
+        return f"{p.stat().st_mtime_ns}" if p.exists() else ""
+    except OSError:
+        return ""
+
+
+def forget_datasets() -> None:
+    """Drop cached dataset handles (after preparing one)."""
+    _dataset.clear()
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def backbone_spec(backbone: str) -> BackboneSpec:
+    """Resolve a backbone string (content hash included) once per process."""
+    return resolve_backbone(backbone)
+
+
+@st.cache_resource(show_spinner="Loading the backbone (TensorFlow)...", max_entries=2)
+def loaded_backbone(backbone: str, cache_dir: str) -> LoadedBackbone:
+    """The loaded TF model; only pages that compute features or classify uploads call this."""
+    return load_backbone(backbone_spec(backbone), cache_dir)
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def _features(source: str, cache_dir: str, backbone: str, size: int, split: str, view: str, limit: int | None) -> FeatureResult | None:
+    ds = dataset_if_ready(source, cache_dir)
+    if ds is None or split not in ds.splits:
+        return None
+    return cached_feature_result(ds, split, backbone_spec(backbone), size, view, limit, cache_dir)
+
+
+def features(source: str, cache_dir: Path | str, backbone: str, size: int, split: str, view: str = "original",
+             limit: int | None = None) -> FeatureResult | None:  # fmt: skip
+    """Cached features (memory-mapped) or None; forgets a miss so a later extraction is seen."""
+    result = _features(source, str(cache_dir), backbone, int(size), split, view, limit)
+    if result is None:
+        _features.clear()
+    return result
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _run(cache_dir: str, run_id: str, mtime: str) -> Run:
+    return load_run(cache_dir, run_id)
+
+
+def run(cache_dir: Path | str, run_id: str) -> Run:
+    """A loaded run; re-read when its manifest changes (a rename)."""
+    manifest = Path(cache_dir) / "runs" / run_id / "manifest.json"
+    try:
+        mtime = str(manifest.stat().st_mtime_ns)
+    except OSError:
+        mtime = ""
+    return _run(str(cache_dir), run_id, mtime)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def report(cache_dir: str, run_id: str, mtime: str = "") -> dict[str, Any]:
+    """The evaluation report of a run (small: lists of numbers)."""
+    r = run(cache_dir, run_id)
+    return evaluation.evaluate(r.y_true, r.probs, r.classes)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def sample(source: str, cache_dir: str, split: str, n: int, seed: int) -> np.ndarray:
+    """A stratified sample of row indices of a split."""
+    ds = dataset_if_ready(source, cache_dir)
+    if ds is None:
+        raise UserFacingError("The dataset is not prepared yet.")
+    return projections.stratified_sample(ds.labels(split), n, seed)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def projection(cache_dir: str, feature_path: str, rows: tuple[int, ...], method: str, perplexity: float, max_iter: int,
+               seed: int) -> projections.Projection:  # fmt: skip
+    """PCA or t-SNE of the given rows; t-SNE results also persist on disk, keyed by all parameters."""
+    import hashlib
+
+    feats = np.load(feature_path, mmap_mode="r")
+    idx = np.asarray(rows, dtype=np.int64)
+    if method != "tsne":
+        return projections.project(feats, idx, "pca", seed=seed)
+    key = hashlib.sha256(repr((Path(feature_path).name, rows, perplexity, max_iter, seed)).encode()).hexdigest()[:24]
+    disk = Path(cache_dir) / "projections" / f"tsne-{key}.npy"
+    try:
+        coords = np.load(disk)
+        if coords.shape == (len(idx), 2):
+            return projections.Projection(coords, idx, "tsne")
+    except (OSError, ValueError):
+        pass
+    proj = projections.project(feats, idx, "tsne", perplexity, max_iter, seed)
+    try:
+        save_npy_atomic(disk, proj.coords)
+    except UserFacingError:
+        pass  # a full disk only costs the disk copy; the in-memory cache still holds it
+    return proj
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def thumbnails(source: str, cache_dir: str, split: str, rows: tuple[int, ...]) -> list[str]:
+    """PNG data URIs of the given images, for chart tooltips."""
+    from lib.images import thumbnail_uri
+
+    ds = dataset_if_ready(source, cache_dir)
+    assert ds is not None
+    images = ds.images(split)
+    return [thumbnail_uri(np.asarray(images[i])) for i in rows]

@@ -1,0 +1,89 @@
+"""Browse: a paged grid of images with split/class filters, shuffling, jump-to-index, class balance,
+and the active run's prediction for the selected image."""
+
+import altair as alt
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from lib import cached
+from lib.images import upscale
+from ui import state, widgets
+
+settings = state.current()
+st.title("Browse data")
+ds = widgets.require_dataset(settings)
+run = widgets.active_run(settings)
+
+state.bind("b_split", "test" if "test" in ds.splits else ds.splits[0])
+state.bind_list("b_classes", [], list(ds.classes))
+state.bind("b_shuffle", False, lambda v: v == "True")
+state.bind("b_seed", 0, int)
+state.bind("b_page", 1, int)
+state.bind("b_sel", 0, int)
+
+c1, c2, c3, c4 = st.columns([1, 3, 1, 1])
+split = c1.selectbox("Split", ds.splits, key="b_split")
+chosen = c2.multiselect("Classes (none = all)", ds.classes, key="b_classes")
+shuffle = c3.toggle("Shuffle", key="b_shuffle")
+seed = c4.number_input("Seed", 0, 10_000, key="b_seed", disabled=not shuffle)
+
+labels = ds.labels(split)
+keep = np.flatnonzero(np.isin(labels, [ds.classes.index(c) for c in chosen])) if chosen else np.arange(len(labels))
+if shuffle:
+    keep = np.random.default_rng(int(seed)).permutation(keep)
+per_page = 48
+pages = max(1, -(-len(keep) // per_page))
+
+j1, j2, j3 = st.columns([1, 1, 2])
+jump = j2.number_input("Jump to image index", -1, len(labels) - 1, -1, help="-1: off. Opens the page holding that image and selects it.")
+if jump >= 0:
+    where = np.flatnonzero(keep == jump)
+    if len(where):
+        st.session_state["b_page"] = int(where[0] // per_page) + 1
+        st.session_state["b_sel"] = int(jump)
+    else:
+        j3.warning(f"Image {jump} is not in the current filter.")
+st.session_state["b_page"] = min(max(1, st.session_state["b_page"]), pages)
+page = j1.number_input(f"Page (of {pages})", 1, pages, key="b_page")
+state.publish("b_split", "b_classes", "b_shuffle", "b_seed", "b_page", "b_sel")
+
+rows = keep[(page - 1) * per_page : page * per_page]
+images = ds.images(split)
+st.caption(f"{len(keep):,} images match; showing {len(rows)} on page {page}.")
+widgets.image_grid([images[i] for i in rows], [f"#{i} {ds.classes[labels[i]]}" for i in rows], columns=12, side=64)
+
+left, right = st.columns([1, 1])
+with left:
+    st.subheader("Selected image")
+    if st.session_state["b_sel"] not in set(rows.tolist()) and len(rows):
+        st.session_state["b_sel"] = int(rows[0])
+    sel = st.selectbox("Image on this page", rows.tolist(), key="b_sel", format_func=lambda i: f"#{i} {ds.classes[labels[i]]}")
+    if sel is not None:
+        a, b = st.columns([1, 1])
+        a.image(upscale(np.asarray(images[sel]), 256), caption=f"{split} #{sel}: {ds.classes[labels[sel]]}")
+        if run is None:
+            b.info("Activate a run (sidebar) to see its prediction and top-5 here.")
+        elif split == run.manifest.get("test_split", "test") and run.manifest["dataset_fingerprint"] == ds.fingerprint:
+            row = np.flatnonzero(run.indices == sel)
+            if len(row):
+                probs = run.probs[row[0]]
+                pred = int(probs.argmax())
+                verdict = "correct" if pred == labels[sel] else "wrong"
+                b.metric("Predicted", run.classes[pred], verdict, delta_color="normal" if verdict == "correct" else "inverse")
+                b.dataframe(widgets.top5_table(probs, run.classes), hide_index=True, column_config={
+                    "probability": st.column_config.ProgressColumn(format="%.3f", min_value=0.0, max_value=1.0)})
+            else:
+                b.info("The active run was evaluated on a --limit subset that does not include this image.")
+        else:
+            b.info("Runs store predictions for the test split; switch the split to test to see them.")
+
+with right:
+    st.subheader("Class balance")
+    balance = pd.DataFrame([{"split": s, "class": c, "images": ds.counts[s][i]} for s in ds.splits for i, c in enumerate(ds.classes)])
+    chart = alt.Chart(balance).mark_bar().encode(
+        x=alt.X("class:N", sort=list(ds.classes), title=None), y="images:Q", color="split:N", xOffset="split:N",
+        tooltip=["split", "class", "images"])  # fmt: skip
+    st.altair_chart(chart.properties(height=300), width="stretch")
+    if any(ds.skipped.values()):
+        st.caption("Unreadable files skipped while converting: " + ", ".join(f"{s}: {n}" for s, n in ds.skipped.items()))

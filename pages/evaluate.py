@@ -1,0 +1,109 @@
+"""Evaluate the active run: accuracy, confusion matrix (click a cell to see its images), per-class metrics,
+calibration, a comparison with another run, and classifying your own image."""
+
+import altair as alt
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from lib import cached
+from lib.evaluation import misclassified
+from lib.runs import display_name, list_runs
+from ui import classify, state, widgets
+
+settings = state.current()
+st.title("Evaluate")
+run = widgets.active_run(settings)
+if run is None:
+    st.info("No active run. Pick one in the sidebar, or train one on **Train or load**.")
+    st.stop()
+report = cached.report(str(settings.cache_dir), run.run_id)
+classes = run.classes
+m = run.manifest
+st.caption(f"Run **{display_name(m)}** · {m['backbone_name']} @ {','.join(map(str, m['image_sizes']))}px · {m['head']['head']} head · "
+           f"{report['count']:,} test images · {m['source']}")  # fmt: skip
+
+a, b, c, d = st.columns(4)
+a.metric("Accuracy", f"{report['accuracy']:.2%}")
+b.metric("Top-5 accuracy", f"{report['top5_accuracy']:.2%}")
+c.metric("ECE", f"{report['calibration']['ece']:.4f}")
+d.metric("Errors", f"{int(round((1 - report['accuracy']) * report['count'])):,}")
+
+state.bind("ev_norm", "counts")
+state.bind("ev_true", 0, int)
+state.bind("ev_pred", 1, int)
+left, right = st.columns([3, 2])
+with left:
+    st.subheader("Confusion matrix")
+    mode = st.radio("Show", ["counts", "row-normalized"], key="ev_norm", horizontal=True)
+    cm = np.array(report["confusion"])
+    cmn = np.array(report["confusion_normalized"])
+    cells = pd.DataFrame([{"true": classes[t], "predicted": classes[p], "count": int(cm[t, p]), "share": float(cmn[t, p])}
+                          for t in range(len(classes)) for p in range(len(classes))])  # fmt: skip
+    value = "count" if mode == "counts" else "share"
+    pick = alt.selection_point(name="cell", fields=["true", "predicted"], on="click")
+    base = alt.Chart(cells).encode(x=alt.X("predicted:N", sort=classes), y=alt.Y("true:N", sort=classes))
+    heat = base.mark_rect().encode(
+        color=alt.Color(f"{value}:Q", scale=alt.Scale(scheme="blues", type="sqrt")),
+        stroke=alt.condition(pick, alt.value("black"), alt.value(None)), tooltip=["true", "predicted", "count", alt.Tooltip("share:Q", format=".1%")],
+    ).add_params(pick)  # fmt: skip
+    text = base.mark_text(fontSize=10).encode(text=alt.Text(f"{value}:Q", format="d" if value == "count" else ".2f"),
+                                              color=alt.condition(f"datum.{value} > {cells[value].max() / 2}", alt.value("white"), alt.value("black")))  # fmt: skip
+    event = st.altair_chart((heat + text).properties(height=420), on_select="rerun", key="ev_cm", width="stretch")
+    chosen = event.selection.get("cell", []) if event is not None else []
+    if chosen:
+        st.session_state["ev_true"] = classes.index(chosen[0]["true"])
+        st.session_state["ev_pred"] = classes.index(chosen[0]["predicted"])
+with right:
+    st.subheader("Per class")
+    per = pd.DataFrame(report["per_class"])
+    st.dataframe(per[["class", "accuracy", "precision", "recall", "f1", "support"]], hide_index=True, width="stretch",
+                 column_config={k: st.column_config.NumberColumn(format="%.3f") for k in ("accuracy", "precision", "recall", "f1")})  # fmt: skip
+    long = per.melt(id_vars="class", value_vars=["accuracy", "precision", "f1"], var_name="metric")
+    st.altair_chart(alt.Chart(long).mark_bar().encode(x=alt.X("class:N", sort=classes, title=None), y=alt.Y("value:Q", scale=alt.Scale(domain=[0, 1])),
+                    color="metric:N", xOffset="metric:N").properties(height=220), width="stretch")  # fmt: skip
+
+st.subheader("Images of one cell: most confident mistakes first")
+s1, s2, s3 = st.columns([1, 1, 2])
+true_cls = s1.selectbox("True class", range(len(classes)), key="ev_true", format_func=lambda i: classes[i])
+pred_cls = s2.selectbox("Predicted class", range(len(classes)), key="ev_pred", format_func=lambda i: classes[i])
+state.publish("ev_norm", "ev_true", "ev_pred")
+rows = misclassified(run.y_true, run.probs, true_cls, pred_cls)
+s3.markdown(f"**{len(rows)}** test images of *{classes[true_cls]}* predicted as *{classes[pred_cls]}*" + (" (first 40 shown)" if len(rows) > 40 else ""))
+ds = cached.dataset_if_ready(m["source"], settings.cache_dir)
+if ds is None or ds.fingerprint != m["dataset_fingerprint"]:
+    st.info("The run's dataset is not prepared in this cache, so its images cannot be shown.")
+else:
+    images = ds.images(m.get("test_split", "test"))
+    show = rows[:40]
+    widgets.image_grid([images[int(run.indices[r])] for r in show],
+                       [f"#{run.indices[r]} p={run.probs[r, pred_cls]:.2f}" for r in show], columns=10, side=72)  # fmt: skip
+
+t1, t2 = st.columns(2)
+with t1:
+    st.subheader("Top confused pairs")
+    st.dataframe(pd.DataFrame(report["top_confused"])[["true", "predicted", "count", "share_of_true"]] if report["top_confused"] else pd.DataFrame(),
+                 hide_index=True, width="stretch", column_config={"share_of_true": st.column_config.NumberColumn("share of true", format="%.1%%")})  # fmt: skip
+with t2:
+    st.subheader("Reliability diagram")
+    rel = pd.DataFrame(report["calibration"]["bins"]).dropna()
+    diag = alt.Chart(pd.DataFrame({"x": [0, 1], "y": [0, 1]})).mark_line(strokeDash=[4, 4], color="gray").encode(x="x:Q", y="y:Q")
+    curve = alt.Chart(rel).mark_line(point=True).encode(x=alt.X("confidence:Q", scale=alt.Scale(domain=[0, 1])),
+                                                          y=alt.Y("accuracy:Q", scale=alt.Scale(domain=[0, 1])), tooltip=["count", "confidence", "accuracy"])  # fmt: skip
+    st.altair_chart((diag + curve).properties(height=260), width="stretch")
+    st.caption(f"Expected calibration error: **{report['calibration']['ece']:.4f}** over 15 equal-width bins.")
+
+st.subheader("Compare with another run")
+others = [r for r in list_runs(settings.cache_dir) if r["run_id"] != run.run_id and r["classes"] == classes]
+if not others:
+    st.caption("Train a second run on the same classes to compare per-class accuracy.")
+else:
+    other_id = st.selectbox("Other run", [r["run_id"] for r in others], format_func=lambda r: display_name(next(o for o in others if o["run_id"] == r)))
+    other = pd.DataFrame(cached.report(str(settings.cache_dir), other_id)["per_class"])
+    diff = pd.DataFrame({"class": per["class"], "difference": per["accuracy"] - other["accuracy"]})
+    st.altair_chart(alt.Chart(diff).mark_bar().encode(
+        x=alt.X("class:N", sort=classes, title=None), y=alt.Y("difference:Q", title="accuracy: active − other", axis=alt.Axis(format="+.0%")),
+        color=alt.condition("datum.difference >= 0", alt.value("#4c78a8"), alt.value("#e45756"))).properties(height=220), width="stretch")  # fmt: skip
+
+st.subheader("Classify your own image")
+classify.upload_ui(settings, run)

@@ -1,0 +1,114 @@
+"""Train or load: pick a backbone, size and head, train (with live curves), and manage all runs."""
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from lib.backbones import REGISTRY
+from lib.config import BLOG_ACCURACY
+from lib.heads import HeadConfig
+from lib.pipeline import RunRequest
+from lib.protocols import PROTOCOLS
+from lib.runs import list_runs
+from ui import actions, run_table, state, widgets
+
+settings = state.current()
+st.title("Train or load transfer models")
+ds = widgets.require_dataset(settings)
+
+CUSTOM = "(custom handle or path)"
+SIZES = sorted({96, 128, 160, 192, 224, settings.image_size})
+
+
+def preset_values(name: str) -> dict:
+    """Form values of a named protocol."""
+    p = PROTOCOLS[name]
+    h = p.head
+    return {"t_sizes": list(p.image_sizes or [settings.image_size]), "t_head": h.head, "t_hidden": h.hidden, "t_dropout": h.dropout,
+            "t_wd": h.weight_decay, "t_opt": h.optimizer, "t_lr": h.learning_rate, "t_sched": h.lr_schedule, "t_bs": h.batch_size,
+            "t_epochs": h.epochs, "t_steps": h.steps or 0, "t_ls": h.label_smoothing, "t_val": h.val_fraction, "t_patience": h.patience or 0,
+            "t_flip": "flip" in p.train_views, "t_tta": p.tta, "t_preset": name}  # fmt: skip
+
+
+def apply_preset(name: str) -> None:
+    st.session_state.update(preset_values(name))
+
+
+defaults = {**preset_values("blog"), "t_head": "mlp", "t_epochs": 15, "t_steps": 0, "t_bs": 256, "t_patience": 5, "t_preset": "custom",
+            "t_sizes": [settings.image_size], "t_seed": 0, "t_limit": 0, "t_label": ""}  # fmt: skip
+for key, value in defaults.items():
+    st.session_state.setdefault(key, value)
+st.session_state.setdefault("t_backbone", settings.backbone if settings.backbone in REGISTRY else CUSTOM)
+st.session_state.setdefault("t_custom", "" if settings.backbone in REGISTRY else settings.backbone)
+
+p1, p2, p3 = st.columns([1, 1, 3])
+p1.button("Blog protocol preset", on_click=apply_preset, args=("blog",), help=PROTOCOLS["blog"].description, type="secondary")
+p2.button("Best preset", on_click=apply_preset, args=("best",), help=PROTOCOLS["best"].description)
+p3.caption(f"Preset: **{st.session_state['t_preset']}**. {PROTOCOLS.get(st.session_state['t_preset'], PROTOCOLS['blog']).description if st.session_state['t_preset'] in PROTOCOLS else 'Your own settings.'}")
+
+with st.form("train_form"):
+    a, b, c = st.columns(3)
+    a.selectbox("Backbone", [CUSTOM, *REGISTRY], key="t_backbone")
+    a.text_input("Custom TF Hub handle, SavedModel folder or .tflite", key="t_custom")
+    a.multiselect("Input sizes (several = multi-scale concatenation)", SIZES, key="t_sizes")
+    b.radio("Head", ["linear", "mlp"], key="t_head", horizontal=True)
+    b.number_input("MLP hidden units", 16, 4096, key="t_hidden")
+    b.slider("Dropout", 0.0, 0.9, key="t_dropout")
+    b.number_input("Weight decay", 0.0, 1.0, key="t_wd", format="%.4f")
+    b.selectbox("Optimizer", ["adam", "adamw", "sgd"], key="t_opt")
+    b.number_input("Learning rate", 1e-5, 1.0, key="t_lr", format="%.5f")
+    b.selectbox("LR schedule", ["constant", "cosine"], key="t_sched")
+    c.number_input("Batch size", 8, 4096, key="t_bs")
+    c.number_input("Epochs", 1, 500, key="t_epochs")
+    c.number_input("Steps (0 = use epochs)", 0, 100_000, key="t_steps")
+    c.slider("Label smoothing", 0.0, 0.5, key="t_ls")
+    c.slider("Validation fraction", 0.0, 0.5, key="t_val")
+    c.number_input("Early-stopping patience (0 = off)", 0, 100, key="t_patience")
+    d, e, f, g = st.columns(4)
+    d.checkbox("Train on flipped images too", key="t_flip")
+    d.checkbox("Flip test-time augmentation", key="t_tta")
+    e.number_input("Seed", 0, 1_000_000, key="t_seed")
+    f.number_input("Images per class (0 = all)", 0, 100_000, key="t_limit")
+    g.text_input("Run label", key="t_label")
+    submitted = st.form_submit_button("Train", type="primary")
+
+if submitted:
+    s = st.session_state
+    backbone = s["t_custom"].strip() if s["t_backbone"] == CUSTOM else s["t_backbone"]
+    if not backbone or not s["t_sizes"]:
+        st.error("Choose a backbone (or type a handle/path) and at least one input size.")
+    else:
+        head = HeadConfig(head=s["t_head"], hidden=int(s["t_hidden"]), dropout=float(s["t_dropout"]), weight_decay=float(s["t_wd"]),
+                          optimizer=s["t_opt"], learning_rate=float(s["t_lr"]), lr_schedule=s["t_sched"], batch_size=int(s["t_bs"]),
+                          epochs=int(s["t_epochs"]), steps=int(s["t_steps"]) or None, label_smoothing=float(s["t_ls"]),
+                          val_fraction=float(s["t_val"]), patience=int(s["t_patience"]) or None, seed=int(s["t_seed"]))  # fmt: skip
+        sizes = tuple(sorted(int(x) for x in s["t_sizes"]))
+        request = RunRequest(settings.source, backbone, head, sizes, ("original", "flip") if s["t_flip"] else ("original",), bool(s["t_tta"]),
+                             limit=int(s["t_limit"]) or None, protocol=s["t_preset"] if s["t_preset"] in PROTOCOLS else None)  # fmt: skip
+        manifest = actions.train_with_status(request, settings)
+        if manifest is not None:
+            if s["t_label"].strip():
+                from lib.runs import set_label
+
+                manifest = set_label(settings.cache_dir, manifest["run_id"], s["t_label"])
+            state.update(run_id=manifest["run_id"], backbone=backbone, image_size=sizes[0])
+            st.session_state["last_run"] = manifest["run_id"]
+            st.rerun()
+
+runs = list_runs(settings.cache_dir)
+last = next((m for m in runs if m["run_id"] == st.session_state.get("last_run")), None)
+if last is not None:
+    acc = last["metrics"]["test_accuracy"]
+    st.subheader("Result")
+    m1, m2, m3 = st.columns(3)
+    m1.metric("Test accuracy", f"{acc:.2%}", f"{(acc - BLOG_ACCURACY) * 100:+.2f} pts vs blog")
+    m2.metric("Training time", f"{last['timings']['train_seconds']:.1f}s")
+    m3.metric("Feature extraction", f"{last['timings']['extract_seconds']:.1f}s",
+              f"{last['timings'].get('feature_cache_hits', 0)} cached", delta_color="off")  # fmt: skip
+    bars = pd.DataFrame({"model": ["this run", "blog (published)"], "accuracy": [acc, BLOG_ACCURACY]})
+    chart = alt.Chart(bars).mark_bar().encode(x=alt.X("accuracy:Q", scale=alt.Scale(domain=[0, 1])), y=alt.Y("model:N", title=None))
+    rule = alt.Chart(pd.DataFrame({"x": [BLOG_ACCURACY]})).mark_rule(color="red", strokeDash=[4, 4]).encode(x="x:Q")
+    st.altair_chart((chart + rule).properties(height=110), width="stretch")
+
+st.subheader("All runs")
+run_table.runs_section(settings, runs)

@@ -1,0 +1,1 @@
+"""Streamlit-side helpers shared by the pages: settings/URL state and small drawing widgets."""

@@ -1,0 +1,95 @@
+"""Long-running actions with visible progress: feature extraction and training in ``st.status``.
+
+    ok = extract_with_status(settings, ds, "train", "original")
+    manifest = train_with_status(request, settings)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from lib.datasets import Dataset
+from lib.errors import UserFacingError
+from lib.features import ExtractProgress
+from lib.heads import EpochReport
+from ui import state
+
+
+def _fmt_eta(seconds: float) -> str:
+    if seconds == float("inf"):
+        return "?"
+    return f"{int(seconds // 60)}m{int(seconds % 60):02d}s" if seconds >= 60 else f"{seconds:.0f}s"
+
+
+def progress_reporter(bar: Any, label: str) -> Any:
+    """A progress callback that writes images/s and ETA into ``bar``."""
+
+    def report(p: ExtractProgress) -> None:
+        bar.progress(min(p.done / max(p.total, 1), 1.0),
+                     text=f"{label}: {p.done:,}/{p.total:,} images · {p.images_per_second:,.0f} img/s · ETA {_fmt_eta(p.eta_seconds)}")  # fmt: skip
+
+    return report
+
+
+def extract_with_status(settings: state.Settings, ds: Dataset, split: str, view: str) -> bool:
+    """Extract one split's features (or load them) inside ``st.status``; False if it failed."""
+    from lib import cached
+    from lib.features import get_features
+
+    with st.status(f"Features: {split}/{view} @ {settings.image_size}px", expanded=True) as status:
+        bar = st.progress(0.0, text="loading the backbone…")
+        try:
+            model = cached.loaded_backbone(settings.backbone, str(settings.cache_dir))
+            spec = cached.backbone_spec(settings.backbone)
+            result = get_features(ds, split, spec, settings.cache_dir, settings.image_size, view, progress=progress_reporter(bar, split), backbone=model)
+        except UserFacingError as err:
+            status.update(label="Feature extraction failed", state="error")
+            st.error(str(err))
+            return False
+        note = "loaded from cache" if result.cache_hit else f"{result.images_per_second:,.0f} img/s"
+        status.update(label=f"{split}/{view}: {result.features.shape[0]:,} x {result.features.shape[1]} features ({note})",
+                      state="complete", expanded=False)  # fmt: skip
+    return True
+
+
+def train_with_status(request: Any, settings: state.Settings) -> dict[str, Any] | None:
+    """Run :func:`lib.pipeline.train_run` with live progress and a live loss/accuracy chart."""
+    import altair as alt
+
+    from lib.pipeline import train_run
+
+    rows: list[dict[str, Any]] = []
+    with st.status("Training…", expanded=True) as status:
+        stage_text = st.empty()
+        bar = st.progress(0.0, text="features")
+        chart = st.empty()
+
+        def on_stage(msg: str) -> None:
+            stage_text.markdown(f"**{msg}**")
+
+        def on_extract(label: str, p: ExtractProgress) -> None:
+            progress_reporter(bar, f"extracting {label}")(p)
+
+        def on_epoch(r: EpochReport) -> None:
+            bar.progress(min(r.epoch / r.epochs, 1.0), text=f"epoch {r.epoch}/{r.epochs} · {r.elapsed:.1f}s")
+            for metric in ("loss", "accuracy", "val_loss", "val_accuracy"):
+                value = getattr(r, metric)
+                if value is not None:
+                    rows.append({"epoch": r.epoch, "metric": metric, "value": value, "kind": "loss" if "loss" in metric else "accuracy"})
+            df = pd.DataFrame(rows)
+            line = alt.Chart(df).mark_line(point=True).encode(x="epoch:Q", y=alt.Y("value:Q", title=None), color="metric:N")
+            chart.altair_chart(line.properties(height=180).facet(column=alt.Column("kind:N", title=None)).resolve_scale(y="independent"))
+
+        try:
+            manifest = train_run(request, settings.cache_dir, on_stage=on_stage, on_extract=on_extract, on_epoch=on_epoch)
+        except UserFacingError as err:
+            status.update(label="Training failed", state="error")
+            st.error(str(err))
+            return None
+        acc = manifest["metrics"]["test_accuracy"]
+        status.update(label=f"Run {manifest['run_id']}: test accuracy {acc:.2%} in {manifest['timings']['train_seconds']:.1f}s",
+                      state="complete", expanded=False)  # fmt: skip
+    return manifest

@@ -1,0 +1,44 @@
+"""Classify an uploaded image with the active run: decode safely, then backbone + head, top-5."""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from lib import cached
+from lib.errors import UserFacingError
+from lib.images import MAX_UPLOAD_BYTES, decode_upload, square_resize, upscale
+from lib.runs import Run
+from ui import state, widgets
+
+
+def upload_ui(settings: state.Settings, run: Run) -> None:
+    """An uploader; shows the top-5 for an image and a clear message for anything else."""
+    uploaded = st.file_uploader(f"A JPEG or PNG image (up to {MAX_UPLOAD_BYTES // 2**20} MB)", key="ev_upload")
+    if uploaded is None:
+        return
+    try:
+        img = decode_upload(uploaded.getvalue())
+    except UserFacingError as err:
+        st.error(f"{uploaded.name}: {err}")
+        return
+    if run.manifest.get("finetuned"):
+        st.warning("This run fine-tuned its backbone; its head only fits the fine-tuned weights, so uploads are classified by frozen-feature runs only.")
+        return
+    ds = cached.dataset_if_ready(run.manifest["source"], settings.cache_dir)
+    # Training images were stored at the dataset's size (32x32 for CIFAR) and then resized: do the same to the upload.
+    side = ds.image_shape[0] if ds is not None else 32
+    small = square_resize(img, side)
+    try:
+        model = cached.loaded_backbone(run.manifest["backbone"], str(settings.cache_dir))
+        views = [False, True] if run.manifest.get("tta") else [False]
+        feats = [np.concatenate([model.embed(small[None], s, flip) for s in run.manifest["image_sizes"]], axis=1) for flip in views]
+    except UserFacingError as err:
+        st.error(str(err))
+        return
+    probs = np.mean([run.head.predict_proba(f)[0] for f in feats], axis=0)
+    a, b = st.columns([1, 2])
+    a.image(upscale(small, 192), caption=f"{uploaded.name} as the model sees it ({side}x{side})")
+    b.metric("Prediction", run.classes[int(probs.argmax())], f"{probs.max():.1%}", delta_color="off")
+    b.dataframe(widgets.top5_table(probs, run.classes), hide_index=True,
+                column_config={"probability": st.column_config.ProgressColumn(format="%.3f", min_value=0.0, max_value=1.0)})  # fmt: skip

@@ -1,0 +1,86 @@
+"""The runs table of the Train page: select rows to activate, rename, delete, download and compare runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from lib.config import BLOG_ACCURACY
+from lib.errors import UserFacingError
+from lib.runs import delete_run, set_label
+from ui import state
+
+
+def runs_frame(runs: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per run with the columns people compare."""
+    return pd.DataFrame([{
+        "label": m.get("label") or "", "run_id": m["run_id"], "protocol": m.get("protocol") or "custom",
+        "backbone": m.get("backbone_name"), "sizes": ",".join(map(str, m.get("image_sizes", []))), "head": m["head"]["head"],
+        "views": "+".join(m.get("train_views", [])), "tta": bool(m.get("tta")), "limit": m.get("limit") or "all",
+        "test_accuracy": m["metrics"]["test_accuracy"], "top5": m["metrics"]["top5_accuracy"],
+        "train_s": m["timings"]["train_seconds"], "extract_s": m["timings"]["extract_seconds"], "created": m.get("created", ""),
+    } for m in runs])  # fmt: skip
+
+
+def runs_section(settings: state.Settings, runs: list[dict[str, Any]]) -> None:
+    """Draw the table, the actions on selected rows, and the comparison chart."""
+    if not runs:
+        st.info("No runs yet: train one above.")
+        return
+    df = runs_frame(runs)
+    event = st.dataframe(
+        df, key="runs_table", on_select="rerun", selection_mode="multi-row", hide_index=True, width="stretch",
+        column_config={"test_accuracy": st.column_config.NumberColumn("test acc", format="%.4f"),
+                       "top5": st.column_config.NumberColumn(format="%.4f")},
+    )  # fmt: skip
+    picked = [df.iloc[i]["run_id"] for i in event.selection.rows] if event is not None else []
+    if not picked:
+        st.caption("Select rows to activate, rename, delete, download or compare runs.")
+    else:
+        first = picked[0]
+        a, b, c, d = st.columns(4)
+        if a.button(f"Activate {first}", type="primary"):
+            m = next(r for r in runs if r["run_id"] == first)
+            state.update(run_id=first, backbone=m["backbone"], image_size=m["image_sizes"][0])
+            st.rerun()
+        new_label = b.text_input("New label", key="rename_text", label_visibility="collapsed", placeholder="new label")
+        if b.button("Rename") and new_label.strip():
+            set_label(settings.cache_dir, first, new_label)
+            st.rerun()
+        confirm = c.checkbox(f"Yes, delete {len(picked)} run(s)")
+        if c.button("Delete", disabled=not confirm):
+            for rid in picked:
+                delete_run(settings.cache_dir, rid)
+            if settings.run_id in picked:
+                state.update(run_id="")
+            st.rerun()
+        _download(d, settings, first)
+    shown = df[df["run_id"].isin(picked)] if len(picked) > 1 else df
+    st.caption("Comparison of " + ("the selected runs" if len(picked) > 1 else "all runs") + " (dashed line: the blog's 83.35%).")
+    points = alt.Chart(shown).mark_circle(size=120).encode(
+        x=alt.X("train_s:Q", title="training time (s)"), y=alt.Y("test_accuracy:Q", title="test accuracy", scale=alt.Scale(zero=False)),
+        color="head:N", tooltip=["label", "run_id", "protocol", "sizes", "head", "views", "tta", "test_accuracy", "train_s"])  # fmt: skip
+    rule = alt.Chart(pd.DataFrame({"y": [BLOG_ACCURACY]})).mark_rule(color="red", strokeDash=[4, 4]).encode(y="y:Q")
+    st.altair_chart((points + rule).properties(height=280), width="stretch")
+
+
+def _download(col: Any, settings: state.Settings, run_id: str) -> None:
+    """Build the exported model zip on request, then offer it for download."""
+    from pathlib import Path
+
+    zip_path = Path(settings.cache_dir) / "exports" / f"{run_id}.zip"
+    if not zip_path.exists() and col.button("Build model zip"):
+        with st.spinner("Exporting backbone + head as one SavedModel…"):
+            try:
+                from lib.export import export_run, zip_folder
+
+                folder = export_run(settings.cache_dir, run_id, Path(settings.cache_dir) / "exports" / run_id)
+                zip_folder(folder, zip_path)
+            except UserFacingError as err:
+                col.error(str(err))
+                return
+    if zip_path.exists():
+        col.download_button("Download model (.zip)", zip_path.read_bytes(), file_name=zip_path.name, mime="application/zip")

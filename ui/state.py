@@ -1,0 +1,144 @@
+"""App-wide settings (data source, backbone, input size, active run) and URL state.
+
+Defaults come from ``streamlit run app.py -- --source ... --backbone ...``, then the
+``TLX_*`` environment variables, then official CIFAR-10 and ``mobilenet_v1_100_128``.
+A URL's query parameters override them at session start, and every rerun writes the
+current choices back, so a copied link reopens the same run, page and view.
+
+    settings = current()                 # Settings(source, backbone, image_size, run_id, cache_dir)
+    bind("ev_true", 0, int)              # a page widget that round-trips through the URL
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from lib import config
+
+GLOBAL_KEYS = {"source": "source", "backbone": "backbone", "image_size": "size", "run_id": "run"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The active choices every page works on."""
+
+    source: str
+    backbone: str
+    image_size: int
+    run_id: str
+    cache_dir: Path
+
+
+def _argv_defaults() -> dict[str, Any]:
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--source")
+    parser.add_argument("--backbone")
+    parser.add_argument("--image-size", type=int)
+    parser.add_argument("--cache-dir")
+    try:
+        args, _ = parser.parse_known_args(sys.argv[1:])
+    except SystemExit:
+        return {}
+    return {k: v for k, v in vars(args).items() if v is not None}
+
+
+def defaults() -> dict[str, Any]:
+    """Defaults from the command line, then the environment, then the project's own."""
+    argv = _argv_defaults()
+    backbone = argv.get("backbone") or os.environ.get(config.ENV_BACKBONE) or config.DEFAULT_BACKBONE
+    size_env = os.environ.get(config.ENV_IMAGE_SIZE)
+    return {
+        "source": argv.get("source") or os.environ.get(config.ENV_SOURCE) or config.DEFAULT_SOURCE,
+        "backbone": backbone,
+        "image_size": int(argv.get("image_size") or (size_env if size_env and size_env.isdigit() else 0) or _native_size(backbone)),
+        "run_id": "",
+        "cache_dir": str(argv.get("cache_dir") or config.default_cache_dir()),
+    }
+
+
+def _native_size(backbone: str) -> int:
+    from lib.backbones import REGISTRY
+
+    spec = REGISTRY.get(backbone)
+    return spec.default_size() if spec else 128
+
+
+def init() -> Settings:
+    """Fill session state once per session (URL first, then defaults) and publish it to the URL."""
+    if "settings_ready" not in st.session_state:
+        base = defaults()
+        params = st.query_params
+        for key, param in GLOBAL_KEYS.items():
+            value: Any = params.get(param, base[key])
+            if key == "image_size":
+                value = int(value) if str(value).isdigit() else base[key]
+            st.session_state[key] = value
+        st.session_state["cache_dir"] = base["cache_dir"]
+        st.session_state["settings_ready"] = True
+    publish_globals()
+    return current()
+
+
+def current() -> Settings:
+    """The active settings."""
+    s = st.session_state
+    return Settings(s["source"], s["backbone"], int(s["image_size"]), s.get("run_id", ""), Path(s["cache_dir"]))
+
+
+def update(**changes: Any) -> None:
+    """Change active settings (and the URL)."""
+    for key, value in changes.items():
+        st.session_state[key] = value
+    publish_globals()
+
+
+def publish_globals() -> None:
+    """Write the global settings into the URL's query parameters."""
+    s = st.session_state
+    for key, param in GLOBAL_KEYS.items():
+        value = s.get(key)
+        if value in (None, ""):
+            st.query_params.pop(param, None)
+        elif st.query_params.get(param) != str(value):
+            st.query_params[param] = str(value)
+
+
+def bind(key: str, default: Any, cast: Callable[[str], Any] = str) -> None:
+    """Seed a widget's session-state value from the URL (once), else from ``default``."""
+    if key in st.session_state:
+        return
+    raw = st.query_params.get(key)
+    if raw is not None:
+        try:
+            st.session_state[key] = cast(raw)
+            return
+        except (TypeError, ValueError):
+            pass
+    st.session_state[key] = default
+
+
+def bind_list(key: str, default: list[str], allowed: list[str]) -> None:
+    """Like :func:`bind` for a multiselect: a comma-separated URL value, filtered to ``allowed``."""
+    if key in st.session_state:
+        return
+    raw = st.query_params.get(key)
+    st.session_state[key] = [v for v in raw.split(",") if v in allowed] if raw else default
+
+
+def publish(*keys: str) -> None:
+    """Write page widget values to the URL so a shared link reproduces the view."""
+    for key in keys:
+        value = st.session_state.get(key)
+        text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else ("" if value is None else str(value))
+        if text == "":
+            st.query_params.pop(key, None)
+        elif st.query_params.get(key) != text:
+            st.query_params[key] = text

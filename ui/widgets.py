@@ -1,0 +1,138 @@
+"""Drawing helpers shared by pages: the sidebar, image grids, and "prepare this first" guards.
+
+    settings = sidebar(state.init())
+    ds = require_dataset(settings)        # draws a prepare button and stops if not ready
+    image_grid(images, captions, columns=8)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import streamlit as st
+
+from lib import cached
+from lib.backbones import REGISTRY
+from lib.datasets import Dataset
+from lib.errors import UserFacingError
+from lib.runs import Run, display_name, list_runs
+from ui import state
+
+OFFLINE_HELP = (
+    "No network here? Point the app at local copies: a `cifar-10-python.tar.gz`, its `cifar-10-batches-py/` folder or an "
+    "image-folder dataset (e.g. `../shared/data/cifar10-jpeg.tar.gz`) as the data source, and a SavedModel folder or `.tflite` "
+    "file (e.g. `../shared/models/mobilenet_v1_100_224_feature_vector`) as the backbone. Type them under **Change data / backbone** "
+    "in the sidebar, or start with `streamlit run app.py -- --source PATH --backbone PATH`."
+)
+
+
+def sidebar(settings: state.Settings) -> state.Settings:
+    """Show the active source, backbone, size and run on every page, with controls to change them."""
+    sb = st.sidebar
+    sb.markdown(f"**Data:** `{_short(settings.source)}`  \n**Backbone:** `{_short(settings.backbone)}` @ {settings.image_size}px")
+    with sb.expander("Change data / backbone"), st.form("settings_form", border=False):
+        source = st.text_input("Data source", settings.source, help="'cifar10' or a local path")
+        names = list(REGISTRY)
+        custom = settings.backbone not in REGISTRY
+        choice = st.selectbox("Backbone", ["(custom handle or path)", *names], index=0 if custom else names.index(settings.backbone) + 1)
+        typed = st.text_input("Custom handle or path", settings.backbone if custom else "")
+        size = st.number_input("Input size (px)", 32, 512, settings.image_size, step=32)
+        if st.form_submit_button("Apply"):
+            backbone = typed.strip() if choice.startswith("(") else choice
+            if backbone:
+                state.update(source=source.strip(), backbone=backbone, image_size=int(size))
+                st.rerun()
+    runs = list_runs(settings.cache_dir)
+    ids = [""] + [m["run_id"] for m in runs]
+    labels = {"": "(no active run)"} | {m["run_id"]: display_name(m) for m in runs}
+    if settings.run_id and settings.run_id not in ids:
+        ids.append(settings.run_id)
+        labels[settings.run_id] = f"{settings.run_id} (missing)"
+    st.session_state["sidebar_run"] = settings.run_id
+    sb.selectbox("Active run", ids, format_func=lambda r: labels.get(r, r), key="sidebar_run", on_change=_sidebar_run_changed)
+    return state.current()
+
+
+def _sidebar_run_changed() -> None:
+    state.update(run_id=st.session_state["sidebar_run"])
+
+
+def _short(text: str, width: int = 48) -> str:
+    return text if len(text) <= width else "…" + text[-(width - 1) :]
+
+
+def prepare_dataset(settings: state.Settings) -> Dataset | None:
+    """Convert (or download) the data source with a progress bar; shows the error instead of raising."""
+    from lib.datasets import load_dataset
+
+    with st.status(f"Preparing {settings.source}…", expanded=True) as status:
+        bar = st.progress(0.0, text="starting")
+        t0 = time.perf_counter()
+
+        def report(done: int, total: int, what: str) -> None:
+            rate = done / max(time.perf_counter() - t0, 1e-6)
+            unit = "MB" if what == "download" else "images"
+            scale = 1e6 if what == "download" else 1
+            bar.progress(min(done / total, 1.0) if total else 0.0, text=f"{what}: {done / scale:,.0f}/{total / scale:,.0f} {unit} ({rate / scale:,.0f}/s)")
+
+        try:
+            ds = load_dataset(settings.source, settings.cache_dir, progress=report)
+        except UserFacingError as err:
+            status.update(label="Could not prepare the data source", state="error")
+            st.error(str(err))
+            st.info(OFFLINE_HELP)
+            return None
+        status.update(label=f"Dataset ready: {sum(ds.size(s) for s in ds.splits):,} images", state="complete", expanded=False)
+    cached.forget_datasets()
+    return ds
+
+
+def require_dataset(settings: state.Settings) -> Dataset:
+    """The active dataset, or a prepare button (and ``st.stop()``) when it is not converted yet."""
+    ds = cached.dataset_if_ready(settings.source, settings.cache_dir)
+    if ds is not None:
+        return ds
+    st.warning(f"The data source `{settings.source}` is not prepared yet.")
+    if st.button("Prepare dataset", type="primary", key="prepare_dataset_btn"):
+        ds = prepare_dataset(settings)
+        if ds is not None:
+            st.rerun()
+    else:
+        st.caption(OFFLINE_HELP)
+    st.stop()
+    raise AssertionError("unreachable")
+
+
+def active_run(settings: state.Settings) -> Run | None:
+    """The active run, or None (with a warning if it cannot be loaded)."""
+    if not settings.run_id:
+        return None
+    try:
+        return cached.run(settings.cache_dir, settings.run_id)
+    except UserFacingError as err:
+        st.warning(str(err))
+        return None
+
+
+def image_grid(images: Sequence[np.ndarray] | np.ndarray, captions: Sequence[str], columns: int = 8, side: int = 96) -> None:
+    """A grid of small images, upscaled without blur so 32x32 pixels stay readable."""
+    from lib.images import upscale
+
+    if len(images) == 0:
+        st.caption("No images to show.")
+        return
+    for start in range(0, len(images), columns):
+        cols = st.columns(columns)
+        for col, img, cap in zip(cols, images[start : start + columns], captions[start : start + columns]):
+            col.image(upscale(np.asarray(img), side), caption=cap, width=side)
+
+
+def top5_table(probs: np.ndarray, classes: Sequence[str]) -> Any:
+    """A small DataFrame of the five most probable classes."""
+    import pandas as pd
+
+    order = np.argsort(-probs)[:5]
+    return pd.DataFrame({"class": [classes[i] for i in order], "probability": [float(probs[i]) for i in order]})
