@@ -50,9 +50,13 @@ if result is None:
     st.warning("Those features are no longer in the cache.")
     st.stop()
 total = len(result.labels)
-n_max = max(min(10_000, total), 1)
-st.session_state["fs_n"] = min(max(st.session_state["fs_n"], min(500, n_max)), n_max)
-n = c3.slider("Stratified sample size", min(500, n_max), n_max, key="fs_n", step=max(1, min(500, n_max // 10)))
+n_max = min(10_000, total)
+if n_max > 500:
+    st.session_state["fs_n"] = min(max(st.session_state["fs_n"], 500), n_max)
+    n = c3.slider("Stratified sample size", 500, n_max, key="fs_n", step=100)
+else:
+    n = total
+    c3.caption(f"All {total} points are shown (the slider appears above 500).")
 
 d1, d2, d3, d4, d5 = st.columns(5)
 method = d1.radio("Method", ["PCA", "t-SNE"], key="fs_method", horizontal=True)

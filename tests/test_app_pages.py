@@ -1,0 +1,213 @@
+"""AppTest for every page, on tiny fixtures: each test's docstring is the user story it covers."""
+
+from __future__ import annotations
+
+import io
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from lib.datasets import load_dataset
+from lib.heads import HeadConfig
+from lib.pipeline import RunRequest, train_run
+from lib.runs import list_runs
+from tests import fixtures
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = str(ROOT / "app.py")
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory, assets: dict[str, Path]) -> dict[str, str]:
+    """A cache holding the tiny dataset, its features and one trained run."""
+    cache = tmp_path_factory.mktemp("app_cache")
+    req = RunRequest(str(assets["cifar_tar"]), str(assets["savedmodel"]), HeadConfig(head="mlp", hidden=32, epochs=30, batch_size=16,
+                     learning_rate=3e-3, dropout=0.0), image_sizes=(32,), train_views=("original", "flip"), tta=True)  # fmt: skip
+    manifest = train_run(req, cache)
+    return {"cache": str(cache), "source": str(assets["cifar_tar"]), "backbone": str(assets["savedmodel"]), "run": manifest["run_id"]}
+
+
+def start(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], page: str | None = None, run: str | None = None, **params: str) -> AppTest:
+    monkeypatch.setenv("TLX_SOURCE", env["source"])
+    monkeypatch.setenv("TLX_BACKBONE", env["backbone"])
+    monkeypatch.setenv("TLX_CACHE_DIR", env["cache"])
+    monkeypatch.setenv("TLX_IMAGE_SIZE", "32")
+    at = AppTest.from_file(APP, default_timeout=120)
+    if run:
+        at.query_params["run"] = run
+    for key, value in params.items():
+        at.query_params[key] = value
+    at.run()
+    if page:
+        at.switch_page(str(ROOT / "pages" / page))
+        at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def no_errors(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def test_home_prepares_dataset_and_features(monkeypatch: pytest.MonkeyPatch, assets: dict[str, Path], tmp_path: Path) -> None:
+    """A new user opens the app with an empty cache, clicks prepare, and sees the dataset and features cached."""
+    env = {"source": str(assets["folder"]), "backbone": str(assets["savedmodel"]), "cache": str(tmp_path / "cache")}
+    at = start(monkeypatch, env)
+    assert at.metric[0].value == "not prepared"
+    at.button[0].click().run()
+    no_errors(at)
+    at.run()
+    assert at.metric[0].value == "cached"
+    assert at.metric[1].value == "2/2 splits"
+    assert at.success, "the page should confirm everything is cached"
+
+
+def test_home_offline_without_local_data_explains_what_to_do(monkeypatch: pytest.MonkeyPatch, assets: dict[str, Path], tmp_path: Path) -> None:
+    """A user without network or local data clicks prepare on official CIFAR-10 and is told how to use local paths."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("TLX_CIFAR10_URL", f"http://127.0.0.1:{port}/cifar.tar.gz")
+    env = {"source": "cifar10", "backbone": str(assets["savedmodel"]), "cache": str(tmp_path / "cache")}
+    at = start(monkeypatch, env)
+    at.button[0].click().run()
+    no_errors(at)
+    assert any("Could not download CIFAR-10" in e.value for e in at.error)
+    assert any("No network here?" in i.value for i in at.info)
+
+
+def test_wrong_backbone_path_is_a_message_not_a_crash(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str]) -> None:
+    """A user types a backbone path that does not exist and sees a clear error on Home."""
+    at = start(monkeypatch, {**prepared, "backbone": "/no/such/model"})
+    assert any("Unknown backbone" in e.value for e in at.error)
+
+
+def test_sidebar_shows_active_settings_and_run_from_url(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str]) -> None:
+    """A user opens a shared link with ?run=...: the sidebar shows the source, backbone, size and that run."""
+    at = start(monkeypatch, prepared, run=prepared["run"])
+    sidebar_text = " ".join(m.value for m in at.sidebar.markdown)
+    assert "tiny_fv_32" in sidebar_text and "32px" in sidebar_text and "cifar-10-python.tar.gz" in sidebar_text
+    assert at.sidebar.selectbox(key="sidebar_run").value == prepared["run"]
+    assert at.query_params["run"] == [prepared["run"]] or at.query_params["run"] == prepared["run"]
+
+
+def test_browse_filters_classes_and_shows_run_prediction(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str]) -> None:
+    """A user filters the grid to one class, picks an image, and sees the active run's prediction and top-5."""
+    at = start(monkeypatch, prepared, page="browse.py", run=prepared["run"])
+    at.multiselect(key="b_classes").set_value(["cat"]).run()
+    no_errors(at)
+    grid = [c for img in at.image for c in img.captions if c.startswith("#")]
+    assert len(grid) == 3 and all("cat" in c for c in grid)
+    assert "3 images match" in " ".join(c.value for c in at.caption)
+    options = at.selectbox(key="b_sel").options
+    assert options and all("cat" in o for o in options)
+    assert at.metric and at.metric[0].label == "Predicted"
+    assert len(at.dataframe[0].value) == 5  # top-5 table
+
+
+def test_browse_jump_to_index(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str]) -> None:
+    """A user jumps to image 25 of the test split and it becomes the selected image."""
+    at = start(monkeypatch, prepared, page="browse.py")
+    next(n for n in at.number_input if n.label == "Jump to image index").set_value(25).run()
+    no_errors(at)
+    assert at.selectbox(key="b_sel").value == 25
+
+
+def test_train_with_blog_preset_shows_accuracy(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str]) -> None:
+    """A user applies the blog preset, trains, and sees the test accuracy against the blog's 83.35%."""
+    at = start(monkeypatch, prepared, page="train.py")
+    before = len(list_runs(prepared["cache"]))
+    at.button[0].click().run()  # "Blog protocol preset"
+    assert at.radio(key="t_head").value == "linear" and at.number_input(key="t_steps").value == 1000
+    at.multiselect(key="t_sizes").set_value([32])
+    at.selectbox(key="t_backbone").set_value("(custom handle or path)")
+    at.text_input(key="t_custom").set_value(prepared["backbone"])
+    at.button(key="FormSubmitter:train_form-Train").click().run()
+    no_errors(at)
+    assert len(list_runs(prepared["cache"])) == before + 1
+    metric = next(m for m in at.metric if m.label == "Test accuracy")
+    assert metric.value.endswith("%") and "vs blog" in metric.delta
+    assert at.session_state["run_id"] == list_runs(prepared["cache"])[0]["run_id"]
+
+
+def test_train_runs_table_rename_and_delete(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str]) -> None:
+    """A user selects a run in the table, renames it, then deletes it after confirming."""
+    extra = train_run(RunRequest(prepared["source"], prepared["backbone"], HeadConfig(epochs=2), image_sizes=(32,)), prepared["cache"])
+    at = start(monkeypatch, prepared, page="train.py")
+    row = [m["run_id"] for m in list_runs(prepared["cache"])].index(extra["run_id"])
+    at.session_state["runs_table"] = {"selection": {"rows": [row], "columns": [], "cells": []}}
+    at.run()
+    at.text_input(key="rename_text").set_value("renamed in test")
+    next(b for b in at.button if b.label == "Rename").click().run()
+    no_errors(at)
+    assert next(m for m in list_runs(prepared["cache"]) if m["run_id"] == extra["run_id"])["label"] == "renamed in test"
+    at.session_state["runs_table"] = {"selection": {"rows": [row], "columns": [], "cells": []}}
+    at.run()
+    next(c for c in at.checkbox if c.label.startswith("Yes, delete")).check().run()
+    next(b for b in at.button if b.label == "Delete").click().run()
+    no_errors(at)
+    assert extra["run_id"] not in [m["run_id"] for m in list_runs(prepared["cache"])]
+
+
+def test_feature_space_pca_tsne_and_neighbours(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str]) -> None:
+    """A user looks at PCA, switches to t-SNE coloured by correctness, and sees nearest neighbours of an image."""
+    at = start(monkeypatch, prepared, page="feature_space.py", run=prepared["run"])
+    assert any("PCA of 30 points" in c.value and "explained variance" in c.value for c in at.caption)
+    at.radio(key="fs_method").set_value("t-SNE").run()
+    at.selectbox(key="fs_color").set_value("correct vs wrong").run()
+    no_errors(at)
+    assert any("t-SNE of 30 points" in c.value for c in at.caption)
+    captions = [c for img in at.image for c in img.captions]
+    assert any(c.startswith("query #") for c in captions)
+    assert sum("(" in c and c.startswith("#") for c in captions) == 8  # k=8 neighbours with similarities
+
+
+def test_evaluate_confusion_cell_shows_images(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str]) -> None:
+    """A user selects a confusion-matrix cell (true airplane, predicted airplane) and sees its images with probabilities."""
+    at = start(monkeypatch, prepared, page="evaluate.py", run=prepared["run"])
+    assert at.metric[0].label == "Accuracy"
+    at.selectbox(key="ev_true").set_value(0)
+    at.selectbox(key="ev_pred").set_value(0).run()
+    no_errors(at)
+    text = " ".join(m.value for m in at.markdown)
+    assert "test images of *airplane* predicted as *airplane*" in text
+    shown = [c for img in at.image for c in img.captions if " p=" in c]
+    assert shown, "the cell's images should be shown with their probabilities"
+    probs = [float(c.split("p=")[1]) for c in shown]
+    assert probs == sorted(probs, reverse=True)  # most confident first
+    at.radio(key="ev_norm").set_value("row-normalized").run()
+    no_errors(at)
+
+
+def test_evaluate_text_upload_is_refused_clearly(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str]) -> None:
+    """A user uploads a text file instead of an image and sees a clear error."""
+    at = start(monkeypatch, prepared, page="evaluate.py", run=prepared["run"])
+    at.file_uploader(key="ev_upload").set_value(("notes.txt", b"hello, not an image", "text/plain")).run()
+    no_errors(at)
+    assert any("not an image" in e.value for e in at.error)
+
+
+def test_evaluate_png_upload_gets_top5(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str]) -> None:
+    """A user uploads a PNG and gets the active run's top-5."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(fixtures.class_images(4, 1, size=80)[0]).save(buf, format="PNG")
+    at = start(monkeypatch, prepared, page="evaluate.py", run=prepared["run"])
+    at.file_uploader(key="ev_upload").set_value(("deer.png", buf.getvalue(), "image/png")).run()
+    no_errors(at)
+    assert any(m.label == "Prediction" for m in at.metric)
+
+
+def test_evaluate_without_run_says_what_to_do(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str]) -> None:
+    """A user opens Evaluate with no active run and is told how to get one."""
+    at = start(monkeypatch, prepared, page="evaluate.py")
+    assert any("No active run" in i.value for i in at.info)
+
+
+def test_dataset_is_memory_mapped_for_pages(prepared: dict[str, str]) -> None:
+    ds = load_dataset(prepared["source"], prepared["cache"])
+    assert isinstance(ds.images("train"), np.memmap)
