@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from lib import cached
 from lib.images import upscale
 from ui import state, widgets
 

@@ -17,18 +17,18 @@ LIMIT = 50  # images per class and split: 500 train + 500 test
 
 
 @pytest.fixture(scope="module")
-def shared_cache(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def shared_cache(tmp_path_factory: pytest.TempPathFactory):
     return tmp_path_factory.mktemp("shared_cache")
 
 
-def test_real_dataset_summary(shared_cache) -> None:  # noqa: ANN001
+def test_real_dataset_summary(shared_cache) -> None:
     ds = load_dataset(str(SHARED_DATA), shared_cache)
     assert ds.classes[:3] == ("airplane", "automobile", "bird")
     assert ds.size("train") == 50_000 and ds.size("test") == 10_000 and ds.image_shape == (32, 32, 3)
     assert ds.fingerprint == "archive-df0fd86d6b0fa80f"  # the published sha256 of the archive
 
 
-def test_limited_extraction_shapes_determinism_cache_and_flip(shared_cache) -> None:  # noqa: ANN001
+def test_limited_extraction_shapes_determinism_cache_and_flip(shared_cache) -> None:
     ds = load_dataset(str(SHARED_DATA), shared_cache)
     spec = resolve_backbone(str(SHARED_MODEL))
     assert spec.native_size == 224
@@ -46,7 +46,7 @@ def test_limited_extraction_shapes_determinism_cache_and_flip(shared_cache) -> N
     assert diff > 0.01, diff
 
 
-def test_limited_training_beats_accuracy_floor(shared_cache) -> None:  # noqa: ANN001
+def test_limited_training_beats_accuracy_floor(shared_cache) -> None:
     """500 training images (50 per class), linear head on 128x128 features: far above chance (10%)."""
     req = RunRequest(str(SHARED_DATA), str(SHARED_MODEL), HeadConfig(head="linear", epochs=40, batch_size=64, val_fraction=0.1, patience=8),
                      image_sizes=(128,), train_views=("original", "flip"), tta=True, limit=LIMIT)  # fmt: skip
@@ -56,7 +56,7 @@ def test_limited_training_beats_accuracy_floor(shared_cache) -> None:  # noqa: A
     assert manifest["metrics"]["top5_accuracy"] >= 0.90
 
 
-def test_shared_tflite_extractor(shared_cache) -> None:  # noqa: ANN001
+def test_shared_tflite_extractor(shared_cache) -> None:
     if not SHARED_TFLITE.exists():
         pytest.skip("no shared tflite")
     ds = load_dataset(str(SHARED_DATA), shared_cache)
