@@ -47,13 +47,18 @@ with left:
         color=alt.Color(f"{value}:Q", scale=alt.Scale(scheme="blues", type="sqrt")),
         stroke=alt.condition(pick, alt.value("black"), alt.value(None)), tooltip=["true", "predicted", "count", alt.Tooltip("share:Q", format=".1%")],
     ).add_params(pick)  # fmt: skip
+    # The numbers sit on top of the cells, so they carry a twin selection: a click on either picks the cell.
+    pick_text = alt.selection_point(name="cell_text", fields=["true", "predicted"], on="click")
     text = base.mark_text(fontSize=10).encode(text=alt.Text(f"{value}:Q", format="d" if value == "count" else ".2f"),
-                                              color=alt.condition(f"datum.{value} > {cells[value].max() / 2}", alt.value("white"), alt.value("black")))  # fmt: skip
+                                              color=alt.condition(f"datum.{value} > {cells[value].max() / 2}", alt.value("white"), alt.value("black")),
+                                              ).add_params(pick_text)  # fmt: skip
     event = st.altair_chart((heat + text).properties(height=420), on_select="rerun", key="ev_cm", width="stretch")
-    chosen = event.selection.get("cell", []) if event is not None else []
-    if chosen:
-        st.session_state["ev_true"] = classes.index(chosen[0]["true"])
-        st.session_state["ev_pred"] = classes.index(chosen[0]["predicted"])
+    for name in ("cell", "cell_text"):
+        chosen = event.selection.get(name, []) if event is not None else []
+        if chosen and st.session_state.get(f"_ev_last_{name}") != repr(chosen):
+            st.session_state[f"_ev_last_{name}"] = repr(chosen)
+            st.session_state["ev_true"] = classes.index(chosen[0]["true"])
+            st.session_state["ev_pred"] = classes.index(chosen[0]["predicted"])
 with right:
     st.subheader("Per class")
     per = pd.DataFrame(report["per_class"])
@@ -87,9 +92,11 @@ with t1:
 with t2:
     st.subheader("Reliability diagram")
     rel = pd.DataFrame(report["calibration"]["bins"]).dropna()
-    diag = alt.Chart(pd.DataFrame({"x": [0, 1], "y": [0, 1]})).mark_line(strokeDash=[4, 4], color="gray").encode(x="x:Q", y="y:Q")
-    curve = alt.Chart(rel).mark_line(point=True).encode(x=alt.X("confidence:Q", scale=alt.Scale(domain=[0, 1])),
-                                                          y=alt.Y("accuracy:Q", scale=alt.Scale(domain=[0, 1])), tooltip=["count", "confidence", "accuracy"])  # fmt: skip
+    diag = alt.Chart(pd.DataFrame({"confidence": [0, 1], "accuracy": [0, 1]})).mark_line(strokeDash=[4, 4], color="gray").encode(
+        x="confidence:Q", y="accuracy:Q")  # fmt: skip
+    curve = alt.Chart(rel).mark_line(point=True).encode(x=alt.X("confidence:Q", scale=alt.Scale(domain=[0, 1]), title="mean confidence in bin"),
+                                                          y=alt.Y("accuracy:Q", scale=alt.Scale(domain=[0, 1]), title="accuracy in bin"),
+                                                          tooltip=["count", "confidence", "accuracy"])  # fmt: skip
     st.altair_chart((diag + curve).properties(height=260), width="stretch")
     st.caption(f"Expected calibration error: **{report['calibration']['ece']:.4f}** over 15 equal-width bins.")
 

@@ -28,7 +28,11 @@ def combo_label(c: tuple) -> str:
     return f"{c[0].rstrip('/').split('/')[-1]} @ {c[1]}px" + (f" (first {c[2]}/class)" if c[2] else "")
 
 
-preferred = next((c for c in combos if run and c[0] == run.manifest["backbone"] and c[1] == run.manifest["image_sizes"][0]), None)
+# Prefer the active run's features, then the active backbone and size, and full splits over --limit subsets.
+spec_handle = cached.backbone_spec(settings.backbone).handle if settings.backbone else ""
+preferred = next((c for c in combos if run and c[0] == run.manifest["backbone"] and c[1] == run.manifest["image_sizes"][0] and c[2] == run.manifest.get("limit")),
+                 next((c for c in combos if c[0] == spec_handle and c[1] == settings.image_size and c[2] is None),
+                      next((c for c in combos if c[2] is None), None)))  # fmt: skip
 state.bind("fs_combo", combos.index(preferred) if preferred else 0, int)
 state.bind("fs_split", "test")
 state.bind("fs_n", 2000, int)

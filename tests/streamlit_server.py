@@ -1,0 +1,95 @@
+"""Start a real `streamlit run app.py` on a free local port, and a headless Debian Chromium for it.
+
+Used by the browser test and by bench/app_speed.py:
+
+    with running_app(["--source", src, "--backbone", bb], cache_dir) as (url, ready_at):
+        with chromium() as browser:
+            page = browser.new_page(); page.goto(url)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = os.environ.get("TLX_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic", "--disable-dev-shm-usage"]  # fmt: skip
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def running_app(app_args: list[str], cache_dir: Path, timeout: float = 90.0, log: Path | None = None) -> Iterator[tuple[str, float]]:
+    """Run the app headless; yields its URL and the monotonic time the server became healthy."""
+    port = free_port()
+    env = {**os.environ, "TLX_CACHE_DIR": str(cache_dir), "TF_CPP_MIN_LOG_LEVEL": "3", "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
+    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true", "--server.port", str(port),
+           "--server.address", "127.0.0.1", "--server.fileWatcherType", "none", "--", *app_args]  # fmt: skip
+    out = open(log, "w") if log else subprocess.DEVNULL
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"streamlit exited with {proc.returncode}")
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError("streamlit did not become healthy")
+            time.sleep(0.1)
+        yield url, time.monotonic()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        if log:
+            out.close()  # type: ignore[union-attr]
+
+
+@contextlib.contextmanager
+def chromium() -> Iterator[Any]:
+    """A headless Debian Chromium driven by Playwright (no browser download needed)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def wait_idle(page: Any, timeout_ms: int = 120_000) -> None:
+    """Wait until the Streamlit script has finished running (no running indicator)."""
+    page.wait_for_function(
+        "() => { const s = document.querySelector('[data-testid=\"stStatusWidget\"]'); return !s || !s.innerText.match(/Running|Stop/i); }",
+        timeout=timeout_ms,
+    )
+    page.wait_for_timeout(300)
+
+
+def exceptions(page: Any) -> list[str]:
+    """Texts of any Streamlit exception elements on the page."""
+    return [e.inner_text() for e in page.query_selector_all('[data-testid="stException"]')]

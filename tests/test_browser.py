@@ -1,0 +1,124 @@
+"""The whole app in a real browser: `streamlit run app.py` + Playwright + Debian's Chromium.
+
+Pointed at the shared CIFAR-10 (JPEG q75 copy) and MobileNet; trains a blog-preset run on a
+--limit'ed subset (50 images per class) to keep CI fast, visits every page, clicks a
+confusion-matrix cell, and saves a screenshot of every page to artifacts/screenshots/.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from lib.datasets import load_dataset
+from tests.conftest import SHARED_DATA, SHARED_MODEL
+from tests.streamlit_server import CHROMIUM, chromium, exceptions, running_app, wait_idle
+
+pytestmark = [pytest.mark.shared, pytest.mark.browser]
+SHOTS = Path(__file__).resolve().parent.parent / "artifacts" / "screenshots"
+
+
+@pytest.fixture(scope="module")
+def browser_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
+    cache = tmp_path_factory.mktemp("browser_cache")
+    load_dataset(str(SHARED_DATA), cache)  # converting 60,000 JPEGs is not what this test is about
+    return cache
+
+
+def shot(page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    # Streamlit serves images lazily: wait until every one has decoded before the picture.
+    page.wait_for_function("() => [...document.images].every(i => i.complete && i.naturalWidth > 0)", timeout=30_000)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def goto_page(page, title: str) -> None:
+    page.get_by_test_id("stSidebarNav").get_by_text(title, exact=True).click()
+    wait_idle(page)
+
+
+def test_every_page_train_and_click_confusion_cell(browser_cache: Path) -> None:
+    args = ["--source", str(SHARED_DATA), "--backbone", str(SHARED_MODEL), "--image-size", "128"]
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with running_app(args, browser_cache, log=SHOTS.parent / "streamlit.log") as (url, _):
+        with chromium() as browser:
+            page = browser.new_page(viewport={"width": 1400, "height": 2200})
+            page.goto(url)
+            page.get_by_role("heading", name="Transfer learning explorer").wait_for(timeout=60_000)
+            wait_idle(page)
+            assert page.get_by_text("Artifacts").is_visible()
+            assert not exceptions(page)
+            shot(page, "1-home")
+
+            goto_page(page, "Browse data")
+            page.get_by_role("heading", name="Class balance").wait_for()
+            page.locator('[data-testid="stImage"]').nth(47).wait_for(timeout=30_000)
+            wait_idle(page)
+            assert not exceptions(page)
+            shot(page, "2-browse")
+
+            goto_page(page, "Train or load")
+            page.get_by_role("button", name="Blog protocol preset").click()
+            wait_idle(page)
+            limit = page.get_by_label("Images per class (0 = all)")
+            limit.fill("50")
+            limit.press("Tab")
+            page.get_by_role("button", name="Train", exact=True).click()
+            page.get_by_text("Test accuracy").wait_for(timeout=240_000)
+            wait_idle(page)
+            page.locator('[data-testid="stDataFrame"] canvas').first.wait_for(timeout=30_000)
+            page.wait_for_timeout(1000)
+            assert not exceptions(page)
+            accuracy = page.locator('[data-testid="stMetric"]').first.inner_text()
+            assert re.search(r"\d+\.\d+%", accuracy), accuracy
+            shot(page, "3-train")
+            assert "run=" in page.url  # the active run is in the URL, so the link can be shared
+
+            goto_page(page, "Feature space")
+            page.locator('[data-testid="stVegaLiteChart"] svg.marks').first.wait_for(timeout=60_000)
+            page.get_by_text("query #").first.wait_for(timeout=60_000)
+            wait_idle(page)
+            # Drag a box over the middle of the scatter: the selected images appear below it.
+            box = page.locator('[data-testid="stVegaLiteChart"]').first.bounding_box()
+            assert box is not None
+            page.mouse.move(box["x"] + box["width"] * 0.2, box["y"] + box["height"] * 0.2)
+            page.mouse.down()
+            page.mouse.move(box["x"] + box["width"] * 0.7, box["y"] + box["height"] * 0.8, steps=8)
+            page.mouse.up()
+            page.get_by_role("heading", name=re.compile(r"Selected: [\d,]+ images")).wait_for(timeout=30_000)
+            wait_idle(page)
+            assert not exceptions(page)
+            shot(page, "4-feature-space")
+
+            goto_page(page, "Evaluate")
+            chart = page.locator('[data-testid="stVegaLiteChart"]').first
+            chart.wait_for(timeout=60_000)
+            wait_idle(page)
+            before = page.get_by_text(re.compile(r"test images of \*?")).first.inner_text()
+            box = chart.bounding_box()
+            assert box is not None
+            # Click inside the heatmap's plot area, away from the axes: a cell on or near the diagonal.
+            page.mouse.click(box["x"] + box["width"] * 0.62, box["y"] + box["height"] * 0.45)
+            cell_text = page.get_by_text(re.compile(r"test images of")).first
+            for _ in range(100):  # the rerun that follows the click takes a moment to start
+                if cell_text.inner_text() != before:
+                    break
+                page.wait_for_timeout(200)
+            wait_idle(page)
+            after = cell_text.inner_text()
+            assert after != before, "clicking a confusion-matrix cell should select it"
+            page.locator('[data-testid="stImage"]').first.wait_for(timeout=30_000)
+            assert not exceptions(page)
+            shot(page, "5-evaluate")
+
+            shared_link = page.url
+            fresh = browser.new_page(viewport={"width": 1400, "height": 2200})
+            fresh.goto(shared_link)
+            fresh.get_by_role("heading", name="Evaluate").wait_for(timeout=60_000)
+            wait_idle(fresh)
+            assert fresh.get_by_text(after).first.is_visible(), "a shared link reopens the same run and cell"
+            assert not exceptions(fresh)
