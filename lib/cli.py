@@ -190,6 +190,7 @@ def cmd_extract(args: argparse.Namespace) -> dict[str, Any]:
     images = sum(a["images"] for a in artifacts)
     dim = int(get_dim(artifacts))
     return {
+        "peak_rss_mb": peak_rss_mb(),
         "source": ds.source,
         "dataset_fingerprint": ds.fingerprint,
         "backbone": spec.handle,
@@ -203,6 +204,17 @@ def cmd_extract(args: argparse.Namespace) -> dict[str, Any]:
         "cache_path": artifacts[0]["cache_path"] if len(artifacts) == 1 else str(Path(artifacts[0]["cache_path"]).parent),
         "artifacts": artifacts,
     }
+
+
+def peak_rss_mb() -> float | None:
+    """This process's peak resident memory (Linux VmHWM, which an exec resets), in MB."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
 
 
 def get_dim(artifacts: list[dict[str, Any]]) -> int:

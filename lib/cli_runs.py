@@ -138,6 +138,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         "protocol": manifest.get("protocol"),
         "image_sizes": manifest["image_sizes"],
         "head": manifest["head"]["head"],
+        **({"finetune": manifest["finetune"]} if "finetune" in manifest else {}),
         "_text": f"run {manifest['run_id']}: test accuracy {metrics['test_accuracy']:.2%} "
         f"(top-5 {metrics['top5_accuracy']:.2%}); training {timings['train_seconds']:.1f}s, extraction {timings['extract_seconds']:.1f}s",
     }

@@ -31,6 +31,8 @@ def export_run(cache_dir: Path | str, run_id: str, out: Path | str) -> Path:
     run = load_run(cache_dir, run_id)
     m = run.manifest
     spec = resolve_backbone(m["backbone"])
+    if m.get("finetuned"):
+        raise RunError("This run fine-tuned its backbone, and its fine-tuned weights are not stored; export a frozen-feature run instead.")
     if spec.kind == "tflite":
         raise RunError("Export needs a SavedModel or TF Hub backbone; a .tflite backbone cannot be embedded in a SavedModel.")
     if spec.identity() != m["backbone_identity"]:

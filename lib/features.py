@@ -224,6 +224,25 @@ def _extract_to_cache(
     target: Path,
     progress: ProgressFn | None,
 ) -> None:
+    try:
+        _extract_chunks(backbone, images, indices, size, flip, batch_size, target, progress)
+    except (CacheWriteError, FileNotFoundError):
+        # Another session extracting the same key may finish first and remove the shared
+        # checkpoint folder under us; its finished artifact is as good as ours would be.
+        if not _valid_chunk(target, len(indices)):
+            raise
+
+
+def _extract_chunks(
+    backbone: LoadedBackbone,
+    images: np.ndarray,
+    indices: np.ndarray,
+    size: int,
+    flip: bool,
+    batch_size: int,
+    target: Path,
+    progress: ProgressFn | None,
+) -> None:
     partial = target.with_suffix(".partial")
     try:
         partial.mkdir(parents=True, exist_ok=True)

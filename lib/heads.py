@@ -115,7 +115,7 @@ def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tupl
     idx = np.arange(len(labels))
     classes = len(np.unique(labels))
     # Stratifying needs at least one row per class on each side; tiny subsets get one each.
-    n_val = max(int(round(val_fraction * len(labels))), classes)
+    n_val = max(round(val_fraction * len(labels)), classes)
     if n_val > len(labels) - classes:
         return idx, np.zeros(0, dtype=np.int64)
     train, val = train_test_split(idx, test_size=n_val, random_state=seed, stratify=labels)

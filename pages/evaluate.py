@@ -27,7 +27,7 @@ a, b, c, d = st.columns(4)
 a.metric("Accuracy", f"{report['accuracy']:.2%}")
 b.metric("Top-5 accuracy", f"{report['top5_accuracy']:.2%}")
 c.metric("ECE", f"{report['calibration']['ece']:.4f}")
-d.metric("Errors", f"{int(round((1 - report['accuracy']) * report['count'])):,}")
+d.metric("Errors", f"{round((1 - report['accuracy']) * report['count']):,}")
 
 state.bind("ev_norm", "counts")
 state.bind("ev_true", 0, int)

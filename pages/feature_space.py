@@ -30,7 +30,8 @@ def combo_label(c: tuple) -> str:
 
 # Prefer the active run's features, then the active backbone and size, and full splits over --limit subsets.
 spec_handle = cached.backbone_spec(settings.backbone).handle if settings.backbone else ""
-preferred = next((c for c in combos if run and c[0] == run.manifest["backbone"] and c[1] == run.manifest["image_sizes"][0] and c[2] == run.manifest.get("limit")),
+run_combo = (run.manifest["backbone"], run.manifest["image_sizes"][0], run.manifest.get("limit")) if run else None
+preferred = next((c for c in combos if c == run_combo),
                  next((c for c in combos if c[0] == spec_handle and c[1] == settings.image_size and c[2] is None),
                       next((c for c in combos if c[2] is None), None)))  # fmt: skip
 state.bind("fs_combo", combos.index(preferred) if preferred else 0, int)
@@ -106,7 +107,10 @@ if proj.explained_variance:
     caption += f" · explained variance: PC1 {proj.explained_variance[0]:.1%}, PC2 {proj.explained_variance[1]:.1%}"
 st.caption(caption + " · drag to select points.")
 brush = alt.selection_interval(name="brush")
-scale = alt.Scale(scheme="tableau10") if color_field == "label" else alt.Scale(domain=["correct", "wrong", "n/a"], range=["#4c78a8", "#e45756", "#bbbbbb"]) if color_field == "outcome" else alt.Scale(scheme="tableau10")
+if color_field == "outcome":
+    scale = alt.Scale(domain=["correct", "wrong", "n/a"], range=["#4c78a8", "#e45756", "#bbbbbb"])
+else:
+    scale = alt.Scale(scheme="tableau10")
 chart = alt.Chart(df).mark_circle(size=28, opacity=0.75).encode(
     x=alt.X("x:Q", title=None), y=alt.Y("y:Q", title=None), color=alt.Color(f"{color_field}:N", scale=scale), tooltip=tooltip,
 ).add_params(brush).properties(height=520)  # fmt: skip

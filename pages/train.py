@@ -44,7 +44,8 @@ st.session_state.setdefault("t_custom", "" if settings.backbone in REGISTRY else
 p1, p2, p3 = st.columns([1, 1, 3])
 p1.button("Blog protocol preset", on_click=apply_preset, args=("blog",), help=PROTOCOLS["blog"].description, type="secondary")
 p2.button("Best preset", on_click=apply_preset, args=("best",), help=PROTOCOLS["best"].description)
-p3.caption(f"Preset: **{st.session_state['t_preset']}**. {PROTOCOLS.get(st.session_state['t_preset'], PROTOCOLS['blog']).description if st.session_state['t_preset'] in PROTOCOLS else 'Your own settings.'}")
+preset = st.session_state["t_preset"]
+p3.caption(f"Preset: **{preset}**. " + (PROTOCOLS[preset].description if preset in PROTOCOLS else "Your own settings."))
 
 with st.form("train_form"):
     a, b, c = st.columns(3)

@@ -79,34 +79,36 @@ def make_image_folder(root: Path, classes: tuple[str, ...] = ("cat", "dog", "fro
 
 
 def make_feature_savedmodel(path: Path, dim: int = 16, seed: int = 0) -> Path:
-    """A tiny random SavedModel with the TF Hub image feature-vector interface."""
+    """A tiny random SavedModel with the TF Hub reusable feature-vector interface.
+
+    Like modules on tfhub.dev it exposes ``__call__(images, training=False)``, a
+    ``serving_default`` signature returning ``{"feature_vector": ...}``, and the
+    ``variables``/``trainable_variables`` lists that ``hub.KerasLayer`` fine-tunes.
+    """
     import tensorflow as tf
 
     rng = np.random.default_rng(seed)
+    kernel = tf.Variable(rng.normal(0, 0.5, (3, 3, 3, dim)).astype(np.float32), name="kernel")
+    bias = tf.Variable(np.zeros(dim, np.float32), name="bias")
 
-    class TinyFeatureVector(tf.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.kernel = tf.Variable(rng.normal(0, 0.5, (3, 3, 3, dim)).astype(np.float32))
-            self.bias = tf.Variable(np.zeros(dim, np.float32))
+    def features(images: Any) -> Any:
+        h = tf.nn.relu(tf.nn.conv2d(images, kernel, strides=2, padding="SAME") + bias)
+        return tf.reduce_mean(h, axis=[1, 2])
 
-        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32), tf.TensorSpec([], tf.bool)])
-        def _call(self, images: Any, training: Any) -> Any:
-            h = tf.nn.relu(tf.nn.conv2d(images, self.kernel, strides=2, padding="SAME") + self.bias)
-            return tf.reduce_mean(h, axis=[1, 2])
-
-        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
-        def serve(self, inputs: Any) -> Any:
-            return {"feature_vector": self._call(inputs, False)}
-
-    module = TinyFeatureVector()
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32), tf.TensorSpec([], tf.bool)])
+    def call(images: Any, training: Any = False) -> Any:
+        return features(images)
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
-    def call(images: Any) -> Any:
-        return module._call(images, False)
+    def serve(inputs: Any) -> Any:
+        return {"feature_vector": features(inputs)}
 
-    module.__call__ = call
-    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    root = tf.train.Checkpoint()
+    root.kernel, root.bias = kernel, bias
+    root.variables = [kernel, bias]
+    root.trainable_variables = [kernel, bias]
+    root.__call__ = call
+    tf.saved_model.save(root, str(path), signatures={"serving_default": serve})
     return path
 
 

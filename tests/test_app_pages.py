@@ -211,3 +211,17 @@ def test_evaluate_without_run_says_what_to_do(monkeypatch: pytest.MonkeyPatch, p
 def test_dataset_is_memory_mapped_for_pages(prepared: dict[str, str]) -> None:
     ds = load_dataset(prepared["source"], prepared["cache"])
     assert isinstance(ds.images("train"), np.memmap)
+
+
+def test_home_does_not_import_tensorflow(prepared: dict[str, str]) -> None:
+    """A user opening the app gets the first page without waiting for TensorFlow to load."""
+    import os
+    import subprocess
+    import sys
+
+    code = (f"import sys; from streamlit.testing.v1 import AppTest; at = AppTest.from_file({APP!r}, default_timeout=60); at.run(); "
+            "assert not at.exception; print('TF' if 'tensorflow' in sys.modules else 'no TF')")  # fmt: skip
+    env = {**os.environ, "TLX_SOURCE": prepared["source"], "TLX_BACKBONE": prepared["backbone"], "TLX_CACHE_DIR": prepared["cache"]}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("no TF")
