@@ -61,7 +61,9 @@ def finetune_run(
     backbone_layer = hub.KerasLayer(spec.handle, trainable=True)
     inputs = tf_keras.Input((None, None, 3), dtype=tf.uint8)
     x = tf_keras.layers.Lambda(lambda t: tf.image.resize(tf.cast(t, tf.float32) / 255.0, (size, size)))(inputs)
-    feats = backbone_layer(x)
+    # BatchNorm stays in inference mode: with small batches, batch statistics would shift the
+    # features under the warm-started head (measured: 69.6% -> 62.3% on 100 images per class).
+    feats = backbone_layer(x, training=False)
     # The frozen head's standardisation is folded into the dense layer: W' = W/scale, b' = b - (mean/scale) W.
     w, b = frozen.weights
     dense = tf_keras.layers.Dense(len(ds.classes))
