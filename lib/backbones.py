@@ -211,7 +211,7 @@ def _load_savedmodel(spec: BackboneSpec) -> LoadedBackbone:
         raise BackboneError(f"Could not load backbone {spec.handle!r}: {_short(err)}.{hint}") from err
 
     if callable(module):
-        call: Callable[[Any], Any] = module
+        call: Callable[..., Any] = module
 
         @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
         def forward(x: Any) -> Any:

@@ -158,7 +158,7 @@ def cmd_extract(args: argparse.Namespace) -> dict[str, Any]:
     views = ["original", "flip"] if args.view == "both" else [args.view]
     jobs = [(s, v) for s in splits_for(args.split, ds.splits) for v in views]
     loaded = None
-    artifacts = []
+    artifacts: list[dict[str, Any]] = []
     for split, view in jobs:
         result = cached_feature_result(ds, split, spec, size, view, args.limit, args.cache_dir)
         if result is None:

@@ -413,8 +413,7 @@ def _tar_entries(path: Path) -> list[Entry]:
                 key = _entry_from_parts(Path(member.name).parts) if member.isfile() else None
                 fh = tar.extractfile(member) if key else None
                 if key and fh is not None:
-                    data = fh.read()
-                    entries.append((*key, lambda data=data: data))
+                    entries.append((*key, _constant(fh.read())))
     except (tarfile.TarError, OSError, EOFError) as err:
         raise DataSourceError(f"{path} could not be read to the end ({err}); it may be truncated. Nothing was cached.") from err
     return _check_entries(entries, path)
@@ -427,11 +426,15 @@ def _zip_entries(path: Path) -> list[Entry]:
             for info in zf.infolist():
                 key = _entry_from_parts(Path(info.filename).parts) if not info.is_dir() else None
                 if key:
-                    data = zf.read(info)
-                    entries.append((*key, lambda data=data: data))
+                    entries.append((*key, _constant(zf.read(info))))
     except (zipfile.BadZipFile, OSError, EOFError) as err:
         raise DataSourceError(f"{path} could not be read ({err}); it may be corrupt. Nothing was cached.") from err
     return _check_entries(entries, path)
+
+
+def _constant(data: bytes) -> Callable[[], bytes]:
+    """A loader for bytes already in memory (archive members are read while streaming)."""
+    return lambda: data
 
 
 def _natural_key(name: str) -> list[Any]:

@@ -84,7 +84,7 @@ def finetune_run(
     class _Report(tf_keras.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
             logs = logs or {}
-            row = {"epoch": epoch + 1, "loss": float(logs["loss"]), "accuracy": float(logs["accuracy"]), "val_loss": None,
+            row: dict[str, Any] = {"epoch": epoch + 1, "loss": float(logs["loss"]), "accuracy": float(logs["accuracy"]), "val_loss": None,
                    "val_accuracy": None, "elapsed": time.perf_counter() - t0}  # fmt: skip
             history.append(row)
             if on_epoch:

@@ -81,7 +81,7 @@ def gather_features(
     backbone: list[LoadedBackbone | None] | None = None,
 ) -> FeatureBlock:
     """Features of ``split`` for every size and view; the backbone is loaded only on a cache miss."""
-    holder = backbone if backbone is not None else [None]
+    holder: list[LoadedBackbone | None] = backbone if backbone is not None else [None]
     per_view: dict[str, list[np.ndarray]] = {v: [] for v in views}
     seconds, hits, labels, indices = 0.0, 0, None, None
     for size in sizes:

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from lib.heads import HeadConfig
 
@@ -56,6 +57,6 @@ PROTOCOLS: dict[str, Protocol] = {
 }
 
 
-def with_overrides(config: HeadConfig, **overrides: object) -> HeadConfig:
+def with_overrides(config: HeadConfig, **overrides: Any) -> HeadConfig:
     """A copy of ``config`` with the non-None overrides applied."""
     return replace(config, **{k: v for k, v in overrides.items() if v is not None})

@@ -75,8 +75,8 @@ def save_run(cache_dir: Path | str, manifest: dict[str, Any], head: TrainedHead,
     run_id = new_run_id(manifest)
     manifest = {**manifest, "run_id": run_id, "format": config.RUN_FORMAT_VERSION}
     with atomic_dir(runs_dir(cache_dir) / run_id) as tmp:
-        np.savez(tmp / "head.npz", **head.arrays())
-        np.savez(tmp / "predictions.npz", **predictions)
+        np.savez(tmp / "head.npz", **head.arrays())  # type: ignore[arg-type]
+        np.savez(tmp / "predictions.npz", **predictions)  # type: ignore[arg-type]
         # The manifest is written last: a folder without one is never listed.
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
     return run_id
