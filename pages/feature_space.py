@@ -92,7 +92,7 @@ if run_matches:
     df["outcome"] = ["n/a" if p == "n/a" else ("correct" if p == t else "wrong") for p, t in zip(df["predicted"], df["label"])]
 color_field = {"true label": "label", "predicted label": "predicted", "correct vs wrong": "outcome"}[color_by]
 tooltip = ["image", "label"] + (["predicted"] if run_matches else [])
-if len(df) <= 3000:
+if len(df) <= 2000:
     # Vega's tooltip shows a field named "image" holding a data URI as a picture.
     df["thumb"] = cached.thumbnails(settings.source, str(settings.cache_dir), split, tuple(int(i) for i in image_ids))
     df = df.rename(columns={"image": "index", "thumb": "image"})
@@ -100,7 +100,7 @@ if len(df) <= 3000:
 else:
     df = df.rename(columns={"image": "index"})
     tooltip = ["index", "label"] + (["predicted"] if run_matches else [])
-    st.caption("Hover thumbnails are shown for samples of up to 3,000 points.")
+    st.caption("Hover thumbnails are shown for samples of up to 2,000 points (each is sent to the browser).")
 
 caption = f"{method} of {len(df):,} points in {elapsed:.2f}s"
 if proj.explained_variance:

@@ -82,9 +82,21 @@ def test_every_page_train_and_click_confusion_cell(browser_cache: Path) -> None:
             page.locator('[data-testid="stVegaLiteChart"] svg.marks').first.wait_for(timeout=60_000)
             page.get_by_text("query #").first.wait_for(timeout=60_000)
             wait_idle(page)
-            # Drag a box over the middle of the scatter: the selected images appear below it.
             box = page.locator('[data-testid="stVegaLiteChart"]').first.bounding_box()
             assert box is not None
+            # Hovering a point shows its image in the tooltip.
+            tooltip_img = page.locator("#vg-tooltip-element img")
+            for fx in (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6):
+                for fy in (0.3, 0.4, 0.5, 0.6):
+                    page.mouse.move(box["x"] + box["width"] * fx, box["y"] + box["height"] * fy)
+                    page.wait_for_timeout(120)
+                    if tooltip_img.count():
+                        break
+                if tooltip_img.count():
+                    break
+            assert tooltip_img.count() == 1, "hovering a point should show its thumbnail"
+            assert (tooltip_img.get_attribute("src") or "").startswith("data:image/png;base64,")
+            # Drag a box over the middle of the scatter: the selected images appear below it.
             page.mouse.move(box["x"] + box["width"] * 0.2, box["y"] + box["height"] * 0.2)
             page.mouse.down()
             page.mouse.move(box["x"] + box["width"] * 0.7, box["y"] + box["height"] * 0.8, steps=8)
