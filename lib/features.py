@@ -157,7 +157,13 @@ def get_features(
     labels = dataset.labels(split)
     indices = subset_indices(labels, limit)
     t0 = time.perf_counter()
-    _extract_to_cache(backbone, dataset.images(split), indices, size, view == "flip", batch_size, npy, progress)
+    try:
+        _extract_to_cache(backbone, dataset.images(split), indices, size, view == "flip", batch_size, npy, progress)
+    except (CacheWriteError, FileNotFoundError):
+        # Another session extracting the same key may finish first and remove the shared
+        # checkpoint folder under us; its finished artifact is as good as ours would be.
+        if not _valid_chunk(npy, len(indices)):
+            raise
     seconds = time.perf_counter() - t0
     feats = np.load(npy, mmap_mode="r")
     write_json_atomic(
@@ -215,25 +221,6 @@ class _Timer:
 
 
 def _extract_to_cache(
-    backbone: LoadedBackbone,
-    images: np.ndarray,
-    indices: np.ndarray,
-    size: int,
-    flip: bool,
-    batch_size: int,
-    target: Path,
-    progress: ProgressFn | None,
-) -> None:
-    try:
-        _extract_chunks(backbone, images, indices, size, flip, batch_size, target, progress)
-    except (CacheWriteError, FileNotFoundError):
-        # Another session extracting the same key may finish first and remove the shared
-        # checkpoint folder under us; its finished artifact is as good as ours would be.
-        if not _valid_chunk(target, len(indices)):
-            raise
-
-
-def _extract_chunks(
     backbone: LoadedBackbone,
     images: np.ndarray,
     indices: np.ndarray,

@@ -25,6 +25,12 @@ class Protocol:
     notes: list[str] = field(default_factory=list)
 
 
+# Tuned on CIFAR-10 (JPEG q75 copy) at 128px: trains in under a minute on 2 cores (see README).
+_BEST_HEAD = HeadConfig(
+    head="mlp", hidden=1024, dropout=0.5, optimizer="adamw", weight_decay=0.05, learning_rate=1e-3,
+    lr_schedule="cosine", batch_size=512, epochs=12, label_smoothing=0.1, val_fraction=0.05, patience=None,
+)  # fmt: skip
+
 PROTOCOLS: dict[str, Protocol] = {
     "blog": Protocol(
         "blog",
@@ -35,10 +41,7 @@ PROTOCOLS: dict[str, Protocol] = {
     "best": Protocol(
         "best",
         "Recommended at 128x128: MLP on original + flipped features, flip test-time augmentation.",
-        HeadConfig(
-            head="mlp", hidden=1024, dropout=0.5, optimizer="adamw", weight_decay=0.05, learning_rate=1e-3,
-            lr_schedule="cosine", batch_size=512, epochs=12, label_smoothing=0.1, val_fraction=0.05, patience=None,
-        ),  # fmt: skip
+        _BEST_HEAD,
         image_sizes=(128,),
         train_views=("original", "flip"),
         tta=True,
@@ -46,10 +49,7 @@ PROTOCOLS: dict[str, Protocol] = {
     "best-multiscale": Protocol(
         "best-multiscale",
         "Best overall: MLP on concatenated 128 and 224 features, original + flipped, flip TTA.",
-        HeadConfig(
-            head="mlp", hidden=1024, dropout=0.5, optimizer="adamw", weight_decay=0.05, learning_rate=1e-3,
-            lr_schedule="cosine", batch_size=512, epochs=12, label_smoothing=0.1, val_fraction=0.05, patience=None,
-        ),  # fmt: skip
+        _BEST_HEAD,
         image_sizes=(128, 224),
         train_views=("original", "flip"),
         tta=True,
