@@ -34,15 +34,25 @@ if shuffle:
 per_page = 48
 pages = max(1, -(-len(keep) // per_page))
 
-j1, j2, j3 = st.columns([1, 1, 2])
-jump = j2.number_input("Jump to image index", -1, len(labels) - 1, -1, help="-1: off. Opens the page holding that image and selects it.")
-if jump >= 0:
-    where = np.flatnonzero(keep == jump)
+
+
+def jump_to() -> None:
+    """Open the page that holds the typed index and select that image (only when the index changes)."""
+    target = int(st.session_state["b_jump"])
+    where = np.flatnonzero(keep == target)
     if len(where):
         st.session_state["b_page"] = int(where[0] // per_page) + 1
-        st.session_state["b_sel"] = int(jump)
+        st.session_state["b_sel"] = target
+        st.session_state.pop("b_jump_miss", None)
     else:
-        j3.warning(f"Image {jump} is not in the current filter.")
+        st.session_state["b_jump_miss"] = target
+
+
+j1, j2, j3 = st.columns([1, 1, 2])
+j2.number_input("Jump to image index", 0, len(labels) - 1, None, key="b_jump", on_change=jump_to, placeholder="index",
+                help="Opens the page holding that image and selects it.")  # fmt: skip
+if st.session_state.get("b_jump_miss") is not None:
+    j3.warning(f"Image {st.session_state['b_jump_miss']} is not in the current filter.")
 st.session_state["b_page"] = min(max(1, st.session_state["b_page"]), pages)
 page = j1.number_input(f"Page (of {pages})", 1, pages, key="b_page")
 state.publish("b_split", "b_classes", "b_shuffle", "b_seed", "b_page", "b_sel")

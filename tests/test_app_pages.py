@@ -109,11 +109,17 @@ def test_browse_filters_classes_and_shows_run_prediction(monkeypatch: pytest.Mon
 
 
 def test_browse_jump_to_index(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str]) -> None:
-    """A user jumps to image 25 of the test split and it becomes the selected image."""
+    """A user jumps to image 55 of the train split: its page opens with it selected; paging back still works."""
     at = start(monkeypatch, prepared, page="browse.py")
-    next(n for n in at.number_input if n.label == "Jump to image index").set_value(25).run()
+    at.selectbox(key="b_split").set_value("train").run()  # 60 images: two pages of 48
+    at.number_input(key="b_jump").set_value(55).run()
     no_errors(at)
-    assert at.selectbox(key="b_sel").value == 25
+    assert at.number_input(key="b_page").value == 2 and at.selectbox(key="b_sel").value == 55
+    # Paging back afterwards is not undone by the earlier jump.
+    at.number_input(key="b_page").set_value(1).run()
+    at.run()
+    no_errors(at)
+    assert at.number_input(key="b_page").value == 1 and at.selectbox(key="b_sel").value < 48
 
 
 def test_train_with_blog_preset_shows_accuracy(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str]) -> None:
