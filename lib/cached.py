@@ -65,6 +65,19 @@ def loaded_backbone(backbone: str, cache_dir: str) -> LoadedBackbone:
     return load_backbone(backbone_spec(backbone), cache_dir)
 
 
+@st.cache_resource(show_spinner="Loading the fine-tuned model (TensorFlow)...", max_entries=2)
+def finetuned_model(cache_dir: str, run_id: str) -> Any:
+    """A fine-tuned run's stored full model: uint8 images in, probabilities out."""
+    import tensorflow as tf
+
+    from lib.runs import MODEL_DIR
+
+    path = Path(cache_dir) / "runs" / run_id / MODEL_DIR
+    if not (path / "saved_model.pb").exists():
+        raise UserFacingError(f"Run {run_id} holds no fine-tuned model (made by an older version); train it again.")
+    return tf.saved_model.load(str(path))
+
+
 @st.cache_resource(show_spinner=False, max_entries=32)
 def _features(source: str, cache_dir: str, backbone: str, size: int, split: str, view: str, limit: int | None) -> FeatureResult | None:
     ds = dataset_if_ready(source, cache_dir)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from lib.errors import BackboneError
+from lib.export import save_module
 from lib.heads import EpochReport, HeadConfig, train_head
 from lib.pipeline import EpochFn, RunRequest, StageFn, gather_features, library_versions
 
@@ -117,5 +118,14 @@ def finetune_run(
     }  # fmt: skip
     predictions = {"y_true": y_test, "probs": probs.astype(np.float32), "y_pred": probs.argmax(1), "indices": test_idx}
     stage("Saving run")
-    manifest["run_id"] = save_run(cache_dir, manifest, head, predictions)
+    from lib.export import probability_module
+    from lib.runs import MODEL_DIR
+
+    module = probability_module(lambda images: tf.nn.softmax(model(images, training=False)), list(ds.classes), [size], model)
+
+    def write_model(folder: Path) -> None:
+        # The fine-tuned backbone lives only here, so the run can be exported and classify uploads.
+        save_module(module, folder / MODEL_DIR)
+
+    manifest["run_id"] = save_run(cache_dir, manifest, head, predictions, write_model)
     return manifest

@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,13 +71,19 @@ def new_run_id(manifest: dict[str, Any]) -> str:
     return f"{stamp}-{head}-{digest.hexdigest()[:6]}"
 
 
-def save_run(cache_dir: Path | str, manifest: dict[str, Any], head: TrainedHead, predictions: dict[str, np.ndarray]) -> str:
-    """Write a complete run atomically and return its id."""
+MODEL_DIR = "model"  # a fine-tuned run's full model (backbone + head), in the export format
+
+
+def save_run(cache_dir: Path | str, manifest: dict[str, Any], head: TrainedHead, predictions: dict[str, np.ndarray],
+             write_extra: Callable[[Path], None] | None = None) -> str:  # fmt: skip
+    """Write a complete run atomically and return its id; ``write_extra`` adds files inside the same temp folder."""
     run_id = new_run_id(manifest)
     manifest = {**manifest, "run_id": run_id, "format": config.RUN_FORMAT_VERSION}
     with atomic_dir(runs_dir(cache_dir) / run_id) as tmp:
         np.savez(tmp / "head.npz", **head.arrays())  # type: ignore[arg-type]
         np.savez(tmp / "predictions.npz", **predictions)  # type: ignore[arg-type]
+        if write_extra is not None:
+            write_extra(tmp)
         # The manifest is written last: a folder without one is never listed.
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
     return run_id

@@ -20,3 +20,17 @@ def test_finetune_runs_end_to_end_on_a_tiny_model(assets: dict[str, Path], cache
     assert [m["run_id"] for m in list_runs(cache_dir)] == [manifest["run_id"]]
     run = load_run(cache_dir, manifest["run_id"])
     assert run.probs.shape == (30, 10)
+
+    # The fine-tuned backbone is stored with the run, so it exports and predicts like any run.
+    import numpy as np
+    import tensorflow as tf
+
+    from lib.datasets import load_dataset
+    from lib.export import export_run
+
+    out = export_run(cache_dir, manifest["run_id"], cache_dir / "exported")
+    model = tf.saved_model.load(str(out))
+    images = np.asarray(load_dataset(str(assets["cifar_tar"]), cache_dir).images("test"))
+    probs = model(images).numpy()
+    assert [n.decode() for n in model.class_names.numpy()] == run.classes
+    np.testing.assert_allclose(probs, run.probs, atol=1e-4)  # the stored test predictions came from this model

@@ -22,21 +22,21 @@ def upload_ui(settings: state.Settings, run: Run) -> None:
     except UserFacingError as err:
         st.error(f"{uploaded.name}: {err}")
         return
-    if run.manifest.get("finetuned"):
-        st.warning("This run fine-tuned its backbone; its head only fits the fine-tuned weights, so uploads are classified by frozen-feature runs only.")
-        return
     ds = cached.dataset_if_ready(run.manifest["source"], settings.cache_dir)
     # Training images were stored at the dataset's size (32x32 for CIFAR) and then resized: do the same to the upload.
     side = ds.image_shape[0] if ds is not None else 32
     small = square_resize(img, side)
     try:
-        model = cached.loaded_backbone(run.manifest["backbone"], str(settings.cache_dir))
-        views = [False, True] if run.manifest.get("tta") else [False]
-        feats = [np.concatenate([model.embed(small[None], s, flip) for s in run.manifest["image_sizes"]], axis=1) for flip in views]
+        if run.manifest.get("finetuned"):
+            probs = np.asarray(cached.finetuned_model(str(settings.cache_dir), run.run_id)(small[None]))[0]
+        else:
+            model = cached.loaded_backbone(run.manifest["backbone"], str(settings.cache_dir))
+            views = [False, True] if run.manifest.get("tta") else [False]
+            feats = [np.concatenate([model.embed(small[None], s, flip) for s in run.manifest["image_sizes"]], axis=1) for flip in views]
+            probs = np.mean([run.head.predict_proba(f)[0] for f in feats], axis=0)
     except UserFacingError as err:
         st.error(str(err))
         return
-    probs = np.mean([run.head.predict_proba(f)[0] for f in feats], axis=0)
     a, b = st.columns([1, 2])
     a.image(upscale(small, 192), caption=f"{uploaded.name} as the model sees it ({side}x{side})")
     b.metric("Prediction", run.classes[int(probs.argmax())], f"{probs.max():.1%}", delta_color="off")
