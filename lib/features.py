@@ -271,15 +271,6 @@ def _valid_chunk(path: Path, rows: int) -> bool:
         return False
 
 
-def clear_partial(cache_dir: Path | str) -> int:
-    """Remove leftover checkpoint folders; returns how many were removed."""
-    removed = 0
-    for p in (Path(cache_dir) / "features").glob("*.partial"):
-        shutil.rmtree(p, ignore_errors=True)
-        removed += 1
-    return removed
-
-
 def list_cached_features(cache_dir: Path | str) -> list[dict[str, Any]]:
     """Manifests of every complete feature artifact in the cache."""
     out = []
