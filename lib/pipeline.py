@@ -144,6 +144,8 @@ def train_run(
     train = gather_features(ds, spec, req.train_split, sizes, tuple(req.train_views), cache_dir, req.limit, req.batch_size, on_extract, holder)
     test = gather_features(ds, spec, req.test_split, sizes, test_views, cache_dir, req.limit, req.batch_size, on_extract, holder)
 
+    hits, total = train.cache_hits + test.cache_hits, train.artifacts + test.artifacts
+    stage(f"Features ready: {hits} of {total} feature sets loaded from the cache" + (" (instant)" if hits == total else ""))
     stage("Training head")
     head_cfg = req.head
     tr_rows, val_rows = stratified_split(train.labels, head_cfg.val_fraction, head_cfg.seed)

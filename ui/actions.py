@@ -63,12 +63,11 @@ def train_with_status(request: Any, settings: state.Settings) -> dict[str, Any] 
 
     rows: list[dict[str, Any]] = []
     with st.status("Training…", expanded=True) as status:
-        stage_text = st.empty()
         bar = st.progress(0.0, text="features")
         chart = st.empty()
 
         def on_stage(msg: str) -> None:
-            stage_text.markdown(f"**{msg}**")
+            st.write(msg)  # a running log of the stages inside the status box
 
         def on_extract(label: str, p: ExtractProgress) -> None:
             progress_reporter(bar, f"extracting {label}")(p)
