@@ -16,6 +16,7 @@ Resolving a string needs no TensorFlow; loading one does, and is done lazily.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -104,11 +105,18 @@ def resolve_backbone(backbone: str) -> BackboneSpec:
 
 
 def _content_hash(path: Path) -> str:
-    digest = hashlib.sha256()
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for p in files:
-        digest.update(str(p.relative_to(path) if path.is_dir() else p.name).encode())
-        with open(p, "rb") as fh:
+    names = [str(p.relative_to(path) if path.is_dir() else p.name) for p in files]
+    # Keyed by size and mtime too, so an edited model is re-hashed but an unchanged one is read once.
+    return _hash_files(tuple((str(p), n, p.stat().st_size, p.stat().st_mtime_ns) for p, n in zip(files, names)))
+
+
+@functools.lru_cache(maxsize=64)
+def _hash_files(files: tuple[tuple[str, str, int, int], ...]) -> str:
+    digest = hashlib.sha256()
+    for full, name, _size, _mtime in files:
+        digest.update(name.encode())
+        with open(full, "rb") as fh:
             while chunk := fh.read(1 << 22):
                 digest.update(chunk)
     return digest.hexdigest()[:16]
