@@ -11,15 +11,17 @@ rate from the raw images. Slow on CPU; a GPU is used automatically when TensorFl
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from lib.errors import BackboneError
-from lib.export import save_module
+from lib.export import probability_module, save_module
 from lib.heads import EpochReport, HeadConfig, train_head
-from lib.pipeline import EpochFn, RunRequest, StageFn, gather_features, library_versions
+from lib.pipeline import EpochFn, RunRequest, StageFn, gather_features, run_manifest, stored_predictions
+from lib.runs import MODEL_DIR, save_run
 
 
 def finetune_run(
@@ -42,7 +44,6 @@ def finetune_run(
     from lib.backbones import resolve_backbone
     from lib.datasets import load_dataset, subset_indices
     from lib.evaluation import evaluate
-    from lib.runs import save_run
 
     stage = on_stage or (lambda _m: None)
     cache_dir = Path(cache_dir)
@@ -95,32 +96,23 @@ def finetune_run(
     train_seconds = time.perf_counter() - t0
 
     stage("Evaluating")
-    test_idx = subset_indices(ds.labels("test"), req.limit)
-    x_test = np.asarray(ds.images("test")[test_idx])
-    y_test = ds.labels("test")[test_idx]
-    probs = tf.nn.softmax(model.predict(x_test, batch_size=128, verbose=0)).numpy()
     frozen_test = gather_features(ds, spec, "test", (size,), ("original",), cache_dir, req.limit, req.batch_size)
+    test_idx, y_test = frozen_test.indices, frozen_test.labels
+    probs = tf.nn.softmax(model.predict(np.asarray(ds.images("test")[test_idx]), batch_size=128, verbose=0)).numpy()
     frozen_acc = float((frozen.predict_proba(frozen_test.views["original"]).argmax(1) == y_test).mean())
     report = evaluate(y_test, probs, ds.classes)
     head = type(frozen)(HeadConfig(head="linear", seed=req.head.seed), np.zeros(w.shape[0], np.float32), np.ones(w.shape[0], np.float32),
                         [np.asarray(a, np.float32) for a in dense.get_weights()], history)  # fmt: skip
-    manifest: dict[str, Any] = {
-        "label": "", "protocol": "finetune", "finetuned": True, "source": req.source, "dataset_fingerprint": ds.fingerprint,
-        "classes": list(ds.classes), "backbone": spec.handle, "backbone_name": spec.name, "backbone_identity": spec.identity(),
-        "image_sizes": [size], "image_size": size, "train_views": ["original"], "tta": False, "limit": req.limit,
-        "head": head.config.to_dict(), "seed": req.head.seed, "history": history, "best_epoch": len(history),
-        "finetune": {"epochs": epochs, "learning_rate": learning_rate, "batch_size": batch_size, "frozen_head_test_accuracy": frozen_acc,
-                     "gpu": bool(tf.config.list_physical_devices("GPU"))},
-        "metrics": {"test_accuracy": report["accuracy"], "top5_accuracy": report["top5_accuracy"], "ece": report["calibration"]["ece"],
-                    "test_images": report["count"], "val_accuracy": None},
-        "timings": {"extract_seconds": round(train.extract_seconds + frozen_test.extract_seconds, 3), "train_seconds": round(train_seconds, 3)},
-        "versions": library_versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }  # fmt: skip
-    predictions = {"y_true": y_test, "probs": probs.astype(np.float32), "y_pred": probs.argmax(1), "indices": test_idx}
+    req = replace(req, protocol="finetune", image_sizes=(size,), train_views=("original",), tta=False)
+    manifest = run_manifest(
+        req, ds, spec, (size,), head.config, history, report,
+        timings={"extract_seconds": round(train.extract_seconds + frozen_test.extract_seconds, 3), "train_seconds": round(train_seconds, 3)},
+        finetuned=True, best_epoch=len(history),
+        finetune={"epochs": epochs, "learning_rate": learning_rate, "batch_size": batch_size, "frozen_head_test_accuracy": frozen_acc,
+                  "gpu": bool(tf.config.list_physical_devices("GPU"))},
+    )  # fmt: skip
+    predictions = stored_predictions(y_test, probs, test_idx)
     stage("Saving run")
-    from lib.export import probability_module
-    from lib.runs import MODEL_DIR
-
     module = probability_module(lambda images: tf.nn.softmax(model(images, training=False)), list(ds.classes), [size], model)
 
     def write_model(folder: Path) -> None:

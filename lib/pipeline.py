@@ -10,6 +10,7 @@ started from either makes the same artifacts.
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 from collections.abc import Callable
@@ -118,6 +119,56 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+def run_manifest(
+    req: RunRequest,
+    ds: Dataset,
+    spec: BackboneSpec,
+    sizes: tuple[int, ...],
+    head_cfg: HeadConfig,
+    history: list[dict[str, Any]],
+    report: dict[str, Any],
+    timings: dict[str, Any],
+    val_accuracy: float | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The manifest every run stores: what it was trained on and how, its history, metrics, timings and versions."""
+    return {
+        "label": "",
+        "protocol": req.protocol,
+        "source": req.source,
+        "dataset_fingerprint": ds.fingerprint,
+        "classes": list(ds.classes),
+        "backbone": spec.handle,
+        "backbone_name": spec.name,
+        "backbone_identity": spec.identity(),
+        "image_sizes": list(sizes),
+        "image_size": sizes[0],
+        "train_views": list(req.train_views),
+        "tta": req.tta,
+        "limit": req.limit,
+        "head": head_cfg.to_dict(),
+        "seed": head_cfg.seed,
+        "history": history,
+        "metrics": {
+            "test_accuracy": report["accuracy"],
+            "top5_accuracy": report["top5_accuracy"],
+            "ece": report["calibration"]["ece"],
+            "test_images": report["count"],
+            "val_accuracy": val_accuracy,
+        },
+        "timings": timings,
+        "versions": library_versions(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        **extra,
+    }
+
+
+def stored_predictions(y_true: np.ndarray, probs: np.ndarray, indices: np.ndarray) -> dict[str, np.ndarray]:
+    """The arrays a run stores for its test split (``predictions.npz``)."""
+    return {"y_true": y_true, "probs": probs.astype(np.float32), "y_pred": probs.argmax(axis=1), "indices": indices}
+
+
 def train_run(
     req: RunRequest,
     cache_dir: Path | str,
@@ -159,45 +210,14 @@ def train_run(
     stage("Evaluating")
     probs = np.mean([head.predict_proba(test.views[v]) for v in test_views], axis=0)
     report = evaluate(test.labels, probs, ds.classes)
-    manifest: dict[str, Any] = {
-        "label": "",
-        "protocol": req.protocol,
-        "source": req.source,
-        "dataset_fingerprint": ds.fingerprint,
-        "classes": list(ds.classes),
-        "backbone": spec.handle,
-        "backbone_name": spec.name,
-        "backbone_identity": spec.identity(),
-        "image_sizes": list(sizes),
-        "image_size": sizes[0],
-        "train_views": list(req.train_views),
-        "tta": req.tta,
-        "limit": req.limit,
-        "head": head_cfg.to_dict(),
-        "seed": head_cfg.seed,
-        "history": head.history,
-        "best_epoch": head.best_epoch,
-        "steps": head.steps,
-        "train_rows": len(x_train),
-        "val_rows": len(val_rows),
-        "metrics": {
-            "test_accuracy": report["accuracy"],
-            "top5_accuracy": report["top5_accuracy"],
-            "ece": report["calibration"]["ece"],
-            "test_images": report["count"],
-            "val_accuracy": head.history[-1].get("val_accuracy") if head.history else None,
-        },
-        "timings": {
-            "extract_seconds": round(train.extract_seconds + test.extract_seconds, 3),
-            "train_seconds": round(head.seconds, 3),
-            "feature_cache_hits": train.cache_hits + test.cache_hits,
-            "feature_artifacts": train.artifacts + test.artifacts,
-        },
-        "versions": library_versions(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": {"platform": platform.platform(), "cpus": __import__("os").cpu_count()},
-    }
-    predictions = {"y_true": test.labels, "probs": probs.astype(np.float32), "y_pred": probs.argmax(axis=1), "indices": test.indices}
+    manifest = run_manifest(
+        req, ds, spec, sizes, head_cfg, head.history, report,
+        timings={"extract_seconds": round(train.extract_seconds + test.extract_seconds, 3), "train_seconds": round(head.seconds, 3),
+                 "feature_cache_hits": hits, "feature_artifacts": total},
+        val_accuracy=head.history[-1].get("val_accuracy") if head.history else None,
+        best_epoch=head.best_epoch, steps=head.steps, train_rows=len(x_train), val_rows=len(val_rows),
+    )  # fmt: skip
+    predictions = stored_predictions(test.labels, probs, test.indices)
     stage("Saving run")
     manifest["run_id"] = save_run(cache_dir, manifest, head, predictions)
     return manifest

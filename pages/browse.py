@@ -80,8 +80,7 @@ with left:
                 pred = int(probs.argmax())
                 verdict = "correct" if pred == labels[sel] else "wrong"
                 b.metric("Predicted", run.classes[pred], verdict, delta_color="normal" if verdict == "correct" else "inverse")
-                b.dataframe(widgets.top5_table(probs, run.classes), hide_index=True, column_config={
-                    "probability": st.column_config.ProgressColumn(format="%.3f", min_value=0.0, max_value=1.0)})
+                widgets.top5(b, probs, run.classes)
             else:
                 b.info("The active run was evaluated on a --limit subset that does not include this image.")
         else:

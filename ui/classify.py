@@ -40,5 +40,4 @@ def upload_ui(settings: state.Settings, run: Run) -> None:
     a, b = st.columns([1, 2])
     a.image(upscale(small, 192), caption=f"{uploaded.name} as the model sees it ({side}x{side})")
     b.metric("Prediction", run.classes[int(probs.argmax())], f"{probs.max():.1%}", delta_color="off")
-    b.dataframe(widgets.top5_table(probs, run.classes), hide_index=True,
-                column_config={"probability": st.column_config.ProgressColumn(format="%.3f", min_value=0.0, max_value=1.0)})  # fmt: skip
+    widgets.top5(b, probs, run.classes)

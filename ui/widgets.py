@@ -130,9 +130,11 @@ def image_grid(images: Sequence[np.ndarray] | np.ndarray, captions: Sequence[str
             col.image(upscale(np.asarray(img), side), caption=cap, width=side)
 
 
-def top5_table(probs: np.ndarray, classes: Sequence[str]) -> Any:
-    """A small DataFrame of the five most probable classes."""
+def top5(container: Any, probs: np.ndarray, classes: Sequence[str]) -> None:
+    """A table of the five most probable classes, with probability bars."""
     import pandas as pd
 
     order = np.argsort(-probs)[:5]
-    return pd.DataFrame({"class": [classes[i] for i in order], "probability": [float(probs[i]) for i in order]})
+    table = pd.DataFrame({"class": [classes[i] for i in order], "probability": [float(probs[i]) for i in order]})
+    container.dataframe(table, hide_index=True,
+                        column_config={"probability": st.column_config.ProgressColumn(format="%.3f", min_value=0.0, max_value=1.0)})  # fmt: skip
