@@ -87,8 +87,9 @@ else:
 t1, t2 = st.columns(2)
 with t1:
     st.subheader("Top confused pairs")
-    st.dataframe(pd.DataFrame(report["top_confused"])[["true", "predicted", "count", "share_of_true"]] if report["top_confused"] else pd.DataFrame(),
-                 hide_index=True, width="stretch", column_config={"share_of_true": st.column_config.NumberColumn("share of true", format="percent")})  # fmt: skip
+    pairs = pd.DataFrame(report["top_confused"])[["true", "predicted", "count", "share_of_true"]] if report["top_confused"] else pd.DataFrame()
+    share = st.column_config.NumberColumn("share of true", format="percent")
+    st.dataframe(pairs, hide_index=True, width="stretch", column_config={"share_of_true": share})
 with t2:
     st.subheader("Reliability diagram")
     rel = pd.DataFrame(report["calibration"]["bins"]).dropna()
