@@ -51,7 +51,7 @@ def first_paint(args: argparse.Namespace) -> None:
 def reruns(args: argparse.Namespace) -> None:
     from streamlit.testing.v1 import AppTest
 
-    from lib.runs import list_runs
+    from lib.store.runs import list_runs
 
     os.environ.update({"TLX_SOURCE": args.source, "TLX_BACKBONE": args.backbone, "TLX_CACHE_DIR": args.cache_dir, "TLX_IMAGE_SIZE": str(args.image_size)})
     runs = list_runs(args.cache_dir)
@@ -72,11 +72,11 @@ def reruns(args: argparse.Namespace) -> None:
 
 
 def projections(args: argparse.Namespace) -> None:
-    from lib import cached
-    from lib.backbones import resolve_backbone
-    from lib.datasets import load_dataset
-    from lib.features import cached_feature_result
-    from lib.projections import project, stratified_sample
+    from lib.analysis.projections import project, stratified_sample
+    from lib.data.sources import load_dataset
+    from lib.models.backbones import resolve_backbone
+    from lib.pipeline.features import cached_feature_result
+    from ui import cached
 
     ds = load_dataset(args.source, args.cache_dir)
     feats = cached_feature_result(ds, "test", resolve_backbone(args.backbone), args.image_size, "original", None, args.cache_dir)

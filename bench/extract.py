@@ -33,11 +33,11 @@ def same_batches(source: str, backbone: str, size: int, batches: int, batch_size
     """Time pipeline and bare forward pass alternately on identical batches."""
     import tensorflow as tf
 
-    from lib.backbones import load_backbone, resolve_backbone
-    from lib.datasets import load_dataset
+    from lib.data.sources import load_dataset
+    from lib.models.backbones import load_backbone, resolve_backbone
 
     ds = load_dataset(source, cache_dir)
-    model = load_backbone(resolve_backbone(backbone), cache_dir)
+    model = load_backbone(resolve_backbone(backbone))
     images = ds.images("train")
     warm = np.asarray(images[:batch_size])
     model.embed(warm, size)

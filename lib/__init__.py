@@ -3,7 +3,9 @@
 Everything here takes arrays, paths and plain values and never imports Streamlit;
 TensorFlow is imported lazily inside the functions that need it.
 
-    from lib import datasets, backbones, features
+    from lib.data import sources
+    from lib.models import backbones
+    from lib.pipeline import features
     ds = datasets.load_dataset("../shared/data/cifar10-jpeg.tar.gz", cache_dir="cache")
     bb = backbones.resolve_backbone("../shared/models/mobilenet_v1_100_224_feature_vector")
     feats = features.get_features(ds, "test", bb, image_size=128, cache_dir="cache")

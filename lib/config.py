@@ -21,9 +21,9 @@ SEED = 0
 
 # Bump a version when the bytes an artifact holds would change for the same key,
 # so stale artifacts are never read as current.
-DATASET_FORMAT_VERSION = 1
+DATASET_FORMAT_VERSION = 2  # 2: 16-bit images scaled, mixed sizes stored at the median over images
 FEATURE_FORMAT_VERSION = 1
-RUN_FORMAT_VERSION = 1
+
 
 # Image-folder datasets with mixed image sizes are stored at one square size,
 # capped so that a folder of large photos does not become tens of GB of uint8.

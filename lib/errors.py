@@ -31,3 +31,7 @@ class RunError(UserFacingError):
 
 class ImageDecodeError(UserFacingError):
     """Uploaded bytes are not an image this app can read."""
+
+
+class ConfigError(UserFacingError):
+    """A setting (protocol, hyperparameter, URL parameter, CLI flag) is unknown or out of range."""

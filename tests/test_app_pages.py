@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from lib.datasets import load_dataset
-from lib.heads import HeadConfig
-from lib.pipeline import RunRequest, train_run
-from lib.runs import list_runs
+from lib.data.sources import load_dataset
+from lib.models.heads import HeadConfig
+from lib.pipeline.training import RunRequest, train_run
+from lib.store.runs import list_runs
 from tests import fixtures
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lib.backbones import REGISTRY, load_backbone, resolve_backbone
 from lib.errors import BackboneError
+from lib.models.backbones import REGISTRY, load_backbone, resolve_backbone
 from tests import fixtures
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lib.datasets import load_dataset
+from lib.data.sources import load_dataset
 from tests.conftest import SHARED_DATA, SHARED_MODEL
 from tests.streamlit_server import CHROMIUM, chromium, exceptions, running_app, wait_idle
 

@@ -11,9 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lib import datasets
-from lib.datasets import load_dataset, subset_indices
+from lib.data import cifar
+from lib.data.folders import storage_side
+from lib.data.sources import load_dataset, subset_indices
 from lib.errors import CacheWriteError, DataSourceError
+from lib.store.layout import CacheLayout
 from tests import fixtures
 
 
@@ -53,8 +55,13 @@ def test_image_folder_mixed_sizes_modes_and_a_corrupt_file(assets: dict[str, Pat
     assert h == w and c == 3
     imgs = ds.images("train")
     assert imgs.shape[1:] == (h, w, 3)
-    # An RGBA image was composited onto white, not left with garbage where alpha was.
-    assert imgs.max() > 0
+    # Most images are 32x32 and a third are 48x40: the median over images keeps 32, not the 40 of two distinct sizes.
+    assert h == 32
+    # Every stored image is close to its source: the RGBA, L and P files were decoded, not blanked or clipped.
+    expected = fixtures.class_images(0, 8, size=32, seed=0)
+    for i in (0, 2, 3):  # RGB jpg, RGBA png (opaque: composited onto white changes nothing), P png
+        diff = np.abs(imgs[i].astype(int) - expected[i].astype(int)).mean()
+        assert diff < 40, (i, diff)
 
 
 @pytest.mark.parametrize("fmt", ["tar.gz", "zip"])
@@ -124,7 +131,7 @@ def test_cifar10_real_url_offline_fails_fast(cache_dir: Path) -> None:
         assert "local copy" in str(err) or "--source" in str(err)
     else:  # pragma: no cover - only with internet
         pytest.skip("network available: downloaded for real")
-    assert time.perf_counter() - t0 < datasets.DOWNLOAD_TIMEOUT_S + 5
+    assert time.perf_counter() - t0 < cifar.DOWNLOAD_TIMEOUT_S + 5
 
 
 def test_download_with_bad_checksum_keeps_nothing(tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -132,7 +139,7 @@ def test_download_with_bad_checksum_keeps_nothing(tmp_path: Path, cache_dir: Pat
     bogus.write_bytes(b"not cifar at all")
     monkeypatch.setenv("TLX_CIFAR10_URL", bogus.as_uri())
     with pytest.raises(DataSourceError, match="MD5"):
-        datasets.download_cifar10(cache_dir)
+        cifar.download_cifar10(CacheLayout(cache_dir).cifar_download())
     assert not list((cache_dir / "downloads").iterdir())
 
 
@@ -166,3 +173,17 @@ def test_subset_indices_takes_first_n_per_class() -> None:
     labels = np.array([0, 1, 0, 1, 0, 2])
     np.testing.assert_array_equal(subset_indices(labels, 2), [0, 1, 2, 3, 5])
     np.testing.assert_array_equal(subset_indices(labels, None), np.arange(6))
+
+
+def test_storage_side_is_the_median_over_images_not_over_distinct_sizes() -> None:
+    sizes = [(32, 32)] * 9 + [(64, 64), (48, 40)]
+    assert storage_side(sizes) == 32  # the old median over the distinct sizes {32, 48, 64} gave 48
+    assert storage_side([(20, 20)] * 3) == 20
+    assert storage_side([(1000, 800)] * 3) == 224  # capped
+
+
+def test_absurdly_long_source_is_a_clear_error(cache_dir: Path) -> None:
+    with pytest.raises(DataSourceError, match="characters long"):
+        load_dataset("x" * 5000, cache_dir)
+    with pytest.raises(DataSourceError, match="neither 'cifar10' nor an existing path"):
+        load_dataset("/" + "a" * 300 + "/b", cache_dir)  # a component too long for the file system

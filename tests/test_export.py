@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from lib.export import export_run, zip_folder
-from lib.heads import HeadConfig
-from lib.pipeline import RunRequest, train_run
-from lib.runs import load_run
+from lib.models.export import export_run, zip_folder
+from lib.models.heads import HeadConfig
+from lib.pipeline.training import RunRequest, train_run
+from lib.store.runs import load_run
 from tests import fixtures
 
 
@@ -47,7 +47,7 @@ def test_exported_model_predicts_in_a_fresh_process(assets: dict[str, Path], cac
     assert result["names"] == fixtures.CLASSES and result["big_shape"] == [20, 10]
     # The exported model matches the run's own numpy head on the same images.
     run = load_run(cache_dir, manifest["run_id"])
-    from lib.backbones import load_backbone, resolve_backbone
+    from lib.models.backbones import load_backbone, resolve_backbone
 
     bb = load_backbone(resolve_backbone(str(assets["savedmodel"])))
     views = [np.concatenate([bb.embed(images, s, flip) for s in (32, 48)], axis=1) for flip in (False, True)]

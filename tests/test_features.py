@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lib import features
-from lib.backbones import load_backbone, resolve_backbone
-from lib.datasets import load_dataset
+from lib.data.sources import load_dataset
 from lib.errors import CacheWriteError
-from lib.features import extract_features, feature_cache_key, get_features, list_cached_features
+from lib.models.backbones import load_backbone, resolve_backbone
+from lib.pipeline import features
+from lib.pipeline.features import extract_features, feature_cache_key, get_features, list_cached_features
 
 
 @pytest.fixture

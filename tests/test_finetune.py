@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lib.pipeline import RunRequest
-from lib.runs import list_runs, load_run
+from lib.pipeline.training import RunRequest
+from lib.store.runs import list_runs, load_run
 
 
 def test_finetune_runs_end_to_end_on_a_tiny_model(assets: dict[str, Path], cache_dir: Path) -> None:
-    from lib.finetune import finetune_run
+    from lib.pipeline.finetune import finetune_run
 
     reports = []
     manifest = finetune_run(RunRequest(str(assets["cifar_tar"]), str(assets["savedmodel"]), image_sizes=(32,)), cache_dir,
@@ -25,8 +25,8 @@ def test_finetune_runs_end_to_end_on_a_tiny_model(assets: dict[str, Path], cache
     import numpy as np
     import tensorflow as tf
 
-    from lib.datasets import load_dataset
-    from lib.export import export_run
+    from lib.data.sources import load_dataset
+    from lib.models.export import export_run
 
     out = export_run(cache_dir, manifest["run_id"], cache_dir / "exported")
     model = tf.saved_model.load(str(out))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lib.heads import HeadConfig, TrainedHead, softmax, stratified_split, train_head
+from lib.models.heads import HeadConfig, TrainedHead, softmax, stratified_split, train_head
 
 
 def blobs(n_per_class: int = 60, classes: int = 4, dim: int = 12, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

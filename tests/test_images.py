@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from lib.data.images import decode_upload, square_resize, thumbnail_uri, upscale
 from lib.errors import ImageDecodeError
-from lib.images import decode_upload, square_resize, thumbnail_uri, upscale
 
 
 def encode(img: Image.Image, fmt: str) -> bytes:

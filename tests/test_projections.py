@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lib.projections import nearest_neighbours, project, stratified_sample
+from lib.analysis.projections import nearest_neighbours, project, stratified_sample
 
 
 def clusters() -> tuple[np.ndarray, np.ndarray]:

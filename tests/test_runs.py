@@ -2,58 +2,61 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from lib import runs
-from lib.errors import RunError
-from lib.heads import HeadConfig
-from lib.pipeline import RunRequest, train_run
+from lib.errors import ConfigError, RunError
+from lib.models.heads import HeadConfig
+from lib.pipeline.training import RunRequest, train_run
+from lib.store import runs
+from lib.store.layout import CacheLayout
+from lib.store.manifest import RunManifest
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def run_manifest(assets: dict[str, Path], cache_dir: Path) -> dict:
+def run_manifest(assets: dict[str, Path], cache_dir: Path) -> RunManifest:
     req = RunRequest(str(assets["cifar_tar"]), str(assets["savedmodel"]), HeadConfig(head="linear", epochs=40, batch_size=16, learning_rate=1e-2, val_fraction=0.2),
                      image_sizes=(32,), train_views=("original", "flip"), tta=True)  # fmt: skip
     return train_run(req, cache_dir)
 
 
-def test_train_run_registers_a_complete_run(run_manifest: dict, cache_dir: Path) -> None:
+def test_train_run_registers_a_complete_run(run_manifest: RunManifest, cache_dir: Path, assets: dict[str, Path]) -> None:
     listed = runs.list_runs(cache_dir)
-    assert [m["run_id"] for m in listed] == [run_manifest["run_id"]]
-    run = runs.load_run(cache_dir, run_manifest["run_id"])
+    assert [m.run_id for m in listed] == [run_manifest.run_id]
+    run = runs.load_run(cache_dir, run_manifest.run_id)
     m = run.manifest
-    for key in ("source", "dataset_fingerprint", "backbone", "image_sizes", "head", "seed", "history", "metrics", "timings", "versions", "created"):
-        assert key in m, key
-    assert m["train_rows"] == 2 * 48 and m["val_rows"] == 12  # both views of the 80% kept for training
+    assert m.source == str(assets["cifar_tar"]) and m.image_sizes == [32] and m.head.seed == 0 and m.history and m.versions["numpy"]
+    assert m.created and m.timings["train_seconds"] > 0 and m.schema == 2
+    assert m.train_rows == 2 * 48 and m.val_rows == 12  # both views of the 80% kept for training
     assert run.probs.shape == (30, 10) and run.y_true.shape == (30,)
     np.testing.assert_allclose(run.probs.sum(1), 1, rtol=1e-5)
-    assert 0.0 <= m["metrics"]["test_accuracy"] <= 1.0
-    assert m["metrics"]["test_accuracy"] == float((run.y_pred == run.y_true).mean())
+    assert m.metrics.test_accuracy == float((run.y_pred == run.y_true).mean())
     # The synthetic classes are easy: a working pipeline beats chance (10%) by far.
-    assert m["metrics"]["test_accuracy"] > 0.5
+    assert m.metrics.test_accuracy > 0.5
 
 
-def test_same_request_same_predictions(assets: dict[str, Path], cache_dir: Path, run_manifest: dict) -> None:
+def test_same_request_same_predictions(assets: dict[str, Path], cache_dir: Path, run_manifest: RunManifest) -> None:
     req = RunRequest(str(assets["cifar_tar"]), str(assets["savedmodel"]), HeadConfig(head="linear", epochs=40, batch_size=16, learning_rate=1e-2, val_fraction=0.2),
                      image_sizes=(32,), train_views=("original", "flip"), tta=True)  # fmt: skip
     again = train_run(req, cache_dir)
-    a, b = runs.load_run(cache_dir, run_manifest["run_id"]), runs.load_run(cache_dir, again["run_id"])
+    a, b = runs.load_run(cache_dir, run_manifest.run_id), runs.load_run(cache_dir, again.run_id)
     np.testing.assert_array_equal(a.probs, b.probs)
-    assert again["timings"]["feature_cache_hits"] == again["timings"]["feature_artifacts"]
+    assert again.timings["feature_cache_hits"] == again.timings["feature_artifacts"]
 
 
-def test_label_and_delete(run_manifest: dict, cache_dir: Path) -> None:
-    rid = run_manifest["run_id"]
+def test_label_and_delete(run_manifest: RunManifest, cache_dir: Path) -> None:
+    rid = run_manifest.run_id
     runs.set_label(cache_dir, rid, "first try")
-    assert runs.list_runs(cache_dir)[0]["label"] == "first try"
+    assert runs.list_runs(cache_dir)[0].label == "first try"
     assert runs.display_name(runs.read_manifest(cache_dir, rid)).startswith("first try (")
     runs.delete_run(cache_dir, rid)
     assert runs.list_runs(cache_dir) == []
@@ -63,15 +66,56 @@ def test_label_and_delete(run_manifest: dict, cache_dir: Path) -> None:
         runs.load_run(cache_dir, "../../etc")
 
 
-def test_damaged_run_is_a_clear_error(run_manifest: dict, cache_dir: Path) -> None:
-    path = runs.runs_dir(cache_dir) / run_manifest["run_id"] / "predictions.npz"
-    path.write_bytes(b"broken")
+@pytest.mark.parametrize("name", ["head.npz", "predictions.npz"])
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_damaged_run_files_are_listed_as_damaged(run_manifest: RunManifest, cache_dir: Path, name: str, damage: str) -> None:
+    path = CacheLayout(cache_dir).run_dir(run_manifest.run_id) / name
+    path.write_bytes(b"broken" if damage == "garbage" else path.read_bytes()[: len(path.read_bytes()) // 2])
     with pytest.raises(RunError, match="damaged"):
-        runs.load_run(cache_dir, run_manifest["run_id"])
+        runs.load_run(cache_dir, run_manifest.run_id)
+    assert runs.list_runs(cache_dir) == []
+    assert [rid for rid, _ in runs.list_damaged_runs(cache_dir)] == [run_manifest.run_id]
+    runs.delete_run(cache_dir, run_manifest.run_id)
+    assert runs.list_damaged_runs(cache_dir) == []
 
 
-def test_exception_mid_save_leaves_no_run(run_manifest: dict, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    run = runs.load_run(cache_dir, run_manifest["run_id"])
+@pytest.mark.parametrize("edit", [
+    lambda m: m.pop("metrics"),
+    lambda m: m.pop("classes"),
+    lambda m: m.update(head={"head": "linear", "surprise": 1}),
+    lambda m: m.update(image_sizes="128"),
+    lambda m: m["metrics"].update(test_accuracy="high"),
+])  # fmt: skip
+def test_manifest_that_parses_but_lacks_keys_is_damaged(run_manifest: RunManifest, cache_dir: Path, edit: Callable[[dict], object]) -> None:
+    path = CacheLayout(cache_dir).run_dir(run_manifest.run_id) / "manifest.json"
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+    assert runs.list_runs(cache_dir) == []
+    (rid, reason), = runs.list_damaged_runs(cache_dir)
+    assert rid == run_manifest.run_id and "damaged" in reason
+    with pytest.raises(RunError, match="damaged"):
+        runs.load_run(cache_dir, rid)
+
+
+def test_manifest_that_is_not_an_object_is_damaged(run_manifest: RunManifest, cache_dir: Path) -> None:
+    (CacheLayout(cache_dir).run_dir(run_manifest.run_id) / "manifest.json").write_text("[1, 2, 3]")
+    with pytest.raises(RunError, match="damaged"):
+        runs.read_manifest(cache_dir, run_manifest.run_id)
+
+
+def test_predictions_that_do_not_fit_the_classes_are_damaged(run_manifest: RunManifest, cache_dir: Path) -> None:
+    path = CacheLayout(cache_dir).run_dir(run_manifest.run_id) / "predictions.npz"
+    with np.load(path) as pred:
+        arrays = dict(pred)
+    arrays["probs"] = arrays["probs"][:, :3]
+    np.savez(path, **arrays)
+    with pytest.raises(RunError, match="damaged"):
+        runs.load_run(cache_dir, run_manifest.run_id)
+
+
+def test_exception_mid_save_leaves_no_run(run_manifest: RunManifest, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = runs.load_run(cache_dir, run_manifest.run_id)
     calls = {"n": 0}
     real = np.savez
 
@@ -85,14 +129,14 @@ def test_exception_mid_save_leaves_no_run(run_manifest: dict, cache_dir: Path, m
     with pytest.raises(Exception, match="Disk full"):
         runs.save_run(cache_dir, run.manifest, run.head, {"y_true": run.y_true, "probs": run.probs, "indices": run.indices})
     assert len(runs.list_runs(cache_dir)) == 1
-    assert not [p for p in runs.runs_dir(cache_dir).iterdir() if p.name.startswith(".")]
+    assert not [p for p in CacheLayout(cache_dir).runs.iterdir() if p.name.startswith(".")]
 
 
-def test_process_killed_mid_save_leaves_no_listed_run(run_manifest: dict, cache_dir: Path) -> None:
+def test_process_killed_mid_save_leaves_no_listed_run(run_manifest: RunManifest, cache_dir: Path) -> None:
     script = textwrap.dedent(f"""
         import os, signal, numpy as np
-        from lib import runs
-        run = runs.load_run({str(cache_dir)!r}, {run_manifest["run_id"]!r})
+        from lib.store import runs
+        run = runs.load_run({str(cache_dir)!r}, {run_manifest.run_id!r})
         real = np.savez
         def dying(path, **arrays):
             if "probs" in arrays:
@@ -104,20 +148,29 @@ def test_process_killed_mid_save_leaves_no_listed_run(run_manifest: dict, cache_
     """)
     proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, timeout=120)
     assert proc.returncode == -9
-    assert [m["run_id"] for m in runs.list_runs(cache_dir)] == [run_manifest["run_id"]]
+    assert [m.run_id for m in runs.list_runs(cache_dir)] == [run_manifest.run_id]
 
 
 def test_multiscale_concatenates_feature_sizes(assets: dict[str, Path], cache_dir: Path) -> None:
     req = RunRequest(str(assets["cifar_tar"]), str(assets["savedmodel"]), HeadConfig(head="mlp", hidden=8, epochs=2, val_fraction=0.1),
                      image_sizes=(32, 48))  # fmt: skip
     manifest = train_run(req, cache_dir)
-    run = runs.load_run(cache_dir, manifest["run_id"])
+    run = runs.load_run(cache_dir, manifest.run_id)
     assert run.head.weights[0].shape == (32, 8)  # 16 features per size, two sizes
-    assert manifest["image_sizes"] == [32, 48]
+    assert manifest.image_sizes == [32, 48]
 
 
 def test_blog_protocol_preset(assets: dict[str, Path], cache_dir: Path) -> None:
     req = RunRequest.from_protocol("blog", str(assets["cifar_tar"]), str(assets["savedmodel"]))
     manifest = train_run(req, cache_dir)
-    assert manifest["protocol"] == "blog" and manifest["head"]["head"] == "linear" and manifest["image_sizes"] == [128]
-    assert manifest["steps"] >= 1000
+    assert manifest.protocol == "blog" and manifest.head.head == "linear" and manifest.image_sizes == [128]
+    assert manifest.steps >= 1000
+
+
+def test_unknown_protocol_and_bad_settings_are_user_errors(assets: dict[str, Path], cache_dir: Path) -> None:
+    with pytest.raises(ConfigError, match="Unknown protocol"):
+        RunRequest.from_protocol("fastest", str(assets["cifar_tar"]), str(assets["savedmodel"]))
+    with pytest.raises(ConfigError, match="dropout"):
+        train_run(RunRequest(str(assets["cifar_tar"]), str(assets["savedmodel"]), HeadConfig(dropout=1.5)), cache_dir)
+    with pytest.raises(ConfigError, match="Input size"):
+        train_run(RunRequest(str(assets["cifar_tar"]), str(assets["savedmodel"]), image_sizes=(0,)), cache_dir)

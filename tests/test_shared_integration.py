@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lib.backbones import load_backbone, resolve_backbone
-from lib.datasets import load_dataset
-from lib.features import get_features
-from lib.heads import HeadConfig
-from lib.pipeline import RunRequest, train_run
+from lib.data.sources import load_dataset
+from lib.models.backbones import load_backbone, resolve_backbone
+from lib.models.heads import HeadConfig
+from lib.pipeline.features import get_features
+from lib.pipeline.training import RunRequest, train_run
 from tests.conftest import SHARED_DATA, SHARED_MODEL, SHARED_TFLITE
 
 pytestmark = pytest.mark.shared
@@ -32,7 +32,7 @@ def test_limited_extraction_shapes_determinism_cache_and_flip(shared_cache) -> N
     ds = load_dataset(str(SHARED_DATA), shared_cache)
     spec = resolve_backbone(str(SHARED_MODEL))
     assert spec.native_size == 224
-    model = load_backbone(spec, shared_cache)
+    model = load_backbone(spec)
     first = get_features(ds, "test", spec, shared_cache, image_size=128, limit=LIMIT, backbone=model)
     assert first.features.shape == (10 * LIMIT, 1024) and not first.cache_hit
     assert np.all(np.isfinite(first.features)) and first.features.std() > 0

@@ -11,11 +11,13 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from lib.datasets import Dataset
+from lib.data.sources import Dataset
 from lib.errors import UserFacingError
-from lib.features import ExtractProgress
-from lib.heads import EpochReport
+from lib.models.heads import EpochReport
+from lib.pipeline.features import ExtractProgress
+from lib.store.manifest import RunManifest
 from ui import state
+from ui.text import show_error
 
 
 def _fmt_eta(seconds: float) -> str:
@@ -36,8 +38,8 @@ def progress_reporter(bar: Any, label: str) -> Any:
 
 def extract_with_status(settings: state.Settings, ds: Dataset, split: str, view: str) -> bool:
     """Extract one split's features (or load them) inside ``st.status``; False if it failed."""
-    from lib import cached
-    from lib.features import get_features
+    from lib.pipeline.features import get_features
+    from ui import cached
 
     with st.status(f"Features: {split}/{view} @ {settings.image_size}px", expanded=True) as status:
         bar = st.progress(0.0, text="loading the backbone…")
@@ -47,7 +49,7 @@ def extract_with_status(settings: state.Settings, ds: Dataset, split: str, view:
             result = get_features(ds, split, spec, settings.cache_dir, settings.image_size, view, progress=progress_reporter(bar, split), backbone=model)
         except UserFacingError as err:
             status.update(label="Feature extraction failed", state="error")
-            st.error(str(err))
+            show_error(err)
             return False
         note = "loaded from cache" if result.cache_hit else f"{result.images_per_second:,.0f} img/s"
         status.update(label=f"{split}/{view}: {result.features.shape[0]:,} x {result.features.shape[1]} features ({note})",
@@ -55,11 +57,11 @@ def extract_with_status(settings: state.Settings, ds: Dataset, split: str, view:
     return True
 
 
-def train_with_status(request: Any, settings: state.Settings) -> dict[str, Any] | None:
+def train_with_status(request: Any, settings: state.Settings) -> RunManifest | None:
     """Run :func:`lib.pipeline.train_run` with live progress and a live loss/accuracy chart."""
     import altair as alt
 
-    from lib.pipeline import train_run
+    from lib.pipeline.training import train_run
 
     rows: list[dict[str, Any]] = []
     with st.status("Training…", expanded=True) as status:
@@ -86,9 +88,9 @@ def train_with_status(request: Any, settings: state.Settings) -> dict[str, Any] 
             manifest = train_run(request, settings.cache_dir, on_stage=on_stage, on_extract=on_extract, on_epoch=on_epoch)
         except UserFacingError as err:
             status.update(label="Training failed", state="error")
-            st.error(str(err))
+            show_error(err)
             return None
-        acc = manifest["metrics"]["test_accuracy"]
-        status.update(label=f"Run {manifest['run_id']}: test accuracy {acc:.2%} in {manifest['timings']['train_seconds']:.1f}s",
+        acc = manifest.metrics.test_accuracy
+        status.update(label=f"Run {manifest.run_id}: test accuracy {acc:.2%} in {manifest.timings['train_seconds']:.1f}s",
                       state="complete", expanded=False)  # fmt: skip
     return manifest

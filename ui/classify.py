@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from lib import cached
+from lib.data.images import MAX_UPLOAD_BYTES, decode_upload, square_resize, upscale
 from lib.errors import UserFacingError
-from lib.images import MAX_UPLOAD_BYTES, decode_upload, square_resize, upscale
-from lib.runs import Run
-from ui import state, widgets
+from lib.models.predict import predict_images
+from lib.store.runs import Run
+from ui import cached, state, widgets
+from ui.text import md_escape, show_error
 
 
 def upload_ui(settings: state.Settings, run: Run) -> None:
@@ -20,24 +21,22 @@ def upload_ui(settings: state.Settings, run: Run) -> None:
     try:
         img = decode_upload(uploaded.getvalue())
     except UserFacingError as err:
-        st.error(f"{uploaded.name}: {err}")
+        show_error(f"{uploaded.name}: {err}")
         return
-    ds = cached.dataset_if_ready(run.manifest["source"], settings.cache_dir)
+    ds = cached.dataset_if_ready(run.manifest.source, settings.cache_dir)
     # Training images were stored at the dataset's size (32x32 for CIFAR) and then resized: do the same to the upload.
     side = ds.image_shape[0] if ds is not None else 32
     small = square_resize(img, side)
     try:
-        if run.manifest.get("finetuned"):
+        if run.manifest.finetuned:
             probs = np.asarray(cached.finetuned_model(str(settings.cache_dir), run.run_id)(small[None]))[0]
         else:
-            model = cached.loaded_backbone(run.manifest["backbone"], str(settings.cache_dir))
-            views = [False, True] if run.manifest.get("tta") else [False]
-            feats = [np.concatenate([model.embed(small[None], s, flip) for s in run.manifest["image_sizes"]], axis=1) for flip in views]
-            probs = np.mean([run.head.predict_proba(f)[0] for f in feats], axis=0)
+            model = cached.loaded_backbone(run.manifest.backbone, str(settings.cache_dir))
+            probs = predict_images(model, run.head, small[None], run.manifest.image_sizes, run.manifest.tta)[0]
     except UserFacingError as err:
-        st.error(str(err))
+        show_error(err)
         return
     a, b = st.columns([1, 2])
-    a.image(upscale(small, 192), caption=f"{uploaded.name} as the model sees it ({side}x{side})")
+    a.image(upscale(small, 192), caption=f"{md_escape(uploaded.name, 80)} as the model sees it ({side}x{side})")
     b.metric("Prediction", run.classes[int(probs.argmax())], f"{probs.max():.1%}", delta_color="off")
     widgets.top5(b, probs, run.classes)

@@ -10,22 +10,45 @@ import streamlit as st
 
 from lib.config import BLOG_ACCURACY
 from lib.errors import UserFacingError
-from lib.runs import delete_run, set_label
+from lib.store.manifest import RunManifest
+from lib.store.runs import delete_run, list_damaged_runs, set_label
 from ui import state
+from ui.text import md_escape, show_error
 
 
-def runs_frame(runs: list[dict[str, Any]]) -> pd.DataFrame:
-    """One row per run with the columns people compare."""
+def runs_frame(runs: list[RunManifest]) -> pd.DataFrame:
+    """One row per run with the columns people compare (all plain text: dataframes never render Markdown)."""
     return pd.DataFrame([{
-        "label": m.get("label") or "", "run_id": m["run_id"], "protocol": m.get("protocol") or "custom",
-        "backbone": m.get("backbone_name"), "sizes": ",".join(map(str, m.get("image_sizes", []))), "head": m["head"]["head"],
-        "views": "+".join(m.get("train_views", [])), "tta": bool(m.get("tta")), "limit": m.get("limit") or "all",
-        "test_accuracy": m["metrics"]["test_accuracy"], "top5": m["metrics"]["top5_accuracy"],
-        "train_s": m["timings"]["train_seconds"], "extract_s": m["timings"]["extract_seconds"], "created": m.get("created", ""),
+        "label": m.label, "run_id": m.run_id, "protocol": m.protocol or "custom",
+        "backbone": m.backbone_name, "sizes": ",".join(map(str, m.image_sizes)), "head": m.head.head,
+        "views": "+".join(m.train_views), "tta": m.tta, "limit": str(m.limit or "all"),
+        "test_accuracy": m.metrics.test_accuracy, "top5": m.metrics.top5_accuracy,
+        "train_s": m.timings.get("train_seconds"), "extract_s": m.timings.get("extract_seconds"), "created": m.created,
     } for m in runs])  # fmt: skip
 
 
-def runs_section(settings: state.Settings, runs: list[dict[str, Any]]) -> None:
+def damaged_section(settings: state.Settings) -> None:
+    """Runs whose files are damaged: listed with the reason, and deletable here."""
+    damaged = list_damaged_runs(settings.cache_dir)
+    if not damaged:
+        return
+    st.subheader("Damaged runs")
+    st.caption("These runs cannot be loaded (a file is missing, truncated or malformed). Delete them, then train again.")
+    for run_id, reason in damaged:
+        a, b = st.columns([4, 1])
+        a.warning(f"{run_id}: {md_escape(reason, 400)}")
+        if b.button("Delete", key=f"del_damaged_{run_id}"):
+            try:
+                delete_run(settings.cache_dir, run_id)
+            except UserFacingError as err:
+                show_error(err, b)
+                continue
+            if settings.run_id == run_id:
+                state.update(run_id="")
+            st.rerun()
+
+
+def runs_section(settings: state.Settings, runs: list[RunManifest]) -> None:
     """Draw the table, the actions on selected rows, and the comparison chart."""
     if not runs:
         st.info("No runs yet: train one above.")
@@ -43,20 +66,27 @@ def runs_section(settings: state.Settings, runs: list[dict[str, Any]]) -> None:
         first = picked[0]
         a, b, c, d = st.columns(4)
         if a.button(f"Activate {first}", type="primary"):
-            m = next(r for r in runs if r["run_id"] == first)
-            state.update(run_id=first, backbone=m["backbone"], image_size=m["image_sizes"][0])
+            m = next(r for r in runs if r.run_id == first)
+            state.update(run_id=first, backbone=m.backbone, image_size=m.image_size)
             st.rerun()
         new_label = b.text_input("New label", key="rename_text", label_visibility="collapsed", placeholder="new label")
         if b.button("Rename") and new_label.strip():
-            set_label(settings.cache_dir, first, new_label)
-            st.rerun()
+            try:
+                set_label(settings.cache_dir, first, new_label)
+                st.rerun()
+            except UserFacingError as err:
+                show_error(err, b)
         confirm = c.checkbox(f"Yes, delete {len(picked)} run(s)")
         if c.button("Delete", disabled=not confirm):
-            for rid in picked:
-                delete_run(settings.cache_dir, rid)
-            if settings.run_id in picked:
-                state.update(run_id="")
-            st.rerun()
+            try:
+                for rid in picked:
+                    delete_run(settings.cache_dir, rid)
+            except UserFacingError as err:
+                show_error(err, c)
+            else:
+                if settings.run_id in picked:
+                    state.update(run_id="")
+                st.rerun()
         _download(d, settings, first)
     shown = df[df["run_id"].isin(picked)] if len(picked) > 1 else df
     st.caption("Comparison of " + ("the selected runs" if len(picked) > 1 else "all runs") + " (dashed line: the blog's 83.35%).")
@@ -69,18 +99,20 @@ def runs_section(settings: state.Settings, runs: list[dict[str, Any]]) -> None:
 
 def _download(col: Any, settings: state.Settings, run_id: str) -> None:
     """Build the exported model zip on request, then offer it for download."""
-    from pathlib import Path
+    from lib.store.layout import CacheLayout
 
-    zip_path = Path(settings.cache_dir) / "exports" / f"{run_id}.zip"
+    layout = CacheLayout(settings.cache_dir)
+    zip_path = layout.export_zip(run_id)
     if not zip_path.exists() and col.button("Build model zip"):
         with st.spinner("Exporting backbone + head as one SavedModel…"):
             try:
-                from lib.export import export_run, zip_folder
+                from lib.models.export import export_run, zip_folder
 
-                folder = export_run(settings.cache_dir, run_id, Path(settings.cache_dir) / "exports" / run_id)
+                # The cache's own exports folder: a previous export of this run there may be replaced.
+                folder = export_run(settings.cache_dir, run_id, layout.export_dir(run_id), force=True)
                 zip_folder(folder, zip_path)
             except UserFacingError as err:
-                col.error(str(err))
+                show_error(err, col)
                 return
     if zip_path.exists():
         col.download_button("Download model (.zip)", zip_path.read_bytes(), file_name=zip_path.name, mime="application/zip")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,8 +22,12 @@ from typing import Any
 import streamlit as st
 
 from lib import config
+from lib.data.sources import MAX_SOURCE_CHARS
+from lib.models.specs import MAX_BACKBONE_CHARS, default_image_size
+from lib.store.layout import RUN_ID
 
 GLOBAL_KEYS = {"source": "source", "backbone": "backbone", "image_size": "size", "run_id": "run"}
+MIN_SIZE, MAX_SIZE = 32, 512  # input sizes the app accepts, in pixels
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,11 @@ def _argv_defaults() -> dict[str, Any]:
     return {k: v for k, v in vars(args).items() if v is not None}
 
 
+def startup_cache_dir() -> str:
+    """The cache directory this server was started with (``--cache-dir``, then ``$TLX_CACHE_DIR``, then ./cache)."""
+    return str(_argv_defaults().get("cache_dir") or config.default_cache_dir())
+
+
 def defaults() -> dict[str, Any]:
     """Defaults from the command line, then the environment, then the project's own."""
     argv = _argv_defaults()
@@ -58,17 +67,24 @@ def defaults() -> dict[str, Any]:
     return {
         "source": argv.get("source") or os.environ.get(config.ENV_SOURCE) or config.DEFAULT_SOURCE,
         "backbone": backbone,
-        "image_size": int(argv.get("image_size") or (size_env if size_env and size_env.isdigit() else 0) or _native_size(backbone)),
+        "image_size": int(argv.get("image_size") or (size_env if size_env and size_env.isdigit() else 0) or default_image_size(backbone)),
         "run_id": "",
-        "cache_dir": str(argv.get("cache_dir") or config.default_cache_dir()),
+        "cache_dir": startup_cache_dir(),
     }
 
 
-def _native_size(backbone: str) -> int:
-    from lib.backbones import REGISTRY
+def _valid_global(key: str, value: str) -> bool:
+    if key == "image_size":
+        return value.isdigit() and MIN_SIZE <= int(value) <= MAX_SIZE
+    if key == "run_id":
+        return value == "" or bool(RUN_ID.match(value))
+    limit = MAX_SOURCE_CHARS if key == "source" else MAX_BACKBONE_CHARS
+    return 0 < len(value.strip()) <= limit and "\x00" not in value
 
-    spec = REGISTRY.get(backbone)
-    return spec.default_size() if spec else 128
+
+def notice(text: str) -> None:
+    """Show a one-line notice where it arises (for example a refused URL value)."""
+    st.warning(text, icon=":material/link_off:")
 
 
 def init() -> Settings:
@@ -77,9 +93,12 @@ def init() -> Settings:
         base = defaults()
         params = st.query_params
         for key, param in GLOBAL_KEYS.items():
-            value: Any = params.get(param, base[key])
-            if key == "image_size":
-                value = int(value) if str(value).isdigit() else base[key]
+            raw = params.get(param)
+            value: Any = base[key]
+            if raw is not None and _valid_global(key, raw):
+                value = int(raw) if key == "image_size" else raw.strip()
+            elif raw is not None:
+                notice(f"The link's {param}= value was not usable, so the default is used instead.")
             st.session_state[key] = value
         st.session_state["cache_dir"] = base["cache_dir"]
         st.session_state["settings_ready"] = True
@@ -111,18 +130,31 @@ def publish_globals() -> None:
             st.query_params[param] = str(value)
 
 
-def bind(key: str, default: Any, cast: Callable[[str], Any] = str) -> None:
-    """Seed a widget's session-state value from the URL (once), else from ``default``."""
+def bind(key: str, default: Any, cast: Callable[[str], Any] = str, valid: Callable[[Any], bool] | Collection[Any] | None = None) -> None:
+    """Seed a widget's session-state value from the URL (once), else from ``default``.
+
+    ``valid`` (a predicate or the allowed values) guards the URL value: one that does not cast or
+    is out of range falls back to ``default`` with a notice, instead of crashing the widget.
+    """
     if key in st.session_state:
         return
     raw = st.query_params.get(key)
     if raw is not None:
         try:
-            st.session_state[key] = cast(raw)
-            return
+            value = cast(raw)
+            ok = valid is None or (valid(value) if callable(valid) else value in valid)
         except (TypeError, ValueError):
-            pass
+            ok = False
+        if ok:
+            st.session_state[key] = value
+            return
+        notice(f"The link's {key}= value was not usable, so the default is used instead.")
     st.session_state[key] = default
+
+
+def in_range(low: float, high: float) -> Callable[[Any], bool]:
+    """A ``valid`` predicate for :func:`bind`: a number in ``[low, high]``."""
+    return lambda v: low <= v <= high
 
 
 def bind_list(key: str, default: list[str], allowed: list[str]) -> None:

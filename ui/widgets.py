@@ -14,12 +14,12 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from lib import cached
-from lib.backbones import REGISTRY
-from lib.datasets import Dataset
+from lib.data.sources import Dataset
 from lib.errors import UserFacingError
-from lib.runs import Run, display_name, list_runs
-from ui import state
+from lib.models.specs import REGISTRY
+from lib.store.runs import Run, list_runs
+from ui import cached, state
+from ui.text import md_escape, show_error, show_warning
 
 OFFLINE_HELP = (
     "No network here? Point the app at local copies: a `cifar-10-python.tar.gz`, its `cifar-10-batches-py/` folder or an "
@@ -32,22 +32,22 @@ OFFLINE_HELP = (
 def sidebar(settings: state.Settings) -> state.Settings:
     """Show the active source, backbone, size and run on every page, with controls to change them."""
     sb = st.sidebar
-    sb.markdown(f"**Data:** `{_short(settings.source)}`  \n**Backbone:** `{_short(settings.backbone)}` @ {settings.image_size}px")
+    sb.markdown(f"**Data:** {md_escape(_short(settings.source))}  \n**Backbone:** {md_escape(_short(settings.backbone))} @ {settings.image_size}px")
     with sb.expander("Change data / backbone"), st.form("settings_form", border=False):
         source = st.text_input("Data source", settings.source, help="'cifar10' or a local path")
         names = list(REGISTRY)
         custom = settings.backbone not in REGISTRY
         choice = st.selectbox("Backbone", ["(custom handle or path)", *names], index=0 if custom else names.index(settings.backbone) + 1)
         typed = st.text_input("Custom handle or path", settings.backbone if custom else "")
-        size = st.number_input("Input size (px)", 32, 512, settings.image_size, step=32)
+        size = st.number_input("Input size (px)", state.MIN_SIZE, state.MAX_SIZE, settings.image_size, step=32)
         if st.form_submit_button("Apply"):
             backbone = typed.strip() if choice.startswith("(") else choice
             if backbone:
                 state.update(source=source.strip(), backbone=backbone, image_size=int(size))
                 st.rerun()
     runs = list_runs(settings.cache_dir)
-    ids = [""] + [m["run_id"] for m in runs]
-    labels = {"": "(no active run)"} | {m["run_id"]: display_name(m) for m in runs}
+    ids = [""] + [m.run_id for m in runs]
+    labels = {"": "(no active run)"} | {m.run_id: m.display_name() for m in runs}
     if settings.run_id and settings.run_id not in ids:
         ids.append(settings.run_id)
         labels[settings.run_id] = f"{settings.run_id} (missing)"
@@ -66,9 +66,10 @@ def _short(text: str, width: int = 48) -> str:
 
 def prepare_dataset(settings: state.Settings) -> Dataset | None:
     """Convert (or download) the data source with a progress bar; shows the error instead of raising."""
-    from lib.datasets import load_dataset
+    from lib.data.sources import load_dataset
 
-    with st.status(f"Preparing {settings.source}…", expanded=True) as status:
+    failure: UserFacingError | None = None
+    with st.status(f"Preparing {md_escape(_short(settings.source))}…", expanded=True) as status:
         bar = st.progress(0.0, text="starting")
         t0 = time.perf_counter()
 
@@ -80,12 +81,15 @@ def prepare_dataset(settings: state.Settings) -> Dataset | None:
 
         try:
             ds = load_dataset(settings.source, settings.cache_dir, progress=report)
+            status.update(label=f"Dataset ready: {sum(ds.size(s) for s in ds.splits):,} images", state="complete", expanded=False)
         except UserFacingError as err:
-            status.update(label="Could not prepare the data source", state="error")
-            st.error(str(err))
-            st.info(OFFLINE_HELP)
-            return None
-        status.update(label=f"Dataset ready: {sum(ds.size(s) for s in ds.splits):,} images", state="complete", expanded=False)
+            failure = err
+            status.update(label="Could not prepare the data source", state="error", expanded=False)
+    if failure is not None:
+        # Shown outside the (collapsed) status box, where nobody would look for it.
+        show_error(failure)
+        st.info(OFFLINE_HELP)
+        return None
     cached.forget_datasets()
     return ds
 
@@ -95,7 +99,7 @@ def require_dataset(settings: state.Settings) -> Dataset:
     ds = cached.dataset_if_ready(settings.source, settings.cache_dir)
     if ds is not None:
         return ds
-    st.warning(f"The data source `{settings.source}` is not prepared yet.")
+    st.warning(f"The data source {md_escape(settings.source)} is not prepared yet.")
     if st.button("Prepare dataset", type="primary", key="prepare_dataset_btn"):
         ds = prepare_dataset(settings)
         if ds is not None:
@@ -113,13 +117,13 @@ def active_run(settings: state.Settings) -> Run | None:
     try:
         return cached.run(settings.cache_dir, settings.run_id)
     except UserFacingError as err:
-        st.warning(str(err))
+        show_warning(err)
         return None
 
 
 def image_grid(images: Sequence[np.ndarray] | np.ndarray, captions: Sequence[str], columns: int = 8, side: int = 96) -> None:
     """A grid of small images, upscaled without blur so 32x32 pixels stay readable."""
-    from lib.images import upscale
+    from lib.data.images import upscale
 
     if len(images) == 0:
         st.caption("No images to show.")

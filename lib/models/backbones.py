@@ -1,125 +1,27 @@
-"""Backbones: a registry of TF Hub image feature-vector modules, plus any handle or local file.
+"""Loaded backbones: TensorFlow (SavedModel / TF Hub) or TFLite feature extractors behind one ``embed``.
 
-A backbone string is one of
-- a registry name such as ``mobilenet_v1_100_128`` (see :data:`REGISTRY`);
-- any TF Hub / Kaggle handle (``https://tfhub.dev/...``, ``https://www.kaggle.com/models/...``);
-- a local SavedModel folder with the TF Hub feature-vector interface;
-- a ``.tflite`` feature extractor (quantized uint8 input/output are handled).
-
-Resolving a string needs no TensorFlow; loading one does, and is done lazily.
-``TFHUB_CACHE_DIR`` is honoured; when unset it defaults to ``<cache>/tfhub``.
+Resolving a backbone string is :mod:`lib.models.specs` (no TensorFlow); loading it is here, lazily.
+``TFHUB_CACHE_DIR`` is set once by the entry point (:func:`lib.process.configure_process`).
 
     spec = resolve_backbone("../shared/models/mobilenet_v1_100_224_feature_vector")
-    model = load_backbone(spec, cache_dir="cache")
+    model = load_backbone(spec)
     feats = model.embed(uint8_batch, image_size=128, flip=False)   # float32 [B, 1024]
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import os
-import re
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from lib.errors import BackboneError
+from lib.models.preprocess import preprocess
+from lib.models.specs import REGISTRY, BackboneSpec, resolve_backbone
 
-_HUB = "https://tfhub.dev/google"
-
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    """What a backbone string refers to; cheap to build, no TensorFlow needed."""
-
-    name: str
-    handle: str
-    kind: str  # "hub" | "savedmodel" | "tflite"
-    family: str = "custom"
-    native_size: int | None = None
-    feature_dim: int | None = None
-
-    def default_size(self) -> int:
-        """The input size used when none is given: the module's native one, else 224."""
-        return self.native_size or 224
-
-    def identity(self) -> str:
-        """A string that changes whenever the module's weights could: used in cache keys."""
-        if self.kind == "hub":
-            return f"hub:{self.handle.rstrip('/')}"
-        return f"{self.kind}:{_content_hash(Path(self.handle))}"
-
-
-def _registry() -> dict[str, BackboneSpec]:
-    specs: dict[str, BackboneSpec] = {}
-    for depth, dim in (("025", 256), ("050", 512), ("075", 768), ("100", 1024)):
-        for size in (128, 160, 192, 224):
-            name = f"mobilenet_v1_{depth}_{size}"
-            specs[name] = BackboneSpec(name, f"{_HUB}/imagenet/{name}/feature_vector/5", "hub", "MobileNet v1", size, dim)
-    for name, size, dim in (("mobilenet_v2_100_224", 224, 1280), ("mobilenet_v2_100_128", 128, 1280), ("mobilenet_v2_140_224", 224, 1792)):
-        specs[name] = BackboneSpec(name, f"{_HUB}/imagenet/{name}/feature_vector/5", "hub", "MobileNet v2", size, dim)
-    for name, size, dim in (("efficientnet_b0", 224, 1280), ("efficientnet_b3", 300, 1536)):
-        specs[name] = BackboneSpec(name, f"{_HUB}/efficientnet/{name[-2:]}/feature-vector/1", "hub", "EfficientNet", size, dim)
-    specs["efficientnet_v2_s"] = BackboneSpec(
-        "efficientnet_v2_s", f"{_HUB}/imagenet/efficientnet_v2_imagenet1k_s/feature_vector/2", "hub", "EfficientNet v2", 384, 1280
-    )
-    for name in ("resnet_v1_50", "resnet_v2_50", "resnet_v2_101"):
-        specs[name] = BackboneSpec(name, f"{_HUB}/imagenet/{name}/feature_vector/5", "hub", "ResNet", 224, 2048)
-    specs["inception_v3"] = BackboneSpec("inception_v3", f"{_HUB}/imagenet/inception_v3/feature_vector/5", "hub", "Inception v3", 299, 2048)
-    return specs
-
-
-REGISTRY: dict[str, BackboneSpec] = _registry()
-
-_SIZE_IN_NAME = re.compile(r"(?:^|[_\-.])(96|128|160|192|224|240|260|299|300|331|384)(?:[_\-.]|$)")
-
-
-def resolve_backbone(backbone: str) -> BackboneSpec:
-    """Turn a registry name, handle or local path into a :class:`BackboneSpec`."""
-    text = str(backbone).strip()
-    if not text:
-        raise BackboneError("No backbone given. Use a registry name (python -m lib backbones), a TF Hub handle or a local path.")
-    if text in REGISTRY:
-        return REGISTRY[text]
-    path = Path(text).expanduser()
-    size_match = _SIZE_IN_NAME.search(path.name)
-    native = int(size_match.group(1)) if size_match else None
-    if path.exists():
-        if path.is_file() and path.suffix == ".tflite":
-            return BackboneSpec(path.name, str(path.resolve()), "tflite", "TFLite", native)
-        if path.is_dir() and (path / "saved_model.pb").exists():
-            return BackboneSpec(path.name, str(path.resolve()), "savedmodel", "SavedModel", native)
-        raise BackboneError(f"Backbone path {text!r} is neither a SavedModel folder (with saved_model.pb) nor a .tflite file.")
-    if text.startswith(("http://", "https://", "gs://")) or re.fullmatch(r"[\w.-]+/[\w./-]+", text):
-        if not text.startswith(("http://", "https://", "gs://")) and (text.startswith((".", "/")) or text.count("/") < 2):
-            raise BackboneError(f"Backbone {text!r} is not a registry name, and no such local path exists.")
-        return BackboneSpec(text.rstrip("/").split("/")[-2] if text.count("/") > 1 else text, text, "hub", "TF Hub", native)
-    raise BackboneError(
-        f"Unknown backbone {text!r}: not a registry name (see `python -m lib backbones`), a TF Hub/Kaggle handle, or an existing path."
-    )
-
-
-def _content_hash(path: Path) -> str:
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    names = [str(p.relative_to(path) if path.is_dir() else p.name) for p in files]
-    # Keyed by size and mtime too, so an edited model is re-hashed but an unchanged one is read once.
-    return _hash_files(tuple((str(p), n, p.stat().st_size, p.stat().st_mtime_ns) for p, n in zip(files, names)))
-
-
-@functools.lru_cache(maxsize=64)
-def _hash_files(files: tuple[tuple[str, str, int, int], ...]) -> str:
-    digest = hashlib.sha256()
-    for full, name, _size, _mtime in files:
-        digest.update(name.encode())
-        with open(full, "rb") as fh:
-            while chunk := fh.read(1 << 22):
-                digest.update(chunk)
-    return digest.hexdigest()[:16]
+__all__ = ["REGISTRY", "BackboneSpec", "LoadedBackbone", "load_backbone", "resolve_backbone"]
 
 
 # --------------------------------------------------------------------------- loaded backbones
@@ -134,6 +36,7 @@ class LoadedBackbone:
         self.fixed_size = fixed_size
         self._embedders: dict[tuple[int, bool], Callable[[Any], Any]] = {}
         self.feature_dim: int = 0
+        self.module: Any = None  # the loaded TF module, kept alive for its variables
 
     def check_size(self, image_size: int) -> None:
         """Raise if this backbone cannot run at ``image_size``."""
@@ -148,6 +51,11 @@ class LoadedBackbone:
             fn = self._embedders[(image_size, flip)] = self._make_embedder(image_size, flip)
         return np.asarray(fn(np.ascontiguousarray(images)))
 
+    @property
+    def forward_fn(self) -> Callable[[Any], Any]:
+        """The forward pass itself (float32 [B, H, W, 3] in [0, 1] -> [B, D]), for building graphs around it."""
+        return self._forward
+
     def forward(self, batch: np.ndarray) -> np.ndarray:
         """The bare forward pass on an already resized float32 batch in [0, 1] (for benchmarks)."""
         return np.asarray(self._forward(batch))
@@ -157,20 +65,16 @@ class LoadedBackbone:
 
         forward = self._forward
 
-        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
-        def preprocess(x: Any) -> Any:
-            x = tf.cast(x, tf.float32) / 255.0
-            x = tf.image.resize(x, (image_size, image_size), method="bilinear")
-            return tf.image.flip_left_right(x) if flip else x
-
+        signature = [tf.TensorSpec([None, None, None, 3], tf.uint8)]
         if isinstance(forward, tf.types.experimental.GenericFunction) or hasattr(forward, "get_concrete_function"):
 
-            @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)])
+            @tf.function(input_signature=signature)
             def fused(x: Any) -> Any:
-                return forward(preprocess(x))
+                return forward(preprocess(x, image_size, flip))
 
             return fused
-        return lambda x: forward(preprocess(x).numpy())
+        prepare = tf.function(lambda x: preprocess(x, image_size, flip), input_signature=signature)
+        return lambda x: forward(prepare(x).numpy())
 
 
 def _classification_check(spec: BackboneSpec, dim: int) -> None:
@@ -181,10 +85,8 @@ def _classification_check(spec: BackboneSpec, dim: int) -> None:
         )
 
 
-def load_backbone(spec: BackboneSpec, cache_dir: Path | str | None = None) -> LoadedBackbone:
+def load_backbone(spec: BackboneSpec) -> LoadedBackbone:
     """Load ``spec`` with TensorFlow and check it returns one feature vector per image."""
-    if cache_dir is not None:
-        os.environ.setdefault("TFHUB_CACHE_DIR", str(Path(cache_dir) / "tfhub"))
     loaded = _load_tflite(spec) if spec.kind == "tflite" else _load_savedmodel(spec)
     probe_size = loaded.fixed_size or spec.default_size()
     try:
@@ -240,7 +142,7 @@ def _load_savedmodel(spec: BackboneSpec) -> LoadedBackbone:
     else:
         raise BackboneError(f"{spec.handle} has neither __call__ nor a serving_default signature; it is not an image feature-vector module.")
     loaded = LoadedBackbone(spec, forward)
-    loaded.module = module  # type: ignore[attr-defined]  # keeps variables alive
+    loaded.module = module
     return loaded
 
 

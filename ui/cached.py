@@ -1,4 +1,4 @@
-"""The one adapter between lib and Streamlit's caches; pages call these and draw.
+"""The one adapter between lib and Streamlit's caches (``lib/`` never imports Streamlit); pages call these and draw.
 
 ``st.cache_resource`` holds models and large read-only arrays (memory-mapped features,
 datasets, runs); ``st.cache_data`` holds only small results (projections, reports).
@@ -17,13 +17,13 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from lib import evaluation, projections
-from lib.atomic import save_npy_atomic
-from lib.backbones import BackboneSpec, LoadedBackbone, load_backbone, resolve_backbone
-from lib.datasets import Dataset, cached_dataset_status
+from lib.analysis import evaluation, projections
+from lib.data.sources import Dataset, cached_dataset_status
 from lib.errors import UserFacingError
-from lib.features import FeatureResult, cached_feature_result
-from lib.runs import Run, load_run
+from lib.models.backbones import BackboneSpec, LoadedBackbone, load_backbone, resolve_backbone
+from lib.pipeline.features import FeatureResult, cached_feature_result
+from lib.store.layout import CacheLayout
+from lib.store.runs import Run, load_run
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
@@ -62,7 +62,7 @@ def backbone_spec(backbone: str) -> BackboneSpec:
 @st.cache_resource(show_spinner="Loading the backbone (TensorFlow)...", max_entries=2)
 def loaded_backbone(backbone: str, cache_dir: str) -> LoadedBackbone:
     """The loaded TF model; only pages that compute features or classify uploads call this."""
-    return load_backbone(backbone_spec(backbone), cache_dir)
+    return load_backbone(backbone_spec(backbone))
 
 
 @st.cache_resource(show_spinner="Loading the fine-tuned model (TensorFlow)...", max_entries=2)
@@ -70,9 +70,10 @@ def finetuned_model(cache_dir: str, run_id: str) -> Any:
     """A fine-tuned run's stored full model: uint8 images in, probabilities out."""
     import tensorflow as tf
 
-    from lib.runs import MODEL_DIR
+    from lib.store.layout import CacheLayout
+    from lib.store.runs import MODEL_DIR
 
-    path = Path(cache_dir) / "runs" / run_id / MODEL_DIR
+    path = CacheLayout(cache_dir).run_dir(run_id) / MODEL_DIR
     if not (path / "saved_model.pb").exists():
         raise UserFacingError(f"Run {run_id} holds no fine-tuned model (made by an older version); train it again.")
     return tf.saved_model.load(str(path))
@@ -101,8 +102,8 @@ def _run(cache_dir: str, run_id: str, mtime: str) -> Run:
 
 
 def run(cache_dir: Path | str, run_id: str) -> Run:
-    """A loaded run; re-read when its manifest changes (a rename)."""
-    manifest = Path(cache_dir) / "runs" / run_id / "manifest.json"
+    """A loaded run; re-read when its manifest changes (a rename). :class:`RunError` for a bad or damaged id."""
+    manifest = CacheLayout(cache_dir).run_dir(run_id) / "manifest.json"
     try:
         mtime = str(manifest.stat().st_mtime_ns)
     except OSError:
@@ -129,33 +130,14 @@ def sample(source: str, cache_dir: str, split: str, n: int, seed: int) -> np.nda
 @st.cache_data(show_spinner=False, max_entries=32)
 def projection(cache_dir: str, feature_path: str, rows: tuple[int, ...], method: str, perplexity: float, max_iter: int,
                seed: int) -> projections.Projection:  # fmt: skip
-    """PCA or t-SNE of the given rows; t-SNE results also persist on disk, keyed by all parameters."""
-    import hashlib
-
-    feats = np.load(feature_path, mmap_mode="r")
-    idx = np.asarray(rows, dtype=np.int64)
-    if method != "tsne":
-        return projections.project(feats, idx, "pca", seed=seed)
-    key = hashlib.sha256(repr((Path(feature_path).name, rows, perplexity, max_iter, seed)).encode()).hexdigest()[:24]
-    disk = Path(cache_dir) / "projections" / f"tsne-{key}.npy"
-    try:
-        coords = np.load(disk)
-        if coords.shape == (len(idx), 2):
-            return projections.Projection(coords, idx, "tsne")
-    except (OSError, ValueError):
-        pass
-    proj = projections.project(feats, idx, "tsne", perplexity, max_iter, seed)
-    try:
-        save_npy_atomic(disk, proj.coords)
-    except UserFacingError:
-        pass  # a full disk only costs the disk copy; the in-memory cache still holds it
-    return proj
+    """PCA or t-SNE of the given rows (t-SNE also persists on disk, see :func:`lib.analysis.projections.cached_projection`)."""
+    return projections.cached_projection(cache_dir, feature_path, np.asarray(rows, dtype=np.int64), method, perplexity, max_iter, seed)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def thumbnails(source: str, cache_dir: str, split: str, rows: tuple[int, ...]) -> list[str]:
     """PNG data URIs of the given images, for chart tooltips."""
-    from lib.images import thumbnail_uri
+    from lib.data.images import thumbnail_uri
 
     ds = dataset_if_ready(source, cache_dir)
     assert ds is not None

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from lib.config import SEED
+from lib.errors import ConfigError
 
 
 @dataclass
@@ -43,6 +44,33 @@ class HeadConfig:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         return asdict(self)
+
+    def validate(self) -> HeadConfig:
+        """Itself, or :class:`ConfigError` naming the first setting out of range."""
+        checks = [
+            (self.head in ("linear", "mlp"), f"head must be 'linear' or 'mlp', got {self.head!r}"),
+            (self.optimizer in ("adam", "adamw", "sgd"), f"optimizer must be adam, adamw or sgd, got {self.optimizer!r}"),
+            (self.lr_schedule in ("constant", "cosine"), f"lr_schedule must be constant or cosine, got {self.lr_schedule!r}"),
+            (self.hidden >= 1, f"hidden units must be at least 1, got {self.hidden}"),
+            (0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}"),
+            (self.weight_decay >= 0.0, f"weight decay must be >= 0, got {self.weight_decay}"),
+            (self.learning_rate > 0.0, f"learning rate must be > 0, got {self.learning_rate}"),
+            (self.batch_size >= 1, f"batch size must be at least 1, got {self.batch_size}"),
+            (self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}"),
+            (self.steps is None or self.steps >= 1, f"steps must be at least 1, got {self.steps}"),
+            (0.0 <= self.label_smoothing < 1.0, f"label smoothing must be in [0, 1), got {self.label_smoothing}"),
+            (0.0 <= self.val_fraction < 1.0, f"validation fraction must be in [0, 1), got {self.val_fraction}"),
+            (self.patience is None or self.patience >= 1, f"patience must be at least 1 (or off), got {self.patience}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        return self
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> HeadConfig:
+        """Rebuild from :meth:`to_dict` output; unknown keys are refused."""
+        return cls(**data).validate()
 
 
 @dataclass
@@ -73,12 +101,8 @@ class TrainedHead:
 
     def logits(self, x: np.ndarray, batch: int = 8192) -> np.ndarray:
         """Raw scores ``[N, C]`` for features ``x``."""
-        out = []
-        for s in range(0, len(x), batch):
-            h = (np.asarray(x[s : s + batch], np.float32) - self.mean) / self.scale
-            for i in range(0, len(self.weights) - 2, 2):
-                h = np.maximum(h @ self.weights[i] + self.weights[i + 1], 0.0)
-            out.append(h @ self.weights[-2] + self.weights[-1])
+        out = [head_logits(np.asarray(x[s : s + batch], np.float32), self.mean, self.scale, self.weights, np.matmul, _relu)
+               for s in range(0, len(x), batch)]  # fmt: skip
         return np.concatenate(out) if out else np.zeros((0, self.weights[-1].shape[0]), np.float32)
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
@@ -97,6 +121,18 @@ class TrainedHead:
         n = len([k for k in arrays.keys() if k.startswith("w")])
         weights = [np.asarray(arrays[f"w{i}"], np.float32) for i in range(n)]
         return cls(config, np.asarray(arrays["mean"], np.float32), np.asarray(arrays["scale"], np.float32), weights, history or [])
+
+
+def head_logits(x: Any, mean: Any, scale: Any, weights: list[Any], matmul: Callable[[Any, Any], Any], relu: Callable[[Any], Any]) -> Any:
+    """The head's forward pass, written once for numpy and TensorFlow alike (pass their matmul and relu)."""
+    h = (x - mean) / scale
+    for i in range(0, len(weights) - 2, 2):
+        h = relu(matmul(h, weights[i]) + weights[i + 1])
+    return matmul(h, weights[-2]) + weights[-1]
+
+
+def _relu(z: np.ndarray) -> np.ndarray:
+    return np.maximum(z, 0.0)
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -136,10 +172,8 @@ def train_head(
     import keras
     import tensorflow as tf
 
-    if cfg.head not in ("linear", "mlp"):
-        raise ValueError(f"head must be 'linear' or 'mlp', got {cfg.head!r}")
+    cfg.validate()
     keras.utils.set_random_seed(cfg.seed)
-    tf.config.experimental.enable_op_determinism()
     x_train = np.asarray(x_train, np.float32)
     mean = x_train.mean(axis=0)
     # Features are post-ReLU averages; a floor on the scale keeps dead units from exploding.
@@ -179,7 +213,7 @@ def train_head(
     elif cfg.optimizer == "adam":
         opt = keras.optimizers.Adam(lr)
     else:
-        raise ValueError(f"optimizer must be adam, adamw or sgd, got {cfg.optimizer!r}")
+        raise ConfigError(f"optimizer must be adam, adamw or sgd, got {cfg.optimizer!r}")
     model.compile(
         optimizer=opt,
         loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=cfg.label_smoothing),

@@ -4,12 +4,12 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from lib.backbones import REGISTRY
 from lib.config import BLOG_ACCURACY
-from lib.heads import HeadConfig
-from lib.pipeline import RunRequest
-from lib.protocols import PROTOCOLS
-from lib.runs import list_runs
+from lib.models.heads import HeadConfig
+from lib.models.protocols import PROTOCOLS
+from lib.models.specs import REGISTRY
+from lib.pipeline.training import RunRequest
+from lib.store.runs import list_runs
 from ui import actions, run_table, state, widgets
 
 settings = state.current()
@@ -89,23 +89,23 @@ if submitted:
         manifest = actions.train_with_status(request, settings)
         if manifest is not None:
             if s["t_label"].strip():
-                from lib.runs import set_label
+                from lib.store.runs import set_label
 
-                manifest = set_label(settings.cache_dir, manifest["run_id"], s["t_label"])
-            state.update(run_id=manifest["run_id"], backbone=backbone, image_size=sizes[0])
-            st.session_state["last_run"] = manifest["run_id"]
+                manifest = set_label(settings.cache_dir, manifest.run_id, s["t_label"])
+            state.update(run_id=manifest.run_id, backbone=backbone, image_size=sizes[0])
+            st.session_state["last_run"] = manifest.run_id
             st.rerun()
 
 runs = list_runs(settings.cache_dir)
-last = next((m for m in runs if m["run_id"] == st.session_state.get("last_run")), None)
+last = next((m for m in runs if m.run_id == st.session_state.get("last_run")), None)
 if last is not None:
-    acc = last["metrics"]["test_accuracy"]
+    acc = last.metrics.test_accuracy
     st.subheader("Result")
     m1, m2, m3 = st.columns(3)
     m1.metric("Test accuracy", f"{acc:.2%}", f"{(acc - BLOG_ACCURACY) * 100:+.2f} pts vs blog")
-    m2.metric("Training time", f"{last['timings']['train_seconds']:.1f}s")
-    hits, total = last["timings"].get("feature_cache_hits", 0), last["timings"].get("feature_artifacts", 0)
-    m3.metric("Feature extraction", f"{last['timings']['extract_seconds']:.1f}s", help=f"{hits} of {total} feature sets came from the cache")
+    m2.metric("Training time", f"{last.timings.get('train_seconds', 0.0):.1f}s")
+    hits, total = last.timings.get("feature_cache_hits", 0), last.timings.get("feature_artifacts", 0)
+    m3.metric("Feature extraction", f"{last.timings.get('extract_seconds', 0.0):.1f}s", help=f"{hits} of {total} feature sets came from the cache")
     bars = pd.DataFrame({"model": ["this run", "blog (published)"], "accuracy": [acc, BLOG_ACCURACY]})
     chart = alt.Chart(bars).mark_bar().encode(x=alt.X("accuracy:Q", scale=alt.Scale(domain=[0, 1]), title="test accuracy (red: the blog's 83.35%)"),
                                               y=alt.Y("model:N", title=None), color=alt.Color("model:N", legend=None))  # fmt: skip
@@ -114,3 +114,4 @@ if last is not None:
 
 st.subheader("All runs")
 run_table.runs_section(settings, runs)
+run_table.damaged_section(settings)

@@ -12,28 +12,28 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lib.cli.common import Bar, add_backbone, add_common, add_source, positive_int
 from lib.errors import RunError
+from lib.models.protocols import PROTOCOLS
 
-HANDLERS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {}
 
-
-def add_commands(sub: Any, add_common: Callable[..., None], add_source: Callable[..., None], add_backbone: Callable[..., None]) -> None:
+def add_commands(sub: Any) -> None:
     """Register ``train``, ``evaluate`` and ``runs`` on the sub-parser set."""
     p = sub.add_parser("train", help="train a head on cached features, register and evaluate the run")
     add_source(p)
     add_backbone(p)
-    p.add_argument("--protocol", choices=["blog", "best", "best-multiscale"], default=None, help="a preset; flags below override it")
+    p.add_argument("--protocol", choices=list(PROTOCOLS), default=None, help="a preset; flags below override it")
     p.add_argument("--image-sizes", default=None, help="comma-separated sizes whose features are concatenated, e.g. 128,224")
     p.add_argument("--head", choices=["linear", "mlp"], default=None)
-    p.add_argument("--hidden", type=int, default=None, help="MLP hidden units")
+    p.add_argument("--hidden", type=positive_int, default=None, help="MLP hidden units")
     p.add_argument("--dropout", type=float, default=None)
     p.add_argument("--weight-decay", type=float, default=None)
     p.add_argument("--optimizer", choices=["adam", "adamw", "sgd"], default=None)
     p.add_argument("--lr", type=float, default=None, help="learning rate")
     p.add_argument("--lr-schedule", choices=["constant", "cosine"], default=None)
-    p.add_argument("--train-batch-size", type=int, default=None, help="examples per optimizer step")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--steps", type=int, default=None, help="total steps (overrides --epochs)")
+    p.add_argument("--train-batch-size", type=positive_int, default=None, help="examples per optimizer step")
+    p.add_argument("--epochs", type=positive_int, default=None)
+    p.add_argument("--steps", type=positive_int, default=None, help="total steps (overrides --epochs)")
     p.add_argument("--label-smoothing", type=float, default=None)
     p.add_argument("--val-fraction", type=float, default=None)
     p.add_argument("--patience", type=int, default=None, help="early-stopping patience in epochs (0 disables)")
@@ -41,7 +41,7 @@ def add_commands(sub: Any, add_common: Callable[..., None], add_source: Callable
     p.add_argument("--flip-train", action=argparse.BooleanOptionalAction, default=None, help="also train on mirrored images")
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None, help="average original and mirrored test predictions")
     p.add_argument("--finetune", action="store_true", help="unfreeze the backbone and train end to end from raw images (slow on CPU)")
-    p.add_argument("--finetune-epochs", type=int, default=1)
+    p.add_argument("--finetune-epochs", type=positive_int, default=1)
     p.add_argument("--label", default="", help="a name for the run")
     add_common(p)
 
@@ -65,13 +65,14 @@ def add_commands(sub: Any, add_common: Callable[..., None], add_source: Callable
     q.add_argument("run_id")
     q.add_argument("--out", type=Path, default=None, help="output folder (default: <cache>/exports/<run-id>)")
     q.add_argument("--zip", action="store_true", help="also write a .zip of it")
+    q.add_argument("--force", action="store_true", help="replace a previous export of this project at --out (never any other folder)")
     add_common(q)
 
 
 def _request(args: argparse.Namespace) -> Any:
-    from lib.heads import HeadConfig
-    from lib.pipeline import RunRequest
-    from lib.protocols import with_overrides
+    from lib.models.heads import HeadConfig
+    from lib.models.protocols import with_overrides
+    from lib.pipeline.training import RunRequest
 
     if args.protocol:
         req = RunRequest.from_protocol(args.protocol, args.source, args.backbone)
@@ -102,14 +103,13 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     """``train``: features -> head -> evaluated, registered run."""
     import sys
 
-    from lib.cli import _Bar
-    from lib.runs import set_label
+    from lib.store.runs import set_label
 
     req = _request(args)
-    bars: dict[str, _Bar] = {}
+    bars: dict[str, Bar] = {}
 
     def on_extract(label: str, p: Any) -> None:
-        bar = bars.setdefault(label, _Bar(f"extract {label}"))
+        bar = bars.setdefault(label, Bar(f"extract {label}"))
         bar.update_to(p.done, p.total)
         if p.done >= p.total:
             bar.close()
@@ -119,35 +119,35 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         print(f"epoch {r.epoch}/{r.epochs} loss {r.loss:.4f} acc {r.accuracy:.4f}{val} ({r.elapsed:.1f}s)", file=sys.stderr)
 
     if args.finetune:
-        from lib.finetune import finetune_run
+        from lib.pipeline.finetune import finetune_run
 
         manifest = finetune_run(req, args.cache_dir, epochs=args.finetune_epochs, on_stage=lambda m: print(m, file=sys.stderr), on_epoch=on_epoch)
     else:
-        from lib.pipeline import train_run
+        from lib.pipeline.training import train_run
 
         manifest = train_run(req, args.cache_dir, on_stage=lambda m: print(m, file=sys.stderr), on_extract=on_extract, on_epoch=on_epoch)
     if args.label:
-        manifest = set_label(args.cache_dir, manifest["run_id"], args.label)
-    metrics, timings = manifest["metrics"], manifest["timings"]
+        manifest = set_label(args.cache_dir, manifest.run_id, args.label)
+    metrics, timings = manifest.metrics, manifest.timings
     return {
-        "run_id": manifest["run_id"],
-        "test_accuracy": metrics["test_accuracy"],
-        "top5_accuracy": metrics["top5_accuracy"],
+        "run_id": manifest.run_id,
+        "test_accuracy": metrics.test_accuracy,
+        "top5_accuracy": metrics.top5_accuracy,
         "train_seconds": timings["train_seconds"],
         "extract_seconds": timings["extract_seconds"],
-        "protocol": manifest.get("protocol"),
-        "image_sizes": manifest["image_sizes"],
-        "head": manifest["head"]["head"],
-        **({"finetune": manifest["finetune"]} if "finetune" in manifest else {}),
-        "_text": f"run {manifest['run_id']}: test accuracy {metrics['test_accuracy']:.2%} "
-        f"(top-5 {metrics['top5_accuracy']:.2%}); training {timings['train_seconds']:.1f}s, extraction {timings['extract_seconds']:.1f}s",
+        "protocol": manifest.protocol,
+        "image_sizes": manifest.image_sizes,
+        "head": manifest.head.head,
+        **({"finetune": manifest.finetune} if manifest.finetune else {}),
+        "_text": f"run {manifest.run_id}: test accuracy {metrics.test_accuracy:.2%} "
+        f"(top-5 {metrics.top5_accuracy:.2%}); training {timings['train_seconds']:.1f}s, extraction {timings['extract_seconds']:.1f}s",
     }
 
 
 def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     """``evaluate``: metrics recomputed from the run's stored predictions."""
-    from lib.evaluation import evaluate
-    from lib.runs import load_run
+    from lib.analysis.evaluation import evaluate
+    from lib.store.runs import load_run
 
     run = load_run(args.cache_dir, args.run_id)
     report = evaluate(run.y_true, run.probs, run.classes)
@@ -164,40 +164,45 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_runs(args: argparse.Namespace) -> dict[str, Any]:
     """``runs``: list, show, delete, label or export."""
-    from lib import runs
+    from lib.store import runs
 
     if args.runs_command == "list":
+        manifests = runs.list_runs(args.cache_dir)
         rows = [
             {
-                "run_id": m["run_id"], "label": m.get("label", ""), "protocol": m.get("protocol"), "backbone": m.get("backbone_name"),
-                "image_sizes": m.get("image_sizes"), "head": m["head"]["head"], "test_accuracy": m["metrics"]["test_accuracy"],
-                "train_seconds": m["timings"]["train_seconds"], "created": m.get("created"),
+                "run_id": m.run_id, "label": m.label, "protocol": m.protocol, "backbone": m.backbone_name, "image_sizes": m.image_sizes,
+                "head": m.head.head, "test_accuracy": m.metrics.test_accuracy, "train_seconds": m.timings.get("train_seconds"), "created": m.created,
             }
-            for m in runs.list_runs(args.cache_dir)
+            for m in manifests
         ]  # fmt: skip
-        text = "\n".join(
-            f"{r['run_id']}  {r['test_accuracy']:.2%}  {r['head']:<6} {r['backbone']}@{','.join(map(str, r['image_sizes']))}  {r['label'] or ''}" for r in rows
-        )
-        return {"runs": rows, "_text": text or "no runs yet"}
+        damaged = [{"run_id": rid, "problem": why} for rid, why in runs.list_damaged_runs(args.cache_dir)]
+        lines = [f"{m.run_id}  {m.metrics.test_accuracy:.2%}  {m.head.head:<6} {m.backbone_name}@{','.join(map(str, m.image_sizes))}  {m.label}" for m in manifests]
+        lines += [f"{d['run_id']}  DAMAGED: {d['problem']}" for d in damaged]
+        return {"runs": rows, "damaged": damaged, "_text": "\n".join(lines) or "no runs yet"}
     if args.runs_command == "show":
-        return runs.read_manifest(args.cache_dir, args.run_id)
+        return runs.read_manifest(args.cache_dir, args.run_id).to_dict()
     if args.runs_command == "delete":
         runs.delete_run(args.cache_dir, args.run_id)
         return {"deleted": args.run_id, "_text": f"deleted {args.run_id}"}
     if args.runs_command == "label":
         manifest = runs.set_label(args.cache_dir, args.run_id, args.text)
-        return {"run_id": args.run_id, "label": manifest["label"], "_text": f"{args.run_id} is now labelled {manifest['label']!r}"}
+        return {"run_id": args.run_id, "label": manifest.label, "_text": f"{args.run_id} is now labelled {manifest.label!r}"}
     if args.runs_command == "export":
-        from lib.export import export_run, zip_folder
+        from lib.models.export import check_zip_target, export_run, zip_folder
+        from lib.store.layout import CacheLayout
 
-        out = args.out or Path(args.cache_dir) / "exports" / args.run_id
-        path = export_run(args.cache_dir, args.run_id, out)
+        layout = CacheLayout(args.cache_dir)
+        # The default folder is this project's own: a previous export there is replaced without --force.
+        out, force = (args.out, args.force) if args.out else (layout.export_dir(args.run_id), True)
+        if args.zip:
+            check_zip_target(out.with_suffix(".zip"), force)
+        path = export_run(args.cache_dir, args.run_id, out, force=force)
         result: dict[str, Any] = {"run_id": args.run_id, "export_path": str(path)}
         if args.zip:
-            result["zip_path"] = str(zip_folder(path, path.with_suffix(".zip")))
+            result["zip_path"] = str(zip_folder(path, path.with_suffix(".zip"), force=force))
         result["_text"] = f"exported {args.run_id} to {path}" + (f" and {result['zip_path']}" if args.zip else "")
         return result
     raise RunError(f"unknown runs command {args.runs_command}")
 
 
-HANDLERS.update({"train": cmd_train, "evaluate": cmd_evaluate, "runs": cmd_runs})
+HANDLERS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {"train": cmd_train, "evaluate": cmd_evaluate, "runs": cmd_runs}

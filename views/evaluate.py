@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from lib import cached
-from lib.evaluation import misclassified
-from lib.runs import display_name, list_runs
-from ui import classify, state, widgets
+from lib.analysis.evaluation import misclassified
+from lib.store.runs import list_runs
+from ui import cached, classify, state, widgets
+from ui.text import md_escape
 
 settings = state.current()
 st.title("Evaluate")
@@ -20,8 +20,8 @@ if run is None:
 report = cached.report(str(settings.cache_dir), run.run_id)
 classes = run.classes
 m = run.manifest
-st.caption(f"Run **{display_name(m)}** · {m['backbone_name']} @ {','.join(map(str, m['image_sizes']))}px · {m['head']['head']} head · "
-           f"{report['count']:,} test images · {m['source']}")  # fmt: skip
+st.caption(f"Run **{md_escape(m.display_name())}** · {md_escape(m.backbone_name)} @ {','.join(map(str, m.image_sizes))}px · {m.head.head} head · "
+           f"{report['count']:,} test images · {md_escape(m.source)}")  # fmt: skip
 
 a, b, c, d = st.columns(4)
 a.metric("Accuracy", f"{report['accuracy']:.2%}")
@@ -29,9 +29,9 @@ b.metric("Top-5 accuracy", f"{report['top5_accuracy']:.2%}")
 c.metric("ECE", f"{report['calibration']['ece']:.4f}")
 d.metric("Errors", f"{round((1 - report['accuracy']) * report['count']):,}")
 
-state.bind("ev_norm", "counts")
-state.bind("ev_true", 0, int)
-state.bind("ev_pred", 1, int)
+state.bind("ev_norm", "counts", valid=["counts", "row-normalized"])
+state.bind("ev_true", 0, int, state.in_range(0, len(classes) - 1))
+state.bind("ev_pred", min(1, len(classes) - 1), int, state.in_range(0, len(classes) - 1))
 left, right = st.columns([3, 2])
 with left:
     st.subheader("Confusion matrix")
@@ -74,12 +74,13 @@ true_cls = s1.selectbox("True class", range(len(classes)), key="ev_true", format
 pred_cls = s2.selectbox("Predicted class", range(len(classes)), key="ev_pred", format_func=lambda i: classes[i])
 state.publish("ev_norm", "ev_true", "ev_pred")
 rows = misclassified(run.y_true, run.probs, true_cls, pred_cls)
-s3.markdown(f"**{len(rows)}** test images of *{classes[true_cls]}* predicted as *{classes[pred_cls]}*" + (" (first 40 shown)" if len(rows) > 40 else ""))
-ds = cached.dataset_if_ready(m["source"], settings.cache_dir)
-if ds is None or ds.fingerprint != m["dataset_fingerprint"]:
+s3.markdown(f"**{len(rows)}** test images of *{md_escape(classes[true_cls])}* predicted as *{md_escape(classes[pred_cls])}*"
+            + (" (first 40 shown)" if len(rows) > 40 else ""))
+ds = cached.dataset_if_ready(m.source, settings.cache_dir)
+if ds is None or ds.fingerprint != m.dataset_fingerprint:
     st.info("The run's dataset is not prepared in this cache, so its images cannot be shown.")
 else:
-    images = ds.images(m.get("test_split", "test"))
+    images = ds.images(m.test_split)
     show = rows[:40]
     widgets.image_grid([images[int(run.indices[r])] for r in show],
                        [f"#{run.indices[r]} p={run.probs[r, pred_cls]:.2f}" for r in show], columns=10, side=72)  # fmt: skip
@@ -102,11 +103,11 @@ with t2:
     st.caption(f"Expected calibration error: **{report['calibration']['ece']:.4f}** over 15 equal-width bins.")
 
 st.subheader("Compare with another run")
-others = [r for r in list_runs(settings.cache_dir) if r["run_id"] != run.run_id and r["classes"] == classes]
+others = {r.run_id: r for r in list_runs(settings.cache_dir) if r.run_id != run.run_id and r.classes == classes}
 if not others:
     st.caption("Train a second run on the same classes to compare per-class accuracy.")
 else:
-    other_id = st.selectbox("Other run", [r["run_id"] for r in others], format_func=lambda r: display_name(next(o for o in others if o["run_id"] == r)))
+    other_id = st.selectbox("Other run", list(others), format_func=lambda r: others[r].display_name())
     other = pd.DataFrame(cached.report(str(settings.cache_dir), other_id)["per_class"])
     diff = pd.DataFrame({"class": per["class"], "difference": per["accuracy"] - other["accuracy"]})
     st.altair_chart(alt.Chart(diff).mark_bar().encode(

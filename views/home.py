@@ -3,12 +3,12 @@
 import pandas as pd
 import streamlit as st
 
-from lib import cached
 from lib.config import BLOG_ACCURACY
 from lib.errors import UserFacingError
-from lib.features import list_cached_features
-from lib.runs import list_runs
-from ui import state, widgets
+from lib.pipeline.features import list_cached_features
+from lib.store.runs import list_runs
+from ui import cached, state, widgets
+from ui.text import md_escape, show_error
 
 settings = state.current()
 st.title("Transfer learning explorer")
@@ -31,23 +31,23 @@ try:
     spec = cached.backbone_spec(settings.backbone)
 except UserFacingError as err:
     spec = None
-    st.error(str(err))
+    show_error(err)
     st.info(widgets.OFFLINE_HELP)
 runs = list_runs(settings.cache_dir)
-feature_rows = [m for m in list_cached_features(settings.cache_dir) if ds is not None and m.get("dataset") == ds.fingerprint]
+feature_rows = [m for m in list_cached_features(settings.cache_dir) if ds is not None and m.dataset == ds.fingerprint]
 wanted = [(s, "original") for s in (ds.splits if ds else ("train", "test"))]
-have = {(m["split"], m["view"]) for m in feature_rows
-        if spec is not None and m.get("backbone_identity") == spec.identity() and m.get("image_size") == settings.image_size and m.get("limit") is None}
+have = {(m.split, m.view) for m in feature_rows
+        if spec is not None and m.backbone_identity == spec.identity() and m.image_size == settings.image_size and m.limit is None}
 missing = [w for w in wanted if w not in have]
 
 c1, c2, c3 = st.columns(3)
-c1.metric("Dataset", "cached" if ds else "not prepared", help=settings.source)
-c2.metric(f"Features @ {settings.image_size}px", f"{len(wanted) - len(missing)}/{len(wanted)} splits", help=settings.backbone)
+c1.metric("Dataset", "cached" if ds else "not prepared", help=md_escape(settings.source))
+c2.metric(f"Features @ {settings.image_size}px", f"{len(wanted) - len(missing)}/{len(wanted)} splits", help=md_escape(settings.backbone))
 c3.metric("Runs", len(runs))
 
 if feature_rows:
-    table = pd.DataFrame([{"backbone": m["backbone"].split("/")[-1], "size": m["image_size"], "split": m["split"], "view": m["view"],
-                           "images": m["shape"][0], "dim": m["shape"][1], "limit": m.get("limit")} for m in feature_rows])  # fmt: skip
+    table = pd.DataFrame([{"backbone": m.backbone.split("/")[-1], "size": m.image_size, "split": m.split, "view": m.view,
+                           "images": m.shape[0], "dim": m.shape[1], "limit": m.limit} for m in feature_rows])  # fmt: skip
     st.dataframe(table, hide_index=True, width="stretch")
 
 if ds is None or missing:

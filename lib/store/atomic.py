@@ -23,7 +23,7 @@ from typing import Any
 from lib.errors import CacheWriteError
 
 
-def _describe_os_error(err: OSError, target: Path) -> str:
+def describe_os_error(err: OSError, target: Path) -> str:
     if err.errno == errno.ENOSPC:
         return f"Disk full while writing {target}. Free some space or point --cache-dir elsewhere; nothing was saved."
     if err.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
@@ -32,15 +32,16 @@ def _describe_os_error(err: OSError, target: Path) -> str:
 
 
 @contextlib.contextmanager
-def atomic_path(target: Path | str, suffix: str = "") -> Iterator[Path]:
+def atomic_path(target: Path | str, suffix: str = "", create_parent: bool = True) -> Iterator[Path]:
     """Yield a temp path beside ``target``; on success rename it onto ``target``."""
     target = Path(target)
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
+        if create_parent:
+            target.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
         os.close(fd)
     except OSError as err:
-        raise CacheWriteError(_describe_os_error(err, target)) from err
+        raise CacheWriteError(describe_os_error(err, target)) from err
     tmp = Path(name)
     try:
         yield tmp
@@ -48,7 +49,7 @@ def atomic_path(target: Path | str, suffix: str = "") -> Iterator[Path]:
             os.fsync(fh.fileno())
         os.replace(tmp, target)
     except OSError as err:
-        raise CacheWriteError(_describe_os_error(err, target)) from err
+        raise CacheWriteError(describe_os_error(err, target)) from err
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
@@ -66,7 +67,7 @@ def atomic_dir(target: Path | str) -> Iterator[Path]:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     except OSError as err:
-        raise CacheWriteError(_describe_os_error(err, target)) from err
+        raise CacheWriteError(describe_os_error(err, target)) from err
     try:
         yield tmp
         try:
@@ -76,7 +77,7 @@ def atomic_dir(target: Path | str) -> Iterator[Path]:
             if not (err.errno in (errno.ENOTEMPTY, errno.EEXIST) and target.is_dir()):
                 raise
     except OSError as err:
-        raise CacheWriteError(_describe_os_error(err, target)) from err
+        raise CacheWriteError(describe_os_error(err, target)) from err
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -87,11 +88,11 @@ def write_json_atomic(path: Path | str, payload: Any) -> None:
         tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
 
 
-def save_npy_atomic(path: Path | str, array: Any) -> None:
-    """Save a numpy array to ``path`` (a ``.npy``), atomically."""
+def save_npy_atomic(path: Path | str, array: Any, create_parent: bool = True) -> None:
+    """Save a numpy array to ``path`` (a ``.npy``), atomically, with ordinary file I/O."""
     import numpy as np
 
-    with atomic_path(path) as tmp:
+    with atomic_path(path, create_parent=create_parent) as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, array)
 

@@ -8,45 +8,45 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from lib import cached
-from lib.features import list_cached_features
-from ui import state, widgets
+from lib.pipeline.features import list_cached_features
+from ui import cached, state, widgets
+from ui.text import md_escape
 
 settings = state.current()
 st.title("Feature space: PCA and t-SNE")
 ds = widgets.require_dataset(settings)
 run = widgets.active_run(settings)
 
-available = [m for m in list_cached_features(settings.cache_dir) if m.get("dataset") == ds.fingerprint and m["view"] == "original"]
+available = [m for m in list_cached_features(settings.cache_dir) if m.dataset == ds.fingerprint and m.view == "original"]
 if not available:
     st.info("No features are cached for this dataset yet. Extract them on **Home** or by training a run.")
     st.stop()
-combos = sorted({(m["backbone"], m["image_size"], m.get("limit")) for m in available}, key=str)
+combos = sorted({(m.backbone, m.image_size, m.limit) for m in available}, key=str)
 
 
 def combo_label(c: tuple) -> str:
-    return f"{c[0].rstrip('/').split('/')[-1]} @ {c[1]}px" + (f" (first {c[2]}/class)" if c[2] else "")
+    return f"{str(c[0]).rstrip('/').split('/')[-1]} @ {c[1]}px" + (f" (first {c[2]}/class)" if c[2] else "")
 
 
 # Prefer the active run's features, then the active backbone and size, and full splits over --limit subsets.
 spec_handle = cached.backbone_spec(settings.backbone).handle if settings.backbone else ""
-run_combo = (run.manifest["backbone"], run.manifest["image_sizes"][0], run.manifest.get("limit")) if run else None
+run_combo = (run.manifest.backbone, run.manifest.image_size, run.manifest.limit) if run else None
 preferred = next((c for c in combos if c == run_combo),
                  next((c for c in combos if c[0] == spec_handle and c[1] == settings.image_size and c[2] is None),
                       next((c for c in combos if c[2] is None), None)))  # fmt: skip
-state.bind("fs_combo", combos.index(preferred) if preferred else 0, int)
+state.bind("fs_combo", combos.index(preferred) if preferred else 0, int, state.in_range(0, len(combos) - 1))
 state.bind("fs_split", "test")
-state.bind("fs_n", 2000, int)
-state.bind("fs_method", "PCA")
-state.bind("fs_perp", 30, int)
-state.bind("fs_iter", 500, int)
-state.bind("fs_seed", 0, int)
-state.bind("fs_color", "true label")
+state.bind("fs_n", 2000, int, state.in_range(500, 10_000))
+state.bind("fs_method", "PCA", valid=["PCA", "t-SNE"])
+state.bind("fs_perp", 30, int, state.in_range(5, 100))
+state.bind("fs_iter", 500, int, lambda v: 250 <= v <= 2000 and v % 250 == 0)
+state.bind("fs_seed", 0, int, state.in_range(0, 10_000))
+state.bind("fs_color", "true label", valid=["true label", "predicted label", "correct vs wrong"])
 st.session_state["fs_combo"] = min(st.session_state["fs_combo"], len(combos) - 1)
 
 c1, c2, c3 = st.columns([3, 1, 2])
 combo = combos[c1.selectbox("Features", range(len(combos)), key="fs_combo", format_func=lambda i: combo_label(combos[i]))]
-splits = [s for s in ds.splits if any(m["split"] == s and (m["backbone"], m["image_size"], m.get("limit")) == combo for m in available)]
+splits = [s for s in ds.splits if any(m.split == s and (m.backbone, m.image_size, m.limit) == combo for m in available)]
 if st.session_state["fs_split"] not in splits:
     st.session_state["fs_split"] = splits[0]
 split = c2.selectbox("Split", splits, key="fs_split")
@@ -68,7 +68,7 @@ method = d1.radio("Method", ["PCA", "t-SNE"], key="fs_method", horizontal=True)
 perplexity = d2.slider("Perplexity", 5, 100, key="fs_perp", disabled=method == "PCA")
 iters = d3.slider("t-SNE iterations", 250, 2000, key="fs_iter", step=250, disabled=method == "PCA")
 seed = d4.number_input("Seed", 0, 10_000, key="fs_seed")
-run_matches = run is not None and run.manifest["dataset_fingerprint"] == ds.fingerprint and split == "test"
+run_matches = run is not None and run.manifest.dataset_fingerprint == ds.fingerprint and split == run.manifest.test_split
 color_options = ["true label", "predicted label", "correct vs wrong"] if run_matches else ["true label"]
 if st.session_state["fs_color"] not in color_options:
     st.session_state["fs_color"] = "true label"
@@ -123,7 +123,7 @@ if sel and "x" in sel and "y" in sel:
     st.subheader(f"Selected: {len(picked):,} images" + (" (first 60 shown)" if len(picked) > 60 else ""))
     images = ds.images(split)
     show = picked.head(60)
-    caps = [f"#{r.index} {r.label}" + (f" → {r.predicted}" if run_matches else "") for r in show.itertuples()]
+    caps = [f"#{r.index} {md_escape(r.label)}" + (f" → {md_escape(r.predicted)}" if run_matches else "") for r in show.itertuples()]
     widgets.image_grid([images[int(i)] for i in show["index"]], caps, columns=10, side=72)
     if len(picked):
         st.bar_chart(picked["label"].value_counts(), horizontal=True, height=200)
@@ -138,11 +138,11 @@ pos = np.flatnonzero(result.indices == query)
 if not len(pos):
     q2.info("That image is outside the cached subset.")
 else:
-    from lib.projections import nearest_neighbours
+    from lib.analysis.projections import nearest_neighbours
 
     nbrs, sims = nearest_neighbours(result.features, int(pos[0]), int(k))
     images = ds.images(split)
     with q2:
-        widgets.image_grid([images[query]], [f"query #{query} {ds.classes[result.labels[pos[0]]]}"], columns=1, side=96)
-        widgets.image_grid([images[int(result.indices[r])] for r in nbrs],
-                           [f"#{result.indices[r]} {ds.classes[result.labels[r]]} ({s:.2f})" for r, s in zip(nbrs, sims)], columns=8, side=72)  # fmt: skip
+        widgets.image_grid([images[query]], [f"query #{query} {md_escape(ds.classes[result.labels[pos[0]]])}"], columns=1, side=96)
+        captions = [f"#{result.indices[r]} {md_escape(ds.classes[result.labels[r]])} ({s:.2f})" for r, s in zip(nbrs, sims)]
+        widgets.image_grid([images[int(result.indices[r])] for r in nbrs], captions, columns=8, side=72)

@@ -1,6 +1,6 @@
-"""Image helpers for display and uploads: decoding user bytes safely, upscaling, data URIs.
+"""Image helpers for display and uploads: decoding untrusted bytes safely, upscaling, data URIs.
 
-    img = decode_upload(data)                 # uint8 [H, W, 3] or ImageDecodeError
+    img = decode_upload(data)                 # uint8 [H, W, 3] or ImageDecodeError with a clear message
     big = upscale(img, 96)                    # nearest-neighbour, crisp pixels
     uri = thumbnail_uri(img)                  # "data:image/png;base64,..." for chart tooltips
 """
@@ -9,13 +9,20 @@ from __future__ import annotations
 
 import base64
 import io
+import warnings
 
 import numpy as np
 
+from lib.data.decode import resize_square, to_rgb
 from lib.errors import ImageDecodeError
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # 10 MB: larger uploads are refused before decoding
 MAX_UPLOAD_PIXELS = 40_000_000  # guards against decompression bombs
+UPLOAD_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF")
+
+
+def _too_large(width: int, height: int) -> ImageDecodeError:
+    return ImageDecodeError(f"The image is {width:,}x{height:,} pixels, too large to classify here (the limit is {MAX_UPLOAD_PIXELS / 1e6:.0f} megapixels).")
 
 
 def decode_upload(data: bytes, max_bytes: int = MAX_UPLOAD_BYTES) -> np.ndarray:
@@ -27,16 +34,22 @@ def decode_upload(data: bytes, max_bytes: int = MAX_UPLOAD_BYTES) -> np.ndarray:
     if len(data) > max_bytes:
         raise ImageDecodeError(f"The file is {len(data) / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB. Upload a smaller JPEG or PNG.")
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            if img.format not in ("JPEG", "PNG", "WEBP", "BMP", "GIF"):
-                raise ImageDecodeError(f"That is a {img.format} file; upload a JPEG or PNG image.")
-            if img.width * img.height > MAX_UPLOAD_PIXELS:
-                raise ImageDecodeError(f"The image is {img.width}x{img.height} pixels, too large to classify here.")
-            img.load()
-            return np.asarray(img.convert("RGB"), dtype=np.uint8)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                if img.format not in UPLOAD_FORMATS:
+                    raise ImageDecodeError(f"That is a {img.format} file; upload a JPEG or PNG image.")
+                if img.width * img.height > MAX_UPLOAD_PIXELS:
+                    raise _too_large(img.width, img.height)
+                img.load()  # an animated image decodes its first frame
+                return to_rgb(img)
     except ImageDecodeError:
         raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ImageDecodeError(
+            f"The image is too large to classify here: it declares more than {MAX_UPLOAD_PIXELS / 1e6:.0f} megapixels. Upload a smaller JPEG or PNG."
+        ) from err
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
         raise ImageDecodeError("That file is not an image this app can read; upload a JPEG or PNG.") from err
 
 
@@ -57,6 +70,4 @@ def thumbnail_uri(img: np.ndarray, side: int = 64) -> str:
 
 def square_resize(img: np.ndarray, side: int) -> np.ndarray:
     """Resize an uploaded image to the dataset's square storage size (what the head saw in training)."""
-    from PIL import Image
-
-    return np.asarray(Image.fromarray(img).resize((side, side), Image.Resampling.BILINEAR), dtype=np.uint8)
+    return resize_square(img, side)

@@ -3,9 +3,9 @@
 The CLI's ``train`` and the app's Train page both call :func:`train_run`, so a run
 started from either makes the same artifacts.
 
-    request = RunRequest(source="../shared/data/cifar10-jpeg.tar.gz", backbone="...", protocol="best")
+    request = RunRequest.from_protocol("best", source="../shared/data/cifar10-jpeg.tar.gz", backbone="...")
     manifest = train_run(request, cache_dir="cache", on_epoch=print)
-    manifest["run_id"], manifest["metrics"]["test_accuracy"]
+    manifest.run_id, manifest.metrics.test_accuracy
 """
 
 from __future__ import annotations
@@ -20,16 +20,19 @@ from typing import Any
 
 import numpy as np
 
-from lib.backbones import BackboneSpec, LoadedBackbone, resolve_backbone
-from lib.datasets import Dataset, load_dataset
-from lib.errors import DataSourceError
-from lib.features import ExtractProgress, cached_feature_result, get_features
-from lib.heads import EpochReport, HeadConfig, TrainedHead, stratified_split, train_head
-from lib.protocols import PROTOCOLS
+from lib.data.sources import Dataset, load_dataset
+from lib.errors import ConfigError, DataSourceError
+from lib.models.backbones import BackboneSpec, LoadedBackbone, resolve_backbone
+from lib.models.heads import EpochReport, HeadConfig, TrainedHead, stratified_split, train_head
+from lib.models.predict import combine_views, np_concat, np_mean
+from lib.models.protocols import PROTOCOLS
+from lib.pipeline.features import ExtractProgress, cached_feature_result, get_features
+from lib.store.manifest import RunManifest, RunMetrics
 
 StageFn = Callable[[str], None]
 ExtractFn = Callable[[str, ExtractProgress], None]
 EpochFn = Callable[[EpochReport], None]
+MIN_SIZE, MAX_SIZE = 16, 1024  # input sizes in pixels a request may ask for
 
 
 @dataclass
@@ -52,21 +55,38 @@ class RunRequest:
     def from_protocol(cls, name: str, source: str, backbone: str, **kwargs: Any) -> RunRequest:
         """A request that follows a named preset."""
         if name not in PROTOCOLS:
-            raise DataSourceError(f"Unknown protocol {name!r}; choose one of {', '.join(PROTOCOLS)}.")
+            raise ConfigError(f"Unknown protocol {name!r}; choose one of {', '.join(PROTOCOLS)}.")
         p = PROTOCOLS[name]
         return cls(source, backbone, p.head, p.image_sizes, p.train_views, p.tta, protocol=name, **kwargs)
+
+    def validate(self) -> RunRequest:
+        """Itself, or :class:`ConfigError` naming the first setting out of range."""
+        self.head.validate()
+        for size in self.image_sizes or ():
+            if not MIN_SIZE <= int(size) <= MAX_SIZE:
+                raise ConfigError(f"Input size {size} is outside {MIN_SIZE}..{MAX_SIZE} pixels.")
+        if not self.train_views or not set(self.train_views) <= {"original", "flip"}:
+            raise ConfigError(f"Training views must be original and/or flip, got {self.train_views!r}.")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"--limit must be a positive number of images per class, got {self.limit}.")
+        if self.batch_size < 1:
+            raise ConfigError(f"The extraction batch size must be at least 1, got {self.batch_size}.")
+        return self
 
 
 @dataclass
 class FeatureBlock:
-    """Features of one split, one row per image, columns of every size concatenated, per view."""
+    """Features of one split: one array per (size, view), rows aligned with ``labels``."""
 
-    views: dict[str, np.ndarray]
+    parts: dict[tuple[int, str], np.ndarray]
     labels: np.ndarray
     indices: np.ndarray
     extract_seconds: float
     cache_hits: int
-    artifacts: int
+
+    def view(self, view: str, sizes: tuple[int, ...]) -> np.ndarray:
+        """The features of ``view`` with every size concatenated."""
+        return np_concat([self.parts[(s, view)] for s in sizes])
 
 
 def gather_features(
@@ -83,27 +103,26 @@ def gather_features(
 ) -> FeatureBlock:
     """Features of ``split`` for every size and view; the backbone is loaded only on a cache miss."""
     holder: list[LoadedBackbone | None] = backbone if backbone is not None else [None]
-    per_view: dict[str, list[np.ndarray]] = {v: [] for v in views}
+    parts: dict[tuple[int, str], np.ndarray] = {}
     seconds, hits, labels, indices = 0.0, 0, None, None
     for size in sizes:
         for view in views:
             result = cached_feature_result(ds, split, spec, size, view, limit, cache_dir)
             if result is None:
                 if holder[0] is None:
-                    from lib.backbones import load_backbone
+                    from lib.models.backbones import load_backbone
 
-                    holder[0] = load_backbone(spec, cache_dir)
+                    holder[0] = load_backbone(spec)
                 label = f"{split}/{view}@{size}"
                 report = (lambda p, label=label: on_extract(label, p)) if on_extract else None
                 result = get_features(ds, split, spec, cache_dir, size, view, limit, batch_size, report, holder[0])
             else:
                 hits += 1
             seconds += result.extract_seconds
-            per_view[view].append(np.asarray(result.features, np.float32))
+            parts[(size, view)] = np.asarray(result.features, np.float32)
             labels, indices = result.labels, result.indices
     assert labels is not None and indices is not None
-    joined = {v: (np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]) for v, parts in per_view.items()}
-    return FeatureBlock(joined, labels, indices, seconds, hits, len(sizes) * len(views))
+    return FeatureBlock(parts, labels, indices, seconds, hits)
 
 
 def library_versions() -> dict[str, str]:
@@ -127,41 +146,19 @@ def run_manifest(
     head_cfg: HeadConfig,
     history: list[dict[str, Any]],
     report: dict[str, Any],
-    timings: dict[str, Any],
+    timings: dict[str, float],
     val_accuracy: float | None = None,
     **extra: Any,
-) -> dict[str, Any]:
+) -> RunManifest:
     """The manifest every run stores: what it was trained on and how, its history, metrics, timings and versions."""
-    return {
-        "label": "",
-        "protocol": req.protocol,
-        "source": req.source,
-        "dataset_fingerprint": ds.fingerprint,
-        "classes": list(ds.classes),
-        "backbone": spec.handle,
-        "backbone_name": spec.name,
-        "backbone_identity": spec.identity(),
-        "image_sizes": list(sizes),
-        "image_size": sizes[0],
-        "train_views": list(req.train_views),
-        "tta": req.tta,
-        "limit": req.limit,
-        "head": head_cfg.to_dict(),
-        "seed": head_cfg.seed,
-        "history": history,
-        "metrics": {
-            "test_accuracy": report["accuracy"],
-            "top5_accuracy": report["top5_accuracy"],
-            "ece": report["calibration"]["ece"],
-            "test_images": report["count"],
-            "val_accuracy": val_accuracy,
-        },
-        "timings": timings,
-        "versions": library_versions(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
-        **extra,
-    }
+    return RunManifest(
+        source=req.source, dataset_fingerprint=ds.fingerprint, classes=list(ds.classes), backbone=spec.handle, backbone_name=spec.name,
+        backbone_identity=spec.identity(), image_sizes=[int(s) for s in sizes], head=head_cfg,
+        metrics=RunMetrics(report["accuracy"], report["top5_accuracy"], report["calibration"]["ece"], report["count"], val_accuracy),
+        protocol=req.protocol, train_views=list(req.train_views), tta=req.tta, limit=req.limit, train_split=req.train_split,
+        test_split=req.test_split, history=history, timings=timings, versions=library_versions(),
+        machine={"platform": platform.platform(), "cpus": os.cpu_count()}, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra,
+    )  # fmt: skip
 
 
 def stored_predictions(y_true: np.ndarray, probs: np.ndarray, indices: np.ndarray) -> dict[str, np.ndarray]:
@@ -175,11 +172,12 @@ def train_run(
     on_stage: StageFn | None = None,
     on_extract: ExtractFn | None = None,
     on_epoch: EpochFn | None = None,
-) -> dict[str, Any]:
+) -> RunManifest:
     """Extract (or load) features, train the head, evaluate on test, save the run; returns its manifest."""
-    from lib.evaluation import evaluate
-    from lib.runs import save_run
+    from lib.analysis.evaluation import evaluate
+    from lib.store.runs import save_run
 
+    req.validate()
     cache_dir = Path(cache_dir)
     stage = on_stage or (lambda _msg: None)
     stage("Loading data")
@@ -195,20 +193,21 @@ def train_run(
     train = gather_features(ds, spec, req.train_split, sizes, tuple(req.train_views), cache_dir, req.limit, req.batch_size, on_extract, holder)
     test = gather_features(ds, spec, req.test_split, sizes, test_views, cache_dir, req.limit, req.batch_size, on_extract, holder)
 
-    hits, total = train.cache_hits + test.cache_hits, train.artifacts + test.artifacts
+    hits, total = train.cache_hits + test.cache_hits, len(train.parts) + len(test.parts)
     stage(f"Features ready: {hits} of {total} feature sets loaded from the cache" + (" (instant)" if hits == total else ""))
     stage("Training head")
     head_cfg = req.head
     tr_rows, val_rows = stratified_split(train.labels, head_cfg.val_fraction, head_cfg.seed)
     # Validation is carved per image, so a held-out image's flipped twin never trains.
-    x_train = np.concatenate([train.views[v][tr_rows] for v in req.train_views])
+    x_train = np.concatenate([train.view(v, sizes)[tr_rows] for v in req.train_views])
     y_train = np.concatenate([train.labels[tr_rows] for _ in req.train_views])
-    x_val = train.views["original"][val_rows] if len(val_rows) else None
+    x_val = train.view("original", sizes)[val_rows] if len(val_rows) else None
     y_val = train.labels[val_rows] if len(val_rows) else None
     head: TrainedHead = train_head(x_train, y_train, len(ds.classes), head_cfg, x_val, y_val, on_epoch)
 
     stage("Evaluating")
-    probs = np.mean([head.predict_proba(test.views[v]) for v in test_views], axis=0)
+    views = {False: "original", True: "flip"}
+    probs = combine_views(lambda size, flip: test.parts[(size, views[flip])], head.predict_proba, sizes, req.tta, np_concat, np_mean)
     report = evaluate(test.labels, probs, ds.classes)
     manifest = run_manifest(
         req, ds, spec, sizes, head_cfg, head.history, report,
@@ -219,5 +218,5 @@ def train_run(
     )  # fmt: skip
     predictions = stored_predictions(test.labels, probs, test.indices)
     stage("Saving run")
-    manifest["run_id"] = save_run(cache_dir, manifest, head, predictions)
+    save_run(cache_dir, manifest, head, predictions)
     return manifest

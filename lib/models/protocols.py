@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from lib.heads import HeadConfig
+from lib.models.heads import HeadConfig
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ join them back to images and labels. Heavy imports happen inside the functions.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -71,7 +72,9 @@ def project(features: np.ndarray, indices: np.ndarray, method: str = "pca", perp
         return Projection(coords, np.asarray(indices), "pca", explained)
     if method == "tsne":
         return Projection(tsne_2d(x, perplexity, max_iter, seed), np.asarray(indices), "tsne")
-    raise ValueError(f"method must be 'pca' or 'tsne', got {method!r}")
+    from lib.errors import ConfigError
+
+    raise ConfigError(f"method must be 'pca' or 'tsne', got {method!r}")
 
 
 def nearest_neighbours(features: np.ndarray, query: int, k: int = 8) -> tuple[np.ndarray, np.ndarray]:
@@ -85,3 +88,41 @@ def nearest_neighbours(features: np.ndarray, query: int, k: int = 8) -> tuple[np
     keep = rows[0] != query
     rows, sims = rows[0][keep][:k], 1.0 - dist[0][keep][:k]
     return rows.astype(np.int64), sims.astype(np.float32)
+
+
+def projection_key(feature_file: str, rows: np.ndarray, method: str, perplexity: float, max_iter: int, seed: int) -> str:
+    """A hash of everything that changes a projection: the features (their artifact name), rows and parameters."""
+    import hashlib
+
+    digest = hashlib.sha256(repr((Path(feature_file).name, method, float(perplexity), int(max_iter), int(seed))).encode())
+    digest.update(np.ascontiguousarray(rows, dtype=np.int64).tobytes())
+    return digest.hexdigest()[:24]
+
+
+def cached_projection(cache_dir: Path | str, feature_file: Path | str, rows: np.ndarray, method: str = "pca", perplexity: float = 30.0,
+                      max_iter: int = 500, seed: int = SEED) -> Projection:  # fmt: skip
+    """Project rows of a cached feature file; t-SNE coordinates are kept on disk, keyed by every parameter.
+
+    PCA is fast enough to recompute. A stored t-SNE whose shape or values are wrong is recomputed.
+    """
+    from lib.errors import UserFacingError
+    from lib.store.atomic import save_npy_atomic
+    from lib.store.layout import CacheLayout
+
+    feats = np.load(feature_file, mmap_mode="r")
+    idx = np.asarray(rows, dtype=np.int64)
+    if method != "tsne":
+        return project(feats, idx, method, seed=seed)
+    disk = CacheLayout(cache_dir).projection_file("tsne", projection_key(str(feature_file), idx, method, perplexity, max_iter, seed))
+    try:
+        coords = np.load(disk)
+        if coords.shape == (len(idx), 2) and coords.dtype == np.float32 and np.all(np.isfinite(coords)):
+            return Projection(coords, idx, "tsne")
+    except (OSError, ValueError, EOFError):
+        pass
+    proj = project(feats, idx, "tsne", perplexity, max_iter, seed)
+    try:
+        save_npy_atomic(disk, proj.coords)
+    except UserFacingError:
+        pass  # a full disk only costs the disk copy; callers' in-memory caches still hold it
+    return proj

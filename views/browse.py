@@ -6,20 +6,21 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from lib.images import upscale
+from lib.data.images import upscale
 from ui import state, widgets
+from ui.text import md_escape
 
 settings = state.current()
 st.title("Browse data")
 ds = widgets.require_dataset(settings)
 run = widgets.active_run(settings)
 
-state.bind("b_split", "test" if "test" in ds.splits else ds.splits[0])
+state.bind("b_split", "test" if "test" in ds.splits else ds.splits[0], valid=ds.splits)
 state.bind_list("b_classes", [], list(ds.classes))
 state.bind("b_shuffle", False, lambda v: v == "True")
-state.bind("b_seed", 0, int)
-state.bind("b_page", 1, int)
-state.bind("b_sel", 0, int)
+state.bind("b_seed", 0, int, state.in_range(0, 10_000))
+state.bind("b_page", 1, int, state.in_range(1, 10**9))
+state.bind("b_sel", 0, int, state.in_range(0, 10**9))
 
 c1, c2, c3, c4 = st.columns([1, 3, 1, 1])
 split = c1.selectbox("Split", ds.splits, key="b_split")
@@ -60,7 +61,7 @@ state.publish("b_split", "b_classes", "b_shuffle", "b_seed", "b_page", "b_sel")
 rows = keep[(page - 1) * per_page : page * per_page]
 images = ds.images(split)
 st.caption(f"{len(keep):,} images match; showing {len(rows)} on page {page}.")
-widgets.image_grid([images[i] for i in rows], [f"#{i} {ds.classes[labels[i]]}" for i in rows], columns=12, side=64)
+widgets.image_grid([images[i] for i in rows], [f"#{i} {md_escape(ds.classes[labels[i]])}" for i in rows], columns=12, side=64)
 
 left, right = st.columns([1, 1])
 with left:
@@ -70,10 +71,10 @@ with left:
     sel = st.selectbox("Image on this page", rows.tolist(), key="b_sel", format_func=lambda i: f"#{i} {ds.classes[labels[i]]}")
     if sel is not None:
         a, b = st.columns([1, 1])
-        a.image(upscale(np.asarray(images[sel]), 256), caption=f"{split} #{sel}: {ds.classes[labels[sel]]}")
+        a.image(upscale(np.asarray(images[sel]), 256), caption=f"{split} #{sel}: {md_escape(ds.classes[labels[sel]])}")
         if run is None:
             b.info("Activate a run (sidebar) to see its prediction and top-5 here.")
-        elif split == run.manifest.get("test_split", "test") and run.manifest["dataset_fingerprint"] == ds.fingerprint:
+        elif split == run.manifest.test_split and run.manifest.dataset_fingerprint == ds.fingerprint:
             row = np.flatnonzero(run.indices == sel)
             if len(row):
                 probs = run.probs[row[0]]
@@ -94,4 +95,4 @@ with right:
         tooltip=["split", "class", "images"])  # fmt: skip
     st.altair_chart(chart.properties(height=300), width="stretch")
     if any(ds.skipped.values()):
-        st.caption("Unreadable files skipped while converting: " + ", ".join(f"{s}: {n}" for s, n in ds.skipped.items()))
+        st.caption("Unreadable files skipped while converting: " + ", ".join(f"{md_escape(s)}: {n}" for s, n in ds.skipped.items()))

@@ -1,0 +1,72 @@
+"""Pieces every CLI command shares: the common flags, a progress bar on stderr, peak memory.
+
+    p = sub.add_parser("extract"); add_source(p); add_backbone(p); add_common(p)
+    bar = Bar("train/original@128"); bar.update_to(done, total); bar.close()
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from lib import config
+
+
+class Bar:
+    """A tqdm bar on stderr (quiet updates when stderr is not a terminal)."""
+
+    def __init__(self, desc: str, unit: str = "img") -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 5.0)
+
+    def update_to(self, done: int, total: int) -> None:
+        """Move the bar to ``done`` of ``total``."""
+        if total and self.bar.total != total:
+            self.bar.total = total
+        self.bar.n = done
+        self.bar.refresh()
+
+    def close(self) -> None:
+        """Finish the bar."""
+        self.bar.close()
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def add_common(p: argparse.ArgumentParser) -> None:
+    """``--cache-dir`` and ``--json``."""
+    p.add_argument("--cache-dir", type=Path, default=None, help=f"artifact folder (default: ${config.ENV_CACHE_DIR} or ./cache)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
+def add_source(p: argparse.ArgumentParser) -> None:
+    """``--source``."""
+    p.add_argument("--source", default=os.environ.get(config.ENV_SOURCE, config.DEFAULT_SOURCE), help="'cifar10' or a local path")
+
+
+def add_backbone(p: argparse.ArgumentParser) -> None:
+    """``--backbone``, ``--image-size``, ``--batch-size`` and ``--limit``."""
+    p.add_argument("--backbone", default=os.environ.get(config.ENV_BACKBONE, config.DEFAULT_BACKBONE), help="registry name, handle or path")
+    p.add_argument("--image-size", type=positive_int, default=None, help="input side in pixels (default: the module's native size)")
+    p.add_argument("--batch-size", type=positive_int, default=256, help="images per forward pass")
+    p.add_argument("--limit", type=positive_int, default=None, help="use only the first N images of each class")
+
+
+def peak_rss_mb() -> float | None:
+    """This process's peak resident memory (Linux VmHWM, which an exec resets), in MB."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None

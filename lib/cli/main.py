@@ -1,0 +1,76 @@
+"""Command line: ``python -m lib <command>``; the same lib functions the app calls.
+
+    python -m lib data --source ../shared/data/cifar10-jpeg.tar.gz
+    python -m lib extract --source ... --backbone ... --image-size 128 --split all --json
+    python -m lib backbones
+    python -m lib train --source ... --backbone ... --protocol best --json
+    python -m lib evaluate RUN_ID
+    python -m lib runs list|show|delete|label|export ...
+
+Every command takes ``--cache-dir`` and ``--json`` (one JSON object on stdout);
+progress goes to stderr, and errors exit non-zero with a one-line message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from lib import config
+from lib.cli import data, runs
+from lib.errors import UserFacingError
+from lib.process import configure_process
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every command."""
+    parser = argparse.ArgumentParser(prog="python -m lib", description="Transfer learning on TF Hub backbones.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    data.add_commands(sub)
+    runs.add_commands(sub)
+    return parser
+
+
+HANDLERS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {**data.HANDLERS, **runs.HANDLERS}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    args.cache_dir = args.cache_dir or config.default_cache_dir()
+    configure_process(args.cache_dir)
+    try:
+        result = HANDLERS[args.command](args)
+    except UserFacingError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; finished chunks are kept and the next run resumes from them", file=sys.stderr)
+        return 130
+    except OSError as err:
+        # Whatever the file system refuses (a name too long, a permission) is the user's to fix, not a crash.
+        print(f"error: {err.strerror or err}{f': {err.filename}' if err.filename else ''}", file=sys.stderr)
+        return 2
+    except Exception as err:
+        if os.environ.get("TLX_DEBUG"):
+            raise
+        print(f"error: unexpected {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''} (set TLX_DEBUG=1 for a traceback)", file=sys.stderr)
+        return 1
+    text = json.dumps(result, default=str) if args.json else (result.pop("_text", None) or json.dumps(result, indent=2, default=str))
+    return _print(text)
+
+
+def _print(text: str) -> int:
+    """Print, treating a closed pipe (``| head``) as a normal end, as Unix tools do."""
+    try:
+        print(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Python flushes stdout again at exit; point it at devnull so that flush cannot fail too.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return 0

@@ -1,0 +1,265 @@
+"""Data sources and converted datasets: one source string, converted once, memory-mapped after.
+
+A *source* is one string used everywhere (CLI, UI, tests):
+
+- ``cifar10``: download the official archive once, verify its MD5, convert (:mod:`lib.data.cifar`);
+- a path to ``cifar-10-python.tar.gz`` or an extracted ``cifar-10-batches-py/``;
+- a path to an image-folder dataset ``<split>/<class>/*.jpg`` as a folder,
+  ``.tar.gz``/``.tgz``/``.tar`` or ``.zip`` (:mod:`lib.data.folders`).
+
+Every source is converted once into uint8 ``.npy`` arrays in the cache (see
+:class:`lib.store.layout.CacheLayout`), keyed by a content fingerprint, which later loads
+memory-map in milliseconds. Fingerprints are memoised per process by size and mtime.
+
+    ds = load_dataset("../shared/data/cifar10-jpeg.tar.gz", cache_dir="cache")
+    images, labels = ds.images("test"), ds.labels("test")   # uint8 [N,32,32,3], int64 [N]
+    idx = subset_indices(labels, limit=100)                  # first 100 of each class
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tarfile
+import time
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lib import config
+from lib.data import cifar, folders
+from lib.data.cifar import ProgressFn, ReadResult
+from lib.errors import CacheWriteError, DataSourceError
+from lib.store.atomic import atomic_dir, read_json
+from lib.store.fingerprints import file_digest, tree_digest
+from lib.store.layout import CacheLayout
+
+MAX_SOURCE_CHARS = 1024  # longer strings are refused before they reach the file system
+Reader = Callable[[], ReadResult]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A converted dataset: class names, splits and memory-mapped uint8 arrays."""
+
+    source: str
+    kind: str
+    fingerprint: str
+    path: Path
+    classes: tuple[str, ...]
+    splits: tuple[str, ...]
+    counts: dict[str, list[int]] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)
+    image_shape: tuple[int, int, int] = (32, 32, 3)
+
+    def images(self, split: str) -> np.ndarray:
+        """uint8 images ``[N, H, W, 3]`` of ``split``, memory-mapped read-only."""
+        self._check_split(split)
+        return np.load(self.path / f"{split}_images.npy", mmap_mode="r")
+
+    def labels(self, split: str) -> np.ndarray:
+        """int64 class indices ``[N]`` of ``split``."""
+        self._check_split(split)
+        return np.load(self.path / f"{split}_labels.npy")
+
+    def size(self, split: str) -> int:
+        """Number of images in ``split``."""
+        return int(sum(self.counts[split]))
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-ready description: classes and per-split, per-class counts."""
+        return {
+            "source": self.source,
+            "kind": self.kind,
+            "fingerprint": self.fingerprint,
+            "cache_path": str(self.path),
+            "classes": list(self.classes),
+            "image_shape": list(self.image_shape),
+            "splits": {
+                s: {"total": self.size(s), "per_class": dict(zip(self.classes, self.counts[s])), "skipped": self.skipped.get(s, 0)}
+                for s in self.splits
+            },
+        }
+
+    def _check_split(self, split: str) -> None:
+        if split not in self.splits:
+            raise DataSourceError(f"Dataset {self.source!r} has no split {split!r}; it has {', '.join(self.splits)}.")
+
+
+def subset_indices(labels: np.ndarray, limit: int | None) -> np.ndarray:
+    """Indices of the first ``limit`` items of each class, in dataset order (all if None)."""
+    labels = np.asarray(labels)
+    if limit is None:
+        return np.arange(len(labels))
+    if limit <= 0:
+        raise DataSourceError(f"--limit must be a positive number of images per class, got {limit}.")
+    keep = np.zeros(len(labels), dtype=bool)
+    for cls in np.unique(labels):
+        keep[np.flatnonzero(labels == cls)[:limit]] = True
+    return np.flatnonzero(keep)
+
+
+# --------------------------------------------------------------------------- loading
+
+_CIFAR10_FINGERPRINT = f"cifar10-{config.CIFAR10_MD5[:16]}"
+
+
+def check_source_text(source: str) -> str:
+    """The trimmed source string, or :class:`DataSourceError` if it is empty or absurdly long."""
+    text = str(source).strip()
+    if not text:
+        raise DataSourceError("No data source given. Use 'cifar10' or a path to a dataset.")
+    if len(text) > MAX_SOURCE_CHARS or "\x00" in text:
+        raise DataSourceError(f"The data source is {len(text):,} characters long; give 'cifar10' or a path to a dataset.")
+    return text
+
+
+def _existing_path(text: str) -> Path | None:
+    path = Path(text).expanduser()
+    try:
+        return path if path.exists() else None
+    except OSError:  # e.g. a name too long for the file system
+        return None
+
+
+def load_dataset(source: str, cache_dir: Path | str, progress: ProgressFn | None = None) -> Dataset:
+    """Resolve ``source``, converting it into the cache on first use."""
+    layout = CacheLayout(cache_dir)
+    source = check_source_text(source)
+    if source.lower() == "cifar10":
+        cached = _load_cached(layout, _CIFAR10_FINGERPRINT, source)
+        if cached is not None:
+            return cached
+        archive = cifar.download_cifar10(layout.cifar_download(), progress=progress)
+        return _convert(source, "cifar10-pickle", _CIFAR10_FINGERPRINT, layout, lambda: cifar.read_cifar_tar(archive), progress)
+
+    path = _existing_path(source)
+    if path is None:
+        raise DataSourceError(
+            f"Data source {source!r} is neither 'cifar10' nor an existing path. "
+            "Give a cifar-10-python.tar.gz, a cifar-10-batches-py/ folder, or an image-folder dataset (<split>/<class>/*.jpg, as a folder, .tar.gz or .zip)."
+        )
+    kind, fingerprint, reader = _inspect_path(path, progress)
+    cached = _load_cached(layout, fingerprint, source)
+    if cached is not None:
+        return cached
+    return _convert(source, kind, fingerprint, layout, reader, progress)
+
+
+def cached_dataset_status(source: str, cache_dir: Path | str) -> Dataset | None:
+    """The converted dataset if it is already in the cache, without converting or downloading."""
+    layout = CacheLayout(cache_dir)
+    try:
+        text = check_source_text(source)
+        if text.lower() == "cifar10":
+            return _load_cached(layout, _CIFAR10_FINGERPRINT, text)
+        path = _existing_path(text)
+        if path is None:
+            return None
+        _, fingerprint, _ = _inspect_path(path, None)
+        return _load_cached(layout, fingerprint, text)
+    except DataSourceError:
+        return None
+
+
+def _load_cached(layout: CacheLayout, fingerprint: str, source: str) -> Dataset | None:
+    folder = layout.dataset_dir(fingerprint)
+    meta = read_json(folder / "meta.json")
+    if meta is None:
+        return None
+    try:
+        ds = Dataset(
+            source=source,
+            kind=meta["kind"],
+            fingerprint=fingerprint,
+            path=folder,
+            classes=tuple(meta["classes"]),
+            splits=tuple(meta["splits"]),
+            counts={k: list(v) for k, v in meta["counts"].items()},
+            skipped=dict(meta.get("skipped", {})),
+            image_shape=tuple(meta["image_shape"]),  # type: ignore[arg-type]
+        )
+        for split in ds.splits:
+            images, labels = ds.images(split), ds.labels(split)
+            if images.shape != (ds.size(split), *ds.image_shape) or images.dtype != np.uint8 or labels.shape != (ds.size(split),):
+                raise ValueError(f"shape mismatch in {split}")
+        return ds
+    except (KeyError, ValueError, TypeError, AttributeError, OSError, EOFError):
+        # A damaged cache entry is rebuilt from the source rather than trusted.
+        _discard(folder)
+        return None
+
+
+def _discard(folder: Path) -> None:
+    trash = folder.with_name(f".{folder.name}.corrupt-{os.getpid()}-{time.time_ns()}")
+    try:
+        os.replace(folder, trash)
+    except OSError:
+        return
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _convert(source: str, kind: str, fingerprint: str, layout: CacheLayout, reader: Reader, progress: ProgressFn | None) -> Dataset:
+    classes, splits, skipped = reader()
+    if not splits or all(len(y) == 0 for _, y in splits.values()):
+        raise DataSourceError(f"Data source {source!r} contains no readable images.")
+    shape = next(iter(splits.values()))[0].shape[1:]
+    counts = {s: np.bincount(y, minlength=len(classes)).astype(int).tolist() for s, (_, y) in splits.items()}
+    target = layout.dataset_dir(fingerprint)
+    with atomic_dir(target) as tmp:
+        for split, (x, y) in splits.items():
+            np.save(tmp / f"{split}_images.npy", np.ascontiguousarray(x, dtype=np.uint8))
+            np.save(tmp / f"{split}_labels.npy", y.astype(np.int64))
+        meta = {
+            "kind": kind,
+            "source": source,
+            "classes": list(classes),
+            "splits": sorted(splits, key=folders.split_order),
+            "counts": counts,
+            "skipped": skipped,
+            "image_shape": list(shape),
+            "format_version": config.DATASET_FORMAT_VERSION,
+        }
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+    loaded = _load_cached(layout, fingerprint, source)
+    if loaded is None:
+        raise CacheWriteError(f"The converted dataset at {target} could not be read back.")
+    return loaded
+
+
+# --------------------------------------------------------------------------- path inspection
+
+
+def _inspect_path(path: Path, progress: ProgressFn | None) -> tuple[str, str, Reader]:
+    if path.is_dir():
+        batches = next((p.parent for p in [path / "data_batch_1", path / "cifar-10-batches-py" / "data_batch_1"] if p.exists()), None)
+        if batches is not None:
+            files = [p for p in sorted(batches.iterdir()) if p.is_file()]
+            return "cifar10-pickle", f"cifar-dir-{tree_digest(batches, files)[:16]}", lambda: cifar.read_cifar_dir(batches)
+        entries = folders.folder_entries(path)
+        digest = tree_digest(path, [path / e[0] / e[1] / e[2] for e in entries])
+        return "image-folder", f"folder-{digest[:16]}", lambda: folders.decode_entries(entries, str(path), progress)
+
+    name = path.name.lower()
+    if name.endswith((".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tar.xz")):
+        if not tarfile.is_tarfile(path):
+            raise DataSourceError(f"{path} is not a readable tar archive; it may be truncated or corrupt.")
+        if file_digest(path, "md5") == config.CIFAR10_MD5:
+            return "cifar10-pickle", _CIFAR10_FINGERPRINT, lambda: cifar.read_cifar_tar(path)
+        sha = file_digest(path)
+        if cifar.tar_has_cifar_batches(path):
+            return "cifar10-pickle", f"cifar-tar-{sha[:16]}", lambda: cifar.read_cifar_tar(path)
+        return "image-folder", f"archive-{sha[:16]}", lambda: folders.decode_entries(folders.tar_entries(path), str(path), progress)
+    if name.endswith(".zip"):
+        if not zipfile.is_zipfile(path):
+            raise DataSourceError(f"{path} is not a readable zip archive; it may be truncated or corrupt.")
+        sha = file_digest(path)
+        return "image-folder", f"archive-{sha[:16]}", lambda: folders.decode_entries(folders.zip_entries(path), str(path), progress)
+    raise DataSourceError(
+        f"Don't know how to read {path}: expected a folder, a .tar.gz/.tgz/.tar or a .zip (an image-folder dataset or cifar-10-python.tar.gz)."
+    )

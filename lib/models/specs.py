@@ -1,0 +1,117 @@
+"""Backbone specs: a registry of TF Hub image feature-vector modules, plus any handle or local file.
+
+A backbone string is one of
+- a registry name such as ``mobilenet_v1_100_128`` (see :data:`REGISTRY`);
+- any TF Hub / Kaggle handle (``https://tfhub.dev/...``, ``https://www.kaggle.com/models/...``);
+- a local SavedModel folder with the TF Hub feature-vector interface;
+- a ``.tflite`` feature extractor (quantized uint8 input/output are handled).
+
+Resolving a string needs no TensorFlow (loading one does: :mod:`lib.models.backbones`).
+The default input size of a backbone is decided here once, for the CLI and the app alike.
+
+    spec = resolve_backbone("../shared/models/mobilenet_v1_100_224_feature_vector")
+    spec.default_size()   # 224: the size in the folder's name
+    spec.identity()       # content hash of a local model, or the handle: part of cache keys
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from lib.errors import BackboneError
+from lib.store.fingerprints import file_digest, tree_digest
+
+_HUB = "https://tfhub.dev/google"
+MAX_BACKBONE_CHARS = 1024
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """What a backbone string refers to; cheap to build, no TensorFlow needed."""
+
+    name: str
+    handle: str
+    kind: str  # "hub" | "savedmodel" | "tflite"
+    family: str = "custom"
+    native_size: int | None = None
+    feature_dim: int | None = None
+
+    def default_size(self) -> int:
+        """The input size used when none is given: the module's native one, else 224."""
+        return self.native_size or 224
+
+    def identity(self) -> str:
+        """A string that changes whenever the module's weights could: used in cache keys."""
+        if self.kind == "hub":
+            return f"hub:{self.handle.rstrip('/')}"
+        return f"{self.kind}:{_content_hash(Path(self.handle))}"
+
+
+def _registry() -> dict[str, BackboneSpec]:
+    specs: dict[str, BackboneSpec] = {}
+    for depth, dim in (("025", 256), ("050", 512), ("075", 768), ("100", 1024)):
+        for size in (128, 160, 192, 224):
+            name = f"mobilenet_v1_{depth}_{size}"
+            specs[name] = BackboneSpec(name, f"{_HUB}/imagenet/{name}/feature_vector/5", "hub", "MobileNet v1", size, dim)
+    for name, size, dim in (("mobilenet_v2_100_224", 224, 1280), ("mobilenet_v2_100_128", 128, 1280), ("mobilenet_v2_140_224", 224, 1792)):
+        specs[name] = BackboneSpec(name, f"{_HUB}/imagenet/{name}/feature_vector/5", "hub", "MobileNet v2", size, dim)
+    for name, size, dim in (("efficientnet_b0", 224, 1280), ("efficientnet_b3", 300, 1536)):
+        specs[name] = BackboneSpec(name, f"{_HUB}/efficientnet/{name[-2:]}/feature-vector/1", "hub", "EfficientNet", size, dim)
+    specs["efficientnet_v2_s"] = BackboneSpec(
+        "efficientnet_v2_s", f"{_HUB}/imagenet/efficientnet_v2_imagenet1k_s/feature_vector/2", "hub", "EfficientNet v2", 384, 1280
+    )
+    for name in ("resnet_v1_50", "resnet_v2_50", "resnet_v2_101"):
+        specs[name] = BackboneSpec(name, f"{_HUB}/imagenet/{name}/feature_vector/5", "hub", "ResNet", 224, 2048)
+    specs["inception_v3"] = BackboneSpec("inception_v3", f"{_HUB}/imagenet/inception_v3/feature_vector/5", "hub", "Inception v3", 299, 2048)
+    return specs
+
+
+REGISTRY: dict[str, BackboneSpec] = _registry()
+
+_SIZE_IN_NAME = re.compile(r"(?:^|[_\-.])(96|128|160|192|224|240|260|299|300|331|384)(?:[_\-.]|$)")
+
+
+def resolve_backbone(backbone: str) -> BackboneSpec:
+    """Turn a registry name, handle or local path into a :class:`BackboneSpec`."""
+    text = str(backbone).strip()
+    if not text:
+        raise BackboneError("No backbone given. Use a registry name (python -m lib backbones), a TF Hub handle or a local path.")
+    if len(text) > MAX_BACKBONE_CHARS or "\x00" in text:
+        raise BackboneError(f"The backbone is {len(text):,} characters long; give a registry name, a TF Hub handle or a local path.")
+    if text in REGISTRY:
+        return REGISTRY[text]
+    path = Path(text).expanduser()
+    size_match = _SIZE_IN_NAME.search(path.name)
+    native = int(size_match.group(1)) if size_match else None
+    try:
+        exists = path.exists()
+    except OSError:  # e.g. a name too long for the file system
+        exists = False
+    if exists:
+        if path.is_file() and path.suffix == ".tflite":
+            return BackboneSpec(path.name, str(path.resolve()), "tflite", "TFLite", native)
+        if path.is_dir() and (path / "saved_model.pb").exists():
+            return BackboneSpec(path.name, str(path.resolve()), "savedmodel", "SavedModel", native)
+        raise BackboneError(f"Backbone path {text!r} is neither a SavedModel folder (with saved_model.pb) nor a .tflite file.")
+    if text.startswith(("http://", "https://", "gs://")) or re.fullmatch(r"[\w.-]+/[\w./-]+", text):
+        if not text.startswith(("http://", "https://", "gs://")) and (text.startswith((".", "/")) or text.count("/") < 2):
+            raise BackboneError(f"Backbone {text!r} is not a registry name, and no such local path exists.")
+        return BackboneSpec(text.rstrip("/").split("/")[-2] if text.count("/") > 1 else text, text, "hub", "TF Hub", native)
+    raise BackboneError(
+        f"Unknown backbone {text!r}: not a registry name (see `python -m lib backbones`), a TF Hub/Kaggle handle, or an existing path."
+    )
+
+
+def _content_hash(path: Path) -> str:
+    # Memoised by size and mtime: an unchanged model is read once per process, an edited one again.
+    return (tree_digest(path) if path.is_dir() else file_digest(path))[:16]
+
+
+def default_image_size(backbone: str) -> int:
+    """The input size used when none is given, for the CLI and the app alike (224 if the string does not resolve)."""
+    try:
+        return resolve_backbone(backbone).default_size()
+    except BackboneError:
+        return 224

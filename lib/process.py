@@ -1,0 +1,27 @@
+"""Process-wide settings, made once by each entry point (the CLI's ``main`` and ``app.py``), never by a library call.
+
+They are environment variables, read by TensorFlow and TF Hub when those are first imported,
+so setting them here costs nothing and imports nothing.
+
+    configure_process(cache_dir)     # first thing in an entry point
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from lib.store.layout import CacheLayout
+
+
+def configure_process(cache_dir: Path | str) -> None:
+    """Set TF's log level, legacy Keras for TF Hub layers, deterministic ops, and ``TFHUB_CACHE_DIR``."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # hub.KerasLayer is a Keras 2 layer: TF Hub must see tf_keras, set before TensorFlow is imported.
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    # Seeded runs give the same accuracy: deterministic kernels for every TF op this process runs.
+    os.environ.setdefault("TF_DETERMINISTIC_OPS", "1")
+    # A user's own TFHUB_CACHE_DIR wins; otherwise modules download next to the other artifacts.
+    if "TFHUB_CACHE_DIR" not in os.environ or os.environ.get("TLX_TFHUB_FROM_CACHE") == "1":
+        os.environ["TFHUB_CACHE_DIR"] = str(CacheLayout(cache_dir).tfhub_cache())
+        os.environ["TLX_TFHUB_FROM_CACHE"] = "1"

@@ -1,0 +1,132 @@
+"""The run manifest: a typed record of what a run was trained on, how, and what it scored.
+
+Written as ``manifest.json`` in the run's folder and validated whenever it is read, so a damaged
+or hand-edited manifest is reported as damaged (:class:`lib.errors.RunError`), never as a
+KeyError somewhere in a page.
+
+    manifest = RunManifest.from_dict(json.loads(text))   # RunError if anything is missing or mistyped
+    manifest.metrics.test_accuracy, manifest.image_sizes, manifest.head.head
+    text = json.dumps(manifest.to_dict())
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from lib.errors import ConfigError, RunError
+from lib.models.heads import HeadConfig
+
+RUN_SCHEMA_VERSION = 2  # 1: untyped dicts (still readable); 2: this dataclass
+
+
+@dataclass
+class RunMetrics:
+    """Test-set figures of a run."""
+
+    test_accuracy: float
+    top5_accuracy: float
+    ece: float
+    test_images: int
+    val_accuracy: float | None = None
+
+
+@dataclass
+class RunManifest:
+    """Everything that defines and describes one run."""
+
+    source: str
+    dataset_fingerprint: str
+    classes: list[str]
+    backbone: str
+    backbone_name: str
+    backbone_identity: str
+    image_sizes: list[int]
+    head: HeadConfig
+    metrics: RunMetrics
+    run_id: str = ""
+    label: str = ""
+    protocol: str | None = None
+    train_views: list[str] = field(default_factory=lambda: ["original"])
+    tta: bool = False
+    limit: int | None = None
+    train_split: str = "train"
+    test_split: str = "test"
+    history: list[dict[str, Any]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    machine: dict[str, Any] = field(default_factory=dict)
+    created: str = ""
+    best_epoch: int = 0
+    steps: int = 0
+    train_rows: int = 0
+    val_rows: int = 0
+    finetuned: bool = False
+    finetune: dict[str, Any] | None = None
+    schema: int = RUN_SCHEMA_VERSION
+
+    @property
+    def image_size(self) -> int:
+        """The first (or only) input size."""
+        return self.image_sizes[0]
+
+    @property
+    def test_views(self) -> tuple[str, ...]:
+        """Views averaged at test time."""
+        return ("original", "flip") if self.tta else ("original",)
+
+    def display_name(self) -> str:
+        """A short name for menus: the label if set, else the id, with the accuracy."""
+        return f"{self.label or self.run_id} ({self.metrics.test_accuracy:.2%})"
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "run") -> RunManifest:
+        """Validate and build; :class:`RunError` names what is wrong."""
+        try:
+            if not isinstance(data, dict):
+                raise TypeError(f"the manifest is a {type(data).__name__}, not an object")
+            known = {f.name for f in dataclasses.fields(cls)}
+            values = {k: v for k, v in data.items() if k in known}
+            values["head"] = HeadConfig.from_dict(_require(data, "head", dict))
+            metrics = _require(data, "metrics", dict)
+            metric_names = {f.name for f in dataclasses.fields(RunMetrics)}
+            values["metrics"] = RunMetrics(**{k: v for k, v in metrics.items() if k in metric_names})
+            values["schema"] = int(data.get("schema", 1))
+            manifest = cls(**values)
+            manifest._check()
+            return manifest
+        except (TypeError, ValueError, KeyError, ConfigError) as err:
+            raise RunError(f"The manifest of {where} is damaged ({err}); delete the run (Train page, or `python -m lib runs delete`).") from err
+
+    def _check(self) -> None:
+        _check_type(self.source, str, "source")
+        _check_type(self.backbone, str, "backbone")
+        if not self.classes or not all(isinstance(c, str) for c in self.classes):
+            raise ValueError("classes must be a non-empty list of names")
+        if not self.image_sizes or not all(isinstance(s, int) and 16 <= s <= 1024 for s in self.image_sizes):
+            raise ValueError(f"image_sizes must be sizes in pixels, got {self.image_sizes!r}")
+        if not set(self.train_views) <= {"original", "flip"} or not self.train_views:
+            raise ValueError(f"train_views must be original and/or flip, got {self.train_views!r}")
+        for name in ("test_accuracy", "top5_accuracy", "ece"):
+            value = getattr(self.metrics, name)
+            if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                raise ValueError(f"metrics.{name} must be a number in [0, 1], got {value!r}")
+        _check_type(self.timings, dict, "timings")
+        _check_type(self.history, list, "history")
+
+
+def _require(data: dict[str, Any], key: str, kind: type) -> Any:
+    if key not in data:
+        raise KeyError(f"no {key!r}")
+    _check_type(data[key], kind, key)
+    return data[key]
+
+
+def _check_type(value: Any, kind: type, name: str) -> None:
+    if not isinstance(value, kind):
+        raise TypeError(f"{name} must be a {kind.__name__}, got {type(value).__name__}")

@@ -1,0 +1,194 @@
+"""The run registry: every trained model is a folder ``<cache>/runs/<run-id>/``.
+
+A run holds ``manifest.json`` (a :class:`RunManifest`), ``head.npz`` (weights) and
+``predictions.npz`` (test labels, predicted classes and the full probability matrix); a
+fine-tuned run also holds its whole model. A run is assembled in a hidden temp folder and
+renamed into place, so a crash mid-save never lists as a complete run. Every file is
+validated when read: a damaged run is listed as damaged and can be deleted, never crashes.
+
+    run_id = save_run(cache_dir, manifest, head, predictions)
+    listing = list_runs(cache_dir)              # valid manifests, newest first
+    damaged = list_damaged_runs(cache_dir)      # [(run_id, reason)]
+    run = load_run(cache_dir, run_id)           # manifest + head + predictions, checked
+    set_label(cache_dir, run_id, "my best")
+    delete_run(cache_dir, run_id)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lib.errors import CacheWriteError, RunError
+from lib.models.heads import TrainedHead
+from lib.store.atomic import atomic_dir, describe_os_error, read_json, write_json_atomic
+from lib.store.layout import RUN_ID, CacheLayout, check_run_id
+from lib.store.manifest import RunManifest
+
+MODEL_DIR = "model"  # a fine-tuned run's full model (backbone + head), in the export format
+MAX_LABEL_CHARS = 120
+
+
+@dataclass
+class Run:
+    """A loaded run: its manifest, head and stored test predictions."""
+
+    run_id: str
+    path: Path
+    manifest: RunManifest
+    head: TrainedHead
+    y_true: np.ndarray
+    probs: np.ndarray
+    indices: np.ndarray  # test-split image index of each prediction row
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names in label order."""
+        return list(self.manifest.classes)
+
+    @property
+    def y_pred(self) -> np.ndarray:
+        """Predicted class per test row."""
+        return self.probs.argmax(axis=1)
+
+    @property
+    def model_dir(self) -> Path:
+        """Where a fine-tuned run keeps its full model."""
+        return self.path / MODEL_DIR
+
+
+def new_run_id(manifest: RunManifest) -> str:
+    """A sortable, unique id: time, head kind, and a hash of the manifest."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    digest = hashlib.sha256((json.dumps(manifest.to_dict(), sort_keys=True, default=str) + str(time.time_ns()) + str(os.getpid())).encode())
+    head = re.sub(r"[^a-z0-9_]", "", manifest.head.head.lower()) or "head"
+    return f"{stamp}-{head}-{digest.hexdigest()[:6]}"
+
+
+def save_run(cache_dir: Path | str, manifest: RunManifest, head: TrainedHead, predictions: dict[str, np.ndarray],
+             write_extra: Callable[[Path], None] | None = None) -> str:  # fmt: skip
+    """Write a complete run atomically and return its id; ``write_extra`` adds files inside the same temp folder."""
+    manifest.run_id = new_run_id(manifest)
+    with atomic_dir(CacheLayout(cache_dir).run_dir(manifest.run_id)) as tmp:
+        np.savez(tmp / "head.npz", **head.arrays())  # type: ignore[arg-type]
+        np.savez(tmp / "predictions.npz", **predictions)  # type: ignore[arg-type]
+        if write_extra is not None:
+            write_extra(tmp)
+        # The manifest is written last: a folder without one is never listed.
+        (tmp / "manifest.json").write_text(json.dumps(manifest.to_dict(), indent=2, default=str))
+    return manifest.run_id
+
+
+def _run_folders(cache_dir: Path | str) -> list[Path]:
+    folder = CacheLayout(cache_dir).runs
+    if not folder.is_dir():
+        return []
+    return [p for p in folder.iterdir() if p.is_dir() and RUN_ID.match(p.name)]
+
+
+def _check_folder(path: Path) -> RunManifest:
+    """The run's manifest if its files look complete, else :class:`RunError` saying what is wrong."""
+    manifest = RunManifest.from_dict(read_json(path / "manifest.json"), where=f"run {path.name}")
+    for name in ("head.npz", "predictions.npz"):
+        if not zipfile.is_zipfile(path / name):
+            raise RunError(f"Run {path.name} is damaged: {name} is missing or truncated. Delete it and train again.")
+    return manifest
+
+
+def list_runs(cache_dir: Path | str) -> list[RunManifest]:
+    """Manifests of every complete, valid run, newest first."""
+    out = []
+    for p in _run_folders(cache_dir):
+        try:
+            manifest = _check_folder(p)
+        except RunError:
+            continue
+        manifest.run_id = p.name
+        out.append(manifest)
+    return sorted(out, key=lambda m: m.run_id, reverse=True)
+
+
+def list_damaged_runs(cache_dir: Path | str) -> list[tuple[str, str]]:
+    """``(run_id, reason)`` of every run folder that cannot be used, for the user to delete."""
+    out = []
+    for p in _run_folders(cache_dir):
+        try:
+            _check_folder(p)
+        except RunError as err:
+            out.append((p.name, str(err)))
+    return sorted(out, reverse=True)
+
+
+def read_manifest(cache_dir: Path | str, run_id: str) -> RunManifest:
+    """The validated manifest of one run, or :class:`RunError` if it is missing or damaged."""
+    layout = CacheLayout(cache_dir)
+    path = layout.run_dir(run_id)
+    if not path.is_dir():
+        raise RunError(f"Run {run_id} not found in {layout.runs}.")
+    manifest = RunManifest.from_dict(read_json(path / "manifest.json"), where=f"run {run_id}")
+    manifest.run_id = path.name
+    return manifest
+
+
+def load_run(cache_dir: Path | str, run_id: str) -> Run:
+    """Load a run's manifest, head weights and stored test predictions, checking they fit together."""
+    manifest = read_manifest(cache_dir, run_id)
+    path = CacheLayout(cache_dir).run_dir(run_id)
+    try:
+        with np.load(path / "head.npz") as arrays:
+            head = TrainedHead.from_arrays(manifest.head, arrays, manifest.history)
+        with np.load(path / "predictions.npz") as pred:
+            y_true, probs, indices = np.asarray(pred["y_true"]), np.asarray(pred["probs"], np.float32), np.asarray(pred["indices"])
+        _check_arrays(manifest, head, y_true, probs, indices)
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as err:
+        raise RunError(f"Run {run_id} is damaged ({str(err)[:200]}); delete it (Train page, or `python -m lib runs delete {run_id}`).") from err
+    return Run(manifest.run_id, path, manifest, head, y_true, probs, indices)
+
+
+def _check_arrays(m: RunManifest, head: TrainedHead, y_true: np.ndarray, probs: np.ndarray, indices: np.ndarray) -> None:
+    classes = len(m.classes)
+    n = len(y_true)
+    if probs.shape != (n, classes) or indices.shape != (n,):
+        raise ValueError(f"predictions have shapes {probs.shape}, {indices.shape} for {n} labels and {classes} classes")
+    if not np.all(np.isfinite(probs)) or (n and (y_true.min() < 0 or y_true.max() >= classes)):
+        raise ValueError("predictions hold non-finite probabilities or out-of-range labels")
+    if head.weights[-1].shape != (classes,) or len(head.weights) % 2:
+        raise ValueError("head weights do not match the run's classes")
+
+
+def set_label(cache_dir: Path | str, run_id: str, label: str) -> RunManifest:
+    """Give a run a human-readable label (shown instead of its id)."""
+    manifest = read_manifest(cache_dir, run_id)
+    manifest.label = " ".join(str(label).split())[:MAX_LABEL_CHARS]
+    write_json_atomic(CacheLayout(cache_dir).run_dir(run_id) / "manifest.json", manifest.to_dict())
+    return manifest
+
+
+def delete_run(cache_dir: Path | str, run_id: str) -> None:
+    """Remove a run (damaged ones too): renamed out of the listing first, then deleted."""
+    layout = CacheLayout(cache_dir)
+    path = layout.run_dir(check_run_id(run_id))
+    if not path.is_dir():
+        raise RunError(f"Run {run_id} not found in {layout.runs}.")
+    trash = path.with_name(f".{path.name}.deleted-{time.time_ns()}")
+    try:
+        os.replace(path, trash)
+    except OSError as err:
+        raise CacheWriteError(describe_os_error(err, path)) from err
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def display_name(manifest: RunManifest | Any) -> str:
+    """A short name for menus (see :meth:`RunManifest.display_name`)."""
+    return str(manifest.display_name())
