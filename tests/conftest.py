@@ -8,8 +8,12 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from lib.process import configure_process
 
-from tests import fixtures
+# What the CLI and app.py do at start-up, so tests see the same process settings (deterministic ops, legacy Keras for TF Hub).
+configure_process(Path(os.environ.get("TMPDIR", "/tmp")) / "tlx-test-cache")
+
+from tests import fixtures  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("TLX_SHARED_DIR", ROOT.parent / "shared"))
@@ -18,23 +22,44 @@ SHARED_MODEL = SHARED / "models" / "mobilenet_v1_100_224_feature_vector"
 SHARED_TFLITE = SHARED / "models" / "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite"
 
 
+# Every test file runs in one lane: `pytest -m unit` (no TensorFlow, under 30 s), `-m tf`, `-m app` (AppTest), `-m browser`.
+LANES = {
+    "unit": {"test_datasets", "test_decode", "test_evaluation", "test_images", "test_projections", "test_quality", "test_layout"},
+    "tf": {"test_backbones", "test_cli", "test_export", "test_features", "test_finetune", "test_heads", "test_runs", "test_shared_integration"},
+    "app": {"test_app_pages"},
+    "browser": {"test_browser"},
+}
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip ``shared`` tests only where ../shared is absent (it is present in CI)."""
-    if SHARED_DATA.exists() and SHARED_MODEL.exists():
-        return
-    skip = pytest.mark.skip(reason=f"real assets not found under {SHARED}")
+    """Put each test in its lane, and skip ``shared`` tests only where ../shared is absent (it is present in CI)."""
+    lane_of = {module: lane for lane, modules in LANES.items() for module in modules}
+    have_shared = SHARED_DATA.exists() and SHARED_MODEL.exists()
     for item in items:
-        if "shared" in item.keywords:
-            item.add_marker(skip)
+        module = Path(str(item.fspath)).stem
+        if module not in lane_of:
+            raise pytest.UsageError(f"{module}.py is in no lane: add it to LANES in tests/conftest.py")
+        item.add_marker(getattr(pytest.mark, lane_of[module]))
+        if "shared" in item.keywords and not have_shared:
+            item.add_marker(pytest.mark.skip(reason=f"real assets not found under {SHARED}"))
 
 
 @pytest.fixture(scope="session")
-def assets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Tiny datasets and models, built once for the whole test session."""
-    root = tmp_path_factory.mktemp("assets")
+def data_assets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny datasets (no TensorFlow needed), built once for the whole test session."""
+    root = tmp_path_factory.mktemp("data_assets")
     return {
         "cifar_tar": fixtures.make_cifar_tar(root / "cifar-10-python.tar.gz"),
         "folder": fixtures.make_image_folder(root / "imgs"),
+    }
+
+
+@pytest.fixture(scope="session")
+def assets(data_assets: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny datasets and models (TensorFlow), built once for the whole test session."""
+    root = tmp_path_factory.mktemp("model_assets")
+    return {
+        **data_assets,
         "savedmodel": fixtures.make_feature_savedmodel(root / "tiny_fv_32"),
         "tflite": fixtures.make_tflite(root / "tiny_32.tflite"),
     }
@@ -46,3 +71,12 @@ def cache_dir(tmp_path: Path) -> Path:
     path = tmp_path / "cache"
     path.mkdir()
     return path
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The unit lane promises no TensorFlow: fail the run if any unit test pulled it in."""
+    import sys
+
+    if session.config.option.markexpr == "unit" and "tensorflow" in sys.modules:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        print("\nerror: the unit lane imported TensorFlow", file=sys.stderr)

@@ -71,6 +71,11 @@ def test_backbones_lists_registry(cache_dir: Path) -> None:
         (["extract", "--source", "{cifar}", "--backbone", "/no/such/model"], "Unknown backbone"),
         (["evaluate", "20260101-000000-mlp-abcdef"], "not found"),
         (["runs", "delete", "nonsense"], "not a run id"),
+        (["runs", "show", "../../etc/passwd"], "not a run id"),
+        (["data", "--source", "x" * 5000], "characters long"),
+        (["extract", "--source", "{cifar}", "--backbone", "y" * 5000], "characters long"),
+        (["extract", "--source", "{cifar}", "--backbone", "/" + "a" * 300 + "/m"], "Unknown backbone"),
+        (["train", "--source", "{cifar}", "--backbone", "/no/such/model", "--dropout", "3"], "dropout"),
     ],
 )
 def test_errors_are_one_line_without_traceback(assets: dict[str, Path], cache_dir: Path, args: list[str], message: str) -> None:
@@ -87,3 +92,16 @@ def test_not_a_feature_vector_module_is_refused(assets: dict[str, Path], cache_d
     classifier = fixtures.make_classifier_savedmodel(tmp_path / "classifier")
     proc = cli("extract", "--source", str(assets["cifar_tar"]), "--backbone", str(classifier), cache=cache_dir, ok=False)
     assert proc.returncode == 2 and "classification module" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_export_refuses_the_cache_dir_and_closed_pipes_are_quiet(assets: dict[str, Path], cache_dir: Path) -> None:
+    src, bb = str(assets["cifar_tar"]), str(assets["savedmodel"])
+    rid = cli("train", "--source", src, "--backbone", bb, "--image-size", "32", "--epochs", "2", "--json", cache=cache_dir)["run_id"]
+    before = sorted(str(p) for p in cache_dir.rglob("*"))
+    proc = cli("runs", "export", rid, "--out", str(cache_dir), "--force", cache=cache_dir, ok=False)
+    assert proc.returncode == 2 and "not an export of this project" in proc.stderr and "Traceback" not in proc.stderr
+    assert sorted(str(p) for p in cache_dir.rglob("*")) == before  # every run, feature and dataset is still there
+    # `evaluate ID | head -1`: the reader is gone before Python writes (`true` exits at once); no BrokenPipeError traceback.
+    shell = f"{sys.executable} -m lib evaluate {rid} --cache-dir {cache_dir} | true"
+    piped = subprocess.run(["bash", "-c", shell], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert "Traceback" not in piped.stderr and "BrokenPipe" not in piped.stderr, piped.stderr

@@ -19,8 +19,8 @@ from lib.store.layout import CacheLayout
 from tests import fixtures
 
 
-def test_cifar_pickle_archive_converts_and_memory_maps(assets: dict[str, Path], cache_dir: Path) -> None:
-    ds = load_dataset(str(assets["cifar_tar"]), cache_dir)
+def test_cifar_pickle_archive_converts_and_memory_maps(data_assets: dict[str, Path], cache_dir: Path) -> None:
+    ds = load_dataset(str(data_assets["cifar_tar"]), cache_dir)
     assert ds.classes == tuple(fixtures.CLASSES)
     assert ds.splits == ("train", "test")
     assert ds.images("train").shape == (60, 32, 32, 3) and ds.images("train").dtype == np.uint8
@@ -31,23 +31,23 @@ def test_cifar_pickle_archive_converts_and_memory_maps(assets: dict[str, Path], 
     np.testing.assert_array_equal(ds.images("test")[:3], first_test)
 
 
-def test_second_load_is_a_fast_cache_hit(assets: dict[str, Path], cache_dir: Path) -> None:
-    first = load_dataset(str(assets["cifar_tar"]), cache_dir)
+def test_second_load_is_a_fast_cache_hit(data_assets: dict[str, Path], cache_dir: Path) -> None:
+    first = load_dataset(str(data_assets["cifar_tar"]), cache_dir)
     t0 = time.perf_counter()
-    again = load_dataset(str(assets["cifar_tar"]), cache_dir)
+    again = load_dataset(str(data_assets["cifar_tar"]), cache_dir)
     assert time.perf_counter() - t0 < 1.0
     assert again.fingerprint == first.fingerprint and again.path == first.path
 
 
-def test_extracted_batches_folder_is_a_source(assets: dict[str, Path], tmp_path: Path, cache_dir: Path) -> None:
-    with tarfile.open(assets["cifar_tar"]) as tar:
+def test_extracted_batches_folder_is_a_source(data_assets: dict[str, Path], tmp_path: Path, cache_dir: Path) -> None:
+    with tarfile.open(data_assets["cifar_tar"]) as tar:
         tar.extractall(tmp_path, filter="data")
     ds = load_dataset(str(tmp_path / "cifar-10-batches-py"), cache_dir)
     assert ds.size("train") == 60 and ds.kind == "cifar10-pickle"
 
 
-def test_image_folder_mixed_sizes_modes_and_a_corrupt_file(assets: dict[str, Path], cache_dir: Path) -> None:
-    ds = load_dataset(str(assets["folder"]), cache_dir)
+def test_image_folder_mixed_sizes_modes_and_a_corrupt_file(data_assets: dict[str, Path], cache_dir: Path) -> None:
+    ds = load_dataset(str(data_assets["folder"]), cache_dir)
     assert ds.classes == ("cat", "dog", "frog")
     assert ds.skipped == {"train": 1, "test": 0}
     assert ds.counts["train"] == [8, 8, 8]
@@ -65,8 +65,8 @@ def test_image_folder_mixed_sizes_modes_and_a_corrupt_file(assets: dict[str, Pat
 
 
 @pytest.mark.parametrize("fmt", ["tar.gz", "zip"])
-def test_image_folder_archives(assets: dict[str, Path], tmp_path: Path, cache_dir: Path, fmt: str) -> None:
-    folder = assets["folder"]
+def test_image_folder_archives(data_assets: dict[str, Path], tmp_path: Path, cache_dir: Path, fmt: str) -> None:
+    folder = data_assets["folder"]
     archive = tmp_path / f"data.{fmt}"
     if fmt == "zip":
         with zipfile.ZipFile(archive, "w") as zf:
@@ -79,13 +79,13 @@ def test_image_folder_archives(assets: dict[str, Path], tmp_path: Path, cache_di
     assert ds.classes == ("cat", "dog", "frog") and ds.size("test") == 12 and ds.skipped["train"] == 1
 
 
-def test_truncated_archive_is_a_clear_error_and_caches_nothing(assets: dict[str, Path], tmp_path: Path, cache_dir: Path) -> None:
-    data = assets["cifar_tar"].read_bytes()
+def test_truncated_archive_is_a_clear_error_and_caches_nothing(data_assets: dict[str, Path], tmp_path: Path, cache_dir: Path) -> None:
+    data = data_assets["cifar_tar"].read_bytes()
     broken = tmp_path / "cifar-10-python.tar.gz"
     broken.write_bytes(data[: len(data) // 2])
     with pytest.raises(DataSourceError, match=r"truncated|corrupt|readable"):
         load_dataset(str(broken), cache_dir)
-    assert not list((cache_dir / "datasets").glob("v*")) if (cache_dir / "datasets").exists() else True
+    assert not list((cache_dir / "datasets").glob("v*"))  # (glob of a missing folder is empty too)
 
 
 def test_missing_path_and_unknown_format(tmp_path: Path, cache_dir: Path) -> None:
@@ -101,10 +101,10 @@ def test_missing_path_and_unknown_format(tmp_path: Path, cache_dir: Path) -> Non
         load_dataset(str(empty), cache_dir)
 
 
-def test_corrupt_dataset_cache_is_rebuilt_not_trusted(assets: dict[str, Path], cache_dir: Path) -> None:
-    ds = load_dataset(str(assets["cifar_tar"]), cache_dir)
+def test_corrupt_dataset_cache_is_rebuilt_not_trusted(data_assets: dict[str, Path], cache_dir: Path) -> None:
+    ds = load_dataset(str(data_assets["cifar_tar"]), cache_dir)
     (ds.path / "train_images.npy").write_bytes(b"garbage")
-    again = load_dataset(str(assets["cifar_tar"]), cache_dir)
+    again = load_dataset(str(data_assets["cifar_tar"]), cache_dir)
     assert again.images("train").shape == (60, 32, 32, 3)
 
 
@@ -143,7 +143,7 @@ def test_download_with_bad_checksum_keeps_nothing(tmp_path: Path, cache_dir: Pat
     assert not list((cache_dir / "downloads").iterdir())
 
 
-def test_full_disk_while_converting_leaves_no_dataset(assets: dict[str, Path], cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_full_disk_while_converting_leaves_no_dataset(data_assets: dict[str, Path], cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import errno
 
     real_save = np.save
@@ -153,18 +153,18 @@ def test_full_disk_while_converting_leaves_no_dataset(assets: dict[str, Path], c
 
     monkeypatch.setattr(np, "save", full_disk)
     with pytest.raises(CacheWriteError, match="Disk full"):
-        load_dataset(str(assets["cifar_tar"]), cache_dir)
+        load_dataset(str(data_assets["cifar_tar"]), cache_dir)
     monkeypatch.setattr(np, "save", real_save)
     assert not [p for p in (cache_dir / "datasets").iterdir()]
-    assert load_dataset(str(assets["cifar_tar"]), cache_dir).size("train") == 60
+    assert load_dataset(str(data_assets["cifar_tar"]), cache_dir).size("train") == 60
 
 
-def test_concurrent_conversions_both_succeed(assets: dict[str, Path], cache_dir: Path) -> None:
+def test_concurrent_conversions_both_succeed(data_assets: dict[str, Path], cache_dir: Path) -> None:
     """Two sessions converting the same source at once: both get a valid dataset, one folder remains."""
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(lambda _: load_dataset(str(assets["folder"]), cache_dir), range(2)))
+        results = list(pool.map(lambda _: load_dataset(str(data_assets["folder"]), cache_dir), range(2)))
     assert all(r.size("train") == 24 for r in results)
     assert len([p for p in (cache_dir / "datasets").iterdir() if not p.name.startswith(".")]) == 1
 

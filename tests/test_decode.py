@@ -14,8 +14,6 @@ from lib.data.decode import decode_image_bytes
 from lib.data.images import decode_upload
 from lib.data.sources import load_dataset
 
-pytestmark = pytest.mark.unit
-
 RAMP16 = (np.arange(32 * 32, dtype=np.uint32).reshape(32, 32) * 64).astype(np.uint16)  # 0..65472
 
 

@@ -10,9 +10,12 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from lib.models.export import export_run, zip_folder
+from lib.errors import RunError
+from lib.models.export import EXPORT_MARKER, export_run, zip_folder
 from lib.models.heads import HeadConfig
+from lib.models.predict import predict_images
 from lib.pipeline.training import RunRequest, train_run
 from lib.store.runs import load_run
 from tests import fixtures
@@ -22,7 +25,7 @@ def test_exported_model_predicts_in_a_fresh_process(assets: dict[str, Path], cac
     req = RunRequest(str(assets["cifar_tar"]), str(assets["savedmodel"]), HeadConfig(head="mlp", hidden=16, epochs=5, batch_size=16),
                      image_sizes=(32, 48), train_views=("original", "flip"), tta=True)  # fmt: skip
     manifest = train_run(req, cache_dir)
-    out = export_run(cache_dir, manifest["run_id"], tmp_path / "exported")
+    out = export_run(cache_dir, manifest.run_id, tmp_path / "exported")
     assert (out / "saved_model.pb").exists() and (out / "class_names.txt").read_text().split() == fixtures.CLASSES
     archive = zip_folder(out, tmp_path / "exported.zip")
     assert "exported/saved_model.pb" in zipfile.ZipFile(archive).namelist()
@@ -46,10 +49,58 @@ def test_exported_model_predicts_in_a_fresh_process(assets: dict[str, Path], cac
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["names"] == fixtures.CLASSES and result["big_shape"] == [20, 10]
     # The exported model matches the run's own numpy head on the same images.
-    run = load_run(cache_dir, manifest["run_id"])
+    run = load_run(cache_dir, manifest.run_id)
     from lib.models.backbones import load_backbone, resolve_backbone
 
     bb = load_backbone(resolve_backbone(str(assets["savedmodel"])))
     views = [np.concatenate([bb.embed(images, s, flip) for s in (32, 48)], axis=1) for flip in (False, True)]
     expected = np.mean([run.head.predict_proba(v) for v in views], axis=0)
     np.testing.assert_allclose(np.array(result["probs"]), expected, atol=1e-4)
+    # ... and the one prediction path the upload classifier uses gives the same numbers.
+    np.testing.assert_allclose(predict_images(bb, run.head, images, [32, 48], tta=True), expected, atol=1e-6)
+    # A second export onto the same folder replaces it only with force, and a user's own folder never.
+    with pytest.raises(RunError, match="--force"):
+        export_run(cache_dir, manifest.run_id, out)
+    assert export_run(cache_dir, manifest.run_id, out, force=True) == out and (out / EXPORT_MARKER).exists()
+
+
+@pytest.fixture
+def small_run(assets: dict[str, Path], cache_dir: Path) -> str:
+    req = RunRequest(str(assets["cifar_tar"]), str(assets["savedmodel"]), HeadConfig(head="linear", epochs=2, batch_size=16), image_sizes=(32,))
+    return train_run(req, cache_dir).run_id
+
+
+def test_export_never_deletes_what_the_user_named(small_run: str, cache_dir: Path, tmp_path: Path) -> None:
+    """`runs export --out DIR` once wiped DIR: here the cache itself, a user folder and a file are all refused and left intact."""
+    before = sorted(str(p) for p in cache_dir.rglob("*"))
+    for force in (False, True):
+        with pytest.raises(RunError, match="not an export of this project"):
+            export_run(cache_dir, small_run, cache_dir, force=force)
+    assert sorted(str(p) for p in cache_dir.rglob("*")) == before
+    mine = tmp_path / "my_stuff"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("precious")
+    with pytest.raises(RunError, match="not an export of this project"):
+        export_run(cache_dir, small_run, mine, force=True)
+    assert (mine / "thesis.tex").read_text() == "precious" and len(list(mine.iterdir())) == 1
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("keep me")
+    with pytest.raises(RunError, match="is an existing file"):
+        export_run(cache_dir, small_run, a_file)
+    assert a_file.read_text() == "keep me"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folder left behind
+
+
+def test_export_into_an_empty_folder_and_zip_rules(small_run: str, cache_dir: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert (export_run(cache_dir, small_run, empty) / "saved_model.pb").exists()
+    user_zip = tmp_path / "someone.zip"
+    user_zip.write_bytes(b"not ours")
+    with pytest.raises(RunError, match="not a zip of this project"):
+        zip_folder(empty, user_zip)
+    assert user_zip.read_bytes() == b"not ours"
+    ours = zip_folder(empty, tmp_path / "ours.zip")
+    with pytest.raises(RunError, match="--force"):
+        zip_folder(empty, ours, force=False)
+    assert zip_folder(empty, ours, force=True) == ours

@@ -53,6 +53,18 @@ def test_key_separates_everything_that_changes_features(setup: tuple, cache_dir:
     assert len(list_cached_features(cache_dir)) == 4
 
 
+def test_key_follows_the_preprocessing_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The key holds a hash of the one preprocessing function's source: editing it can never serve stale features."""
+    import inspect
+
+    from lib.models import preprocess
+
+    assert preprocess.PREPROCESSING_ID.endswith(__import__("hashlib").sha256(inspect.getsource(preprocess.preprocess).encode()).hexdigest()[:12])
+    before = feature_cache_key("d", "test", "b", 48, "original", None)
+    monkeypatch.setattr(features, "PREPROCESSING_ID", "v1-edited")
+    assert feature_cache_key("d", "test", "b", 48, "original", None) != before
+
+
 def test_corrupt_cache_file_is_recomputed(setup: tuple, cache_dir: Path) -> None:
     ds, spec, model = setup
     first = get_features(ds, "test", spec, cache_dir, image_size=48, backbone=model)
@@ -128,3 +140,123 @@ def test_tflite_backbone_features(assets: dict[str, Path], cache_dir: Path) -> N
     spec = resolve_backbone(str(assets["tflite"]))
     result = get_features(ds, "test", spec, cache_dir, image_size=32)
     assert result.features.shape == (30, 8)
+
+
+@pytest.mark.parametrize("manifest_text", ["[1, 2, 3]", '{"shape": "big"}', "{not json"])
+def test_damaged_feature_manifest_is_re_extracted(setup: tuple, cache_dir: Path, manifest_text: str) -> None:
+    ds, spec, model = setup
+    first = get_features(ds, "test", spec, cache_dir, image_size=48, backbone=model)
+    expected = np.array(first.features)
+    first.path.with_suffix(".json").write_text(manifest_text)
+    assert list_cached_features(cache_dir) == []  # listing skips it (Home would otherwise crash)
+    again = get_features(ds, "test", spec, cache_dir, image_size=48, backbone=model)
+    assert not again.cache_hit
+    np.testing.assert_allclose(again.features, expected)
+    assert get_features(ds, "test", spec, cache_dir, image_size=48, backbone=model).cache_hit  # and repaired for good
+
+
+def test_bit_rot_is_detected_by_the_checksum(setup: tuple, cache_dir: Path) -> None:
+    ds, spec, model = setup
+    first = get_features(ds, "test", spec, cache_dir, image_size=48, backbone=model)
+    expected = np.array(first.features)
+    raw = bytearray(first.path.read_bytes())
+    raw[-7] ^= 0x7F  # one byte of the last feature rots into a different (here NaN-free) float
+    first.path.write_bytes(bytes(raw))
+    again = get_features(ds, "test", spec, cache_dir, image_size=48, backbone=model)
+    assert not again.cache_hit
+    np.testing.assert_allclose(again.features, expected)
+
+
+def test_a_writer_that_loses_the_race_leaves_no_orphan_chunk(setup: tuple, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two extractions of one key: the second finishes (and cleans up) while the first is between chunks."""
+    ds, spec, model = setup
+    monkeypatch.setattr(features, "CHUNK", 16)
+    real_embed = model.embed
+    state = {"raced": False}
+
+    def racing_embed(images: np.ndarray, size: int, flip: bool = False) -> np.ndarray:
+        if not state["raced"]:
+            state["raced"] = True
+            other = features.get_features(ds, "train", spec, cache_dir, image_size=48, batch_size=16, backbone=_Plain(real_embed, model))
+            assert not other.cache_hit
+        return real_embed(images, size, flip)
+
+    monkeypatch.setattr(model, "embed", racing_embed)
+    result = get_features(ds, "train", spec, cache_dir, image_size=48, batch_size=16, backbone=model)
+    assert result.features.shape == (60, 16)
+    assert not list((cache_dir / "features").glob("*.partial")), "an orphan checkpoint folder was left behind"
+    assert not list((cache_dir / "features").glob(".*"))
+
+
+class _Plain:
+    """A backbone stand-in with the real embed (the racing one is monkeypatched on the shared object)."""
+
+    def __init__(self, embed: object, model: object) -> None:
+        self.embed = embed
+        self.feature_dim = model.feature_dim  # type: ignore[attr-defined]
+        self.check_size = model.check_size  # type: ignore[attr-defined]
+
+
+FULL_DISK_SCRIPT = """
+import sys, numpy as np
+from lib.data.sources import load_dataset
+from lib.models.backbones import resolve_backbone
+from lib.pipeline import features
+from lib.errors import UserFacingError
+
+class Wide:
+    feature_dim = 4096          # 16 KB of features per image: 200 images make 3.3 MB
+    def check_size(self, size): pass
+    def embed(self, images, size, flip=False):
+        return np.ones((len(images), 4096), np.float32)
+
+ds = load_dataset(sys.argv[1], sys.argv[2])
+spec = resolve_backbone(sys.argv[3])
+if sys.argv[4] == "no-precheck":
+    features.check_free_space = lambda folder, needed: None   # reach the final write itself
+try:
+    features.get_features(ds, "train", spec, sys.argv[2], image_size=32, backbone=Wide())
+except UserFacingError as err:
+    import os
+    print("error:", err)
+    print("left:", sorted(p for p in os.listdir(sys.argv[2] + "/features") if p.startswith(".")))
+    sys.exit(2)
+"""
+
+
+@pytest.mark.parametrize("mode", ["precheck", "no-precheck"])
+def test_full_disk_on_a_real_small_filesystem(assets: dict[str, Path], tmp_path: Path, mode: str) -> None:
+    """A 5 MB tmpfs holds the chunks (3.3 MB) but not the final file too: before the fix the final write
+    through a memory map died with SIGBUS (exit 135) and left a hidden .tmp.npy behind."""
+    import shutil
+    import subprocess
+    import sys
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    folder = fixtures_folder(tmp_path)
+    wrap = ["unshare", "-rm", "sh", "-c", f'mount -t tmpfs -o size=5m tmpfs "{mount}" && exec "$0" "$@"']
+    if shutil.which("unshare") is None or subprocess.run([*wrap, "true"], capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs unshare and user namespaces)")
+    cache = mount / "cache"
+    script = FULL_DISK_SCRIPT
+    # The dataset is converted inside the namespace too, so the whole cache lives on the small disk.
+    proc = subprocess.run([*wrap, sys.executable, "-c", script, str(folder), str(cache), str(assets["savedmodel"]), mode],
+                          cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 2, (proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
+    assert "Disk full" in proc.stdout and "Traceback" not in proc.stderr
+    assert "left: []" in proc.stdout  # no hidden temp file keeps the disk full
+
+
+def fixtures_folder(tmp_path: Path) -> Path:
+    """An image folder of 200 train and 20 test images (tiny files)."""
+    from PIL import Image
+
+    root = tmp_path / "imgs"
+    for split, n in (("train", 100), ("test", 10)):
+        for cls in ("a", "b"):
+            d = root / split / cls
+            d.mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (32, 32), (i, 0, 0)).save(d / f"{i}.png")
+    return root

@@ -7,17 +7,20 @@ import numpy as np
 from lib.models.heads import HeadConfig, TrainedHead, softmax, stratified_split, train_head
 
 
-def blobs(n_per_class: int = 60, classes: int = 4, dim: int = 12, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def blobs(n_per_class: int = 60, classes: int = 4, dim: int = 12, seed: int = 0, noise_seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian blobs around class centres drawn from ``seed``; ``noise_seed`` draws other points around the same centres."""
     rng = np.random.default_rng(seed)
     centers = rng.normal(0, 3, (classes, dim))
-    x = np.concatenate([c + rng.normal(0, 1, (n_per_class, dim)) for c in centers]).astype(np.float32)
+    noise = np.random.default_rng(noise_seed) if noise_seed is not None else rng
+    x = np.concatenate([c + noise.normal(0, 1, (n_per_class, dim)) for c in centers]).astype(np.float32)
     y = np.repeat(np.arange(classes), n_per_class)
     return x, y
 
 
 def test_linear_and_mlp_learn_separable_data() -> None:
     x, y = blobs()
-    xt, yt = blobs(seed=0)
+    xt, yt = blobs(seed=0, noise_seed=123)  # held-out points around the same centres, never trained on
+    assert not np.allclose(x, xt)
     for cfg in (HeadConfig(head="linear", epochs=30, batch_size=16, val_fraction=0), HeadConfig(head="mlp", hidden=32, dropout=0.2, epochs=30, batch_size=16, val_fraction=0)):
         head = train_head(x, y, 4, cfg)
         acc = (head.predict_proba(xt).argmax(1) == yt).mean()
@@ -73,3 +76,14 @@ def test_stratified_split_keeps_classes() -> None:
     y = np.repeat(np.arange(5), 20)
     tr, va = stratified_split(y, 0.1, 0)
     assert len(va) == 10 and set(y[va]) == set(range(5)) and not set(tr) & set(va)
+
+
+def test_out_of_range_settings_are_user_errors() -> None:
+    import pytest
+
+    from lib.errors import ConfigError
+
+    x, y = blobs()
+    for bad in (HeadConfig(head="transformer"), HeadConfig(optimizer="lbfgs"), HeadConfig(dropout=1.0), HeadConfig(batch_size=0)):
+        with pytest.raises(ConfigError):
+            train_head(x, y, 4, bad)

@@ -52,8 +52,8 @@ def test_limited_training_beats_accuracy_floor(shared_cache) -> None:
                      image_sizes=(128,), train_views=("original", "flip"), tta=True, limit=LIMIT)  # fmt: skip
     manifest = train_run(req, shared_cache)
     # Measured at 0.68 on this subset; 0.60 leaves room for numeric noise, and chance is 0.10.
-    assert manifest["metrics"]["test_accuracy"] >= 0.60, manifest["metrics"]
-    assert manifest["metrics"]["top5_accuracy"] >= 0.90
+    assert manifest.metrics.test_accuracy >= 0.60, manifest.metrics
+    assert manifest.metrics.top5_accuracy >= 0.90
 
 
 def test_shared_tflite_extractor(shared_cache) -> None:

@@ -176,7 +176,8 @@ def cmd_runs(args: argparse.Namespace) -> dict[str, Any]:
             for m in manifests
         ]  # fmt: skip
         damaged = [{"run_id": rid, "problem": why} for rid, why in runs.list_damaged_runs(args.cache_dir)]
-        lines = [f"{m.run_id}  {m.metrics.test_accuracy:.2%}  {m.head.head:<6} {m.backbone_name}@{','.join(map(str, m.image_sizes))}  {m.label}" for m in manifests]
+        lines = [f"{m.run_id}  {m.metrics.test_accuracy:.2%}  {m.head.head:<6} {m.backbone_name}@{','.join(map(str, m.image_sizes))}  {m.label}"
+                 for m in manifests]
         lines += [f"{d['run_id']}  DAMAGED: {d['problem']}" for d in damaged]
         return {"runs": rows, "damaged": damaged, "_text": "\n".join(lines) or "no runs yet"}
     if args.runs_command == "show":
