@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import socket
 from pathlib import Path
 
@@ -27,10 +28,11 @@ def prepared(tmp_path_factory: pytest.TempPathFactory, assets: dict[str, Path]) 
     req = RunRequest(str(assets["cifar_tar"]), str(assets["savedmodel"]), HeadConfig(head="mlp", hidden=32, epochs=30, batch_size=16,
                      learning_rate=3e-3, dropout=0.0), image_sizes=(32,), train_views=("original", "flip"), tta=True)  # fmt: skip
     manifest = train_run(req, cache)
-    return {"cache": str(cache), "source": str(assets["cifar_tar"]), "backbone": str(assets["savedmodel"]), "run": manifest["run_id"]}
+    return {"cache": str(cache), "source": str(assets["cifar_tar"]), "backbone": str(assets["savedmodel"]), "run": manifest.run_id}
 
 
-def start(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], page: str | None = None, run: str | None = None, **params: str) -> AppTest:
+def start(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], page: str | None = None, run: str | None = None, check: bool = True,
+          **params: str) -> AppTest:  # fmt: skip
     monkeypatch.setenv("TLX_SOURCE", env["source"])
     monkeypatch.setenv("TLX_BACKBONE", env["backbone"])
     monkeypatch.setenv("TLX_CACHE_DIR", env["cache"])
@@ -42,10 +44,16 @@ def start(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], page: str | None
         at.query_params[key] = value
     at.run()
     if page:
-        at.switch_page(str(ROOT / "pages" / page))
+        at.switch_page(str(ROOT / "views" / page))
         at.run()
-    assert not at.exception, [e.value for e in at.exception]
+    if check:
+        assert not at.exception, [e.value for e in at.exception]
     return at
+
+
+def plain(text: str) -> str:
+    """Markdown-escaped text (see ui.text.md_escape) as the user reads it."""
+    return re.sub(r"\\(.)", r"\1", text)
 
 
 def no_errors(at: AppTest) -> None:
@@ -75,21 +83,21 @@ def test_home_offline_without_local_data_explains_what_to_do(monkeypatch: pytest
     at = start(monkeypatch, env)
     at.button[0].click().run()
     no_errors(at)
-    assert any("Could not download CIFAR-10" in e.value for e in at.error)
+    assert any("Could not download CIFAR-10" in plain(e.value) for e in at.error)
     assert any("No network here?" in i.value for i in at.info)
 
 
 def test_wrong_backbone_path_is_a_message_not_a_crash(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str]) -> None:
     """A user types a backbone path that does not exist and sees a clear error on Home."""
     at = start(monkeypatch, {**prepared, "backbone": "/no/such/model"})
-    assert any("Unknown backbone" in e.value for e in at.error)
+    assert any("Unknown backbone" in plain(e.value) for e in at.error)
 
 
 def test_sidebar_shows_active_settings_and_run_from_url(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str]) -> None:
     """A user opens a shared link with ?run=...: the sidebar shows the source, backbone, size and that run."""
     at = start(monkeypatch, prepared, run=prepared["run"])
     sidebar_text = " ".join(m.value for m in at.sidebar.markdown)
-    assert "tiny_fv_32" in sidebar_text and "32px" in sidebar_text and "cifar-10-python.tar.gz" in sidebar_text
+    assert "tiny\\_fv\\_32" in sidebar_text and "32px" in sidebar_text and "cifar\\-10\\-python\\.tar\\.gz" in sidebar_text
     assert at.sidebar.selectbox(key="sidebar_run").value == prepared["run"]
     assert at.query_params["run"] == [prepared["run"]] or at.query_params["run"] == prepared["run"]
 
@@ -136,26 +144,26 @@ def test_train_with_blog_preset_shows_accuracy(monkeypatch: pytest.MonkeyPatch, 
     assert len(list_runs(prepared["cache"])) == before + 1
     metric = next(m for m in at.metric if m.label == "Test accuracy")
     assert metric.value.endswith("%") and "vs blog" in metric.delta
-    assert at.session_state["run_id"] == list_runs(prepared["cache"])[0]["run_id"]
+    assert at.session_state["run_id"] == list_runs(prepared["cache"])[0].run_id
 
 
 def test_train_runs_table_rename_and_delete(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str]) -> None:
     """A user selects a run in the table, renames it, then deletes it after confirming."""
     extra = train_run(RunRequest(prepared["source"], prepared["backbone"], HeadConfig(epochs=2), image_sizes=(32,)), prepared["cache"])
     at = start(monkeypatch, prepared, page="train.py")
-    row = [m["run_id"] for m in list_runs(prepared["cache"])].index(extra["run_id"])
+    row = [m.run_id for m in list_runs(prepared["cache"])].index(extra.run_id)
     at.session_state["runs_table"] = {"selection": {"rows": [row], "columns": [], "cells": []}}
     at.run()
     at.text_input(key="rename_text").set_value("renamed in test")
     next(b for b in at.button if b.label == "Rename").click().run()
     no_errors(at)
-    assert next(m for m in list_runs(prepared["cache"]) if m["run_id"] == extra["run_id"])["label"] == "renamed in test"
+    assert next(m for m in list_runs(prepared["cache"]) if m.run_id == extra.run_id).label == "renamed in test"
     at.session_state["runs_table"] = {"selection": {"rows": [row], "columns": [], "cells": []}}
     at.run()
     next(c for c in at.checkbox if c.label.startswith("Yes, delete")).check().run()
     next(b for b in at.button if b.label == "Delete").click().run()
     no_errors(at)
-    assert extra["run_id"] not in [m["run_id"] for m in list_runs(prepared["cache"])]
+    assert extra.run_id not in [m.run_id for m in list_runs(prepared["cache"])]
 
 
 def test_feature_space_pca_tsne_and_neighbours(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str]) -> None:
@@ -193,7 +201,7 @@ def test_evaluate_text_upload_is_refused_clearly(monkeypatch: pytest.MonkeyPatch
     at = start(monkeypatch, prepared, page="evaluate.py", run=prepared["run"])
     at.file_uploader(key="ev_upload").set_value(("notes.txt", b"hello, not an image", "text/plain")).run()
     no_errors(at)
-    assert any("not an image" in e.value for e in at.error)
+    assert any("not an image" in plain(e.value) for e in at.error)
 
 
 def test_evaluate_png_upload_gets_top5(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str]) -> None:
@@ -231,3 +239,74 @@ def test_home_does_not_import_tensorflow(prepared: dict[str, str]) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().endswith("no TF")
+
+
+CRAFTED = "x](https://evil.example/a.png) ![pixel](https://evil.example/p.png) <img src=https://evil.example/i.png> :red[boom] **bold**"
+
+
+@pytest.mark.parametrize("page", [None, "browse.py", "train.py"])
+def test_url_text_is_rendered_literally_never_as_markdown(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str], page: str | None) -> None:
+    """A crafted link puts Markdown in ?source=: every place that shows it escapes it, so no link or image is rendered."""
+    at = start(monkeypatch, prepared, page=page, source=CRAFTED)
+    shown = [m.value for m in [*at.markdown, *at.sidebar.markdown, *at.warning, *at.error, *at.caption, *at.info]]
+    quoting = [t for t in shown if "evil" in t]
+    assert quoting, "the source should be shown somewhere"
+    for text in quoting:
+        # Each fragment below is live Markdown/HTML only when unescaped; escaped, a backslash sits inside it.
+        assert "](https" not in text and "![pixel]" not in text and " <img" not in text and " :red[" not in text and "**bold**" not in text, text
+        assert "evil\\.example" in text
+
+
+@pytest.mark.parametrize("page, params, notice", [
+    (None, {"size": "0"}, "size="),
+    (None, {"size": "99999"}, "size="),
+    (None, {"source": "s" * 5000}, "source="),
+    (None, {"run": "../../etc/passwd"}, "run="),
+    ("feature_space.py", {"fs_perp": "1"}, "fs_perp="),
+    ("feature_space.py", {"fs_iter": "333", "fs_n": "-4", "fs_method": "UMAP"}, "fs_iter="),
+    ("browse.py", {"b_split": "nope", "b_page": "-3"}, "b_split="),
+    ("evaluate.py", {"ev_true": "99", "ev_norm": "weird"}, "ev_true="),
+])  # fmt: skip
+def test_out_of_range_url_values_fall_back_with_a_notice(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str], page: str | None,
+                                                         params: dict[str, str], notice: str) -> None:  # fmt: skip
+    """A hand-edited or truncated link never crashes a page: the bad value is replaced by the default, with a notice."""
+    run = params.pop("run", prepared["run"] if page else None)
+    at = start(monkeypatch, prepared, page=page, run=run, **params)
+    no_errors(at)
+    assert any(notice in w.value for w in at.warning), [w.value for w in at.warning]
+
+
+def test_damaged_run_is_listed_and_deletable_and_breaks_no_page(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str]) -> None:
+    """A run's predictions file is truncated on disk: every page still works, and Train lists it as damaged with a Delete button."""
+    import shutil
+
+    from lib.store.layout import CacheLayout
+
+    cache = Path(prepared["cache"]) / ".." / "damaged_cache"
+    shutil.copytree(prepared["cache"], cache)
+    env = {**prepared, "cache": str(cache)}
+    preds = CacheLayout(cache).run_dir(prepared["run"]) / "predictions.npz"
+    preds.write_bytes(preds.read_bytes()[:200])
+    for page in (None, "browse.py", "feature_space.py", "evaluate.py"):
+        at = start(monkeypatch, env, page=page, run=prepared["run"])
+        no_errors(at)
+        if page == "evaluate.py":
+            assert any("damaged" in w.value for w in at.warning)
+    at = start(monkeypatch, env, page="train.py")
+    assert any(prepared["run"] in w.value and "damaged" in w.value for w in at.warning)
+    next(b for b in at.button if b.key == f"del_damaged_{prepared['run']}").click().run()
+    no_errors(at)
+    assert not CacheLayout(cache).run_dir(prepared["run"]).exists()
+
+
+def test_damaged_feature_manifest_breaks_no_page(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str]) -> None:
+    """A feature manifest holding [1,2,3] (valid JSON, wrong shape) is skipped by Home and Feature space, not a traceback."""
+    import shutil
+
+    cache = Path(prepared["cache"]) / ".." / "damaged_features"
+    shutil.copytree(prepared["cache"], cache)
+    for manifest in (cache / "features").glob("*.json"):
+        manifest.write_text("[1, 2, 3]")
+    env = {**prepared, "cache": str(cache)}
+    for page in (None, "feature_space.py"):
+        no_errors(start(monkeypatch, env, page=page))
