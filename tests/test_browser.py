@@ -50,7 +50,7 @@ def test_every_page_train_and_click_confusion_cell(browser_cache: Path) -> None:
             page.goto(url)
             page.get_by_role("heading", name="Transfer learning explorer").wait_for(timeout=60_000)
             wait_idle(page)
-            assert page.get_by_text("Artifacts").is_visible()
+            assert page.get_by_role("heading", name="Artifacts", exact=True).is_visible()
             assert not exceptions(page)
             shot(page, "1-home")
 
@@ -68,19 +68,20 @@ def test_every_page_train_and_click_confusion_cell(browser_cache: Path) -> None:
             limit.fill("50")
             limit.press("Tab")
             page.get_by_role("button", name="Train", exact=True).click()
-            page.get_by_text("Test accuracy").wait_for(timeout=240_000)
+            # Exact, inside a metric label: the comparison chart's axis title also contains "test accuracy".
+            page.get_by_test_id("stMetricLabel").get_by_text("Test accuracy", exact=True).wait_for(timeout=240_000)
             wait_idle(page)
             page.locator('[data-testid="stDataFrame"] canvas').first.wait_for(timeout=30_000)
             page.wait_for_timeout(1000)
             assert not exceptions(page)
-            accuracy = page.locator('[data-testid="stMetric"]').first.inner_text()
+            accuracy = page.get_by_test_id("stMetric").filter(has_text="Test accuracy").first.inner_text()
             assert re.search(r"\d+\.\d+%", accuracy), accuracy
             shot(page, "3-train")
             assert "run=" in page.url  # the active run is in the URL, so the link can be shared
 
             goto_page(page, "Feature space")
             page.locator('[data-testid="stVegaLiteChart"] svg.marks').first.wait_for(timeout=60_000)
-            page.get_by_text("query #").first.wait_for(timeout=60_000)
+            page.get_by_test_id("stImageCaption").filter(has_text=re.compile(r"^query #")).first.wait_for(timeout=60_000)
             wait_idle(page)
             box = page.locator('[data-testid="stVegaLiteChart"]').first.bounding_box()
             assert box is not None
@@ -110,12 +111,12 @@ def test_every_page_train_and_click_confusion_cell(browser_cache: Path) -> None:
             chart = page.locator('[data-testid="stVegaLiteChart"]').first
             chart.wait_for(timeout=60_000)
             wait_idle(page)
-            before = page.get_by_text(re.compile(r"test images of \*?")).first.inner_text()
+            cell_text = page.get_by_test_id("stMarkdown").filter(has_text=re.compile(r"test images of .+ predicted as")).first
+            before = cell_text.inner_text()
             box = chart.bounding_box()
             assert box is not None
             # Click inside the heatmap's plot area, away from the axes: a cell on or near the diagonal.
             page.mouse.click(box["x"] + box["width"] * 0.62, box["y"] + box["height"] * 0.45)
-            cell_text = page.get_by_text(re.compile(r"test images of")).first
             for _ in range(100):  # the rerun that follows the click takes a moment to start
                 if cell_text.inner_text() != before:
                     break
@@ -132,5 +133,48 @@ def test_every_page_train_and_click_confusion_cell(browser_cache: Path) -> None:
             fresh.goto(shared_link)
             fresh.get_by_role("heading", name="Evaluate").wait_for(timeout=60_000)
             wait_idle(fresh)
-            assert fresh.get_by_text(after).first.is_visible(), "a shared link reopens the same run and cell"
+            reopened = fresh.get_by_test_id("stMarkdown").filter(has_text=re.compile(r"test images of .+ predicted as")).first
+            assert reopened.inner_text() == after, "a shared link reopens the same run and cell"
             assert not exceptions(fresh)
+
+
+CRAFTED = "x](https://evil.example/a) ![p](https://evil.example/p.png) <img src=https://evil.example/i.png>"
+
+
+def test_deep_links_work_as_the_first_request_and_url_text_stays_text(browser_cache: Path) -> None:
+    """A shared link is the first request a fresh server sees: the page renders inside the app (with its sidebar), no
+    KeyError. A crafted ?source= shows as text: no link, no image, and the browser fetches nothing from elsewhere."""
+    from urllib.parse import quote, urlparse
+
+    from lib.models.heads import HeadConfig
+    from lib.pipeline.training import RunRequest, train_run
+
+    req = RunRequest(str(SHARED_DATA), str(SHARED_MODEL), HeadConfig(head="linear", epochs=3), image_sizes=(128,), limit=20)
+    run_id = train_run(req, browser_cache).run_id
+    args = ["--source", str(SHARED_DATA), "--backbone", str(SHARED_MODEL), "--image-size", "128"]
+    for path, heading in ((f"/evaluate?run={run_id}", "Evaluate"), ("/browse", "Browse data"), ("/train", "Train or load transfer models")):
+        with running_app(args, browser_cache) as (url, _), chromium() as browser:
+            page = browser.new_page(viewport={"width": 1400, "height": 1600})
+            page.goto(url + path)  # the very first request this server answers
+            page.get_by_role("heading", name=heading, exact=True).wait_for(timeout=60_000)
+            wait_idle(page)
+            assert not exceptions(page), exceptions(page)
+            nav = page.get_by_test_id("stSidebarNav").inner_text()
+            assert "Feature space" in nav and "feature_space" not in nav, nav  # the app's pages, not raw file names
+            if path.startswith("/evaluate"):
+                shot(page, "6-deep-link-evaluate")
+
+    with running_app(args, browser_cache) as (url, _), chromium() as browser:
+        page = browser.new_page(viewport={"width": 1400, "height": 1600})
+        outside: list[str] = []
+        page.on("request", lambda r: outside.append(r.url) if "evil" in (urlparse(r.url).hostname or "") else None)
+        page.goto(f"{url}/browse?source={quote(CRAFTED)}")
+        page.get_by_role("heading", name="Browse data", exact=True).wait_for(timeout=60_000)
+        wait_idle(page)
+        assert not exceptions(page)
+        # (the app's own navigation links carry the query string, so match links that lead to the other host)
+        assert page.locator('a[href^="https://evil"], a[href^="http://evil"], a[href^="//evil"]').count() == 0
+        assert page.locator('img[src*="evil.example"]').count() == 0
+        assert page.get_by_text(re.compile("evil\u2060?\\.example/p\u2060?\\.png")).count() >= 1  # shown, as text
+        assert not outside, outside
+        shot(page, "7-crafted-source-as-text")

@@ -2,8 +2,11 @@
 that quotes one is escaped before Streamlit renders it as Markdown.
 
 Streamlit renders labels, captions, alerts and ``st.markdown`` as Markdown (links, images, HTML-like
-tags, ``:red[...]`` directives). :func:`md_escape` backslash-escapes every ASCII punctuation mark
-(CommonMark allows that for all of them) and folds newlines, so a crafted string shows as typed.
+tags, ``:red[...]`` directives, and bare URLs, e-mail addresses and ``www.`` names, which GFM turns
+into links even when their punctuation is escaped). :func:`md_escape` backslash-escapes every ASCII
+punctuation mark (CommonMark allows that for all of them), puts an invisible word joiner (U+2060)
+inside every ``://``, ``@`` and ``www.`` so no autolink can form, and folds newlines: a crafted
+string shows as typed.
 
     st.warning(f"The data source {md_escape(source)} is not prepared yet.")
     show_error(err)              # st.error with the message escaped
@@ -18,6 +21,8 @@ from typing import Any
 import streamlit as st
 
 _PUNCT = re.compile("([" + re.escape(string.punctuation) + "])")
+_JOINER = "\u2060"  # invisible, not a space: breaks GFM autolink literals without changing what is shown
+_AUTOLINK = re.compile(r"(:|@|\.)")
 _SPACE = re.compile(r"\s+")
 MAX_SHOWN = 300  # characters of one untrusted string shown; the rest is cut with an ellipsis
 
@@ -27,7 +32,7 @@ def md_escape(text: Any, limit: int = MAX_SHOWN) -> str:
     flat = _SPACE.sub(" ", str(text)).strip()
     if len(flat) > limit:
         flat = flat[: limit - 1] + "…"
-    return _PUNCT.sub(r"\\\1", flat)
+    return _PUNCT.sub(r"\\\1", _AUTOLINK.sub(lambda m: (m.group(1) + _JOINER) if m.group(1) != "." else (_JOINER + "."), flat))
 
 
 def show_error(err: BaseException | str, container: Any = None) -> None:
