@@ -57,10 +57,10 @@ def reruns(args: argparse.Namespace) -> None:
     runs = list_runs(args.cache_dir)
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
     if runs:
-        at.query_params["run"] = runs[0]["run_id"]
+        at.query_params["run"] = runs[0].run_id
     at.run()
     for page in ("home.py", "browse.py", "train.py", "feature_space.py", "evaluate.py"):
-        at.switch_page(str(ROOT / "pages" / page))
+        at.switch_page(str(ROOT / "views" / page))
         at.run()  # first visit fills the caches
         times = []
         for _ in range(3):
@@ -102,6 +102,14 @@ def projections(args: argparse.Namespace) -> None:
     print(f"t-SNE after the in-memory cache is cleared: {time.perf_counter() - t0:.3f}s (disk cache)", flush=True)
 
 
+def cpu_model() -> str:
+    """The CPU model name from /proc/cpuinfo (figures are only comparable on one machine)."""
+    try:
+        return next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return "unknown CPU"
+
+
 def main() -> int:
     """Run all measurements."""
     parser = argparse.ArgumentParser()
@@ -110,7 +118,7 @@ def main() -> int:
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--cache-dir", default=str(ROOT / "cache"))
     args = parser.parse_args()
-    print(f"machine: {os.cpu_count()} CPUs", flush=True)
+    print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs", flush=True)
     first_paint(args)
     reruns(args)
     projections(args)

@@ -75,6 +75,14 @@ def run_cli(args: list[str]) -> tuple[dict, float, float]:
     return result, wall, float(result.get("peak_rss_mb") or float("nan"))
 
 
+def cpu_model() -> str:
+    """The CPU model name from /proc/cpuinfo (figures are only comparable on one machine)."""
+    try:
+        return next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return "unknown CPU"
+
+
 def main() -> int:
     """Run the benchmark and print a table."""
     parser = argparse.ArgumentParser()
@@ -87,7 +95,7 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-extract-") as tmp:
         cache = Path(tmp)
-        print(f"machine: {os.cpu_count()} CPUs; batch {args.batch_size}; fresh cache {cache}", flush=True)
+        print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs; batch {args.batch_size}; fresh cache {cache}", flush=True)
         for size in (int(s) for s in args.sizes.split(",")):
             cmp = same_batches(args.source, args.backbone, size, args.batches, args.batch_size, cache)
             print(f"[{size}px] same {cmp['images']} images: pipeline {cmp['pipeline_ips']:.1f} img/s, bare forward {cmp['bare_ips']:.1f} img/s "

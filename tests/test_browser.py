@@ -149,7 +149,7 @@ def test_deep_links_work_as_the_first_request_and_url_text_stays_text(browser_ca
     from lib.models.heads import HeadConfig
     from lib.pipeline.training import RunRequest, train_run
 
-    req = RunRequest(str(SHARED_DATA), str(SHARED_MODEL), HeadConfig(head="linear", epochs=3), image_sizes=(128,), limit=20)
+    req = RunRequest(str(SHARED_DATA), str(SHARED_MODEL), HeadConfig(head="linear", epochs=30, learning_rate=3e-3), image_sizes=(128,), limit=20)
     run_id = train_run(req, browser_cache).run_id
     args = ["--source", str(SHARED_DATA), "--backbone", str(SHARED_MODEL), "--image-size", "128"]
     for path, heading in ((f"/evaluate?run={run_id}", "Evaluate"), ("/browse", "Browse data"), ("/train", "Train or load transfer models")):

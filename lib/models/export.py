@@ -19,15 +19,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lib.errors import CacheWriteError, RunError
-from lib.store.atomic import atomic_path, describe_os_error
+from lib.errors import RunError
+from lib.store.atomic import atomic_dir, atomic_path
 
 EXPORT_MARKER = "transfer_explorer_export.json"  # present in every export this project writes
 
@@ -59,12 +58,7 @@ def export_run(cache_dir: Path | str, run_id: str, out: Path | str, force: bool 
         module = None
     else:
         module = _frozen_module(cache_dir, run)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    except OSError as err:
-        raise CacheWriteError(describe_os_error(err, out)) from err
-    try:
+    with atomic_dir(out, install=lambda tmp, target: _swap_into_place(tmp, target, force)) as tmp:
         if module is None:
             shutil.copytree(run.model_dir, tmp, dirs_exist_ok=True)
         else:
@@ -73,11 +67,6 @@ def export_run(cache_dir: Path | str, run_id: str, out: Path | str, force: bool 
         meta = {k: v for k, v in m.to_dict().items() if k in ("run_id", "label", "backbone", "image_sizes", "tta", "classes", "metrics", "head", "finetuned")}
         (tmp / "run_manifest.json").write_text(json.dumps(meta, indent=2, default=str))
         (tmp / EXPORT_MARKER).write_text(json.dumps({"run_id": run.run_id, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))
-        _swap_into_place(tmp, out, force)
-    except OSError as err:
-        raise CacheWriteError(describe_os_error(err, out)) from err
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

@@ -16,7 +16,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,12 +55,22 @@ def atomic_path(target: Path | str, suffix: str = "", create_parent: bool = True
             tmp.unlink()
 
 
-@contextlib.contextmanager
-def atomic_dir(target: Path | str) -> Iterator[Path]:
-    """Yield a temp folder beside ``target``; on success rename it onto ``target``.
+def _keep_first_writer(tmp: Path, target: Path) -> None:
+    try:
+        os.replace(tmp, target)
+    except OSError as err:
+        # A non-empty target means a concurrent writer won the race: both were computed
+        # from the same key, so either result is valid and ours is dropped.
+        if not (err.errno in (errno.ENOTEMPTY, errno.EEXIST) and target.is_dir()):
+            raise
 
-    If another writer finished ``target`` first, its result is kept and ours dropped:
-    both were computed from the same key, so either is valid.
+
+@contextlib.contextmanager
+def atomic_dir(target: Path | str, install: Callable[[Path, Path], None] = _keep_first_writer) -> Iterator[Path]:
+    """Yield a temp folder beside ``target``; on success ``install`` moves it onto ``target``.
+
+    By default a target that another writer finished first is kept. Whatever fails, the temp
+    folder is removed, and an OS error becomes a :class:`CacheWriteError` that says why.
     """
     target = Path(target)
     try:
@@ -70,12 +80,7 @@ def atomic_dir(target: Path | str) -> Iterator[Path]:
         raise CacheWriteError(describe_os_error(err, target)) from err
     try:
         yield tmp
-        try:
-            os.replace(tmp, target)
-        except OSError as err:
-            # A non-empty target means a concurrent writer won the race.
-            if not (err.errno in (errno.ENOTEMPTY, errno.EEXIST) and target.is_dir()):
-                raise
+        install(tmp, target)
     except OSError as err:
         raise CacheWriteError(describe_os_error(err, target)) from err
     finally:
