@@ -88,7 +88,8 @@ df = pd.DataFrame({"x": proj.coords[:, 0], "y": proj.coords[:, 1], "row": proj.i
 if run_matches:
     lookup = {int(i): k for k, i in enumerate(run.indices)}
     pred = [lookup.get(int(i)) for i in image_ids]
-    df["predicted"] = [run.classes[run.y_pred[k]] if k is not None else "n/a" for k in pred]
+    y_pred = run.y_pred
+    df["predicted"] = [run.classes[y_pred[k]] if k is not None else "n/a" for k in pred]
     df["outcome"] = ["n/a" if p == "n/a" else ("correct" if p == t else "wrong") for p, t in zip(df["predicted"], df["label"])]
 color_field = {"true label": "label", "predicted label": "predicted", "correct vs wrong": "outcome"}[color_by]
 tooltip = ["image", "label"] + (["predicted"] if run_matches else [])

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from lib import config
+from lib.models.runtimes import DEFAULT_RUNTIME, RUNTIMES
 
 
 class Bar:
@@ -59,6 +60,8 @@ def add_backbone(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=positive_int, default=None, help="input side in pixels (default: the module's native size)")
     p.add_argument("--batch-size", type=positive_int, default=256, help="images per forward pass")
     p.add_argument("--limit", type=positive_int, default=None, help="use only the first N images of each class")
+    p.add_argument("--runtime", choices=RUNTIMES, default=DEFAULT_RUNTIME,
+                   help="extraction runtime: tf, litert (float32 LiteRT, XNNPACK) or litert-int8 (full-integer, calibrated on training images)")
 
 
 def peak_rss_mb() -> float | None:

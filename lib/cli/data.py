@@ -75,19 +75,19 @@ def cmd_extract(args: argparse.Namespace) -> dict[str, Any]:
     loaded = None
     artifacts: list[dict[str, Any]] = []
     for split, view in jobs:
-        result = cached_feature_result(ds, split, spec, size, view, args.limit, args.cache_dir)
+        result = cached_feature_result(ds, split, spec, size, view, args.limit, args.cache_dir, args.runtime)
         if result is None:
             if loaded is None:
-                from lib.models.backbones import load_backbone
+                from lib.models.runtimes import load_for_runtime
 
-                loaded = load_backbone(spec)
+                loaded = load_for_runtime(spec, args.runtime, size, ds, args.cache_dir)
             bar = Bar(f"{split}/{view}@{size}")
 
             def report(p: ExtractProgress, bar: Bar = bar) -> None:
                 bar.update_to(p.done, p.total)
 
             try:
-                result = get_features(ds, split, spec, args.cache_dir, size, view, args.limit, args.batch_size, report, loaded)
+                result = get_features(ds, split, spec, args.cache_dir, size, view, args.limit, args.batch_size, report, loaded, args.runtime)
             finally:
                 bar.close()
         artifacts.append(
@@ -109,6 +109,7 @@ def cmd_extract(args: argparse.Namespace) -> dict[str, Any]:
         "source": ds.source,
         "dataset_fingerprint": ds.fingerprint,
         "backbone": spec.handle,
+        "runtime": args.runtime,
         "image_size": size,
         "splits": [a["split"] for a in artifacts],
         "images": images,

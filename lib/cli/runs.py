@@ -96,6 +96,7 @@ def _request(args: argparse.Namespace) -> Any:
         req.tta = args.tta
     req.limit = args.limit
     req.batch_size = args.batch_size
+    req.runtime = args.runtime
     return req
 
 
@@ -136,6 +137,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         "train_seconds": timings["train_seconds"],
         "extract_seconds": timings["extract_seconds"],
         "protocol": manifest.protocol,
+        "runtime": manifest.runtime,
         "image_sizes": manifest.image_sizes,
         "head": manifest.head.head,
         **({"finetune": manifest.finetune} if manifest.finetune else {}),

@@ -71,6 +71,7 @@ class FeatureManifest:
     limit: int | None
     shape: list[int]
     crc32: int
+    runtime: str = "tf"
     preprocessing: str = PREPROCESSING_ID
     format: int = config.FEATURE_FORMAT_VERSION
     extract_seconds: float = 0.0
@@ -110,10 +111,10 @@ class FeatureResult:
 
 
 def feature_cache_key(
-    dataset_fingerprint: str, split: str, backbone_identity: str, image_size: int, view: str, limit: int | None
+    dataset_fingerprint: str, split: str, backbone_identity: str, image_size: int, view: str, limit: int | None, runtime: str = "tf"
 ) -> str:
-    """A short hash of everything that changes the feature bytes (the preprocessing code included)."""
-    parts = {
+    """A short hash of everything that changes the feature bytes (the preprocessing code and the runtime included)."""
+    parts: dict[str, Any] = {
         "dataset": dataset_fingerprint,
         "split": split,
         "backbone": backbone_identity,
@@ -123,6 +124,8 @@ def feature_cache_key(
         "preprocessing": PREPROCESSING_ID,
         "format": config.FEATURE_FORMAT_VERSION,
     }
+    if runtime not in ("tf", "tflite"):
+        parts["runtime"] = runtime  # TF (and .tflite files) keep the keys they had before runtimes existed
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -167,13 +170,21 @@ def _resolve_size(spec: BackboneSpec, image_size: int | None) -> int:
     return int(image_size or spec.default_size())
 
 
+def feature_key_for(dataset: Dataset, split: str, spec: BackboneSpec, size: int, view: str, limit: int | None, runtime: str) -> str:
+    """The feature key of one (dataset, split, backbone, size, view, limit, runtime)."""
+    from lib.models.runtimes import runtime_identity
+
+    return feature_cache_key(dataset.fingerprint, split, spec.identity(), size, view, limit, runtime_identity(spec, runtime, dataset))
+
+
 def cached_feature_result(
-    dataset: Dataset, split: str, spec: BackboneSpec, image_size: int | None, view: str, limit: int | None, cache_dir: Path | str
-) -> FeatureResult | None:
+    dataset: Dataset, split: str, spec: BackboneSpec, image_size: int | None, view: str, limit: int | None, cache_dir: Path | str,
+    runtime: str = "tf",
+) -> FeatureResult | None:  # fmt: skip
     """The cached features if present; never loads TensorFlow."""
     t0 = time.perf_counter()
     size = _resolve_size(spec, image_size)
-    key = feature_cache_key(dataset.fingerprint, split, spec.identity(), size, view, limit)
+    key = feature_key_for(dataset, split, spec, size, view, limit, runtime)
     hit = load_cached_features(cache_dir, key)
     if hit is None:
         return None
@@ -198,21 +209,22 @@ def get_features(
     batch_size: int = 256,
     progress: ProgressFn | None = None,
     backbone: LoadedBackbone | None = None,
+    runtime: str = "tf",
 ) -> FeatureResult:
-    """Load features from the cache, or extract, cache and return them."""
+    """Load features from the cache, or extract (with ``runtime``), cache and return them."""
     if view not in VIEWS:
         raise ConfigError(f"view must be one of {', '.join(VIEWS)}, got {view!r}")
-    cached = cached_feature_result(dataset, split, spec, image_size, view, limit, cache_dir)
+    cached = cached_feature_result(dataset, split, spec, image_size, view, limit, cache_dir, runtime)
     if cached is not None:
         return cached
-    from lib.models.backbones import load_backbone
+    from lib.models.runtimes import load_for_runtime, runtime_identity
 
     size = _resolve_size(spec, image_size)
     if backbone is None:
-        backbone = load_backbone(spec)
+        backbone = load_for_runtime(spec, runtime, size, dataset, cache_dir)
     backbone.check_size(size)
     layout = CacheLayout(cache_dir)
-    key = feature_cache_key(dataset.fingerprint, split, spec.identity(), size, view, limit)
+    key = feature_key_for(dataset, split, spec, size, view, limit, runtime)
     npy, manifest_path = layout.feature_files(key)
     labels = dataset.labels(split)
     indices = subset_indices(labels, limit)
@@ -230,7 +242,8 @@ def get_features(
     feats = np.load(npy, mmap_mode="r")
     manifest = FeatureManifest(
         dataset=dataset.fingerprint, source=dataset.source, split=split, backbone=spec.handle, backbone_identity=spec.identity(),
-        image_size=size, view=view, limit=limit, shape=list(feats.shape), crc32=crc, extract_seconds=seconds,
+        image_size=size, view=view, limit=limit, shape=list(feats.shape), crc32=crc, runtime=runtime_identity(spec, runtime, dataset),
+        extract_seconds=seconds,
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )  # fmt: skip
     write_json_atomic(manifest_path, dataclasses.asdict(manifest))

@@ -26,6 +26,7 @@ from lib.models.backbones import BackboneSpec, LoadedBackbone, resolve_backbone
 from lib.models.heads import EpochReport, HeadConfig, TrainedHead, stratified_split, train_head
 from lib.models.predict import combine_views, np_concat, np_mean
 from lib.models.protocols import PROTOCOLS
+from lib.models.runtimes import check_runtime
 from lib.pipeline.features import ExtractProgress, cached_feature_result, get_features
 from lib.store.manifest import RunManifest, RunMetrics
 
@@ -50,6 +51,7 @@ class RunRequest:
     batch_size: int = 256  # extraction batch
     test_split: str = "test"
     train_split: str = "train"
+    runtime: str = "tf"  # extraction runtime: tf | litert | litert-int8 (see lib.models.runtimes)
 
     @classmethod
     def from_protocol(cls, name: str, source: str, backbone: str, **kwargs: Any) -> RunRequest:
@@ -71,6 +73,7 @@ class RunRequest:
             raise ConfigError(f"--limit must be a positive number of images per class, got {self.limit}.")
         if self.batch_size < 1:
             raise ConfigError(f"The extraction batch size must be at least 1, got {self.batch_size}.")
+        check_runtime(self.runtime)
         return self
 
 
@@ -99,23 +102,30 @@ def gather_features(
     limit: int | None,
     batch_size: int = 256,
     on_extract: ExtractFn | None = None,
-    backbone: list[LoadedBackbone | None] | None = None,
+    backbones: dict[int, LoadedBackbone] | None = None,
+    runtime: str = "tf",
 ) -> FeatureBlock:
-    """Features of ``split`` for every size and view; the backbone is loaded only on a cache miss."""
-    holder: list[LoadedBackbone | None] = backbone if backbone is not None else [None]
+    """Features of ``split`` for every size and view; a backbone is loaded only on a cache miss.
+
+    ``backbones`` (input size -> loaded backbone) is shared between calls, so a TF backbone loads once
+    and a LiteRT one once per size (a converted model has a fixed input size).
+    """
+    loaded: dict[int, LoadedBackbone] = backbones if backbones is not None else {}
     parts: dict[tuple[int, str], np.ndarray] = {}
     seconds, hits, labels, indices = 0.0, 0, None, None
     for size in sizes:
         for view in views:
-            result = cached_feature_result(ds, split, spec, size, view, limit, cache_dir)
+            result = cached_feature_result(ds, split, spec, size, view, limit, cache_dir, runtime)
             if result is None:
-                if holder[0] is None:
-                    from lib.models.backbones import load_backbone
+                if size not in loaded:
+                    from lib.models.runtimes import load_for_runtime
 
-                    holder[0] = load_backbone(spec)
+                    shared = next(iter(loaded.values()), None)
+                    # A TF backbone runs at any size; a converted LiteRT model only at its own.
+                    loaded[size] = shared if shared is not None and shared.runtime == "tf" else load_for_runtime(spec, runtime, size, ds, cache_dir)
                 label = f"{split}/{view}@{size}"
                 report = (lambda p, label=label: on_extract(label, p)) if on_extract else None
-                result = get_features(ds, split, spec, cache_dir, size, view, limit, batch_size, report, holder[0])
+                result = get_features(ds, split, spec, cache_dir, size, view, limit, batch_size, report, loaded[size], runtime)
             else:
                 hits += 1
             seconds += result.extract_seconds
@@ -155,7 +165,7 @@ def run_manifest(
         source=req.source, dataset_fingerprint=ds.fingerprint, classes=list(ds.classes), backbone=spec.handle, backbone_name=spec.name,
         backbone_identity=spec.identity(), image_sizes=[int(s) for s in sizes], head=head_cfg,
         metrics=RunMetrics(report["accuracy"], report["top5_accuracy"], report["calibration"]["ece"], report["count"], val_accuracy),
-        protocol=req.protocol, train_views=list(req.train_views), tta=req.tta, limit=req.limit, train_split=req.train_split,
+        protocol=req.protocol, runtime=req.runtime, train_views=list(req.train_views), tta=req.tta, limit=req.limit, train_split=req.train_split,
         test_split=req.test_split, history=history, timings=timings, versions=library_versions(),
         machine={"platform": platform.platform(), "cpus": os.cpu_count()}, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra,
     )  # fmt: skip
@@ -188,10 +198,11 @@ def train_run(
     spec = resolve_backbone(req.backbone)
     sizes = tuple(req.image_sizes or (spec.default_size(),))
     test_views = ("original", "flip") if req.tta else ("original",)
-    holder: list[LoadedBackbone | None] = [None]
-    stage("Features")
-    train = gather_features(ds, spec, req.train_split, sizes, tuple(req.train_views), cache_dir, req.limit, req.batch_size, on_extract, holder)
-    test = gather_features(ds, spec, req.test_split, sizes, test_views, cache_dir, req.limit, req.batch_size, on_extract, holder)
+    backbones: dict[int, LoadedBackbone] = {}
+    stage("Features" + (f" ({req.runtime} runtime)" if req.runtime != "tf" else ""))
+    common = (cache_dir, req.limit, req.batch_size, on_extract, backbones, req.runtime)
+    train = gather_features(ds, spec, req.train_split, sizes, tuple(req.train_views), *common)
+    test = gather_features(ds, spec, req.test_split, sizes, test_views, *common)
 
     hits, total = train.cache_hits + test.cache_hits, len(train.parts) + len(test.parts)
     stage(f"Features ready: {hits} of {total} feature sets loaded from the cache" + (" (instant)" if hits == total else ""))

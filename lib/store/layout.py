@@ -76,6 +76,10 @@ class CacheLayout:
         """Checkpoint chunks of an extraction in progress."""
         return self.features / f"{_check(_KEY, key, 'feature key')}.partial"
 
+    def converted_model(self, key: str) -> Path:
+        """A backbone converted to LiteRT (see :mod:`lib.models.runtimes`)."""
+        return self.root / "converted" / f"{_check(_KEY, key, 'converted-model key')}.tflite"
+
     # ---------------------------------------------------------------- runs
     @property
     def runs(self) -> Path:

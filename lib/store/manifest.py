@@ -48,6 +48,7 @@ class RunManifest:
     run_id: str = ""
     label: str = ""
     protocol: str | None = None
+    runtime: str = "tf"  # the extraction runtime its features came from
     train_views: list[str] = field(default_factory=lambda: ["original"])
     tta: bool = False
     limit: int | None = None

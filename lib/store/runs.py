@@ -16,6 +16,7 @@ validated when read: a damaged run is listed as damaged and can be deleted, neve
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -57,9 +58,9 @@ class Run:
         """Class names in label order."""
         return list(self.manifest.classes)
 
-    @property
+    @functools.cached_property
     def y_pred(self) -> np.ndarray:
-        """Predicted class per test row."""
+        """Predicted class per test row (computed once: pages index it per point)."""
         return self.probs.argmax(axis=1)
 
     @property

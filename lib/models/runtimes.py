@@ -1,0 +1,164 @@
+"""Extraction runtimes: TensorFlow, or the backbone converted once to LiteRT (float32, or full-integer int8).
+
+``tf`` runs the SavedModel as loaded. ``litert`` converts the backbone's forward pass at one input size to
+a float32 LiteRT flatbuffer and runs it with ai-edge-litert (XNNPACK, all cores). ``litert-int8`` applies
+full-integer post-training quantisation, calibrated on a few hundred *training* images of the active
+dataset. Converted models are cache artifacts keyed by the backbone's identity, the size, the runtime
+and the calibration data, written atomically. Preprocessing stays :func:`lib.models.preprocess.preprocess`
+in every runtime; only the forward pass changes. A ``.tflite`` backbone is already a LiteRT model and
+runs as it is, whatever the runtime.
+
+    loaded = load_for_runtime(spec, "litert", 128, dataset, cache_dir)   # LoadedBackbone, embed() as usual
+    runtime_identity(spec, "litert-int8", dataset)                      # part of the feature cache key
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from lib.errors import BackboneError, ConfigError
+
+if TYPE_CHECKING:
+    from lib.data.sources import Dataset
+    from lib.models.backbones import LoadedBackbone
+    from lib.models.specs import BackboneSpec
+
+RUNTIMES = ("tf", "litert", "litert-int8")
+DEFAULT_RUNTIME = "tf"
+CALIBRATION_PER_CLASS = 30  # training images per class for int8 calibration (300 for CIFAR-10)
+MIN_CALIBRATION = 50  # fewer images than this cannot calibrate activation ranges reliably
+CONVERTER_VERSION = 1  # bump when the conversion recipe changes
+
+
+def check_runtime(runtime: str) -> str:
+    """``runtime`` if known, else :class:`ConfigError` listing the choices."""
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"Unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}.")
+    return runtime
+
+
+def effective_runtime(spec: BackboneSpec, runtime: str) -> str:
+    """What actually runs: a ``.tflite`` backbone is LiteRT already (``tflite``), else ``runtime``."""
+    check_runtime(runtime)
+    return "tflite" if spec.kind == "tflite" else runtime
+
+
+def calibration_indices(dataset: Dataset) -> np.ndarray:
+    """The training images that calibrate int8 quantisation: the first few of each class (never test images)."""
+    from lib.data.sources import subset_indices
+
+    split = "train" if "train" in dataset.splits else dataset.splits[0]
+    idx = subset_indices(dataset.labels(split), CALIBRATION_PER_CLASS)
+    if len(idx) < MIN_CALIBRATION:
+        raise ConfigError(
+            f"litert-int8 needs at least {MIN_CALIBRATION} training images to calibrate; the dataset's {split!r} split has {len(idx)}. "
+            "Use --runtime litert (float) for a dataset this small."
+        )
+    return idx
+
+
+def calibration_id(dataset: Dataset) -> str:
+    """Identity of the calibration data: the dataset and which of its images were used."""
+    return f"{dataset.fingerprint}/train/first{CALIBRATION_PER_CLASS}perclass"
+
+
+def runtime_identity(spec: BackboneSpec, runtime: str, dataset: Dataset | None = None) -> str:
+    """The part of a feature key that says which runtime (and calibration) produced the features."""
+    actual = effective_runtime(spec, runtime)
+    if actual in ("tf", "tflite"):
+        return actual
+    if actual == "litert-int8":
+        if dataset is None:
+            raise ConfigError("litert-int8 needs the dataset whose training images calibrate it.")
+        return f"{actual}:{calibration_id(dataset)}:c{CONVERTER_VERSION}"
+    return f"{actual}:c{CONVERTER_VERSION}"
+
+
+def converted_key(spec: BackboneSpec, size: int, runtime: str, dataset: Dataset | None) -> str:
+    """Cache key of a converted model."""
+    import importlib.metadata as md
+
+    parts = {"backbone": spec.identity(), "size": int(size), "runtime": runtime_identity(spec, runtime, dataset), "tf": md.version("tensorflow")}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def load_for_runtime(spec: BackboneSpec, runtime: str, size: int, dataset: Dataset | None, cache_dir: Path | str) -> LoadedBackbone:
+    """A loaded backbone that runs ``spec`` at ``size`` with ``runtime`` (converting and caching it first if needed)."""
+    from lib.models.backbones import load_backbone, load_tflite_file
+
+    actual = effective_runtime(spec, runtime)
+    if actual in ("tf", "tflite"):
+        return load_backbone(spec)
+    path = convert(spec, size, runtime, dataset, cache_dir)
+    loaded = load_tflite_file(spec, path)
+    loaded.runtime = runtime
+    return loaded
+
+
+def convert(spec: BackboneSpec, size: int, runtime: str, dataset: Dataset | None, cache_dir: Path | str) -> Path:
+    """The converted LiteRT model of ``spec`` at ``size`` for ``runtime``; converted once, then read from the cache."""
+    from lib.store.atomic import atomic_path
+    from lib.store.layout import CacheLayout
+
+    target = CacheLayout(cache_dir).converted_model(converted_key(spec, size, runtime, dataset))
+    if _loads(target):
+        return target
+    calibration = None
+    if runtime == "litert-int8":
+        assert dataset is not None
+        calibration = dataset.images("train")[calibration_indices(dataset)]
+    flatbuffer = _convert(spec, size, runtime, calibration)
+    with atomic_path(target, suffix=".tflite") as tmp:
+        tmp.write_bytes(flatbuffer)
+    return target
+
+
+def _loads(path: Path) -> bool:
+    """Whether a cached flatbuffer exists and an interpreter accepts it (a damaged one is converted again)."""
+    if not path.is_file():
+        return False
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+
+        Interpreter(model_path=str(path)).allocate_tensors()
+        return True
+    except Exception:  # noqa: BLE001 - any failure means "convert again"
+        path.unlink(missing_ok=True)
+        return False
+
+
+def _convert(spec: BackboneSpec, size: int, runtime: str, calibration: np.ndarray | None) -> bytes:
+    import tensorflow as tf
+
+    from lib.models.backbones import load_backbone
+    from lib.models.preprocess import preprocess
+
+    loaded = load_backbone(spec)
+    concrete = tf.function(loaded.forward_fn).get_concrete_function(tf.TensorSpec([None, size, size, 3], tf.float32))
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], loaded.module)
+    if runtime == "litert-int8":
+        assert calibration is not None
+
+        def representative() -> Any:
+            for start in range(0, len(calibration), 1):
+                yield [preprocess(np.asarray(calibration[start : start + 1]), size).numpy()]
+
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    try:
+        return bytes(converter.convert())
+    except Exception as err:
+        first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+        raise BackboneError(f"{spec.name} cannot be converted to {runtime} at {size}px: {first}. Use --runtime tf.") from err
+
+
+def threads() -> int:
+    """Interpreter threads: every core."""
+    return os.cpu_count() or 2

@@ -1,0 +1,90 @@
+"""Extraction runtimes: LiteRT float matches TensorFlow, int8 is calibrated on training images, keys separate them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lib.data.sources import load_dataset
+from lib.errors import ConfigError
+from lib.models.backbones import resolve_backbone
+from lib.models.runtimes import calibration_indices, load_for_runtime, runtime_identity
+from lib.pipeline.features import feature_cache_key, get_features, list_cached_features
+
+
+@pytest.fixture
+def folder_ds(tmp_path: Path, cache_dir: Path) -> object:
+    """A dataset big enough to calibrate int8 (10 classes x 8 train images)."""
+    from PIL import Image
+
+    from tests.fixtures import class_images
+
+    for split, n in (("train", 8), ("test", 3)):
+        for c in range(10):
+            d = tmp_path / "src" / split / f"class{c}"
+            d.mkdir(parents=True)
+            for i, img in enumerate(class_images(c, n, seed=0 if split == "train" else 1)):
+                Image.fromarray(img).save(d / f"{i}.png")
+    return load_dataset(str(tmp_path / "src"), cache_dir)
+
+
+def test_litert_float_matches_tensorflow(assets: dict[str, Path], cache_dir: Path, folder_ds: object) -> None:
+    spec = resolve_backbone(str(assets["savedmodel"]))
+    tf_feats = get_features(folder_ds, "test", spec, cache_dir, image_size=48)
+    lite = get_features(folder_ds, "test", spec, cache_dir, image_size=48, runtime="litert")
+    assert lite.path != tf_feats.path and not lite.cache_hit
+    rel = np.abs(np.asarray(lite.features) - np.asarray(tf_feats.features)).max() / np.abs(np.asarray(tf_feats.features)).max()
+    assert rel < 1e-4, rel
+    flipped = get_features(folder_ds, "test", spec, cache_dir, image_size=48, view="flip", runtime="litert")
+    tf_flipped = get_features(folder_ds, "test", spec, cache_dir, image_size=48, view="flip")
+    np.testing.assert_allclose(flipped.features, tf_flipped.features, rtol=1e-4, atol=1e-5)
+    assert get_features(folder_ds, "test", spec, cache_dir, image_size=48, runtime="litert").cache_hit
+    assert {m.runtime for m in list_cached_features(cache_dir)} == {"tf", "litert:c1"}
+    # The converted model is a cache artifact: a second load does not convert again.
+    converted = list((cache_dir / "converted").glob("*.tflite"))
+    assert len(converted) == 1
+    mtime = converted[0].stat().st_mtime_ns
+    load_for_runtime(spec, "litert", 48, folder_ds, cache_dir)  # type: ignore[arg-type]
+    assert converted[0].stat().st_mtime_ns == mtime
+
+
+def test_litert_int8_is_calibrated_on_training_images_and_keyed_by_them(assets: dict[str, Path], cache_dir: Path, folder_ds: object) -> None:
+    spec = resolve_backbone(str(assets["savedmodel"]))
+    idx = calibration_indices(folder_ds)  # type: ignore[arg-type]
+    assert len(idx) == 80  # every training image here (fewer than 30 per class)
+    q = get_features(folder_ds, "test", spec, cache_dir, image_size=40, runtime="litert-int8")
+    f = get_features(folder_ds, "test", spec, cache_dir, image_size=40)
+    a, b = np.asarray(q.features), np.asarray(f.features)
+    cosine = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
+    assert cosine.mean() > 0.9, cosine.mean()  # quantised, so close but not equal
+    assert not np.allclose(a, b)
+    ident = runtime_identity(spec, "litert-int8", folder_ds)  # type: ignore[arg-type]
+    assert folder_ds.fingerprint in ident  # type: ignore[attr-defined]
+
+
+def test_keys_separate_runtimes_and_tf_keys_are_unchanged() -> None:
+    base = feature_cache_key("d", "test", "b", 128, "original", None)
+    assert feature_cache_key("d", "test", "b", 128, "original", None, "tf") == base
+    assert len({base, feature_cache_key("d", "test", "b", 128, "original", None, "litert:c1"),
+                feature_cache_key("d", "test", "b", 128, "original", None, "litert-int8:fp/train:c1")}) == 3  # fmt: skip
+
+
+def test_bad_runtimes_and_small_calibration_sets(assets: dict[str, Path], cache_dir: Path) -> None:
+    ds = load_dataset(str(assets["cifar_tar"]), cache_dir)  # 6 training images per class: 60 < 300 but >= 50
+    spec = resolve_backbone(str(assets["savedmodel"]))
+    with pytest.raises(ConfigError, match="Unknown runtime"):
+        get_features(ds, "test", spec, cache_dir, image_size=32, runtime="onnx")
+    tiny = load_dataset(str(assets["folder"]), cache_dir)  # 24 training images
+    with pytest.raises(ConfigError, match="at least 50"):
+        get_features(tiny, "test", spec, cache_dir, image_size=32, runtime="litert-int8")
+    assert not list(cache_dir.glob("converted/*"))  # nothing half-written
+
+
+def test_tflite_backbone_runs_as_it_is_whatever_the_runtime(assets: dict[str, Path], cache_dir: Path) -> None:
+    ds = load_dataset(str(assets["cifar_tar"]), cache_dir)
+    spec = resolve_backbone(str(assets["tflite"]))
+    a = get_features(ds, "test", spec, cache_dir, image_size=32)
+    b = get_features(ds, "test", spec, cache_dir, image_size=32, runtime="litert")
+    assert b.cache_hit and b.path == a.path
