@@ -59,7 +59,7 @@ def test_key_follows_the_preprocessing_code(monkeypatch: pytest.MonkeyPatch) -> 
 
     from lib.models import preprocess
 
-    assert preprocess.PREPROCESSING_ID.endswith(__import__("hashlib").sha256(inspect.getsource(preprocess.preprocess).encode()).hexdigest()[:12])
+    assert preprocess.PREPROCESSING_ID.endswith(__import__("hashlib").sha256(inspect.getsource(preprocess).encode()).hexdigest()[:12])
     before = feature_cache_key("d", "test", "b", 48, "original", None)
     monkeypatch.setattr(features, "PREPROCESSING_ID", "v1-edited")
     assert feature_cache_key("d", "test", "b", 48, "original", None) != before

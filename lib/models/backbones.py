@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -161,16 +160,6 @@ def _single_output(out: Any) -> Any:
     if out.shape.rank == 4 and out.shape[1] == 1 and out.shape[2] == 1:
         out = tf.squeeze(out, axis=[1, 2])
     return out
-
-
-def load_tflite_file(spec: BackboneSpec, path: Path) -> LoadedBackbone:
-    """Run a converted LiteRT flatbuffer of ``spec`` (see :mod:`lib.models.runtimes`); ``spec`` stays the original."""
-    tflite_spec = BackboneSpec(spec.name, str(path), "tflite", spec.family, spec.native_size, spec.feature_dim)
-    loaded = _load_tflite(tflite_spec)
-    probe = np.full((2, loaded.fixed_size or 32, loaded.fixed_size or 32, 3), 0.5, np.float32)
-    loaded.feature_dim = int(np.asarray(loaded.forward(probe)).shape[1])
-    loaded.spec = spec
-    return loaded
 
 
 def _load_tflite(spec: BackboneSpec) -> LoadedBackbone:

@@ -1,11 +1,12 @@
 """Extraction runtimes: TensorFlow, or the backbone converted once to LiteRT (float32, or full-integer int8).
 
-``tf`` runs the SavedModel as loaded. ``litert`` converts the backbone's forward pass at one input size to
-a float32 LiteRT flatbuffer and runs it with ai-edge-litert (XNNPACK, all cores). ``litert-int8`` applies
+``tf`` runs the SavedModel as loaded. ``litert`` converts the resize and the backbone's forward pass at one
+input size (:func:`lib.models.preprocess.resize_view`, then the module) to a float32 LiteRT flatbuffer and
+runs it with ai-edge-litert (XNNPACK, all cores), so no TensorFlow runs during extraction: the uint8 images
+are scaled to [0, 1] (and mirrored, for the flip view) in numpy. ``litert-int8`` applies
 full-integer post-training quantisation, calibrated on a few hundred *training* images of the active
 dataset. Converted models are cache artifacts keyed by the backbone's identity, the size, the runtime
-and the calibration data, written atomically. Preprocessing stays :func:`lib.models.preprocess.preprocess`
-in every runtime; only the forward pass changes. A ``.tflite`` backbone is already a LiteRT model and
+and the calibration data, written atomically. The preprocessing is the same code in every runtime. A ``.tflite`` backbone is already a LiteRT model and
 runs as it is, whatever the runtime.
 
     loaded = load_for_runtime(spec, "litert", 128, dataset, cache_dir)   # LoadedBackbone, embed() as usual
@@ -26,7 +27,6 @@ from lib.errors import BackboneError, ConfigError
 
 if TYPE_CHECKING:
     from lib.data.sources import Dataset
-    from lib.models.backbones import LoadedBackbone
     from lib.models.specs import BackboneSpec
 
 RUNTIMES = ("tf", "litert", "litert-int8")
@@ -80,28 +80,72 @@ def runtime_identity(spec: BackboneSpec, runtime: str, dataset: Dataset | None =
     return f"{actual}:c{CONVERTER_VERSION}"
 
 
-def converted_key(spec: BackboneSpec, size: int, runtime: str, dataset: Dataset | None) -> str:
-    """Cache key of a converted model."""
+def converted_key(spec: BackboneSpec, size: int, runtime: str, dataset: Dataset) -> str:
+    """Cache key of a converted model: backbone, size, runtime (with calibration), input shape, preprocessing, TF version."""
     import importlib.metadata as md
 
-    parts = {"backbone": spec.identity(), "size": int(size), "runtime": runtime_identity(spec, runtime, dataset), "tf": md.version("tensorflow")}
+    from lib.models.preprocess import PREPROCESSING_ID
+
+    parts = {"backbone": spec.identity(), "size": int(size), "runtime": runtime_identity(spec, runtime, dataset), "tf": md.version("tensorflow"),
+             "input": list(dataset.image_shape), "preprocessing": PREPROCESSING_ID}  # fmt: skip
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def load_for_runtime(spec: BackboneSpec, runtime: str, size: int, dataset: Dataset | None, cache_dir: Path | str) -> LoadedBackbone:
+class LiteRTBackbone:
+    """A converted backbone: ``embed`` scales (and mirrors) uint8 images in numpy and runs the LiteRT graph."""
+
+    def __init__(self, spec: BackboneSpec, path: Path, runtime: str, size: int, input_shape: tuple[int, int, int]) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.spec, self.runtime, self.size, self.input_shape = spec, runtime, size, input_shape
+        self.fixed_size = size
+        self._interp = Interpreter(model_path=str(path), num_threads=threads())
+        self._inp = self._interp.get_input_details()[0]["index"]
+        self._out = self._interp.get_output_details()[0]["index"]
+        self._batch = -1
+        self.feature_dim = int(self._run(np.zeros((1, *input_shape), np.float32)).shape[1])
+        self.module = None
+
+    def check_size(self, image_size: int) -> None:
+        """Raise if asked for another size than the one this model was converted at."""
+        if image_size != self.size:
+            raise BackboneError(f"This {self.runtime} model of {self.spec.name} was converted at {self.size}px, not {image_size}px.")
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        if len(x) != self._batch:
+            self._interp.resize_tensor_input(self._inp, list(x.shape))
+            self._interp.allocate_tensors()
+            self._batch = len(x)
+        self._interp.set_tensor(self._inp, np.ascontiguousarray(x, np.float32))
+        self._interp.invoke()
+        return np.array(self._interp.get_tensor(self._out), np.float32).reshape(len(x), -1)
+
+    def embed(self, images: np.ndarray, image_size: int, flip: bool = False) -> np.ndarray:
+        """Features of a uint8 ``[B, H, W, 3]`` batch at the storage size the model was converted for."""
+        from lib.models.preprocess import to_unit_range
+
+        self.check_size(image_size)
+        if tuple(images.shape[1:]) != self.input_shape:
+            raise BackboneError(f"This {self.runtime} model takes {self.input_shape} images, got {tuple(images.shape[1:])}.")
+        # Mirroring the uint8 input equals mirroring after the (symmetric) bilinear resize.
+        batch = np.asarray(images)[:, :, ::-1] if flip else np.asarray(images)
+        return self._run(to_unit_range(batch))
+
+
+def load_for_runtime(spec: BackboneSpec, runtime: str, size: int, dataset: Dataset | None, cache_dir: Path | str) -> Any:
     """A loaded backbone that runs ``spec`` at ``size`` with ``runtime`` (converting and caching it first if needed)."""
-    from lib.models.backbones import load_backbone, load_tflite_file
+    from lib.models.backbones import load_backbone
 
     actual = effective_runtime(spec, runtime)
     if actual in ("tf", "tflite"):
         return load_backbone(spec)
+    if dataset is None:
+        raise ConfigError(f"The {runtime} runtime converts for a dataset's image size; none was given.")
     path = convert(spec, size, runtime, dataset, cache_dir)
-    loaded = load_tflite_file(spec, path)
-    loaded.runtime = runtime
-    return loaded
+    return LiteRTBackbone(spec, path, runtime, size, tuple(dataset.image_shape))  # type: ignore[arg-type]
 
 
-def convert(spec: BackboneSpec, size: int, runtime: str, dataset: Dataset | None, cache_dir: Path | str) -> Path:
+def convert(spec: BackboneSpec, size: int, runtime: str, dataset: Dataset, cache_dir: Path | str) -> Path:
     """The converted LiteRT model of ``spec`` at ``size`` for ``runtime``; converted once, then read from the cache."""
     from lib.store.atomic import atomic_path
     from lib.store.layout import CacheLayout
@@ -111,9 +155,8 @@ def convert(spec: BackboneSpec, size: int, runtime: str, dataset: Dataset | None
         return target
     calibration = None
     if runtime == "litert-int8":
-        assert dataset is not None
         calibration = dataset.images("train")[calibration_indices(dataset)]
-    flatbuffer = _convert(spec, size, runtime, calibration)
+    flatbuffer = _convert(spec, size, runtime, tuple(dataset.image_shape), calibration)
     with atomic_path(target, suffix=".tflite") as tmp:
         tmp.write_bytes(flatbuffer)
     return target
@@ -133,21 +176,26 @@ def _loads(path: Path) -> bool:
         return False
 
 
-def _convert(spec: BackboneSpec, size: int, runtime: str, calibration: np.ndarray | None) -> bytes:
+def _convert(spec: BackboneSpec, size: int, runtime: str, input_shape: tuple[int, ...], calibration: np.ndarray | None) -> bytes:
     import tensorflow as tf
 
     from lib.models.backbones import load_backbone
-    from lib.models.preprocess import preprocess
+    from lib.models.preprocess import resize_view, to_unit_range
 
     loaded = load_backbone(spec)
-    concrete = tf.function(loaded.forward_fn).get_concrete_function(tf.TensorSpec([None, size, size, 3], tf.float32))
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], loaded.module)
+    forward = loaded.forward_fn
+
+    @tf.function(input_signature=[tf.TensorSpec([None, *input_shape], tf.float32)])
+    def graph(x: Any) -> Any:
+        return forward(resize_view(x, size))
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([graph.get_concrete_function()], loaded.module)
     if runtime == "litert-int8":
         assert calibration is not None
 
         def representative() -> Any:
-            for start in range(0, len(calibration), 1):
-                yield [preprocess(np.asarray(calibration[start : start + 1]), size).numpy()]
+            for i in range(len(calibration)):
+                yield [to_unit_range(np.asarray(calibration[i : i + 1]))]
 
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = representative
