@@ -310,3 +310,20 @@ def test_damaged_feature_manifest_breaks_no_page(monkeypatch: pytest.MonkeyPatch
     env = {**prepared, "cache": str(cache)}
     for page in (None, "feature_space.py"):
         no_errors(start(monkeypatch, env, page=page))
+
+
+def test_train_with_the_litert_runtime_then_see_its_features(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str]) -> None:
+    """A user picks the LiteRT runtime on Train: the run records it, and Feature space offers those features."""
+    at = start(monkeypatch, prepared, page="train.py")
+    at.multiselect(key="t_sizes").set_value([32])
+    at.number_input(key="t_epochs").set_value(2)
+    at.selectbox(key="t_backbone").set_value("(custom handle or path)")
+    at.text_input(key="t_custom").set_value(prepared["backbone"])
+    at.selectbox(key="t_runtime").set_value("litert")
+    at.button(key="FormSubmitter:train_form-Train").click().run()
+    no_errors(at)
+    newest = list_runs(prepared["cache"])[0]
+    assert newest.runtime == "litert" and at.session_state["run_id"] == newest.run_id
+    at = start(monkeypatch, prepared, page="feature_space.py", run=newest.run_id)
+    combo = at.selectbox(key="fs_combo")
+    assert "(litert)" in combo.options[combo.value]  # the active run's own (LiteRT) features are preselected

@@ -80,17 +80,18 @@ def finetuned_model(cache_dir: str, run_id: str) -> Any:
 
 
 @st.cache_resource(show_spinner=False, max_entries=32)
-def _features(source: str, cache_dir: str, backbone: str, size: int, split: str, view: str, limit: int | None) -> FeatureResult | None:
+def _features(source: str, cache_dir: str, backbone: str, size: int, split: str, view: str, limit: int | None,
+              runtime: str) -> FeatureResult | None:  # fmt: skip
     ds = dataset_if_ready(source, cache_dir)
     if ds is None or split not in ds.splits:
         return None
-    return cached_feature_result(ds, split, backbone_spec(backbone), size, view, limit, cache_dir)
+    return cached_feature_result(ds, split, backbone_spec(backbone), size, view, limit, cache_dir, runtime)
 
 
 def features(source: str, cache_dir: Path | str, backbone: str, size: int, split: str, view: str = "original",
-             limit: int | None = None) -> FeatureResult | None:  # fmt: skip
+             limit: int | None = None, runtime: str = "tf") -> FeatureResult | None:  # fmt: skip
     """Cached features (memory-mapped) or None; forgets a miss so a later extraction is seen."""
-    result = _features(source, str(cache_dir), backbone, int(size), split, view, limit)
+    result = _features(source, str(cache_dir), backbone, int(size), split, view, limit, runtime)
     if result is None:
         _features.clear()
     return result

@@ -21,18 +21,19 @@ available = [m for m in list_cached_features(settings.cache_dir) if m.dataset ==
 if not available:
     st.info("No features are cached for this dataset yet. Extract them on **Home** or by training a run.")
     st.stop()
-combos = sorted({(m.backbone, m.image_size, m.limit) for m in available}, key=str)
+combos = sorted({(m.backbone, m.image_size, m.limit, m.runtime_name) for m in available}, key=str)
 
 
 def combo_label(c: tuple) -> str:
-    return f"{str(c[0]).rstrip('/').split('/')[-1]} @ {c[1]}px" + (f" (first {c[2]}/class)" if c[2] else "")
+    runtime = f" ({c[3]})" if c[3] != "tf" else ""
+    return f"{str(c[0]).rstrip('/').split('/')[-1]} @ {c[1]}px{runtime}" + (f" (first {c[2]}/class)" if c[2] else "")
 
 
 # Prefer the active run's features, then the active backbone and size, and full splits over --limit subsets.
 spec_handle = cached.backbone_spec(settings.backbone).handle if settings.backbone else ""
-run_combo = (run.manifest.backbone, run.manifest.image_size, run.manifest.limit) if run else None
+run_combo = (run.manifest.backbone, run.manifest.image_size, run.manifest.limit, run.manifest.runtime) if run else None
 preferred = next((c for c in combos if c == run_combo),
-                 next((c for c in combos if c[0] == spec_handle and c[1] == settings.image_size and c[2] is None),
+                 next((c for c in combos if c[0] == spec_handle and c[1] == settings.image_size and c[2] is None and c[3] == "tf"),
                       next((c for c in combos if c[2] is None), None)))  # fmt: skip
 state.bind("fs_combo", combos.index(preferred) if preferred else 0, int, state.in_range(0, len(combos) - 1))
 state.bind("fs_split", "test")
@@ -46,11 +47,11 @@ st.session_state["fs_combo"] = min(st.session_state["fs_combo"], len(combos) - 1
 
 c1, c2, c3 = st.columns([3, 1, 2])
 combo = combos[c1.selectbox("Features", range(len(combos)), key="fs_combo", format_func=lambda i: combo_label(combos[i]))]
-splits = [s for s in ds.splits if any(m.split == s and (m.backbone, m.image_size, m.limit) == combo for m in available)]
+splits = [s for s in ds.splits if any(m.split == s and (m.backbone, m.image_size, m.limit, m.runtime_name) == combo for m in available)]
 if st.session_state["fs_split"] not in splits:
     st.session_state["fs_split"] = splits[0]
 split = c2.selectbox("Split", splits, key="fs_split")
-result = cached.features(settings.source, settings.cache_dir, combo[0], combo[1], split, "original", combo[2])
+result = cached.features(settings.source, settings.cache_dir, combo[0], combo[1], split, "original", combo[2], combo[3])
 if result is None:
     st.warning("Those features are no longer in the cache.")
     st.stop()

@@ -7,6 +7,7 @@ import streamlit as st
 from lib.config import BLOG_ACCURACY
 from lib.models.heads import HeadConfig
 from lib.models.protocols import PROTOCOLS
+from lib.models.runtimes import DEFAULT_RUNTIME, RUNTIMES
 from lib.models.specs import REGISTRY
 from lib.pipeline.training import RunRequest
 from lib.store.runs import list_runs
@@ -35,7 +36,7 @@ def apply_preset(name: str) -> None:
 
 
 defaults = {**preset_values("blog"), "t_head": "mlp", "t_epochs": 15, "t_steps": 0, "t_bs": 256, "t_patience": 5, "t_preset": "custom",
-            "t_sizes": [settings.image_size], "t_seed": 0, "t_limit": 0, "t_label": ""}  # fmt: skip
+            "t_sizes": [settings.image_size], "t_seed": 0, "t_limit": 0, "t_label": "", "t_runtime": DEFAULT_RUNTIME}  # fmt: skip
 for key, value in defaults.items():
     st.session_state.setdefault(key, value)
 st.session_state.setdefault("t_backbone", settings.backbone if settings.backbone in REGISTRY else CUSTOM)
@@ -69,6 +70,9 @@ with st.form("train_form"):
     d.checkbox("Train on flipped images too", key="t_flip")
     d.checkbox("Flip test-time augmentation", key="t_tta")
     e.number_input("Seed", 0, 1_000_000, key="t_seed")
+    e.selectbox("Extraction runtime", RUNTIMES, key="t_runtime",
+                help="tf: TensorFlow. litert: the backbone converted once to LiteRT float32 (same features, faster). "
+                     "litert-int8: full-integer quantised (fastest; features move slightly).")
     f.number_input("Images per class (0 = all)", 0, 100_000, key="t_limit")
     g.text_input("Run label", key="t_label")
     submitted = st.form_submit_button("Train", type="primary")
@@ -85,7 +89,8 @@ if submitted:
                           val_fraction=float(s["t_val"]), patience=int(s["t_patience"]) or None, seed=int(s["t_seed"]))  # fmt: skip
         sizes = tuple(sorted(int(x) for x in s["t_sizes"]))
         request = RunRequest(settings.source, backbone, head, sizes, ("original", "flip") if s["t_flip"] else ("original",), bool(s["t_tta"]),
-                             limit=int(s["t_limit"]) or None, protocol=s["t_preset"] if s["t_preset"] in PROTOCOLS else None)  # fmt: skip
+                             limit=int(s["t_limit"]) or None, protocol=s["t_preset"] if s["t_preset"] in PROTOCOLS else None,
+                             runtime=s["t_runtime"])  # fmt: skip
         manifest = actions.train_with_status(request, settings)
         if manifest is not None:
             if s["t_label"].strip():

@@ -78,6 +78,12 @@ class FeatureManifest:
     created: str = ""
     key: str = ""
 
+    @property
+    def runtime_name(self) -> str:
+        """The runtime that made these features (``tf``, ``tflite``, ``litert`` or ``litert-int8``)."""
+        name = self.runtime.split(":")[0]
+        return "tf" if name == "tflite" else name
+
     @classmethod
     def from_dict(cls, data: Any) -> FeatureManifest | None:
         """The manifest, or None if ``data`` is not a complete, well-typed one."""
