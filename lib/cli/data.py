@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lib import config
-from lib.cli.common import Bar, add_backbone, add_common, add_source, peak_rss_mb
+from lib.cli.common import Bar, add_backbone, add_common, add_source, peak_rss_mb, positive_int
 
 
 def add_commands(sub: Any) -> None:
@@ -30,6 +30,16 @@ def add_commands(sub: Any) -> None:
     add_common(p)
 
     p = sub.add_parser("backbones", help="list the backbone registry")
+    add_common(p)
+
+    p = sub.add_parser("benchmark", help="speed versus accuracy of each (backbone x input size x runtime)")
+    add_source(p)
+    p.add_argument("--backbone", action="append", default=None, help="repeat for several; default: every backbone in ../shared/models")
+    p.add_argument("--image-sizes", default="96,128,160,192,224", help="comma-separated input sizes")
+    p.add_argument("--runtimes", default="tf,litert,litert-int8", help="comma-separated runtimes")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--limit", type=positive_int, default=None, help="images per class of train and test for the accuracies (default 100)")
+    group.add_argument("--full", action="store_true", help="every image of train and test for the accuracies")
     add_common(p)
 
 
@@ -138,4 +148,38 @@ def cmd_backbones(args: argparse.Namespace) -> dict[str, Any]:
     return {"backbones": rows, "default": config.DEFAULT_BACKBONE, "_text": text}
 
 
-HANDLERS = {"data": cmd_data, "extract": cmd_extract, "backbones": cmd_backbones}
+def default_benchmark_backbones() -> list[str]:
+    """Every real backbone in ``../shared/models`` beside the project (SavedModel folders and .tflite files)."""
+    root = Path(__file__).resolve().parents[3] / "shared" / "models"
+    found = sorted(str(p) for p in root.glob("*") if (p / "saved_model.pb").exists() or p.suffix == ".tflite") if root.is_dir() else []
+    return found or [config.DEFAULT_BACKBONE]
+
+
+def cmd_benchmark(args: argparse.Namespace) -> dict[str, Any]:
+    """``benchmark``: measure the grid (rows already measured on this machine are reused)."""
+    from lib.analysis.benchmark import DEFAULT_LIMIT, run_benchmark
+
+    backbones = args.backbone or default_benchmark_backbones()
+    sizes = [int(s) for s in str(args.image_sizes).split(",") if s.strip()]
+    runtimes = [r.strip() for r in str(args.runtimes).split(",") if r.strip()]
+    bar = Bar("benchmark", unit="config")
+
+    def report(done: int, total: int, what: str) -> None:
+        bar.bar.set_postfix_str(what)
+        bar.update_to(done, total)
+
+    try:
+        result = run_benchmark(args.source, backbones, sizes, runtimes, args.cache_dir, None if args.full else (args.limit or DEFAULT_LIMIT), report)
+    finally:
+        bar.close()
+    header = f"{'backbone':<44}{'size':>5} {'runtime':<12}{'load s':>8}{'p50 ms':>8}{'p95 ms':>8}{'img/s':>8}{'MB':>7}{'RSS MB':>8}"
+    lines = [f"{result['machine']['cpu']}, {result['machine']['cores']} cores; accuracies on {result['subset']}", header + f"{'linear':>8}{'best':>8}"]
+    for r in result["rows"]:
+        lines.append(f"{r['backbone_name'][:43]:<44}{r['image_size']:>5} {r['runtime']:<12}{r['load_seconds']:>8.1f}{r['latency_ms_p50']:>8.2f}"
+                     f"{r['latency_ms_p95']:>8.2f}{r['images_per_second']:>8.1f}{(r['model_mb'] or 0):>7.1f}{(r['peak_rss_mb'] or 0):>8.0f}"
+                     f"{r['linear_accuracy']:>8.2%}{r['best_accuracy']:>8.2%}")  # fmt: skip
+    result["_text"] = "\n".join(lines)
+    return result
+
+
+HANDLERS = {"data": cmd_data, "extract": cmd_extract, "backbones": cmd_backbones, "benchmark": cmd_benchmark}

@@ -97,7 +97,7 @@ class LiteRTBackbone:
     def __init__(self, spec: BackboneSpec, path: Path, runtime: str, size: int, input_shape: tuple[int, int, int]) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
-        self.spec, self.runtime, self.size, self.input_shape = spec, runtime, size, input_shape
+        self.spec, self.runtime, self.size, self.input_shape, self.path = spec, runtime, size, input_shape, path
         self.fixed_size = size
         self._interp = Interpreter(model_path=str(path), num_threads=threads())
         self._inp = self._interp.get_input_details()[0]["index"]

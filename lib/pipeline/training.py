@@ -176,6 +176,31 @@ def stored_predictions(y_true: np.ndarray, probs: np.ndarray, indices: np.ndarra
     return {"y_true": y_true, "probs": probs.astype(np.float32), "y_pred": probs.argmax(axis=1), "indices": indices}
 
 
+@dataclass
+class FitResult:
+    """A trained head and its test probabilities (sizes concatenated, TTA views averaged)."""
+
+    head: TrainedHead
+    probs: np.ndarray
+    train_rows: int
+    val_rows: int
+
+
+def fit_head(train: FeatureBlock, test: FeatureBlock, sizes: tuple[int, ...], train_views: tuple[str, ...], tta: bool, head_cfg: HeadConfig,
+             num_classes: int, on_epoch: EpochFn | None = None) -> FitResult:  # fmt: skip
+    """Train a head on ``train`` (every view) and predict ``test`` through the one prediction path."""
+    tr_rows, val_rows = stratified_split(train.labels, head_cfg.val_fraction, head_cfg.seed)
+    # Validation is carved per image, so a held-out image's flipped twin never trains.
+    x_train = np.concatenate([train.view(v, sizes)[tr_rows] for v in train_views])
+    y_train = np.concatenate([train.labels[tr_rows] for _ in train_views])
+    x_val = train.view("original", sizes)[val_rows] if len(val_rows) else None
+    y_val = train.labels[val_rows] if len(val_rows) else None
+    head = train_head(x_train, y_train, num_classes, head_cfg, x_val, y_val, on_epoch)
+    views = {False: "original", True: "flip"}
+    probs = combine_views(lambda size, flip: test.parts[(size, views[flip])], head.predict_proba, sizes, tta, np_concat, np_mean)
+    return FitResult(head, probs, len(x_train), len(val_rows))
+
+
 def train_run(
     req: RunRequest,
     cache_dir: Path | str,
@@ -208,24 +233,16 @@ def train_run(
     stage(f"Features ready: {hits} of {total} feature sets loaded from the cache" + (" (instant)" if hits == total else ""))
     stage("Training head")
     head_cfg = req.head
-    tr_rows, val_rows = stratified_split(train.labels, head_cfg.val_fraction, head_cfg.seed)
-    # Validation is carved per image, so a held-out image's flipped twin never trains.
-    x_train = np.concatenate([train.view(v, sizes)[tr_rows] for v in req.train_views])
-    y_train = np.concatenate([train.labels[tr_rows] for _ in req.train_views])
-    x_val = train.view("original", sizes)[val_rows] if len(val_rows) else None
-    y_val = train.labels[val_rows] if len(val_rows) else None
-    head: TrainedHead = train_head(x_train, y_train, len(ds.classes), head_cfg, x_val, y_val, on_epoch)
-
+    fit = fit_head(train, test, sizes, tuple(req.train_views), req.tta, head_cfg, len(ds.classes), on_epoch)
+    head, probs = fit.head, fit.probs
     stage("Evaluating")
-    views = {False: "original", True: "flip"}
-    probs = combine_views(lambda size, flip: test.parts[(size, views[flip])], head.predict_proba, sizes, req.tta, np_concat, np_mean)
     report = evaluate(test.labels, probs, ds.classes)
     manifest = run_manifest(
         req, ds, spec, sizes, head_cfg, head.history, report,
         timings={"extract_seconds": round(train.extract_seconds + test.extract_seconds, 3), "train_seconds": round(head.seconds, 3),
                  "feature_cache_hits": hits, "feature_artifacts": total},
         val_accuracy=head.history[-1].get("val_accuracy") if head.history else None,
-        best_epoch=head.best_epoch, steps=head.steps, train_rows=len(x_train), val_rows=len(val_rows),
+        best_epoch=head.best_epoch, steps=head.steps, train_rows=fit.train_rows, val_rows=fit.val_rows,
     )  # fmt: skip
     predictions = stored_predictions(test.labels, probs, test.indices)
     stage("Saving run")
