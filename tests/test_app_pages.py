@@ -327,3 +327,28 @@ def test_train_with_the_litert_runtime_then_see_its_features(monkeypatch: pytest
     at = start(monkeypatch, prepared, page="feature_space.py", run=newest.run_id)
     combo = at.selectbox(key="fs_combo")
     assert "(litert)" in combo.options[combo.value]  # the active run's own (LiteRT) features are preselected
+
+
+def test_speed_page_empty_then_measured_then_pick(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str], tmp_path: Path) -> None:
+    """A user opens Speed vs accuracy with nothing measured (it explains itself), measures the active backbone, and
+    gets the chart, the table and the most accurate configuration within a latency budget."""
+    import shutil
+
+    cache = tmp_path / "speed_cache"
+    shutil.copytree(prepared["cache"], cache)
+    env = {**prepared, "cache": str(cache)}
+    at = start(monkeypatch, env, page="speed.py")
+    assert any("Nothing measured yet" in i.value for i in at.info)
+    at.multiselect[0].set_value([32])
+    at.multiselect[1].set_value(["tf"])
+    at.number_input[0].set_value(3)
+    at.button(key="FormSubmitter:bench_form-Measure the active backbone (tiny\\_fv\\_32)").click().run()
+    no_errors(at)
+    at.run()
+    no_errors(at)
+    assert not any("Nothing measured yet" in i.value for i in at.info)
+    assert len(at.dataframe[0].value) == 1
+    at.number_input(key="sp_budget").set_value(10_000.0).run()
+    assert any("tiny" in s.value and "32px" in s.value for s in at.success)
+    at.number_input(key="sp_budget").set_value(0.1).run()
+    assert any("No measured configuration" in w.value for w in at.warning)

@@ -191,3 +191,34 @@ def run_benchmark(source: str, backbones: list[str], sizes: list[int], runtimes:
     write_json_atomic(path, result)
     result["path"] = str(path)
     return result
+
+
+def stored_benchmarks(cache_dir: Path | str) -> list[dict[str, Any]]:
+    """Every stored benchmark result with at least one row, newest first (damaged files are skipped)."""
+    from lib.store.atomic import read_json
+    from lib.store.layout import CacheLayout
+
+    out = []
+    for path in CacheLayout(cache_dir).benchmarks.glob("*.json"):
+        data = read_json(path)
+        if isinstance(data, dict) and isinstance(data.get("rows"), list) and data["rows"] and isinstance(data.get("machine"), dict):
+            rows = [r for r in data["rows"] if isinstance(r, dict) and {"backbone", "image_size", "runtime", "best_accuracy"} <= set(r)]
+            out.append({**data, "rows": rows, "path": str(path), "mtime": path.stat().st_mtime})
+    return sorted(out, key=lambda d: d["mtime"], reverse=True)
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both axes (higher speed, higher accuracy), by speed."""
+    order = sorted(range(len(points)), key=lambda i: (-points[i][0], -points[i][1]))
+    front, best = [], -1.0
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def pick_within_budget(rows: list[dict[str, Any]], budget_ms: float) -> dict[str, Any] | None:
+    """The most accurate configuration (``best`` preset) whose single-image p50 latency fits the budget."""
+    fitting = [r for r in rows if r["latency_ms_p50"] <= budget_ms]
+    return max(fitting, key=lambda r: (r["best_accuracy"], -r["latency_ms_p50"])) if fitting else None

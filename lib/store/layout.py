@@ -80,9 +80,14 @@ class CacheLayout:
         """A backbone converted to LiteRT (see :mod:`lib.models.runtimes`)."""
         return self.root / "converted" / f"{_check(_KEY, key, 'converted-model key')}.tflite"
 
+    @property
+    def benchmarks(self) -> Path:
+        """Folder of benchmark results."""
+        return self.root / "benchmarks"
+
     def benchmark_file(self, key: str) -> Path:
         """Results of one speed-versus-accuracy benchmark grid."""
-        return self.root / "benchmarks" / f"{_check(_KEY, key, 'benchmark key')}.json"
+        return self.benchmarks / f"{_check(_KEY, key, 'benchmark key')}.json"
 
     # ---------------------------------------------------------------- runs
     @property
