@@ -128,6 +128,24 @@ def test_every_page_train_and_click_confusion_cell(browser_cache: Path) -> None:
             assert not exceptions(page)
             shot(page, "5-evaluate")
 
+            goto_page(page, "Speed vs accuracy")
+            page.get_by_text("Nothing measured yet", exact=False).wait_for(timeout=60_000)
+            page.get_by_label("Images per class for the accuracies").fill("10")
+            page.get_by_label("Images per class for the accuracies").press("Tab")
+            page.get_by_role("button", name=re.compile(r"^Measure the active backbone")).click()
+            page.locator('[data-testid="stVegaLiteChart"] svg.marks').first.wait_for(timeout=300_000)
+            wait_idle(page)
+            assert not exceptions(page)
+            budget = page.get_by_label("Latency budget per image (ms, single image, p50)")
+            budget.fill("10000")
+            budget.press("Enter")
+            wait_idle(page)
+            page.get_by_test_id("stAlertContentSuccess").filter(has_text="mobilenet").wait_for(timeout=30_000)  # "pick for me" named one
+            shot(page, "8-speed-vs-accuracy")
+
+            goto_page(page, "Evaluate")
+            page.locator('[data-testid="stVegaLiteChart"]').first.wait_for(timeout=60_000)
+            wait_idle(page)
             shared_link = page.url
             fresh = browser.new_page(viewport={"width": 1400, "height": 2200})
             fresh.goto(shared_link)
