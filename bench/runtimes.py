@@ -27,11 +27,10 @@ sys.path.insert(0, str(ROOT))
 
 
 def cpu_model() -> str:
-    """The CPU model name from /proc/cpuinfo."""
-    try:
-        return next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return "unknown CPU"
+    """The CPU model name (figures are only comparable on one machine)."""
+    from lib.analysis.benchmark import machine_info
+
+    return str(machine_info()["cpu"])
 
 
 def extract(args: argparse.Namespace, size: int, runtime: str, cache: Path) -> dict:
