@@ -1,6 +1,8 @@
 """Speed vs accuracy: every measured (backbone, size, runtime) on one chart with its Pareto front, a table,
 and "pick for me" within a latency budget."""
 
+import time
+
 import altair as alt
 import pandas as pd
 import streamlit as st
@@ -80,9 +82,15 @@ if go and sizes and runtimes:
 
     with st.status("Measuring…", expanded=True) as status:
         bar = st.progress(0.0)
+        started = time.perf_counter()
+
+        def report(done: int, total: int, what: str) -> None:
+            elapsed = time.perf_counter() - started
+            eta = f" · ETA {elapsed / done * (total - done):.0f}s" if done else ""
+            bar.progress(min(done / max(total, 1), 1.0), text=f"{done}/{total} configurations · {md_escape(what)}{eta}")
+
         try:
-            run_benchmark(settings.source, [settings.backbone], [int(s) for s in sizes], list(runtimes), settings.cache_dir, int(limit),
-                          progress=lambda done, total, what: bar.progress(min(done / max(total, 1), 1.0), text=f"{done}/{total} · {what}"))  # fmt: skip
+            run_benchmark(settings.source, [settings.backbone], [int(s) for s in sizes], list(runtimes), settings.cache_dir, int(limit), report)
             status.update(label="Measured", state="complete")
         except UserFacingError as err:
             status.update(label="Measuring failed", state="error")
