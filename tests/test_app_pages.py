@@ -352,3 +352,14 @@ def test_speed_page_empty_then_measured_then_pick(monkeypatch: pytest.MonkeyPatc
     assert any("tiny" in s.value and "32px" in s.value for s in at.success)
     at.number_input(key="sp_budget").set_value(0.1).run()
     assert any("No measured configuration" in w.value for w in at.warning)
+
+
+def test_leaving_a_page_and_coming_back_keeps_its_choices(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str]) -> None:
+    """A user picks a confusion cell on Evaluate, visits Browse, comes back: the same cell is still selected."""
+    at = start(monkeypatch, prepared, page="evaluate.py", run=prepared["run"])
+    at.selectbox(key="ev_true").set_value(3)
+    at.selectbox(key="ev_pred").set_value(5).run()
+    at.switch_page(str(ROOT / "views" / "browse.py")).run()
+    at.switch_page(str(ROOT / "views" / "evaluate.py")).run()
+    no_errors(at)
+    assert at.selectbox(key="ev_true").value == 3 and at.selectbox(key="ev_pred").value == 5

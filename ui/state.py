@@ -28,6 +28,7 @@ from lib.store.layout import RUN_ID
 
 GLOBAL_KEYS = {"source": "source", "backbone": "backbone", "image_size": "size", "run_id": "run"}
 MIN_SIZE, MAX_SIZE = 32, 512  # input sizes the app accepts, in pixels
+_KEEP = "_kept_"  # session-state prefix of page widgets' last values (see bind)
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,10 @@ def bind(key: str, default: Any, cast: Callable[[str], Any] = str, valid: Callab
     """
     if key in st.session_state:
         return
+    if _KEEP + key in st.session_state:
+        # Streamlit drops a widget's state on a page that does not draw it: coming back restores the last choice.
+        st.session_state[key] = st.session_state[_KEEP + key]
+        return
     raw = st.query_params.get(key)
     if raw is not None:
         try:
@@ -161,6 +166,9 @@ def bind_list(key: str, default: list[str], allowed: list[str]) -> None:
     """Like :func:`bind` for a multiselect: a comma-separated URL value, filtered to ``allowed``."""
     if key in st.session_state:
         return
+    if _KEEP + key in st.session_state:
+        st.session_state[key] = [v for v in st.session_state[_KEEP + key] if v in allowed]
+        return
     raw = st.query_params.get(key)
     st.session_state[key] = [v for v in raw.split(",") if v in allowed] if raw else default
 
@@ -169,6 +177,7 @@ def publish(*keys: str) -> None:
     """Write page widget values to the URL so a shared link reproduces the view."""
     for key in keys:
         value = st.session_state.get(key)
+        st.session_state[_KEEP + key] = value
         text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else ("" if value is None else str(value))
         if text == "":
             st.query_params.pop(key, None)
