@@ -163,14 +163,11 @@ def _single_output(out: Any) -> Any:
 
 
 def _load_tflite(spec: BackboneSpec) -> LoadedBackbone:
+    # ai-edge-litert is the maintained interpreter (tf.lite.Interpreter is deprecated); it is in requirements.txt.
+    from ai_edge_litert.interpreter import Interpreter
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        try:
-            from ai_edge_litert.interpreter import Interpreter  # type: ignore[import-not-found]
-        except ImportError:
-            import tensorflow as tf
-
-            Interpreter = tf.lite.Interpreter  # noqa: N806
         try:
             interp = Interpreter(model_path=spec.handle, num_threads=os.cpu_count() or 2)
         except Exception as err:
