@@ -102,22 +102,17 @@ def projections(args: argparse.Namespace) -> None:
     print(f"t-SNE after the in-memory cache is cleared: {time.perf_counter() - t0:.3f}s (disk cache)", flush=True)
 
 
-def cpu_model() -> str:
-    """The CPU model name (figures are only comparable on one machine)."""
-    from lib.analysis.benchmark import machine_info
-
-    return str(machine_info()["cpu"])
-
-
 def main() -> int:
     """Run all measurements."""
+    from lib.analysis.benchmark import machine_info
+
     parser = argparse.ArgumentParser()
     parser.add_argument("--source", required=True)
     parser.add_argument("--backbone", required=True)
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--cache-dir", default=str(ROOT / "cache"))
     args = parser.parse_args()
-    print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs", flush=True)
+    print(f"machine: {machine_info()['cpu']}, {os.cpu_count()} CPUs", flush=True)
     first_paint(args)
     reruns(args)
     projections(args)

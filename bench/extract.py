@@ -75,15 +75,10 @@ def run_cli(args: list[str]) -> tuple[dict, float, float]:
     return result, wall, float(result.get("peak_rss_mb") or float("nan"))
 
 
-def cpu_model() -> str:
-    """The CPU model name (figures are only comparable on one machine)."""
-    from lib.analysis.benchmark import machine_info
-
-    return str(machine_info()["cpu"])
-
-
 def main() -> int:
     """Run the benchmark and print a table."""
+    from lib.analysis.benchmark import machine_info
+
     parser = argparse.ArgumentParser()
     parser.add_argument("--source", required=True)
     parser.add_argument("--backbone", required=True)
@@ -94,7 +89,7 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-extract-") as tmp:
         cache = Path(tmp)
-        print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs; batch {args.batch_size}; fresh cache {cache}", flush=True)
+        print(f"machine: {machine_info()['cpu']}, {os.cpu_count()} CPUs; batch {args.batch_size}; fresh cache {cache}", flush=True)
         for size in (int(s) for s in args.sizes.split(",")):
             cmp = same_batches(args.source, args.backbone, size, args.batches, args.batch_size, cache)
             print(f"[{size}px] same {cmp['images']} images: pipeline {cmp['pipeline_ips']:.1f} img/s, bare forward {cmp['bare_ips']:.1f} img/s "

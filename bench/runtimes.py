@@ -26,13 +26,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def cpu_model() -> str:
-    """The CPU model name (figures are only comparable on one machine)."""
-    from lib.analysis.benchmark import machine_info
-
-    return str(machine_info()["cpu"])
-
-
 def extract(args: argparse.Namespace, size: int, runtime: str, cache: Path) -> dict:
     """One `extract` command; its JSON plus the wall time of the whole process."""
     cmd = [sys.executable, "-m", "lib", "extract", "--source", args.source, "--backbone", args.backbone, "--image-size", str(size),
@@ -48,6 +41,8 @@ def extract(args: argparse.Namespace, size: int, runtime: str, cache: Path) -> d
 
 def main() -> int:
     """Print one line per (size, runtime) and the agreement of the features."""
+    from lib.analysis.benchmark import machine_info
+
     parser = argparse.ArgumentParser()
     parser.add_argument("--source", required=True)
     parser.add_argument("--backbone", required=True)
@@ -56,7 +51,7 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--runtimes", default="tf,litert,litert-int8")
     args = parser.parse_args()
-    print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs; split {args.split}; batch {args.batch_size}", flush=True)
+    print(f"machine: {machine_info()['cpu']}, {os.cpu_count()} CPUs; split {args.split}; batch {args.batch_size}", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-runtimes-") as tmp:
         cache = Path(tmp)
         for size in (int(s) for s in args.sizes.split(",")):

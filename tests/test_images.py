@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lib.data.images import decode_upload, square_resize, thumbnail_uri, upscale
+from lib.data.decode import resize_square
+from lib.data.images import decode_upload, thumbnail_uri, upscale
 from lib.errors import ImageDecodeError
 
 
@@ -44,4 +45,4 @@ def test_display_helpers() -> None:
     img = np.zeros((32, 32, 3), np.uint8)
     assert upscale(img, 96).shape == (96, 96, 3)
     assert thumbnail_uri(img).startswith("data:image/png;base64,")
-    assert square_resize(np.zeros((50, 80, 3), np.uint8), 32).shape == (32, 32, 3)
+    assert resize_square(np.zeros((50, 80, 3), np.uint8), 32).shape == (32, 32, 3)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from lib.data.images import MAX_UPLOAD_BYTES, decode_upload, square_resize, upscale
+from lib.data.decode import resize_square
+from lib.data.images import MAX_UPLOAD_BYTES, decode_upload, upscale
 from lib.errors import UserFacingError
 from lib.models.predict import predict_images
 from lib.store.runs import Run
@@ -26,7 +27,7 @@ def upload_ui(settings: state.Settings, run: Run) -> None:
     ds = cached.dataset_if_ready(run.manifest.source, settings.cache_dir)
     # Training images were stored at the dataset's size (32x32 for CIFAR) and then resized: do the same to the upload.
     side = ds.image_shape[0] if ds is not None else 32
-    small = square_resize(img, side)
+    small = resize_square(img, side)
     try:
         if run.manifest.finetuned:
             probs = np.asarray(cached.finetuned_model(str(settings.cache_dir), run.run_id)(small[None]))[0]

@@ -1,6 +1,7 @@
 """Image helpers for display and uploads: decoding untrusted bytes safely, upscaling, data URIs.
 
     img = decode_upload(data)                 # uint8 [H, W, 3] or ImageDecodeError with a clear message
+    (resize it to the dataset's storage size with lib.data.decode.resize_square, as training images were)
     big = upscale(img, 96)                    # nearest-neighbour, crisp pixels
     uri = thumbnail_uri(img)                  # "data:image/png;base64,..." for chart tooltips
 """
@@ -13,7 +14,7 @@ import warnings
 
 import numpy as np
 
-from lib.data.decode import resize_square, to_rgb
+from lib.data.decode import to_rgb
 from lib.errors import ImageDecodeError
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # 10 MB: larger uploads are refused before decoding
@@ -67,7 +68,3 @@ def thumbnail_uri(img: np.ndarray, side: int = 64) -> str:
     Image.fromarray(upscale(img, side)).save(buf, format="PNG", optimize=False, compress_level=1)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
-
-def square_resize(img: np.ndarray, side: int) -> np.ndarray:
-    """Resize an uploaded image to the dataset's square storage size (what the head saw in training)."""
-    return resize_square(img, side)

@@ -36,7 +36,7 @@ from lib.data import cifar, folders
 from lib.data.cifar import ProgressFn, ReadResult
 from lib.errors import CacheWriteError, DataSourceError
 from lib.store.atomic import atomic_dir, read_json
-from lib.store.fingerprints import file_digest, tree_digest
+from lib.store.fingerprints import existing_path, file_digest, tree_digest
 from lib.store.layout import CacheLayout
 
 MAX_SOURCE_CHARS = 1024  # longer strings are refused before they reach the file system
@@ -119,14 +119,6 @@ def check_source_text(source: str) -> str:
     return text
 
 
-def _existing_path(text: str) -> Path | None:
-    path = Path(text).expanduser()
-    try:
-        return path if path.exists() else None
-    except OSError:  # e.g. a name too long for the file system
-        return None
-
-
 def load_dataset(source: str, cache_dir: Path | str, progress: ProgressFn | None = None) -> Dataset:
     """Resolve ``source``, converting it into the cache on first use."""
     layout = CacheLayout(cache_dir)
@@ -138,7 +130,7 @@ def load_dataset(source: str, cache_dir: Path | str, progress: ProgressFn | None
         archive = cifar.download_cifar10(layout.cifar_download(), progress=progress)
         return _convert(source, "cifar10-pickle", _CIFAR10_FINGERPRINT, layout, lambda: cifar.read_cifar_tar(archive), progress)
 
-    path = _existing_path(source)
+    path = existing_path(source)
     if path is None:
         raise DataSourceError(
             f"Data source {source!r} is neither 'cifar10' nor an existing path. "
@@ -158,7 +150,7 @@ def cached_dataset_status(source: str, cache_dir: Path | str) -> Dataset | None:
         text = check_source_text(source)
         if text.lower() == "cifar10":
             return _load_cached(layout, _CIFAR10_FINGERPRINT, text)
-        path = _existing_path(text)
+        path = existing_path(text)
         if path is None:
             return None
         _, fingerprint, _ = _inspect_path(path, None)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lib.errors import BackboneError
-from lib.store.fingerprints import file_digest, tree_digest
+from lib.store.fingerprints import existing_path, file_digest, tree_digest
 
 _HUB = "https://tfhub.dev/google"
 MAX_BACKBONE_CHARS = 1024
@@ -85,11 +85,7 @@ def resolve_backbone(backbone: str) -> BackboneSpec:
     path = Path(text).expanduser()
     size_match = _SIZE_IN_NAME.search(path.name)
     native = int(size_match.group(1)) if size_match else None
-    try:
-        exists = path.exists()
-    except OSError:  # e.g. a name too long for the file system
-        exists = False
-    if exists:
+    if existing_path(text) is not None:
         if path.is_file() and path.suffix == ".tflite":
             return BackboneSpec(path.name, str(path.resolve()), "tflite", "TFLite", native)
         if path.is_dir() and (path / "saved_model.pb").exists():

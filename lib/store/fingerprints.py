@@ -27,6 +27,15 @@ def file_digest(path: Path, algorithm: str = "sha256") -> str:
     return _file_digest(str(path.resolve()), algorithm, st.st_size, st.st_mtime_ns)
 
 
+def existing_path(text: str) -> Path | None:
+    """``text`` as an existing path (``~`` expanded), or None, also when the file system refuses the name (too long)."""
+    path = Path(text).expanduser()
+    try:
+        return path if path.exists() else None
+    except OSError:
+        return None
+
+
 def tree_files(root: Path) -> list[Path]:
     """Every regular file below ``root`` (hidden folders skipped), sorted."""
     out: list[Path] = []

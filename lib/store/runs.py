@@ -34,7 +34,7 @@ import numpy as np
 from lib.errors import CacheWriteError, RunError
 from lib.models.heads import TrainedHead
 from lib.store.atomic import atomic_dir, describe_os_error, read_json, write_json_atomic
-from lib.store.layout import RUN_ID, CacheLayout, check_run_id
+from lib.store.layout import RUN_ID, CacheLayout
 from lib.store.manifest import RunManifest
 
 MODEL_DIR = "model"  # a fine-tuned run's full model (backbone + head), in the export format
@@ -179,7 +179,7 @@ def set_label(cache_dir: Path | str, run_id: str, label: str) -> RunManifest:
 def delete_run(cache_dir: Path | str, run_id: str) -> None:
     """Remove a run (damaged ones too): renamed out of the listing first, then deleted."""
     layout = CacheLayout(cache_dir)
-    path = layout.run_dir(check_run_id(run_id))
+    path = layout.run_dir(run_id)
     if not path.is_dir():
         raise RunError(f"Run {run_id} not found in {layout.runs}.")
     trash = path.with_name(f".{path.name}.deleted-{time.time_ns()}")
