@@ -47,7 +47,9 @@ def main() -> int:
         spec = resolve_backbone(args.backbone)
         calibration = ds.images("train")[subset_indices(ds.labels("train"), args.per_class)]
         t0 = time.perf_counter()
-        flatbuffer = runtimes._convert(spec, args.size, "litert-int8", tuple(ds.image_shape), calibration)
+        from lib.models.backbones import load_backbone
+
+        flatbuffer = runtimes._convert(spec, load_backbone(spec), args.size, "litert-int8", tuple(ds.image_shape), calibration)
         path = Path(tmp) / "int8.tflite"
         path.write_bytes(flatbuffer)
         print(f"converted with {len(calibration):,} calibration images in {time.perf_counter() - t0:.1f}s", flush=True)

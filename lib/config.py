@@ -36,6 +36,8 @@ ENV_IMAGE_SIZE = "TLX_IMAGE_SIZE"
 
 DEFAULT_SOURCE = "cifar10"
 DEFAULT_BACKBONE = "mobilenet_v1_100_128"
+# Real backbones for offline work live beside the project (see ../shared/README.md); never committed.
+SHARED_MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
 
 
 def default_cache_dir() -> Path:

@@ -32,11 +32,37 @@ def test_cli_json_contract_and_resume(assets: dict[str, Path], cache_dir: Path) 
         assert 0.0 <= row["linear_accuracy"] <= 1.0 and 0.0 <= row["best_accuracy"] <= 1.0
         assert row["n_train"] == 30 and row["n_test"] == 30  # 3 per class, as asked
     assert {r["runtime"] for r in rows} == {"tf", "litert", "tflite"}
+    by = {(r["image_size"], r["runtime"]): r for r in rows}
+    for size in (32, 48):
+        tf_row, lite_row = by[(size, "tf")], by[(size, "litert")]
+        # litert extracts the subset; tf checked on the timing batch that its features agree, then shared the heads
+        assert lite_row["accuracy_features"] == "litert" and lite_row["feature_max_rel_diff"] is None
+        assert tf_row["accuracy_features"] == "litert" and 0.0 <= tf_row["feature_max_rel_diff"] <= 1e-4
+        assert tf_row["best_accuracy"] == lite_row["best_accuracy"] and tf_row["linear_accuracy"] == lite_row["linear_accuracy"]
     assert out["machine"]["cores"] and out["machine"]["cpu"] and "3 images per class" in out["subset"]
     stored = list((cache_dir / "benchmarks").glob("*.json"))
     assert len(stored) == 1 and json.loads(stored[0].read_text())["rows"] == rows
     again = run_benchmark(str(assets["cifar_tar"]), [str(assets["savedmodel"]), str(assets["tflite"])], [32, 48], ["tf", "litert"], cache_dir, 3)
     assert again["rows"] == rows  # measured once, read back
+
+
+def test_runtimes_whose_features_disagree_train_their_own_heads(assets: dict[str, Path], cache_dir: Path) -> None:
+    """Heads are shared only when the timing-batch features agree within the tolerance."""
+    from lib.analysis.benchmark import BenchmarkSession, _Accuracy, measure_row
+    from lib.data.sources import load_dataset
+    from lib.models.specs import resolve_backbone
+
+    ds = load_dataset(str(assets["cifar_tar"]), cache_dir)
+    session = BenchmarkSession(ds, cache_dir, 3)
+    spec = resolve_backbone(str(assets["savedmodel"]))
+    first = measure_row(session, str(assets["savedmodel"]), 32, "tf")
+    assert first.accuracy_features == "tf" and first.feature_max_rel_diff is None
+    stored = session.accuracies[(spec.handle, 32, "float")]
+    # Pretend a litert row came first with features 1% off, and 99% accuracy: tf must not inherit it.
+    session.accuracies[(spec.handle, 32, "float")] = _Accuracy("litert", stored.batch_features * 1.01, 0.99, 0.99, 30, 30, stored.feature_dim)
+    again = measure_row(session, str(assets["savedmodel"]), 32, "tf")
+    assert again.accuracy_features == "tf" and again.feature_max_rel_diff is not None and again.feature_max_rel_diff > 1e-3
+    assert again.best_accuracy == first.best_accuracy != 0.99
 
 
 def test_key_follows_grid_machine_and_versions() -> None:

@@ -111,7 +111,7 @@ def test_every_page_train_and_click_confusion_cell(browser_cache: Path) -> None:
             page.get_by_text("Nothing measured yet", exact=False).wait_for(timeout=60_000)
             page.get_by_label("Images per class for the accuracies").fill("10")
             page.get_by_label("Images per class for the accuracies").press("Tab")
-            page.get_by_role("button", name=re.compile(r"^Measure the active backbone")).click()
+            page.get_by_role("button", name=re.compile(r"^Measure mobilenet")).click()
             page.locator('[data-testid="stVegaLiteChart"] svg.marks').first.wait_for(timeout=300_000)
             wait_idle(page)
             assert not exceptions(page)

@@ -94,3 +94,32 @@ def train_with_status(request: Any, settings: state.Settings) -> RunManifest | N
         status.update(label=f"Run {manifest.run_id}: test accuracy {acc:.2%} in {manifest.timings['train_seconds']:.1f}s",
                       state="complete", expanded=False)  # fmt: skip
     return manifest
+
+
+def measure_with_status(settings: state.Settings, configs: list[tuple[str, int, str]], limit: int | None) -> None:
+    """Measure benchmark configurations with a progress bar and ETA, then rerun so the page shows the rows.
+
+    Every finished row is stored at once, so leaving the page (or a failure) keeps what was measured.
+    """
+    import time
+
+    from lib.analysis.benchmark import run_configurations
+    from ui.text import md_escape
+
+    with st.status(f"Measuring {len(configs)} configurations…", expanded=True) as status:
+        bar = st.progress(0.0)
+        started = time.perf_counter()
+
+        def report(done: int, total: int, what: str) -> None:
+            elapsed = time.perf_counter() - started
+            eta = f" · ETA {_fmt_eta(elapsed / done * (total - done))}" if done else ""
+            bar.progress(min(done / max(total, 1), 1.0), text=f"{done}/{total} configurations · {md_escape(what)}{eta}")
+
+        try:
+            run_configurations(settings.source, configs, settings.cache_dir, limit, report)
+        except UserFacingError as err:
+            status.update(label="Measuring failed (finished rows are kept)", state="error")
+            show_error(err)
+            return
+        status.update(label="Measured", state="complete")
+    st.rerun()

@@ -1,30 +1,39 @@
 """Speed vs accuracy: every measured (backbone, size, runtime) on one chart with its Pareto front, a table,
-and "pick for me" within a latency budget."""
-
-import time
+"pick for me" within a latency budget, the int8 accuracy loss, and buttons that measure what is missing."""
 
 import altair as alt
 import pandas as pd
 import streamlit as st
 
-from lib.analysis.benchmark import DEFAULT_LIMIT, pareto_front, pick_within_budget, stored_benchmarks
+from lib.analysis import benchmark as bm
 from lib.config import BLOG_ACCURACY
+from lib.models.runtimes import RUNTIMES
+from lib.store.runs import list_runs
 from ui import state
-from ui.text import md_escape, show_error
+from ui.actions import measure_with_status as measure
+from ui.text import md_escape
 
 settings = state.current()
 st.title("Speed vs accuracy")
-results = stored_benchmarks(settings.cache_dir)
+groups = bm.merged_results(bm.stored_benchmarks(settings.cache_dir))
+default_grid = bm.default_grid()
 
-if not results:
+if not groups:
     st.info(
         "Nothing measured yet. This page answers *which backbone, input size and runtime fits my latency budget, and what "
-        "accuracy do I give up?*: one point per configuration, accuracy against images per second or latency, the Pareto "
-        "front, and the most accurate configuration within a budget. Measure the default grid with `python -m lib benchmark "
-        "--source ...` (every backbone in ../shared/models at 96-224 px, three runtimes), or a small grid below."
+        "accuracy do I give up?*: one point per configuration, accuracy against images per second or single-image latency, "
+        "the Pareto front, the most accurate configuration within a budget, and what int8 quantisation costs. "
+        f"The default grid is every backbone in ../shared/models at {', '.join(map(str, bm.DEFAULT_SIZES))} px with the "
+        f"{', '.join(RUNTIMES)} runtimes ({len(default_grid)} configurations, accuracies on the first {bm.DEFAULT_LIMIT} images "
+        "per class); the same as `python -m lib benchmark --source ...` on the command line."
     )
+    if st.button(f"Measure the default grid ({len(default_grid)} configurations)", type="primary"):
+        measure(settings, default_grid, bm.DEFAULT_LIMIT)
 else:
-    result = results[0]
+    labels = [f"{g['machine'].get('cpu')} ({g['machine'].get('cores')} cores) · {g.get('subset', '')} · {len(g['rows'])} rows" for g in groups]
+    state.bind("sp_group", 0, int, valid=range(len(groups)))
+    pick_group = st.selectbox("Measurements", range(len(groups)), format_func=lambda i: labels[i], key="sp_group") if len(groups) > 1 else 0
+    result = groups[pick_group]
     rows = pd.DataFrame(result["rows"])
     rows["name"] = rows["backbone_name"].where(rows["backbone_name"] != "", rows["backbone"])
     m = result["machine"]
@@ -35,7 +44,7 @@ else:
     axes = {"throughput": ("images_per_second", "images per second at batch 64 (log)"), "latency": ("latency_ms_p50", "single-image latency p50, ms (log)")}
     x_field, x_title = axes[axis]
     speed = rows["images_per_second"] if axis == "throughput" else -rows["latency_ms_p50"]
-    front = pareto_front(list(zip(speed.tolist(), rows["best_accuracy"].tolist())))
+    front = bm.pareto_front(list(zip(speed.tolist(), rows["best_accuracy"].tolist())))
     rows["pareto"] = False
     rows.loc[rows.index[front], "pareto"] = True
     points = alt.Chart(rows).mark_point(size=90, filled=True).encode(
@@ -52,7 +61,7 @@ else:
 
     st.subheader("Pick for me")
     budget = st.number_input("Latency budget per image (ms, single image, p50)", 0.1, 10_000.0, 20.0, step=1.0, key="sp_budget")
-    pick = pick_within_budget(result["rows"], float(budget))
+    pick = bm.pick_within_budget(result["rows"], float(budget))
     if pick is None:
         st.warning("No measured configuration is that fast; raise the budget or measure smaller sizes.")
     else:
@@ -66,34 +75,40 @@ else:
             st.session_state["t_custom"] = pick["backbone"]
             st.switch_page("views/train.py")
 
+    st.subheader("What int8 quantisation costs")
+    loss = bm.int8_loss(result["rows"])
+    if loss:
+        pct = st.column_config.NumberColumn(format="percent")
+        columns = {"float_best": pct, "int8_best": pct, "loss_points": st.column_config.NumberColumn("loss (points)"),
+                   "int8_speedup": st.column_config.NumberColumn("int8 speed-up", format="%.2fx")}  # fmt: skip
+        st.dataframe(pd.DataFrame(loss), hide_index=True, width="stretch", column_config=columns)
+        st.caption(f"Best-preset accuracy on {md_escape(result.get('subset', ''))}, int8 against the faster float runtime of the same backbone and size.")
+    else:
+        st.caption("Measure a backbone with both a float runtime and litert-int8 to see the loss here.")
+    full = bm.int8_loss_from_runs(list_runs(settings.cache_dir))
+    if full:
+        st.markdown("**On the full training and test sets** (from trained runs: same backbone, sizes and head, float and int8 features)")
+        pct = st.column_config.NumberColumn(format="percent")
+        columns = {"float_accuracy": pct, "int8_accuracy": pct, "loss_points": st.column_config.NumberColumn("loss (points)")}
+        st.dataframe(pd.DataFrame(full), hide_index=True, width="stretch", column_config=columns)
+    else:
+        st.caption("Train the same configuration on every image with `--runtime tf` and `--runtime litert-int8` to see the full-set loss here.")
+
     st.subheader("All measurements")
     st.dataframe(rows.drop(columns=["pareto", "backbone"]), hide_index=True, width="stretch")
 
-st.subheader("Measure")
+    missing = bm.missing_configurations(default_grid, result["rows"]) if result.get("limit") == bm.DEFAULT_LIMIT else []
+    if missing:
+        st.info(f"{len(missing)} of the default grid's {len(default_grid)} configurations are not measured on this machine yet.")
+        if st.button(f"Measure the {len(missing)} missing configurations", type="primary"):
+            measure(settings, missing, bm.DEFAULT_LIMIT)
+
+st.subheader("Measure the active backbone")
 with st.form("bench_form"):
     c1, c2, c3 = st.columns(3)
-    sizes = c1.multiselect("Input sizes", sorted({96, 128, 160, 192, 224, settings.image_size}), default=[settings.image_size])
-    runtimes = c2.multiselect("Runtimes", ["tf", "litert", "litert-int8"], default=["tf", "litert"])
-    limit = c3.number_input("Images per class for the accuracies", 10, 5000, DEFAULT_LIMIT)
-    go = st.form_submit_button(f"Measure the active backbone ({md_escape(settings.backbone.rstrip('/').split('/')[-1])})")
+    sizes = c1.multiselect("Input sizes", sorted({*bm.DEFAULT_SIZES, settings.image_size}), default=[settings.image_size])
+    runtimes = c2.multiselect("Runtimes", list(RUNTIMES), default=["tf", "litert"])
+    limit = c3.number_input("Images per class for the accuracies", 10, 5000, bm.DEFAULT_LIMIT)
+    go = st.form_submit_button(f"Measure {md_escape(settings.backbone.rstrip('/').split('/')[-1])}")
 if go and sizes and runtimes:
-    from lib.analysis.benchmark import run_benchmark
-    from lib.errors import UserFacingError
-
-    with st.status("Measuring…", expanded=True) as status:
-        bar = st.progress(0.0)
-        started = time.perf_counter()
-
-        def report(done: int, total: int, what: str) -> None:
-            elapsed = time.perf_counter() - started
-            eta = f" · ETA {elapsed / done * (total - done):.0f}s" if done else ""
-            bar.progress(min(done / max(total, 1), 1.0), text=f"{done}/{total} configurations · {md_escape(what)}{eta}")
-
-        try:
-            run_benchmark(settings.source, [settings.backbone], [int(s) for s in sizes], list(runtimes), settings.cache_dir, int(limit), report)
-            status.update(label="Measured", state="complete")
-        except UserFacingError as err:
-            status.update(label="Measuring failed", state="error")
-            show_error(err)
-            st.stop()
-    st.rerun()
+    measure(settings, bm.grid_configurations([settings.backbone], [int(s) for s in sizes], list(runtimes)), int(limit))

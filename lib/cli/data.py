@@ -38,7 +38,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--image-sizes", default="96,128,160,192,224", help="comma-separated input sizes")
     p.add_argument("--runtimes", default="tf,litert,litert-int8", help="comma-separated runtimes")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--limit", type=positive_int, default=None, help="images per class of train and test for the accuracies (default 100)")
+    group.add_argument("--limit", type=positive_int, default=None, help="images per class of train and test for the accuracies (default 50)")
     group.add_argument("--full", action="store_true", help="every image of train and test for the accuracies")
     add_common(p)
 
@@ -148,18 +148,12 @@ def cmd_backbones(args: argparse.Namespace) -> dict[str, Any]:
     return {"backbones": rows, "default": config.DEFAULT_BACKBONE, "_text": text}
 
 
-def default_benchmark_backbones() -> list[str]:
-    """Every real backbone in ``../shared/models`` beside the project (SavedModel folders and .tflite files)."""
-    root = Path(__file__).resolve().parents[3] / "shared" / "models"
-    found = sorted(str(p) for p in root.glob("*") if (p / "saved_model.pb").exists() or p.suffix == ".tflite") if root.is_dir() else []
-    return found or [config.DEFAULT_BACKBONE]
-
-
 def cmd_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     """``benchmark``: measure the grid (rows already measured on this machine are reused)."""
     from lib.analysis.benchmark import DEFAULT_LIMIT, run_benchmark
+    from lib.models.specs import local_backbones
 
-    backbones = args.backbone or default_benchmark_backbones()
+    backbones = args.backbone or local_backbones()
     sizes = [int(s) for s in str(args.image_sizes).split(",") if s.strip()]
     runtimes = [r.strip() for r in str(args.runtimes).split(",") if r.strip()]
     bar = Bar("benchmark", unit="config")

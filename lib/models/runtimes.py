@@ -26,7 +26,10 @@ import numpy as np
 from lib.errors import BackboneError, ConfigError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from lib.data.sources import Dataset
+    from lib.models.backbones import LoadedBackbone
     from lib.models.specs import BackboneSpec
 
 RUNTIMES = ("tf", "litert", "litert-int8")
@@ -132,20 +135,26 @@ class LiteRTBackbone:
         return self._run(to_unit_range(batch))
 
 
-def load_for_runtime(spec: BackboneSpec, runtime: str, size: int, dataset: Dataset | None, cache_dir: Path | str) -> Any:
-    """A loaded backbone that runs ``spec`` at ``size`` with ``runtime`` (converting and caching it first if needed)."""
+def load_for_runtime(spec: BackboneSpec, runtime: str, size: int, dataset: Dataset | None, cache_dir: Path | str,
+                     tf_backbone: Callable[[], LoadedBackbone] | None = None) -> Any:  # fmt: skip
+    """A loaded backbone that runs ``spec`` at ``size`` with ``runtime`` (converting and caching it first if needed).
+
+    ``tf_backbone`` returns the TF-loaded backbone when a conversion needs it (default: load it), so a caller
+    converting one backbone at several sizes loads it once.
+    """
     from lib.models.backbones import load_backbone
 
     actual = effective_runtime(spec, runtime)
     if actual in ("tf", "tflite"):
-        return load_backbone(spec)
+        return tf_backbone() if tf_backbone else load_backbone(spec)
     if dataset is None:
         raise ConfigError(f"The {runtime} runtime converts for a dataset's image size; none was given.")
-    path = convert(spec, size, runtime, dataset, cache_dir)
+    path = convert(spec, size, runtime, dataset, cache_dir, tf_backbone)
     return LiteRTBackbone(spec, path, runtime, size, tuple(dataset.image_shape))  # type: ignore[arg-type]
 
 
-def convert(spec: BackboneSpec, size: int, runtime: str, dataset: Dataset, cache_dir: Path | str) -> Path:
+def convert(spec: BackboneSpec, size: int, runtime: str, dataset: Dataset, cache_dir: Path | str,
+            tf_backbone: Callable[[], LoadedBackbone] | None = None) -> Path:  # fmt: skip
     """The converted LiteRT model of ``spec`` at ``size`` for ``runtime``; converted once, then read from the cache."""
     from lib.store.atomic import atomic_path
     from lib.store.layout import CacheLayout
@@ -156,7 +165,10 @@ def convert(spec: BackboneSpec, size: int, runtime: str, dataset: Dataset, cache
     calibration = None
     if runtime == "litert-int8":
         calibration = dataset.images("train")[calibration_indices(dataset)]
-    flatbuffer = _convert(spec, size, runtime, tuple(dataset.image_shape), calibration)
+    from lib.models.backbones import load_backbone
+
+    loaded = tf_backbone() if tf_backbone else load_backbone(spec)
+    flatbuffer = _convert(spec, loaded, size, runtime, tuple(dataset.image_shape), calibration)
     with atomic_path(target, suffix=".tflite") as tmp:
         tmp.write_bytes(flatbuffer)
     return target
@@ -176,30 +188,47 @@ def _loads(path: Path) -> bool:
         return False
 
 
-def _convert(spec: BackboneSpec, size: int, runtime: str, input_shape: tuple[int, ...], calibration: np.ndarray | None) -> bytes:
+def float_converter(loaded: LoadedBackbone, size: int, input_shape: tuple[int, ...]) -> Any:
+    """A ``TFLiteConverter`` for the resize plus the backbone's forward pass at ``size`` (float32, as is)."""
     import tensorflow as tf
 
-    from lib.models.backbones import load_backbone
-    from lib.models.preprocess import resize_view, to_unit_range
+    from lib.models.preprocess import resize_view
 
-    loaded = load_backbone(spec)
     forward = loaded.forward_fn
 
     @tf.function(input_signature=[tf.TensorSpec([None, *input_shape], tf.float32)])
     def graph(x: Any) -> Any:
         return forward(resize_view(x, size))
 
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([graph.get_concrete_function()], loaded.module)
+    return tf.lite.TFLiteConverter.from_concrete_functions([graph.get_concrete_function()], loaded.module)
+
+
+def representative_data(calibration: np.ndarray) -> Callable[[], Any]:
+    """The calibration images one at a time, scaled as every runtime scales them."""
+    from lib.models.preprocess import to_unit_range
+
+    def generate() -> Any:
+        for i in range(len(calibration)):
+            yield [to_unit_range(np.asarray(calibration[i : i + 1]))]
+
+    return generate
+
+
+def set_full_integer(converter: Any, calibration: np.ndarray) -> Any:
+    """Configure full-integer post-training quantisation (per-channel weights, int8 activations)."""
+    import tensorflow as tf
+
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative_data(calibration)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    return converter
+
+
+def _convert(spec: BackboneSpec, loaded: LoadedBackbone, size: int, runtime: str, input_shape: tuple[int, ...], calibration: np.ndarray | None) -> bytes:
+    converter = float_converter(loaded, size, input_shape)
     if runtime == "litert-int8":
         assert calibration is not None
-
-        def representative() -> Any:
-            for i in range(len(calibration)):
-                yield [to_unit_range(np.asarray(calibration[i : i + 1]))]
-
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = representative
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        set_full_integer(converter, calibration)
     try:
         return bytes(converter.convert())
     except Exception as err:

@@ -111,3 +111,13 @@ def default_image_size(backbone: str) -> int:
         return resolve_backbone(backbone).default_size()
     except BackboneError:
         return 224
+
+
+def local_backbones(folder: Path | None = None) -> list[str]:
+    """Every backbone in ``folder`` (default: the ``../shared/models`` beside the project): SavedModel folders
+    and ``.tflite`` files, sorted; the registry default when there is none."""
+    from lib.config import DEFAULT_BACKBONE, SHARED_MODELS
+
+    root = Path(folder) if folder is not None else SHARED_MODELS
+    found = sorted(str(p) for p in root.glob("*") if (p / "saved_model.pb").exists() or p.suffix == ".tflite") if root.is_dir() else []
+    return found or [DEFAULT_BACKBONE]
