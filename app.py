@@ -17,6 +17,7 @@ pages = [
     st.Page("views/train.py", title="Train or load", icon=":material/model_training:", url_path="train"),
     st.Page("views/feature_space.py", title="Feature space", icon=":material/scatter_plot:", url_path="features"),
     st.Page("views/evaluate.py", title="Evaluate", icon=":material/fact_check:", url_path="evaluate"),
+    st.Page("views/quality.py", title="Data quality", icon=":material/rule:", url_path="quality"),
     st.Page("views/speed.py", title="Speed vs accuracy", icon=":material/speed:", url_path="speed"),
 ]
 pg = st.navigation(pages)

@@ -5,19 +5,24 @@ import pandas as pd
 import streamlit as st
 
 from lib.config import BLOG_ACCURACY
+from lib.errors import UserFacingError
 from lib.models.heads import HeadConfig
 from lib.models.protocols import PROTOCOLS
 from lib.models.runtimes import DEFAULT_RUNTIME, RUNTIMES
 from lib.models.specs import REGISTRY
 from lib.pipeline.training import RunRequest
+from lib.store.excludes import read_exclude_file, saved_exclude_lists
 from lib.store.runs import list_runs
 from ui import actions, run_table, state, widgets
+from ui.text import show_error
 
 settings = state.current()
 st.title("Train or load transfer models")
 ds = widgets.require_dataset(settings)
 
 CUSTOM = "(custom handle or path)"
+NO_EXCLUDE = "(none)"
+exclude_lists = saved_exclude_lists(settings.cache_dir)
 SIZES = sorted({96, 128, 160, 192, 224, settings.image_size})
 
 
@@ -36,9 +41,12 @@ def apply_preset(name: str) -> None:
 
 
 defaults = {**preset_values("blog"), "t_head": "mlp", "t_epochs": 15, "t_steps": 0, "t_bs": 256, "t_patience": 5, "t_preset": "custom",
-            "t_sizes": [settings.image_size], "t_seed": 0, "t_limit": 0, "t_label": "", "t_runtime": DEFAULT_RUNTIME}  # fmt: skip
+            "t_sizes": [settings.image_size], "t_seed": 0, "t_limit": 0, "t_label": "", "t_runtime": DEFAULT_RUNTIME,
+            "t_exclude": NO_EXCLUDE}  # fmt: skip
 for key, value in defaults.items():
     st.session_state.setdefault(key, value)
+if st.session_state["t_exclude"] not in {NO_EXCLUDE, *(p.stem for p in exclude_lists)}:
+    st.session_state["t_exclude"] = NO_EXCLUDE  # a list deleted since
 st.session_state.setdefault("t_backbone", settings.backbone if settings.backbone in REGISTRY else CUSTOM)
 st.session_state.setdefault("t_custom", "" if settings.backbone in REGISTRY else settings.backbone)
 
@@ -75,6 +83,8 @@ with st.form("train_form"):
                      "litert-int8: full-integer quantised (fastest; features move slightly).")
     f.number_input("Images per class (0 = all)", 0, 100_000, key="t_limit")
     g.text_input("Run label", key="t_label")
+    g.selectbox("Exclude list", [NO_EXCLUDE, *(p.stem for p in exclude_lists)], key="t_exclude",
+                help="Images marked on the Data quality page are left out of training and scoring; the run records them.")
     submitted = st.form_submit_button("Train", type="primary")
 
 if submitted:
@@ -91,6 +101,13 @@ if submitted:
         request = RunRequest(settings.source, backbone, head, sizes, ("original", "flip") if s["t_flip"] else ("original",), bool(s["t_tta"]),
                              limit=int(s["t_limit"]) or None, protocol=s["t_preset"] if s["t_preset"] in PROTOCOLS else None,
                              runtime=s["t_runtime"])  # fmt: skip
+        chosen = next((p for p in exclude_lists if p.stem == s["t_exclude"]), None)
+        try:
+            if chosen is not None:
+                request.exclude = {split: [int(i) for i in v] for split, v in read_exclude_file(chosen, ds).items()}
+        except UserFacingError as err:
+            show_error(err)
+            st.stop()
         manifest = actions.train_with_status(request, settings)
         if manifest is not None:
             if s["t_label"].strip():

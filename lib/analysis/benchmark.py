@@ -136,6 +136,7 @@ class BenchmarkSession:
     limit: int | None
     tf_models: dict[str, tuple[Any, float]] = dataclasses.field(default_factory=dict)
     accuracies: dict[tuple[str, int, str], _Accuracy] = dataclasses.field(default_factory=dict)
+    convert_seconds: dict[tuple[str, int, str], float] = dataclasses.field(default_factory=dict)  # converted ahead, in parallel
 
     def tf_model(self, spec: Any) -> tuple[Any, float]:
         """The TF-loaded backbone and the seconds its (first) load took."""
@@ -192,7 +193,8 @@ def measure_row(session: BenchmarkSession, backbone: str, size: int, runtime: st
     """Measure one configuration (see the module docs).
 
     ``load_seconds`` is the SavedModel load for ``tf`` (once per backbone and benchmark), the conversion plus
-    interpreter start for ``litert``/``litert-int8`` (the interpreter start alone once converted), and
+    interpreter start for ``litert``/``litert-int8`` (the interpreter start alone when it was converted by an
+    earlier benchmark; the conversion time of a worker when :func:`preconvert` did it), and
     the interpreter start for a ``.tflite`` file. The accuracies come from this runtime's own features,
     unless a runtime of the same family (``tf``/``litert``) was measured at this size in this benchmark and
     its features on the timing batch agree with these within the tolerance: then its heads are reused and
@@ -210,7 +212,7 @@ def measure_row(session: BenchmarkSession, backbone: str, size: int, runtime: st
         loaded, load_seconds = session.tf_model(spec)
     else:
         loaded = load_for_runtime(spec, runtime, size, session.ds, session.cache_dir, lambda: session.tf_model(spec)[0])
-        load_seconds = time.perf_counter() - t0
+        load_seconds = time.perf_counter() - t0 + session.convert_seconds.get((spec.handle, size, actual), 0.0)
     size = int(getattr(loaded, "fixed_size", None) or size)  # a .tflite file runs at its own size
     loaded.check_size(size)
     p50, p95, ips, batch_features = _timings(loaded, np.asarray(session.ds.images("test")[:THROUGHPUT_BATCH]), size)
@@ -252,6 +254,74 @@ def grid_configurations(backbones: list[str], sizes: list[int], runtimes: list[s
 
 
 DEFAULT_SIZES = (96, 128, 160, 192, 224)
+_WORKER_MODELS: dict[str, Any] = {}  # in a conversion worker: the TF-loaded backbone it converts now
+
+
+def _convert_in_worker(source: str, cache_dir: str, backbone: str, size: int, runtime: str) -> tuple[float, str | None]:
+    """One conversion in a worker process: (seconds, None) or (seconds, the one-line error)."""
+    from lib.process import configure_process
+
+    configure_process(cache_dir)
+    from lib.data.sources import load_dataset
+    from lib.errors import UserFacingError
+    from lib.models.backbones import load_backbone
+    from lib.models.runtimes import convert
+    from lib.models.specs import resolve_backbone
+
+    t0 = time.perf_counter()
+    try:
+        spec = resolve_backbone(backbone)
+        if spec.handle not in _WORKER_MODELS:
+            _WORKER_MODELS.clear()  # one backbone at a time per worker: memory stays bounded
+            _WORKER_MODELS[spec.handle] = load_backbone(spec)
+        convert(spec, size, runtime, load_dataset(source, cache_dir), cache_dir, lambda: _WORKER_MODELS[spec.handle])
+        return time.perf_counter() - t0, None
+    except UserFacingError as err:
+        return time.perf_counter() - t0, str(err)
+
+
+def preconvert(source: str, ds: Any, configs: list[tuple[str, int, str]], cache_dir: Path, workers: int,
+               progress: Callable[[int, int, str], None] | None = None) -> dict[tuple[str, int, str], float]:  # fmt: skip
+    """Convert every LiteRT model the configurations need and the cache lacks, ``workers`` at a time.
+
+    TFLite's converter, and above all its int8 calibration, runs on one core; converting ahead in parallel
+    processes uses every core and keeps conversion out of the timed measurements, which then run alone.
+    Returns the seconds each conversion took in its worker. A model that cannot be converted stops the
+    benchmark before anything is measured, with the converter's reason.
+    """
+    import concurrent.futures as cf
+    import multiprocessing
+
+    from lib.errors import BackboneError
+    from lib.models.runtimes import converted_key, effective_runtime
+    from lib.models.specs import resolve_backbone
+    from lib.store.layout import CacheLayout
+
+    layout, jobs = CacheLayout(cache_dir), []
+    for backbone, size, runtime in configs:
+        spec = resolve_backbone(backbone)
+        if effective_runtime(spec, runtime) in ("litert", "litert-int8") and not layout.converted_model(converted_key(spec, size, runtime, ds)).is_file():
+            jobs.append((spec.handle, size, runtime, spec.name))
+    done: dict[tuple[str, int, str], float] = {}
+    if not jobs:
+        return done
+    ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked TensorFlow state
+    with cf.ProcessPoolExecutor(max_workers=max(1, workers), mp_context=ctx) as pool:
+        futures = {pool.submit(_convert_in_worker, source, str(cache_dir), h, size, rt): (h, size, rt, name) for h, size, rt, name in jobs}
+        try:
+            for n, fut in enumerate(cf.as_completed(futures)):
+                handle, size, runtime, name = futures[fut]
+                seconds, error = fut.result()
+                if error:
+                    raise BackboneError(error)
+                done[(handle, size, runtime)] = seconds
+                if progress:
+                    progress(n + 1, len(jobs), f"converted {name} @{size} {runtime}")
+        except BaseException:
+            for fut in futures:
+                fut.cancel()
+            raise
+    return done
 
 
 def default_grid() -> list[tuple[str, int, str]]:
@@ -284,17 +354,19 @@ def missing_configurations(configs: list[tuple[str, int, str]], rows: list[dict[
 
 
 def run_benchmark(source: str, backbones: list[str], sizes: list[int], runtimes: list[str], cache_dir: Path | str, limit: int | None = DEFAULT_LIMIT,
-                  progress: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:  # fmt: skip
+                  progress: Callable[[int, int, str], None] | None = None, convert_workers: int = 1) -> dict[str, Any]:  # fmt: skip
     """Measure the (backbones x sizes x runtimes) grid; see :func:`run_configurations`."""
-    return run_configurations(source, grid_configurations(backbones, sizes, runtimes), cache_dir, limit, progress)
+    return run_configurations(source, grid_configurations(backbones, sizes, runtimes), cache_dir, limit, progress, convert_workers)
 
 
 def run_configurations(source: str, configs: list[tuple[str, int, str]], cache_dir: Path | str, limit: int | None = DEFAULT_LIMIT,
-                       progress: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:  # fmt: skip
+                       progress: Callable[[int, int, str], None] | None = None, convert_workers: int = 1) -> dict[str, Any]:  # fmt: skip
     """Measure ``configs``, resuming finished rows; returns ``{"rows": [...], "machine": ..., ...}``.
 
     ``progress(done, total, label)`` counts the configurations still to measure in this call (rows read back
-    from an earlier, interrupted run are not counted), so an ETA from it is honest.
+    from an earlier, interrupted run are not counted), so an ETA from it is honest. With ``convert_workers``
+    above 1, the LiteRT conversions run first, that many processes at a time (:func:`preconvert`); the
+    progress then counts the conversions first (labels "converted ..."), then the measurements.
     """
     from lib.data.sources import load_dataset
     from lib.models.specs import resolve_backbone
@@ -314,6 +386,8 @@ def run_configurations(source: str, configs: list[tuple[str, int, str]], cache_d
               "subset": f"first {limit} images per class of train and of test" if limit else "every image of train and test"}  # fmt: skip
     todo = missing_configurations(configs, rows)
     session = BenchmarkSession(ds, cache_dir, limit)
+    if convert_workers > 1:
+        session.convert_seconds = preconvert(source, ds, todo, cache_dir, convert_workers, progress)
     for i, (backbone, size, runtime) in enumerate(todo):
         if progress:
             progress(i, len(todo), f"{resolve_backbone(backbone).name} @{size or 'own size'} {runtime}")

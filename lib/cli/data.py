@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,8 @@ def add_commands(sub: Any) -> None:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--limit", type=positive_int, default=None, help="images per class of train and test for the accuracies (default 50)")
     group.add_argument("--full", action="store_true", help="every image of train and test for the accuracies")
+    p.add_argument("--convert-workers", type=positive_int, default=os.cpu_count() or 1,
+                   help="LiteRT conversions run first, this many processes at a time (the converter uses one core); default: every core")
     add_common(p)
 
 
@@ -156,16 +159,20 @@ def cmd_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     backbones = args.backbone or local_backbones()
     sizes = [int(s) for s in str(args.image_sizes).split(",") if s.strip()]
     runtimes = [r.strip() for r in str(args.runtimes).split(",") if r.strip()]
-    bar = Bar("benchmark", unit="config")
+    bars: dict[str, Bar] = {}
 
     def report(done: int, total: int, what: str) -> None:
+        phase = "convert" if what.startswith("converted") else "benchmark"
+        bar = bars.get(phase) or bars.setdefault(phase, Bar(phase, unit="model" if phase == "convert" else "config"))
         bar.bar.set_postfix_str(what)
         bar.update_to(done, total)
 
     try:
-        result = run_benchmark(args.source, backbones, sizes, runtimes, args.cache_dir, None if args.full else (args.limit or DEFAULT_LIMIT), report)
+        limit = None if args.full else (args.limit or DEFAULT_LIMIT)
+        result = run_benchmark(args.source, backbones, sizes, runtimes, args.cache_dir, limit, report, args.convert_workers)
     finally:
-        bar.close()
+        for bar in bars.values():
+            bar.close()
     header = f"{'backbone':<44}{'size':>5} {'runtime':<12}{'load s':>8}{'p50 ms':>8}{'p95 ms':>8}{'img/s':>8}{'MB':>7}{'RSS MB':>8}"
     lines = [f"{result['machine']['cpu']}, {result['machine']['cores']} cores; accuracies on {result['subset']}", header + f"{'linear':>8}{'best':>8}"]
     for r in result["rows"]:

@@ -6,6 +6,7 @@
     python -m lib train --source ... --backbone ... --protocol best --json
     python -m lib evaluate RUN_ID
     python -m lib runs list|show|delete|label|export ...
+    python -m lib audit --source ... --backbone ... --image-size 128 --json
 
 Every command takes ``--cache-dir`` and ``--json`` (one JSON object on stdout);
 progress goes to stderr, and errors exit non-zero with a one-line message.
@@ -21,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from lib import config
-from lib.cli import data, runs
+from lib.cli import data, quality, runs
 from lib.errors import UserFacingError
 from lib.process import configure_process
 
@@ -32,10 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     data.add_commands(sub)
     runs.add_commands(sub)
+    quality.add_commands(sub)
     return parser
 
 
-HANDLERS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {**data.HANDLERS, **runs.HANDLERS}
+HANDLERS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {**data.HANDLERS, **runs.HANDLERS, **quality.HANDLERS}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -43,6 +43,8 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--finetune", action="store_true", help="unfreeze the backbone and train end to end from raw images (slow on CPU)")
     p.add_argument("--finetune-epochs", type=positive_int, default=1)
     p.add_argument("--label", default="", help="a name for the run")
+    p.add_argument("--exclude", type=Path, default=None,
+                   help="leave these images out of training and scoring: the Data quality page's JSON, or CSV with split,index columns")
     add_common(p)
 
     p = sub.add_parser("evaluate", help="overall and per-class metrics of a run, and the top confused pairs")
@@ -97,6 +99,12 @@ def _request(args: argparse.Namespace) -> Any:
     req.limit = args.limit
     req.batch_size = args.batch_size
     req.runtime = args.runtime
+    if args.exclude is not None:
+        from lib.data.sources import load_dataset
+        from lib.store.excludes import read_exclude_file
+
+        images = read_exclude_file(args.exclude, load_dataset(args.source, args.cache_dir))
+        req.exclude = {split: [int(i) for i in v] for split, v in images.items()}
     return req
 
 
@@ -140,6 +148,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         "runtime": manifest.runtime,
         "image_sizes": manifest.image_sizes,
         "head": manifest.head.head,
+        "excluded": {split: len(v) for split, v in manifest.excluded.items()},
         **({"finetune": manifest.finetune} if manifest.finetune else {}),
         "_text": f"run {manifest.run_id}: test accuracy {metrics.test_accuracy:.2%} "
         f"(top-5 {metrics.top5_accuracy:.2%}); training {timings['train_seconds']:.1f}s, extraction {timings['extract_seconds']:.1f}s",

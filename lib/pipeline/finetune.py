@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from lib.errors import BackboneError
+from lib.errors import BackboneError, ConfigError
 from lib.models.export import probability_module, save_module
 from lib.models.heads import EpochReport, HeadConfig, train_head
 from lib.pipeline.training import EpochFn, RunRequest, StageFn, gather_features, run_manifest, stored_predictions
@@ -45,6 +45,8 @@ def finetune_run(
     from lib.models.preprocess import preprocess
 
     req.validate()
+    if req.exclude:
+        raise ConfigError("An exclude list is not supported with fine-tuning yet; train a head on features with --exclude instead.")
 
     stage = on_stage or (lambda _m: None)
     cache_dir = Path(cache_dir)

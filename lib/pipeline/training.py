@@ -52,6 +52,7 @@ class RunRequest:
     test_split: str = "test"
     train_split: str = "train"
     runtime: str = "tf"  # extraction runtime: tf | litert | litert-int8 (see lib.models.runtimes)
+    exclude: dict[str, list[int]] | None = None  # split -> image indices left out of training and scoring (lib.store.excludes)
 
     @classmethod
     def from_protocol(cls, name: str, source: str, backbone: str, **kwargs: Any) -> RunRequest:
@@ -90,6 +91,18 @@ class FeatureBlock:
     def view(self, view: str, sizes: tuple[int, ...]) -> np.ndarray:
         """The features of ``view`` with every size concatenated."""
         return np_concat([self.parts[(s, view)] for s in sizes])
+
+    def without(self, excluded: list[int] | np.ndarray | None) -> FeatureBlock:
+        """The same block without the rows of the given image indices (the block itself if none apply)."""
+        if excluded is None or len(excluded) == 0:
+            return self
+        keep = ~np.isin(self.indices, np.asarray(excluded, np.int64))
+        if keep.all():
+            return self
+        if not keep.any():
+            raise ConfigError("The exclude list leaves no image in this split.")
+        parts = {k: v[keep] for k, v in self.parts.items()}
+        return FeatureBlock(parts, self.labels[keep], self.indices[keep], self.extract_seconds, self.cache_hits)
 
 
 def gather_features(
@@ -228,6 +241,12 @@ def train_run(
     common = (cache_dir, req.limit, req.batch_size, on_extract, backbones, req.runtime)
     train = gather_features(ds, spec, req.train_split, sizes, tuple(req.train_views), *common)
     test = gather_features(ds, spec, req.test_split, sizes, test_views, *common)
+    exclude = req.exclude or {}
+    full_rows = {"train": len(train.labels), "test": len(test.labels)}
+    train, test = train.without(exclude.get(req.train_split)), test.without(exclude.get(req.test_split))
+    excluded = {"train": full_rows["train"] - len(train.labels), "test": full_rows["test"] - len(test.labels)}
+    if any(excluded.values()):
+        stage(f"Left out as the exclude list asks: {excluded['train']:,} training and {excluded['test']:,} test images")
 
     hits, total = train.cache_hits + test.cache_hits, len(train.parts) + len(test.parts)
     stage(f"Features ready: {hits} of {total} feature sets loaded from the cache" + (" (instant)" if hits == total else ""))
@@ -243,6 +262,7 @@ def train_run(
                  "feature_cache_hits": hits, "feature_artifacts": total},
         val_accuracy=head.history[-1].get("val_accuracy") if head.history else None,
         best_epoch=head.best_epoch, steps=head.steps, train_rows=fit.train_rows, val_rows=fit.val_rows,
+        excluded={split: [int(i) for i in sorted(v)] for split, v in exclude.items() if len(v)},
     )  # fmt: skip
     predictions = stored_predictions(test.labels, probs, test.indices)
     stage("Saving run")

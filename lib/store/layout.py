@@ -121,3 +121,21 @@ class CacheLayout:
     def projection_file(self, method: str, key: str) -> Path:
         """A cached projection's coordinates."""
         return self.projections / f"{_check(_NAME, method, 'method')}-{_check(_KEY, key, 'projection key')}.npy"
+
+    @property
+    def audits(self) -> Path:
+        """Folder of data-quality audits."""
+        return self.root / "audits"
+
+    def audit_file(self, key: str) -> Path:
+        """One audit's arrays (label-issue probabilities and nearest neighbours)."""
+        return self.audits / f"{_check(_KEY, key, 'audit key')}.npz"
+
+    @property
+    def excludes(self) -> Path:
+        """Folder of saved exclude lists (images a user marked to leave out of training)."""
+        return self.root / "excludes"
+
+    def exclude_file(self, name: str) -> Path:
+        """One saved exclude list."""
+        return self.excludes / f"{_check(_NAME, name, 'exclude list name')}.json"

@@ -65,6 +65,7 @@ class RunManifest:
     val_rows: int = 0
     finetuned: bool = False
     finetune: dict[str, Any] | None = None
+    excluded: dict[str, list[int]] = field(default_factory=dict)  # split -> image indices the run left out (exclude list)
     schema: int = RUN_SCHEMA_VERSION
 
     @property
@@ -106,6 +107,8 @@ class RunManifest:
 
     def _check(self) -> None:
         _check_type(self.source, str, "source")
+        if not isinstance(self.excluded, dict) or not all(isinstance(v, list) and all(isinstance(i, int) for i in v) for v in self.excluded.values()):
+            raise ValueError("excluded must map a split to a list of image indices")
         _check_type(self.backbone, str, "backbone")
         if not self.classes or not all(isinstance(c, str) for c in self.classes):
             raise ValueError("classes must be a non-empty list of names")

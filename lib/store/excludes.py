@@ -1,0 +1,118 @@
+"""Exclude lists: images a user marked (on the Data quality page, or by hand) to leave out of a run.
+
+A list names images by split and index (the image's position in that split in the dataset's order, as
+Browse and ``audit`` show it). It is read from JSON (what the page saves) or CSV with ``split`` and
+``index`` columns (what the page's label-issue export writes, so an export can be trimmed and fed back).
+
+    images = read_exclude_file("flagged.csv", dataset)      # {"train": array([...]), "test": array([...])}
+    save_exclude_list(cache_dir, "cifar-issues", dataset, images)
+    train --exclude flagged.csv                            # the run records what it left out
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from lib.errors import DataSourceError
+
+if TYPE_CHECKING:
+    from lib.data.sources import Dataset
+
+FORMAT = "transfer-explorer-exclude-list"
+MAX_BYTES = 50 * 1024 * 1024
+
+
+def parse_exclude(text: str, dataset: Dataset, name: str = "the exclude list") -> dict[str, np.ndarray]:
+    """Split -> sorted unique indices; :class:`DataSourceError` naming any image that does not exist."""
+    stripped = text.lstrip()
+    raw: dict[str, list[Any]] = {}
+    if stripped.startswith("{"):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise DataSourceError(f"{name} is not valid JSON: {err.msg} (line {err.lineno}).") from err
+        if data.get("format") != FORMAT or not isinstance(data.get("images"), dict):
+            raise DataSourceError(f"{name} is JSON but not an exclude list (no \"format\": \"{FORMAT}\" with \"images\").")
+        if data.get("dataset") not in (None, dataset.fingerprint):
+            raise DataSourceError(f"{name} was made for another dataset ({str(data['dataset'])[:16]}), not this one ({dataset.fingerprint[:16]}).")
+        raw = {str(k): list(v) if isinstance(v, list) else [v] for k, v in data["images"].items()}
+    else:
+        reader = csv.DictReader(io.StringIO(text))
+        if not reader.fieldnames or not {"split", "index"} <= {f.strip() for f in reader.fieldnames}:
+            raise DataSourceError(f"{name} needs JSON from the Data quality page, or CSV with 'split' and 'index' columns.")
+        for row in reader:
+            raw.setdefault(str(row.get("split", "")).strip(), []).append(str(row.get("index", "")).strip())
+    out: dict[str, np.ndarray] = {}
+    bad: list[str] = []
+    for split, values in raw.items():
+        if split not in dataset.splits:
+            bad.extend(f"{split}/{v}" for v in values[:3])
+            continue
+        keep = []
+        for v in values:
+            try:
+                i = int(v)
+            except (TypeError, ValueError):
+                bad.append(f"{split}/{v}")
+                continue
+            if 0 <= i < dataset.size(split):
+                keep.append(i)
+            else:
+                bad.append(f"{split}/{i}")
+        out[split] = np.unique(np.asarray(keep, np.int64))
+    if bad:
+        shown = ", ".join(bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
+        sizes = ", ".join(f"{s}: 0-{dataset.size(s) - 1}" for s in dataset.splits)
+        raise DataSourceError(f"{name} names images that do not exist: {shown} (this dataset has {sizes}).")
+    return {s: v for s, v in out.items() if len(v)}
+
+
+def read_exclude_file(path: Path | str, dataset: Dataset) -> dict[str, np.ndarray]:
+    """:func:`parse_exclude` of a file, with clear errors for a missing, huge or unreadable one."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise DataSourceError(f"Exclude list {str(path)!r} does not exist or is not a file.")
+    if p.stat().st_size > MAX_BYTES:
+        raise DataSourceError(f"Exclude list {str(path)!r} is over {MAX_BYTES // 2**20} MB; that is not a list of images.")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataSourceError(f"Exclude list {str(path)!r} cannot be read as text: {err}") from err
+    return parse_exclude(text, dataset, f"Exclude list {str(path)!r}")
+
+
+def to_json(dataset: Dataset, images: dict[str, np.ndarray], note: str = "") -> dict[str, Any]:
+    """The JSON form of an exclude list."""
+    return {"format": FORMAT, "version": 1, "dataset": dataset.fingerprint, "note": note,
+            "images": {s: [int(i) for i in np.unique(v)] for s, v in sorted(images.items()) if len(v)}}  # fmt: skip
+
+
+def exclude_digest(images: dict[str, np.ndarray]) -> str:
+    """A short identity of a list's content (part of a run's record)."""
+    text = json.dumps({s: [int(i) for i in np.unique(v)] for s, v in sorted(images.items()) if len(v)}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def save_exclude_list(cache_dir: Path | str, name: str, dataset: Dataset, images: dict[str, np.ndarray], note: str = "") -> Path:
+    """Write the list atomically under the cache's ``excludes/`` (a name outside it is refused by the layout)."""
+    from lib.store.atomic import write_json_atomic
+    from lib.store.layout import CacheLayout
+
+    path = CacheLayout(cache_dir).exclude_file(name)
+    write_json_atomic(path, to_json(dataset, images, note))
+    return path
+
+
+def saved_exclude_lists(cache_dir: Path | str) -> list[Path]:
+    """The saved lists, newest first."""
+    from lib.store.layout import CacheLayout
+
+    folder = CacheLayout(cache_dir).excludes
+    return sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True) if folder.is_dir() else []
