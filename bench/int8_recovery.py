@@ -121,6 +121,10 @@ def main() -> int:
             path = Path(tmp) / f"{recipe}.tflite"
             path.write_bytes(flatbuffer)
             model = LiteRTBackbone(spec, path, recipe, args.size, shape)  # type: ignore[arg-type]
+            probe = np.ascontiguousarray(ds.images("test")[:256])
+            t0 = time.perf_counter()
+            extract_features(model, probe, args.size, False, batch_size=64)
+            print(f"    {recipe}: converted in {seconds:.0f}s; {256 / (time.perf_counter() - t0):.1f} img/s on 256 test images", flush=True)
             acc, feats, ips = evaluate(model)
             a, b = feats.astype(np.float64), float_feats.astype(np.float64)
             cos = float(((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)).mean())

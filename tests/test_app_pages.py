@@ -384,6 +384,45 @@ def test_speed_page_merges_results_shows_int8_loss_and_offers_the_missing(monkey
     assert any(b.label == f"Measure the {missing} missing configurations" for b in at.button)
 
 
+def test_data_quality_audit_mark_save_and_train_without(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str], tmp_path: Path) -> None:
+    """A user opens Data quality (nothing computed on load), runs the audit, filters the flagged images, marks the
+    leaked test images, saves the exclude list, and trains a run that leaves them out."""
+    import shutil
+
+    from lib.store.excludes import saved_exclude_lists
+
+    cache = tmp_path / "dq_cache"
+    shutil.copytree(prepared["cache"], cache)
+    env = {**prepared, "cache": str(cache)}
+    at = start(monkeypatch, env, page="quality.py", run=prepared["run"])
+    assert any("No audit of these features yet" in i.value for i in at.info)
+    assert not (cache / "audits").exists()  # opening the page computed nothing
+    at.button[0].click().run()
+    no_errors(at)
+    at.run()
+    no_errors(at)
+    assert len(list((cache / "audits").glob("*.npz"))) == 1
+    assert at.metric[0].label == "Flagged in train"
+    at.slider(key="dq_threshold").set_value(0.8).run()
+    no_errors(at)
+    mark = next(b for b in at.button if b.label.startswith("Mark the "))
+    n_leaked = int(mark.label.split()[2].replace(",", ""))
+    if n_leaked:
+        mark.click().run()
+        no_errors(at)
+    at.text_input(key="dq_name").set_value("from-test").run()
+    save = next(b for b in at.button if b.label == "Save the exclude list")
+    if n_leaked:
+        save.click().run()
+        no_errors(at)
+        assert [p.stem for p in saved_exclude_lists(cache)] == ["from-test"]
+        at.switch_page(str(ROOT / "views" / "train.py")).run()
+        no_errors(at)
+        assert "from-test" in at.selectbox(key="t_exclude").options
+    else:
+        assert save.disabled  # nothing marked, nothing to save
+
+
 def test_leaving_a_page_and_coming_back_keeps_its_choices(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str]) -> None:
     """A user picks a confusion cell on Evaluate, visits Browse, comes back: the same cell is still selected."""
     at = start(monkeypatch, prepared, page="evaluate.py", run=prepared["run"])

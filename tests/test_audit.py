@@ -64,6 +64,11 @@ def test_planted_duplicates_are_found_exactly() -> None:
     unit_train, unit_test = au.normalise(train), au.normalise(test)
     index, sims = audit.neighbours["test>train"]
     assert np.array_equal(index, (unit_test @ unit_train.T).argmax(1)) and np.allclose(sims, (unit_test @ unit_train.T).max(1), atol=1e-5)
+    # Within a split each pair is computed once (upper triangle, in blocks): the same answer as the full matrix.
+    within = unit_train @ unit_train.T
+    np.fill_diagonal(within, -np.inf)
+    index, sims = audit.neighbours["train>train"]
+    assert np.allclose(sims, within.max(1), atol=1e-5) and np.all(within[np.arange(500), index] >= within.max(1) - 1e-5)
 
 
 def test_fewer_images_per_class_than_folds_is_a_clear_error() -> None:

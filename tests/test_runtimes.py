@@ -88,3 +88,4 @@ def test_tflite_backbone_runs_as_it_is_whatever_the_runtime(assets: dict[str, Pa
     a = get_features(ds, "test", spec, cache_dir, image_size=32)
     b = get_features(ds, "test", spec, cache_dir, image_size=32, runtime="litert")
     assert b.cache_hit and b.path == a.path
+

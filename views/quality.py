@@ -8,6 +8,7 @@ import streamlit as st
 from lib.analysis import audit as au
 from lib.data.images import upscale
 from lib.errors import UserFacingError
+from lib.models.runtimes import DEFAULT_RUNTIME
 from lib.store.excludes import save_exclude_list, to_json
 from ui import cached, state, widgets
 from ui.text import md_escape, show_error
@@ -16,7 +17,7 @@ settings = state.current()
 st.title("Data quality")
 ds = widgets.require_dataset(settings)
 run = widgets.active_run(settings)
-backbone, size, runtime = settings.backbone, settings.image_size, "tf"
+backbone, size, runtime = settings.backbone, settings.image_size, DEFAULT_RUNTIME
 if run is not None and not run.manifest.finetuned:
     m = run.manifest
     backbone, size, runtime = m.backbone, m.image_sizes[0], m.runtime

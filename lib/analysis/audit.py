@@ -48,7 +48,11 @@ ProgressFn = Callable[[str, float], None]  # (stage, fraction of the whole audit
 
 
 def audit_head() -> Any:
-    """The head behind the out-of-sample probabilities: the ``best`` preset's MLP without label smoothing.
+    """The head behind the out-of-sample probabilities: the ``best`` preset's MLP, narrower (512) and shorter
+    (6 epochs) so six of them fit the audit's two minutes on 2 cores, and without label smoothing.
+
+    Measured on one fold of CIFAR-10 (JPEG q75 copy) at 128px (40,000 fit, 10,000 held out): the preset's
+    MLP (1024, 12 epochs) 83.2% in 49 s; 512 units, 6 epochs about 82% in about 10 s; a linear head 80.5% in 4 s.
 
     Confident learning counts an image as confidently of class j when p(j) reaches class j's average
     self-confidence; label smoothing caps every probability near 0.9 and hides about one flipped label in
@@ -56,7 +60,7 @@ def audit_head() -> Any:
     0.1, 29 of 30 without)."""
     from lib.models.protocols import PROTOCOLS
 
-    return dataclasses.replace(PROTOCOLS["best"].head, val_fraction=0.0, label_smoothing=0.0)
+    return dataclasses.replace(PROTOCOLS["best"].head, val_fraction=0.0, label_smoothing=0.0, hidden=512, epochs=6)
 
 
 def _fitted_steps(cfg: Any, rows: int) -> Any:
@@ -111,21 +115,49 @@ def label_issue_order(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
 def nearest_neighbours(queries: np.ndarray, base: np.ndarray, same: bool = False,
                        progress: Callable[[float], None] | None = None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """For every (L2-normalised) query row, the index of its most similar ``base`` row and the cosine
-    similarity, exactly. With ``same`` (queries are base), a row is never its own neighbour."""
+    similarity, exactly. With ``same`` (queries are base), a row is never its own neighbour, and each pair's
+    similarity is computed once (the upper triangle, in blocks), which halves the work."""
+    if same:
+        return _nearest_within(queries, progress)
     index = np.zeros(len(queries), np.int64)
     sims = np.full(len(queries), -1.0, np.float32)
-    if len(base) == 0 or (same and len(base) < 2):
+    if len(base) == 0:
         return index, sims
     for start in range(0, len(queries), CHUNK):
         block = queries[start : start + CHUNK] @ base.T
-        if same:
-            rows = np.arange(block.shape[0])
-            block[rows, start + rows] = -np.inf
         best = block.argmax(axis=1)
         index[start : start + len(best)] = best
         sims[start : start + len(best)] = block[np.arange(len(best)), best]
         if progress:
             progress(min(1.0, (start + CHUNK) / len(queries)))
+    return index, sims
+
+
+def _nearest_within(x: np.ndarray, progress: Callable[[float], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    n = len(x)
+    index = np.zeros(n, np.int64)
+    sims = np.full(n, -np.inf, np.float32)
+    for start in range(0, n, CHUNK):
+        block = x[start : start + CHUNK] @ x[start:].T  # rows: this chunk; columns: this row onwards
+        rows = np.arange(block.shape[0])
+        block[rows, rows] = -np.inf  # never its own neighbour
+        # Each row's best among columns >= start (earlier columns reached it as columns of earlier chunks)...
+        best = block.argmax(axis=1)
+        value = block[rows, best]
+        mine = slice(start, start + len(rows))
+        better = value > sims[mine]
+        index[mine] = np.where(better, start + best, index[mine])
+        sims[mine] = np.where(better, value, sims[mine])
+        # ...and each later column's best among this chunk's rows (the same similarities, read the other way).
+        col_best = block.argmax(axis=0)
+        col_value = block[col_best, np.arange(block.shape[1])]
+        cols = start + np.arange(block.shape[1])
+        better = col_value > sims[cols]
+        index[cols[better]] = start + col_best[better]
+        sims[cols[better]] = col_value[better]
+        if progress:
+            progress(min(1.0, (start + CHUNK) / max(n, 1)))
+    sims[~np.isfinite(sims)] = -1.0  # a split of one image has no neighbour
     return index, sims
 
 

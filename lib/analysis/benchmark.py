@@ -143,6 +143,8 @@ class BenchmarkSession:
         if spec.handle not in self.tf_models:
             from lib.models.backbones import load_backbone
 
+            self.tf_models.clear()  # rows come backbone by backbone: keep one TF model in memory, not all of them
+
             t0 = time.perf_counter()
             loaded = load_backbone(spec)
             self.tf_models[spec.handle] = (loaded, time.perf_counter() - t0)

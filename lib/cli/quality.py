@@ -10,7 +10,7 @@ import sys
 import time
 from typing import Any
 
-from lib.cli.common import add_backbone, add_common, add_source, positive_int
+from lib.cli.common import add_backbone, add_common, add_source, peak_rss_mb, positive_int
 
 
 def add_commands(sub: Any) -> None:
@@ -56,7 +56,7 @@ def cmd_audit(args: argparse.Namespace) -> dict[str, Any]:
     return {"label_issues": issues[:top] if top else issues, "duplicates": duplicates[:top] if top else duplicates, "seconds": round(seconds, 3),
             "audit_seconds": round(audit.seconds, 3), "threshold": args.threshold, "folds": args.folds, "test_with_train_duplicate": len(leaked),
             "counts": {"label_issues": {s: len(v) for s, v in audit.issues.items()}, "duplicate_pairs": len(duplicates)},
-            "audit_key": audit.key, "_text": "\n".join(text)}  # fmt: skip
+            "audit_key": audit.key, "peak_rss_mb": peak_rss_mb(), "_text": "\n".join(text)}  # fmt: skip
 
 
 HANDLERS = {"audit": cmd_audit}

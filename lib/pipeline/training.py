@@ -26,7 +26,7 @@ from lib.models.backbones import BackboneSpec, LoadedBackbone, resolve_backbone
 from lib.models.heads import EpochReport, HeadConfig, TrainedHead, stratified_split, train_head
 from lib.models.predict import combine_views, np_concat, np_mean
 from lib.models.protocols import PROTOCOLS
-from lib.models.runtimes import check_runtime
+from lib.models.runtimes import DEFAULT_RUNTIME, check_runtime
 from lib.pipeline.features import ExtractProgress, cached_feature_result, get_features
 from lib.store.manifest import RunManifest, RunMetrics
 
@@ -51,7 +51,7 @@ class RunRequest:
     batch_size: int = 256  # extraction batch
     test_split: str = "test"
     train_split: str = "train"
-    runtime: str = "tf"  # extraction runtime: tf | litert | litert-int8 (see lib.models.runtimes)
+    runtime: str = DEFAULT_RUNTIME  # extraction runtime: tf | litert | litert-int8 (see lib.models.runtimes)
     exclude: dict[str, list[int]] | None = None  # split -> image indices left out of training and scoring (lib.store.excludes)
 
     @classmethod
