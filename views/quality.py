@@ -94,7 +94,7 @@ with tab_issues:
 
 with tab_dups:
     state.bind("dq_threshold", au.DEFAULT_THRESHOLD, float, state.in_range(0.5, 1.0))
-    threshold = st.slider("Similarity threshold (cosine)", 0.80, 1.0, step=0.005, key="dq_threshold",
+    threshold = st.slider("Similarity threshold (cosine)", 0.70, 1.0, step=0.005, key="dq_threshold",
                           help="Two images count as near-duplicates from this cosine similarity of their features.")  # fmt: skip
     leaked = audit.leaked_test_images(threshold)
     n_test = len(audit.labels.get("test", []))
@@ -119,8 +119,8 @@ with tab_dups:
         c1, c2, c3 = st.columns([1, 1, 3])
         img_a = ds.images(p["split_a"])[p["index_a"]]
         img_b = ds.images(p["split_b"])[p["index_b"]]
-        c1.image(upscale(np.asarray(img_a), 96), caption=f"{p['split_a']}/{p['index_a']} · {ds.classes[int(ds.labels(p['split_a'])[p['index_a']])]}")
-        c2.image(upscale(np.asarray(img_b), 96), caption=f"{p['split_b']}/{p['index_b']} · {ds.classes[int(ds.labels(p['split_b'])[p['index_b']])]}")
+        c1.image(upscale(np.asarray(img_a), 96), width=96, caption=f"{p['split_a']}/{p['index_a']} · {ds.classes[int(ds.labels(p['split_a'])[p['index_a']])]}")
+        c2.image(upscale(np.asarray(img_b), 96), width=96, caption=f"{p['split_b']}/{p['index_b']} · {ds.classes[int(ds.labels(p['split_b'])[p['index_b']])]}")
         c3.metric("similarity", f"{p['similarity']:.4f}")
 
 with tab_save:

@@ -40,7 +40,7 @@ from lib.errors import ConfigError
 
 AUDIT_VERSION = 1
 DEFAULT_FOLDS = 5
-DEFAULT_THRESHOLD = 0.95  # cosine similarity from which two images count as near-duplicates
+DEFAULT_THRESHOLD = 0.85  # cosine similarity from which two images count as near-duplicates (see the README)
 CHUNK = 2048  # query rows per matrix product in the neighbour search
 MIN_STEPS = 300  # optimizer steps of each audit head, at least
 
@@ -261,7 +261,7 @@ def load_audit(path: Path, expected: dict[str, int]) -> Audit | None:
         return None
     if meta.get("version") != AUDIT_VERSION or meta.get("crc32") != _checksum(arrays):
         return None
-    splits = {k.split(".", 1)[1] for k in arrays if k.startswith("labels.")}
+    splits = sorted({k.split(".", 1)[1] for k in arrays if k.startswith("labels.")}, key=lambda s: (s != "train", s))  # train first
     if {s: len(arrays[f"labels.{s}"]) for s in splits} != expected:
         return None
     neighbours = {k.split(".", 1)[1]: (arrays[k], arrays["nn_sim." + k.split(".", 1)[1]]) for k in arrays if k.startswith("nn_index.")}
