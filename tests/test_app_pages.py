@@ -363,7 +363,9 @@ def test_speed_page_merges_results_shows_int8_loss_and_offers_the_missing(monkey
 
     cache = tmp_path / "speed_rows"
     (cache / "benchmarks").mkdir(parents=True)
-    bb = default_grid()[0][0]
+    from lib.models.specs import resolve_backbone
+
+    bb = resolve_backbone(default_grid()[0][0]).handle  # rows store the resolved handle (../shared may be a symlink)
     row = {"backbone": bb, "backbone_name": Path(bb).name, "image_size": 128, "latency_ms_p50": 2.0, "latency_ms_p95": 3.0, "model_mb": 1.0,
            "peak_rss_mb": 100.0, "n_train": 500, "n_test": 500, "linear_accuracy": 0.7}  # fmt: skip
     rows = [{**row, "runtime": "tf", "images_per_second": 100.0, "best_accuracy": 0.80},

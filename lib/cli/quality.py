@@ -1,6 +1,7 @@
-"""Data-quality commands: ``audit`` (label issues and near-duplicates).
+"""Whole-dataset commands: ``audit`` (label issues and near-duplicates) and ``project`` (a 2-D map of every image).
 
     python -m lib audit --source ../shared/data/cifar10-jpeg.tar.gz --backbone ... --image-size 128 --json
+    python -m lib project --source ... --backbone ... --image-size 128 --method tsne --json
 """
 
 from __future__ import annotations
@@ -23,6 +24,14 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--folds", type=positive_int, default=DEFAULT_FOLDS, help="K of the K-fold out-of-sample probabilities for train")
     p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="cosine similarity from which two images are near-duplicates")
     p.add_argument("--top", type=positive_int, default=None, help="print only the first N label issues and duplicate pairs")
+    add_common(p)
+
+    p = sub.add_parser("project", help="a 2-D map of every image (PCA, or t-SNE via openTSNE fitted on train), cached")
+    add_source(p)
+    add_backbone(p)
+    p.add_argument("--method", choices=["pca", "tsne"], default="tsne")
+    p.add_argument("--perplexity", type=float, default=30.0)
+    p.add_argument("--iterations", type=positive_int, default=500, help="t-SNE optimisation iterations after the early exaggeration phase")
     add_common(p)
 
 
@@ -59,4 +68,29 @@ def cmd_audit(args: argparse.Namespace) -> dict[str, Any]:
             "audit_key": audit.key, "peak_rss_mb": peak_rss_mb(), "_text": "\n".join(text)}  # fmt: skip
 
 
-HANDLERS = {"audit": cmd_audit}
+def cmd_project(args: argparse.Namespace) -> dict[str, Any]:
+    """``project``: the map is computed once per (features, method, parameters), then read back."""
+    from lib.analysis.full_map import compute_full_map
+    from lib.errors import ConfigError
+
+    if args.limit is not None:
+        raise ConfigError("A map covers every image; --limit does not apply.")
+    t0 = time.perf_counter()
+    last = [""]
+
+    def progress(stage: str, _fraction: float) -> None:
+        if stage != last[0]:
+            print(stage, file=sys.stderr)
+            last[0] = stage
+
+    m = compute_full_map(args.source, args.backbone, args.image_size, args.cache_dir, args.method, args.runtime, args.perplexity, args.iterations,
+                         progress=progress, batch_size=args.batch_size)  # fmt: skip
+    seconds = time.perf_counter() - t0
+    points = {s: len(c) for s, c in m.coords.items()}
+    return {"method": m.method, "points": points, "params": m.params, "seconds": round(seconds, 3), "projection_seconds": round(m.seconds, 3),
+            "key": m.key, "peak_rss_mb": peak_rss_mb(),
+            "_text": f"{m.method}: {sum(points.values()):,} points ({', '.join(f'{s} {n:,}' for s, n in points.items())}); "
+                     f"{seconds:.1f}s (projection computed in {m.seconds:.1f}s)"}  # fmt: skip
+
+
+HANDLERS = {"audit": cmd_audit, "project": cmd_project}

@@ -122,6 +122,10 @@ class CacheLayout:
         """A cached projection's coordinates."""
         return self.projections / f"{_check(_NAME, method, 'method')}-{_check(_KEY, key, 'projection key')}.npy"
 
+    def full_map_file(self, method: str, key: str) -> Path:
+        """A map of every image of a dataset (coordinates per split)."""
+        return self.projections / f"full-{_check(_NAME, method, 'method')}-{_check(_KEY, key, 'map key')}.npz"
+
     @property
     def audits(self) -> Path:
         """Folder of data-quality audits."""

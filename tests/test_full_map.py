@@ -1,0 +1,71 @@
+"""The map of every image: PCA and openTSNE fitted on train with test placed by the fitted model, the artifact
+(keys, damage), and the `project` CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lib.analysis import full_map as fm
+from lib.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _blobs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    centres = np.random.default_rng(0).normal(scale=4.0, size=(5, 20))
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(5), n)
+    return (centres[y] + rng.normal(size=(len(y), 20))).astype(np.float32), y
+
+
+def test_tsne_fits_on_train_and_places_test_near_its_class() -> None:
+    x_train, y_train = _blobs(80, 1)
+    x_test, y_test = _blobs(20, 2)
+    coords = fm.project_all({"train": x_train, "test": x_test}, "tsne", perplexity=15, iterations=250, seed=0)
+    assert coords["train"].shape == (400, 2) and coords["test"].shape == (100, 2) and coords["train"].dtype == np.float32
+    # Each test point's nearest training point on the map has its class: the map is shared by both splits.
+    d = ((coords["test"][:, None, :] - coords["train"][None, :, :]) ** 2).sum(-1)
+    assert (y_train[d.argmin(1)] == y_test).mean() >= 0.95
+    again = fm.project_all({"train": x_train, "test": x_test}, "tsne", perplexity=15, iterations=250, seed=0)
+    np.testing.assert_allclose(again["train"], coords["train"], atol=1e-4)  # seeded
+    with pytest.raises(ConfigError, match="needs more than"):
+        fm.project_all({"train": x_train[:20]}, "tsne", perplexity=30)
+    with pytest.raises(ConfigError, match="Unknown projection"):
+        fm.project_all({"train": x_train}, "umap")
+
+
+def test_map_artifact_round_trip_damage_and_key(tmp_path: Path) -> None:
+    x, _ = _blobs(10, 1)
+    m = fm.FullMap("pca", fm.project_all({"train": x, "test": x[:7]}, "pca"), 0.1, {"seed": 0}, "k")
+    path = tmp_path / "projections" / "full-pca-0123456789abcdef.npz"
+    fm.save_map(path, m)
+    back = fm.load_map(path, {"train": 50, "test": 7})
+    assert back is not None and np.array_equal(back.coords["test"], m.coords["test"])
+    assert fm.load_map(path, {"train": 50, "test": 8}) is None  # stale: another dataset size
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    assert fm.load_map(path, {"train": 50, "test": 7}) is None  # damaged: never shown
+    keys = {"train": "a", "test": "b"}
+    assert fm.map_key(keys, "tsne", {"perplexity": 30}) != fm.map_key(keys, "tsne", {"perplexity": 50})
+    assert fm.map_key(keys, "tsne", {"perplexity": 30}) != fm.map_key({"train": "a", "test": "c"}, "tsne", {"perplexity": 30})
+
+
+def test_project_cli_json_contract_cache_and_bad_input(assets: dict[str, Path], cache_dir: Path) -> None:
+    cmd = [sys.executable, "-m", "lib", "project", "--source", str(assets["cifar_tar"]), "--backbone", str(assets["savedmodel"]), "--image-size", "32",
+           "--cache-dir", str(cache_dir), "--json"]  # fmt: skip
+    proc = subprocess.run([*cmd, "--method", "pca"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout)
+    assert out["method"] == "pca" and out["points"] == {"train": 60, "test": 30}
+    assert len(list((cache_dir / "projections").glob("full-pca-*.npz"))) == 1
+    again = json.loads(subprocess.run([*cmd, "--method", "pca"], cwd=ROOT, capture_output=True, text=True, timeout=600).stdout)
+    assert again["projection_seconds"] == out["projection_seconds"]  # read back, not recomputed
+    bad = subprocess.run([*cmd, "--method", "tsne"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "needs more than 90 training images" in bad.stderr and "Traceback" not in bad.stderr
