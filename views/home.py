@@ -22,6 +22,8 @@ seconds, and see what happened. It reproduces a published experiment (MobileNet 
 - **Train or load**: extract features (cached on disk), train a linear or MLP head, compare runs, download a model.
 - **Feature space**: PCA and t-SNE of the features; select points to see their images; nearest neighbours.
 - **Evaluate**: confusion matrix, per-class metrics, calibration, the most confident mistakes, and your own images.
+- **Data quality**: likely label errors and near-duplicate images, found from the features; mark images to leave out of training.
+- **Speed vs accuracy**: every backbone, input size and runtime measured; the most accurate one within your latency budget.
 """
 )
 
