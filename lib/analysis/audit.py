@@ -26,8 +26,6 @@ import dataclasses
 import hashlib
 import json
 import time
-import zipfile
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,11 +190,6 @@ class Audit:
                             "score": round(float(1.0 - p[label]), 4)})  # fmt: skip
         return sorted(out, key=lambda r: -r["score"])
 
-    def issue_score(self, split: str) -> np.ndarray:
-        """``1 - p(given label)`` for every image of ``split`` (higher: more likely mislabeled)."""
-        labels = self.labels[split]
-        return 1.0 - self.probs[split][np.arange(len(labels)), labels]
-
     def duplicates(self, threshold: float = DEFAULT_THRESHOLD) -> list[dict[str, Any]]:
         """Pairs at or above ``threshold``, most similar first: each test image with its nearest training
         image, and each image with its nearest other image of the same split (a pair listed once)."""
@@ -234,39 +227,27 @@ def _arrays(audit: Audit) -> dict[str, np.ndarray]:
     return out
 
 
-def _checksum(arrays: dict[str, np.ndarray]) -> int:
-    crc = 0
-    for name in sorted(arrays):
-        crc = zlib.crc32(name.encode() + np.ascontiguousarray(arrays[name]).tobytes(), crc)
-    return crc
-
-
 def save_audit(path: Path, audit: Audit) -> None:
     """Write the audit atomically, with a checksum over every array."""
-    from lib.store.atomic import atomic_path
+    from lib.store.atomic import save_npz_checked
 
-    arrays = _arrays(audit)
-    meta = {"classes": audit.classes, "seconds": audit.seconds, "crc32": _checksum(arrays), "version": AUDIT_VERSION}
-    with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, **{"meta": np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays})  # type: ignore[arg-type]
+    save_npz_checked(path, _arrays(audit), {"classes": audit.classes, "seconds": audit.seconds, "version": AUDIT_VERSION})
 
 
 def load_audit(path: Path, expected: dict[str, int]) -> Audit | None:
     """The stored audit, or None if it is missing, damaged (checksum), stale (version) or of other sizes."""
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            meta = json.loads(bytes(npz["meta"]).decode())
-            arrays = {k: npz[k] for k in npz.files if k != "meta"}
-    except (OSError, ValueError, KeyError, EOFError, UnicodeDecodeError, zipfile.BadZipFile):  # JSONDecodeError is a ValueError
+    from lib.store.atomic import load_npz_checked
+
+    loaded = load_npz_checked(path)
+    if loaded is None or loaded[0].get("version") != AUDIT_VERSION:
         return None
-    if meta.get("version") != AUDIT_VERSION or meta.get("crc32") != _checksum(arrays):
-        return None
+    meta, arrays = loaded
     splits = sorted({k.split(".", 1)[1] for k in arrays if k.startswith("labels.")}, key=lambda s: (s != "train", s))  # train first
     if {s: len(arrays[f"labels.{s}"]) for s in splits} != expected:
         return None
     neighbours = {k.split(".", 1)[1]: (arrays[k], arrays["nn_sim." + k.split(".", 1)[1]]) for k in arrays if k.startswith("nn_index.")}
     return Audit(list(meta["classes"]), {s: arrays[f"labels.{s}"] for s in splits}, {s: arrays[f"probs.{s}"] for s in splits},
-                 {s: arrays[f"issues.{s}"] for s in splits}, neighbours, float(meta.get("seconds", 0.0)))  # fmt: skip
+                 {s: arrays[f"issues.{s}"] for s in splits}, neighbours, float(meta.get("seconds", 0.0)), Path(path).stem)  # fmt: skip
 
 
 def compute_audit(classes: list[str], features: dict[str, np.ndarray], labels: dict[str, np.ndarray], folds: int = DEFAULT_FOLDS, seed: int = SEED,
@@ -290,51 +271,32 @@ def compute_audit(classes: list[str], features: dict[str, np.ndarray], labels: d
 
 
 def _audit_target(source: str, backbone: str, image_size: int | None, cache_dir: Path, runtime: str, folds: int,
-                  seed: int) -> tuple[Any, Any, int, list[str], Path]:  # fmt: skip
-    from lib.data.sources import load_dataset
-    from lib.models.specs import resolve_backbone
-    from lib.pipeline.features import feature_key_for
+                  seed: int) -> tuple[Any, Path]:  # fmt: skip
+    from lib.pipeline.whole import whole_dataset
     from lib.store.layout import CacheLayout
 
-    ds = load_dataset(source, cache_dir)
-    spec = resolve_backbone(backbone)
-    size = int(image_size or spec.default_size())
-    splits: list[str] = [s for s in ("train", "test") if s in ds.splits]
-    if "train" not in splits:
-        raise ConfigError(f"An audit needs a 'train' split; {source!r} has {', '.join(ds.splits)}.")
-    keys = {s: feature_key_for(ds, s, spec, size, "original", None, runtime) for s in splits}
-    return ds, spec, size, splits, CacheLayout(cache_dir).audit_file(audit_key(keys, folds, seed, audit_head()))
+    whole = whole_dataset(source, backbone, image_size, cache_dir, runtime, "An audit", splits=("train", "test"))
+    return whole, CacheLayout(cache_dir).audit_file(audit_key(whole.feature_keys, folds, seed, audit_head()))
 
 
 def cached_audit(source: str, backbone: str, image_size: int | None, cache_dir: Path | str, runtime: str = "tf", folds: int = DEFAULT_FOLDS,
                  seed: int = SEED) -> Audit | None:  # fmt: skip
     """The stored audit if there is a valid one; never computes anything (what a page calls on load)."""
-    ds, _spec, _size, splits, path = _audit_target(source, backbone, image_size, Path(cache_dir), runtime, folds, seed)
-    found = load_audit(path, {s: ds.size(s) for s in splits})
-    if found is not None:
-        found.key = path.stem
-    return found
+    whole, path = _audit_target(source, backbone, image_size, Path(cache_dir), runtime, folds, seed)
+    return load_audit(path, whole.sizes)
 
 
 def run_audit(source: str, backbone: str, image_size: int | None, cache_dir: Path | str, runtime: str = "tf", folds: int = DEFAULT_FOLDS,
               seed: int = SEED, progress: ProgressFn | None = None, batch_size: int = 256) -> Audit:  # fmt: skip
     """The audit of every image of the dataset's train and test splits (features extracted if missing)."""
-    from lib.pipeline.training import gather_features
-
     cache_dir = Path(cache_dir)
-    ds, spec, size, splits, path = _audit_target(source, backbone, image_size, cache_dir, runtime, folds, seed)
-    found = load_audit(path, {s: ds.size(s) for s in splits})
+    whole, path = _audit_target(source, backbone, image_size, cache_dir, runtime, folds, seed)
+    found = load_audit(path, whole.sizes)
     if found is not None:
-        found.key = path.stem
         return found
-    backbones: dict[int, Any] = {}
-    features: dict[str, np.ndarray] = {}
-    labels: dict[str, np.ndarray] = {}
-    for s in splits:
-        on_extract = (lambda label, p: progress(f"features {label}", 0.0)) if progress else None
-        block = gather_features(ds, spec, s, (size,), ("original",), cache_dir, None, batch_size, on_extract, backbones, runtime)
-        features[s], labels[s] = block.parts[(size, "original")], block.labels
-    audit = compute_audit(list(ds.classes), features, labels, folds, seed, progress)
+    on_extract = (lambda label, p: progress(f"features {label}", 0.0)) if progress else None
+    features, labels = whole.features(cache_dir, runtime, batch_size, on_extract)
+    audit = compute_audit(list(whole.ds.classes), features, labels, folds, seed, progress)
     save_audit(path, audit)
     audit.key = path.stem
     return audit

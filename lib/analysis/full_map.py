@@ -7,7 +7,7 @@ Both projections are fitted on the training features only and place the test ima
 model, so the map is the same whichever split one looks at. t-SNE follows openTSNE's recipe for large
 sets: PCA to 50 dimensions first (fitted on train), PCA initialisation, FFT-accelerated gradients, a fixed
 seed, every core; test points are added with ``TSNEEmbedding.transform``. A map is computed only when
-asked (a button, or ``python -m lib project``), never on page load, and kept as an artifact
+asked (``python -m lib project``), and kept as an artifact
 (``projections/full-<method>-<key>.npz``) keyed by the features' keys and every parameter, with a CRC
 over its arrays: a damaged or stale one is recomputed, never shown.
 """
@@ -18,8 +18,6 @@ import hashlib
 import json
 import os
 import time
-import zipfile
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,85 +86,47 @@ def project_all(features: dict[str, np.ndarray], method: str = "pca", perplexity
     return out
 
 
-def _checksum(arrays: dict[str, np.ndarray]) -> int:
-    crc = 0
-    for name in sorted(arrays):
-        crc = zlib.crc32(name.encode() + np.ascontiguousarray(arrays[name]).tobytes(), crc)
-    return crc
-
-
 def save_map(path: Path, m: FullMap) -> None:
     """Write the map atomically with a checksum over its arrays."""
-    from lib.store.atomic import atomic_path
+    from lib.store.atomic import save_npz_checked
 
-    meta = {"method": m.method, "seconds": m.seconds, "params": m.params, "crc32": _checksum(m.coords), "version": MAP_VERSION}
-    with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, **{"meta": np.frombuffer(json.dumps(meta).encode(), np.uint8), **m.coords})  # type: ignore[arg-type]
+    save_npz_checked(path, m.coords, {"method": m.method, "seconds": m.seconds, "params": m.params, "version": MAP_VERSION})
 
 
 def load_map(path: Path, expected: dict[str, int]) -> FullMap | None:
     """The stored map, or None if missing, damaged, stale, of other sizes, or not finite."""
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            meta = json.loads(bytes(npz["meta"]).decode())
-            coords = {k: npz[k] for k in npz.files if k != "meta"}
-    except (OSError, ValueError, KeyError, EOFError, UnicodeDecodeError, zipfile.BadZipFile):
+    from lib.store.atomic import load_npz_checked
+
+    loaded = load_npz_checked(path)
+    if loaded is None or loaded[0].get("version") != MAP_VERSION:
         return None
-    if meta.get("version") != MAP_VERSION or meta.get("crc32") != _checksum(coords):
-        return None
+    meta, coords = loaded
     if {s: len(c) for s, c in coords.items()} != expected or not all(c.ndim == 2 and c.shape[1] == 2 and np.isfinite(c).all() for c in coords.values()):
         return None
     return FullMap(str(meta["method"]), coords, float(meta.get("seconds", 0.0)), dict(meta.get("params", {})), path.stem)
-
-
-def _target(source: str, backbone: str, image_size: int | None, cache_dir: Path, runtime: str, method: str,
-            params: dict[str, Any]) -> tuple[Any, Any, int, list[str], Path]:  # fmt: skip
-    from lib.data.sources import load_dataset
-    from lib.models.specs import resolve_backbone
-    from lib.pipeline.features import feature_key_for
-    from lib.store.layout import CacheLayout
-
-    if method not in METHODS:
-        raise ConfigError(f"Unknown projection {method!r}; choose one of {', '.join(METHODS)}.")
-    ds = load_dataset(source, cache_dir)
-    spec = resolve_backbone(backbone)
-    size = int(image_size or spec.default_size())
-    splits: list[str] = sorted(ds.splits, key=lambda s: (s != "train", s))
-    if "train" not in splits:
-        raise ConfigError(f"A map is fitted on the 'train' split; {source!r} has {', '.join(ds.splits)}.")
-    keys = {s: feature_key_for(ds, s, spec, size, "original", None, runtime) for s in splits}
-    return ds, spec, size, splits, CacheLayout(cache_dir).full_map_file(method, map_key(keys, method, params))
 
 
 def _params(method: str, perplexity: float, iterations: int, seed: int) -> dict[str, Any]:
     return {"seed": seed} if method == "pca" else {"perplexity": perplexity, "iterations": iterations, "seed": seed, "pca_dims": PCA_DIMS}
 
 
-def cached_full_map(source: str, backbone: str, image_size: int | None, cache_dir: Path | str, method: str = "tsne", runtime: str = "tf",
-                    perplexity: float = 30.0, iterations: int = 500, seed: int = SEED) -> FullMap | None:  # fmt: skip
-    """The stored map if there is a valid one; never computes (what a page calls on load)."""
-    params = _params(method, perplexity, iterations, seed)
-    ds, _spec, _size, splits, path = _target(source, backbone, image_size, Path(cache_dir), runtime, method, params)
-    return load_map(path, {s: ds.size(s) for s in splits})
-
-
 def compute_full_map(source: str, backbone: str, image_size: int | None, cache_dir: Path | str, method: str = "tsne", runtime: str = "tf",
                      perplexity: float = 30.0, iterations: int = 500, seed: int = SEED, progress: ProgressFn | None = None,
                      batch_size: int = 256) -> FullMap:  # fmt: skip
     """The map of every image (features extracted first if missing), computed once and then read back."""
-    from lib.pipeline.training import gather_features
+    from lib.pipeline.whole import whole_dataset
+    from lib.store.layout import CacheLayout
 
+    if method not in METHODS:
+        raise ConfigError(f"Unknown projection {method!r}; choose one of {', '.join(METHODS)}.")
     cache_dir = Path(cache_dir)
     params = _params(method, perplexity, iterations, seed)
-    ds, spec, size, splits, path = _target(source, backbone, image_size, cache_dir, runtime, method, params)
-    found = load_map(path, {s: ds.size(s) for s in splits})
+    whole = whole_dataset(source, backbone, image_size, cache_dir, runtime, "A map (fitted on the training images)")
+    path = CacheLayout(cache_dir).full_map_file(method, map_key(whole.feature_keys, method, params))
+    found = load_map(path, whole.sizes)
     if found is not None:
         return found
-    backbones: dict[int, Any] = {}
-    features = {}
-    for s in splits:
-        block = gather_features(ds, spec, s, (size,), ("original",), cache_dir, None, batch_size, None, backbones, runtime)
-        features[s] = block.parts[(size, "original")]
+    features, _labels = whole.features(cache_dir, runtime, batch_size)
     t0 = time.perf_counter()
     coords = project_all(features, method, perplexity, iterations, seed, progress)
     m = FullMap(method, coords, time.perf_counter() - t0, params, path.stem)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from lib.cli.common import add_backbone, add_common, add_source, peak_rss_mb, positive_int
@@ -35,6 +36,18 @@ def add_commands(sub: Any) -> None:
     add_common(p)
 
 
+def _stage_printer() -> Callable[[str, float], None]:
+    """A progress callback that prints each new stage name once, to stderr."""
+    last = [""]
+
+    def progress(stage: str, _fraction: float) -> None:
+        if stage != last[0]:
+            print(stage, file=sys.stderr)
+            last[0] = stage
+
+    return progress
+
+
 def cmd_audit(args: argparse.Namespace) -> dict[str, Any]:
     """``audit``: computed once per (features, folds, seed, head), then read back."""
     from lib.analysis.audit import run_audit
@@ -45,13 +58,7 @@ def cmd_audit(args: argparse.Namespace) -> dict[str, Any]:
     if args.limit is not None:
         raise ConfigError("An audit covers every image; --limit does not apply.")
     t0 = time.perf_counter()
-    last = [""]
-
-    def progress(stage: str, _fraction: float) -> None:
-        if stage != last[0]:
-            print(stage, file=sys.stderr)
-            last[0] = stage
-
+    progress = _stage_printer()
     audit = run_audit(args.source, args.backbone, args.image_size, args.cache_dir, args.runtime, args.folds, progress=progress, batch_size=args.batch_size)
     issues, duplicates = audit.label_issues(), audit.duplicates(args.threshold)
     leaked = audit.leaked_test_images(args.threshold)
@@ -76,13 +83,7 @@ def cmd_project(args: argparse.Namespace) -> dict[str, Any]:
     if args.limit is not None:
         raise ConfigError("A map covers every image; --limit does not apply.")
     t0 = time.perf_counter()
-    last = [""]
-
-    def progress(stage: str, _fraction: float) -> None:
-        if stage != last[0]:
-            print(stage, file=sys.stderr)
-            last[0] = stage
-
+    progress = _stage_printer()
     m = compute_full_map(args.source, args.backbone, args.image_size, args.cache_dir, args.method, args.runtime, args.perplexity, args.iterations,
                          progress=progress, batch_size=args.batch_size)  # fmt: skip
     seconds = time.perf_counter() - t0

@@ -6,6 +6,7 @@ Two writers of the same key both produce complete files, and the last rename win
     with atomic_path(target) as tmp:
         np.save(tmp, array)          # tmp is renamed onto target only on success
     write_json_atomic(path, {"a": 1})
+    save_npz_checked(path, {"x": array}, {"version": 1}); load_npz_checked(path)   # None if damaged
 """
 
 from __future__ import annotations
@@ -100,6 +101,43 @@ def save_npy_atomic(path: Path | str, array: Any, create_parent: bool = True) ->
     with atomic_path(path, create_parent=create_parent) as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, array)
+
+
+def _arrays_crc(arrays: dict[str, Any]) -> int:
+    import zlib
+
+    import numpy as np
+
+    crc = 0
+    for name in sorted(arrays):
+        crc = zlib.crc32(name.encode() + np.ascontiguousarray(arrays[name]).tobytes(), crc)
+    return crc
+
+
+def save_npz_checked(path: Path | str, arrays: dict[str, Any], meta: dict[str, Any]) -> None:
+    """Save named arrays and a JSON ``meta`` (plus a CRC-32 over every array) as one ``.npz``, atomically."""
+    import numpy as np
+
+    header = np.frombuffer(json.dumps({**meta, "crc32": _arrays_crc(arrays)}).encode(), np.uint8)
+    with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **{"meta": header, **arrays})
+
+
+def load_npz_checked(path: Path | str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """``(meta, arrays)`` of a :func:`save_npz_checked` file, or None if it is missing, unreadable or fails its CRC."""
+    import zipfile
+
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            meta = json.loads(bytes(npz["meta"]).decode())
+            arrays = {k: npz[k] for k in npz.files if k != "meta"}
+    except (OSError, ValueError, KeyError, EOFError, UnicodeDecodeError, zipfile.BadZipFile):  # JSONDecodeError is a ValueError
+        return None
+    if not isinstance(meta, dict) or meta.get("crc32") != _arrays_crc(arrays):
+        return None
+    return meta, arrays
 
 
 def read_json(path: Path | str) -> Any | None:

@@ -12,7 +12,6 @@ Browse and ``audit`` show it). It is read from JSON (what the page saves) or CSV
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 from pathlib import Path
@@ -92,12 +91,6 @@ def to_json(dataset: Dataset, images: dict[str, np.ndarray], note: str = "") -> 
     """The JSON form of an exclude list."""
     return {"format": FORMAT, "version": 1, "dataset": dataset.fingerprint, "note": note,
             "images": {s: [int(i) for i in np.unique(v)] for s, v in sorted(images.items()) if len(v)}}  # fmt: skip
-
-
-def exclude_digest(images: dict[str, np.ndarray]) -> str:
-    """A short identity of a list's content (part of a run's record)."""
-    text = json.dumps({s: [int(i) for i in np.unique(v)] for s, v in sorted(images.items()) if len(v)}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def save_exclude_list(cache_dir: Path | str, name: str, dataset: Dataset, images: dict[str, np.ndarray], note: str = "") -> Path:

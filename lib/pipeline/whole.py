@@ -1,0 +1,64 @@
+"""Every image of a dataset through one backbone: what whole-dataset analyses (the audit, the full map) share.
+
+    whole = whole_dataset(source, backbone, 128, cache_dir, "tf", "An audit", splits=("train", "test"))
+    whole.feature_keys        # split -> feature cache key (part of the analysis's own artifact key)
+    whole.sizes               # split -> number of images (a stored result of other sizes is stale)
+    feats, labels = whole.features(cache_dir, "tf")   # extracted first where not cached
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lib.errors import ConfigError
+
+
+@dataclass
+class WholeDataset:
+    """A dataset, a backbone at one size, and the splits an analysis covers (``train`` first)."""
+
+    ds: Any
+    spec: Any
+    size: int
+    splits: list[str]
+    feature_keys: dict[str, str]
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        """Images per split."""
+        return {s: self.ds.size(s) for s in self.splits}
+
+    def features(self, cache_dir: Path | str, runtime: str, batch_size: int = 256,
+                 on_extract: Any = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:  # fmt: skip
+        """Original-view features and labels of every image of each split (one backbone load for all)."""
+        from lib.pipeline.training import gather_features
+
+        backbones: dict[int, Any] = {}
+        features: dict[str, np.ndarray] = {}
+        labels: dict[str, np.ndarray] = {}
+        for s in self.splits:
+            block = gather_features(self.ds, self.spec, s, (self.size,), ("original",), Path(cache_dir), None, batch_size, on_extract, backbones, runtime)
+            features[s], labels[s] = block.parts[(self.size, "original")], block.labels
+        return features, labels
+
+
+def whole_dataset(source: str, backbone: str, image_size: int | None, cache_dir: Path | str, runtime: str, what: str,
+                  splits: tuple[str, ...] | None = None) -> WholeDataset:  # fmt: skip
+    """Resolve the dataset and backbone; ``splits`` (default: all) that the dataset has, ``train`` first.
+    :class:`ConfigError` naming ``what`` if there is no ``train`` split."""
+    from lib.data.sources import load_dataset
+    from lib.models.specs import resolve_backbone
+    from lib.pipeline.features import feature_key_for
+
+    ds = load_dataset(source, cache_dir)
+    spec = resolve_backbone(backbone)
+    size = int(image_size or spec.default_size())
+    chosen = sorted((s for s in ds.splits if splits is None or s in splits), key=lambda s: (s != "train", s))
+    if "train" not in chosen:
+        raise ConfigError(f"{what} needs a 'train' split; {source!r} has {', '.join(ds.splits)}.")
+    keys = {s: feature_key_for(ds, s, spec, size, "original", None, runtime) for s in chosen}
+    return WholeDataset(ds, spec, size, chosen, keys)
