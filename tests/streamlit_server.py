@@ -26,6 +26,33 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync", "--no-first-run", "--disable-quic", "--disable-dev-shm-usage"]  # fmt: skip
 
 
+SERVER_PIDS: dict[str, int] = {}  # url -> pid of the streamlit server behind it
+
+
+def peak_rss_mb(url: str) -> float:
+    """The server process's peak resident memory so far (VmHWM), in MB."""
+    status = Path(f"/proc/{SERVER_PIDS[url]}/status").read_text()
+    return int(status.split("VmHWM:")[1].split()[0]) / 1024
+
+
+def hover_until_thumbnail(page: Any, box: dict[str, float], tries: int = 60) -> tuple[float, str]:
+    """Move the mouse across the middle of a full-dataset map until a point's thumbnail has loaded.
+
+    Returns (milliseconds from the move to the loaded thumbnail, the point's "split:index").
+    """
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    for k in range(tries):
+        page.mouse.move(cx + (k % 12) * 9 - 50, cy + (k // 12) * 9 - 20)
+        t0 = time.perf_counter()
+        try:
+            page.wait_for_selector('.tlx-tip[data-ready="1"]', timeout=3000)
+        except Exception:  # noqa: BLE001 (Playwright's timeout error) no point under the mouse here: try the next spot
+            continue
+        ms = (time.perf_counter() - t0) * 1000
+        return ms, str(page.locator(".tlx-tip").get_attribute("data-point"))
+    raise AssertionError("no thumbnail appeared while hovering the map")
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as s:
@@ -43,6 +70,7 @@ def running_app(app_args: list[str], cache_dir: Path, timeout: float = 90.0, log
     out = open(log, "w") if log else subprocess.DEVNULL
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
+    SERVER_PIDS[url] = proc.pid
     try:
         deadline = time.monotonic() + timeout
         while True:

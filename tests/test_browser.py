@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from lib.data.sources import load_dataset
-from tests.conftest import SHARED_DATA, SHARED_MODEL
-from tests.streamlit_server import CHROMIUM, chromium, exceptions, running_app, wait_idle
+from tests.conftest import SHARED_DATA, SHARED_MODEL, SHARED_SMALL_MODEL
+from tests.streamlit_server import CHROMIUM, chromium, exceptions, hover_until_thumbnail, peak_rss_mb, running_app, wait_idle
 
 pytestmark = [pytest.mark.shared, pytest.mark.browser]
 SHOTS = Path(__file__).resolve().parent.parent / "artifacts" / "screenshots"
@@ -157,6 +157,58 @@ def test_every_page_train_and_click_confusion_cell(browser_cache: Path) -> None:
             page.get_by_test_id("stMarkdown").filter(has_text=re.compile(r"test images of .+ predicted as")).first.wait_for(timeout=60_000)
             back = page.get_by_test_id("stMarkdown").filter(has_text=re.compile(r"test images of .+ predicted as")).first.inner_text()
             assert back == after, (back, after)
+
+
+def test_full_dataset_map_hover_select_and_query(browser_cache: Path) -> None:
+    """All 60,000 CIFAR-10 images on one map: hovering shows a thumbnail, a box selection shows its images,
+    a click queries nearest neighbours, and the server stays under 3 GB while showing them."""
+    from lib.analysis.full_map import compute_full_map
+
+    # MobileNet v1 0.25 at 64 px: the fastest real features of all 60,000 images (about 20 s here), and PCA (seconds).
+    m = compute_full_map(str(SHARED_DATA), str(SHARED_SMALL_MODEL), 64, browser_cache, "pca")
+    assert {s: len(c) for s, c in m.coords.items()} == {"train": 50_000, "test": 10_000}
+    args = ["--source", str(SHARED_DATA), "--backbone", str(SHARED_SMALL_MODEL), "--image-size", "64"]
+    with running_app(args, browser_cache, log=SHOTS.parent / "streamlit-map.log") as (url, _), chromium() as browser:
+        page = browser.new_page(viewport={"width": 1400, "height": 2700})
+        page.goto(f"{url}/features?fm_method=PCA")
+        page.locator(".tlx-stage canvas").first.wait_for(timeout=120_000)
+        wait_idle(page)
+        assert not exceptions(page), exceptions(page)
+        assert page.locator(".tlx-info").inner_text().startswith("60,000 points")
+        box = page.locator(".tlx-overlay").bounding_box()
+        assert box is not None
+        ms, point = hover_until_thumbnail(page, box)
+        split, index = point.split(":")
+        assert split in ("train", "test") and int(index) >= 0
+        assert "app/static/thumbs/" in (page.locator(".tlx-thumb").evaluate("e => e.style.backgroundImage") or "")
+        print(f"thumbnail shown {ms:.0f} ms after the hover")
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / "7-full-map-hover.png"), clip={"x": box["x"] - 10, "y": box["y"] - 50, "width": box["width"] + 20,
+                                                                          "height": box["height"] + 90})  # fmt: skip
+        # Click the hovered point: it becomes the nearest-neighbour query.
+        page.mouse.down()
+        page.mouse.up()
+        page.get_by_test_id("stImageCaption").filter(has_text=f"query {split} #{index} ").first.wait_for(timeout=60_000)
+        wait_idle(page)
+        # Box-select the middle of the map: the selected images appear as a grid.
+        page.get_by_role("button", name="Box select").click()
+        cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        page.mouse.move(cx - 80, cy - 60)
+        page.mouse.down()
+        page.mouse.move(cx + 80, cy + 60, steps=8)
+        page.mouse.up()
+        heading = page.get_by_role("heading", name=re.compile(r"Selected: [\d,]+ images"))
+        heading.wait_for(timeout=60_000)
+        wait_idle(page)
+        selected = int(re.search(r"Selected: ([\d,]+)", heading.inner_text()).group(1).replace(",", ""))  # type: ignore[union-attr]
+        assert 0 < selected < 60_000
+        assert f"{selected:,} selected" in page.locator(".tlx-info").inner_text()  # the browser and the server agree
+        assert page.get_by_test_id("stImageCaption").filter(has_text=re.compile(r"^(train|test) #\d+ ")).count() >= min(selected, 10)
+        assert not exceptions(page)
+        shot(page, "7-full-map-selection")
+        rss = peak_rss_mb(url)
+        print(f"server peak RSS {rss:.0f} MB")
+        assert rss < 3 * 1024, rss
 
 
 CRAFTED = "x](https://evil.example/a) ![p](https://evil.example/p.png) <img src=https://evil.example/i.png>"

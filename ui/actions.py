@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
@@ -122,4 +123,21 @@ def measure_with_status(settings: state.Settings, configs: list[tuple[str, int, 
             show_error(err)
             return
         status.update(label="Measured", state="complete")
+    st.rerun()
+
+
+def stage_with_status(label: str, done: str, failed: str, work: Callable[[Callable[[str, float], None]], Any]) -> None:
+    """Run ``work(progress)`` (progress: stage text, fraction) inside a status box with a progress bar, then rerun;
+    a :class:`UserFacingError` is shown as a message and stops the page."""
+    from ui.text import md_escape
+
+    with st.status(label, expanded=True) as status:
+        bar = st.progress(0.0)
+        try:
+            work(lambda stage, f: bar.progress(min(max(f, 0.0), 1.0), text=md_escape(stage)))
+        except UserFacingError as err:
+            status.update(label=failed, state="error")
+            show_error(err)
+            st.stop()
+        status.update(label=done, state="complete")
     st.rerun()

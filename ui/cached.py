@@ -144,3 +144,75 @@ def thumbnails(source: str, cache_dir: str, split: str, rows: tuple[int, ...]) -
     assert ds is not None
     images = ds.images(split)
     return [thumbnail_uri(np.asarray(images[i])) for i in rows]
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _full_map(source: str, cache_dir: str, backbone: str, size: int, method: str, runtime: str, perplexity: float, iterations: int) -> Any:
+    from lib.analysis.full_map import find_full_map
+
+    return find_full_map(source, backbone, size, cache_dir, method, runtime, perplexity, iterations)
+
+
+def full_map(source: str, cache_dir: str, backbone: str, size: int, method: str, runtime: str, perplexity: float, iterations: int) -> Any:
+    """The stored map of every image, or None (never computes; a miss is forgotten so a new map is seen)."""
+    found = _full_map(source, cache_dir, backbone, int(size), method, runtime, float(perplexity), int(iterations))
+    if found is None:
+        _full_map.clear()
+    return found
+
+
+def forget_full_maps() -> None:
+    """After computing a map."""
+    _full_map.clear()
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def run_predictions(source: str, cache_dir: str, run_id: str, splits: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The active run's predicted class of every image of each split (-1 where unknown without new work)."""
+    from lib.analysis.map_view import run_predictions as predict
+
+    r = run(cache_dir, run_id)
+    ds = dataset_if_ready(source, cache_dir)
+    if ds is None:
+        return {}
+    return predict(r, ds, backbone_spec(r.manifest.backbone), cache_dir, list(splits))
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _audit_scores(source: str, cache_dir: str, backbone: str, size: int, runtime: str) -> dict[str, np.ndarray] | None:
+    from lib.analysis.audit import cached_audit
+
+    audit = cached_audit(source, backbone, size, cache_dir, runtime)
+    if audit is None:
+        return None
+    return {s: 1.0 - audit.probs[s][np.arange(len(audit.labels[s])), audit.labels[s]] for s in audit.labels}
+
+
+def audit_scores(source: str, cache_dir: str, backbone: str, size: int, runtime: str) -> dict[str, np.ndarray] | None:
+    """Label-issue score (1 - p(given label)) of every image from the stored audit of these features, or None."""
+    found = _audit_scores(source, cache_dir, backbone, int(size), runtime)
+    if found is None:
+        _audit_scores.clear()
+    return found
+
+
+@st.cache_resource(show_spinner="Making hover thumbnails (once)…", max_entries=4)
+def _sprites(source: str, cache_dir: str) -> Any:
+    from lib.data.thumbs import ensure_sprites
+    from ui.scatter_map import THUMBS_ROOT
+
+    ds = dataset_if_ready(source, cache_dir)
+    if ds is None:
+        return None
+    try:
+        return ensure_sprites(ds, THUMBS_ROOT)
+    except UserFacingError:
+        return None
+
+
+def sprites(source: str, cache_dir: str) -> Any:
+    """The dataset's thumbnail sprite sheets under the app's static folder, made once; None if that folder is not writable."""
+    found = _sprites(source, cache_dir)
+    if found is None:
+        _sprites.clear()
+    return found

@@ -1,5 +1,5 @@
-"""Feature space: PCA or t-SNE of cached features, coloured by label or prediction; brush to see images;
-cosine nearest neighbours of any image."""
+"""Feature space: a map of every image (PCA or t-SNE of train + test, stored once; hover, box/lasso, click for
+neighbours), or a quick PCA/t-SNE of a sample of one split (any cached features, Altair); cosine nearest neighbours."""
 
 import time
 
@@ -45,8 +45,24 @@ state.bind("fs_seed", 0, int, state.in_range(0, 10_000))
 state.bind("fs_color", "true label", valid=["true label", "predicted label", "correct vs wrong"])
 st.session_state["fs_combo"] = min(st.session_state["fs_combo"], len(combos) - 1)
 
-c1, c2, c3 = st.columns([3, 1, 2])
+c1, c2 = st.columns([3, 3])
 combo = combos[c1.selectbox("Features", range(len(combos)), key="fs_combo", format_func=lambda i: combo_label(combos[i]))]
+# The map of every image needs whole splits (not a --limit subset) and a train split to fit on.
+full_ok = combo[2] is None and "train" in ds.splits
+modes = ["every image", "sample of one split"] if full_ok else ["sample of one split"]
+state.bind("fs_view", modes[0], valid=["every image", "sample of one split"])
+if st.session_state["fs_view"] not in modes:
+    st.session_state["fs_view"] = modes[0]
+mode = c2.radio("Map", modes, key="fs_view", horizontal=True,
+                help="Every image: train and test on one stored map (computed once). A sample: a quick map of up to 10,000 points of one split.")  # fmt: skip
+state.publish("fs_combo", "fs_view")
+if mode == "every image":
+    from ui import full_map_view
+
+    full_map_view.draw(settings, ds, run, combo)
+    st.stop()
+
+c2, c3 = st.columns([1, 2])
 splits = [s for s in ds.splits if any(m.split == s and (m.backbone, m.image_size, m.limit, m.runtime_name) == combo for m in available)]
 if st.session_state["fs_split"] not in splits:
     st.session_state["fs_split"] = splits[0]

@@ -10,7 +10,7 @@ from lib.data.images import upscale
 from lib.errors import UserFacingError
 from lib.models.runtimes import DEFAULT_RUNTIME
 from lib.store.excludes import save_exclude_list, to_json
-from ui import cached, state, widgets
+from ui import actions, cached, state, widgets
 from ui.text import md_escape, show_error
 
 settings = state.current()
@@ -39,17 +39,8 @@ if audit is None:
         "same as `python -m lib audit`."
     )
     if st.button("Run the audit", type="primary"):
-        with st.status("Auditing…", expanded=True) as status:
-            bar = st.progress(0.0)
-            try:
-                au.run_audit(settings.source, backbone, size, settings.cache_dir, runtime,
-                             progress=lambda stage, f: bar.progress(min(max(f, 0.0), 1.0), text=md_escape(stage)))  # fmt: skip
-            except UserFacingError as err:
-                status.update(label="Audit failed", state="error")
-                show_error(err)
-                st.stop()
-            status.update(label="Audited", state="complete")
-        st.rerun()
+        actions.stage_with_status("Auditing…", "Audited", "Audit failed",
+                                  lambda progress: au.run_audit(settings.source, backbone, size, settings.cache_dir, runtime, progress=progress))  # fmt: skip
     st.stop()
 
 assert audit is not None

@@ -110,23 +110,36 @@ def _params(method: str, perplexity: float, iterations: int, seed: int) -> dict[
     return {"seed": seed} if method == "pca" else {"perplexity": perplexity, "iterations": iterations, "seed": seed, "pca_dims": PCA_DIMS}
 
 
-def compute_full_map(source: str, backbone: str, image_size: int | None, cache_dir: Path | str, method: str = "tsne", runtime: str = "tf",
-                     perplexity: float = 30.0, iterations: int = 500, seed: int = SEED, progress: ProgressFn | None = None,
-                     batch_size: int = 256) -> FullMap:  # fmt: skip
-    """The map of every image (features extracted first if missing), computed once and then read back."""
+def _map_target(source: str, backbone: str, image_size: int | None, cache_dir: Path, method: str, runtime: str,
+                params: dict[str, Any]) -> tuple[Any, Path]:  # fmt: skip
     from lib.pipeline.whole import whole_dataset
     from lib.store.layout import CacheLayout
 
     if method not in METHODS:
         raise ConfigError(f"Unknown projection {method!r}; choose one of {', '.join(METHODS)}.")
+    whole = whole_dataset(source, backbone, image_size, cache_dir, runtime, "A map (fitted on the training images)")
+    return whole, CacheLayout(cache_dir).full_map_file(method, map_key(whole.feature_keys, method, params))
+
+
+def find_full_map(source: str, backbone: str, image_size: int | None, cache_dir: Path | str, method: str = "tsne", runtime: str = "tf",
+                  perplexity: float = 30.0, iterations: int = 500, seed: int = SEED) -> FullMap | None:  # fmt: skip
+    """The stored map if there is a valid one; never computes anything (what a page calls on load)."""
+    whole, path = _map_target(source, backbone, image_size, Path(cache_dir), method, runtime, _params(method, perplexity, iterations, seed))
+    return load_map(path, whole.sizes)
+
+
+def compute_full_map(source: str, backbone: str, image_size: int | None, cache_dir: Path | str, method: str = "tsne", runtime: str = "tf",
+                     perplexity: float = 30.0, iterations: int = 500, seed: int = SEED, progress: ProgressFn | None = None,
+                     batch_size: int = 256) -> FullMap:  # fmt: skip
+    """The map of every image (features extracted first if missing), computed once and then read back."""
     cache_dir = Path(cache_dir)
     params = _params(method, perplexity, iterations, seed)
-    whole = whole_dataset(source, backbone, image_size, cache_dir, runtime, "A map (fitted on the training images)")
-    path = CacheLayout(cache_dir).full_map_file(method, map_key(whole.feature_keys, method, params))
+    whole, path = _map_target(source, backbone, image_size, cache_dir, method, runtime, params)
     found = load_map(path, whole.sizes)
     if found is not None:
         return found
-    features, _labels = whole.features(cache_dir, runtime, batch_size)
+    on_extract = (lambda label, p: progress(f"features {label}", 0.0)) if progress else None
+    features, _labels = whole.features(cache_dir, runtime, batch_size, on_extract)
     t0 = time.perf_counter()
     coords = project_all(features, method, perplexity, iterations, seed, progress)
     m = FullMap(method, coords, time.perf_counter() - t0, params, path.stem)

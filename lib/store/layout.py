@@ -37,6 +37,11 @@ def _check(pattern: re.Pattern[str], value: str, what: str) -> str:
     return value
 
 
+def check_name(value: str, what: str) -> str:
+    """``value`` if it is a plain file-name part (letters, digits, ``_.-``, no ``..``), else :class:`UserFacingError`."""
+    return _check(_NAME, str(value), what)
+
+
 class CacheLayout:
     """Paths of every artifact under one cache directory."""
 
