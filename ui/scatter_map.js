@@ -179,6 +179,7 @@ export default function (component) {
   }
 
   function drawBase() {
+    const started = performance.now();
     const W = ui.stage.clientWidth || 800;
     if (!st.view) fit();
     for (const c of [ui.base, ui.overlay]) {
@@ -214,6 +215,7 @@ export default function (component) {
     }
     ctx.putImageData(img, 0, 0);
     drawOverlay();
+    ui.host.dataset.drawMs = (performance.now() - started).toFixed(1); // read by bench/map_view.py
   }
 
   function drawOverlay(path) {
