@@ -74,7 +74,8 @@ def draw(settings: state.Settings, ds: Any, run: Any, combo: tuple) -> None:
     if st.session_state["fm_color"] not in options:
         st.session_state["fm_color"] = "true label"
     colour_by = c4.selectbox("Colour by", options, key="fm_color",
-                             help="Predictions are the active run's (on training images: in-sample, from its head on their cached features); the label-issue score comes from the Data quality audit of these features.")  # fmt: skip
+                             help="Predictions are the active run's (on training images: in-sample, from its head on their cached "
+                                  "features); the label-issue score comes from the Data quality audit of these features.")  # fmt: skip
     show = st.radio("Show", ["all", *(s for s, _n in splits)], key="fm_show", horizontal=True)
     state.publish("fm_method", "fm_perp", "fm_iter", "fm_color", "fm_show")
     split_of = np.concatenate([np.full(n, k) for k, (_s, n) in enumerate(splits)])
