@@ -1,15 +1,27 @@
-"""Transfer-learning explorer: `streamlit run app.py [-- --source PATH --backbone PATH --image-size N]`.
+"""Transfer-learning explorer: `streamlit run app.py [-- --source PATH --backbone PATH --image-size N --demo --bundle PATH_OR_URL]`.
 
 The entry file is only a router; the pages live in views/, the product in lib/.
 """
 
+import os
+import tempfile
+
 import streamlit as st
 
 from lib.process import configure_process
-from ui import state, widgets
+from ui import demo, state, widgets
 
-configure_process(state.startup_cache_dir())
+cache_dir = state.startup_cache_dir()
+configure_process(cache_dir)
 st.set_page_config(page_title="Transfer learning explorer", page_icon=":material/hub:", layout="wide")
+state.unpack_bundle_once(cache_dir)  # --bundle: before the first page renders, and before the cache turns read-only
+if demo.active():
+    from lib.store.atomic import set_read_only
+
+    if os.environ.get("TLX_TFHUB_FROM_CACHE") == "1":  # a TF Hub download must not write into the read-only cache
+        os.environ["TFHUB_CACHE_DIR"] = os.path.join(tempfile.gettempdir(), "tlx-tfhub")
+
+    set_read_only(cache_dir, "This is a read-only demo: nothing can be computed, changed or deleted here, so nothing was written.")
 
 pages = [
     st.Page("views/home.py", title="Home", icon=":material/home:", default=True),

@@ -25,6 +25,10 @@ class CacheWriteError(UserFacingError):
     """An artifact could not be written (for example the disk is full)."""
 
 
+class ReadOnlyError(CacheWriteError):
+    """This process serves a read-only cache (the hosted demo): nothing may be written or deleted there."""
+
+
 class RunError(UserFacingError):
     """A run is missing, incomplete or cannot be used for what was asked."""
 

@@ -15,7 +15,7 @@ import streamlit as st
 from lib.analysis import full_map as fm
 from lib.analysis.map_view import COLOUR_MODES, colour_points, points_in_polygon, selection_mask
 from lib.errors import UserFacingError
-from ui import actions, cached, state, widgets
+from ui import actions, cached, demo, state, widgets
 from ui.scatter_map import map_payload, scatter_map
 from ui.text import md_escape, show_error
 
@@ -45,8 +45,8 @@ def draw(settings: state.Settings, ds: Any, run: Any, combo: tuple) -> None:
     c1, c2, c3, c4 = st.columns([1.2, 1, 1, 1.6])
     method = c1.radio("Projection", ["PCA", "t-SNE"], key="fm_method", horizontal=True,
                       help="Both are fitted on the training images; test images are placed with the fitted model.")  # fmt: skip
-    perplexity = c2.slider("Perplexity", 5, 100, key="fm_perp", disabled=method == "PCA")
-    iterations = c3.slider("t-SNE iterations", 250, 2000, key="fm_iter", step=250, disabled=method == "PCA")
+    perplexity = c2.slider("Perplexity", 5, 100, key="fm_perp", disabled=method == "PCA" or demo.active())
+    iterations = c3.slider("t-SNE iterations", 250, 2000, key="fm_iter", step=250, disabled=method == "PCA" or demo.active())
     try:
         found = cached.full_map(settings.source, str(settings.cache_dir), backbone, size, "tsne" if method == "t-SNE" else "pca", runtime,
                                 float(perplexity), int(iterations))  # fmt: skip
@@ -59,7 +59,8 @@ def draw(settings: state.Settings, ds: Any, run: Any, combo: tuple) -> None:
         st.info(f"No {method} map of all {total:,} images with these features and settings yet. Computing it takes {cost} "
                 "(features are extracted first where missing); it is stored, so this happens once. The same as "
                 f"`python -m lib project --method {'tsne' if method == 't-SNE' else 'pca'}`.")  # fmt: skip
-        if st.button(f"Compute the {method} map", type="primary", key="fm_compute"):
+        demo.note()
+        if st.button(f"Compute the {method} map", type="primary", key="fm_compute", **demo.off("Computing a map")):
             _compute(settings, combo, method, float(perplexity), int(iterations))
         return
 

@@ -12,7 +12,7 @@ from lib.config import BLOG_ACCURACY
 from lib.errors import UserFacingError
 from lib.store.manifest import RunManifest
 from lib.store.runs import delete_run, list_damaged_runs, set_label
-from ui import state
+from ui import demo, state
 from ui.text import md_escape, show_error
 
 
@@ -37,7 +37,7 @@ def damaged_section(settings: state.Settings) -> None:
     for run_id, reason in damaged:
         a, b = st.columns([4, 1])
         a.warning(f"{run_id}: {md_escape(reason, 400)}")
-        if b.button("Delete", key=f"del_damaged_{run_id}"):
+        if b.button("Delete", key=f"del_damaged_{run_id}", **demo.off("Deleting")):
             try:
                 delete_run(settings.cache_dir, run_id)
             except UserFacingError as err:
@@ -70,14 +70,14 @@ def runs_section(settings: state.Settings, runs: list[RunManifest]) -> None:
             state.update(run_id=first, backbone=m.backbone, image_size=m.image_size)
             st.rerun()
         new_label = b.text_input("New label", key="rename_text", label_visibility="collapsed", placeholder="new label")
-        if b.button("Rename") and new_label.strip():
+        if b.button("Rename", **demo.off("Renaming")) and new_label.strip():
             try:
                 set_label(settings.cache_dir, first, new_label)
                 st.rerun()
             except UserFacingError as err:
                 show_error(err, b)
         confirm = c.checkbox(f"Yes, delete {len(picked)} run(s)")
-        if c.button("Delete", disabled=not confirm):
+        if c.button("Delete", disabled=not confirm or demo.active(), help=demo.WHY if demo.active() else None):
             try:
                 for rid in picked:
                     delete_run(settings.cache_dir, rid)
@@ -103,7 +103,7 @@ def _download(col: Any, settings: state.Settings, run_id: str) -> None:
 
     layout = CacheLayout(settings.cache_dir)
     zip_path = layout.export_zip(run_id)
-    if not zip_path.exists() and col.button("Build model zip"):
+    if not zip_path.exists() and col.button("Build model zip", **demo.off("Building a zip")):
         with st.spinner("Exporting backbone + head as one SavedModel…"):
             try:
                 from lib.models.export import export_run, zip_folder

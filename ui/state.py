@@ -48,6 +48,8 @@ def _argv_defaults() -> dict[str, Any]:
     parser.add_argument("--backbone")
     parser.add_argument("--image-size", type=int)
     parser.add_argument("--cache-dir")
+    parser.add_argument("--bundle")
+    parser.add_argument("--bundle-sha256")
     try:
         args, _ = parser.parse_known_args(sys.argv[1:])
     except SystemExit:
@@ -61,20 +63,61 @@ def startup_cache_dir() -> str:
 
 
 def defaults() -> dict[str, Any]:
-    """Defaults from the command line, then the environment, then the project's own."""
+    """Defaults from the command line, then the environment, then an installed demo bundle, then the project's own."""
+    from lib.store.bundle import installed_bundle
+
     argv = _argv_defaults()
-    backbone = argv.get("backbone") or os.environ.get(config.ENV_BACKBONE) or config.DEFAULT_BACKBONE
+    bundled = (installed_bundle(startup_cache_dir()) or {}).get("defaults") or {}
+    backbone = argv.get("backbone") or os.environ.get(config.ENV_BACKBONE) or bundled.get("backbone") or config.DEFAULT_BACKBONE
     size_env = os.environ.get(config.ENV_IMAGE_SIZE)
+    size = argv.get("image_size") or (size_env if size_env and size_env.isdigit() else 0) or bundled.get("image_size") or default_image_size(backbone)
+    run = bundled.get("run", "") if isinstance(bundled.get("run"), str) and RUN_ID.match(bundled.get("run", "")) else ""
     return {
-        "source": argv.get("source") or os.environ.get(config.ENV_SOURCE) or config.DEFAULT_SOURCE,
+        "source": argv.get("source") or os.environ.get(config.ENV_SOURCE) or bundled.get("source") or config.DEFAULT_SOURCE,
         "backbone": backbone,
-        "image_size": int(argv.get("image_size") or (size_env if size_env and size_env.isdigit() else 0) or default_image_size(backbone)),
-        "run_id": "",
+        "image_size": int(size),
+        "run_id": run,
         "cache_dir": startup_cache_dir(),
     }
 
 
+@st.cache_resource(show_spinner=False)
+def _installed(cache_dir: str, bundle: str, sha256: str) -> dict[str, Any]:
+    """Install the bundle once per server process (every session waits for the first)."""
+    from lib.store.bundle import install_bundle
+
+    bar = st.progress(0.0, text="Installing the demo bundle…")
+    info = install_bundle(bundle, cache_dir, lambda stage, f: bar.progress(min(max(f, 0.0), 1.0), text=stage[:200]), sha256 or None)
+    bar.empty()
+    return info
+
+
+def unpack_bundle_once(cache_dir: str) -> None:
+    """``--bundle PATH_OR_URL`` (or ``$TLX_BUNDLE``): unpack it into the cache before the first page renders, once per
+    process; then point the bundled runs' backbone paths at the copies it brought. A bad bundle stops the app with
+    a message (nothing of it is installed)."""
+    from lib.errors import UserFacingError
+    from lib.models.specs import set_aliases
+    from lib.store.bundle import backbone_aliases
+
+    argv = _argv_defaults()
+    bundle = argv.get("bundle") or os.environ.get("TLX_BUNDLE", "")
+    if bundle:
+        try:
+            _installed(cache_dir, bundle, argv.get("bundle_sha256") or os.environ.get("TLX_BUNDLE_SHA256", ""))
+        except UserFacingError as err:
+            from ui.text import show_error
+
+            show_error(f"The demo bundle could not be installed: {err}")
+            st.stop()
+    set_aliases(backbone_aliases(cache_dir))
+
+
 def _valid_global(key: str, value: str) -> bool:
+    from ui import demo
+
+    if key in ("source", "backbone") and demo.active():
+        return value.strip() == str(defaults()[key])  # a demo serves only what it was started with: no path from a URL
     if key == "image_size":
         return value.isdigit() and MIN_SIZE <= int(value) <= MAX_SIZE
     if key == "run_id":

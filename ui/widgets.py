@@ -18,7 +18,7 @@ from lib.data.sources import Dataset
 from lib.errors import UserFacingError
 from lib.models.specs import REGISTRY
 from lib.store.runs import Run, list_runs
-from ui import cached, state
+from ui import cached, demo, state
 from ui.text import md_escape, show_error, show_warning
 
 OFFLINE_HELP = (
@@ -33,6 +33,14 @@ def sidebar(settings: state.Settings) -> state.Settings:
     """Show the active source, backbone, size and run on every page, with controls to change them."""
     sb = st.sidebar
     sb.markdown(f"**Data:** {md_escape(_short(settings.source))}  \n**Backbone:** {md_escape(_short(settings.backbone))} @ {settings.image_size}px")
+    if demo.active():
+        sb.caption(":material/lock: A read-only demo: the data and backbone are the ones it was started with.")
+    else:
+        _settings_form(sb, settings)
+    return _active_run_picker(sb, settings)
+
+
+def _settings_form(sb: Any, settings: state.Settings) -> None:
     with sb.expander("Change data / backbone"), st.form("settings_form", border=False):
         source = st.text_input("Data source", settings.source, help="'cifar10' or a local path")
         names = list(REGISTRY)
@@ -45,6 +53,9 @@ def sidebar(settings: state.Settings) -> state.Settings:
             if backbone:
                 state.update(source=source.strip(), backbone=backbone, image_size=int(size))
                 st.rerun()
+
+
+def _active_run_picker(sb: Any, settings: state.Settings) -> state.Settings:
     runs = list_runs(settings.cache_dir)
     ids = [""] + [m.run_id for m in runs]
     labels = {"": "(no active run)"} | {m.run_id: m.display_name() for m in runs}
@@ -100,7 +111,7 @@ def require_dataset(settings: state.Settings) -> Dataset:
     if ds is not None:
         return ds
     st.warning(f"The data source {md_escape(settings.source)} is not prepared yet.")
-    if st.button("Prepare dataset", type="primary", key="prepare_dataset_btn"):
+    if st.button("Prepare dataset", type="primary", key="prepare_dataset_btn", **demo.off("Preparing a dataset")):
         ds = prepare_dataset(settings)
         if ds is not None:
             st.rerun()

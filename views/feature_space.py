@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from lib.pipeline.features import list_cached_features
-from ui import cached, state, widgets
+from ui import cached, demo, state, widgets
 from ui.text import md_escape
 
 settings = state.current()
@@ -72,7 +72,7 @@ if result is None:
     st.warning("Those features are no longer in the cache.")
     st.stop()
 total = len(result.labels)
-n_max = min(10_000, total)
+n_max = min(demo.MAX_SAMPLE if demo.active() else 10_000, total)
 if n_max > 500:
     st.session_state["fs_n"] = min(max(st.session_state["fs_n"], 500), n_max)
     n = c3.slider("Stratified sample size", 500, n_max, key="fs_n", step=100)
@@ -81,7 +81,11 @@ else:
     c3.caption(f"All {total} points are shown (the slider appears above 500).")
 
 d1, d2, d3, d4, d5 = st.columns(5)
-method = d1.radio("Method", ["PCA", "t-SNE"], key="fs_method", horizontal=True)
+# t-SNE of a sample costs seconds of CPU per visitor: a demo offers the stored map of every image instead.
+methods = ["PCA"] if demo.active() else ["PCA", "t-SNE"]
+if st.session_state["fs_method"] not in methods:
+    st.session_state["fs_method"] = "PCA"
+method = d1.radio("Method", methods, key="fs_method", horizontal=True, help=demo.WHY if demo.active() else None)
 perplexity = d2.slider("Perplexity", 5, 100, key="fs_perp", disabled=method == "PCA")
 iters = d3.slider("t-SNE iterations", 250, 2000, key="fs_iter", step=250, disabled=method == "PCA")
 seed = d4.number_input("Seed", 0, 10_000, key="fs_seed")

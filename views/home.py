@@ -7,7 +7,7 @@ from lib.config import BLOG_ACCURACY
 from lib.errors import UserFacingError
 from lib.pipeline.features import list_cached_features
 from lib.store.runs import list_runs
-from ui import cached, state, widgets
+from ui import cached, demo, state, widgets
 from ui.text import md_escape, show_error
 
 settings = state.current()
@@ -54,7 +54,8 @@ if feature_rows:
 
 if ds is None or missing:
     label = "Prepare dataset and features" if ds is None else f"Extract missing features ({', '.join(s for s, _ in missing)})"
-    if st.button(label, type="primary", disabled=spec is None):
+    demo.note()
+    if st.button(label, type="primary", disabled=spec is None or demo.active(), help=demo.WHY if demo.active() else None):
         ds = ds or widgets.prepare_dataset(settings)
         if ds is not None:
             from ui.actions import extract_with_status

@@ -10,7 +10,7 @@ from lib.data.images import upscale
 from lib.errors import UserFacingError
 from lib.models.runtimes import DEFAULT_RUNTIME
 from lib.store.excludes import save_exclude_list, to_json
-from ui import actions, cached, state, widgets
+from ui import actions, cached, demo, state, widgets
 from ui.text import md_escape, show_error
 
 settings = state.current()
@@ -38,7 +38,8 @@ if audit is None:
         "that nearly duplicate a training image, and duplicates within a split. About 2 minutes with features cached; the "
         "same as `python -m lib audit`."
     )
-    if st.button("Run the audit", type="primary"):
+    demo.note()
+    if st.button("Run the audit", type="primary", **demo.off("Running an audit")):
         actions.stage_with_status("Auditing…", "Audited", "Audit failed",
                                   lambda progress: au.run_audit(settings.source, backbone, size, settings.cache_dir, runtime, progress=progress))  # fmt: skip
     st.stop()
@@ -122,7 +123,7 @@ with tab_save:
         images.setdefault(split, []).append(int(index))
     st.write(f"{len(chosen):,} images marked: " + ", ".join(f"{len(v):,} {s}" for s, v in images.items()) if chosen else "No images marked yet.")
     name = st.text_input("List name", value="quality-excludes", max_chars=100, key="dq_name")
-    if st.button("Save the exclude list", type="primary", disabled=not chosen):
+    if st.button("Save the exclude list", type="primary", disabled=not chosen or demo.active(), help=demo.WHY if demo.active() else None):
         try:
             path = save_exclude_list(settings.cache_dir, name, ds, {s: np.asarray(v) for s, v in images.items()}, note=f"audit {audit.key}")
             st.success(f"Saved {len(chosen):,} images as {md_escape(path.name)}. Train with it on **Train or load**, or "

@@ -9,7 +9,7 @@ from lib.analysis import benchmark as bm
 from lib.config import BLOG_ACCURACY
 from lib.models.runtimes import RUNTIMES
 from lib.store.runs import list_runs
-from ui import state
+from ui import demo, state
 from ui.actions import measure_with_status as measure
 from ui.text import md_escape
 
@@ -27,7 +27,8 @@ if not groups:
         f"{', '.join(RUNTIMES)} runtimes ({len(default_grid)} configurations, accuracies on the first {bm.DEFAULT_LIMIT} images "
         "per class); the same as `python -m lib benchmark --source ...` on the command line."
     )
-    if st.button(f"Measure the default grid ({len(default_grid)} configurations)", type="primary"):
+    demo.note()
+    if st.button(f"Measure the default grid ({len(default_grid)} configurations)", type="primary", **demo.off("Measuring")):
         measure(settings, default_grid, bm.DEFAULT_LIMIT)
 else:
     labels = [f"{g['machine'].get('cpu')} ({g['machine'].get('cores')} cores) · {g.get('subset', '')} · {len(g['rows'])} rows" for g in groups]
@@ -67,7 +68,7 @@ else:
     else:
         st.success(f"**{md_escape(pick['backbone_name'] or pick['backbone'])}** at {pick['image_size']}px with the {pick['runtime']} runtime: "
                    f"{pick['best_accuracy']:.2%} (best preset), {pick['latency_ms_p50']:.1f} ms per image, {pick['images_per_second']:.0f} img/s.")  # fmt: skip
-        if st.button("Train this configuration", type="primary"):
+        if st.button("Train this configuration", type="primary", **demo.off("Training")):
             state.update(backbone=pick["backbone"], image_size=int(pick["image_size"]))
             st.session_state["t_runtime"] = pick["runtime"] if pick["runtime"] != "tflite" else "tf"
             st.session_state["t_sizes"] = [int(pick["image_size"])]
@@ -100,7 +101,7 @@ else:
     missing = bm.missing_configurations(default_grid, result["rows"]) if result.get("limit") == bm.DEFAULT_LIMIT else []
     if missing:
         st.info(f"{len(missing)} of the default grid's {len(default_grid)} configurations are not measured on this machine yet.")
-        if st.button(f"Measure the {len(missing)} missing configurations", type="primary"):
+        if st.button(f"Measure the {len(missing)} missing configurations", type="primary", **demo.off("Measuring")):
             measure(settings, missing, bm.DEFAULT_LIMIT)
 
 st.subheader("Measure the active backbone")
@@ -109,6 +110,6 @@ with st.form("bench_form"):
     sizes = c1.multiselect("Input sizes", sorted({*bm.DEFAULT_SIZES, settings.image_size}), default=[settings.image_size])
     runtimes = c2.multiselect("Runtimes", list(RUNTIMES), default=["tf", "litert"])
     limit = c3.number_input("Images per class for the accuracies", 10, 5000, bm.DEFAULT_LIMIT)
-    go = st.form_submit_button(f"Measure {md_escape(settings.backbone.rstrip('/').split('/')[-1])}")
+    go = st.form_submit_button(f"Measure {md_escape(settings.backbone.rstrip('/').split('/')[-1])}", **demo.off("Measuring"))  # type: ignore[arg-type]
 if go and sizes and runtimes:
     measure(settings, bm.grid_configurations([settings.backbone], [int(s) for s in sizes], list(runtimes)), int(limit))

@@ -13,7 +13,7 @@ from lib.models.specs import REGISTRY
 from lib.pipeline.training import RunRequest
 from lib.store.excludes import read_exclude_file, saved_exclude_lists
 from lib.store.runs import list_runs
-from ui import actions, run_table, state, widgets
+from ui import actions, demo, run_table, state, widgets
 from ui.text import show_error
 
 settings = state.current()
@@ -85,7 +85,8 @@ with st.form("train_form"):
     g.text_input("Run label", key="t_label")
     g.selectbox("Exclude list", [NO_EXCLUDE, *(p.stem for p in exclude_lists)], key="t_exclude",
                 help="Images marked on the Data quality page are left out of training and scoring; the run records them.")
-    submitted = st.form_submit_button("Train", type="primary")
+    submitted = st.form_submit_button("Train", type="primary", **demo.off("Training"))  # type: ignore[arg-type]
+    demo.note()
 
 if submitted:
     s = st.session_state

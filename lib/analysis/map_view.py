@@ -98,8 +98,10 @@ def points_in_polygon(xy: np.ndarray, polygon: list[tuple[float, float]] | np.nd
     return inside
 
 
-def _head_probabilities(run: Any, ds: Any, spec: Any, cache_dir: Path | str, split: str) -> np.ndarray | None:
-    """The run's head on cached features of ``split`` (its sizes and views), or None if any are not cached."""
+def head_probabilities(run: Any, ds: Any, spec: Any, cache_dir: Path | str, split: str, limit: int | None = None,
+                       dtype: Any = np.float32) -> np.ndarray | None:  # fmt: skip
+    """The run's head on cached features of ``split`` (its sizes and views; ``limit`` images per class, None: all),
+    or None if any are not cached. ``dtype`` rounds the features first (float16: what a bundle stores)."""
     from lib.models.predict import combine_views, np_concat, np_mean
     from lib.pipeline.features import cached_feature_result
 
@@ -108,10 +110,10 @@ def _head_probabilities(run: Any, ds: Any, spec: Any, cache_dir: Path | str, spl
     parts: dict[tuple[int, bool], np.ndarray] = {}
     for size in m.image_sizes:
         for flip in (False, True) if m.tta else (False,):
-            found = cached_feature_result(ds, split, spec, size, views[flip], None, cache_dir, m.runtime)
+            found = cached_feature_result(ds, split, spec, size, views[flip], limit, cache_dir, m.runtime)
             if found is None:
                 return None
-            parts[(size, flip)] = np.asarray(found.features, np.float32)
+            parts[(size, flip)] = np.asarray(found.features, dtype).astype(np.float32)
     return combine_views(lambda size, flip: parts[(size, flip)], run.head.predict_proba, list(m.image_sizes), m.tta, np_concat, np_mean)
 
 
@@ -128,7 +130,7 @@ def run_predictions(run: Any, ds: Any, spec: Any, cache_dir: Path | str, splits:
         if split == run.manifest.test_split:
             pred[np.asarray(run.indices, np.int64)] = run.y_pred
         elif not run.manifest.finetuned:
-            probs = _head_probabilities(run, ds, spec, cache_dir, split)
+            probs = head_probabilities(run, ds, spec, cache_dir, split)
             if probs is not None:
                 pred[:] = probs.argmax(axis=1)
         out[split] = pred

@@ -7,6 +7,7 @@
     python -m lib evaluate RUN_ID
     python -m lib runs list|show|delete|label|export ...
     python -m lib audit --source ... --backbone ... --image-size 128 --json
+    python -m lib bundle --out demo.tar; python -m lib install-bundle demo.tar --cache-dir /data/cache
 
 Every command takes ``--cache-dir`` and ``--json`` (one JSON object on stdout);
 progress goes to stderr, and errors exit non-zero with a one-line message.
@@ -22,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from lib import config
-from lib.cli import data, quality, runs
+from lib.cli import data, deploy, quality, runs
 from lib.errors import UserFacingError
 from lib.process import configure_process
 
@@ -34,10 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_commands(sub)
     runs.add_commands(sub)
     quality.add_commands(sub)
+    deploy.add_commands(sub)
     return parser
 
 
-HANDLERS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {**data.HANDLERS, **runs.HANDLERS, **quality.HANDLERS}
+HANDLERS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {**data.HANDLERS, **runs.HANDLERS, **quality.HANDLERS, **deploy.HANDLERS}
 
 
 def main(argv: list[str] | None = None) -> int:

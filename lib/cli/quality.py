@@ -36,7 +36,7 @@ def add_commands(sub: Any) -> None:
     add_common(p)
 
 
-def _stage_printer() -> Callable[[str, float], None]:
+def stage_printer() -> Callable[[str, float], None]:
     """A progress callback that prints each new stage name once, to stderr."""
     last = [""]
 
@@ -58,7 +58,7 @@ def cmd_audit(args: argparse.Namespace) -> dict[str, Any]:
     if args.limit is not None:
         raise ConfigError("An audit covers every image; --limit does not apply.")
     t0 = time.perf_counter()
-    progress = _stage_printer()
+    progress = stage_printer()
     audit = run_audit(args.source, args.backbone, args.image_size, args.cache_dir, args.runtime, args.folds, progress=progress, batch_size=args.batch_size)
     issues, duplicates = audit.label_issues(), audit.duplicates(args.threshold)
     leaked = audit.leaked_test_images(args.threshold)
@@ -83,7 +83,7 @@ def cmd_project(args: argparse.Namespace) -> dict[str, Any]:
     if args.limit is not None:
         raise ConfigError("A map covers every image; --limit does not apply.")
     t0 = time.perf_counter()
-    progress = _stage_printer()
+    progress = stage_printer()
     m = compute_full_map(args.source, args.backbone, args.image_size, args.cache_dir, args.method, args.runtime, args.perplexity, args.iterations,
                          progress=progress, batch_size=args.batch_size)  # fmt: skip
     seconds = time.perf_counter() - t0

@@ -34,7 +34,7 @@ import numpy as np
 from lib import config
 from lib.data import cifar, folders
 from lib.data.cifar import ProgressFn, ReadResult
-from lib.errors import CacheWriteError, DataSourceError
+from lib.errors import CacheWriteError, DataSourceError, UserFacingError
 from lib.store.atomic import atomic_dir, read_json
 from lib.store.fingerprints import existing_path, file_digest, tree_digest
 from lib.store.layout import CacheLayout
@@ -119,10 +119,28 @@ def check_source_text(source: str) -> str:
     return text
 
 
+CACHE_PREFIX = "cache:"  # "cache:<fingerprint>": a dataset already converted in the cache (what a demo bundle brings)
+
+
+def _cache_fingerprint(source: str) -> str:
+    from lib.store.layout import check_name
+
+    try:
+        return check_name(source[len(CACHE_PREFIX) :].strip(), "dataset fingerprint")
+    except UserFacingError as err:
+        raise DataSourceError(f"{source[:80]!r} does not name a converted dataset (cache:<fingerprint>).") from err
+
+
 def load_dataset(source: str, cache_dir: Path | str, progress: ProgressFn | None = None) -> Dataset:
     """Resolve ``source``, converting it into the cache on first use."""
     layout = CacheLayout(cache_dir)
     source = check_source_text(source)
+    if source.startswith(CACHE_PREFIX):
+        found = _load_cached(layout, _cache_fingerprint(source), source)
+        if found is None:
+            raise DataSourceError(f"No dataset {source!r} in {layout.datasets} (a 'cache:' source names one already converted there, "
+                                  "for example by a demo bundle).")  # fmt: skip
+        return found
     if source.lower() == "cifar10":
         cached = _load_cached(layout, _CIFAR10_FINGERPRINT, source)
         if cached is not None:
@@ -148,6 +166,8 @@ def cached_dataset_status(source: str, cache_dir: Path | str) -> Dataset | None:
     layout = CacheLayout(cache_dir)
     try:
         text = check_source_text(source)
+        if text.startswith(CACHE_PREFIX):
+            return _load_cached(layout, _cache_fingerprint(text), text)
         if text.lower() == "cifar10":
             return _load_cached(layout, _CIFAR10_FINGERPRINT, text)
         path = existing_path(text)
@@ -188,6 +208,12 @@ def _load_cached(layout: CacheLayout, fingerprint: str, source: str) -> Dataset 
 
 
 def _discard(folder: Path) -> None:
+    from lib.store.atomic import check_writable
+
+    try:
+        check_writable(folder)
+    except UserFacingError:
+        return  # a read-only cache keeps even a damaged folder; it is not used
     trash = folder.with_name(f".{folder.name}.corrupt-{os.getpid()}-{time.time_ns()}")
     try:
         os.replace(folder, trash)

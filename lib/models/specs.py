@@ -73,9 +73,20 @@ REGISTRY: dict[str, BackboneSpec] = _registry()
 _SIZE_IN_NAME = re.compile(r"(?:^|[_\-.])(96|128|160|192|224|240|260|299|300|331|384)(?:[_\-.]|$)")
 
 
+_ALIASES: dict[str, str] = {}
+
+
+def set_aliases(aliases: dict[str, str]) -> None:
+    """Process-wide: backbone strings that name a local copy elsewhere (a demo bundle's backbones, unpacked into its
+    cache, stand in for the paths its runs were trained with). Set once by an entry point, like configure_process."""
+    _ALIASES.clear()
+    _ALIASES.update(aliases)
+
+
 def resolve_backbone(backbone: str) -> BackboneSpec:
     """Turn a registry name, handle or local path into a :class:`BackboneSpec`."""
     text = str(backbone).strip()
+    text = _ALIASES.get(text, text)
     if not text:
         raise BackboneError("No backbone given. Use a registry name (python -m lib backbones), a TF Hub handle or a local path.")
     if len(text) > MAX_BACKBONE_CHARS or "\x00" in text:

@@ -14,6 +14,7 @@ last, carries a CRC-32 of the bytes: a damaged or bit-rotted file is re-extracte
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -30,9 +31,9 @@ import numpy as np
 
 from lib import config
 from lib.data.sources import Dataset, subset_indices
-from lib.errors import BackboneError, CacheWriteError, ConfigError
+from lib.errors import BackboneError, CacheWriteError, ConfigError, UserFacingError
 from lib.models.preprocess import PREPROCESSING_ID
-from lib.store.atomic import atomic_path, read_json, save_npy_atomic, write_json_atomic
+from lib.store.atomic import atomic_path, check_writable, read_json, save_npy_atomic, write_json_atomic
 from lib.store.layout import CacheLayout
 
 if TYPE_CHECKING:
@@ -165,9 +166,12 @@ def load_cached_features(cache_dir: Path | str, key: str) -> tuple[np.ndarray, F
         if list(feats.shape) != manifest.shape or feats.dtype != np.float32 or not _verified(str(npy), st.st_size, st.st_mtime_ns, manifest.crc32):
             raise ValueError("shape or checksum mismatch")
     except (OSError, ValueError, EOFError):
-        # Damaged, partial or bit-rotted artifact: drop it so it is recomputed, never trusted.
-        for p in (manifest_path, npy):
-            p.unlink(missing_ok=True)
+        # Damaged, partial or bit-rotted artifact: drop it so it is recomputed, never trusted
+        # (a read-only cache keeps the file, and it is still never used).
+        with contextlib.suppress(UserFacingError):
+            check_writable(npy)
+            for p in (manifest_path, npy):
+                p.unlink(missing_ok=True)
         return None
     return feats, manifest
 
@@ -336,6 +340,7 @@ def _extract_to_cache(
     """Extract into checkpoint chunks, then write ``target``; returns its CRC-32."""
     n = len(indices)
     chunks = [(s, min(s + CHUNK, n)) for s in range(0, n, CHUNK)]
+    check_writable(partial)
     try:
         partial.mkdir(parents=True, exist_ok=True)
     except OSError as err:

@@ -21,7 +21,26 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from lib.errors import CacheWriteError
+from lib.errors import CacheWriteError, ReadOnlyError
+
+_read_only: tuple[Path, str] | None = None  # (cache root, why) while this process must not write there
+
+
+def set_read_only(root: Path | str | None, why: str = "") -> None:
+    """From now on refuse every write and delete under ``root`` (None lifts it). The hosted demo sets this at start,
+    so no request, crafted or not, can change the shared cache: every writer in the project goes through here."""
+    global _read_only
+    _read_only = (Path(root).resolve(), why) if root is not None else None
+
+
+def check_writable(target: Path | str) -> None:
+    """:class:`ReadOnlyError` if ``target`` is inside a read-only cache."""
+    if _read_only is None:
+        return
+    root, why = _read_only
+    path = Path(target).resolve()
+    if path == root or root in path.parents:
+        raise ReadOnlyError(why or f"{root} is read-only here; nothing was written.")
 
 
 def describe_os_error(err: OSError, target: Path) -> str:
@@ -36,6 +55,7 @@ def describe_os_error(err: OSError, target: Path) -> str:
 def atomic_path(target: Path | str, suffix: str = "", create_parent: bool = True) -> Iterator[Path]:
     """Yield a temp path beside ``target``; on success rename it onto ``target``."""
     target = Path(target)
+    check_writable(target)
     try:
         if create_parent:
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -74,6 +94,7 @@ def atomic_dir(target: Path | str, install: Callable[[Path, Path], None] = _keep
     folder is removed, and an OS error becomes a :class:`CacheWriteError` that says why.
     """
     target = Path(target)
+    check_writable(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))

@@ -33,7 +33,7 @@ import numpy as np
 
 from lib.errors import CacheWriteError, RunError
 from lib.models.heads import TrainedHead
-from lib.store.atomic import atomic_dir, describe_os_error, read_json, write_json_atomic
+from lib.store.atomic import atomic_dir, check_writable, describe_os_error, read_json, write_json_atomic
 from lib.store.layout import RUN_ID, CacheLayout
 from lib.store.manifest import RunManifest
 
@@ -182,6 +182,7 @@ def delete_run(cache_dir: Path | str, run_id: str) -> None:
     path = layout.run_dir(run_id)
     if not path.is_dir():
         raise RunError(f"Run {run_id} not found in {layout.runs}.")
+    check_writable(path)
     trash = path.with_name(f".{path.name}.deleted-{time.time_ns()}")
     try:
         os.replace(path, trash)

@@ -1,0 +1,167 @@
+"""Many visitors at once on the hosted demo: N concurrent browser sessions through every page, uploads included.
+
+    python -m lib install-bundle demo.tar --cache-dir /tmp/democache      # or pass --bundle demo.tar here
+    python bench/visitors.py --cache-dir /tmp/democache --sessions 10
+
+Starts `streamlit run app.py -- --demo` (read-only) on the cache and one headless Chromium (no GPU), then drives
+--sessions Playwright browser contexts at the same time. Each visitor opens Home, then clicks through Browse data,
+Train or load, Feature space (waits for the map of every image to be drawn), Evaluate (uploads a PNG and waits for
+the prediction, then a text file and waits for the refusal), Data quality and Speed vs accuracy, --rounds times.
+A page's render time runs from the click (or the first request) until its own content is shown and the script has
+finished. Prints, with the CPU model and core count: p50 and p95 render time per page and overall, errors (an
+exception box, a browser page error, a timeout, or a write that got through: the cache's file listing is compared
+before and after), and the server's peak resident memory (VmHWM).
+
+Chromium itself competes with the server for the CPU on a small machine; the figures are the visitors' view,
+browser costs included. Exit status 1 if any visitor hit an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+# (nav title, a text the page shows once rendered, extra locator to wait for or None)
+PAGES = [
+    ("Browse data", "Class balance", None),
+    ("Train or load", "Train or load transfer models", None),
+    ("Feature space", "Feature space: PCA and t-SNE", ".tlx-map[data-draw-ms]"),
+    ("Evaluate", "Evaluate", '[data-testid="stMetric"]'),
+    ("Data quality", "Data quality", None),
+    ("Speed vs accuracy", "Speed vs accuracy", None),
+    ("Home", "Transfer learning explorer", None),
+]
+IDLE_JS = "() => { const s = document.querySelector('[data-testid=\"stStatusWidget\"]'); return !s || !s.innerText.match(/Running|Stop/i); }"
+
+
+def _png() -> bytes:
+    import numpy as np
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def listing(cache: Path) -> set[tuple[str, int]]:
+    """Every file under the cache with its size (what a read-only demo must leave as it is)."""
+    return {(str(p.relative_to(cache)), p.stat().st_size) for p in cache.rglob("*") if p.is_file()}
+
+
+async def _idle(page: Any, timeout: float) -> None:
+    await page.wait_for_function(IDLE_JS, timeout=timeout)
+    await page.wait_for_timeout(150)
+    await page.wait_for_function(IDLE_JS, timeout=timeout)
+
+
+async def visitor(k: int, browser: Any, url: str, rounds: int, timings: dict[str, list[float]], errors: list[str], png: bytes, timeout: float) -> None:
+    context = await browser.new_context(viewport={"width": 1400, "height": 1100})
+    page = await context.new_page()
+    page.on("pageerror", lambda e: errors.append(f"visitor {k}: page error {e}"))
+    try:
+        t0 = time.perf_counter()
+        await page.goto(url)
+        await page.get_by_role("heading", name="Transfer learning explorer").wait_for(timeout=timeout)
+        await _idle(page, timeout)
+        timings.setdefault("Home (first visit)", []).append(time.perf_counter() - t0)
+        for _ in range(rounds):
+            for title, text, extra in PAGES:
+                t0 = time.perf_counter()
+                await page.get_by_test_id("stSidebarNav").get_by_text(title, exact=True).click()
+                await page.get_by_role("heading", name=text, exact=True).first.wait_for(timeout=timeout)
+                if extra:
+                    await page.locator(extra).first.wait_for(timeout=timeout)
+                await _idle(page, timeout)
+                timings.setdefault(title, []).append(time.perf_counter() - t0)
+                boxes = await page.locator('[data-testid="stException"]').all_inner_texts()
+                errors.extend(f"visitor {k} on {title}: {b[:200]}" for b in boxes)
+                if title == "Evaluate":
+                    t0 = time.perf_counter()
+                    await page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files({"name": "visitor.png", "mimeType": "image/png", "buffer": png})
+                    await page.get_by_test_id("stMetric").filter(has_text="Prediction").wait_for(timeout=timeout)
+                    await _idle(page, timeout)
+                    timings.setdefault("Evaluate: classify an upload", []).append(time.perf_counter() - t0)
+                    await page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(
+                        {"name": "notes.txt", "mimeType": "text/plain", "buffer": b"not an image"})  # fmt: skip
+                    await page.get_by_text("not an image", exact=False).first.wait_for(timeout=timeout)
+                    await _idle(page, timeout)
+    except Exception as err:  # noqa: BLE001 - a timeout or a Playwright error is this visitor's error, reported below
+        errors.append(f"visitor {k}: {type(err).__name__}: {str(err).splitlines()[0][:200]}")
+    finally:
+        await context.close()
+
+
+async def drive(url: str, sessions: int, rounds: int, timeout: float) -> tuple[dict[str, list[float]], list[str], float]:
+    from playwright.async_api import async_playwright
+
+    from tests.streamlit_server import CHROMIUM, CHROMIUM_ARGS
+
+    timings: dict[str, list[float]] = {}
+    errors: list[str] = []
+    png = _png()
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        t0 = time.perf_counter()
+        await asyncio.gather(*(visitor(k, browser, url, rounds, timings, errors, png, timeout) for k in range(sessions)))
+        wall = time.perf_counter() - t0
+        await browser.close()
+    return timings, errors, wall
+
+
+def p95(values: list[float]) -> float:
+    return statistics.quantiles(values, n=20)[18] if len(values) >= 2 else values[0]
+
+
+def run(cache_dir: Path, sessions: int, rounds: int = 1, bundle: str = "", timeout_s: float = 120.0, log: Path | None = None) -> dict[str, Any]:
+    """Drive the visitors; returns the figures (also used by the CI test)."""
+    from lib.analysis.benchmark import machine_info
+    from tests.streamlit_server import peak_rss_mb, running_app
+
+    args = ["--demo"] + (["--bundle", bundle] if bundle else [])
+    with running_app(args, cache_dir, timeout=300, log=log) as (url, _):
+        # The first request installs the bundle (if any) and warms the shared caches; visitors come after.
+        before = listing(cache_dir)
+        timings, errors, wall = asyncio.run(drive(url, sessions, rounds, timeout_s * 1000))
+        rss = peak_rss_mb(url)
+        after = listing(cache_dir)
+    if before != after:
+        changed = sorted({name for name, _ in before ^ after})
+        errors.append(f"the read-only cache changed: {changed[:5]}")
+    every = [t for ts in timings.values() for t in ts]
+    return {"machine": machine_info(), "sessions": sessions, "rounds": rounds, "wall_s": round(wall, 1), "errors": errors,
+            "pages": {name: {"n": len(ts), "p50_s": round(statistics.median(ts), 2), "p95_s": round(p95(ts), 2)} for name, ts in timings.items()},
+            "p50_s": round(statistics.median(every), 2) if every else None, "p95_s": round(p95(every), 2) if every else None,
+            "server_peak_rss_mb": round(rss)}  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cache-dir", required=True, type=Path, help="the demo's cache (a bundle installed into it, or --bundle)")
+    ap.add_argument("--bundle", default="", help="install this bundle at server start first")
+    ap.add_argument("--sessions", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=1, help="times each visitor goes through every page")
+    ap.add_argument("--timeout", type=float, default=120.0, help="seconds a page may take before it counts as an error")
+    a = ap.parse_args()
+    r = run(a.cache_dir, a.sessions, a.rounds, a.bundle, a.timeout)
+    m = r["machine"]
+    print(f"machine: {m['cpu']}, {m['cores']} cores; {r['sessions']} concurrent sessions x {r['rounds']} round(s) in {r['wall_s']}s; demo mode")
+    print(f"{'page':32} {'renders':>7} {'p50 s':>7} {'p95 s':>7}")
+    for name, v in r["pages"].items():
+        print(f"{name:32} {v['n']:>7} {v['p50_s']:>7.2f} {v['p95_s']:>7.2f}")
+    print(f"{'all pages':32} {sum(v['n'] for v in r['pages'].values()):>7} {r['p50_s']:>7.2f} {r['p95_s']:>7.2f}")
+    print(f"errors: {len(r['errors'])}" + "".join(f"\n  {e}" for e in r["errors"][:20]))
+    print(f"server peak RSS: {r['server_peak_rss_mb']} MB")
+    sys.exit(1 if r["errors"] else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""Hosting commands: ``bundle`` (pack what a demo reads into one archive) and ``install-bundle`` (unpack one).
+
+    python -m lib bundle --out demo.tar [--run RUN_ID ...] [--cache-dir cache]
+    python -m lib install-bundle demo.tar|https://host/demo.tar [--sha256 HEX] --cache-dir /data/cache
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from lib.cli.common import add_common
+
+
+def add_commands(sub: Any) -> None:
+    """Register ``bundle`` and ``install-bundle``."""
+    p = sub.add_parser("bundle", help="pack runs, their dataset, features (float16), maps, audit and speed results into one archive for a demo")
+    p.add_argument("--out", required=True, help="the bundle file to write (.tar)")
+    p.add_argument("--run", action="append", default=None, metavar="RUN_ID", help="a run to include (repeat; default: every run)")
+    add_common(p)
+    p = sub.add_parser("install-bundle", help="unpack a bundle (local path or http(s) URL) into the cache, checking every checksum")
+    p.add_argument("bundle", help="a file made by `bundle`, or an http(s) URL")
+    p.add_argument("--sha256", default=None, help="the whole file's expected SHA-256 (optional; every member is checked anyway)")
+    add_common(p)
+
+
+def _printer() -> Any:
+    from lib.cli.quality import stage_printer
+
+    return stage_printer()
+
+
+def cmd_bundle(args: argparse.Namespace) -> dict[str, Any]:
+    from lib.store.bundle import make_bundle
+
+    report = make_bundle(args.cache_dir, args.out, args.run, progress=_printer())
+    checks = "; ".join(f"{c['run']}: {c['accuracy']:.2%} stored, {c['accuracy_float16_features']:.2%} from float16 features "
+                       f"({c['changed_predictions']} predictions changed)" for c in report["float16_check"])  # fmt: skip
+    report["_text"] = (f"{report['out']}: {report['bytes'] / 2**20:,.1f} MB, {report['files']} files, runs {', '.join(report['runs'])}, "
+                       f"{report['float16_features']} feature files as float16, {report['seconds']}s" + (f"\n{checks}" if checks else ""))  # fmt: skip
+    return report
+
+
+def cmd_install_bundle(args: argparse.Namespace) -> dict[str, Any]:
+    from lib.store.bundle import install_bundle
+
+    info = install_bundle(args.bundle, args.cache_dir, progress=_printer(), sha256=args.sha256)
+    info["_text"] = f"installed {len(info.get('runs', []))} run(s), {info['artifacts_added']} new artifact(s) into {args.cache_dir}"
+    return info
+
+
+HANDLERS = {"bundle": cmd_bundle, "install-bundle": cmd_install_bundle}

@@ -1,0 +1,328 @@
+"""A demo bundle: everything a hosted demo reads, packed from one cache into one archive and unpacked into another.
+
+    report = make_bundle("cache", "demo.tar", run_ids=None)       # every run, and what they need
+    info = install_bundle("demo.tar" or "https://…/demo.tar", "/data/cache", progress=print)
+
+What goes in (``bundle/`` layout mirrors the cache):
+- the chosen runs (``runs/<id>/``; default: every complete run);
+- the converted dataset arrays of their datasets (``datasets/…``);
+- every cached feature file of those datasets and the runs' backbones, stored as float16 (half the bytes; on
+  unpacking they become float32 again, with a new checksum; ``make_bundle`` reports each run's test accuracy
+  from float16-rounded features next to its stored accuracy, so a change would show);
+- the full-dataset maps, audits and speed/accuracy results of those datasets (``projections/full-*``,
+  ``audits/``, ``benchmarks/``);
+- local SavedModel backbones of the runs (``backbones/<name>/``, so uploads can be classified offline);
+- ``bundle.json`` first: version, defaults for the demo (source, backbone, size), backbone aliases, and the
+  SHA-256 and size of every other member.
+
+Unpacking never trusts the archive: members must be plain files or folders under the known top-level folders
+(no absolute paths, ``..``, links or devices), every file must match its SHA-256, and nothing is missing or
+extra. It extracts into a staging folder inside the cache and only then moves each artifact into place (an
+artifact already present under the same key is kept: same key, same content). Whatever fails, the staging
+folder and any partial download are removed, so a corrupt or truncated bundle leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lib.errors import UserFacingError
+from lib.store.atomic import atomic_path, check_writable, read_json
+from lib.store.layout import CacheLayout, check_name
+
+BUNDLE_VERSION = 1
+MANIFEST = "bundle.json"
+INSTALLED = "bundle.json"  # in the cache root: what was installed, its defaults and aliases
+TOP = ("runs", "datasets", "features", "projections", "audits", "benchmarks", "backbones")
+DOWNLOAD_TIMEOUT_S = 60
+ProgressFn = Callable[[str, float], None]
+
+
+class BundleError(UserFacingError):
+    """A bundle could not be made, downloaded, verified or installed."""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------- making
+
+
+def _collect(cache_dir: Path, run_ids: list[str] | None) -> tuple[dict[str, Path], dict[str, Any], list[str]]:
+    """Files to pack (archive name -> path), the bundle's metadata, and the float16 feature names."""
+    from lib.pipeline.features import list_cached_features
+    from lib.store.runs import list_runs, load_run
+
+    layout = CacheLayout(cache_dir)
+    manifests = list_runs(cache_dir)
+    chosen = [m for m in manifests if run_ids is None or m.run_id in run_ids]
+    if run_ids is not None:
+        missing = sorted(set(run_ids) - {m.run_id for m in chosen})
+        if missing:
+            raise BundleError(f"No complete run {', '.join(missing)} in {cache_dir} (see `python -m lib runs list`).")
+    if not chosen:
+        raise BundleError(f"No runs in {cache_dir} to bundle: train one first (`python -m lib train ...`).")
+    files: dict[str, Path] = {}
+    for m in chosen:
+        run_dir = layout.run_dir(m.run_id)
+        for p in sorted(run_dir.rglob("*")):
+            if p.is_file():
+                files[f"runs/{m.run_id}/{p.relative_to(run_dir)}"] = p
+    fingerprints = sorted({m.dataset_fingerprint for m in chosen})
+    for fp in fingerprints:
+        folder = layout.dataset_dir(fp)
+        if not (folder / "meta.json").exists():
+            raise BundleError(f"The dataset of these runs ({fp}) is not in {cache_dir}; prepare it first.")
+        for p in sorted(folder.iterdir()):
+            if p.is_file():
+                files[f"datasets/{folder.name}/{p.name}"] = p
+    # The features the runs were trained on (their backbone, runtime and sizes; every view), whole splits or the runs' subsets.
+    wanted = set()
+    for m in chosen:
+        rm = load_run(cache_dir, m.run_id).manifest
+        wanted |= {(rm.dataset_fingerprint, rm.backbone_identity, rm.runtime, size, limit) for size in rm.image_sizes for limit in {None, rm.limit}}
+    f16 = []
+    for fm in list_cached_features(cache_dir):
+        if (fm.dataset, fm.backbone_identity, fm.runtime_name, fm.image_size, fm.limit) in wanted:
+            npy, js = layout.feature_files(fm.key)
+            files[f"features/{fm.key}.json"] = js
+            files[f"features/{fm.key}.f16.npy"] = npy  # converted while packing
+            f16.append(fm.key)
+    for sub, pattern in (("projections", "full-*.npz"), ("audits", "*.npz"), ("benchmarks", "*.json")):
+        for p in sorted((layout.root / sub).glob(pattern)):
+            files[f"{sub}/{p.name}"] = p
+    aliases: dict[str, str] = {}
+    for m in chosen:
+        src = Path(m.backbone).expanduser()
+        if src.is_dir() and (src / "saved_model.pb").exists():
+            name = check_name(src.resolve().name, "backbone folder name")
+            for p in sorted(src.rglob("*")):
+                if p.is_file():
+                    files[f"backbones/{name}/{p.relative_to(src)}"] = p
+            for alias in {m.backbone, str(src.resolve())}:
+                aliases[alias] = f"backbones/{name}"
+    first = chosen[0]
+    meta = {"version": BUNDLE_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "runs": [m.run_id for m in chosen],
+            "datasets": fingerprints, "defaults": {"source": f"cache:{first.dataset_fingerprint}", "backbone": first.backbone,
+            "image_size": int(first.image_size), "run": first.run_id}, "aliases": aliases, "float16_features": f16}  # fmt: skip
+    return files, meta, f16
+
+
+def _float16_accuracy(cache_dir: Path, run_ids: list[str]) -> list[dict[str, Any]]:
+    """Each frozen run's test accuracy recomputed from float16-rounded cached features, next to its stored one."""
+    from lib.analysis.map_view import head_probabilities
+    from lib.data.sources import load_dataset
+    from lib.models.specs import resolve_backbone
+    from lib.store.runs import load_run
+
+    out = []
+    for rid in run_ids:
+        run = load_run(cache_dir, rid)
+        m = run.manifest
+        if m.finetuned or m.excluded:
+            continue  # no separate head; or a run that scores a subset of the cached rows
+        try:
+            ds = load_dataset(f"cache:{m.dataset_fingerprint}", cache_dir)
+            probs = head_probabilities(run, ds, resolve_backbone(m.backbone), cache_dir, m.test_split, m.limit, np.float16)
+        except UserFacingError:
+            probs = None
+        if probs is None or len(probs) != len(run.y_true):
+            continue
+        pred16 = probs.argmax(1)
+        out.append({"run": rid, "accuracy": float((run.y_pred == run.y_true).mean()), "accuracy_float16_features": float((pred16 == run.y_true).mean()),
+                    "changed_predictions": int((pred16 != run.y_pred).sum()), "test_images": len(pred16)})  # fmt: skip
+    return out
+
+
+def make_bundle(cache_dir: Path | str, out: Path | str, run_ids: list[str] | None = None, progress: ProgressFn | None = None) -> dict[str, Any]:
+    """Write the bundle of ``run_ids`` (default: every run) to ``out`` (a .tar), atomically. Returns a report."""
+    cache_dir, out = Path(cache_dir), Path(out)
+    report = progress or (lambda _s, _f: None)
+    files, meta, f16 = _collect(cache_dir, run_ids)
+    if out.exists() and not out.is_file():
+        raise BundleError(f"{out} exists and is not a file; give a new file name for the bundle.")
+    sums: dict[str, dict[str, Any]] = {}
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix=".bundle-", dir=out.parent if out.parent.exists() else None) as scratch:
+        with atomic_path(out, suffix=".tar") as tmp, tarfile.open(tmp, "w") as tar:
+            payload: list[tuple[str, Path]] = []
+            for n, (name, path) in enumerate(sorted(files.items())):
+                if name.endswith(".f16.npy"):
+                    half = Path(scratch) / f"{n}.npy"
+                    np.save(half, np.asarray(np.load(path, mmap_mode="r"), np.float16))
+                    path = half
+                sums[name] = {"sha256": _sha256(path), "bytes": path.stat().st_size}
+                payload.append((name, path))
+                report(f"checksums {name}", 0.5 * (n + 1) / len(files))
+            meta["files"] = sums
+            blob = json.dumps(meta, indent=2, sort_keys=True).encode()
+            info = tarfile.TarInfo(MANIFEST)
+            info.size, info.mtime = len(blob), int(time.time())
+            tar.addfile(info, io.BytesIO(blob))  # first, so an installer reads it before anything else
+            for n, (name, path) in enumerate(payload):
+                tar.add(path, arcname=name, recursive=False)
+                report(f"packing {name}", 0.5 + 0.5 * (n + 1) / len(payload))
+    return {"out": str(out), "bytes": out.stat().st_size, "files": len(sums), "runs": meta["runs"], "datasets": meta["datasets"],
+            "float16_features": len(f16), "float16_check": _float16_accuracy(cache_dir, meta["runs"]), "seconds": round(time.perf_counter() - t0, 2),
+            "defaults": meta["defaults"]}  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------- installing
+
+
+def _download(url: str, target: Path, progress: ProgressFn) -> None:
+    try:
+        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response, open(target, "wb") as fh:
+            total = int(response.headers.get("Content-Length") or 0)
+            done = 0
+            for chunk in iter(lambda: response.read(1 << 20), b""):
+                fh.write(chunk)
+                done += len(chunk)
+                progress(f"downloading the bundle: {done / 2**20:,.0f} MB" + (f" of {total / 2**20:,.0f} MB" if total else ""),
+                         0.5 * done / total if total else 0.0)  # fmt: skip
+            if total and done != total:
+                raise BundleError(f"The bundle download stopped after {done:,} of {total:,} bytes; nothing was installed.")
+    except OSError as err:
+        raise BundleError(f"Could not download the bundle from {url}: {err}. Nothing was installed.") from err
+
+
+def _safe_members(tar: tarfile.TarFile, names: set[str]) -> list[tarfile.TarInfo]:
+    members = []
+    for member in tar.getmembers():
+        name = member.name
+        parts = Path(name).parts
+        if member.isdir():
+            continue
+        if not member.isfile() or name.startswith("/") or ".." in parts or not parts or (name != MANIFEST and parts[0] not in TOP):
+            raise BundleError(f"The bundle holds {name!r}, which is not a plain file of a bundle: refused, nothing was installed.")
+        if name != MANIFEST:
+            members.append(member)
+    found = {m.name for m in members}
+    if len(found) != len(members) or found != names:
+        extra, missing = sorted(found - names), sorted(names - found)
+        raise BundleError("The bundle does not match its own list of files (" + (f"missing {missing[:3]}" if missing else f"unlisted {extra[:3]}")
+                          + "): it is incomplete or altered; nothing was installed.")  # fmt: skip
+    return members
+
+
+def _install_tree(staging: Path, cache_dir: Path) -> int:
+    """Move each artifact from staging into the cache, keeping any already there. Returns how many were added."""
+    added = 0
+    for top in TOP:
+        base = staging / top
+        if not base.is_dir():
+            continue
+        units = sorted(base.iterdir()) if top in ("runs", "datasets", "backbones") else sorted(p for p in base.iterdir() if p.is_file())
+        (cache_dir / top).mkdir(parents=True, exist_ok=True)
+        # Feature manifests go last, so a feature file is in place before the manifest that makes it valid.
+        units.sort(key=lambda p: p.suffix == ".json" and top == "features")
+        for unit in units:
+            target = cache_dir / top / unit.name
+            if target.exists():
+                continue
+            os.replace(unit, target)
+            added += 1
+    return added
+
+
+def install_bundle(source: str, cache_dir: Path | str, progress: ProgressFn | None = None, sha256: str | None = None) -> dict[str, Any]:
+    """Unpack a bundle (local path or http(s) URL) into ``cache_dir``; see the module docs. Returns what it installed."""
+    from lib.pipeline.features import FeatureManifest, file_crc32
+
+    cache_dir = Path(cache_dir)
+    report = progress or (lambda _s, _f: None)
+    check_writable(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".bundle-staging-", dir=cache_dir))
+    try:
+        if source.startswith(("http://", "https://")):
+            archive = staging / "download.tar"
+            _download(source, archive, report)
+        else:
+            archive = Path(source).expanduser()
+            if not archive.is_file():
+                raise BundleError(f"No bundle at {source!r} (give a file made by `python -m lib bundle`, or an http(s) URL).")
+        if sha256:
+            report("checking the bundle's SHA-256", 0.5)
+            if _sha256(archive) != sha256.lower():
+                raise BundleError("The bundle's SHA-256 is not the one given: it is corrupt or another file; nothing was installed.")
+        try:
+            with tarfile.open(archive, "r:*") as tar:
+                head = tar.next()
+                if head is None or head.name != MANIFEST or not head.isfile():
+                    raise BundleError(f"{source!r} is not a bundle (it does not start with {MANIFEST}); nothing was installed.")
+                meta = json.load(tar.extractfile(head))  # type: ignore[arg-type]
+                if not isinstance(meta, dict) or meta.get("version") != BUNDLE_VERSION or not isinstance(meta.get("files"), dict):
+                    raise BundleError(f"{source!r} is a bundle of another version ({meta.get('version') if isinstance(meta, dict) else '?'}); "
+                                      f"this app reads version {BUNDLE_VERSION}. Nothing was installed.")  # fmt: skip
+                members = _safe_members(tar, set(meta["files"]))
+                unpacked = staging / "tree"
+                for n, member in enumerate(members):
+                    target = unpacked / member.name
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    with tar.extractfile(member) as src, open(target, "wb") as dst:  # type: ignore[union-attr]
+                        shutil.copyfileobj(src, dst, 1 << 20)
+                    expected = meta["files"][member.name]
+                    if target.stat().st_size != expected.get("bytes") or _sha256(target) != expected.get("sha256"):
+                        raise BundleError(f"{member.name} in the bundle does not match its checksum: the bundle is corrupt; nothing was installed.")
+                    report(f"unpacking {member.name}", 0.5 + 0.4 * (n + 1) / len(members))
+        except (tarfile.TarError, EOFError, ValueError, OSError) as err:
+            raise BundleError(f"{source!r} cannot be read as a bundle ({err}): it is truncated or corrupt; nothing was installed.") from err
+        for key in meta.get("float16_features", []):
+            check_name(key, "feature key")
+            half = unpacked / "features" / f"{key}.f16.npy"
+            full = unpacked / "features" / f"{key}.npy"
+            np.save(full, np.asarray(np.load(half), np.float32))
+            half.unlink()
+            manifest = FeatureManifest.from_dict(read_json(unpacked / "features" / f"{key}.json"))
+            if manifest is None:
+                raise BundleError(f"The bundle's feature manifest {key}.json is damaged; nothing was installed.")
+            data = json.loads((unpacked / "features" / f"{key}.json").read_text())
+            data["crc32"] = file_crc32(full)  # the float32 file written here (values rounded through float16)
+            (unpacked / "features" / f"{key}.json").write_text(json.dumps(data, indent=2))
+        report("installing", 0.95)
+        added = _install_tree(unpacked, cache_dir)
+        installed = {k: v for k, v in meta.items() if k != "files"} | {"installed": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "from": source,
+                                                                       "artifacts_added": added}  # fmt: skip
+        with atomic_path(cache_dir / INSTALLED) as tmp:
+            tmp.write_text(json.dumps(installed, indent=2))
+        report("installed", 1.0)
+        return installed
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def installed_bundle(cache_dir: Path | str) -> dict[str, Any] | None:
+    """What :func:`install_bundle` recorded in this cache, or None."""
+    data = read_json(Path(cache_dir) / INSTALLED)
+    return data if isinstance(data, dict) and data.get("version") == BUNDLE_VERSION else None
+
+
+def backbone_aliases(cache_dir: Path | str) -> dict[str, str]:
+    """Backbone strings of the bundled runs -> the local copies unpacked into this cache."""
+    info = installed_bundle(cache_dir) or {}
+    out = {}
+    for alias, rel in (info.get("aliases") or {}).items():
+        path = Path(cache_dir) / rel
+        if isinstance(alias, str) and isinstance(rel, str) and rel.startswith("backbones/") and ".." not in Path(rel).parts and path.is_dir():
+            out[alias] = str(path.resolve())
+    return out
+
