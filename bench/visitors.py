@@ -1,19 +1,25 @@
-"""Many visitors at once on the hosted demo: N concurrent browser sessions through every page, uploads included.
+"""Many visitors at once on the hosted demo: N concurrent sessions through every page, uploads included.
 
     python -m lib install-bundle demo.tar --cache-dir /tmp/democache      # or pass --bundle demo.tar here
-    python bench/visitors.py --cache-dir /tmp/democache --sessions 10
+    python bench/visitors.py --cache-dir /tmp/democache --sessions 10 [--client browser|light]
 
-Starts `streamlit run app.py -- --demo` (read-only) on the cache and one headless Chromium (no GPU), then drives
---sessions Playwright browser contexts at the same time. Each visitor opens Home, then clicks through Browse data,
-Train or load, Feature space (waits for the map of every image to be drawn), Evaluate (uploads a PNG and waits for
-the prediction, then a text file and waits for the refusal), Data quality and Speed vs accuracy, --rounds times.
-A page's render time runs from the click (or the first request) until its own content is shown and the script has
-finished. Prints, with the CPU model and core count: p50 and p95 render time per page and overall, errors (an
-exception box, a browser page error, a timeout, or a write that got through: the cache's file listing is compared
-before and after), and the server's peak resident memory (VmHWM).
+Starts `streamlit run app.py -- --demo` (read-only) on the cache, warms it with one visit of every page (a hosted
+demo is warm after its first visitor; --no-warmup skips this), then drives --sessions visitors at the same time,
+--rounds times each. A browser visitor (a Playwright context on one headless Chromium, no GPU) opens Home, then
+clicks through Browse data, Train or load, Feature space (waits for the map of every image to be drawn), Evaluate
+(uploads a PNG and waits for the prediction, then a text file and waits for the refusal), Data quality and Speed vs
+accuracy. Its render time runs from the click until the page's own content is shown and the script has finished.
 
-Chromium itself competes with the server for the CPU on a small machine; the figures are the visitors' view,
-browser costs included. Exit status 1 if any visitor hit an error.
+Chromium rendering ten Streamlit tabs takes most of a 2-core machine from the server, so by default
+(--client light) one visitor is that Chromium session, whose render times are the figures, and the others are
+light clients that speak Streamlit's websocket protocol (BackMsg rerun_script per page, then the ForwardMsgs up to
+script_finished): the server does the same work for them, the browser's CPU is left out. Light clients do not
+upload (the browser visitor does). --client browser makes every visitor a Chromium context.
+
+Prints, with the CPU model and core count: p50 and p95 per page and overall (browser render times; the light
+clients' round trips separately), errors (an exception box, a browser page error, a timeout, a missing page
+heading, or a write that got through: the cache's file listing is compared before and after), and the server's
+peak resident memory (VmHWM). Exit status 1 if any visitor hit an error.
 """
 
 from __future__ import annotations
@@ -100,47 +106,92 @@ async def visitor(k: int, browser: Any, url: str, rounds: int, timings: dict[str
         await context.close()
 
 
-async def drive(url: str, sessions: int, rounds: int, timeout: float) -> tuple[dict[str, list[float]], list[str], float]:
+URL_PATHS = {"Home": "", "Browse data": "browse", "Train or load": "train", "Feature space": "features", "Evaluate": "evaluate",
+             "Data quality": "quality", "Speed vs accuracy": "speed"}  # fmt: skip
+
+
+async def light_visitor(k: int, url: str, rounds: int, timings: dict[str, list[float]], errors: list[str], timeout: float) -> None:
+    """A visitor without a browser: Streamlit's websocket protocol, one rerun per page, until script_finished."""
+    import websockets
+    from streamlit.proto.BackMsg_pb2 import BackMsg
+    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+    try:
+        async with websockets.connect(url.replace("http", "ws", 1) + "/_stcore/stream", subprotocols=["streamlit"], max_size=None) as ws:  # type: ignore[list-item]
+            for _ in range(rounds):
+                for title, text, _extra in [("Home", "Transfer learning explorer", None), *PAGES]:
+                    msg = BackMsg()
+                    msg.rerun_script.page_name = URL_PATHS[title]
+                    t0 = time.perf_counter()
+                    await ws.send(msg.SerializeToString())
+                    headings = []
+                    while True:
+                        fm = ForwardMsg.FromString(await asyncio.wait_for(ws.recv(), timeout / 1000))
+                        kind = fm.WhichOneof("type")
+                        if kind == "delta" and fm.delta.WhichOneof("type") == "new_element":
+                            el = fm.delta.new_element
+                            if el.WhichOneof("type") == "heading":
+                                headings.append(el.heading.body)
+                            elif el.WhichOneof("type") == "exception":
+                                errors.append(f"light visitor {k} on {title}: {el.exception.message[:200]}")
+                        elif kind == "script_finished":
+                            break
+                    timings.setdefault(title, []).append(time.perf_counter() - t0)
+                    if text not in headings:
+                        errors.append(f"light visitor {k} on {title}: the page did not render (headings {headings[:3]})")
+    except Exception as err:  # noqa: BLE001 - a timeout or a closed socket is this visitor's error, reported below
+        errors.append(f"light visitor {k}: {type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}")
+
+
+async def drive(url: str, sessions: int, rounds: int, timeout: float, client: str) -> tuple[dict[str, list[float]], dict[str, list[float]], list[str], float]:
     from playwright.async_api import async_playwright
 
     from tests.streamlit_server import CHROMIUM, CHROMIUM_ARGS
 
     timings: dict[str, list[float]] = {}
+    light: dict[str, list[float]] = {}
     errors: list[str] = []
     png = _png()
+    browsers = sessions if client == "browser" else 1
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         t0 = time.perf_counter()
-        await asyncio.gather(*(visitor(k, browser, url, rounds, timings, errors, png, timeout) for k in range(sessions)))
+        await asyncio.gather(*(visitor(k, browser, url, rounds, timings, errors, png, timeout) for k in range(browsers)),
+                             *(light_visitor(k, url, rounds, light, errors, timeout) for k in range(sessions - browsers)))  # fmt: skip
         wall = time.perf_counter() - t0
         await browser.close()
-    return timings, errors, wall
+    return timings, light, errors, wall
 
 
 def p95(values: list[float]) -> float:
     return statistics.quantiles(values, n=20)[18] if len(values) >= 2 else values[0]
 
 
-def run(cache_dir: Path, sessions: int, rounds: int = 1, bundle: str = "", timeout_s: float = 120.0, log: Path | None = None) -> dict[str, Any]:
+def _summary(timings: dict[str, list[float]]) -> dict[str, Any]:
+    every = [t for ts in timings.values() for t in ts]
+    return {"pages": {name: {"n": len(ts), "p50_s": round(statistics.median(ts), 2), "p95_s": round(p95(ts), 2)} for name, ts in timings.items()},
+            "p50_s": round(statistics.median(every), 2) if every else None, "p95_s": round(p95(every), 2) if every else None}  # fmt: skip
+
+
+def run(cache_dir: Path, sessions: int, rounds: int = 1, bundle: str = "", timeout_s: float = 120.0, log: Path | None = None,
+        client: str = "light", warmup: bool = True) -> dict[str, Any]:  # fmt: skip
     """Drive the visitors; returns the figures (also used by the CI test)."""
     from lib.analysis.benchmark import machine_info
     from tests.streamlit_server import peak_rss_mb, running_app
 
     args = ["--demo"] + (["--bundle", bundle] if bundle else [])
     with running_app(args, cache_dir, timeout=300, log=log) as (url, _):
-        # The first request installs the bundle (if any) and warms the shared caches; visitors come after.
+        if warmup:  # installs the bundle (if any) and fills the shared caches, as a hosted demo's first visitor would
+            asyncio.run(drive(url, 1, 1, timeout_s * 1000 * 3, "light"))
         before = listing(cache_dir)
-        timings, errors, wall = asyncio.run(drive(url, sessions, rounds, timeout_s * 1000))
+        timings, light, errors, wall = asyncio.run(drive(url, sessions, rounds, timeout_s * 1000, client))
         rss = peak_rss_mb(url)
         after = listing(cache_dir)
     if before != after:
         changed = sorted({name for name, _ in before ^ after})
         errors.append(f"the read-only cache changed: {changed[:5]}")
-    every = [t for ts in timings.values() for t in ts]
-    return {"machine": machine_info(), "sessions": sessions, "rounds": rounds, "wall_s": round(wall, 1), "errors": errors,
-            "pages": {name: {"n": len(ts), "p50_s": round(statistics.median(ts), 2), "p95_s": round(p95(ts), 2)} for name, ts in timings.items()},
-            "p50_s": round(statistics.median(every), 2) if every else None, "p95_s": round(p95(every), 2) if every else None,
-            "server_peak_rss_mb": round(rss)}  # fmt: skip
+    return {"machine": machine_info(), "sessions": sessions, "rounds": rounds, "client": client, "wall_s": round(wall, 1), "errors": errors,
+            **_summary(timings), "light": _summary(light) if light else None, "server_peak_rss_mb": round(rss)}  # fmt: skip
 
 
 def main() -> None:
@@ -150,14 +201,21 @@ def main() -> None:
     ap.add_argument("--sessions", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=1, help="times each visitor goes through every page")
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds a page may take before it counts as an error")
+    ap.add_argument("--client", choices=["light", "browser"], default="light", help="light: one Chromium visitor, the rest websocket clients")
+    ap.add_argument("--no-warmup", action="store_true")
     a = ap.parse_args()
-    r = run(a.cache_dir, a.sessions, a.rounds, a.bundle, a.timeout)
+    r = run(a.cache_dir, a.sessions, a.rounds, a.bundle, a.timeout, client=a.client, warmup=not a.no_warmup)
     m = r["machine"]
-    print(f"machine: {m['cpu']}, {m['cores']} cores; {r['sessions']} concurrent sessions x {r['rounds']} round(s) in {r['wall_s']}s; demo mode")
-    print(f"{'page':32} {'renders':>7} {'p50 s':>7} {'p95 s':>7}")
-    for name, v in r["pages"].items():
-        print(f"{name:32} {v['n']:>7} {v['p50_s']:>7.2f} {v['p95_s']:>7.2f}")
-    print(f"{'all pages':32} {sum(v['n'] for v in r['pages'].values()):>7} {r['p50_s']:>7.2f} {r['p95_s']:>7.2f}")
+    browsers = r["sessions"] if a.client == "browser" else 1
+    print(f"machine: {m['cpu']}, {m['cores']} cores; {r['sessions']} concurrent sessions ({browsers} Chromium, {r['sessions'] - browsers} websocket "
+          f"clients) x {r['rounds']} round(s) in {r['wall_s']}s; demo mode" + ("" if a.no_warmup else ", after one warm-up visit"))  # fmt: skip
+    for label, part in (("Chromium render time", r), ("websocket round trip", r["light"])):
+        if not part:
+            continue
+        print(f"{label:32} {'n':>7} {'p50 s':>7} {'p95 s':>7}")
+        for name, v in part["pages"].items():
+            print(f"  {name:30} {v['n']:>7} {v['p50_s']:>7.2f} {v['p95_s']:>7.2f}")
+        print(f"  {'all pages':30} {sum(v['n'] for v in part['pages'].values()):>7} {part['p50_s']:>7.2f} {part['p95_s']:>7.2f}")
     print(f"errors: {len(r['errors'])}" + "".join(f"\n  {e}" for e in r["errors"][:20]))
     print(f"server peak RSS: {r['server_peak_rss_mb']} MB")
     sys.exit(1 if r["errors"] else 0)

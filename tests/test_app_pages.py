@@ -6,6 +6,7 @@ import io
 import re
 import socket
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -480,3 +481,53 @@ def test_leaving_a_page_and_coming_back_keeps_its_choices(monkeypatch: pytest.Mo
     at.switch_page(str(ROOT / "views" / "evaluate.py")).run()
     no_errors(at)
     assert at.selectbox(key="ev_true").value == 3 and at.selectbox(key="ev_pred").value == 5
+
+
+@pytest.fixture
+def demo(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Demo mode for one test; the read-only mark app.py puts on the cache is lifted afterwards."""
+    from lib.store import atomic
+
+    monkeypatch.setenv("TLX_DEMO", "1")
+    yield
+    atomic.set_read_only(None)
+
+
+def _files(root: str) -> set[tuple[str, int]]:
+    return {(str(p.relative_to(root)), p.stat().st_size) for p in Path(root).rglob("*") if p.is_file()}
+
+
+def test_demo_mode_disables_every_writer_and_a_forced_click_writes_nothing(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str], demo: Any) -> None:
+    """A visitor of the hosted demo sees the training, audit, map and measuring controls disabled with the reason, no
+    way to point the app at another path, and reads everything stored. A crafted request that clicks a disabled
+    control anyway does nothing (Streamlit discards values of disabled widgets; behind that, the cache is read-only
+    in the process, see tests/test_bundle.py), and the cache is unchanged."""
+    before = _files(prepared["cache"])
+    at = start(monkeypatch, prepared, page="train.py", run=prepared["run"])
+    train = at.button(key="FormSubmitter:train_form-Train")
+    assert train.disabled and "read-only demo" in (train.help or "")
+    assert not at.sidebar.text_input  # no "Change data / backbone" form
+    assert any("read-only demo" in c.value for c in at.caption)
+    at.multiselect(key="t_sizes").set_value([32])
+    at.selectbox(key="t_backbone").set_value("(custom handle or path)")
+    at.text_input(key="t_custom").set_value(prepared["backbone"])
+    forced = at.button(key="FormSubmitter:train_form-Train")
+    forced._value = True  # what a crafted websocket message can send: the server does not check that a widget is enabled
+    at = forced.run()
+    no_errors(at)
+    assert not at.status, "a disabled Train button started training in demo mode"
+    for page, label in (("quality.py", "Run the audit"), ("speed.py", "Measure the default grid")):
+        at = start(monkeypatch, prepared, page=page, run=prepared["run"])
+        buttons = [b for b in at.button if b.label.startswith(label)]
+        assert buttons and all(b.disabled for b in buttons), page
+    at = start(monkeypatch, prepared, page="feature_space.py", run=prepared["run"], fm_method="t-SNE")
+    assert at.button(key="fm_compute").disabled  # no t-SNE map is stored in this cache, and none is computed
+    forced = at.button(key="fm_compute")
+    forced._value = True
+    at = forced.run()
+    no_errors(at)
+    assert not at.status and not at.get("bidi_component")  # nothing started, nothing computed
+    at = start(monkeypatch, prepared, source="/etc", backbone="/tmp/evil")
+    assert any("source= value was not usable" in w.value for w in at.warning)
+    assert "cifar-10-python.tar.gz" in plain(" ".join(m.value for m in at.sidebar.markdown))  # the demo's own source, not /etc
+    assert _files(prepared["cache"]) == before

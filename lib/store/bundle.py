@@ -249,6 +249,9 @@ def install_bundle(source: str, cache_dir: Path | str, progress: ProgressFn | No
 
     cache_dir = Path(cache_dir)
     report = progress or (lambda _s, _f: None)
+    prior = installed_bundle(cache_dir)
+    if prior and prior.get("from") == source and not sha256 and all((CacheLayout(cache_dir).runs / r).is_dir() for r in prior.get("runs", [])):
+        return prior | {"artifacts_added": 0, "already_installed": True}  # a restart: delete bundle.json to install again
     check_writable(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".bundle-staging-", dir=cache_dir))

@@ -1,0 +1,182 @@
+"""Demo bundles and the read-only cache: what a hosted demo stands on."""
+
+from __future__ import annotations
+
+import http.server
+import io
+import json
+import tarfile
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lib.errors import ReadOnlyError
+from lib.models.heads import HeadConfig
+from lib.pipeline.training import RunRequest, train_run
+from lib.store import atomic
+from lib.store.bundle import BundleError, backbone_aliases, install_bundle, installed_bundle, make_bundle
+
+
+@pytest.fixture(scope="module")
+def source_cache(tmp_path_factory: pytest.TempPathFactory, assets: dict[str, Path]) -> dict[str, str]:
+    """A cache with the tiny dataset, its features, a TTA run, and a full map."""
+    from lib.analysis.full_map import compute_full_map
+
+    cache = tmp_path_factory.mktemp("bundle_src")
+    req = RunRequest(str(assets["cifar_tar"]), str(assets["savedmodel"]), HeadConfig(head="mlp", hidden=16, epochs=20, batch_size=16),
+                     image_sizes=(32,), train_views=("original", "flip"), tta=True)  # fmt: skip
+    run_id = train_run(req, cache).run_id
+    compute_full_map(str(assets["cifar_tar"]), str(assets["savedmodel"]), 32, cache, "pca")
+    return {"cache": str(cache), "run": run_id, "source": str(assets["cifar_tar"]), "backbone": str(assets["savedmodel"])}
+
+
+@pytest.fixture(scope="module")
+def bundle(source_cache: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("bundle_out") / "demo.tar"
+    return out, make_bundle(source_cache["cache"], out)
+
+
+def files_of(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+
+
+def test_bundle_round_trip_reads_the_same(source_cache: dict[str, str], bundle: tuple[Path, dict], tmp_path: Path) -> None:
+    """A bundle installed into an empty cache gives the same run, dataset (as cache:<fingerprint>), features (float32
+    again, with valid checksums), map, and a local copy of the backbone the run's path now points to."""
+    from lib.analysis.full_map import find_full_map
+    from lib.data.sources import load_dataset
+    from lib.models.specs import resolve_backbone, set_aliases
+    from lib.pipeline.features import cached_feature_result
+    from lib.store.runs import load_run
+
+    path, report = bundle
+    assert report["runs"] == [source_cache["run"]] and report["float16_features"] >= 4
+    (check,) = report["float16_check"]  # the run's accuracy from float16-rounded features is reported next to the stored one
+    assert abs(check["accuracy"] - check["accuracy_float16_features"]) <= 1 / check["test_images"] + 1e-9
+    target = tmp_path / "demo_cache"
+    info = install_bundle(str(path), target)
+    assert info["runs"] == [source_cache["run"]] and info["artifacts_added"] > 0
+    assert not [p for p in target.iterdir() if p.name.startswith(".bundle-staging")]
+    original = load_run(source_cache["cache"], source_cache["run"])
+    copy = load_run(target, source_cache["run"])
+    assert np.array_equal(copy.probs, original.probs) and copy.manifest.metrics == original.manifest.metrics
+    ds = load_dataset(info["defaults"]["source"], target)
+    assert ds.fingerprint == original.manifest.dataset_fingerprint
+    assert np.array_equal(ds.images("test"), load_dataset(source_cache["source"], source_cache["cache"]).images("test"))
+    aliases = backbone_aliases(target)
+    assert aliases[source_cache["backbone"]].startswith(str(target.resolve()))
+    set_aliases(aliases)
+    try:
+        spec = resolve_backbone(source_cache["backbone"])
+        assert spec.handle.startswith(str(target.resolve()))  # the bundled copy, same content, same feature keys
+        got = cached_feature_result(ds, "train", spec, 32, "flip", None, target)
+        want = cached_feature_result(ds, "train", resolve_backbone(source_cache["backbone"]), 32, "flip", None, source_cache["cache"])
+        assert got is not None and want is not None and got.features.dtype == np.float32
+        assert np.allclose(got.features, want.features, rtol=1e-3, atol=1e-3)
+        assert find_full_map(info["defaults"]["source"], source_cache["backbone"], 32, target, "pca") is not None
+    finally:
+        set_aliases({})
+    again = install_bundle(str(path), target)
+    assert again.get("already_installed") and installed_bundle(target)["runs"] == [source_cache["run"]]
+
+
+def _rewrite(src: Path, dst: Path, edit) -> None:
+    """Copy a bundle member by member through ``edit(name, bytes) -> (name, bytes) | None``."""
+    with tarfile.open(src) as tin, tarfile.open(dst, "w") as tout:
+        for m in tin.getmembers():
+            data = tin.extractfile(m).read() if m.isfile() else b""  # type: ignore[union-attr]
+            out = edit(m.name, data)
+            if out is None:
+                continue
+            info = tarfile.TarInfo(out[0])
+            info.size = len(out[1])
+            tout.addfile(info, io.BytesIO(out[1]))
+
+
+@pytest.mark.parametrize("damage", ["flipped byte", "truncated", "missing member", "path escape", "not a bundle", "other version"])
+def test_bad_bundles_are_refused_and_leave_nothing(bundle: tuple[Path, dict], tmp_path: Path, damage: str) -> None:
+    path, _ = bundle
+    bad = tmp_path / "bad.tar"
+    if damage == "truncated":
+        bad.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif damage == "not a bundle":
+        bad.write_bytes(b"hello, not a tar file at all" * 100)
+    else:
+        def edit(name: str, data: bytes):
+            if damage == "flipped byte" and name.endswith(".f16.npy"):
+                return name, data[:-1] + bytes([data[-1] ^ 1])
+            if damage == "missing member" and name.startswith("datasets/") and name.endswith("meta.json"):
+                return None
+            if damage == "path escape" and name.startswith("projections/"):
+                return "../../escaped.txt", data
+            if damage == "other version" and name == "bundle.json":
+                meta = json.loads(data)
+                meta["version"] = 99
+                return name, json.dumps(meta).encode()
+            return name, data
+
+        _rewrite(path, bad, edit)
+    target = tmp_path / "cache"
+    with pytest.raises(BundleError):
+        install_bundle(str(bad), target)
+    assert files_of(target) == set() if target.exists() else True  # nothing partial: no artifact, no staging folder
+    assert not (tmp_path.parent / "escaped.txt").exists()
+
+
+def test_bundle_over_http_with_checksum(bundle: tuple[Path, dict], tmp_path: Path) -> None:
+    """A URL is downloaded with progress and installed; a wrong whole-file SHA-256 is refused."""
+    import hashlib
+    import functools
+
+    path, _ = bundle
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(path.parent))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/{path.name}"
+        with pytest.raises(BundleError, match="SHA-256"):
+            install_bundle(url, tmp_path / "a", sha256="0" * 64)
+        assert files_of(tmp_path / "a") == set()
+        stages: list[str] = []
+        info = install_bundle(url, tmp_path / "b", progress=lambda s, f: stages.append(s), sha256=hashlib.sha256(path.read_bytes()).hexdigest())
+        assert info["artifacts_added"] > 0 and any(s.startswith("downloading the bundle") for s in stages)
+        with pytest.raises(BundleError, match="download"):
+            install_bundle(url + ".missing", tmp_path / "c")
+    finally:
+        server.shutdown()
+
+
+def test_read_only_cache_refuses_every_write(source_cache: dict[str, str], tmp_path: Path) -> None:
+    """With the cache read-only (the demo), writers and deletes raise ReadOnlyError and change nothing; other folders stay writable."""
+    from lib.store.runs import delete_run, set_label
+
+    cache = Path(source_cache["cache"])
+    before = files_of(cache)
+    atomic.set_read_only(cache, "read-only demo")
+    try:
+        with pytest.raises(ReadOnlyError, match="read-only demo"):
+            atomic.write_json_atomic(cache / "x.json", {})
+        with pytest.raises(ReadOnlyError):
+            set_label(cache, source_cache["run"], "renamed")
+        with pytest.raises(ReadOnlyError):
+            delete_run(cache, source_cache["run"])
+        with pytest.raises(ReadOnlyError):
+            install_bundle(str(tmp_path / "whatever.tar"), cache)
+        atomic.write_json_atomic(tmp_path / "elsewhere.json", {"ok": 1})  # outside the cache: fine
+    finally:
+        atomic.set_read_only(None)
+    assert files_of(cache) == before
+
+
+def test_bundle_cli_and_unknown_run(source_cache: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from lib.cli.main import main
+
+    assert main(["bundle", "--out", str(tmp_path / "b.tar"), "--run", "20200101-000000-mlp-abcdef", "--cache-dir", source_cache["cache"]]) == 2
+    assert "No complete run" in capsys.readouterr().err
+    assert main(["bundle", "--out", str(tmp_path / "b.tar"), "--cache-dir", source_cache["cache"], "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["runs"] == [source_cache["run"]] and out["bytes"] == (tmp_path / "b.tar").stat().st_size
+    assert main(["install-bundle", str(tmp_path / "b.tar"), "--cache-dir", str(tmp_path / "c"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["runs"] == [source_cache["run"]]
