@@ -127,8 +127,8 @@ def test_bad_bundles_are_refused_and_leave_nothing(bundle: tuple[Path, dict], tm
 
 def test_bundle_over_http_with_checksum(bundle: tuple[Path, dict], tmp_path: Path) -> None:
     """A URL is downloaded with progress and installed; a wrong whole-file SHA-256 is refused."""
-    import hashlib
     import functools
+    import hashlib
 
     path, _ = bundle
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(path.parent))
