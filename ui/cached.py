@@ -216,3 +216,47 @@ def sprites(source: str, cache_dir: str) -> Any:
     if found is None:
         _sprites.clear()
     return found
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _audit(source: str, cache_dir: str, backbone: str, size: int, runtime: str, stamp: str) -> Any:
+    from lib.analysis.audit import cached_audit
+
+    return cached_audit(source, backbone, size, cache_dir, runtime)
+
+
+def audit(source: str, cache_dir: str, backbone: str, size: int, runtime: str) -> Any:
+    """The stored audit of these features (read and checked once per file version, shared by every session), or None."""
+    stamp = ";".join(f"{p.name}:{p.stat().st_mtime_ns}" for p in sorted(CacheLayout(cache_dir).audits.glob("*.npz")))
+    found = _audit(source, cache_dir, backbone, int(size), runtime, stamp)
+    if found is None:
+        _audit.clear()
+    return found
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def label_issue_table(_audit_obj: Any, audit_key: str, split: str | None, given: int | None) -> Any:
+    """The audit's flagged images as a table, worst first (``audit_key`` keys the cache; the audit is not hashed)."""
+    import pandas as pd
+
+    return pd.DataFrame(_audit_obj.label_issues(split, given), columns=["split", "index", "given", "suggested", "score"])
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def duplicate_pairs(_audit_obj: Any, audit_key: str, threshold: float) -> list[dict[str, Any]]:
+    """The audit's near-duplicate pairs at ``threshold``, most similar first."""
+    return _audit_obj.duplicates(threshold)
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def feature_norms(feature_path: str) -> np.ndarray:
+    """L2 norm of every row of a cached feature file (for cosine neighbours without a full-size temporary per query)."""
+    from lib.analysis.map_view import row_norms
+
+    return row_norms(np.load(feature_path, mmap_mode="r"))
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def memo(key: tuple, _build: Any) -> Any:
+    """``_build()`` once per ``key`` for the whole server (read-only results shared by every session: do not mutate)."""
+    return _build()

@@ -66,7 +66,7 @@ def draw(settings: state.Settings, ds: Any, run: Any, combo: tuple) -> None:
 
     splits = [(s, len(found.coords[s])) for s in found.coords]
     coords = np.concatenate([found.coords[s] for s, _n in splits])
-    labels = np.concatenate([ds.labels(s) for s, _n in splits])
+    labels = cached.memo(("labels", ds.fingerprint, tuple(splits)), lambda: np.concatenate([ds.labels(s) for s, _n in splits]))
     run_ok = run is not None and run.manifest.dataset_fingerprint == ds.fingerprint
     preds_by_split = cached.run_predictions(settings.source, str(settings.cache_dir), run.run_id, tuple(s for s, _n in splits)) if run_ok else None
     preds = np.concatenate([preds_by_split[s] for s, _n in splits]) if preds_by_split else np.full(len(labels), -1)
@@ -81,16 +81,20 @@ def draw(settings: state.Settings, ds: Any, run: Any, combo: tuple) -> None:
     state.publish("fm_method", "fm_perp", "fm_iter", "fm_color", "fm_show")
     split_of = np.concatenate([np.full(n, k) for k, (_s, n) in enumerate(splits)])
     shown = np.ones(len(labels), bool) if show == "all" else split_of == [s for s, _n in splits].index(show)
-    score_all = np.concatenate([scores[s] for s, _n in splits]) if scores is not None else None
-    colours = colour_points(colour_by, list(ds.classes), labels, preds, splits, score_all)
     sprites = cached.sprites(settings.source, str(settings.cache_dir))
     if sprites is None:
         st.caption("Hover thumbnails are off: the app's static/thumbs folder is not writable.")
 
+    def build() -> dict[str, Any]:
+        score_all = np.concatenate([scores[s] for s, _n in splits]) if scores is not None else None
+        colours = colour_points(colour_by, list(ds.classes), labels, preds, splits, score_all)
+        return map_payload(coords, labels, colours, preds, score_all, shown, splits, list(ds.classes), sprites, view_key=found.key)
+
     st.caption(f"{method} of all {len(labels):,} images in {found.seconds:.0f}s (stored) · wheel to zoom, drag to pan, Box or Lasso "
                "to select, hover for the image, click a point for its nearest neighbours · double-click resets the view.")  # fmt: skip
-    payload = map_payload(coords, labels, colours, preds, score_all, shown, splits, list(ds.classes), sprites, view_key=found.key)
-    result = scatter_map(payload, key="fm_map")
+    # Every visitor of the same map and colouring gets the same payload: built once, not per rerun.
+    memo_key = (found.key, colour_by, show, run.run_id if run_ok else "", scores is not None, sprites.folder.name if sprites else "")
+    result = scatter_map(cached.memo(memo_key, build), key="fm_map")
 
     clicked = getattr(result, "clicked", None)
     if isinstance(clicked, dict) and clicked.get("split") in ds.splits and isinstance(clicked.get("index"), int):
@@ -151,7 +155,8 @@ def _neighbours(settings: state.Settings, ds: Any, combo: tuple, splits: list[st
     if any(f is None for f in feats.values()):
         q2.info("These features are no longer all in the cache.")
         return
-    hits = nearest_across({s: f.features for s, f in feats.items() if f is not None}, split, int(index), int(k))
+    hits = nearest_across({s: f.features for s, f in feats.items() if f is not None}, split, int(index), int(k),
+                          norms={s: cached.feature_norms(str(f.path)) for s, f in feats.items() if f is not None})  # fmt: skip
     labels = {s: f.labels for s, f in feats.items() if f is not None}
     with q2:
         widgets.image_grid([ds.images(split)[int(index)]], [f"query {split} #{index} {md_escape(ds.classes[labels[split][int(index)]])}"],

@@ -2,7 +2,6 @@
 images to exclude and save the list for training."""
 
 import numpy as np
-import pandas as pd
 import streamlit as st
 
 from lib.analysis import audit as au
@@ -25,7 +24,7 @@ st.caption(f"Features of {md_escape(backbone.rstrip('/').split('/')[-1])} at {si
            f"{md_escape(settings.source)}" + (f", the backbone of the active run {md_escape(run.manifest.display_name())}" if run else ""))  # fmt: skip
 
 try:
-    audit = au.cached_audit(settings.source, backbone, size, settings.cache_dir, runtime)
+    audit = cached.audit(settings.source, str(settings.cache_dir), backbone, size, runtime)
 except UserFacingError as err:
     show_error(err)
     st.stop()
@@ -61,8 +60,7 @@ with tab_issues:
     klass = f1.selectbox("Given class", ["all", *ds.classes], key="dq_class")
     split_pick = f2.selectbox("Split", ["all", *audit.issues], key="dq_split")
     shown = f3.select_slider("Show", [24, 48, 96, 192], value=48, key="dq_show")
-    issues = audit.label_issues(None if split_pick == "all" else split_pick, None if klass == "all" else list(ds.classes).index(klass))
-    table = pd.DataFrame(issues, columns=["split", "index", "given", "suggested", "score"])
+    table = cached.label_issue_table(audit, audit.key, None if split_pick == "all" else split_pick, None if klass == "all" else list(ds.classes).index(klass))
     st.download_button("Download these label issues (CSV)", table.to_csv(index=False), "label_issues.csv", "text/csv")
     st.caption("Worst first. Score: 1 − the out-of-sample probability of the given label. Tick **exclude** to leave an image out of "
                "training (save the list in the last tab).")  # fmt: skip
@@ -100,19 +98,20 @@ with tab_dups:
         b.metric("Active run's test accuracy without them", f"{acc_clean:.2%}", delta=f"{100 * (acc_clean - acc_all):+.2f} pts vs all {len(idx):,}")
     else:
         b.caption("Pick a run in the sidebar to see its accuracy without the leaked test images.")
-    pairs = audit.duplicates(threshold)
+    pairs = cached.duplicate_pairs(audit, audit.key, float(threshold))
     kinds = st.multiselect("Pairs", ["test ~ train", "train ~ train", "test ~ test"], default=["test ~ train"], key="dq_kinds")
     pairs = [p for p in pairs if f"{p['split_a']} ~ {p['split_b']}" in kinds or f"{p['split_b']} ~ {p['split_a']}" in kinds]
     st.caption(f"{len(pairs):,} pairs at similarity ≥ {threshold:.3f}, closest first.")
     if st.button(f"Mark the {len(leaked):,} leaked test images for exclusion", disabled=not len(leaked)):
         marked.update({f"test/{int(i)}": True for i in leaked})
         st.rerun()
+    lab = audit.labels
     for p in pairs[:24]:
         c1, c2, c3 = st.columns([1, 1, 3])
         img_a = ds.images(p["split_a"])[p["index_a"]]
         img_b = ds.images(p["split_b"])[p["index_b"]]
-        c1.image(upscale(np.asarray(img_a), 96), width=96, caption=f"{p['split_a']}/{p['index_a']} · {ds.classes[int(ds.labels(p['split_a'])[p['index_a']])]}")
-        c2.image(upscale(np.asarray(img_b), 96), width=96, caption=f"{p['split_b']}/{p['index_b']} · {ds.classes[int(ds.labels(p['split_b'])[p['index_b']])]}")
+        c1.image(upscale(np.asarray(img_a), 96), width=96, caption=f"{p['split_a']}/{p['index_a']} · {ds.classes[int(lab[p['split_a']][p['index_a']])]}")
+        c2.image(upscale(np.asarray(img_b), 96), width=96, caption=f"{p['split_b']}/{p['index_b']} · {ds.classes[int(lab[p['split_b']][p['index_b']])]}")
         c3.metric("similarity", f"{p['similarity']:.4f}")
 
 with tab_save:

@@ -137,14 +137,23 @@ def run_predictions(run: Any, ds: Any, spec: Any, cache_dir: Path | str, splits:
     return out
 
 
-def nearest_across(features: dict[str, np.ndarray], split: str, index: int, k: int) -> list[tuple[str, int, float]]:
-    """The ``k`` images most cosine-similar to image ``index`` of ``split``, searched in every split (itself excluded)."""
+def row_norms(x: np.ndarray, chunk: int = 8192) -> np.ndarray:
+    """L2 norm of each row, in chunks (no temporary the size of ``x``)."""
+    if not len(x):
+        return np.zeros(0, np.float32)
+    return np.concatenate([np.linalg.norm(np.asarray(x[i : i + chunk], np.float32), axis=1) for i in range(0, len(x), chunk)])
+
+
+def nearest_across(features: dict[str, np.ndarray], split: str, index: int, k: int,
+                   norms: dict[str, np.ndarray] | None = None) -> list[tuple[str, int, float]]:  # fmt: skip
+    """The ``k`` images most cosine-similar to image ``index`` of ``split``, searched in every split (itself excluded).
+    ``norms`` (split -> row norms) saves recomputing them for each query."""
     q = np.asarray(features[split][index], np.float32)
     q = q / max(float(np.linalg.norm(q)), 1e-12)
     found: list[tuple[str, int, float]] = []
     for name, f in features.items():
-        f = np.asarray(f, np.float32)
-        sims = (f @ q) / np.maximum(np.linalg.norm(f, axis=1), 1e-12)
+        n = norms[name] if norms is not None else row_norms(f)
+        sims = (np.asarray(f) @ q) / np.maximum(n, 1e-12)
         if name == split:
             sims[index] = -np.inf
         take = min(k, len(sims))
