@@ -18,6 +18,7 @@ state.unpack_bundle_once(cache_dir)  # --bundle: before the first page renders, 
 if demo.active():
     from lib.store.atomic import set_read_only
 
+    demo.skip_chart_validation()
     if os.environ.get("TLX_TFHUB_FROM_CACHE") == "1":  # a TF Hub download must not write into the read-only cache
         os.environ["TFHUB_CACHE_DIR"] = os.path.join(tempfile.gettempdir(), "tlx-tfhub")
 

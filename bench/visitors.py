@@ -5,7 +5,10 @@
 
 Starts `streamlit run app.py -- --demo` (read-only) on the cache, warms it with one visit of every page (a hosted
 demo is warm after its first visitor; --no-warmup skips this), then drives --sessions visitors at the same time,
---rounds times each. A browser visitor (a Playwright context on one headless Chromium, no GPU) opens Home, then
+--rounds times each. Visitors arrive spread over --ramp seconds (default 5) and read each page for --think seconds
+(default 2, each pause uniform between 0.5x and 1.5x) before the next click; --think 0 --ramp 0 is the lockstep
+stress case where every visitor clicks at the same instant and never reads.
+A browser visitor (a Playwright context on one headless Chromium, no GPU) opens Home, then
 clicks through Browse data, Train or load, Feature space (waits for the map of every image to be drawn), Evaluate
 (uploads a PNG and waits for the prediction, then a text file and waits for the refusal), Data quality and Speed vs
 accuracy. Its render time runs from the click until the page's own content is shown and the script has finished.
@@ -69,7 +72,20 @@ async def _idle(page: Any, timeout: float) -> None:
     await page.wait_for_function(IDLE_JS, timeout=timeout)
 
 
-async def visitor(k: int, browser: Any, url: str, rounds: int, timings: dict[str, list[float]], errors: list[str], png: bytes, timeout: float) -> None:
+THINK = (2.0, 5.0)  # seconds a visitor reads a page before the next click (mean), and the ramp-up of arrivals
+
+
+async def pause(think: float, k: int, step: int) -> None:
+    """A visitor reading the page: uniform 0.5x-1.5x ``think`` seconds (seeded per visitor and step)."""
+    import random
+
+    if think > 0:
+        await asyncio.sleep(think * random.Random(k * 1000 + step).uniform(0.5, 1.5))
+
+
+async def visitor(k: int, browser: Any, url: str, rounds: int, timings: dict[str, list[float]], errors: list[str], png: bytes, timeout: float,
+                  think: float = 0.0, delay: float = 0.0) -> None:  # fmt: skip
+    await asyncio.sleep(delay)
     context = await browser.new_context(viewport={"width": 1400, "height": 1100})
     page = await context.new_page()
     page.on("pageerror", lambda e: errors.append(f"visitor {k}: page error {e}"))
@@ -79,8 +95,11 @@ async def visitor(k: int, browser: Any, url: str, rounds: int, timings: dict[str
         await page.get_by_role("heading", name="Transfer learning explorer").wait_for(timeout=timeout)
         await _idle(page, timeout)
         timings.setdefault("Home (first visit)", []).append(time.perf_counter() - t0)
+        step = 0
         for _ in range(rounds):
             for title, text, extra in PAGES:
+                step += 1
+                await pause(think, k, step)
                 t0 = time.perf_counter()
                 await page.get_by_test_id("stSidebarNav").get_by_text(title, exact=True).click()
                 await page.get_by_role("heading", name=text, exact=True).first.wait_for(timeout=timeout)
@@ -110,16 +129,22 @@ URL_PATHS = {"Home": "", "Browse data": "browse", "Train or load": "train", "Fea
              "Data quality": "quality", "Speed vs accuracy": "speed"}  # fmt: skip
 
 
-async def light_visitor(k: int, url: str, rounds: int, timings: dict[str, list[float]], errors: list[str], timeout: float) -> None:
+async def light_visitor(k: int, url: str, rounds: int, timings: dict[str, list[float]], errors: list[str], timeout: float,
+                        think: float = 0.0, delay: float = 0.0) -> None:  # fmt: skip
     """A visitor without a browser: Streamlit's websocket protocol, one rerun per page, until script_finished."""
     import websockets
     from streamlit.proto.BackMsg_pb2 import BackMsg
     from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
     try:
+        await asyncio.sleep(delay)
         async with websockets.connect(url.replace("http", "ws", 1) + "/_stcore/stream", subprotocols=["streamlit"], max_size=None) as ws:  # type: ignore[list-item]
+            step = 0
             for _ in range(rounds):
                 for title, text, _extra in [("Home", "Transfer learning explorer", None), *PAGES]:
+                    step += 1
+                    if step > 1:
+                        await pause(think, 100 + k, step)
                     msg = BackMsg()
                     msg.rerun_script.page_name = URL_PATHS[title]
                     t0 = time.perf_counter()
@@ -143,7 +168,8 @@ async def light_visitor(k: int, url: str, rounds: int, timings: dict[str, list[f
         errors.append(f"light visitor {k}: {type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}")
 
 
-async def drive(url: str, sessions: int, rounds: int, timeout: float, client: str) -> tuple[dict[str, list[float]], dict[str, list[float]], list[str], float]:
+async def drive(url: str, sessions: int, rounds: int, timeout: float, client: str, think: float = 0.0,
+                ramp: float = 0.0) -> tuple[dict[str, list[float]], dict[str, list[float]], list[str], float]:  # fmt: skip
     from playwright.async_api import async_playwright
 
     from tests.streamlit_server import CHROMIUM, CHROMIUM_ARGS
@@ -156,8 +182,10 @@ async def drive(url: str, sessions: int, rounds: int, timeout: float, client: st
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         t0 = time.perf_counter()
-        await asyncio.gather(*(visitor(k, browser, url, rounds, timings, errors, png, timeout) for k in range(browsers)),
-                             *(light_visitor(k, url, rounds, light, errors, timeout) for k in range(sessions - browsers)))  # fmt: skip
+        delays = [ramp * k / max(sessions, 1) for k in range(sessions)]  # arrivals spread evenly over the ramp
+        browser_visits = [visitor(k, browser, url, rounds, timings, errors, png, timeout, think, delays[k]) for k in range(browsers)]
+        light_visits = [light_visitor(k, url, rounds, light, errors, timeout, think, delays[browsers + k]) for k in range(sessions - browsers)]
+        await asyncio.gather(*browser_visits, *light_visits)
         wall = time.perf_counter() - t0
         await browser.close()
     return timings, light, errors, wall
@@ -174,7 +202,7 @@ def _summary(timings: dict[str, list[float]]) -> dict[str, Any]:
 
 
 def run(cache_dir: Path, sessions: int, rounds: int = 1, bundle: str = "", timeout_s: float = 120.0, log: Path | None = None,
-        client: str = "light", warmup: bool = True) -> dict[str, Any]:  # fmt: skip
+        client: str = "light", warmup: bool = True, think: float = THINK[0], ramp: float = THINK[1]) -> dict[str, Any]:  # fmt: skip
     """Drive the visitors; returns the figures (also used by the CI test)."""
     from lib.analysis.benchmark import machine_info
     from tests.streamlit_server import peak_rss_mb, running_app
@@ -184,13 +212,14 @@ def run(cache_dir: Path, sessions: int, rounds: int = 1, bundle: str = "", timeo
         if warmup:  # installs the bundle (if any) and fills the shared caches, as a hosted demo's first visitor would
             asyncio.run(drive(url, 1, 1, timeout_s * 1000 * 3, "light"))
         before = listing(cache_dir)
-        timings, light, errors, wall = asyncio.run(drive(url, sessions, rounds, timeout_s * 1000, client))
+        timings, light, errors, wall = asyncio.run(drive(url, sessions, rounds, timeout_s * 1000, client, think, ramp))
         rss = peak_rss_mb(url)
         after = listing(cache_dir)
     if before != after:
         changed = sorted({name for name, _ in before ^ after})
         errors.append(f"the read-only cache changed: {changed[:5]}")
-    return {"machine": machine_info(), "sessions": sessions, "rounds": rounds, "client": client, "wall_s": round(wall, 1), "errors": errors,
+    return {"machine": machine_info(), "sessions": sessions, "rounds": rounds, "client": client, "think_s": think, "ramp_s": ramp,
+            "wall_s": round(wall, 1), "errors": errors,
             **_summary(timings), "light": _summary(light) if light else None, "server_peak_rss_mb": round(rss)}  # fmt: skip
 
 
@@ -203,12 +232,15 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds a page may take before it counts as an error")
     ap.add_argument("--client", choices=["light", "browser"], default="light", help="light: one Chromium visitor, the rest websocket clients")
     ap.add_argument("--no-warmup", action="store_true")
+    ap.add_argument("--think", type=float, default=THINK[0], help="mean seconds a visitor reads a page before the next click (0: none)")
+    ap.add_argument("--ramp", type=float, default=THINK[1], help="seconds over which the visitors arrive (0: all at once)")
     a = ap.parse_args()
-    r = run(a.cache_dir, a.sessions, a.rounds, a.bundle, a.timeout, client=a.client, warmup=not a.no_warmup)
+    r = run(a.cache_dir, a.sessions, a.rounds, a.bundle, a.timeout, client=a.client, warmup=not a.no_warmup, think=a.think, ramp=a.ramp)
     m = r["machine"]
     browsers = r["sessions"] if a.client == "browser" else 1
     print(f"machine: {m['cpu']}, {m['cores']} cores; {r['sessions']} concurrent sessions ({browsers} Chromium, {r['sessions'] - browsers} websocket "
-          f"clients) x {r['rounds']} round(s) in {r['wall_s']}s; demo mode" + ("" if a.no_warmup else ", after one warm-up visit"))  # fmt: skip
+          f"clients) x {r['rounds']} round(s) in {r['wall_s']}s; demo mode" + ("" if a.no_warmup else ", after one warm-up visit")
+          + f"; think time {a.think:g}s (0.5-1.5x), arrivals over {a.ramp:g}s")  # fmt: skip
     for label, part in (("Chromium render time", r), ("websocket round trip", r["light"])):
         if not part:
             continue

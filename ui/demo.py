@@ -32,6 +32,23 @@ def off(what: str = "") -> dict[str, object]:
     return {"disabled": True, "help": (f"{what}: " if what else "") + WHY}
 
 
+def skip_chart_validation() -> None:
+    """Demo mode only: Altair charts go to the browser without a JSON-schema validation on every rerun (about a third
+    of a second of CPU on the Evaluate page). The same charts are validated in every test run, outside demo mode."""
+    import altair as alt
+
+    mixin = alt.TopLevelMixin
+    if getattr(mixin.to_dict, "_tlx_unvalidated", False):
+        return
+    original = mixin.to_dict
+
+    def to_dict(self: object, validate: bool = False, **kwargs: object) -> dict:
+        return original(self, validate=validate, **kwargs)  # type: ignore[arg-type]
+
+    to_dict._tlx_unvalidated = True  # type: ignore[attr-defined]
+    mixin.to_dict = to_dict  # type: ignore[method-assign]
+
+
 def note(container: object = None) -> None:
     """A one-line caption saying why the controls around it are disabled (demo mode only)."""
     if active():
