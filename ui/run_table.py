@@ -12,7 +12,7 @@ from lib.config import BLOG_ACCURACY
 from lib.errors import UserFacingError
 from lib.store.manifest import RunManifest
 from lib.store.runs import delete_run, list_damaged_runs, set_label
-from ui import demo, state
+from ui import charts, demo, state
 from ui.text import md_escape, show_error
 
 
@@ -90,11 +90,15 @@ def runs_section(settings: state.Settings, runs: list[RunManifest]) -> None:
         _download(d, settings, first)
     shown = df[df["run_id"].isin(picked)] if len(picked) > 1 else df
     st.caption("Comparison of " + ("the selected runs" if len(picked) > 1 else "all runs") + " (dashed line: the blog's 83.35%).")
-    points = alt.Chart(shown).mark_circle(size=120).encode(
-        x=alt.X("train_s:Q", title="training time (s)"), y=alt.Y("test_accuracy:Q", title="test accuracy", scale=alt.Scale(zero=False)),
-        color="head:N", tooltip=["label", "run_id", "protocol", "sizes", "head", "views", "tta", "test_accuracy", "train_s"])  # fmt: skip
-    rule = alt.Chart(pd.DataFrame({"y": [BLOG_ACCURACY]})).mark_rule(color="red", strokeDash=[4, 4]).encode(y="y:Q")
-    st.altair_chart((points + rule).properties(height=280), width="stretch")
+
+    def comparison_chart() -> Any:
+        points = alt.Chart(shown).mark_circle(size=120).encode(
+            x=alt.X("train_s:Q", title="training time (s)"), y=alt.Y("test_accuracy:Q", title="test accuracy", scale=alt.Scale(zero=False)),
+            color="head:N", tooltip=["label", "run_id", "protocol", "sizes", "head", "views", "tta", "test_accuracy", "train_s"])  # fmt: skip
+        rule = alt.Chart(pd.DataFrame({"y": [BLOG_ACCURACY]})).mark_rule(color="red", strokeDash=[4, 4]).encode(y="y:Q")
+        return (points + rule).properties(height=280)
+
+    charts.altair("runs", [shown], (), comparison_chart, width="stretch")
 
 
 def _download(col: Any, settings: state.Settings, run_id: str) -> None:

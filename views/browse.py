@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from lib.data.images import upscale
-from ui import state, widgets
+from ui import charts, state, widgets
 from ui.text import md_escape
 
 settings = state.current()
@@ -90,9 +90,8 @@ with left:
 with right:
     st.subheader("Class balance")
     balance = pd.DataFrame([{"split": s, "class": c, "images": ds.counts[s][i]} for s in ds.splits for i, c in enumerate(ds.classes)])
-    chart = alt.Chart(balance).mark_bar().encode(
+    charts.altair("balance", [balance], tuple(ds.classes), lambda: alt.Chart(balance).mark_bar().encode(
         x=alt.X("class:N", sort=list(ds.classes), title=None), y="images:Q", color="split:N", xOffset="split:N",
-        tooltip=["split", "class", "images"])  # fmt: skip
-    st.altair_chart(chart.properties(height=300), width="stretch")
+        tooltip=["split", "class", "images"]).properties(height=300), width="stretch")  # fmt: skip
     if any(ds.skipped.values()):
         st.caption("Unreadable files skipped while converting: " + ", ".join(f"{md_escape(s)}: {n}" for s, n in ds.skipped.items()))

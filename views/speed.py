@@ -1,6 +1,8 @@
 """Speed vs accuracy: every measured (backbone, size, runtime) on one chart with its Pareto front, a table,
 "pick for me" within a latency budget, the int8 accuracy loss, and buttons that measure what is missing."""
 
+from typing import Any
+
 import altair as alt
 import pandas as pd
 import streamlit as st
@@ -9,7 +11,7 @@ from lib.analysis import benchmark as bm
 from lib.config import BLOG_ACCURACY
 from lib.models.runtimes import RUNTIMES
 from lib.store.runs import list_runs
-from ui import demo, state
+from ui import charts, demo, state
 from ui.actions import measure_with_status as measure
 from ui.text import md_escape
 
@@ -48,15 +50,19 @@ else:
     front = bm.pareto_front(list(zip(speed.tolist(), rows["best_accuracy"].tolist())))
     rows["pareto"] = False
     rows.loc[rows.index[front], "pareto"] = True
-    points = alt.Chart(rows).mark_point(size=90, filled=True).encode(
-        x=alt.X(f"{x_field}:Q", scale=alt.Scale(type="log"), title=x_title),
-        y=alt.Y("best_accuracy:Q", scale=alt.Scale(zero=False), title="test accuracy (best preset)", axis=alt.Axis(format="%")),
-        color=alt.Color("name:N", title="backbone"), shape=alt.Shape("runtime:N"),
-        tooltip=["name", "image_size", "runtime", "images_per_second", "latency_ms_p50", "latency_ms_p95", "linear_accuracy", "best_accuracy", "model_mb"],
-    )  # fmt: skip
-    line = alt.Chart(rows[rows["pareto"]]).mark_line(color="black", strokeDash=[3, 3]).encode(x=f"{x_field}:Q", y="best_accuracy:Q")
-    blog = alt.Chart(pd.DataFrame({"y": [BLOG_ACCURACY]})).mark_rule(color="red", strokeDash=[4, 4]).encode(y="y:Q")
-    st.altair_chart((points + line + blog).properties(height=420), width="stretch")
+
+    def speed_chart() -> Any:
+        points = alt.Chart(rows).mark_point(size=90, filled=True).encode(
+            x=alt.X(f"{x_field}:Q", scale=alt.Scale(type="log"), title=x_title),
+            y=alt.Y("best_accuracy:Q", scale=alt.Scale(zero=False), title="test accuracy (best preset)", axis=alt.Axis(format="%")),
+            color=alt.Color("name:N", title="backbone"), shape=alt.Shape("runtime:N"),
+            tooltip=["name", "image_size", "runtime", "images_per_second", "latency_ms_p50", "latency_ms_p95", "linear_accuracy", "best_accuracy", "model_mb"],
+        )  # fmt: skip
+        line = alt.Chart(rows[rows["pareto"]]).mark_line(color="black", strokeDash=[3, 3]).encode(x=f"{x_field}:Q", y="best_accuracy:Q")
+        blog = alt.Chart(pd.DataFrame({"y": [BLOG_ACCURACY]})).mark_rule(color="red", strokeDash=[4, 4]).encode(y="y:Q")
+        return (points + line + blog).properties(height=420)
+
+    charts.altair("speed", [rows], (x_field,), speed_chart, width="stretch")
     st.caption("Dashed black: the Pareto front (nothing is both faster and more accurate). Dashed red: the blog's published 83.35% "
                "(full CIFAR-10, its own protocol).")  # fmt: skip
 

@@ -1,5 +1,7 @@
 """Train or load: pick a backbone, size and head, train (with live curves), and manage all runs."""
 
+from typing import Any
+
 import altair as alt
 import pandas as pd
 import streamlit as st
@@ -13,7 +15,7 @@ from lib.models.specs import REGISTRY
 from lib.pipeline.training import RunRequest
 from lib.store.excludes import read_exclude_file, saved_exclude_lists
 from lib.store.runs import list_runs
-from ui import actions, demo, run_table, state, widgets
+from ui import actions, charts, demo, run_table, state, widgets
 from ui.text import show_error
 
 settings = state.current()
@@ -130,10 +132,14 @@ if last is not None:
     hits, total = last.timings.get("feature_cache_hits", 0), last.timings.get("feature_artifacts", 0)
     m3.metric("Feature extraction", f"{last.timings.get('extract_seconds', 0.0):.1f}s", help=f"{hits} of {total} feature sets came from the cache")
     bars = pd.DataFrame({"model": ["this run", "blog (published)"], "accuracy": [acc, BLOG_ACCURACY]})
-    chart = alt.Chart(bars).mark_bar().encode(x=alt.X("accuracy:Q", scale=alt.Scale(domain=[0, 1]), title="test accuracy (red: the blog's 83.35%)"),
-                                              y=alt.Y("model:N", title=None), color=alt.Color("model:N", legend=None))  # fmt: skip
-    rule = alt.Chart(pd.DataFrame({"blog": [BLOG_ACCURACY]})).mark_rule(color="red", strokeDash=[4, 4], size=2).encode(x="blog:Q")
-    st.altair_chart((chart + rule).properties(height=110), width="stretch")
+
+    def result_chart() -> Any:
+        chart = alt.Chart(bars).mark_bar().encode(x=alt.X("accuracy:Q", scale=alt.Scale(domain=[0, 1]), title="test accuracy (red: the blog's 83.35%)"),
+                                                  y=alt.Y("model:N", title=None), color=alt.Color("model:N", legend=None))  # fmt: skip
+        rule = alt.Chart(pd.DataFrame({"blog": [BLOG_ACCURACY]})).mark_rule(color="red", strokeDash=[4, 4], size=2).encode(x="blog:Q")
+        return (chart + rule).properties(height=110)
+
+    charts.altair("result", [bars], (), result_chart, width="stretch")
 
 st.subheader("All runs")
 run_table.runs_section(settings, runs)
