@@ -61,7 +61,8 @@ with tab_issues:
     split_pick = f2.selectbox("Split", ["all", *audit.issues], key="dq_split")
     shown = f3.select_slider("Show", [24, 48, 96, 192], value=48, key="dq_show")
     table = cached.label_issue_table(audit, audit.key, None if split_pick == "all" else split_pick, None if klass == "all" else list(ds.classes).index(klass))
-    st.download_button("Download these label issues (CSV)", table.to_csv(index=False), "label_issues.csv", "text/csv")
+    csv = cached.memo(("issues-csv", audit.key, split_pick, klass), lambda: table.to_csv(index=False))
+    st.download_button("Download these label issues (CSV)", csv, "label_issues.csv", "text/csv")
     st.caption("Worst first. Score: 1 − the out-of-sample probability of the given label. Tick **exclude** to leave an image out of "
                "training (save the list in the last tab).")  # fmt: skip
     head = table.head(int(shown)).copy()
@@ -106,7 +107,8 @@ with tab_dups:
         marked.update({f"test/{int(i)}": True for i in leaked})
         st.rerun()
     lab = audit.labels
-    for p in pairs[:24]:
+    n_pairs = st.select_slider("Pairs shown", [12, 24, 48, 96], value=12, key="dq_pairs")
+    for p in pairs[: int(n_pairs)]:
         c1, c2, c3 = st.columns([1, 1, 3])
         img_a = ds.images(p["split_a"])[p["index_a"]]
         img_b = ds.images(p["split_b"])[p["index_b"]]
