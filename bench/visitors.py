@@ -209,10 +209,14 @@ def run(cache_dir: Path, sessions: int, rounds: int = 1, bundle: str = "", timeo
 
     args = ["--demo"] + (["--bundle", bundle] if bundle else [])
     with running_app(args, cache_dir, timeout=300, log=log) as (url, _):
+        warm_errors: list[str] = []
         if warmup:  # installs the bundle (if any) and fills the shared caches, as a hosted demo's first visitor would
-            asyncio.run(drive(url, 1, 1, timeout_s * 1000 * 3, "light"))
+            warm_errors = [f"warm-up: {e}" for e in asyncio.run(drive(url, 1, 1, timeout_s * 1000 * 2, "light"))[2]]
         before = listing(cache_dir)
-        timings, light, errors, wall = asyncio.run(drive(url, sessions, rounds, timeout_s * 1000, client, think, ramp))
+        timings, light, errors, wall = ({}, {}, [], 0.0)
+        if not warm_errors:
+            timings, light, errors, wall = asyncio.run(drive(url, sessions, rounds, timeout_s * 1000, client, think, ramp))
+        errors = warm_errors + errors
         rss = peak_rss_mb(url)
         after = listing(cache_dir)
     if before != after:

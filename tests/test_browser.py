@@ -251,3 +251,77 @@ def test_deep_links_work_as_the_first_request_and_url_text_stays_text(browser_ca
         assert page.get_by_text(re.compile("evil\u2060?\\.example/p\u2060?\\.png")).count() >= 1  # shown, as text
         assert not outside, outside
         shot(page, "7-crafted-source-as-text")
+
+
+@pytest.fixture(scope="module")
+def demo_bundle(browser_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A demo bundle of the full shared CIFAR-10 copy: a linear run on MobileNet v1 0.25 features at 64 px and the PCA map."""
+    from lib.analysis.full_map import compute_full_map
+    from lib.models.heads import HeadConfig
+    from lib.pipeline.training import RunRequest, train_run
+    from lib.store.bundle import make_bundle
+
+    compute_full_map(str(SHARED_DATA), str(SHARED_SMALL_MODEL), 64, browser_cache, "pca")  # features of all 60,000 images (cached)
+    req = RunRequest(str(SHARED_DATA), str(SHARED_SMALL_MODEL), HeadConfig(head="linear", epochs=3, learning_rate=3e-3), image_sizes=(64,))
+    run_id = train_run(req, browser_cache).run_id
+    out = tmp_path_factory.mktemp("demo") / "demo.tar"
+    make_bundle(browser_cache, out, [run_id])
+    return out
+
+
+def test_demo_with_three_concurrent_visitors(demo_bundle: Path, tmp_path: Path) -> None:
+    """The hosted demo, installed from the bundle at start (--bundle), serves three visitors at once through every page
+    (one in Chromium with an upload, two over Streamlit's websocket protocol): no errors, and the cache is unchanged."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    import visitors  # bench/visitors.py: the same load test the README's figures come from
+
+    cache = tmp_path / "demo_cache"
+    result = visitors.run(cache, sessions=3, rounds=1, bundle=str(demo_bundle), timeout_s=240, log=SHOTS.parent / "streamlit-demo.log",
+                          think=0.5, ramp=1.0)  # fmt: skip
+    print(result)
+    assert not result["errors"], result["errors"]
+    assert result["pages"]["Evaluate: classify an upload"]["n"] == 1 and result["light"]["pages"]["Feature space"]["n"] == 2
+    assert (cache / "bundle.json").exists()
+
+
+def test_container_entrypoint_serves_the_demo_on_port(demo_bundle: Path, tmp_path: Path) -> None:
+    """What the Dockerfile runs: deploy/entrypoint.sh installs $TLX_BUNDLE, then serves the app read-only on $PORT."""
+    import os
+    import subprocess
+    import time
+    import urllib.request
+
+    from tests.streamlit_server import ROOT, free_port
+
+    port = free_port()
+    env = {**os.environ, "PORT": str(port), "TLX_BUNDLE": str(demo_bundle), "TLX_CACHE_DIR": str(tmp_path / "cache"), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env.pop("TLX_DEMO", None)  # the entrypoint turns demo mode on by itself
+    proc = subprocess.Popen(["bash", str(ROOT / "deploy" / "entrypoint.sh")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            assert proc.poll() is None, f"entrypoint exited with {proc.returncode}"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "the demo did not become healthy"
+            time.sleep(0.5)
+        with chromium() as browser:
+            page = browser.new_page(viewport={"width": 1400, "height": 1400})
+            page.goto(f"http://127.0.0.1:{port}/train")
+            page.get_by_text("Off in this read-only demo", exact=False).first.wait_for(timeout=120_000)
+            wait_idle(page)
+            assert page.get_by_role("button", name="Train", exact=True).is_disabled()
+            assert not exceptions(page)
+            shot(page, "10-demo-train")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()

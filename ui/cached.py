@@ -146,19 +146,22 @@ def thumbnails(source: str, cache_dir: str, split: str, rows: tuple[int, ...]) -
     return [thumbnail_uri(np.asarray(images[i])) for i in rows]
 
 
-@st.cache_resource(show_spinner=False, max_entries=8)
-def _full_map(source: str, cache_dir: str, backbone: str, size: int, method: str, runtime: str, perplexity: float, iterations: int) -> Any:
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _full_map(source: str, cache_dir: str, backbone: str, size: int, method: str, runtime: str, perplexity: float, iterations: int,
+              stamp: str) -> Any:  # fmt: skip
     from lib.analysis.full_map import find_full_map
 
     return find_full_map(source, backbone, size, cache_dir, method, runtime, perplexity, iterations)
 
 
 def full_map(source: str, cache_dir: str, backbone: str, size: int, method: str, runtime: str, perplexity: float, iterations: int) -> Any:
-    """The stored map of every image, or None (never computes; a miss is forgotten so a new map is seen)."""
-    found = _full_map(source, cache_dir, backbone, int(size), method, runtime, float(perplexity), int(iterations))
-    if found is None:
-        _full_map.clear()
-    return found
+    """The stored map of every image, or None (never computes). Keyed by the projections folder's mtime, so a map
+    written since (by this app or the CLI) is seen, and a miss is not read again on every rerun."""
+    try:
+        stamp = str(CacheLayout(cache_dir).projections.stat().st_mtime_ns)
+    except OSError:
+        stamp = ""
+    return _full_map(source, cache_dir, backbone, int(size), method, runtime, float(perplexity), int(iterations), stamp)
 
 
 def forget_full_maps() -> None:

@@ -36,7 +36,10 @@ def _compute(settings: state.Settings, combo: tuple, method: str, perplexity: fl
 def draw(settings: state.Settings, ds: Any, run: Any, combo: tuple) -> None:
     """The whole-dataset map of the features ``combo`` (backbone, size, limit=None, runtime)."""
     backbone, size, _limit, runtime = combo
-    state.bind("fm_method", "t-SNE", valid=["PCA", "t-SNE"])
+    # Open on a map that is stored: t-SNE if there is one (default settings), else PCA if there is one.
+    stored = {m: cached.full_map(settings.source, str(settings.cache_dir), backbone, size, key, runtime, 30.0, 500) is not None
+              for m, key in (("t-SNE", "tsne"), ("PCA", "pca"))}  # fmt: skip
+    state.bind("fm_method", "PCA" if stored["PCA"] and not stored["t-SNE"] else "t-SNE", valid=["PCA", "t-SNE"])
     state.bind("fm_perp", 30, int, state.in_range(5, 100))
     state.bind("fm_iter", 500, int, lambda v: 250 <= v <= 2000 and v % 250 == 0)
     state.bind("fm_color", "true label", valid=COLOUR_MODES)
