@@ -318,6 +318,8 @@ def test_container_entrypoint_serves_the_demo_on_port(demo_bundle: Path, tmp_pat
             wait_idle(page)
             assert page.get_by_role("button", name="Train", exact=True).is_disabled()
             assert not exceptions(page)
+            page.locator('[data-testid="stDataFrame"] canvas').first.wait_for(timeout=60_000)
+            page.wait_for_timeout(1500)  # the form's widgets finish drawing
             shot(page, "10-demo-train")
     finally:
         proc.terminate()
