@@ -263,3 +263,17 @@ def feature_norms(feature_path: str) -> np.ndarray:
 def memo(key: tuple, _build: Any) -> Any:
     """``_build()`` once per ``key`` for the whole server (read-only results shared by every session: do not mutate)."""
     return _build()
+
+
+@st.cache_data(show_spinner=False, max_entries=20_000)
+def png(pixels: bytes, shape: tuple[int, ...], side: int) -> bytes:
+    """A small image upscaled without blur and encoded as PNG once (every page draws the same thumbnails again and again)."""
+    import io
+
+    from PIL import Image
+
+    from lib.data.images import upscale
+
+    buf = io.BytesIO()
+    Image.fromarray(upscale(np.frombuffer(pixels, np.uint8).reshape(shape), side)).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
