@@ -42,6 +42,12 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None, help="average original and mirrored test predictions")
     p.add_argument("--finetune", action="store_true", help="unfreeze the backbone and train end to end from raw images (slow on CPU)")
     p.add_argument("--finetune-epochs", type=positive_int, default=1)
+    p.add_argument("--finetune-image-size", type=positive_int, default=None, help="input side for fine-tuning (default: --image-size)")
+    p.add_argument("--finetune-lr", type=float, default=1e-4, help="peak learning rate after the warm-up")
+    p.add_argument("--finetune-batch-size", type=positive_int, default=32)
+    p.add_argument("--finetune-warmup", type=float, default=0.5, help="epochs of linear learning-rate warm-up (then cosine decay)")
+    p.add_argument("--mixed-precision", choices=["auto", "on", "off"], default="auto", help="mixed_float16 (auto: on with a GPU)")
+    p.add_argument("--xla", choices=["auto", "on", "off"], default="auto", help="XLA-compiled training step (auto: on with a GPU)")
     p.add_argument("--label", default="", help="a name for the run")
     p.add_argument("--exclude", type=Path, default=None,
                    help="leave these images out of training and scoring: the Data quality page's JSON, or CSV with split,index columns")
@@ -128,9 +134,17 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         print(f"epoch {r.epoch}/{r.epochs} loss {r.loss:.4f} acc {r.accuracy:.4f}{val} ({r.elapsed:.1f}s)", file=sys.stderr)
 
     if args.finetune:
-        from lib.pipeline.finetune import finetune_run
+        from lib.pipeline.finetune import FinetuneConfig, finetune_run
 
-        manifest = finetune_run(req, args.cache_dir, epochs=args.finetune_epochs, on_stage=lambda m: print(m, file=sys.stderr), on_epoch=on_epoch)
+        cfg = FinetuneConfig(epochs=args.finetune_epochs, learning_rate=args.finetune_lr, batch_size=args.finetune_batch_size,
+                             image_size=args.finetune_image_size, warmup_epochs=min(args.finetune_warmup, args.finetune_epochs),
+                             mixed_precision=args.mixed_precision, xla=args.xla, seed=req.head.seed)  # fmt: skip
+
+        def on_progress(p: Any) -> None:
+            print(f"epoch {p.epoch}/{p.epochs} {p.images_done:,}/{p.images_total:,} images, {p.images_per_second:,.0f} img/s, "
+                  f"ETA {p.eta_seconds:,.0f}s, loss {p.loss:.4f}", file=sys.stderr)  # fmt: skip
+
+        manifest = finetune_run(req, args.cache_dir, cfg, on_stage=lambda m: print(m, file=sys.stderr), on_epoch=on_epoch, on_progress=on_progress)
     else:
         from lib.pipeline.training import train_run
 
