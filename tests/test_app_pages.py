@@ -531,3 +531,22 @@ def test_demo_mode_disables_every_writer_and_a_forced_click_writes_nothing(monke
     assert any("source= value was not usable" in w.value for w in at.warning)
     assert "cifar-10-python.tar.gz" in plain(" ".join(m.value for m in at.sidebar.markdown))  # the demo's own source, not /etc
     assert _files(prepared["cache"]) == before
+
+
+def test_train_page_finetunes_with_progress(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str]) -> None:
+    """A user ticks Fine-tune on the Train page: the run trains backbone and head with images/s and ETA shown, and is
+    registered as a fine-tuned run."""
+    at = start(monkeypatch, prepared, page="train.py")
+    before = {m.run_id for m in list_runs(prepared["cache"])}
+    at.multiselect(key="t_sizes").set_value([32])
+    at.selectbox(key="t_backbone").set_value("(custom handle or path)")
+    at.text_input(key="t_custom").set_value(prepared["backbone"])
+    at.checkbox(key="t_ft").check()
+    at.number_input(key="t_ft_epochs").set_value(1)
+    at.number_input(key="t_ft_bs").set_value(8)
+    at.button(key="FormSubmitter:train_form-Train").click().run()
+    no_errors(at)
+    new = [m for m in list_runs(prepared["cache"]) if m.run_id not in before]
+    assert len(new) == 1 and new[0].finetuned
+    assert new[0].finetune["images_per_second"] > 0 and new[0].finetune["epoch_seconds"]
+    assert any(h.value == "Result" for h in at.subheader)  # the page shows the new run's result

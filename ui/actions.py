@@ -97,6 +97,29 @@ def train_with_status(request: Any, settings: state.Settings) -> RunManifest | N
     return manifest
 
 
+def finetune_with_status(request: Any, cfg: Any, settings: state.Settings) -> RunManifest | None:
+    """Run :func:`lib.pipeline.finetune.finetune_run` with a progress bar: epoch, images, images/s and ETA."""
+    from lib.pipeline.finetune import finetune_run
+
+    with st.status("Fine-tuning…", expanded=True) as status:
+        bar = st.progress(0.0, text="warm start")
+
+        def on_progress(p: Any) -> None:
+            bar.progress(min(p.images_done / max(p.images_total, 1), 1.0),
+                         text=f"epoch {p.epoch}/{p.epochs} · {p.images_done:,}/{p.images_total:,} images · {p.images_per_second:,.0f} img/s · "
+                              f"ETA {_fmt_eta(p.eta_seconds)} · loss {p.loss:.3f}")  # fmt: skip
+
+        try:
+            manifest = finetune_run(request, settings.cache_dir, cfg, on_stage=st.write, on_progress=on_progress)
+        except UserFacingError as err:
+            status.update(label="Fine-tuning failed (finished epochs are kept and resume)", state="error")
+            show_error(err)
+            return None
+        status.update(label=f"Run {manifest.run_id}: test accuracy {manifest.metrics.test_accuracy:.2%} after fine-tuning "
+                            f"({manifest.timings['train_seconds']:.0f}s)", state="complete", expanded=False)  # fmt: skip
+    return manifest
+
+
 def measure_with_status(settings: state.Settings, configs: list[tuple[str, int, str]], limit: int | None) -> None:
     """Measure benchmark configurations with a progress bar and ETA, then rerun so the page shows the rows.
 

@@ -44,7 +44,7 @@ def apply_preset(name: str) -> None:
 
 defaults = {**preset_values("blog"), "t_head": "mlp", "t_epochs": 15, "t_steps": 0, "t_bs": 256, "t_patience": 5, "t_preset": "custom",
             "t_sizes": [settings.image_size], "t_seed": 0, "t_limit": 0, "t_label": "", "t_runtime": DEFAULT_RUNTIME,
-            "t_exclude": NO_EXCLUDE}  # fmt: skip
+            "t_exclude": NO_EXCLUDE, "t_ft": False, "t_ft_epochs": 3, "t_ft_size": 0, "t_ft_lr": 1e-4, "t_ft_bs": 32}  # fmt: skip
 for key, value in defaults.items():
     st.session_state.setdefault(key, value)
 if st.session_state["t_exclude"] not in {NO_EXCLUDE, *(p.stem for p in exclude_lists)}:
@@ -87,6 +87,14 @@ with st.form("train_form"):
     g.text_input("Run label", key="t_label")
     g.selectbox("Exclude list", [NO_EXCLUDE, *(p.stem for p in exclude_lists)], key="t_exclude",
                 help="Images marked on the Data quality page are left out of training and scoring; the run records them.")
+    with st.expander("Fine-tune the backbone too (end to end from the images; minutes per epoch on a CPU, seconds on a GPU)"):
+        h1, h2, h3, h4, h5 = st.columns(5)
+        h1.checkbox("Fine-tune", key="t_ft", help="Warm-starts a linear head on frozen features, then trains backbone and head together "
+                    "(BatchNorm statistics frozen; warm-up then cosine learning rate; a checkpoint after every epoch).")  # fmt: skip
+        h2.number_input("Epochs", 1, 100, key="t_ft_epochs")
+        h3.number_input("Image size (0 = first input size)", 0, 512, key="t_ft_size", step=32)
+        h4.number_input("Peak learning rate", 1e-6, 0.1, key="t_ft_lr", format="%.6f")
+        h5.number_input("Batch size", 1, 1024, key="t_ft_bs")
     submitted = st.form_submit_button("Train", type="primary", **demo.off("Training"))  # type: ignore[arg-type]
     demo.note()
 
@@ -111,7 +119,19 @@ if submitted:
         except UserFacingError as err:
             show_error(err)
             st.stop()
-        manifest = actions.train_with_status(request, settings)
+        if s["t_ft"]:
+            from lib.pipeline.finetune import FinetuneConfig
+
+            try:
+                cfg = FinetuneConfig(epochs=int(s["t_ft_epochs"]), learning_rate=float(s["t_ft_lr"]), batch_size=int(s["t_ft_bs"]),
+                                     image_size=int(s["t_ft_size"]) or None, warmup_epochs=min(0.5, int(s["t_ft_epochs"])),
+                                     seed=int(s["t_seed"])).validate()  # fmt: skip
+            except UserFacingError as err:
+                show_error(err)
+                st.stop()
+            manifest = actions.finetune_with_status(request, cfg, settings)
+        else:
+            manifest = actions.train_with_status(request, settings)
         if manifest is not None:
             if s["t_label"].strip():
                 from lib.store.runs import set_label
