@@ -73,7 +73,9 @@ def test_refusals_other_checkpoint_tflite_and_out_of_memory(assets: dict[str, Pa
 
     cfg = ft.FinetuneConfig(epochs=1, batch_size=8)
     ds = load_dataset(str(assets["cifar_tar"]), cache_dir)
-    folder = cache_dir / "finetune" / ft.checkpoint_key(ds, resolve_backbone(str(assets["savedmodel"])), 32, None, cfg)
+    from lib.store.layout import CacheLayout
+
+    folder = CacheLayout(cache_dir).finetune_checkpoint(ft.checkpoint_key(ds, resolve_backbone(str(assets["savedmodel"])), 32, None, cfg))
     folder.mkdir(parents=True)
     (folder / "config.json").write_text(json.dumps({"key": "another-configuration"}))
     with pytest.raises(ConfigError, match="another fine-tuning configuration"):

@@ -188,7 +188,7 @@ def finetune_run(
                             "Use a SavedModel or TF Hub backbone (any of ../shared/models/*_feature_vector).")  # fmt: skip
     size = int(cfg.image_size or (req.image_sizes or (spec.default_size(),))[0])
     gpu = bool(tf.config.list_physical_devices("GPU"))
-    folder = CacheLayout(cache_dir).root / "finetune" / checkpoint_key(ds, spec, size, req.limit, cfg)
+    folder = CacheLayout(cache_dir).finetune_checkpoint(checkpoint_key(ds, spec, size, req.limit, cfg))
     try:
         return _finetune(req, cache_dir, cfg, ds, spec, size, gpu, folder, stage, on_epoch, on_progress)
     except tf.errors.ResourceExhaustedError as err:

@@ -81,11 +81,14 @@ def _collect(cache_dir: Path, run_ids: list[str] | None) -> tuple[dict[str, Path
     if not chosen:
         raise BundleError(f"No runs in {cache_dir} to bundle: train one first (`python -m lib train ...`).")
     files: dict[str, Path] = {}
+
+    def add(path: Path, name: str | None = None) -> None:  # archive names mirror the cache layout
+        files[name or path.relative_to(layout.root).as_posix()] = path
+
     for m in chosen:
-        run_dir = layout.run_dir(m.run_id)
-        for p in sorted(run_dir.rglob("*")):
+        for p in sorted(layout.run_dir(m.run_id).rglob("*")):
             if p.is_file():
-                files[f"runs/{m.run_id}/{p.relative_to(run_dir)}"] = p
+                add(p)
     fingerprints = sorted({m.dataset_fingerprint for m in chosen})
     for fp in fingerprints:
         folder = layout.dataset_dir(fp)
@@ -93,7 +96,7 @@ def _collect(cache_dir: Path, run_ids: list[str] | None) -> tuple[dict[str, Path
             raise BundleError(f"The dataset of these runs ({fp}) is not in {cache_dir}; prepare it first.")
         for p in sorted(folder.iterdir()):
             if p.is_file():
-                files[f"datasets/{folder.name}/{p.name}"] = p
+                add(p)
     # The features the runs were trained on (their backbone, runtime and sizes; every view), whole splits or the runs' subsets.
     wanted = set()
     for m in chosen:
@@ -103,12 +106,12 @@ def _collect(cache_dir: Path, run_ids: list[str] | None) -> tuple[dict[str, Path
     for fm in list_cached_features(cache_dir):
         if (fm.dataset, fm.backbone_identity, fm.runtime_name, fm.image_size, fm.limit) in wanted:
             npy, js = layout.feature_files(fm.key)
-            files[f"features/{fm.key}.json"] = js
-            files[f"features/{fm.key}.f16.npy"] = npy  # converted while packing
+            add(js)
+            add(npy, npy.with_suffix(".f16.npy").relative_to(layout.root).as_posix())  # converted to float16 while packing
             f16.append(fm.key)
     for sub, pattern in (("projections", "full-*.npz"), ("audits", "*.npz"), ("benchmarks", "*.json")):
         for p in sorted((layout.root / sub).glob(pattern)):
-            files[f"{sub}/{p.name}"] = p
+            add(p)
     aliases: dict[str, str] = {}
     for m in chosen:
         src = Path(m.backbone).expanduser()
@@ -116,9 +119,9 @@ def _collect(cache_dir: Path, run_ids: list[str] | None) -> tuple[dict[str, Path
             name = check_name(src.resolve().name, "backbone folder name")
             for p in sorted(src.rglob("*")):
                 if p.is_file():
-                    files[f"backbones/{name}/{p.relative_to(src)}"] = p
+                    add(p, (layout.bundled_backbone(name) / p.relative_to(src)).relative_to(layout.root).as_posix())
             for alias in {m.backbone, str(src.resolve())}:
-                aliases[alias] = f"backbones/{name}"
+                aliases[alias] = layout.bundled_backbone(name).relative_to(layout.root).as_posix()
     first = chosen[0]
     meta = {"version": BUNDLE_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "runs": [m.run_id for m in chosen],
             "datasets": fingerprints, "defaults": {"source": f"cache:{first.dataset_fingerprint}", "backbone": first.backbone,
@@ -289,18 +292,17 @@ def install_bundle(source: str, cache_dir: Path | str, progress: ProgressFn | No
                     report(f"unpacking {member.name}", 0.5 + 0.4 * (n + 1) / len(members))
         except (tarfile.TarError, EOFError, ValueError, OSError) as err:
             raise BundleError(f"{source!r} cannot be read as a bundle ({err}): it is truncated or corrupt; nothing was installed.") from err
+        staged = CacheLayout(unpacked)
         for key in meta.get("float16_features", []):
-            check_name(key, "feature key")
-            half = unpacked / "features" / f"{key}.f16.npy"
-            full = unpacked / "features" / f"{key}.npy"
+            full, manifest_path = staged.feature_files(check_name(key, "feature key"))
+            half = full.with_suffix(".f16.npy")
             np.save(full, np.asarray(np.load(half), np.float32))
             half.unlink()
-            manifest = FeatureManifest.from_dict(read_json(unpacked / "features" / f"{key}.json"))
-            if manifest is None:
+            if FeatureManifest.from_dict(read_json(manifest_path)) is None:
                 raise BundleError(f"The bundle's feature manifest {key}.json is damaged; nothing was installed.")
-            data = json.loads((unpacked / "features" / f"{key}.json").read_text())
+            data = json.loads(manifest_path.read_text())
             data["crc32"] = file_crc32(full)  # the float32 file written here (values rounded through float16)
-            (unpacked / "features" / f"{key}.json").write_text(json.dumps(data, indent=2))
+            manifest_path.write_text(json.dumps(data, indent=2))
         report("installing", 0.95)
         added = _install_tree(unpacked, cache_dir)
         installed = {k: v for k, v in meta.items() if k != "files"} | {"installed": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "from": source,

@@ -131,6 +131,14 @@ class CacheLayout:
         """A map of every image of a dataset (coordinates per split)."""
         return self.projections / f"full-{_check(_NAME, method, 'method')}-{_check(_KEY, key, 'map key')}.npz"
 
+    def bundled_backbone(self, name: str) -> Path:
+        """A local backbone that a demo bundle brought."""
+        return self.root / "backbones" / _check(_NAME, name, "backbone folder name")
+
+    def finetune_checkpoint(self, key: str) -> Path:
+        """Checkpoints of a fine-tuning run in progress (removed once the run is saved)."""
+        return self.root / "finetune" / _check(_KEY, key, "fine-tuning key")
+
     @property
     def audits(self) -> Path:
         """Folder of data-quality audits."""
