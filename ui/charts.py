@@ -30,7 +30,21 @@ def content_key(frames: list[pd.DataFrame]) -> str:
     return h.hexdigest()
 
 
+def to_spec(chart: Any) -> dict[str, Any]:
+    """The chart's Vega-Lite spec without Altair's default-theme view size (300 x 300), as ``st.altair_chart`` does,
+    so the chart fills its container like every other chart on the page."""
+    spec = chart.to_dict()
+    view = spec.get("config", {}).get("view", {})
+    for k in ("continuousWidth", "continuousHeight"):
+        view.pop(k, None)
+    if "view" in spec.get("config", {}) and not view:
+        del spec["config"]["view"]
+    if "config" in spec and not spec["config"]:
+        del spec["config"]
+    return spec
+
+
 def altair(tag: str, frames: list[pd.DataFrame], params: tuple, build: Callable[[], Any], **kwargs: Any) -> Any:
     """Draw the chart ``build()`` returns; it is built and converted once per (tag, frames' content, params)."""
-    spec = cached.memo(("vega-lite", tag, content_key(frames), params), lambda: build().to_dict())
+    spec = cached.memo(("vega-lite", tag, content_key(frames), params), lambda: to_spec(build()))
     return st.vega_lite_chart(spec=copy.deepcopy(spec), **kwargs)
