@@ -21,8 +21,8 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from _common import ROOT, data_args  # (puts the project on sys.path)
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
@@ -106,11 +106,7 @@ def main() -> int:
     """Run all measurements."""
     from lib.analysis.benchmark import machine_info
 
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--source", required=True)
-    parser.add_argument("--backbone", required=True)
-    parser.add_argument("--image-size", type=int, default=128)
-    parser.add_argument("--cache-dir", default=str(ROOT / "cache"))
+    parser = data_args(argparse.ArgumentParser())
     args = parser.parse_args()
     print(f"machine: {machine_info()['cpu']}, {os.cpu_count()} CPUs", flush=True)
     first_paint(args)

@@ -22,8 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from _common import ROOT, data_args  # (puts the project on sys.path)
 
 
 def run(cmd: list[str]) -> tuple[dict, float, str]:
@@ -37,11 +36,7 @@ def run(cmd: list[str]) -> tuple[dict, float, str]:
 def main() -> int:
     from lib.analysis.benchmark import machine_info
 
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--source", required=True)
-    parser.add_argument("--backbone", required=True)
-    parser.add_argument("--image-size", type=int, default=128)
-    parser.add_argument("--cache-dir", default=str(ROOT / "cache"), help="where the features are (or will be) cached")
+    parser = data_args(argparse.ArgumentParser(), cache_help="where the features are (or will be) cached")
     parser.add_argument("--thresholds", default="0.90,0.93,0.95,0.97")
     args = parser.parse_args()
     m = machine_info()

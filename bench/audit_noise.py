@@ -13,12 +13,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from _common import data_args  # (puts the project on sys.path)
 
 
 def main() -> int:
@@ -29,12 +26,8 @@ def main() -> int:
     from lib.pipeline.features import cached_feature_result
     from lib.process import configure_process
 
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--source", required=True)
-    parser.add_argument("--backbone", required=True)
-    parser.add_argument("--image-size", type=int, default=128)
+    parser = data_args(argparse.ArgumentParser())
     parser.add_argument("--flip", type=float, default=0.02, help="share of training labels to flip to another class")
-    parser.add_argument("--cache-dir", default=str(ROOT / "cache"))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     configure_process(args.cache_dir)

@@ -23,9 +23,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import ROOT  # (puts the project on sys.path)
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 

@@ -18,17 +18,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from _common import ROOT, data_args  # (puts the project on sys.path)
 
 
 def main() -> int:
     """Convert, extract, train, print."""
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--source", required=True)
-    parser.add_argument("--backbone", required=True)
-    parser.add_argument("--size", type=int, default=128)
+    parser = data_args(argparse.ArgumentParser(), size_flag="--size", cache_dir=False)
     parser.add_argument("--per-class", type=int, default=200)
     args = parser.parse_args()
 

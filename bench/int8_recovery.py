@@ -29,9 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import data_args  # (puts the project on sys.path)
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 RECIPES = ("int8", "int8-per-tensor", "int8-float-suspects", "int8-float-last", "int16x8")
 
 
@@ -74,13 +73,9 @@ def main() -> int:
     from lib.pipeline.features import extract_features
     from lib.pipeline.training import FeatureBlock, fit_head
 
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--source", required=True)
-    parser.add_argument("--backbone", required=True)
-    parser.add_argument("--size", type=int, default=128)
+    parser = data_args(argparse.ArgumentParser(), size_flag="--size")
     parser.add_argument("--train-limit", type=int, default=500, help="training images per class (the whole test split is always used)")
     parser.add_argument("--recipes", default=",".join(RECIPES))
-    parser.add_argument("--cache-dir", default=str(ROOT / "cache"))
     args = parser.parse_args()
     m = machine_info()
     print(f"machine: {m['cpu']}, {m['cores']} cores; calibration: first {CALIBRATION_PER_CLASS} training images per class; "

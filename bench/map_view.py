@@ -18,21 +18,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from _common import data_args  # (puts the project on sys.path)
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--source", required=True)
-    p.add_argument("--backbone", required=True)
-    p.add_argument("--image-size", type=int, default=128)
+    p = data_args(argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
     p.add_argument("--method", choices=["PCA", "t-SNE"], default="t-SNE")
-    p.add_argument("--cache-dir", default=str(ROOT / "cache"))
     p.add_argument("--run", default="", help="a run id, to colour by correct vs wrong")
     p.add_argument("--hovers", type=int, default=30)
     p.add_argument("--shots", default="", help="folder for the README screenshots")

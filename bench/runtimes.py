@@ -21,9 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from _common import ROOT  # (puts the project on sys.path)
 
 
 def extract(args: argparse.Namespace, size: int, runtime: str, cache: Path) -> dict:

@@ -15,22 +15,17 @@ import re
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from _common import ROOT, data_args  # (puts the project on sys.path)
 
 
 def main() -> int:
     from tests.streamlit_server import chromium, running_app, wait_idle
 
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--source", required=True)
-    parser.add_argument("--backbone", required=True)
-    parser.add_argument("--image-size", default="128")
-    parser.add_argument("--cache-dir", default=str(ROOT / "cache"))
+    parser = data_args(argparse.ArgumentParser())
     parser.add_argument("--budget-ms", default="2")
     args = parser.parse_args()
     out = ROOT / "docs" / "screenshots"
-    app_args = ["--source", args.source, "--backbone", args.backbone, "--image-size", args.image_size]
+    app_args = ["--source", args.source, "--backbone", args.backbone, "--image-size", str(args.image_size)]
     with running_app(app_args, Path(args.cache_dir)) as (url, _), chromium() as browser:
         page = browser.new_page(viewport={"width": 1400, "height": 1800})
 

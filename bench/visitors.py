@@ -36,8 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import _common  # noqa: F401  (puts the project on sys.path: lib and tests import)
 
 # (nav title, a text the page shows once rendered, extra locator to wait for or None)
 PAGES = [

@@ -60,6 +60,23 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_healthy(url: str, proc: subprocess.Popen, timeout: float) -> None:
+    """Poll ``url``/_stcore/health until it answers 200; RuntimeError if ``proc`` exits first, TimeoutError after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} did not become healthy in {timeout:g}s")
+        time.sleep(0.1)
+
+
 @contextlib.contextmanager
 def running_app(app_args: list[str], cache_dir: Path, timeout: float = 90.0, log: Path | None = None) -> Iterator[tuple[str, float]]:
     """Run the app headless; yields its URL and the monotonic time the server became healthy."""
@@ -72,19 +89,7 @@ def running_app(app_args: list[str], cache_dir: Path, timeout: float = 90.0, log
     url = f"http://127.0.0.1:{port}"
     SERVER_PIDS[url] = proc.pid
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"streamlit exited with {proc.returncode}")
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError("streamlit did not become healthy")
-            time.sleep(0.1)
+        wait_healthy(url, proc, timeout)
         yield url, time.monotonic()
     finally:
         proc.terminate()

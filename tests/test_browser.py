@@ -290,27 +290,15 @@ def test_container_entrypoint_serves_the_demo_on_port(demo_bundle: Path, tmp_pat
     """What the Dockerfile runs: deploy/entrypoint.sh installs $TLX_BUNDLE, then serves the app read-only on $PORT."""
     import os
     import subprocess
-    import time
-    import urllib.request
 
-    from tests.streamlit_server import ROOT, free_port
+    from tests.streamlit_server import ROOT, free_port, wait_healthy
 
     port = free_port()
     env = {**os.environ, "PORT": str(port), "TLX_BUNDLE": str(demo_bundle), "TLX_CACHE_DIR": str(tmp_path / "cache"), "TF_CPP_MIN_LOG_LEVEL": "3"}
     env.pop("TLX_DEMO", None)  # the entrypoint turns demo mode on by itself
     proc = subprocess.Popen(["bash", str(ROOT / "deploy" / "entrypoint.sh")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 240
-        while True:
-            assert proc.poll() is None, f"entrypoint exited with {proc.returncode}"
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "the demo did not become healthy"
-            time.sleep(0.5)
+        wait_healthy(f"http://127.0.0.1:{port}", proc, 240)
         with chromium() as browser:
             page = browser.new_page(viewport={"width": 1400, "height": 1400})
             page.goto(f"http://127.0.0.1:{port}/train")

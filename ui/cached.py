@@ -181,22 +181,13 @@ def run_predictions(source: str, cache_dir: str, run_id: str, splits: tuple[str,
     return predict(r, ds, backbone_spec(r.manifest.backbone), cache_dir, list(splits))
 
 
-@st.cache_resource(show_spinner=False, max_entries=4)
-def _audit_scores(source: str, cache_dir: str, backbone: str, size: int, runtime: str) -> dict[str, np.ndarray] | None:
-    from lib.analysis.audit import cached_audit
-
-    audit = cached_audit(source, backbone, size, cache_dir, runtime)
-    if audit is None:
-        return None
-    return {s: 1.0 - audit.probs[s][np.arange(len(audit.labels[s])), audit.labels[s]] for s in audit.labels}
-
-
 def audit_scores(source: str, cache_dir: str, backbone: str, size: int, runtime: str) -> dict[str, np.ndarray] | None:
-    """Label-issue score (1 - p(given label)) of every image from the stored audit of these features, or None."""
-    found = _audit_scores(source, cache_dir, backbone, int(size), runtime)
+    """Label-issue score (1 - p(given label)) of every image from the stored audit of these features, or None
+    (the audit the Data quality page reads, computed once per audit)."""
+    found = audit(source, cache_dir, backbone, size, runtime)
     if found is None:
-        _audit_scores.clear()
-    return found
+        return None
+    return memo(("audit-scores", found.key), lambda: {s: 1.0 - found.probs[s][np.arange(len(found.labels[s])), found.labels[s]] for s in found.labels})
 
 
 @st.cache_resource(show_spinner="Making hover thumbnails (once)…", max_entries=4)

@@ -25,10 +25,11 @@ def active() -> bool:
     return "--demo" in sys.argv[1:] or os.environ.get(ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def off(what: str = "") -> dict[str, object]:
-    """Keyword arguments for a writing control: disabled, with the reason as its help, in demo mode."""
+def off(what: str = "", disabled: bool = False) -> dict[str, object]:
+    """Keyword arguments for a writing control: disabled, with the reason as its help, in demo mode; otherwise disabled
+    only when ``disabled`` (the control's own condition, such as nothing to save yet)."""
     if not active():
-        return {}
+        return {"disabled": disabled}
     return {"disabled": True, "help": (f"{what}: " if what else "") + WHY}
 
 

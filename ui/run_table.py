@@ -77,7 +77,7 @@ def runs_section(settings: state.Settings, runs: list[RunManifest]) -> None:
             except UserFacingError as err:
                 show_error(err, b)
         confirm = c.checkbox(f"Yes, delete {len(picked)} run(s)")
-        if c.button("Delete", disabled=not confirm or demo.active(), help=demo.WHY if demo.active() else None):
+        if c.button("Delete", **demo.off("Deleting", disabled=not confirm)):
             try:
                 for rid in picked:
                     delete_run(settings.cache_dir, rid)

@@ -55,7 +55,7 @@ if feature_rows:
 if ds is None or missing:
     label = "Prepare dataset and features" if ds is None else f"Extract missing features ({', '.join(s for s, _ in missing)})"
     demo.note()
-    if st.button(label, type="primary", disabled=spec is None or demo.active(), help=demo.WHY if demo.active() else None):
+    if st.button(label, type="primary", **demo.off("Preparing data", disabled=spec is None)):
         ds = ds or widgets.prepare_dataset(settings)
         if ds is not None:
             from ui.actions import extract_with_status

@@ -124,7 +124,7 @@ with tab_save:
         images.setdefault(split, []).append(int(index))
     st.write(f"{len(chosen):,} images marked: " + ", ".join(f"{len(v):,} {s}" for s, v in images.items()) if chosen else "No images marked yet.")
     name = st.text_input("List name", value="quality-excludes", max_chars=100, key="dq_name")
-    if st.button("Save the exclude list", type="primary", disabled=not chosen or demo.active(), help=demo.WHY if demo.active() else None):
+    if st.button("Save the exclude list", type="primary", **demo.off("Saving an exclude list", disabled=not chosen)):
         try:
             path = save_exclude_list(settings.cache_dir, name, ds, {s: np.asarray(v) for s, v in images.items()}, note=f"audit {audit.key}")
             st.success(f"Saved {len(chosen):,} images as {md_escape(path.name)}. Train with it on **Train or load**, or "

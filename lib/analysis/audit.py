@@ -294,8 +294,7 @@ def run_audit(source: str, backbone: str, image_size: int | None, cache_dir: Pat
     found = load_audit(path, whole.sizes)
     if found is not None:
         return found
-    on_extract = (lambda label, p: progress(f"features {label}", 0.0)) if progress else None
-    features, labels = whole.features(cache_dir, runtime, batch_size, on_extract)
+    features, labels = whole.features(cache_dir, runtime, batch_size, progress)
     audit = compute_audit(list(whole.ds.classes), features, labels, folds, seed, progress)
     save_audit(path, audit)
     audit.key = path.stem

@@ -138,8 +138,7 @@ def compute_full_map(source: str, backbone: str, image_size: int | None, cache_d
     found = load_map(path, whole.sizes)
     if found is not None:
         return found
-    on_extract = (lambda label, p: progress(f"features {label}", 0.0)) if progress else None
-    features, _labels = whole.features(cache_dir, runtime, batch_size, on_extract)
+    features, _labels = whole.features(cache_dir, runtime, batch_size, progress)
     t0 = time.perf_counter()
     coords = project_all(features, method, perplexity, iterations, seed, progress)
     m = FullMap(method, coords, time.perf_counter() - t0, params, path.stem)

@@ -166,7 +166,6 @@ def finetune_run(
     on_stage: StageFn | None = None,
     on_epoch: EpochFn | None = None,
     on_progress: ProgressFn | None = None,
-    **legacy: Any,
 ) -> RunManifest:
     """Fine-tune backbone + linear head on raw images (see the module docs); registers and returns the run's manifest."""
     import tensorflow as tf
@@ -175,7 +174,7 @@ def finetune_run(
     from lib.models.backbones import resolve_backbone
     from lib.store.layout import CacheLayout
 
-    cfg = replace(cfg or FinetuneConfig(), **legacy).validate()  # (epochs=, learning_rate=, batch_size= as keywords still work)
+    cfg = (cfg or FinetuneConfig()).validate()
     req.validate()
     if req.exclude:
         raise ConfigError("An exclude list is not supported with fine-tuning yet; train a head on features with --exclude instead.")

@@ -33,10 +33,12 @@ class WholeDataset:
         return {s: self.ds.size(s) for s in self.splits}
 
     def features(self, cache_dir: Path | str, runtime: str, batch_size: int = 256,
-                 on_extract: Any = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:  # fmt: skip
-        """Original-view features and labels of every image of each split (one backbone load for all)."""
+                 progress: Any = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:  # fmt: skip
+        """Original-view features and labels of every image of each split (one backbone load for all); an extraction
+        is reported to ``progress(stage, fraction)`` as the stage ``features <split>/original@<size>``."""
         from lib.pipeline.training import gather_features
 
+        on_extract = (lambda label, _p: progress(f"features {label}", 0.0)) if progress else None
         backbones: dict[int, Any] = {}
         features: dict[str, np.ndarray] = {}
         labels: dict[str, np.ndarray] = {}

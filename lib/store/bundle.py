@@ -69,7 +69,7 @@ def _sha256(path: Path) -> str:
 def _collect(cache_dir: Path, run_ids: list[str] | None) -> tuple[dict[str, Path], dict[str, Any], list[str]]:
     """Files to pack (archive name -> path), the bundle's metadata, and the float16 feature names."""
     from lib.pipeline.features import list_cached_features
-    from lib.store.runs import list_runs, load_run
+    from lib.store.runs import list_runs
 
     layout = CacheLayout(cache_dir)
     manifests = list_runs(cache_dir)
@@ -100,8 +100,7 @@ def _collect(cache_dir: Path, run_ids: list[str] | None) -> tuple[dict[str, Path
     # The features the runs were trained on (their backbone, runtime and sizes; every view), whole splits or the runs' subsets.
     wanted = set()
     for m in chosen:
-        rm = load_run(cache_dir, m.run_id).manifest
-        wanted |= {(rm.dataset_fingerprint, rm.backbone_identity, rm.runtime, size, limit) for size in rm.image_sizes for limit in {None, rm.limit}}
+        wanted |= {(m.dataset_fingerprint, m.backbone_identity, m.runtime, size, limit) for size in m.image_sizes for limit in {None, m.limit}}
     f16 = []
     for fm in list_cached_features(cache_dir):
         if (fm.dataset, fm.backbone_identity, fm.runtime_name, fm.image_size, fm.limit) in wanted:

@@ -1,0 +1,27 @@
+"""What the bench scripts share: the project root on ``sys.path`` (so ``lib`` and ``tests`` import), and the
+data and backbone arguments.
+
+    from _common import ROOT, data_args      # bench/ is on sys.path while a bench script runs
+    args = data_args(argparse.ArgumentParser()).parse_args()    # --source --backbone --image-size --cache-dir
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def data_args(parser: argparse.ArgumentParser, size_flag: str = "--image-size", cache_dir: bool = True,
+              cache_help: str | None = None) -> argparse.ArgumentParser:  # fmt: skip
+    """Add ``--source`` and ``--backbone`` (required), the input side (``size_flag``, default 128 px) and ``--cache-dir``."""
+    parser.add_argument("--source", required=True)
+    parser.add_argument("--backbone", required=True)
+    parser.add_argument(size_flag, type=int, default=128)
+    if cache_dir:
+        parser.add_argument("--cache-dir", default=str(ROOT / "cache"), help=cache_help)
+    return parser
