@@ -268,7 +268,7 @@ def _finetune(req: RunRequest, cache_dir: Path, cfg: FinetuneConfig, ds: Any, sp
     class _Report(tf_keras.callbacks.Callback):  # type: ignore[misc, name-defined]
         def on_train_batch_end(self, batch: int, logs: dict[str, float] | None = None) -> None:
             epoch = int(epoch_var.numpy())
-            seen[0] += cfg.batch_size
+            seen[0] += min(cfg.batch_size, len(train_idx) - batch * cfg.batch_size)  # the last batch of an epoch is smaller
             if on_progress and (batch % PROGRESS_EVERY == 0 or batch == steps_per_epoch - 1):
                 done = min(epoch * len(train_idx) + min((batch + 1) * cfg.batch_size, len(train_idx)), total_images)
                 rate = seen[0] / max(time.perf_counter() - t0, 1e-9)
