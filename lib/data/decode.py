@@ -65,10 +65,15 @@ def decode_image_bytes(data: bytes, side: int | None) -> np.ndarray | None:
 
 def image_size(data: bytes) -> tuple[int, int] | None:
     """Width and height from the header, or None if unreadable."""
+    return image_file_size(io.BytesIO(data))
+
+
+def image_file_size(fp: Any) -> tuple[int, int] | None:
+    """Width and height from the header of a file (a path or a binary file object; the pixels are not read), or None."""
     from PIL import Image
 
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with Image.open(fp) as img:
             return img.size
     except Exception:  # noqa: BLE001 - any failure means "unreadable", counted later
         return None

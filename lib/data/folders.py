@@ -1,12 +1,13 @@
-"""Image-folder datasets ``<split>/<class>/<image>``, as a folder, a tar archive or a zip.
+"""Image-folder datasets ``<split>/<class>/<image>``, as a folder, a tar archive or a zip: listing and reading.
 
-Class names come from folder names. Every readable image is decoded to 8-bit RGB (see
-:mod:`lib.data.decode`); unreadable files are skipped and counted per split. If images
-differ in size, all are stored at one square side: the median of the images' longest
-sides, capped at ``config.MAX_STORAGE_SIDE``.
+Class names come from folder names. A listing holds names and small integer arrays only, never
+image bytes, so a folder of millions of images lists in a few hundred MB; the bytes are read
+later, one chunk at a time, by :mod:`lib.data.convert`. A folder and a zip are read in any order
+(and in parallel); a tar archive is read as a stream, in archive order.
 
-    entries = folder_entries(Path("imgs"))           # or tar_entries / zip_entries
-    classes, splits, skipped = decode_entries(entries, "imgs", progress=None)
+    src = open_image_source(Path("imgs"))          # ImageFolder, ZipImages or TarImages
+    listing = src.listing()                        # every image, in dataset order
+    data = src.read(listing.refs[0])               # bytes of one image (random-access sources)
 """
 
 from __future__ import annotations
@@ -14,21 +15,19 @@ from __future__ import annotations
 import os
 import re
 import tarfile
+import threading
 import zipfile
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from lib import config
-from lib.data.cifar import ProgressFn, ReadResult
-from lib.data.decode import decode_image_bytes, image_size
+from lib.data.decode import image_file_size, image_size
 from lib.errors import DataSourceError
-
-# split, class, file name, a callable that returns the file's bytes
-Entry = tuple[str, str, str, Callable[[], bytes]]
 
 
 def split_order(name: str) -> tuple[int, str]:
@@ -37,68 +36,158 @@ def split_order(name: str) -> tuple[int, str]:
     return (order.get(name, 3), name)
 
 
-def _entry_from_parts(parts: tuple[str, ...]) -> tuple[str, str, str] | None:
+def _key_from_parts(parts: tuple[str, ...]) -> tuple[str, str, str] | None:
     if len(parts) < 3 or any(p.startswith(".") or p == "__MACOSX" for p in parts):
         return None
     return parts[-3], parts[-2], parts[-1]
-
-
-def folder_entries(root: Path) -> list[Entry]:
-    """Entries of an image folder on disk (files are read lazily)."""
-    entries: list[Entry] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for fname in filenames:
-            full = Path(dirpath) / fname
-            key = _entry_from_parts(full.relative_to(root).parts)
-            if key:
-                entries.append((*key, full.read_bytes))
-    return _check_entries(entries, root)
-
-
-def tar_entries(path: Path) -> list[Entry]:
-    """Entries of an image folder packed as a tar archive."""
-    entries: list[Entry] = []
-    try:
-        with tarfile.open(path, "r:*") as tar:
-            for member in tar:
-                key = _entry_from_parts(Path(member.name).parts) if member.isfile() else None
-                fh = tar.extractfile(member) if key else None
-                if key and fh is not None:
-                    entries.append((*key, _constant(fh.read())))
-    except (tarfile.TarError, OSError, EOFError) as err:
-        raise DataSourceError(f"{path} could not be read to the end ({err}); it may be truncated. Nothing was cached.") from err
-    return _check_entries(entries, path)
-
-
-def zip_entries(path: Path) -> list[Entry]:
-    """Entries of an image folder packed as a zip."""
-    entries: list[Entry] = []
-    try:
-        with zipfile.ZipFile(path) as zf:
-            for info in zf.infolist():
-                key = _entry_from_parts(Path(info.filename).parts) if not info.is_dir() else None
-                if key:
-                    entries.append((*key, _constant(zf.read(info))))
-    except (zipfile.BadZipFile, OSError, EOFError) as err:
-        raise DataSourceError(f"{path} could not be read ({err}); it may be corrupt. Nothing was cached.") from err
-    return _check_entries(entries, path)
-
-
-def _constant(data: bytes) -> Callable[[], bytes]:
-    """A loader for bytes already in memory (archive members are read while streaming)."""
-    return lambda: data
 
 
 def _natural_key(name: str) -> list[Any]:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
-def _check_entries(entries: list[Entry], where: Path) -> list[Entry]:
-    if not entries:
+@dataclass(frozen=True)
+class Listing:
+    """Every image of a source in dataset order: train before validation before test, then class, then natural file name."""
+
+    refs: list[str]  # how the source reads the image: a path relative to the folder, or an archive member name
+    split_of: np.ndarray  # int16 index into ``splits``, per image
+    class_of: np.ndarray  # int64 index into ``classes``, per image
+    splits: tuple[str, ...]
+    classes: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    def split_range(self, split: str) -> tuple[int, int]:
+        """Positions ``[start, end)`` of ``split`` (images are grouped by split)."""
+        idx = np.flatnonzero(self.split_of == self.splits.index(split))
+        return (int(idx[0]), int(idx[-1]) + 1) if len(idx) else (0, 0)
+
+
+def make_listing(found: Iterable[tuple[tuple[str, str, str], str]], where: Path | str) -> Listing:
+    """A :class:`Listing` from ``((split, class, file), ref)`` pairs in any order."""
+    items = sorted(found, key=lambda kr: (split_order(kr[0][0]), kr[0][1], _natural_key(kr[0][2]), kr[1]))
+    if not items:
         raise DataSourceError(f"No images found in {where}: expected the layout <split>/<class>/<image file>, e.g. train/cat/0001.jpg.")
-    entries.sort(key=lambda e: (split_order(e[0]), e[1], _natural_key(e[2])))
-    return entries
+    splits = tuple(dict.fromkeys(k[0] for k, _ in items))
+    classes = tuple(sorted({k[1] for k, _ in items}))
+    split_index = {s: i for i, s in enumerate(splits)}
+    class_index = {c: i for i, c in enumerate(classes)}
+    return Listing(
+        refs=[ref for _, ref in items],
+        split_of=np.fromiter((split_index[k[0]] for k, _ in items), np.int16, len(items)),
+        class_of=np.fromiter((class_index[k[1]] for k, _ in items), np.int64, len(items)),
+        splits=splits,
+        classes=classes,
+    )
+
+
+class ImageFolder:
+    """An image folder on disk: listed by walking it, read in any order."""
+
+    kind = "image-folder"
+    sequential = False
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def listing(self) -> Listing:
+        found = []
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            rel_dir = os.path.relpath(dirpath, self.root)
+            for fname in filenames:
+                rel = fname if rel_dir == "." else os.path.join(rel_dir, fname)
+                key = _key_from_parts(Path(rel).parts)
+                if key:
+                    found.append((key, rel))
+        return make_listing(found, self.root)
+
+    def read(self, ref: str) -> bytes:
+        return (self.root / ref).read_bytes()
+
+    def header_size(self, ref: str) -> tuple[int, int] | None:
+        """Width and height from the file's header (the pixels are not read), or None if unreadable."""
+        return image_file_size(self.root / ref)
+
+
+class ZipImages:
+    """An image folder packed as a zip: members are read in any order (one reader at a time)."""
+
+    kind = "image-folder"
+    sequential = False
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        try:
+            self._zip = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, OSError, EOFError) as err:
+            raise DataSourceError(f"{path} could not be read ({err}); it may be corrupt. Nothing was cached.") from err
+
+    def listing(self) -> Listing:
+        found = [(key, info.filename) for info in self._zip.infolist() if not info.is_dir() and (key := _key_from_parts(Path(info.filename).parts))]
+        return make_listing(found, self.path)
+
+    def read(self, ref: str) -> bytes:
+        try:
+            with self._lock:
+                return self._zip.read(ref)
+        except (zipfile.BadZipFile, OSError, EOFError, KeyError) as err:
+            raise DataSourceError(f"{self.path} could not be read ({err}); it may be corrupt or changed. Nothing was cached.") from err
+
+    def header_size(self, ref: str) -> tuple[int, int] | None:
+        return image_size(self.read(ref))
+
+
+class TarImages:
+    """An image folder packed as a tar archive (optionally compressed): read front to back as a stream."""
+
+    kind = "image-folder"
+    sequential = True
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def stream(self) -> Iterator[tuple[str, bytes]]:
+        """``(member name, bytes)`` of every image-like member, in archive order."""
+        try:
+            with tarfile.open(self.path, "r:*") as tar:
+                for member in tar:
+                    if member.isfile() and _key_from_parts(Path(member.name).parts):
+                        fh = tar.extractfile(member)
+                        if fh is not None:
+                            yield member.name, fh.read()
+                    # Forget members already seen: a long archive would otherwise keep every TarInfo.
+                    tar.members = []  # type: ignore[attr-defined]
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
+            raise DataSourceError(f"{self.path} could not be read to the end ({err}); it may be truncated. Nothing was cached.") from err
+
+    def listing(self) -> Listing:
+        found = []
+        try:
+            with tarfile.open(self.path, "r:*") as tar:
+                for member in tar:
+                    if member.isfile() and (key := _key_from_parts(Path(member.name).parts)):
+                        found.append((key, member.name))
+                    tar.members = []  # type: ignore[attr-defined]
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
+            raise DataSourceError(f"{self.path} could not be read to the end ({err}); it may be truncated. Nothing was cached.") from err
+        unique = {name: key for key, name in reversed(found)}  # a name twice in the archive: its first copy
+        return make_listing(((key, name) for name, key in unique.items()), self.path)
+
+
+ImageSource = ImageFolder | ZipImages | TarImages
+
+
+def open_image_source(path: Path) -> ImageSource:
+    """The reader for an image-folder dataset at ``path`` (a folder, a tar archive or a zip)."""
+    if path.is_dir():
+        return ImageFolder(path)
+    if path.name.lower().endswith(".zip"):
+        return ZipImages(path)
+    return TarImages(path)
 
 
 def storage_side(sizes: list[tuple[int, int]]) -> int:
@@ -107,38 +196,3 @@ def storage_side(sizes: list[tuple[int, int]]) -> int:
     if len(distinct) == 1 and (w := next(iter(distinct)))[0] == w[1] and w[0] <= config.MAX_STORAGE_SIDE:
         return w[0]
     return min(config.MAX_STORAGE_SIDE, int(np.median([max(s) for s in sizes])))
-
-
-def decode_entries(entries: list[Entry], where: str, progress: ProgressFn | None) -> ReadResult:
-    """Decode every entry into per-split uint8 arrays; unreadable files are counted as skipped."""
-    classes = tuple(sorted({e[1] for e in entries}))
-    sizes = [s for s in (image_size(load()) for _, _, _, load in entries) if s is not None]
-    if not sizes:
-        raise DataSourceError(f"None of the {len(entries)} files in {where} could be read as an image.")
-    side = storage_side(sizes)
-    total = len(entries)
-    done = 0
-
-    def work(entry: Entry) -> np.ndarray | None:
-        return decode_image_bytes(entry[3](), side)
-
-    per_split: dict[str, tuple[list[np.ndarray], list[int]]] = {}
-    skipped: dict[str, int] = {}
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        for entry, img in zip(entries, pool.map(work, entries, chunksize=256)):
-            split, cls = entry[0], entry[1]
-            xs, ys = per_split.setdefault(split, ([], []))
-            skipped.setdefault(split, 0)
-            if img is None:
-                skipped[split] += 1
-            else:
-                xs.append(img)
-                ys.append(classes.index(cls))
-            done += 1
-            if progress and (done % 2000 == 0 or done == total):
-                progress(done, total, "decode")
-    splits = {
-        s: (np.stack(xs) if xs else np.zeros((0, side, side, 3), np.uint8), np.asarray(ys, dtype=np.int64))
-        for s, (xs, ys) in per_split.items()
-    }
-    return classes, splits, skipped

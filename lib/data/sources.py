@@ -5,7 +5,8 @@ A *source* is one string used everywhere (CLI, UI, tests):
 - ``cifar10``: download the official archive once, verify its MD5, convert (:mod:`lib.data.cifar`);
 - a path to ``cifar-10-python.tar.gz`` or an extracted ``cifar-10-batches-py/``;
 - a path to an image-folder dataset ``<split>/<class>/*.jpg`` as a folder,
-  ``.tar.gz``/``.tgz``/``.tar`` or ``.zip`` (:mod:`lib.data.folders`).
+  ``.tar.gz``/``.tgz``/``.tar`` or ``.zip`` (:mod:`lib.data.folders`), converted by streaming it,
+  resumably and never a whole split in memory (:mod:`lib.data.convert`).
 
 Every source is converted once into uint8 ``.npy`` arrays in the cache (see
 :class:`lib.store.layout.CacheLayout`), keyed by a content fingerprint, which later loads
@@ -32,15 +33,16 @@ from typing import Any
 import numpy as np
 
 from lib import config
-from lib.data import cifar, folders
+from lib.data import cifar, convert, folders
 from lib.data.cifar import ProgressFn, ReadResult
 from lib.errors import CacheWriteError, DataSourceError, UserFacingError
 from lib.store.atomic import atomic_dir, read_json
-from lib.store.fingerprints import existing_path, file_digest, tree_digest
+from lib.store.fingerprints import digest_of_files, existing_path, file_digest, tree_digest
 from lib.store.layout import CacheLayout
 
 MAX_SOURCE_CHARS = 1024  # longer strings are refused before they reach the file system
 Reader = Callable[[], ReadResult]
+Converter = Callable[[str, str, str, CacheLayout], "Dataset"]  # (source, kind, fingerprint, layout) -> the converted dataset
 
 
 @dataclass(frozen=True)
@@ -81,8 +83,7 @@ class Dataset:
             "classes": list(self.classes),
             "image_shape": list(self.image_shape),
             "splits": {
-                s: {"total": self.size(s), "per_class": dict(zip(self.classes, self.counts[s])), "skipped": self.skipped.get(s, 0)}
-                for s in self.splits
+                s: {"total": self.size(s), "per_class": dict(zip(self.classes, self.counts[s])), "skipped": self.skipped.get(s, 0)} for s in self.splits
             },
         }
 
@@ -154,11 +155,11 @@ def load_dataset(source: str, cache_dir: Path | str, progress: ProgressFn | None
             f"Data source {source!r} is neither 'cifar10' nor an existing path. "
             "Give a cifar-10-python.tar.gz, a cifar-10-batches-py/ folder, or an image-folder dataset (<split>/<class>/*.jpg, as a folder, .tar.gz or .zip)."
         )
-    kind, fingerprint, reader = _inspect_path(path, progress)
+    kind, fingerprint, converter = _inspect_path(path, progress)
     cached = _load_cached(layout, fingerprint, source)
     if cached is not None:
         return cached
-    return _convert(source, kind, fingerprint, layout, reader, progress)
+    return converter(source, kind, fingerprint, layout)
 
 
 def cached_dataset_status(source: str, cache_dir: Path | str) -> Dataset | None:
@@ -223,6 +224,7 @@ def _discard(folder: Path) -> None:
 
 
 def _convert(source: str, kind: str, fingerprint: str, layout: CacheLayout, reader: Reader, progress: ProgressFn | None) -> Dataset:
+    """Convert a CIFAR pickle source (180 MB, read whole) into the cache."""
     classes, splits, skipped = reader()
     if not splits or all(len(y) == 0 for _, y in splits.values()):
         raise DataSourceError(f"Data source {source!r} contains no readable images.")
@@ -244,40 +246,86 @@ def _convert(source: str, kind: str, fingerprint: str, layout: CacheLayout, read
             "format_version": config.DATASET_FORMAT_VERSION,
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+    return _read_back(layout, fingerprint, source)
+
+
+def _read_back(layout: CacheLayout, fingerprint: str, source: str) -> Dataset:
     loaded = _load_cached(layout, fingerprint, source)
     if loaded is None:
-        raise CacheWriteError(f"The converted dataset at {target} could not be read back.")
+        raise CacheWriteError(f"The converted dataset at {layout.dataset_dir(fingerprint)} could not be read back.")
     return loaded
+
+
+def _verify_folder(root: Path, fingerprint_digest: str) -> convert.Verify:
+    def verify(listing: folders.Listing, digests: np.ndarray | None) -> None:
+        assert digests is not None
+        again = digest_of_files((ref, bytes(d).hex()) for ref, d in zip(listing.refs, digests))
+        if not again.startswith(fingerprint_digest):
+            changed = sum(1 for ref, d in zip(listing.refs, digests) if _digest_now(root / ref) != bytes(d).hex())
+            raise convert.changed_error(f"{changed:,} of its files differ from when it was fingerprinted")
+
+    return verify
+
+
+def _digest_now(path: Path) -> str | None:
+    import hashlib
+
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def _verify_archive(path: Path, sha: str) -> convert.Verify:
+    def verify(listing: folders.Listing, digests: np.ndarray | None) -> None:
+        if _digest_now(path) != sha:
+            raise convert.changed_error(f"{path.name} is not the file it was when conversion started")
+
+    return verify
 
 
 # --------------------------------------------------------------------------- path inspection
 
 
-def _inspect_path(path: Path, progress: ProgressFn | None) -> tuple[str, str, Reader]:
+def _inspect_path(path: Path, progress: ProgressFn | None) -> tuple[str, str, Converter]:
+    """The source's kind, its content fingerprint, and how to convert it (nothing is read beyond the fingerprint)."""
     if path.is_dir():
         batches = next((p.parent for p in [path / "data_batch_1", path / "cifar-10-batches-py" / "data_batch_1"] if p.exists()), None)
         if batches is not None:
             files = [p for p in sorted(batches.iterdir()) if p.is_file()]
-            return "cifar10-pickle", f"cifar-dir-{tree_digest(batches, files)[:16]}", lambda: cifar.read_cifar_dir(batches)
-        entries = folders.folder_entries(path)
-        digest = tree_digest(path, [path / e[0] / e[1] / e[2] for e in entries])
-        return "image-folder", f"folder-{digest[:16]}", lambda: folders.decode_entries(entries, str(path), progress)
+            return "cifar10-pickle", f"cifar-dir-{tree_digest(batches, files)[:16]}", _pickles(lambda: cifar.read_cifar_dir(batches), progress)
+        listing = folders.ImageFolder(path).listing()
+        digest = tree_digest(path, [path / ref for ref in listing.refs])[:16]
+        return "image-folder", f"folder-{digest}", _images(lambda: folders.ImageFolder(path), listing, _verify_folder(path, digest), progress)
 
     name = path.name.lower()
     if name.endswith((".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tar.xz")):
         if not tarfile.is_tarfile(path):
             raise DataSourceError(f"{path} is not a readable tar archive; it may be truncated or corrupt.")
         if file_digest(path, "md5") == config.CIFAR10_MD5:
-            return "cifar10-pickle", _CIFAR10_FINGERPRINT, lambda: cifar.read_cifar_tar(path)
+            return "cifar10-pickle", _CIFAR10_FINGERPRINT, _pickles(lambda: cifar.read_cifar_tar(path), progress)
         sha = file_digest(path)
         if cifar.tar_has_cifar_batches(path):
-            return "cifar10-pickle", f"cifar-tar-{sha[:16]}", lambda: cifar.read_cifar_tar(path)
-        return "image-folder", f"archive-{sha[:16]}", lambda: folders.decode_entries(folders.tar_entries(path), str(path), progress)
+            return "cifar10-pickle", f"cifar-tar-{sha[:16]}", _pickles(lambda: cifar.read_cifar_tar(path), progress)
+        return "image-folder", f"archive-{sha[:16]}", _images(lambda: folders.TarImages(path), None, _verify_archive(path, sha), progress)
     if name.endswith(".zip"):
         if not zipfile.is_zipfile(path):
             raise DataSourceError(f"{path} is not a readable zip archive; it may be truncated or corrupt.")
         sha = file_digest(path)
-        return "image-folder", f"archive-{sha[:16]}", lambda: folders.decode_entries(folders.zip_entries(path), str(path), progress)
+        return "image-folder", f"archive-{sha[:16]}", _images(lambda: folders.ZipImages(path), None, _verify_archive(path, sha), progress)
     raise DataSourceError(
         f"Don't know how to read {path}: expected a folder, a .tar.gz/.tgz/.tar or a .zip (an image-folder dataset or cifar-10-python.tar.gz)."
     )
+
+
+def _pickles(reader: Reader, progress: ProgressFn | None) -> Converter:
+    return lambda source, kind, fingerprint, layout: _convert(source, kind, fingerprint, layout, reader, progress)
+
+
+def _images(open_source: Callable[[], folders.ImageSource], listing: folders.Listing | None, verify: convert.Verify, progress: ProgressFn | None) -> Converter:
+    def run(source: str, kind: str, fingerprint: str, layout: CacheLayout) -> Dataset:
+        src = open_source()
+        convert.convert_image_source(src, listing or src.listing(), fingerprint, layout, source, verify, progress)
+        return _read_back(layout, fingerprint, source)
+
+    return run
