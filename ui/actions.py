@@ -6,7 +6,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pandas as pd
@@ -37,28 +38,51 @@ def progress_reporter(bar: Any, label: str) -> Any:
     return report
 
 
-def extract_with_status(settings: state.Settings, ds: Dataset, split: str, view: str) -> bool:
-    """Extract one split's features (or load them) inside ``st.status``; False if it failed."""
+@contextlib.contextmanager
+def ray_engine(options: Any, settings: state.Settings) -> Iterator[Any]:
+    """A :class:`lib.pipeline.ray_engine.RayEngine` for ``options`` (None: extract in this process), stopped on leaving.
+    Ray itself starts only when features are missing."""
+    if options is None:
+        yield None
+        return
+    from lib.pipeline.ray_engine import RayEngine
+
+    engine = RayEngine(options, settings.cache_dir)
+    try:
+        yield engine
+    finally:
+        engine.close()
+
+
+def extract_with_status(settings: state.Settings, ds: Dataset, split: str, view: str, engine: Any = None) -> bool:
+    """Extract one split's features (or load them) inside ``st.status``, here or on Ray (``engine``); False if it failed."""
     from lib.pipeline.features import get_features
     from ui import cached
 
     with st.status(f"Features: {split}/{view} @ {settings.image_size}px", expanded=True) as status:
-        bar = st.progress(0.0, text="loading the backbone…")
+        bar = st.progress(0.0, text="starting Ray and its workers…" if engine is not None else "loading the backbone…")
+        ray_note = ""
         try:
-            model = cached.loaded_backbone(settings.backbone, str(settings.cache_dir))
             spec = cached.backbone_spec(settings.backbone)
-            result = get_features(ds, split, spec, settings.cache_dir, settings.image_size, view, progress=progress_reporter(bar, split), backbone=model)
+            if engine is not None:
+                result, stats = engine.get_features(ds, split, spec, settings.image_size, view, progress=progress_reporter(bar, split))
+                if stats.workers:
+                    ray_note = f" on {stats.workers} Ray workers, {len(stats.images_per_node)} node(s); start-up {stats.startup_seconds:.1f}s"
+            else:
+                model = cached.loaded_backbone(settings.backbone, str(settings.cache_dir))
+                result = get_features(ds, split, spec, settings.cache_dir, settings.image_size, view, progress=progress_reporter(bar, split),
+                                      backbone=model)  # fmt: skip
         except UserFacingError as err:
             status.update(label="Feature extraction failed", state="error")
             show_error(err)
             return False
-        note = "loaded from cache" if result.cache_hit else f"{result.images_per_second:,.0f} img/s"
+        note = "loaded from cache" if result.cache_hit else f"{result.images_per_second:,.0f} img/s{ray_note}"
         status.update(label=f"{split}/{view}: {result.features.shape[0]:,} x {result.features.shape[1]} features ({note})",
                       state="complete", expanded=False)  # fmt: skip
     return True
 
 
-def train_with_status(request: Any, settings: state.Settings) -> RunManifest | None:
+def train_with_status(request: Any, settings: state.Settings, engine: Any = None) -> RunManifest | None:
     """Run :func:`lib.pipeline.train_run` with live progress and a live loss/accuracy chart."""
     import altair as alt
 
@@ -86,7 +110,7 @@ def train_with_status(request: Any, settings: state.Settings) -> RunManifest | N
             chart.altair_chart(line.properties(height=180).facet(column=alt.Column("kind:N", title=None)).resolve_scale(y="independent"))
 
         try:
-            manifest = train_run(request, settings.cache_dir, on_stage=on_stage, on_extract=on_extract, on_epoch=on_epoch)
+            manifest = train_run(request, settings.cache_dir, on_stage=on_stage, on_extract=on_extract, on_epoch=on_epoch, engine=engine)
         except UserFacingError as err:
             status.update(label="Training failed", state="error")
             show_error(err)

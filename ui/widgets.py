@@ -71,6 +71,30 @@ def _sidebar_run_changed() -> None:
     state.update(run_id=st.session_state["sidebar_run"])
 
 
+def extraction_engine(key: str) -> Any:
+    """An "Extraction engine" expander: this process (default) or Ray workers. Returns the
+    :class:`lib.pipeline.ray_engine.RayOptions` when Ray is chosen, else None. Ray is not imported here."""
+    import importlib.util
+
+    from lib.pipeline.ray_engine import INSTALL_HINT, RayOptions
+
+    have_ray = importlib.util.find_spec("ray") is not None
+    with st.expander("Extraction engine", icon=":material/hub:"):
+        control = {"help": "Ray runs the backbone in worker processes, on this machine or on a cluster; "
+                           "the features and their cache keys are the same either way.",
+                   **demo.off("Ray extraction", disabled=not have_ray)}  # fmt: skip
+        choice = st.radio("Extract features with", ["This process", "Ray"], key=f"{key}_engine", horizontal=True, **control)  # type: ignore[arg-type]
+        if not have_ray:
+            st.caption(INSTALL_HINT + ".")
+        if choice != "Ray":
+            return None
+        address = st.text_input("Ray cluster address", key=f"{key}_ray_address", max_chars=200,
+                                placeholder="blank: start Ray on this machine; HOST:PORT joins a cluster")  # fmt: skip
+        workers = st.number_input("Workers", min_value=1, max_value=256, value=2, key=f"{key}_ray_workers",
+                                  help="Ray actors, each loading the backbone once and reserving one CPU")  # fmt: skip
+        return RayOptions(address=address.strip() or None, workers=int(workers))
+
+
 def _short(text: str, width: int = 48) -> str:
     return text if len(text) <= width else "…" + text[-(width - 1) :]
 

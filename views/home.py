@@ -55,12 +55,14 @@ if feature_rows:
 if ds is None or missing:
     label = "Prepare dataset and features" if ds is None else f"Extract missing features ({', '.join(s for s, _ in missing)})"
     demo.note()
+    ray_options = widgets.extraction_engine("home")
     if st.button(label, type="primary", **demo.off("Preparing data", disabled=spec is None)):
         ds = ds or widgets.prepare_dataset(settings)
         if ds is not None:
-            from ui.actions import extract_with_status
+            from ui.actions import extract_with_status, ray_engine
 
-            ok = all(extract_with_status(settings, ds, split, "original") for split, _ in missing)
+            with ray_engine(ray_options, settings) as engine:
+                ok = all(extract_with_status(settings, ds, split, "original", engine) for split, _ in missing)
             if ok:
                 st.rerun()
 else:

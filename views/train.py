@@ -58,6 +58,7 @@ p2.button("Best preset", on_click=apply_preset, args=("best",), help=PROTOCOLS["
 preset = st.session_state["t_preset"]
 p3.caption(f"Preset: **{preset}**. " + (PROTOCOLS[preset].description if preset in PROTOCOLS else "Your own settings."))
 
+ray_options = widgets.extraction_engine("train")
 with st.form("train_form"):
     a, b, c = st.columns(3)
     a.selectbox("Backbone", [CUSTOM, *REGISTRY], key="t_backbone")
@@ -129,9 +130,12 @@ if submitted:
             except UserFacingError as err:
                 show_error(err)
                 st.stop()
+            if ray_options is not None:
+                st.info("Fine-tuning trains from the images in this process; the Ray engine applies to feature extraction only.")
             manifest = actions.finetune_with_status(request, cfg, settings)
         else:
-            manifest = actions.train_with_status(request, settings)
+            with actions.ray_engine(ray_options, settings) as engine:
+                manifest = actions.train_with_status(request, settings, engine)
         if manifest is not None:
             if s["t_label"].strip():
                 from lib.store.runs import set_label

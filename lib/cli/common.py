@@ -64,6 +64,26 @@ def add_backbone(p: argparse.ArgumentParser) -> None:
                    help="extraction runtime: tf, litert (float32 LiteRT, XNNPACK) or litert-int8 (full-integer, calibrated on training images)")
 
 
+def add_engine(p: argparse.ArgumentParser) -> None:
+    """``--engine`` and the Ray engine's flags (Ray itself is imported only when ``--engine ray`` extracts)."""
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="where features are extracted: this process (local) or Ray workers (pip install -r requirements-scale.txt)")
+    p.add_argument("--ray-address", default=None,
+                   help="join the Ray cluster at HOST:PORT (its head node's GCS port), 'auto' or ray://HOST:PORT; default: start Ray on this machine")
+    p.add_argument("--workers", type=positive_int, default=2, help="Ray workers (actors), each loading the backbone once")
+    p.add_argument("--ray-cpus-per-worker", type=float, default=1.0, help="CPUs each Ray worker reserves (and its TF threads)")
+    p.add_argument("--ray-object-store-mb", type=positive_int, default=512, help="object store of a Ray started here (Ray's own default is 30%% of RAM)")
+    p.add_argument("--ray-temp-dir", type=Path, default=None, help="session files of a Ray started here (default: <cache-dir>/ray)")
+
+
+def ray_options(args: argparse.Namespace) -> object:
+    """The :class:`lib.pipeline.ray_engine.RayOptions` of the parsed flags."""
+    from lib.pipeline.ray_engine import RayOptions
+
+    return RayOptions(address=args.ray_address, workers=args.workers, cpus_per_worker=args.ray_cpus_per_worker,
+                      object_store_mb=args.ray_object_store_mb, temp_dir=args.ray_temp_dir)  # fmt: skip
+
+
 def peak_rss_mb() -> float | None:
     """This process's peak resident memory (Linux VmHWM, which an exec resets), in MB."""
     try:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lib import config
-from lib.cli.common import Bar, add_backbone, add_common, add_source, peak_rss_mb, positive_int
+from lib.cli.common import Bar, add_backbone, add_common, add_engine, add_source, peak_rss_mb, positive_int, ray_options
 
 
 def add_commands(sub: Any) -> None:
@@ -28,6 +28,7 @@ def add_commands(sub: Any) -> None:
     add_backbone(p)
     p.add_argument("--split", default="all", help="train, test, or all")
     p.add_argument("--view", choices=["original", "flip", "both"], default="original", help="image view(s) to extract")
+    add_engine(p)
     add_common(p)
 
     p = sub.add_parser("backbones", help="list the backbone registry")
@@ -85,35 +86,50 @@ def cmd_extract(args: argparse.Namespace) -> dict[str, Any]:
     size = args.image_size or spec.default_size()
     views = ["original", "flip"] if args.view == "both" else [args.view]
     jobs = [(s, v) for s in splits_for(args.split, ds.splits) for v in views]
+    engine = None
+    if args.engine == "ray":
+        from lib.pipeline.ray_engine import RayEngine
+
+        engine = RayEngine(ray_options(args), args.cache_dir)  # type: ignore[arg-type]
     loaded = None
     artifacts: list[dict[str, Any]] = []
-    for split, view in jobs:
-        result = cached_feature_result(ds, split, spec, size, view, args.limit, args.cache_dir, args.runtime)
-        if result is None:
-            if loaded is None:
-                from lib.models.runtimes import load_for_runtime
+    try:
+        for split, view in jobs:
+            ray_stats = None
+            result = cached_feature_result(ds, split, spec, size, view, args.limit, args.cache_dir, args.runtime)
+            if result is None:
+                bar = Bar(f"{split}/{view}@{size}")
 
-                loaded = load_for_runtime(spec, args.runtime, size, ds, args.cache_dir)
-            bar = Bar(f"{split}/{view}@{size}")
+                def report(p: ExtractProgress, bar: Bar = bar) -> None:
+                    bar.update_to(p.done, p.total)
 
-            def report(p: ExtractProgress, bar: Bar = bar) -> None:
-                bar.update_to(p.done, p.total)
+                try:
+                    if engine is not None:
+                        result, stats = engine.get_features(ds, split, spec, size, view, args.limit, args.batch_size, report, args.runtime)
+                        ray_stats = stats.as_dict()
+                    else:
+                        if loaded is None:
+                            from lib.models.runtimes import load_for_runtime
 
-            try:
-                result = get_features(ds, split, spec, args.cache_dir, size, view, args.limit, args.batch_size, report, loaded, args.runtime)
-            finally:
-                bar.close()
-        artifacts.append(
-            {
-                "split": split,
-                "view": view,
-                "images": int(result.features.shape[0]),
-                "cache_hit": result.cache_hit,
-                "cache_path": str(result.path),
-                "seconds": round(result.seconds, 4),
-                "extract_seconds": round(result.extract_seconds, 3),
-            }
-        )
+                            loaded = load_for_runtime(spec, args.runtime, size, ds, args.cache_dir)
+                        result = get_features(ds, split, spec, args.cache_dir, size, view, args.limit, args.batch_size, report, loaded, args.runtime)
+                finally:
+                    bar.close()
+            artifacts.append(
+                {
+                    "split": split,
+                    "view": view,
+                    "images": int(result.features.shape[0]),
+                    "cache_hit": result.cache_hit,
+                    "cache_path": str(result.path),
+                    "seconds": round(result.seconds, 4),
+                    "extract_seconds": round(result.extract_seconds, 3),
+                    **({"ray": ray_stats} if ray_stats else {}),
+                }
+            )
+    finally:
+        if engine is not None:
+            engine.close()
     seconds = time.perf_counter() - t0
     images = sum(a["images"] for a in artifacts)
     dim = int(get_dim(artifacts))
@@ -123,6 +139,7 @@ def cmd_extract(args: argparse.Namespace) -> dict[str, Any]:
         "dataset_fingerprint": ds.fingerprint,
         "backbone": spec.handle,
         "runtime": args.runtime,
+        "engine": args.engine,
         "image_size": size,
         "splits": [a["split"] for a in artifacts],
         "images": images,

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lib.cli.common import Bar, add_backbone, add_common, add_source, positive_int
-from lib.errors import RunError
+from lib.cli.common import Bar, add_backbone, add_common, add_engine, add_source, positive_int, ray_options
+from lib.errors import ConfigError, RunError
 from lib.models.protocols import PROTOCOLS
 
 
@@ -51,6 +51,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--label", default="", help="a name for the run")
     p.add_argument("--exclude", type=Path, default=None,
                    help="leave these images out of training and scoring: the Data quality page's JSON, or CSV with split,index columns")
+    add_engine(p)
     add_common(p)
 
     p = sub.add_parser("evaluate", help="overall and per-class metrics of a run, and the top confused pairs")
@@ -148,7 +149,19 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     else:
         from lib.pipeline.training import train_run
 
-        manifest = train_run(req, args.cache_dir, on_stage=lambda m: print(m, file=sys.stderr), on_extract=on_extract, on_epoch=on_epoch)
+        engine = None
+        if args.engine == "ray" and args.finetune:
+            raise ConfigError("--engine ray extracts features; fine-tuning trains from the images on this machine. Leave out one of them.")
+        if args.engine == "ray":
+            from lib.pipeline.ray_engine import RayEngine
+
+            engine = RayEngine(ray_options(args), args.cache_dir)  # type: ignore[arg-type]
+        try:
+            manifest = train_run(req, args.cache_dir, on_stage=lambda m: print(m, file=sys.stderr), on_extract=on_extract, on_epoch=on_epoch,
+                                 engine=engine)  # fmt: skip
+        finally:
+            if engine is not None:
+                engine.close()
     if args.label:
         manifest = set_label(args.cache_dir, manifest.run_id, args.label)
     metrics, timings = manifest.metrics, manifest.timings

@@ -227,37 +227,112 @@ def get_features(
     cached = cached_feature_result(dataset, split, spec, image_size, view, limit, cache_dir, runtime)
     if cached is not None:
         return cached
-    from lib.models.runtimes import load_for_runtime, runtime_identity
+    from lib.models.runtimes import load_for_runtime
 
     size = _resolve_size(spec, image_size)
     if backbone is None:
         backbone = load_for_runtime(spec, runtime, size, dataset, cache_dir)
     backbone.check_size(size)
-    layout = CacheLayout(cache_dir)
-    key = feature_key_for(dataset, split, spec, size, view, limit, runtime)
-    npy, manifest_path = layout.feature_files(key)
-    labels = dataset.labels(split)
-    indices = subset_indices(labels, limit)
+    job = ExtractionJob.plan(dataset, split, spec, size, view, limit, runtime, cache_dir)
     t0 = time.perf_counter()
-    try:
-        crc = _extract_to_cache(backbone, dataset.images(split), indices, size, view == "flip", batch_size, npy, layout.feature_partial(key), progress)
-    except (CacheWriteError, FileNotFoundError):
-        # Another session extracting the same key may finish first and remove the shared
-        # checkpoint folder under us; its finished artifact is as good as ours would be.
-        finished = _wait_for_other_writer(cache_dir, key)
-        if finished is None:
-            raise
-        return finished_result(finished, labels, indices, npy)
-    seconds = time.perf_counter() - t0
-    feats = np.load(npy, mmap_mode="r")
-    manifest = FeatureManifest(
-        dataset=dataset.fingerprint, source=dataset.source, split=split, backbone=spec.handle, backbone_identity=spec.identity(),
-        image_size=size, view=view, limit=limit, shape=list(feats.shape), crc32=crc, runtime=runtime_identity(spec, runtime, dataset),
-        extract_seconds=seconds,
-        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    )  # fmt: skip
-    write_json_atomic(manifest_path, dataclasses.asdict(manifest))
-    return FeatureResult(feats, labels[indices], indices, False, npy, seconds, len(indices) / seconds if seconds else 0.0, seconds)
+    loaded = backbone
+    crc = job.run(lambda todo, save, timer: _embed_locally(loaded, job, todo, save, timer, batch_size), progress, backbone.feature_dim)
+    if isinstance(crc, FeatureResult):
+        return crc
+    return job.finish(crc, time.perf_counter() - t0)
+
+
+Fill = Callable[[list[tuple[int, int]], Callable[[int, np.ndarray], None], "_Timer"], None]
+
+
+@dataclass
+class ExtractionJob:
+    """One feature artifact to make: which rows, where its checkpoint chunks and final files go.
+
+    Shared by the local engine and the Ray engine (:mod:`lib.pipeline.ray_engine`): an engine only
+    computes the missing chunks (``fill``); the chunks, the final ``.npy`` and its manifest are
+    written here, the same way whichever engine ran.
+    """
+
+    dataset: Dataset
+    split: str
+    spec: BackboneSpec
+    size: int
+    view: str
+    limit: int | None
+    runtime: str
+    cache_dir: Path | str
+    key: str
+    labels: np.ndarray
+    indices: np.ndarray
+
+    @classmethod
+    def plan(cls, dataset: Dataset, split: str, spec: BackboneSpec, size: int, view: str, limit: int | None, runtime: str,
+             cache_dir: Path | str) -> ExtractionJob:  # fmt: skip
+        labels = dataset.labels(split)
+        key = feature_key_for(dataset, split, spec, size, view, limit, runtime)
+        return cls(dataset, split, spec, size, view, limit, runtime, cache_dir, key, labels, subset_indices(labels, limit))
+
+    @property
+    def flip(self) -> bool:
+        return self.view == "flip"
+
+    @property
+    def files(self) -> tuple[Path, Path, Path]:
+        """The final ``.npy``, its manifest, and the checkpoint folder."""
+        layout = CacheLayout(self.cache_dir)
+        npy, manifest = layout.feature_files(self.key)
+        return npy, manifest, layout.feature_partial(self.key)
+
+    def read_rows(self, start: int, end: int) -> np.ndarray:
+        """uint8 images of rows ``[start, end)`` (contiguous index runs are read as slices: fancy-indexing a memmap copies)."""
+        rows = self.indices[start:end]
+        images = self.dataset.images(self.split)
+        if len(rows) and rows[-1] - rows[0] + 1 == len(rows):
+            return np.ascontiguousarray(images[rows[0] : rows[-1] + 1])
+        return np.ascontiguousarray(images[rows])
+
+    def run(self, fill: Fill, progress: ProgressFn | None, dim: int) -> int | FeatureResult:
+        """Compute the missing chunks with ``fill`` and write the final file; its CRC-32, or the result
+        another writer of the same key finished first."""
+        npy, _, partial = self.files
+        try:
+            return _extract_to_cache(fill, len(self.indices), dim, npy, partial, progress)
+        except (CacheWriteError, FileNotFoundError):
+            # Another session extracting the same key may finish first and remove the shared
+            # checkpoint folder under us; its finished artifact is as good as ours would be.
+            finished = _wait_for_other_writer(self.cache_dir, self.key)
+            if finished is None:
+                raise
+            return finished_result(finished, self.labels, self.indices, npy)
+
+    def finish(self, crc: int, seconds: float) -> FeatureResult:
+        """Write the manifest (last: it is what makes the artifact valid) and return the features."""
+        from lib.models.runtimes import runtime_identity
+
+        npy, manifest_path, _ = self.files
+        feats = np.load(npy, mmap_mode="r")
+        manifest = FeatureManifest(
+            dataset=self.dataset.fingerprint, source=self.dataset.source, split=self.split, backbone=self.spec.handle,
+            backbone_identity=self.spec.identity(), image_size=self.size, view=self.view, limit=self.limit, shape=list(feats.shape),
+            crc32=crc, runtime=runtime_identity(self.spec, self.runtime, self.dataset), extract_seconds=seconds,
+            created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        )  # fmt: skip
+        write_json_atomic(manifest_path, dataclasses.asdict(manifest))
+        n = len(self.indices)
+        return FeatureResult(feats, self.labels[self.indices], self.indices, False, npy, seconds, n / seconds if seconds else 0.0, seconds)
+
+
+def _embed_locally(backbone: LoadedBackbone, job: ExtractionJob, todo: list[tuple[int, int]], save: Callable[[int, np.ndarray], None],
+                   timer: _Timer, batch_size: int) -> None:  # fmt: skip
+    """The local engine: each missing chunk in turn, a batch at a time, in this process."""
+    for s, e in todo:
+        parts = []
+        for b in range(s, e, batch_size):
+            end = min(b + batch_size, e)
+            parts.append(backbone.embed(job.read_rows(b, end), job.size, job.flip))
+            timer.step(end - b)
+        save(s, np.concatenate(parts))
 
 
 def _wait_for_other_writer(cache_dir: Path | str, key: str, seconds: float = 5.0) -> tuple[np.ndarray, FeatureManifest] | None:
@@ -326,19 +401,8 @@ def check_free_space(folder: Path, needed: int) -> None:
         )
 
 
-def _extract_to_cache(
-    backbone: LoadedBackbone,
-    images: np.ndarray,
-    indices: np.ndarray,
-    size: int,
-    flip: bool,
-    batch_size: int,
-    target: Path,
-    partial: Path,
-    progress: ProgressFn | None,
-) -> int:
-    """Extract into checkpoint chunks, then write ``target``; returns its CRC-32."""
-    n = len(indices)
+def _extract_to_cache(fill: Fill, n: int, dim: int, target: Path, partial: Path, progress: ProgressFn | None) -> int:
+    """Let ``fill`` compute the missing checkpoint chunks, then write ``target``; returns its CRC-32."""
     chunks = [(s, min(s + CHUNK, n)) for s in range(0, n, CHUNK)]
     check_writable(partial)
     try:
@@ -346,29 +410,27 @@ def _extract_to_cache(
     except OSError as err:
         raise CacheWriteError(f"Cannot create {partial}: {err}") from err
     done_chunks = {s for s, e in chunks if _valid_chunk(partial / f"chunk_{s:08d}.npy", e - s)}
-    row_bytes = 4 * max(backbone.feature_dim, 1)
+    row_bytes = 4 * max(dim, 1)
     # What is still to write: the missing chunks, then the final file beside them.
     check_free_space(target.parent, row_bytes * (sum(e - s for s, e in chunks if s not in done_chunks) + n))
     timer = _Timer(n, progress, already=sum(e - s for s, e in chunks if s in done_chunks))
     if progress and done_chunks:
         timer.step(0)
-    # Contiguous index runs are read as slices: fancy-indexing a memmap copies.
-    contiguous = n == 0 or (indices[-1] - indices[0] + 1 == n)
-    for s, e in chunks:
-        if s in done_chunks:
-            continue
-        parts = []
-        for b in range(s, e, batch_size):
-            rows = indices[b : min(b + batch_size, e)]
-            batch = np.asarray(images[rows[0] : rows[-1] + 1]) if contiguous else np.asarray(images[rows])
-            parts.append(backbone.embed(batch, size, flip))
-            timer.step(len(rows))
-        block = np.concatenate(parts).astype(np.float32)
+
+    def save(start: int, block: np.ndarray) -> None:
+        block = np.asarray(block, dtype=np.float32)
         if not np.all(np.isfinite(block)):
-            raise BackboneError(f"The backbone returned NaN or infinite features at {size}px; nothing was cached.")
+            raise BackboneError("The backbone returned NaN or infinite features; nothing was cached.")
         # create_parent=False: if another writer finished and removed the folder, stop rather than orphan a chunk.
-        save_npy_atomic(partial / f"chunk_{s:08d}.npy", block, create_parent=False)
-    crc = _write_npy_from_chunks(target, partial, chunks, backbone.feature_dim)
+        save_npy_atomic(partial / f"chunk_{start:08d}.npy", block, create_parent=False)
+
+    fill([(s, e) for s, e in chunks if s not in done_chunks], save, timer)
+    missing = [s for s, e in chunks if not _valid_chunk(partial / f"chunk_{s:08d}.npy", e - s)]
+    if missing and not partial.exists():
+        raise CacheWriteError(f"{partial} was removed while extracting (another writer finished the same features).")
+    if missing:
+        raise BackboneError(f"{len(missing)} chunk(s) of features were not computed; nothing was cached. Run again to resume.")
+    crc = _write_npy_from_chunks(target, partial, chunks, dim)
     shutil.rmtree(partial, ignore_errors=True)
     return crc
 

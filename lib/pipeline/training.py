@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,6 +29,9 @@ from lib.models.protocols import PROTOCOLS
 from lib.models.runtimes import DEFAULT_RUNTIME, check_runtime
 from lib.pipeline.features import ExtractProgress, cached_feature_result, get_features
 from lib.store.manifest import RunManifest, RunMetrics
+
+if TYPE_CHECKING:
+    from lib.pipeline.ray_engine import RayEngine
 
 StageFn = Callable[[str], None]
 ExtractFn = Callable[[str, ExtractProgress], None]
@@ -117,11 +120,13 @@ def gather_features(
     on_extract: ExtractFn | None = None,
     backbones: dict[int, LoadedBackbone] | None = None,
     runtime: str = "tf",
+    engine: RayEngine | None = None,
 ) -> FeatureBlock:
     """Features of ``split`` for every size and view; a backbone is loaded only on a cache miss.
 
     ``backbones`` (input size -> loaded backbone) is shared between calls, so a TF backbone loads once
-    and a LiteRT one once per size (a converted model has a fixed input size).
+    and a LiteRT one once per size (a converted model has a fixed input size). With ``engine`` (a
+    :class:`lib.pipeline.ray_engine.RayEngine`) missing features are extracted on Ray instead.
     """
     loaded: dict[int, LoadedBackbone] = backbones if backbones is not None else {}
     parts: dict[tuple[int, str], np.ndarray] = {}
@@ -129,7 +134,11 @@ def gather_features(
     for size in sizes:
         for view in views:
             result = cached_feature_result(ds, split, spec, size, view, limit, cache_dir, runtime)
-            if result is None:
+            if result is None and engine is not None:
+                label = f"{split}/{view}@{size}"
+                report = (lambda p, label=label: on_extract(label, p)) if on_extract else None
+                result, _ = engine.get_features(ds, split, spec, size, view, limit, batch_size, report, runtime)
+            elif result is None:
                 if size not in loaded:
                     from lib.models.runtimes import load_for_runtime
 
@@ -220,8 +229,9 @@ def train_run(
     on_stage: StageFn | None = None,
     on_extract: ExtractFn | None = None,
     on_epoch: EpochFn | None = None,
+    engine: RayEngine | None = None,
 ) -> RunManifest:
-    """Extract (or load) features, train the head, evaluate on test, save the run; returns its manifest."""
+    """Extract (or load) features (on Ray with ``engine``), train the head, evaluate on test, save the run; returns its manifest."""
     from lib.analysis.evaluation import evaluate
     from lib.store.runs import save_run
 
@@ -238,7 +248,7 @@ def train_run(
     test_views = ("original", "flip") if req.tta else ("original",)
     backbones: dict[int, LoadedBackbone] = {}
     stage("Features" + (f" ({req.runtime} runtime)" if req.runtime != "tf" else ""))
-    common = (cache_dir, req.limit, req.batch_size, on_extract, backbones, req.runtime)
+    common = (cache_dir, req.limit, req.batch_size, on_extract, backbones, req.runtime, engine)
     train = gather_features(ds, spec, req.train_split, sizes, tuple(req.train_views), *common)
     test = gather_features(ds, spec, req.test_split, sizes, test_views, *common)
     exclude = req.exclude or {}
