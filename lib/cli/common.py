@@ -74,6 +74,7 @@ def add_engine(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ray-cpus-per-worker", type=float, default=1.0, help="CPUs each Ray worker reserves (and its TF threads)")
     p.add_argument("--ray-object-store-mb", type=positive_int, default=512, help="object store of a Ray started here (Ray's own default is 30%% of RAM)")
     p.add_argument("--ray-temp-dir", type=Path, default=None, help="session files of a Ray started here (default: <cache-dir>/ray)")
+    p.add_argument("--ray-shard-size", type=positive_int, default=512, help="images per Ray task (checkpoints stay at 4,096 images)")
 
 
 def ray_options(args: argparse.Namespace) -> object:
@@ -81,7 +82,7 @@ def ray_options(args: argparse.Namespace) -> object:
     from lib.pipeline.ray_engine import RayOptions
 
     return RayOptions(address=args.ray_address, workers=args.workers, cpus_per_worker=args.ray_cpus_per_worker,
-                      object_store_mb=args.ray_object_store_mb, temp_dir=args.ray_temp_dir)  # fmt: skip
+                      object_store_mb=args.ray_object_store_mb, temp_dir=args.ray_temp_dir, shard=args.ray_shard_size)  # fmt: skip
 
 
 def peak_rss_mb() -> float | None:

@@ -44,8 +44,10 @@ if TYPE_CHECKING:
 
 SHARD = 512  # images per task: small enough to balance 2 workers on a 10,000-image split, large enough to amortise a call
 INSTALL_HINT = "The ray engine needs Ray, an optional dependency: pip install -r requirements-scale.txt"
-CONNECT_TIMEOUT_S = 10.0
+CONNECT_TIMEOUT_S = 5.0  # a TCP connect to the head: an unreachable address fails in seconds
+JOIN_TIMEOUT_S = 20.0  # ray.init against the head: a port that is not Ray's fails well within 30 s
 READY_TIMEOUT_S = 600.0  # a worker loads TensorFlow and the backbone (a TF Hub download on a fresh node)
+_OWN_TOKEN = "TLX_RAY_LOCAL_TOKEN"  # the token file this process made for a local instance (not one the user set)
 _MAX_SOCKET_DIR = 60  # Ray's session sockets live under the temp dir; a unix socket path must stay under 108 bytes
 
 
@@ -181,14 +183,15 @@ def _connect(ray: Any, options: RayOptions, cache_dir: Path, stats: RayStats) ->
         return False
     if options.address:
         address = _check_reachable(options.address)
-        try:
-            ray.init(address=address, runtime_env=runtime_env, log_to_driver=False, logging_level="ERROR")
-        except Exception as err:
-            raise ConfigError(f"Could not join the Ray cluster at {options.address}: {_short(err)}") from err
+        if os.environ.get(_OWN_TOKEN) and os.environ.get("RAY_AUTH_TOKEN_PATH") == os.environ[_OWN_TOKEN]:
+            del os.environ["RAY_AUTH_TOKEN_PATH"]  # a local instance's token is no key to another cluster
+        _init_within(ray, JOIN_TIMEOUT_S, f"Could not join the Ray cluster at {address}",
+                     address=address, runtime_env=runtime_env, log_to_driver=False, logging_level="ERROR")  # fmt: skip
         _check_capacity(ray, options)
         return True
     temp = _temp_dir(options, cache_dir)
     stats.temp_dir = str(temp)
+    _local_auth_token(temp)
     cpus = max(1, int(np.ceil(options.workers * options.cpus_per_worker)))
     try:
         ray.init(num_cpus=cpus, object_store_memory=options.object_store_mb << 20, _temp_dir=str(temp), include_dashboard=False,
@@ -196,6 +199,31 @@ def _connect(ray: Any, options: RayOptions, cache_dir: Path, stats: RayStats) ->
     except Exception as err:
         raise ConfigError(f"Could not start a local Ray instance (temp dir {temp}): {_short(err)}") from err
     return True
+
+
+def _init_within(ray: Any, seconds: float, failure: str, **kwargs: Any) -> None:
+    """``ray.init(**kwargs)``, or a :class:`ConfigError` after ``seconds``: something that accepts connections but is
+    not a Ray head (another service on that port) makes ``ray.init`` retry for minutes."""
+    import threading
+
+    outcome: dict[str, BaseException | None] = {}
+
+    def init() -> None:
+        try:
+            ray.init(**kwargs)
+            outcome["error"] = None
+        except BaseException as err:  # noqa: BLE001 - handed to the caller's thread
+            outcome["error"] = err
+
+    thread = threading.Thread(target=init, name="ray-init", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise ConfigError(f"{failure}: no Ray head answered within {seconds:.0f} s. Is {kwargs.get('address')} the head node's GCS port "
+                          "(6379 by default), and does this machine have the cluster's auth token (RAY_AUTH_TOKEN) if it uses one?")  # fmt: skip
+    err = outcome.get("error")
+    if err is not None:
+        raise ConfigError(f"{failure}: {_short(err)}") from err
 
 
 def _check_reachable(address: str) -> str:
@@ -224,6 +252,21 @@ def _check_capacity(ray: Any, options: RayOptions) -> None:
         ray.shutdown()
         raise ConfigError(f"The Ray cluster has {cpus:g} CPUs; {options.workers} workers x {options.cpus_per_worker:g} CPUs need {wanted:g}. "
                           "Ask for fewer --workers or add nodes.")  # fmt: skip
+
+
+def _local_auth_token(temp: Path) -> None:
+    """Ray (2.59+) protects a local instance with a token it writes to ``~/.ray/auth_token``; keep it in the temp dir instead,
+    unless the user already chose one (``RAY_AUTH_TOKEN`` / ``RAY_AUTH_TOKEN_PATH``)."""
+    import secrets
+
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return
+    token = temp / "auth_token"
+    if not token.exists():
+        fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(32))
+    os.environ["RAY_AUTH_TOKEN_PATH"] = os.environ[_OWN_TOKEN] = str(token)
 
 
 def _temp_dir(options: RayOptions, cache_dir: Path) -> Path:
@@ -295,7 +338,10 @@ class Embedder:
             runtimes.threads = lambda: threads  # type: ignore[assignment]  # this process is the actor's alone
             self.backbone = runtimes.LiteRTBackbone(spec, Path(name), runtime, size, shape)  # type: ignore[arg-type]
         self.backbone.check_size(size)
-        self._fail_at = int(os.environ.get("TLX_RAY_TEST_DIE_AT", "-1"))  # fault injection for the tests only
+        # Fault injection, for the tests only: the worker process exits when handed the shard starting at this row
+        # (with a marker path, only the first worker to claim the marker does).
+        self._fail_at = int(os.environ.get("TLX_RAY_TEST_DIE_AT", "-1"))
+        self._fail_marker = os.environ.get("TLX_RAY_TEST_DIE_MARKER")
 
     def ready(self) -> int:
         """The feature dimension, once the backbone is loaded."""
@@ -303,10 +349,20 @@ class Embedder:
 
     def embed(self, start: int, images: np.ndarray, size: int, flip: bool, batch_size: int) -> tuple[int, np.ndarray, str]:
         """``(start, features [n, D] float32, node id)`` for a shard whose first row is ``start``."""
-        if start == self._fail_at:
+        if start == self._fail_at and self._claim_failure():
             os._exit(1)  # a worker process dying mid-job, as on a lost node
         parts = [self.backbone.embed(images[b : b + batch_size], size, flip) for b in range(0, len(images), batch_size)]
         return start, np.concatenate(parts).astype(np.float32), self.node
+
+
+    def _claim_failure(self) -> bool:
+        if not self._fail_marker:
+            return True
+        try:
+            os.close(os.open(self._fail_marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return False
+        return True
 
 
 def _node_id() -> str:

@@ -1,0 +1,163 @@
+"""The Ray engine: the same features as the local engine, resumable, surviving a dead worker, failing fast on a bad
+address, and on a real two-node cluster (head and worker started with `ray start`, as an operator would)."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ray", reason="the Ray engine's tests need `pip install -r requirements-scale.txt` (CI installs it)")
+
+from lib.data.sources import load_dataset  # noqa: E402
+from lib.errors import BackboneError  # noqa: E402
+from lib.models.backbones import resolve_backbone  # noqa: E402
+from lib.pipeline import features  # noqa: E402
+from lib.pipeline.features import get_features, load_cached_features  # noqa: E402
+from lib.pipeline.ray_engine import RayOptions, ray_get_features  # noqa: E402
+from lib.store.atomic import read_json  # noqa: E402
+from lib.store.layout import CacheLayout  # noqa: E402
+from tests.conftest import SHARED_DATA, SHARED_SMALL_MODEL  # noqa: E402
+from tests.test_cli import cli  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+TOL = 1e-5
+
+
+class StopError(Exception):
+    """Raised from a progress callback: the extraction is interrupted there."""
+
+
+@pytest.fixture(autouse=True)
+def own_ray_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Each test starts from no Ray token settings, with a HOME of its own (to see that Ray writes nothing there)."""
+    for name in ("RAY_AUTH_TOKEN_PATH", "RAY_AUTH_TOKEN", "RAY_AUTH_MODE", "TLX_RAY_LOCAL_TOKEN", "TLX_RAY_TEST_DIE_AT", "TLX_RAY_TEST_DIE_MARKER"):
+        monkeypatch.delenv(name, raising=False)
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Checkpoint chunks of 32 rows (the driver's), so the 60 training images span two chunks."""
+    monkeypatch.setattr(features, "CHUNK", 32)
+
+
+def _local(assets: dict[str, Path], cache: Path, split: str = "train") -> np.ndarray:
+    ds = load_dataset(str(assets["cifar_tar"]), cache)
+    return np.asarray(get_features(ds, split, resolve_backbone(str(assets["savedmodel"])), cache, image_size=32).features)
+
+
+def _manifest(cache: Path, key: str) -> dict:
+    raw = read_json(CacheLayout(cache).feature_files(key)[1])
+    return {k: v for k, v in raw.items() if k not in ("extract_seconds", "created", "key")}
+
+
+def test_ray_features_equal_the_local_engines(assets: dict[str, Path], tmp_path: Path, small_chunks: None, own_ray_env: Path) -> None:
+    """Two local Ray workers make the same artifact, key and manifest as the local engine (features within 1e-5)."""
+    local_cache, ray_cache = tmp_path / "local", tmp_path / "ray"
+    expected = _local(assets, local_cache)
+    ds = load_dataset(str(assets["cifar_tar"]), ray_cache)
+    spec = resolve_backbone(str(assets["savedmodel"]))
+    result, stats = ray_get_features(ds, "train", spec, ray_cache, 32, options=RayOptions(workers=2, shard=8, object_store_mb=128))
+    np.testing.assert_allclose(np.asarray(result.features), expected, atol=TOL, rtol=0)
+    assert stats.workers == 2 and stats.images == 60 and sum(stats.images_per_node.values()) == 60
+    key = result.path.stem
+    assert (local_cache / "features" / f"{key}.npy").exists()  # the same cache key on both engines
+    assert _manifest(ray_cache, key) == _manifest(local_cache, key)
+    assert load_cached_features(ray_cache, key) is not None and not list((ray_cache / "features").glob("*.partial"))
+    # Ray's session files and token go to <cache>/ray (or, for a path too long for its sockets, a short one under /tmp), never ~/.ray.
+    assert (Path(stats.temp_dir) / "auth_token").exists() and not (own_ray_env / ".ray").exists()
+    again, stats = ray_get_features(ds, "train", spec, ray_cache, 32, options=RayOptions(workers=2))
+    assert again.cache_hit and stats.workers == 0  # a cache hit never starts Ray
+
+
+def test_dead_workers_stop_cleanly_then_resume_on_the_survivors(assets: dict[str, Path], tmp_path: Path, small_chunks: None,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """The only worker dies mid-job: a clear error, only whole chunks kept, no feature file. The next run resumes from the
+    saved chunk, one of its two workers dies too, and the other finishes the job with the same features as the local engine."""
+    expected = _local(assets, tmp_path / "local")
+    cache = tmp_path / "ray"
+    ds = load_dataset(str(assets["cifar_tar"]), cache)
+    spec = resolve_backbone(str(assets["savedmodel"]))
+    monkeypatch.setenv("TLX_RAY_TEST_DIE_AT", "40")  # the second chunk's second shard
+    with pytest.raises(BackboneError, match="Every Ray worker died.*resume"):
+        ray_get_features(ds, "train", spec, cache, 32, options=RayOptions(workers=1, shard=8, object_store_mb=128))
+    (partial,) = (cache / "features").glob("*.partial")
+    assert sorted(p.name for p in partial.glob("chunk_*.npy")) == ["chunk_00000000.npy"]
+    assert not list((cache / "features").glob("*.npy")) and not list((cache / "features").glob("*.json"))
+
+    monkeypatch.setenv("TLX_RAY_TEST_DIE_MARKER", str(tmp_path / "one-death"))  # now only the first worker handed row 40 dies
+    result, stats = ray_get_features(ds, "train", spec, cache, 32, options=RayOptions(workers=2, shard=8, object_store_mb=128))
+    assert stats.workers_lost == 1 and (tmp_path / "one-death").exists()
+    assert stats.images >= 28 and stats.images < 60  # resumed: the saved chunk's 32 rows were not sent again
+    np.testing.assert_allclose(np.asarray(result.features), expected, atol=TOL, rtol=0)
+
+
+def test_an_address_that_does_not_answer_fails_fast(assets: dict[str, Path], cache_dir: Path) -> None:
+    with socket.socket() as s:  # a port on this machine that nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.perf_counter()
+    proc = cli("extract", "--source", str(assets["cifar_tar"]), "--backbone", str(assets["savedmodel"]), "--image-size", "32",
+               "--engine", "ray", "--ray-address", f"127.0.0.1:{port}", cache=cache_dir, ok=False)  # fmt: skip
+    assert time.perf_counter() - t0 < 30
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert f"No Ray cluster answers at 127.0.0.1:{port}" in proc.stderr and "ray start --head" in proc.stderr
+    assert not list((cache_dir / "features").glob("*.npy")) if (cache_dir / "features").exists() else True
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _ray(*args: str, env: dict[str, str]) -> None:
+    ray_cli = Path(sys.executable).with_name("ray")
+    proc = subprocess.run([str(ray_cli) if ray_cli.exists() else "ray", *args], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+
+
+@pytest.mark.shared
+def test_two_node_cluster_extracts_on_both_nodes(tmp_path: Path) -> None:
+    """A real two-node Ray cluster on this machine (head with 1 CPU, a second node with 1 CPU, token auth on): `extract
+    --engine ray --ray-address` on 1,000 CIFAR-10 test images runs on both nodes and equals the local engine."""
+    short = Path("/tmp") / f"tlx-ray-ci-{secrets.token_hex(3)}"  # Ray's socket paths need a short temp dir
+    short.mkdir()
+    token = short / "token"
+    token.write_text(secrets.token_hex(32))
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token), "TF_CPP_MIN_LOG_LEVEL": "3", "RAY_USAGE_STATS_ENABLED": "0"}
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    node = ["--num-cpus", "1", "--object-store-memory", str(100 << 20), "--disable-usage-stats"]
+    try:
+        _ray("start", "--head", f"--port={port}", "--temp-dir", str(short), "--include-dashboard=false", *node, env=env)
+        _ray("start", f"--address={address}", *node, env=env)
+        cache = tmp_path / "cache"
+        args = ["extract", "--source", str(SHARED_DATA), "--backbone", str(SHARED_SMALL_MODEL), "--image-size", "128", "--split", "test",
+                "--limit", "100", "--engine", "ray", "--ray-address", address, "--workers", "2", "--ray-shard-size", "100", "--json",
+                "--cache-dir", str(cache)]  # fmt: skip
+        proc = subprocess.run([sys.executable, "-m", "lib", *args], cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        out = json.loads(proc.stdout)
+        ray_stats = out["artifacts"][0]["ray"]
+        assert out["engine"] == "ray" and ray_stats["workers"] == 2 and ray_stats["address"] == address
+        assert ray_stats["nodes"] == 2, ray_stats  # both nodes did work
+        assert all(n >= 100 for n in ray_stats["images_per_node"].values()) and ray_stats["images"] == 1000
+    finally:
+        subprocess.run([str(Path(sys.executable).with_name("ray")), "stop", "--force"], capture_output=True, timeout=120, env=env)
+    ds = load_dataset(str(SHARED_DATA), cache)
+    local = get_features(ds, "test", resolve_backbone(str(SHARED_SMALL_MODEL)), tmp_path / "local", 128, limit=100)
+    ray_feats = np.load(out["cache_path"], mmap_mode="r")
+    np.testing.assert_allclose(np.asarray(ray_feats), np.asarray(local.features), atol=TOL, rtol=0)
