@@ -17,16 +17,16 @@ import pytest
 
 pytest.importorskip("ray", reason="the Ray engine's tests need `pip install -r requirements-scale.txt` (CI installs it)")
 
-from lib.data.sources import load_dataset  # noqa: E402
-from lib.errors import BackboneError  # noqa: E402
-from lib.models.backbones import resolve_backbone  # noqa: E402
-from lib.pipeline import features  # noqa: E402
-from lib.pipeline.features import get_features, load_cached_features  # noqa: E402
-from lib.pipeline.ray_engine import RayOptions, ray_get_features  # noqa: E402
-from lib.store.atomic import read_json  # noqa: E402
-from lib.store.layout import CacheLayout  # noqa: E402
-from tests.conftest import SHARED_DATA, SHARED_SMALL_MODEL  # noqa: E402
-from tests.test_cli import cli  # noqa: E402
+from lib.data.sources import load_dataset
+from lib.errors import BackboneError
+from lib.models.backbones import resolve_backbone
+from lib.pipeline import features
+from lib.pipeline.features import get_features, load_cached_features
+from lib.pipeline.ray_engine import RayOptions, ray_get_features
+from lib.store.atomic import read_json
+from lib.store.layout import CacheLayout
+from tests.conftest import SHARED_DATA, SHARED_SMALL_MODEL
+from tests.test_cli import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 TOL = 1e-5
@@ -91,7 +91,7 @@ def test_dead_workers_stop_cleanly_then_resume_on_the_survivors(assets: dict[str
     ds = load_dataset(str(assets["cifar_tar"]), cache)
     spec = resolve_backbone(str(assets["savedmodel"]))
     monkeypatch.setenv("TLX_RAY_TEST_DIE_AT", "40")  # the second chunk's second shard
-    with pytest.raises(BackboneError, match="Every Ray worker died.*resume"):
+    with pytest.raises(BackboneError, match=r"Every Ray worker died.*resume"):
         ray_get_features(ds, "train", spec, cache, 32, options=RayOptions(workers=1, shard=8, object_store_mb=128))
     (partial,) = (cache / "features").glob("*.partial")
     assert sorted(p.name for p in partial.glob("chunk_*.npy")) == ["chunk_00000000.npy"]
