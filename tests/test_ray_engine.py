@@ -161,3 +161,25 @@ def test_two_node_cluster_extracts_on_both_nodes(tmp_path: Path) -> None:
     local = get_features(ds, "test", resolve_backbone(str(SHARED_SMALL_MODEL)), tmp_path / "local", 128, limit=100)
     ray_feats = np.load(out["cache_path"], mmap_mode="r")
     np.testing.assert_allclose(np.asarray(ray_feats), np.asarray(local.features), atol=TOL, rtol=0)
+
+
+def test_home_page_extracts_on_ray(assets: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On Home, a user picks Ray in "Extraction engine" and prepares what is missing: Ray starts in the app's script
+    thread, one worker extracts both splits, and the page then says everything is cached."""
+    from streamlit.testing.v1 import AppTest
+
+    from lib.pipeline.features import list_cached_features
+
+    cache = tmp_path / "cache"
+    for name, value in (("TLX_SOURCE", str(assets["cifar_tar"])), ("TLX_BACKBONE", str(assets["savedmodel"])), ("TLX_CACHE_DIR", str(cache)),
+                        ("TLX_IMAGE_SIZE", "32")):  # fmt: skip
+        monkeypatch.setenv(name, value)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300).run()
+    at.radio(key="home_engine").set_value("Ray").run()
+    at.number_input(key="home_ray_workers").set_value(1).run()
+    assert at.text_input(key="home_ray_address").value == ""
+    (prepare,) = [b for b in at.button if b.label.startswith("Prepare dataset")]
+    at = prepare.click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert {(m.split, m.view) for m in list_cached_features(cache)} == {("train", "original"), ("test", "original")}
+    assert any("Everything for the active data source" in s.value for s in at.success)

@@ -76,6 +76,7 @@ class RayStats:
     images_per_node: dict[str, int] = field(default_factory=dict)
     workers_lost: int = 0
     temp_dir: str = ""
+    driver_seconds: float = 0.0  # the driver's own work (reading shards, sending them, saving chunks), not its waits
 
     def as_dict(self) -> dict[str, Any]:
         rate = self.images / self.extract_seconds if self.extract_seconds else 0.0
@@ -391,9 +392,12 @@ def _dispatch(ray: Any, actors: list[Any], job: Any, todo: list[tuple[int, int]]
                 ref = actor.embed.remote(s, job.read_rows(s, e), job.size, job.flip, batch_size)
                 inflight[ref] = (actor, (s, e))
 
+    busy = time.perf_counter()
     submit()
     while inflight:
+        stats.driver_seconds += time.perf_counter() - busy
         ready, _ = ray.wait(list(inflight), num_returns=1)
+        busy = time.perf_counter()
         ref = ready[0]
         actor, (s, e) = inflight.pop(ref)
         try:
@@ -413,6 +417,11 @@ def _dispatch(ray: Any, actors: list[Any], job: Any, todo: list[tuple[int, int]]
                 ) from None
             submit()
             continue
+        except ray.exceptions.RayTaskError as err:  # the worker is alive but the backbone failed on these images
+            cause = getattr(err, "cause", None)
+            if isinstance(cause, UserFacingError):
+                raise type(cause)(str(cause)) from None
+            raise BackboneError(f"A Ray worker failed on images {s:,}-{e:,}: {_short(err)}. The chunks finished so far are saved.") from err
         stats.images_per_node[node] = stats.images_per_node.get(node, 0) + (e - s)
         timer.step(e - s)
         chunk = chunk_of[start]
@@ -422,6 +431,7 @@ def _dispatch(ray: Any, actors: list[Any], job: Any, todo: list[tuple[int, int]]
             save(chunk, np.concatenate([parts[k] for k in sorted(parts)]))
             del open_chunks[chunk]
         submit()
+    stats.driver_seconds += time.perf_counter() - busy
 
 
 def _short(err: BaseException) -> str:
