@@ -234,7 +234,8 @@ def _check_reachable(address: str) -> str:
         return text  # "auto" reads the local node's address file; Ray Client has its own connect timeout
     host, _, port = text.rpartition(":")
     if not host or not port.isdigit():
-        raise ConfigError(f"--ray-address must be HOST:PORT (the head node's GCS port, 6379 by default), 'auto' or ray://HOST:PORT; got {address!r}.")
+        raise ConfigError("The Ray address (--ray-address) must be HOST:PORT (the head node's GCS port, 6379 by default), 'auto' or "
+                          f"ray://HOST:PORT; got {address!r}.")  # fmt: skip
     try:
         with socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S):
             pass
