@@ -22,7 +22,7 @@ from lib.errors import BackboneError
 from lib.models.backbones import resolve_backbone
 from lib.pipeline import features
 from lib.pipeline.features import get_features, load_cached_features
-from lib.pipeline.ray_engine import RayOptions, ray_get_features
+from lib.pipeline.ray_engine import RayEngine, RayOptions, ray_get_features
 from lib.store.atomic import read_json
 from lib.store.layout import CacheLayout
 from tests.conftest import SHARED_DATA, SHARED_SMALL_MODEL
@@ -80,6 +80,22 @@ def test_ray_features_equal_the_local_engines(assets: dict[str, Path], tmp_path:
     assert (Path(stats.temp_dir) / "auth_token").exists() and not (own_ray_env / ".ray").exists()
     again, stats = ray_get_features(ds, "train", spec, ray_cache, 32, options=RayOptions(workers=2))
     assert again.cache_hit and stats.workers == 0  # a cache hit never starts Ray
+
+
+def test_one_engine_serves_two_runtimes_in_turn(assets: dict[str, Path], tmp_path: Path) -> None:
+    """One RayEngine makes LiteRT features (the driver converts the model once and sends it to the workers as bytes), then
+    TensorFlow features: the second set of workers starts after the first stops (both would not fit the 2 CPUs)."""
+    local_cache, ray_cache = tmp_path / "local", tmp_path / "ray"
+    spec = resolve_backbone(str(assets["savedmodel"]))
+    local_ds = load_dataset(str(assets["cifar_tar"]), local_cache)
+    expected = {rt: np.asarray(get_features(local_ds, "test", spec, local_cache, 32, runtime=rt).features) for rt in ("litert", "tf")}
+    ds = load_dataset(str(assets["cifar_tar"]), ray_cache)
+    with RayEngine(RayOptions(workers=2, shard=8, object_store_mb=128), ray_cache) as engine:
+        for runtime in ("litert", "tf"):
+            result, stats = engine.get_features(ds, "test", spec, 32, runtime=runtime)
+            assert stats.workers == 2 and stats.images == 30, runtime
+            np.testing.assert_allclose(np.asarray(result.features), expected[runtime], atol=TOL, rtol=0)
+            assert (local_cache / "features" / result.path.name).exists(), runtime  # the same key as the local engine's
 
 
 def test_dead_workers_stop_cleanly_then_resume_on_the_survivors(assets: dict[str, Path], tmp_path: Path, small_chunks: None,

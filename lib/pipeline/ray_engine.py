@@ -127,12 +127,16 @@ class RayEngine:
     def close(self) -> None:
         """Stop the workers, and the Ray instance if it was started here."""
         if self.ray is not None:
-            for actors, _ in self.actors.values():
-                for actor in actors:
-                    self.ray.kill(actor)
+            self._stop_workers()
             if self.started_here:
                 self.ray.shutdown()
-        self.actors, self.ray = {}, None
+        self.ray = None
+
+    def _stop_workers(self) -> None:
+        for actors, _ in self.actors.values():
+            for actor in actors:
+                self.ray.kill(actor)
+        self.actors = {}
 
     def get_features(
         self, dataset: Dataset, split: str, spec: BackboneSpec, image_size: int | None = None, view: str = "original", limit: int | None = None,
@@ -156,6 +160,7 @@ class RayEngine:
             self.ray = ray
         key = (spec.identity(), runtime, size)
         if key not in self.actors:
+            self._stop_workers()  # one set at a time: another backbone's workers would hold the CPUs the new ones wait for
             model = _model_payload(spec, runtime, size, dataset, self.cache_dir)
             self.actors[key] = _start_actors(self.ray, self.options, spec, runtime, size, tuple(dataset.image_shape), model)
         actors, dim = self.actors[key]
