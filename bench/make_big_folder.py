@@ -27,7 +27,7 @@ def image_path(out: Path, i: int, seed: int) -> tuple[Path, str]:
     """Where image ``i`` goes and its mode (chosen from ``seed`` and ``i`` only, so any worker can write any image)."""
     rng = np.random.default_rng([seed, i, 0])
     mode = MODES[int(rng.choice(len(MODES), p=MODE_WEIGHTS))]
-    split = "test" if i % 6 == 5 else "train"
+    split = "test" if (i // CLASSES) % 6 == 5 else "train"  # every class: one image in six goes to test
     ext = mode.split("-")[1]
     return out / split / f"class_{i % CLASSES}" / f"{i:07d}.{ext}", mode
 

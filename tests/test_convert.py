@@ -176,6 +176,7 @@ def test_make_big_folder_writes_a_convertible_dataset(tmp_path: Path, cache_dir:
     assert exts == {".jpg", ".png"}
     ds = load_dataset(str(out), cache_dir)
     assert len(ds.classes) == 10 and ds.size("train") + ds.size("test") == 120 and ds.size("test") == 20
+    assert ds.counts["test"] == [2] * 10 and ds.counts["train"] == [10] * 10
     assert sum(ds.skipped.values()) == 0
     sides = {tuple(np.asarray(ds.images("train")).shape[1:3])}
     assert len(sides) == 1 and 16 <= next(iter(sides))[0] <= 96

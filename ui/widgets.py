@@ -99,6 +99,9 @@ def _short(text: str, width: int = 48) -> str:
     return text if len(text) <= width else "…" + text[-(width - 1) :]
 
 
+STAGE_NAMES = {"fingerprint": "hashing the files", "scan": "reading image sizes", "decode": "decoding and storing", "download": "downloading"}
+
+
 def prepare_dataset(settings: state.Settings) -> Dataset | None:
     """Convert (or download) the data source with a progress bar; shows the error instead of raising."""
     from lib.data.sources import load_dataset
@@ -106,13 +109,18 @@ def prepare_dataset(settings: state.Settings) -> Dataset | None:
     failure: UserFacingError | None = None
     with st.status(f"Preparing {md_escape(_short(settings.source))}…", expanded=True) as status:
         bar = st.progress(0.0, text="starting")
-        t0 = time.perf_counter()
+        stages: dict[str, tuple[float, int]] = {}  # stage -> (when it started, how much was done then: a resumed conversion)
 
         def report(done: int, total: int, what: str) -> None:
-            rate = done / max(time.perf_counter() - t0, 1e-6)
+            if what.startswith("waiting"):
+                bar.progress(0.0, text=what)
+                return
+            started, before = stages.setdefault(what, (time.perf_counter(), done))
+            rate = (done - before) / max(time.perf_counter() - started, 1e-6)
             unit = "MB" if what == "download" else "images"
             scale = 1e6 if what == "download" else 1
-            bar.progress(min(done / total, 1.0) if total else 0.0, text=f"{what}: {done / scale:,.0f}/{total / scale:,.0f} {unit} ({rate / scale:,.0f}/s)")
+            text = f"{STAGE_NAMES.get(what, what)}: {done / scale:,.0f}/{total / scale:,.0f} {unit} ({rate / scale:,.0f}/s)"
+            bar.progress(min(done / total, 1.0) if total else 0.0, text=text)
 
         try:
             ds = load_dataset(settings.source, settings.cache_dir, progress=report)

@@ -52,8 +52,13 @@ def cmd_data(args: argparse.Namespace) -> dict[str, Any]:
     from lib.data.sources import load_dataset
 
     bar = Bar("data", unit="item")
+
+    def report(done: int, total: int, stage: str) -> None:
+        bar.bar.set_description(stage, refresh=False)  # download, scan (image sizes), decode, or waiting for another process
+        bar.update_to(done, total)
+
     try:
-        ds = load_dataset(args.source, args.cache_dir, progress=lambda d, t, _: bar.update_to(d, t))
+        ds = load_dataset(args.source, args.cache_dir, progress=report)
     finally:
         bar.close()
     summary = ds.summary()

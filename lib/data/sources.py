@@ -295,7 +295,7 @@ def _inspect_path(path: Path, progress: ProgressFn | None) -> tuple[str, str, Co
             files = [p for p in sorted(batches.iterdir()) if p.is_file()]
             return "cifar10-pickle", f"cifar-dir-{tree_digest(batches, files)[:16]}", _pickles(lambda: cifar.read_cifar_dir(batches), progress)
         listing = folders.ImageFolder(path).listing()
-        digest = tree_digest(path, [path / ref for ref in listing.refs])[:16]
+        digest = tree_digest(path, [path / ref for ref in listing.refs], progress)[:16]
         return "image-folder", f"folder-{digest}", _images(lambda: folders.ImageFolder(path), listing, _verify_folder(path, digest), progress)
 
     name = path.name.lower()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 
@@ -53,7 +53,7 @@ def tree_files(root: Path) -> list[Path]:
 _tree_memo: dict[str, str] = {}  # signature of (names, sizes, mtimes) -> digest; a big folder is hashed once per process
 
 
-def tree_digest(root: Path, files: list[Path] | None = None) -> str:
+def tree_digest(root: Path, files: list[Path] | None = None, progress: Callable[[int, int, str], None] | None = None) -> str:
     """sha256 over the relative names and contents of ``files`` (default: every file below ``root``).
 
     Memoised by every file's name, size and mtime: a folder of 200,000 images is read once per
@@ -69,7 +69,15 @@ def tree_digest(root: Path, files: list[Path] | None = None) -> str:
     if key not in _tree_memo:
         if len(_tree_memo) > 64:
             _tree_memo.clear()
-        _tree_memo[key] = digest_of_files((name, _hash_file(p)) for name, p in zip(names, paths))
+        total = len(paths)
+
+        def hashed() -> Iterator[tuple[str, str]]:
+            for i, (name, p) in enumerate(zip(names, paths), 1):
+                yield name, _hash_file(p)
+                if progress and (i % 2000 == 0 or i == total):
+                    progress(i, total, "fingerprint")
+
+        _tree_memo[key] = digest_of_files(hashed())
     return _tree_memo[key]
 
 
