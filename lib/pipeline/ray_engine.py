@@ -116,6 +116,7 @@ class RayEngine:
         self.options, self.cache_dir = options, cache_dir
         self.ray: Any = None
         self.started_here = False
+        self.temp_dir = ""  # a local instance's session folder
         self.actors: dict[tuple[str, str, int], tuple[list[Any], int]] = {}
 
     def __enter__(self) -> RayEngine:
@@ -157,7 +158,8 @@ class RayEngine:
         if self.ray is None:
             ray = import_ray()
             self.started_here = _connect(ray, self.options, Path(self.cache_dir), stats)
-            self.ray = ray
+            self.ray, self.temp_dir = ray, stats.temp_dir
+        stats.temp_dir = self.temp_dir
         key = (spec.identity(), runtime, size)
         if key not in self.actors:
             self._stop_workers()  # one set at a time: another backbone's workers would hold the CPUs the new ones wait for
