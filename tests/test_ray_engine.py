@@ -139,10 +139,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _ray(*args: str, env: dict[str, str]) -> None:
+def _ray(*args: str, env: dict[str, str], check: bool = True) -> None:
+    """Run Ray's own CLI (beside this interpreter, else on PATH)."""
     ray_cli = Path(sys.executable).with_name("ray")
     proc = subprocess.run([str(ray_cli) if ray_cli.exists() else "ray", *args], capture_output=True, text=True, timeout=120, env=env)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert proc.returncode == 0 or not check, proc.stdout[-2000:] + proc.stderr[-2000:]
 
 
 @pytest.mark.shared
@@ -172,7 +173,7 @@ def test_two_node_cluster_extracts_on_both_nodes(tmp_path: Path) -> None:
         assert ray_stats["nodes"] == 2, ray_stats  # both nodes did work
         assert all(n >= 100 for n in ray_stats["images_per_node"].values()) and ray_stats["images"] == 1000
     finally:
-        subprocess.run([str(Path(sys.executable).with_name("ray")), "stop", "--force"], capture_output=True, timeout=120, env=env)
+        _ray("stop", "--force", env=env, check=False)
     ds = load_dataset(str(SHARED_DATA), cache)
     local = get_features(ds, "test", resolve_backbone(str(SHARED_SMALL_MODEL)), tmp_path / "local", 128, limit=100)
     ray_feats = np.load(out["cache_path"], mmap_mode="r")
