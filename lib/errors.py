@@ -13,6 +13,13 @@ class UserFacingError(Exception):
     """An error with a message that explains what went wrong and what to do."""
 
 
+def first_line(err: BaseException, limit: int = 300) -> str:
+    """The first line of a third-party error's message (its type's name if it has none), cut to ``limit`` characters:
+    what a user-facing message quotes of a library's exception."""
+    text = str(err).strip().splitlines()
+    return (text[0] if text else type(err).__name__)[:limit]
+
+
 class DataSourceError(UserFacingError):
     """A data source could not be found, downloaded, verified or read."""
 

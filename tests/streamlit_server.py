@@ -60,6 +60,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def stop(proc: subprocess.Popen, grace: float) -> None:
+    """Terminate ``proc``; kill it if it has not exited after ``grace`` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 def wait_healthy(url: str, proc: subprocess.Popen, timeout: float) -> None:
     """Poll ``url``/_stcore/health until it answers 200; RuntimeError if ``proc`` exits first, TimeoutError after ``timeout`` s."""
     deadline = time.monotonic() + timeout
@@ -92,11 +101,7 @@ def running_app(app_args: list[str], cache_dir: Path, timeout: float = 90.0, log
         wait_healthy(url, proc, timeout)
         yield url, time.monotonic()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc, 10)
         if log:
             out.close()  # type: ignore[union-attr]
 

@@ -291,7 +291,7 @@ def test_container_entrypoint_serves_the_demo_on_port(demo_bundle: Path, tmp_pat
     import os
     import subprocess
 
-    from tests.streamlit_server import ROOT, free_port, wait_healthy
+    from tests.streamlit_server import ROOT, free_port, stop, wait_healthy
 
     port = free_port()
     env = {**os.environ, "PORT": str(port), "TLX_BUNDLE": str(demo_bundle), "TLX_CACHE_DIR": str(tmp_path / "cache"), "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -310,8 +310,4 @@ def test_container_entrypoint_serves_the_demo_on_port(demo_bundle: Path, tmp_pat
             page.wait_for_timeout(1500)  # the form's widgets finish drawing
             shot(page, "10-demo-train")
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc, 15)

@@ -77,17 +77,22 @@ def test_archives_give_the_same_arrays_as_the_folder(folder: Path, tmp_path: Pat
         np.testing.assert_array_equal(a.labels(split), b.labels(split))
 
 
-def test_interrupted_conversion_resumes_where_it_stopped(folder: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    reference = load_dataset(str(folder), cache_dir / "reference")
+def _interrupt(folder: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch, after: int) -> None:
+    """Convert ``folder`` with checkpoints every 16 images, and stop it once ``after`` images are checkpointed."""
     monkeypatch.setattr(convert, "CHECKPOINT", 16)
 
-    def stop_after_two(done: int, total: int, stage: str) -> None:
-        if stage == "decode" and done >= 32:
+    def stop(done: int, total: int, stage: str) -> None:
+        if stage == "decode" and done >= after:
             raise StopError
 
     with pytest.raises(StopError):
-        load_dataset(str(folder), cache_dir, progress=stop_after_two)
+        load_dataset(str(folder), cache_dir, progress=stop)
     assert not _finished(cache_dir)  # nothing half-written is visible as a dataset
+
+
+def test_interrupted_conversion_resumes_where_it_stopped(folder: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    reference = load_dataset(str(folder), cache_dir / "reference")
+    _interrupt(folder, cache_dir, monkeypatch, after=32)
     status = np.fromfile(_partial(cache_dir) / "status.u8", np.uint8)
     assert (status != convert.TODO).sum() >= 32
 
@@ -103,14 +108,7 @@ def test_interrupted_conversion_resumes_where_it_stopped(folder: Path, cache_dir
 
 def test_a_lost_staging_file_is_redone_not_trusted(folder: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     reference = load_dataset(str(folder), cache_dir / "reference")
-    monkeypatch.setattr(convert, "CHECKPOINT", 16)
-
-    def stop(done: int, total: int, stage: str) -> None:
-        if stage == "decode" and done >= 48:
-            raise StopError
-
-    with pytest.raises(StopError):
-        load_dataset(str(folder), cache_dir, progress=stop)
+    _interrupt(folder, cache_dir, monkeypatch, after=48)
     (_partial(cache_dir) / "train_images.npy").unlink()  # its status bytes now promise rows that are gone
     ds = load_dataset(str(folder), cache_dir)
     np.testing.assert_array_equal(ds.images("train"), reference.images("train"))

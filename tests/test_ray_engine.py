@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from lib.pipeline.ray_engine import RayEngine, RayOptions, ray_get_features
 from lib.store.atomic import read_json
 from lib.store.layout import CacheLayout
 from tests.conftest import SHARED_DATA, SHARED_SMALL_MODEL
+from tests.streamlit_server import free_port
 from tests.test_cli import cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -121,9 +121,7 @@ def test_dead_workers_stop_cleanly_then_resume_on_the_survivors(assets: dict[str
 
 
 def test_an_address_that_does_not_answer_fails_fast(assets: dict[str, Path], cache_dir: Path) -> None:
-    with socket.socket() as s:  # a port on this machine that nothing listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # a port on this machine that nothing listens on
     t0 = time.perf_counter()
     proc = cli("extract", "--source", str(assets["cifar_tar"]), "--backbone", str(assets["savedmodel"]), "--image-size", "32",
                "--engine", "ray", "--ray-address", f"127.0.0.1:{port}", cache=cache_dir, ok=False)  # fmt: skip
@@ -131,12 +129,6 @@ def test_an_address_that_does_not_answer_fails_fast(assets: dict[str, Path], cac
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert f"No Ray cluster answers at 127.0.0.1:{port}" in proc.stderr and "ray start --head" in proc.stderr
     assert not list((cache_dir / "features").glob("*.npy")) if (cache_dir / "features").exists() else True
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _ray(*args: str, env: dict[str, str], check: bool = True) -> None:
@@ -155,7 +147,7 @@ def test_two_node_cluster_extracts_on_both_nodes(tmp_path: Path) -> None:
     token = short / "token"
     token.write_text(secrets.token_hex(32))
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token), "TF_CPP_MIN_LOG_LEVEL": "3", "RAY_USAGE_STATS_ENABLED": "0"}
-    port = _free_port()
+    port = free_port()
     address = f"127.0.0.1:{port}"
     node = ["--num-cpus", "1", "--object-store-memory", str(100 << 20), "--disable-usage-stats"]
     try:

@@ -6,8 +6,7 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
@@ -36,22 +35,6 @@ def progress_reporter(bar: Any, label: str) -> Any:
                      text=f"{label}: {p.done:,}/{p.total:,} images · {p.images_per_second:,.0f} img/s · ETA {_fmt_eta(p.eta_seconds)}")  # fmt: skip
 
     return report
-
-
-@contextlib.contextmanager
-def ray_engine(options: Any, settings: state.Settings) -> Iterator[Any]:
-    """A :class:`lib.pipeline.ray_engine.RayEngine` for ``options`` (None: extract in this process), stopped on leaving.
-    Ray itself starts only when features are missing."""
-    if options is None:
-        yield None
-        return
-    from lib.pipeline.ray_engine import RayEngine
-
-    engine = RayEngine(options, settings.cache_dir)
-    try:
-        yield engine
-    finally:
-        engine.close()
 
 
 def extract_with_status(settings: state.Settings, ds: Dataset, split: str, view: str, engine: Any = None) -> bool:

@@ -134,7 +134,9 @@ if submitted:
                 st.info("Fine-tuning trains from the images in this process; the Ray engine applies to feature extraction only.")
             manifest = actions.finetune_with_status(request, cfg, settings)
         else:
-            with actions.ray_engine(ray_options, settings) as engine:
+            from lib.pipeline.ray_engine import optional_engine
+
+            with optional_engine(ray_options, settings.cache_dir) as engine:
                 manifest = actions.train_with_status(request, settings, engine)
         if manifest is not None:
             if s["t_label"].strip():

@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from lib import config
 from lib.models.runtimes import DEFAULT_RUNTIME, RUNTIMES
@@ -77,8 +78,10 @@ def add_engine(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ray-shard-size", type=positive_int, default=512, help="images per Ray task (checkpoints stay at 4,096 images)")
 
 
-def ray_options(args: argparse.Namespace) -> object:
-    """The :class:`lib.pipeline.ray_engine.RayOptions` of the parsed flags."""
+def ray_options(args: argparse.Namespace) -> Any:
+    """The :class:`lib.pipeline.ray_engine.RayOptions` of the parsed flags; None without ``--engine ray``."""
+    if args.engine != "ray":
+        return None
     from lib.pipeline.ray_engine import RayOptions
 
     return RayOptions(address=args.ray_address, workers=args.workers, cpus_per_worker=args.ray_cpus_per_worker,

@@ -84,6 +84,7 @@ def cmd_extract(args: argparse.Namespace) -> dict[str, Any]:
     from lib.data.sources import load_dataset
     from lib.models.backbones import resolve_backbone
     from lib.pipeline.features import ExtractProgress, cached_feature_result, get_features
+    from lib.pipeline.ray_engine import optional_engine  # Ray itself is imported only if the engine starts it
 
     t0 = time.perf_counter()
     ds = load_dataset(args.source, args.cache_dir)
@@ -91,14 +92,9 @@ def cmd_extract(args: argparse.Namespace) -> dict[str, Any]:
     size = args.image_size or spec.default_size()
     views = ["original", "flip"] if args.view == "both" else [args.view]
     jobs = [(s, v) for s in splits_for(args.split, ds.splits) for v in views]
-    engine = None
-    if args.engine == "ray":
-        from lib.pipeline.ray_engine import RayEngine
-
-        engine = RayEngine(ray_options(args), args.cache_dir)  # type: ignore[arg-type]
     loaded = None
     artifacts: list[dict[str, Any]] = []
-    try:
+    with optional_engine(ray_options(args), args.cache_dir) as engine:
         for split, view in jobs:
             ray_stats = None
             result = cached_feature_result(ds, split, spec, size, view, args.limit, args.cache_dir, args.runtime)
@@ -132,9 +128,6 @@ def cmd_extract(args: argparse.Namespace) -> dict[str, Any]:
                     **({"ray": ray_stats} if ray_stats else {}),
                 }
             )
-    finally:
-        if engine is not None:
-            engine.close()
     seconds = time.perf_counter() - t0
     images = sum(a["images"] for a in artifacts)
     dim = int(get_dim(artifacts))

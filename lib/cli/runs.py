@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lib.cli.common import Bar, add_backbone, add_common, add_engine, add_source, positive_int, ray_options
-from lib.errors import ConfigError, RunError
+from lib.errors import RunError
 from lib.models.protocols import PROTOCOLS
 
 
@@ -147,21 +147,12 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
 
         manifest = finetune_run(req, args.cache_dir, cfg, on_stage=lambda m: print(m, file=sys.stderr), on_epoch=on_epoch, on_progress=on_progress)
     else:
+        from lib.pipeline.ray_engine import optional_engine
         from lib.pipeline.training import train_run
 
-        engine = None
-        if args.engine == "ray" and args.finetune:
-            raise ConfigError("--engine ray extracts features; fine-tuning trains from the images on this machine. Leave out one of them.")
-        if args.engine == "ray":
-            from lib.pipeline.ray_engine import RayEngine
-
-            engine = RayEngine(ray_options(args), args.cache_dir)  # type: ignore[arg-type]
-        try:
+        with optional_engine(ray_options(args), args.cache_dir) as engine:
             manifest = train_run(req, args.cache_dir, on_stage=lambda m: print(m, file=sys.stderr), on_extract=on_extract, on_epoch=on_epoch,
                                  engine=engine)  # fmt: skip
-        finally:
-            if engine is not None:
-                engine.close()
     if args.label:
         manifest = set_label(args.cache_dir, manifest.run_id, args.label)
     metrics, timings = manifest.metrics, manifest.timings

@@ -37,7 +37,7 @@ from lib.data.cifar import ProgressFn
 from lib.data.decode import decode_image_bytes
 from lib.data.folders import ImageSource, Listing, split_order, storage_side
 from lib.errors import CacheWriteError, DataSourceError
-from lib.store.atomic import atomic_dir, check_writable, describe_os_error, read_json, write_json_atomic
+from lib.store.atomic import atomic_dir, check_free_space, check_writable, describe_os_error, read_json, write_json_atomic
 from lib.store.layout import CacheLayout
 
 CHECKPOINT = 4096  # images between durable checkpoints: an interruption costs seconds of work
@@ -220,12 +220,10 @@ class _Job:
             self._close()
 
     def _check_space(self) -> None:
-        from lib.pipeline.features import check_free_space
-
         # The staging arrays, and a compacted copy of a split with unreadable images at the end.
         need = self.n * self.side * self.side * 3
         have = sum(f.stat().st_blocks * 512 for f in self.partial.glob("*_images.npy"))
-        check_free_space(self.partial, max(0, need - have) + need // 2)
+        check_free_space(self.partial, max(0, need - have) + need // 2, "converting this dataset")
 
     def _decode(self, todo: np.ndarray, done: int) -> None:
         position = {ref: i for i, ref in enumerate(self.listing.refs)} if self.src.sequential else None
@@ -233,17 +231,20 @@ class _Job:
         pending: deque[Future[tuple[int, np.ndarray | None, bytes]]] = deque()
         finished: list[tuple[int, int]] = []  # (position, status) not yet checkpointed
         limit = 4 * self.workers
-        with ThreadPoolExecutor(self.workers) as pool:
-            for pos, load in self._loads(todo, position, wanted):
-                pending.append(pool.submit(self._work, pos, load))
-                while len(pending) >= limit or (pending and pending[0].done()):
-                    finished.append(self._store(*pending.popleft().result()))
-                    if len(finished) >= CHECKPOINT:
-                        done = self._checkpoint(finished, done)
-            while pending:
+
+        def drain(keep: int) -> None:
+            """Store finished images in order until at most ``keep`` are pending (and the oldest is still running)."""
+            nonlocal done
+            while len(pending) > keep or (pending and pending[0].done()):
                 finished.append(self._store(*pending.popleft().result()))
                 if len(finished) >= CHECKPOINT:
                     done = self._checkpoint(finished, done)
+
+        with ThreadPoolExecutor(self.workers) as pool:
+            for pos, load in self._loads(todo, position, wanted):
+                pending.append(pool.submit(self._work, pos, load))
+                drain(limit - 1)
+            drain(0)
         self._checkpoint(finished, done)
         missing = int(np.count_nonzero(self.status() == TODO))
         if missing:

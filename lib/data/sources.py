@@ -37,7 +37,7 @@ from lib.data import cifar, convert, folders
 from lib.data.cifar import ProgressFn, ReadResult
 from lib.errors import CacheWriteError, DataSourceError, UserFacingError
 from lib.store.atomic import atomic_dir, read_json
-from lib.store.fingerprints import digest_of_files, existing_path, file_digest, tree_digest
+from lib.store.fingerprints import digest_of_files, existing_path, file_digest, hash_file, tree_digest
 from lib.store.layout import CacheLayout
 
 MAX_SOURCE_CHARS = 1024  # longer strings are refused before they reach the file system
@@ -268,10 +268,8 @@ def _verify_folder(root: Path, fingerprint_digest: str) -> convert.Verify:
 
 
 def _digest_now(path: Path) -> str | None:
-    import hashlib
-
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return hash_file(path)  # in blocks: an archive may be far larger than memory
     except OSError:
         return None
 

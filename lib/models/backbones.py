@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from lib.errors import BackboneError
+from lib.errors import BackboneError, first_line
 from lib.models.preprocess import preprocess
 from lib.models.specs import REGISTRY, BackboneSpec, resolve_backbone
 
@@ -95,7 +95,7 @@ def load_backbone(spec: BackboneSpec) -> LoadedBackbone:
     except BackboneError:
         raise
     except Exception as err:
-        raise BackboneError(f"Backbone {spec.handle} failed on a test batch of {probe_size}x{probe_size} RGB images: {_short(err)}") from err
+        raise BackboneError(f"Backbone {spec.handle} failed on a test batch of {probe_size}x{probe_size} RGB images: {first_line(err)}") from err
     if out.ndim != 2 or out.shape[0] != 2:
         raise BackboneError(
             f"Backbone {spec.handle} returns shape {list(out.shape)} for 2 images; a feature-vector module returns [batch, features]."
@@ -103,11 +103,6 @@ def load_backbone(spec: BackboneSpec) -> LoadedBackbone:
     _classification_check(spec, out.shape[1])
     loaded.feature_dim = int(out.shape[1])
     return loaded
-
-
-def _short(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return (text[0] if text else type(err).__name__)[:300]
 
 
 def _load_savedmodel(spec: BackboneSpec) -> LoadedBackbone:
@@ -119,7 +114,7 @@ def _load_savedmodel(spec: BackboneSpec) -> LoadedBackbone:
         module = hub.load(spec.handle)
     except Exception as err:
         hint = " Offline? Pass a local SavedModel folder or .tflite file instead." if spec.kind == "hub" else ""
-        raise BackboneError(f"Could not load backbone {spec.handle!r}: {_short(err)}.{hint}") from err
+        raise BackboneError(f"Could not load backbone {spec.handle!r}: {first_line(err)}.{hint}") from err
 
     if callable(module):
         call: Callable[..., Any] = module
@@ -171,7 +166,7 @@ def _load_tflite(spec: BackboneSpec) -> LoadedBackbone:
         try:
             interp = Interpreter(model_path=spec.handle, num_threads=os.cpu_count() or 2)
         except Exception as err:
-            raise BackboneError(f"Could not load TFLite backbone {spec.handle!r}: {_short(err)}") from err
+            raise BackboneError(f"Could not load TFLite backbone {spec.handle!r}: {first_line(err)}") from err
     inp = interp.get_input_details()[0]
     outp = interp.get_output_details()[0]
     if len(inp["shape"]) != 4 or inp["shape"][3] != 3:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lib.errors import BackboneError, ConfigError
+from lib.errors import BackboneError, ConfigError, first_line
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -232,9 +232,8 @@ def _convert(spec: BackboneSpec, loaded: LoadedBackbone, size: int, runtime: str
     try:
         return bytes(converter.convert())
     except Exception as err:
-        first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
         hint = " Use --runtime litert or tf." if runtime == "litert-int8" else " Use --runtime tf."
-        raise BackboneError(f"{spec.name} cannot be converted to {runtime} at {size}px: {first}.{hint}") from err
+        raise BackboneError(f"{spec.name} cannot be converted to {runtime} at {size}px: {first_line(err)}.{hint}") from err
 
 
 def threads() -> int:

@@ -33,7 +33,7 @@ from lib import config
 from lib.data.sources import Dataset, subset_indices
 from lib.errors import BackboneError, CacheWriteError, ConfigError, UserFacingError
 from lib.models.preprocess import PREPROCESSING_ID
-from lib.store.atomic import atomic_path, check_writable, read_json, save_npy_atomic, write_json_atomic
+from lib.store.atomic import atomic_path, check_free_space, check_writable, read_json, save_npy_atomic, write_json_atomic
 from lib.store.layout import CacheLayout
 
 if TYPE_CHECKING:
@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 
 VIEWS = ("original", "flip")
 CHUNK = 4096  # images per checkpoint: a lost chunk costs seconds, and few files are written
-_FREE_MARGIN = 1 << 20  # bytes kept free beyond what an extraction needs
 
 
 @dataclass(frozen=True)
@@ -234,12 +233,8 @@ def get_features(
         backbone = load_for_runtime(spec, runtime, size, dataset, cache_dir)
     backbone.check_size(size)
     job = ExtractionJob.plan(dataset, split, spec, size, view, limit, runtime, cache_dir)
-    t0 = time.perf_counter()
     loaded = backbone
-    crc = job.run(lambda todo, save, timer: _embed_locally(loaded, job, todo, save, timer, batch_size), progress, backbone.feature_dim)
-    if isinstance(crc, FeatureResult):
-        return crc
-    return job.finish(crc, time.perf_counter() - t0)
+    return job.run(lambda todo, save, timer: _embed_locally(loaded, job, todo, save, timer, batch_size), progress, backbone.feature_dim)
 
 
 Fill = Callable[[list[tuple[int, int]], Callable[[int, np.ndarray], None], "_Timer"], None]
@@ -292,12 +287,13 @@ class ExtractionJob:
             return np.ascontiguousarray(images[rows[0] : rows[-1] + 1])
         return np.ascontiguousarray(images[rows])
 
-    def run(self, fill: Fill, progress: ProgressFn | None, dim: int) -> int | FeatureResult:
-        """Compute the missing chunks with ``fill`` and write the final file; its CRC-32, or the result
-        another writer of the same key finished first."""
+    def run(self, fill: Fill, progress: ProgressFn | None, dim: int) -> FeatureResult:
+        """Compute the missing chunks with ``fill``, write the final file and its manifest; the features (or those
+        another writer of the same key finished first)."""
         npy, _, partial = self.files
+        t0 = time.perf_counter()
         try:
-            return _extract_to_cache(fill, len(self.indices), dim, npy, partial, progress)
+            crc = _extract_to_cache(fill, len(self.indices), dim, self.size, npy, partial, progress)
         except (CacheWriteError, FileNotFoundError):
             # Another session extracting the same key may finish first and remove the shared
             # checkpoint folder under us; its finished artifact is as good as ours would be.
@@ -305,8 +301,9 @@ class ExtractionJob:
             if finished is None:
                 raise
             return finished_result(finished, self.labels, self.indices, npy)
+        return self._finish(crc, time.perf_counter() - t0)
 
-    def finish(self, crc: int, seconds: float) -> FeatureResult:
+    def _finish(self, crc: int, seconds: float) -> FeatureResult:
         """Write the manifest (last: it is what makes the artifact valid) and return the features."""
         from lib.models.runtimes import runtime_identity
 
@@ -385,23 +382,7 @@ class _Timer:
         self.progress(ExtractProgress(self.done, self.total, rate, eta))
 
 
-def check_free_space(folder: Path, needed: int) -> None:
-    """Raise a "disk full" :class:`CacheWriteError` before work starts if ``needed`` bytes will not fit."""
-    probe = folder
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    try:
-        free = shutil.disk_usage(probe).free
-    except OSError:
-        return
-    if free < needed + _FREE_MARGIN:
-        raise CacheWriteError(
-            f"Disk full: extracting these features needs {needed / 1e6:,.1f} MB under {folder}, and {free / 1e6:,.1f} MB are free. "
-            "Free some space or point --cache-dir elsewhere; nothing was saved."
-        )
-
-
-def _extract_to_cache(fill: Fill, n: int, dim: int, target: Path, partial: Path, progress: ProgressFn | None) -> int:
+def _extract_to_cache(fill: Fill, n: int, dim: int, size: int, target: Path, partial: Path, progress: ProgressFn | None) -> int:
     """Let ``fill`` compute the missing checkpoint chunks, then write ``target``; returns its CRC-32."""
     chunks = [(s, min(s + CHUNK, n)) for s in range(0, n, CHUNK)]
     check_writable(partial)
@@ -420,7 +401,7 @@ def _extract_to_cache(fill: Fill, n: int, dim: int, target: Path, partial: Path,
     def save(start: int, block: np.ndarray) -> None:
         block = np.asarray(block, dtype=np.float32)
         if not np.all(np.isfinite(block)):
-            raise BackboneError("The backbone returned NaN or infinite features; nothing was cached.")
+            raise BackboneError(f"The backbone returned NaN or infinite features at {size}px; nothing was cached.")
         # create_parent=False: if another writer finished and removed the folder, stop rather than orphan a chunk.
         save_npy_atomic(partial / f"chunk_{start:08d}.npy", block, create_parent=False)
 

@@ -24,18 +24,20 @@ How it works:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import tempfile
 import time
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lib.errors import BackboneError, ConfigError, UserFacingError
+from lib.errors import BackboneError, ConfigError, UserFacingError, first_line
 
 if TYPE_CHECKING:
     from lib.data.sources import Dataset
@@ -100,6 +102,16 @@ def ray_get_features(
     """One artifact on Ray (see :class:`RayEngine` to make several with one start-up)."""
     with RayEngine(options or RayOptions(), cache_dir) as engine:
         return engine.get_features(dataset, split, spec, image_size, view, limit, batch_size, progress, runtime)
+
+
+@contextlib.contextmanager
+def optional_engine(options: RayOptions | None, cache_dir: Path | str) -> Iterator[RayEngine | None]:
+    """A :class:`RayEngine` for ``options``, closed on leaving; None (extract in this process) when ``options`` is None."""
+    if options is None:
+        yield None
+        return
+    with RayEngine(options, cache_dir) as engine:
+        yield engine
 
 
 class RayEngine:
@@ -168,14 +180,13 @@ class RayEngine:
         actors, dim = self.actors[key]
         stats.workers, stats.startup_seconds = len(actors), time.perf_counter() - t0
         t1 = time.perf_counter()
-        crc = job.run(lambda todo, save, timer: _dispatch(self.ray, actors, job, todo, save, timer, self.options.shard, batch_size, stats), progress, dim)
-        stats.extract_seconds = time.perf_counter() - t1
-        stats.images = sum(stats.images_per_node.values())
+        result = job.run(lambda todo, save, timer: _dispatch(self.ray, actors, job, todo, save, timer, self.options.shard, batch_size, stats),
+                         progress, dim)  # fmt: skip
         if stats.workers_lost:
             self.actors.pop(key, None)  # start a whole set again for the next artifact
-        if isinstance(crc, features.FeatureResult):
-            return crc, stats  # another writer finished the same key first
-        return job.finish(crc, stats.extract_seconds), stats
+        stats.extract_seconds = time.perf_counter() - t1
+        stats.images = sum(stats.images_per_node.values())
+        return result, stats
 
 
 # --------------------------------------------------------------------------- connecting
@@ -205,7 +216,7 @@ def _connect(ray: Any, options: RayOptions, cache_dir: Path, stats: RayStats) ->
         ray.init(num_cpus=cpus, object_store_memory=options.object_store_mb << 20, _temp_dir=str(temp), include_dashboard=False,
                  runtime_env=runtime_env, log_to_driver=False, logging_level="ERROR")  # fmt: skip
     except Exception as err:
-        raise ConfigError(f"Could not start a local Ray instance (temp dir {temp}): {_short(err)}") from err
+        raise ConfigError(f"Could not start a local Ray instance (temp dir {temp}): {first_line(err)}") from err
     return True
 
 
@@ -231,7 +242,7 @@ def _init_within(ray: Any, seconds: float, failure: str, **kwargs: Any) -> None:
                           "(6379 by default), and does this machine have the cluster's auth token (RAY_AUTH_TOKEN) if it uses one?")  # fmt: skip
     err = outcome.get("error")
     if err is not None:
-        raise ConfigError(f"{failure}: {_short(err)}") from err
+        raise ConfigError(f"{failure}: {first_line(err)}") from err
 
 
 def _check_reachable(address: str) -> str:
@@ -316,11 +327,17 @@ def _start_actors(ray: Any, options: RayOptions, spec: BackboneSpec, runtime: st
     except Exception as err:
         for a in actors:
             ray.kill(a)
-        cause = getattr(err, "cause", None)
-        if isinstance(cause, UserFacingError):
-            raise type(cause)(str(cause)) from err
-        raise BackboneError(f"The Ray workers could not load {spec.name}: {_short(err)}") from err
+        raise _worker_error(err, f"The Ray workers could not load {spec.name}") from err
     return actors, int(dims[0])
+
+
+def _worker_error(err: BaseException, what: str, after: str = "") -> UserFacingError:
+    """The project's own error that a worker raised (Ray wraps it in a RayTaskError), as is; any other failure as a
+    :class:`BackboneError` saying ``what`` and the first line of its message."""
+    cause = getattr(err, "cause", None)
+    if isinstance(cause, UserFacingError):
+        return type(cause)(str(cause))
+    return BackboneError(f"{what}: {first_line(err)}.{after}")
 
 
 class Embedder:
@@ -426,10 +443,7 @@ def _dispatch(ray: Any, actors: list[Any], job: Any, todo: list[tuple[int, int]]
             submit()
             continue
         except ray.exceptions.RayTaskError as err:  # the worker is alive but the backbone failed on these images
-            cause = getattr(err, "cause", None)
-            if isinstance(cause, UserFacingError):
-                raise type(cause)(str(cause)) from None
-            raise BackboneError(f"A Ray worker failed on images {s:,}-{e:,}: {_short(err)}. The chunks finished so far are saved.") from err
+            raise _worker_error(err, f"A Ray worker failed on images {s:,}-{e:,}", " The chunks finished so far are saved.") from err
         stats.images_per_node[node] = stats.images_per_node.get(node, 0) + (e - s)
         timer.step(e - s)
         chunk = chunk_of[start]
@@ -440,8 +454,3 @@ def _dispatch(ray: Any, actors: list[Any], job: Any, todo: list[tuple[int, int]]
             del open_chunks[chunk]
         submit()
     stats.driver_seconds += time.perf_counter() - busy
-
-
-def _short(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return (text[0] if text else type(err).__name__)[:300]

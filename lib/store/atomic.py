@@ -43,6 +43,25 @@ def check_writable(target: Path | str) -> None:
         raise ReadOnlyError(why or f"{root} is read-only here; nothing was written.")
 
 
+FREE_MARGIN = 1 << 20  # bytes kept free beyond what a writer says it needs
+
+
+def check_free_space(folder: Path, needed: int, doing: str = "extracting these features") -> None:
+    """Raise a "disk full" :class:`CacheWriteError` before work starts if ``needed`` bytes will not fit under ``folder``."""
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        free = shutil.disk_usage(probe).free
+    except OSError:
+        return
+    if free < needed + FREE_MARGIN:
+        raise CacheWriteError(
+            f"Disk full: {doing} needs {needed / 1e6:,.1f} MB under {folder}, and {free / 1e6:,.1f} MB are free. "
+            "Free some space or point --cache-dir elsewhere; nothing was saved."
+        )
+
+
 def describe_os_error(err: OSError, target: Path) -> str:
     if err.errno == errno.ENOSPC:
         return f"Disk full while writing {target}. Free some space or point --cache-dir elsewhere; nothing was saved."

@@ -16,14 +16,15 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 
-def _hash_file(path: Path | str, algorithm: str = "sha256") -> str:
+def hash_file(path: Path | str, algorithm: str = "sha256") -> str:
+    """Hex digest of a file's bytes, read in blocks (not memoised: what the file holds now)."""
     with open(path, "rb") as fh:
         return hashlib.file_digest(fh, algorithm).hexdigest()
 
 
 @functools.lru_cache(maxsize=256)
 def _file_digest(path: str, algorithm: str, _size: int, _mtime_ns: int) -> str:
-    return _hash_file(path, algorithm)
+    return hash_file(path, algorithm)
 
 
 def file_digest(path: Path, algorithm: str = "sha256") -> str:
@@ -73,7 +74,7 @@ def tree_digest(root: Path, files: list[Path] | None = None, progress: Callable[
 
         def hashed() -> Iterator[tuple[str, str]]:
             for i, (name, p) in enumerate(zip(names, paths), 1):
-                yield name, _hash_file(p)
+                yield name, hash_file(p)
                 if progress and (i % 2000 == 0 or i == total):
                     progress(i, total, "fingerprint")
 
