@@ -76,6 +76,7 @@ def test_backbones_lists_registry(cache_dir: Path) -> None:
         (["extract", "--source", "{cifar}", "--backbone", "y" * 5000], "characters long"),
         (["extract", "--source", "{cifar}", "--backbone", "/" + "a" * 300 + "/m"], "Unknown backbone"),
         (["train", "--source", "{cifar}", "--backbone", "/no/such/model", "--dropout", "3"], "dropout"),
+        (["train", "--source", "{cifar}", "--backbone", "/no/such/model", "--finetune", "--engine", "ray"], "fine-tuning trains from the images"),
     ],
 )
 def test_errors_are_one_line_without_traceback(assets: dict[str, Path], cache_dir: Path, args: list[str], message: str) -> None:

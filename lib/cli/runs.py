@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lib.cli.common import Bar, add_backbone, add_common, add_engine, add_source, positive_int, ray_options
-from lib.errors import RunError
+from lib.errors import ConfigError, RunError
 from lib.models.protocols import PROTOCOLS
 
 
@@ -121,6 +121,8 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
 
     from lib.store.runs import set_label
 
+    if args.finetune and args.engine == "ray":
+        raise ConfigError("--engine ray extracts features; fine-tuning trains from the images on this machine. Leave out one of them.")
     req = _request(args)
     bars: dict[str, Bar] = {}
 
