@@ -24,7 +24,6 @@ folder and any partial download are removed, so a corrupt or truncated bundle le
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -41,6 +40,7 @@ import numpy as np
 
 from lib.errors import UserFacingError
 from lib.store.atomic import atomic_path, check_writable, read_json
+from lib.store.fingerprints import hash_file
 from lib.store.layout import CacheLayout, check_name
 
 BUNDLE_VERSION = 1
@@ -53,14 +53,6 @@ ProgressFn = Callable[[str, float], None]
 
 class BundleError(UserFacingError):
     """A bundle could not be made, downloaded, verified or installed."""
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------------------------- making
@@ -171,7 +163,7 @@ def make_bundle(cache_dir: Path | str, out: Path | str, run_ids: list[str] | Non
                     half = Path(scratch) / f"{n}.npy"
                     np.save(half, np.asarray(np.load(path, mmap_mode="r"), np.float16))
                     path = half
-                sums[name] = {"sha256": _sha256(path), "bytes": path.stat().st_size}
+                sums[name] = {"sha256": hash_file(path), "bytes": path.stat().st_size}
                 payload.append((name, path))
                 report(f"checksums {name}", 0.5 * (n + 1) / len(files))
             meta["files"] = sums
@@ -267,7 +259,7 @@ def install_bundle(source: str, cache_dir: Path | str, progress: ProgressFn | No
                 raise BundleError(f"No bundle at {source!r} (give a file made by `python -m lib bundle`, or an http(s) URL).")
         if sha256:
             report("checking the bundle's SHA-256", 0.5)
-            if _sha256(archive) != sha256.lower():
+            if hash_file(archive) != sha256.lower():
                 raise BundleError("The bundle's SHA-256 is not the one given: it is corrupt or another file; nothing was installed.")
         try:
             with tarfile.open(archive, "r:*") as tar:
@@ -286,7 +278,7 @@ def install_bundle(source: str, cache_dir: Path | str, progress: ProgressFn | No
                     with tar.extractfile(member) as src, open(target, "wb") as dst:  # type: ignore[union-attr]
                         shutil.copyfileobj(src, dst, 1 << 20)
                     expected = meta["files"][member.name]
-                    if target.stat().st_size != expected.get("bytes") or _sha256(target) != expected.get("sha256"):
+                    if target.stat().st_size != expected.get("bytes") or hash_file(target) != expected.get("sha256"):
                         raise BundleError(f"{member.name} in the bundle does not match its checksum: the bundle is corrupt; nothing was installed.")
                     report(f"unpacking {member.name}", 0.5 + 0.4 * (n + 1) / len(members))
         except (tarfile.TarError, EOFError, ValueError, OSError) as err:
