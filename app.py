@@ -14,6 +14,12 @@ from ui import demo, state, widgets
 cache_dir = state.startup_cache_dir()
 configure_process(cache_dir)
 st.set_page_config(page_title="Transfer learning explorer", page_icon=":material/hub:", layout="wide")
+if problem := state.argv_problem():
+    from ui.text import show_error
+
+    show_error(f"The server was started with a flag it cannot use: {problem}. Nothing is served until it is restarted with a valid one "
+               "(streamlit run app.py -- --source PATH --backbone PATH --image-size N --cache-dir DIR --demo).")
+    st.stop()
 state.unpack_bundle_once(cache_dir)  # --bundle: before the first page renders, and before the cache turns read-only
 if demo.active():
     from lib.store.atomic import set_read_only

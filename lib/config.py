@@ -21,13 +21,18 @@ SEED = 0
 
 # Bump a version when the bytes an artifact holds would change for the same key,
 # so stale artifacts are never read as current.
-DATASET_FORMAT_VERSION = 2  # 2: 16-bit images scaled, mixed sizes stored at the median over images
+DATASET_FORMAT_VERSION = 3  # 2: 16-bit images scaled, mixed sizes stored at the median over images; 3: EXIF orientation applied
 FEATURE_FORMAT_VERSION = 1
 
 
 # Image-folder datasets with mixed image sizes are stored at one square size,
 # capped so that a folder of large photos does not become tens of GB of uint8.
 MAX_STORAGE_SIDE = 224
+# An image file larger than this is not read (it is counted as unreadable): a zip or tar member that inflates to a
+# gigabyte, or a stray video, must not be held in memory by every decoding thread at once.
+MAX_IMAGE_FILE_BYTES = 64 * 1024 * 1024
+# Decoded pixels in flight across the conversion's threads: a folder of 9000x9000 PNGs decodes one or two at a time.
+MAX_PIXELS_IN_FLIGHT = 64_000_000
 
 ENV_CACHE_DIR = "TLX_CACHE_DIR"
 ENV_SOURCE = "TLX_SOURCE"

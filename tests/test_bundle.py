@@ -95,7 +95,8 @@ def _rewrite(src: Path, dst: Path, edit) -> None:
             tout.addfile(info, io.BytesIO(out[1]))
 
 
-@pytest.mark.parametrize("damage", ["flipped byte", "truncated", "missing member", "path escape", "not a bundle", "other version"])
+@pytest.mark.parametrize("damage", ["flipped byte", "truncated", "missing member", "path escape", "not a bundle", "other version", "aliases a list",
+                                    "size not a number", "run not a run id"])
 def test_bad_bundles_are_refused_and_leave_nothing(bundle: tuple[Path, dict], tmp_path: Path, damage: str) -> None:
     path, _ = bundle
     bad = tmp_path / "bad.tar"
@@ -111,9 +112,16 @@ def test_bad_bundles_are_refused_and_leave_nothing(bundle: tuple[Path, dict], tm
                 return None
             if damage == "path escape" and name.startswith("projections/"):
                 return "../../escaped.txt", data
-            if damage == "other version" and name == "bundle.json":
+            if name == "bundle.json" and damage in ("other version", "aliases a list", "size not a number", "run not a run id"):
                 meta = json.loads(data)
-                meta["version"] = 99
+                if damage == "other version":
+                    meta["version"] = 99
+                elif damage == "aliases a list":
+                    meta["aliases"] = ["a", "b"]
+                elif damage == "size not a number":
+                    meta["defaults"]["image_size"] = "big"
+                else:
+                    meta["runs"] = ["../../etc"]
                 return name, json.dumps(meta).encode()
             return name, data
 
@@ -180,3 +188,140 @@ def test_bundle_cli_and_unknown_run(source_cache: dict[str, str], tmp_path: Path
     assert out["runs"] == [source_cache["run"]] and out["bytes"] == (tmp_path / "b.tar").stat().st_size
     assert main(["install-bundle", str(tmp_path / "b.tar"), "--cache-dir", str(tmp_path / "c"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["runs"] == [source_cache["run"]]
+
+
+def test_bundle_out_never_replaces_a_users_file(source_cache: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`bundle --out thesis.txt` is refused and the thesis kept; an earlier bundle at --out is replaced."""
+    from lib.cli.main import main
+
+    thesis = tmp_path / "thesis.txt"
+    thesis.write_text("my thesis")
+    assert main(["bundle", "--out", str(thesis), "--cache-dir", source_cache["cache"]]) == 2
+    assert "not a bundle made by this project" in capsys.readouterr().err and thesis.read_text() == "my thesis"
+    tar_of_mine = tmp_path / "photos.tar"
+    with tarfile.open(tar_of_mine, "w") as tar:
+        tar.add(thesis, arcname="thesis.txt")
+    before = tar_of_mine.read_bytes()
+    with pytest.raises(BundleError, match="not a bundle"):
+        make_bundle(source_cache["cache"], tar_of_mine)
+    assert tar_of_mine.read_bytes() == before
+    out = tmp_path / "demo.tar"
+    first = make_bundle(source_cache["cache"], out)
+    assert make_bundle(source_cache["cache"], out)["bytes"] == first["bytes"]  # an earlier bundle: replaced
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_a_gzip_bomb_member_is_refused_before_it_is_written(bundle: tuple[Path, dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A member the manifest says is N bytes but whose header says 32 MiB (zeros, a few KB gzipped) is refused before a byte of it lands."""
+    from lib.store import bundle as bundle_mod
+
+    path, _ = bundle
+    bomb = tmp_path / "bomb.tar.gz"
+    with tarfile.open(path) as tin, tarfile.open(bomb, "w:gz") as tout:
+        for m in tin.getmembers():
+            data = tin.extractfile(m).read()  # type: ignore[union-attr]
+            if m.name.startswith("projections/"):
+                data = bytes(32 << 20)
+            info = tarfile.TarInfo(m.name)
+            info.size = len(data)
+            tout.addfile(info, io.BytesIO(data))
+    assert bomb.stat().st_size < 4 << 20
+    written: list[int] = []
+    real_copy = bundle_mod.shutil.copyfileobj
+    monkeypatch.setattr(bundle_mod.shutil, "copyfileobj", lambda src, dst, n=0: written.append(1) or real_copy(src, dst, n))
+    with pytest.raises(BundleError, match="manifest says"):
+        install_bundle(str(bomb), tmp_path / "cache")
+    assert written == [] and files_of(tmp_path / "cache") == set()
+
+
+def test_an_updated_bundle_at_the_same_path_installs(source_cache: dict[str, str], tmp_path: Path) -> None:
+    """The same path (or URL) with new contents is installed (decided by the manifest's checksums); the same contents are not."""
+    import shutil
+
+    cache = tmp_path / "src"
+    shutil.copytree(source_cache["cache"], cache)
+    out, target = tmp_path / "demo.tar", tmp_path / "demo_cache"
+    make_bundle(cache, out)
+    assert install_bundle(str(out), target)["runs"] == [source_cache["run"]]
+    assert install_bundle(str(out), target).get("already_installed")
+    req = RunRequest(source_cache["source"], source_cache["backbone"], HeadConfig(head="linear", epochs=2, batch_size=16), image_sizes=(32,))
+    second = train_run(req, cache).run_id
+    make_bundle(cache, out)
+    info = install_bundle(str(out), target)
+    assert not info.get("already_installed") and info["artifacts_added"] >= 1 and set(info["runs"]) == {source_cache["run"], second}
+    assert (target / "runs" / second).is_dir() and set(installed_bundle(target)["runs"]) == {source_cache["run"], second}
+
+
+def test_a_bundle_holds_only_its_runs_datasets(source_cache: dict[str, str], tmp_path: Path) -> None:
+    """Audits, maps and speed results of another dataset (or too old to say which) stay out of `bundle --run`."""
+    import shutil
+
+    from lib.store.atomic import save_npz_checked, write_json_atomic
+
+    cache = tmp_path / "src"
+    shutil.copytree(source_cache["cache"], cache)
+    save_npz_checked(cache / "audits" / ("a" * 24 + ".npz"), {"labels.train": np.zeros(3)}, {"version": 1, "classes": ["secret"],
+                                                                                                "feature_keys": {"train": "f" * 24}})  # fmt: skip
+    save_npz_checked(cache / "projections" / f"full-pca-{'b' * 24}.npz", {"train": np.zeros((3, 2))}, {"version": 1})  # no feature_keys: older
+    write_json_atomic(cache / "benchmarks" / ("c" * 24 + ".json"), {"dataset": "someone-elses", "rows": []})
+    out = tmp_path / "demo.tar"
+    make_bundle(cache, out, [source_cache["run"]])
+    with tarfile.open(out) as tar:
+        names = tar.getnames()
+    assert not [n for n in names if "a" * 24 in n or "b" * 24 in n or "c" * 24 in n]
+    assert [n for n in names if n.startswith("projections/full-pca-")]  # this dataset's own map is there
+
+
+def test_a_trickling_download_is_given_up(bundle: tuple[Path, dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server that sends one byte now and then (never enough to finish) is given up on with a clear line."""
+    import time
+
+    from lib.store import bundle as bundle_mod
+
+    class Trickle(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            self.send_response(200)
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            for _ in range(40):
+                self.wfile.write(b"x")
+                self.wfile.flush()
+                time.sleep(0.1)
+
+        def log_message(self, *_a: object) -> None:
+            pass
+
+    monkeypatch.setattr(bundle_mod, "DOWNLOAD_STALL_S", 1.0)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(BundleError, match="stalled"):
+            install_bundle(f"http://127.0.0.1:{server.server_address[1]}/demo.tar", tmp_path / "cache")
+        assert time.monotonic() - t0 < 3.5
+    finally:
+        server.shutdown()
+    assert files_of(tmp_path / "cache") == set() and not list((tmp_path / "cache").iterdir())
+
+
+def test_leftovers_of_a_killed_install_are_cleaned_and_a_full_disk_is_named(bundle: tuple[Path, dict], tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    import errno
+
+    from lib.store import bundle as bundle_mod
+
+    path, _ = bundle
+    cache = tmp_path / "cache"
+    for name in (".bundle-staging-999999999-abc", ".bundle-staging-old"):  # a dead process's, and an older version's
+        (cache / name / "tree").mkdir(parents=True)
+    real_copy = bundle_mod.shutil.copyfileobj
+
+    def full(src: object, dst: object, n: int = 0) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(bundle_mod.shutil, "copyfileobj", full)
+    with pytest.raises(BundleError, match="Disk full"):
+        install_bundle(str(path), cache)
+    assert not list(cache.iterdir())
+    monkeypatch.setattr(bundle_mod.shutil, "copyfileobj", real_copy)
+    assert install_bundle(str(path), cache)["artifacts_added"] > 0

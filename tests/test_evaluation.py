@@ -21,7 +21,9 @@ CLASSES = ["a", "b", "c"]
 def test_accuracy_and_top_k() -> None:
     assert ev.accuracy(Y, P) == 0.5
     assert ev.top_k_accuracy(Y, P, 2) == 5 / 6  # only row 5 misses: its true class is ranked last
-    assert ev.top_k_accuracy(Y, P, 5) == 1.0
+    assert ev.top_k_accuracy(Y, P, 3) is None and ev.top_k_accuracy(Y, P, 5) is None  # k not below the classes: no figure
+    two = np.array([[0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
+    assert ev.top_k_accuracy(np.array([0, 1, 1]), two, 1) == 2 / 3 and ev.top_k_accuracy(np.array([0, 1, 1]), two, 5) is None
 
 
 def test_confusion_counts_and_normalized() -> None:

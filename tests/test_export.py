@@ -104,3 +104,37 @@ def test_export_into_an_empty_folder_and_zip_rules(small_run: str, cache_dir: Pa
     with pytest.raises(RunError, match="--force"):
         zip_folder(empty, ours, force=False)
     assert zip_folder(empty, ours, force=True) == ours
+
+
+def test_force_replaces_only_the_exports_own_files(small_run: str, cache_dir: Path, tmp_path: Path) -> None:
+    """`runs export --force` onto an earlier export that a user added NOTES.md and eval/results.csv to: refused, naming
+    them, and both kept; without them it replaces the export. Class names travel exactly in class_names.json."""
+    out = export_run(cache_dir, small_run, tmp_path / "exp")
+    marker = json.loads((out / EXPORT_MARKER).read_text())
+    assert "saved_model.pb" in marker["files"] and json.loads((out / "class_names.json").read_text()) == fixtures.CLASSES
+    (out / "NOTES.md").write_text("my notes")
+    (out / "eval").mkdir()
+    (out / "eval" / "results.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(RunError, match=r"NOTES\.md.*eval/results\.csv|eval.*NOTES\.md"):
+        export_run(cache_dir, small_run, out, force=True)
+    assert (out / "NOTES.md").read_text() == "my notes" and (out / "eval" / "results.csv").read_text() == "a,b\n1,2\n"
+    (out / "NOTES.md").unlink()
+    (out / "eval" / "results.csv").unlink()
+    (out / "eval").rmdir()
+    assert export_run(cache_dir, small_run, out, force=True) == out and (out / "saved_model.pb").exists()
+
+
+def test_export_onto_a_full_disk_says_disk_full(small_run: str, cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """TensorFlow reports a full disk as its own error type: the CLI says "Disk full" in one line, and nothing is left."""
+    from lib.cli.main import main
+    from lib.models import export
+
+    def full(*_a: object, **_k: object) -> None:
+        raise RuntimeError("could not write file: No space left on device")
+
+    monkeypatch.setattr(export, "save_module", full)
+    assert main(["runs", "export", small_run, "--out", str(tmp_path / "exp"), "--zip", "--cache-dir", str(cache_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: Disk full") and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "exp").exists() and not list(tmp_path.glob(".exp*")) and not (tmp_path / "exp.zip").exists()

@@ -138,7 +138,7 @@ def _selection(sel: Any, coords: np.ndarray, shown: np.ndarray, splits: list[tup
     a, b = st.columns([2, 1])
     a.bar_chart(table["label"].value_counts(), horizontal=True, height=300)
     b.dataframe(table.groupby("split").size().rename("images"), width="stretch")
-    b.download_button("Download the selection (CSV)", table.to_csv(index=False).encode(), "selection.csv", "text/csv", key="fm_sel_csv")
+    widgets.csv_download(b, "Download the selection (CSV)", table, "selection.csv", key="fm_sel_csv")
 
 
 def _neighbours(settings: state.Settings, ds: Any, combo: tuple, splits: list[str]) -> None:

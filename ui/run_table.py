@@ -12,7 +12,7 @@ from lib.config import BLOG_ACCURACY
 from lib.errors import UserFacingError
 from lib.store.manifest import RunManifest
 from lib.store.runs import delete_run, list_damaged_runs, set_label
-from ui import charts, demo, state
+from ui import charts, demo, state, widgets
 from ui.text import md_escape, show_error
 
 
@@ -59,6 +59,7 @@ def runs_section(settings: state.Settings, runs: list[RunManifest]) -> None:
         column_config={"test_accuracy": st.column_config.NumberColumn("test acc", format="%.4f"),
                        "top5": st.column_config.NumberColumn(format="%.4f")},
     )  # fmt: skip
+    widgets.csv_download(st, "Download the runs table (CSV)", df, "runs.csv", key="runs_csv")
     picked = [df.iloc[i]["run_id"] for i in event.selection.rows] if event is not None else []
     if not picked:
         st.caption("Select rows to activate, rename, delete, download or compare runs.")

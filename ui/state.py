@@ -17,17 +17,17 @@ import sys
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import streamlit as st
 
 from lib import config
+from lib.bounds import BOUNDS
 from lib.data.sources import MAX_SOURCE_CHARS
 from lib.models.specs import MAX_BACKBONE_CHARS, default_image_size
 from lib.store.layout import RUN_ID
 
 GLOBAL_KEYS = {"source": "source", "backbone": "backbone", "image_size": "size", "run_id": "run"}
-MIN_SIZE, MAX_SIZE = 32, 512  # input sizes the app accepts, in pixels
 _KEEP = "_kept_"  # session-state prefix of page widgets' last values (see bind)
 
 
@@ -42,19 +42,42 @@ class Settings:
     cache_dir: Path
 
 
-def _argv_defaults() -> dict[str, Any]:
-    parser = argparse.ArgumentParser(add_help=False)
+class _FlagError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise _FlagError(message)
+
+
+def _parse_argv() -> tuple[dict[str, Any], str]:
+    """The app's flags after ``--``, and the first problem with them ("" if none)."""
+    from lib.bounds import flag
+
+    parser = _Parser(add_help=False, prog="streamlit run app.py --")
     parser.add_argument("--source")
     parser.add_argument("--backbone")
-    parser.add_argument("--image-size", type=int)
+    parser.add_argument("--image-size", type=flag("image_size"))
     parser.add_argument("--cache-dir")
     parser.add_argument("--bundle")
     parser.add_argument("--bundle-sha256")
+    parser.add_argument("--demo", action="store_true")
     try:
         args, _ = parser.parse_known_args(sys.argv[1:])
-    except SystemExit:
-        return {}
-    return {k: v for k, v in vars(args).items() if v is not None}
+    except _FlagError as err:
+        return {}, str(err)
+    return {k: v for k, v in vars(args).items() if v not in (None, False)}, ""
+
+
+def _argv_defaults() -> dict[str, Any]:
+    return _parse_argv()[0]
+
+
+def argv_problem() -> str:
+    """What is wrong with the flags the server was started with ("" if nothing): app.py refuses to serve with a bad
+    one rather than drop every flag and serve the default cache."""
+    return _parse_argv()[1]
 
 
 def startup_cache_dir() -> str:
@@ -70,7 +93,8 @@ def defaults() -> dict[str, Any]:
     bundled = (installed_bundle(startup_cache_dir()) or {}).get("defaults") or {}
     backbone = argv.get("backbone") or os.environ.get(config.ENV_BACKBONE) or bundled.get("backbone") or config.DEFAULT_BACKBONE
     size_env = os.environ.get(config.ENV_IMAGE_SIZE)
-    size = argv.get("image_size") or (size_env if size_env and size_env.isdigit() else 0) or bundled.get("image_size") or default_image_size(backbone)
+    env_size = int(size_env) if size_env and size_env.isdigit() and BOUNDS["image_size"].accepts(int(size_env)) else 0
+    size = argv.get("image_size") or env_size or bundled.get("image_size") or default_image_size(backbone)
     run = bundled.get("run", "") if isinstance(bundled.get("run"), str) and RUN_ID.match(bundled.get("run", "")) else ""
     return {
         "source": argv.get("source") or os.environ.get(config.ENV_SOURCE) or bundled.get("source") or config.DEFAULT_SOURCE,
@@ -119,7 +143,7 @@ def _valid_global(key: str, value: str) -> bool:
     if key in ("source", "backbone") and demo.active():
         return value.strip() == str(defaults()[key])  # a demo serves only what it was started with: no path from a URL
     if key == "image_size":
-        return value.isdigit() and MIN_SIZE <= int(value) <= MAX_SIZE
+        return value.isdigit() and BOUNDS["image_size"].accepts(int(value))
     if key == "run_id":
         return value == "" or bool(RUN_ID.match(value))
     limit = MAX_SOURCE_CHARS if key == "source" else MAX_BACKBONE_CHARS

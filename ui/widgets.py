@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
+from lib.bounds import widget
 from lib.data.sources import Dataset
 from lib.errors import UserFacingError
 from lib.models.specs import REGISTRY
@@ -47,7 +48,7 @@ def _settings_form(sb: Any, settings: state.Settings) -> None:
         custom = settings.backbone not in REGISTRY
         choice = st.selectbox("Backbone", ["(custom handle or path)", *names], index=0 if custom else names.index(settings.backbone) + 1)
         typed = st.text_input("Custom handle or path", settings.backbone if custom else "")
-        size = st.number_input("Input size (px)", state.MIN_SIZE, state.MAX_SIZE, settings.image_size, step=32)
+        size = st.number_input("Input size (px)", value=settings.image_size, step=32, **widget("image_size"))
         if st.form_submit_button("Apply"):
             backbone = typed.strip() if choice.startswith("(") else choice
             if backbone:
@@ -90,9 +91,13 @@ def extraction_engine(key: str) -> Any:
             return None
         address = st.text_input("Ray cluster address", key=f"{key}_ray_address", max_chars=200,
                                 placeholder="blank: start Ray on this machine; HOST:PORT joins a cluster")  # fmt: skip
-        workers = st.number_input("Workers", min_value=1, max_value=256, value=2, key=f"{key}_ray_workers",
+        workers = st.number_input("Workers", **widget("workers"), value=2, key=f"{key}_ray_workers",
                                   help="Ray actors, each loading the backbone once and reserving one CPU")  # fmt: skip
-        return RayOptions(address=address.strip() or None, workers=int(workers))
+        try:
+            return RayOptions(address=address.strip() or None, workers=int(workers))
+        except UserFacingError as err:
+            show_error(f"{err} Until it is fixed, features are extracted in this process.")
+            return None
 
 
 def _short(text: str, width: int = 48) -> str:
@@ -184,3 +189,12 @@ def top5(container: Any, probs: np.ndarray, classes: Sequence[str]) -> None:
     table = pd.DataFrame({"class": [classes[i] for i in order], "probability": [float(probs[i]) for i in order]})
     container.dataframe(table, hide_index=True,
                         column_config={"probability": st.column_config.ProgressColumn(format="%.3f", min_value=0.0, max_value=1.0)})  # fmt: skip
+
+
+def csv_download(container: Any, label: str, table: Any, file_name: str, key: str) -> None:
+    """A download button for ``table`` as CSV that a spreadsheet cannot run: cells that start a formula are
+    neutralised (:func:`lib.safe_text.to_csv`). The tables' own CSV export is off (``client.disableDataExport``), so
+    this is the one way a table leaves the app."""
+    from lib.safe_text import to_csv
+
+    container.download_button(label, to_csv(table).encode(), file_name, "text/csv", key=key)

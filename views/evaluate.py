@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from lib.analysis.evaluation import misclassified
+from lib.analysis.evaluation import misclassified, percent
 from lib.store.runs import list_runs
 from ui import cached, charts, classify, state, widgets
 from ui.text import md_escape
@@ -27,7 +27,7 @@ st.caption(f"Run **{md_escape(m.display_name())}** · {md_escape(m.backbone_name
 
 a, b, c, d = st.columns(4)
 a.metric("Accuracy", f"{report['accuracy']:.2%}")
-b.metric("Top-5 accuracy", f"{report['top5_accuracy']:.2%}")
+b.metric("Top-5 accuracy", percent(report["top5_accuracy"]), help="Shown for more than five classes (with five or fewer it is always 100%).")
 c.metric("ECE", f"{report['calibration']['ece']:.4f}")
 d.metric("Errors", f"{round((1 - report['accuracy']) * report['count']):,}")
 

@@ -8,6 +8,7 @@ from lib.analysis import audit as au
 from lib.data.images import upscale
 from lib.errors import UserFacingError
 from lib.models.runtimes import DEFAULT_RUNTIME
+from lib.safe_text import to_csv
 from lib.store.excludes import save_exclude_list, to_json
 from ui import actions, cached, demo, state, widgets
 from ui.text import md_escape, show_error
@@ -61,7 +62,7 @@ with tab_issues:
     split_pick = f2.selectbox("Split", ["all", *audit.issues], key="dq_split")
     shown = f3.select_slider("Show", [24, 48, 96, 192], value=48, key="dq_show")
     table = cached.label_issue_table(audit, audit.key, None if split_pick == "all" else split_pick, None if klass == "all" else list(ds.classes).index(klass))
-    csv = cached.memo(("issues-csv", audit.key, split_pick, klass), lambda: table.to_csv(index=False))
+    csv = cached.memo(("issues-csv", audit.key, split_pick, klass), lambda: to_csv(table))
     st.download_button("Download these label issues (CSV)", csv, "label_issues.csv", "text/csv")
     st.caption("Worst first. Score: 1 − the out-of-sample probability of the given label. Tick **exclude** to leave an image out of "
                "training (save the list in the last tab).")  # fmt: skip

@@ -11,7 +11,7 @@ from lib.analysis import benchmark as bm
 from lib.config import BLOG_ACCURACY
 from lib.models.runtimes import RUNTIMES
 from lib.store.runs import list_runs
-from ui import charts, demo, state
+from ui import charts, demo, state, widgets
 from ui.actions import measure_with_status as measure
 from ui.text import md_escape
 
@@ -103,6 +103,7 @@ else:
 
     st.subheader("All measurements")
     st.dataframe(rows.drop(columns=["pareto", "backbone"]), hide_index=True, width="stretch")
+    widgets.csv_download(st, "Download the measurements (CSV)", rows.drop(columns=["pareto"]), "speed_accuracy.csv", key="sp_csv")
 
     missing = bm.missing_configurations(default_grid, result["rows"]) if result.get("limit") == bm.DEFAULT_LIMIT else []
     if missing:

@@ -6,6 +6,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from lib.bounds import widget
 from lib.config import BLOG_ACCURACY
 from lib.errors import UserFacingError
 from lib.models.heads import HeadConfig
@@ -65,26 +66,26 @@ with st.form("train_form"):
     a.text_input("Custom TF Hub handle, SavedModel folder or .tflite", key="t_custom")
     a.multiselect("Input sizes (several = multi-scale concatenation)", SIZES, key="t_sizes")
     b.radio("Head", ["linear", "mlp"], key="t_head", horizontal=True)
-    b.number_input("MLP hidden units", 16, 4096, key="t_hidden")
-    b.slider("Dropout", 0.0, 0.9, key="t_dropout")
-    b.number_input("Weight decay", 0.0, 1.0, key="t_wd", format="%.4f")
+    b.number_input("MLP hidden units", **widget("hidden"), key="t_hidden")
+    b.slider("Dropout", **widget("dropout"), key="t_dropout")
+    b.number_input("Weight decay", **widget("weight_decay"), key="t_wd", format="%.4f")
     b.selectbox("Optimizer", ["adam", "adamw", "sgd"], key="t_opt")
-    b.number_input("Learning rate", 1e-5, 1.0, key="t_lr", format="%.5f")
+    b.number_input("Learning rate", **widget("learning_rate"), key="t_lr", format="%.5f")
     b.selectbox("LR schedule", ["constant", "cosine"], key="t_sched")
-    c.number_input("Batch size", 8, 4096, key="t_bs")
-    c.number_input("Epochs", 1, 500, key="t_epochs")
-    c.number_input("Steps (0 = use epochs)", 0, 100_000, key="t_steps")
-    c.slider("Label smoothing", 0.0, 0.5, key="t_ls")
-    c.slider("Validation fraction", 0.0, 0.5, key="t_val")
-    c.number_input("Early-stopping patience (0 = off)", 0, 100, key="t_patience")
+    c.number_input("Batch size", **widget("train_batch_size"), key="t_bs")
+    c.number_input("Epochs", **widget("epochs"), key="t_epochs")
+    c.number_input("Steps (0 = use epochs)", **widget("steps", zero_means_off=True), key="t_steps")
+    c.slider("Label smoothing", **widget("label_smoothing"), key="t_ls")
+    c.slider("Validation fraction", **widget("val_fraction"), key="t_val")
+    c.number_input("Early-stopping patience (0 = off)", **widget("patience"), key="t_patience")
     d, e, f, g = st.columns(4)
     d.checkbox("Train on flipped images too", key="t_flip")
     d.checkbox("Flip test-time augmentation", key="t_tta")
-    e.number_input("Seed", 0, 1_000_000, key="t_seed")
+    e.number_input("Seed", **widget("seed"), key="t_seed")
     e.selectbox("Extraction runtime", RUNTIMES, key="t_runtime",
                 help="tf: TensorFlow. litert: the backbone converted once to LiteRT float32 (same features, faster). "
                      "litert-int8: full-integer quantised (fastest; features move slightly).")
-    f.number_input("Images per class (0 = all)", 0, 100_000, key="t_limit")
+    f.number_input("Images per class (0 = all)", **widget("limit", zero_means_off=True), key="t_limit")
     g.text_input("Run label", key="t_label")
     g.selectbox("Exclude list", [NO_EXCLUDE, *(p.stem for p in exclude_lists)], key="t_exclude",
                 help="Images marked on the Data quality page are left out of training and scoring; the run records them.")
@@ -92,10 +93,10 @@ with st.form("train_form"):
         h1, h2, h3, h4, h5 = st.columns(5)
         h1.checkbox("Fine-tune", key="t_ft", help="Warm-starts a linear head on frozen features, then trains backbone and head together "
                     "(BatchNorm statistics frozen; warm-up then cosine learning rate; a checkpoint after every epoch).")  # fmt: skip
-        h2.number_input("Epochs", 1, 100, key="t_ft_epochs")
-        h3.number_input("Image size (0 = first input size)", 0, 512, key="t_ft_size", step=32)
-        h4.number_input("Peak learning rate", 1e-6, 0.1, key="t_ft_lr", format="%.6f")
-        h5.number_input("Batch size", 1, 1024, key="t_ft_bs")
+        h2.number_input("Epochs", **widget("finetune_epochs"), key="t_ft_epochs")
+        h3.number_input("Image size (0 = first input size)", **widget("image_size", zero_means_off=True), key="t_ft_size", step=32)
+        h4.number_input("Peak learning rate", **widget("finetune_lr"), key="t_ft_lr", format="%.6f")
+        h5.number_input("Batch size", **widget("finetune_batch_size"), key="t_ft_bs")
     submitted = st.form_submit_button("Train", type="primary", **demo.off("Training"))  # type: ignore[arg-type]
     demo.note()
 

@@ -227,11 +227,13 @@ def _arrays(audit: Audit) -> dict[str, np.ndarray]:
     return out
 
 
-def save_audit(path: Path, audit: Audit) -> None:
-    """Write the audit atomically, with a checksum over every array."""
+def save_audit(path: Path, audit: Audit, feature_keys: dict[str, str] | None = None) -> None:
+    """Write the audit atomically, with a checksum over every array; ``feature_keys`` (split -> the features it was
+    computed from) tell a bundle which dataset and backbone it belongs to."""
     from lib.store.atomic import save_npz_checked
 
-    save_npz_checked(path, _arrays(audit), {"classes": audit.classes, "seconds": audit.seconds, "version": AUDIT_VERSION})
+    meta = {"classes": audit.classes, "seconds": audit.seconds, "version": AUDIT_VERSION, "feature_keys": feature_keys or {}}
+    save_npz_checked(path, _arrays(audit), meta)
 
 
 def load_audit(path: Path, expected: dict[str, int]) -> Audit | None:
@@ -294,8 +296,9 @@ def run_audit(source: str, backbone: str, image_size: int | None, cache_dir: Pat
     found = load_audit(path, whole.sizes)
     if found is not None:
         return found
+    whole.ds.require_classes("An audit")
     features, labels = whole.features(cache_dir, runtime, batch_size, progress)
     audit = compute_audit(list(whole.ds.classes), features, labels, folds, seed, progress)
-    save_audit(path, audit)
+    save_audit(path, audit, whole.feature_keys)
     audit.key = path.stem
     return audit

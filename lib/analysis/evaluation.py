@@ -19,12 +19,22 @@ def accuracy(y_true: np.ndarray, probs: np.ndarray) -> float:
     return float(accuracy_score(y_true, probs.argmax(axis=1)))
 
 
-def top_k_accuracy(y_true: np.ndarray, probs: np.ndarray, k: int = 5) -> float:
-    """Share of rows whose true class is among the k most probable."""
+def top_k_accuracy(y_true: np.ndarray, probs: np.ndarray, k: int = 5) -> float | None:
+    """Share of rows whose true class is among the k most probable; None where ``k`` is not below the number of
+    classes (top-5 of a 2-class or 5-class problem says nothing: it is always 1)."""
     from sklearn.metrics import top_k_accuracy_score
 
-    k = min(k, probs.shape[1])
-    return float(top_k_accuracy_score(y_true, probs, k=k, labels=np.arange(probs.shape[1])))
+    classes = probs.shape[1]
+    if k >= classes:
+        return None
+    if classes == 2:  # scikit-learn takes binary scores as one column (and only k=1 is below 2 classes)
+        return float(top_k_accuracy_score(y_true, probs[:, 1], k=k, labels=np.arange(2)))
+    return float(top_k_accuracy_score(y_true, probs, k=k, labels=np.arange(classes)))
+
+
+def percent(value: float | None) -> str:
+    """A share as ``83.35%``, or ``n/a`` where there is none (top-5 of five classes or fewer)."""
+    return "n/a" if value is None else f"{value:.2%}"
 
 
 def confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int, normalize: bool = False) -> np.ndarray:
@@ -92,6 +102,17 @@ def reliability(y_true: np.ndarray, probs: np.ndarray, bins: int = 15) -> dict[s
             acc = mean_conf = float("nan")
         rows.append({"bin_low": float(edges[b]), "bin_high": float(edges[b + 1]), "count": count, "accuracy": acc, "confidence": mean_conf})
     return {"bins": rows, "ece": float(ece)}
+
+
+def evaluate_for_run(y_true: np.ndarray, probs: np.ndarray, classes: list[str] | tuple[str, ...], warn: Any = None) -> dict[str, Any]:
+    """:func:`evaluate`, but a trained head is never lost to a failure of it: if any figure beyond accuracy and ECE
+    cannot be computed, those two are returned (and ``warn`` is told why), so the run is still saved."""
+    try:
+        return evaluate(y_true, probs, classes)
+    except Exception as err:  # noqa: BLE001 - whatever the metrics library raises, the trained head is saved
+        if warn is not None:
+            warn(f"Some metrics could not be computed ({type(err).__name__}: {str(err)[:200]}); the run is saved with accuracy and ECE.")
+        return {"accuracy": accuracy(y_true, probs), "top5_accuracy": None, "calibration": reliability(y_true, probs), "count": len(y_true)}
 
 
 def evaluate(y_true: np.ndarray, probs: np.ndarray, classes: list[str] | tuple[str, ...]) -> dict[str, Any]:

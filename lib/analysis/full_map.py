@@ -86,11 +86,13 @@ def project_all(features: dict[str, np.ndarray], method: str = "pca", perplexity
     return out
 
 
-def save_map(path: Path, m: FullMap) -> None:
-    """Write the map atomically with a checksum over its arrays."""
+def save_map(path: Path, m: FullMap, feature_keys: dict[str, str] | None = None) -> None:
+    """Write the map atomically with a checksum over its arrays; ``feature_keys`` (split -> the features it was
+    computed from) tell a bundle which dataset and backbone it belongs to."""
     from lib.store.atomic import save_npz_checked
 
-    save_npz_checked(path, m.coords, {"method": m.method, "seconds": m.seconds, "params": m.params, "version": MAP_VERSION})
+    meta = {"method": m.method, "seconds": m.seconds, "params": m.params, "version": MAP_VERSION, "feature_keys": feature_keys or {}}
+    save_npz_checked(path, m.coords, meta)
 
 
 def load_map(path: Path, expected: dict[str, int]) -> FullMap | None:
@@ -142,5 +144,5 @@ def compute_full_map(source: str, backbone: str, image_size: int | None, cache_d
     t0 = time.perf_counter()
     coords = project_all(features, method, perplexity, iterations, seed, progress)
     m = FullMap(method, coords, time.perf_counter() - t0, params, path.stem)
-    save_map(path, m)
+    save_map(path, m, whole.feature_keys)
     return m

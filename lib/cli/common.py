@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lib import config
+from lib.bounds import address_flag, flag
 from lib.models.runtimes import DEFAULT_RUNTIME, RUNTIMES
 
 
@@ -36,14 +37,6 @@ class Bar:
         self.bar.close()
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: an integer >= 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def add_common(p: argparse.ArgumentParser) -> None:
     """``--cache-dir`` and ``--json``."""
     p.add_argument("--cache-dir", type=Path, default=None, help=f"artifact folder (default: ${config.ENV_CACHE_DIR} or ./cache)")
@@ -58,9 +51,9 @@ def add_source(p: argparse.ArgumentParser) -> None:
 def add_backbone(p: argparse.ArgumentParser) -> None:
     """``--backbone``, ``--image-size``, ``--batch-size`` and ``--limit``."""
     p.add_argument("--backbone", default=os.environ.get(config.ENV_BACKBONE, config.DEFAULT_BACKBONE), help="registry name, handle or path")
-    p.add_argument("--image-size", type=positive_int, default=None, help="input side in pixels (default: the module's native size)")
-    p.add_argument("--batch-size", type=positive_int, default=256, help="images per forward pass")
-    p.add_argument("--limit", type=positive_int, default=None, help="use only the first N images of each class")
+    p.add_argument("--image-size", type=flag("image_size"), default=None, help="input side in pixels (default: the module's native size)")
+    p.add_argument("--batch-size", type=flag("batch_size"), default=256, help="images per forward pass")
+    p.add_argument("--limit", type=flag("limit"), default=None, help="use only the first N images of each class")
     p.add_argument("--runtime", choices=RUNTIMES, default=DEFAULT_RUNTIME,
                    help="extraction runtime: tf, litert (float32 LiteRT, XNNPACK) or litert-int8 (full-integer, calibrated on training images)")
 
@@ -69,13 +62,14 @@ def add_engine(p: argparse.ArgumentParser) -> None:
     """``--engine`` and the Ray engine's flags (Ray itself is imported only when ``--engine ray`` extracts)."""
     p.add_argument("--engine", choices=["local", "ray"], default="local",
                    help="where features are extracted: this process (local) or Ray workers (pip install -r requirements-scale.txt)")
-    p.add_argument("--ray-address", default=None,
+    p.add_argument("--ray-address", type=address_flag, default=None,
                    help="join the Ray cluster at HOST:PORT (its head node's GCS port), 'auto' or ray://HOST:PORT; default: start Ray on this machine")
-    p.add_argument("--workers", type=positive_int, default=2, help="Ray workers (actors), each loading the backbone once")
-    p.add_argument("--ray-cpus-per-worker", type=float, default=1.0, help="CPUs each Ray worker reserves (and its TF threads)")
-    p.add_argument("--ray-object-store-mb", type=positive_int, default=512, help="object store of a Ray started here (Ray's own default is 30%% of RAM)")
+    p.add_argument("--workers", type=flag("workers"), default=2, help="Ray workers (actors), each loading the backbone once")
+    p.add_argument("--ray-cpus-per-worker", type=flag("ray_cpus_per_worker"), default=1.0, help="CPUs each Ray worker reserves (and its TF threads)")
+    p.add_argument("--ray-object-store-mb", type=flag("ray_object_store_mb"), default=512,
+                   help="object store of a Ray started here (Ray's own default is 30%% of RAM)")
     p.add_argument("--ray-temp-dir", type=Path, default=None, help="session files of a Ray started here (default: <cache-dir>/ray)")
-    p.add_argument("--ray-shard-size", type=positive_int, default=512, help="images per Ray task (checkpoints stay at 4,096 images)")
+    p.add_argument("--ray-shard-size", type=flag("ray_shard_size"), default=512, help="images per Ray task (checkpoints stay at 4,096 images)")
 
 
 def ray_options(args: argparse.Namespace) -> Any:

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from lib import config
-from lib.cli.common import Bar, add_backbone, add_common, add_engine, add_source, peak_rss_mb, positive_int, ray_options
+from lib.bounds import flag
+from lib.cli.common import Bar, add_backbone, add_common, add_engine, add_source, peak_rss_mb, ray_options
 
 
 def add_commands(sub: Any) -> None:
@@ -40,9 +41,9 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--image-sizes", default="96,128,160,192,224", help="comma-separated input sizes")
     p.add_argument("--runtimes", default="tf,litert,litert-int8", help="comma-separated runtimes")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--limit", type=positive_int, default=None, help="images per class of train and test for the accuracies (default 50)")
+    group.add_argument("--limit", type=flag("bench_limit"), default=None, help="images per class of train and test for the accuracies (default 50)")
     group.add_argument("--full", action="store_true", help="every image of train and test for the accuracies")
-    p.add_argument("--convert-workers", type=positive_int, default=os.cpu_count() or 1,
+    p.add_argument("--convert-workers", type=flag("convert_workers"), default=os.cpu_count() or 1,
                    help="LiteRT conversions run first, this many processes at a time (the converter uses one core); default: every core")
     add_common(p)
 
@@ -168,12 +169,14 @@ def cmd_backbones(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     """``benchmark``: measure the grid (rows already measured on this machine are reused)."""
+    from lib import bounds
     from lib.analysis.benchmark import DEFAULT_LIMIT, run_benchmark
+    from lib.models.runtimes import RUNTIMES
     from lib.models.specs import local_backbones
 
+    sizes = list(bounds.sizes("--image-sizes", args.image_sizes))
+    runtimes = list(bounds.names("--runtimes", args.runtimes, RUNTIMES))
     backbones = args.backbone or local_backbones()
-    sizes = [int(s) for s in str(args.image_sizes).split(",") if s.strip()]
-    runtimes = [r.strip() for r in str(args.runtimes).split(",") if r.strip()]
     bars: dict[str, Bar] = {}
 
     def report(done: int, total: int, what: str) -> None:

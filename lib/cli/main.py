@@ -20,18 +20,26 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from lib import config
 from lib.cli import data, deploy, quality, runs
 from lib.errors import UserFacingError
 from lib.process import configure_process
+from lib.safe_text import terminal_text
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line on stderr (``error: argument --lr: ...``), exit status 2, as every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, terminal_text(f"error: {message} (see `{self.prog} --help`)") + "\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every command."""
-    parser = argparse.ArgumentParser(prog="python -m lib", description="Transfer learning on TF Hub backbones.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = OneLineParser(prog="python -m lib", description="Transfer learning on TF Hub backbones.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     data.add_commands(sub)
     runs.add_commands(sub)
     quality.add_commands(sub)
@@ -50,21 +58,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = HANDLERS[args.command](args)
     except UserFacingError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(terminal_text(f"error: {err}"), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted; finished chunks are kept and the next run resumes from them", file=sys.stderr)
         return 130
     except OSError as err:
         # Whatever the file system refuses (a name too long, a permission) is the user's to fix, not a crash.
-        print(f"error: {err.strerror or err}{f': {err.filename}' if err.filename else ''}", file=sys.stderr)
+        print(terminal_text(f"error: {err.strerror or err}{f': {err.filename}' if err.filename else ''}"), file=sys.stderr)
         return 2
     except Exception as err:
         if os.environ.get("TLX_DEBUG"):
             raise
-        print(f"error: unexpected {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''} (set TLX_DEBUG=1 for a traceback)", file=sys.stderr)
+        first = str(err).splitlines()[0] if str(err) else ""
+        print(terminal_text(f"error: unexpected {type(err).__name__}: {first} (set TLX_DEBUG=1 for a traceback)"), file=sys.stderr)
         return 1
-    text = json.dumps(result, default=str) if args.json else (result.pop("_text", None) or json.dumps(result, indent=2, default=str))
+    # JSON escapes control characters itself; the text form may quote class names, labels and paths, which can hold any.
+    text = json.dumps(result, default=str) if args.json else terminal_text(result.pop("_text", None) or json.dumps(result, indent=2, default=str))
     return _print(text)
 
 

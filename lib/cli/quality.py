@@ -12,7 +12,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from lib.cli.common import add_backbone, add_common, add_source, peak_rss_mb, positive_int
+from lib.bounds import flag
+from lib.cli.common import add_backbone, add_common, add_source, peak_rss_mb
+from lib.safe_text import terminal_text
 
 
 def add_commands(sub: Any) -> None:
@@ -22,17 +24,17 @@ def add_commands(sub: Any) -> None:
     p = sub.add_parser("audit", help="find likely label errors (cleanlab, K-fold heads) and near-duplicate images (exact cosine neighbours)")
     add_source(p)
     add_backbone(p)
-    p.add_argument("--folds", type=positive_int, default=DEFAULT_FOLDS, help="K of the K-fold out-of-sample probabilities for train")
-    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="cosine similarity from which two images are near-duplicates")
-    p.add_argument("--top", type=positive_int, default=None, help="print only the first N label issues and duplicate pairs")
+    p.add_argument("--folds", type=flag("folds"), default=DEFAULT_FOLDS, help="K of the K-fold out-of-sample probabilities for train")
+    p.add_argument("--threshold", type=flag("threshold"), default=DEFAULT_THRESHOLD, help="cosine similarity from which two images are near-duplicates")
+    p.add_argument("--top", type=flag("top"), default=None, help="print only the first N label issues and duplicate pairs")
     add_common(p)
 
     p = sub.add_parser("project", help="a 2-D map of every image (PCA, or t-SNE via openTSNE fitted on train), cached")
     add_source(p)
     add_backbone(p)
     p.add_argument("--method", choices=["pca", "tsne"], default="tsne")
-    p.add_argument("--perplexity", type=float, default=30.0)
-    p.add_argument("--iterations", type=positive_int, default=500, help="t-SNE optimisation iterations after the early exaggeration phase")
+    p.add_argument("--perplexity", type=flag("perplexity"), default=30.0)
+    p.add_argument("--iterations", type=flag("iterations"), default=500, help="t-SNE optimisation iterations after the early exaggeration phase")
     add_common(p)
 
 
@@ -42,7 +44,7 @@ def stage_printer() -> Callable[[str, float], None]:
 
     def progress(stage: str, _fraction: float) -> None:
         if stage != last[0]:
-            print(stage, file=sys.stderr)
+            print(terminal_text(stage), file=sys.stderr)
             last[0] = stage
 
     return progress
@@ -53,8 +55,6 @@ def cmd_audit(args: argparse.Namespace) -> dict[str, Any]:
     from lib.analysis.audit import run_audit
     from lib.errors import ConfigError
 
-    if not -1.0 <= args.threshold <= 1.0:
-        raise ConfigError(f"--threshold is a cosine similarity in [-1, 1], got {args.threshold}.")
     if args.limit is not None:
         raise ConfigError("An audit covers every image; --limit does not apply.")
     t0 = time.perf_counter()

@@ -12,7 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lib.cli.common import Bar, add_backbone, add_common, add_engine, add_source, positive_int, ray_options
+from lib.analysis.evaluation import percent
+from lib.bounds import flag
+from lib.cli.common import Bar, add_backbone, add_common, add_engine, add_source, ray_options
 from lib.errors import ConfigError, RunError
 from lib.models.protocols import PROTOCOLS
 
@@ -25,27 +27,27 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--protocol", choices=list(PROTOCOLS), default=None, help="a preset; flags below override it")
     p.add_argument("--image-sizes", default=None, help="comma-separated sizes whose features are concatenated, e.g. 128,224")
     p.add_argument("--head", choices=["linear", "mlp"], default=None)
-    p.add_argument("--hidden", type=positive_int, default=None, help="MLP hidden units")
-    p.add_argument("--dropout", type=float, default=None)
-    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--hidden", type=flag("hidden"), default=None, help="MLP hidden units")
+    p.add_argument("--dropout", type=flag("dropout"), default=None)
+    p.add_argument("--weight-decay", type=flag("weight_decay"), default=None)
     p.add_argument("--optimizer", choices=["adam", "adamw", "sgd"], default=None)
-    p.add_argument("--lr", type=float, default=None, help="learning rate")
+    p.add_argument("--lr", type=flag("learning_rate"), default=None, help="learning rate")
     p.add_argument("--lr-schedule", choices=["constant", "cosine"], default=None)
-    p.add_argument("--train-batch-size", type=positive_int, default=None, help="examples per optimizer step")
-    p.add_argument("--epochs", type=positive_int, default=None)
-    p.add_argument("--steps", type=positive_int, default=None, help="total steps (overrides --epochs)")
-    p.add_argument("--label-smoothing", type=float, default=None)
-    p.add_argument("--val-fraction", type=float, default=None)
-    p.add_argument("--patience", type=int, default=None, help="early-stopping patience in epochs (0 disables)")
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--train-batch-size", type=flag("train_batch_size"), default=None, help="examples per optimizer step")
+    p.add_argument("--epochs", type=flag("epochs"), default=None)
+    p.add_argument("--steps", type=flag("steps"), default=None, help="total steps (overrides --epochs)")
+    p.add_argument("--label-smoothing", type=flag("label_smoothing"), default=None)
+    p.add_argument("--val-fraction", type=flag("val_fraction"), default=None)
+    p.add_argument("--patience", type=flag("patience"), default=None, help="early-stopping patience in epochs (0 disables)")
+    p.add_argument("--seed", type=flag("seed"), default=None)
     p.add_argument("--flip-train", action=argparse.BooleanOptionalAction, default=None, help="also train on mirrored images")
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None, help="average original and mirrored test predictions")
     p.add_argument("--finetune", action="store_true", help="unfreeze the backbone and train end to end from raw images (slow on CPU)")
-    p.add_argument("--finetune-epochs", type=positive_int, default=1)
-    p.add_argument("--finetune-image-size", type=positive_int, default=None, help="input side for fine-tuning (default: --image-size)")
-    p.add_argument("--finetune-lr", type=float, default=1e-4, help="peak learning rate after the warm-up")
-    p.add_argument("--finetune-batch-size", type=positive_int, default=32)
-    p.add_argument("--finetune-warmup", type=float, default=0.5, help="epochs of linear learning-rate warm-up (then cosine decay)")
+    p.add_argument("--finetune-epochs", type=flag("finetune_epochs"), default=1)
+    p.add_argument("--finetune-image-size", type=flag("image_size"), default=None, help="input side for fine-tuning (default: --image-size)")
+    p.add_argument("--finetune-lr", type=flag("finetune_lr"), default=1e-4, help="peak learning rate after the warm-up")
+    p.add_argument("--finetune-batch-size", type=flag("finetune_batch_size"), default=32)
+    p.add_argument("--finetune-warmup", type=flag("finetune_warmup"), default=0.5, help="epochs of linear learning-rate warm-up (then cosine decay)")
     p.add_argument("--mixed-precision", choices=["auto", "on", "off"], default="auto", help="mixed_float16 (auto: on with a GPU)")
     p.add_argument("--xla", choices=["auto", "on", "off"], default="auto", help="XLA-compiled training step (auto: on with a GPU)")
     p.add_argument("--label", default="", help="a name for the run")
@@ -96,7 +98,9 @@ def _request(args: argparse.Namespace) -> Any:
     if args.patience is not None:
         req.head.patience = args.patience or None
     if args.image_sizes:
-        req.image_sizes = tuple(int(s) for s in args.image_sizes.split(","))
+        from lib.bounds import sizes
+
+        req.image_sizes = sizes("--image-sizes", args.image_sizes)
     elif args.image_size:
         req.image_sizes = (args.image_size,)
     if args.flip_train is not None:
@@ -171,7 +175,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         "excluded": {split: len(v) for split, v in manifest.excluded.items()},
         **({"finetune": manifest.finetune} if manifest.finetune else {}),
         "_text": f"run {manifest.run_id}: test accuracy {metrics.test_accuracy:.2%} "
-        f"(top-5 {metrics.top5_accuracy:.2%}); training {timings['train_seconds']:.1f}s, extraction {timings['extract_seconds']:.1f}s",
+        f"(top-5 {percent(metrics.top5_accuracy)}); training {timings['train_seconds']:.1f}s, extraction {timings['extract_seconds']:.1f}s",
     }
 
 
@@ -182,7 +186,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
 
     run = load_run(args.cache_dir, args.run_id)
     report = evaluate(run.y_true, run.probs, run.classes)
-    lines = [f"run {run.run_id}: accuracy {report['accuracy']:.2%}, top-5 {report['top5_accuracy']:.2%}, ECE {report['calibration']['ece']:.4f}", ""]
+    lines = [f"run {run.run_id}: accuracy {report['accuracy']:.2%}, top-5 {percent(report['top5_accuracy'])}, ECE {report['calibration']['ece']:.4f}", ""]
     lines.append(f"{'class':<14}{'acc':>8}{'prec':>8}{'recall':>8}{'f1':>8}{'n':>7}")
     for r in report["per_class"]:
         lines.append(f"{r['class']:<14}{r['accuracy']:>8.3f}{r['precision']:>8.3f}{r['recall']:>8.3f}{r['f1']:>8.3f}{r['support']:>7}")

@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -34,7 +35,7 @@ import numpy as np
 
 from lib import config
 from lib.data.cifar import ProgressFn
-from lib.data.decode import decode_image_bytes
+from lib.data.decode import decode_image_bytes, image_size
 from lib.data.folders import ImageSource, Listing, split_order, storage_side
 from lib.errors import CacheWriteError, DataSourceError
 from lib.store.atomic import atomic_dir, check_free_space, check_writable, describe_os_error, read_json, write_json_atomic
@@ -105,6 +106,7 @@ class _Job:
         self.n = len(listing)
         self.side = 0
         self.fds: dict[str, int] = {}
+        self.pixels = PixelBudget(config.MAX_PIXELS_IN_FLIGHT)
         self.offsets: dict[str, tuple[int, int]] = {}  # split -> (first position, header bytes)
 
     # ------------------------------------------------------------------ plan and staging files
@@ -128,8 +130,6 @@ class _Job:
         sizes: list[tuple[int, int]] = []
         total = self.n
         if self.src.sequential:
-            from lib.data.decode import image_size
-
             for i, (_, data) in enumerate(self.src.stream()):  # type: ignore[union-attr]
                 if (s := image_size(data)) is not None:
                     sizes.append(s)
@@ -269,7 +269,9 @@ class _Job:
         except FileNotFoundError as err:
             raise changed_error(f"{self.listing.refs[pos]} disappeared") from err
         digest = hashlib.sha256(data).digest() if self.keeps_digests else b""
-        return pos, decode_image_bytes(data, self.side), digest
+        width, height = image_size(data) or (0, 0)
+        with self.pixels.hold(width * height):
+            return pos, decode_image_bytes(data, self.side), digest
 
     def _store(self, pos: int, img: np.ndarray | None, digest: bytes) -> tuple[int, int]:
         if digest:
@@ -333,6 +335,28 @@ class _Job:
                 "format_version": config.DATASET_FORMAT_VERSION,
             }
             (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+
+
+class PixelBudget:
+    """At most ``limit`` decoded pixels in flight across threads; an image larger than the whole budget waits until it
+    decodes alone. Bounds a conversion's memory by pixels, not by images (one 9000x9000 PNG is 243 MB as RGB)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.used = limit, 0
+        self.cond = threading.Condition()
+
+    @contextlib.contextmanager
+    def hold(self, pixels: int) -> Iterator[None]:
+        """Wait for room for ``pixels``, hold it while the block runs."""
+        with self.cond:
+            self.cond.wait_for(lambda: self.used == 0 or self.used + pixels <= self.limit)
+            self.used += pixels
+        try:
+            yield
+        finally:
+            with self.cond:
+                self.used -= pixels
+                self.cond.notify_all()
 
 
 def _npy_header(shape: tuple[int, ...]) -> bytes:

@@ -27,10 +27,21 @@ def _wide_to_gray8(img: Any) -> np.ndarray:
     return np.clip(np.nan_to_num(np.round(arr)), 0, 255).astype(np.uint8)
 
 
+def upright(img: Any) -> Any:
+    """The image turned as its EXIF orientation says (a phone photo stored on its side shows upright)."""
+    from PIL import ImageOps
+
+    try:
+        return ImageOps.exif_transpose(img)
+    except (OSError, ValueError, SyntaxError, KeyError, TypeError, ZeroDivisionError):
+        return img  # damaged EXIF: the pixels as stored
+
+
 def to_rgb(img: Any) -> np.ndarray:
-    """An opened Pillow image as uint8 ``[H, W, 3]``; transparent pixels land on white."""
+    """An opened Pillow image as uint8 ``[H, W, 3]``, upright (EXIF orientation applied); transparent pixels land on white."""
     from PIL import Image
 
+    img = upright(img)
     if img.mode in _WIDE_MODES:
         gray = _wide_to_gray8(img)
         return np.repeat(gray[:, :, None], 3, axis=2)

@@ -28,6 +28,7 @@ import numpy as np
 from lib import config
 from lib.data.decode import image_file_size, image_size
 from lib.errors import DataSourceError
+from lib.store.fingerprints import image_file_state
 
 
 def split_order(name: str) -> tuple[int, str]:
@@ -94,7 +95,16 @@ class ImageFolder:
 
     def listing(self) -> Listing:
         found = []
-        for dirpath, dirnames, filenames in os.walk(self.root):
+        seen: set[tuple[int, int]] = set()  # folders already walked: symlinked class folders are followed, a loop is not
+        for dirpath, dirnames, filenames in os.walk(self.root, followlinks=True):
+            try:
+                st = os.stat(dirpath)
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) in seen:
+                dirnames[:] = []
+                continue
+            seen.add((st.st_dev, st.st_ino))
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             rel_dir = os.path.relpath(dirpath, self.root)
             for fname in filenames:
@@ -105,11 +115,14 @@ class ImageFolder:
         return make_listing(found, self.root)
 
     def read(self, ref: str) -> bytes:
-        return (self.root / ref).read_bytes()
+        """The file's bytes; empty (an unreadable image) for a dangling symlink, a FIFO, a device or a huge file."""
+        path = self.root / ref
+        return path.read_bytes() if image_file_state(path) is not None else b""
 
     def header_size(self, ref: str) -> tuple[int, int] | None:
         """Width and height from the file's header (the pixels are not read), or None if unreadable."""
-        return image_file_size(self.root / ref)
+        path = self.root / ref
+        return image_file_size(path) if image_file_state(path) is not None else None
 
 
 class ZipImages:
@@ -133,6 +146,8 @@ class ZipImages:
     def read(self, ref: str) -> bytes:
         try:
             with self._lock:
+                if self._zip.getinfo(ref).file_size > config.MAX_IMAGE_FILE_BYTES:
+                    return b""  # a zip bomb, or not an image: counted as unreadable, never inflated
                 return self._zip.read(ref)
         except (zipfile.BadZipFile, OSError, EOFError, KeyError) as err:
             raise DataSourceError(f"{self.path} could not be read ({err}); it may be corrupt or changed. Nothing was cached.") from err
@@ -156,9 +171,8 @@ class TarImages:
             with tarfile.open(self.path, "r:*") as tar:
                 for member in tar:
                     if member.isfile() and _key_from_parts(Path(member.name).parts):
-                        fh = tar.extractfile(member)
-                        if fh is not None:
-                            yield member.name, fh.read()
+                        fh = tar.extractfile(member) if member.size <= config.MAX_IMAGE_FILE_BYTES else None
+                        yield member.name, fh.read() if fh is not None else b""
                     # Forget members already seen: a long archive would otherwise keep every TarInfo.
                     tar.members = []  # type: ignore[attr-defined]
         except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
@@ -185,9 +199,23 @@ def open_image_source(path: Path) -> ImageSource:
     """The reader for an image-folder dataset at ``path`` (a folder, a tar archive or a zip)."""
     if path.is_dir():
         return ImageFolder(path)
+    check_regular_file(path, "A dataset archive")
     if path.name.lower().endswith(".zip"):
         return ZipImages(path)
     return TarImages(path)
+
+
+def check_regular_file(path: Path, what: str) -> None:
+    """:class:`DataSourceError` unless ``path`` is a regular file (through symlinks): a FIFO or ``/dev/zero`` named
+    ``.tar`` would be read forever."""
+    import stat
+
+    try:
+        ok = stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        ok = False
+    if not ok:
+        raise DataSourceError(f"{what} must be a regular file; {str(path)[:200]!r} is not (a pipe, a device, a dangling link or missing).")
 
 
 def storage_side(sizes: list[tuple[int, int]]) -> int:

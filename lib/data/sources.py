@@ -73,6 +73,15 @@ class Dataset:
         """Number of images in ``split``."""
         return int(sum(self.counts[split]))
 
+    def require_classes(self, what: str, split: str = "train") -> None:
+        """:class:`DataSourceError` unless ``split`` holds images of at least two classes: ``what`` (training, an
+        audit, a map fitted on labels) has nothing to tell apart otherwise."""
+        present = [c for c, n in zip(self.classes, self.counts.get(split, [])) if n]
+        if len(present) < 2:
+            shown = ", ".join(repr(c[:40]) for c in present) or "none"
+            raise DataSourceError(f"{what} needs images of at least two classes in {split!r}; this dataset has {len(present)} ({shown}). "
+                                  "Add a folder per class: <split>/<class>/<image>.")  # fmt: skip
+
     def summary(self) -> dict[str, Any]:
         """A JSON-ready description: classes and per-split, per-class counts."""
         return {
@@ -296,6 +305,7 @@ def _inspect_path(path: Path, progress: ProgressFn | None) -> tuple[str, str, Co
         digest = tree_digest(path, [path / ref for ref in listing.refs], progress)[:16]
         return "image-folder", f"folder-{digest}", _images(lambda: folders.ImageFolder(path), listing, _verify_folder(path, digest), progress)
 
+    folders.check_regular_file(path, "A data source that is not a folder")
     name = path.name.lower()
     if name.endswith((".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tar.xz")):
         if not tarfile.is_tarfile(path):

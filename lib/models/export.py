@@ -16,6 +16,7 @@ marker file) is replaced. The new export is written beside it and renamed into p
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -26,13 +27,44 @@ from pathlib import Path
 from typing import Any
 
 from lib.errors import RunError
+from lib.safe_text import terminal_text
 from lib.store.atomic import atomic_dir, atomic_path
 
 EXPORT_MARKER = "transfer_explorer_export.json"  # present in every export this project writes
 
 
+# What an export made by a version that did not list its files holds: the SavedModel's own names and ours.
+_LEGACY_FILES = {"saved_model.pb", "fingerprint.pb", "keras_metadata.pb", "class_names.txt", "class_names.json", "run_manifest.json", EXPORT_MARKER}
+_LEGACY_FOLDERS = {"variables", "assets"}
+
+
+def _exported_entries(out: Path) -> set[str] | None:
+    """The relative paths (files and folders) the export at ``out`` wrote, from its marker; None for an older marker."""
+    try:
+        marker = json.loads((out / EXPORT_MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    listed = marker.get("files") if isinstance(marker, dict) else None
+    if not isinstance(listed, list) or not all(isinstance(f, str) for f in listed):
+        return None
+    entries = set(listed)
+    for name in listed:
+        entries.update(str(parent) for parent in Path(name).parents if str(parent) != ".")
+    return entries | {EXPORT_MARKER}
+
+
+def foreign_entries(out: Path) -> list[str]:
+    """What is in an earlier export folder that the export did not write (a user's notes, results): never deleted."""
+    known = _exported_entries(out)
+    found = sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
+    if known is not None:
+        return [f for f in found if f not in known]
+    return [f for f in found if f not in _LEGACY_FILES and f.split("/", 1)[0] not in _LEGACY_FOLDERS]
+
+
 def check_export_target(out: Path, force: bool) -> None:
-    """Refuse an ``out`` that is a file, or a non-empty folder that is not (or may not be replaced as) an export."""
+    """Refuse an ``out`` that is a file, a non-empty folder that is not an export, an export without ``force``, or an
+    export that now also holds anything it did not write (named in the message)."""
     if out.is_symlink() or (out.exists() and not out.is_dir()):
         raise RunError(f"--out {out} is an existing file, not a folder; choose a new folder name.")
     if not out.is_dir() or not any(out.iterdir()):
@@ -42,6 +74,11 @@ def check_export_target(out: Path, force: bool) -> None:
                        "Choose a new or empty folder.")  # fmt: skip
     if not force:
         raise RunError(f"--out {out} already holds an export; pass --force to replace it, or choose another folder.")
+    extra = foreign_entries(out)
+    if extra:
+        shown = ", ".join(extra[:5]) + (f" and {len(extra) - 5} more" if len(extra) > 5 else "")
+        raise RunError(f"--out {out} holds an earlier export and also files it did not write ({shown}); --force replaces only the "
+                       "export's own files, so nothing was changed. Move them out, or choose another folder.")  # fmt: skip
 
 
 def export_run(cache_dir: Path | str, run_id: str, out: Path | str, force: bool = False) -> Path:
@@ -62,11 +99,19 @@ def export_run(cache_dir: Path | str, run_id: str, out: Path | str, force: bool 
         if module is None:
             shutil.copytree(run.model_dir, tmp, dirs_exist_ok=True)
         else:
-            save_module(module, tmp)
-        (tmp / "class_names.txt").write_text("\n".join(run.classes) + "\n")
+            try:
+                save_module(module, tmp)
+            except Exception as err:  # TensorFlow reports a full disk as its own error types, not OSError
+                if "No space left" in str(err):
+                    raise OSError(errno.ENOSPC, "No space left on device", str(out)) from err
+                raise
+        # One name per line, control characters escaped (a folder name can hold a newline); class_names.json is exact.
+        (tmp / "class_names.txt").write_text("\n".join(terminal_text(c).replace("\n", "\\n").replace("\t", "\\t") for c in run.classes) + "\n")
+        (tmp / "class_names.json").write_text(json.dumps(list(run.classes), ensure_ascii=False))
         meta = {k: v for k, v in m.to_dict().items() if k in ("run_id", "label", "backbone", "image_sizes", "tta", "classes", "metrics", "head", "finetuned")}
         (tmp / "run_manifest.json").write_text(json.dumps(meta, indent=2, default=str))
-        (tmp / EXPORT_MARKER).write_text(json.dumps({"run_id": run.run_id, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))
+        written = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*"))  # folders too: a SavedModel has an empty assets/
+        (tmp / EXPORT_MARKER).write_text(json.dumps({"run_id": run.run_id, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "files": written}))
     return out
 
 

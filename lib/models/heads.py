@@ -47,24 +47,24 @@ class HeadConfig:
 
     def validate(self) -> HeadConfig:
         """Itself, or :class:`ConfigError` naming the first setting out of range."""
+        from lib import bounds
+
         checks = [
             (self.head in ("linear", "mlp"), f"head must be 'linear' or 'mlp', got {self.head!r}"),
             (self.optimizer in ("adam", "adamw", "sgd"), f"optimizer must be adam, adamw or sgd, got {self.optimizer!r}"),
             (self.lr_schedule in ("constant", "cosine"), f"lr_schedule must be constant or cosine, got {self.lr_schedule!r}"),
-            (self.hidden >= 1, f"hidden units must be at least 1, got {self.hidden}"),
-            (0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}"),
-            (self.weight_decay >= 0.0, f"weight decay must be >= 0, got {self.weight_decay}"),
-            (self.learning_rate > 0.0, f"learning rate must be > 0, got {self.learning_rate}"),
-            (self.batch_size >= 1, f"batch size must be at least 1, got {self.batch_size}"),
-            (self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}"),
-            (self.steps is None or self.steps >= 1, f"steps must be at least 1, got {self.steps}"),
-            (0.0 <= self.label_smoothing < 1.0, f"label smoothing must be in [0, 1), got {self.label_smoothing}"),
-            (0.0 <= self.val_fraction < 1.0, f"validation fraction must be in [0, 1), got {self.val_fraction}"),
-            (self.patience is None or self.patience >= 1, f"patience must be at least 1 (or off), got {self.patience}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        for name, value in (("hidden", self.hidden), ("dropout", self.dropout), ("weight_decay", self.weight_decay),
+                            ("learning_rate", self.learning_rate), ("train_batch_size", self.batch_size), ("epochs", self.epochs),
+                            ("steps", self.steps), ("label_smoothing", self.label_smoothing), ("val_fraction", self.val_fraction),
+                            ("patience", self.patience), ("seed", self.seed)):  # fmt: skip
+            if value is not None:
+                bounds.check(name, value)
+        if self.patience == 0:
+            raise ConfigError("patience must be at least 1 epoch (or None: off)")
         return self
 
     @classmethod

@@ -181,6 +181,7 @@ def finetune_run(
     stage = on_stage or (lambda _m: None)
     cache_dir = Path(cache_dir)
     ds = load_dataset(req.source, cache_dir)
+    ds.require_classes("Fine-tuning a classifier")
     spec = resolve_backbone(req.backbone)
     if spec.kind == "tflite":
         raise BackboneError(f"{spec.name} is a .tflite model: it has no trainable variables, so it cannot be fine-tuned. "
@@ -203,7 +204,7 @@ def _finetune(req: RunRequest, cache_dir: Path, cfg: FinetuneConfig, ds: Any, sp
     import tensorflow_hub as hub
     import tf_keras
 
-    from lib.analysis.evaluation import evaluate
+    from lib.analysis.evaluation import evaluate_for_run
     from lib.data.sources import subset_indices
     from lib.models.preprocess import preprocess
     from lib.store.atomic import check_writable, write_json_atomic
@@ -300,7 +301,7 @@ def _finetune(req: RunRequest, cache_dir: Path, cfg: FinetuneConfig, ds: Any, sp
                              for i in range(0, len(test_idx), 256)])  # fmt: skip
     probs = tf.nn.softmax(logits).numpy()
     frozen_acc = float((frozen.predict_proba(frozen_test.view("original", (size,))).argmax(1) == y_test).mean())
-    report = evaluate(y_test, probs, ds.classes)
+    report = evaluate_for_run(y_test, probs, ds.classes, stage)
     head = type(frozen)(HeadConfig(head="linear", seed=cfg.seed), np.zeros(w.shape[0], np.float32), np.ones(w.shape[0], np.float32),
                         [np.asarray(a, np.float32) for a in dense.get_weights()], history)  # fmt: skip
     req = replace(req, protocol="finetune", image_sizes=(size,), train_views=("original",), tta=False)

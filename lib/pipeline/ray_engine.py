@@ -65,6 +65,17 @@ class RayOptions:
     temp_dir: Path | None = None  # a local instance's session files (default: <cache>/ray)
     shard: int = SHARD
 
+    def __post_init__(self) -> None:
+        # The same bounds as the CLI's flags and the app's widgets: a form or a URL reaches here too.
+        from lib import bounds
+
+        if self.address is not None:
+            self.address = bounds.address(self.address)
+        bounds.check("workers", self.workers)
+        bounds.check("ray_cpus_per_worker", self.cpus_per_worker)
+        bounds.check("ray_object_store_mb", self.object_store_mb)
+        bounds.check("ray_shard_size", self.shard)
+
 
 @dataclass
 class RayStats:

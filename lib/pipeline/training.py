@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 StageFn = Callable[[str], None]
 ExtractFn = Callable[[str, ExtractProgress], None]
 EpochFn = Callable[[EpochReport], None]
-MIN_SIZE, MAX_SIZE = 16, 1024  # input sizes in pixels a request may ask for
 
 
 @dataclass
@@ -67,16 +66,18 @@ class RunRequest:
 
     def validate(self) -> RunRequest:
         """Itself, or :class:`ConfigError` naming the first setting out of range."""
+        from lib import bounds
+
         self.head.validate()
         for size in self.image_sizes or ():
-            if not MIN_SIZE <= int(size) <= MAX_SIZE:
-                raise ConfigError(f"Input size {size} is outside {MIN_SIZE}..{MAX_SIZE} pixels.")
+            bounds.check("image_size", size)
+        if self.image_sizes is not None and len(set(self.image_sizes)) != len(self.image_sizes):
+            raise ConfigError(f"Each input size may be given once, got {list(self.image_sizes)}.")
         if not self.train_views or not set(self.train_views) <= {"original", "flip"}:
             raise ConfigError(f"Training views must be original and/or flip, got {self.train_views!r}.")
-        if self.limit is not None and self.limit < 1:
-            raise ConfigError(f"--limit must be a positive number of images per class, got {self.limit}.")
-        if self.batch_size < 1:
-            raise ConfigError(f"The extraction batch size must be at least 1, got {self.batch_size}.")
+        if self.limit is not None:
+            bounds.check("limit", self.limit)
+        bounds.check("batch_size", self.batch_size)
         check_runtime(self.runtime)
         return self
 
@@ -232,7 +233,7 @@ def train_run(
     engine: RayEngine | None = None,
 ) -> RunManifest:
     """Extract (or load) features (on Ray with ``engine``), train the head, evaluate on test, save the run; returns its manifest."""
-    from lib.analysis.evaluation import evaluate
+    from lib.analysis.evaluation import evaluate_for_run
     from lib.store.runs import save_run
 
     req.validate()
@@ -243,6 +244,7 @@ def train_run(
     for split in (req.train_split, req.test_split):
         if split not in ds.splits:
             raise DataSourceError(f"Dataset {req.source!r} has no {split!r} split (it has {', '.join(ds.splits)}).")
+    ds.require_classes("Training a classifier", req.train_split)
     spec = resolve_backbone(req.backbone)
     sizes = tuple(req.image_sizes or (spec.default_size(),))
     test_views = ("original", "flip") if req.tta else ("original",)
@@ -265,7 +267,7 @@ def train_run(
     fit = fit_head(train, test, sizes, tuple(req.train_views), req.tta, head_cfg, len(ds.classes), on_epoch)
     head, probs = fit.head, fit.probs
     stage("Evaluating")
-    report = evaluate(test.labels, probs, ds.classes)
+    report = evaluate_for_run(test.labels, probs, ds.classes, stage)
     manifest = run_manifest(
         req, ds, spec, sizes, head_cfg, head.history, report,
         timings={"extract_seconds": round(train.extract_seconds + test.extract_seconds, 3), "train_seconds": round(head.seconds, 3),

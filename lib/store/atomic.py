@@ -180,6 +180,20 @@ def load_npz_checked(path: Path | str) -> tuple[dict[str, Any], dict[str, Any]] 
     return meta, arrays
 
 
+def npz_meta(path: Path | str) -> dict[str, Any] | None:
+    """The JSON ``meta`` of a :func:`save_npz_checked` file, reading only that member (no arrays, no checksum), or None."""
+    import zipfile
+
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            meta = json.loads(bytes(npz["meta"]).decode())
+    except (OSError, ValueError, KeyError, EOFError, UnicodeDecodeError, zipfile.BadZipFile):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
 def read_json(path: Path | str) -> Any | None:
     """Read JSON, or None if the file is missing or not valid JSON (a corrupt artifact)."""
     try:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,13 +31,16 @@ MAX_BYTES = 50 * 1024 * 1024
 
 def parse_exclude(text: str, dataset: Dataset, name: str = "the exclude list") -> dict[str, np.ndarray]:
     """Split -> sorted unique indices; :class:`DataSourceError` naming any image that does not exist."""
+    text = text.removeprefix("\ufeff")  # Excel's "CSV UTF-8" starts with a byte-order mark
     stripped = text.lstrip()
     raw: dict[str, list[Any]] = {}
     if stripped.startswith("{"):
         try:
-            data = json.loads(text)
+            data = json.loads(text, parse_constant=_no_constant)
         except json.JSONDecodeError as err:
             raise DataSourceError(f"{name} is not valid JSON: {err.msg} (line {err.lineno}).") from err
+        except ValueError as err:
+            raise DataSourceError(f"{name} is not valid JSON: {err}.") from err
         if data.get("format") != FORMAT or not isinstance(data.get("images"), dict):
             raise DataSourceError(f"{name} is JSON but not an exclude list (no \"format\": \"{FORMAT}\" with \"images\").")
         if data.get("dataset") not in (None, dataset.fingerprint):
@@ -56,10 +60,9 @@ def parse_exclude(text: str, dataset: Dataset, name: str = "the exclude list") -
             continue
         keep = []
         for v in values:
-            try:
-                i = int(v)
-            except (TypeError, ValueError):
-                bad.append(f"{split}/{v}")
+            i = _index(v)
+            if i is None:
+                bad.append(f"{split}/{str(v)[:20]}")
                 continue
             if 0 <= i < dataset.size(split):
                 keep.append(i)
@@ -73,6 +76,21 @@ def parse_exclude(text: str, dataset: Dataset, name: str = "the exclude list") -
     return {s: v for s, v in out.items() if len(v)}
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not an image index")
+
+
+def _index(value: Any) -> int | None:
+    """An image index: a whole number written as one (``7``, ``"7"``), never ``1.7``, ``true`` or ``"1e3"``."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,12}", value.strip()):
+        return int(value.strip())
+    return None
+
+
 def read_exclude_file(path: Path | str, dataset: Dataset) -> dict[str, np.ndarray]:
     """:func:`parse_exclude` of a file, with clear errors for a missing, huge or unreadable one."""
     p = Path(path).expanduser()
@@ -81,7 +99,7 @@ def read_exclude_file(path: Path | str, dataset: Dataset) -> dict[str, np.ndarra
     if p.stat().st_size > MAX_BYTES:
         raise DataSourceError(f"Exclude list {str(path)!r} is over {MAX_BYTES // 2**20} MB; that is not a list of images.")
     try:
-        text = p.read_text(encoding="utf-8")
+        text = p.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as err:
         raise DataSourceError(f"Exclude list {str(path)!r} cannot be read as text: {err}") from err
     return parse_exclude(text, dataset, f"Exclude list {str(path)!r}")

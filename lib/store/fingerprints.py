@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import stat
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -20,6 +21,30 @@ def hash_file(path: Path | str, algorithm: str = "sha256") -> str:
     """Hex digest of a file's bytes, read in blocks (not memoised: what the file holds now)."""
     with open(path, "rb") as fh:
         return hashlib.file_digest(fh, algorithm).hexdigest()
+
+
+def image_file_state(path: Path | str) -> os.stat_result | None:
+    """The stat of a dataset file that can be read as an image (a regular file, through any symlink, of at most
+    ``config.MAX_IMAGE_FILE_BYTES``), or None for what cannot: a dangling symlink, a FIFO, a socket, a device or a
+    huge file. Such an entry is an unreadable image, counted as skipped, never opened (opening a FIFO would wait
+    forever). :class:`FileNotFoundError` if the entry itself is gone."""
+    from lib import config
+
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            return None  # a dangling symlink
+        raise
+    return st if stat.S_ISREG(st.st_mode) and st.st_size <= config.MAX_IMAGE_FILE_BYTES else None
+
+
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()  # the content of an entry image_file_state rejects
+
+
+def image_file_digest(path: Path) -> str:
+    """:func:`hash_file` of a dataset file, or :data:`EMPTY_SHA256` for an entry that is not a readable file."""
+    return hash_file(path) if image_file_state(path) is not None else EMPTY_SHA256
 
 
 @functools.lru_cache(maxsize=256)
@@ -64,8 +89,8 @@ def tree_digest(root: Path, files: list[Path] | None = None, progress: Callable[
     names = [str(p.relative_to(root)) for p in paths]
     signature = hashlib.sha256(str(root.resolve()).encode())
     for name, p in zip(names, paths):
-        st = p.stat()
-        signature.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+        st = image_file_state(p)
+        signature.update((f"{name}\0{st.st_size}\0{st.st_mtime_ns}\0" if st else f"{name}\0-\0").encode())
     key = signature.hexdigest()
     if key not in _tree_memo:
         if len(_tree_memo) > 64:
@@ -74,7 +99,7 @@ def tree_digest(root: Path, files: list[Path] | None = None, progress: Callable[
 
         def hashed() -> Iterator[tuple[str, str]]:
             for i, (name, p) in enumerate(zip(names, paths), 1):
-                yield name, hash_file(p)
+                yield name, image_file_digest(p)
                 if progress and (i % 2000 == 0 or i == total):
                     progress(i, total, "fingerprint")
 

@@ -26,7 +26,7 @@ class RunMetrics:
     """Test-set figures of a run."""
 
     test_accuracy: float
-    top5_accuracy: float
+    top5_accuracy: float | None  # None with five classes or fewer (top-5 is then always 1)
     ece: float
     test_images: int
     val_accuracy: float | None = None
@@ -118,6 +118,8 @@ class RunManifest:
             raise ValueError(f"train_views must be original and/or flip, got {self.train_views!r}")
         for name in ("test_accuracy", "top5_accuracy", "ece"):
             value = getattr(self.metrics, name)
+            if value is None and name == "top5_accuracy":
+                continue
             if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
                 raise ValueError(f"metrics.{name} must be a number in [0, 1], got {value!r}")
         _check_type(self.timings, dict, "timings")

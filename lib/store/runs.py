@@ -171,7 +171,8 @@ def _check_arrays(m: RunManifest, head: TrainedHead, y_true: np.ndarray, probs: 
 def set_label(cache_dir: Path | str, run_id: str, label: str) -> RunManifest:
     """Give a run a human-readable label (shown instead of its id)."""
     manifest = read_manifest(cache_dir, run_id)
-    manifest.label = " ".join(str(label).split())[:MAX_LABEL_CHARS]
+    # One line of printable text: control characters (a terminal escape, a bell) are dropped, whitespace folded.
+    manifest.label = " ".join("".join(c for c in str(label) if c.isprintable() or c.isspace()).split())[:MAX_LABEL_CHARS]
     write_json_atomic(CacheLayout(cache_dir).run_dir(run_id) / "manifest.json", manifest.to_dict())
     return manifest
 
