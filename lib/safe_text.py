@@ -11,6 +11,7 @@ sequence. Every CSV the app or the CLI writes goes through :func:`to_csv`, and e
 
 from __future__ import annotations
 
+import csv
 import re
 from typing import Any
 
@@ -36,10 +37,13 @@ def to_csv(table: Any) -> str:
     """A pandas DataFrame as CSV text, every text cell (and header) neutralised with :func:`csv_cell`."""
     safe = table.copy()
     safe.columns = [csv_cell(str(c)) for c in safe.columns]
+    from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
     for column in safe.columns:
-        if safe[column].dtype == object or str(safe[column].dtype) in ("string", "category"):
-            safe[column] = safe[column].map(csv_cell)
-    return str(safe.to_csv(index=False))
+        if not (is_numeric_dtype(safe[column]) or is_bool_dtype(safe[column])):  # text of any dtype (object, str, category)
+            safe[column] = safe[column].astype(object).map(csv_cell)
+    # Every text cell quoted (OWASP's advice, and a carriage return inside a cell then stays inside it); numbers bare.
+    return str(safe.to_csv(index=False, quoting=csv.QUOTE_NONNUMERIC))
 
 
 def terminal_text(text: str) -> str:

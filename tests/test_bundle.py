@@ -325,3 +325,13 @@ def test_leftovers_of_a_killed_install_are_cleaned_and_a_full_disk_is_named(bund
     assert not list(cache.iterdir())
     monkeypatch.setattr(bundle_mod.shutil, "copyfileobj", real_copy)
     assert install_bundle(str(path), cache)["artifacts_added"] > 0
+
+
+def test_a_damaged_installed_record_is_ignored_not_a_traceback(tmp_path: Path) -> None:
+    """A cache whose bundle.json was damaged after installing (aliases a list, a size that is text) is treated as having
+    no bundle: the pages fall back to the defaults instead of failing on every load."""
+    for damage in ({"aliases": ["a"]}, {"defaults": {"source": "x", "backbone": "y", "image_size": "big", "run": "20260101-000000-mlp-abcdef"}}):
+        record = {"version": 1, "runs": ["20260101-000000-mlp-abcdef"], "datasets": [], "aliases": {}, "float16_features": [],
+                  "defaults": {"source": "x", "backbone": "y", "image_size": 128, "run": "20260101-000000-mlp-abcdef"}} | damage  # fmt: skip
+        (tmp_path / "bundle.json").write_text(json.dumps(record))
+        assert installed_bundle(tmp_path) is None and backbone_aliases(tmp_path) == {}

@@ -106,3 +106,18 @@ def test_export_refuses_the_cache_dir_and_closed_pipes_are_quiet(assets: dict[st
     shell = f"{sys.executable} -m lib evaluate {rid} --cache-dir {cache_dir} | true"
     piped = subprocess.run(["bash", "-c", shell], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert "Traceback" not in piped.stderr and "BrokenPipe" not in piped.stderr, piped.stderr
+
+
+def test_two_classes_train_evaluate_and_list_with_escapes_shown_as_text(assets: dict[str, Path], tmp_path: Path, cache_dir: Path) -> None:
+    """`train` on <split>/{cats,dogs} gives a run (top-5 is "n/a": it says nothing with two classes); `evaluate` and
+    `runs list` print a class name and a run label holding terminal escapes as text."""
+    from tests import fixtures
+
+    root = fixtures.make_image_folder(tmp_path / "imgs", classes=("cats", "dogs\x1b[2J"), per_class=8, test_per_class=4, corrupt=False)
+    out = cli("train", "--source", str(root), "--backbone", str(assets["savedmodel"]), "--image-size", "32", "--epochs", "3",
+              "--label", "mine\x1b]0;pwned\x07", "--json", cache=cache_dir)  # fmt: skip
+    assert out["top5_accuracy"] is None and 0.0 <= out["test_accuracy"] <= 1.0
+    text = cli("evaluate", out["run_id"], cache=cache_dir)
+    assert "top-5 n/a" in text and "dogs\\x1b[2J" in text and "\x1b" not in text
+    listed = cli("runs", "list", cache=cache_dir)
+    assert out["run_id"] in listed and "\x1b" not in listed and "\x07" not in listed and "mine" in listed
