@@ -279,7 +279,7 @@ def test_a_trickling_download_is_given_up(bundle: tuple[Path, dict], tmp_path: P
     from lib.store import bundle as bundle_mod
 
     class Trickle(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        def do_GET(self) -> None:
             self.send_response(200)
             self.send_header("Content-Length", "100000")
             self.end_headers()

@@ -172,5 +172,5 @@ def test_unknown_protocol_and_bad_settings_are_user_errors(assets: dict[str, Pat
         RunRequest.from_protocol("fastest", str(assets["cifar_tar"]), str(assets["savedmodel"]))
     with pytest.raises(ConfigError, match="dropout"):
         train_run(RunRequest(str(assets["cifar_tar"]), str(assets["savedmodel"]), HeadConfig(dropout=1.5)), cache_dir)
-    with pytest.raises(ConfigError, match="Input size"):
+    with pytest.raises(ConfigError, match=r"[Ii]nput size"):
         train_run(RunRequest(str(assets["cifar_tar"]), str(assets["savedmodel"]), image_sizes=(0,)), cache_dir)
