@@ -28,10 +28,13 @@ def _wide_to_gray8(img: Any) -> np.ndarray:
 
 
 def upright(img: Any) -> Any:
-    """The image turned as its EXIF orientation says (a phone photo stored on its side shows upright)."""
+    """The image turned as its EXIF orientation says (a phone photo stored on its side shows upright); in place where it
+    can be (no copy of an image without an orientation: a 9000x9000 PNG is 243 MB)."""
     from PIL import ImageOps
 
     try:
+        if img.getexif().get(0x0112, 1) in (0, 1):
+            return img
         return ImageOps.exif_transpose(img)
     except (OSError, ValueError, SyntaxError, KeyError, TypeError, ZeroDivisionError):
         return img  # damaged EXIF: the pixels as stored
@@ -61,13 +64,24 @@ def resize_square(rgb: np.ndarray, side: int) -> np.ndarray:
     return np.asarray(Image.fromarray(rgb).resize((side, side), Image.Resampling.BILINEAR), dtype=np.uint8)
 
 
+_REDUCIBLE = ("RGB", "RGBA", "L", "LA", "CMYK", "I", "F")  # modes Image.reduce handles
+
+
 def decode_image_bytes(data: bytes, side: int | None) -> np.ndarray | None:
-    """Decode bytes to uint8 RGB (resized to ``side`` if given), or None if they are not a readable image."""
+    """Decode bytes to uint8 RGB (resized to ``side`` if given), or None if they are not a readable image.
+
+    With ``side``, a large image is shrunk while it is decoded (a JPEG's DCT scaling) or just after (an integer box
+    reduction), to no less than twice ``side``, before any copy is made: a 9000x9000 PNG then costs its decoded
+    pixels once, not four times."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(data)) as img:
+            if side is not None and img.format == "JPEG":
+                img.draft(None, (2 * side, 2 * side))
             img.load()
+            if side is not None and img.mode in _REDUCIBLE and (factor := min(img.size) // (2 * side)) >= 2:
+                img = img.reduce(factor)
             rgb = to_rgb(img)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         return None
