@@ -76,10 +76,11 @@ def decode_image_bytes(data: bytes, side: int | None) -> np.ndarray | None:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            if side is not None and img.format == "JPEG":
-                img.draft(None, (2 * side, 2 * side))
-            img.load()
+        with Image.open(io.BytesIO(data)) as opened:
+            if side is not None and opened.format == "JPEG":
+                opened.draft(None, (2 * side, 2 * side))
+            opened.load()
+            img: Any = opened
             if side is not None and img.mode in _REDUCIBLE and (factor := min(img.size) // (2 * side)) >= 2:
                 img = img.reduce(factor)
             rgb = to_rgb(img)
