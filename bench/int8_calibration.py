@@ -29,11 +29,11 @@ def main() -> int:
 
     from lib.analysis.benchmark import machine_info
     from lib.data.sources import load_dataset, subset_indices
-    from lib.models import runtimes
     from lib.models.protocols import PROTOCOLS
     from lib.models.specs import resolve_backbone
     from lib.pipeline.features import extract_features
     from lib.pipeline.training import FeatureBlock, fit_head
+    from lib.runtimes import litert
 
     m = machine_info()
     print(f"machine: {m['cpu']}, {m['cores']} cores; calibration: first {args.per_class} training images per class", flush=True)
@@ -44,11 +44,11 @@ def main() -> int:
         t0 = time.perf_counter()
         from lib.models.backbones import load_backbone
 
-        flatbuffer = runtimes._convert(spec, load_backbone(spec), args.size, "litert-int8", tuple(ds.image_shape), calibration)
+        flatbuffer = litert.convert_to_flatbuffer(spec, load_backbone(spec), args.size, "int8", tuple(ds.image_shape), calibration)
         path = Path(tmp) / "int8.tflite"
         path.write_bytes(flatbuffer)
         print(f"converted with {len(calibration):,} calibration images in {time.perf_counter() - t0:.1f}s", flush=True)
-        model = runtimes.LiteRTBackbone(spec, path, "litert-int8", args.size, tuple(ds.image_shape))  # type: ignore[arg-type]
+        model = litert.LiteRTBackbone(spec, path, "int8", args.size, tuple(ds.image_shape))  # type: ignore[arg-type]
         blocks = {}
         for split in ("train", "test"):
             images = ds.images(split)

@@ -38,7 +38,7 @@ def convert(recipe: str, loaded: Any, size: int, shape: tuple[int, ...], calibra
     """The flatbuffer of one recipe."""
     import tensorflow as tf
 
-    from lib.models.runtimes import float_converter, representative_data, set_full_integer
+    from lib.runtimes.litert import float_converter, representative_data, set_full_integer
 
     converter = set_full_integer(float_converter(loaded, size, shape), calibration)
     if recipe == "int8-per-tensor":
@@ -67,11 +67,12 @@ def main() -> int:
     from lib.data.sources import load_dataset, subset_indices
     from lib.models.backbones import load_backbone
     from lib.models.protocols import PROTOCOLS
-    from lib.models.runtimes import CALIBRATION_PER_CLASS, LiteRTBackbone, calibration_indices
-    from lib.models.runtimes import convert as convert_cached
     from lib.models.specs import resolve_backbone
     from lib.pipeline.features import extract_features
     from lib.pipeline.training import FeatureBlock, fit_head
+    from lib.runtimes import registry
+    from lib.runtimes.litert import CALIBRATION_PER_CLASS, LiteRTBackbone, calibration_indices
+    from lib.store.layout import CacheLayout
 
     parser = data_args(argparse.ArgumentParser(), size_flag="--size")
     parser.add_argument("--train-limit", type=int, default=500, help="training images per class (the whole test split is always used)")
@@ -100,7 +101,9 @@ def main() -> int:
         acc = float((fit.probs.argmax(1) == blocks["test"].labels).mean())
         return acc, blocks["test"].parts[(args.size, "original")], n / t_extract
 
-    reference = LiteRTBackbone(spec, convert_cached(spec, args.size, "litert", ds, args.cache_dir), "litert", args.size, shape)  # type: ignore[arg-type]
+    floats = next(rt for rt in registry().values() if rt.artifact_suffix and rt.exact)  # the float LiteRT runtime
+    converted = floats.convert(spec, args.size, ds, CacheLayout(args.cache_dir))
+    reference = LiteRTBackbone(spec, converted, floats.name, args.size, shape)  # type: ignore[arg-type]
     float_acc, float_feats, float_ips = evaluate(reference)
     print(f"{'float (litert)':<22} accuracy {float_acc:.2%}  {float_ips:7.1f} img/s", flush=True)
     loaded = load_backbone(spec)

@@ -40,6 +40,7 @@ def extract(args: argparse.Namespace, size: int, runtime: str, cache: Path) -> d
 def main() -> int:
     """Print one line per (size, runtime) and the agreement of the features."""
     from lib.analysis.benchmark import machine_info
+    from lib.runtimes import DEFAULT_RUNTIME, selectable
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--source", required=True)
@@ -47,7 +48,7 @@ def main() -> int:
     parser.add_argument("--sizes", default="128,224")
     parser.add_argument("--split", default="test")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--runtimes", default="tf,litert,litert-int8")
+    parser.add_argument("--runtimes", default=",".join(selectable()))
     args = parser.parse_args()
     print(f"machine: {machine_info()['cpu']}, {os.cpu_count()} CPUs; split {args.split}; batch {args.batch_size}", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-runtimes-") as tmp:
@@ -62,14 +63,14 @@ def main() -> int:
                 feats[runtime] = np.load(r["cache_path"], mmap_mode="r")
                 print(f"[{size}px] {runtime:<12} {r['images']:,} images extracted in {extract_s:.1f}s = {rates[runtime]:.1f} img/s "
                       f"(whole command incl. loading/conversion {r['wall']:.1f}s, peak RSS {r['peak_rss_mb']:,.0f} MB)", flush=True)  # fmt: skip
-            base = feats.get("tf")
+            base = feats.get(DEFAULT_RUNTIME)
             for runtime in rates:
-                if runtime == "tf" or base is None:
+                if runtime == DEFAULT_RUNTIME or base is None:
                     continue
                 a, b = np.asarray(feats[runtime], np.float64), np.asarray(base, np.float64)
                 rel = float(np.abs(a - b).max() / np.abs(b).max())
                 cos = float(((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)).mean())
-                print(f"[{size}px] {runtime:<12} {rates[runtime] / rates['tf']:.2f}x the tf rate; max relative difference {rel:.2e}, "
+                print(f"[{size}px] {runtime:<12} {rates[runtime] / rates[DEFAULT_RUNTIME]:.2f}x the {DEFAULT_RUNTIME} rate; max relative difference {rel:.2e}, "
                       f"mean cosine {cos:.4f} to tf features", flush=True)  # fmt: skip
     return 0
 

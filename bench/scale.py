@@ -33,7 +33,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 CONVERT_CHILD = """
 import json, sys, time
-from lib.cli.common import peak_rss_mb
+from lib.process import peak_rss_mb
 from lib.data.sources import load_dataset
 stages = {}
 t0 = time.perf_counter()
@@ -66,17 +66,22 @@ def engines(source: str, backbone: str, size: int, workers: int, cache: Path) ->
 
     from lib.data.sources import load_dataset
     from lib.models.backbones import load_backbone, resolve_backbone
-    from lib.pipeline.features import get_features
-    from lib.pipeline.ray_engine import RayOptions, ray_get_features
+    from lib.pipeline.engines import LocalEngine
+    from lib.pipeline.features import ensure_features
+    from lib.pipeline.ray_engine import RayEngine, RayOptions
+    from lib.store.layout import CacheLayout
 
     ds = load_dataset(source, cache / "data")
     spec = resolve_backbone(backbone)
     model = load_backbone(spec)
     model.embed(np.asarray(ds.images("test")[:64]), size)  # warm up the traced function, as a Ray worker's first shard does
-    local = get_features(ds, "test", spec, cache / "local", size, backbone=model)
+    local_layout = CacheLayout(cache / "local")
+    local = ensure_features(ds, "test", spec, local_layout, size, engine=LocalEngine(local_layout, model))
     local_rate = local.features.shape[0] / local.extract_seconds
     t0 = time.perf_counter()
-    result, stats = ray_get_features(ds, "test", spec, cache / "ray", size, options=RayOptions(workers=workers))
+    with RayEngine(RayOptions(workers=workers), cache / "ray") as engine:
+        result = ensure_features(ds, "test", spec, cache / "ray", size, engine=engine)
+        stats = engine.last_stats
     total = time.perf_counter() - t0
     diff = float(np.abs(np.asarray(result.features) - np.asarray(local.features)).max())
     ray_rate = stats.images / stats.extract_seconds

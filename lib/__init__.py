@@ -8,5 +8,5 @@ TensorFlow is imported lazily inside the functions that need it.
     from lib.pipeline import features
     ds = datasets.load_dataset("../shared/data/cifar10-jpeg.tar.gz", cache_dir="cache")
     bb = backbones.resolve_backbone("../shared/models/mobilenet_v1_100_224_feature_vector")
-    feats = features.get_features(ds, "test", bb, image_size=128, cache_dir="cache")
+    feats = features.ensure_features(ds, "test", bb, "cache", image_size=128)
 """

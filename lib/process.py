@@ -4,6 +4,7 @@ They are environment variables, read by TensorFlow and TF Hub when those are fir
 so setting them here costs nothing and imports nothing.
 
     configure_process(cache_dir)     # first thing in an entry point
+    peak_rss_mb()                    # this process's peak memory so far (Linux), for the figures commands print
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from lib.store.layout import CacheLayout
+from lib.store.layout import CacheLayout, CacheLike
 
 
-def configure_process(cache_dir: Path | str) -> None:
+def configure_process(cache_dir: CacheLike) -> None:
     """Set TF's log level, legacy Keras for TF Hub layers, deterministic ops, and ``TFHUB_CACHE_DIR``."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # hub.KerasLayer is a Keras 2 layer: TF Hub must see tf_keras, set before TensorFlow is imported.
@@ -23,5 +24,16 @@ def configure_process(cache_dir: Path | str) -> None:
     os.environ.setdefault("TF_DETERMINISTIC_OPS", "1")
     # A user's own TFHUB_CACHE_DIR wins; otherwise modules download next to the other artifacts.
     if "TFHUB_CACHE_DIR" not in os.environ or os.environ.get("TLX_TFHUB_FROM_CACHE") == "1":
-        os.environ["TFHUB_CACHE_DIR"] = str(CacheLayout(cache_dir).tfhub_cache())
+        os.environ["TFHUB_CACHE_DIR"] = str(CacheLayout.at(cache_dir).tfhub_cache())
         os.environ["TLX_TFHUB_FROM_CACHE"] = "1"
+
+
+def peak_rss_mb() -> float | None:
+    """This process's peak resident memory (Linux VmHWM, which an exec resets), in MB."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None

@@ -167,3 +167,17 @@ def make_tflite(path: Path, size: int = 32, dim: int = 8, quantized: bool = True
         converter.inference_output_type = tf.uint8
     path.write_bytes(converter.convert())
     return path
+
+
+def get_features(ds: Any, split: str, spec: Any, cache_dir: Any, image_size: int | None = None, view: str = "original", limit: int | None = None,
+                 batch_size: int = 256, progress: Any = None, backbone: Any = None, runtime: str | None = None) -> Any:  # fmt: skip
+    """The one door (:func:`lib.pipeline.features.ensure_features`) with this process as the engine, running
+    ``backbone`` when given (a stand-in a test controls), else loading what ``runtime`` needs."""
+    from lib.pipeline.engines import LocalEngine
+    from lib.pipeline.features import ensure_features
+    from lib.runtimes import DEFAULT_RUNTIME
+    from lib.store.layout import CacheLayout
+
+    layout = CacheLayout.at(cache_dir)
+    engine = LocalEngine(layout, backbone)
+    return ensure_features(ds, split, spec, layout, image_size, view, limit, batch_size, progress, runtime or DEFAULT_RUNTIME, engine)

@@ -7,6 +7,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from lib.analysis import benchmark as bm
+from lib.analysis import benchmark_results as br
 
 
 def _row(backbone: str, size: int, runtime: str, ips: float, best: float, p50: float = 1.0) -> dict:
@@ -29,7 +30,7 @@ def test_missing_configurations_follow_what_is_measured(tmp_path: Path) -> None:
     assert len(grid) == 2 * 3 + 1  # a .tflite file once, at its own size
     assert [r for _, _, r in grid[:3]] == ["litert", "tf", "litert-int8"]  # the faster float runtime first: tf reuses its heads
     rows = [_row(saved, 96, "tf", 10, 0.5), _row(saved, 96, "litert", 20, 0.5), {**_row(lite, 224, "tflite", 50, 0.4)}]
-    missing = bm.missing_configurations(grid, rows)
+    missing = br.missing_configurations(grid, rows)
     assert (saved, 96, "litert-int8") in missing and (saved, 128, "tf") in missing
     assert (saved, 96, "tf") not in missing and all(b != lite for b, _, _ in missing)
     assert len(missing) == 4
@@ -42,7 +43,7 @@ def test_results_merge_per_machine_and_subset_newest_row_wins() -> None:
              "path": "o"}  # fmt: skip
     other_machine = {**older, "machine": {"cpu": "EPYC", "cores": 64}, "path": "e"}
     other_subset = {**older, "limit": None, "path": "f"}
-    groups = bm.merged_results([newer, older, other_machine, other_subset])
+    groups = br.merged_results([newer, older, other_machine, other_subset])
     assert len(groups) == 3  # never mixes machines or accuracy subsets
     first = groups[0]
     assert first["files"] == ["n", "o"]
@@ -52,7 +53,7 @@ def test_results_merge_per_machine_and_subset_newest_row_wins() -> None:
 
 def test_int8_loss_against_the_faster_float_runtime() -> None:
     rows = [_row("a", 128, "tf", 100, 0.80), _row("a", 128, "litert", 180, 0.80), _row("a", 128, "litert-int8", 400, 0.77), _row("b", 96, "tf", 5, 0.5)]
-    (loss,) = bm.int8_loss(rows)
+    (loss,) = br.int8_loss(rows)
     assert loss["float_runtime"] == "litert" and loss["loss_points"] == 3.0 and loss["int8_speedup"] == round(400 / 180, 2)
 
 
@@ -63,14 +64,14 @@ def test_int8_loss_from_full_runs_pairs_only_like_for_like() -> None:
                                created=created, metrics=SimpleNamespace(test_accuracy=acc, test_images=10_000))  # fmt: skip
 
     runs = [run("q", "litert-int8", 0.8407), run("f", "tf", 0.8550), run("sub", "tf", 0.99, limit=10), run("lin", "tf", 0.9, head="linear")]
-    (pair,) = bm.int8_loss_from_runs(runs)
+    (pair,) = br.int8_loss_from_runs(runs)
     assert pair["float_run"] == "f" and pair["int8_run"] == "q" and pair["loss_points"] == 1.43
 
 
 def test_pareto_front_and_pick_within_budget() -> None:
     points = [(100.0, 0.80), (50.0, 0.85), (60.0, 0.70), (200.0, 0.60)]
-    assert bm.pareto_front(points) == [3, 0, 1]  # (60, 0.70) is beaten by (100, 0.80)
+    assert br.pareto_front(points) == [3, 0, 1]  # (60, 0.70) is beaten by (100, 0.80)
     rows = [_row("a", 96, "tf", 100, 0.8, p50=2.0), _row("b", 128, "tf", 50, 0.85, p50=8.0)]
-    assert bm.pick_within_budget(rows, 5.0)["backbone"] == "a"
-    assert bm.pick_within_budget(rows, 10.0)["backbone"] == "b"
-    assert bm.pick_within_budget(rows, 1.0) is None
+    assert br.pick_within_budget(rows, 5.0)["backbone"] == "a"
+    assert br.pick_within_budget(rows, 10.0)["backbone"] == "b"
+    assert br.pick_within_budget(rows, 1.0) is None

@@ -12,8 +12,9 @@ import pytest
 from lib.data.sources import load_dataset
 from lib.errors import CacheWriteError
 from lib.models.backbones import load_backbone, resolve_backbone
-from lib.pipeline import features
-from lib.pipeline.features import extract_features, feature_cache_key, get_features, list_cached_features
+from lib.pipeline import feature_store, features
+from lib.pipeline.features import extract_features, feature_cache_key, list_cached_features
+from tests.fixtures import get_features
 
 
 @pytest.fixture
@@ -61,7 +62,7 @@ def test_key_follows_the_preprocessing_code(monkeypatch: pytest.MonkeyPatch) -> 
 
     assert preprocess.PREPROCESSING_ID.endswith(__import__("hashlib").sha256(inspect.getsource(preprocess).encode()).hexdigest()[:12])
     before = feature_cache_key("d", "test", "b", 48, "original", None)
-    monkeypatch.setattr(features, "PREPROCESSING_ID", "v1-edited")
+    monkeypatch.setattr(feature_store, "PREPROCESSING_ID", "v1-edited")
     assert feature_cache_key("d", "test", "b", 48, "original", None) != before
 
 
@@ -77,7 +78,7 @@ def test_corrupt_cache_file_is_recomputed(setup: tuple, cache_dir: Path) -> None
 
 def test_interrupted_extraction_leaves_nothing_valid_and_resumes(setup: tuple, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ds, spec, model = setup
-    monkeypatch.setattr(features, "CHUNK", 16)
+    monkeypatch.setattr(feature_store, "CHUNK", 16)
     calls = {"n": 0}
     real_embed = model.embed
 
@@ -170,14 +171,14 @@ def test_bit_rot_is_detected_by_the_checksum(setup: tuple, cache_dir: Path) -> N
 def test_a_writer_that_loses_the_race_leaves_no_orphan_chunk(setup: tuple, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two extractions of one key: the second finishes (and cleans up) while the first is between chunks."""
     ds, spec, model = setup
-    monkeypatch.setattr(features, "CHUNK", 16)
+    monkeypatch.setattr(feature_store, "CHUNK", 16)
     real_embed = model.embed
     state = {"raced": False}
 
     def racing_embed(images: np.ndarray, size: int, flip: bool = False) -> np.ndarray:
         if not state["raced"]:
             state["raced"] = True
-            other = features.get_features(ds, "train", spec, cache_dir, image_size=48, batch_size=16, backbone=_Plain(real_embed, model))
+            other = get_features(ds, "train", spec, cache_dir, image_size=48, batch_size=16, backbone=_Plain(real_embed, model))
             assert not other.cache_hit
         return real_embed(images, size, flip)
 
@@ -201,8 +202,9 @@ FULL_DISK_SCRIPT = """
 import sys, numpy as np
 from lib.data.sources import load_dataset
 from lib.models.backbones import resolve_backbone
-from lib.pipeline import features
+from lib.pipeline import feature_store
 from lib.errors import UserFacingError
+from tests.fixtures import get_features
 
 class Wide:
     feature_dim = 4096          # 16 KB of features per image: 200 images make 3.3 MB
@@ -213,9 +215,9 @@ class Wide:
 ds = load_dataset(sys.argv[1], sys.argv[2])
 spec = resolve_backbone(sys.argv[3])
 if sys.argv[4] == "no-precheck":
-    features.check_free_space = lambda folder, needed: None   # reach the final write itself
+    feature_store.check_free_space = lambda folder, needed: None   # reach the final write itself
 try:
-    features.get_features(ds, "train", spec, sys.argv[2], image_size=32, backbone=Wide())
+    get_features(ds, "train", spec, sys.argv[2], image_size=32, backbone=Wide())
 except UserFacingError as err:
     import os
     print("error:", err)

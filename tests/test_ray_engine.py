@@ -19,16 +19,23 @@ pytest.importorskip("ray", reason="the Ray engine's tests need `pip install -r r
 from lib.data.sources import load_dataset
 from lib.errors import BackboneError
 from lib.models.backbones import resolve_backbone
-from lib.pipeline import features
-from lib.pipeline.features import get_features, load_cached_features
-from lib.pipeline.ray_engine import RayEngine, RayOptions, ray_get_features
+from lib.pipeline import feature_store
+from lib.pipeline.features import ensure_features, load_cached_features
+from lib.pipeline.ray_engine import RayEngine, RayOptions
 from lib.store.atomic import read_json
 from lib.store.layout import CacheLayout
 from tests.conftest import SHARED_DATA, SHARED_SMALL_MODEL
+from tests.fixtures import get_features
 from tests.streamlit_server import free_port
 from tests.test_cli import cli
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def ray_get_features(ds: object, split: str, spec: object, cache: Path, size: int, options: RayOptions) -> tuple:
+    """One artifact through the one door on a Ray engine of its own; the features and what Ray did."""
+    with RayEngine(options, cache) as engine:
+        return ensure_features(ds, split, spec, cache, size, engine=engine), engine.last_stats  # type: ignore[arg-type]
 TOL = 1e-5
 
 
@@ -50,7 +57,7 @@ def own_ray_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 @pytest.fixture
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Checkpoint chunks of 32 rows (the driver's), so the 60 training images span two chunks."""
-    monkeypatch.setattr(features, "CHUNK", 32)
+    monkeypatch.setattr(feature_store, "CHUNK", 32)
 
 
 def _local(assets: dict[str, Path], cache: Path, split: str = "train") -> np.ndarray:
@@ -92,7 +99,8 @@ def test_one_engine_serves_two_runtimes_in_turn(assets: dict[str, Path], tmp_pat
     ds = load_dataset(str(assets["cifar_tar"]), ray_cache)
     with RayEngine(RayOptions(workers=2, shard=8, object_store_mb=128), ray_cache) as engine:
         for runtime in ("litert", "tf"):
-            result, stats = engine.get_features(ds, "test", spec, 32, runtime=runtime)
+            result = ensure_features(ds, "test", spec, ray_cache, 32, runtime=runtime, engine=engine)
+            stats = engine.last_stats
             assert stats.workers == 2 and stats.images == 30, runtime
             np.testing.assert_allclose(np.asarray(result.features), expected[runtime], atol=TOL, rtol=0)
             assert (local_cache / "features" / result.path.name).exists(), runtime  # the same key as the local engine's

@@ -8,9 +8,9 @@ import pytest
 from lib.data.sources import load_dataset
 from lib.models.backbones import load_backbone, resolve_backbone
 from lib.models.heads import HeadConfig
-from lib.pipeline.features import get_features
 from lib.pipeline.training import RunRequest, train_run
 from tests.conftest import SHARED_DATA, SHARED_MODEL, SHARED_TFLITE
+from tests.fixtures import get_features
 
 pytestmark = pytest.mark.shared
 LIMIT = 50  # images per class and split: 500 train + 500 test

@@ -39,22 +39,18 @@ def progress_reporter(bar: Any, label: str) -> Any:
 
 def extract_with_status(settings: state.Settings, ds: Dataset, split: str, view: str, engine: Any = None) -> bool:
     """Extract one split's features (or load them) inside ``st.status``, here or on Ray (``engine``); False if it failed."""
-    from lib.pipeline.features import get_features
+    from lib.pipeline.features import ensure_features
     from ui import cached
 
     with st.status(f"Features: {split}/{view} @ {settings.image_size}px", expanded=True) as status:
-        bar = st.progress(0.0, text="starting Ray and its workers…" if engine is not None else "loading the backbone…")
+        bar = st.progress(0.0, text="loading the backbone (or starting Ray and its workers)…")
         ray_note = ""
         try:
             spec = cached.backbone_spec(settings.backbone)
-            if engine is not None:
-                result, stats = engine.get_features(ds, split, spec, settings.image_size, view, progress=progress_reporter(bar, split))
-                if stats.workers:
-                    ray_note = f" on {stats.workers} Ray workers, {len(stats.images_per_node)} node(s); start-up {stats.startup_seconds:.1f}s"
-            else:
-                model = cached.loaded_backbone(settings.backbone, str(settings.cache_dir))
-                result = get_features(ds, split, spec, settings.cache_dir, settings.image_size, view, progress=progress_reporter(bar, split),
-                                      backbone=model)  # fmt: skip
+            result = ensure_features(ds, split, spec, settings.layout, settings.image_size, view, progress=progress_reporter(bar, split), engine=engine)
+            stats = getattr(engine, "last_stats", None) if not result.cache_hit else None
+            if stats is not None and stats.workers:
+                ray_note = f" on {stats.workers} Ray workers, {len(stats.images_per_node)} node(s); start-up {stats.startup_seconds:.1f}s"
         except UserFacingError as err:
             status.update(label="Feature extraction failed", state="error")
             show_error(err)

@@ -22,6 +22,7 @@ from lib.data.sources import Dataset, cached_dataset_status
 from lib.errors import UserFacingError
 from lib.models.backbones import BackboneSpec, LoadedBackbone, load_backbone, resolve_backbone
 from lib.pipeline.features import FeatureResult, cached_feature_result
+from lib.runtimes import DEFAULT_RUNTIME
 from lib.store.layout import CacheLayout
 from lib.store.runs import Run, load_run
 
@@ -73,7 +74,7 @@ def finetuned_model(cache_dir: str, run_id: str) -> Any:
     from lib.store.layout import CacheLayout
     from lib.store.runs import MODEL_DIR
 
-    path = CacheLayout(cache_dir).run_dir(run_id) / MODEL_DIR
+    path = CacheLayout.at(cache_dir).run_dir(run_id) / MODEL_DIR
     if not (path / "saved_model.pb").exists():
         raise UserFacingError(f"Run {run_id} holds no fine-tuned model (made by an older version); train it again.")
     return tf.saved_model.load(str(path))
@@ -89,7 +90,7 @@ def _features(source: str, cache_dir: str, backbone: str, size: int, split: str,
 
 
 def features(source: str, cache_dir: Path | str, backbone: str, size: int, split: str, view: str = "original",
-             limit: int | None = None, runtime: str = "tf") -> FeatureResult | None:  # fmt: skip
+             limit: int | None = None, runtime: str = DEFAULT_RUNTIME) -> FeatureResult | None:  # fmt: skip
     """Cached features (memory-mapped) or None; forgets a miss so a later extraction is seen."""
     result = _features(source, str(cache_dir), backbone, int(size), split, view, limit, runtime)
     if result is None:
@@ -104,7 +105,7 @@ def _run(cache_dir: str, run_id: str, mtime: str) -> Run:
 
 def run(cache_dir: Path | str, run_id: str) -> Run:
     """A loaded run; re-read when its manifest changes (a rename). :class:`RunError` for a bad or damaged id."""
-    manifest = CacheLayout(cache_dir).run_dir(run_id) / "manifest.json"
+    manifest = CacheLayout.at(cache_dir).run_dir(run_id) / "manifest.json"
     try:
         mtime = str(manifest.stat().st_mtime_ns)
     except OSError:
@@ -158,7 +159,7 @@ def full_map(source: str, cache_dir: str, backbone: str, size: int, method: str,
     """The stored map of every image, or None (never computes). Keyed by the projections folder's mtime, so a map
     written since (by this app or the CLI) is seen, and a miss is not read again on every rerun."""
     try:
-        stamp = str(CacheLayout(cache_dir).projections.stat().st_mtime_ns)
+        stamp = str(CacheLayout.at(cache_dir).projections.stat().st_mtime_ns)
     except OSError:
         stamp = ""
     return _full_map(source, cache_dir, backbone, int(size), method, runtime, float(perplexity), int(iterations), stamp)
@@ -221,7 +222,7 @@ def _audit(source: str, cache_dir: str, backbone: str, size: int, runtime: str, 
 
 def audit(source: str, cache_dir: str, backbone: str, size: int, runtime: str) -> Any:
     """The stored audit of these features (read and checked once per file version, shared by every session), or None."""
-    stamp = ";".join(f"{p.name}:{p.stat().st_mtime_ns}" for p in sorted(CacheLayout(cache_dir).audits.glob("*.npz")))
+    stamp = ";".join(f"{p.name}:{p.stat().st_mtime_ns}" for p in sorted(CacheLayout.at(cache_dir).audits.glob("*.npz")))
     found = _audit(source, cache_dir, backbone, int(size), runtime, stamp)
     if found is None:
         _audit.clear()

@@ -106,7 +106,7 @@ def _download(col: Any, settings: state.Settings, run_id: str) -> None:
     """Build the exported model zip on request, then offer it for download."""
     from lib.store.layout import CacheLayout
 
-    layout = CacheLayout(settings.cache_dir)
+    layout = CacheLayout.at(settings.cache_dir)
     zip_path = layout.export_zip(run_id)
     if not zip_path.exists() and col.button("Build model zip", **demo.off("Building a zip")):
         with st.spinner("Exporting backbone + head as one SavedModel…"):

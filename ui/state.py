@@ -12,6 +12,7 @@ current choices back, so a copied link reopens the same run, page and view.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from collections.abc import Callable, Collection
@@ -25,7 +26,7 @@ from lib import config
 from lib.bounds import BOUNDS
 from lib.data.sources import MAX_SOURCE_CHARS
 from lib.models.specs import MAX_BACKBONE_CHARS, default_image_size
-from lib.store.layout import RUN_ID
+from lib.store.layout import RUN_ID, CacheLayout
 
 GLOBAL_KEYS = {"source": "source", "backbone": "backbone", "image_size": "size", "run_id": "run"}
 _KEEP = "_kept_"  # session-state prefix of page widgets' last values (see bind)
@@ -40,6 +41,16 @@ class Settings:
     image_size: int
     run_id: str
     cache_dir: Path
+
+    @property
+    def layout(self) -> CacheLayout:
+        """The one :class:`CacheLayout` of this server's cache, passed to every lib call."""
+        return _layout(str(self.cache_dir))
+
+
+@functools.lru_cache(maxsize=4)
+def _layout(cache_dir: str) -> CacheLayout:
+    return CacheLayout(cache_dir)
 
 
 class _FlagError(Exception):

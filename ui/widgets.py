@@ -74,10 +74,10 @@ def _sidebar_run_changed() -> None:
 
 def extraction_engine(key: str) -> Any:
     """An "Extraction engine" expander: this process (default) or Ray workers. Returns the
-    :class:`lib.pipeline.ray_engine.RayOptions` when Ray is chosen, else None. Ray is not imported here."""
+    :class:`lib.pipeline.ray_connect.RayOptions` when Ray is chosen, else None. Ray is not imported here."""
     import importlib.util
 
-    from lib.pipeline.ray_engine import INSTALL_HINT, RayOptions
+    from lib.pipeline.ray_connect import INSTALL_HINT, RayOptions
 
     have_ray = importlib.util.find_spec("ray") is not None
     with st.expander("Extraction engine", icon=":material/hub:"):

@@ -9,6 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from lib.pipeline.features import list_cached_features
+from lib.runtimes import DEFAULT_RUNTIME
 from ui import cached, demo, state, widgets
 from ui.text import md_escape
 
@@ -25,7 +26,7 @@ combos = sorted({(m.backbone, m.image_size, m.limit, m.runtime_name) for m in av
 
 
 def combo_label(c: tuple) -> str:
-    runtime = f" ({c[3]})" if c[3] != "tf" else ""
+    runtime = f" ({c[3]})" if c[3] != DEFAULT_RUNTIME else ""
     return f"{str(c[0]).rstrip('/').split('/')[-1]} @ {c[1]}px{runtime}" + (f" (first {c[2]}/class)" if c[2] else "")
 
 
@@ -33,7 +34,7 @@ def combo_label(c: tuple) -> str:
 spec_handle = cached.backbone_spec(settings.backbone).handle if settings.backbone else ""
 run_combo = (run.manifest.backbone, run.manifest.image_size, run.manifest.limit, run.manifest.runtime) if run else None
 preferred = next((c for c in combos if c == run_combo),
-                 next((c for c in combos if c[0] == spec_handle and c[1] == settings.image_size and c[2] is None and c[3] == "tf"),
+                 next((c for c in combos if c[0] == spec_handle and c[1] == settings.image_size and c[2] is None and c[3] == DEFAULT_RUNTIME),
                       next((c for c in combos if c[2] is None), None)))  # fmt: skip
 state.bind("fs_combo", combos.index(preferred) if preferred else 0, int, state.in_range(0, len(combos) - 1))
 state.bind("fs_split", "test")

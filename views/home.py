@@ -59,10 +59,10 @@ if ds is None or missing:
     if st.button(label, type="primary", **demo.off("Preparing data", disabled=spec is None)):
         ds = ds or widgets.prepare_dataset(settings)
         if ds is not None:
-            from lib.pipeline.ray_engine import optional_engine
+            from lib.pipeline.engines import open_engine
             from ui.actions import extract_with_status
 
-            with optional_engine(ray_options, settings.cache_dir) as engine:
+            with open_engine(ray_options, settings.layout) as engine:
                 ok = all(extract_with_status(settings, ds, split, "original", engine) for split, _ in missing)
             if ok:
                 st.rerun()

@@ -7,7 +7,7 @@ import streamlit as st
 from lib.analysis import audit as au
 from lib.data.images import upscale
 from lib.errors import UserFacingError
-from lib.models.runtimes import DEFAULT_RUNTIME
+from lib.runtimes import DEFAULT_RUNTIME
 from lib.safe_text import to_csv
 from lib.store.excludes import save_exclude_list, to_json
 from ui import actions, cached, demo, state, widgets

@@ -8,8 +8,9 @@ import pandas as pd
 import streamlit as st
 
 from lib.analysis import benchmark as bm
+from lib.analysis import benchmark_results as br
 from lib.config import BLOG_ACCURACY
-from lib.models.runtimes import RUNTIMES
+from lib.runtimes import as_selectable, registry, selectable
 from lib.store.runs import list_runs
 from ui import charts, demo, state, widgets
 from ui.actions import measure_with_status as measure
@@ -17,7 +18,7 @@ from ui.text import md_escape
 
 settings = state.current()
 st.title("Speed vs accuracy")
-groups = bm.merged_results(bm.stored_benchmarks(settings.cache_dir))
+groups = br.merged_results(br.stored_benchmarks(settings.cache_dir))
 default_grid = bm.default_grid()
 
 if not groups:
@@ -26,7 +27,7 @@ if not groups:
         "accuracy do I give up?*: one point per configuration, accuracy against images per second or single-image latency, "
         "the Pareto front, the most accurate configuration within a budget, and what int8 quantisation costs. "
         f"The default grid is every backbone in ../shared/models at {', '.join(map(str, bm.DEFAULT_SIZES))} px with the "
-        f"{', '.join(RUNTIMES)} runtimes ({len(default_grid)} configurations, accuracies on the first {bm.DEFAULT_LIMIT} images "
+        f"{', '.join(selectable())} runtimes ({len(default_grid)} configurations, accuracies on the first {bm.DEFAULT_LIMIT} images "
         "per class); the same as `python -m lib benchmark --source ...` on the command line."
     )
     demo.note()
@@ -47,7 +48,7 @@ else:
     axes = {"throughput": ("images_per_second", "images per second at batch 64 (log)"), "latency": ("latency_ms_p50", "single-image latency p50, ms (log)")}
     x_field, x_title = axes[axis]
     speed = rows["images_per_second"] if axis == "throughput" else -rows["latency_ms_p50"]
-    front = bm.pareto_front(list(zip(speed.tolist(), rows["best_accuracy"].tolist())))
+    front = br.pareto_front(list(zip(speed.tolist(), rows["best_accuracy"].tolist())))
     rows["pareto"] = False
     rows.loc[rows.index[front], "pareto"] = True
 
@@ -68,7 +69,7 @@ else:
 
     st.subheader("Pick for me")
     budget = st.number_input("Latency budget per image (ms, single image, p50)", 0.1, 10_000.0, 20.0, step=1.0, key="sp_budget")
-    pick = bm.pick_within_budget(result["rows"], float(budget))
+    pick = br.pick_within_budget(result["rows"], float(budget))
     if pick is None:
         st.warning("No measured configuration is that fast; raise the budget or measure smaller sizes.")
     else:
@@ -76,14 +77,14 @@ else:
                    f"{pick['best_accuracy']:.2%} (best preset), {pick['latency_ms_p50']:.1f} ms per image, {pick['images_per_second']:.0f} img/s.")  # fmt: skip
         if st.button("Train this configuration", type="primary", **demo.off("Training")):
             state.update(backbone=pick["backbone"], image_size=int(pick["image_size"]))
-            st.session_state["t_runtime"] = pick["runtime"] if pick["runtime"] != "tflite" else "tf"
+            st.session_state["t_runtime"] = as_selectable(pick["runtime"])
             st.session_state["t_sizes"] = [int(pick["image_size"])]
             st.session_state["t_backbone"] = "(custom handle or path)"
             st.session_state["t_custom"] = pick["backbone"]
             st.switch_page("views/train.py")
 
     st.subheader("What int8 quantisation costs")
-    loss = bm.int8_loss(result["rows"])
+    loss = br.int8_loss(result["rows"])
     if loss:
         pct = st.column_config.NumberColumn(format="percent")
         columns = {"float_best": pct, "int8_best": pct, "loss_points": st.column_config.NumberColumn("loss (points)"),
@@ -92,7 +93,7 @@ else:
         st.caption(f"Best-preset accuracy on {md_escape(result.get('subset', ''))}, int8 against the faster float runtime of the same backbone and size.")
     else:
         st.caption("Measure a backbone with both a float runtime and litert-int8 to see the loss here.")
-    full = bm.int8_loss_from_runs(list_runs(settings.cache_dir))
+    full = br.int8_loss_from_runs(list_runs(settings.cache_dir))
     if full:
         st.markdown("**On the full training and test sets** (from trained runs: same backbone, sizes and head, float and int8 features)")
         pct = st.column_config.NumberColumn(format="percent")
@@ -105,7 +106,7 @@ else:
     st.dataframe(rows.drop(columns=["pareto", "backbone"]), hide_index=True, width="stretch")
     widgets.csv_download(st, "Download the measurements (CSV)", rows.drop(columns=["pareto"]), "speed_accuracy.csv", key="sp_csv")
 
-    missing = bm.missing_configurations(default_grid, result["rows"]) if result.get("limit") == bm.DEFAULT_LIMIT else []
+    missing = br.missing_configurations(default_grid, result["rows"]) if result.get("limit") == bm.DEFAULT_LIMIT else []
     if missing:
         st.info(f"{len(missing)} of the default grid's {len(default_grid)} configurations are not measured on this machine yet.")
         if st.button(f"Measure the {len(missing)} missing configurations", type="primary", **demo.off("Measuring")):
@@ -115,7 +116,7 @@ st.subheader("Measure the active backbone")
 with st.form("bench_form"):
     c1, c2, c3 = st.columns(3)
     sizes = c1.multiselect("Input sizes", sorted({*bm.DEFAULT_SIZES, settings.image_size}), default=[settings.image_size])
-    runtimes = c2.multiselect("Runtimes", list(RUNTIMES), default=["tf", "litert"])
+    runtimes = c2.multiselect("Runtimes", list(selectable()), default=[rt for rt in selectable() if registry()[rt].exact])
     limit = c3.number_input("Images per class for the accuracies", 10, 5000, bm.DEFAULT_LIMIT)
     go = st.form_submit_button(f"Measure {md_escape(settings.backbone.rstrip('/').split('/')[-1])}", **demo.off("Measuring"))  # type: ignore[arg-type]
 if go and sizes and runtimes:

@@ -11,9 +11,9 @@ from lib.config import BLOG_ACCURACY
 from lib.errors import UserFacingError
 from lib.models.heads import HeadConfig
 from lib.models.protocols import PROTOCOLS
-from lib.models.runtimes import DEFAULT_RUNTIME, RUNTIMES
 from lib.models.specs import REGISTRY
 from lib.pipeline.training import RunRequest
+from lib.runtimes import DEFAULT_RUNTIME, registry, selectable
 from lib.store.excludes import read_exclude_file, saved_exclude_lists
 from lib.store.runs import list_runs
 from ui import actions, charts, demo, run_table, state, widgets
@@ -82,9 +82,7 @@ with st.form("train_form"):
     d.checkbox("Train on flipped images too", key="t_flip")
     d.checkbox("Flip test-time augmentation", key="t_tta")
     e.number_input("Seed", **widget("seed"), key="t_seed")
-    e.selectbox("Extraction runtime", RUNTIMES, key="t_runtime",
-                help="tf: TensorFlow. litert: the backbone converted once to LiteRT float32 (same features, faster). "
-                     "litert-int8: full-integer quantised (fastest; features move slightly).")
+    e.selectbox("Extraction runtime", selectable(), key="t_runtime", help=" ".join(f"{n}: {registry()[n].description}." for n in selectable()))
     f.number_input("Images per class (0 = all)", **widget("limit", zero_means_off=True), key="t_limit")
     g.text_input("Run label", key="t_label")
     g.selectbox("Exclude list", [NO_EXCLUDE, *(p.stem for p in exclude_lists)], key="t_exclude",
@@ -135,9 +133,9 @@ if submitted:
                 st.info("Fine-tuning trains from the images in this process; the Ray engine applies to feature extraction only.")
             manifest = actions.finetune_with_status(request, cfg, settings)
         else:
-            from lib.pipeline.ray_engine import optional_engine
+            from lib.pipeline.engines import open_engine
 
-            with optional_engine(ray_options, settings.cache_dir) as engine:
+            with open_engine(ray_options, settings.layout) as engine:
                 manifest = actions.train_with_status(request, settings, engine)
         if manifest is not None:
             if s["t_label"].strip():

@@ -35,6 +35,8 @@ import numpy as np
 
 from lib.config import SEED
 from lib.errors import ConfigError
+from lib.runtimes import DEFAULT_RUNTIME
+from lib.store.layout import CacheLike
 
 AUDIT_VERSION = 1
 DEFAULT_FOLDS = 5
@@ -278,17 +280,17 @@ def _audit_target(source: str, backbone: str, image_size: int | None, cache_dir:
     from lib.store.layout import CacheLayout
 
     whole = whole_dataset(source, backbone, image_size, cache_dir, runtime, "An audit", splits=("train", "test"))
-    return whole, CacheLayout(cache_dir).audit_file(audit_key(whole.feature_keys, folds, seed, audit_head()))
+    return whole, CacheLayout.at(cache_dir).audit_file(audit_key(whole.feature_keys, folds, seed, audit_head()))
 
 
-def cached_audit(source: str, backbone: str, image_size: int | None, cache_dir: Path | str, runtime: str = "tf", folds: int = DEFAULT_FOLDS,
+def cached_audit(source: str, backbone: str, image_size: int | None, cache_dir: CacheLike, runtime: str = DEFAULT_RUNTIME, folds: int = DEFAULT_FOLDS,
                  seed: int = SEED) -> Audit | None:  # fmt: skip
     """The stored audit if there is a valid one; never computes anything (what a page calls on load)."""
     whole, path = _audit_target(source, backbone, image_size, Path(cache_dir), runtime, folds, seed)
     return load_audit(path, whole.sizes)
 
 
-def run_audit(source: str, backbone: str, image_size: int | None, cache_dir: Path | str, runtime: str = "tf", folds: int = DEFAULT_FOLDS,
+def run_audit(source: str, backbone: str, image_size: int | None, cache_dir: CacheLike, runtime: str = DEFAULT_RUNTIME, folds: int = DEFAULT_FOLDS,
               seed: int = SEED, progress: ProgressFn | None = None, batch_size: int = 256) -> Audit:  # fmt: skip
     """The audit of every image of the dataset's train and test splits (features extracted if missing)."""
     cache_dir = Path(cache_dir)

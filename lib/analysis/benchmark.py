@@ -9,7 +9,7 @@ rows say so. Results are an artifact keyed by the grid, the library versions and
 atomically after every row: an interrupted benchmark keeps the rows it finished, and a rerun skips them.
 
     result = run_benchmark("../shared/data/cifar10-jpeg.tar.gz", ["../shared/models/..."], [96, 128],
-                           ["tf", "litert"], cache_dir="cache", limit=100, progress=print)
+                           selectable(), layout, limit=100, progress=print)
     result["rows"][0]["images_per_second"], result["machine"]["cpu"]
 """
 
@@ -27,6 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from lib.runtimes import DEFAULT_RUNTIME, effective, get_runtime, registry, selectable
+from lib.store.layout import CacheLayout, CacheLike
 
 BENCHMARK_VERSION = 2  # 2: tf/litert share heads when their features agree
 LATENCY_CALLS = 50  # single-image calls timed after warm-up
@@ -83,10 +86,10 @@ def _reset_peak_rss() -> None:
         pass
 
 
-def _model_mb(spec: Any, loaded: Any, cache_dir: Path) -> float | None:
-    path = Path(spec.handle) if spec.kind in ("savedmodel", "tflite") else None
-    if getattr(loaded, "runtime", "tf") in ("litert", "litert-int8"):
-        path = Path(loaded.path)
+def _model_mb(spec: Any, loaded: Any) -> float | None:
+    """Size on disk of what runs: a converted model's file, else the local SavedModel or .tflite (None for a hub download)."""
+    converted = getattr(loaded, "path", None)
+    path = Path(converted) if converted is not None else (Path(spec.handle) if Path(spec.handle).exists() else None)
     if path is None or not path.exists():
         return None
     size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
@@ -132,7 +135,7 @@ class BenchmarkSession:
     agree (``tf`` and ``litert``, within :data:`SHARED_FEATURES_TOLERANCE`) train their heads once."""
 
     ds: Any
-    cache_dir: Path
+    layout: CacheLayout
     limit: int | None
     tf_models: dict[str, tuple[Any, float]] = dataclasses.field(default_factory=dict)
     accuracies: dict[tuple[str, int, str], _Accuracy] = dataclasses.field(default_factory=dict)
@@ -152,8 +155,8 @@ class BenchmarkSession:
 
 
 def _family(runtime: str) -> str:
-    """Runtimes whose features must agree within the tolerance share a family (tf and float LiteRT)."""
-    return "float" if runtime in ("tf", "litert") else runtime
+    """Runtimes whose features must agree within the tolerance share a family (the exact ones: tf and float LiteRT)."""
+    return "float" if registry()[runtime].exact else runtime
 
 
 def _relative_difference(a: np.ndarray, b: np.ndarray) -> float:
@@ -164,10 +167,11 @@ def _relative_difference(a: np.ndarray, b: np.ndarray) -> float:
 def _accuracies(session: BenchmarkSession, spec: Any, size: int, runtime: str, loaded: Any, batch_features: np.ndarray) -> _Accuracy:
     """Train the linear probe and the best preset on this runtime's features of the subset."""
     from lib.models.protocols import PROTOCOLS
+    from lib.pipeline.engines import LocalEngine
     from lib.pipeline.training import fit_head, gather_features
 
-    ds, backbones = session.ds, {size: loaded}
-    common = ((size,), ("original", "flip"), session.cache_dir, session.limit, THROUGHPUT_BATCH, None, backbones, runtime)
+    ds = session.ds
+    common = ((size,), ("original", "flip"), session.layout, session.limit, THROUGHPUT_BATCH, None, LocalEngine(session.layout, loaded), runtime)
     train = gather_features(ds, spec, "train", *common)
     test = gather_features(ds, spec, "test", *common)
     x_train, x_test = train.parts[(size, "original")], test.parts[(size, "original")]
@@ -202,18 +206,18 @@ def measure_row(session: BenchmarkSession, backbone: str, size: int, runtime: st
     its features on the timing batch agree with these within the tolerance: then its heads are reused and
     the row says so (``accuracy_features``, ``feature_max_rel_diff``).
     """
-    from lib.cli.common import peak_rss_mb
-    from lib.models.runtimes import effective_runtime, load_for_runtime
     from lib.models.specs import resolve_backbone
+    from lib.process import peak_rss_mb
 
     spec = resolve_backbone(backbone)
-    actual = effective_runtime(spec, runtime)
+    rt = effective(spec, runtime)
+    actual = rt.name
     _reset_peak_rss()
     t0 = time.perf_counter()
-    if actual == "tf":
+    if rt.any_size:
         loaded, load_seconds = session.tf_model(spec)
     else:
-        loaded = load_for_runtime(spec, runtime, size, session.ds, session.cache_dir, lambda: session.tf_model(spec)[0])
+        loaded = rt.load(spec, size, session.ds, session.layout, lambda: session.tf_model(spec)[0])
         load_seconds = time.perf_counter() - t0 + session.convert_seconds.get((spec.handle, size, actual), 0.0)
     size = int(getattr(loaded, "fixed_size", None) or size)  # a .tflite file runs at its own size
     loaded.check_size(size)
@@ -228,140 +232,48 @@ def measure_row(session: BenchmarkSession, backbone: str, size: int, runtime: st
     session.accuracies.setdefault(group, accuracy)
     return BenchmarkRow(
         backbone=spec.handle, backbone_name=spec.name, image_size=size, runtime=actual, load_seconds=round(load_seconds, 3),
-        latency_ms_p50=round(p50, 3), latency_ms_p95=round(p95, 3), images_per_second=round(ips, 1), model_mb=_model_mb(spec, loaded, session.cache_dir),
+        latency_ms_p50=round(p50, 3), latency_ms_p95=round(p95, 3), images_per_second=round(ips, 1), model_mb=_model_mb(spec, loaded),
         peak_rss_mb=peak_rss_mb(), linear_accuracy=accuracy.linear, best_accuracy=accuracy.best, n_train=accuracy.n_train,
         n_test=accuracy.n_test, feature_dim=accuracy.feature_dim, accuracy_features=accuracy.runtime,
         feature_max_rel_diff=rel,
     )  # fmt: skip
 
 
-# Within a (backbone, size), the faster float runtime extracts the accuracy subset; the other checks it agrees.
-_RUNTIME_ORDER = {"litert": 0, "tf": 1, "litert-int8": 2}
-
-
 def grid_configurations(backbones: list[str], sizes: list[int], runtimes: list[str]) -> list[tuple[str, int, str]]:
-    """Every (backbone, size, runtime) to measure; a ``.tflite`` backbone once, at its own size."""
-    from lib.models.runtimes import check_runtime
+    """Every (backbone, size, runtime) to measure; a ``.tflite`` backbone once, at its own size. Within a (backbone,
+    size) the runtimes go in their ``bench_order``: the faster exact one extracts the accuracy subset, the other checks
+    it agrees."""
     from lib.models.specs import resolve_backbone
 
-    runtimes = [check_runtime(r) for r in runtimes]
+    chosen = sorted((get_runtime(r) for r in runtimes), key=lambda rt: rt.bench_order)
     out: list[tuple[str, int, str]] = []
     for backbone in backbones:
         spec = resolve_backbone(backbone)
-        if spec.kind == "tflite":
-            out.append((backbone, int(spec.native_size or 0), "tf"))  # 0: its own fixed size, read when loaded
+        if spec.is_tflite_file:
+            out.append((backbone, int(spec.native_size or 0), DEFAULT_RUNTIME))  # 0: its own fixed size, read when loaded
             continue
-        out.extend((backbone, int(size), runtime) for size in sizes for runtime in sorted(runtimes, key=_RUNTIME_ORDER.__getitem__))
+        out.extend((backbone, int(size), rt.name) for size in sizes for rt in chosen)
     return out
 
 
 DEFAULT_SIZES = (96, 128, 160, 192, 224)
-_WORKER_MODELS: dict[str, Any] = {}  # in a conversion worker: the TF-loaded backbone it converts now
-
-
-def _convert_in_worker(source: str, cache_dir: str, backbone: str, size: int, runtime: str) -> tuple[float, str | None]:
-    """One conversion in a worker process: (seconds, None) or (seconds, the one-line error)."""
-    from lib.process import configure_process
-
-    configure_process(cache_dir)
-    from lib.data.sources import load_dataset
-    from lib.errors import UserFacingError
-    from lib.models.backbones import load_backbone
-    from lib.models.runtimes import convert
-    from lib.models.specs import resolve_backbone
-
-    t0 = time.perf_counter()
-    try:
-        spec = resolve_backbone(backbone)
-        if spec.handle not in _WORKER_MODELS:
-            _WORKER_MODELS.clear()  # one backbone at a time per worker: memory stays bounded
-            _WORKER_MODELS[spec.handle] = load_backbone(spec)
-        convert(spec, size, runtime, load_dataset(source, cache_dir), cache_dir, lambda: _WORKER_MODELS[spec.handle])
-        return time.perf_counter() - t0, None
-    except UserFacingError as err:
-        return time.perf_counter() - t0, str(err)
-
-
-def preconvert(source: str, ds: Any, configs: list[tuple[str, int, str]], cache_dir: Path, workers: int,
-               progress: Callable[[int, int, str], None] | None = None) -> dict[tuple[str, int, str], float]:  # fmt: skip
-    """Convert every LiteRT model the configurations need and the cache lacks, ``workers`` at a time.
-
-    TFLite's converter, and above all its int8 calibration, runs on one core; converting ahead in parallel
-    processes uses every core and keeps conversion out of the timed measurements, which then run alone.
-    Returns the seconds each conversion took in its worker. A model that cannot be converted stops the
-    benchmark before anything is measured, with the converter's reason.
-    """
-    import concurrent.futures as cf
-    import multiprocessing
-
-    from lib.errors import BackboneError
-    from lib.models.runtimes import converted_key, effective_runtime
-    from lib.models.specs import resolve_backbone
-    from lib.store.layout import CacheLayout
-
-    layout, jobs = CacheLayout(cache_dir), []
-    for backbone, size, runtime in configs:
-        spec = resolve_backbone(backbone)
-        if effective_runtime(spec, runtime) in ("litert", "litert-int8") and not layout.converted_model(converted_key(spec, size, runtime, ds)).is_file():
-            jobs.append((spec.handle, size, runtime, spec.name))
-    done: dict[tuple[str, int, str], float] = {}
-    if not jobs:
-        return done
-    ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked TensorFlow state
-    with cf.ProcessPoolExecutor(max_workers=max(1, workers), mp_context=ctx) as pool:
-        futures = {pool.submit(_convert_in_worker, source, str(cache_dir), h, size, rt): (h, size, rt, name) for h, size, rt, name in jobs}
-        try:
-            for n, fut in enumerate(cf.as_completed(futures)):
-                handle, size, runtime, name = futures[fut]
-                seconds, error = fut.result()
-                if error:
-                    raise BackboneError(error)
-                done[(handle, size, runtime)] = seconds
-                if progress:
-                    progress(n + 1, len(jobs), f"converted {name} @{size} {runtime}")
-        except BaseException:
-            for fut in futures:
-                fut.cancel()
-            raise
-    return done
 
 
 def default_grid() -> list[tuple[str, int, str]]:
     """Every backbone in ``../shared/models`` at every default size with every runtime."""
-    from lib.models.runtimes import RUNTIMES
     from lib.models.specs import local_backbones
 
-    return grid_configurations(local_backbones(), list(DEFAULT_SIZES), list(RUNTIMES))
+    return grid_configurations(local_backbones(), list(DEFAULT_SIZES), list(selectable()))
 
 
-def config_key(backbone: str, size: int, runtime: str) -> tuple[str, int, str]:
-    """How a row is matched to a configuration: handle, size (0 for a .tflite file's own) and the runtime that runs."""
-    from lib.models.runtimes import effective_runtime
-    from lib.models.specs import resolve_backbone
-
-    spec = resolve_backbone(backbone)
-    actual = effective_runtime(spec, runtime)
-    return spec.handle, (0 if actual == "tflite" else int(size)), actual
-
-
-def row_key(row: dict[str, Any]) -> tuple[Any, Any, Any]:
-    """:func:`config_key` of a stored row."""
-    return row.get("backbone"), (0 if row.get("runtime") == "tflite" else row.get("image_size")), row.get("runtime")
-
-
-def missing_configurations(configs: list[tuple[str, int, str]], rows: list[dict[str, Any]]) -> list[tuple[str, int, str]]:
-    """The configurations no row measures yet."""
-    done = {row_key(r) for r in rows}
-    return [c for c in configs if config_key(*c) not in done]
-
-
-def run_benchmark(source: str, backbones: list[str], sizes: list[int], runtimes: list[str], cache_dir: Path | str, limit: int | None = DEFAULT_LIMIT,
-                  progress: Callable[[int, int, str], None] | None = None, convert_workers: int = 1) -> dict[str, Any]:  # fmt: skip
+def run_benchmark(source: str, backbones: list[str], sizes: list[int], runtimes: list[str], layout: CacheLike,
+                  limit: int | None = DEFAULT_LIMIT, progress: Callable[[int, int, str], None] | None = None,
+                  convert_workers: int = 1) -> dict[str, Any]:  # fmt: skip
     """Measure the (backbones x sizes x runtimes) grid; see :func:`run_configurations`."""
-    return run_configurations(source, grid_configurations(backbones, sizes, runtimes), cache_dir, limit, progress, convert_workers)
+    return run_configurations(source, grid_configurations(backbones, sizes, runtimes), layout, limit, progress, convert_workers)
 
 
-def run_configurations(source: str, configs: list[tuple[str, int, str]], cache_dir: Path | str, limit: int | None = DEFAULT_LIMIT,
+def run_configurations(source: str, configs: list[tuple[str, int, str]], layout: CacheLike, limit: int | None = DEFAULT_LIMIT,
                        progress: Callable[[int, int, str], None] | None = None, convert_workers: int = 1) -> dict[str, Any]:  # fmt: skip
     """Measure ``configs``, resuming finished rows; returns ``{"rows": [...], "machine": ..., ...}``.
 
@@ -370,26 +282,27 @@ def run_configurations(source: str, configs: list[tuple[str, int, str]], cache_d
     above 1, the LiteRT conversions run first, that many processes at a time (:func:`preconvert`); the
     progress then counts the conversions first (labels "converted ..."), then the measurements.
     """
+    from lib.analysis.benchmark_results import missing_configurations
     from lib.data.sources import load_dataset
     from lib.models.specs import resolve_backbone
     from lib.pipeline.training import library_versions
+    from lib.runtimes.preconvert import preconvert
     from lib.store.atomic import read_json, write_json_atomic
-    from lib.store.layout import CacheLayout
 
-    cache_dir = Path(cache_dir)
-    ds = load_dataset(source, cache_dir)
+    layout = CacheLayout.at(layout)
+    ds = load_dataset(source, layout)
     machine, versions = machine_info(), library_versions()
     grid = {"dataset": ds.fingerprint, "configs": [list(c) for c in configs], "limit": limit}
-    path = CacheLayout(cache_dir).benchmark_file(benchmark_key(grid, machine, versions))
+    path = layout.benchmark_file(benchmark_key(grid, machine, versions))
     saved = read_json(path)
     rows: list[dict[str, Any]] = list(saved.get("rows", [])) if isinstance(saved, dict) else []
     result: dict[str, Any] = {"source": source, "dataset": ds.fingerprint, "limit": limit, "machine": machine, "versions": versions, "rows": rows,
               "benchmark_version": BENCHMARK_VERSION,
               "subset": f"first {limit} images per class of train and of test" if limit else "every image of train and test"}  # fmt: skip
     todo = missing_configurations(configs, rows)
-    session = BenchmarkSession(ds, cache_dir, limit)
+    session = BenchmarkSession(ds, layout, limit)
     if convert_workers > 1:
-        session.convert_seconds = preconvert(source, ds, todo, cache_dir, convert_workers, progress)
+        session.convert_seconds = preconvert(source, ds, todo, layout, convert_workers, progress)
     for i, (backbone, size, runtime) in enumerate(todo):
         if progress:
             progress(i, len(todo), f"{resolve_backbone(backbone).name} @{size or 'own size'} {runtime}")
@@ -403,81 +316,3 @@ def run_configurations(source: str, configs: list[tuple[str, int, str]], cache_d
     return result
 
 
-def stored_benchmarks(cache_dir: Path | str) -> list[dict[str, Any]]:
-    """Every stored benchmark result with at least one row, newest first (damaged files are skipped)."""
-    from lib.store.atomic import read_json
-    from lib.store.layout import CacheLayout
-
-    out = []
-    for path in CacheLayout(cache_dir).benchmarks.glob("*.json"):
-        data = read_json(path)
-        if isinstance(data, dict) and isinstance(data.get("rows"), list) and data["rows"] and isinstance(data.get("machine"), dict):
-            rows = [r for r in data["rows"] if isinstance(r, dict) and {"backbone", "image_size", "runtime", "best_accuracy"} <= set(r)]
-            out.append({**data, "rows": rows, "path": str(path), "mtime": path.stat().st_mtime})
-    return sorted(out, key=lambda d: d["mtime"], reverse=True)
-
-
-def pareto_front(points: list[tuple[float, float]]) -> list[int]:
-    """Indices of the points no other point beats on both axes (higher speed, higher accuracy), by speed."""
-    order = sorted(range(len(points)), key=lambda i: (-points[i][0], -points[i][1]))
-    front, best = [], -1.0
-    for i in order:
-        if points[i][1] > best:
-            front.append(i)
-            best = points[i][1]
-    return front
-
-
-def pick_within_budget(rows: list[dict[str, Any]], budget_ms: float) -> dict[str, Any] | None:
-    """The most accurate configuration (``best`` preset) whose single-image p50 latency fits the budget."""
-    fitting = [r for r in rows if r["latency_ms_p50"] <= budget_ms]
-    return max(fitting, key=lambda r: (r["best_accuracy"], -r["latency_ms_p50"])) if fitting else None
-
-
-def merged_results(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Stored results merged per (dataset, accuracy subset, machine, benchmark version), newest first; within a
-    group the newest row of each configuration wins. Figures from different machines or subsets are never mixed."""
-    groups: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for res in results:  # newest first
-        m = res["machine"]
-        key = (res.get("dataset"), res.get("limit"), m.get("cpu"), m.get("cores"), res.get("benchmark_version"))
-        group = groups.setdefault(key, {**res, "rows": [], "files": []})
-        seen = {row_key(r) for r in group["rows"]}
-        group["rows"].extend(r for r in res["rows"] if row_key(r) not in seen)
-        group["files"].append(res.get("path"))
-    return list(groups.values())
-
-
-def int8_loss(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per (backbone, size) measured both in float and in int8: the best-preset accuracy each reaches, the
-    int8 loss in points, and int8's speed-up over the fastest float runtime."""
-    by_key: dict[tuple[Any, Any], dict[str, dict[str, Any]]] = {}
-    for r in rows:
-        by_key.setdefault((r["backbone"], r["image_size"]), {})[r["runtime"]] = r
-    out = []
-    for (backbone, size), found in by_key.items():
-        floats = [found[k] for k in ("litert", "tf") if k in found]
-        if "litert-int8" not in found or not floats:
-            continue
-        q, f = found["litert-int8"], max(floats, key=lambda r: r["images_per_second"])
-        out.append({"backbone": q.get("backbone_name") or backbone, "image_size": size, "float_runtime": f["runtime"], "float_best": f["best_accuracy"],
-                    "int8_best": q["best_accuracy"], "loss_points": round(100 * (f["best_accuracy"] - q["best_accuracy"]), 2),
-                    "int8_speedup": round(q["images_per_second"] / f["images_per_second"], 2)})  # fmt: skip
-    return out
-
-
-def int8_loss_from_runs(manifests: list[Any]) -> list[dict[str, Any]]:
-    """The same comparison on full training and test sets, from trained runs: pairs of runs on every image
-    with the same dataset, backbone, sizes and head, one with a float runtime and one with ``litert-int8``."""
-    full = [m for m in manifests if m.limit is None and not m.finetuned]
-    out = []
-    for q in (m for m in full if m.runtime == "litert-int8"):
-        twins = [m for m in full if m.runtime in ("tf", "litert") and (m.dataset_fingerprint, m.backbone_identity, tuple(m.image_sizes), m.head) ==
-                 (q.dataset_fingerprint, q.backbone_identity, tuple(q.image_sizes), q.head) and (m.train_views, m.tta) == (q.train_views, q.tta)]  # fmt: skip
-        if twins:
-            f = max(twins, key=lambda m: m.created)
-            out.append({"backbone": q.backbone_name, "image_sizes": ",".join(map(str, q.image_sizes)), "protocol": q.protocol or "custom",
-                        "float_run": f.run_id, "float_accuracy": f.metrics.test_accuracy, "int8_run": q.run_id,
-                        "int8_accuracy": q.metrics.test_accuracy, "loss_points": round(100 * (f.metrics.test_accuracy - q.metrics.test_accuracy), 2),
-                        "test_images": q.metrics.test_images})  # fmt: skip
-    return out

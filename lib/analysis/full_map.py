@@ -27,6 +27,8 @@ import numpy as np
 
 from lib.config import SEED
 from lib.errors import ConfigError
+from lib.runtimes import DEFAULT_RUNTIME
+from lib.store.layout import CacheLike
 
 MAP_VERSION = 1
 METHODS = ("pca", "tsne")
@@ -120,17 +122,17 @@ def _map_target(source: str, backbone: str, image_size: int | None, cache_dir: P
     if method not in METHODS:
         raise ConfigError(f"Unknown projection {method!r}; choose one of {', '.join(METHODS)}.")
     whole = whole_dataset(source, backbone, image_size, cache_dir, runtime, "A map (fitted on the training images)")
-    return whole, CacheLayout(cache_dir).full_map_file(method, map_key(whole.feature_keys, method, params))
+    return whole, CacheLayout.at(cache_dir).full_map_file(method, map_key(whole.feature_keys, method, params))
 
 
-def find_full_map(source: str, backbone: str, image_size: int | None, cache_dir: Path | str, method: str = "tsne", runtime: str = "tf",
+def find_full_map(source: str, backbone: str, image_size: int | None, cache_dir: CacheLike, method: str = "tsne", runtime: str = DEFAULT_RUNTIME,
                   perplexity: float = 30.0, iterations: int = 500, seed: int = SEED) -> FullMap | None:  # fmt: skip
     """The stored map if there is a valid one; never computes anything (what a page calls on load)."""
     whole, path = _map_target(source, backbone, image_size, Path(cache_dir), method, runtime, _params(method, perplexity, iterations, seed))
     return load_map(path, whole.sizes)
 
 
-def compute_full_map(source: str, backbone: str, image_size: int | None, cache_dir: Path | str, method: str = "tsne", runtime: str = "tf",
+def compute_full_map(source: str, backbone: str, image_size: int | None, cache_dir: CacheLike, method: str = "tsne", runtime: str = DEFAULT_RUNTIME,
                      perplexity: float = 30.0, iterations: int = 500, seed: int = SEED, progress: ProgressFn | None = None,
                      batch_size: int = 256) -> FullMap:  # fmt: skip
     """The map of every image (features extracted first if missing), computed once and then read back."""

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import colorsys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from lib.store.layout import CacheLike
 
 COLOUR_MODES = ("true label", "predicted label", "correct vs wrong", "split", "label-issue score")
 TABLEAU10 = ["#4c78a8", "#f58518", "#e45756", "#72b7b2", "#54a24b", "#eeca3b", "#b279a2", "#ff9da6", "#9d755d", "#bab0ac"]
@@ -98,7 +99,7 @@ def points_in_polygon(xy: np.ndarray, polygon: list[tuple[float, float]] | np.nd
     return inside
 
 
-def head_probabilities(run: Any, ds: Any, spec: Any, cache_dir: Path | str, split: str, limit: int | None = None,
+def head_probabilities(run: Any, ds: Any, spec: Any, cache_dir: CacheLike, split: str, limit: int | None = None,
                        dtype: Any = np.float32) -> np.ndarray | None:  # fmt: skip
     """The run's head on cached features of ``split`` (its sizes and views; ``limit`` images per class, None: all),
     or None if any are not cached. ``dtype`` rounds the features first (float16: what a bundle stores)."""
@@ -117,7 +118,7 @@ def head_probabilities(run: Any, ds: Any, spec: Any, cache_dir: Path | str, spli
     return combine_views(lambda size, flip: parts[(size, flip)], run.head.predict_proba, list(m.image_sizes), m.tta, np_concat, np_mean)
 
 
-def run_predictions(run: Any, ds: Any, spec: Any, cache_dir: Path | str, splits: list[str]) -> dict[str, np.ndarray]:
+def run_predictions(run: Any, ds: Any, spec: Any, cache_dir: CacheLike, splits: list[str]) -> dict[str, np.ndarray]:
     """The run's predicted class of every image of each split; -1 where it cannot be told without new work.
 
     The run's own test split uses its stored predictions. Another split (train) is predicted by the run's

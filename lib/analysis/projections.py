@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from lib.config import SEED
+from lib.store.layout import CacheLike
 
 
 @dataclass
@@ -99,7 +100,7 @@ def projection_key(feature_file: str, rows: np.ndarray, method: str, perplexity:
     return digest.hexdigest()[:24]
 
 
-def cached_projection(cache_dir: Path | str, feature_file: Path | str, rows: np.ndarray, method: str = "pca", perplexity: float = 30.0,
+def cached_projection(cache_dir: CacheLike, feature_file: Path | str, rows: np.ndarray, method: str = "pca", perplexity: float = 30.0,
                       max_iter: int = 500, seed: int = SEED) -> Projection:  # fmt: skip
     """Project rows of a cached feature file; t-SNE coordinates are kept on disk, keyed by every parameter.
 
@@ -113,7 +114,7 @@ def cached_projection(cache_dir: Path | str, feature_file: Path | str, rows: np.
     idx = np.asarray(rows, dtype=np.int64)
     if method != "tsne":
         return project(feats, idx, method, seed=seed)
-    disk = CacheLayout(cache_dir).projection_file("tsne", projection_key(str(feature_file), idx, method, perplexity, max_iter, seed))
+    disk = CacheLayout.at(cache_dir).projection_file("tsne", projection_key(str(feature_file), idx, method, perplexity, max_iter, seed))
     try:
         coords = np.load(disk)
         if coords.shape == (len(idx), 2) and coords.dtype == np.float32 and np.all(np.isfinite(coords)):

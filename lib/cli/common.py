@@ -14,7 +14,7 @@ from typing import Any
 
 from lib import config
 from lib.bounds import address_flag, flag
-from lib.models.runtimes import DEFAULT_RUNTIME, RUNTIMES
+from lib.runtimes import DEFAULT_RUNTIME, registry, selectable
 
 
 class Bar:
@@ -37,6 +37,25 @@ class Bar:
         self.bar.close()
 
 
+class LazyBar:
+    """A :class:`Bar` drawn on the first report only (a cache hit prints nothing)."""
+
+    def __init__(self, desc: str) -> None:
+        self.desc = desc
+        self.bar: Bar | None = None
+
+    def extract_progress(self, p: Any) -> None:
+        """An :class:`lib.pipeline.feature_store.ExtractProgress` callback."""
+        if self.bar is None:
+            self.bar = Bar(self.desc)
+        self.bar.update_to(p.done, p.total)
+
+    def close(self) -> None:
+        """Finish the bar if it was drawn."""
+        if self.bar is not None:
+            self.bar.close()
+
+
 def add_common(p: argparse.ArgumentParser) -> None:
     """``--cache-dir`` and ``--json``."""
     p.add_argument("--cache-dir", type=Path, default=None, help=f"artifact folder (default: ${config.ENV_CACHE_DIR} or ./cache)")
@@ -54,8 +73,8 @@ def add_backbone(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=flag("image_size"), default=None, help="input side in pixels (default: the module's native size)")
     p.add_argument("--batch-size", type=flag("batch_size"), default=256, help="images per forward pass")
     p.add_argument("--limit", type=flag("limit"), default=None, help="use only the first N images of each class")
-    p.add_argument("--runtime", choices=RUNTIMES, default=DEFAULT_RUNTIME,
-                   help="extraction runtime: tf, litert (float32 LiteRT, XNNPACK) or litert-int8 (full-integer, calibrated on training images)")
+    p.add_argument("--runtime", choices=selectable(), default=DEFAULT_RUNTIME,
+                   help="extraction runtime: " + "; ".join(f"{name} ({registry()[name].description})" for name in selectable()))
 
 
 def add_engine(p: argparse.ArgumentParser) -> None:
@@ -76,18 +95,7 @@ def ray_options(args: argparse.Namespace) -> Any:
     """The :class:`lib.pipeline.ray_engine.RayOptions` of the parsed flags; None without ``--engine ray``."""
     if args.engine != "ray":
         return None
-    from lib.pipeline.ray_engine import RayOptions
+    from lib.pipeline.ray_connect import RayOptions
 
     return RayOptions(address=args.ray_address, workers=args.workers, cpus_per_worker=args.ray_cpus_per_worker,
                       object_store_mb=args.ray_object_store_mb, temp_dir=args.ray_temp_dir, shard=args.ray_shard_size)  # fmt: skip
-
-
-def peak_rss_mb() -> float | None:
-    """This process's peak resident memory (Linux VmHWM, which an exec resets), in MB."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return None

@@ -15,7 +15,9 @@ from typing import Any
 
 from lib import config
 from lib.bounds import flag
-from lib.cli.common import Bar, add_backbone, add_common, add_engine, add_source, peak_rss_mb, ray_options
+from lib.cli.common import Bar, LazyBar, add_backbone, add_common, add_engine, add_source, ray_options
+from lib.process import peak_rss_mb
+from lib.runtimes import selectable
 
 
 def add_commands(sub: Any) -> None:
@@ -39,7 +41,7 @@ def add_commands(sub: Any) -> None:
     add_source(p)
     p.add_argument("--backbone", action="append", default=None, help="repeat for several; default: every backbone in ../shared/models")
     p.add_argument("--image-sizes", default="96,128,160,192,224", help="comma-separated input sizes")
-    p.add_argument("--runtimes", default="tf,litert,litert-int8", help="comma-separated runtimes")
+    p.add_argument("--runtimes", default=",".join(selectable()), help=f"comma-separated runtimes (default: {','.join(selectable())})")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--limit", type=flag("bench_limit"), default=None, help="images per class of train and test for the accuracies (default 50)")
     group.add_argument("--full", action="store_true", help="every image of train and test for the accuracies")
@@ -59,7 +61,7 @@ def cmd_data(args: argparse.Namespace) -> dict[str, Any]:
         bar.update_to(done, total)
 
     try:
-        ds = load_dataset(args.source, args.cache_dir, progress=report)
+        ds = load_dataset(args.source, args.layout, progress=report)
     finally:
         bar.close()
     summary = ds.summary()
@@ -84,39 +86,24 @@ def cmd_extract(args: argparse.Namespace) -> dict[str, Any]:
     """``extract``: compute or load features for the requested splits and views."""
     from lib.data.sources import load_dataset
     from lib.models.backbones import resolve_backbone
-    from lib.pipeline.features import ExtractProgress, cached_feature_result, get_features
-    from lib.pipeline.ray_engine import optional_engine  # Ray itself is imported only if the engine starts it
+    from lib.pipeline.engines import open_engine  # Ray itself is imported only if a Ray engine starts it
+    from lib.pipeline.features import ensure_features
 
     t0 = time.perf_counter()
-    ds = load_dataset(args.source, args.cache_dir)
+    ds = load_dataset(args.source, args.layout)
     spec = resolve_backbone(args.backbone)
     size = args.image_size or spec.default_size()
     views = ["original", "flip"] if args.view == "both" else [args.view]
     jobs = [(s, v) for s in splits_for(args.split, ds.splits) for v in views]
-    loaded = None
     artifacts: list[dict[str, Any]] = []
-    with optional_engine(ray_options(args), args.cache_dir) as engine:
+    with open_engine(ray_options(args), args.layout) as engine:
         for split, view in jobs:
-            ray_stats = None
-            result = cached_feature_result(ds, split, spec, size, view, args.limit, args.cache_dir, args.runtime)
-            if result is None:
-                bar = Bar(f"{split}/{view}@{size}")
-
-                def report(p: ExtractProgress, bar: Bar = bar) -> None:
-                    bar.update_to(p.done, p.total)
-
-                try:
-                    if engine is not None:
-                        result, stats = engine.get_features(ds, split, spec, size, view, args.limit, args.batch_size, report, args.runtime)
-                        ray_stats = stats.as_dict()
-                    else:
-                        if loaded is None:
-                            from lib.models.runtimes import load_for_runtime
-
-                            loaded = load_for_runtime(spec, args.runtime, size, ds, args.cache_dir)
-                        result = get_features(ds, split, spec, args.cache_dir, size, view, args.limit, args.batch_size, report, loaded, args.runtime)
-                finally:
-                    bar.close()
+            bar = LazyBar(f"{split}/{view}@{size}")  # drawn only if something is extracted
+            try:
+                result = ensure_features(ds, split, spec, args.layout, size, view, args.limit, args.batch_size, bar.extract_progress, args.runtime, engine)
+            finally:
+                bar.close()
+            stats = engine.last_stats if not result.cache_hit else None
             artifacts.append(
                 {
                     "split": split,
@@ -126,7 +113,7 @@ def cmd_extract(args: argparse.Namespace) -> dict[str, Any]:
                     "cache_path": str(result.path),
                     "seconds": round(result.seconds, 4),
                     "extract_seconds": round(result.extract_seconds, 3),
-                    **({"ray": ray_stats} if ray_stats else {}),
+                    **({"ray": stats.as_dict()} if stats is not None else {}),
                 }
             )
     seconds = time.perf_counter() - t0
@@ -171,11 +158,10 @@ def cmd_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     """``benchmark``: measure the grid (rows already measured on this machine are reused)."""
     from lib import bounds
     from lib.analysis.benchmark import DEFAULT_LIMIT, run_benchmark
-    from lib.models.runtimes import RUNTIMES
     from lib.models.specs import local_backbones
 
     sizes = list(bounds.sizes("--image-sizes", args.image_sizes))
-    runtimes = list(bounds.names("--runtimes", args.runtimes, RUNTIMES))
+    runtimes = list(bounds.names("--runtimes", args.runtimes, selectable()))
     backbones = args.backbone or local_backbones()
     bars: dict[str, Bar] = {}
 
@@ -187,7 +173,7 @@ def cmd_benchmark(args: argparse.Namespace) -> dict[str, Any]:
 
     try:
         limit = None if args.full else (args.limit or DEFAULT_LIMIT)
-        result = run_benchmark(args.source, backbones, sizes, runtimes, args.cache_dir, limit, report, args.convert_workers)
+        result = run_benchmark(args.source, backbones, sizes, runtimes, args.layout, limit, report, args.convert_workers)
     finally:
         for bar in bars.values():
             bar.close()

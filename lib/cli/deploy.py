@@ -33,7 +33,7 @@ def _printer() -> Any:
 def cmd_bundle(args: argparse.Namespace) -> dict[str, Any]:
     from lib.store.bundle import make_bundle
 
-    report = make_bundle(args.cache_dir, args.out, args.run, progress=_printer())
+    report = make_bundle(args.layout, args.out, args.run, progress=_printer())
     checks = "; ".join(f"{c['run']}: {c['accuracy']:.2%} stored, {c['accuracy_float16_features']:.2%} from float16 features "
                        f"({c['changed_predictions']} predictions changed)" for c in report["float16_check"])  # fmt: skip
     report["_text"] = (f"{report['out']}: {report['bytes'] / 2**20:,.1f} MB, {report['files']} files, runs {', '.join(report['runs'])}, "
@@ -44,8 +44,8 @@ def cmd_bundle(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_install_bundle(args: argparse.Namespace) -> dict[str, Any]:
     from lib.store.bundle import install_bundle
 
-    info = install_bundle(args.bundle, args.cache_dir, progress=_printer(), sha256=args.sha256)
-    info["_text"] = f"installed {len(info.get('runs', []))} run(s), {info['artifacts_added']} new artifact(s) into {args.cache_dir}"
+    info = install_bundle(args.bundle, args.layout, progress=_printer(), sha256=args.sha256)
+    info["_text"] = f"installed {len(info.get('runs', []))} run(s), {info['artifacts_added']} new artifact(s) into {args.layout}"
     return info
 
 

@@ -27,6 +27,7 @@ from lib.cli import data, deploy, quality, runs
 from lib.errors import UserFacingError
 from lib.process import configure_process
 from lib.safe_text import terminal_text
+from lib.store.layout import CacheLayout
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -54,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
     args = build_parser().parse_args(argv)
     args.cache_dir = args.cache_dir or config.default_cache_dir()
-    configure_process(args.cache_dir)
+    args.layout = CacheLayout(args.cache_dir)  # the one layout every command passes down
+    configure_process(args.layout)
     try:
         result = HANDLERS[args.command](args)
     except UserFacingError as err:

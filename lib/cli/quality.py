@@ -13,7 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 from lib.bounds import flag
-from lib.cli.common import add_backbone, add_common, add_source, peak_rss_mb
+from lib.cli.common import add_backbone, add_common, add_source
+from lib.process import peak_rss_mb
 from lib.safe_text import terminal_text
 
 
@@ -59,7 +60,7 @@ def cmd_audit(args: argparse.Namespace) -> dict[str, Any]:
         raise ConfigError("An audit covers every image; --limit does not apply.")
     t0 = time.perf_counter()
     progress = stage_printer()
-    audit = run_audit(args.source, args.backbone, args.image_size, args.cache_dir, args.runtime, args.folds, progress=progress, batch_size=args.batch_size)
+    audit = run_audit(args.source, args.backbone, args.image_size, args.layout, args.runtime, args.folds, progress=progress, batch_size=args.batch_size)
     issues, duplicates = audit.label_issues(), audit.duplicates(args.threshold)
     leaked = audit.leaked_test_images(args.threshold)
     seconds = time.perf_counter() - t0
@@ -84,7 +85,7 @@ def cmd_project(args: argparse.Namespace) -> dict[str, Any]:
         raise ConfigError("A map covers every image; --limit does not apply.")
     t0 = time.perf_counter()
     progress = stage_printer()
-    m = compute_full_map(args.source, args.backbone, args.image_size, args.cache_dir, args.method, args.runtime, args.perplexity, args.iterations,
+    m = compute_full_map(args.source, args.backbone, args.image_size, args.layout, args.method, args.runtime, args.perplexity, args.iterations,
                          progress=progress, batch_size=args.batch_size)  # fmt: skip
     seconds = time.perf_counter() - t0
     points = {s: len(c) for s, c in m.coords.items()}

@@ -114,7 +114,7 @@ def _request(args: argparse.Namespace) -> Any:
         from lib.data.sources import load_dataset
         from lib.store.excludes import read_exclude_file
 
-        images = read_exclude_file(args.exclude, load_dataset(args.source, args.cache_dir))
+        images = read_exclude_file(args.exclude, load_dataset(args.source, args.layout))
         req.exclude = {split: [int(i) for i in v] for split, v in images.items()}
     return req
 
@@ -151,16 +151,16 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
             print(f"epoch {p.epoch}/{p.epochs} {p.images_done:,}/{p.images_total:,} images, {p.images_per_second:,.0f} img/s, "
                   f"ETA {p.eta_seconds:,.0f}s, loss {p.loss:.4f}", file=sys.stderr)  # fmt: skip
 
-        manifest = finetune_run(req, args.cache_dir, cfg, on_stage=lambda m: print(m, file=sys.stderr), on_epoch=on_epoch, on_progress=on_progress)
+        manifest = finetune_run(req, args.layout, cfg, on_stage=lambda m: print(m, file=sys.stderr), on_epoch=on_epoch, on_progress=on_progress)
     else:
-        from lib.pipeline.ray_engine import optional_engine
+        from lib.pipeline.engines import open_engine
         from lib.pipeline.training import train_run
 
-        with optional_engine(ray_options(args), args.cache_dir) as engine:
-            manifest = train_run(req, args.cache_dir, on_stage=lambda m: print(m, file=sys.stderr), on_extract=on_extract, on_epoch=on_epoch,
+        with open_engine(ray_options(args), args.layout) as engine:
+            manifest = train_run(req, args.layout, on_stage=lambda m: print(m, file=sys.stderr), on_extract=on_extract, on_epoch=on_epoch,
                                  engine=engine)  # fmt: skip
     if args.label:
-        manifest = set_label(args.cache_dir, manifest.run_id, args.label)
+        manifest = set_label(args.layout, manifest.run_id, args.label)
     metrics, timings = manifest.metrics, manifest.timings
     return {
         "run_id": manifest.run_id,
@@ -184,7 +184,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     from lib.analysis.evaluation import evaluate
     from lib.store.runs import load_run
 
-    run = load_run(args.cache_dir, args.run_id)
+    run = load_run(args.layout, args.run_id)
     report = evaluate(run.y_true, run.probs, run.classes)
     lines = [f"run {run.run_id}: accuracy {report['accuracy']:.2%}, top-5 {percent(report['top5_accuracy'])}, ECE {report['calibration']['ece']:.4f}", ""]
     lines.append(f"{'class':<14}{'acc':>8}{'prec':>8}{'recall':>8}{'f1':>8}{'n':>7}")
@@ -202,7 +202,7 @@ def cmd_runs(args: argparse.Namespace) -> dict[str, Any]:
     from lib.store import runs
 
     if args.runs_command == "list":
-        manifests = runs.list_runs(args.cache_dir)
+        manifests = runs.list_runs(args.layout)
         rows = [
             {
                 "run_id": m.run_id, "label": m.label, "protocol": m.protocol, "backbone": m.backbone_name, "image_sizes": m.image_sizes,
@@ -210,29 +210,28 @@ def cmd_runs(args: argparse.Namespace) -> dict[str, Any]:
             }
             for m in manifests
         ]  # fmt: skip
-        damaged = [{"run_id": rid, "problem": why} for rid, why in runs.list_damaged_runs(args.cache_dir)]
+        damaged = [{"run_id": rid, "problem": why} for rid, why in runs.list_damaged_runs(args.layout)]
         lines = [f"{m.run_id}  {m.metrics.test_accuracy:.2%}  {m.head.head:<6} {m.backbone_name}@{','.join(map(str, m.image_sizes))}  {m.label}"
                  for m in manifests]
         lines += [f"{d['run_id']}  DAMAGED: {d['problem']}" for d in damaged]
         return {"runs": rows, "damaged": damaged, "_text": "\n".join(lines) or "no runs yet"}
     if args.runs_command == "show":
-        return runs.read_manifest(args.cache_dir, args.run_id).to_dict()
+        return runs.read_manifest(args.layout, args.run_id).to_dict()
     if args.runs_command == "delete":
-        runs.delete_run(args.cache_dir, args.run_id)
+        runs.delete_run(args.layout, args.run_id)
         return {"deleted": args.run_id, "_text": f"deleted {args.run_id}"}
     if args.runs_command == "label":
-        manifest = runs.set_label(args.cache_dir, args.run_id, args.text)
+        manifest = runs.set_label(args.layout, args.run_id, args.text)
         return {"run_id": args.run_id, "label": manifest.label, "_text": f"{args.run_id} is now labelled {manifest.label!r}"}
     if args.runs_command == "export":
         from lib.models.export import check_zip_target, export_run, zip_folder
-        from lib.store.layout import CacheLayout
 
-        layout = CacheLayout(args.cache_dir)
+        layout = args.layout
         # The default folder is this project's own: a previous export there is replaced without --force.
         out, force = (args.out, args.force) if args.out else (layout.export_dir(args.run_id), True)
         if args.zip:
             check_zip_target(out.with_suffix(".zip"), force)
-        path = export_run(args.cache_dir, args.run_id, out, force=force)
+        path = export_run(args.layout, args.run_id, out, force=force)
         result: dict[str, Any] = {"run_id": args.run_id, "export_path": str(path)}
         if args.zip:
             result["zip_path"] = str(zip_folder(path, path.with_suffix(".zip"), force=force))

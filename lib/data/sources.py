@@ -38,7 +38,7 @@ from lib.data.cifar import ProgressFn, ReadResult
 from lib.errors import CacheWriteError, DataSourceError, UserFacingError
 from lib.store.atomic import atomic_dir, read_json
 from lib.store.fingerprints import digest_of_files, existing_path, file_digest, hash_file, tree_digest
-from lib.store.layout import CacheLayout
+from lib.store.layout import CacheLayout, CacheLike
 
 MAX_SOURCE_CHARS = 1024  # longer strings are refused before they reach the file system
 Reader = Callable[[], ReadResult]
@@ -141,9 +141,9 @@ def _cache_fingerprint(source: str) -> str:
         raise DataSourceError(f"{source[:80]!r} does not name a converted dataset (cache:<fingerprint>).") from err
 
 
-def load_dataset(source: str, cache_dir: Path | str, progress: ProgressFn | None = None) -> Dataset:
+def load_dataset(source: str, cache_dir: CacheLike, progress: ProgressFn | None = None) -> Dataset:
     """Resolve ``source``, converting it into the cache on first use."""
-    layout = CacheLayout(cache_dir)
+    layout = CacheLayout.at(cache_dir)
     source = check_source_text(source)
     if source.startswith(CACHE_PREFIX):
         found = _load_cached(layout, _cache_fingerprint(source), source)
@@ -171,9 +171,9 @@ def load_dataset(source: str, cache_dir: Path | str, progress: ProgressFn | None
     return converter(source, kind, fingerprint, layout)
 
 
-def cached_dataset_status(source: str, cache_dir: Path | str) -> Dataset | None:
+def cached_dataset_status(source: str, cache_dir: CacheLike) -> Dataset | None:
     """The converted dataset if it is already in the cache, without converting or downloading."""
-    layout = CacheLayout(cache_dir)
+    layout = CacheLayout.at(cache_dir)
     try:
         text = check_source_text(source)
         if text.startswith(CACHE_PREFIX):

@@ -20,6 +20,7 @@ import numpy as np
 from lib.errors import BackboneError, first_line
 from lib.models.preprocess import preprocess
 from lib.models.specs import REGISTRY, BackboneSpec, resolve_backbone
+from lib.runtimes import DEFAULT_RUNTIME, TFLITE_FILE
 
 __all__ = ["REGISTRY", "BackboneSpec", "LoadedBackbone", "load_backbone", "resolve_backbone"]
 
@@ -37,7 +38,7 @@ class LoadedBackbone:
         self._embedders: dict[tuple[int, bool], Callable[[Any], Any]] = {}
         self.feature_dim: int = 0
         self.module: Any = None  # the loaded TF module, kept alive for its variables
-        self.runtime = "tflite" if fixed_size is not None else "tf"
+        self.runtime = TFLITE_FILE if fixed_size is not None else DEFAULT_RUNTIME
 
     def check_size(self, image_size: int) -> None:
         """Raise if this backbone cannot run at ``image_size``."""
@@ -88,7 +89,7 @@ def _classification_check(spec: BackboneSpec, dim: int) -> None:
 
 def load_backbone(spec: BackboneSpec) -> LoadedBackbone:
     """Load ``spec`` with TensorFlow and check it returns one feature vector per image."""
-    loaded = _load_tflite(spec) if spec.kind == "tflite" else _load_savedmodel(spec)
+    loaded = _load_tflite(spec) if spec.is_tflite_file else _load_savedmodel(spec)
     probe_size = loaded.fixed_size or spec.default_size()
     try:
         out = np.asarray(loaded._forward(np.full((2, probe_size, probe_size, 3), 0.5, np.float32)))

@@ -29,6 +29,7 @@ from typing import Any
 from lib.errors import RunError
 from lib.safe_text import terminal_text
 from lib.store.atomic import atomic_dir, atomic_path
+from lib.store.layout import CacheLike
 
 EXPORT_MARKER = "transfer_explorer_export.json"  # present in every export this project writes
 
@@ -81,7 +82,7 @@ def check_export_target(out: Path, force: bool) -> None:
                        "export's own files, so nothing was changed. Move them out, or choose another folder.")  # fmt: skip
 
 
-def export_run(cache_dir: Path | str, run_id: str, out: Path | str, force: bool = False) -> Path:
+def export_run(cache_dir: CacheLike, run_id: str, out: Path | str, force: bool = False) -> Path:
     """Write the run's full model to ``out`` (atomically, see the module docs) and return that path."""
     from lib.store.runs import load_run
 
@@ -158,13 +159,13 @@ def save_module(module: Any, path: Path | str) -> None:
     tf.saved_model.save(module, str(path), signatures={"serving_default": module.__call__})
 
 
-def _frozen_module(cache_dir: Path | str, run: Any) -> Any:
+def _frozen_module(cache_dir: CacheLike, run: Any) -> Any:
     from lib.models.backbones import load_backbone, resolve_backbone
     from lib.models.predict import tf_probabilities
 
     m = run.manifest
     spec = resolve_backbone(m.backbone)
-    if spec.kind == "tflite":
+    if spec.is_tflite_file:
         raise RunError("Export needs a SavedModel or TF Hub backbone; a .tflite backbone cannot be embedded in a SavedModel.")
     if spec.identity() != m.backbone_identity:
         raise RunError(f"The backbone at {m.backbone} is not the one run {run.run_id} was trained with (its contents changed).")

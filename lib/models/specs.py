@@ -24,6 +24,7 @@ from lib.errors import BackboneError
 from lib.store.fingerprints import existing_path, file_digest, tree_digest
 
 _HUB = "https://tfhub.dev/google"
+KIND_TFLITE = "tflite"  # a BackboneSpec.kind (part of its identity, so of every feature key of such a backbone)
 MAX_BACKBONE_CHARS = 1024
 
 
@@ -37,6 +38,11 @@ class BackboneSpec:
     family: str = "custom"
     native_size: int | None = None
     feature_dim: int | None = None
+
+    @property
+    def is_tflite_file(self) -> bool:
+        """A ``.tflite`` file: LiteRT already, at its own fixed size, with no variables to train or export."""
+        return self.kind == KIND_TFLITE
 
     def default_size(self) -> int:
         """The input size used when none is given: the module's native one, else 224."""
@@ -98,7 +104,7 @@ def resolve_backbone(backbone: str) -> BackboneSpec:
     native = int(size_match.group(1)) if size_match else None
     if existing_path(text) is not None:
         if path.is_file() and path.suffix == ".tflite":
-            return BackboneSpec(path.name, str(path.resolve()), "tflite", "TFLite", native)
+            return BackboneSpec(path.name, str(path.resolve()), KIND_TFLITE, "TFLite", native)
         if path.is_dir() and (path / "saved_model.pb").exists():
             return BackboneSpec(path.name, str(path.resolve()), "savedmodel", "SavedModel", native)
         raise BackboneError(f"Backbone path {text!r} is neither a SavedModel folder (with saved_model.pb) nor a .tflite file.")

@@ -42,6 +42,7 @@ from lib.errors import BackboneError, ConfigError, UserFacingError
 from lib.models.export import probability_module, save_module
 from lib.models.heads import EpochReport, HeadConfig, train_head
 from lib.pipeline.training import EpochFn, RunRequest, StageFn, gather_features, run_manifest, stored_predictions
+from lib.store.layout import CacheLike
 from lib.store.manifest import RunManifest
 from lib.store.runs import MODEL_DIR, save_run
 
@@ -161,7 +162,7 @@ def _schedule(tf_keras: Any, tf: Any, cfg: FinetuneConfig, steps_per_epoch: int)
 
 def finetune_run(
     req: RunRequest,
-    cache_dir: Path | str,
+    cache_dir: CacheLike,
     cfg: FinetuneConfig | None = None,
     on_stage: StageFn | None = None,
     on_epoch: EpochFn | None = None,
@@ -183,12 +184,12 @@ def finetune_run(
     ds = load_dataset(req.source, cache_dir)
     ds.require_classes("Fine-tuning a classifier")
     spec = resolve_backbone(req.backbone)
-    if spec.kind == "tflite":
+    if spec.is_tflite_file:
         raise BackboneError(f"{spec.name} is a .tflite model: it has no trainable variables, so it cannot be fine-tuned. "
                             "Use a SavedModel or TF Hub backbone (any of ../shared/models/*_feature_vector).")  # fmt: skip
     size = int(cfg.image_size or (req.image_sizes or (spec.default_size(),))[0])
     gpu = bool(tf.config.list_physical_devices("GPU"))
-    folder = CacheLayout(cache_dir).finetune_checkpoint(checkpoint_key(ds, spec, size, req.limit, cfg))
+    folder = CacheLayout.at(cache_dir).finetune_checkpoint(checkpoint_key(ds, spec, size, req.limit, cfg))
     try:
         return _finetune(req, cache_dir, cfg, ds, spec, size, gpu, folder, stage, on_epoch, on_progress)
     except tf.errors.ResourceExhaustedError as err:

@@ -18,129 +18,51 @@ How it works:
 - A worker that dies has its shards sent to the others; when none is left the job stops with a
   clear error, having written only whole chunks.
 
-    result, stats = ray_get_features(ds, "test", spec, cache, 128, options=RayOptions(workers=2))
-    stats.images_per_node    # {"<node id>": 5000, ...}
+    with RayEngine(RayOptions(workers=2), layout) as engine:
+        result = ensure_features(ds, "test", spec, layout, 128, engine=engine)
+        engine.last_stats.images_per_node    # {"<node id>": 5000, ...}
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import socket
 import tempfile
 import time
 from collections import deque
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lib.errors import BackboneError, ConfigError, UserFacingError, first_line
+from lib.errors import BackboneError, UserFacingError, first_line
+from lib.pipeline.ray_connect import SHARD, RayOptions, RayStats, connect, import_ray
+from lib.runtimes import effective
+from lib.store.layout import CacheLayout, CacheLike
 
 if TYPE_CHECKING:
     from lib.data.sources import Dataset
     from lib.models.specs import BackboneSpec
-    from lib.pipeline.features import FeatureResult, ProgressFn
+    from lib.pipeline.features import ExtractionJob, FeatureResult, ProgressFn
 
-SHARD = 512  # images per task: small enough to balance 2 workers on a 10,000-image split, large enough to amortise a call
-INSTALL_HINT = "The ray engine needs Ray, an optional dependency: pip install -r requirements-scale.txt"
-CONNECT_TIMEOUT_S = 5.0  # a TCP connect to the head: an unreachable address fails in seconds
-JOIN_TIMEOUT_S = 20.0  # ray.init against the head: a port that is not Ray's fails well within 30 s
+__all__ = ["SHARD", "RayEngine", "RayOptions", "RayStats"]
 READY_TIMEOUT_S = 600.0  # a worker loads TensorFlow and the backbone (a TF Hub download on a fresh node)
-_OWN_TOKEN = "TLX_RAY_LOCAL_TOKEN"  # the token file this process made for a local instance (not one the user set)
-_MAX_SOCKET_DIR = 60  # Ray's session sockets live under the temp dir; a unix socket path must stay under 108 bytes
-
-
-@dataclass
-class RayOptions:
-    """How to run on Ray. With no ``address`` a local Ray instance is started (and stopped after)."""
-
-    address: str | None = None
-    workers: int = 2
-    cpus_per_worker: float = 1.0
-    gpus_per_worker: float | None = None  # None: one per worker where the cluster has GPUs
-    object_store_mb: int = 512  # a local instance's object store (Ray's default takes 30% of RAM)
-    temp_dir: Path | None = None  # a local instance's session files (default: <cache>/ray)
-    shard: int = SHARD
-
-    def __post_init__(self) -> None:
-        # The same bounds as the CLI's flags and the app's widgets: a form or a URL reaches here too.
-        from lib import bounds
-
-        if self.address is not None:
-            self.address = bounds.address(self.address)
-        bounds.check("workers", self.workers)
-        bounds.check("ray_cpus_per_worker", self.cpus_per_worker)
-        bounds.check("ray_object_store_mb", self.object_store_mb)
-        bounds.check("ray_shard_size", self.shard)
-
-
-@dataclass
-class RayStats:
-    """What the Ray engine did: where the work ran and what the fixed cost was."""
-
-    workers: int = 0
-    address: str = ""
-    startup_seconds: float = 0.0  # connect or start Ray, start the actors, load the backbone in each
-    extract_seconds: float = 0.0  # first shard sent to last chunk written
-    images: int = 0
-    images_per_node: dict[str, int] = field(default_factory=dict)
-    workers_lost: int = 0
-    temp_dir: str = ""
-    driver_seconds: float = 0.0  # the driver's own work (reading shards, sending them, saving chunks), not its waits
-
-    def as_dict(self) -> dict[str, Any]:
-        rate = self.images / self.extract_seconds if self.extract_seconds else 0.0
-        return {**self.__dict__, "images_per_second": round(rate, 1), "nodes": len(self.images_per_node)}
-
-
-def import_ray() -> Any:
-    """The ``ray`` module, or a :class:`ConfigError` that says how to install it."""
-    try:
-        import ray
-    except ImportError as err:
-        raise ConfigError(f"{INSTALL_HINT} (could not import ray: {err}).") from err
-    return ray
-
-
-def ray_get_features(
-    dataset: Dataset, split: str, spec: BackboneSpec, cache_dir: Path | str, image_size: int | None = None, view: str = "original",
-    limit: int | None = None, batch_size: int = 256, progress: ProgressFn | None = None, runtime: str = "tf",
-    options: RayOptions | None = None,
-) -> tuple[FeatureResult, RayStats]:  # fmt: skip
-    """One artifact on Ray (see :class:`RayEngine` to make several with one start-up)."""
-    with RayEngine(options or RayOptions(), cache_dir) as engine:
-        return engine.get_features(dataset, split, spec, image_size, view, limit, batch_size, progress, runtime)
-
-
-@contextlib.contextmanager
-def optional_engine(options: RayOptions | None, cache_dir: Path | str) -> Iterator[RayEngine | None]:
-    """A :class:`RayEngine` for ``options``, closed on leaving; None (extract in this process) when ``options`` is None."""
-    if options is None:
-        yield None
-        return
-    with RayEngine(options, cache_dir) as engine:
-        yield engine
 
 
 class RayEngine:
-    """A Ray connection (or local instance) and its workers, kept for several artifacts; Ray starts on the first cache miss.
+    """A Ray connection (or local instance) and its workers, kept for several artifacts; Ray starts on the first job.
 
-        with RayEngine(RayOptions(address="10.0.0.5:6379", workers=8), cache) as engine:
+        with RayEngine(RayOptions(address="10.0.0.5:6379", workers=8), layout) as engine:
             for split in ("train", "test"):
-                result, stats = engine.get_features(ds, split, spec, 224)
+                ensure_features(ds, split, spec, layout, 224, engine=engine)
     """
 
-    def __init__(self, options: RayOptions, cache_dir: Path | str) -> None:
-        if options.workers < 1 or options.shard < 1 or options.cpus_per_worker <= 0:
-            raise ConfigError("--workers, the CPUs per worker and the shard size must be positive.")
-        self.options, self.cache_dir = options, cache_dir
+    def __init__(self, options: RayOptions, layout: CacheLike) -> None:
+        self.options, self.layout = options, CacheLayout.at(layout)
         self.ray: Any = None
         self.started_here = False
         self.temp_dir = ""  # a local instance's session folder
         self.actors: dict[tuple[str, str, int], tuple[list[Any], int]] = {}
+        self.last_stats = RayStats()
 
     def __enter__(self) -> RayEngine:
         return self
@@ -162,32 +84,21 @@ class RayEngine:
                 self.ray.kill(actor)
         self.actors = {}
 
-    def get_features(
-        self, dataset: Dataset, split: str, spec: BackboneSpec, image_size: int | None = None, view: str = "original", limit: int | None = None,
-        batch_size: int = 256, progress: ProgressFn | None = None, runtime: str = "tf",
-    ) -> tuple[FeatureResult, RayStats]:  # fmt: skip
-        """Load cached features, or extract them on Ray; returns the result and what Ray did (empty on a cache hit)."""
-        from lib.pipeline import features
-
-        if view not in features.VIEWS:
-            raise ConfigError(f"view must be one of {', '.join(features.VIEWS)}, got {view!r}")
-        cached = features.cached_feature_result(dataset, split, spec, image_size, view, limit, self.cache_dir, runtime)
-        if cached is not None:
-            return cached, RayStats()
-        size = int(image_size or spec.default_size())
-        job = features.ExtractionJob.plan(dataset, split, spec, size, view, limit, runtime, self.cache_dir)
-        stats = RayStats(address=self.options.address or "local")
+    def extract(self, job: ExtractionJob, progress: ProgressFn | None, batch_size: int) -> FeatureResult:
+        """Compute ``job`` on Ray workers; what Ray did is in :attr:`last_stats`."""
+        stats = self.last_stats = RayStats(address=self.options.address or "local")
         t0 = time.perf_counter()
         if self.ray is None:
             ray = import_ray()
-            self.started_here = _connect(ray, self.options, Path(self.cache_dir), stats)
+            self.started_here = connect(ray, self.options, self.layout.ray_temp(), stats)
             self.ray, self.temp_dir = ray, stats.temp_dir
         stats.temp_dir = self.temp_dir
+        spec, runtime, size = job.spec, job.runtime, job.size
         key = (spec.identity(), runtime, size)
         if key not in self.actors:
             self._stop_workers()  # one set at a time: another backbone's workers would hold the CPUs the new ones wait for
-            model = _model_payload(spec, runtime, size, dataset, self.cache_dir)
-            self.actors[key] = _start_actors(self.ray, self.options, spec, runtime, size, tuple(dataset.image_shape), model)
+            model = _model_payload(spec, runtime, size, job.dataset, self.layout)
+            self.actors[key] = _start_actors(self.ray, self.options, spec, runtime, size, tuple(job.dataset.image_shape), model)
         actors, dim = self.actors[key]
         stats.workers, stats.startup_seconds = len(actors), time.perf_counter() - t0
         t1 = time.perf_counter()
@@ -197,130 +108,16 @@ class RayEngine:
             self.actors.pop(key, None)  # start a whole set again for the next artifact
         stats.extract_seconds = time.perf_counter() - t1
         stats.images = sum(stats.images_per_node.values())
-        return result, stats
-
-
-# --------------------------------------------------------------------------- connecting
-
-
-def _connect(ray: Any, options: RayOptions, cache_dir: Path, stats: RayStats) -> bool:
-    """Join the cluster at ``options.address`` or start a local instance; True if it was started here (to stop after)."""
-    import lib
-
-    package = str(Path(lib.__file__).resolve().parent)
-    runtime_env = {"py_modules": [package], "excludes": ["__pycache__"], "env_vars": {"TF_CPP_MIN_LOG_LEVEL": "2"}}
-    if ray.is_initialized():
-        return False
-    if options.address:
-        address = _check_reachable(options.address)
-        if os.environ.get(_OWN_TOKEN) and os.environ.get("RAY_AUTH_TOKEN_PATH") == os.environ[_OWN_TOKEN]:
-            del os.environ["RAY_AUTH_TOKEN_PATH"]  # a local instance's token is no key to another cluster
-        _init_within(ray, JOIN_TIMEOUT_S, f"Could not join the Ray cluster at {address}",
-                     address=address, runtime_env=runtime_env, log_to_driver=False, logging_level="ERROR")  # fmt: skip
-        _check_capacity(ray, options)
-        return True
-    temp = _temp_dir(options, cache_dir)
-    stats.temp_dir = str(temp)
-    _local_auth_token(temp)
-    cpus = max(1, int(np.ceil(options.workers * options.cpus_per_worker)))
-    try:
-        ray.init(num_cpus=cpus, object_store_memory=options.object_store_mb << 20, _temp_dir=str(temp), include_dashboard=False,
-                 runtime_env=runtime_env, log_to_driver=False, logging_level="ERROR")  # fmt: skip
-    except Exception as err:
-        raise ConfigError(f"Could not start a local Ray instance (temp dir {temp}): {first_line(err)}") from err
-    return True
-
-
-def _init_within(ray: Any, seconds: float, failure: str, **kwargs: Any) -> None:
-    """``ray.init(**kwargs)``, or a :class:`ConfigError` after ``seconds``: something that accepts connections but is
-    not a Ray head (another service on that port) makes ``ray.init`` retry for minutes."""
-    import threading
-
-    outcome: dict[str, BaseException | None] = {}
-
-    def init() -> None:
-        try:
-            ray.init(**kwargs)
-            outcome["error"] = None
-        except BaseException as err:  # noqa: BLE001 - handed to the caller's thread
-            outcome["error"] = err
-
-    thread = threading.Thread(target=init, name="ray-init", daemon=True)
-    thread.start()
-    thread.join(seconds)
-    if thread.is_alive():
-        raise ConfigError(f"{failure}: no Ray head answered within {seconds:.0f} s. Is {kwargs.get('address')} the head node's GCS port "
-                          "(6379 by default), and does this machine have the cluster's auth token (RAY_AUTH_TOKEN) if it uses one?")  # fmt: skip
-    err = outcome.get("error")
-    if err is not None:
-        raise ConfigError(f"{failure}: {first_line(err)}") from err
-
-
-def _check_reachable(address: str) -> str:
-    """The address to give ``ray.init``, after checking within seconds that something answers there."""
-    text = address.strip()
-    if text == "auto" or text.startswith("ray://"):
-        return text  # "auto" reads the local node's address file; Ray Client has its own connect timeout
-    host, _, port = text.rpartition(":")
-    if not host or not port.isdigit():
-        raise ConfigError("The Ray address (--ray-address) must be HOST:PORT (the head node's GCS port, 6379 by default), 'auto' or "
-                          f"ray://HOST:PORT; got {address!r}.")  # fmt: skip
-    try:
-        with socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S):
-            pass
-    except OSError as err:
-        raise ConfigError(
-            f"No Ray cluster answers at {text} ({err.strerror or err}). Start one with `ray start --head --port={port}`, "
-            "check the address, or leave --ray-address out to run Ray on this machine."
-        ) from err
-    return text
-
-
-def _check_capacity(ray: Any, options: RayOptions) -> None:
-    cpus = float(ray.cluster_resources().get("CPU", 0))
-    wanted = options.workers * options.cpus_per_worker
-    if cpus < wanted:
-        ray.shutdown()
-        raise ConfigError(f"The Ray cluster has {cpus:g} CPUs; {options.workers} workers x {options.cpus_per_worker:g} CPUs need {wanted:g}. "
-                          "Ask for fewer --workers or add nodes.")  # fmt: skip
-
-
-def _local_auth_token(temp: Path) -> None:
-    """Ray (2.59+) protects a local instance with a token it writes to ``~/.ray/auth_token``; keep it in the temp dir instead,
-    unless the user already chose one (``RAY_AUTH_TOKEN`` / ``RAY_AUTH_TOKEN_PATH``)."""
-    import secrets
-
-    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
-        return
-    token = temp / "auth_token"
-    if not token.exists():
-        fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_hex(32))
-    os.environ["RAY_AUTH_TOKEN_PATH"] = os.environ[_OWN_TOKEN] = str(token)
-
-
-def _temp_dir(options: RayOptions, cache_dir: Path) -> Path:
-    """Ray's session folder: the given one, else ``<cache>/ray``; a path too long for Ray's sockets moves to a short one."""
-    wanted = (options.temp_dir or cache_dir / "ray").expanduser().resolve()
-    if len(str(wanted)) > _MAX_SOCKET_DIR:
-        if options.temp_dir is not None:
-            raise ConfigError(f"--ray-temp-dir {wanted} is too long for Ray's sockets (at most {_MAX_SOCKET_DIR} characters).")
-        wanted = Path(tempfile.gettempdir()) / f"tlx-ray-{os.getuid()}"
-    wanted.mkdir(parents=True, exist_ok=True)
-    return wanted
+        return result
 
 
 # --------------------------------------------------------------------------- workers
 
 
-def _model_payload(spec: BackboneSpec, runtime: str, size: int, dataset: Dataset, cache_dir: Path | str) -> bytes | None:
-    """A LiteRT runtime's converted model (converted here once, cached), as bytes every worker receives; None for TF."""
-    from lib.models.runtimes import convert, effective_runtime
-
-    if effective_runtime(spec, runtime) in ("tf", "tflite"):
-        return None
-    return convert(spec, size, runtime, dataset, cache_dir).read_bytes()
+def _model_payload(spec: BackboneSpec, runtime: str, size: int, dataset: Dataset, layout: CacheLayout) -> bytes | None:
+    """A converting runtime's model (converted here once, cached), as bytes every worker receives; None for TF."""
+    path = effective(spec, runtime).convert(spec, size, dataset, layout)
+    return path.read_bytes() if path is not None else None
 
 
 def _start_actors(ray: Any, options: RayOptions, spec: BackboneSpec, runtime: str, size: int, shape: tuple[int, ...],
@@ -367,13 +164,13 @@ class Embedder:
 
             self.backbone: Any = load_backbone(spec)
         else:
-            from lib.models import runtimes
+            from lib.runtimes import litert
 
             fd, name = tempfile.mkstemp(suffix=".tflite")
             with os.fdopen(fd, "wb") as fh:
                 fh.write(model)
-            runtimes.threads = lambda: threads  # type: ignore[assignment]  # this process is the actor's alone
-            self.backbone = runtimes.LiteRTBackbone(spec, Path(name), runtime, size, shape)  # type: ignore[arg-type]
+            litert.threads = lambda: threads  # type: ignore[assignment]  # this process is the actor's alone
+            self.backbone = litert.LiteRTBackbone(spec, Path(name), runtime, size, shape)  # type: ignore[arg-type]
         self.backbone.check_size(size)
         # Fault injection, for the tests only: the worker process exits when handed the shard starting at this row
         # (with a marker path, only the first worker to claim the marker does).

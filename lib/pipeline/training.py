@@ -15,23 +15,21 @@ import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from lib.data.sources import Dataset, load_dataset
 from lib.errors import ConfigError, DataSourceError
-from lib.models.backbones import BackboneSpec, LoadedBackbone, resolve_backbone
+from lib.models.backbones import BackboneSpec, resolve_backbone
 from lib.models.heads import EpochReport, HeadConfig, TrainedHead, stratified_split, train_head
 from lib.models.predict import combine_views, np_concat, np_mean
 from lib.models.protocols import PROTOCOLS
-from lib.models.runtimes import DEFAULT_RUNTIME, check_runtime
-from lib.pipeline.features import ExtractProgress, cached_feature_result, get_features
+from lib.pipeline.engines import LocalEngine
+from lib.pipeline.features import Engine, ExtractProgress, ensure_features
+from lib.runtimes import DEFAULT_RUNTIME, check_runtime
+from lib.store.layout import CacheLayout, CacheLike
 from lib.store.manifest import RunManifest, RunMetrics
-
-if TYPE_CHECKING:
-    from lib.pipeline.ray_engine import RayEngine
 
 StageFn = Callable[[str], None]
 ExtractFn = Callable[[str, ExtractProgress], None]
@@ -53,7 +51,7 @@ class RunRequest:
     batch_size: int = 256  # extraction batch
     test_split: str = "test"
     train_split: str = "train"
-    runtime: str = DEFAULT_RUNTIME  # extraction runtime: tf | litert | litert-int8 (see lib.models.runtimes)
+    runtime: str = DEFAULT_RUNTIME  # extraction runtime, a name in lib.runtimes' registry
     exclude: dict[str, list[int]] | None = None  # split -> image indices left out of training and scoring (lib.store.excludes)
 
     @classmethod
@@ -109,48 +107,21 @@ class FeatureBlock:
         return FeatureBlock(parts, self.labels[keep], self.indices[keep], self.extract_seconds, self.cache_hits)
 
 
-def gather_features(
-    ds: Dataset,
-    spec: BackboneSpec,
-    split: str,
-    sizes: tuple[int, ...],
-    views: tuple[str, ...],
-    cache_dir: Path,
-    limit: int | None,
-    batch_size: int = 256,
-    on_extract: ExtractFn | None = None,
-    backbones: dict[int, LoadedBackbone] | None = None,
-    runtime: str = "tf",
-    engine: RayEngine | None = None,
-) -> FeatureBlock:
-    """Features of ``split`` for every size and view; a backbone is loaded only on a cache miss.
-
-    ``backbones`` (input size -> loaded backbone) is shared between calls, so a TF backbone loads once
-    and a LiteRT one once per size (a converted model has a fixed input size). With ``engine`` (a
-    :class:`lib.pipeline.ray_engine.RayEngine`) missing features are extracted on Ray instead.
-    """
-    loaded: dict[int, LoadedBackbone] = backbones if backbones is not None else {}
+def gather_features(ds: Dataset, spec: BackboneSpec, split: str, sizes: tuple[int, ...], views: tuple[str, ...], layout: CacheLike,
+                    limit: int | None, batch_size: int = 256, on_extract: ExtractFn | None = None, engine: Engine | None = None,
+                    runtime: str = DEFAULT_RUNTIME) -> FeatureBlock:  # fmt: skip
+    """Features of ``split`` for every size and view, through :func:`lib.pipeline.features.ensure_features`; ``engine``
+    (shared between calls, so a backbone loads once) computes what the cache lacks (default: this process)."""
+    layout = CacheLayout.at(layout)
+    engine = engine if engine is not None else LocalEngine(layout)
     parts: dict[tuple[int, str], np.ndarray] = {}
     seconds, hits, labels, indices = 0.0, 0, None, None
     for size in sizes:
         for view in views:
-            result = cached_feature_result(ds, split, spec, size, view, limit, cache_dir, runtime)
-            if result is None and engine is not None:
-                label = f"{split}/{view}@{size}"
-                report = (lambda p, label=label: on_extract(label, p)) if on_extract else None
-                result, _ = engine.get_features(ds, split, spec, size, view, limit, batch_size, report, runtime)
-            elif result is None:
-                if size not in loaded:
-                    from lib.models.runtimes import load_for_runtime
-
-                    shared = next(iter(loaded.values()), None)
-                    # A TF backbone runs at any size; a converted LiteRT model only at its own.
-                    loaded[size] = shared if shared is not None and shared.runtime == "tf" else load_for_runtime(spec, runtime, size, ds, cache_dir)
-                label = f"{split}/{view}@{size}"
-                report = (lambda p, label=label: on_extract(label, p)) if on_extract else None
-                result = get_features(ds, split, spec, cache_dir, size, view, limit, batch_size, report, loaded[size], runtime)
-            else:
-                hits += 1
+            label = f"{split}/{view}@{size}"
+            report = (lambda p, label=label: on_extract(label, p)) if on_extract else None
+            result = ensure_features(ds, split, spec, layout, size, view, limit, batch_size, report, runtime, engine)
+            hits += result.cache_hit
             seconds += result.extract_seconds
             parts[(size, view)] = np.asarray(result.features, np.float32)
             labels, indices = result.labels, result.indices
@@ -226,21 +197,22 @@ def fit_head(train: FeatureBlock, test: FeatureBlock, sizes: tuple[int, ...], tr
 
 def train_run(
     req: RunRequest,
-    cache_dir: Path | str,
+    layout: CacheLike,
     on_stage: StageFn | None = None,
     on_extract: ExtractFn | None = None,
     on_epoch: EpochFn | None = None,
-    engine: RayEngine | None = None,
+    engine: Engine | None = None,
 ) -> RunManifest:
-    """Extract (or load) features (on Ray with ``engine``), train the head, evaluate on test, save the run; returns its manifest."""
+    """Extract (or load) features (with ``engine``: default this process), train the head, evaluate on test, save the
+    run; returns its manifest."""
     from lib.analysis.evaluation import evaluate_for_run
     from lib.store.runs import save_run
 
     req.validate()
-    cache_dir = Path(cache_dir)
+    layout = CacheLayout.at(layout)
     stage = on_stage or (lambda _msg: None)
     stage("Loading data")
-    ds = load_dataset(req.source, cache_dir)
+    ds = load_dataset(req.source, layout)
     for split in (req.train_split, req.test_split):
         if split not in ds.splits:
             raise DataSourceError(f"Dataset {req.source!r} has no {split!r} split (it has {', '.join(ds.splits)}).")
@@ -248,9 +220,8 @@ def train_run(
     spec = resolve_backbone(req.backbone)
     sizes = tuple(req.image_sizes or (spec.default_size(),))
     test_views = ("original", "flip") if req.tta else ("original",)
-    backbones: dict[int, LoadedBackbone] = {}
-    stage("Features" + (f" ({req.runtime} runtime)" if req.runtime != "tf" else ""))
-    common = (cache_dir, req.limit, req.batch_size, on_extract, backbones, req.runtime, engine)
+    stage("Features" + (f" ({req.runtime} runtime)" if req.runtime != DEFAULT_RUNTIME else ""))
+    common = (layout, req.limit, req.batch_size, on_extract, engine or LocalEngine(layout), req.runtime)
     train = gather_features(ds, spec, req.train_split, sizes, tuple(req.train_views), *common)
     test = gather_features(ds, spec, req.test_split, sizes, test_views, *common)
     exclude = req.exclude or {}
@@ -278,5 +249,5 @@ def train_run(
     )  # fmt: skip
     predictions = stored_predictions(test.labels, probs, test.indices)
     stage("Saving run")
-    save_run(cache_dir, manifest, head, predictions)
+    save_run(layout, manifest, head, predictions)
     return manifest

@@ -1,20 +1,20 @@
 """Every image of a dataset through one backbone: what whole-dataset analyses (the audit, the full map) share.
 
-    whole = whole_dataset(source, backbone, 128, cache_dir, "tf", "An audit", splits=("train", "test"))
+    whole = whole_dataset(source, backbone, 128, layout, runtime, "An audit", splits=("train", "test"))
     whole.feature_keys        # split -> feature cache key (part of the analysis's own artifact key)
     whole.sizes               # split -> number of images (a stored result of other sizes is stale)
-    feats, labels = whole.features(cache_dir, "tf")   # extracted first where not cached
+    feats, labels = whole.features(layout, runtime)   # extracted first where not cached
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from lib.errors import ConfigError
+from lib.store.layout import CacheLayout, CacheLike
 
 
 @dataclass
@@ -32,23 +32,25 @@ class WholeDataset:
         """Images per split."""
         return {s: self.ds.size(s) for s in self.splits}
 
-    def features(self, cache_dir: Path | str, runtime: str, batch_size: int = 256,
-                 progress: Any = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:  # fmt: skip
-        """Original-view features and labels of every image of each split (one backbone load for all); an extraction
-        is reported to ``progress(stage, fraction)`` as the stage ``features <split>/original@<size>``."""
+    def features(self, layout: CacheLike, runtime: str, batch_size: int = 256, progress: Any = None,
+                 engine: Any = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:  # fmt: skip
+        """Original-view features and labels of every image of each split (one backbone load for all, or ``engine``'s);
+        an extraction is reported to ``progress(stage, fraction)`` as the stage ``features <split>/original@<size>``."""
+        from lib.pipeline.engines import LocalEngine
         from lib.pipeline.training import gather_features
 
+        layout = CacheLayout.at(layout)
         on_extract = (lambda label, _p: progress(f"features {label}", 0.0)) if progress else None
-        backbones: dict[int, Any] = {}
+        engine = engine if engine is not None else LocalEngine(layout)
         features: dict[str, np.ndarray] = {}
         labels: dict[str, np.ndarray] = {}
         for s in self.splits:
-            block = gather_features(self.ds, self.spec, s, (self.size,), ("original",), Path(cache_dir), None, batch_size, on_extract, backbones, runtime)
+            block = gather_features(self.ds, self.spec, s, (self.size,), ("original",), layout, None, batch_size, on_extract, engine, runtime)
             features[s], labels[s] = block.parts[(self.size, "original")], block.labels
         return features, labels
 
 
-def whole_dataset(source: str, backbone: str, image_size: int | None, cache_dir: Path | str, runtime: str, what: str,
+def whole_dataset(source: str, backbone: str, image_size: int | None, cache_dir: CacheLike, runtime: str, what: str,
                   splits: tuple[str, ...] | None = None) -> WholeDataset:  # fmt: skip
     """Resolve the dataset and backbone; ``splits`` (default: all) that the dataset has, ``train`` first.
     :class:`ConfigError` naming ``what`` if there is no ``train`` split."""

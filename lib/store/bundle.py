@@ -45,7 +45,7 @@ import numpy as np
 from lib.errors import UserFacingError
 from lib.store.atomic import atomic_path, check_free_space, check_writable, npz_meta, read_json
 from lib.store.fingerprints import hash_file
-from lib.store.layout import CacheLayout, check_name
+from lib.store.layout import CacheLayout, CacheLike, check_name
 
 BUNDLE_VERSION = 1
 MANIFEST = "bundle.json"
@@ -68,7 +68,7 @@ def _collect(cache_dir: Path, run_ids: list[str] | None) -> tuple[dict[str, Path
     from lib.pipeline.features import list_cached_features
     from lib.store.runs import list_runs
 
-    layout = CacheLayout(cache_dir)
+    layout = CacheLayout.at(cache_dir)
     manifests = list_runs(cache_dir)
     chosen = [m for m in manifests if run_ids is None or m.run_id in run_ids]
     if run_ids is not None:
@@ -184,7 +184,7 @@ def _is_bundle_file(path: Path) -> bool:
     return isinstance(meta, dict) and isinstance(meta.get("files"), dict) and "version" in meta
 
 
-def make_bundle(cache_dir: Path | str, out: Path | str, run_ids: list[str] | None = None, progress: ProgressFn | None = None) -> dict[str, Any]:
+def make_bundle(cache_dir: CacheLike, out: Path | str, run_ids: list[str] | None = None, progress: ProgressFn | None = None) -> dict[str, Any]:
     """Write the bundle of ``run_ids`` (default: every run) to ``out`` (a .tar), atomically. Returns a report."""
     cache_dir, out = Path(cache_dir), Path(out).expanduser()
     report = progress or (lambda _s, _f: None)
@@ -392,7 +392,7 @@ def _install_tree(staging: Path, cache_dir: Path) -> int:
     return added
 
 
-def install_bundle(source: str, cache_dir: Path | str, progress: ProgressFn | None = None, sha256: str | None = None) -> dict[str, Any]:
+def install_bundle(source: str, cache_dir: CacheLike, progress: ProgressFn | None = None, sha256: str | None = None) -> dict[str, Any]:
     """Unpack a bundle (local path or http(s) URL) into ``cache_dir``; see the module docs. Returns what it installed.
 
     Whether it is already installed is decided by content (:func:`content_digest` of its manifest), not by its path or
@@ -401,7 +401,7 @@ def install_bundle(source: str, cache_dir: Path | str, progress: ProgressFn | No
     report = progress or (lambda _s, _f: None)
     check_writable(cache_dir)
     prior = installed_bundle(cache_dir)
-    if prior and not sha256 and all((CacheLayout(cache_dir).runs / r).is_dir() for r in prior.get("runs", [])):
+    if prior and not sha256 and all((CacheLayout.at(cache_dir).runs / r).is_dir() for r in prior.get("runs", [])):
         peeked = peek_meta(source)
         if peeked is not None and content_digest(peeked) == prior.get("content_sha256"):
             return prior | {"artifacts_added": 0, "already_installed": True}  # a restart: same bundle, nothing to do
@@ -422,7 +422,7 @@ def install_bundle(source: str, cache_dir: Path | str, progress: ProgressFn | No
 
 
 def _install(source: str, cache_dir: Path, staging: Path, report: ProgressFn, sha256: str | None) -> dict[str, Any]:
-    from lib.pipeline.features import FeatureManifest, file_crc32
+    from lib.pipeline.feature_store import FeatureManifest, file_crc32
 
     if source.startswith(("http://", "https://")):
         archive = staging / "download.tar"
@@ -457,7 +457,7 @@ def _install(source: str, cache_dir: Path, staging: Path, report: ProgressFn, sh
         raise BundleError(f"{source!r} cannot be read as a bundle ({err}): it is truncated or corrupt; nothing was installed.") from err
     except (tarfile.TarError, EOFError, ValueError, zlib.error) as err:
         raise BundleError(f"{source!r} cannot be read as a bundle ({err}): it is truncated or corrupt; nothing was installed.") from err
-    staged = CacheLayout(unpacked)
+    staged = CacheLayout.at(unpacked)
     for key in meta["float16_features"]:
         full, manifest_path = staged.feature_files(check_name(key, "feature key"))
         half = full.with_suffix(".f16.npy")
@@ -478,7 +478,7 @@ def _install(source: str, cache_dir: Path, staging: Path, report: ProgressFn, sh
     return installed
 
 
-def installed_bundle(cache_dir: Path | str) -> dict[str, Any] | None:
+def installed_bundle(cache_dir: CacheLike) -> dict[str, Any] | None:
     """What :func:`install_bundle` recorded in this cache (checked as a whole), or None if nothing or a damaged record."""
     data = read_json(Path(cache_dir) / INSTALLED)
     if not isinstance(data, dict):
@@ -490,7 +490,7 @@ def installed_bundle(cache_dir: Path | str) -> dict[str, Any] | None:
     return data
 
 
-def backbone_aliases(cache_dir: Path | str) -> dict[str, str]:
+def backbone_aliases(cache_dir: CacheLike) -> dict[str, str]:
     """Backbone strings of the bundled runs -> the local copies unpacked into this cache."""
     info = installed_bundle(cache_dir) or {}
     out = {}

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lib.errors import DataSourceError
+from lib.store.layout import CacheLike
 
 if TYPE_CHECKING:
     from lib.data.sources import Dataset
@@ -111,19 +112,19 @@ def to_json(dataset: Dataset, images: dict[str, np.ndarray], note: str = "") -> 
             "images": {s: [int(i) for i in np.unique(v)] for s, v in sorted(images.items()) if len(v)}}  # fmt: skip
 
 
-def save_exclude_list(cache_dir: Path | str, name: str, dataset: Dataset, images: dict[str, np.ndarray], note: str = "") -> Path:
+def save_exclude_list(cache_dir: CacheLike, name: str, dataset: Dataset, images: dict[str, np.ndarray], note: str = "") -> Path:
     """Write the list atomically under the cache's ``excludes/`` (a name outside it is refused by the layout)."""
     from lib.store.atomic import write_json_atomic
     from lib.store.layout import CacheLayout
 
-    path = CacheLayout(cache_dir).exclude_file(name)
+    path = CacheLayout.at(cache_dir).exclude_file(name)
     write_json_atomic(path, to_json(dataset, images, note))
     return path
 
 
-def saved_exclude_lists(cache_dir: Path | str) -> list[Path]:
+def saved_exclude_lists(cache_dir: CacheLike) -> list[Path]:
     """The saved lists, newest first."""
     from lib.store.layout import CacheLayout
 
-    folder = CacheLayout(cache_dir).excludes
+    folder = CacheLayout.at(cache_dir).excludes
     return sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True) if folder.is_dir() else []

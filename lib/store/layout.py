@@ -48,6 +48,20 @@ class CacheLayout:
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
 
+    @classmethod
+    def at(cls, where: CacheLayout | Path | str) -> CacheLayout:
+        """``where`` itself if it is a layout (what entry points build once and pass down), else the layout of that folder."""
+        return where if isinstance(where, CacheLayout) else cls(where)
+
+    def __repr__(self) -> str:
+        return f"CacheLayout({str(self.root)!r})"
+
+    def __str__(self) -> str:
+        return str(self.root)
+
+    def __fspath__(self) -> str:
+        return str(self.root)
+
     # ---------------------------------------------------------------- datasets
     @property
     def datasets(self) -> Path:
@@ -81,8 +95,16 @@ class CacheLayout:
         """Checkpoint chunks of an extraction in progress."""
         return self.features / f"{_check(_KEY, key, 'feature key')}.partial"
 
+    def feature_chunk(self, key: str, start: int) -> Path:
+        """One checkpoint chunk (rows from ``start``) of an extraction in progress."""
+        return self.feature_partial(key) / f"chunk_{int(start):08d}.npy"
+
+    def feature_keys(self) -> list[str]:
+        """Keys of every feature artifact with a manifest, sorted (the manifest may still be damaged: read it to know)."""
+        return sorted(p.stem for p in self.features.glob("*.json") if _KEY.match(p.stem)) if self.features.is_dir() else []
+
     def converted_model(self, key: str) -> Path:
-        """A backbone converted to LiteRT (see :mod:`lib.models.runtimes`)."""
+        """A backbone converted to LiteRT (see :mod:`lib.runtimes`)."""
         return self.root / "converted" / f"{_check(_KEY, key, 'converted-model key')}.tflite"
 
     @property
@@ -93,6 +115,10 @@ class CacheLayout:
     def benchmark_file(self, key: str) -> Path:
         """Results of one speed-versus-accuracy benchmark grid."""
         return self.benchmarks / f"{_check(_KEY, key, 'benchmark key')}.json"
+
+    def benchmark_files(self) -> list[Path]:
+        """Every stored benchmark result, sorted."""
+        return sorted(self.benchmarks.glob("*.json")) if self.benchmarks.is_dir() else []
 
     # ---------------------------------------------------------------- runs
     @property
@@ -131,6 +157,10 @@ class CacheLayout:
         """A map of every image of a dataset (coordinates per split)."""
         return self.projections / f"full-{_check(_NAME, method, 'method')}-{_check(_KEY, key, 'map key')}.npz"
 
+    def ray_temp(self) -> Path:
+        """Session files of a Ray instance started for this cache (``--ray-temp-dir`` overrides)."""
+        return self.root / "ray"
+
     def bundled_backbone(self, name: str) -> Path:
         """A local backbone that a demo bundle brought."""
         return self.root / "backbones" / _check(_NAME, name, "backbone folder name")
@@ -156,3 +186,6 @@ class CacheLayout:
     def exclude_file(self, name: str) -> Path:
         """One saved exclude list."""
         return self.excludes / f"{_check(_NAME, name, 'exclude list name')}.json"
+
+
+CacheLike = CacheLayout | Path | str  # what a lib function accepts: the layout an entry point built (or, from a test, its folder)

@@ -17,6 +17,7 @@ from typing import Any
 
 from lib.errors import ConfigError, RunError
 from lib.models.heads import HeadConfig
+from lib.runtimes import DEFAULT_RUNTIME
 
 RUN_SCHEMA_VERSION = 2  # 1: untyped dicts (still readable); 2: this dataclass
 
@@ -48,7 +49,7 @@ class RunManifest:
     run_id: str = ""
     label: str = ""
     protocol: str | None = None
-    runtime: str = "tf"  # the extraction runtime its features came from
+    runtime: str = DEFAULT_RUNTIME  # the extraction runtime its features came from
     train_views: list[str] = field(default_factory=lambda: ["original"])
     tta: bool = False
     limit: int | None = None

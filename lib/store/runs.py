@@ -34,7 +34,7 @@ import numpy as np
 from lib.errors import CacheWriteError, RunError
 from lib.models.heads import TrainedHead
 from lib.store.atomic import atomic_dir, check_writable, describe_os_error, read_json, write_json_atomic
-from lib.store.layout import RUN_ID, CacheLayout
+from lib.store.layout import RUN_ID, CacheLayout, CacheLike
 from lib.store.manifest import RunManifest
 
 MODEL_DIR = "model"  # a fine-tuned run's full model (backbone + head), in the export format
@@ -77,11 +77,11 @@ def new_run_id(manifest: RunManifest) -> str:
     return f"{stamp}-{head}-{digest.hexdigest()[:6]}"
 
 
-def save_run(cache_dir: Path | str, manifest: RunManifest, head: TrainedHead, predictions: dict[str, np.ndarray],
+def save_run(cache_dir: CacheLike, manifest: RunManifest, head: TrainedHead, predictions: dict[str, np.ndarray],
              write_extra: Callable[[Path], None] | None = None) -> str:  # fmt: skip
     """Write a complete run atomically and return its id; ``write_extra`` adds files inside the same temp folder."""
     manifest.run_id = new_run_id(manifest)
-    with atomic_dir(CacheLayout(cache_dir).run_dir(manifest.run_id)) as tmp:
+    with atomic_dir(CacheLayout.at(cache_dir).run_dir(manifest.run_id)) as tmp:
         np.savez(tmp / "head.npz", **head.arrays())  # type: ignore[arg-type]
         np.savez(tmp / "predictions.npz", **predictions)  # type: ignore[arg-type]
         if write_extra is not None:
@@ -91,8 +91,8 @@ def save_run(cache_dir: Path | str, manifest: RunManifest, head: TrainedHead, pr
     return manifest.run_id
 
 
-def _run_folders(cache_dir: Path | str) -> list[Path]:
-    folder = CacheLayout(cache_dir).runs
+def _run_folders(cache_dir: CacheLike) -> list[Path]:
+    folder = CacheLayout.at(cache_dir).runs
     if not folder.is_dir():
         return []
     return [p for p in folder.iterdir() if p.is_dir() and RUN_ID.match(p.name)]
@@ -107,7 +107,7 @@ def _check_folder(path: Path) -> RunManifest:
     return manifest
 
 
-def list_runs(cache_dir: Path | str) -> list[RunManifest]:
+def list_runs(cache_dir: CacheLike) -> list[RunManifest]:
     """Manifests of every complete, valid run, newest first."""
     out = []
     for p in _run_folders(cache_dir):
@@ -120,7 +120,7 @@ def list_runs(cache_dir: Path | str) -> list[RunManifest]:
     return sorted(out, key=lambda m: m.run_id, reverse=True)
 
 
-def list_damaged_runs(cache_dir: Path | str) -> list[tuple[str, str]]:
+def list_damaged_runs(cache_dir: CacheLike) -> list[tuple[str, str]]:
     """``(run_id, reason)`` of every run folder that cannot be used, for the user to delete."""
     out = []
     for p in _run_folders(cache_dir):
@@ -131,9 +131,9 @@ def list_damaged_runs(cache_dir: Path | str) -> list[tuple[str, str]]:
     return sorted(out, reverse=True)
 
 
-def read_manifest(cache_dir: Path | str, run_id: str) -> RunManifest:
+def read_manifest(cache_dir: CacheLike, run_id: str) -> RunManifest:
     """The validated manifest of one run, or :class:`RunError` if it is missing or damaged."""
-    layout = CacheLayout(cache_dir)
+    layout = CacheLayout.at(cache_dir)
     path = layout.run_dir(run_id)
     if not path.is_dir():
         raise RunError(f"Run {run_id} not found in {layout.runs}.")
@@ -142,10 +142,10 @@ def read_manifest(cache_dir: Path | str, run_id: str) -> RunManifest:
     return manifest
 
 
-def load_run(cache_dir: Path | str, run_id: str) -> Run:
+def load_run(cache_dir: CacheLike, run_id: str) -> Run:
     """Load a run's manifest, head weights and stored test predictions, checking they fit together."""
     manifest = read_manifest(cache_dir, run_id)
-    path = CacheLayout(cache_dir).run_dir(run_id)
+    path = CacheLayout.at(cache_dir).run_dir(run_id)
     try:
         with np.load(path / "head.npz") as arrays:
             head = TrainedHead.from_arrays(manifest.head, arrays, manifest.history)
@@ -168,18 +168,18 @@ def _check_arrays(m: RunManifest, head: TrainedHead, y_true: np.ndarray, probs: 
         raise ValueError("head weights do not match the run's classes")
 
 
-def set_label(cache_dir: Path | str, run_id: str, label: str) -> RunManifest:
+def set_label(cache_dir: CacheLike, run_id: str, label: str) -> RunManifest:
     """Give a run a human-readable label (shown instead of its id)."""
     manifest = read_manifest(cache_dir, run_id)
     # One line of printable text: control characters (a terminal escape, a bell) are dropped, whitespace folded.
     manifest.label = " ".join("".join(c for c in str(label) if c.isprintable() or c.isspace()).split())[:MAX_LABEL_CHARS]
-    write_json_atomic(CacheLayout(cache_dir).run_dir(run_id) / "manifest.json", manifest.to_dict())
+    write_json_atomic(CacheLayout.at(cache_dir).run_dir(run_id) / "manifest.json", manifest.to_dict())
     return manifest
 
 
-def delete_run(cache_dir: Path | str, run_id: str) -> None:
+def delete_run(cache_dir: CacheLike, run_id: str) -> None:
     """Remove a run (damaged ones too): renamed out of the listing first, then deleted."""
-    layout = CacheLayout(cache_dir)
+    layout = CacheLayout.at(cache_dir)
     path = layout.run_dir(run_id)
     if not path.is_dir():
         raise RunError(f"Run {run_id} not found in {layout.runs}.")

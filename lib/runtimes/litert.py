@@ -1,16 +1,14 @@
-"""Extraction runtimes: TensorFlow, or the backbone converted once to LiteRT (float32, or full-integer int8).
+"""LiteRT runtimes: the backbone converted once to a LiteRT flatbuffer, float32 (``litert``) or full-integer int8
+(``litert-int8``), run with ai-edge-litert (XNNPACK, all cores), so no TensorFlow runs during extraction.
 
-``tf`` runs the SavedModel as loaded. ``litert`` converts the resize and the backbone's forward pass at one
-input size (:func:`lib.models.preprocess.resize_view`, then the module) to a float32 LiteRT flatbuffer and
-runs it with ai-edge-litert (XNNPACK, all cores), so no TensorFlow runs during extraction: the uint8 images
-are scaled to [0, 1] (and mirrored, for the flip view) in numpy. ``litert-int8`` applies
-full-integer post-training quantisation, calibrated on a few hundred *training* images of the active
-dataset. Converted models are cache artifacts keyed by the backbone's identity, the size, the runtime
-and the calibration data, written atomically. The preprocessing is the same code in every runtime. A ``.tflite`` backbone is already a LiteRT model and
-runs as it is, whatever the runtime.
+The resize and the backbone's forward pass at one input size (:func:`lib.models.preprocess.resize_view`, then the
+module) are converted; the uint8 images are scaled to [0, 1] (and mirrored, for the flip view) in numpy. ``litert-int8``
+is calibrated on a few hundred *training* images of the active dataset. Converted models are cache artifacts keyed by
+the backbone's identity, the size, the runtime and the calibration data, written atomically.
 
-    loaded = load_for_runtime(spec, "litert", 128, dataset, cache_dir)   # LoadedBackbone, embed() as usual
-    runtime_identity(spec, "litert-int8", dataset)                      # part of the feature cache key
+    rt = LiteRTRuntime(quantized=False)
+    model = rt.load(spec, 128, dataset, layout)          # converts once, then reads the cached file
+    model.embed(uint8_batch, 128, flip=False)
 """
 
 from __future__ import annotations
@@ -24,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lib.errors import BackboneError, ConfigError, first_line
+from lib.runtimes import Runtime, TFBackboneFn
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -31,25 +30,56 @@ if TYPE_CHECKING:
     from lib.data.sources import Dataset
     from lib.models.backbones import LoadedBackbone
     from lib.models.specs import BackboneSpec
+    from lib.store.layout import CacheLayout
 
-RUNTIMES = ("tf", "litert", "litert-int8")
-DEFAULT_RUNTIME = "tf"  # litert is not yet 1.8x tf on the whole test split here (1.71-1.80x measured); see the README
 CALIBRATION_PER_CLASS = 30  # training images per class for int8 calibration (300 for CIFAR-10)
 MIN_CALIBRATION = 50  # fewer images than this cannot calibrate activation ranges reliably
 CONVERTER_VERSION = 1  # bump when the conversion recipe changes
 
 
-def check_runtime(runtime: str) -> str:
-    """``runtime`` if known, else :class:`ConfigError` listing the choices."""
-    if runtime not in RUNTIMES:
-        raise ConfigError(f"Unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}.")
-    return runtime
+class LiteRTRuntime(Runtime):
+    """The backbone converted to LiteRT at one input size: float32, or full-integer int8 calibrated on training images."""
 
+    artifact_suffix = ".tflite"
 
-def effective_runtime(spec: BackboneSpec, runtime: str) -> str:
-    """What actually runs: a ``.tflite`` backbone is LiteRT already (``tflite``), else ``runtime``."""
-    check_runtime(runtime)
-    return "tflite" if spec.kind == "tflite" else runtime
+    def __init__(self, quantized: bool) -> None:
+        self.quantized = quantized
+        self.name = "litert-int8" if quantized else "litert"
+        self.exact = not quantized
+        self.bench_order = 2 if quantized else 0  # the faster float runtime extracts a benchmark's accuracy subset first
+        self.description = ("LiteRT int8: full-integer quantised, calibrated on training images (fastest; features move slightly)" if quantized
+                            else "LiteRT float32: the backbone converted once (same features as tf, faster on most CPUs)")  # fmt: skip
+
+    def identity(self, spec: BackboneSpec, dataset: Dataset | None) -> str:
+        if not self.quantized:
+            return f"{self.name}:c{CONVERTER_VERSION}"
+        if dataset is None:
+            raise ConfigError("litert-int8 needs the dataset whose training images calibrate it.")
+        return f"{self.name}:{calibration_id(dataset)}:c{CONVERTER_VERSION}"
+
+    def converted(self, spec: BackboneSpec, size: int, dataset: Dataset, layout: CacheLayout) -> Path:
+        return layout.converted_model(converted_key(spec, size, self.identity(spec, dataset), dataset))
+
+    def load(self, spec: BackboneSpec, size: int, dataset: Dataset | None, layout: CacheLayout, tf_backbone: TFBackboneFn | None = None) -> Any:
+        if dataset is None:
+            raise ConfigError(f"The {self.name} runtime converts for a dataset's image size; none was given.")
+        path = self.convert(spec, size, dataset, layout, tf_backbone)
+        return LiteRTBackbone(spec, path, self.name, size, tuple(dataset.image_shape))  # type: ignore[arg-type]
+
+    def convert(self, spec: BackboneSpec, size: int, dataset: Dataset, layout: CacheLayout, tf_backbone: TFBackboneFn | None = None) -> Path:
+        """The converted model of ``spec`` at ``size``; converted once, then read from the cache."""
+        from lib.models.backbones import load_backbone
+        from lib.store.atomic import atomic_path
+
+        target = self.converted(spec, size, dataset, layout)
+        if _loads(target):
+            return target
+        calibration = dataset.images("train")[calibration_indices(dataset)] if self.quantized else None
+        loaded = tf_backbone() if tf_backbone else load_backbone(spec)
+        flatbuffer = convert_to_flatbuffer(spec, loaded, size, self.name, tuple(dataset.image_shape), calibration)
+        with atomic_path(target, suffix=self.artifact_suffix) as tmp:
+            tmp.write_bytes(flatbuffer)
+        return target
 
 
 def calibration_indices(dataset: Dataset) -> np.ndarray:
@@ -71,25 +101,13 @@ def calibration_id(dataset: Dataset) -> str:
     return f"{dataset.fingerprint}/train/first{CALIBRATION_PER_CLASS}perclass"
 
 
-def runtime_identity(spec: BackboneSpec, runtime: str, dataset: Dataset | None = None) -> str:
-    """The part of a feature key that says which runtime (and calibration) produced the features."""
-    actual = effective_runtime(spec, runtime)
-    if actual in ("tf", "tflite"):
-        return actual
-    if actual == "litert-int8":
-        if dataset is None:
-            raise ConfigError("litert-int8 needs the dataset whose training images calibrate it.")
-        return f"{actual}:{calibration_id(dataset)}:c{CONVERTER_VERSION}"
-    return f"{actual}:c{CONVERTER_VERSION}"
-
-
-def converted_key(spec: BackboneSpec, size: int, runtime: str, dataset: Dataset) -> str:
-    """Cache key of a converted model: backbone, size, runtime (with calibration), input shape, preprocessing, TF version."""
+def converted_key(spec: BackboneSpec, size: int, identity: str, dataset: Dataset) -> str:
+    """Cache key of a converted model: backbone, size, runtime identity (with calibration), input shape, preprocessing, TF version."""
     import importlib.metadata as md
 
     from lib.models.preprocess import PREPROCESSING_ID
 
-    parts = {"backbone": spec.identity(), "size": int(size), "runtime": runtime_identity(spec, runtime, dataset), "tf": md.version("tensorflow"),
+    parts = {"backbone": spec.identity(), "size": int(size), "runtime": identity, "tf": md.version("tensorflow"),
              "input": list(dataset.image_shape), "preprocessing": PREPROCESSING_ID}  # fmt: skip
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -133,45 +151,6 @@ class LiteRTBackbone:
         # Mirroring the uint8 input equals mirroring after the (symmetric) bilinear resize.
         batch = np.asarray(images)[:, :, ::-1] if flip else np.asarray(images)
         return self._run(to_unit_range(batch))
-
-
-def load_for_runtime(spec: BackboneSpec, runtime: str, size: int, dataset: Dataset | None, cache_dir: Path | str,
-                     tf_backbone: Callable[[], LoadedBackbone] | None = None) -> Any:  # fmt: skip
-    """A loaded backbone that runs ``spec`` at ``size`` with ``runtime`` (converting and caching it first if needed).
-
-    ``tf_backbone`` returns the TF-loaded backbone when a conversion needs it (default: load it), so a caller
-    converting one backbone at several sizes loads it once.
-    """
-    from lib.models.backbones import load_backbone
-
-    actual = effective_runtime(spec, runtime)
-    if actual in ("tf", "tflite"):
-        return tf_backbone() if tf_backbone else load_backbone(spec)
-    if dataset is None:
-        raise ConfigError(f"The {runtime} runtime converts for a dataset's image size; none was given.")
-    path = convert(spec, size, runtime, dataset, cache_dir, tf_backbone)
-    return LiteRTBackbone(spec, path, runtime, size, tuple(dataset.image_shape))  # type: ignore[arg-type]
-
-
-def convert(spec: BackboneSpec, size: int, runtime: str, dataset: Dataset, cache_dir: Path | str,
-            tf_backbone: Callable[[], LoadedBackbone] | None = None) -> Path:  # fmt: skip
-    """The converted LiteRT model of ``spec`` at ``size`` for ``runtime``; converted once, then read from the cache."""
-    from lib.store.atomic import atomic_path
-    from lib.store.layout import CacheLayout
-
-    target = CacheLayout(cache_dir).converted_model(converted_key(spec, size, runtime, dataset))
-    if _loads(target):
-        return target
-    calibration = None
-    if runtime == "litert-int8":
-        calibration = dataset.images("train")[calibration_indices(dataset)]
-    from lib.models.backbones import load_backbone
-
-    loaded = tf_backbone() if tf_backbone else load_backbone(spec)
-    flatbuffer = _convert(spec, loaded, size, runtime, tuple(dataset.image_shape), calibration)
-    with atomic_path(target, suffix=".tflite") as tmp:
-        tmp.write_bytes(flatbuffer)
-    return target
 
 
 def _loads(path: Path) -> bool:
@@ -224,16 +203,17 @@ def set_full_integer(converter: Any, calibration: np.ndarray) -> Any:
     return converter
 
 
-def _convert(spec: BackboneSpec, loaded: LoadedBackbone, size: int, runtime: str, input_shape: tuple[int, ...], calibration: np.ndarray | None) -> bytes:
+def convert_to_flatbuffer(spec: BackboneSpec, loaded: LoadedBackbone, size: int, name: str, input_shape: tuple[int, ...],
+                          calibration: np.ndarray | None) -> bytes:  # fmt: skip
+    """The LiteRT flatbuffer of ``loaded`` at ``size``: float32, or full-integer when ``calibration`` images are given."""
     converter = float_converter(loaded, size, input_shape)
-    if runtime == "litert-int8":
-        assert calibration is not None
+    if calibration is not None:
         set_full_integer(converter, calibration)
     try:
         return bytes(converter.convert())
     except Exception as err:
-        hint = " Use --runtime litert or tf." if runtime == "litert-int8" else " Use --runtime tf."
-        raise BackboneError(f"{spec.name} cannot be converted to {runtime} at {size}px: {first_line(err)}.{hint}") from err
+        hint = " Use --runtime litert or tf." if calibration is not None else " Use --runtime tf."
+        raise BackboneError(f"{spec.name} cannot be converted to {name} at {size}px: {first_line(err)}.{hint}") from err
 
 
 def threads() -> int:
