@@ -44,9 +44,11 @@ def main() -> int:
     common = ["--source", args.source, "--backbone", args.backbone, "--image-size", str(args.image_size)]
     run([sys.executable, "-m", "lib", "extract", *common, "--split", "all", "--cache-dir", args.cache_dir, "--json"])
     with tempfile.TemporaryDirectory(prefix="bench-audit-") as tmp:
-        cache = Path(tmp)
-        for name in ("datasets", "features"):
-            (cache / name).symlink_to(Path(args.cache_dir).resolve() / name)
+        from lib.store.layout import CacheLayout
+
+        cache, shared = CacheLayout(tmp), CacheLayout(Path(args.cache_dir).resolve())
+        for folder in ("datasets", "features"):  # a fresh cache that shares the converted data and features, so the audit runs
+            getattr(cache, folder).symlink_to(getattr(shared, folder))
         cmd = [sys.executable, "-m", "lib", "audit", *common, "--cache-dir", str(cache), "--json"]
         out, wall, _ = run([*cmd, "--threshold", args.thresholds.split(",")[0]])
         print(f"audit (computed): {wall:.1f}s whole command, {out['audit_seconds']:.1f}s audit itself, peak RSS {out['peak_rss_mb']:,.0f} MB", flush=True)

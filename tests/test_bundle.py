@@ -16,7 +16,8 @@ from lib.errors import ReadOnlyError
 from lib.models.heads import HeadConfig
 from lib.pipeline.training import RunRequest, train_run
 from lib.store import atomic
-from lib.store.bundle import BundleError, backbone_aliases, install_bundle, installed_bundle, make_bundle
+from lib.store.bundle import BundleError, make_bundle
+from lib.store.bundle_install import backbone_aliases, install_bundle, installed_bundle
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +214,7 @@ def test_bundle_out_never_replaces_a_users_file(source_cache: dict[str, str], tm
 
 def test_a_gzip_bomb_member_is_refused_before_it_is_written(bundle: tuple[Path, dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A member the manifest says is N bytes but whose header says 32 MiB (zeros, a few KB gzipped) is refused before a byte of it lands."""
-    from lib.store import bundle as bundle_mod
+    from lib.store import bundle_install as bundle_mod
 
     path, _ = bundle
     bomb = tmp_path / "bomb.tar.gz"
@@ -276,7 +277,7 @@ def test_a_trickling_download_is_given_up(bundle: tuple[Path, dict], tmp_path: P
     """A server that sends one byte now and then (never enough to finish) is given up on with a clear line."""
     import time
 
-    from lib.store import bundle as bundle_mod
+    from lib.store import bundle_install as bundle_mod
 
     class Trickle(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -308,7 +309,7 @@ def test_leftovers_of_a_killed_install_are_cleaned_and_a_full_disk_is_named(bund
                                                                                monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     import errno
 
-    from lib.store import bundle as bundle_mod
+    from lib.store import bundle_install as bundle_mod
 
     path, _ = bundle
     cache = tmp_path / "cache"

@@ -23,7 +23,7 @@ from lib.errors import UserFacingError
 from lib.models.backbones import BackboneSpec, LoadedBackbone, load_backbone, resolve_backbone
 from lib.pipeline.features import FeatureResult, cached_feature_result
 from lib.runtimes import DEFAULT_RUNTIME
-from lib.store.layout import CacheLayout
+from lib.store.layout import RUN_FILES, CacheLayout
 from lib.store.runs import Run, load_run
 
 
@@ -71,10 +71,7 @@ def finetuned_model(cache_dir: str, run_id: str) -> Any:
     """A fine-tuned run's stored full model: uint8 images in, probabilities out."""
     import tensorflow as tf
 
-    from lib.store.layout import CacheLayout
-    from lib.store.runs import MODEL_DIR
-
-    path = CacheLayout.at(cache_dir).run_dir(run_id) / MODEL_DIR
+    path = CacheLayout.at(cache_dir).run_file(run_id, RUN_FILES.model)
     if not (path / "saved_model.pb").exists():
         raise UserFacingError(f"Run {run_id} holds no fine-tuned model (made by an older version); train it again.")
     return tf.saved_model.load(str(path))
@@ -105,7 +102,7 @@ def _run(cache_dir: str, run_id: str, mtime: str) -> Run:
 
 def run(cache_dir: Path | str, run_id: str) -> Run:
     """A loaded run; re-read when its manifest changes (a rename). :class:`RunError` for a bad or damaged id."""
-    manifest = CacheLayout.at(cache_dir).run_dir(run_id) / "manifest.json"
+    manifest = CacheLayout.at(cache_dir).run_file(run_id, RUN_FILES.manifest)
     try:
         mtime = str(manifest.stat().st_mtime_ns)
     except OSError:
@@ -222,7 +219,7 @@ def _audit(source: str, cache_dir: str, backbone: str, size: int, runtime: str, 
 
 def audit(source: str, cache_dir: str, backbone: str, size: int, runtime: str) -> Any:
     """The stored audit of these features (read and checked once per file version, shared by every session), or None."""
-    stamp = ";".join(f"{p.name}:{p.stat().st_mtime_ns}" for p in sorted(CacheLayout.at(cache_dir).audits.glob("*.npz")))
+    stamp = ";".join(f"{p.name}:{p.stat().st_mtime_ns}" for p in CacheLayout.at(cache_dir).audit_files())
     found = _audit(source, cache_dir, backbone, int(size), runtime, stamp)
     if found is None:
         _audit.clear()

@@ -98,7 +98,7 @@ def startup_cache_dir() -> str:
 
 def defaults() -> dict[str, Any]:
     """Defaults from the command line, then the environment, then an installed demo bundle, then the project's own."""
-    from lib.store.bundle import installed_bundle
+    from lib.store.bundle_install import installed_bundle
 
     argv = _argv_defaults()
     bundled = (installed_bundle(startup_cache_dir()) or {}).get("defaults") or {}
@@ -119,7 +119,7 @@ def defaults() -> dict[str, Any]:
 @st.cache_resource(show_spinner=False)
 def _installed(cache_dir: str, bundle: str, sha256: str) -> dict[str, Any]:
     """Install the bundle once per server process (every session waits for the first)."""
-    from lib.store.bundle import install_bundle
+    from lib.store.bundle_install import install_bundle
 
     bar = st.progress(0.0, text="Installing the demo bundle…")
     info = install_bundle(bundle, cache_dir, lambda stage, f: bar.progress(min(max(f, 0.0), 1.0), text=stage[:200]), sha256 or None)
@@ -133,7 +133,7 @@ def unpack_bundle_once(cache_dir: str) -> None:
     a message (nothing of it is installed)."""
     from lib.errors import UserFacingError
     from lib.models.specs import set_aliases
-    from lib.store.bundle import backbone_aliases
+    from lib.store.bundle_install import backbone_aliases
 
     argv = _argv_defaults()
     bundle = argv.get("bundle") or os.environ.get("TLX_BUNDLE", "")

@@ -42,7 +42,7 @@ def cmd_bundle(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_install_bundle(args: argparse.Namespace) -> dict[str, Any]:
-    from lib.store.bundle import install_bundle
+    from lib.store.bundle_install import install_bundle
 
     info = install_bundle(args.bundle, args.layout, progress=_printer(), sha256=args.sha256)
     info["_text"] = f"installed {len(info.get('runs', []))} run(s), {info['artifacts_added']} new artifact(s) into {args.layout}"

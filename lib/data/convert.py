@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import json
 import os
 import shutil
 import threading
@@ -37,9 +36,10 @@ from lib import config
 from lib.data.cifar import ProgressFn
 from lib.data.decode import decode_image_bytes, image_size
 from lib.data.folders import ImageSource, Listing, split_order, storage_side
+from lib.data.meta import DatasetMeta
 from lib.errors import CacheWriteError, DataSourceError
 from lib.store.atomic import atomic_dir, check_free_space, check_writable, describe_os_error, read_json, write_json_atomic
-from lib.store.layout import CacheLayout
+from lib.store.layout import DATASET_FILES, CacheLayout
 
 CHECKPOINT = 4096  # images between durable checkpoints: an interruption costs seconds of work
 PLAN_VERSION = 1
@@ -56,10 +56,10 @@ def convert_image_source(
     """Convert ``src`` into ``layout.dataset_dir(fingerprint)`` (if not already there) and return that folder."""
     target = layout.dataset_dir(fingerprint)
     check_writable(target)
-    with _exclusive(target.with_name(f".{target.name}.lock"), progress):
-        if read_json(target / "meta.json") is not None:
+    with _exclusive(layout.dataset_lock(fingerprint), progress):
+        if DatasetMeta.read(target) is not None:
             return target  # another process finished it while we waited
-        partial = target.with_name(f".{target.name}.partial")
+        partial = layout.dataset_staging(fingerprint)
         job = _Job(src, listing, fingerprint, partial, progress, workers or os.cpu_count() or 2)
         try:
             job.run()
@@ -112,7 +112,7 @@ class _Job:
     # ------------------------------------------------------------------ plan and staging files
 
     def _open_plan(self) -> None:
-        plan = read_json(self.partial / "plan.json")
+        plan = read_json(self.partial / DATASET_FILES.plan)
         expected = {"fingerprint": self.fingerprint, "images": self.n, "splits": list(self.listing.splits), "version": PLAN_VERSION}
         if not (isinstance(plan, dict) and all(plan.get(k) == v for k, v in expected.items()) and isinstance(plan.get("side"), int)):
             # No plan, or one of another listing: whatever is there is this project's own staging folder; start over.
@@ -122,7 +122,7 @@ class _Job:
             except OSError as err:
                 raise CacheWriteError(describe_os_error(err, self.partial)) from err
             plan = {**expected, "side": self._measure_side()}
-            write_json_atomic(self.partial / "plan.json", plan)
+            write_json_atomic(self.partial / DATASET_FILES.plan, plan)
         self.side = int(plan["side"])
 
     def _measure_side(self) -> int:
@@ -155,7 +155,7 @@ class _Job:
         stale: list[tuple[int, int]] = []
         for split in self.listing.splits:
             start, end = self.listing.split_range(split)
-            path = self.partial / f"{split}_images.npy"
+            path = self.partial / DATASET_FILES.images(split)
             header = _npy_header((end - start, self.side, self.side, 3))
             fd, fresh = self._open(path, len(header) + (end - start) * row)
             os.pwrite(fd, header, 0)
@@ -163,8 +163,8 @@ class _Job:
             self.offsets[split] = (start, len(header))
             if fresh:
                 stale.append((start, end))
-        self.status_fd, _ = self._open(self.partial / "status.u8", self.n)
-        self.digest_fd, fresh = self._open(self.partial / "digests.bin", 32 * self.n) if self.keeps_digests else (-1, False)
+        self.status_fd, _ = self._open(self.partial / DATASET_FILES.status, self.n)
+        self.digest_fd, fresh = self._open(self.partial / DATASET_FILES.digests, 32 * self.n) if self.keeps_digests else (-1, False)
         for start, end in [(0, self.n)] if fresh else stale:
             os.pwrite(self.status_fd, bytes(end - start), start)  # rows of a file made anew are to do again
 
@@ -222,7 +222,7 @@ class _Job:
     def _check_space(self) -> None:
         # The staging arrays, and a compacted copy of a split with unreadable images at the end.
         need = self.n * self.side * self.side * 3
-        have = sum(f.stat().st_blocks * 512 for f in self.partial.glob("*_images.npy"))
+        have = sum(f.stat().st_blocks * 512 for f in DATASET_FILES.image_arrays(self.partial))
         check_free_space(self.partial, max(0, need - have) + need // 2, "converting this dataset")
 
     def _decode(self, todo: np.ndarray, done: int) -> None:
@@ -313,28 +313,19 @@ class _Job:
             for split in self.listing.splits:
                 start, end = self.listing.split_range(split)
                 ok = status[start:end] == STORED
-                staged = self.partial / f"{split}_images.npy"
+                staged = self.partial / DATASET_FILES.images(split)
                 if ok.all():
                     _link_or_copy(staged, tmp / staged.name)  # every row stored: the staging file is the array
                 else:
                     _compact(staged, tmp / staged.name, np.flatnonzero(ok), self.side, row, _npy_header((end - start, self.side, self.side, 3)))
                 labels = self.listing.class_of[start:end][ok]
-                np.save(tmp / f"{split}_labels.npy", labels.astype(np.int64))
+                np.save(tmp / DATASET_FILES.labels(split), labels.astype(np.int64))
                 counts[split] = np.bincount(labels, minlength=len(self.listing.classes)).astype(int).tolist()
                 skipped[split] = int(np.count_nonzero(~ok))
             if not any(sum(c) for c in counts.values()):
                 raise DataSourceError(f"Data source {source!r} contains no readable images.")
-            meta = {
-                "kind": self.src.kind,
-                "source": source,
-                "classes": list(self.listing.classes),
-                "splits": sorted(self.listing.splits, key=split_order),
-                "counts": counts,
-                "skipped": skipped,
-                "image_shape": [self.side, self.side, 3],
-                "format_version": config.DATASET_FORMAT_VERSION,
-            }
-            (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+            DatasetMeta(self.src.kind, source, list(self.listing.classes), sorted(self.listing.splits, key=split_order), counts, skipped,
+                        [self.side, self.side, 3]).write(tmp)
 
 
 class PixelBudget:

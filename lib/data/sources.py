@@ -19,11 +19,9 @@ memory-map in milliseconds. Fingerprints are memoised per process by size and mt
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tarfile
-import time
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,10 +33,11 @@ import numpy as np
 from lib import config
 from lib.data import cifar, convert, folders
 from lib.data.cifar import ProgressFn, ReadResult
+from lib.data.meta import DatasetMeta
 from lib.errors import CacheWriteError, DataSourceError, UserFacingError
-from lib.store.atomic import atomic_dir, read_json
+from lib.store.atomic import atomic_dir
 from lib.store.fingerprints import digest_of_files, existing_path, file_digest, hash_file, tree_digest
-from lib.store.layout import CacheLayout, CacheLike
+from lib.store.layout import DATASET_FILES, CacheLayout, CacheLike
 
 MAX_SOURCE_CHARS = 1024  # longer strings are refused before they reach the file system
 Reader = Callable[[], ReadResult]
@@ -62,12 +61,12 @@ class Dataset:
     def images(self, split: str) -> np.ndarray:
         """uint8 images ``[N, H, W, 3]`` of ``split``, memory-mapped read-only."""
         self._check_split(split)
-        return np.load(self.path / f"{split}_images.npy", mmap_mode="r")
+        return np.load(self.path / DATASET_FILES.images(split), mmap_mode="r")
 
     def labels(self, split: str) -> np.ndarray:
         """int64 class indices ``[N]`` of ``split``."""
         self._check_split(split)
-        return np.load(self.path / f"{split}_labels.npy")
+        return np.load(self.path / DATASET_FILES.labels(split))
 
     def size(self, split: str) -> int:
         """Number of images in ``split``."""
@@ -191,21 +190,15 @@ def cached_dataset_status(source: str, cache_dir: CacheLike) -> Dataset | None:
 
 def _load_cached(layout: CacheLayout, fingerprint: str, source: str) -> Dataset | None:
     folder = layout.dataset_dir(fingerprint)
-    meta = read_json(folder / "meta.json")
-    if meta is None:
+    if not folder.is_dir():
         return None
+    meta = DatasetMeta.read(folder)
     try:
-        ds = Dataset(
-            source=source,
-            kind=meta["kind"],
-            fingerprint=fingerprint,
-            path=folder,
-            classes=tuple(meta["classes"]),
-            splits=tuple(meta["splits"]),
-            counts={k: list(v) for k, v in meta["counts"].items()},
-            skipped=dict(meta.get("skipped", {})),
-            image_shape=tuple(meta["image_shape"]),  # type: ignore[arg-type]
-        )
+        if meta is None:
+            raise ValueError("damaged metadata")
+        ds = Dataset(source=source, kind=meta.kind, fingerprint=fingerprint, path=folder, classes=tuple(meta.classes), splits=tuple(meta.splits),
+                     counts={k: list(v) for k, v in meta.counts.items()}, skipped=dict(meta.skipped),
+                     image_shape=tuple(meta.image_shape))  # type: ignore[arg-type]  # fmt: skip
         for split in ds.splits:
             images, labels = ds.images(split), ds.labels(split)
             if images.shape != (ds.size(split), *ds.image_shape) or images.dtype != np.uint8 or labels.shape != (ds.size(split),):
@@ -224,7 +217,7 @@ def _discard(folder: Path) -> None:
         check_writable(folder)
     except UserFacingError:
         return  # a read-only cache keeps even a damaged folder; it is not used
-    trash = folder.with_name(f".{folder.name}.corrupt-{os.getpid()}-{time.time_ns()}")
+    trash = CacheLayout.at(folder.parent.parent).discarded(folder, "corrupt")
     try:
         os.replace(folder, trash)
     except OSError:
@@ -242,19 +235,9 @@ def _convert(source: str, kind: str, fingerprint: str, layout: CacheLayout, read
     target = layout.dataset_dir(fingerprint)
     with atomic_dir(target) as tmp:
         for split, (x, y) in splits.items():
-            np.save(tmp / f"{split}_images.npy", np.ascontiguousarray(x, dtype=np.uint8))
-            np.save(tmp / f"{split}_labels.npy", y.astype(np.int64))
-        meta = {
-            "kind": kind,
-            "source": source,
-            "classes": list(classes),
-            "splits": sorted(splits, key=folders.split_order),
-            "counts": counts,
-            "skipped": skipped,
-            "image_shape": list(shape),
-            "format_version": config.DATASET_FORMAT_VERSION,
-        }
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+            np.save(tmp / DATASET_FILES.images(split), np.ascontiguousarray(x, dtype=np.uint8))
+            np.save(tmp / DATASET_FILES.labels(split), y.astype(np.int64))
+        DatasetMeta(kind, source, list(classes), sorted(splits, key=folders.split_order), counts, skipped, list(shape)).write(tmp)
     return _read_back(layout, fingerprint, source)
 
 

@@ -42,7 +42,7 @@ from lib.errors import BackboneError, ConfigError, UserFacingError
 from lib.models.export import probability_module, save_module
 from lib.models.heads import EpochReport, HeadConfig, train_head
 from lib.pipeline.training import EpochFn, RunRequest, StageFn, gather_features, run_manifest, stored_predictions
-from lib.store.layout import CacheLike
+from lib.store.layout import FINETUNE_FILES, CacheLike
 from lib.store.manifest import RunManifest
 from lib.store.runs import MODEL_DIR, save_run
 
@@ -105,7 +105,7 @@ def checkpoint_key(ds: Any, spec: Any, size: int, limit: int | None, cfg: Finetu
 
 def checkpoint_state(folder: Path, key: str) -> str:
     """``"none"`` (no checkpoint), ``"same"`` (resumable) or ``"other"`` (another configuration's: refuse)."""
-    meta = folder / "config.json"
+    meta = folder / FINETUNE_FILES.config
     if not meta.exists():
         return "none"
     try:
@@ -250,7 +250,7 @@ def _finetune(req: RunRequest, cache_dir: Path, cfg: FinetuneConfig, ds: Any, sp
                   metrics=["accuracy"], jit_compile=xla)  # fmt: skip
 
     epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
-    history_json = folder / "history.json"
+    history_json = folder / FINETUNE_FILES.history
     ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var)
     manager = tf.train.CheckpointManager(ckpt, str(folder), max_to_keep=1)
     history: list[dict[str, Any]] = []
@@ -260,7 +260,7 @@ def _finetune(req: RunRequest, cache_dir: Path, cfg: FinetuneConfig, ds: Any, sp
         stage(f"Resuming after epoch {int(epoch_var.numpy())} of {cfg.epochs} from {folder}")
     else:
         folder.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(folder / "config.json", {"key": key, "dataset": ds.fingerprint, "backbone": spec.identity(), "size": size,
+        write_json_atomic(folder / FINETUNE_FILES.config, {"key": key, "dataset": ds.fingerprint, "backbone": spec.identity(), "size": size,
                                                    "limit": req.limit, "config": dataclasses.asdict(cfg)})  # fmt: skip
     start_epoch = int(epoch_var.numpy())
     total_images = len(train_idx) * cfg.epochs

@@ -126,5 +126,4 @@ def saved_exclude_lists(cache_dir: CacheLike) -> list[Path]:
     """The saved lists, newest first."""
     from lib.store.layout import CacheLayout
 
-    folder = CacheLayout.at(cache_dir).excludes
-    return sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True) if folder.is_dir() else []
+    return sorted(CacheLayout.at(cache_dir).exclude_files(), key=lambda p: p.stat().st_mtime, reverse=True)

@@ -12,12 +12,85 @@ outside (a run id, a feature key) is checked first, so no input can name a path 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from lib import config
 from lib.errors import RunError, UserFacingError
 
 RUN_ID = re.compile(r"^[0-9]{8}-[0-9]{6}-[a-z0-9_]+-[0-9a-f]{6}$")
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """The files of one run's folder (also inside the temp folder it is assembled in)."""
+
+    manifest: str = "manifest.json"  # written last: a folder without one is not a run
+    head: str = "head.npz"
+    predictions: str = "predictions.npz"
+    model: str = "model"  # a fine-tuned run's full model, in the export format
+
+
+@dataclass(frozen=True)
+class DatasetFiles:
+    """The files of one converted dataset's folder (and of its staging folder while it converts)."""
+
+    meta: str = "meta.json"  # written last: a folder without one is not a dataset
+    plan: str = "plan.json"  # a conversion in progress: what it converts, at which side
+    status: str = "status.u8"  # a conversion in progress: one byte per image (to do, stored, unreadable)
+    digests: str = "digests.bin"  # a conversion in progress: every image's SHA-256
+
+    def images(self, split: str) -> str:
+        """The uint8 ``[N, H, W, 3]`` array of ``split``."""
+        return f"{_check(_NAME, split, 'split name')}_images.npy"
+
+    def labels(self, split: str) -> str:
+        """The int64 ``[N]`` labels of ``split``."""
+        return f"{_check(_NAME, split, 'split name')}_labels.npy"
+
+    def image_arrays(self, folder: Path) -> list[Path]:
+        """Every split's image array in ``folder``."""
+        return sorted(folder.glob("*_images.npy"))
+
+
+@dataclass(frozen=True)
+class FinetuneFiles:
+    """The files of a fine-tuning checkpoint folder (beside TensorFlow's own checkpoint files)."""
+
+    config: str = "config.json"
+    history: str = "history.json"
+
+
+RUN_FILES, DATASET_FILES, FINETUNE_FILES = RunFiles(), DatasetFiles(), FinetuneFiles()
+BUNDLE_MANIFEST = "bundle.json"  # the first member of a bundle; and, in the cache root, what a bundle installed
+FLOAT16_SUFFIX = ".f16.npy"  # a feature file as a bundle carries it (halved), restored to float32 on install
+STAGING_PREFIX = ".bundle-staging-"  # an install in progress (with its process id, so a dead one is known)
+STAGING_DOWNLOAD, STAGING_TREE = "download.tar", "tree"  # inside a staging folder: the downloaded archive, the unpacked artifacts
+
+
+@dataclass(frozen=True)
+class ArtifactKind:
+    """One kind of artifact under the cache: its folder, what one artifact is (a folder or a file), which belong to a
+    bundle (``belongs``: a rule :mod:`lib.store.bundle` knows), and in which order a bundle installs them."""
+
+    folder: str
+    unit: str  # "dir" (a run, a dataset, a backbone) or "file"
+    pattern: str  # the units in the folder
+    belongs: str  # "run" | "dataset" | "features" | "computed-from-features" | "dataset-field" | "backbone"
+    install_order: int
+
+
+# What a demo bundle carries, in install order (a feature file lands before the manifest that makes it valid: see
+# lib.store.bundle). Adding an artifact kind to bundles is a row here (and its rule there, if it needs a new one).
+ARTIFACTS: tuple[ArtifactKind, ...] = (
+    ArtifactKind("runs", "dir", "*", "run", 0),
+    ArtifactKind("datasets", "dir", "*", "dataset", 1),
+    ArtifactKind("features", "file", "*", "features", 2),
+    ArtifactKind("projections", "file", "full-*.npz", "computed-from-features", 3),
+    ArtifactKind("audits", "file", "*.npz", "computed-from-features", 4),
+    ArtifactKind("benchmarks", "file", "*.json", "dataset-field", 5),
+    ArtifactKind("backbones", "dir", "*", "backbone", 6),
+)
 _KEY = re.compile(r"^[0-9a-f]{8,64}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -71,6 +144,27 @@ class CacheLayout:
     def dataset_dir(self, fingerprint: str) -> Path:
         """Converted arrays of one dataset version."""
         return self.datasets / f"v{config.DATASET_FORMAT_VERSION}-{_check(_NAME, fingerprint, 'dataset fingerprint')}"
+
+    def dataset_meta(self, fingerprint: str) -> Path:
+        """The typed metadata of a converted dataset (:class:`lib.data.sources.DatasetMeta`)."""
+        return self.dataset_dir(fingerprint) / DATASET_FILES.meta
+
+    def dataset_lock(self, fingerprint: str) -> Path:
+        """The lock a converter of this dataset holds (a second one waits)."""
+        folder = self.dataset_dir(fingerprint)
+        return folder.with_name(f".{folder.name}.lock")
+
+    def dataset_staging(self, fingerprint: str) -> Path:
+        """A conversion in progress: staging arrays and checkpoints, resumed after an interruption."""
+        folder = self.dataset_dir(fingerprint)
+        return folder.with_name(f".{folder.name}.partial")
+
+    def discarded(self, path: Path, why: str) -> Path:
+        """A hidden sibling a damaged or deleted artifact is renamed to before it is removed (out of every listing at once)."""
+        import os
+        import time
+
+        return path.with_name(f".{path.name}.{_check(_NAME, why, 'reason')}-{os.getpid()}-{time.time_ns()}")
 
     def cifar_download(self) -> Path:
         """Where the official CIFAR-10 archive is downloaded to."""
@@ -130,6 +224,14 @@ class CacheLayout:
         """One run's folder (the id is validated first)."""
         return self.runs / check_run_id(run_id)
 
+    def run_file(self, run_id: str, name: str) -> Path:
+        """A file of one run (a name from :data:`RUN_FILES`)."""
+        return self.run_dir(run_id) / name
+
+    def run_folders(self) -> list[Path]:
+        """Every folder under ``runs/`` whose name is a run id (complete or damaged)."""
+        return [p for p in self.runs.iterdir() if p.is_dir() and RUN_ID.match(p.name)] if self.runs.is_dir() else []
+
     # ---------------------------------------------------------------- exports and projections
     @property
     def exports(self) -> Path:
@@ -169,6 +271,33 @@ class CacheLayout:
         """Checkpoints of a fine-tuning run in progress (removed once the run is saved)."""
         return self.root / "finetune" / _check(_KEY, key, "fine-tuning key")
 
+    def installed_bundle(self) -> Path:
+        """What a demo bundle installed here: its defaults, backbone aliases and content digest."""
+        return self.root / BUNDLE_MANIFEST
+
+    def bundle_staging_folders(self) -> list[Path]:
+        """Staging folders of bundle installs (in progress, or left by one that was killed)."""
+        return sorted(self.root.glob(f"{STAGING_PREFIX}*")) if self.root.is_dir() else []
+
+    def new_bundle_staging(self) -> Path:
+        """A fresh staging folder for a bundle install by this process."""
+        import os
+        import tempfile
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=self.root))
+
+    def artifact_folder(self, kind: ArtifactKind) -> Path:
+        """The folder of one artifact kind."""
+        return self.root / kind.folder
+
+    def artifact_units(self, kind: ArtifactKind) -> list[Path]:
+        """Every artifact of one kind (folders or files, as the kind says), sorted."""
+        folder = self.artifact_folder(kind)
+        if not folder.is_dir():
+            return []
+        return sorted(p for p in folder.glob(kind.pattern) if (p.is_dir() if kind.unit == "dir" else p.is_file()) and not p.name.startswith("."))
+
     @property
     def audits(self) -> Path:
         """Folder of data-quality audits."""
@@ -178,6 +307,10 @@ class CacheLayout:
         """One audit's arrays (label-issue probabilities and nearest neighbours)."""
         return self.audits / f"{_check(_KEY, key, 'audit key')}.npz"
 
+    def audit_files(self) -> list[Path]:
+        """Every stored audit, sorted."""
+        return sorted(self.audits.glob("*.npz")) if self.audits.is_dir() else []
+
     @property
     def excludes(self) -> Path:
         """Folder of saved exclude lists (images a user marked to leave out of training)."""
@@ -186,6 +319,10 @@ class CacheLayout:
     def exclude_file(self, name: str) -> Path:
         """One saved exclude list."""
         return self.excludes / f"{_check(_NAME, name, 'exclude list name')}.json"
+
+    def exclude_files(self) -> list[Path]:
+        """Every saved exclude list."""
+        return sorted(self.excludes.glob("*.json")) if self.excludes.is_dir() else []
 
 
 CacheLike = CacheLayout | Path | str  # what a lib function accepts: the layout an entry point built (or, from a test, its folder)

@@ -34,10 +34,10 @@ import numpy as np
 from lib.errors import CacheWriteError, RunError
 from lib.models.heads import TrainedHead
 from lib.store.atomic import atomic_dir, check_writable, describe_os_error, read_json, write_json_atomic
-from lib.store.layout import RUN_ID, CacheLayout, CacheLike
+from lib.store.layout import RUN_FILES, CacheLayout, CacheLike
 from lib.store.manifest import RunManifest
 
-MODEL_DIR = "model"  # a fine-tuned run's full model (backbone + head), in the export format
+MODEL_DIR = RUN_FILES.model  # a fine-tuned run's full model (backbone + head), in the export format
 MAX_LABEL_CHARS = 120
 
 
@@ -82,26 +82,23 @@ def save_run(cache_dir: CacheLike, manifest: RunManifest, head: TrainedHead, pre
     """Write a complete run atomically and return its id; ``write_extra`` adds files inside the same temp folder."""
     manifest.run_id = new_run_id(manifest)
     with atomic_dir(CacheLayout.at(cache_dir).run_dir(manifest.run_id)) as tmp:
-        np.savez(tmp / "head.npz", **head.arrays())  # type: ignore[arg-type]
-        np.savez(tmp / "predictions.npz", **predictions)  # type: ignore[arg-type]
+        np.savez(tmp / RUN_FILES.head, **head.arrays())  # type: ignore[arg-type]
+        np.savez(tmp / RUN_FILES.predictions, **predictions)  # type: ignore[arg-type]
         if write_extra is not None:
             write_extra(tmp)
         # The manifest is written last: a folder without one is never listed.
-        (tmp / "manifest.json").write_text(json.dumps(manifest.to_dict(), indent=2, default=str))
+        (tmp / RUN_FILES.manifest).write_text(json.dumps(manifest.to_dict(), indent=2, default=str))
     return manifest.run_id
 
 
 def _run_folders(cache_dir: CacheLike) -> list[Path]:
-    folder = CacheLayout.at(cache_dir).runs
-    if not folder.is_dir():
-        return []
-    return [p for p in folder.iterdir() if p.is_dir() and RUN_ID.match(p.name)]
+    return CacheLayout.at(cache_dir).run_folders()
 
 
 def _check_folder(path: Path) -> RunManifest:
     """The run's manifest if its files look complete, else :class:`RunError` saying what is wrong."""
-    manifest = RunManifest.from_dict(read_json(path / "manifest.json"), where=f"run {path.name}")
-    for name in ("head.npz", "predictions.npz"):
+    manifest = RunManifest.from_dict(read_json(path / RUN_FILES.manifest), where=f"run {path.name}")
+    for name in (RUN_FILES.head, RUN_FILES.predictions):
         if not zipfile.is_zipfile(path / name):
             raise RunError(f"Run {path.name} is damaged: {name} is missing or truncated. Delete it and train again.")
     return manifest
@@ -137,7 +134,7 @@ def read_manifest(cache_dir: CacheLike, run_id: str) -> RunManifest:
     path = layout.run_dir(run_id)
     if not path.is_dir():
         raise RunError(f"Run {run_id} not found in {layout.runs}.")
-    manifest = RunManifest.from_dict(read_json(path / "manifest.json"), where=f"run {run_id}")
+    manifest = RunManifest.from_dict(read_json(path / RUN_FILES.manifest), where=f"run {run_id}")
     manifest.run_id = path.name
     return manifest
 
@@ -147,9 +144,9 @@ def load_run(cache_dir: CacheLike, run_id: str) -> Run:
     manifest = read_manifest(cache_dir, run_id)
     path = CacheLayout.at(cache_dir).run_dir(run_id)
     try:
-        with np.load(path / "head.npz") as arrays:
+        with np.load(path / RUN_FILES.head) as arrays:
             head = TrainedHead.from_arrays(manifest.head, arrays, manifest.history)
-        with np.load(path / "predictions.npz") as pred:
+        with np.load(path / RUN_FILES.predictions) as pred:
             y_true, probs, indices = np.asarray(pred["y_true"]), np.asarray(pred["probs"], np.float32), np.asarray(pred["indices"])
         _check_arrays(manifest, head, y_true, probs, indices)
     except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as err:
@@ -173,7 +170,7 @@ def set_label(cache_dir: CacheLike, run_id: str, label: str) -> RunManifest:
     manifest = read_manifest(cache_dir, run_id)
     # One line of printable text: control characters (a terminal escape, a bell) are dropped, whitespace folded.
     manifest.label = " ".join("".join(c for c in str(label) if c.isprintable() or c.isspace()).split())[:MAX_LABEL_CHARS]
-    write_json_atomic(CacheLayout.at(cache_dir).run_dir(run_id) / "manifest.json", manifest.to_dict())
+    write_json_atomic(CacheLayout.at(cache_dir).run_file(run_id, RUN_FILES.manifest), manifest.to_dict())
     return manifest
 
 
@@ -184,7 +181,7 @@ def delete_run(cache_dir: CacheLike, run_id: str) -> None:
     if not path.is_dir():
         raise RunError(f"Run {run_id} not found in {layout.runs}.")
     check_writable(path)
-    trash = path.with_name(f".{path.name}.deleted-{time.time_ns()}")
+    trash = layout.discarded(path, "deleted")
     try:
         os.replace(path, trash)
     except OSError as err:
