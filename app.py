@@ -10,6 +10,7 @@ import streamlit as st
 
 from lib.process import configure_process
 from ui import demo, state, widgets
+from ui.pages import PAGES
 
 cache_dir = state.startup_cache_dir()
 configure_process(cache_dir)
@@ -30,15 +31,6 @@ if demo.active():
 
     set_read_only(cache_dir, "This is a read-only demo: nothing can be computed, changed or deleted here, so nothing was written.")
 
-pages = [
-    st.Page("views/home.py", title="Home", icon=":material/home:", default=True),
-    st.Page("views/browse.py", title="Browse data", icon=":material/grid_view:", url_path="browse"),
-    st.Page("views/train.py", title="Train or load", icon=":material/model_training:", url_path="train"),
-    st.Page("views/feature_space.py", title="Feature space", icon=":material/scatter_plot:", url_path="features"),
-    st.Page("views/evaluate.py", title="Evaluate", icon=":material/fact_check:", url_path="evaluate"),
-    st.Page("views/quality.py", title="Data quality", icon=":material/rule:", url_path="quality"),
-    st.Page("views/speed.py", title="Speed vs accuracy", icon=":material/speed:", url_path="speed"),
-]
-pg = st.navigation(pages)
+pg = st.navigation([st.Page(p.path, title=p.title, icon=p.icon, url_path=p.url_path or None, default=p.default) for p in PAGES])
 widgets.sidebar(state.init())
 pg.run()

@@ -79,8 +79,8 @@ def engines(source: str, backbone: str, size: int, workers: int, cache: Path) ->
     local = ensure_features(ds, "test", spec, local_layout, size, engine=LocalEngine(local_layout, model))
     local_rate = local.features.shape[0] / local.extract_seconds
     t0 = time.perf_counter()
-    with RayEngine(RayOptions(workers=workers), cache / "ray") as engine:
-        result = ensure_features(ds, "test", spec, cache / "ray", size, engine=engine)
+    with RayEngine(RayOptions(workers=workers), cache / "ray-engine") as engine:
+        result = ensure_features(ds, "test", spec, cache / "ray-engine", size, engine=engine)
         stats = engine.last_stats
     total = time.perf_counter() - t0
     diff = float(np.abs(np.asarray(result.features) - np.asarray(local.features)).max())

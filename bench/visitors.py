@@ -38,16 +38,10 @@ from typing import Any
 
 import _common  # noqa: F401  (puts the project on sys.path: lib and tests import)
 
-# (nav title, a text the page shows once rendered, extra locator to wait for or None)
-PAGES = [
-    ("Browse data", "Class balance", None),
-    ("Train or load", "Train or load transfer models", None),
-    ("Feature space", "Feature space: PCA and t-SNE", ".tlx-map[data-draw-ms]"),
-    ("Evaluate", "Evaluate", '[data-testid="stMetric"]'),
-    ("Data quality", "Data quality", None),
-    ("Speed vs accuracy", "Speed vs accuracy", None),
-    ("Home", "Transfer learning explorer", None),
-]
+from ui.pages import PAGES as TABLE
+
+# The app's pages (ui/pages.py), Home last: (nav title, the heading it draws, a locator to wait for or None)
+PAGES = [(p.title, p.heading, p.wait_for) for p in (*TABLE[1:], TABLE[0])]
 IDLE_JS = "() => { const s = document.querySelector('[data-testid=\"stStatusWidget\"]'); return !s || !s.innerText.match(/Running|Stop/i); }"
 
 
@@ -124,8 +118,7 @@ async def visitor(k: int, browser: Any, url: str, rounds: int, timings: dict[str
         await context.close()
 
 
-URL_PATHS = {"Home": "", "Browse data": "browse", "Train or load": "train", "Feature space": "features", "Evaluate": "evaluate",
-             "Data quality": "quality", "Speed vs accuracy": "speed"}  # fmt: skip
+URL_PATHS = {p.title: p.url_path for p in TABLE}
 
 
 async def light_visitor(k: int, url: str, rounds: int, timings: dict[str, list[float]], errors: list[str], timeout: float,
@@ -140,7 +133,7 @@ async def light_visitor(k: int, url: str, rounds: int, timings: dict[str, list[f
         async with websockets.connect(url.replace("http", "ws", 1) + "/_stcore/stream", subprotocols=["streamlit"], max_size=None) as ws:  # type: ignore[list-item]
             step = 0
             for _ in range(rounds):
-                for title, text, _extra in [("Home", "Transfer learning explorer", None), *PAGES]:
+                for title, text, _extra in [PAGES[-1], *PAGES]:
                     step += 1
                     if step > 1:
                         await pause(think, 100 + k, step)

@@ -26,7 +26,7 @@ SHARED_TFLITE = SHARED / "models" / "mobilenet_v1_1.0_224_quant_embedding_extrac
 # Every test file runs in one lane: `pytest -m unit` (no TensorFlow, under 30 s), `-m tf`, `-m app` (AppTest), `-m browser`,
 # `-m ray` (Ray instances and a two-node cluster).
 LANES = {
-    "unit": {"test_convert", "test_deploy", "test_map_view", "test_benchmark_logic", "test_datasets", "test_decode", "test_evaluation", "test_images", "test_projections", "test_quality", "test_layout", "test_sweep_inputs"},
+    "unit": {"test_convert", "test_deploy", "test_map_view", "test_benchmark_logic", "test_datasets", "test_decode", "test_evaluation", "test_images", "test_projections", "test_quality", "test_layout", "test_sweep_inputs", "test_structure"},
     "tf": {"test_ray_optional", "test_bundle", "test_audit", "test_benchmark", "test_full_map", "test_runtimes", "test_backbones", "test_cli", "test_export", "test_features", "test_finetune", "test_heads", "test_runs", "test_shared_integration"},
     "app": {"test_app_pages"},
     "browser": {"test_browser"},

@@ -25,7 +25,7 @@ import streamlit as st
 from lib import config
 from lib.bounds import BOUNDS
 from lib.data.sources import MAX_SOURCE_CHARS
-from lib.models.specs import MAX_BACKBONE_CHARS, default_image_size
+from lib.models.specs import MAX_BACKBONE_CHARS
 from lib.store.layout import RUN_ID, CacheLayout
 
 GLOBAL_KEYS = {"source": "source", "backbone": "backbone", "image_size": "size", "run_id": "run"}
@@ -98,20 +98,15 @@ def startup_cache_dir() -> str:
 
 def defaults() -> dict[str, Any]:
     """Defaults from the command line, then the environment, then an installed demo bundle, then the project's own."""
-    from lib.store.bundle_install import installed_bundle
+    from lib.defaults import choose_defaults
 
     argv = _argv_defaults()
-    bundled = (installed_bundle(startup_cache_dir()) or {}).get("defaults") or {}
-    backbone = argv.get("backbone") or os.environ.get(config.ENV_BACKBONE) or bundled.get("backbone") or config.DEFAULT_BACKBONE
-    size_env = os.environ.get(config.ENV_IMAGE_SIZE)
-    env_size = int(size_env) if size_env and size_env.isdigit() and BOUNDS["image_size"].accepts(int(size_env)) else 0
-    size = argv.get("image_size") or env_size or bundled.get("image_size") or default_image_size(backbone)
-    run = bundled.get("run", "") if isinstance(bundled.get("run"), str) and RUN_ID.match(bundled.get("run", "")) else ""
+    d = choose_defaults(startup_cache_dir(), argv.get("source"), argv.get("backbone"), argv.get("image_size"))
     return {
-        "source": argv.get("source") or os.environ.get(config.ENV_SOURCE) or bundled.get("source") or config.DEFAULT_SOURCE,
-        "backbone": backbone,
-        "image_size": int(size),
-        "run_id": run,
+        "source": d.source,
+        "backbone": d.backbone,
+        "image_size": d.image_size,
+        "run_id": d.run_id,
         "cache_dir": startup_cache_dir(),
     }
 

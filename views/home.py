@@ -3,9 +3,10 @@
 import pandas as pd
 import streamlit as st
 
+from lib.analysis.inventory import dataset_features, missing_feature_splits
 from lib.config import BLOG_ACCURACY
 from lib.errors import UserFacingError
-from lib.pipeline.features import list_cached_features
+from lib.runtimes import DEFAULT_RUNTIME
 from lib.store.runs import list_runs
 from ui import cached, demo, state, widgets
 from ui.text import md_escape, show_error
@@ -35,25 +36,23 @@ except UserFacingError as err:
     spec = None
     show_error(err)
     st.info(widgets.OFFLINE_HELP)
-runs = list_runs(settings.cache_dir)
-feature_rows = [m for m in list_cached_features(settings.cache_dir) if ds is not None and m.dataset == ds.fingerprint]
-wanted = [(s, "original") for s in (ds.splits if ds else ("train", "test"))]
-have = {(m.split, m.view) for m in feature_rows
-        if spec is not None and m.backbone_identity == spec.identity() and m.image_size == settings.image_size and m.limit is None}
-missing = [w for w in wanted if w not in have]
+runs = list_runs(settings.layout)
+feature_rows = dataset_features(settings.layout, ds, view=None) if ds is not None else []
+splits = list(ds.splits) if ds else ["train", "test"]
+missing = missing_feature_splits(settings.layout, ds, spec, settings.image_size, DEFAULT_RUNTIME) if ds is not None and spec is not None else splits
 
 c1, c2, c3 = st.columns(3)
 c1.metric("Dataset", "cached" if ds else "not prepared", help=md_escape(settings.source))
-c2.metric(f"Features @ {settings.image_size}px", f"{len(wanted) - len(missing)}/{len(wanted)} splits", help=md_escape(settings.backbone))
+c2.metric(f"Features @ {settings.image_size}px", f"{len(splits) - len(missing)}/{len(splits)} splits", help=md_escape(settings.backbone))
 c3.metric("Runs", len(runs))
 
 if feature_rows:
-    table = pd.DataFrame([{"backbone": m.backbone.split("/")[-1], "size": m.image_size, "split": m.split, "view": m.view,
+    table = pd.DataFrame([{"backbone": m.backbone.split("/")[-1], "size": m.image_size, "split": m.split, "view": m.view, "runtime": m.runtime_name,
                            "images": m.shape[0], "dim": m.shape[1], "limit": m.limit} for m in feature_rows])  # fmt: skip
     st.dataframe(table, hide_index=True, width="stretch")
 
 if ds is None or missing:
-    label = "Prepare dataset and features" if ds is None else f"Extract missing features ({', '.join(s for s, _ in missing)})"
+    label = "Prepare dataset and features" if ds is None else f"Extract missing features ({', '.join(missing)})"
     demo.note()
     ray_options = widgets.extraction_engine("home")
     if st.button(label, type="primary", **demo.off("Preparing data", disabled=spec is None)):
@@ -63,7 +62,8 @@ if ds is None or missing:
             from ui.actions import extract_with_status
 
             with open_engine(ray_options, settings.layout) as engine:
-                ok = all(extract_with_status(settings, ds, split, "original", engine) for split, _ in missing)
+                ok = all(extract_with_status(settings, ds, split, "original", engine) for split in missing_feature_splits(
+                    settings.layout, ds, spec, settings.image_size, DEFAULT_RUNTIME))  # fmt: skip
             if ok:
                 st.rerun()
 else:

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -64,12 +63,15 @@ def add_common(p: argparse.ArgumentParser) -> None:
 
 def add_source(p: argparse.ArgumentParser) -> None:
     """``--source``."""
-    p.add_argument("--source", default=os.environ.get(config.ENV_SOURCE, config.DEFAULT_SOURCE), help="'cifar10' or a local path")
+    p.add_argument("--source", default=None, help=f"'cifar10' or a local path (default: ${config.ENV_SOURCE}, a demo bundle's, else cifar10)")
+    p.set_defaults(default_source=True)  # filled in after parsing, as the app does (lib.defaults)
 
 
 def add_backbone(p: argparse.ArgumentParser) -> None:
     """``--backbone``, ``--image-size``, ``--batch-size`` and ``--limit``."""
-    p.add_argument("--backbone", default=os.environ.get(config.ENV_BACKBONE, config.DEFAULT_BACKBONE), help="registry name, handle or path")
+    p.add_argument("--backbone", default=None,
+                   help=f"registry name, handle or path (default: ${config.ENV_BACKBONE}, a demo bundle's, else {config.DEFAULT_BACKBONE})")
+    p.set_defaults(default_backbone=True)
     p.add_argument("--image-size", type=flag("image_size"), default=None, help="input side in pixels (default: the module's native size)")
     p.add_argument("--batch-size", type=flag("batch_size"), default=256, help="images per forward pass")
     p.add_argument("--limit", type=flag("limit"), default=None, help="use only the first N images of each class")

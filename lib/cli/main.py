@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     args.cache_dir = args.cache_dir or config.default_cache_dir()
     args.layout = CacheLayout(args.cache_dir)  # the one layout every command passes down
     configure_process(args.layout)
+    _fill_defaults(args)
     try:
         result = HANDLERS[args.command](args)
     except UserFacingError as err:
@@ -78,6 +79,19 @@ def main(argv: list[str] | None = None) -> int:
     # JSON escapes control characters itself; the text form may quote class names, labels and paths, which can hold any.
     text = json.dumps(result, default=str) if args.json else terminal_text(result.pop("_text", None) or json.dumps(result, indent=2, default=str))
     return _print(text)
+
+
+def _fill_defaults(args: argparse.Namespace) -> None:
+    """The source and backbone a command was not given, chosen as the app chooses them (:mod:`lib.defaults`); the input
+    size stays as given (a command's own default is the backbone's native size)."""
+    fill_source = getattr(args, "default_source", False) and args.source is None
+    fill_backbone = getattr(args, "default_backbone", False) and args.backbone is None
+    if fill_source or fill_backbone:
+        from lib.defaults import choose_defaults
+
+        d = choose_defaults(args.layout, getattr(args, "source", None), getattr(args, "backbone", None))
+        args.source = d.source if fill_source else args.source
+        args.backbone = d.backbone if fill_backbone else args.backbone
 
 
 def _print(text: str) -> int:

@@ -1,0 +1,72 @@
+"""What is in the cache for a dataset, as the pages and the CLI ask it: which feature sets exist, which one to show
+first, which splits still need features. Plain values from the artifacts' manifests (no TensorFlow).
+
+    missing_feature_splits(layout, ds, spec, 128, "tf")        # ["test"]: what extracting would still make
+    sets = feature_sets(layout, ds)                             # every (backbone, size, limit, runtime) with features
+    preferred_feature_set(sets, run.manifest, spec.handle, 128) # the active run's, else the active backbone's at its size
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from lib.pipeline.feature_store import FeatureManifest, list_cached_features, load_cached_features
+from lib.runtimes import DEFAULT_RUNTIME
+from lib.store.layout import CacheLike
+
+
+class FeatureSet(NamedTuple):
+    """Features of one backbone at one size (whole splits or the first ``limit`` images per class), from one runtime."""
+
+    backbone: str
+    image_size: int
+    limit: int | None
+    runtime: str
+
+    def label(self) -> str:
+        """How a menu names it."""
+        runtime = f" ({self.runtime})" if self.runtime != DEFAULT_RUNTIME else ""
+        subset = f" (first {self.limit}/class)" if self.limit else ""
+        return f"{self.backbone.rstrip('/').split('/')[-1]} @ {self.image_size}px{runtime}{subset}"
+
+
+def _of(m: FeatureManifest) -> FeatureSet:
+    return FeatureSet(m.backbone, m.image_size, m.limit, m.runtime_name)
+
+
+def dataset_features(layout: CacheLike, ds: Any, view: str | None = "original") -> list[FeatureManifest]:
+    """Manifests of the cached features of ``ds`` (of one view, or every view with None)."""
+    return [m for m in list_cached_features(layout) if m.dataset == ds.fingerprint and (view is None or m.view == view)]
+
+
+def feature_sets(layout: CacheLike, ds: Any) -> list[FeatureSet]:
+    """Every feature set of ``ds`` with original-view features, in a stable order."""
+    return sorted({_of(m) for m in dataset_features(layout, ds)}, key=lambda s: (s.backbone, s.image_size, s.limit or 0, s.runtime))
+
+
+def splits_with(layout: CacheLike, ds: Any, fs: FeatureSet) -> list[str]:
+    """The splits of ``ds`` that have original-view features of ``fs``, in the dataset's order."""
+    have = {m.split for m in dataset_features(layout, ds) if _of(m) == fs}
+    return [s for s in ds.splits if s in have]
+
+
+def preferred_feature_set(sets: list[FeatureSet], run_manifest: Any, backbone_handle: str, image_size: int) -> FeatureSet | None:
+    """What to show first: the active run's features, else the active backbone at the active size (whole splits, the
+    default runtime), else any whole-split set, else none."""
+    if run_manifest is not None:
+        m = run_manifest
+        found = next((s for s in sets if (s.backbone, s.image_size, s.limit, s.runtime) == (m.backbone, m.image_size, m.limit, m.runtime)), None)
+        if found is not None:
+            return found
+    active = FeatureSet(backbone_handle, image_size, None, DEFAULT_RUNTIME)
+    if active in sets:
+        return active
+    return next((s for s in sets if s.limit is None), None)
+
+
+def missing_feature_splits(layout: CacheLike, ds: Any, spec: Any, image_size: int, runtime: str = DEFAULT_RUNTIME, view: str = "original") -> list[str]:
+    """The splits of ``ds`` that have no valid features of ``spec`` at ``image_size`` made by ``runtime`` (features of
+    another runtime do not count: they are other features)."""
+    from lib.pipeline.features import feature_key_for
+
+    return [s for s in ds.splits if load_cached_features(layout, feature_key_for(ds, s, spec, image_size, view, None, runtime)) is None]

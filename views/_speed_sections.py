@@ -1,0 +1,53 @@
+"""The Speed vs accuracy page's sections: pick the most accurate configuration within a latency budget (one click to
+train it), and what int8 quantisation costs (on the benchmark's subset, and on the full sets from trained runs)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from lib.analysis import benchmark_results as br
+from lib.runtimes import as_selectable
+from lib.store.runs import list_runs
+from ui import demo, state
+from ui.text import md_escape
+
+
+def pick_and_int8(settings: state.Settings, result: dict[str, Any]) -> None:
+    """"Pick for me" within a latency budget, then the int8 loss tables."""
+    st.subheader("Pick for me")
+    budget = st.number_input("Latency budget per image (ms, single image, p50)", 0.1, 10_000.0, 20.0, step=1.0, key="sp_budget")
+    pick = br.pick_within_budget(result["rows"], float(budget))
+    if pick is None:
+        st.warning("No measured configuration is that fast; raise the budget or measure smaller sizes.")
+    else:
+        st.success(f"**{md_escape(pick['backbone_name'] or pick['backbone'])}** at {pick['image_size']}px with the {pick['runtime']} runtime: "
+                   f"{pick['best_accuracy']:.2%} (best preset), {pick['latency_ms_p50']:.1f} ms per image, {pick['images_per_second']:.0f} img/s.")  # fmt: skip
+        if st.button("Train this configuration", type="primary", **demo.off("Training")):
+            state.update(backbone=pick["backbone"], image_size=int(pick["image_size"]))
+            st.session_state["t_runtime"] = as_selectable(pick["runtime"])
+            st.session_state["t_sizes"] = [int(pick["image_size"])]
+            st.session_state["t_backbone"] = "(custom handle or path)"
+            st.session_state["t_custom"] = pick["backbone"]
+            st.switch_page("views/train.py")
+
+    st.subheader("What int8 quantisation costs")
+    loss = br.int8_loss(result["rows"])
+    if loss:
+        pct = st.column_config.NumberColumn(format="percent")
+        columns = {"float_best": pct, "int8_best": pct, "loss_points": st.column_config.NumberColumn("loss (points)"),
+                   "int8_speedup": st.column_config.NumberColumn("int8 speed-up", format="%.2fx")}  # fmt: skip
+        st.dataframe(pd.DataFrame(loss), hide_index=True, width="stretch", column_config=columns)
+        st.caption(f"Best-preset accuracy on {md_escape(result.get('subset', ''))}, int8 against the faster float runtime of the same backbone and size.")
+    else:
+        st.caption("Measure a backbone with both a float runtime and litert-int8 to see the loss here.")
+    full = br.int8_loss_from_runs(list_runs(settings.cache_dir))
+    if full:
+        st.markdown("**On the full training and test sets** (from trained runs: same backbone, sizes and head, float and int8 features)")
+        pct = st.column_config.NumberColumn(format="percent")
+        columns = {"float_accuracy": pct, "int8_accuracy": pct, "loss_points": st.column_config.NumberColumn("loss (points)")}
+        st.dataframe(pd.DataFrame(full), hide_index=True, width="stretch", column_config=columns)
+    else:
+        st.caption("Train the same configuration on every image with `--runtime tf` and `--runtime litert-int8` to see the full-set loss here.")
