@@ -158,6 +158,71 @@ def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tupl
     return np.sort(train), np.sort(val)
 
 
+def _schedule(cfg: HeadConfig, rows: int) -> tuple[int, int]:
+    """Steps per epoch and epochs: ``cfg.steps`` (the dataset repeats, so an "epoch" is just a reporting interval, at
+    most ~50 of them), else ``cfg.epochs`` passes over ``rows``."""
+    steps_per_epoch = max(1, math.ceil(rows / cfg.batch_size))
+    if cfg.steps:
+        steps_per_epoch = min(cfg.steps, max(steps_per_epoch, math.ceil(cfg.steps / 50)))
+        return steps_per_epoch, math.ceil(cfg.steps / steps_per_epoch)
+    return steps_per_epoch, cfg.epochs
+
+
+def _model(cfg: HeadConfig, dim: int, num_classes: int, total_steps: int) -> Any:
+    """The compiled Keras head: linear, or an MLP with input and hidden dropout; the optimizer and its schedule."""
+    import keras
+
+    reg = keras.regularizers.L2(cfg.weight_decay) if cfg.weight_decay and cfg.optimizer != "adamw" else None
+    layers: list[Any] = [keras.Input((dim,))]
+    if cfg.head == "mlp":
+        if cfg.dropout:
+            layers.append(keras.layers.Dropout(cfg.dropout / 5, seed=cfg.seed))
+        layers.append(keras.layers.Dense(cfg.hidden, activation="relu", kernel_regularizer=reg))
+        if cfg.dropout:
+            layers.append(keras.layers.Dropout(cfg.dropout, seed=cfg.seed + 1))
+    layers.append(keras.layers.Dense(num_classes, kernel_regularizer=reg))
+    model = keras.Sequential(layers)
+    lr: Any = cfg.learning_rate
+    if cfg.lr_schedule == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=total_steps)
+    if cfg.optimizer == "adamw":
+        opt = keras.optimizers.AdamW(lr, weight_decay=cfg.weight_decay or 0.0)
+    elif cfg.optimizer == "sgd":
+        opt = keras.optimizers.SGD(lr, momentum=0.9, nesterov=True)
+    elif cfg.optimizer == "adam":
+        opt = keras.optimizers.Adam(lr)
+    else:
+        raise ConfigError(f"optimizer must be adam, adamw or sgd, got {cfg.optimizer!r}")
+    model.compile(optimizer=opt, loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=cfg.label_smoothing),
+                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")], jit_compile=False)  # fmt: skip
+    return model
+
+
+def _reporter(history: list[dict[str, float | None]], epochs: int, t0: float, progress: Callable[[EpochReport], None] | None,
+              should_stop: Callable[[], bool] | None) -> Any:  # fmt: skip
+    """A Keras callback that records each epoch in ``history``, reports it, and stops when ``should_stop`` says so."""
+    import keras
+
+    class _Report(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+            logs = logs or {}
+            row: dict[str, float | None] = {
+                "epoch": epoch + 1,
+                "loss": float(logs.get("loss", float("nan"))),
+                "accuracy": float(logs.get("accuracy", float("nan"))),
+                "val_loss": float(logs["val_loss"]) if "val_loss" in logs else None,
+                "val_accuracy": float(logs["val_accuracy"]) if "val_accuracy" in logs else None,
+                "elapsed": time.perf_counter() - t0,
+            }
+            history.append(row)
+            if progress:
+                progress(EpochReport(epoch + 1, epochs, row["loss"], row["accuracy"], row["val_loss"], row["val_accuracy"], row["elapsed"]))  # type: ignore[arg-type]
+            if should_stop and should_stop():
+                self.model.stop_training = True
+
+    return _Report()
+
+
 def train_head(
     x_train: np.ndarray,
     y_train: np.ndarray,
@@ -180,75 +245,18 @@ def train_head(
     scale = np.maximum(x_train.std(axis=0), 1e-3).astype(np.float32)
     xt = (x_train - mean) / scale
     has_val = x_val is not None and y_val is not None and len(x_val) > 0
-    xv = (np.asarray(x_val, np.float32) - mean) / scale if has_val else None
-
-    n = len(xt)
-    steps_per_epoch = max(1, math.ceil(n / cfg.batch_size))
-    if cfg.steps:
-        # The dataset repeats, so an "epoch" is just a reporting interval: at most ~50 of them.
-        steps_per_epoch = min(cfg.steps, max(steps_per_epoch, math.ceil(cfg.steps / 50)))
-        epochs = math.ceil(cfg.steps / steps_per_epoch)
-    else:
-        epochs = cfg.epochs
-    total_steps = steps_per_epoch * epochs
-
-    reg = keras.regularizers.L2(cfg.weight_decay) if cfg.weight_decay and cfg.optimizer != "adamw" else None
-    layers: list[Any] = [keras.Input((xt.shape[1],))]
-    if cfg.head == "mlp":
-        if cfg.dropout:
-            layers.append(keras.layers.Dropout(cfg.dropout / 5, seed=cfg.seed))
-        layers.append(keras.layers.Dense(cfg.hidden, activation="relu", kernel_regularizer=reg))
-        if cfg.dropout:
-            layers.append(keras.layers.Dropout(cfg.dropout, seed=cfg.seed + 1))
-    layers.append(keras.layers.Dense(num_classes, kernel_regularizer=reg))
-    model = keras.Sequential(layers)
-
-    lr: Any = cfg.learning_rate
-    if cfg.lr_schedule == "cosine":
-        lr = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=total_steps)
-    if cfg.optimizer == "adamw":
-        opt = keras.optimizers.AdamW(lr, weight_decay=cfg.weight_decay or 0.0)
-    elif cfg.optimizer == "sgd":
-        opt = keras.optimizers.SGD(lr, momentum=0.9, nesterov=True)
-    elif cfg.optimizer == "adam":
-        opt = keras.optimizers.Adam(lr)
-    else:
-        raise ConfigError(f"optimizer must be adam, adamw or sgd, got {cfg.optimizer!r}")
-    model.compile(
-        optimizer=opt,
-        loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=cfg.label_smoothing),
-        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-        jit_compile=False,
-    )
+    steps_per_epoch, epochs = _schedule(cfg, len(xt))
+    model = _model(cfg, xt.shape[1], num_classes, steps_per_epoch * epochs)
     yt = keras.utils.to_categorical(np.asarray(y_train), num_classes).astype(np.float32)
-    train_ds = tf.data.Dataset.from_tensor_slices((xt, yt)).shuffle(n, seed=cfg.seed, reshuffle_each_iteration=True)
+    train_ds = tf.data.Dataset.from_tensor_slices((xt, yt)).shuffle(len(xt), seed=cfg.seed, reshuffle_each_iteration=True)
     train_ds = train_ds.repeat().batch(cfg.batch_size).prefetch(2)
     val_data = None
     if has_val:
-        yv = keras.utils.to_categorical(np.asarray(y_val), num_classes).astype(np.float32)
-        val_data = (xv, yv)
-
+        xv = (np.asarray(x_val, np.float32) - mean) / scale
+        val_data = (xv, keras.utils.to_categorical(np.asarray(y_val), num_classes).astype(np.float32))
     history: list[dict[str, float | None]] = []
     t0 = time.perf_counter()
-
-    class _Report(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
-            logs = logs or {}
-            row: dict[str, float | None] = {
-                "epoch": epoch + 1,
-                "loss": float(logs.get("loss", float("nan"))),
-                "accuracy": float(logs.get("accuracy", float("nan"))),
-                "val_loss": float(logs["val_loss"]) if "val_loss" in logs else None,
-                "val_accuracy": float(logs["val_accuracy"]) if "val_accuracy" in logs else None,
-                "elapsed": time.perf_counter() - t0,
-            }
-            history.append(row)
-            if progress:
-                progress(EpochReport(epoch + 1, epochs, row["loss"], row["accuracy"], row["val_loss"], row["val_accuracy"], row["elapsed"]))  # type: ignore[arg-type]
-            if should_stop and should_stop():
-                self.model.stop_training = True
-
-    callbacks: list[Any] = [_Report()]
+    callbacks: list[Any] = [_reporter(history, epochs, t0, progress, should_stop)]
     stopper = None
     if has_val and cfg.patience is not None:
         stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience, restore_best_weights=True)

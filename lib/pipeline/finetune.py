@@ -199,16 +199,104 @@ def finetune_run(
                               f"{folder} and resume if you run the same configuration again.") from err  # fmt: skip
 
 
-def _finetune(req: RunRequest, cache_dir: Path, cfg: FinetuneConfig, ds: Any, spec: Any, size: int, gpu: bool, folder: Path, stage: StageFn,
-              on_epoch: EpochFn | None, on_progress: ProgressFn | None) -> RunManifest:  # fmt: skip
+def _model(cfg: FinetuneConfig, spec: Any, size: int, frozen: Any, num_classes: int, steps_per_epoch: int, mixed: bool, xla: bool) -> tuple[Any, Any, Any]:
+    """The end-to-end model warm-started from the frozen head, its dense layer and its optimizer, compiled."""
     import tensorflow as tf
     import tensorflow_hub as hub
     import tf_keras
 
-    from lib.analysis.evaluation import evaluate_for_run
-    from lib.data.sources import subset_indices
     from lib.models.preprocess import preprocess
-    from lib.store.atomic import check_writable, write_json_atomic
+
+    tf_keras.utils.set_random_seed(cfg.seed)
+    tf_keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+    try:
+        backbone_layer = hub.KerasLayer(spec.handle, trainable=True)
+        inputs = tf_keras.Input((None, None, 3), dtype=tf.uint8)
+        x = tf_keras.layers.Lambda(lambda t: preprocess(t, size))(inputs)
+        feats = backbone_layer(x, training=False)  # BatchNorm in inference mode (see the module docs)
+        # The frozen head's standardisation is folded into the dense layer: W' = W/scale, b' = b - (mean/scale) W.
+        w, b = frozen.weights
+        dense = tf_keras.layers.Dense(num_classes, dtype="float32")
+        logits = dense(tf_keras.layers.Activation("linear", dtype="float32")(feats))
+        model = tf_keras.Model(inputs, logits)
+        dense.set_weights([w / frozen.scale[:, None], b - (frozen.mean / frozen.scale) @ w])
+    finally:
+        tf_keras.mixed_precision.set_global_policy("float32")
+    optimizer = tf_keras.optimizers.Adam(_schedule(tf_keras, tf, cfg, steps_per_epoch))
+    if mixed:
+        optimizer = tf_keras.mixed_precision.LossScaleOptimizer(optimizer)
+    model.compile(optimizer=optimizer, loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"], jit_compile=xla)  # fmt: skip
+    return model, dense, optimizer
+
+
+@dataclasses.dataclass
+class _Checkpoints:
+    """Where fine-tuning saves after every epoch, and what it resumes from."""
+
+    manager: Any
+    epoch: Any  # a tf.Variable: the epochs finished
+    history: list[dict[str, Any]]
+    history_json: Path
+
+
+def _checkpoints(folder: Path, state: str, model: Any, optimizer: Any, record: dict[str, Any], cfg: FinetuneConfig, stage: StageFn) -> _Checkpoints:
+    """Resume from ``folder`` (``state`` "same") or start it, writing the configuration ``record`` that keys it."""
+    import tensorflow as tf
+
+    from lib.store.atomic import write_json_atomic
+
+    epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
+    ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var)
+    found = _Checkpoints(tf.train.CheckpointManager(ckpt, str(folder), max_to_keep=1), epoch_var, [], folder / FINETUNE_FILES.history)
+    if state == "same" and found.manager.latest_checkpoint:
+        ckpt.restore(found.manager.latest_checkpoint)
+        found.history = json.loads(found.history_json.read_text()) if found.history_json.exists() else []
+        stage(f"Resuming after epoch {int(epoch_var.numpy())} of {cfg.epochs} from {folder}")
+    else:
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(folder / FINETUNE_FILES.config, record)
+    return found
+
+
+def _progress_callback(cfg: FinetuneConfig, ck: _Checkpoints, rows: int, steps_per_epoch: int, t0: float, on_epoch: EpochFn | None,
+                       on_progress: ProgressFn | None) -> Any:  # fmt: skip
+    """A Keras callback: images/s and ETA every few batches; after every epoch, the history and a checkpoint."""
+    import tf_keras
+
+    from lib.store.atomic import write_json_atomic
+
+    total_images, seen = rows * cfg.epochs, [0]
+
+    class _Report(tf_keras.callbacks.Callback):  # type: ignore[misc, name-defined]
+        def on_train_batch_end(self, batch: int, logs: dict[str, float] | None = None) -> None:
+            epoch = int(ck.epoch.numpy())
+            seen[0] += min(cfg.batch_size, rows - batch * cfg.batch_size)  # the last batch of an epoch is smaller
+            if on_progress and (batch % PROGRESS_EVERY == 0 or batch == steps_per_epoch - 1):
+                done = min(epoch * rows + min((batch + 1) * cfg.batch_size, rows), total_images)
+                rate = seen[0] / max(time.perf_counter() - t0, 1e-9)
+                on_progress(FinetuneProgress(epoch + 1, cfg.epochs, done, total_images, rate, (total_images - done) / max(rate, 1e-9),
+                                             float((logs or {}).get("loss", float("nan")))))  # fmt: skip
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+            logs = logs or {}
+            row: dict[str, Any] = {"epoch": epoch + 1, "loss": float(logs["loss"]), "accuracy": float(logs["accuracy"]), "val_loss": None,
+                                   "val_accuracy": None, "elapsed": time.perf_counter() - t0,
+                                   "images_per_second": round(seen[0] / max(time.perf_counter() - t0, 1e-9), 1)}  # fmt: skip
+            ck.history.append(row)
+            ck.epoch.assign(epoch + 1)
+            ck.manager.save()  # after every epoch: an interrupted run resumes from here
+            write_json_atomic(ck.history_json, ck.history)
+            if on_epoch:
+                on_epoch(EpochReport(epoch + 1, cfg.epochs, row["loss"], row["accuracy"], None, None, row["elapsed"]))
+
+    return _Report()
+
+
+def _finetune(req: RunRequest, cache_dir: Path, cfg: FinetuneConfig, ds: Any, spec: Any, size: int, gpu: bool, folder: Path, stage: StageFn,
+              on_epoch: EpochFn | None, on_progress: ProgressFn | None) -> RunManifest:  # fmt: skip
+    from lib.data.sources import subset_indices
+    from lib.store.atomic import check_writable
 
     key = folder.name
     state = checkpoint_state(folder, key)
@@ -225,98 +313,70 @@ def _finetune(req: RunRequest, cache_dir: Path, cfg: FinetuneConfig, ds: Any, sp
     xla = cfg.xla == "on" or (cfg.xla == "auto" and gpu)
     stage(f"Fine-tuning backbone and head end to end ({'GPU' if gpu else 'CPU'}, {size} px, batch {cfg.batch_size}"
           + (", mixed precision" if mixed else "") + (", XLA" if xla else "") + ")")  # fmt: skip
-    tf_keras.utils.set_random_seed(cfg.seed)
-    tf_keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
-    try:
-        backbone_layer = hub.KerasLayer(spec.handle, trainable=True)
-        inputs = tf_keras.Input((None, None, 3), dtype=tf.uint8)
-        x = tf_keras.layers.Lambda(lambda t: preprocess(t, size))(inputs)
-        feats = backbone_layer(x, training=False)  # BatchNorm in inference mode (see the module docs)
-        # The frozen head's standardisation is folded into the dense layer: W' = W/scale, b' = b - (mean/scale) W.
-        w, b = frozen.weights
-        dense = tf_keras.layers.Dense(len(ds.classes), dtype="float32")
-        logits = dense(tf_keras.layers.Activation("linear", dtype="float32")(feats))
-        model = tf_keras.Model(inputs, logits)
-        dense.set_weights([w / frozen.scale[:, None], b - (frozen.mean / frozen.scale) @ w])
-    finally:
-        tf_keras.mixed_precision.set_global_policy("float32")
-
     train_idx = subset_indices(ds.labels("train"), req.limit)
     steps_per_epoch = math.ceil(len(train_idx) / cfg.batch_size)
-    optimizer = tf_keras.optimizers.Adam(_schedule(tf_keras, tf, cfg, steps_per_epoch))
-    if mixed:
-        optimizer = tf_keras.mixed_precision.LossScaleOptimizer(optimizer)
-    model.compile(optimizer=optimizer, loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"], jit_compile=xla)  # fmt: skip
-
-    epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
-    history_json = folder / FINETUNE_FILES.history
-    ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var)
-    manager = tf.train.CheckpointManager(ckpt, str(folder), max_to_keep=1)
-    history: list[dict[str, Any]] = []
-    if state == "same" and manager.latest_checkpoint:
-        ckpt.restore(manager.latest_checkpoint)
-        history = json.loads(history_json.read_text()) if history_json.exists() else []
-        stage(f"Resuming after epoch {int(epoch_var.numpy())} of {cfg.epochs} from {folder}")
-    else:
-        folder.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(folder / FINETUNE_FILES.config, {"key": key, "dataset": ds.fingerprint, "backbone": spec.identity(), "size": size,
-                                                   "limit": req.limit, "config": dataclasses.asdict(cfg)})  # fmt: skip
-    start_epoch = int(epoch_var.numpy())
-    total_images = len(train_idx) * cfg.epochs
+    model, dense, optimizer = _model(cfg, spec, size, frozen, len(ds.classes), steps_per_epoch, mixed, xla)
+    record = {"key": key, "dataset": ds.fingerprint, "backbone": spec.identity(), "size": size, "limit": req.limit, "config": dataclasses.asdict(cfg)}
+    ck = _checkpoints(folder, state, model, optimizer, record, cfg, stage)
+    start_epoch = int(ck.epoch.numpy())
     t0 = time.perf_counter()
-    seen = [0]
-
-    class _Report(tf_keras.callbacks.Callback):  # type: ignore[misc, name-defined]
-        def on_train_batch_end(self, batch: int, logs: dict[str, float] | None = None) -> None:
-            epoch = int(epoch_var.numpy())
-            seen[0] += min(cfg.batch_size, len(train_idx) - batch * cfg.batch_size)  # the last batch of an epoch is smaller
-            if on_progress and (batch % PROGRESS_EVERY == 0 or batch == steps_per_epoch - 1):
-                done = min(epoch * len(train_idx) + min((batch + 1) * cfg.batch_size, len(train_idx)), total_images)
-                rate = seen[0] / max(time.perf_counter() - t0, 1e-9)
-                on_progress(FinetuneProgress(epoch + 1, cfg.epochs, done, total_images, rate, (total_images - done) / max(rate, 1e-9),
-                                             float((logs or {}).get("loss", float("nan")))))  # fmt: skip
-
-        def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
-            logs = logs or {}
-            row: dict[str, Any] = {"epoch": epoch + 1, "loss": float(logs["loss"]), "accuracy": float(logs["accuracy"]), "val_loss": None,
-                                   "val_accuracy": None, "elapsed": time.perf_counter() - t0,
-                                   "images_per_second": round(seen[0] / max(time.perf_counter() - t0, 1e-9), 1)}  # fmt: skip
-            history.append(row)
-            epoch_var.assign(epoch + 1)
-            manager.save()  # after every epoch: an interrupted run resumes from here
-            write_json_atomic(history_json, history)
-            if on_epoch:
-                on_epoch(EpochReport(epoch + 1, cfg.epochs, row["loss"], row["accuracy"], None, None, row["elapsed"]))
-
     data = image_stream(ds.images("train"), ds.labels("train"), train_idx, cfg.batch_size, cfg.seed, cfg.flip)
     if start_epoch < cfg.epochs:
-        model.fit(data, epochs=cfg.epochs, initial_epoch=start_epoch, callbacks=[_Report()], verbose=0)
+        callback = _progress_callback(cfg, ck, len(train_idx), steps_per_epoch, t0, on_epoch, on_progress)
+        model.fit(data, epochs=cfg.epochs, initial_epoch=start_epoch, callbacks=[callback], verbose=0)
     train_seconds = time.perf_counter() - t0
+    run = _FinetunedRun(model, dense, frozen, ck.history, train_seconds, start_epoch, {"gpu": gpu, "mixed_precision": mixed, "xla": xla})
+    manifest = _evaluate_and_save(req, cache_dir, cfg, ds, spec, size, run, train.extract_seconds, stage)
+    shutil.rmtree(folder, ignore_errors=True)  # the run holds the model now; the checkpoint is this project's own artifact
+    return manifest
+
+
+@dataclasses.dataclass
+class _FinetunedRun:
+    """What training produced, for evaluation and saving."""
+
+    model: Any
+    dense: Any
+    frozen: Any  # the warm-start head on frozen features
+    history: list[dict[str, Any]]
+    train_seconds: float
+    start_epoch: int
+    hardware: dict[str, Any]
+
+
+def _evaluate_and_save(req: RunRequest, cache_dir: Path, cfg: FinetuneConfig, ds: Any, spec: Any, size: int, run: _FinetunedRun,
+                       train_extract_seconds: float, stage: StageFn) -> RunManifest:  # fmt: skip
+    """The test split through the fine-tuned model (and the frozen head, for comparison); the run saved with its model."""
+    import tensorflow as tf
+
+    from lib.analysis.evaluation import evaluate_for_run
 
     stage("Evaluating")
     frozen_test = gather_features(ds, spec, "test", (size,), ("original",), cache_dir, req.limit, req.batch_size)
     test_idx, y_test = frozen_test.indices, frozen_test.labels
     test_images = ds.images("test")  # streamed in batches of 256 from the memory map
-    logits = np.concatenate([np.asarray(model.predict_on_batch(np.asarray(test_images[test_idx[i : i + 256]])), np.float32)
+    logits = np.concatenate([np.asarray(run.model.predict_on_batch(np.asarray(test_images[test_idx[i : i + 256]])), np.float32)
                              for i in range(0, len(test_idx), 256)])  # fmt: skip
     probs = tf.nn.softmax(logits).numpy()
-    frozen_acc = float((frozen.predict_proba(frozen_test.view("original", (size,))).argmax(1) == y_test).mean())
+    frozen_acc = float((run.frozen.predict_proba(frozen_test.view("original", (size,))).argmax(1) == y_test).mean())
     report = evaluate_for_run(y_test, probs, ds.classes, stage)
-    head = type(frozen)(HeadConfig(head="linear", seed=cfg.seed), np.zeros(w.shape[0], np.float32), np.ones(w.shape[0], np.float32),
-                        [np.asarray(a, np.float32) for a in dense.get_weights()], history)  # fmt: skip
+    dim = run.frozen.weights[0].shape[0]
+    head = type(run.frozen)(HeadConfig(head="linear", seed=cfg.seed), np.zeros(dim, np.float32), np.ones(dim, np.float32),
+                            [np.asarray(a, np.float32) for a in run.dense.get_weights()], run.history)  # fmt: skip
     req = replace(req, protocol="finetune", image_sizes=(size,), train_views=("original",), tta=False)
+    history = run.history
     rates = [h["images_per_second"] for h in history if h.get("images_per_second")]
     manifest = run_manifest(
         req, ds, spec, (size,), head.config, history, report,
-        timings={"extract_seconds": round(train.extract_seconds + frozen_test.extract_seconds, 3), "train_seconds": round(train_seconds, 3)},
+        timings={"extract_seconds": round(train_extract_seconds + frozen_test.extract_seconds, 3), "train_seconds": round(run.train_seconds, 3)},
         finetuned=True, best_epoch=len(history),
-        finetune={**dataclasses.asdict(cfg), "image_size": size, "frozen_head_test_accuracy": frozen_acc, "gpu": gpu, "mixed_precision": mixed,
-                  "xla": xla, "resumed_from_epoch": start_epoch, "images_per_second": rates[-1] if rates else None,
+        finetune={**dataclasses.asdict(cfg), "image_size": size, "frozen_head_test_accuracy": frozen_acc, **run.hardware,
+                  "resumed_from_epoch": run.start_epoch, "images_per_second": rates[-1] if rates else None,
                   "epoch_seconds": [round(b["elapsed"] - a, 2) for a, b in zip([0.0] + [h["elapsed"] for h in history[:-1]], history)]},
     )  # fmt: skip
     predictions = stored_predictions(y_test, probs, test_idx)
     stage("Saving run")
+    model = run.model
     module = probability_module(lambda images: tf.nn.softmax(tf.cast(model(images, training=False), tf.float32)), list(ds.classes), [size], model)
 
     def write_model(run_folder: Path) -> None:
@@ -324,5 +384,4 @@ def _finetune(req: RunRequest, cache_dir: Path, cfg: FinetuneConfig, ds: Any, sp
         save_module(module, run_folder / MODEL_DIR)
 
     save_run(cache_dir, manifest, head, predictions, write_model)
-    shutil.rmtree(folder, ignore_errors=True)  # the run holds the model now; the checkpoint is this project's own artifact
     return manifest
