@@ -23,26 +23,19 @@ SHARED_SMALL_MODEL = SHARED / "models" / "mobilenet_v1_025_128_dequant_feature_v
 SHARED_TFLITE = SHARED / "models" / "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite"
 
 
-# Every test file runs in one lane: `pytest -m unit` (no TensorFlow, under 30 s), `-m tf`, `-m app` (AppTest), `-m browser`,
-# `-m ray` (Ray instances and a two-node cluster).
-LANES = {
-    "unit": {"test_convert", "test_deploy", "test_map_view", "test_benchmark_logic", "test_datasets", "test_decode", "test_evaluation", "test_images", "test_projections", "test_quality", "test_layout", "test_sweep_inputs", "test_structure"},
-    "tf": {"test_ray_optional", "test_bundle", "test_audit", "test_benchmark", "test_full_map", "test_runtimes", "test_backbones", "test_cli", "test_export", "test_features", "test_finetune", "test_heads", "test_runs", "test_shared_integration"},
-    "app": {"test_app_pages"},
-    "browser": {"test_browser"},
-    "ray": {"test_ray_engine"},
-}
+# Every test runs in the lane of its folder: tests/unit (no TensorFlow, under 30 s; `pytest -m unit`), tests/tf, tests/app
+# (AppTest, one file per page), tests/browser (a real server in Chromium) and tests/ray (Ray instances, a two-node cluster).
+LANES = ("unit", "tf", "app", "browser", "ray")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Put each test in its lane, and skip ``shared`` tests only where ../shared is absent (it is present in CI)."""
-    lane_of = {module: lane for lane, modules in LANES.items() for module in modules}
+    """Mark each test with its folder's lane, and skip ``shared`` tests only where ../shared is absent (it is present in CI)."""
     have_shared = SHARED_DATA.exists() and SHARED_MODEL.exists()
     for item in items:
-        module = Path(str(item.fspath)).stem
-        if module not in lane_of:
-            raise pytest.UsageError(f"{module}.py is in no lane: add it to LANES in tests/conftest.py")
-        item.add_marker(getattr(pytest.mark, lane_of[module]))
+        lane = Path(str(item.fspath)).parent.name
+        if lane not in LANES:
+            raise pytest.UsageError(f"{item.fspath} is in no lane folder: put it in tests/<{'|'.join(LANES)}>/")
+        item.add_marker(getattr(pytest.mark, lane))
         if "shared" in item.keywords and not have_shared:
             item.add_marker(pytest.mark.skip(reason=f"real assets not found under {SHARED}"))
 

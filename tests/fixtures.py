@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+ROOT = Path(__file__).resolve().parent.parent
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
@@ -181,3 +182,20 @@ def get_features(ds: Any, split: str, spec: Any, cache_dir: Any, image_size: int
     layout = CacheLayout.at(cache_dir)
     engine = LocalEngine(layout, backbone)
     return ensure_features(ds, split, spec, layout, image_size, view, limit, batch_size, progress, runtime or DEFAULT_RUNTIME, engine)
+
+
+def cli(*args: str, cache: Any, ok: bool = True) -> Any:
+    """``python -m lib ARGS --cache-dir CACHE`` in a subprocess, as a user runs it: its JSON (with ``--json``) or its text;
+    with ``ok=False`` the finished process, for a test that expects a failure."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.run([sys.executable, "-m", "lib", *args, "--cache-dir", str(cache)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, env=env)  # fmt: skip
+    if not ok:
+        return proc
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout) if "--json" in args else proc.stdout

@@ -20,7 +20,7 @@ def test_cli_json_contract_and_resume(assets: dict[str, Path], cache_dir: Path) 
     """`python -m lib benchmark --json` prints one object with rows; a second run reuses the stored rows."""
     cmd = [sys.executable, "-m", "lib", "benchmark", "--source", str(assets["cifar_tar"]), "--backbone", str(assets["savedmodel"]),
            "--backbone", str(assets["tflite"]), "--image-sizes", "32,48", "--runtimes", "tf,litert", "--limit", "3", "--cache-dir", str(cache_dir), "--json"]  # fmt: skip
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout)

@@ -14,7 +14,7 @@ import pytest
 from lib.analysis import full_map as fm
 from lib.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _blobs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -24,7 +24,7 @@ from lib.safe_text import csv_value, terminal_text, to_csv
 from lib.store.excludes import parse_exclude
 from tests import fixtures
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # ---------------------------------------------------------------------------------------------- CSV and terminal text

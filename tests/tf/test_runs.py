@@ -19,7 +19,7 @@ from lib.store import runs
 from lib.store.layout import CacheLayout
 from lib.store.manifest import RunManifest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from tests.conftest import SHARED_DATA, SHARED_MODEL, SHARED_SMALL_MODEL
 from tests.streamlit_server import CHROMIUM, chromium, exceptions, hover_until_thumbnail, peak_rss_mb, running_app, wait_idle
 
 pytestmark = [pytest.mark.shared, pytest.mark.browser]
-SHOTS = Path(__file__).resolve().parent.parent / "artifacts" / "screenshots"
+SHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
 
 
 @pytest.fixture(scope="module")
@@ -274,7 +274,7 @@ def test_demo_with_three_concurrent_visitors(demo_bundle: Path, tmp_path: Path) 
     (one in Chromium with an upload, two over Streamlit's websocket protocol): no errors, and the cache is unchanged."""
     import sys
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
     import visitors  # bench/visitors.py: the same load test the README's figures come from
 
     cache = tmp_path / "demo_cache"

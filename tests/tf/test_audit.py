@@ -14,7 +14,7 @@ import pytest
 from lib.analysis import audit as au
 from lib.errors import ConfigError, DataSourceError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _blobs(per_class: int, seed: int, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

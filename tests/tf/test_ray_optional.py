@@ -12,7 +12,7 @@ import pytest
 
 from lib.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_default_paths_never_import_ray(assets: dict[str, Path], tmp_path: Path) -> None:

@@ -244,7 +244,7 @@ def test_full_disk_on_a_real_small_filesystem(assets: dict[str, Path], tmp_path:
     script = FULL_DISK_SCRIPT
     # The dataset is converted inside the namespace too, so the whole cache lives on the small disk.
     proc = subprocess.run([*wrap, sys.executable, "-c", script, str(folder), str(cache), str(assets["savedmodel"]), mode],
-                          cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=300)  # fmt: skip
+                          cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 2, (proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
     assert "Disk full" in proc.stdout and "Traceback" not in proc.stderr
     assert "left: []" in proc.stdout  # no hidden temp file keeps the disk full

@@ -22,7 +22,7 @@ from lib.data.sources import load_dataset
 from lib.errors import CacheWriteError, DataSourceError
 from tests import fixtures
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class StopError(Exception):

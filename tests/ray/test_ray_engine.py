@@ -25,11 +25,10 @@ from lib.pipeline.ray_engine import RayEngine, RayOptions
 from lib.store.atomic import read_json
 from lib.store.layout import CacheLayout
 from tests.conftest import SHARED_DATA, SHARED_SMALL_MODEL
-from tests.fixtures import get_features
+from tests.fixtures import cli, get_features
 from tests.streamlit_server import free_port
-from tests.test_cli import cli
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def ray_get_features(ds: object, split: str, spec: object, cache: Path, size: int, options: RayOptions) -> tuple:

@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.fixtures import cli
 
-
-def cli(*args: str, cache: Path, ok: bool = True) -> Any:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    proc = subprocess.run([sys.executable, "-m", "lib", *args, "--cache-dir", str(cache)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300, env=env)  # fmt: skip
-    if not ok:
-        return proc
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout) if "--json" in args else proc.stdout
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_data_extract_train_evaluate_runs_export(assets: dict[str, Path], cache_dir: Path, tmp_path: Path) -> None:
