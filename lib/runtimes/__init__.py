@@ -68,6 +68,7 @@ def register(runtime: Runtime) -> Runtime:
     """Add ``runtime`` to the registry (replacing one of the same name) and return it."""
     if not runtime.name:
         raise ValueError("a runtime needs a name")
+    _ensure_builtin()  # the project's own come first in menus, whatever registers first
     _REGISTRY[runtime.name] = runtime
     return runtime
 
@@ -77,8 +78,13 @@ def unregister(name: str) -> None:
     _REGISTRY.pop(name, None)
 
 
+_builtin_loaded = False
+
+
 def _ensure_builtin() -> None:
-    if not _REGISTRY:
+    global _builtin_loaded
+    if not _builtin_loaded:
+        _builtin_loaded = True
         from lib.runtimes import builtin  # noqa: F401 - registers tf, litert, litert-int8 and tflite
 
 

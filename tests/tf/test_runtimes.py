@@ -91,3 +91,74 @@ def test_tflite_backbone_runs_as_it_is_whatever_the_runtime(assets: dict[str, Pa
     b = get_features(ds, "test", spec, cache_dir, image_size=32, runtime="litert")
     assert b.cache_hit and b.path == a.path
 
+
+
+class _DoubledTF:
+    """A stand-in runtime for the plug-in test: TensorFlow's features, doubled (so they are its own, and keyed apart)."""
+
+    name = "doubled-tf"
+    description = "TensorFlow's features times two (a test runtime)"
+    selectable, exact, quantized, any_size, bench_order, artifact_suffix = True, False, False, True, 5, None
+
+    def identity(self, spec: object, dataset: object) -> str:
+        return "doubled-tf:v1"
+
+    def key_part(self, spec: object, dataset: object) -> str:
+        return self.identity(spec, dataset)
+
+    def load(self, spec: object, size: int, dataset: object, layout: object, tf_backbone: object = None) -> object:
+        from lib.models.backbones import load_backbone
+
+        inner = load_backbone(spec)  # type: ignore[arg-type]
+
+        class Doubled:
+            feature_dim, fixed_size, runtime = inner.feature_dim, None, self.name
+
+            def check_size(self, s: int) -> None:
+                inner.check_size(s)
+
+            def embed(self, images: np.ndarray, s: int, flip: bool = False) -> np.ndarray:
+                return 2.0 * inner.embed(images, s, flip)
+
+        return Doubled()
+
+    def converted(self, *args: object) -> None:
+        return None
+
+    def convert(self, *args: object) -> None:
+        return None
+
+
+def test_a_registered_runtime_flows_through_every_door(assets: dict[str, Path], cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One `register(...)` and nothing else: the new runtime is a CLI choice, makes its own keyed features (the manifest
+    records it), trains a run that says so, is measured by the benchmark, and is offered on the Train page."""
+    from streamlit.testing.v1 import AppTest
+
+    from lib.analysis.benchmark import run_benchmark
+    from lib.cli.main import main
+    from lib.runtimes import register, unregister
+    from lib.store.runs import list_runs
+
+    register(_DoubledTF())  # type: ignore[arg-type]
+    try:
+        src, bb = str(assets["cifar_tar"]), str(assets["savedmodel"])
+        common = ["--source", src, "--backbone", bb, "--image-size", "32", "--cache-dir", str(cache_dir), "--json"]
+        assert main(["extract", *common, "--split", "test"]) == 0
+        assert main(["extract", *common, "--split", "test", "--runtime", "doubled-tf"]) == 0
+        manifests = {m.runtime: m for m in list_cached_features(cache_dir) if m.split == "test"}
+        assert set(manifests) == {"tf", "doubled-tf:v1"} and manifests["doubled-tf:v1"].runtime_name == "doubled-tf"
+        tf_feats = np.load(cache_dir / "features" / f"{manifests['tf'].key}.npy")
+        doubled = np.load(cache_dir / "features" / f"{manifests['doubled-tf:v1'].key}.npy")
+        np.testing.assert_allclose(doubled, 2 * tf_feats, rtol=1e-5)
+        assert main(["train", *common, "--runtime", "doubled-tf", "--epochs", "2"]) == 0
+        assert [m.runtime for m in list_runs(cache_dir)] == ["doubled-tf"]
+        rows = run_benchmark(src, [bb], [32], ["doubled-tf"], cache_dir, 3)["rows"]
+        assert [r["runtime"] for r in rows] == ["doubled-tf"]
+        monkeypatch.setenv("TLX_SOURCE", src)
+        monkeypatch.setenv("TLX_BACKBONE", bb)
+        monkeypatch.setenv("TLX_CACHE_DIR", str(cache_dir))
+        at = AppTest.from_file(str(Path(__file__).resolve().parents[2] / "app.py"), default_timeout=120).run()
+        at.switch_page(str(Path(__file__).resolve().parents[2] / "views" / "train.py")).run()
+        assert not at.exception and "doubled-tf" in at.selectbox(key="t_runtime").options
+    finally:
+        unregister("doubled-tf")
