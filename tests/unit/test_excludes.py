@@ -1,0 +1,38 @@
+"""lib/store/excludes.py: exclude lists from the page's JSON or any CSV with split,index columns."""
+
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lib.data.sources import load_dataset
+from lib.errors import DataSourceError
+from lib.store.excludes import parse_exclude
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def tiny_ds(data_assets: dict[str, Path], cache_dir: Path):  # type: ignore[no-untyped-def]
+    return load_dataset(str(data_assets["cifar_tar"]), cache_dir)
+
+
+def test_exclude_list_with_a_byte_order_mark_is_read(tiny_ds, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from lib.store.excludes import read_exclude_file
+
+    path = tmp_path / "excel.csv"
+    path.write_bytes("\ufeffsplit,index\r\ntrain,3\r\ntest,1\r\n".encode())
+    got = read_exclude_file(path, tiny_ds)
+    assert got["train"].tolist() == [3] and got["test"].tolist() == [1]
+
+
+@pytest.mark.parametrize("text", ['{"format": "transfer-explorer-exclude-list", "images": {"train": [Infinity]}}',
+                                  '{"format": "transfer-explorer-exclude-list", "images": {"train": [NaN]}}',
+                                  '{"format": "transfer-explorer-exclude-list", "images": {"train": [1.7]}}',
+                                  '{"format": "transfer-explorer-exclude-list", "images": {"train": [true]}}',
+                                  "split,index\ntrain,1.7\n", "split,index\ntrain,1e3\n"])  # fmt: skip
+def test_exclude_indices_must_be_whole_numbers(tiny_ds, text: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(DataSourceError):
+        parse_exclude(text, tiny_ds)
