@@ -9,7 +9,7 @@ import tempfile
 import streamlit as st
 
 from lib.process import configure_process
-from ui import demo, state, widgets
+from ui import demo, jobs, state, widgets
 from ui.pages import PAGES
 
 cache_dir = state.startup_cache_dir()
@@ -32,5 +32,7 @@ if demo.active():
     set_read_only(cache_dir, "This is a read-only demo: nothing can be computed, changed or deleted here, so nothing was written.")
 
 pg = st.navigation([st.Page(p.path, title=p.title, icon=p.icon, url_path=p.url_path or None, default=p.default) for p in PAGES])
-widgets.sidebar(state.init())
+settings = state.init()
+widgets.sidebar(settings)
+jobs.panel(settings)  # every page, every session; never in the demo
 pg.run()

@@ -25,11 +25,14 @@ def active() -> bool:
     return "--demo" in sys.argv[1:] or os.environ.get(ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def off(what: str = "", disabled: bool = False) -> dict[str, object]:
+BACKGROUND = "Runs in the background: it goes on if you leave this page or close the tab."
+
+
+def off(what: str = "", disabled: bool = False, help: str | None = None) -> dict[str, object]:
     """Keyword arguments for a writing control: disabled, with the reason as its help, in demo mode; otherwise disabled
-    only when ``disabled`` (the control's own condition, such as nothing to save yet)."""
+    only when ``disabled`` (the control's own condition, such as nothing to save yet), with ``help`` if given."""
     if not active():
-        return {"disabled": disabled}
+        return {"disabled": disabled, **({"help": help} if help else {})}
     return {"disabled": True, "help": (f"{what}: " if what else "") + WHY}
 
 

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -104,56 +103,20 @@ def _short(text: str, width: int = 48) -> str:
     return text if len(text) <= width else "…" + text[-(width - 1) :]
 
 
-STAGE_NAMES = {"fingerprint": "hashing the files", "scan": "reading image sizes", "decode": "decoding and storing", "download": "downloading"}
-
-
-def prepare_dataset(settings: state.Settings) -> Dataset | None:
-    """Convert (or download) the data source with a progress bar; shows the error instead of raising."""
-    from lib.data.sources import load_dataset
-
-    failure: UserFacingError | None = None
-    with st.status(f"Preparing {md_escape(_short(settings.source))}…", expanded=True) as status:
-        bar = st.progress(0.0, text="starting")
-        stages: dict[str, tuple[float, int]] = {}  # stage -> (when it started, how much was done then: a resumed conversion)
-
-        def report(done: int, total: int, what: str) -> None:
-            if what.startswith("waiting"):
-                bar.progress(0.0, text=what)
-                return
-            started, before = stages.setdefault(what, (time.perf_counter(), done))
-            rate = (done - before) / max(time.perf_counter() - started, 1e-6)
-            unit = "MB" if what == "download" else "images"
-            scale = 1e6 if what == "download" else 1
-            text = f"{STAGE_NAMES.get(what, what)}: {done / scale:,.0f}/{total / scale:,.0f} {unit} ({rate / scale:,.0f}/s)"
-            bar.progress(min(done / total, 1.0) if total else 0.0, text=text)
-
-        try:
-            ds = load_dataset(settings.source, settings.cache_dir, progress=report)
-            status.update(label=f"Dataset ready: {sum(ds.size(s) for s in ds.splits):,} images", state="complete", expanded=False)
-        except UserFacingError as err:
-            failure = err
-            status.update(label="Could not prepare the data source", state="error", expanded=False)
-    if failure is not None:
-        # Shown outside the (collapsed) status box, where nobody would look for it.
-        show_error(failure)
-        st.info(OFFLINE_HELP)
-        return None
-    cached.forget_datasets()
-    return ds
-
-
 def require_dataset(settings: state.Settings) -> Dataset:
     """The active dataset, or a prepare button (and ``st.stop()``) when it is not converted yet."""
     ds = cached.dataset_if_ready(settings.source, settings.cache_dir)
     if ds is not None:
         return ds
+    from lib.jobs.commands import data_job
+    from ui import jobs
+
     st.warning(f"The data source {md_escape(settings.source)} is not prepared yet.")
-    if st.button("Prepare dataset", type="primary", key="prepare_dataset_btn", **demo.off("Preparing a dataset")):
-        ds = prepare_dataset(settings)
-        if ds is not None:
+    jobs.live(settings, ("data", "extract"))
+    if st.button("Prepare dataset", type="primary", key="prepare_dataset_btn", **demo.off("Preparing a dataset", help=demo.BACKGROUND)):  # fmt: skip
+        if jobs.start(settings, data_job(settings.source)):
             st.rerun()
-    else:
-        st.caption(OFFLINE_HELP)
+    st.caption(OFFLINE_HELP)
     st.stop()
     raise AssertionError("unreachable")
 

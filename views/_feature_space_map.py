@@ -12,25 +12,14 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from lib.analysis import full_map as fm
 from lib.analysis.map_view import COLOUR_MODES, colour_points, points_in_polygon, selection_mask
 from lib.errors import UserFacingError
-from ui import actions, cached, demo, state, widgets
+from lib.jobs.commands import map_job
+from ui import cached, demo, jobs, state, widgets
 from ui.scatter_map import map_payload, scatter_map
 from ui.text import md_escape, show_error
 
 GRID_MAX = 80
-
-
-def _compute(settings: state.Settings, combo: tuple, method: str, perplexity: float, iterations: int) -> None:
-    backbone, size, _limit, runtime = combo
-
-    def work(progress: Any) -> None:
-        fm.compute_full_map(settings.source, backbone, size, settings.cache_dir, "tsne" if method == "t-SNE" else "pca", runtime, perplexity,
-                            iterations, progress=progress)  # fmt: skip
-        cached.forget_full_maps()
-
-    actions.stage_with_status(f"Computing the {method} map…", "Map computed", "The map failed", work)
 
 
 def draw(settings: state.Settings, ds: Any, run: Any, combo: tuple) -> None:
@@ -57,14 +46,17 @@ def draw(settings: state.Settings, ds: Any, run: Any, combo: tuple) -> None:
         show_error(err)
         return
     total = sum(ds.size(s) for s in ds.splits)
+    jobs.live(settings, ("project",))
     if found is None:
         cost = "a few seconds" if method == "PCA" else "about 2 minutes for 60,000 images on 2 cores"
         st.info(f"No {method} map of all {total:,} images with these features and settings yet. Computing it takes {cost} "
                 "(features are extracted first where missing); it is stored, so this happens once. The same as "
                 f"`python -m lib project --method {'tsne' if method == 't-SNE' else 'pca'}`.")  # fmt: skip
         demo.note()
-        if st.button(f"Compute the {method} map", type="primary", key="fm_compute", **demo.off("Computing a map")):
-            _compute(settings, combo, method, float(perplexity), int(iterations))
+        if st.button(f"Compute the {method} map", type="primary", key="fm_compute", **demo.off("Computing a map", help=demo.BACKGROUND)):  # fmt: skip
+            spec = map_job(settings.source, backbone, size, runtime, "tsne" if method == "t-SNE" else "pca", float(perplexity), int(iterations))
+            if jobs.start(settings, spec):
+                st.rerun()
         return
 
     splits = [(s, len(found.coords[s])) for s in found.coords]

@@ -96,7 +96,7 @@ def form(settings: state.Settings, exclude_lists: list[Path]) -> bool:
             h3.number_input("Image size (0 = first input size)", **widget("image_size", zero_means_off=True), key="t_ft_size", step=32)
             h4.number_input("Peak learning rate", **widget("finetune_lr"), key="t_ft_lr", format="%.6f")
             h5.number_input("Batch size", **widget("finetune_batch_size"), key="t_ft_bs")
-        submitted = st.form_submit_button("Train", type="primary", **demo.off("Training"))  # type: ignore[arg-type]
+        submitted = st.form_submit_button("Train", type="primary", **demo.off("Training", help=demo.BACKGROUND))  # type: ignore[arg-type]
         demo.note()
     return bool(submitted)
 

@@ -6,9 +6,10 @@ import streamlit as st
 from lib.analysis.inventory import dataset_features, missing_feature_splits
 from lib.config import BLOG_ACCURACY
 from lib.errors import UserFacingError
+from lib.jobs.commands import extract_job
 from lib.runtimes import DEFAULT_RUNTIME
 from lib.store.runs import list_runs
-from ui import cached, demo, state, widgets
+from ui import cached, demo, jobs, state, widgets
 from ui.text import md_escape, show_error
 
 settings = state.current()
@@ -51,20 +52,15 @@ if feature_rows:
                            "images": m.shape[0], "dim": m.shape[1], "limit": m.limit} for m in feature_rows])  # fmt: skip
     st.dataframe(table, hide_index=True, width="stretch")
 
+jobs.live(settings, ("extract",))
 if ds is None or missing:
     label = "Prepare dataset and features" if ds is None else f"Extract missing features ({', '.join(missing)})"
     demo.note()
     ray_options = widgets.extraction_engine("home")
-    if st.button(label, type="primary", **demo.off("Preparing data", disabled=spec is None)):
-        ds = ds or widgets.prepare_dataset(settings)
-        if ds is not None:
-            from lib.pipeline.engines import open_engine
-            from ui.actions import extract_with_status
-
-            with open_engine(ray_options, settings.layout) as engine:
-                ok = all(extract_with_status(settings, ds, split, "original", engine) for split in missing_feature_splits(
-                    settings.layout, ds, spec, settings.image_size, DEFAULT_RUNTIME))  # fmt: skip
-            if ok:
-                st.rerun()
+    if st.button(label, type="primary", **demo.off("Preparing data", disabled=spec is None, help=demo.BACKGROUND)):  # fmt: skip
+        if jobs.start(settings, extract_job(settings.source, settings.backbone, settings.image_size, DEFAULT_RUNTIME, ray=ray_options)):
+            st.rerun()
+    if ds is None and jobs.last_failed(settings, "extract"):
+        st.info(widgets.OFFLINE_HELP)
 else:
     st.success("Everything for the active data source, backbone and size is cached. Train a head on **Train or load**.")

@@ -5,8 +5,9 @@ import streamlit as st
 
 from lib.analysis import audit as au
 from lib.errors import UserFacingError
+from lib.jobs.commands import audit_job
 from lib.runtimes import DEFAULT_RUNTIME
-from ui import actions, cached, demo, state, widgets
+from ui import cached, demo, jobs, state, widgets
 from ui.text import md_escape, show_error
 from views import _quality_tabs
 
@@ -36,9 +37,10 @@ if audit is None:
         "same as `python -m lib audit`."
     )
     demo.note()
-    if st.button("Run the audit", type="primary", **demo.off("Running an audit")):
-        actions.stage_with_status("Auditing…", "Audited", "Audit failed",
-                                  lambda progress: au.run_audit(settings.source, backbone, size, settings.cache_dir, runtime, progress=progress))  # fmt: skip
+    jobs.live(settings, ("audit",))
+    if st.button("Run the audit", type="primary", **demo.off("Running an audit", help=demo.BACKGROUND)):
+        if jobs.start(settings, audit_job(settings.source, backbone, size, runtime)):
+            st.rerun()
     st.stop()
 
 assert audit is not None

@@ -10,14 +10,22 @@ import streamlit as st
 from lib.analysis import benchmark as bm
 from lib.analysis import benchmark_results as br
 from lib.config import BLOG_ACCURACY
+from lib.jobs.commands import benchmark_job
 from lib.runtimes import registry, selectable
-from ui import charts, demo, state, widgets
-from ui.actions import measure_with_status as measure
+from ui import charts, demo, jobs, state, widgets
 from ui.text import md_escape
 from views import _speed_sections
 
+
+def measure(settings: state.Settings, backbones: list[str] | None, sizes: list[int], runtimes: list[str], limit: int) -> None:
+    """Measure in the background (None: every shared backbone, the default grid)."""
+    if jobs.start(settings, benchmark_job(settings.source, backbones, sizes, runtimes, limit)):
+        st.rerun()
+
+
 settings = state.current()
 st.title("Speed vs accuracy")
+jobs.live(settings, ("benchmark",))
 groups = br.merged_results(br.stored_benchmarks(settings.cache_dir))
 default_grid = bm.default_grid()
 
@@ -31,8 +39,8 @@ if not groups:
         "per class); the same as `python -m lib benchmark --source ...` on the command line."
     )
     demo.note()
-    if st.button(f"Measure the default grid ({len(default_grid)} configurations)", type="primary", **demo.off("Measuring")):
-        measure(settings, default_grid, bm.DEFAULT_LIMIT)
+    if st.button(f"Measure the default grid ({len(default_grid)} configurations)", type="primary", **demo.off("Measuring", help=demo.BACKGROUND)):
+        measure(settings, None, list(bm.DEFAULT_SIZES), list(selectable()), bm.DEFAULT_LIMIT)
 else:
     labels = [f"{g['machine'].get('cpu')} ({g['machine'].get('cores')} cores) · {g.get('subset', '')} · {len(g['rows'])} rows" for g in groups]
     state.bind("sp_group", 0, int, valid=range(len(groups)))
@@ -76,8 +84,8 @@ else:
     missing = br.missing_configurations(default_grid, result["rows"]) if result.get("limit") == bm.DEFAULT_LIMIT else []
     if missing:
         st.info(f"{len(missing)} of the default grid's {len(default_grid)} configurations are not measured on this machine yet.")
-        if st.button(f"Measure the {len(missing)} missing configurations", type="primary", **demo.off("Measuring")):
-            measure(settings, missing, bm.DEFAULT_LIMIT)
+        if st.button(f"Measure the {len(missing)} missing configurations", type="primary", **demo.off("Measuring", help=demo.BACKGROUND)):
+            measure(settings, None, list(bm.DEFAULT_SIZES), list(selectable()), bm.DEFAULT_LIMIT)  # measured rows are kept: the rest is measured
 
 st.subheader("Measure the active backbone")
 with st.form("bench_form"):
@@ -85,6 +93,6 @@ with st.form("bench_form"):
     sizes = c1.multiselect("Input sizes", sorted({*bm.DEFAULT_SIZES, settings.image_size}), default=[settings.image_size])
     runtimes = c2.multiselect("Runtimes", list(selectable()), default=[rt for rt in selectable() if registry()[rt].exact])
     limit = c3.number_input("Images per class for the accuracies", 10, 5000, bm.DEFAULT_LIMIT)
-    go = st.form_submit_button(f"Measure {md_escape(settings.backbone.rstrip('/').split('/')[-1])}", **demo.off("Measuring"))  # type: ignore[arg-type]
+    go = st.form_submit_button(f"Measure {md_escape(settings.backbone.rstrip('/').split('/')[-1])}", **demo.off("Measuring", help=demo.BACKGROUND))  # type: ignore[arg-type]
 if go and sizes and runtimes:
-    measure(settings, bm.grid_configurations([settings.backbone], [int(s) for s in sizes], list(runtimes)), int(limit))
+    measure(settings, [settings.backbone], [int(s) for s in sizes], list(runtimes), int(limit))

@@ -3,9 +3,10 @@
 import streamlit as st
 
 from lib.errors import UserFacingError
+from lib.jobs.commands import train_job
 from lib.store.excludes import saved_exclude_lists
 from lib.store.runs import list_runs
-from ui import actions, state, widgets
+from ui import jobs, state, widgets
 from ui.text import show_error
 from views import _train_form, _train_result, _train_runs
 
@@ -23,23 +24,13 @@ if _train_form.form(settings, exclude_lists):
     except UserFacingError as err:
         show_error(err)
         st.stop()
-    if choice.finetune is not None:
-        if ray_options is not None:
-            st.info("Fine-tuning trains from the images in this process; the Ray engine applies to feature extraction only.")
-        manifest = actions.finetune_with_status(choice.request, choice.finetune, settings)
-    else:
-        from lib.pipeline.engines import open_engine
-
-        with open_engine(ray_options, settings.layout) as engine:
-            manifest = actions.train_with_status(choice.request, settings, engine)
-    if manifest is not None:
-        if choice.label:
-            from lib.store.runs import set_label
-
-            manifest = set_label(settings.layout, manifest.run_id, choice.label)
-        state.update(run_id=manifest.run_id, backbone=choice.request.backbone, image_size=manifest.image_size)
-        st.session_state["last_run"] = manifest.run_id
+    if choice.finetune is not None and ray_options is not None:
+        st.info("Fine-tuning trains from the images in its own process; the Ray engine applies to feature extraction only.")
+    spec = train_job(choice.request, choice.finetune, choice.label, choice.exclude_file, ray_options)
+    if jobs.start(settings, spec):
+        state.update(backbone=choice.request.backbone, image_size=(choice.request.image_sizes or (settings.image_size,))[0])
         st.rerun()
+jobs.live(settings, ("train",))
 
 runs = list_runs(settings.layout)
 _train_result.last_result(runs)

@@ -14,14 +14,16 @@ from typing import Any
 from lib import config
 from lib.bounds import address_flag, flag
 from lib.runtimes import DEFAULT_RUNTIME, registry, selectable
+from lib.safe_text import terminal_text
 
 
 class Bar:
-    """A tqdm bar on stderr (quiet updates when stderr is not a terminal)."""
+    """A tqdm bar on stderr (quiet updates when stderr is not a terminal); in a background job, also the job's progress."""
 
     def __init__(self, desc: str, unit: str = "img") -> None:
         from tqdm import tqdm
 
+        self.unit = unit
         self.bar = tqdm(desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 5.0)
 
     def update_to(self, done: int, total: int) -> None:
@@ -30,6 +32,11 @@ class Bar:
             self.bar.total = total
         self.bar.n = done
         self.bar.refresh()
+        job = current_job()
+        if job is not None:
+            rate = self.bar.format_dict.get("rate")
+            eta = (total - done) / rate if rate and total else None
+            job.progress(str(self.bar.desc), done, total, rate, eta, self.unit)
 
     def close(self) -> None:
         """Finish the bar."""
@@ -53,6 +60,40 @@ class LazyBar:
         """Finish the bar if it was drawn."""
         if self.bar is not None:
             self.bar.close()
+
+
+def load_with_progress(source: str, layout: Any) -> Any:
+    """The dataset of ``source``, converted first (with a bar, and the job's progress) where it is not in the cache yet."""
+    from lib.data.sources import load_dataset
+
+    bar: Bar | None = None
+
+    def report(done: int, total: int, stage: str) -> None:
+        nonlocal bar
+        bar = bar or Bar("data", unit="item")
+        bar.bar.set_description(f"data: {stage}", refresh=False)  # download, scan (image sizes), decode, or waiting for another process
+        bar.update_to(done, total)
+
+    try:
+        return load_dataset(source, layout, progress=report)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def current_job() -> Any:
+    """The background job this command runs as (:mod:`lib.jobs.report`), or None when a person started it."""
+    from lib.jobs.report import current
+
+    return current()
+
+
+def say_stage(text: str) -> None:
+    """A stage of a command: printed to stderr, and reported to its job (a cancel is honoured here)."""
+    print(terminal_text(text), file=sys.stderr)
+    job = current_job()
+    if job is not None:
+        job.stage(text)
 
 
 def add_common(p: argparse.ArgumentParser) -> None:

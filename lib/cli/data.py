@@ -15,7 +15,7 @@ from typing import Any
 
 from lib import config
 from lib.bounds import flag
-from lib.cli.common import Bar, LazyBar, add_backbone, add_common, add_engine, add_source, ray_options
+from lib.cli.common import Bar, LazyBar, add_backbone, add_common, add_engine, add_source, load_with_progress, ray_options
 from lib.process import peak_rss_mb
 from lib.runtimes import selectable
 
@@ -52,18 +52,7 @@ def add_commands(sub: Any) -> None:
 
 def cmd_data(args: argparse.Namespace) -> dict[str, Any]:
     """``data``: convert a source into the cache and summarise it."""
-    from lib.data.sources import load_dataset
-
-    bar = Bar("data", unit="item")
-
-    def report(done: int, total: int, stage: str) -> None:
-        bar.bar.set_description(stage, refresh=False)  # download, scan (image sizes), decode, or waiting for another process
-        bar.update_to(done, total)
-
-    try:
-        ds = load_dataset(args.source, args.layout, progress=report)
-    finally:
-        bar.close()
+    ds = load_with_progress(args.source, args.layout)
     summary = ds.summary()
     lines = [f"{ds.source}  ({ds.kind}, fingerprint {ds.fingerprint}, images {'x'.join(map(str, ds.image_shape))})"]
     header = f"{'class':<14}" + "".join(f"{s:>9}" for s in ds.splits)
@@ -84,13 +73,12 @@ def splits_for(arg: str, available: tuple[str, ...]) -> list[str]:
 
 def cmd_extract(args: argparse.Namespace) -> dict[str, Any]:
     """``extract``: compute or load features for the requested splits and views."""
-    from lib.data.sources import load_dataset
     from lib.models.backbones import resolve_backbone
     from lib.pipeline.engines import open_engine  # Ray itself is imported only if a Ray engine starts it
     from lib.pipeline.features import ensure_features
 
     t0 = time.perf_counter()
-    ds = load_dataset(args.source, args.layout)
+    ds = load_with_progress(args.source, args.layout)
     spec = resolve_backbone(args.backbone)
     size = args.image_size or spec.default_size()
     views = ["original", "flip"] if args.view == "both" else [args.view]

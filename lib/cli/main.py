@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from lib import config
-from lib.cli import data, deploy, quality, runs
+from lib.cli import data, deploy, jobs, quality, runs
 from lib.errors import UserFacingError
 from lib.process import configure_process
 from lib.safe_text import terminal_text
@@ -45,37 +45,48 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_commands(sub)
     quality.add_commands(sub)
     deploy.add_commands(sub)
+    jobs.add_commands(sub)
     return parser
 
 
-HANDLERS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {**data.HANDLERS, **runs.HANDLERS, **quality.HANDLERS, **deploy.HANDLERS}
+HANDLERS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {**data.HANDLERS, **runs.HANDLERS, **quality.HANDLERS, **deploy.HANDLERS, **jobs.HANDLERS}
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; returns the process exit code."""
+    """Run the CLI; returns the process exit code. Started as a background job (by the runner), it also writes the
+    job's outcome: its exit status, its JSON result, or its one-line error."""
+    from lib.jobs.report import finish
+
     args = build_parser().parse_args(argv)
     args.cache_dir = args.cache_dir or config.default_cache_dir()
     args.layout = CacheLayout(args.cache_dir)  # the one layout every command passes down
     configure_process(args.layout)
     _fill_defaults(args)
+    result: dict[str, Any] | None = None
+    code, error = 0, ""
     try:
         result = HANDLERS[args.command](args)
     except UserFacingError as err:
-        print(terminal_text(f"error: {err}"), file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted; finished chunks are kept and the next run resumes from them", file=sys.stderr)
-        return 130
+        code, error = 2, str(err)
+    except KeyboardInterrupt as err:
+        from lib.jobs.report import JobCancelled
+
+        code = 130
+        error = "cancelled" if isinstance(err, JobCancelled) else "interrupted"
+        error += "; finished chunks and epochs are kept, and asking for the same work again resumes from them"
     except OSError as err:
         # Whatever the file system refuses (a name too long, a permission) is the user's to fix, not a crash.
-        print(terminal_text(f"error: {err.strerror or err}{f': {err.filename}' if err.filename else ''}"), file=sys.stderr)
-        return 2
+        code, error = 2, f"{err.strerror or err}{f': {err.filename}' if err.filename else ''}"
     except Exception as err:
         if os.environ.get("TLX_DEBUG"):
             raise
         first = str(err).splitlines()[0] if str(err) else ""
-        print(terminal_text(f"error: unexpected {type(err).__name__}: {first} (set TLX_DEBUG=1 for a traceback)"), file=sys.stderr)
-        return 1
+        code, error = 1, f"unexpected {type(err).__name__}: {first} (set TLX_DEBUG=1 for a traceback)"
+    finish(code, result, error)
+    if code:
+        print(terminal_text(f"error: {error}"), file=sys.stderr)
+        return code
+    assert result is not None
     # JSON escapes control characters itself; the text form may quote class names, labels and paths, which can hold any.
     text = json.dumps(result, default=str) if args.json else terminal_text(result.pop("_text", None) or json.dumps(result, indent=2, default=str))
     return _print(text)

@@ -7,15 +7,13 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 from lib.bounds import flag
-from lib.cli.common import add_backbone, add_common, add_source
+from lib.cli.common import add_backbone, add_common, add_source, load_with_progress, say_stage
 from lib.process import peak_rss_mb
-from lib.safe_text import terminal_text
 
 
 def add_commands(sub: Any) -> None:
@@ -45,7 +43,7 @@ def stage_printer() -> Callable[[str, float], None]:
 
     def progress(stage: str, _fraction: float) -> None:
         if stage != last[0]:
-            print(terminal_text(stage), file=sys.stderr)
+            say_stage(stage)
             last[0] = stage
 
     return progress
@@ -59,6 +57,7 @@ def cmd_audit(args: argparse.Namespace) -> dict[str, Any]:
     if args.limit is not None:
         raise ConfigError("An audit covers every image; --limit does not apply.")
     t0 = time.perf_counter()
+    load_with_progress(args.source, args.layout)
     progress = stage_printer()
     audit = run_audit(args.source, args.backbone, args.image_size, args.layout, args.runtime, args.folds, progress=progress, batch_size=args.batch_size)
     issues, duplicates = audit.label_issues(), audit.duplicates(args.threshold)
@@ -84,6 +83,7 @@ def cmd_project(args: argparse.Namespace) -> dict[str, Any]:
     if args.limit is not None:
         raise ConfigError("A map covers every image; --limit does not apply.")
     t0 = time.perf_counter()
+    load_with_progress(args.source, args.layout)
     progress = stage_printer()
     m = compute_full_map(args.source, args.backbone, args.image_size, args.layout, args.method, args.runtime, args.perplexity, args.iterations,
                          progress=progress, batch_size=args.batch_size)  # fmt: skip

@@ -14,7 +14,7 @@ from typing import Any
 
 from lib.analysis.evaluation import percent
 from lib.bounds import flag
-from lib.cli.common import Bar, add_backbone, add_common, add_engine, add_source, ray_options
+from lib.cli.common import Bar, add_backbone, add_common, add_engine, add_source, current_job, load_with_progress, ray_options, say_stage
 from lib.errors import ConfigError, RunError
 from lib.models.protocols import PROTOCOLS
 
@@ -127,6 +127,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.finetune and args.engine == "ray":
         raise ConfigError("--engine ray extracts features; fine-tuning trains from the images on this machine. Leave out one of them.")
+    load_with_progress(args.source, args.layout)  # converted here with a bar (and the job's progress) if it is not yet
     req = _request(args)
     bars: dict[str, Bar] = {}
 
@@ -139,6 +140,10 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     def on_epoch(r: Any) -> None:
         val = f" val_loss {r.val_loss:.4f} val_acc {r.val_accuracy:.4f}" if r.val_loss is not None else ""
         print(f"epoch {r.epoch}/{r.epochs} loss {r.loss:.4f} acc {r.accuracy:.4f}{val} ({r.elapsed:.1f}s)", file=sys.stderr)
+        job = current_job()
+        if job is not None:
+            eta = r.elapsed / r.epoch * (r.epochs - r.epoch) if r.epoch else None
+            job.progress(f"training the head: epoch {r.epoch}/{r.epochs}, loss {r.loss:.3f}", r.epoch, r.epochs, None, eta, "epoch")
 
     if args.finetune:
         from lib.pipeline.finetune import FinetuneConfig, finetune_run
@@ -150,14 +155,18 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         def on_progress(p: Any) -> None:
             print(f"epoch {p.epoch}/{p.epochs} {p.images_done:,}/{p.images_total:,} images, {p.images_per_second:,.0f} img/s, "
                   f"ETA {p.eta_seconds:,.0f}s, loss {p.loss:.4f}", file=sys.stderr)  # fmt: skip
+            job = current_job()
+            if job is not None:
+                job.progress(f"fine-tuning: epoch {p.epoch}/{p.epochs}, loss {p.loss:.3f}", p.images_done, p.images_total, p.images_per_second,
+                             p.eta_seconds, "img")  # fmt: skip
 
-        manifest = finetune_run(req, args.layout, cfg, on_stage=lambda m: print(m, file=sys.stderr), on_epoch=on_epoch, on_progress=on_progress)
+        manifest = finetune_run(req, args.layout, cfg, on_stage=say_stage, on_epoch=on_epoch, on_progress=on_progress)
     else:
         from lib.pipeline.engines import open_engine
         from lib.pipeline.training import train_run
 
         with open_engine(ray_options(args), args.layout) as engine:
-            manifest = train_run(req, args.layout, on_stage=lambda m: print(m, file=sys.stderr), on_extract=on_extract, on_epoch=on_epoch,
+            manifest = train_run(req, args.layout, on_stage=say_stage, on_extract=on_extract, on_epoch=on_epoch,
                                  engine=engine)  # fmt: skip
     if args.label:
         manifest = set_label(args.layout, manifest.run_id, args.label)

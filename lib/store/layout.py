@@ -61,7 +61,19 @@ class FinetuneFiles:
     history: str = "history.json"
 
 
-RUN_FILES, DATASET_FILES, FINETUNE_FILES = RunFiles(), DatasetFiles(), FinetuneFiles()
+@dataclass(frozen=True)
+class JobFiles:
+    """The files of one background job's folder (:mod:`lib.jobs`)."""
+
+    record: str = "job.json"  # what was asked, and its state (written under the queue lock)
+    progress: str = "progress.json"  # what the job's process is doing now (written by it, often)
+    outcome: str = "outcome.json"  # how the job's process ended (written by it, last)
+    log: str = "log.txt"  # its stdout and stderr
+    cancel: str = "cancel"  # present: a cancel was asked for
+
+
+RUN_FILES, DATASET_FILES, FINETUNE_FILES, JOB_FILES = RunFiles(), DatasetFiles(), FinetuneFiles(), JobFiles()
+JOB_ID = re.compile(r"^[0-9]{8}-[0-9]{6}-[a-z]+-[0-9a-f]{6}$")
 BUNDLE_MANIFEST = "bundle.json"  # the first member of a bundle; and, in the cache root, what a bundle installed
 FLOAT16_SUFFIX = ".f16.npy"  # a feature file as a bundle carries it (halved), restored to float32 on install
 STAGING_PREFIX = ".bundle-staging-"  # an install in progress (with its process id, so a dead one is known)
@@ -270,6 +282,37 @@ class CacheLayout:
     def finetune_checkpoint(self, key: str) -> Path:
         """Checkpoints of a fine-tuning run in progress (removed once the run is saved)."""
         return self.root / "finetune" / _check(_KEY, key, "fine-tuning key")
+
+    @property
+    def jobs(self) -> Path:
+        """Folder of background jobs: one folder each, and the queue's and the runner's locks."""
+        return self.root / "jobs"
+
+    def job_dir(self, job_id: str) -> Path:
+        """One job's folder (the id is validated first)."""
+        if not JOB_ID.match(str(job_id)):
+            raise UserFacingError(f"{str(job_id)[:80]!r} is not a job id (see `python -m lib jobs list`).")
+        return self.jobs / job_id
+
+    def job_file(self, job_id: str, name: str) -> Path:
+        """A file of one job (a name from :data:`JOB_FILES`)."""
+        return self.job_dir(job_id) / name
+
+    def job_ids(self) -> list[str]:
+        """Every job's id, oldest first."""
+        return sorted(p.name for p in self.jobs.iterdir() if p.is_dir() and JOB_ID.match(p.name)) if self.jobs.is_dir() else []
+
+    def jobs_lock(self) -> Path:
+        """Held while the queue is read and changed (submitting, starting, settling, cancelling)."""
+        return self.jobs / ".queue.lock"
+
+    def runner_lock(self) -> Path:
+        """Held by the one runner process of this cache for its whole life."""
+        return self.jobs / ".runner.lock"
+
+    def runner_log(self) -> Path:
+        """What the runner itself printed (its jobs have their own logs)."""
+        return self.jobs / "runner.log"
 
     def installed_bundle(self) -> Path:
         """What a demo bundle installed here: its defaults, backbone aliases and content digest."""

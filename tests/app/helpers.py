@@ -37,3 +37,18 @@ def plain(text: str) -> str:
 
 def no_errors(at: AppTest) -> None:
     assert not at.exception, [e.value for e in at.exception]
+
+
+def finish_jobs(at: AppTest, cache: str | Path, timeout: float = 300.0) -> AppTest:
+    """Wait for the cache's background jobs (started by a click) to end, then rerun the page: what the user sees when the
+    panel reports the job done. Fails if a job is still queued or running after ``timeout`` seconds."""
+    import time
+
+    from lib.jobs import list_jobs
+
+    deadline = time.monotonic() + timeout
+    while any(j.active for j in list_jobs(cache)):
+        assert time.monotonic() < deadline, [(j.kind, j.state, j.progress.stage) for j in list_jobs(cache)]
+        time.sleep(0.5)
+    at.run()
+    return at

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from lib.data.sources import load_dataset
-from tests.app.helpers import ROOT, no_errors, start
+from tests.app.helpers import ROOT, finish_jobs, no_errors, start
 
 
 def test_data_quality_audit_mark_save_and_train_without(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str], tmp_path: Path) -> None:
@@ -25,7 +25,7 @@ def test_data_quality_audit_mark_save_and_train_without(monkeypatch: pytest.Monk
     assert not (cache / "audits").exists()  # opening the page computed nothing
     at.button[0].click().run()
     no_errors(at)
-    at.run()
+    finish_jobs(at, cache)
     no_errors(at)
     assert len(list((cache / "audits").glob("*.npz"))) == 1
     assert at.metric[0].label == "Flagged in train"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.app.helpers import no_errors, start
+from tests.app.helpers import finish_jobs, no_errors, start
 
 
 def test_feature_space_pca_tsne_and_neighbours(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str]) -> None:
@@ -42,6 +42,7 @@ def test_feature_space_map_of_every_image(monkeypatch: pytest.MonkeyPatch, prepa
     assert not at.get("bidi_component")  # never computed on page load
     at.button(key="fm_compute").click().run()
     no_errors(at)
+    finish_jobs(at, prepared["cache"])
     data = _map_payload(at)
     assert [(s["name"], s["count"]) for s in data["splits"]] == [("train", 60), ("test", 30)]
     assert len(base64.b64decode(data["x"])) == 2 * 90 and len(base64.b64decode(data["colour"])) == 90

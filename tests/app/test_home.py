@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from lib.data.sources import load_dataset
-from tests.app.helpers import APP, ROOT, no_errors, plain, start
+from tests.app.helpers import APP, ROOT, finish_jobs, no_errors, plain, start
 
 
 def test_home_prepares_dataset_and_features(monkeypatch: pytest.MonkeyPatch, assets: dict[str, Path], tmp_path: Path) -> None:
@@ -19,7 +19,7 @@ def test_home_prepares_dataset_and_features(monkeypatch: pytest.MonkeyPatch, ass
     assert at.metric[0].value == "not prepared"
     at.button[0].click().run()
     no_errors(at)
-    at.run()
+    finish_jobs(at, env["cache"])
     assert at.metric[0].value == "cached"
     assert at.metric[1].value == "2/2 splits"
     assert at.success, "the page should confirm everything is cached"
@@ -34,6 +34,7 @@ def test_home_offline_without_local_data_explains_what_to_do(monkeypatch: pytest
     at = start(monkeypatch, env)
     at.button[0].click().run()
     no_errors(at)
+    finish_jobs(at, env["cache"])
     assert any("Could not download CIFAR-10" in plain(e.value) for e in at.error)
     assert any("No network here?" in i.value for i in at.info)
 

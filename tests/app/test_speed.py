@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.app.helpers import no_errors, start
+from tests.app.helpers import finish_jobs, no_errors, start
 
 
 def test_speed_page_empty_then_measured_then_pick(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str], tmp_path: Path) -> None:
@@ -25,7 +25,7 @@ def test_speed_page_empty_then_measured_then_pick(monkeypatch: pytest.MonkeyPatc
     assert any(b.label.startswith("Measure the default grid") for b in at.button)  # offered, not run: it takes ~30 min
     at.button(key="FormSubmitter:bench_form-Measure tiny\\_fv\\_32").click().run()
     no_errors(at)
-    at.run()
+    finish_jobs(at, cache)
     no_errors(at)
     assert not any("Nothing measured yet" in i.value for i in at.info)
     assert len(at.dataframe[0].value) == 1

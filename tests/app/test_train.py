@@ -9,7 +9,7 @@ import pytest
 from lib.models.heads import HeadConfig
 from lib.pipeline.training import RunRequest, train_run
 from lib.store.runs import list_runs
-from tests.app.helpers import no_errors, start
+from tests.app.helpers import finish_jobs, no_errors, start
 
 
 def test_train_with_blog_preset_shows_accuracy(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str]) -> None:
@@ -22,6 +22,8 @@ def test_train_with_blog_preset_shows_accuracy(monkeypatch: pytest.MonkeyPatch, 
     at.selectbox(key="t_backbone").set_value("(custom handle or path)")
     at.text_input(key="t_custom").set_value(prepared["backbone"])
     at.button(key="FormSubmitter:train_form-Train").click().run()
+    no_errors(at)
+    finish_jobs(at, prepared["cache"])
     no_errors(at)
     assert len(list_runs(prepared["cache"])) == before + 1
     metric = next(m for m in at.metric if m.label == "Test accuracy")
@@ -78,6 +80,8 @@ def test_train_with_the_litert_runtime_then_see_its_features(monkeypatch: pytest
     at.selectbox(key="t_runtime").set_value("litert")
     at.button(key="FormSubmitter:train_form-Train").click().run()
     no_errors(at)
+    finish_jobs(at, prepared["cache"])
+    no_errors(at)
     newest = list_runs(prepared["cache"])[0]
     assert newest.runtime == "litert" and at.session_state["run_id"] == newest.run_id
     at = start(monkeypatch, prepared, page="feature_space.py", run=newest.run_id)
@@ -96,6 +100,8 @@ def test_train_page_finetunes_with_progress(monkeypatch: pytest.MonkeyPatch, pre
     at.number_input(key="t_ft_epochs").set_value(1)
     at.number_input(key="t_ft_bs").set_value(8)
     at.button(key="FormSubmitter:train_form-Train").click().run()
+    no_errors(at)
+    finish_jobs(at, prepared["cache"])
     no_errors(at)
     new = [m for m in list_runs(prepared["cache"]) if m.run_id not in before]
     assert len(new) == 1 and new[0].finetuned

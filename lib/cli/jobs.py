@@ -1,0 +1,56 @@
+"""``jobs``: the background jobs of a cache, as the app's panel shows them.
+
+    python -m lib jobs list [--json]     # {"jobs": [{"id", "kind", "state", "progress", "stage", "created", "started",
+                                         #             "finished", "command", "result", "error"}, ...]}, newest first
+    python -m lib jobs show ID | logs ID | cancel ID
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from lib.cli.common import add_common
+
+
+def add_commands(sub: Any) -> None:
+    """Register ``jobs``."""
+    p = sub.add_parser("jobs", help="background jobs of this cache: list, show, logs, cancel")
+    jsub = p.add_subparsers(dest="jobs_command", required=True)
+    q = jsub.add_parser("list", help="every job, newest first")
+    add_common(q)
+    for name, text in (("show", "one job's record and progress"), ("logs", "one job's log"), ("cancel", "cancel a queued or running job")):
+        q = jsub.add_parser(name, help=text)
+        q.add_argument("job_id")
+        add_common(q)
+    q = jsub.add_parser("runner", help=argparse.SUPPRESS)  # started on demand by a submit; one per cache
+    add_common(q)
+
+
+def _line(job: Any) -> str:
+    share = f" {job.progress.fraction:.0%}" if job.state == "running" else ""
+    stage = f"  {job.progress.stage}" if job.state == "running" and job.progress.stage else ""
+    error = f"  {job.error}" if job.error else ""
+    return f"{job.id}  {job.state:<9}{share}  {job.kind:<9} {job.title}{stage}{error}"
+
+
+def cmd_jobs(args: argparse.Namespace) -> dict[str, Any]:
+    """``jobs``."""
+    from lib.jobs.queue import cancel_job, get_job, list_jobs, log_tail, run_runner
+
+    if args.jobs_command == "runner":
+        return {"exit": run_runner(args.layout), "_text": "runner: idle, exiting"}
+    if args.jobs_command == "list":
+        jobs = list_jobs(args.layout)
+        return {"jobs": [j.summary() for j in jobs], "_text": "\n".join(_line(j) for j in jobs) or "no jobs"}
+    if args.jobs_command == "logs":
+        get_job(args.layout, args.job_id)
+        text = log_tail(args.layout, args.job_id)
+        return {"id": args.job_id, "log": text, "_text": text or "(empty log)"}
+    job = cancel_job(args.layout, args.job_id) if args.jobs_command == "cancel" else get_job(args.layout, args.job_id)
+    info = job.summary() | {"argv": job.argv, "exit_code": job.exit_code, "cancel_requested": job.cancel_requested}
+    info["_text"] = _line(job) + f"\n  {job.command}"
+    return info
+
+
+HANDLERS = {"jobs": cmd_jobs}

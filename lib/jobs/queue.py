@@ -1,0 +1,267 @@
+"""The queue of one cache: submitting (identical requests join), listing, cancelling, settling, and the runner.
+
+    job, joined = submit(layout, JobSpec("extract", argv, "features of mobilenet @128"))
+    list_jobs(layout)        # settled: a job whose process died without an outcome is failed, with the reason
+    run_runner(layout)       # `python -m lib jobs runner`: started on demand, one per cache, gone when idle
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from lib.errors import UserFacingError
+from lib.jobs.records import Job, Progress, is_alive, now, process_start
+from lib.store.atomic import check_writable, read_json
+from lib.store.layout import JOB_FILES, CacheLayout, CacheLike
+
+CONCURRENCY_ENV = "TLX_JOBS"  # how many jobs run at once (default 1: one heavy job at a time)
+POLL_S = 0.5  # how often the runner looks at the queue
+IDLE_EXIT_S = 10.0  # a runner with nothing to do for this long exits (the next submit starts one again)
+CANCEL_GRACE_S = 15.0  # a job that has not stopped this long after a cancel is interrupted, then terminated
+DIED = "The job's process ended without saying how (killed, out of memory, or the machine restarted). Ask for it again: it resumes from its checkpoints."
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What to run: the CLI command's arguments (after ``python -m lib``; the cache and ``--json`` are added), and a title."""
+
+    kind: str
+    argv: list[str]
+    title: str
+
+    @property
+    def key(self) -> str:
+        """Identical requests have the same key (the command, word for word)."""
+        return hashlib.sha256(json.dumps([self.kind, self.argv]).encode()).hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def _locked(layout: CacheLayout) -> Iterator[None]:
+    """The queue lock (every change to a job's record happens under it; readers of a single record need not take it)."""
+    check_writable(layout.jobs)
+    layout.jobs.mkdir(parents=True, exist_ok=True)
+    with open(layout.jobs_lock(), "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        yield
+
+
+def _new_id(spec: JobSpec) -> str:
+    digest = hashlib.sha256(f"{spec.key}{time.time_ns()}{os.getpid()}".encode()).hexdigest()[:6]
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{''.join(c for c in spec.kind if c.isalpha())}-{digest}"
+
+
+def submit(layout: CacheLike, spec: JobSpec, start_runner: bool = True) -> tuple[Job, bool]:
+    """Queue ``spec`` (and make sure a runner is there), or join the identical job already queued or running.
+    Returns the job and whether it was joined."""
+    layout = CacheLayout.at(layout)
+    with _locked(layout):
+        same = next((j for j in _read_all(layout) if j.key == spec.key and j.active), None)
+        if same is None:
+            job = Job(_new_id(spec), spec.kind, spec.title, list(spec.argv), spec.key)
+            layout.job_dir(job.id).mkdir(parents=True)
+            job.write(layout)
+    if start_runner:
+        ensure_runner(layout)
+    return (same, True) if same is not None else (job, False)
+
+
+def _read_all(layout: CacheLayout) -> list[Job]:
+    return [j for j in (Job.read(layout, i) for i in layout.job_ids()) if j is not None]
+
+
+def _outcome(layout: CacheLayout, job: Job) -> dict | None:
+    data = read_json(layout.job_file(job.id, JOB_FILES.outcome))
+    return data if isinstance(data, dict) and isinstance(data.get("exit"), int) else None
+
+
+def _settle_one(layout: CacheLayout, job: Job) -> bool:
+    """Fold a running job's outcome (or its process's disappearance) into its record; True if it changed."""
+    if job.state != "running":
+        return False
+    outcome = _outcome(layout, job)
+    if outcome is None and is_alive(job.pid, job.pid_start):
+        return False
+    if outcome is None:
+        job.state, job.error = ("cancelled", "") if job.cancel_requested else ("failed", DIED)
+    else:
+        job.exit_code = int(outcome["exit"])
+        result = outcome.get("result")
+        job.result = result if isinstance(result, dict) else {}
+        job.error = str(outcome.get("error") or "")[:2000]
+        job.state = "done" if job.exit_code == 0 else "cancelled" if job.exit_code == 130 or job.cancel_requested else "failed"
+    job.finished = str(outcome.get("finished")) if outcome and outcome.get("finished") else now()
+    job.write(layout)
+    return True
+
+
+def settle(layout: CacheLike) -> list[Job]:
+    """Every job, with finished or dead ones settled (and a runner started if queued work has none), newest first."""
+    layout = CacheLayout.at(layout)
+    if not layout.jobs.is_dir():
+        return []
+    jobs = _read_all(layout)
+    if any(j.state == "running" and (_outcome(layout, j) is not None or not is_alive(j.pid, j.pid_start)) for j in jobs):
+        with contextlib.suppress(UserFacingError), _locked(layout):  # a read-only cache (the demo) only reads
+            jobs = _read_all(layout)
+            for j in jobs:
+                _settle_one(layout, j)
+    if any(j.state == "queued" for j in jobs) and not runner_alive(layout):
+        with contextlib.suppress(UserFacingError):
+            ensure_runner(layout)
+    return sorted(jobs, key=lambda j: j.id, reverse=True)
+
+
+def list_jobs(layout: CacheLike) -> list[Job]:
+    """Every job (settled), newest first, each with its last progress report."""
+    layout = CacheLayout.at(layout)
+    jobs = settle(layout)
+    for j in jobs:
+        if j.state == "running":
+            j.progress = Progress.read(layout, j.id)
+    return jobs
+
+
+def get_job(layout: CacheLike, job_id: str) -> Job:
+    """One job (settled, with its progress), or :class:`UserFacingError`."""
+    layout = CacheLayout.at(layout)
+    job = next((j for j in list_jobs(layout) if j.id == job_id), None)
+    if job is None:
+        layout.job_dir(job_id)  # a malformed id says so
+        raise UserFacingError(f"No job {job_id} in {layout} (see `python -m lib jobs list`).")
+    return job
+
+
+def cancel_job(layout: CacheLike, job_id: str) -> Job:
+    """Cancel a job: a queued one at once; a running one at its next safe point (its process checks between chunks,
+    epochs and stages, and stops with only complete artifacts written). A finished one is left as it is."""
+    layout = CacheLayout.at(layout)
+    with _locked(layout):
+        job = Job.read(layout, job_id)
+        if job is None:
+            raise UserFacingError(f"No job {job_id} in {layout} (see `python -m lib jobs list`).")
+        if job.state == "queued":
+            job.state, job.finished = "cancelled", now()
+        elif job.state == "running":
+            job.cancel_requested = True
+            layout.job_file(job.id, JOB_FILES.cancel).write_text(now())
+        job.write(layout)
+    return job
+
+
+def log_tail(layout: CacheLike, job_id: str, max_bytes: int = 200_000) -> str:
+    """The end of a job's log."""
+    path = CacheLayout.at(layout).job_file(job_id, JOB_FILES.log)
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, path.stat().st_size - max_bytes))
+            return fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+# ------------------------------------------------------------------------------------------------ the runner
+
+
+def runner_alive(layout: CacheLayout) -> bool:
+    """Whether a runner holds this cache's runner lock now."""
+    try:
+        with open(layout.runner_lock(), "a+b") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return False
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+
+
+def _project_root() -> Path:
+    import lib
+
+    return Path(lib.__file__).resolve().parent.parent
+
+
+def ensure_runner(layout: CacheLayout) -> None:
+    """Start this cache's runner if none is running (two starting at once is harmless: the second exits at once)."""
+    if runner_alive(layout):
+        return
+    check_writable(layout.jobs)
+    layout.jobs.mkdir(parents=True, exist_ok=True)
+    with open(layout.runner_log(), "ab") as log:
+        subprocess.Popen([sys.executable, "-m", "lib", "jobs", "runner", "--cache-dir", str(layout.root)], cwd=_project_root(),
+                         stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, close_fds=True)  # fmt: skip
+
+
+def _start(layout: CacheLayout, job: Job) -> subprocess.Popen[bytes]:
+    """Start a queued job's process (in a session of its own: it outlives the runner and the server)."""
+    env = {**os.environ, "TLX_JOB_DIR": str(layout.job_dir(job.id)), "TLX_JOB_ID": job.id}
+    env.pop("TLX_DEMO", None)
+    with open(layout.job_file(job.id, JOB_FILES.log), "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "lib", *job.argv, "--cache-dir", str(layout.root), "--json"], cwd=_project_root(),
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, start_new_session=True, close_fds=True)  # fmt: skip
+    job.state, job.started, job.pid, job.pid_start = "running", now(), proc.pid, process_start(proc.pid)
+    job.write(layout)
+    return proc
+
+
+def _escalate(layout: CacheLayout, job: Job) -> None:
+    """A cancelled job still running after the grace period: interrupt it, then terminate it."""
+    flag = layout.job_file(job.id, JOB_FILES.cancel)
+    try:
+        waited = time.time() - flag.stat().st_mtime
+    except OSError:
+        return
+    sig = signal.SIGTERM if waited > 2 * CANCEL_GRACE_S else signal.SIGINT if waited > CANCEL_GRACE_S else None
+    if sig is not None and is_alive(job.pid, job.pid_start):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(job.pid, sig)
+
+
+def concurrency() -> int:
+    """Jobs run at once (``$TLX_JOBS``, default 1)."""
+    text = os.environ.get(CONCURRENCY_ENV, "1").strip()
+    return max(1, min(int(text), 64)) if text.isdigit() else 1
+
+
+def run_runner(layout: CacheLike) -> int:
+    """Start queued jobs in order, at most :func:`concurrency` at a time; settle them; deliver cancels; exit when idle.
+    Returns at once (0) if another runner already serves this cache."""
+    layout = CacheLayout.at(layout)
+    layout.jobs.mkdir(parents=True, exist_ok=True)
+    with open(layout.runner_lock(), "a+b") as lock:
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return 0
+        children: dict[str, subprocess.Popen[bytes]] = {}
+        idle_since = time.monotonic()
+        while True:
+            for proc in list(children.values()):
+                proc.poll()  # reap a child that ended, so it is seen as gone
+            with _locked(layout):
+                jobs = _read_all(layout)
+                for j in jobs:
+                    _settle_one(layout, j)
+                running = [j for j in jobs if j.state == "running"]
+                for j in sorted((j for j in jobs if j.state == "queued"), key=lambda j: j.created)[: max(0, concurrency() - len(running))]:
+                    children[j.id] = _start(layout, j)
+                    running.append(j)
+            for j in running:
+                if j.cancel_requested:
+                    _escalate(layout, j)
+            children = {i: p for i, p in children.items() if p.returncode is None}
+            if running or children:
+                idle_since = time.monotonic()
+            elif time.monotonic() - idle_since > IDLE_EXIT_S:
+                return 0
+            time.sleep(POLL_S)

@@ -1,0 +1,174 @@
+"""Background jobs in the app: submit one from a page, show its live progress there and in a compact panel on every
+page (and in every session), link to what it made, cancel it. The work itself runs in its own process (lib.jobs).
+
+    job = jobs.start(settings, train_job(request))      # joins an identical queued or running job
+    jobs.live(settings, ("train",))                      # this page's kinds of job, live, picked up again on return
+    jobs.panel(settings)                                 # the sidebar panel (app.py; never in the demo)
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any
+
+import streamlit as st
+
+from lib.errors import UserFacingError
+from lib.jobs import Job, JobSpec, cancel_job, list_jobs, submit
+from lib.jobs.queue import log_tail
+from ui import demo, state
+from ui.text import md_escape, show_error
+
+STARTED = "_jobs_started"  # session: ids of the jobs this session started (a finished train job activates its run once)
+RECENT_S = 30 * 60  # finished jobs stay in the panel this long
+RESULT_PAGES = {  # where what a job made is seen: (page, link text, the result field a link carries)
+    "data": ("views/browse.py", "Browse it", None),
+    "train": ("views/evaluate.py", "Evaluate the run", "run_id"),
+    "project": ("views/feature_space.py", "See the map", None),
+    "audit": ("views/quality.py", "See the audit", None),
+    "extract": ("views/home.py", "Features ready", None),
+    "benchmark": ("views/speed.py", "See the figures", None),
+}
+
+
+def start(settings: state.Settings, spec: JobSpec) -> Job | None:
+    """Queue ``spec`` (or join the same job already queued or running) and remember it for this session."""
+    try:
+        job, joined = submit(settings.layout, spec)
+    except UserFacingError as err:
+        show_error(err)
+        return None
+    st.session_state.setdefault(STARTED, []).append(job.id)
+    st.toast(("Joined the same job, already " + job.state if joined else "Started in the background") + f": {job.title}", icon=":material/work:")
+    return job
+
+
+def _fmt_s(seconds: float | None) -> str:
+    if seconds is None or seconds != seconds or seconds == float("inf"):
+        return "?"
+    return f"{int(seconds // 60)}m{int(seconds % 60):02d}s" if seconds >= 60 else f"{seconds:.0f}s"
+
+
+def _elapsed(job: Job) -> float | None:
+    try:
+        begun = datetime.strptime(job.started, "%Y-%m-%dT%H:%M:%S%z").timestamp() if job.started else None
+        ended = datetime.strptime(job.finished, "%Y-%m-%dT%H:%M:%S%z").timestamp() if job.finished else time.time()
+    except ValueError:
+        return None
+    return ended - begun if begun else None
+
+
+def _age(job: Job) -> float:
+    try:
+        return time.time() - datetime.strptime(job.finished or job.created, "%Y-%m-%dT%H:%M:%S%z").timestamp()
+    except ValueError:
+        return 0.0
+
+
+def draw_job(settings: state.Settings, job: Job, where: Any, compact: bool) -> None:
+    """One job: its kind and title, a progress bar with the stage, images/s, ETA, elapsed; Cancel; its result or error."""
+    p = job.progress
+    title = f"{job.kind}: {md_escape(job.title, 120)}"
+    if job.state == "running":
+        rate = f"{p.rate:,.0f} {p.unit or 'items'}/s · " if p.rate else ""
+        counts = f"{p.done:,}/{p.total:,} · " if p.total else ""
+        where.progress(p.fraction, text=f"{title} · {md_escape(p.stage or 'starting', 80)}")
+        where.caption(f"{counts}{rate}ETA {_fmt_s(p.eta_seconds)} · elapsed {_fmt_s(_elapsed(job))}"
+                      + (" · cancelling at the next safe point" if job.cancel_requested else ""))  # fmt: skip
+    elif job.state == "queued":
+        where.caption(f":material/schedule: {title} · queued")
+    elif job.state == "done":
+        page, label, field = RESULT_PAGES.get(job.kind, ("views/home.py", "Open", None))
+        value = job.result.get(field) if field else None
+        params = {"run": value} if field == "run_id" and isinstance(value, str) else None
+        where.page_link(page, label=f"{title} · done in {_fmt_s(_elapsed(job))} · {label}", icon=":material/check_circle:", query_params=params)
+    elif job.state == "failed":
+        where.error(f"{title} failed: {md_escape(job.error or 'see the log', 600)}", icon=":material/error:")
+    else:
+        where.caption(f":material/cancel: {title} · cancelled")
+    actions = where.columns([1, 2]) if job.active else [None, where]
+    if job.active and actions[0].button("Cancel", key=f"cancel_{job.id}_{'panel' if compact else 'page'}", **demo.off("Cancelling")):
+        cancel_job(settings.layout, job.id)
+        st.rerun(scope="fragment")
+    with actions[1].expander("Details and log", expanded=False):
+        st.code(job.command, language="bash", wrap_lines=True)
+        st.caption(f"Job {job.id} · `python -m lib jobs show {job.id}` · `python -m lib jobs logs {job.id}`")
+        tail = log_tail(settings.layout, job.id, 20_000)
+        if tail:
+            st.code(tail[-6000:], language="text")
+
+
+def _jobs(settings: state.Settings, kinds: tuple[str, ...] | None = None) -> list[Job]:
+    try:
+        found = list_jobs(settings.layout)
+    except (UserFacingError, OSError):
+        return []
+    return [j for j in found if kinds is None or j.kind in kinds]
+
+
+def _activate_finished_runs(settings: state.Settings, jobs: list[Job]) -> None:
+    """A train job this session started and that has finished makes its run the active one (once)."""
+    mine = st.session_state.get(STARTED, [])
+    for j in jobs:
+        run_id = j.result.get("run_id")
+        if j.id in mine and j.state == "done" and isinstance(run_id, str) and st.session_state.get(f"_activated_{j.id}") is None:
+            st.session_state[f"_activated_{j.id}"] = run_id
+            st.session_state["last_run"] = run_id
+            state.update(run_id=run_id)
+
+
+def last_failed(settings: state.Settings, kind: str) -> Job | None:
+    """The newest job of ``kind`` this session started, if it failed."""
+    mine = st.session_state.get(STARTED, [])
+    newest = next((j for j in _jobs(settings, (kind,)) if j.id in mine), None)
+    return newest if newest is not None and newest.state == "failed" else None
+
+
+def live(settings: state.Settings, kinds: tuple[str, ...]) -> None:
+    """The jobs of ``kinds`` that are queued or running (started here, in another tab or from the CLI), live; when
+    the last one ends the page reruns to show what it made. A job this session started that failed shows its error."""
+    found = _jobs(settings, kinds)
+    active = [j for j in found if j.active]
+    _activate_finished_runs(settings, found)
+    mine = st.session_state.get(STARTED, [])
+    for j in found:
+        if j.id in mine and j.state == "failed" and _age(j) < RECENT_S:
+            draw_job(settings, j, st, compact=False)
+            break
+    if not active:
+        return
+
+    @st.fragment(run_every=1.0)
+    def _live() -> None:
+        now_active = [j for j in _jobs(settings, kinds) if j.active]
+        if not now_active:
+            st.rerun(scope="app")
+        for j in now_active:
+            with st.container(border=True):
+                draw_job(settings, j, st, compact=False)
+
+    _live()
+
+
+def panel(settings: state.Settings) -> None:
+    """The sidebar's jobs panel: every active job of this cache and the ones finished in the last half hour. Polls every
+    second while something runs, every five seconds otherwise (and reruns the page when that changes)."""
+    if demo.active():
+        return
+    jobs = _jobs(settings)
+    active = any(j.active for j in jobs)
+
+    def body() -> None:
+        current = _jobs(settings)
+        if any(j.active for j in current) != active:
+            st.rerun(scope="app")  # something started or ended: the page may have new results, and the poll its new pace
+        shown = [j for j in current if j.active or _age(j) < RECENT_S][:6]
+        if not shown:
+            return
+        st.markdown("**Jobs**")
+        for j in shown:
+            draw_job(settings, j, st, compact=True)
+
+    with st.sidebar:
+        st.fragment(body, run_every=1.0 if active else 5.0)()
