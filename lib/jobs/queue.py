@@ -185,6 +185,16 @@ def runner_alive(layout: CacheLayout) -> bool:
         return False
 
 
+def runner_pid(layout: CacheLayout) -> int | None:
+    """The pid of this cache's runner while one runs."""
+    if not runner_alive(layout):
+        return None
+    try:
+        return int(layout.runner_lock().read_text().strip() or 0) or None
+    except (OSError, ValueError):
+        return None
+
+
 def _project_root() -> Path:
     import lib
 
@@ -243,6 +253,9 @@ def run_runner(layout: CacheLike) -> int:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return 0
+        lock.truncate(0)
+        lock.write(str(os.getpid()).encode())  # who the runner is (read by runner_pid; the lock is what counts)
+        lock.flush()
         children: dict[str, subprocess.Popen[bytes]] = {}
         idle_since = time.monotonic()
         while True:

@@ -48,9 +48,12 @@ class Progress:
         if not isinstance(data, dict):
             return cls()
         try:
-            return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
+            found = cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
         except TypeError:
             return cls()
+        numbers_ok = all(isinstance(v, int) for v in (found.done, found.total)) and all(
+            v is None or isinstance(v, (int, float)) for v in (found.rate, found.eta_seconds))  # fmt: skip
+        return found if numbers_ok and isinstance(found.stage, str) else cls()
 
 
 @dataclass
