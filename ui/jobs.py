@@ -82,7 +82,8 @@ def draw_job(settings: state.Settings, job: Job, where: Any, compact: bool) -> N
         page, label, field = RESULT_PAGES.get(job.kind, ("views/home.py", "Open", None))
         value = job.result.get(field) if field else None
         params = {"run": value} if field == "run_id" and isinstance(value, str) else None
-        where.page_link(page, label=f"{title} · done in {_fmt_s(_elapsed(job))} · {label}", icon=":material/check_circle:", query_params=params)
+        where.caption(f":material/check_circle: {title} · done in {_fmt_s(_elapsed(job))}")
+        where.page_link(page, label=label, icon=":material/arrow_forward:", query_params=params)
     elif job.state == "failed":
         where.error(f"{title} failed: {md_escape(job.error or 'see the log', 600)}", icon=":material/error:")
     else:

@@ -24,6 +24,7 @@ class Bar:
         from tqdm import tqdm
 
         self.unit = unit
+        self.started: tuple[float, int] | None = None  # (when, how many were done then: a resumed extraction starts above 0)
         self.bar = tqdm(desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 5.0)
 
     def update_to(self, done: int, total: int) -> None:
@@ -34,7 +35,12 @@ class Bar:
         self.bar.refresh()
         job = current_job()
         if job is not None:
-            rate = self.bar.format_dict.get("rate")
+            import time
+
+            if self.started is None or done < self.started[1]:
+                self.started = (time.perf_counter(), done)
+            seconds = time.perf_counter() - self.started[0]
+            rate = (done - self.started[1]) / seconds if seconds > 0.5 and done > self.started[1] else None
             eta = (total - done) / rate if rate and total else None
             job.progress(str(self.bar.desc), done, total, rate, eta, self.unit)
 
