@@ -22,6 +22,7 @@ from ui.text import md_escape, show_error
 
 STARTED = "_jobs_started"  # session: ids of the jobs this session started (a finished train job activates its run once)
 RECENT_S = 30 * 60  # finished jobs stay in the panel this long
+IDLE_POLL_S = 10.0  # with nothing running, each session looks for new jobs this often (ten idle sessions: see bench/jobs.py)
 RESULT_PAGES = {  # where what a job made is seen: (page, link text, the result field a link carries)
     "data": ("views/browse.py", "Browse it", None),
     "train": ("views/evaluate.py", "Evaluate the run", "run_id"),
@@ -100,6 +101,18 @@ def draw_job(settings: state.Settings, job: Job, where: Any, compact: bool) -> N
             st.code(tail[-6000:], language="text")
 
 
+def _curves(series: list[dict[str, float]]) -> None:
+    """A training's loss and accuracy per epoch so far (the job's live chart)."""
+    import altair as alt
+    import pandas as pd
+
+    rows = [{"epoch": p["epoch"], "metric": k, "value": v, "kind": "loss" if "loss" in k else "accuracy"}
+            for p in series if "epoch" in p for k, v in p.items() if k != "epoch"]  # fmt: skip
+    if rows:
+        line = alt.Chart(pd.DataFrame(rows)).mark_line(point=True).encode(x="epoch:Q", y=alt.Y("value:Q", title=None), color="metric:N")
+        st.altair_chart(line.properties(height=160).facet(column=alt.Column("kind:N", title=None)).resolve_scale(y="independent"))
+
+
 def _jobs(settings: state.Settings, kinds: tuple[str, ...] | None = None) -> list[Job]:
     try:
         found = list_jobs(settings.layout)
@@ -148,13 +161,15 @@ def live(settings: state.Settings, kinds: tuple[str, ...]) -> None:
         for j in now_active:
             with st.container(border=True):
                 draw_job(settings, j, st, compact=False)
+                if j.progress.series:
+                    _curves(j.progress.series)
 
     _live()
 
 
 def panel(settings: state.Settings) -> None:
     """The sidebar's jobs panel: every active job of this cache and the ones finished in the last half hour. Polls every
-    second while something runs, every five seconds otherwise (and reruns the page when that changes)."""
+    second while something runs, every ten seconds otherwise (and reruns the page when that changes)."""
     if demo.active():
         return
     jobs = _jobs(settings)
@@ -172,4 +187,4 @@ def panel(settings: state.Settings) -> None:
             draw_job(settings, j, st, compact=True)
 
     with st.sidebar:
-        st.fragment(body, run_every=1.0 if active else 5.0)()
+        st.fragment(body, run_every=1.0 if active else IDLE_POLL_S)()

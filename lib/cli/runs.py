@@ -143,6 +143,8 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         job = current_job()
         if job is not None:
             eta = r.elapsed / r.epoch * (r.epochs - r.epoch) if r.epoch else None
+            job.point({k: v for k, v in (("epoch", r.epoch), ("loss", r.loss), ("accuracy", r.accuracy), ("val_loss", r.val_loss),
+                                         ("val_accuracy", r.val_accuracy)) if v is not None})  # fmt: skip
             job.progress(f"training the head: epoch {r.epoch}/{r.epochs}, loss {r.loss:.3f}", r.epoch, r.epochs, None, eta, "epoch")
 
     if args.finetune:

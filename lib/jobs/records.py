@@ -35,6 +35,7 @@ class Progress:
     eta_seconds: float | None = None
     unit: str = ""
     updated: float = 0.0  # time.time() of the report
+    series: list[dict[str, float]] = field(default_factory=list)  # points so far, for a live chart (a training's epochs)
 
     @property
     def fraction(self) -> float:
@@ -53,7 +54,8 @@ class Progress:
             return cls()
         numbers_ok = all(isinstance(v, int) for v in (found.done, found.total)) and all(
             v is None or isinstance(v, (int, float)) for v in (found.rate, found.eta_seconds))  # fmt: skip
-        return found if numbers_ok and isinstance(found.stage, str) else cls()
+        series_ok = isinstance(found.series, list) and all(isinstance(p, dict) for p in found.series)
+        return found if numbers_ok and series_ok and isinstance(found.stage, str) else cls()
 
 
 @dataclass

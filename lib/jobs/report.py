@@ -56,13 +56,19 @@ class JobReporter:
     def progress(self, stage: str, done: int, total: int, rate: float | None = None, eta: float | None = None, unit: str = "") -> None:
         """``done`` of ``total`` in ``stage`` (a new stage is written at once, the same one at most every quarter second)."""
         force = stage != self.current.stage or done >= total
-        self.current = Progress(stage, int(done), int(total), rate, eta if eta is None or eta != float("inf") else None, unit)
+        eta = eta if eta is None or eta != float("inf") else None
+        self.current = Progress(stage, int(done), int(total), rate, eta, unit, series=self.current.series)
         self._write(force)
+
+    def point(self, values: dict[str, float]) -> None:
+        """One more point of the job's live chart (written at once; the last 2,000 are kept)."""
+        self.current.series = [*self.current.series[-1999:], {k: float(v) for k, v in values.items()}]
+        self._write(True)
 
     def stage(self, text: str) -> None:
         """A stage with no count (loading data, training the head...)."""
         if text != self.current.stage:
-            self.current = Progress(text)
+            self.current = Progress(text, series=self.current.series)
             self._write(True)
 
 
