@@ -15,6 +15,7 @@ Prints the CPU model and cores, then:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -40,15 +41,26 @@ def direct(argv: list[str], cache: Path) -> tuple[float, dict[str, Any]]:
     return seconds, json.loads(proc.stdout)
 
 
+RUNNER_CPU: list[float] = []  # the runner's CPU seconds per second of each job (its share of one core)
+
+
 def as_job(argv: list[str], cache: Path) -> tuple[float, dict[str, Any]]:
     """The same command submitted as a job: seconds from the submit to the settled outcome, and its result."""
     from lib.jobs import JobSpec, get_job, submit
+    from lib.jobs.queue import runner_pid
+    from lib.store.layout import CacheLayout
 
     t0 = time.perf_counter()
     job, _ = submit(cache, JobSpec(argv[0], argv, "bench"))
+    runner, cpu0 = None, 0.0
     while (found := get_job(cache, job.id)).active:
-        time.sleep(0.05)
+        if runner is None and (runner := runner_pid(CacheLayout(cache))):
+            cpu0, t1 = _cpu_seconds(runner), time.perf_counter()
+        time.sleep(0.5)  # the bench's own polling: what the panel of one session does
     seconds = time.perf_counter() - t0
+    if runner is not None:
+        with contextlib.suppress(OSError):
+            RUNNER_CPU.append((_cpu_seconds(runner) - cpu0) / (time.perf_counter() - t1))
     if found.state != "done":
         raise SystemExit(f"job {found.state}: {found.error}")
     return seconds, found.result
@@ -109,7 +121,9 @@ def rates(args: argparse.Namespace, cache: Path) -> None:
             _, out = run(extract, fresh)
             figures[how].append(out["images"] / out["artifacts"][0]["extract_seconds"])
     d, j = statistics.median(figures["direct"]), statistics.median(figures["job"])
-    print(f"extraction, test split: directly {d:,.0f} img/s, in a job {j:,.0f} img/s: ratio {j / d:.3f}", flush=True)
+    print(f"extraction, test split ({args.repeat} each): directly {d:,.0f} img/s, in a job {j:,.0f} img/s: ratio {j / d:.3f} "
+          f"(each: {', '.join(f'{x:.0f}' for x in figures['direct'])} / {', '.join(f'{x:.0f}' for x in figures['job'])}); "
+          f"the runner used {statistics.median(RUNNER_CPU or [0.0]):.2%} of one core meanwhile", flush=True)  # fmt: skip
     train = ["train", *common, "--protocol", "best"]
     direct(train, cache)  # features for the preset (both views, TTA) extracted once, outside the timing
     seconds = {"direct": [direct(train, cache)[1]["train_seconds"] for _ in range(2)], "job": [as_job(train, cache)[1]["train_seconds"] for _ in range(2)]}

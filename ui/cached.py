@@ -114,7 +114,10 @@ def run(cache_dir: Path | str, run_id: str) -> Run:
 def report(cache_dir: str, run_id: str, mtime: str = "") -> dict[str, Any]:
     """The evaluation report of a run (small: lists of numbers)."""
     r = run(cache_dir, run_id)
-    return evaluation.evaluate(r.y_true, r.probs, r.classes)
+    out = evaluation.evaluate(r.y_true, r.probs, r.classes)
+    if r.probs_raw is not None:
+        out["calibration_before"] = evaluation.reliability(r.y_true, r.probs_raw)
+    return out
 
 
 @st.cache_data(show_spinner=False, max_entries=64)

@@ -69,18 +69,25 @@ def pairs_and_reliability(report: dict[str, Any]) -> None:
         st.dataframe(pairs, hide_index=True, width="stretch", column_config={"share_of_true": share})
     with t2:
         st.subheader("Reliability diagram")
-        rel = pd.DataFrame(report["calibration"]["bins"]).dropna()
+        before = report.get("calibration_before")
+        curves = [("calibrated" if before else "as trained", report["calibration"])] + ([("before calibration", before)] if before else [])
+        rel = pd.concat([pd.DataFrame(c["bins"]).assign(probabilities=name) for name, c in curves]).dropna()
 
         def reliability_chart() -> Any:
             diag = alt.Chart(pd.DataFrame({"confidence": [0, 1], "accuracy": [0, 1]})).mark_line(strokeDash=[4, 4], color="gray").encode(
                 x="confidence:Q", y="accuracy:Q")  # fmt: skip
             curve = alt.Chart(rel).mark_line(point=True).encode(x=alt.X("confidence:Q", scale=alt.Scale(domain=[0, 1]), title="mean confidence in bin"),
                                                                   y=alt.Y("accuracy:Q", scale=alt.Scale(domain=[0, 1]), title="accuracy in bin"),
-                                                                  tooltip=["count", "confidence", "accuracy"])  # fmt: skip
+                                                                  color=alt.Color("probabilities:N", title=None),
+                                                                  tooltip=["probabilities", "count", "confidence", "accuracy"])  # fmt: skip
             return (diag + curve).properties(height=260)
 
         charts.altair("reliability", [rel], (), reliability_chart, width="stretch")
-        st.caption(f"Expected calibration error: **{report['calibration']['ece']:.4f}** over 15 equal-width bins.")
+        text = f"Expected calibration error: **{report['calibration']['ece']:.4f}** over 15 equal-width bins"
+        if before:
+            text += (f" (**{before['ece']:.4f}** before temperature scaling on the run's validation images: "
+                     "the probabilities shown everywhere are the calibrated ones)")  # fmt: skip
+        st.caption(text + ".")
 
 
 def compare_with_another_run(settings: state.Settings, run: Any, per: pd.DataFrame, classes: list[str]) -> None:

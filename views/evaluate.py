@@ -24,7 +24,9 @@ st.caption(f"Run **{md_escape(m.display_name())}** · {md_escape(m.backbone_name
 a, b, c, d = st.columns(4)
 a.metric("Accuracy", f"{report['accuracy']:.2%}")
 b.metric("Top-5 accuracy", percent(report["top5_accuracy"]), help="Shown for more than five classes (with five or fewer it is always 100%).")
-c.metric("ECE", f"{report['calibration']['ece']:.4f}")
+before = report.get("calibration_before")
+c.metric("ECE (calibrated)" if before else "ECE", f"{report['calibration']['ece']:.4f}", delta=f"{report['calibration']['ece'] - before['ece']:+.4f} vs before"
+         if before else None, delta_color="inverse", help="Expected calibration error: how far confidence is from accuracy (0 is perfect).")  # fmt: skip
 d.metric("Errors", f"{round((1 - report['accuracy']) * report['count']):,}")
 
 state.bind("ev_norm", "counts", valid=["counts", "row-normalized"])

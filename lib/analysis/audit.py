@@ -213,10 +213,10 @@ class Audit:
         return np.flatnonzero(self.neighbours["test>train"][1] >= threshold)
 
 
-def audit_key(feature_keys: dict[str, str], folds: int, seed: int, head: Any) -> str:
-    """A hash of everything that changes an audit."""
-    text = json.dumps({"features": feature_keys, "folds": folds, "seed": seed, "head": dataclasses.asdict(head), "min_steps": MIN_STEPS,
-                       "v": AUDIT_VERSION}, sort_keys=True)  # fmt: skip
+def audit_key(feature_keys: dict[str, str], folds: int, seed: int, head: Any, labels: str = "") -> str:
+    """A hash of everything that changes an audit (``labels``: the digest of replacement labels, if any)."""
+    parts = {"features": feature_keys, "folds": folds, "seed": seed, "head": dataclasses.asdict(head), "min_steps": MIN_STEPS, "v": AUDIT_VERSION}
+    text = json.dumps(parts | ({"labels": labels} if labels else {}), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
@@ -275,32 +275,39 @@ def compute_audit(classes: list[str], features: dict[str, np.ndarray], labels: d
 
 
 def _audit_target(source: str, backbone: str, image_size: int | None, cache_dir: Path, runtime: str, folds: int,
-                  seed: int) -> tuple[Any, Path]:  # fmt: skip
+                  seed: int, labels: Any = None) -> tuple[Any, Path]:  # fmt: skip
     from lib.pipeline.whole import whole_dataset
+    from lib.store.labels import labels_digest
     from lib.store.layout import CacheLayout
 
     whole = whole_dataset(source, backbone, image_size, cache_dir, runtime, "An audit", splits=("train", "test"))
-    return whole, CacheLayout.at(cache_dir).audit_file(audit_key(whole.feature_keys, folds, seed, audit_head()))
+    digest = labels_digest(labels) if labels else ""
+    return whole, CacheLayout.at(cache_dir).audit_file(audit_key(whole.feature_keys, folds, seed, audit_head(), digest))
 
 
 def cached_audit(source: str, backbone: str, image_size: int | None, cache_dir: CacheLike, runtime: str = DEFAULT_RUNTIME, folds: int = DEFAULT_FOLDS,
-                 seed: int = SEED) -> Audit | None:  # fmt: skip
+                 seed: int = SEED, labels: Any = None) -> Audit | None:  # fmt: skip
     """The stored audit if there is a valid one; never computes anything (what a page calls on load)."""
-    whole, path = _audit_target(source, backbone, image_size, Path(cache_dir), runtime, folds, seed)
+    whole, path = _audit_target(source, backbone, image_size, Path(cache_dir), runtime, folds, seed, labels)
     return load_audit(path, whole.sizes)
 
 
 def run_audit(source: str, backbone: str, image_size: int | None, cache_dir: CacheLike, runtime: str = DEFAULT_RUNTIME, folds: int = DEFAULT_FOLDS,
-              seed: int = SEED, progress: ProgressFn | None = None, batch_size: int = 256) -> Audit:  # fmt: skip
-    """The audit of every image of the dataset's train and test splits (features extracted if missing)."""
+              seed: int = SEED, progress: ProgressFn | None = None, batch_size: int = 256, labels: Any = None) -> Audit:  # fmt: skip
+    """The audit of every image of the dataset's train and test splits (features extracted if missing), with the
+    given labels replaced by ``labels`` (:mod:`lib.store.labels`) where it names images."""
     cache_dir = Path(cache_dir)
-    whole, path = _audit_target(source, backbone, image_size, cache_dir, runtime, folds, seed)
+    whole, path = _audit_target(source, backbone, image_size, cache_dir, runtime, folds, seed, labels)
     found = load_audit(path, whole.sizes)
     if found is not None:
         return found
     whole.ds.require_classes("An audit")
-    features, labels = whole.features(cache_dir, runtime, batch_size, progress)
-    audit = compute_audit(list(whole.ds.classes), features, labels, folds, seed, progress)
+    features, given = whole.features(cache_dir, runtime, batch_size, progress)
+    if labels:
+        from lib.store.labels import relabelled
+
+        given = {s: relabelled(y, labels.get(s)) for s, y in given.items()}
+    audit = compute_audit(list(whole.ds.classes), features, given, folds, seed, progress)
     save_audit(path, audit, whole.feature_keys)
     audit.key = path.stem
     return audit

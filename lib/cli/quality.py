@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from lib.bounds import flag
@@ -26,6 +27,8 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--folds", type=flag("folds"), default=DEFAULT_FOLDS, help="K of the K-fold out-of-sample probabilities for train")
     p.add_argument("--threshold", type=flag("threshold"), default=DEFAULT_THRESHOLD, help="cosine similarity from which two images are near-duplicates")
     p.add_argument("--top", type=flag("top"), default=None, help="print only the first N label issues and duplicate pairs")
+    p.add_argument("--labels", type=Path, default=None,
+                   help="audit as if these labels were given: CSV split,index,label (class names), e.g. CIFAR-10N's human labels")
     add_common(p)
 
     p = sub.add_parser("project", help="a 2-D map of every image (PCA, or t-SNE via openTSNE fitted on train), cached")
@@ -57,9 +60,16 @@ def cmd_audit(args: argparse.Namespace) -> dict[str, Any]:
     if args.limit is not None:
         raise ConfigError("An audit covers every image; --limit does not apply.")
     t0 = time.perf_counter()
-    load_with_progress(args.source, args.layout)
+    ds = load_with_progress(args.source, args.layout)
+    labels = None
+    if args.labels is not None:
+        from lib.store.labels import changed_count, read_label_file
+
+        labels = read_label_file(args.labels, ds)
+        say_stage(f"Replacement labels: {', '.join(f'{s} {n:,} changed' for s, n in changed_count(labels, ds).items())}")
     progress = stage_printer()
-    audit = run_audit(args.source, args.backbone, args.image_size, args.layout, args.runtime, args.folds, progress=progress, batch_size=args.batch_size)
+    audit = run_audit(args.source, args.backbone, args.image_size, args.layout, args.runtime, args.folds, progress=progress, batch_size=args.batch_size,
+                      labels=labels)  # fmt: skip
     issues, duplicates = audit.label_issues(), audit.duplicates(args.threshold)
     leaked = audit.leaked_test_images(args.threshold)
     seconds = time.perf_counter() - t0

@@ -26,7 +26,8 @@ from lib.store.atomic import check_writable, read_json
 from lib.store.layout import JOB_FILES, CacheLayout, CacheLike
 
 CONCURRENCY_ENV = "TLX_JOBS"  # how many jobs run at once (default 1: one heavy job at a time)
-POLL_S = 0.5  # how often the runner looks at the queue
+POLL_S = 0.5  # how often the runner looks at the queue while a job waits for a free slot
+BUSY_POLL_S = 2.0  # how often while every slot is busy (it only settles and escalates cancels then; a job's exit wakes it early)
 IDLE_EXIT_S = 10.0  # a runner with nothing to do for this long exits (the next submit starts one again)
 CANCEL_GRACE_S = 15.0  # a job that has not stopped this long after a cancel is interrupted, then terminated
 DIED = "The job's process ended without saying how (killed, out of memory, or the machine restarted). Ask for it again: it resumes from its checkpoints."
@@ -237,6 +238,15 @@ def _escalate(layout: CacheLayout, job: Job) -> None:
             os.killpg(job.pid, sig)
 
 
+def _nap(children: dict[str, subprocess.Popen[bytes]], seconds: float) -> None:
+    """Sleep up to ``seconds``, waking early when a job this runner started exits (its slot is free at once)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if any(p.poll() is not None for p in children.values()):
+            return
+        time.sleep(0.1)
+
+
 def concurrency() -> int:
     """Jobs run at once (``$TLX_JOBS``, default 1)."""
     text = os.environ.get(CONCURRENCY_ENV, "1").strip()
@@ -277,4 +287,4 @@ def run_runner(layout: CacheLike) -> int:
                 idle_since = time.monotonic()
             elif time.monotonic() - idle_since > IDLE_EXIT_S:
                 return 0
-            time.sleep(POLL_S)
+            _nap(children, BUSY_POLL_S if len(running) >= concurrency() else POLL_S)

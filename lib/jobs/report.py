@@ -43,11 +43,11 @@ class JobReporter:
         return (self.folder / JOB_FILES.cancel).exists()
 
     def _write(self, force: bool) -> None:
-        if self.cancelled():
-            raise JobCancelled
         now_s = time.time()
         if not force and now_s - self.last < MIN_INTERVAL_S:
             return
+        if self.cancelled():  # looked at as often as progress is written: a few times a second at most
+            raise JobCancelled
         self.last = self.current.updated = now_s
         tmp = self.folder / f".{JOB_FILES.progress}.{os.getpid()}.tmp"
         tmp.write_text(json.dumps(dataclasses.asdict(self.current)))

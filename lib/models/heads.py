@@ -98,6 +98,7 @@ class TrainedHead:
     best_epoch: int = 0
     steps: int = 0
     seconds: float = 0.0
+    temperature: float = 1.0  # the logits are divided by it before the softmax (lib.analysis.calibration; 1: uncalibrated)
 
     def logits(self, x: np.ndarray, batch: int = 8192) -> np.ndarray:
         """Raw scores ``[N, C]`` for features ``x``."""
@@ -105,13 +106,13 @@ class TrainedHead:
                for s in range(0, len(x), batch)]  # fmt: skip
         return np.concatenate(out) if out else np.zeros((0, self.weights[-1].shape[0]), np.float32)
 
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        """Class probabilities ``[N, C]`` (softmax of the logits)."""
-        return softmax(self.logits(x))
+    def predict_proba(self, x: np.ndarray, temperature: float | None = None) -> np.ndarray:
+        """Class probabilities ``[N, C]``: the softmax of the logits over the head's temperature (or ``temperature``)."""
+        return softmax(self.logits(x) / (self.temperature if temperature is None else temperature))
 
     def arrays(self) -> dict[str, np.ndarray]:
         """Arrays to store in an ``.npz``."""
-        out = {"mean": self.mean, "scale": self.scale}
+        out = {"mean": self.mean, "scale": self.scale, "temperature": np.asarray(self.temperature, np.float32)}
         out.update({f"w{i}": w for i, w in enumerate(self.weights)})
         return out
 
@@ -120,7 +121,10 @@ class TrainedHead:
         """Rebuild a head from :meth:`arrays` output."""
         n = len([k for k in arrays.keys() if k.startswith("w")])
         weights = [np.asarray(arrays[f"w{i}"], np.float32) for i in range(n)]
-        return cls(config, np.asarray(arrays["mean"], np.float32), np.asarray(arrays["scale"], np.float32), weights, history or [])
+        temperature = float(arrays["temperature"]) if "temperature" in arrays else 1.0  # runs made before calibration: 1
+        head = cls(config, np.asarray(arrays["mean"], np.float32), np.asarray(arrays["scale"], np.float32), weights, history or [])
+        head.temperature = temperature
+        return head
 
 
 def head_logits(x: Any, mean: Any, scale: Any, weights: list[Any], matmul: Callable[[Any, Any], Any], relu: Callable[[Any], Any]) -> Any:

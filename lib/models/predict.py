@@ -63,9 +63,10 @@ def tf_probabilities(forward: Callable[[Any], Any], head: TrainedHead, sizes: Se
 
     mean, scale = tf.constant(head.mean), tf.constant(head.scale)
     weights = [tf.Variable(w, trainable=False) for w in head.weights]
+    temperature = tf.constant(head.temperature, tf.float32)  # the calibrated probabilities, as the app shows them
 
     def proba(feats: Any) -> Any:
-        return tf.nn.softmax(head_logits(feats, mean, scale, weights, tf.matmul, tf.nn.relu))
+        return tf.nn.softmax(head_logits(feats, mean, scale, weights, tf.matmul, tf.nn.relu) / temperature)
 
     def fn(images: Any) -> Any:
         return combine_views(lambda size, flip: forward(preprocess(images, size, flip)), proba, sizes, tta,

@@ -165,19 +165,23 @@ def run_manifest(
     )  # fmt: skip
 
 
-def stored_predictions(y_true: np.ndarray, probs: np.ndarray, indices: np.ndarray) -> dict[str, np.ndarray]:
-    """The arrays a run stores for its test split (``predictions.npz``)."""
-    return {"y_true": y_true, "probs": probs.astype(np.float32), "y_pred": probs.argmax(axis=1), "indices": indices}
+def stored_predictions(y_true: np.ndarray, probs: np.ndarray, indices: np.ndarray, raw: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The arrays a run stores for its test split (``predictions.npz``): calibrated probabilities, and the uncalibrated
+    ones (``probs_raw``) that the Evaluate page's before-and-after compares against."""
+    out = {"y_true": y_true, "probs": probs.astype(np.float32), "y_pred": probs.argmax(axis=1), "indices": indices}
+    return out | ({"probs_raw": raw.astype(np.float32)} if raw is not None else {})
 
 
 @dataclass
 class FitResult:
-    """A trained head and its test probabilities (sizes concatenated, TTA views averaged)."""
+    """A trained head and its test probabilities (sizes concatenated, TTA views averaged), calibrated and before."""
 
     head: TrainedHead
     probs: np.ndarray
     train_rows: int
     val_rows: int
+    raw_probs: np.ndarray | None = None  # the test probabilities at temperature 1
+    calibration: dict[str, Any] | None = None  # what the temperature was fitted on, and the ECE it changed
 
 
 def fit_head(train: FeatureBlock, test: FeatureBlock, sizes: tuple[int, ...], train_views: tuple[str, ...], tta: bool, head_cfg: HeadConfig,
@@ -191,8 +195,27 @@ def fit_head(train: FeatureBlock, test: FeatureBlock, sizes: tuple[int, ...], tr
     y_val = train.labels[val_rows] if len(val_rows) else None
     head = train_head(x_train, y_train, num_classes, head_cfg, x_val, y_val, on_epoch)
     views = {False: "original", True: "flip"}
-    probs = combine_views(lambda size, flip: test.parts[(size, views[flip])], head.predict_proba, sizes, tta, np_concat, np_mean)
-    return FitResult(head, probs, len(x_train), len(val_rows))
+
+    def probs_at(block: FeatureBlock, rows: np.ndarray | slice, t: float | None) -> np.ndarray:
+        # With TTA, the held-out rows are averaged over both views as the test rows are (when the flipped view exists).
+        use_tta = tta and all((s, "flip") in block.parts for s in sizes)
+        return combine_views(lambda size, flip: block.parts[(size, views[flip])][rows], lambda x: head.predict_proba(x, t), sizes, use_tta,
+                             np_concat, np_mean)  # fmt: skip
+
+    raw = probs_at(test, slice(None), 1.0)
+    calibration = None
+    if len(val_rows):
+        from lib.analysis.calibration import fit_temperature
+        from lib.analysis.evaluation import reliability
+
+        y_held = train.labels[val_rows]
+        head.temperature = fit_temperature(lambda t: probs_at(train, val_rows, t), y_held)
+        calibration = {"method": "temperature scaling", "temperature": round(head.temperature, 4), "fitted_on": f"{len(val_rows):,} validation images",
+                       "validation_ece_before": reliability(y_held, probs_at(train, val_rows, 1.0))["ece"],
+                       "validation_ece_after": reliability(y_held, probs_at(train, val_rows, None))["ece"],
+                       "test_ece_before": reliability(test.labels, raw)["ece"]}  # fmt: skip
+    probs = probs_at(test, slice(None), None)
+    return FitResult(head, probs, len(x_train), len(val_rows), raw if calibration else None, calibration)
 
 
 def train_run(
@@ -246,8 +269,11 @@ def train_run(
         val_accuracy=head.history[-1].get("val_accuracy") if head.history else None,
         best_epoch=head.best_epoch, steps=head.steps, train_rows=fit.train_rows, val_rows=fit.val_rows,
         excluded={split: [int(i) for i in sorted(v)] for split, v in exclude.items() if len(v)},
+        calibration=(fit.calibration or {}) | {"test_ece_after": report["calibration"]["ece"]} if fit.calibration else None,
     )  # fmt: skip
-    predictions = stored_predictions(test.labels, probs, test.indices)
+    predictions = stored_predictions(test.labels, probs, test.indices, fit.raw_probs)
+    if fit.calibration:
+        stage(f"Calibrated: temperature {head.temperature:.3f}, test ECE {fit.calibration['test_ece_before']:.4f} -> {report['calibration']['ece']:.4f}")
     stage("Saving run")
     save_run(layout, manifest, head, predictions)
     return manifest

@@ -67,6 +67,7 @@ class RunManifest:
     finetuned: bool = False
     finetune: dict[str, Any] | None = None
     excluded: dict[str, list[int]] = field(default_factory=dict)  # split -> image indices the run left out (exclude list)
+    calibration: dict[str, Any] | None = None  # temperature scaling: the temperature, what it was fitted on, ECE before and after
     schema: int = RUN_SCHEMA_VERSION
 
     @property

@@ -52,6 +52,7 @@ class Run:
     y_true: np.ndarray
     probs: np.ndarray
     indices: np.ndarray  # test-split image index of each prediction row
+    probs_raw: np.ndarray | None = None  # the same before calibration (temperature 1); None for a run made before it
 
     @property
     def classes(self) -> list[str]:
@@ -148,10 +149,13 @@ def load_run(cache_dir: CacheLike, run_id: str) -> Run:
             head = TrainedHead.from_arrays(manifest.head, arrays, manifest.history)
         with np.load(path / RUN_FILES.predictions) as pred:
             y_true, probs, indices = np.asarray(pred["y_true"]), np.asarray(pred["probs"], np.float32), np.asarray(pred["indices"])
+            raw = np.asarray(pred["probs_raw"], np.float32) if "probs_raw" in pred.files else None
         _check_arrays(manifest, head, y_true, probs, indices)
+        if raw is not None and raw.shape != probs.shape:
+            raise ValueError(f"uncalibrated probabilities have shape {raw.shape}, not {probs.shape}")
     except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as err:
         raise RunError(f"Run {run_id} is damaged ({str(err)[:200]}); delete it (Train page, or `python -m lib runs delete {run_id}`).") from err
-    return Run(manifest.run_id, path, manifest, head, y_true, probs, indices)
+    return Run(manifest.run_id, path, manifest, head, y_true, probs, indices, raw)
 
 
 def _check_arrays(m: RunManifest, head: TrainedHead, y_true: np.ndarray, probs: np.ndarray, indices: np.ndarray) -> None:
