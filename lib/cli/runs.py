@@ -127,8 +127,8 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.finetune and args.engine == "ray":
         raise ConfigError("--engine ray extracts features; fine-tuning trains from the images on this machine. Leave out one of them.")
+    req = _request(args).validate()  # a bad setting is refused before any data is read or downloaded
     load_with_progress(args.source, args.layout)  # converted here with a bar (and the job's progress) if it is not yet
-    req = _request(args)
     bars: dict[str, Bar] = {}
 
     def on_extract(label: str, p: Any) -> None:

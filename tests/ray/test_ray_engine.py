@@ -180,11 +180,13 @@ def test_two_node_cluster_extracts_on_both_nodes(tmp_path: Path) -> None:
 
 
 def test_home_page_extracts_on_ray(assets: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """On Home, a user picks Ray in "Extraction engine" and prepares what is missing: Ray starts in the app's script
-    thread, one worker extracts both splits, and the page then says everything is cached."""
+    """On Home, a user picks Ray in "Extraction engine" and prepares what is missing: the background job starts Ray,
+    one worker extracts both splits (the job's result says so), and the page then says everything is cached."""
     from streamlit.testing.v1 import AppTest
 
+    from lib.jobs import list_jobs
     from lib.pipeline.features import list_cached_features
+    from tests.app.helpers import finish_jobs
 
     cache = tmp_path / "cache"
     for name, value in (("TLX_SOURCE", str(assets["cifar_tar"])), ("TLX_BACKBONE", str(assets["savedmodel"])), ("TLX_CACHE_DIR", str(cache)),
@@ -197,5 +199,9 @@ def test_home_page_extracts_on_ray(assets: dict[str, Path], tmp_path: Path, monk
     (prepare,) = [b for b in at.button if b.label.startswith("Prepare dataset")]
     at = prepare.click().run()
     assert not at.exception, [e.value for e in at.exception]
+    finish_jobs(at, cache)
+    (job,) = list_jobs(cache)
+    assert job.state == "done" and "--engine ray" in job.command and job.result["engine"] == "ray", (job.state, job.error)
+    assert all(a["ray"]["workers"] == 1 for a in job.result["artifacts"])
     assert {(m.split, m.view) for m in list_cached_features(cache)} == {("train", "original"), ("test", "original")}
     assert any("Everything for the active data source" in s.value for s in at.success)
