@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -76,3 +77,25 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if session.config.option.markexpr == "unit" and "tensorflow" in sys.modules:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
         print("\nerror: the unit lane imported TensorFlow", file=sys.stderr)
+
+
+@pytest.fixture(scope="session")
+def shared_cifar(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """``fresh(path)``: a new cache at ``path`` holding the shared CIFAR-10 copy already converted (converted once per
+    session, then hard-linked: tests about something else do not each spend 30 s decoding 60,000 JPEGs)."""
+    import shutil
+
+    from lib.data.sources import load_dataset
+    from lib.store.layout import CacheLayout
+
+    if not SHARED_DATA.exists():
+        pytest.skip(f"real assets not found under {SHARED}")
+    base = CacheLayout(tmp_path_factory.mktemp("shared_cifar"))
+    load_dataset(str(SHARED_DATA), base)
+
+    def fresh(path: Path) -> Path:
+        # Converted arrays are never written in place (a new version is a new folder), so links are safe to share.
+        shutil.copytree(base.datasets, CacheLayout(path).datasets, copy_function=os.link)
+        return path
+
+    return fresh

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from lib.data.sources import load_dataset
 from tests.conftest import SHARED_DATA, SHARED_MODEL, SHARED_SMALL_MODEL
 from tests.streamlit_server import CHROMIUM, chromium, exceptions, hover_until_thumbnail, peak_rss_mb, running_app, wait_idle
 
@@ -21,12 +21,10 @@ SHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
 
 
 @pytest.fixture(scope="module")
-def browser_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def browser_cache(tmp_path_factory: pytest.TempPathFactory, shared_cifar: Any) -> Path:
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
-    cache = tmp_path_factory.mktemp("browser_cache")
-    load_dataset(str(SHARED_DATA), cache)  # converting 60,000 JPEGs is not what this test is about
-    return cache
+    return shared_cifar(tmp_path_factory.mktemp("browser_cache") / "cache")  # converting 60,000 JPEGs is not what this test is about
 
 
 def shot(page, name: str) -> None:

@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from lib.data.sources import load_dataset
 from lib.jobs import list_jobs
 from lib.store.runs import list_runs
 from tests.conftest import SHARED_DATA, SHARED_SMALL_MODEL
@@ -25,11 +24,10 @@ ARGS = ["--source", str(SHARED_DATA), "--backbone", str(SHARED_SMALL_MODEL), "--
 
 
 @pytest.fixture
-def cache(tmp_path: Path) -> Path:
+def cache(tmp_path: Path, shared_cifar: Any) -> Path:
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
-    load_dataset(str(SHARED_DATA), tmp_path / "cache")  # converted once here: these tests are about jobs
-    return tmp_path / "cache"
+    return shared_cifar(tmp_path / "cache")  # converted once per session: these tests are about jobs
 
 
 def _wait(what: Any, timeout: float = 300.0, every: float = 0.3) -> Any:
