@@ -46,6 +46,7 @@ BOUNDS: dict[str, Bound] = {
     "image_size": Bound("input size (pixels)", 32, 512),
     "batch_size": Bound("extraction batch size", 1, 4096),
     "limit": Bound("images per class", 1, 10_000_000),
+    "backbones": Bound("backbones in one run", 1, 8),
     # the head (lib.models.heads.HeadConfig)
     "hidden": Bound("MLP hidden units", 1, 8192),
     "dropout": Bound("dropout", 0.0, 0.9, integer=False),
@@ -134,6 +135,18 @@ def sizes(what: str, text: str) -> tuple[int, ...]:
         twice = next(s for s in out if out.count(s) > 1)
         raise ConfigError(f"{what} names the size {twice} twice; give each size once.")
     return out
+
+
+def backbone_at_sizes(text: str) -> tuple[str, tuple[int, ...] | None]:
+    """``BACKBONE`` or ``BACKBONE@SIZES`` (``SIZES`` comma-separated, e.g. ``…/mobilenet_v2_100_224_feature_vector@160,224``)
+    as ``(backbone, sizes or None)``; an ``@`` followed by anything but sizes belongs to the backbone itself."""
+    text = str(text).strip()
+    head, at, tail = text.rpartition("@")
+    if not at or not tail or not all(p.strip().isdigit() for p in tail.split(",")):
+        return text, None
+    if not head:
+        raise ConfigError(f"--backbone {text[:40]!r} names sizes but no backbone.")
+    return head, sizes(f"The sizes of --backbone {head[:60]!r}", tail)
 
 
 def names(what: str, text: str, allowed: tuple[str, ...] | list[str]) -> tuple[str, ...]:

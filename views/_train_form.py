@@ -40,7 +40,7 @@ def seed_defaults(settings: state.Settings, exclude_lists: list[Path]) -> None:
     """The form's first values (once per session), and an exclude list deleted since dropped."""
     defaults = {**preset_values(settings, "blog"), "t_head": "mlp", "t_epochs": 15, "t_steps": 0, "t_bs": 256, "t_patience": 5, "t_preset": "custom",
                 "t_sizes": [settings.image_size], "t_seed": 0, "t_limit": 0, "t_label": "", "t_runtime": DEFAULT_RUNTIME,
-                "t_exclude": NO_EXCLUDE, "t_ft": False, "t_ft_epochs": 3, "t_ft_size": 0, "t_ft_lr": 1e-4, "t_ft_bs": 32}  # fmt: skip
+                "t_exclude": NO_EXCLUDE, "t_more": [], "t_ft": False, "t_ft_epochs": 3, "t_ft_size": 0, "t_ft_lr": 1e-4, "t_ft_bs": 32}  # fmt: skip
     for key, value in defaults.items():
         st.session_state.setdefault(key, value)
     if st.session_state["t_exclude"] not in {NO_EXCLUDE, *(p.stem for p in exclude_lists)}:
@@ -58,6 +58,14 @@ def presets_row(settings: state.Settings) -> None:
     p3.caption(f"Preset: **{preset}**. " + (PROTOCOLS[preset].description if preset in PROTOCOLS else "Your own settings."))
 
 
+def more_backbone_options(settings: state.Settings) -> list[str]:
+    """Backbones to offer as further ones: the local SavedModel folders beside the project, then the registry."""
+    from lib.models.specs import local_backbones
+
+    local = [b for b in local_backbones() if not b.endswith(".tflite")]
+    return list(dict.fromkeys([*local, *REGISTRY, *st.session_state.get("t_more", [])]))
+
+
 def form(settings: state.Settings, exclude_lists: list[Path]) -> bool:
     """Draw the form; True when it was submitted."""
     sizes = sorted({96, 128, 160, 192, 224, settings.image_size})
@@ -66,6 +74,9 @@ def form(settings: state.Settings, exclude_lists: list[Path]) -> bool:
         a.selectbox("Backbone", [CUSTOM, *REGISTRY], key="t_backbone")
         a.text_input("Custom TF Hub handle, SavedModel folder or .tflite", key="t_custom")
         a.multiselect("Input sizes (several = multi-scale concatenation)", sizes, key="t_sizes")
+        a.multiselect("More backbones (their features are concatenated, each at its native size)", more_backbone_options(settings), key="t_more",
+                      accept_new_options=True, help="Several backbones in one run: each one's features (its own native size, the views chosen "
+                      "below) are appended to the first one's. Type a handle or path to add one that is not listed.")  # fmt: skip
         b.radio("Head", ["linear", "mlp"], key="t_head", horizontal=True)
         b.number_input("MLP hidden units", **widget("hidden"), key="t_hidden")
         b.slider("Dropout", **widget("dropout"), key="t_dropout")
@@ -128,7 +139,9 @@ def request_from_form(settings: state.Settings, ds: Any, exclude_lists: list[Pat
     sizes = tuple(sorted(int(x) for x in s["t_sizes"]))
     request = RunRequest(settings.source, backbone, head, sizes, ("original", "flip") if s["t_flip"] else ("original",), bool(s["t_tta"]),
                          limit=int(s["t_limit"]) or None, protocol=s["t_preset"] if s["t_preset"] in PROTOCOLS else None,
-                         runtime=s["t_runtime"])  # fmt: skip
+                         runtime=s["t_runtime"], more_backbones=tuple((str(b).strip(), None) for b in s["t_more"] if str(b).strip() != backbone))  # fmt: skip
+    if s["t_ft"] and request.more_backbones:
+        raise UserFacingError("Fine-tuning trains one backbone end to end: clear 'More backbones' to fine-tune.")
     chosen = next((p for p in exclude_lists if p.stem == s["t_exclude"]), None)
     if chosen is not None:
         request.exclude = {split: [int(i) for i in v] for split, v in read_exclude_file(chosen, ds).items()}

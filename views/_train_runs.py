@@ -20,7 +20,7 @@ def runs_frame(runs: list[RunManifest]) -> pd.DataFrame:
     """One row per run with the columns people compare (all plain text: dataframes never render Markdown)."""
     return pd.DataFrame([{
         "label": m.label, "run_id": m.run_id, "protocol": m.protocol or "custom",
-        "backbone": m.backbone_name, "sizes": ",".join(map(str, m.image_sizes)), "head": m.head.head,
+        "backbone": m.backbone_summary() if m.extra_backbones else m.backbone_name, "sizes": ",".join(map(str, m.image_sizes)), "head": m.head.head,
         "views": "+".join(m.train_views), "tta": m.tta, "runtime": m.runtime, "limit": str(m.limit or "all"),
         "test_accuracy": m.metrics.test_accuracy, "top5": m.metrics.top5_accuracy,
         "train_s": m.timings.get("train_seconds"), "extract_s": m.timings.get("extract_seconds"), "created": m.created,

@@ -18,7 +18,7 @@ if run is None:
 report = cached.report(str(settings.cache_dir), run.run_id)
 classes = run.classes
 m = run.manifest
-st.caption(f"Run **{md_escape(m.display_name())}** · {md_escape(m.backbone_name)} @ {','.join(map(str, m.image_sizes))}px · {m.head.head} head · "
+st.caption(f"Run **{md_escape(m.display_name())}** · {md_escape(m.backbone_summary())}px · {m.head.head} head · "
            f"{report['count']:,} test images · {md_escape(m.source)}")  # fmt: skip
 
 a, b, c, d = st.columns(4)

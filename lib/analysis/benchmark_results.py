@@ -102,6 +102,11 @@ def int8_loss(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def _like(m: Any) -> tuple[Any, ...]:
+    """What two runs must share to compare their runtimes: dataset, every backbone at its sizes, head, views."""
+    return m.dataset_fingerprint, m.backbone_identity, tuple(m.image_sizes), str(m.extra_backbones), m.head, m.train_views, m.tta
+
+
 def int8_loss_from_runs(manifests: list[Any]) -> list[dict[str, Any]]:
     """The same comparison on full training and test sets, from trained runs: pairs of runs on every image
     with the same dataset, backbone, sizes and head, one with a float runtime and one with ``litert-int8``."""
@@ -109,8 +114,7 @@ def int8_loss_from_runs(manifests: list[Any]) -> list[dict[str, Any]]:
     full = [m for m in manifests if m.limit is None and not m.finetuned and m.runtime in runtimes]
     out = []
     for q in (m for m in full if runtimes[m.runtime].quantized):
-        twins = [m for m in full if runtimes[m.runtime].exact and (m.dataset_fingerprint, m.backbone_identity, tuple(m.image_sizes), m.head) ==
-                 (q.dataset_fingerprint, q.backbone_identity, tuple(q.image_sizes), q.head) and (m.train_views, m.tta) == (q.train_views, q.tta)]  # fmt: skip
+        twins = [m for m in full if runtimes[m.runtime].exact and _like(m) == _like(q)]  # fmt: skip
         if twins:
             f = max(twins, key=lambda m: m.created)
             out.append({"backbone": q.backbone_name, "image_sizes": ",".join(map(str, q.image_sizes)), "protocol": q.protocol or "custom",

@@ -103,19 +103,22 @@ def head_probabilities(run: Any, ds: Any, spec: Any, cache_dir: CacheLike, split
                        dtype: Any = np.float32) -> np.ndarray | None:  # fmt: skip
     """The run's head on cached features of ``split`` (its sizes and views; ``limit`` images per class, None: all),
     or None if any are not cached. ``dtype`` rounds the features first (float16: what a bundle stores)."""
-    from lib.models.predict import combine_views, np_concat, np_mean
+    from lib.models.predict import combine_views, np_concat, np_mean, part_key
+    from lib.models.specs import resolve_backbone
     from lib.pipeline.features import cached_feature_result
 
     m = run.manifest
     views = {False: "original", True: "flip"}
-    parts: dict[tuple[int, bool], np.ndarray] = {}
-    for size in m.image_sizes:
-        for flip in (False, True) if m.tta else (False,):
-            found = cached_feature_result(ds, split, spec, size, views[flip], limit, cache_dir, m.runtime)
-            if found is None:
-                return None
-            parts[(size, flip)] = np.asarray(found.features, dtype).astype(np.float32)
-    return combine_views(lambda size, flip: parts[(size, flip)], run.head.predict_proba, list(m.image_sizes), m.tta, np_concat, np_mean)
+    parts: dict[tuple[Any, bool], np.ndarray] = {}
+    for j, (handle, _identity, sizes) in enumerate(m.backbones()):
+        part_spec = spec if j == 0 else resolve_backbone(handle)
+        for size in sizes:
+            for flip in (False, True) if m.tta else (False,):
+                found = cached_feature_result(ds, split, part_spec, size, views[flip], limit, cache_dir, m.runtime)
+                if found is None:
+                    return None
+                parts[(part_key(j, size), flip)] = np.asarray(found.features, dtype).astype(np.float32)
+    return combine_views(lambda key, flip: parts[(key, flip)], run.head.predict_proba, m.part_keys(), m.tta, np_concat, np_mean)
 
 
 def run_predictions(run: Any, ds: Any, spec: Any, cache_dir: CacheLike, splits: list[str]) -> dict[str, np.ndarray]:

@@ -114,10 +114,13 @@ def add_source(p: argparse.ArgumentParser) -> None:
     p.set_defaults(default_source=True)  # filled in after parsing, as the app does (lib.defaults)
 
 
-def add_backbone(p: argparse.ArgumentParser) -> None:
-    """``--backbone``, ``--image-size``, ``--batch-size`` and ``--limit``."""
-    p.add_argument("--backbone", default=None,
-                   help=f"registry name, handle or path (default: ${config.ENV_BACKBONE}, a demo bundle's, else {config.DEFAULT_BACKBONE})")
+def add_backbone(p: argparse.ArgumentParser, repeatable: bool = False) -> None:
+    """``--backbone`` (``repeatable``: given several times, their features are concatenated), ``--image-size``,
+    ``--batch-size`` and ``--limit``."""
+    more = (" Repeat it to concatenate several backbones' features; BACKBONE@SIZES (e.g. …/mobilenet_v2_100_224_feature_vector@160,224)"
+            " gives one its own sizes (default: the first one's --image-sizes, the others' native size).") if repeatable else ""
+    p.add_argument("--backbone", default=None, action="append" if repeatable else "store",
+                   help=f"registry name, handle or path (default: ${config.ENV_BACKBONE}, a demo bundle's, else {config.DEFAULT_BACKBONE}).{more}")
     p.set_defaults(default_backbone=True)
     p.add_argument("--image-size", type=flag("image_size"), default=None, help="input side in pixels (default: the module's native size)")
     p.add_argument("--batch-size", type=flag("batch_size"), default=256, help="images per forward pass")

@@ -95,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
 def _fill_defaults(args: argparse.Namespace) -> None:
     """The source and backbone a command was not given, chosen as the app chooses them (:mod:`lib.defaults`); the input
     size stays as given (a command's own default is the backbone's native size)."""
+    given = getattr(args, "backbone", None)
+    args.backbone_given = given is not None  # a preset with its own backbones uses them unless the user names some
+    if isinstance(given, list):  # a repeatable --backbone: the first one, and the others (BACKBONE[@SIZES] each)
+        args.backbone, args.more_backbones = given[0], given[1:]
     fill_source = getattr(args, "default_source", False) and args.source is None
     fill_backbone = getattr(args, "default_backbone", False) and args.backbone is None
     if fill_source or fill_backbone:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lib.analysis.evaluation import percent
-from lib.bounds import flag
+from lib.bounds import backbone_at_sizes, flag
 from lib.cli.common import Bar, add_backbone, add_common, add_engine, add_source, current_job, load_with_progress, ray_options, say_stage
 from lib.errors import ConfigError, RunError
 from lib.models.protocols import PROTOCOLS
@@ -23,7 +23,7 @@ def add_commands(sub: Any) -> None:
     """Register ``train``, ``evaluate`` and ``runs`` on the sub-parser set."""
     p = sub.add_parser("train", help="train a head on cached features, register and evaluate the run")
     add_source(p)
-    add_backbone(p)
+    add_backbone(p, repeatable=True)
     p.add_argument("--protocol", choices=list(PROTOCOLS), default=None, help="a preset; flags below override it")
     p.add_argument("--image-sizes", default=None, help="comma-separated sizes whose features are concatenated, e.g. 128,224")
     p.add_argument("--head", choices=["linear", "mlp"], default=None)
@@ -85,10 +85,16 @@ def _request(args: argparse.Namespace) -> Any:
     from lib.models.protocols import with_overrides
     from lib.pipeline.training import RunRequest
 
-    if args.protocol:
-        req = RunRequest.from_protocol(args.protocol, args.source, args.backbone)
+    backbone, first_sizes = backbone_at_sizes(args.backbone)
+    if args.protocol and PROTOCOLS[args.protocol].backbones and not getattr(args, "backbone_given", True):
+        req = RunRequest.from_protocol(args.protocol, args.source, None)  # the preset's own backbones
+        backbone, first_sizes = req.backbone, None
+    elif args.protocol:
+        req = RunRequest.from_protocol(args.protocol, args.source, backbone)
     else:
-        req = RunRequest(args.source, args.backbone, HeadConfig())
+        req = RunRequest(args.source, backbone, HeadConfig())
+    if getattr(args, "more_backbones", None):
+        req.more_backbones = tuple(backbone_at_sizes(b) for b in args.more_backbones)
     req.head = with_overrides(
         req.head,
         head=args.head, hidden=args.hidden, dropout=args.dropout, weight_decay=args.weight_decay, optimizer=args.optimizer,
@@ -103,6 +109,10 @@ def _request(args: argparse.Namespace) -> Any:
         req.image_sizes = sizes("--image-sizes", args.image_sizes)
     elif args.image_size:
         req.image_sizes = (args.image_size,)
+    if first_sizes:
+        if args.image_sizes or args.image_size:
+            raise ConfigError("Give the first backbone's sizes once: as BACKBONE@SIZES or with --image-size(s), not both.")
+        req.image_sizes = first_sizes
     if args.flip_train is not None:
         req.train_views = ("original", "flip") if args.flip_train else ("original",)
     if args.tta is not None:
@@ -128,6 +138,8 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     if args.finetune and args.engine == "ray":
         raise ConfigError("--engine ray extracts features; fine-tuning trains from the images on this machine. Leave out one of them.")
     req = _request(args).validate()  # a bad setting is refused before any data is read or downloaded
+    if args.finetune and req.more_backbones:
+        raise ConfigError("Fine-tuning trains one backbone end to end; give --backbone once with --finetune.")
     load_with_progress(args.source, args.layout)  # converted here with a bar (and the job's progress) if it is not yet
     bars: dict[str, Bar] = {}
 
@@ -182,6 +194,9 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         "protocol": manifest.protocol,
         "runtime": manifest.runtime,
         "image_sizes": manifest.image_sizes,
+        "backbones": manifest.backbone_summary(),
+        "ece": metrics.ece,
+        "temperature": (manifest.calibration or {}).get("temperature"),
         "head": manifest.head.head,
         "excluded": {split: len(v) for split, v in manifest.excluded.items()},
         **({"finetune": manifest.finetune} if manifest.finetune else {}),
@@ -217,12 +232,13 @@ def cmd_runs(args: argparse.Namespace) -> dict[str, Any]:
         rows = [
             {
                 "run_id": m.run_id, "label": m.label, "protocol": m.protocol, "backbone": m.backbone_name, "image_sizes": m.image_sizes,
+                "backbones": m.backbone_summary(),
                 "head": m.head.head, "test_accuracy": m.metrics.test_accuracy, "train_seconds": m.timings.get("train_seconds"), "created": m.created,
             }
             for m in manifests
         ]  # fmt: skip
         damaged = [{"run_id": rid, "problem": why} for rid, why in runs.list_damaged_runs(args.layout)]
-        lines = [f"{m.run_id}  {m.metrics.test_accuracy:.2%}  {m.head.head:<6} {m.backbone_name}@{','.join(map(str, m.image_sizes))}  {m.label}"
+        lines = [f"{m.run_id}  {m.metrics.test_accuracy:.2%}  {m.head.head:<6} {m.backbone_summary()}  {m.label}"
                  for m in manifests]
         lines += [f"{d['run_id']}  DAMAGED: {d['problem']}" for d in damaged]
         return {"runs": rows, "damaged": damaged, "_text": "\n".join(lines) or "no runs yet"}

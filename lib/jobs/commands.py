@@ -54,6 +54,8 @@ def train_job(req: Any, finetune: Any = None, label: str = "", exclude_file: Any
         argv += ["--protocol", req.protocol]
     if req.image_sizes:
         argv += ["--image-sizes", ",".join(str(s) for s in req.image_sizes)]
+    for backbone, sizes in req.more_backbones:
+        argv += ["--backbone", _path(backbone) + ("@" + ",".join(str(s) for s in sizes) if sizes else "")]
     argv += ["--head", h.head, "--hidden", str(h.hidden), "--dropout", _num(h.dropout), "--weight-decay", _num(h.weight_decay),
              "--optimizer", h.optimizer, "--lr", _num(h.learning_rate), "--lr-schedule", h.lr_schedule, "--train-batch-size", str(h.batch_size),
              "--epochs", str(h.epochs), "--label-smoothing", _num(h.label_smoothing), "--val-fraction", _num(h.val_fraction),
@@ -76,6 +78,7 @@ def train_job(req: Any, finetune: Any = None, label: str = "", exclude_file: Any
         argv += _ray(ray)
     sizes = ",".join(str(s) for s in req.image_sizes or ())
     what = f"{'fine-tune' if finetune is not None else 'train'} {_short(req.backbone)}" + (f" @ {sizes}px" if sizes else "")
+    what += "".join(f" + {_short(b)}" for b, _sizes in req.more_backbones)
     return JobSpec("train", argv, what + (f" ({req.protocol})" if req.protocol else ""))
 
 

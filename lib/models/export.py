@@ -109,7 +109,8 @@ def export_run(cache_dir: CacheLike, run_id: str, out: Path | str, force: bool =
         # One name per line, control characters escaped (a folder name can hold a newline); class_names.json is exact.
         (tmp / "class_names.txt").write_text("\n".join(terminal_text(c).replace("\n", "\\n").replace("\t", "\\t") for c in run.classes) + "\n")
         (tmp / "class_names.json").write_text(json.dumps(list(run.classes), ensure_ascii=False))
-        meta = {k: v for k, v in m.to_dict().items() if k in ("run_id", "label", "backbone", "image_sizes", "tta", "classes", "metrics", "head", "finetuned")}
+        shown = ("run_id", "label", "backbone", "image_sizes", "extra_backbones", "tta", "classes", "metrics", "head", "finetuned")
+        meta = {k: v for k, v in m.to_dict().items() if k in shown}
         (tmp / "run_manifest.json").write_text(json.dumps(meta, indent=2, default=str))
         written = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*"))  # folders too: a SavedModel has an empty assets/
         (tmp / EXPORT_MARKER).write_text(json.dumps({"run_id": run.run_id, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "files": written}))
@@ -164,14 +165,17 @@ def _frozen_module(cache_dir: CacheLike, run: Any) -> Any:
     from lib.models.predict import tf_probabilities
 
     m = run.manifest
-    spec = resolve_backbone(m.backbone)
-    if spec.is_tflite_file:
-        raise RunError("Export needs a SavedModel or TF Hub backbone; a .tflite backbone cannot be embedded in a SavedModel.")
-    if spec.identity() != m.backbone_identity:
-        raise RunError(f"The backbone at {m.backbone} is not the one run {run.run_id} was trained with (its contents changed).")
-    backbone = load_backbone(spec)
-    fn, weights = tf_probabilities(backbone.forward_fn, run.head, m.image_sizes, m.tta)
-    return probability_module(fn, list(run.classes), list(m.image_sizes), {"backbone": backbone.module, "head": weights})
+    backbones = []
+    for handle, identity, _sizes in m.backbones():
+        spec = resolve_backbone(handle)
+        if spec.is_tflite_file:
+            raise RunError("Export needs a SavedModel or TF Hub backbone; a .tflite backbone cannot be embedded in a SavedModel.")
+        if spec.identity() != identity:
+            raise RunError(f"The backbone at {handle} is not the one run {run.run_id} was trained with (its contents changed).")
+        backbones.append(load_backbone(spec))
+    fn, weights = tf_probabilities([b.forward_fn for b in backbones], run.head, m.part_keys(), m.tta)
+    keep = {"backbone": backbones[0].module, "head": weights} | {f"backbone_{j}": b.module for j, b in enumerate(backbones[1:], start=1)}
+    return probability_module(fn, list(run.classes), list(m.image_sizes), keep)
 
 
 def check_zip_target(target: Path, force: bool) -> None:

@@ -22,6 +22,9 @@ class Protocol:
     image_sizes: tuple[int, ...] | None = None  # None: the backbone's native size
     train_views: tuple[str, ...] = ("original",)
     tta: bool = False  # average the predictions of the original and flipped test images
+    # The preset's own backbones, (registry name, input size) each, first one first; used unless the user names backbones.
+    # Each resolves to the folder of that name in ../shared/models where there is one, else to its TF Hub handle.
+    backbones: tuple[tuple[str, int], ...] = ()
     notes: list[str] = field(default_factory=list)
 
 

@@ -70,6 +70,9 @@ def _registry() -> dict[str, BackboneSpec]:
     )
     for name in ("resnet_v1_50", "resnet_v2_50", "resnet_v2_101"):
         specs[name] = BackboneSpec(name, f"{_HUB}/imagenet/{name}/feature_vector/5", "hub", "ResNet", 224, 2048)
+    for name, size, dim in (("efficientnet_lite0_224", 224, 1280), ("efficientnet_lite2_260", 260, 1280)):
+        specs[name] = BackboneSpec(name, f"https://tfhub.dev/tensorflow/efficientnet/{name.split('_')[1]}/feature-vector/2", "hub", "EfficientNet-Lite",
+                                   size, dim)  # fmt: skip
     specs["inception_v3"] = BackboneSpec("inception_v3", f"{_HUB}/imagenet/inception_v3/feature_vector/5", "hub", "Inception v3", 299, 2048)
     return specs
 
@@ -128,6 +131,15 @@ def default_image_size(backbone: str) -> int:
         return resolve_backbone(backbone).default_size()
     except BackboneError:
         return 224
+
+
+def preset_backbone(name: str) -> str:
+    """A registry name as a preset uses it: the folder ``<name>_feature_vector`` in ``../shared/models`` where there is one
+    (offline machines), else the name itself (its TF Hub handle)."""
+    from lib.config import SHARED_MODELS
+
+    local = Path(SHARED_MODELS) / f"{name}_feature_vector"
+    return str(local) if (local / "saved_model.pb").exists() else name
 
 
 def local_backbones(folder: Path | None = None) -> list[str]:

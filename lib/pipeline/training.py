@@ -23,7 +23,7 @@ from lib.data.sources import Dataset, load_dataset
 from lib.errors import ConfigError, DataSourceError
 from lib.models.backbones import BackboneSpec, resolve_backbone
 from lib.models.heads import EpochReport, HeadConfig, TrainedHead, stratified_split, train_head
-from lib.models.predict import combine_views, np_concat, np_mean
+from lib.models.predict import combine_views, np_concat, np_mean, part_key
 from lib.models.protocols import PROTOCOLS
 from lib.pipeline.engines import LocalEngine
 from lib.pipeline.features import Engine, ExtractProgress, ensure_features
@@ -53,13 +53,23 @@ class RunRequest:
     train_split: str = "train"
     runtime: str = DEFAULT_RUNTIME  # extraction runtime, a name in lib.runtimes' registry
     exclude: dict[str, list[int]] | None = None  # split -> image indices left out of training and scoring (lib.store.excludes)
+    # Further backbones whose features are concatenated after ``backbone``'s: (backbone, sizes); None sizes: its native size.
+    more_backbones: tuple[tuple[str, tuple[int, ...] | None], ...] = ()
 
     @classmethod
-    def from_protocol(cls, name: str, source: str, backbone: str, **kwargs: Any) -> RunRequest:
-        """A request that follows a named preset."""
+    def from_protocol(cls, name: str, source: str, backbone: str | None, **kwargs: Any) -> RunRequest:
+        """A request that follows a named preset; a preset with its own backbones uses them when ``backbone`` is None."""
         if name not in PROTOCOLS:
             raise ConfigError(f"Unknown protocol {name!r}; choose one of {', '.join(PROTOCOLS)}.")
         p = PROTOCOLS[name]
+        if backbone is None and p.backbones:
+            from lib.models.specs import preset_backbone
+
+            (first, size), *rest = p.backbones
+            more = tuple((preset_backbone(b), (s,)) for b, s in rest)
+            return cls(source, preset_backbone(first), p.head, (size,), p.train_views, p.tta, protocol=name, more_backbones=more, **kwargs)
+        if backbone is None:
+            raise ConfigError(f"The {name!r} preset needs a backbone.")
         return cls(source, backbone, p.head, p.image_sizes, p.train_views, p.tta, protocol=name, **kwargs)
 
     def validate(self) -> RunRequest:
@@ -73,6 +83,12 @@ class RunRequest:
             raise ConfigError(f"Each input size may be given once, got {list(self.image_sizes)}.")
         if not self.train_views or not set(self.train_views) <= {"original", "flip"}:
             raise ConfigError(f"Training views must be original and/or flip, got {self.train_views!r}.")
+        for backbone, sizes in self.more_backbones:
+            for size in sizes or ():
+                bounds.check("image_size", size)
+            if not backbone or (sizes is not None and (not sizes or len(set(sizes)) != len(sizes))):
+                raise ConfigError(f"Each further backbone needs a name and distinct sizes, got {backbone!r} at {sizes!r}.")
+        bounds.check("backbones", 1 + len(self.more_backbones))
         if self.limit is not None:
             bounds.check("limit", self.limit)
         bounds.check("batch_size", self.batch_size)
@@ -82,17 +98,28 @@ class RunRequest:
 
 @dataclass
 class FeatureBlock:
-    """Features of one split: one array per (size, view), rows aligned with ``labels``."""
+    """Features of one split: one array per (part key, view), rows aligned with ``labels``; a part key is the size on
+    the first backbone, ``(j, size)`` on the j-th further one (:func:`lib.models.predict.part_key`)."""
 
-    parts: dict[tuple[int, str], np.ndarray]
+    parts: dict[tuple[Any, str], np.ndarray]
     labels: np.ndarray
     indices: np.ndarray
     extract_seconds: float
     cache_hits: int
 
-    def view(self, view: str, sizes: tuple[int, ...]) -> np.ndarray:
-        """The features of ``view`` with every size concatenated."""
+    def view(self, view: str, sizes: tuple[Any, ...]) -> np.ndarray:
+        """The features of ``view`` with every part (size, backbone) concatenated."""
         return np_concat([self.parts[(s, view)] for s in sizes])
+
+    def merge(self, backbone: int, other: FeatureBlock) -> None:
+        """Add ``other`` (the same images through the ``backbone``-th further backbone) to this block."""
+        from lib.models.predict import part_key
+
+        if not np.array_equal(self.indices, other.indices):
+            raise ConfigError("The backbones' features cover different images of the split; they cannot be concatenated.")
+        self.parts.update({(part_key(backbone, size), view): arr for (size, view), arr in other.parts.items()})
+        self.extract_seconds += other.extract_seconds
+        self.cache_hits += other.cache_hits
 
     def without(self, excluded: list[int] | np.ndarray | None) -> FeatureBlock:
         """The same block without the rows of the given image indices (the block itself if none apply)."""
@@ -184,7 +211,7 @@ class FitResult:
     calibration: dict[str, Any] | None = None  # what the temperature was fitted on, and the ECE it changed
 
 
-def fit_head(train: FeatureBlock, test: FeatureBlock, sizes: tuple[int, ...], train_views: tuple[str, ...], tta: bool, head_cfg: HeadConfig,
+def fit_head(train: FeatureBlock, test: FeatureBlock, sizes: tuple[Any, ...], train_views: tuple[str, ...], tta: bool, head_cfg: HeadConfig,
              num_classes: int, on_epoch: EpochFn | None = None) -> FitResult:  # fmt: skip
     """Train a head on ``train`` (every view) and predict ``test`` through the one prediction path."""
     tr_rows, val_rows = stratified_split(train.labels, head_cfg.val_fraction, head_cfg.seed)
@@ -242,11 +269,17 @@ def train_run(
     ds.require_classes("Training a classifier", req.train_split)
     spec = resolve_backbone(req.backbone)
     sizes = tuple(req.image_sizes or (spec.default_size(),))
+    more = [(s, tuple(sz or (s.default_size(),))) for s, sz in ((resolve_backbone(b), sz) for b, sz in req.more_backbones)]
     test_views = ("original", "flip") if req.tta else ("original",)
     stage("Features" + (f" ({req.runtime} runtime)" if req.runtime != DEFAULT_RUNTIME else ""))
     common = (layout, req.limit, req.batch_size, on_extract, engine or LocalEngine(layout), req.runtime)
     train = gather_features(ds, spec, req.train_split, sizes, tuple(req.train_views), *common)
     test = gather_features(ds, spec, req.test_split, sizes, test_views, *common)
+    for j, (extra_spec, extra_sizes) in enumerate(more, start=1):
+        stage(f"Features of backbone {j + 1}: {extra_spec.name}")
+        train.merge(j, gather_features(ds, extra_spec, req.train_split, extra_sizes, tuple(req.train_views), *common))
+        test.merge(j, gather_features(ds, extra_spec, req.test_split, extra_sizes, test_views, *common))
+    keys = sizes + tuple(part_key(j, size) for j, (_spec, extra_sizes) in enumerate(more, start=1) for size in extra_sizes)
     exclude = req.exclude or {}
     full_rows = {"train": len(train.labels), "test": len(test.labels)}
     train, test = train.without(exclude.get(req.train_split)), test.without(exclude.get(req.test_split))
@@ -258,7 +291,7 @@ def train_run(
     stage(f"Features ready: {hits} of {total} feature sets loaded from the cache" + (" (instant)" if hits == total else ""))
     stage("Training head")
     head_cfg = req.head
-    fit = fit_head(train, test, sizes, tuple(req.train_views), req.tta, head_cfg, len(ds.classes), on_epoch)
+    fit = fit_head(train, test, keys, tuple(req.train_views), req.tta, head_cfg, len(ds.classes), on_epoch)
     head, probs = fit.head, fit.probs
     stage("Evaluating")
     report = evaluate_for_run(test.labels, probs, ds.classes, stage)
@@ -269,6 +302,8 @@ def train_run(
         val_accuracy=head.history[-1].get("val_accuracy") if head.history else None,
         best_epoch=head.best_epoch, steps=head.steps, train_rows=fit.train_rows, val_rows=fit.val_rows,
         excluded={split: [int(i) for i in sorted(v)] for split, v in exclude.items() if len(v)},
+        extra_backbones=[{"backbone": s.handle, "backbone_name": s.name, "backbone_identity": s.identity(), "image_sizes": [int(x) for x in sz]}
+                         for s, sz in more],
         calibration=(fit.calibration or {}) | {"test_ece_after": report["calibration"]["ece"]} if fit.calibration else None,
     )  # fmt: skip
     predictions = stored_predictions(test.labels, probs, test.indices, fit.raw_probs)

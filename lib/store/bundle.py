@@ -81,8 +81,8 @@ def _features(sel: _Selection, kind: ArtifactKind) -> Iterator[tuple[Path, str |
     """The features the runs were trained on (their backbone, runtime and sizes; every view), whole splits or the runs' subsets."""
     from lib.pipeline.feature_store import list_cached_features
 
-    wanted = {(m.dataset_fingerprint, m.backbone_identity, m.runtime, size, limit) for m in sel.runs for size in m.image_sizes
-              for limit in {None, m.limit}}  # fmt: skip
+    wanted = {(m.dataset_fingerprint, identity, m.runtime, size, limit) for m in sel.runs for _handle, identity, sizes in m.backbones()
+              for size in sizes for limit in {None, m.limit}}  # fmt: skip
     for fm in list_cached_features(sel.layout):
         if (fm.dataset, fm.backbone_identity, fm.runtime_name, fm.image_size, fm.limit) in wanted:
             npy, manifest = sel.layout.feature_files(fm.key)
@@ -107,14 +107,15 @@ def _dataset_field(sel: _Selection, kind: ArtifactKind) -> Iterator[tuple[Path, 
 
 
 def _backbones(sel: _Selection, kind: ArtifactKind) -> Iterator[tuple[Path, str | None]]:
-    for m in sel.runs:
-        src = Path(m.backbone).expanduser()
+    handles = dict.fromkeys(handle for m in sel.runs for handle, _identity, _sizes in m.backbones())  # each once, in order
+    for handle in handles:
+        src = Path(handle).expanduser()
         if src.is_dir() and (src / "saved_model.pb").exists():
             copy = sel.layout.bundled_backbone(check_name(src.resolve().name, "backbone folder name"))
             for p in sorted(src.rglob("*")):
                 if p.is_file():
                     yield p, (copy / p.relative_to(src)).relative_to(sel.layout.root).as_posix()
-            for alias in {m.backbone, str(src.resolve())}:
+            for alias in {handle, str(src.resolve())}:
                 sel.aliases[alias] = copy.relative_to(sel.layout.root).as_posix()
 
 

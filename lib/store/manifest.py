@@ -68,6 +68,9 @@ class RunManifest:
     finetune: dict[str, Any] | None = None
     excluded: dict[str, list[int]] = field(default_factory=dict)  # split -> image indices the run left out (exclude list)
     calibration: dict[str, Any] | None = None  # temperature scaling: the temperature, what it was fitted on, ECE before and after
+    # Further backbones whose features are concatenated after the first one's: each a dict of backbone, backbone_name,
+    # backbone_identity and image_sizes (the same meaning as the fields of the first one above).
+    extra_backbones: list[dict[str, Any]] = field(default_factory=list)
     schema: int = RUN_SCHEMA_VERSION
 
     @property
@@ -79,6 +82,22 @@ class RunManifest:
     def test_views(self) -> tuple[str, ...]:
         """Views averaged at test time."""
         return ("original", "flip") if self.tta else ("original",)
+
+    def backbones(self) -> list[tuple[str, str, list[int]]]:
+        """Every backbone the run concatenates, first one first: ``(handle, identity, sizes)``."""
+        extra = [(str(b["backbone"]), str(b["backbone_identity"]), [int(s) for s in b["image_sizes"]]) for b in self.extra_backbones]
+        return [(self.backbone, self.backbone_identity, list(self.image_sizes)), *extra]
+
+    def part_keys(self) -> list[Any]:
+        """The keys of the run's feature parts in concatenation order (:func:`lib.models.predict.part_key`)."""
+        from lib.models.predict import part_key
+
+        return [part_key(j, s) for j, (_h, _i, sizes) in enumerate(self.backbones()) for s in sizes]
+
+    def backbone_summary(self) -> str:
+        """``name@sizes`` of every backbone, joined with `` + `` (for captions and tables)."""
+        names = [self.backbone_name, *(str(b.get("backbone_name") or b["backbone"]) for b in self.extra_backbones)]
+        return " + ".join(f"{n} @ {','.join(map(str, sizes))}" for n, (_h, _i, sizes) in zip(names, self.backbones(), strict=True))
 
     def display_name(self) -> str:
         """A short name for menus: the label if set, else the id, with the accuracy."""
@@ -116,6 +135,10 @@ class RunManifest:
             raise ValueError("classes must be a non-empty list of names")
         if not self.image_sizes or not all(isinstance(s, int) and 16 <= s <= 1024 for s in self.image_sizes):
             raise ValueError(f"image_sizes must be sizes in pixels, got {self.image_sizes!r}")
+        if not isinstance(self.extra_backbones, list) or not all(_is_part(b) for b in self.extra_backbones):
+            raise ValueError("extra_backbones must be a list of {backbone, backbone_name, backbone_identity, image_sizes}")
+        if self.finetuned and self.extra_backbones:
+            raise ValueError("a fine-tuned run has one backbone")
         if not set(self.train_views) <= {"original", "flip"} or not self.train_views:
             raise ValueError(f"train_views must be original and/or flip, got {self.train_views!r}")
         for name in ("test_accuracy", "top5_accuracy", "ece"):
@@ -126,6 +149,12 @@ class RunManifest:
                 raise ValueError(f"metrics.{name} must be a number in [0, 1], got {value!r}")
         _check_type(self.timings, dict, "timings")
         _check_type(self.history, list, "history")
+
+
+def _is_part(b: Any) -> bool:
+    return (isinstance(b, dict) and all(isinstance(b.get(k), str) for k in ("backbone", "backbone_name", "backbone_identity"))
+            and isinstance(b.get("image_sizes"), list) and bool(b["image_sizes"])
+            and all(isinstance(s, int) and 16 <= s <= 1024 for s in b["image_sizes"]))  # fmt: skip
 
 
 def _require(data: dict[str, Any], key: str, kind: type) -> Any:

@@ -57,7 +57,7 @@ def test_exported_model_predicts_in_a_fresh_process(assets: dict[str, Path], cac
     expected = np.mean([run.head.predict_proba(v) for v in views], axis=0)
     np.testing.assert_allclose(np.array(result["probs"]), expected, atol=1e-4)
     # ... and the one prediction path the upload classifier uses gives the same numbers.
-    np.testing.assert_allclose(predict_images(bb, run.head, images, [32, 48], tta=True), expected, atol=1e-6)
+    np.testing.assert_allclose(predict_images([bb], run.head, images, [32, 48], tta=True), expected, atol=1e-6)
     # A second export onto the same folder replaces it only with force, and a user's own folder never.
     with pytest.raises(RunError, match="--force"):
         export_run(cache_dir, manifest.run_id, out)
