@@ -4,7 +4,8 @@ flags and ranking are scored against the clean labels.
 
     python bench/audit_human_noise.py --source ../shared/data/cifar10-jpeg.tar.gz \
         --backbone ../shared/models/mobilenet_v1_100_224_feature_vector --image-size 128 \
-        --labels ../shared/data/cifar10n/aggre_labels.csv [--cache-dir cache]
+        --labels ../shared/data/cifar10n/aggre_labels.csv [--also ../shared/models/efficientnet_lite2_260_feature_vector@260 ...]
+        [--cache-dir cache]
 
 Prints the machine, then for the audit: how many training images it flags, their precision and recall (a flag is
 right when the replaced label differs from the clean one), precision among the top 1,000 and the top N ranked (N = the
@@ -28,21 +29,27 @@ def main() -> int:
     parser = data_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     parser.add_argument("--labels", required=True, help="split,index,label CSV of the noisy labels (CIFAR-10N)")
     parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--also", action="append", default=[], help="a further BACKBONE@SIZE whose features the audit's heads also use (repeatable)")
     args = parser.parse_args()
 
     from lib.analysis.audit import cached_audit
     from lib.analysis.benchmark import machine_info
+    from lib.bounds import backbone_at_sizes
     from lib.data.sources import load_dataset
     from lib.store.labels import read_label_file, relabelled
 
     m = machine_info()
     print(f"machine: {m['cpu']}, {m['cores']} cores", flush=True)
     common = ["--source", args.source, "--backbone", args.backbone, "--image-size", str(args.image_size), "--cache-dir", args.cache_dir]
-    subprocess.run([sys.executable, "-m", "lib", "extract", *common, "--split", "all", "--view", "both", "--json"], cwd=ROOT, check=True,
-                   capture_output=True)  # fmt: skip
+    more = tuple((b, (s or (None,))[0]) for b, s in map(backbone_at_sizes, args.also))
+    for backbone, size in [(args.backbone, args.image_size), *more]:
+        part = ["--source", args.source, "--backbone", backbone, "--cache-dir", args.cache_dir, *(["--image-size", str(size)] if size else [])]
+        subprocess.run([sys.executable, "-m", "lib", "extract", *part, "--split", "all", "--view", "both", "--json"], cwd=ROOT, check=True,
+                       capture_output=True)  # fmt: skip
+    also = [a for b in args.also for a in ("--backbone", b)]
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "lib", "audit", *common, "--labels", args.labels, "--folds", str(args.folds), "--json"], cwd=ROOT,
-                          capture_output=True, text=True)  # fmt: skip
+    proc = subprocess.run([sys.executable, "-m", "lib", "audit", *common, *also, "--labels", args.labels, "--folds", str(args.folds), "--json"],
+                          cwd=ROOT, capture_output=True, text=True)  # fmt: skip
     wall = time.perf_counter() - t0
     if proc.returncode:
         print(proc.stderr[-2000:])
@@ -53,7 +60,7 @@ def main() -> int:
     clean = ds.labels("train")
     noisy = relabelled(clean, fixes.get("train"))
     wrong = noisy != clean
-    audit = cached_audit(args.source, args.backbone, args.image_size, args.cache_dir, folds=args.folds, labels=fixes)
+    audit = cached_audit(args.source, args.backbone, args.image_size, args.cache_dir, folds=args.folds, labels=fixes, more=more)
     assert audit is not None
     flagged = np.asarray(audit.issues["train"], np.int64)
     score = 1.0 - audit.probs["train"][np.arange(len(noisy)), noisy]

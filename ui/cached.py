@@ -214,16 +214,17 @@ def sprites(source: str, cache_dir: str) -> Any:
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
-def _audit(source: str, cache_dir: str, backbone: str, size: int, runtime: str, stamp: str) -> Any:
+def _audit(source: str, cache_dir: str, backbone: str, size: int, runtime: str, more: tuple[tuple[str, int], ...], stamp: str) -> Any:
     from lib.analysis.audit import cached_audit
 
-    return cached_audit(source, backbone, size, cache_dir, runtime)
+    return cached_audit(source, backbone, size, cache_dir, runtime, more=more)
 
 
-def audit(source: str, cache_dir: str, backbone: str, size: int, runtime: str) -> Any:
-    """The stored audit of these features (read and checked once per file version, shared by every session), or None."""
+def audit(source: str, cache_dir: str, backbone: str, size: int, runtime: str, more: tuple[tuple[str, int], ...] = ()) -> Any:
+    """The stored audit of these features (the heads' further (backbone, size) parts in ``more``; read and checked once
+    per file version, shared by every session), or None."""
     stamp = ";".join(f"{p.name}:{p.stat().st_mtime_ns}" for p in CacheLayout.at(cache_dir).audit_files())
-    found = _audit(source, cache_dir, backbone, int(size), runtime, stamp)
+    found = _audit(source, cache_dir, backbone, int(size), runtime, tuple(more), stamp)
     if found is None:
         _audit.clear()
     return found

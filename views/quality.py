@@ -15,15 +15,17 @@ settings = state.current()
 st.title("Data quality")
 ds = widgets.require_dataset(settings)
 run = widgets.active_run(settings)
-backbone, size, runtime = settings.backbone, settings.image_size, DEFAULT_RUNTIME
+backbone, size, runtime, more = settings.backbone, settings.image_size, DEFAULT_RUNTIME, ()
 if run is not None and not run.manifest.finetuned:
     m = run.manifest
     backbone, size, runtime = m.backbone, m.image_sizes[0], m.runtime
-st.caption(f"Features of {md_escape(backbone.rstrip('/').split('/')[-1])} at {size}px ({runtime}) on every image of "
-           f"{md_escape(settings.source)}" + (f", the backbone of the active run {md_escape(run.manifest.display_name())}" if run else ""))  # fmt: skip
+    more = tuple((h, sizes[0]) for h, _identity, sizes in m.backbones()[1:])  # every backbone of the run, each at its first size
+parts = " + ".join(f"{b.rstrip('/').split('/')[-1]} at {s}px" for b, s in ((backbone, size), *more))
+st.caption(f"Features of {md_escape(parts)} ({runtime}; original and mirrored images) on every image of {md_escape(settings.source)}"
+           + (f", the backbones of the active run {md_escape(run.manifest.display_name())}" if run else ""))  # fmt: skip
 
 try:
-    audit = cached.audit(settings.source, str(settings.cache_dir), backbone, size, runtime)
+    audit = cached.audit(settings.source, str(settings.cache_dir), backbone, size, runtime, more)
 except UserFacingError as err:
     show_error(err)
     st.stop()
@@ -39,7 +41,7 @@ if audit is None:
     demo.note()
     jobs.live(settings, ("audit",))
     if st.button("Run the audit", type="primary", **demo.off("Running an audit", help=demo.BACKGROUND)):
-        if jobs.start(settings, audit_job(settings.source, backbone, size, runtime)):
+        if jobs.start(settings, audit_job(settings.source, backbone, size, runtime, more)):
             st.rerun()
     st.stop()
 

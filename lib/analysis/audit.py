@@ -38,8 +38,14 @@ from lib.errors import ConfigError
 from lib.runtimes import DEFAULT_RUNTIME
 from lib.store.layout import CacheLike
 
-AUDIT_VERSION = 1
+AUDIT_VERSION = 2  # 2: heads on both views, several backbones, calibrated probabilities
 DEFAULT_FOLDS = 5
+VIEWS = ("original", "flip")
+# Whether cleanlab flags and ranks the calibrated probabilities (True) or the heads' own (False). Temperature scaling
+# softens over-confident heads (T > 1), and confident learning then counts fewer images as confidently of another
+# class: on a synthetic set with 30 flipped training labels it found 25 calibrated and 29 raw. The pages show the
+# calibrated probabilities either way.
+RANK_CALIBRATED = False  # the heads train on both and average both, as the best preset does
 DEFAULT_THRESHOLD = 0.85  # cosine similarity from which two images count as near-duplicates (see the README)
 CHUNK = 2048  # query rows per matrix product in the neighbour search
 MIN_STEPS = 300  # optimizer steps of each audit head, at least
@@ -70,13 +76,30 @@ def _fitted_steps(cfg: Any, rows: int) -> Any:
     return dataclasses.replace(cfg, steps=max(MIN_STEPS, cfg.epochs * math.ceil(rows / cfg.batch_size)))
 
 
+@dataclass
+class OutOfSample:
+    """Out-of-sample probabilities per split: as the heads give them (``raw``: what cleanlab ranks and flags, see
+    :data:`RANK_CALIBRATED`) and calibrated (``calibrated``: what is shown), with the temperature between them."""
+
+    raw: dict[str, np.ndarray]
+    calibrated: dict[str, np.ndarray]
+    temperature: float
+
+
 def out_of_sample_probabilities(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray | None, num_classes: int, folds: int = DEFAULT_FOLDS,
-                                seed: int = SEED, head: Any = None, progress: ProgressFn | None = None) -> tuple[np.ndarray, np.ndarray | None]:  # fmt: skip
-    """Probabilities for every training row from a head that did not train on it, and for the test rows from
-    a head trained on all of train. :class:`ConfigError` if a class has fewer images than folds."""
+                                seed: int = SEED, head: Any = None, progress: ProgressFn | None = None,
+                                flipped: dict[str, np.ndarray] | None = None) -> OutOfSample:  # fmt: skip
+    """Probabilities for every training row from a head that did not train on it, and for the test rows from a head
+    trained on all of train, before and after calibration. :class:`ConfigError` if a class has fewer images than folds.
+
+    With ``flipped`` (``train`` and ``test``: the mirrored images' features, rows aligned), every head also trains on
+    the mirrored training images and each image's probabilities average both views, as the ``best`` preset does.
+    One temperature (:mod:`lib.analysis.calibration`) is fitted on the training rows' out-of-sample logits against the
+    given labels, rows no head trained on, and applied to train and test alike."""
     from sklearn.model_selection import StratifiedKFold
 
-    from lib.models.heads import train_head
+    from lib.analysis.calibration import fit_temperature
+    from lib.models.heads import softmax, train_head
 
     y_train = np.asarray(y_train)
     counts = np.bincount(y_train, minlength=num_classes)
@@ -86,21 +109,35 @@ def out_of_sample_probabilities(x_train: np.ndarray, y_train: np.ndarray, x_test
         small = int(np.argmin(counts))
         raise ConfigError(f"Class {small} has {int(counts[small])} training images, fewer than the {folds} folds: use fewer folds (--folds) or more images.")
     cfg = head or audit_head()
-    probs = np.zeros((len(y_train), num_classes), np.float32)
+    views = [x_train] + ([flipped["train"]] if flipped else [])
+    logits = np.zeros((len(views), len(y_train), num_classes), np.float32)
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     steps = folds + (1 if x_test is not None else 0)
+
+    def fit(rows: np.ndarray, k: int) -> Any:
+        x = np.concatenate([v[rows] for v in views])
+        y = np.concatenate([y_train[rows]] * len(views))
+        return train_head(x, y, num_classes, _fitted_steps(dataclasses.replace(cfg, seed=seed + k), len(x)))
+
     for k, (fit_rows, held_rows) in enumerate(splitter.split(np.zeros(len(y_train)), y_train)):
         if progress:
             progress(f"label issues: fold {k + 1}/{folds}", k / steps)
-        model = train_head(x_train[fit_rows], y_train[fit_rows], num_classes, _fitted_steps(dataclasses.replace(cfg, seed=seed + k), len(fit_rows)))
-        probs[held_rows] = model.predict_proba(x_train[held_rows])
-    test_probs = None
+        model = fit(fit_rows, k)
+        for i, v in enumerate(views):
+            logits[i, held_rows] = model.logits(v[held_rows])
+
+    def probs_at(stack: np.ndarray, t: float) -> np.ndarray:
+        return np.mean([softmax(z / t) for z in stack], axis=0).astype(np.float32)
+
+    temperature = fit_temperature(lambda t: probs_at(logits, t), y_train)
+    stacks = {"train": logits}
     if x_test is not None:
         if progress:
             progress("label issues: head on all of train, for test", folds / steps)
-        full = _fitted_steps(dataclasses.replace(cfg, seed=seed), len(y_train))
-        test_probs = train_head(x_train, y_train, num_classes, full).predict_proba(x_test).astype(np.float32)
-    return probs, test_probs
+        model = fit(np.arange(len(y_train)), 0)
+        test_views = [x_test] + ([flipped["test"]] if flipped and "test" in flipped else [])
+        stacks["test"] = np.stack([model.logits(v) for v in test_views])
+    return OutOfSample({s: probs_at(z, 1.0) for s, z in stacks.items()}, {s: probs_at(z, temperature) for s, z in stacks.items()}, temperature)
 
 
 def label_issue_order(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
@@ -178,6 +215,7 @@ class Audit:
     neighbours: dict[str, tuple[np.ndarray, np.ndarray]]  # "test>train", "train>train", "test>test" -> (index, similarity)
     seconds: float
     key: str = ""
+    temperature: float = 1.0  # the out-of-sample probabilities' calibration (lib.analysis.calibration)
 
     def label_issues(self, split: str | None = None, given: int | None = None) -> list[dict[str, Any]]:
         """Flagged images, worst (highest score) first; optionally of one split or one given class."""
@@ -234,7 +272,8 @@ def save_audit(path: Path, audit: Audit, feature_keys: dict[str, str] | None = N
     computed from) tell a bundle which dataset and backbone it belongs to."""
     from lib.store.atomic import save_npz_checked
 
-    meta = {"classes": audit.classes, "seconds": audit.seconds, "version": AUDIT_VERSION, "feature_keys": feature_keys or {}}
+    meta = {"classes": audit.classes, "seconds": audit.seconds, "version": AUDIT_VERSION, "feature_keys": feature_keys or {},
+            "temperature": audit.temperature}
     save_npz_checked(path, _arrays(audit), meta)
 
 
@@ -251,18 +290,24 @@ def load_audit(path: Path, expected: dict[str, int]) -> Audit | None:
         return None
     neighbours = {k.split(".", 1)[1]: (arrays[k], arrays["nn_sim." + k.split(".", 1)[1]]) for k in arrays if k.startswith("nn_index.")}
     return Audit(list(meta["classes"]), {s: arrays[f"labels.{s}"] for s in splits}, {s: arrays[f"probs.{s}"] for s in splits},
-                 {s: arrays[f"issues.{s}"] for s in splits}, neighbours, float(meta.get("seconds", 0.0)), Path(path).stem)  # fmt: skip
+                 {s: arrays[f"issues.{s}"] for s in splits}, neighbours, float(meta.get("seconds", 0.0)), Path(path).stem,
+                 float(meta.get("temperature", 1.0)))  # fmt: skip
 
 
 def compute_audit(classes: list[str], features: dict[str, np.ndarray], labels: dict[str, np.ndarray], folds: int = DEFAULT_FOLDS, seed: int = SEED,
-                  progress: ProgressFn | None = None) -> Audit:  # fmt: skip
-    """Label issues and neighbours of a ``train`` (and optional ``test``) split's features."""
+                  progress: ProgressFn | None = None, model_features: dict[str, dict[str, np.ndarray]] | None = None) -> Audit:  # fmt: skip
+    """Label issues and neighbours of a ``train`` (and optional ``test``) split's features. ``model_features`` (split ->
+    view -> features; ``original`` and optionally ``flip``) are what the heads learn from when given (several
+    backbones concatenated, say); the neighbour search always uses ``features``."""
     t0 = time.perf_counter()
     report = progress or (lambda _stage, _f: None)
-    train_probs, test_probs = out_of_sample_probabilities(features["train"], labels["train"], features.get("test"), len(classes), folds, seed,
-                                                          progress=lambda s, f: report(s, 0.7 * f))  # fmt: skip
-    probs = {"train": train_probs, **({"test": test_probs} if test_probs is not None else {})}
-    issues = {split: label_issue_order(labels[split], probs[split]) for split in probs}
+    model = model_features or {s: {"original": f} for s, f in features.items()}
+    flipped = {s: v["flip"] for s, v in model.items() if "flip" in v} or None
+    oos = out_of_sample_probabilities(model["train"]["original"], labels["train"], model["test"]["original"] if "test" in model else None,
+                                      len(classes), folds, seed, progress=lambda s, f: report(s, 0.7 * f), flipped=flipped)  # fmt: skip
+    probs = oos.calibrated
+    ranked = oos.calibrated if RANK_CALIBRATED else oos.raw
+    issues = {split: label_issue_order(labels[split], ranked[split]) for split in probs}
     unit = {split: normalise(features[split]) for split in probs}
     searches = [("test>train", "test", "train"), ("train>train", "train", "train"), ("test>test", "test", "test")]
     searches = [s for s in searches if s[1] in unit and s[2] in unit]
@@ -271,33 +316,39 @@ def compute_audit(classes: list[str], features: dict[str, np.ndarray], labels: d
         report(f"near-duplicates: {a} against {b}", 0.7 + 0.3 * n / len(searches))
         neighbours[name] = nearest_neighbours(unit[a], unit[b], same=a == b)
     report("done", 1.0)
-    return Audit(list(classes), {s: np.asarray(labels[s]) for s in probs}, probs, issues, neighbours, time.perf_counter() - t0)
+    return Audit(list(classes), {s: np.asarray(labels[s]) for s in probs}, probs, issues, neighbours, time.perf_counter() - t0, temperature=oos.temperature)
+
+
+Parts = tuple[tuple[str, "int | None"], ...]  # further (backbone, size) whose features the audit's heads also learn from
 
 
 def _audit_target(source: str, backbone: str, image_size: int | None, cache_dir: Path, runtime: str, folds: int,
-                  seed: int, labels: Any = None) -> tuple[Any, Path]:  # fmt: skip
+                  seed: int, labels: Any = None, more: Parts = (), views: tuple[str, ...] = VIEWS) -> tuple[Any, Path]:  # fmt: skip
     from lib.pipeline.whole import whole_dataset
     from lib.store.labels import labels_digest
     from lib.store.layout import CacheLayout
 
-    whole = whole_dataset(source, backbone, image_size, cache_dir, runtime, "An audit", splits=("train", "test"))
+    whole = whole_dataset(source, backbone, image_size, cache_dir, runtime, "An audit", splits=("train", "test"), more=more, views=views)
     digest = labels_digest(labels) if labels else ""
     return whole, CacheLayout.at(cache_dir).audit_file(audit_key(whole.feature_keys, folds, seed, audit_head(), digest))
 
 
 def cached_audit(source: str, backbone: str, image_size: int | None, cache_dir: CacheLike, runtime: str = DEFAULT_RUNTIME, folds: int = DEFAULT_FOLDS,
-                 seed: int = SEED, labels: Any = None) -> Audit | None:  # fmt: skip
+                 seed: int = SEED, labels: Any = None, more: Parts = (), views: tuple[str, ...] = VIEWS) -> Audit | None:  # fmt: skip
     """The stored audit if there is a valid one; never computes anything (what a page calls on load)."""
-    whole, path = _audit_target(source, backbone, image_size, Path(cache_dir), runtime, folds, seed, labels)
+    whole, path = _audit_target(source, backbone, image_size, Path(cache_dir), runtime, folds, seed, labels, more, views)
     return load_audit(path, whole.sizes)
 
 
 def run_audit(source: str, backbone: str, image_size: int | None, cache_dir: CacheLike, runtime: str = DEFAULT_RUNTIME, folds: int = DEFAULT_FOLDS,
-              seed: int = SEED, progress: ProgressFn | None = None, batch_size: int = 256, labels: Any = None) -> Audit:  # fmt: skip
+              seed: int = SEED, progress: ProgressFn | None = None, batch_size: int = 256, labels: Any = None, more: Parts = (),
+              views: tuple[str, ...] = VIEWS) -> Audit:  # fmt: skip
     """The audit of every image of the dataset's train and test splits (features extracted if missing), with the
-    given labels replaced by ``labels`` (:mod:`lib.store.labels`) where it names images."""
+    given labels replaced by ``labels`` (:mod:`lib.store.labels`) where it names images. The heads learn from the
+    backbone's features concatenated with those of ``more`` (backbone, size) parts, over ``views``; near-duplicates
+    are searched on the first backbone's original images."""
     cache_dir = Path(cache_dir)
-    whole, path = _audit_target(source, backbone, image_size, cache_dir, runtime, folds, seed, labels)
+    whole, path = _audit_target(source, backbone, image_size, cache_dir, runtime, folds, seed, labels, more, views)
     found = load_audit(path, whole.sizes)
     if found is not None:
         return found
@@ -307,7 +358,10 @@ def run_audit(source: str, backbone: str, image_size: int | None, cache_dir: Cac
         from lib.store.labels import relabelled
 
         given = {s: relabelled(y, labels.get(s)) for s, y in given.items()}
-    audit = compute_audit(list(whole.ds.classes), features, given, folds, seed, progress)
+    model_features = None
+    if whole.more or tuple(whole.views) != ("original",):
+        model_features, _labels = whole.all_views(cache_dir, runtime, batch_size, progress)
+    audit = compute_audit(list(whole.ds.classes), features, given, folds, seed, progress, model_features)
     save_audit(path, audit, whole.feature_keys)
     audit.key = path.stem
     return audit

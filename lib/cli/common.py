@@ -121,7 +121,7 @@ def add_backbone(p: argparse.ArgumentParser, repeatable: bool = False) -> None:
             " gives one its own sizes (default: the first one's --image-sizes, the others' native size).") if repeatable else ""
     p.add_argument("--backbone", default=None, action="append" if repeatable else "store",
                    help=f"registry name, handle or path (default: ${config.ENV_BACKBONE}, a demo bundle's, else {config.DEFAULT_BACKBONE}).{more}")
-    p.set_defaults(default_backbone=True)
+    p.set_defaults(default_backbone=True, several_backbones=repeatable)
     p.add_argument("--image-size", type=flag("image_size"), default=None, help="input side in pixels (default: the module's native size)")
     p.add_argument("--batch-size", type=flag("batch_size"), default=256, help="images per forward pass")
     p.add_argument("--limit", type=flag("limit"), default=None, help="use only the first N images of each class")

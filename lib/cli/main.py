@@ -97,7 +97,7 @@ def _fill_defaults(args: argparse.Namespace) -> None:
     size stays as given (a command's own default is the backbone's native size)."""
     given = getattr(args, "backbone", None)
     args.backbone_given = given is not None  # a preset with its own backbones uses them unless the user names some
-    if isinstance(given, list):  # a repeatable --backbone: the first one, and the others (BACKBONE[@SIZES] each)
+    if isinstance(given, list) and getattr(args, "several_backbones", False):  # a repeatable --backbone: the first one, and the others (BACKBONE[@SIZES] each)
         args.backbone, args.more_backbones = given[0], given[1:]
     fill_source = getattr(args, "default_source", False) and args.source is None
     fill_backbone = getattr(args, "default_backbone", False) and args.backbone is None

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lib.bounds import flag
+from lib.bounds import backbone_at_sizes, flag
 from lib.cli.common import add_backbone, add_common, add_source, load_with_progress, say_stage
 from lib.process import peak_rss_mb
 
@@ -23,7 +23,7 @@ def add_commands(sub: Any) -> None:
 
     p = sub.add_parser("audit", help="find likely label errors (cleanlab, K-fold heads) and near-duplicate images (exact cosine neighbours)")
     add_source(p)
-    add_backbone(p)
+    add_backbone(p, repeatable=True)
     p.add_argument("--folds", type=flag("folds"), default=DEFAULT_FOLDS, help="K of the K-fold out-of-sample probabilities for train")
     p.add_argument("--threshold", type=flag("threshold"), default=DEFAULT_THRESHOLD, help="cosine similarity from which two images are near-duplicates")
     p.add_argument("--top", type=flag("top"), default=None, help="print only the first N label issues and duplicate pairs")
@@ -52,6 +52,15 @@ def stage_printer() -> Callable[[str, float], None]:
     return progress
 
 
+def _one_size(part: tuple[str, tuple[int, ...] | None]) -> tuple[str, int | None]:
+    from lib.errors import ConfigError
+
+    backbone, sizes = part
+    if sizes and len(sizes) > 1:
+        raise ConfigError(f"An audit uses one size per backbone; {backbone[:60]!r} names {len(sizes)}.")
+    return backbone, sizes[0] if sizes else None
+
+
 def cmd_audit(args: argparse.Namespace) -> dict[str, Any]:
     """``audit``: computed once per (features, folds, seed, head), then read back."""
     from lib.analysis.audit import run_audit
@@ -68,8 +77,13 @@ def cmd_audit(args: argparse.Namespace) -> dict[str, Any]:
         labels = read_label_file(args.labels, ds)
         say_stage(f"Replacement labels: {', '.join(f'{s} {n:,} changed' for s, n in changed_count(labels, ds).items())}")
     progress = stage_printer()
-    audit = run_audit(args.source, args.backbone, args.image_size, args.layout, args.runtime, args.folds, progress=progress, batch_size=args.batch_size,
-                      labels=labels)  # fmt: skip
+    backbone, first_sizes = backbone_at_sizes(args.backbone)
+    if first_sizes and (len(first_sizes) > 1 or args.image_size):
+        raise ConfigError("An audit uses one size per backbone: give BACKBONE@SIZE or --image-size, once.")
+    size = first_sizes[0] if first_sizes else args.image_size
+    more = tuple(_one_size(backbone_at_sizes(b)) for b in getattr(args, "more_backbones", None) or ())
+    audit = run_audit(args.source, backbone, size, args.layout, args.runtime, args.folds, progress=progress, batch_size=args.batch_size,
+                      labels=labels, more=more)  # fmt: skip
     issues, duplicates = audit.label_issues(), audit.duplicates(args.threshold)
     leaked = audit.leaked_test_images(args.threshold)
     seconds = time.perf_counter() - t0
@@ -82,7 +96,7 @@ def cmd_audit(args: argparse.Namespace) -> dict[str, Any]:
     return {"label_issues": issues[:top] if top else issues, "duplicates": duplicates[:top] if top else duplicates, "seconds": round(seconds, 3),
             "audit_seconds": round(audit.seconds, 3), "threshold": args.threshold, "folds": args.folds, "test_with_train_duplicate": len(leaked),
             "counts": {"label_issues": {s: len(v) for s, v in audit.issues.items()}, "duplicate_pairs": len(duplicates)},
-            "audit_key": audit.key, "peak_rss_mb": peak_rss_mb(), "_text": "\n".join(text)}  # fmt: skip
+            "audit_key": audit.key, "temperature": round(audit.temperature, 4), "peak_rss_mb": peak_rss_mb(), "_text": "\n".join(text)}  # fmt: skip
 
 
 def cmd_project(args: argparse.Namespace) -> dict[str, Any]:

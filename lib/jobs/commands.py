@@ -82,10 +82,12 @@ def train_job(req: Any, finetune: Any = None, label: str = "", exclude_file: Any
     return JobSpec("train", argv, what + (f" ({req.protocol})" if req.protocol else ""))
 
 
-def audit_job(source: str, backbone: str, size: int, runtime: str) -> JobSpec:
-    """The data-quality audit of every image."""
+def audit_job(source: str, backbone: str, size: int, runtime: str, more: tuple[tuple[str, int], ...] = ()) -> JobSpec:
+    """The data-quality audit of every image (its heads on ``backbone`` and the ``more`` (backbone, size) parts)."""
     argv = ["audit", "--source", _path(source), "--backbone", _path(backbone), "--image-size", str(size), "--runtime", runtime]
-    return JobSpec("audit", argv, f"audit with {_short(backbone)} @ {size}px")
+    for b, s in more:
+        argv += ["--backbone", f"{_path(b)}@{s}"]
+    return JobSpec("audit", argv, f"audit with {_short(backbone)} @ {size}px" + "".join(f" + {_short(b)} @ {s}px" for b, s in more))
 
 
 def map_job(source: str, backbone: str, size: int, runtime: str, method: str, perplexity: float, iterations: int) -> JobSpec:
