@@ -17,6 +17,9 @@ from lib.store.excludes import save_exclude_list, to_json
 from ui import cached, demo, state
 from ui.text import md_escape, show_error
 
+SAME_PHOTO = "Same photograph (checked on the pixels)"
+SIMILAR = "Similar features (cosine threshold)"
+
 
 def issues_tab(settings: state.Settings, ds: Any, audit: Any, marked: dict[str, bool]) -> None:
     """Flagged images with filters, a CSV download and exclude ticks."""
@@ -57,10 +60,15 @@ def issues_tab(settings: state.Settings, ds: Any, audit: Any, marked: dict[str, 
 
 def duplicates_tab(ds: Any, run: Any, audit: Any, marked: dict[str, bool]) -> None:
     """Near-duplicate pairs at a threshold, and what the leaked test images do to the active run's accuracy."""
+    modes = [SAME_PHOTO, SIMILAR] if audit.photos_checked else [SIMILAR]
+    state.bind("dq_mode", modes[0], valid=modes)
+    mode = st.radio("Report", modes, key="dq_mode", horizontal=True,
+                    help="Candidates come from the features (exact cosine neighbours); each one is then checked on the pixels, over shifts, "
+                    "crops, mirroring and colour changes, so a different photograph of a similar thing is not reported.")  # fmt: skip
     state.bind("dq_threshold", au.DEFAULT_THRESHOLD, float, state.in_range(0.5, 1.0))
-    threshold = st.slider("Similarity threshold (cosine)", 0.70, 1.0, step=0.005, key="dq_threshold",
-                          help="Two images count as near-duplicates from this cosine similarity of their features.")  # fmt: skip
-    leaked = audit.leaked_test_images(threshold)
+    threshold = st.slider("Similarity threshold (cosine)", 0.70, 1.0, step=0.005, key="dq_threshold", disabled=mode == SAME_PHOTO,
+                          help="In the feature mode, two images count as near-duplicates from this cosine similarity of their features.")  # fmt: skip
+    leaked = audit.leaked_test_images(None if mode == SAME_PHOTO else threshold)
     n_test = len(audit.labels.get("test", []))
     a, b = st.columns(2)
     a.metric("Test images with a near-duplicate in train", f"{len(leaked):,}", help=f"of {n_test:,} ({len(leaked) / max(n_test, 1):.2%})")
@@ -72,10 +80,11 @@ def duplicates_tab(ds: Any, run: Any, audit: Any, marked: dict[str, bool]) -> No
         b.metric("Active run's test accuracy without them", f"{acc_clean:.2%}", delta=f"{100 * (acc_clean - acc_all):+.2f} pts vs all {len(idx):,}")
     else:
         b.caption("Pick a run in the sidebar to see its accuracy without the leaked test images.")
-    pairs = cached.duplicate_pairs(audit, audit.key, float(threshold))
+    pairs = cached.memo(("same-photos", audit.key), audit.same_photos) if mode == SAME_PHOTO else cached.duplicate_pairs(audit, audit.key, float(threshold))
     kinds = st.multiselect("Pairs", ["test ~ train", "train ~ train", "test ~ test"], default=["test ~ train"], key="dq_kinds")
     pairs = [p for p in pairs if f"{p['split_a']} ~ {p['split_b']}" in kinds or f"{p['split_b']} ~ {p['split_a']}" in kinds]
-    st.caption(f"{len(pairs):,} pairs at similarity ≥ {threshold:.3f}, closest first.")
+    st.caption(f"{len(pairs):,} pairs confirmed as the same photograph, surest first." if mode == SAME_PHOTO else
+               f"{len(pairs):,} pairs at similarity ≥ {threshold:.3f}, closest first.")  # fmt: skip
     if st.button(f"Mark the {len(leaked):,} leaked test images for exclusion", disabled=not len(leaked)):
         marked.update({f"test/{int(i)}": True for i in leaked})
         st.rerun()
@@ -87,7 +96,7 @@ def duplicates_tab(ds: Any, run: Any, audit: Any, marked: dict[str, bool]) -> No
         img_b = ds.images(p["split_b"])[p["index_b"]]
         c1.image(upscale(np.asarray(img_a), 96), width=96, caption=f"{p['split_a']}/{p['index_a']} · {ds.classes[int(lab[p['split_a']][p['index_a']])]}")
         c2.image(upscale(np.asarray(img_b), 96), width=96, caption=f"{p['split_b']}/{p['index_b']} · {ds.classes[int(lab[p['split_b']][p['index_b']])]}")
-        c3.metric("similarity", f"{p['similarity']:.4f}")
+        c3.metric("similarity", f"{p['similarity']:.4f}", delta=f"pixel match {p['photo_score']:.3f}" if "photo_score" in p else None, delta_color="off")
 
 
 def exclude_list_tab(settings: state.Settings, ds: Any, audit: Any, marked: dict[str, bool]) -> None:

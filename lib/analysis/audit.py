@@ -38,7 +38,7 @@ from lib.errors import ConfigError
 from lib.runtimes import DEFAULT_RUNTIME
 from lib.store.layout import CacheLike
 
-AUDIT_VERSION = 2  # 2: heads on both views, several backbones, calibrated probabilities
+AUDIT_VERSION = 3  # 2: heads on both views, several backbones, calibrated probabilities; 3: near-duplicates checked on the pixels
 DEFAULT_FOLDS = 5
 VIEWS = ("original", "flip")
 # Whether cleanlab flags and ranks the calibrated probabilities (True) or the heads' own (False). Temperature scaling
@@ -47,7 +47,6 @@ VIEWS = ("original", "flip")
 # calibrated probabilities either way.
 RANK_CALIBRATED = False  # the heads train on both and average both, as the best preset does
 DEFAULT_THRESHOLD = 0.85  # cosine similarity from which two images count as near-duplicates (see the README)
-CHUNK = 2048  # query rows per matrix product in the neighbour search
 MIN_STEPS = 300  # optimizer steps of each audit head, at least
 
 ProgressFn = Callable[[str, float], None]  # (stage, fraction of the whole audit done)
@@ -149,61 +148,6 @@ def label_issue_order(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
     return np.asarray(find_label_issues(np.asarray(labels), np.asarray(probs), return_indices_ranked_by="self_confidence"), np.int64)
 
 
-def nearest_neighbours(queries: np.ndarray, base: np.ndarray, same: bool = False,
-                       progress: Callable[[float], None] | None = None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """For every (L2-normalised) query row, the index of its most similar ``base`` row and the cosine
-    similarity, exactly. With ``same`` (queries are base), a row is never its own neighbour, and each pair's
-    similarity is computed once (the upper triangle, in blocks), which halves the work."""
-    if same:
-        return _nearest_within(queries, progress)
-    index = np.zeros(len(queries), np.int64)
-    sims = np.full(len(queries), -1.0, np.float32)
-    if len(base) == 0:
-        return index, sims
-    for start in range(0, len(queries), CHUNK):
-        block = queries[start : start + CHUNK] @ base.T
-        best = block.argmax(axis=1)
-        index[start : start + len(best)] = best
-        sims[start : start + len(best)] = block[np.arange(len(best)), best]
-        if progress:
-            progress(min(1.0, (start + CHUNK) / len(queries)))
-    return index, sims
-
-
-def _nearest_within(x: np.ndarray, progress: Callable[[float], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    n = len(x)
-    index = np.zeros(n, np.int64)
-    sims = np.full(n, -np.inf, np.float32)
-    for start in range(0, n, CHUNK):
-        block = x[start : start + CHUNK] @ x[start:].T  # rows: this chunk; columns: this row onwards
-        rows = np.arange(block.shape[0])
-        block[rows, rows] = -np.inf  # never its own neighbour
-        # Each row's best among columns >= start (earlier columns reached it as columns of earlier chunks)...
-        best = block.argmax(axis=1)
-        value = block[rows, best]
-        mine = slice(start, start + len(rows))
-        better = value > sims[mine]
-        index[mine] = np.where(better, start + best, index[mine])
-        sims[mine] = np.where(better, value, sims[mine])
-        # ...and each later column's best among this chunk's rows (the same similarities, read the other way).
-        col_best = block.argmax(axis=0)
-        col_value = block[col_best, np.arange(block.shape[1])]
-        cols = start + np.arange(block.shape[1])
-        better = col_value > sims[cols]
-        index[cols[better]] = start + col_best[better]
-        sims[cols[better]] = col_value[better]
-        if progress:
-            progress(min(1.0, (start + CHUNK) / max(n, 1)))
-    sims[~np.isfinite(sims)] = -1.0  # a split of one image has no neighbour
-    return index, sims
-
-
-def normalise(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (float32); an all-zero row stays zero."""
-    x = np.asarray(x, np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
 @dataclass
 class Audit:
     """One audit's arrays (see the module docs); ``splits`` maps a split to its given labels."""
@@ -216,6 +160,9 @@ class Audit:
     seconds: float
     key: str = ""
     temperature: float = 1.0  # the out-of-sample probabilities' calibration (lib.analysis.calibration)
+    # "test>train", "train>train", "test>test" -> (a, b, feature similarity, same-photo score) of every candidate pair
+    # checked on the pixels (lib.analysis.duplicates); empty if the images were not at hand
+    photos: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = dataclasses.field(default_factory=dict)
 
     def label_issues(self, split: str | None = None, given: int | None = None) -> list[dict[str, Any]]:
         """Flagged images, worst (highest score) first; optionally of one split or one given class."""
@@ -244,11 +191,33 @@ class Audit:
         rows = [{"split_a": k[0], "index_a": k[1], "split_b": k[2], "index_b": k[3], "similarity": round(v, 5)} for k, v in pairs.items()]
         return sorted(rows, key=lambda r: (-r["similarity"], r["split_a"], r["index_a"]))
 
-    def leaked_test_images(self, threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
-        """Test indices whose nearest training image is at or above ``threshold``."""
+    def same_photos(self, min_score: float | None = None) -> list[dict[str, Any]]:
+        """Candidate pairs the pixel check confirmed as one photograph (score at least ``min_score``, default
+        :data:`lib.analysis.duplicates.SAME_PHOTO`), the highest score first, with their feature similarity."""
+        from lib.analysis.duplicates import SAME_PHOTO
+
+        low = SAME_PHOTO if min_score is None else min_score
+        rows = [{"split_a": name.split(">")[0], "index_a": int(a), "split_b": name.split(">")[1], "index_b": int(b), "similarity": round(float(s), 5),
+                 "photo_score": round(float(p), 4)}
+                for name, arrays in self.photos.items() for a, b, s, p in zip(*arrays) if p >= low]  # fmt: skip
+        return sorted(rows, key=lambda r: (-r["photo_score"], -r["similarity"]))
+
+    @property
+    def photos_checked(self) -> bool:
+        """Whether near-duplicate candidates were checked on the pixels (audits since version 3)."""
+        return bool(self.photos)
+
+    def leaked_test_images(self, threshold: float | None = DEFAULT_THRESHOLD) -> np.ndarray:
+        """Test indices whose nearest training image is at or above ``threshold`` (feature cosine); with ``threshold``
+        None, those with a training image the pixel check confirmed as the same photograph."""
+        if threshold is None:
+            return np.unique([r["index_a"] for r in self.same_photos() if (r["split_a"], r["split_b"]) == ("test", "train")]).astype(np.int64)
         if "test>train" not in self.neighbours:
             return np.zeros(0, np.int64)
         return np.flatnonzero(self.neighbours["test>train"][1] >= threshold)
+
+
+PHOTO_PARTS = ("a", "b", "sim", "score")  # the arrays of Audit.photos, as stored
 
 
 def audit_key(feature_keys: dict[str, str], folds: int, seed: int, head: Any, labels: str = "") -> str:
@@ -264,6 +233,8 @@ def _arrays(audit: Audit) -> dict[str, np.ndarray]:
         out[f"labels.{split}"], out[f"probs.{split}"], out[f"issues.{split}"] = audit.labels[split], audit.probs[split], audit.issues[split]
     for name, (index, sims) in audit.neighbours.items():
         out[f"nn_index.{name}"], out[f"nn_sim.{name}"] = index, sims
+    for name, arrays in audit.photos.items():
+        out.update({f"photo_{part}.{name}": arr for part, arr in zip(PHOTO_PARTS, arrays, strict=True)})
     return out
 
 
@@ -289,16 +260,22 @@ def load_audit(path: Path, expected: dict[str, int]) -> Audit | None:
     if {s: len(arrays[f"labels.{s}"]) for s in splits} != expected:
         return None
     neighbours = {k.split(".", 1)[1]: (arrays[k], arrays["nn_sim." + k.split(".", 1)[1]]) for k in arrays if k.startswith("nn_index.")}
+    names = [k.split(".", 1)[1] for k in arrays if k.startswith("photo_a.")]
+    photos = {n: tuple(arrays[f"photo_{part}.{n}"] for part in PHOTO_PARTS) for n in names}
     return Audit(list(meta["classes"]), {s: arrays[f"labels.{s}"] for s in splits}, {s: arrays[f"probs.{s}"] for s in splits},
                  {s: arrays[f"issues.{s}"] for s in splits}, neighbours, float(meta.get("seconds", 0.0)), Path(path).stem,
-                 float(meta.get("temperature", 1.0)))  # fmt: skip
+                 float(meta.get("temperature", 1.0)), photos)  # type: ignore[arg-type]  # fmt: skip
 
 
 def compute_audit(classes: list[str], features: dict[str, np.ndarray], labels: dict[str, np.ndarray], folds: int = DEFAULT_FOLDS, seed: int = SEED,
-                  progress: ProgressFn | None = None, model_features: dict[str, dict[str, np.ndarray]] | None = None) -> Audit:  # fmt: skip
+                  progress: ProgressFn | None = None, model_features: dict[str, dict[str, np.ndarray]] | None = None,
+                  images: dict[str, np.ndarray] | None = None) -> Audit:  # fmt: skip
     """Label issues and neighbours of a ``train`` (and optional ``test``) split's features. ``model_features`` (split ->
     view -> features; ``original`` and optionally ``flip``) are what the heads learn from when given (several
-    backbones concatenated, say); the neighbour search always uses ``features``."""
+    backbones concatenated, say); the neighbour search always uses ``features``. With ``images`` (split -> uint8
+    images), candidate near-duplicates are checked on the pixels (:mod:`lib.analysis.duplicates`)."""
+    from lib.analysis import duplicates as dup
+
     t0 = time.perf_counter()
     report = progress or (lambda _stage, _f: None)
     model = model_features or {s: {"original": f} for s, f in features.items()}
@@ -308,15 +285,28 @@ def compute_audit(classes: list[str], features: dict[str, np.ndarray], labels: d
     probs = oos.calibrated
     ranked = oos.calibrated if RANK_CALIBRATED else oos.raw
     issues = {split: label_issue_order(labels[split], ranked[split]) for split in probs}
-    unit = {split: normalise(features[split]) for split in probs}
+    unit = {split: dup.normalise(features[split]) for split in probs}
     searches = [("test>train", "test", "train"), ("train>train", "train", "train"), ("test>test", "test", "test")]
     searches = [s for s in searches if s[1] in unit and s[2] in unit]
-    neighbours = {}
+    neighbours, candidates = {}, {}
     for n, (name, a, b) in enumerate(searches):
-        report(f"near-duplicates: {a} against {b}", 0.7 + 0.3 * n / len(searches))
-        neighbours[name] = nearest_neighbours(unit[a], unit[b], same=a == b)
+        report(f"near-duplicates: {a} against {b}", 0.7 + 0.2 * n / len(searches))
+        neighbours[name] = dup.nearest_neighbours(unit[a], unit[b], same=a == b)
+        top = dup.top_neighbours(unit[a], unit[b]) if a != b else neighbours[name]
+        candidates[name] = dup.candidate_pairs(*top, same_split=a == b)
+    photos = {}
+    if images is not None:
+        # The most similar candidates first, up to the budget, checked on the pixels.
+        sims = np.concatenate([c[2] for c in candidates.values()]) if candidates else np.zeros(0, np.float32)
+        floor = float(np.sort(sims)[-dup.MAX_PAIRS]) if len(sims) > dup.MAX_PAIRS else -np.inf
+        for n, (name, (rows_a, rows_b, sim)) in enumerate(candidates.items()):
+            keep = sim >= floor
+            a_split, b_split = name.split(">")
+            report(f"near-duplicates: {int(keep.sum()):,} {a_split}~{b_split} candidates checked on the pixels", 0.9 + 0.1 * n / len(candidates))
+            photos[name] = (rows_a[keep], rows_b[keep], sim[keep], dup.confirm(images[a_split], images[b_split], rows_a[keep], rows_b[keep]))
     report("done", 1.0)
-    return Audit(list(classes), {s: np.asarray(labels[s]) for s in probs}, probs, issues, neighbours, time.perf_counter() - t0, temperature=oos.temperature)
+    return Audit(list(classes), {s: np.asarray(labels[s]) for s in probs}, probs, issues, neighbours, time.perf_counter() - t0, temperature=oos.temperature,
+                 photos=photos)  # fmt: skip
 
 
 Parts = tuple[tuple[str, "int | None"], ...]  # further (backbone, size) whose features the audit's heads also learn from
@@ -361,7 +351,8 @@ def run_audit(source: str, backbone: str, image_size: int | None, cache_dir: Cac
     model_features = None
     if whole.more or tuple(whole.views) != ("original",):
         model_features, _labels = whole.all_views(cache_dir, runtime, batch_size, progress)
-    audit = compute_audit(list(whole.ds.classes), features, given, folds, seed, progress, model_features)
+    images = {s: whole.ds.images(s) for s in whole.splits}
+    audit = compute_audit(list(whole.ds.classes), features, given, folds, seed, progress, model_features, images)
     save_audit(path, audit, whole.feature_keys)
     audit.key = path.stem
     return audit

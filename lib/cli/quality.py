@@ -84,18 +84,23 @@ def cmd_audit(args: argparse.Namespace) -> dict[str, Any]:
     more = tuple(_one_size(backbone_at_sizes(b)) for b in getattr(args, "more_backbones", None) or ())
     audit = run_audit(args.source, backbone, size, args.layout, args.runtime, args.folds, progress=progress, batch_size=args.batch_size,
                       labels=labels, more=more)  # fmt: skip
-    issues, duplicates = audit.label_issues(), audit.duplicates(args.threshold)
+    issues, duplicates, photos = audit.label_issues(), audit.duplicates(args.threshold), audit.same_photos()
     leaked = audit.leaked_test_images(args.threshold)
+    copied = audit.leaked_test_images(None)
     seconds = time.perf_counter() - t0
     top = args.top
     text = [f"{len(issues):,} likely label issues ({', '.join(f'{s}: {len(v):,}' for s, v in audit.issues.items())}); "
             f"{len(duplicates):,} near-duplicate pairs at similarity >= {args.threshold}; {len(leaked):,} test images have one in train. "
+            f"Checked on the pixels: {len(photos):,} pairs are the same photograph; {len(copied):,} test images have theirs in train. "
             f"{seconds:.1f}s (audit computed in {audit.seconds:.1f}s).", "worst label issues (split/index given -> suggested, score):"]  # fmt: skip
     text += [f"  {r['split']}/{r['index']}  {r['given']} -> {r['suggested']}  {r['score']:.3f}" for r in issues[: top or 10]]
+    text += ["same photographs (split/index ~ split/index, pixel score, feature similarity):"]
+    text += [f"  {d['split_a']}/{d['index_a']} ~ {d['split_b']}/{d['index_b']}  {d['photo_score']:.3f}  {d['similarity']:.4f}" for d in photos[: top or 10]]
     text += ["closest pairs:"] + [f"  {d['split_a']}/{d['index_a']} ~ {d['split_b']}/{d['index_b']}  {d['similarity']:.4f}" for d in duplicates[: top or 10]]
     return {"label_issues": issues[:top] if top else issues, "duplicates": duplicates[:top] if top else duplicates, "seconds": round(seconds, 3),
             "audit_seconds": round(audit.seconds, 3), "threshold": args.threshold, "folds": args.folds, "test_with_train_duplicate": len(leaked),
-            "counts": {"label_issues": {s: len(v) for s, v in audit.issues.items()}, "duplicate_pairs": len(duplicates)},
+            "same_photos": photos[:top] if top else photos, "test_with_train_same_photo": len(copied), "test_same_photo_indices": copied.tolist(),
+            "counts": {"label_issues": {s: len(v) for s, v in audit.issues.items()}, "duplicate_pairs": len(duplicates), "same_photo_pairs": len(photos)},
             "audit_key": audit.key, "temperature": round(audit.temperature, 4), "peak_rss_mb": peak_rss_mb(), "_text": "\n".join(text)}  # fmt: skip
 
 

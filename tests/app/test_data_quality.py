@@ -29,6 +29,12 @@ def test_data_quality_audit_mark_save_and_train_without(monkeypatch: pytest.Monk
     no_errors(at)
     assert len(list((cache / "audits").glob("*.npz"))) == 1
     assert at.metric[0].label == "Flagged in train"
+    from views._quality_tabs import SAME_PHOTO, SIMILAR
+
+    mode = at.radio(key="dq_mode")
+    assert mode.value == SAME_PHOTO and mode.options == [SAME_PHOTO, SIMILAR]  # candidates were checked on the pixels
+    assert at.slider(key="dq_threshold").disabled
+    mode.set_value(SIMILAR).run()
     at.slider(key="dq_threshold").set_value(0.8).run()
     no_errors(at)
     mark = next(b for b in at.button if b.label.startswith("Mark the "))

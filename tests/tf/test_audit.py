@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from lib.analysis import audit as au
+from lib.analysis.duplicates import normalise
 from lib.errors import ConfigError, DataSourceError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,7 +62,7 @@ def test_planted_duplicates_are_found_exactly() -> None:
     assert pairs[0]["similarity"] >= pairs[-1]["similarity"] and pairs[0]["similarity"] == pytest.approx(1.0, abs=1e-5)
     assert set(audit.leaked_test_images(0.99).tolist()) == {7, 8}
     # Exact: the neighbour search agrees with a brute-force argmax everywhere.
-    unit_train, unit_test = au.normalise(train), au.normalise(test)
+    unit_train, unit_test = normalise(train), normalise(test)
     index, sims = audit.neighbours["test>train"]
     assert np.array_equal(index, (unit_test @ unit_train.T).argmax(1)) and np.allclose(sims, (unit_test @ unit_train.T).max(1), atol=1e-5)
     # Within a split each pair is computed once (upper triangle, in blocks): the same answer as the full matrix.
@@ -152,3 +153,23 @@ def test_exclude_list_round_trip_into_a_run(assets: dict[str, Path], cache_dir: 
     assert run.manifest.excluded == {"test": [0], "train": [1, 3]} and 0 not in run.indices and len(run.indices) == 29
     missing = subprocess.run([*cmd[:-5], "--exclude", str(tmp_path / "nope.json"), "--cache-dir", str(cache_dir)], cwd=ROOT, capture_output=True, text=True)
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_candidates_are_confirmed_or_rejected_on_the_pixels() -> None:
+    """Two test images have a training image with the same features; only the one that is really a (shifted, mirrored)
+    copy of its photograph is reported as the same photo, and the leaked-test count follows the pixel check."""
+    from tests.unit.test_duplicates import _scene
+
+    rng = np.random.default_rng(0)
+    train = rng.normal(size=(200, 32)).astype(np.float32)
+    test = rng.normal(size=(40, 32)).astype(np.float32)
+    images = {"train": np.stack([_scene(i) for i in range(200)]), "test": np.stack([_scene(1000 + i) for i in range(40)])}
+    test[3], images["test"][3] = train[17], np.roll(images["train"][17], 2, axis=1)[:, ::-1]  # a copy: shifted, mirrored
+    test[5] = train[18]  # the same features, but another photograph
+    audit = au.compute_audit(["a", "b"], {"train": train, "test": test}, {"train": np.arange(200) % 2, "test": np.arange(40) % 2}, folds=2,
+                             images=images)  # fmt: skip
+    a, b, _sims, _scores = audit.photos["test>train"]
+    assert {(3, 17), (5, 18)} <= set(zip(a.tolist(), b.tolist()))  # both were candidates
+    confirmed = {(r["index_a"], r["index_b"]) for r in audit.same_photos() if r["split_a"] == "test"}
+    assert confirmed == {(3, 17)}, audit.same_photos()
+    assert audit.leaked_test_images(None).tolist() == [3] and set(audit.leaked_test_images(0.99).tolist()) == {3, 5}
