@@ -214,17 +214,25 @@ def sprites(source: str, cache_dir: str) -> Any:
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
-def _audit(source: str, cache_dir: str, backbone: str, size: int, runtime: str, more: tuple[tuple[str, int], ...], stamp: str) -> Any:
+def _audit(source: str, cache_dir: str, backbone: str, size: int, runtime: str, more: tuple[tuple[str, int], ...], labels: str | None, stamp: str) -> Any:
     from lib.analysis.audit import cached_audit
 
-    return cached_audit(source, backbone, size, cache_dir, runtime, more=more)
+    fixes = None
+    if labels:
+        from lib.store.labels import read_label_file
+
+        ds = dataset_if_ready(source, cache_dir)
+        if ds is None:
+            return None
+        fixes = read_label_file(labels, ds)
+    return cached_audit(source, backbone, size, cache_dir, runtime, more=more, labels=fixes)
 
 
-def audit(source: str, cache_dir: str, backbone: str, size: int, runtime: str, more: tuple[tuple[str, int], ...] = ()) -> Any:
-    """The stored audit of these features (the heads' further (backbone, size) parts in ``more``; read and checked once
-    per file version, shared by every session), or None."""
+def audit(source: str, cache_dir: str, backbone: str, size: int, runtime: str, more: tuple[tuple[str, int], ...] = (), labels: str | None = None) -> Any:
+    """The stored audit of these features (the heads' further (backbone, size) parts in ``more``; with the replacement
+    labels of the saved list ``labels``; read and checked once per file version, shared by every session), or None."""
     stamp = ";".join(f"{p.name}:{p.stat().st_mtime_ns}" for p in CacheLayout.at(cache_dir).audit_files())
-    found = _audit(source, cache_dir, backbone, int(size), runtime, tuple(more), stamp)
+    found = _audit(source, cache_dir, backbone, int(size), runtime, tuple(more), labels, stamp)
     if found is None:
         _audit.clear()
     return found

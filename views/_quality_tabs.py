@@ -17,12 +17,14 @@ from lib.store.excludes import save_exclude_list, to_json
 from ui import cached, demo, state
 from ui.text import md_escape, show_error
 
+OWN_LABELS = "The dataset's own labels"
 SAME_PHOTO = "Same photograph (checked on the pixels)"
 SIMILAR = "Similar features (cosine threshold)"
 
 
-def issues_tab(settings: state.Settings, ds: Any, audit: Any, marked: dict[str, bool]) -> None:
-    """Flagged images with filters, a CSV download and exclude ticks."""
+def issues_tab(settings: state.Settings, ds: Any, audit: Any, marked: dict[str, bool], features_of: tuple[str, int, str]) -> None:
+    """Flagged images with filters, a CSV download and exclude ticks, and one flag explained (``features_of``: the
+    backbone, size and runtime whose features find the nearest training images)."""
     counts = {s: len(v) for s, v in audit.issues.items()}
     cols = st.columns(len(counts) + 1)
     for col, (split, n) in zip(cols, counts.items()):
@@ -54,8 +56,38 @@ def issues_tab(settings: state.Settings, ds: Any, audit: Any, marked: dict[str, 
         )  # fmt: skip
         for s, i, x in zip(edited["split"], edited["index"], edited["exclude"]):
             marked[f"{s}/{i}"] = bool(x)
+        explain(settings, ds, audit, [(str(s), int(i)) for s, i in zip(head["split"], head["index"])], features_of)
     else:
         st.caption("Nothing flagged with these filters.")
+
+
+def explain(settings: state.Settings, ds: Any, audit: Any, flags: list[tuple[str, int]], features_of: tuple[str, int, str]) -> None:
+    """Why one image is flagged: its given and suggested labels with their calibrated probabilities, and the training
+    images that carry the suggested label and look most like it (by the features)."""
+    from lib.analysis.map_view import nearest_of_class
+
+    st.subheader("Why is it flagged?")
+    labels = {f"{s}/{i} · {ds.classes[int(audit.labels[s][i])]}": (s, i) for s, i in flags}
+    state.bind("dq_explain", next(iter(labels)), valid=list(labels))
+    split, index = labels[st.selectbox("Flagged image (from the table above)", list(labels), key="dq_explain")]
+    p = audit.probs[split][index]
+    given, suggested = int(audit.labels[split][index]), int(p.argmax())
+    a, b, c = st.columns([1, 1, 1])
+    a.image(upscale(np.asarray(ds.images(split)[index]), 128), width=128, caption=f"{split}/{index}")
+    b.metric("Given label", ds.classes[given], f"p = {p[given]:.1%}", delta_color="off")
+    c.metric("Suggested label", ds.classes[suggested], f"p = {p[suggested]:.1%}", delta_color="off")
+    st.caption(f"Out-of-sample probabilities from heads that never trained on this image, calibrated (temperature {audit.temperature:.2f}).")
+    backbone, size, runtime = features_of
+    train = cached.features(settings.source, settings.cache_dir, backbone, size, "train", runtime=runtime)
+    mine = cached.features(settings.source, settings.cache_dir, backbone, size, split, runtime=runtime)
+    if train is None or mine is None:
+        st.caption("The nearest training images need this backbone's cached features.")
+        return
+    near = nearest_of_class(train.features, train.labels, mine.features[index], suggested, 6, index if split == "train" else None)
+    st.write(f"The training images labelled **{md_escape(ds.classes[suggested])}** that look most like it:")
+    cols = st.columns(6)
+    for col, (row, sim) in zip(cols, near):
+        col.image(upscale(np.asarray(ds.images("train")[row]), 80), width=80, caption=f"train/{row} · {sim:.2f}")
 
 
 def duplicates_tab(ds: Any, run: Any, audit: Any, marked: dict[str, bool]) -> None:
@@ -120,3 +152,29 @@ def exclude_list_tab(settings: state.Settings, ds: Any, audit: Any, marked: dict
     if st.button("Clear the marks", disabled=not chosen):
         st.session_state["dq_exclude"] = {}
         st.rerun()
+
+
+def label_list_picker(settings: state.Settings, ds: Any) -> str | None:
+    """Which labels to audit: the dataset's own, or a saved label list (CSV ``split,index,label`` or the app's JSON,
+    uploaded here and kept under the cache); the chosen list's path, or None."""
+    import re
+
+    from lib.store.labels import changed_count, parse_labels, save_label_list, saved_label_lists
+
+    with st.expander("Audit other labels (for example people's re-annotations)"):
+        up = st.file_uploader("A label list: CSV with split,index,label (class names), or the app's JSON", type=["csv", "json"], key="dq_labels_up")
+        if up is not None and st.button("Add this list", **demo.off("Adding a label list")):
+            try:
+                fixes = parse_labels(up.getvalue().decode("utf-8-sig", errors="replace"), ds, "The uploaded list")
+                name = re.sub(r"[^A-Za-z0-9_.-]+", "-", up.name.rsplit(".", 1)[0]).strip("-.")[:80] or "labels"
+                path = save_label_list(settings.cache_dir, name, ds, fixes, note=f"uploaded as {up.name[:100]}")
+                st.session_state["dq_labels"] = path.name
+                st.success(f"Saved as {md_escape(path.name)}: " + ", ".join(f"{n:,} {s} labels differ" for s, n in changed_count(fixes, ds).items()))
+            except UserFacingError as err:
+                show_error(err)
+        lists = {p.name: p for p in saved_label_lists(settings.cache_dir)}
+        state.bind("dq_labels", OWN_LABELS, valid=[OWN_LABELS, *lists])
+        if st.session_state.get("dq_labels") not in (OWN_LABELS, *lists):
+            st.session_state["dq_labels"] = OWN_LABELS  # a list deleted since
+        pick = st.selectbox("Labels to audit", [OWN_LABELS, *lists], key="dq_labels")
+    return str(lists[pick]) if pick in lists else None

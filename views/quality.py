@@ -24,8 +24,9 @@ parts = " + ".join(f"{b.rstrip('/').split('/')[-1]} at {s}px" for b, s in ((back
 st.caption(f"Features of {md_escape(parts)} ({runtime}; original and mirrored images) on every image of {md_escape(settings.source)}"
            + (f", the backbones of the active run {md_escape(run.manifest.display_name())}" if run else ""))  # fmt: skip
 
+labels = _quality_tabs.label_list_picker(settings, ds)
 try:
-    audit = cached.audit(settings.source, str(settings.cache_dir), backbone, size, runtime, more)
+    audit = cached.audit(settings.source, str(settings.cache_dir), backbone, size, runtime, more, labels)
 except UserFacingError as err:
     show_error(err)
     st.stop()
@@ -41,7 +42,7 @@ if audit is None:
     demo.note()
     jobs.live(settings, ("audit",))
     if st.button("Run the audit", type="primary", **demo.off("Running an audit", help=demo.BACKGROUND)):
-        if jobs.start(settings, audit_job(settings.source, backbone, size, runtime, more)):
+        if jobs.start(settings, audit_job(settings.source, backbone, size, runtime, more, labels)):
             st.rerun()
     st.stop()
 
@@ -51,7 +52,7 @@ marked: dict[str, bool] = st.session_state["dq_exclude"]
 tab_issues, tab_dups, tab_save = st.tabs(["Label issues", "Near-duplicates", f"Exclude list ({sum(marked.values())})"])
 
 with tab_issues:
-    _quality_tabs.issues_tab(settings, ds, audit, marked)
+    _quality_tabs.issues_tab(settings, ds, audit, marked, (backbone, size, runtime))
 with tab_dups:
     _quality_tabs.duplicates_tab(ds, run, audit, marked)
 with tab_save:

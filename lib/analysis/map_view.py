@@ -182,3 +182,19 @@ def selection_mask(selection: dict[str, Any], n: int) -> np.ndarray | None:
     if len(raw) != (n + 7) // 8:
         return None
     return np.unpackbits(raw, bitorder="little")[:n].astype(bool)
+
+
+def nearest_of_class(base: np.ndarray, base_labels: np.ndarray, query: np.ndarray, label: int, k: int = 6,
+                     exclude: int | None = None) -> list[tuple[int, float]]:  # fmt: skip
+    """The ``k`` rows of ``base`` labelled ``label`` most cosine-similar to ``query`` (row ``exclude`` left out: the
+    query itself when it is a row of ``base``), most similar first, as ``(row, similarity)``."""
+    rows = np.flatnonzero(np.asarray(base_labels) == label)
+    if exclude is not None:
+        rows = rows[rows != exclude]
+    if not len(rows):
+        return []
+    x = np.asarray(base[rows], np.float32)
+    q = np.asarray(query, np.float32)
+    sims = (x @ q) / np.maximum(np.linalg.norm(x, axis=1) * max(float(np.linalg.norm(q)), 1e-12), 1e-12)
+    top = np.argsort(-sims, kind="stable")[:k]
+    return [(int(rows[i]), float(sims[i])) for i in top]

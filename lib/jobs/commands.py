@@ -82,12 +82,16 @@ def train_job(req: Any, finetune: Any = None, label: str = "", exclude_file: Any
     return JobSpec("train", argv, what + (f" ({req.protocol})" if req.protocol else ""))
 
 
-def audit_job(source: str, backbone: str, size: int, runtime: str, more: tuple[tuple[str, int], ...] = ()) -> JobSpec:
-    """The data-quality audit of every image (its heads on ``backbone`` and the ``more`` (backbone, size) parts)."""
+def audit_job(source: str, backbone: str, size: int, runtime: str, more: tuple[tuple[str, int], ...] = (), labels: str | None = None) -> JobSpec:
+    """The data-quality audit of every image (its heads on ``backbone`` and the ``more`` (backbone, size) parts; with
+    the replacement labels of the saved list at ``labels``)."""
     argv = ["audit", "--source", _path(source), "--backbone", _path(backbone), "--image-size", str(size), "--runtime", runtime]
     for b, s in more:
         argv += ["--backbone", f"{_path(b)}@{s}"]
-    return JobSpec("audit", argv, f"audit with {_short(backbone)} @ {size}px" + "".join(f" + {_short(b)} @ {s}px" for b, s in more))
+    if labels:
+        argv += ["--labels", _path(labels)]
+    what = f"audit with {_short(backbone)} @ {size}px" + "".join(f" + {_short(b)} @ {s}px" for b, s in more)
+    return JobSpec("audit", argv, what + (f" and labels {_short(labels)}" if labels else ""))
 
 
 def map_job(source: str, backbone: str, size: int, runtime: str, method: str, perplexity: float, iterations: int) -> JobSpec:

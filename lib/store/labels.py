@@ -38,7 +38,7 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a label")
 
 
-def _rows(text: str, name: str) -> list[tuple[str, str, str]]:
+def _rows(text: str, name: str, fingerprint: str) -> list[tuple[str, str, str]]:
     text = text.removeprefix("\ufeff")
     if text.lstrip().startswith("{"):
         try:
@@ -47,6 +47,8 @@ def _rows(text: str, name: str) -> list[tuple[str, str, str]]:
             raise DataSourceError(f"{name} is not valid JSON ({str(err)[:80]}).") from err
         if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("labels"), list):
             raise DataSourceError(f"{name} is JSON but not a label list (no \"format\": \"{FORMAT}\" with \"labels\").")
+        if data.get("dataset") not in (None, "", fingerprint):
+            raise DataSourceError(f"{name} was made for another dataset ({str(data.get('dataset'))[:40]!r}, this one is {fingerprint!r}). Nothing was changed.")
         return [(str(r.get("split", "")), str(r.get("index", "")), str(r.get("label", ""))) for r in data["labels"] if isinstance(r, dict)]
     reader = csv.DictReader(io.StringIO(text))
     if not reader.fieldnames or not {"split", "index", "label"} <= {f.strip() for f in reader.fieldnames}:
@@ -59,7 +61,7 @@ def parse_labels(text: str, dataset: Dataset, name: str = "the label list") -> F
     classes = {c: i for i, c in enumerate(dataset.classes)}
     found: dict[str, dict[int, int]] = {}
     bad: list[str] = []
-    for split, index, label in _rows(text, name):
+    for split, index, label in _rows(text, name, dataset.fingerprint):
         where = f"{split[:20]}/{index[:12]}"
         if split not in dataset.splits:
             bad.append(f"{where} (no split {split[:20]!r})")
@@ -116,3 +118,20 @@ def to_json(dataset: Dataset, fixes: Fixes, note: str = "") -> dict[str, Any]:
     """The JSON form of a label list."""
     rows = [{"split": s, "index": int(i), "label": dataset.classes[int(lab)]} for s in sorted(fixes) for i, lab in zip(*fixes[s])]
     return {"format": FORMAT, "version": 1, "dataset": dataset.fingerprint, "note": note, "labels": rows}
+
+
+def save_label_list(cache_dir: Any, name: str, dataset: Dataset, fixes: Fixes, note: str = "") -> Path:
+    """Write the list atomically under the cache's ``labels/`` (a name outside it is refused by the layout)."""
+    from lib.store.atomic import write_json_atomic
+    from lib.store.layout import CacheLayout
+
+    path = CacheLayout.at(cache_dir).label_file(name)
+    write_json_atomic(path, to_json(dataset, fixes, note))
+    return path
+
+
+def saved_label_lists(cache_dir: Any) -> list[Path]:
+    """The saved label lists, newest first."""
+    from lib.store.layout import CacheLayout
+
+    return sorted(CacheLayout.at(cache_dir).label_files(), key=lambda p: p.stat().st_mtime, reverse=True)

@@ -367,5 +367,18 @@ class CacheLayout:
         """Every saved exclude list."""
         return sorted(self.excludes.glob("*.json")) if self.excludes.is_dir() else []
 
+    @property
+    def label_lists(self) -> Path:
+        """Folder of saved label lists (replacement labels: uploaded for an audit, or a user's fixes)."""
+        return self.root / "labels"
+
+    def label_file(self, name: str) -> Path:
+        """One saved label list."""
+        return self.label_lists / f"{_check(_NAME, name, 'label list name')}.json"
+
+    def label_files(self) -> list[Path]:
+        """Every saved label list."""
+        return sorted(self.label_lists.glob("*.json")) if self.label_lists.is_dir() else []
+
 
 CacheLike = CacheLayout | Path | str  # what a lib function accepts: the layout an entry point built (or, from a test, its folder)

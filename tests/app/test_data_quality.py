@@ -55,3 +55,36 @@ def test_data_quality_audit_mark_save_and_train_without(monkeypatch: pytest.Monk
     at.switch_page(str(ROOT / "views" / "train.py")).run()
     no_errors(at)
     assert "from-test" in at.selectbox(key="t_exclude").options
+
+
+def test_audit_other_labels_and_explain_a_flag(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str], tmp_path: Path) -> None:
+    """A user audits a saved label list with four wrong training labels: the job audits those labels, the four are
+    flagged, and one flag is explained (given and suggested labels with probabilities, look-alike training images)."""
+    import shutil
+
+    import numpy as np
+
+    from lib.store.labels import save_label_list
+
+    cache = tmp_path / "dq_labels_cache"
+    shutil.copytree(prepared["cache"], cache)
+    ds = load_dataset(prepared["source"], cache)
+    y = ds.labels("train")
+    wrong = np.arange(4)
+    save_label_list(cache, "four-wrong", ds, {"train": (wrong, (y[wrong] + 1) % len(ds.classes))})
+    at = start(monkeypatch, {**prepared, "cache": str(cache)}, page="quality.py", run=prepared["run"])
+    no_errors(at)
+    at.selectbox(key="dq_labels").set_value("four-wrong.json").run()
+    next(b for b in at.button if b.label == "Run the audit").click().run()
+    no_errors(at)
+    finish_jobs(at, cache)
+    no_errors(at)
+    from lib.jobs.queue import list_jobs
+
+    argv = next(j.argv for j in list_jobs(cache) if j.kind == "audit")
+    assert argv[argv.index("--labels") + 1].endswith("four-wrong.json")
+    assert int(at.metric[0].value.replace(",", "")) >= 4  # the four wrong labels, at least
+    assert any(h.value == "Why is it flagged?" for h in at.subheader)
+    given, suggested = (next(m for m in at.metric if m.label == name) for name in ("Given label", "Suggested label"))
+    assert given.value != suggested.value and given.delta.startswith("p = ") and suggested.delta.startswith("p = ")
+    assert any("look most like it" in md.value for md in at.markdown)

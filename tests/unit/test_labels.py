@@ -1,0 +1,55 @@
+"""lib/store/labels.py: replacement label lists (CSV split,index,label or the app's JSON), checked row by row."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lib.data.sources import load_dataset
+from lib.errors import DataSourceError
+from lib.store.labels import changed_count, labels_digest, parse_labels, read_label_file, relabelled, save_label_list, saved_label_lists, to_json
+
+
+@pytest.fixture
+def tiny_ds(data_assets: dict[str, Path], cache_dir: Path):  # type: ignore[no-untyped-def]
+    return load_dataset(str(data_assets["cifar_tar"]), cache_dir)
+
+
+def test_csv_rows_become_label_ids_and_the_json_round_trips(tiny_ds, cache_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    c = tiny_ds.classes
+    fixes = parse_labels(f"\ufeffsplit,index,label\r\ntrain,3,{c[1]}\r\ntest,0,{c[2]}\r\ntrain,1,{c[0]}\r\n", tiny_ds)
+    assert fixes["train"][0].tolist() == [1, 3] and fixes["train"][1].tolist() == [0, 1]
+    assert fixes["test"][1].tolist() == [2]
+    y = relabelled(tiny_ds.labels("train"), fixes["train"])
+    assert y[3] == 1 and y[1] == 0 and (np.delete(y, [1, 3]) == np.delete(tiny_ds.labels("train"), [1, 3])).all()
+    path = save_label_list(cache_dir, "mine", tiny_ds, fixes)
+    assert saved_label_lists(cache_dir) == [path]
+    again = read_label_file(path, tiny_ds)
+    assert labels_digest(again) == labels_digest(fixes)
+    assert sum(changed_count(fixes, tiny_ds).values()) <= 3
+
+
+@pytest.mark.parametrize("row, why", [("train,99999,{c0}", "no such image"), ("valid,1,{c0}", "no split"), ("train,-1,{c0}", "no such image"),
+                                      ("train,1.5,{c0}", "no such image"), ("train,1,=HYPERLINK()", "unknown class"),
+                                      ("train,1,{c0}\ntrain,1,{c1}", "two different labels")])  # fmt: skip
+def test_rows_that_do_not_fit_are_named(tiny_ds, row: str, why: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(DataSourceError, match=why):
+        parse_labels("split,index,label\n" + row.format(c0=tiny_ds.classes[0], c1=tiny_ds.classes[1]), tiny_ds)
+
+
+def test_a_list_for_another_dataset_and_other_files_are_refused(tiny_ds, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    other = to_json(tiny_ds, {"train": (np.array([1]), np.array([0]))})
+    other["dataset"] = "archive-0000000000000000"
+    with pytest.raises(DataSourceError, match="another dataset"):
+        parse_labels(json.dumps(other), tiny_ds)
+    with pytest.raises(DataSourceError, match="'split', 'index' and 'label'"):
+        parse_labels("a,b\n1,2\n", tiny_ds)
+    with pytest.raises(DataSourceError, match="not a label list"):
+        parse_labels('{"images": []}', tiny_ds)
+    with pytest.raises(DataSourceError, match="does not exist"):
+        read_label_file(tmp_path / "nope.csv", tiny_ds)
+    with pytest.raises(Exception, match="label list name"):
+        save_label_list(tmp_path, "../outside", tiny_ds, {})
