@@ -29,6 +29,7 @@ def main() -> int:
     parser = data_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     parser.add_argument("--labels", required=True, help="split,index,label CSV of the noisy labels (CIFAR-10N)")
     parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--runtime", default=None, help="the features' runtime (default: the project's default)")
     parser.add_argument("--also", action="append", default=[], help="a further BACKBONE@SIZE whose features the audit's heads also use (repeatable)")
     args = parser.parse_args()
 
@@ -38,12 +39,15 @@ def main() -> int:
     from lib.data.sources import load_dataset
     from lib.store.labels import read_label_file, relabelled
 
+    from lib.runtimes import DEFAULT_RUNTIME
+
+    runtime = args.runtime or DEFAULT_RUNTIME
     m = machine_info()
     print(f"machine: {m['cpu']}, {m['cores']} cores", flush=True)
-    common = ["--source", args.source, "--backbone", args.backbone, "--image-size", str(args.image_size), "--cache-dir", args.cache_dir]
+    common = ["--source", args.source, "--backbone", args.backbone, "--image-size", str(args.image_size), "--cache-dir", args.cache_dir, "--runtime", runtime]
     more = tuple((b, (s or (None,))[0]) for b, s in map(backbone_at_sizes, args.also))
     for backbone, size in [(args.backbone, args.image_size), *more]:
-        part = ["--source", args.source, "--backbone", backbone, "--cache-dir", args.cache_dir, *(["--image-size", str(size)] if size else [])]
+        part = ["--source", args.source, "--backbone", backbone, "--cache-dir", args.cache_dir, "--runtime", runtime, *(["--image-size", str(size)] if size else [])]
         subprocess.run([sys.executable, "-m", "lib", "extract", *part, "--split", "all", "--view", "both", "--json"], cwd=ROOT, check=True,
                        capture_output=True)  # fmt: skip
     also = [a for b in args.also for a in ("--backbone", b)]
@@ -60,7 +64,7 @@ def main() -> int:
     clean = ds.labels("train")
     noisy = relabelled(clean, fixes.get("train"))
     wrong = noisy != clean
-    audit = cached_audit(args.source, args.backbone, args.image_size, args.cache_dir, folds=args.folds, labels=fixes, more=more)
+    audit = cached_audit(args.source, args.backbone, args.image_size, args.cache_dir, runtime, folds=args.folds, labels=fixes, more=more)
     assert audit is not None
     flagged = np.asarray(audit.issues["train"], np.int64)
     score = 1.0 - audit.probs["train"][np.arange(len(noisy)), noisy]

@@ -123,8 +123,8 @@ def test_audit_cli_json_contract_and_cache(assets: dict[str, Path], cache_dir: P
     assert len(list((cache_dir / "audits").glob("*.npz"))) == 1
     again = json.loads(subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600).stdout)
     assert again["audit_seconds"] == out["audit_seconds"] and again["label_issues"] == out["label_issues"]  # read back, not recomputed
-    bad = subprocess.run([*cmd[:-5], "--folds", "7", "--cache-dir", str(cache_dir)], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert bad.returncode == 2 and "fewer than the 7 folds" in bad.stderr and "Traceback" not in bad.stderr  # 6 training images per class
+    bad = subprocess.run([*cmd[:-5], "--folds", "10", "--cache-dir", str(cache_dir)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "fewer than the 10 folds" in bad.stderr and "Traceback" not in bad.stderr  # 6 train + 3 test images per class
 
 
 def test_exclude_list_round_trip_into_a_run(assets: dict[str, Path], cache_dir: Path, tmp_path: Path) -> None:
