@@ -37,9 +37,8 @@ def main() -> int:
     from lib.analysis.benchmark import machine_info
     from lib.bounds import backbone_at_sizes
     from lib.data.sources import load_dataset
-    from lib.store.labels import read_label_file, relabelled
-
     from lib.runtimes import DEFAULT_RUNTIME
+    from lib.store.labels import read_label_file, relabelled
 
     runtime = args.runtime or DEFAULT_RUNTIME
     m = machine_info()
@@ -47,7 +46,8 @@ def main() -> int:
     common = ["--source", args.source, "--backbone", args.backbone, "--image-size", str(args.image_size), "--cache-dir", args.cache_dir, "--runtime", runtime]
     more = tuple((b, (s or (None,))[0]) for b, s in map(backbone_at_sizes, args.also))
     for backbone, size in [(args.backbone, args.image_size), *more]:
-        part = ["--source", args.source, "--backbone", backbone, "--cache-dir", args.cache_dir, "--runtime", runtime, *(["--image-size", str(size)] if size else [])]
+        part = ["--source", args.source, "--backbone", backbone, "--cache-dir", args.cache_dir, "--runtime", runtime,
+                *(["--image-size", str(size)] if size else [])]  # fmt: skip
         subprocess.run([sys.executable, "-m", "lib", "extract", *part, "--split", "all", "--view", "both", "--json"], cwd=ROOT, check=True,
                        capture_output=True)  # fmt: skip
     also = [a for b in args.also for a in ("--backbone", b)]

@@ -65,9 +65,12 @@ class RunRequest:
         if backbone is None and p.backbones:
             from lib.models.specs import preset_backbone
 
-            (first, size), *rest = p.backbones
-            more = tuple((preset_backbone(b), (s,)) for b, s in rest)
-            return cls(source, preset_backbone(first), p.head, (size,), p.train_views, p.tta, protocol=name, more_backbones=more, **kwargs)
+            sizes: dict[str, tuple[int, ...]] = {}  # one part per backbone, at each of its sizes, in the preset's order
+            for b, s in p.backbones:
+                sizes[b] = (*sizes.get(b, ()), s)
+            (first, first_sizes), *rest = sizes.items()
+            more = tuple((preset_backbone(b), ss) for b, ss in rest)
+            return cls(source, preset_backbone(first), p.head, first_sizes, p.train_views, p.tta, protocol=name, more_backbones=more, **kwargs)
         if backbone is None:
             raise ConfigError(f"The {name!r} preset needs a backbone.")
         return cls(source, backbone, p.head, p.image_sizes, p.train_views, p.tta, protocol=name, **kwargs)

@@ -174,3 +174,15 @@ def test_unknown_protocol_and_bad_settings_are_user_errors(assets: dict[str, Pat
         train_run(RunRequest(str(assets["cifar_tar"]), str(assets["savedmodel"]), HeadConfig(dropout=1.5)), cache_dir)
     with pytest.raises(ConfigError, match=r"[Ii]nput size"):
         train_run(RunRequest(str(assets["cifar_tar"]), str(assets["savedmodel"]), image_sizes=(0,)), cache_dir)
+
+
+def test_best_ensemble_preset_names_its_own_backbones(assets: dict[str, Path]) -> None:
+    """Without a backbone, the preset resolves its backbones (one part per backbone, each at its sizes, in order); a
+    backbone given by the user wins."""
+    req = RunRequest.from_protocol("best-ensemble", str(assets["cifar_tar"]), None)
+    names = [req.backbone.rstrip("/").split("/")[-1], *(b.rstrip("/").split("/")[-1] for b, _s in req.more_backbones)]
+    assert [n.removesuffix("_feature_vector") for n in names] == ["mobilenet_v1_100_224", "efficientnet_lite0_224", "mobilenet_v2_100_224"]
+    assert req.image_sizes == (128, 224) and [s for _b, s in req.more_backbones] == [(224,), (224,)]
+    assert req.train_views == ("original", "flip") and req.tta
+    own = RunRequest.from_protocol("best-ensemble", str(assets["cifar_tar"]), str(assets["savedmodel"]))
+    assert own.backbone == str(assets["savedmodel"]) and not own.more_backbones
