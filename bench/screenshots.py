@@ -51,7 +51,7 @@ def main() -> int:
         page.locator('[data-testid="stDataFrame"]').first.wait_for(timeout=60_000)
         shot("9-data-quality-label-issues")
         page.get_by_role("tab", name="Near-duplicates").click()
-        page.get_by_text(re.compile(r"pairs at similarity")).wait_for(timeout=30_000)
+        page.get_by_text(re.compile(r"pairs (at similarity|confirmed as the same photograph)")).wait_for(timeout=30_000)
         shot("9-data-quality-duplicates")
     return 0
 

@@ -34,9 +34,9 @@ except UserFacingError as err:
 if audit is None:
     st.info(
         "No audit of these features yet. The audit gives every image probabilities from heads that never saw it "
-        f"({au.DEFAULT_FOLDS} folds over train and test together, twice: the second time without the first round's flags); cleanlab ranks the images whose "
+        f"({au.DEFAULT_FOLDS} folds over train and test together); cleanlab ranks the images whose "
         "given label disagrees. It also finds each image's most similar image, exactly (cosine on the features): test images "
-        "that nearly duplicate a training image, and duplicates within a split. About 2 minutes with features cached; the "
+        "that nearly duplicate a training image, and duplicates within a split. About 3 minutes with features cached; the "
         "same as `python -m lib audit`."
     )
     demo.note()

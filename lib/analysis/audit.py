@@ -6,8 +6,8 @@ cosine nearest neighbours), from one backbone's cached features of the whole tra
     audit.duplicates(threshold=0.95)  # [{"split_a", "index_a", "split_b", "index_b", "similarity"}, ...]
 
 **Label issues.** Every image gets probabilities from heads that never saw it: the train and test splits are pooled
-and cut into stratified folds (default 5), each fold predicted by a head trained on the others, twice (the second
-time without the images the first flags; see :func:`out_of_sample_probabilities`).
+and cut into stratified folds (default 5), each fold predicted by a head trained on the others (see
+:func:`out_of_sample_probabilities`).
 ``cleanlab.filter.find_label_issues`` flags the images whose given label disagrees with those probabilities
 (confident learning sizes the set; :data:`FILTER_BY` picks the images), and the flags are ranked by self-confidence. The ``score`` is
 ``1 - p(given label)``: higher is worse. The head is chosen by measurement on CIFAR-10N's human label errors (see :func:`audit_head`).
@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from lib.analysis.duplicates import PAIR_BUDGET
 from lib.config import SEED
 from lib.errors import ConfigError
 from lib.runtimes import DEFAULT_RUNTIME
@@ -54,19 +55,20 @@ MIN_STEPS = 300  # optimizer steps of each audit head, at least
 # (prune_by_noise_rate), 0.648 prune_by_class, 0.610 both, 0.551 confident_learning or predicted_neq_given.
 FILTER_BY = "low_self_confidence"
 DIMS = 256  # features wider than this are reduced to their principal components before the heads (measured: see the README)
-ROUNDS = 2  # fit the heads twice, the second time without the images the first flags (measured: see the README)
+AUDIT_EPOCHS = 6  # per head and round
+ROUNDS = 1  # 2: fit the heads again without the images the first round flags (+0.016 at 4,505 on CIFAR-10N, but 55 s more: README)
 
 ProgressFn = Callable[[str, float], None]  # (stage, fraction of the whole audit done)
 
 
 def audit_head() -> Any:
     """The head behind the out-of-sample probabilities: the ``best`` preset's MLP, narrower (512) and shorter
-    (6 epochs), without label smoothing, on at most :data:`DIMS` principal components of the features.
+    (:data:`AUDIT_EPOCHS` epochs), without label smoothing, on at most :data:`DIMS` principal components of the features.
 
     Measured on CIFAR-10N aggre (5 folds over train + test, mirrored images too; README): on three backbones' features
     (v1 @ 128, Lite0 @ 224, v2 @ 224) this head on 256 components ranks 0.649 of its top 4,505 as real errors in one
-    round and 0.665 in two; a linear head on all 3,584 features 0.643 in one round. The full-width MLP does not fit the
-    audit's three minutes on 2 cores with several backbones.
+    round and 0.665 in two (:data:`ROUNDS`; one is kept for time); a linear head on all 3,584 features 0.643 in one
+    round. The full-width MLP does not fit the audit's three minutes on 2 cores with several backbones.
 
     Confident learning counts an image as confidently of class j when p(j) reaches class j's average
     self-confidence; label smoothing caps every probability near 0.9 and hides about one flipped label in
@@ -74,7 +76,7 @@ def audit_head() -> Any:
     0.1, 29 of 30 without)."""
     from lib.models.protocols import PROTOCOLS
 
-    return dataclasses.replace(PROTOCOLS["best"].head, val_fraction=0.0, label_smoothing=0.0, hidden=512, epochs=6)
+    return dataclasses.replace(PROTOCOLS["best"].head, val_fraction=0.0, label_smoothing=0.0, hidden=512, epochs=AUDIT_EPOCHS)
 
 
 def _fitted_steps(cfg: Any, rows: int) -> Any:
@@ -258,7 +260,7 @@ PHOTO_PARTS = ("a", "b", "sim", "score")  # the arrays of Audit.photos, as store
 def audit_key(feature_keys: dict[str, str], folds: int, seed: int, head: Any, labels: str = "") -> str:
     """A hash of everything that changes an audit (``labels``: the digest of replacement labels, if any)."""
     parts = {"features": feature_keys, "folds": folds, "seed": seed, "head": dataclasses.asdict(head), "min_steps": MIN_STEPS, "rounds": ROUNDS, "dims": DIMS,
-             "filter_by": FILTER_BY, "v": AUDIT_VERSION}  # fmt: skip
+             "filter_by": FILTER_BY, "pairs": PAIR_BUDGET, "v": AUDIT_VERSION}  # fmt: skip
     text = json.dumps(parts | ({"labels": labels} if labels else {}), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
@@ -331,11 +333,11 @@ def compute_audit(classes: list[str], features: dict[str, np.ndarray], labels: d
         candidates[name] = dup.candidate_pairs(*top, same_split=a == b)
     photos = {}
     if images is not None:
-        # The most similar candidates first, up to the budget, checked on the pixels.
-        sims = np.concatenate([c[2] for c in candidates.values()]) if candidates else np.zeros(0, np.float32)
-        floor = float(np.sort(sims)[-dup.MAX_PAIRS]) if len(sims) > dup.MAX_PAIRS else -np.inf
+        # The most similar candidates of each search first, up to its budget, checked on the pixels.
         for n, (name, (rows_a, rows_b, sim)) in enumerate(candidates.items()):
-            keep = sim >= floor
+            budget = dup.PAIR_BUDGET.get(name, dup.MAX_PAIRS)
+            keep = np.zeros(len(sim), bool)
+            keep[np.argsort(-sim, kind="stable")[:budget]] = True
             a_split, b_split = name.split(">")
             report(f"near-duplicates: {int(keep.sum()):,} {a_split}~{b_split} candidates checked on the pixels", 0.9 + 0.1 * n / len(candidates))
             photos[name] = (rows_a[keep], rows_b[keep], sim[keep], dup.confirm(images[a_split], images[b_split], rows_a[keep], rows_b[keep]))
