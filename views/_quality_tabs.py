@@ -74,8 +74,8 @@ def explain(settings: state.Settings, ds: Any, audit: Any, flags: list[tuple[str
     given, suggested = int(audit.labels[split][index]), int(p.argmax())
     a, b, c = st.columns([1, 1, 1])
     a.image(upscale(np.asarray(ds.images(split)[index]), 128), width=128, caption=f"{split}/{index}")
-    b.metric("Given label", ds.classes[given], f"p = {p[given]:.1%}", delta_color="off")
-    c.metric("Suggested label", ds.classes[suggested], f"p = {p[suggested]:.1%}", delta_color="off")
+    b.metric("Given label", ds.classes[given], f"p = {p[given]:.1%}", delta_color="off", delta_arrow="off")
+    c.metric("Suggested label", ds.classes[suggested], f"p = {p[suggested]:.1%}", delta_color="off", delta_arrow="off")
     st.caption(f"Out-of-sample probabilities from heads that never trained on this image, calibrated (temperature {audit.temperature:.2f}).")
     backbone, size, runtime = features_of
     train = cached.features(settings.source, settings.cache_dir, backbone, size, "train", runtime=runtime)
@@ -128,7 +128,8 @@ def duplicates_tab(ds: Any, run: Any, audit: Any, marked: dict[str, bool]) -> No
         img_b = ds.images(p["split_b"])[p["index_b"]]
         c1.image(upscale(np.asarray(img_a), 96), width=96, caption=f"{p['split_a']}/{p['index_a']} · {ds.classes[int(lab[p['split_a']][p['index_a']])]}")
         c2.image(upscale(np.asarray(img_b), 96), width=96, caption=f"{p['split_b']}/{p['index_b']} · {ds.classes[int(lab[p['split_b']][p['index_b']])]}")
-        c3.metric("similarity", f"{p['similarity']:.4f}", delta=f"pixel match {p['photo_score']:.3f}" if "photo_score" in p else None, delta_color="off")
+        c3.metric("similarity", f"{p['similarity']:.4f}", delta=f"pixel match {p['photo_score']:.3f}" if "photo_score" in p else None, delta_color="off",
+                   delta_arrow="off")
 
 
 def exclude_list_tab(settings: state.Settings, ds: Any, audit: Any, marked: dict[str, bool]) -> None:
