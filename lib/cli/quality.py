@@ -2,6 +2,7 @@
 
     python -m lib audit --source ../shared/data/cifar10-jpeg.tar.gz --backbone ... --image-size 128 --json
     python -m lib project --source ... --backbone ... --image-size 128 --method tsne --json
+    python -m lib export-dataset --source ... --out clean.zip --exclude flagged.json --relabel fixes.csv
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from lib.process import peak_rss_mb
 
 
 def add_commands(sub: Any) -> None:
-    """Register ``audit`` on the sub-parser set."""
+    """Register ``audit``, ``project`` and ``export-dataset`` on the sub-parser set."""
     from lib.analysis.audit import DEFAULT_FOLDS, DEFAULT_THRESHOLD
 
     p = sub.add_parser("audit", help="find likely label errors (cleanlab, K-fold heads) and near-duplicate images (exact cosine neighbours)")
@@ -37,6 +38,15 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--method", choices=["pca", "tsne"], default="tsne")
     p.add_argument("--perplexity", type=flag("perplexity"), default=30.0)
     p.add_argument("--iterations", type=flag("iterations"), default=500, help="t-SNE optimisation iterations after the early exaggeration phase")
+    add_common(p)
+
+    p = sub.add_parser("export-dataset", help="write the curated dataset as an image folder <split>/<class>/*.png (a folder or a .zip)")
+    add_source(p)
+    p.add_argument("--out", type=Path, required=True, help="a new folder, or a file ending in .zip (never replaced if it exists)")
+    p.add_argument("--exclude", type=Path, default=None, help="leave these images out: an exclude list (JSON, or CSV split,index)")
+    p.add_argument("--relabel", type=Path, default=None, help="label fixes: CSV split,index,label (class names) or the app's JSON")
+    p.add_argument("--selection", type=Path, default=None, help="export only these images: CSV split,index (e.g. a map selection's download)")
+    p.add_argument("--note", default="", help="a note kept in the export's curation.json")
     add_common(p)
 
 
@@ -124,4 +134,28 @@ def cmd_project(args: argparse.Namespace) -> dict[str, Any]:
                      f"{seconds:.1f}s (projection computed in {m.seconds:.1f}s)"}  # fmt: skip
 
 
-HANDLERS = {"audit": cmd_audit, "project": cmd_project}
+def cmd_export_dataset(args: argparse.Namespace) -> dict[str, Any]:
+    """``export-dataset``: the dataset less the excluded images, with the fixed labels, as lossless PNGs."""
+    from lib.cli.common import Bar
+    from lib.data.export_dataset import export_dataset
+    from lib.store.excludes import read_exclude_file
+    from lib.store.labels import read_label_file
+
+    t0 = time.perf_counter()
+    ds = load_with_progress(args.source, args.layout)
+    exclude = read_exclude_file(args.exclude, ds) if args.exclude is not None else None
+    fixes = read_label_file(args.relabel, ds) if args.relabel is not None else None
+    selection = read_exclude_file(args.selection, ds) if args.selection is not None else None  # the same split,index format
+    bar = Bar("export", unit="img")
+    try:
+        summary = export_dataset(ds, args.out, exclude, fixes, selection, note=args.note, on_progress=bar.update_to)
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - t0
+    counts = ", ".join(f"{s} {n:,}" for s, n in summary["images"].items())
+    return {**{k: v for k, v in summary.items() if k != "relabelled"}, "relabelled": len(summary["relabelled"]), "seconds": round(seconds, 3),
+            "_text": f"wrote {counts} images to {summary['out']} ({len(summary['relabelled']):,} labels fixed, "
+                     f"{sum(len(v) for v in summary['excluded'].values()):,} images left out) in {seconds:.1f}s"}  # fmt: skip
+
+
+HANDLERS = {"audit": cmd_audit, "project": cmd_project, "export-dataset": cmd_export_dataset}

@@ -53,6 +53,9 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--label", default="", help="a name for the run")
     p.add_argument("--exclude", type=Path, default=None,
                    help="leave these images out of training and scoring: the Data quality page's JSON, or CSV with split,index columns")
+    p.add_argument("--relabel", type=Path, default=None,
+                   help="label fixes to train with: CSV with split,index,label (class names) or the app's JSON; test accuracy is reported "
+                        "against the given and the fixed labels")  # fmt: skip
     add_engine(p)
     add_common(p)
 
@@ -126,6 +129,11 @@ def _request(args: argparse.Namespace) -> Any:
 
         images = read_exclude_file(args.exclude, load_dataset(args.source, args.layout))
         req.exclude = {split: [int(i) for i in v] for split, v in images.items()}
+    if args.relabel is not None:
+        from lib.data.sources import load_dataset
+        from lib.store.labels import read_label_source
+
+        req.relabel, req.relabel_source = read_label_source(args.relabel, load_dataset(args.source, args.layout))
     return req
 
 
@@ -199,9 +207,12 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         "temperature": (manifest.calibration or {}).get("temperature"),
         "head": manifest.head.head,
         "excluded": {split: len(v) for split, v in manifest.excluded.items()},
+        **({"relabel": manifest.relabel} if manifest.relabel else {}),
         **({"finetune": manifest.finetune} if manifest.finetune else {}),
         "_text": f"run {manifest.run_id}: test accuracy {metrics.test_accuracy:.2%} "
-        f"(top-5 {percent(metrics.top5_accuracy)}); training {timings['train_seconds']:.1f}s, extraction {timings['extract_seconds']:.1f}s",
+        f"(top-5 {percent(metrics.top5_accuracy)})"
+        + (f", {manifest.relabel['test_accuracy_fixed']:.2%} against the fixed labels" if manifest.relabel else "")
+        + f"; training {timings['train_seconds']:.1f}s, extraction {timings['extract_seconds']:.1f}s",
     }
 
 

@@ -179,6 +179,8 @@ def finetune_run(
     req.validate()
     if req.exclude:
         raise ConfigError("An exclude list is not supported with fine-tuning yet; train a head on features with --exclude instead.")
+    if req.relabel:
+        raise ConfigError("Label fixes are not supported with fine-tuning yet; train a head on features with --relabel instead.")
     stage = on_stage or (lambda _m: None)
     cache_dir = Path(cache_dir)
     ds = load_dataset(req.source, cache_dir)

@@ -53,6 +53,8 @@ class RunRequest:
     train_split: str = "train"
     runtime: str = DEFAULT_RUNTIME  # extraction runtime, a name in lib.runtimes' registry
     exclude: dict[str, list[int]] | None = None  # split -> image indices left out of training and scoring (lib.store.excludes)
+    relabel: dict[str, tuple[list[int], list[int]]] | None = None  # split -> (image indices, fixed label ids) (lib.store.labels)
+    relabel_source: dict[str, Any] | None = None  # where the fixes came from: name, sha256 of the file (recorded in the manifest)
     # Further backbones whose features are concatenated after ``backbone``'s: (backbone, sizes); None sizes: its native size.
     more_backbones: tuple[tuple[str, tuple[int, ...] | None], ...] = ()
 
@@ -96,7 +98,17 @@ class RunRequest:
             bounds.check("limit", self.limit)
         bounds.check("batch_size", self.batch_size)
         check_runtime(self.runtime)
+        self.check_fixes_and_excludes()
         return self
+
+    def check_fixes_and_excludes(self) -> None:
+        """:class:`ConfigError` when one image is both excluded and relabelled (the two lists would contradict)."""
+        for split, (idx, _lab) in (self.relabel or {}).items():
+            both = np.intersect1d(np.asarray(idx, np.int64), np.asarray((self.exclude or {}).get(split, []), np.int64))
+            if len(both):
+                shown = ", ".join(f"{split}/{i}" for i in both[:5]) + (f" and {len(both) - 5} more" if len(both) > 5 else "")
+                raise ConfigError(f"{len(both):,} images are both excluded and relabelled ({shown}); an image is either left out or fixed. "
+                                  "Remove them from one of the two lists.")
 
 
 @dataclass
@@ -135,6 +147,18 @@ class FeatureBlock:
             raise ConfigError("The exclude list leaves no image in this split.")
         parts = {k: v[keep] for k, v in self.parts.items()}
         return FeatureBlock(parts, self.labels[keep], self.indices[keep], self.extract_seconds, self.cache_hits)
+
+    def relabelled(self, fix: tuple[list[int], list[int]] | None) -> np.ndarray:
+        """This block's labels with the fixed images' labels replaced (``fix``: image indices, label ids)."""
+        if not fix or not len(fix[0]):
+            return self.labels
+        order = np.argsort(np.asarray(fix[0], np.int64))
+        idx, lab = np.asarray(fix[0], np.int64)[order], np.asarray(fix[1], np.int64)[order]
+        pos = np.searchsorted(idx, self.indices)
+        hit = (pos < len(idx)) & (idx[np.minimum(pos, len(idx) - 1)] == self.indices)
+        out = self.labels.copy()
+        out[hit] = lab[pos[hit]]
+        return out
 
 
 def gather_features(ds: Dataset, spec: BackboneSpec, split: str, sizes: tuple[int, ...], views: tuple[str, ...], layout: CacheLike,
@@ -289,6 +313,12 @@ def train_run(
     excluded = {"train": full_rows["train"] - len(train.labels), "test": full_rows["test"] - len(test.labels)}
     if any(excluded.values()):
         stage(f"Left out as the exclude list asks: {excluded['train']:,} training and {excluded['test']:,} test images")
+    fixes = req.relabel or {}
+    fixed_train, fixed_test = train.relabelled(fixes.get(req.train_split)), test.relabelled(fixes.get(req.test_split))
+    changed = {"train": int((fixed_train != train.labels).sum()), "test": int((fixed_test != test.labels).sum())}
+    train.labels = fixed_train  # the head learns the fixed labels; the test keeps its given ones, and is scored against both
+    if fixes:
+        stage(f"Labels fixed as the list asks: {changed['train']:,} training and {changed['test']:,} test labels changed")
 
     hits, total = train.cache_hits + test.cache_hits, len(train.parts) + len(test.parts)
     stage(f"Features ready: {hits} of {total} feature sets loaded from the cache" + (" (instant)" if hits == total else ""))
@@ -308,8 +338,10 @@ def train_run(
         extra_backbones=[{"backbone": s.handle, "backbone_name": s.name, "backbone_identity": s.identity(), "image_sizes": [int(x) for x in sz]}
                          for s, sz in more],
         calibration=(fit.calibration or {}) | {"test_ece_after": report["calibration"]["ece"]} if fit.calibration else None,
+        relabel=(req.relabel_source or {}) | {"changed": changed, "listed": {s: len(f[0]) for s, f in fixes.items()},
+                                               "test_accuracy_fixed": float((probs.argmax(axis=1) == fixed_test).mean())} if fixes else None,
     )  # fmt: skip
-    predictions = stored_predictions(test.labels, probs, test.indices, fit.raw_probs)
+    predictions = stored_predictions(test.labels, probs, test.indices, fit.raw_probs) | ({"y_fixed": fixed_test} if fixes else {})
     if fit.calibration:
         stage(f"Calibrated: temperature {head.temperature:.3f}, test ECE {fit.calibration['test_ece_before']:.4f} -> {report['calibration']['ece']:.4f}")
     stage("Saving run")

@@ -91,6 +91,15 @@ def read_label_file(path: Path | str, dataset: Dataset) -> Fixes:
     return parse_labels(text, dataset, f"Label list {str(path)[:200]!r}")
 
 
+def read_label_source(path: Path | str, dataset: Dataset) -> tuple[dict[str, tuple[list[int], list[int]]], dict[str, Any]]:
+    """A label-fix list for training: split -> (indices, label ids) as lists, and what a run records of the file (its
+    name, sha256 and the labels' digest)."""
+    fixes = read_label_file(path, dataset)
+    sha = hashlib.sha256(Path(path).expanduser().read_bytes()).hexdigest()
+    source = {"name": Path(path).name, "path": str(path), "sha256": sha, "labels_digest": labels_digest(fixes)}
+    return {s: ([int(i) for i in idx], [int(v) for v in lab]) for s, (idx, lab) in fixes.items()}, source
+
+
 def relabelled(labels: np.ndarray, fix: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
     """``labels`` with the fixed ones replaced (a copy; the same array when there is nothing to fix)."""
     if fix is None or not len(fix[0]):

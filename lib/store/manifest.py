@@ -67,6 +67,9 @@ class RunManifest:
     finetuned: bool = False
     finetune: dict[str, Any] | None = None
     excluded: dict[str, list[int]] = field(default_factory=dict)  # split -> image indices the run left out (exclude list)
+    # Label fixes it trained with: the list's name, sha256 and labels digest, how many labels each split listed and
+    # changed, and test accuracy against the fixed labels (``metrics`` stays against the given ones). None: no fixes.
+    relabel: dict[str, Any] | None = None
     calibration: dict[str, Any] | None = None  # temperature scaling: the temperature, what it was fitted on, ECE before and after
     # Further backbones whose features are concatenated after the first one's: each a dict of backbone, backbone_name,
     # backbone_identity and image_sizes (the same meaning as the fields of the first one above).

@@ -53,6 +53,7 @@ class Run:
     probs: np.ndarray
     indices: np.ndarray  # test-split image index of each prediction row
     probs_raw: np.ndarray | None = None  # the same before calibration (temperature 1); None for a run made before it
+    y_fixed: np.ndarray | None = None  # test labels after the run's label fixes (None: it had none)
 
     @property
     def classes(self) -> list[str]:
@@ -150,12 +151,15 @@ def load_run(cache_dir: CacheLike, run_id: str) -> Run:
         with np.load(path / RUN_FILES.predictions) as pred:
             y_true, probs, indices = np.asarray(pred["y_true"]), np.asarray(pred["probs"], np.float32), np.asarray(pred["indices"])
             raw = np.asarray(pred["probs_raw"], np.float32) if "probs_raw" in pred.files else None
+            fixed = np.asarray(pred["y_fixed"]) if "y_fixed" in pred.files else None
         _check_arrays(manifest, head, y_true, probs, indices)
         if raw is not None and raw.shape != probs.shape:
             raise ValueError(f"uncalibrated probabilities have shape {raw.shape}, not {probs.shape}")
+        if fixed is not None and (fixed.shape != y_true.shape or (len(fixed) and (fixed.min() < 0 or fixed.max() >= len(manifest.classes)))):
+            raise ValueError("the fixed test labels do not match the predictions")
     except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as err:
         raise RunError(f"Run {run_id} is damaged ({str(err)[:200]}); delete it (Train page, or `python -m lib runs delete {run_id}`).") from err
-    return Run(manifest.run_id, path, manifest, head, y_true, probs, indices, raw)
+    return Run(manifest.run_id, path, manifest, head, y_true, probs, indices, raw, fixed)
 
 
 def _check_arrays(m: RunManifest, head: TrainedHead, y_true: np.ndarray, probs: np.ndarray, indices: np.ndarray) -> None:
