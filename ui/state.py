@@ -256,3 +256,12 @@ def publish(*keys: str) -> None:
             st.query_params.pop(key, None)
         elif st.query_params.get(key) != text:
             st.query_params[key] = text
+
+
+def open_page(page: str, **params: str) -> None:
+    """Switch to ``page`` with ``params`` in its URL; the page's bound widgets take them (a value kept from an earlier
+    visit is dropped, so the link wins)."""
+    for key in params:
+        st.session_state.pop(key, None)
+        st.session_state.pop(_KEEP + key, None)
+    st.switch_page(page, query_params=params)

@@ -98,6 +98,8 @@ def compare_with_another_run(settings: state.Settings, run: Any, per: pd.DataFra
         st.caption("Train a second run on the same classes to compare per-class accuracy.")
     else:
         other_id = st.selectbox("Other run", list(others), format_func=lambda r: others[r].display_name())
+        if st.button("Open the full comparison (McNemar's test, confusion difference, images)", icon=":material/compare_arrows:"):
+            state.open_page("views/compare.py", cmp_a=str(other_id), cmp_b=str(run.run_id))
         other = pd.DataFrame(cached.report(str(settings.cache_dir), other_id)["per_class"])
         diff = pd.DataFrame({"class": per["class"], "difference": per["accuracy"] - other["accuracy"]})
         charts.altair("run-diff", [diff], tuple(classes), lambda: alt.Chart(diff).mark_bar().encode(

@@ -15,7 +15,7 @@ import streamlit as st
 from lib.analysis.map_view import COLOUR_MODES, colour_points, points_in_polygon, selection_mask
 from lib.errors import UserFacingError
 from lib.jobs.commands import map_job
-from ui import cached, demo, jobs, state, widgets
+from ui import cached, demo, fixes, jobs, state, widgets
 from ui.scatter_map import map_payload, scatter_map
 from ui.text import md_escape, show_error
 
@@ -94,11 +94,11 @@ def draw(settings: state.Settings, ds: Any, run: Any, combo: tuple) -> None:
     clicked = getattr(result, "clicked", None)
     if isinstance(clicked, dict) and clicked.get("split") in ds.splits and isinstance(clicked.get("index"), int):
         st.session_state["fm_q_split"], st.session_state["fm_q_index"] = clicked["split"], min(max(clicked["index"], 0), ds.size(clicked["split"]) - 1)
-    _selection(getattr(result, "selection", None), coords, shown, splits, labels, preds, ds)
+    _selection(settings, getattr(result, "selection", None), coords, shown, splits, labels, preds, ds)
     _neighbours(settings, ds, combo, [s for s, _n in splits])
 
 
-def _selection(sel: Any, coords: np.ndarray, shown: np.ndarray, splits: list[tuple[str, int]], labels: np.ndarray, preds: np.ndarray,
+def _selection(settings: state.Settings, sel: Any, coords: np.ndarray, shown: np.ndarray, splits: list[tuple[str, int]], labels: np.ndarray, preds: np.ndarray,
                ds: Any) -> None:  # fmt: skip
     if not isinstance(sel, dict) or not isinstance(sel.get("points"), list):
         st.caption("Select points with Box or Lasso to see their images here.")
@@ -131,6 +131,12 @@ def _selection(sel: Any, coords: np.ndarray, shown: np.ndarray, splits: list[tup
     a.bar_chart(table["label"].value_counts(), horizontal=True, height=300)
     b.dataframe(table.groupby("split").size().rename("images"), width="stretch")
     widgets.csv_download(b, "Download the selection (CSV)", table, "selection.csv", key="fm_sel_csv")
+    shown_at = [(str(sp), int(i)) for sp, i in zip(shown_rows["split"], shown_rows["index"])]
+    fixes.fix_form(settings, ds, shown_at, "fm_fix", {w: int(preds[rows[k]]) for k, w in zip(pick, shown_at) if preds[rows[k]] >= 0})
+    with st.expander(f"Export these {len(rows):,} images as a dataset", icon=":material/download:"):
+        from views._quality_fixes import export_section
+
+        export_section(settings, ds, fixes.list_name(), selection=table[["split", "index"]], key="fm_xd")
 
 
 def _neighbours(settings: state.Settings, ds: Any, combo: tuple, splits: list[str]) -> None:

@@ -14,7 +14,8 @@ from lib.data.images import upscale
 from lib.errors import UserFacingError
 from lib.safe_text import to_csv
 from lib.store.excludes import save_exclude_list, to_json
-from ui import cached, demo, state
+from lib.store.layout import safe_name
+from ui import cached, demo, fixes, state
 from ui.text import md_escape, show_error
 
 OWN_LABELS = "The dataset's own labels"
@@ -56,6 +57,8 @@ def issues_tab(settings: state.Settings, ds: Any, audit: Any, marked: dict[str, 
         )  # fmt: skip
         for s, i, x in zip(edited["split"], edited["index"], edited["exclude"]):
             marked[f"{s}/{i}"] = bool(x)
+        flagged = [(str(s), int(i)) for s, i in zip(head["split"], head["index"])]
+        fixes.fix_form(settings, ds, flagged, "dq_fix", {(s, i): int(audit.probs[s][i].argmax()) for s, i in flagged}, expanded=True)
         explain(settings, ds, audit, [(str(s), int(i)) for s, i in zip(head["split"], head["index"])], features_of)
     else:
         st.caption("Nothing flagged with these filters.")
@@ -158,8 +161,6 @@ def exclude_list_tab(settings: state.Settings, ds: Any, audit: Any, marked: dict
 def label_list_picker(settings: state.Settings, ds: Any) -> str | None:
     """Which labels to audit: the dataset's own, or a saved label list (CSV ``split,index,label`` or the app's JSON,
     uploaded here and kept under the cache); the chosen list's path, or None."""
-    import re
-
     from lib.store.labels import changed_count, parse_labels, save_label_list, saved_label_lists
 
     with st.expander("Audit other labels (for example people's re-annotations)"):
@@ -167,7 +168,7 @@ def label_list_picker(settings: state.Settings, ds: Any) -> str | None:
         if up is not None and st.button("Add this list", **demo.off("Adding a label list")):
             try:
                 fixes = parse_labels(up.getvalue().decode("utf-8-sig", errors="replace"), ds, "The uploaded list")
-                name = re.sub(r"[^A-Za-z0-9_.-]+", "-", up.name.rsplit(".", 1)[0]).strip("-.")[:80] or "labels"
+                name = safe_name(up.name, "labels")
                 path = save_label_list(settings.cache_dir, name, ds, fixes, note=f"uploaded as {up.name[:100]}")
                 st.session_state["dq_labels"] = path.name
                 st.success(f"Saved as {md_escape(path.name)}: " + ", ".join(f"{n:,} {s} labels differ" for s, n in changed_count(fixes, ds).items()))

@@ -17,6 +17,7 @@ from lib.runtimes import DEFAULT_RUNTIME, registry, selectable
 from ui import demo, state
 
 CUSTOM = "(custom handle or path)"
+NO_FIXES = "(the given labels)"
 NO_EXCLUDE = "(none)"
 
 
@@ -36,15 +37,25 @@ def apply_preset(settings: state.Settings, name: str) -> None:
 
 
 
+def fix_lists(settings: state.Settings) -> list[Path]:
+    """The saved label lists (fixes, or another annotation such as CIFAR-10N's), newest first."""
+    from lib.store.labels import saved_label_lists
+
+    return saved_label_lists(settings.cache_dir)
+
+
 def seed_defaults(settings: state.Settings, exclude_lists: list[Path]) -> None:
     """The form's first values (once per session), and an exclude list deleted since dropped."""
     defaults = {**preset_values(settings, "blog"), "t_head": "mlp", "t_epochs": 15, "t_steps": 0, "t_bs": 256, "t_patience": 5, "t_preset": "custom",
                 "t_sizes": [settings.image_size], "t_seed": 0, "t_limit": 0, "t_label": "", "t_runtime": DEFAULT_RUNTIME,
-                "t_exclude": NO_EXCLUDE, "t_more": [], "t_ft": False, "t_ft_epochs": 3, "t_ft_size": 0, "t_ft_lr": 1e-4, "t_ft_bs": 32}  # fmt: skip
+                "t_exclude": NO_EXCLUDE, "t_relabel": NO_FIXES, "t_more": [],
+                "t_ft": False, "t_ft_epochs": 3, "t_ft_size": 0, "t_ft_lr": 1e-4, "t_ft_bs": 32}  # fmt: skip
     for key, value in defaults.items():
         st.session_state.setdefault(key, value)
     if st.session_state["t_exclude"] not in {NO_EXCLUDE, *(p.stem for p in exclude_lists)}:
         st.session_state["t_exclude"] = NO_EXCLUDE  # a list deleted since
+    if st.session_state["t_relabel"] not in {NO_FIXES, *(p.stem for p in fix_lists(settings))}:
+        st.session_state["t_relabel"] = NO_FIXES
     st.session_state.setdefault("t_backbone", settings.backbone if settings.backbone in REGISTRY else CUSTOM)
     st.session_state.setdefault("t_custom", "" if settings.backbone in REGISTRY else settings.backbone)
 
@@ -99,6 +110,9 @@ def form(settings: state.Settings, exclude_lists: list[Path]) -> bool:
         g.text_input("Run label", key="t_label")
         g.selectbox("Exclude list", [NO_EXCLUDE, *(p.stem for p in exclude_lists)], key="t_exclude",
                     help="Images marked on the Data quality page are left out of training and scoring; the run records them.")
+        g.selectbox("Label fixes", [NO_FIXES, *(p.stem for p in fix_lists(settings))], key="t_relabel",
+                    help="Train with the fixed labels of a saved list (fixed on Data quality, Browse, Evaluate or the map); the run records "
+                    "the list and its checksum, and Evaluate scores the test split against the given and the fixed labels.")  # fmt: skip
         with st.expander("Fine-tune the backbone too (end to end from the images; minutes per epoch on a CPU, seconds on a GPU)"):
             h1, h2, h3, h4, h5 = st.columns(5)
             h1.checkbox("Fine-tune", key="t_ft", help="Warm-starts a linear head on frozen features, then trains backbone and head together "
@@ -120,6 +134,7 @@ class TrainChoice:
     finetune: Any  # lib.pipeline.finetune.FinetuneConfig, or None
     label: str
     exclude_file: Path | None
+    relabel_file: Path | None = None
 
 
 def request_from_form(settings: state.Settings, ds: Any, exclude_lists: list[Path]) -> TrainChoice:
@@ -145,6 +160,11 @@ def request_from_form(settings: state.Settings, ds: Any, exclude_lists: list[Pat
     chosen = next((p for p in exclude_lists if p.stem == s["t_exclude"]), None)
     if chosen is not None:
         request.exclude = {split: [int(i) for i in v] for split, v in read_exclude_file(chosen, ds).items()}
+    fix_file = next((p for p in fix_lists(settings) if p.stem == s["t_relabel"]), None)
+    if fix_file is not None:
+        from lib.store.labels import read_label_source
+
+        request.relabel, request.relabel_source = read_label_source(fix_file, ds)
     cfg = None
     if s["t_ft"]:
         from lib.pipeline.finetune import FinetuneConfig
@@ -153,4 +173,4 @@ def request_from_form(settings: state.Settings, ds: Any, exclude_lists: list[Pat
                              image_size=int(s["t_ft_size"]) or None, warmup_epochs=min(0.5, int(s["t_ft_epochs"])),
                              seed=int(s["t_seed"])).validate()  # fmt: skip
     request.validate()
-    return TrainChoice(request, cfg, str(s["t_label"]).strip(), chosen)
+    return TrainChoice(request, cfg, str(s["t_label"]).strip(), chosen, fix_file)

@@ -62,7 +62,7 @@ def runs_section(settings: state.Settings, runs: list[RunManifest]) -> None:
     widgets.csv_download(st, "Download the runs table (CSV)", df, "runs.csv", key="runs_csv")
     picked = [df.iloc[i]["run_id"] for i in event.selection.rows] if event is not None else []
     if not picked:
-        st.caption("Select rows to activate, rename, delete, download or compare runs.")
+        st.caption("Select rows to activate, rename, delete, download or compare runs (select two for the full comparison).")
     else:
         first = picked[0]
         a, b, c, d = st.columns(4)
@@ -89,6 +89,8 @@ def runs_section(settings: state.Settings, runs: list[RunManifest]) -> None:
                     state.update(run_id="")
                 st.rerun()
         _download(d, settings, first)
+        if len(picked) == 2 and st.button("Compare these two runs", icon=":material/compare_arrows:"):
+            state.open_page("views/compare.py", cmp_a=str(picked[1]), cmp_b=str(picked[0]))  # the older one as A (the table is newest first)
     shown = df[df["run_id"].isin(picked)] if len(picked) > 1 else df
     st.caption("Comparison of " + ("the selected runs" if len(picked) > 1 else "all runs") + " (dashed line: the blog's 83.35%).")
 

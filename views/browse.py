@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from lib.data.images import upscale
-from ui import charts, state, widgets
+from ui import cached, charts, fixes, image_search, state, widgets
 from ui.text import md_escape
 
 settings = state.current()
@@ -62,6 +62,7 @@ rows = keep[(page - 1) * per_page : page * per_page]
 images = ds.images(split)
 st.caption(f"{len(keep):,} images match; showing {len(rows)} on page {page}.")
 widgets.image_grid([images[i] for i in rows], [f"#{i} {md_escape(ds.classes[labels[i]])}" for i in rows], columns=12, side=64)
+fixes.fix_form(settings, ds, [(split, int(i)) for i in rows], "b_fix")
 
 left, right = st.columns([1, 1])
 with left:
@@ -95,3 +96,13 @@ with right:
         tooltip=["split", "class", "images"]).properties(height=300), width="stretch")  # fmt: skip
     if any(ds.skipped.values()):
         st.caption("Unreadable files skipped while converting: " + ", ".join(f"{md_escape(s)}: {n}" for s, n in ds.skipped.items()))
+
+with st.expander("Search by image: upload one, find its nearest images in every split", icon=":material/image_search:"):
+    from lib.analysis.inventory import feature_sets, preferred_feature_set
+
+    handle = cached.backbone_spec(settings.backbone).handle if settings.backbone else ""
+    fs = preferred_feature_set(feature_sets(settings.layout, ds), run.manifest if run else None, handle, settings.image_size)
+    if fs is None:
+        st.info("No features of this dataset are cached yet: extract them on Home (or train a run) to search by image.")
+    else:
+        image_search.upload_search(settings, ds, fs, key="b_search")

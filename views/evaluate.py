@@ -5,7 +5,7 @@ calibration, a comparison with another run, and classifying your own image."""
 import streamlit as st
 
 from lib.analysis.evaluation import misclassified, percent
-from ui import cached, state, widgets
+from ui import cached, fixes, state, widgets
 from ui.text import md_escape
 from views import _evaluate_charts, _evaluate_upload
 
@@ -21,8 +21,14 @@ m = run.manifest
 st.caption(f"Run **{md_escape(m.display_name())}** · {md_escape(m.backbone_summary())}px · {m.head.head} head · "
            f"{report['count']:,} test images · {md_escape(m.source)}")  # fmt: skip
 
-a, b, c, d = st.columns(4)
-a.metric("Accuracy", f"{report['accuracy']:.2%}")
+a, b, c, d, *e = st.columns(5 if run.y_fixed is not None else 4)
+a.metric("Accuracy" if run.y_fixed is None else "Accuracy (given labels)", f"{report['accuracy']:.2%}")
+if run.y_fixed is not None and m.relabel:
+    fixed_acc = float((run.y_pred == run.y_fixed).mean())
+    e[0].metric("Accuracy (fixed labels)", f"{fixed_acc:.2%}", delta=f"{fixed_acc - report['accuracy']:+.2%}",
+                help=f"Against the test labels after the run's label fixes ({m.relabel.get('changed', {}).get('test', 0):,} test labels changed).")
+    st.caption(f"Trained with the label fixes **{md_escape(m.relabel.get('name', ''))}** (sha256 {md_escape(str(m.relabel.get('sha256', ''))[:12])}…): "
+               f"{m.relabel.get('changed', {}).get('train', 0):,} training and {m.relabel.get('changed', {}).get('test', 0):,} test labels changed.")
 b.metric("Top-5 accuracy", percent(report["top5_accuracy"]), help="Shown for more than five classes (with five or fewer it is always 100%).")
 before = report.get("calibration_before")
 c.metric("ECE (calibrated)" if before else "ECE", f"{report['calibration']['ece']:.4f}", delta=f"{report['calibration']['ece'] - before['ece']:+.4f} vs before"
@@ -50,6 +56,8 @@ else:
     show = rows[:40]
     widgets.image_grid([images[int(run.indices[r])] for r in show],
                        [f"#{run.indices[r]} p={run.probs[r, pred_cls]:.2f}" for r in show], columns=10, side=72)  # fmt: skip
+    cell = [(m.test_split, int(run.indices[r])) for r in show]
+    fixes.fix_form(settings, ds, cell, "ev_fix", {w: int(pred_cls) for w in cell})
 
 _evaluate_charts.pairs_and_reliability(report)
 _evaluate_charts.compare_with_another_run(settings, run, per, classes)

@@ -4,7 +4,7 @@ neighbours), or a quick PCA/t-SNE of a sample of one split (any cached features,
 import streamlit as st
 
 from lib.analysis.inventory import feature_sets, preferred_feature_set
-from ui import cached, state, widgets
+from ui import cached, image_search, state, widgets
 from views import _feature_space_sample
 
 settings = state.current()
@@ -38,3 +38,6 @@ if mode == "every image":
     _feature_space_map.draw(settings, ds, run, combo)
 else:
     _feature_space_sample.draw(settings, ds, run, combo)
+
+st.subheader("Search by image")
+image_search.upload_search(settings, ds, combo, key="fs_search")

@@ -9,7 +9,7 @@ from lib.jobs.commands import audit_job
 from lib.runtimes import DEFAULT_RUNTIME
 from ui import cached, demo, jobs, state, widgets
 from ui.text import md_escape, show_error
-from views import _quality_tabs
+from views import _quality_fixes, _quality_tabs
 
 settings = state.current()
 st.title("Data quality")
@@ -44,12 +44,14 @@ if audit is None:
     if st.button("Run the audit", type="primary", **demo.off("Running an audit", help=demo.BACKGROUND)):
         if jobs.start(settings, audit_job(settings.source, backbone, size, runtime, more, labels)):
             st.rerun()
+    st.subheader("Label fixes")  # fixes made elsewhere (Browse, Evaluate, the map) and the export need no audit
+    _quality_fixes.fixes_tab(settings, ds)
     st.stop()
 
 assert audit is not None
 st.session_state.setdefault("dq_exclude", {})  # "split/index" -> True for images the user marked
 marked: dict[str, bool] = st.session_state["dq_exclude"]
-tab_issues, tab_dups, tab_save = st.tabs(["Label issues", "Near-duplicates", f"Exclude list ({sum(marked.values())})"])
+tab_issues, tab_dups, tab_save, tab_fix = st.tabs(["Label issues", "Near-duplicates", f"Exclude list ({sum(marked.values())})", "Label fixes"])
 
 with tab_issues:
     _quality_tabs.issues_tab(settings, ds, audit, marked, (backbone, size, runtime))
@@ -57,3 +59,5 @@ with tab_dups:
     _quality_tabs.duplicates_tab(ds, run, audit, marked)
 with tab_save:
     _quality_tabs.exclude_list_tab(settings, ds, audit, marked)
+with tab_fix:
+    _quality_fixes.fixes_tab(settings, ds)

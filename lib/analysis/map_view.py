@@ -152,18 +152,37 @@ def nearest_across(features: dict[str, np.ndarray], split: str, index: int, k: i
                    norms: dict[str, np.ndarray] | None = None) -> list[tuple[str, int, float]]:  # fmt: skip
     """The ``k`` images most cosine-similar to image ``index`` of ``split``, searched in every split (itself excluded).
     ``norms`` (split -> row norms) saves recomputing them for each query."""
-    q = np.asarray(features[split][index], np.float32)
+    return nearest_to(features, np.asarray(features[split][index], np.float32), k, norms, skip=(split, index))
+
+
+def nearest_to(features: dict[str, np.ndarray], query: np.ndarray, k: int, norms: dict[str, np.ndarray] | None = None,
+               skip: tuple[str, int] | None = None) -> list[tuple[str, int, float]]:  # fmt: skip
+    """The ``k`` images of every split most cosine-similar to the feature vector ``query`` (an upload's, or a dataset
+    image's with ``skip`` naming it), as ``(split, index, similarity)``, most similar first."""
+    q = np.asarray(query, np.float32).ravel()
     q = q / max(float(np.linalg.norm(q)), 1e-12)
     found: list[tuple[str, int, float]] = []
     for name, f in features.items():
+        if np.shape(f)[1:] != q.shape:
+            raise ValueError(f"features of {name} have {np.shape(f)[1:]} dimensions, the query {q.shape}")
         n = norms[name] if norms is not None else row_norms(f)
         sims = (np.asarray(f) @ q) / np.maximum(n, 1e-12)
-        if name == split:
-            sims[index] = -np.inf
+        if skip is not None and name == skip[0]:
+            sims[skip[1]] = -np.inf
         take = min(k, len(sims))
         top: np.ndarray = np.argpartition(-sims, take - 1)[:take] if take else np.zeros(0, np.int64)
         found += [(name, int(i), float(sims[i])) for i in top if np.isfinite(sims[i])]
     return sorted(found, key=lambda t: -t[2])[:k]
+
+
+def place_among(coords: dict[str, np.ndarray], hits: list[tuple[str, int, float]]) -> np.ndarray | None:
+    """Where a new image sits on a stored map: the similarity-weighted mean of its neighbours' positions (a map is
+    not refitted for one image), or None without neighbours on it."""
+    pts = [(coords[s][i], max(sim, 0.0)) for s, i, sim in hits if s in coords and i < len(coords[s])]
+    if not pts:
+        return None
+    w = np.asarray([p[1] for p in pts], np.float64) + 1e-9
+    return np.asarray((np.asarray([p[0] for p in pts], np.float64) * w[:, None]).sum(axis=0) / w.sum(), np.float32)
 
 
 def selection_mask(selection: dict[str, Any], n: int) -> np.ndarray | None:

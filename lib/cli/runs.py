@@ -2,6 +2,7 @@
 
     python -m lib train --source ... --backbone ... --protocol best --json
     python -m lib evaluate RUN_ID
+    python -m lib compare RUN_A RUN_B
     python -m lib runs list | show ID | delete ID | label ID TEXT | export ID --out DIR
 """
 
@@ -61,6 +62,12 @@ def add_commands(sub: Any) -> None:
 
     p = sub.add_parser("evaluate", help="overall and per-class metrics of a run, and the top confused pairs")
     p.add_argument("run_id")
+    add_common(p)
+
+    p = sub.add_parser("compare", help="two runs side by side: accuracy, ECE, per class, and McNemar's test on the images they disagree on")
+    p.add_argument("run_a")
+    p.add_argument("run_b")
+    p.add_argument("--top", type=flag("top"), default=10, help="how many disagreeing images of each kind to print")
     add_common(p)
 
     p = sub.add_parser("runs", help="list, show, delete, label or export runs")
@@ -234,6 +241,22 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
+def cmd_compare(args: argparse.Namespace) -> dict[str, Any]:
+    """``compare``: two runs on the test images they share."""
+    from lib.analysis.compare import compare_runs, verdict
+    from lib.store.runs import load_run
+
+    result = compare_runs(load_run(args.layout, args.run_a), load_run(args.layout, args.run_b))
+    acc, ece = result["accuracy"], result["ece"]
+    lines = [f"A {result['a']}: accuracy {acc['a']:.2%}, ECE {ece['a']:.4f}", f"B {result['b']}: accuracy {acc['b']:.2%}, ECE {ece['b']:.4f}",
+             verdict(result), "", f"{'class':<14}{'A':>8}{'B':>8}{'B-A':>8}"]  # fmt: skip
+    lines += [f"{r['class']:<14}{r['a']:>8.3f}{r['b']:>8.3f}{r['difference']:>+8.3f}" for r in result["per_class"]]
+    for key, what in (("only_a", "A right, B wrong"), ("only_b", "B right, A wrong")):
+        lines += ["", f"{what} (most confident mistakes first):"]
+        lines += [f"  test/{r['index']}  {r['label']} (taken for {r['wrong_prediction']}, p {r['wrong_confidence']:.3f})" for r in result[key][: args.top]]
+    return result | {"verdict": verdict(result), "_text": "\n".join(lines)}
+
+
 def cmd_runs(args: argparse.Namespace) -> dict[str, Any]:
     """``runs``: list, show, delete, label or export."""
     from lib.store import runs
@@ -278,4 +301,5 @@ def cmd_runs(args: argparse.Namespace) -> dict[str, Any]:
     raise RunError(f"unknown runs command {args.runs_command}")
 
 
-HANDLERS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {"train": cmd_train, "evaluate": cmd_evaluate, "runs": cmd_runs}
+HANDLERS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {"train": cmd_train, "evaluate": cmd_evaluate, "compare": cmd_compare,
+                                                                       "runs": cmd_runs}  # fmt: skip

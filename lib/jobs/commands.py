@@ -46,7 +46,7 @@ def extract_job(source: str, backbone: str, size: int, runtime: str, splits: str
     return JobSpec("extract", argv, f"features of {_short(backbone)} @ {size}px ({runtime})")
 
 
-def train_job(req: Any, finetune: Any = None, label: str = "", exclude_file: Any = None, ray: Any = None) -> JobSpec:
+def train_job(req: Any, finetune: Any = None, label: str = "", exclude_file: Any = None, ray: Any = None, relabel_file: Any = None) -> JobSpec:
     """A run of :class:`lib.pipeline.training.RunRequest` (fine-tuned with a :class:`lib.pipeline.finetune.FinetuneConfig`)."""
     h = req.head
     argv = ["train", "--source", _path(req.source), "--backbone", _path(req.backbone)]
@@ -67,6 +67,8 @@ def train_job(req: Any, finetune: Any = None, label: str = "", exclude_file: Any
         argv += ["--limit", str(req.limit)]
     if exclude_file is not None:
         argv += ["--exclude", _path(str(exclude_file))]
+    if relabel_file is not None:
+        argv += ["--relabel", _path(str(relabel_file))]
     if label:
         argv += ["--label", label]
     if finetune is not None:
@@ -92,6 +94,15 @@ def audit_job(source: str, backbone: str, size: int, runtime: str, more: tuple[t
         argv += ["--labels", _path(labels)]
     what = f"audit with {_short(backbone)} @ {size}px" + "".join(f" + {_short(b)} @ {s}px" for b, s in more)
     return JobSpec("audit", argv, what + (f" and labels {_short(labels)}" if labels else ""))
+
+
+def export_dataset_job(source: str, out: str, exclude: str | None = None, relabel: str | None = None, selection: str | None = None) -> JobSpec:
+    """The curated dataset (less ``exclude``, with the fixes of ``relabel``, only ``selection`` if given) written to ``out``."""
+    argv = ["export-dataset", "--source", _path(source), "--out", out]
+    for flag_name, path in (("--exclude", exclude), ("--relabel", relabel), ("--selection", selection)):
+        if path:
+            argv += [flag_name, _path(path)]
+    return JobSpec("export-dataset", argv, f"export {_short(out)}")
 
 
 def map_job(source: str, backbone: str, size: int, runtime: str, method: str, perplexity: float, iterations: int) -> JobSpec:

@@ -144,3 +144,36 @@ def saved_label_lists(cache_dir: Any) -> list[Path]:
     from lib.store.layout import CacheLayout
 
     return sorted(CacheLayout.at(cache_dir).label_files(), key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def read_saved(cache_dir: Any, name: str, dataset: Dataset) -> Fixes:
+    """The saved list ``name`` (empty if there is none yet); :class:`DataSourceError` if it does not fit ``dataset``."""
+    from lib.store.layout import CacheLayout
+
+    path = CacheLayout.at(cache_dir).label_file(name)
+    return read_label_file(path, dataset) if path.is_file() else {}
+
+
+def update_saved(cache_dir: Any, name: str, dataset: Dataset, add: dict[tuple[str, int], int] | None = None,
+                 remove: list[tuple[str, int]] | None = None, note: str = "") -> tuple[Path, Fixes]:  # fmt: skip
+    """Add fixes (``(split, index) -> label id``, replacing an earlier fix of the same image) to the saved list ``name``
+    and drop ``remove``; written atomically. Every index and class is checked against ``dataset`` first."""
+    rows = {(s, int(i)): int(lab) for s, (idx, labs) in read_saved(cache_dir, name, dataset).items() for i, lab in zip(idx, labs, strict=True)}
+    for (split, index), label in (add or {}).items():
+        if split not in dataset.splits or not 0 <= int(index) < dataset.size(split) or not 0 <= int(label) < len(dataset.classes):
+            raise DataSourceError(f"{split[:20]}/{index} as class {label} does not fit this dataset; nothing was changed.")
+        rows[(split, int(index))] = int(label)
+    for key in remove or ():
+        rows.pop((key[0], int(key[1])), None)
+    fixes: Fixes = {}
+    for split in sorted({s for s, _ in rows}):
+        idx = sorted(i for s, i in rows if s == split)
+        fixes[split] = (np.asarray(idx, np.int64), np.asarray([rows[(split, i)] for i in idx], np.int64))
+    return save_label_list(cache_dir, name, dataset, fixes, note), fixes
+
+
+def to_csv_rows(dataset: Dataset, fixes: Fixes) -> list[dict[str, Any]]:
+    """One row per listed image: split, index, the given label and the fixed one (the CSV ``audit --labels`` and
+    ``train --relabel`` read; the ``given`` column is ignored on reading)."""
+    return [{"split": s, "index": int(i), "label": dataset.classes[int(lab)], "given": dataset.classes[int(dataset.labels(s)[int(i)])]}
+            for s in sorted(fixes) for i, lab in zip(*fixes[s], strict=True)]  # fmt: skip

@@ -127,6 +127,13 @@ def check_name(value: str, what: str) -> str:
     return _check(_NAME, str(value), what)
 
 
+def safe_name(text: str, fallback: str = "list") -> str:
+    """A name :func:`check_name` accepts, made from free text such as an upload's file name (its extension dropped)."""
+    stem = str(text).rsplit(".", 1)[0] if "." in str(text) else str(text)
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-.").replace("..", ".")[:80]
+    return name or fallback
+
+
 class CacheLayout:
     """Paths of every artifact under one cache directory."""
 
@@ -257,6 +264,10 @@ class CacheLayout:
     def export_zip(self, run_id: str) -> Path:
         """The downloadable zip of a run's export."""
         return self.exports / f"{check_run_id(run_id)}.zip"
+
+    def dataset_export(self, name: str) -> Path:
+        """A curated dataset exported from the app (``export-dataset``), as a zip."""
+        return self.exports / "datasets" / f"{_check(_NAME, name, 'export name')}.zip"
 
     @property
     def projections(self) -> Path:
