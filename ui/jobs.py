@@ -28,6 +28,7 @@ RESULT_PAGES = {  # where what a job made is seen: (page, link text, the result 
     "train": ("views/evaluate.py", "Evaluate the run", "run_id"),
     "project": ("views/feature_space.py", "See the map", None),
     "audit": ("views/quality.py", "See the audit", None),
+    "export-dataset": ("views/quality.py", "Download it (Data quality, Label fixes)", None),
     "extract": ("views/home.py", "Features ready", None),
     "benchmark": ("views/speed.py", "See the figures", None),
 }

@@ -85,6 +85,8 @@ with left:
                 widgets.top5(b, probs, run.classes)
             else:
                 b.info("The active run was evaluated on a --limit subset that does not include this image.")
+        elif run.manifest.dataset_fingerprint != ds.fingerprint:
+            b.info("The active run was trained on another dataset; pick one of this dataset's runs in the sidebar.")
         else:
             b.info("Runs store predictions for the test split; switch the split to test to see them.")
 

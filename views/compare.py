@@ -38,7 +38,7 @@ acc, ece, m = result["accuracy"], result["ece"], result["mcnemar"]
 k1, k2, k3, k4 = st.columns(4)
 k1.metric("Accuracy A", f"{acc['a']:.2%}")
 k2.metric("Accuracy B", f"{acc['b']:.2%}", delta=f"{acc['b'] - acc['a']:+.2%}")
-k3.metric("ECE A → B", f"{ece['a']:.4f} → {ece['b']:.4f}")
+k3.metric("ECE A → B", f"{ece['a']:.3f} → {ece['b']:.3f}")
 k4.metric("McNemar p", f"{m['p_value']:.2g}", help="Exact two-sided binomial test on the images exactly one run gets right.")
 st.text(verdict(result))  # plain text: it carries no Markdown
 if any(result["skipped"].values()):
