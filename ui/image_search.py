@@ -14,7 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from lib.data.decode import resize_square
-from lib.data.images import MAX_UPLOAD_BYTES, decode_upload, upscale
+from lib.data.images import upscale
 from lib.errors import UserFacingError
 from ui import cached, charts, state, widgets
 from ui.text import md_escape, show_error
@@ -27,14 +27,10 @@ def upload_search(settings: state.Settings, ds: Any, fs: Any, key: str, k: int =
     whole splits) and its place on a stored map of those features."""
     from lib.analysis.map_view import nearest_to, place_among
 
-    up = st.file_uploader(f"Search by image: a JPEG or PNG (up to {MAX_UPLOAD_BYTES // 2**20} MB)", key=key)
-    if up is None:
+    got = widgets.uploaded_image("Search by image", key)
+    if got is None:
         return
-    try:
-        img = decode_upload(up.getvalue())
-    except UserFacingError as err:
-        show_error(f"{up.name[:80]}: {err}")
-        return
+    name, img = got
     splits = [s for s in ds.splits]
     feats = {s: cached.features(settings.source, settings.cache_dir, fs.backbone, fs.image_size, s, "original", fs.limit, fs.runtime) for s in splits}
     have = {s: f for s, f in feats.items() if f is not None}
@@ -51,7 +47,7 @@ def upload_search(settings: state.Settings, ds: Any, fs: Any, key: str, k: int =
     # Cached features of a --limit subset hold rows, not dataset indices: map rows back to image indices.
     found = [(s, int(have[s].indices[r]), sim) for s, r, sim in hits]
     a, b = st.columns([1, 4])
-    a.image(upscale(small, 128), width=128, caption=f"{md_escape(up.name, 60)} ({small.shape[0]}x{small.shape[1]}, as stored)")
+    a.image(upscale(small, 128), width=128, caption=f"{md_escape(name, 60)} ({small.shape[0]}x{small.shape[1]}, as stored)")
     with b:
         st.caption(f"Nearest {len(found)} images in {', '.join(have)} by cosine similarity of {md_escape(fs.label())} features.")
         widgets.image_grid([ds.images(s)[i] for s, i, _ in found], [f"{s} #{i} {md_escape(ds.classes[int(ds.labels(s)[i])])} ({sim:.2f})"

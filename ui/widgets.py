@@ -161,3 +161,18 @@ def csv_download(container: Any, label: str, table: Any, file_name: str, key: st
     from lib.safe_text import to_csv
 
     container.download_button(label, to_csv(table).encode(), file_name, "text/csv", key=key)
+
+
+def uploaded_image(what: str, key: str) -> tuple[str, np.ndarray] | None:
+    """An uploader for one image: its name and decoded pixels, or None (nothing uploaded, or not an image: then a
+    clear one-line error is shown, never a traceback)."""
+    from lib.data.images import MAX_UPLOAD_BYTES, decode_upload
+
+    up = st.file_uploader(f"{what}: a JPEG or PNG (up to {MAX_UPLOAD_BYTES // 2**20} MB)", key=key)
+    if up is None:
+        return None
+    try:
+        return up.name, decode_upload(up.getvalue())
+    except UserFacingError as err:
+        show_error(f"{up.name[:80]}: {err}")
+        return None

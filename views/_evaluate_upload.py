@@ -6,7 +6,7 @@ import numpy as np
 import streamlit as st
 
 from lib.data.decode import resize_square
-from lib.data.images import MAX_UPLOAD_BYTES, decode_upload, upscale
+from lib.data.images import upscale
 from lib.errors import UserFacingError
 from lib.models.predict import predict_images
 from lib.store.runs import Run
@@ -16,14 +16,10 @@ from ui.text import md_escape, show_error
 
 def upload_ui(settings: state.Settings, run: Run) -> None:
     """An uploader; shows the top-5 for an image and a clear message for anything else."""
-    uploaded = st.file_uploader(f"A JPEG or PNG image (up to {MAX_UPLOAD_BYTES // 2**20} MB)", key="ev_upload")
-    if uploaded is None:
+    got = widgets.uploaded_image("An image to classify", "ev_upload")
+    if got is None:
         return
-    try:
-        img = decode_upload(uploaded.getvalue())
-    except UserFacingError as err:
-        show_error(f"{uploaded.name}: {err}")
-        return
+    name, img = got
     ds = cached.dataset_if_ready(run.manifest.source, settings.cache_dir)
     # Training images were stored at the dataset's size (32x32 for CIFAR) and then resized: do the same to the upload.
     side = ds.image_shape[0] if ds is not None else 32
@@ -38,6 +34,6 @@ def upload_ui(settings: state.Settings, run: Run) -> None:
         show_error(err)
         return
     a, b = st.columns([1, 2])
-    a.image(upscale(small, 192), caption=f"{md_escape(uploaded.name, 80)} as the model sees it ({side}x{side})")
+    a.image(upscale(small, 192), caption=f"{md_escape(name, 80)} as the model sees it ({side}x{side})")
     b.metric("Prediction", run.classes[int(probs.argmax())], f"{probs.max():.1%}", delta_color="off")
     widgets.top5(b, probs, run.classes)

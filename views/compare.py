@@ -56,14 +56,16 @@ with t1:
         tooltip=["class", alt.Tooltip("a:Q", format=".3f"), alt.Tooltip("b:Q", format=".3f"), "images"]).properties(height=260), width="stretch")  # fmt: skip
 with t2:
     st.subheader("Confusion matrix: B − A")
-    diff = pd.DataFrame([{"true": classes[i], "predicted": classes[j], "change": v} for i, row in enumerate(result["confusion_difference"])
-                         for j, v in enumerate(row)])  # fmt: skip
+    diff = pd.DataFrame([{"true": classes[i], "predicted": classes[j], "change": v, "better": v if i == j else -v}
+                         for i, row in enumerate(result["confusion_difference"]) for j, v in enumerate(row)])  # fmt: skip
     top = max(1, int(diff["change"].abs().max()))
+    axis = alt.Axis(labelOverlap=False)
     charts.altair("cmp-confusion", [diff], tuple(classes), lambda: alt.Chart(diff).mark_rect().encode(
-        x=alt.X("predicted:N", sort=classes), y=alt.Y("true:N", sort=classes),
-        color=alt.Color("change:Q", scale=alt.Scale(scheme="redblue", domain=[-top, top], reverse=True)),
-        tooltip=["true", "predicted", "change"]).properties(height=260), width="stretch")  # fmt: skip
-    st.caption("Blue off the diagonal: B makes fewer of these mistakes; blue on the diagonal: B gets more of that class right.")
+        x=alt.X("predicted:N", sort=classes, axis=axis), y=alt.Y("true:N", sort=classes, axis=axis),
+        color=alt.Color("better:Q", scale=alt.Scale(scheme="redblue", domain=[-top, top]), title="B better"),
+        tooltip=["true", "predicted", alt.Tooltip("change:Q", title="count: B − A")]).properties(height=300), width="stretch")  # fmt: skip
+    st.caption("Blue: B does better in that cell (more images right on the diagonal, fewer of that mistake off it); red: worse. "
+               "The tooltip gives the count B − A.")
 
 ds = cached.dataset_if_ready(a.manifest.source, settings.cache_dir)
 for key, title in (("only_a", "A right, B wrong"), ("only_b", "B right, A wrong")):

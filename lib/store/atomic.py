@@ -200,3 +200,14 @@ def read_json(path: Path | str) -> Any | None:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
+
+
+def newest_first(paths: list[Path]) -> list[Path]:
+    """``paths`` by modification time, newest first; a file deleted meanwhile (another session) is left out, not a crash."""
+    stamped = []
+    for p in paths:
+        try:
+            stamped.append((p.stat().st_mtime, p))
+        except OSError:
+            continue
+    return [p for _t, p in sorted(stamped, key=lambda tp: tp[0], reverse=True)]

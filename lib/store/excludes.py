@@ -124,6 +124,7 @@ def save_exclude_list(cache_dir: CacheLike, name: str, dataset: Dataset, images:
 
 def saved_exclude_lists(cache_dir: CacheLike) -> list[Path]:
     """The saved lists, newest first."""
+    from lib.store.atomic import newest_first
     from lib.store.layout import CacheLayout
 
-    return sorted(CacheLayout.at(cache_dir).exclude_files(), key=lambda p: p.stat().st_mtime, reverse=True)
+    return newest_first(CacheLayout.at(cache_dir).exclude_files())

@@ -141,9 +141,10 @@ def save_label_list(cache_dir: Any, name: str, dataset: Dataset, fixes: Fixes, n
 
 def saved_label_lists(cache_dir: Any) -> list[Path]:
     """The saved label lists, newest first."""
+    from lib.store.atomic import newest_first
     from lib.store.layout import CacheLayout
 
-    return sorted(CacheLayout.at(cache_dir).label_files(), key=lambda p: p.stat().st_mtime, reverse=True)
+    return newest_first(CacheLayout.at(cache_dir).label_files())
 
 
 def read_saved(cache_dir: Any, name: str, dataset: Dataset) -> Fixes:

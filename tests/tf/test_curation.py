@@ -120,3 +120,24 @@ def test_export_dataset_never_replaces_what_the_user_named(assets: dict[str, Pat
         "folder", "mine.zip", "sel.csv"]  # nothing half-written beside them  # fmt: skip
     picked = cli("export-dataset", "--source", src, "--out", str(tmp_path / "two"), "--selection", str(sel), "--json", cache=cache_dir)
     assert picked["images"] == {"test": 2} and len(list((tmp_path / "two").rglob("*.png"))) == 2
+
+
+def test_saved_fix_list_merges_replaces_and_removes(assets: dict[str, Path], cache_dir: Path) -> None:
+    from lib.data.sources import load_dataset
+    from lib.errors import DataSourceError
+    from lib.store.labels import read_saved, to_csv_rows, update_saved
+
+    ds = load_dataset(str(assets["cifar_tar"]), cache_dir)
+    assert read_saved(cache_dir, "mine", ds) == {}
+    update_saved(cache_dir, "mine", ds, add={("train", 5): 1, ("test", 2): 3})
+    _path, fixes = update_saved(cache_dir, "mine", ds, add={("train", 5): 2, ("train", 1): 0}, remove=[("test", 2)])
+    assert {s: (v[0].tolist(), v[1].tolist()) for s, v in fixes.items()} == {"train": ([1, 5], [0, 2])}
+    assert [r["label"] for r in to_csv_rows(ds, read_saved(cache_dir, "mine", ds))] == [ds.classes[0], ds.classes[2]]
+    with pytest.raises(DataSourceError, match="does not fit"):
+        update_saved(cache_dir, "mine", ds, add={("train", 60): 1})  # 60 training images: indices 0-59
+    assert len(read_saved(cache_dir, "mine", ds)["train"][0]) == 2  # nothing was changed
+    other = cache_dir / "labels" / "theirs.json"
+    other.write_text(json.dumps({"format": "transfer-explorer-labels", "dataset": "elsewhere", "labels": []}))
+    with pytest.raises(DataSourceError, match="another dataset"):
+        update_saved(cache_dir, "theirs", ds, add={("train", 1): 1})
+    assert "elsewhere" in other.read_text()  # a list made for another dataset is never overwritten
