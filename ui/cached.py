@@ -95,6 +95,31 @@ def features(source: str, cache_dir: Path | str, backbone: str, size: int, split
     return result
 
 
+@st.cache_resource(show_spinner=False, max_entries=8)
+def lite_parts(cache_dir: str, run_id: str) -> list[Any]:
+    """A run's backbones as float LiteRT models (no TensorFlow): what the demo classifies uploads with.
+    :class:`UserFacingError` when a part has no conversion here."""
+    from lib.models.lite import lite_backbones
+
+    r = run(cache_dir, run_id)
+    ds = dataset_if_ready(r.manifest.source, cache_dir)
+    if ds is None or ds.fingerprint != r.manifest.dataset_fingerprint:
+        raise UserFacingError("The run's dataset is not in this cache.")
+    return lite_backbones(r.manifest, ds, CacheLayout.at(cache_dir))
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def lite_backbone(cache_dir: str, source: str, backbone: str, size: int) -> Any:
+    """One backbone at one size as a float LiteRT model (no TensorFlow), for searching by image in the demo."""
+    from lib.models.lite import lite_backbone as load
+
+    ds = dataset_if_ready(source, cache_dir)
+    if ds is None:
+        raise UserFacingError("The dataset is not in this cache.")
+    spec = backbone_spec(backbone)
+    return load(backbone, spec.identity(), spec.name, [int(size)], ds, CacheLayout.at(cache_dir))
+
+
 @st.cache_resource(show_spinner=False, max_entries=16)
 def _run(cache_dir: str, run_id: str, mtime: str) -> Run:
     return load_run(cache_dir, run_id)

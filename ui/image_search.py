@@ -16,7 +16,7 @@ import streamlit as st
 from lib.data.decode import resize_square
 from lib.data.images import upscale
 from lib.errors import UserFacingError
-from ui import cached, charts, state, widgets
+from ui import cached, charts, demo, state, widgets
 from ui.text import md_escape, show_error
 
 MAP_SAMPLE = 4000  # background points drawn around the upload
@@ -27,6 +27,12 @@ def upload_search(settings: state.Settings, ds: Any, fs: Any, key: str, k: int =
     whole splits) and its place on a stored map of those features."""
     from lib.analysis.map_view import nearest_to, place_among
 
+    if demo.active():  # the demo has no TensorFlow: the backbone runs as its float LiteRT model, if the bundle brought one
+        try:
+            cached.lite_backbone(str(settings.cache_dir), settings.source, fs.backbone, fs.image_size)
+        except UserFacingError as err:
+            st.info(f"Search by image is off here: {err}")
+            return
     got = widgets.uploaded_image("Search by image", key)
     if got is None:
         return
@@ -39,7 +45,9 @@ def upload_search(settings: state.Settings, ds: Any, fs: Any, key: str, k: int =
         return
     small = resize_square(img, ds.image_shape[0])  # as the dataset's images were stored, then resized by the backbone
     try:
-        vector = cached.loaded_backbone(fs.backbone, str(settings.cache_dir)).embed(small[None], fs.image_size)[0]
+        model = (cached.lite_backbone(str(settings.cache_dir), settings.source, fs.backbone, fs.image_size) if demo.active()
+                 else cached.loaded_backbone(fs.backbone, str(settings.cache_dir)))  # fmt: skip
+        vector = model.embed(small[None], fs.image_size)[0]
         hits = nearest_to({s: f.features for s, f in have.items()}, vector, k, norms={s: cached.feature_norms(str(f.path)) for s, f in have.items()})
     except (UserFacingError, ValueError) as err:
         show_error(err)

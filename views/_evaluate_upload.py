@@ -10,12 +10,19 @@ from lib.data.images import upscale
 from lib.errors import UserFacingError
 from lib.models.predict import predict_images
 from lib.store.runs import Run
-from ui import cached, state, widgets
+from ui import cached, demo, state, widgets
 from ui.text import md_escape, show_error
 
 
 def upload_ui(settings: state.Settings, run: Run) -> None:
-    """An uploader; shows the top-5 for an image and a clear message for anything else."""
+    """An uploader; shows the top-5 for an image and a clear message for anything else. In the demo the run's
+    backbones run as float LiteRT models (no TensorFlow); a run without them offers no upload."""
+    if demo.active():
+        try:
+            cached.lite_parts(str(settings.cache_dir), run.run_id)
+        except UserFacingError as err:
+            st.info(f"Uploads are off for this run: {err}")
+            return
     got = widgets.uploaded_image("An image to classify", "ev_upload")
     if got is None:
         return
@@ -25,7 +32,10 @@ def upload_ui(settings: state.Settings, run: Run) -> None:
     side = ds.image_shape[0] if ds is not None else 32
     small = resize_square(img, side)
     try:
-        if run.manifest.finetuned:
+        if demo.active():
+            models = cached.lite_parts(str(settings.cache_dir), run.run_id)
+            probs = predict_images(models, run.head, small[None], run.manifest.part_keys(), run.manifest.tta)[0]
+        elif run.manifest.finetuned:
             probs = np.asarray(cached.finetuned_model(str(settings.cache_dir), run.run_id)(small[None]))[0]
         else:
             models = [cached.loaded_backbone(handle, str(settings.cache_dir)) for handle, _identity, _sizes in run.manifest.backbones()]

@@ -58,6 +58,8 @@ class _Selection:
     fingerprints: list[str]
     feature_keys: list[str] = field(default_factory=list)  # the bundled features (carried as float16)
     aliases: dict[str, str] = field(default_factory=dict)  # a run's backbone string -> its bundled copy
+    converted: dict[str, str] = field(default_factory=dict)  # "<backbone identity>@<size>" -> its float LiteRT model in the bundle
+    not_converted: dict[str, str] = field(default_factory=dict)  # the same -> why it could not be converted
 
 
 def _runs(sel: _Selection, kind: ArtifactKind) -> Iterator[tuple[Path, str | None]]:
@@ -119,10 +121,35 @@ def _backbones(sel: _Selection, kind: ArtifactKind) -> Iterator[tuple[Path, str 
                 sel.aliases[alias] = copy.relative_to(sel.layout.root).as_posix()
 
 
+def _converted(sel: _Selection, kind: ArtifactKind) -> Iterator[tuple[Path, str | None]]:
+    """Each run part's backbone converted to float LiteRT (converted here if the cache has none), so the demo classifies
+    uploads without TensorFlow; a part that cannot be converted is listed in ``not_converted`` and its run offers none."""
+    from lib.data.sources import CACHE_PREFIX, load_dataset
+    from lib.errors import UserFacingError
+    from lib.models.specs import resolve_backbone
+    from lib.runtimes.litert import LiteRTRuntime
+
+    runtime = LiteRTRuntime(quantized=False)
+    for m in sel.runs:
+        ds = load_dataset(CACHE_PREFIX + m.dataset_fingerprint, sel.layout)
+        for handle, identity, sizes in m.backbones():
+            for size in sizes:
+                part = f"{identity}@{size}"
+                if part in sel.converted or part in sel.not_converted:
+                    continue
+                try:
+                    path = runtime.convert(resolve_backbone(handle), size, ds, sel.layout)
+                except (UserFacingError, OSError, ValueError, RuntimeError) as err:
+                    sel.not_converted[part] = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+                    continue
+                sel.converted[part] = path.relative_to(sel.layout.root).as_posix()
+                yield path, None
+
+
 # The rule behind each ArtifactKind.belongs: which artifacts of that kind go with the chosen runs.
 RULES: dict[str, Callable[[_Selection, ArtifactKind], Iterator[tuple[Path, str | None]]]] = {
     "run": _runs, "dataset": _datasets, "features": _features, "computed-from-features": _computed_from_features,
-    "dataset-field": _dataset_field, "backbone": _backbones,
+    "dataset-field": _dataset_field, "backbone": _backbones, "converted-backbone": _converted,
 }  # fmt: skip
 
 
@@ -145,7 +172,8 @@ def _collect(layout: CacheLayout, run_ids: list[str] | None) -> tuple[dict[str, 
     first = chosen[0]
     meta = {"version": BUNDLE_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "runs": [m.run_id for m in chosen],
             "datasets": sel.fingerprints, "defaults": {"source": f"cache:{first.dataset_fingerprint}", "backbone": first.backbone,
-            "image_size": int(first.image_size), "run": first.run_id}, "aliases": sel.aliases, "float16_features": sel.feature_keys}  # fmt: skip
+            "image_size": int(first.image_size), "run": first.run_id}, "aliases": sel.aliases, "float16_features": sel.feature_keys,
+            "converted": sel.converted, "not_converted": sel.not_converted}  # fmt: skip
     return files, meta, sel.feature_keys
 
 

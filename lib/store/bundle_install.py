@@ -77,6 +77,9 @@ def check_bundle_meta(meta: Any, source: str) -> dict[str, Any]:
     need(defaults.get("run") in runs, "'defaults.run' must be one of the bundle's runs")
     aliases = meta.get("aliases", {})
     need(isinstance(aliases, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in aliases.items()), "'aliases' must map text to text")
+    for name in ("converted", "not_converted"):
+        value = meta.get(name, {})
+        need(isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()), f"'{name}' must map text to text")
     f16 = meta.get("float16_features", [])
     need(isinstance(f16, list) and all(isinstance(k, str) for k in f16), "'float16_features' must be a list of feature keys")
     return meta

@@ -88,7 +88,7 @@ class ArtifactKind:
     folder: str
     unit: str  # "dir" (a run, a dataset, a backbone) or "file"
     pattern: str  # the units in the folder
-    belongs: str  # "run" | "dataset" | "features" | "computed-from-features" | "dataset-field" | "backbone"
+    belongs: str  # "run" | "dataset" | "features" | "computed-from-features" | "dataset-field" | "backbone" | "converted-backbone"
     install_order: int
 
 
@@ -102,6 +102,7 @@ ARTIFACTS: tuple[ArtifactKind, ...] = (
     ArtifactKind("audits", "file", "*.npz", "computed-from-features", 4),
     ArtifactKind("benchmarks", "file", "*.json", "dataset-field", 5),
     ArtifactKind("backbones", "dir", "*", "backbone", 6),
+    ArtifactKind("converted", "file", "*.tflite", "converted-backbone", 7),
 )
 _KEY = re.compile(r"^[0-9a-f]{8,64}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")

@@ -336,3 +336,73 @@ def test_a_damaged_installed_record_is_ignored_not_a_traceback(tmp_path: Path) -
                   "defaults": {"source": "x", "backbone": "y", "image_size": 128, "run": "20260101-000000-mlp-abcdef"}} | damage  # fmt: skip
         (tmp_path / "bundle.json").write_text(json.dumps(record))
         assert installed_bundle(tmp_path) is None and backbone_aliases(tmp_path) == {}
+
+
+def test_bundle_carries_float_litert_backbones_that_predict_as_tensorflow(source_cache: dict[str, str], bundle: tuple[Path, dict],
+                                                                         tmp_path: Path) -> None:  # fmt: skip
+    """The bundle converts each run part to float LiteRT; installed, the run's probabilities through LiteRT and the
+    numpy head equal TensorFlow's on the test split (argmax equal, within 1e-4)."""
+    from lib.data.sources import load_dataset
+    from lib.models.backbones import load_backbone
+    from lib.models.lite import lite_backbones
+    from lib.models.predict import predict_images
+    from lib.models.specs import resolve_backbone
+    from lib.store.layout import CacheLayout
+    from lib.store.runs import load_run
+
+    path, _report = bundle
+    target = tmp_path / "demo_cache"
+    info = install_bundle(str(path), target)
+    assert list(info["converted"].values()) and all(v.startswith("converted/") for v in info["converted"].values()) and info["not_converted"] == {}
+    run = load_run(target, source_cache["run"])
+    ds = load_dataset(info["defaults"]["source"], target)
+    images = np.asarray(ds.images("test"))
+    lite = predict_images(lite_backbones(run.manifest, ds, CacheLayout.at(target)), run.head, images, run.manifest.part_keys(), run.manifest.tta)
+    tf = predict_images([load_backbone(resolve_backbone(source_cache["backbone"]))], run.head, images, run.manifest.part_keys(), run.manifest.tta)
+    assert np.array_equal(lite.argmax(axis=1), tf.argmax(axis=1)) and float(np.abs(lite - tf).max()) <= 1e-4
+    assert np.allclose(tf, run.probs, atol=1e-4)  # and both equal what the run stored
+
+
+def test_demo_pages_and_an_upload_never_import_tensorflow(source_cache: dict[str, str], bundle: tuple[Path, dict], tmp_path: Path) -> None:
+    """A fresh interpreter serves every page of the demo from an installed bundle, classifies an uploaded image and
+    searches by it, and TensorFlow is never imported; a run whose bundle has no conversion offers no upload."""
+    import subprocess
+    import sys
+
+    path, _report = bundle
+    target = tmp_path / "demo_cache"
+    install_bundle(str(path), target)
+    script = f"""
+import io, sys
+import numpy as np
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+import os
+os.environ.update(TLX_DEMO="1", TLX_CACHE_DIR={str(target)!r})
+pages = [p.path for p in __import__("ui.pages", fromlist=["PAGES"]).PAGES]
+at = AppTest.from_file("app.py", default_timeout=120)
+at.query_params["run"] = {source_cache["run"]!r}
+at.run()
+for page in pages:
+    at.switch_page(page).run()
+    assert not at.exception, (page, [e.value for e in at.exception])
+buf = io.BytesIO()
+Image.fromarray(np.full((40, 40, 3), 200, np.uint8)).save(buf, format="PNG")
+at.switch_page("views/evaluate.py").run()
+at.file_uploader(key="ev_upload").set_value(("x.png", buf.getvalue(), "image/png")).run()
+assert not at.exception and any(m.label == "Prediction" for m in at.metric), [e.value for e in at.exception]
+at.switch_page("views/browse.py").run()
+at.file_uploader(key="b_search").set_value(("x.png", buf.getvalue(), "image/png")).run()
+assert not at.exception and any("Nearest" in c.value for c in at.caption), [e.value for e in at.exception]
+print("tensorflow imported:", "tensorflow" in sys.modules)
+import pathlib, streamlit as st
+for f in pathlib.Path({str(target)!r}, "converted").glob("*.tflite"):
+    f.unlink()  # a bundle without the conversion: the page says so and offers no upload
+st.cache_resource.clear()
+at.switch_page("views/evaluate.py").run()
+assert not at.exception and any("Uploads are off" in i.value for i in at.info) and not at.file_uploader, [e.value for e in at.exception]
+print("no conversion: no upload")
+"""
+    proc = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "tensorflow imported: False" in proc.stdout and "no conversion: no upload" in proc.stdout, proc.stdout[-2000:]
