@@ -10,7 +10,7 @@ import streamlit as st
 
 from lib.process import configure_process
 from ui import demo, jobs, state, widgets
-from ui.pages import PAGES
+from ui.pages import PAGES, page_path
 
 cache_dir = state.startup_cache_dir()
 configure_process(cache_dir)
@@ -31,7 +31,7 @@ if demo.active():
 
     set_read_only(cache_dir, "This is a read-only demo: nothing can be computed, changed or deleted here, so nothing was written.")
 
-pg = st.navigation([st.Page(p.path, title=p.title, icon=p.icon, url_path=p.url_path or None, default=p.default) for p in PAGES])
+pg = st.navigation([st.Page(page_path(p.path), title=p.title, icon=p.icon, url_path=p.url_path or None, default=p.default) for p in PAGES])
 settings = state.init()
 widgets.sidebar(settings)
 jobs.panel(settings)  # every page, every session; never in the demo

@@ -87,11 +87,14 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout: float) -> None:
 
 
 @contextlib.contextmanager
-def running_app(app_args: list[str], cache_dir: Path, timeout: float = 90.0, log: Path | None = None) -> Iterator[tuple[str, float]]:
-    """Run the app headless; yields its URL and the monotonic time the server became healthy."""
+def running_app(app_args: list[str], cache_dir: Path, timeout: float = 90.0, log: Path | None = None, python: str = sys.executable,
+                entry: Path = ROOT / "app.py", env_extra: dict[str, str] | None = None) -> Iterator[tuple[str, float]]:  # fmt: skip
+    """Run the app headless (``entry`` with ``python``: another entry file, or another environment's interpreter); yields
+    its URL and the monotonic time the server became healthy."""
     port = free_port()
-    env = {**os.environ, "TLX_CACHE_DIR": str(cache_dir), "TF_CPP_MIN_LOG_LEVEL": "3", "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
-    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true", "--server.port", str(port),
+    env = {**os.environ, "TLX_CACHE_DIR": str(cache_dir), "TF_CPP_MIN_LOG_LEVEL": "3", "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
+           **(env_extra or {})}  # fmt: skip
+    cmd = [python, "-m", "streamlit", "run", str(entry), "--server.headless", "true", "--server.port", str(port),
            "--server.address", "127.0.0.1", "--server.fileWatcherType", "none", "--", *app_args]  # fmt: skip
     out = open(log, "w") if log else subprocess.DEVNULL
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)

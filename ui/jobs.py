@@ -18,6 +18,7 @@ from lib.errors import UserFacingError
 from lib.jobs import Job, JobSpec, cancel_job, list_jobs, submit
 from lib.jobs.queue import log_tail
 from ui import demo, state
+from ui.pages import page_path
 from ui.text import md_escape, show_error
 
 STARTED = "_jobs_started"  # session: ids of the jobs this session started (a finished train job activates its run once)
@@ -85,7 +86,7 @@ def draw_job(settings: state.Settings, job: Job, where: Any, compact: bool) -> N
         value = job.result.get(field) if field else None
         params = {"run": value} if field == "run_id" and isinstance(value, str) else None
         where.caption(f":material/check_circle: {title} · done in {_fmt_s(_elapsed(job))}")
-        where.page_link(page, label=label, icon=":material/arrow_forward:", query_params=params)
+        where.page_link(page_path(page), label=label, icon=":material/arrow_forward:", query_params=params)
     elif job.state == "failed":
         where.error(f"{title} failed: {md_escape(job.error or 'see the log', 600)}", icon=":material/error:")
     else:

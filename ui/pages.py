@@ -8,6 +8,15 @@ Adding a page: its file in views/, and a row here.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def page_path(path: str) -> str:
+    """A page's script as an absolute path: Streamlit resolves relative ones against the entry file's folder, and the
+    hosted demo's entry file (deploy/demo/streamlit_app.py) is not app.py's."""
+    return str(ROOT / path)
 
 
 @dataclass(frozen=True)

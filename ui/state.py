@@ -264,4 +264,6 @@ def open_page(page: str, **params: str) -> None:
     for key in params:
         st.session_state.pop(key, None)
         st.session_state.pop(_KEEP + key, None)
-    st.switch_page(page, query_params=params)
+    from ui.pages import page_path
+
+    st.switch_page(page_path(page), query_params=params)

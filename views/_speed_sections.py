@@ -12,6 +12,7 @@ from lib.analysis import benchmark_results as br
 from lib.runtimes import as_selectable
 from lib.store.runs import list_runs
 from ui import demo, state
+from ui.pages import page_path
 from ui.text import md_escape
 
 
@@ -31,7 +32,7 @@ def pick_and_int8(settings: state.Settings, result: dict[str, Any]) -> None:
             st.session_state["t_sizes"] = [int(pick["image_size"])]
             st.session_state["t_backbone"] = "(custom handle or path)"
             st.session_state["t_custom"] = pick["backbone"]
-            st.switch_page("views/train.py")
+            st.switch_page(page_path("views/train.py"))
 
     st.subheader("What int8 quantisation costs")
     loss = br.int8_loss(result["rows"])
