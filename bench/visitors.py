@@ -194,13 +194,17 @@ def _summary(timings: dict[str, list[float]]) -> dict[str, Any]:
 
 
 def run(cache_dir: Path, sessions: int, rounds: int = 1, bundle: str = "", timeout_s: float = 120.0, log: Path | None = None,
-        client: str = "light", warmup: bool = True, think: float = THINK[0], ramp: float = THINK[1]) -> dict[str, Any]:  # fmt: skip
-    """Drive the visitors; returns the figures (also used by the CI test)."""
+        client: str = "light", warmup: bool = True, think: float = THINK[0], ramp: float = THINK[1], slim: str = "") -> dict[str, Any]:  # fmt: skip
+    """Drive the visitors; returns the figures (also used by the CI test). ``slim``: a Python whose environment has only
+    deploy/demo/requirements.txt, serving deploy/demo/streamlit_app.py (the demo without TensorFlow)."""
+    import sys as _sys
+
     from lib.analysis.benchmark import machine_info
-    from tests.streamlit_server import peak_rss_mb, running_app
+    from tests.streamlit_server import ROOT, peak_rss_mb, running_app
 
     args = ["--demo"] + (["--bundle", bundle] if bundle else [])
-    with running_app(args, cache_dir, timeout=300, log=log) as (url, _):
+    entry = ROOT / "deploy" / "demo" / "streamlit_app.py" if slim else ROOT / "app.py"
+    with running_app(args, cache_dir, timeout=300, log=log, python=slim or _sys.executable, entry=entry) as (url, _):
         warm_errors: list[str] = []
         if warmup:  # installs the bundle (if any) and fills the shared caches, as a hosted demo's first visitor would
             warm_errors = [f"warm-up: {e}" for e in asyncio.run(drive(url, 1, 1, timeout_s * 1000 * 2, "light"))[2]]
@@ -215,7 +219,7 @@ def run(cache_dir: Path, sessions: int, rounds: int = 1, bundle: str = "", timeo
         changed = sorted({name for name, _ in before ^ after})
         errors.append(f"the read-only cache changed: {changed[:5]}")
     return {"machine": machine_info(), "sessions": sessions, "rounds": rounds, "client": client, "think_s": think, "ramp_s": ramp,
-            "wall_s": round(wall, 1), "errors": errors,
+            "wall_s": round(wall, 1), "errors": errors, "server": "slim (deploy/demo)" if slim else "app.py",
             **_summary(timings), "light": _summary(light) if light else None, "server_peak_rss_mb": round(rss)}  # fmt: skip
 
 
@@ -230,12 +234,15 @@ def main() -> None:
     ap.add_argument("--no-warmup", action="store_true")
     ap.add_argument("--think", type=float, default=THINK[0], help="mean seconds a visitor reads a page before the next click (0: none)")
     ap.add_argument("--ramp", type=float, default=THINK[1], help="seconds over which the visitors arrive (0: all at once)")
+    ap.add_argument("--slim", default="", metavar="PYTHON",
+                    help="serve deploy/demo/streamlit_app.py with this interpreter (a venv with only deploy/demo/requirements.txt)")
     a = ap.parse_args()
-    r = run(a.cache_dir, a.sessions, a.rounds, a.bundle, a.timeout, client=a.client, warmup=not a.no_warmup, think=a.think, ramp=a.ramp)
+    r = run(a.cache_dir, a.sessions, a.rounds, a.bundle, a.timeout, client=a.client, warmup=not a.no_warmup, think=a.think, ramp=a.ramp,
+            slim=a.slim)  # fmt: skip
     m = r["machine"]
     browsers = r["sessions"] if a.client == "browser" else 1
     print(f"machine: {m['cpu']}, {m['cores']} cores; {r['sessions']} concurrent sessions ({browsers} Chromium, {r['sessions'] - browsers} websocket "
-          f"clients) x {r['rounds']} round(s) in {r['wall_s']}s; demo mode" + ("" if a.no_warmup else ", after one warm-up visit")
+          f"clients) x {r['rounds']} round(s) in {r['wall_s']}s; demo mode, {r['server']}" + ("" if a.no_warmup else ", after one warm-up visit")
           + f"; think time {a.think:g}s (0.5-1.5x), arrivals over {a.ramp:g}s")  # fmt: skip
     for label, part in (("Chromium render time", r), ("websocket round trip", r["light"])):
         if not part:
