@@ -65,7 +65,8 @@ else:
             x=alt.X(f"{x_field}:Q", scale=alt.Scale(type="log"), title=x_title),
             y=alt.Y("best_accuracy:Q", scale=alt.Scale(zero=False), title="test accuracy (best preset)", axis=alt.Axis(format="%")),
             color=alt.Color("name:N", title="backbone"), shape=alt.Shape("runtime:N"),
-            tooltip=["name", "image_size", "runtime", "images_per_second", "latency_ms_p50", "latency_ms_p95", "linear_accuracy", "best_accuracy", "model_mb"],
+            tooltip=["name", "image_size", "runtime", "images_per_second", "latency_ms_p50", "latency_ms_p95", "linear_accuracy", "best_accuracy", "model_mb",
+                     *[c for c in ("gflops", "peak_fraction") if c in rows]],
         )  # fmt: skip
         line = alt.Chart(rows[rows["pareto"]]).mark_line(color="black", strokeDash=[3, 3]).encode(x=f"{x_field}:Q", y="best_accuracy:Q")
         blog = alt.Chart(pd.DataFrame({"y": [BLOG_ACCURACY]})).mark_rule(color="red", strokeDash=[4, 4]).encode(y="y:Q")
@@ -78,6 +79,9 @@ else:
     _speed_sections.pick_and_int8(settings, result)
 
     st.subheader("All measurements")
+    if probe := result.get("peak_probe"):
+        st.caption(f"gflops: 2 × the multiply-adds per image (counted from the float LiteRT graph) × images/s at batch 64. peak_fraction: that over "
+                   f"this machine's {probe['gflops']:,.0f} GFLOP/s ({md_escape(probe['method'])}). An int8 row can pass 1: the probe is float32.")  # fmt: skip
     st.dataframe(rows.drop(columns=["pareto", "backbone"]), hide_index=True, width="stretch")
     widgets.csv_download(st, "Download the measurements (CSV)", rows.drop(columns=["pareto"]), "speed_accuracy.csv", key="sp_csv")
 

@@ -61,6 +61,9 @@ class BenchmarkRow:
     backbone_name: str = ""
     accuracy_features: str = ""  # the runtime whose features trained the heads
     feature_max_rel_diff: float | None = None  # when another runtime's: how far its features were from these
+    multiply_adds_m: float | None = None  # millions of multiply-adds per image, counted from the float LiteRT graph (lib.analysis.flops)
+    gflops: float | None = None  # 2 x multiply-adds x images/s: the arithmetic rate this runtime reached at batch 64
+    peak_fraction: float | None = None  # gflops / the machine's float32 matrix-multiply rate (the benchmark's peak probe)
 
 
 def machine_info() -> dict[str, Any]:
@@ -140,6 +143,23 @@ class BenchmarkSession:
     tf_models: dict[str, tuple[Any, float]] = dataclasses.field(default_factory=dict)
     accuracies: dict[tuple[str, int, str], _Accuracy] = dataclasses.field(default_factory=dict)
     convert_seconds: dict[tuple[str, int, str], float] = dataclasses.field(default_factory=dict)  # converted ahead, in parallel
+    macs: dict[tuple[str, int], float | None] = dataclasses.field(default_factory=dict)
+    peak_gflops: float | None = None  # measured once, before the first row (lib.analysis.flops.matmul_gflops)
+
+    def multiply_adds(self, spec: Any, size: int, loaded: Any) -> float | None:
+        """Multiply-adds per image of ``spec`` at ``size``, from its float LiteRT graph (the loaded one if it is a LiteRT
+        model, else converted once); None if it cannot be counted."""
+        key = (spec.handle, size)
+        if key not in self.macs:
+            from lib.analysis.flops import multiply_adds
+            from lib.runtimes.litert import LiteRTRuntime
+
+            try:
+                path = getattr(loaded, "path", None) or LiteRTRuntime(quantized=False).convert(spec, size, self.ds, self.layout, lambda: self.tf_model(spec)[0])
+                self.macs[key] = float(multiply_adds(path))
+            except Exception:  # noqa: BLE001 - a graph that cannot be converted or read: the row has no arithmetic figures
+                self.macs[key] = None
+        return self.macs[key]
 
     def tf_model(self, spec: Any) -> tuple[Any, float]:
         """The TF-loaded backbone and the seconds its (first) load took."""
@@ -230,12 +250,15 @@ def measure_row(session: BenchmarkSession, backbone: str, size: int, runtime: st
             shared = None  # they disagree: this runtime's features train their own heads
     accuracy = shared if shared is not None else _accuracies(session, spec, size, runtime, loaded, batch_features)
     session.accuracies.setdefault(group, accuracy)
+    macs = session.multiply_adds(spec, size, loaded)
+    gflops = 2.0 * macs * ips / 1e9 if macs else None
     return BenchmarkRow(
         backbone=spec.handle, backbone_name=spec.name, image_size=size, runtime=actual, load_seconds=round(load_seconds, 3),
         latency_ms_p50=round(p50, 3), latency_ms_p95=round(p95, 3), images_per_second=round(ips, 1), model_mb=_model_mb(spec, loaded),
         peak_rss_mb=peak_rss_mb(), linear_accuracy=accuracy.linear, best_accuracy=accuracy.best, n_train=accuracy.n_train,
         n_test=accuracy.n_test, feature_dim=accuracy.feature_dim, accuracy_features=accuracy.runtime,
-        feature_max_rel_diff=rel,
+        feature_max_rel_diff=rel, multiply_adds_m=round(macs / 1e6, 3) if macs else None, gflops=round(gflops, 1) if gflops else None,
+        peak_fraction=round(gflops / session.peak_gflops, 3) if gflops and session.peak_gflops else None,
     )  # fmt: skip
 
 
@@ -301,6 +324,11 @@ def run_configurations(source: str, configs: list[tuple[str, int, str]], layout:
               "subset": f"first {limit} images per class of train and of test" if limit else "every image of train and test"}  # fmt: skip
     todo = missing_configurations(configs, rows)
     session = BenchmarkSession(ds, layout, limit)
+    if todo:
+        from lib.analysis.flops import matmul_gflops
+
+        session.peak_gflops = matmul_gflops()  # before any model loads, so the probe has the cores to itself
+        result["peak_probe"] = {"gflops": round(session.peak_gflops, 1), "method": "numpy float32 1024x1024 matrix product, best over 1 s, every core"}
     if convert_workers > 1:
         session.convert_seconds = preconvert(source, ds, todo, layout, convert_workers, progress)
     for i, (backbone, size, runtime) in enumerate(todo):

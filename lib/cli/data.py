@@ -166,11 +166,14 @@ def cmd_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         for bar in bars.values():
             bar.close()
     header = f"{'backbone':<44}{'size':>5} {'runtime':<12}{'load s':>8}{'p50 ms':>8}{'p95 ms':>8}{'img/s':>8}{'MB':>7}{'RSS MB':>8}"
-    lines = [f"{result['machine']['cpu']}, {result['machine']['cores']} cores; accuracies on {result['subset']}", header + f"{'linear':>8}{'best':>8}"]
+    probe = result.get("peak_probe") or {}
+    lines = [f"{result['machine']['cpu']}, {result['machine']['cores']} cores; accuracies on {result['subset']}"
+             + (f"; peak probe {probe['gflops']:,.0f} GFLOP/s ({probe['method']})" if probe else ""),
+             header + f"{'linear':>8}{'best':>8}{'GFLOP/s':>9}{'peak':>7}"]
     for r in result["rows"]:
         lines.append(f"{r['backbone_name'][:43]:<44}{r['image_size']:>5} {r['runtime']:<12}{r['load_seconds']:>8.1f}{r['latency_ms_p50']:>8.2f}"
                      f"{r['latency_ms_p95']:>8.2f}{r['images_per_second']:>8.1f}{(r['model_mb'] or 0):>7.1f}{(r['peak_rss_mb'] or 0):>8.0f}"
-                     f"{r['linear_accuracy']:>8.2%}{r['best_accuracy']:>8.2%}")  # fmt: skip
+                     f"{r['linear_accuracy']:>8.2%}{r['best_accuracy']:>8.2%}{(r.get('gflops') or 0):>9.1f}{(r.get('peak_fraction') or 0):>7.1%}")  # fmt: skip
     result["_text"] = "\n".join(lines)
     return result
 

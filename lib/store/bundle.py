@@ -125,12 +125,13 @@ def _converted(sel: _Selection, kind: ArtifactKind) -> Iterator[tuple[Path, str 
     """Each run part's backbone converted to float LiteRT (converted here if the cache has none), so the demo classifies
     uploads without TensorFlow; a part that cannot be converted is listed in ``not_converted`` and its run offers none."""
     from lib.data.sources import CACHE_PREFIX, load_dataset
-    from lib.errors import UserFacingError
     from lib.models.specs import resolve_backbone
     from lib.runtimes.litert import LiteRTRuntime
 
     runtime = LiteRTRuntime(quantized=False)
     for m in sel.runs:
+        if m.finetuned:  # its backbone was trained: a conversion of the original would not be its backbone
+            continue
         ds = load_dataset(CACHE_PREFIX + m.dataset_fingerprint, sel.layout)
         for handle, identity, sizes in m.backbones():
             for size in sizes:
@@ -139,8 +140,8 @@ def _converted(sel: _Selection, kind: ArtifactKind) -> Iterator[tuple[Path, str 
                     continue
                 try:
                     path = runtime.convert(resolve_backbone(handle), size, ds, sel.layout)
-                except (UserFacingError, OSError, ValueError, RuntimeError) as err:
-                    sel.not_converted[part] = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+                except Exception as err:  # noqa: BLE001 - any failure (a .tflite backbone, an op LiteRT lacks) leaves that run without uploads
+                    sel.not_converted[part] = (str(err).splitlines() or [type(err).__name__])[0][:200]
                     continue
                 sel.converted[part] = path.relative_to(sel.layout.root).as_posix()
                 yield path, None

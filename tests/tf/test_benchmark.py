@@ -40,6 +40,14 @@ def test_cli_json_contract_and_resume(assets: dict[str, Path], cache_dir: Path) 
         assert tf_row["accuracy_features"] == "litert" and 0.0 <= tf_row["feature_max_rel_diff"] <= 1e-4
         assert tf_row["best_accuracy"] == lite_row["best_accuracy"] and tf_row["linear_accuracy"] == lite_row["linear_accuracy"]
     assert out["machine"]["cores"] and out["machine"]["cpu"] and "3 images per class" in out["subset"]
+    assert out["peak_probe"]["gflops"] > 0
+    for size in (32, 48):  # the same graph at one size: the same multiply-adds for both runtimes, and more at 48 px
+        assert by[(size, "tf")]["multiply_adds_m"] == by[(size, "litert")]["multiply_adds_m"] > 0
+        for rt in ("tf", "litert"):
+            r = by[(size, rt)]
+            assert r["gflops"] == pytest.approx(2 * r["multiply_adds_m"] * 1e6 * r["images_per_second"] / 1e9, rel=0.02, abs=0.06)
+            assert r["peak_fraction"] == pytest.approx(r["gflops"] / out["peak_probe"]["gflops"], rel=0.05, abs=0.002)
+    assert by[(48, "litert")]["multiply_adds_m"] > by[(32, "litert")]["multiply_adds_m"]
     stored = list((cache_dir / "benchmarks").glob("*.json"))
     assert len(stored) == 1 and json.loads(stored[0].read_text())["rows"] == rows
     again = run_benchmark(str(assets["cifar_tar"]), [str(assets["savedmodel"]), str(assets["tflite"])], [32, 48], ["tf", "litert"], cache_dir, 3)
