@@ -283,7 +283,7 @@ def _install(source: str, layout: CacheLayout, staging: Path, report: ProgressFn
         half = full.with_suffix(FLOAT16_SUFFIX)
         if not half.is_file() or FeatureManifest.from_dict(read_json(manifest_path)) is None:
             raise BundleError(f"The bundle's features {key} are missing or damaged; nothing was installed.")
-        np.save(full, np.asarray(np.load(half), np.float32))
+        _widen(half, full)
         half.unlink()
         data = json.loads(manifest_path.read_text())
         data["crc32"] = file_crc32(full)  # the float32 file written here (values rounded through float16)
@@ -296,6 +296,17 @@ def _install(source: str, layout: CacheLayout, staging: Path, report: ProgressFn
         tmp.write_text(json.dumps(installed, indent=2))
     report("installed", 1.0)
     return installed
+
+
+def _widen(half: Path, full: Path, rows: int = 8192) -> None:
+    """Write ``half`` (float16 ``.npy``) as float32 at ``full``, a block of rows at a time: installing a demo's features
+    never holds a whole split in memory (a free host's memory is the demo's budget, and the install runs in the server)."""
+    src = np.load(half, mmap_mode="r")
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False, "shape": tuple(src.shape)}
+    with open(full, "wb") as fh:  # plain writes, never a writable memory map (a full disk would be SIGBUS, not an error)
+        np.lib.format.write_array_header_1_0(fh, header)
+        for start in range(0, len(src), rows):
+            fh.write(np.ascontiguousarray(src[start : start + rows], np.float32).tobytes())
 
 
 def installed_bundle(cache_dir: CacheLike) -> dict[str, Any] | None:
