@@ -13,7 +13,7 @@ from lib.bounds import widget
 from lib.errors import UserFacingError
 from lib.models.protocols import PROTOCOLS
 from lib.models.specs import REGISTRY
-from lib.runtimes import DEFAULT_RUNTIME, registry, selectable
+from lib.runtimes import DEFAULT_RUNTIME, choices, registry, selectable
 from ui import demo, state
 
 CUSTOM = "(custom handle or path)"
@@ -105,7 +105,9 @@ def form(settings: state.Settings, exclude_lists: list[Path]) -> bool:
         d.checkbox("Train on flipped images too", key="t_flip")
         d.checkbox("Flip test-time augmentation", key="t_tta")
         e.number_input("Seed", **widget("seed"), key="t_seed")
-        e.selectbox("Extraction runtime", selectable(), key="t_runtime", help=" ".join(f"{n}: {registry()[n].description}." for n in selectable()))
+        e.selectbox("Extraction runtime", choices(), key="t_runtime",
+                    help="auto: the faster of tf and litert for this backbone, size and machine (timed once, then kept; a small extraction "
+                    "stays on tf rather than pay for a conversion). " + " ".join(f"{n}: {registry()[n].description}." for n in selectable()))  # fmt: skip
         f.number_input("Images per class (0 = all)", **widget("limit", zero_means_off=True), key="t_limit")
         g.text_input("Run label", key="t_label")
         g.selectbox("Exclude list", [NO_EXCLUDE, *(p.stem for p in exclude_lists)], key="t_exclude",

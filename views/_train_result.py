@@ -23,6 +23,13 @@ def last_result(runs: list[Any]) -> None:
         m2.metric("Training time", f"{last.timings.get('train_seconds', 0.0):.1f}s")
         hits, total = last.timings.get("feature_cache_hits", 0), last.timings.get("feature_artifacts", 0)
         m3.metric("Feature extraction", f"{last.timings.get('extract_seconds', 0.0):.1f}s", help=f"{hits} of {total} feature sets came from the cache")
+        if last.runtime_choice:
+            c = last.runtime_choice
+            parts = {n: c[n] for n in ("tf", "litert") if isinstance(c.get(n), dict)}
+            rates = ", ".join(f"{n} {f['images_per_second']:,.0f} img/s" for n, f in parts.items() if f.get("images_per_second"))
+            why = "; ".join(f"{n} left out: {f['excluded']}" for n, f in parts.items() if f.get("excluded"))
+            st.caption(f"Runtime auto chose **{c['choice']}** for {c.get('images', 0):,} images ({rates}; estimated seconds "
+                       f"{c.get('estimated_seconds')}; timed {c.get('measured')})" + (f". {why}" if why else "") + ".")  # fmt: skip
         bars = pd.DataFrame({"model": ["this run", "blog (published)"], "accuracy": [acc, BLOG_ACCURACY]})
 
         def result_chart() -> Any:

@@ -13,7 +13,7 @@ from typing import Any
 
 from lib import config
 from lib.bounds import address_flag, flag
-from lib.runtimes import DEFAULT_RUNTIME, registry, selectable
+from lib.runtimes import DEFAULT_RUNTIME, choices, registry, selectable
 from lib.safe_text import terminal_text
 
 
@@ -125,8 +125,9 @@ def add_backbone(p: argparse.ArgumentParser, repeatable: bool = False) -> None:
     p.add_argument("--image-size", type=flag("image_size"), default=None, help="input side in pixels (default: the module's native size)")
     p.add_argument("--batch-size", type=flag("batch_size"), default=256, help="images per forward pass")
     p.add_argument("--limit", type=flag("limit"), default=None, help="use only the first N images of each class")
-    p.add_argument("--runtime", choices=selectable(), default=DEFAULT_RUNTIME,
-                   help="extraction runtime: " + "; ".join(f"{name} ({registry()[name].description})" for name in selectable()))
+    p.add_argument("--runtime", choices=choices(), default=DEFAULT_RUNTIME,
+                   help="extraction runtime: auto (the faster of tf and litert for this backbone, size and machine, timed once and "
+                        "kept; the conversion counts for small extractions); " + "; ".join(f"{name} ({registry()[name].description})" for name in selectable()))
 
 
 def add_engine(p: argparse.ArgumentParser) -> None:

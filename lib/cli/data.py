@@ -15,7 +15,7 @@ from typing import Any
 
 from lib import config
 from lib.bounds import flag
-from lib.cli.common import Bar, LazyBar, add_backbone, add_common, add_engine, add_source, load_with_progress, ray_options
+from lib.cli.common import Bar, LazyBar, add_backbone, add_common, add_engine, add_source, load_with_progress, ray_options, say_stage
 from lib.process import peak_rss_mb
 from lib.runtimes import selectable
 
@@ -83,12 +83,19 @@ def cmd_extract(args: argparse.Namespace) -> dict[str, Any]:
     size = args.image_size or spec.default_size()
     views = ["original", "flip"] if args.view == "both" else [args.view]
     jobs = [(s, v) for s in splits_for(args.split, ds.splits) for v in views]
+    from lib.data.sources import subset_indices
+    from lib.runtimes.auto import resolve
+
+    wanted = sum(len(subset_indices(ds.labels(s), args.limit)) if args.limit else ds.size(s) for s, _v in jobs)
+    runtime, choice = resolve(args.runtime, spec, size, ds, args.layout, wanted)
+    if choice:
+        say_stage(f"Runtime auto: {runtime} (estimated {choice['estimated_seconds']} s for {wanted:,} images; timed {choice['measured']})")
     artifacts: list[dict[str, Any]] = []
     with open_engine(ray_options(args), args.layout) as engine:
         for split, view in jobs:
             bar = LazyBar(f"{split}/{view}@{size}")  # drawn only if something is extracted
             try:
-                result = ensure_features(ds, split, spec, args.layout, size, view, args.limit, args.batch_size, bar.extract_progress, args.runtime, engine)
+                result = ensure_features(ds, split, spec, args.layout, size, view, args.limit, args.batch_size, bar.extract_progress, runtime, engine)
             finally:
                 bar.close()
             stats = engine.last_stats if not result.cache_hit else None
@@ -112,7 +119,8 @@ def cmd_extract(args: argparse.Namespace) -> dict[str, Any]:
         "source": ds.source,
         "dataset_fingerprint": ds.fingerprint,
         "backbone": spec.handle,
-        "runtime": args.runtime,
+        "runtime": runtime,
+        **({"runtime_choice": choice} if choice else {}),
         "engine": args.engine,
         "image_size": size,
         "splits": [a["split"] for a in artifacts],

@@ -208,6 +208,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         "extract_seconds": timings["extract_seconds"],
         "protocol": manifest.protocol,
         "runtime": manifest.runtime,
+        **({"runtime_choice": manifest.runtime_choice} if manifest.runtime_choice else {}),
         "image_sizes": manifest.image_sizes,
         "backbones": manifest.backbone_summary(),
         "ece": metrics.ece,

@@ -298,6 +298,15 @@ def train_run(
     sizes = tuple(req.image_sizes or (spec.default_size(),))
     more = [(s, tuple(sz or (s.default_size(),))) for s, sz in ((resolve_backbone(b), sz) for b, sz in req.more_backbones)]
     test_views = ("original", "flip") if req.tta else ("original",)
+    runtime_choice = None
+    if req.runtime == "auto":  # one runtime for the whole run: chosen on the first backbone at its first size
+        from lib.data.sources import subset_indices
+        from lib.runtimes.auto import resolve
+
+        count = {s: len(subset_indices(ds.labels(s), req.limit)) if req.limit else ds.size(s) for s in (req.train_split, req.test_split)}
+        images = (count[req.train_split] * len(req.train_views) + count[req.test_split] * len(test_views)) * (len(sizes) + sum(len(sz) for _s, sz in more))
+        req.runtime, runtime_choice = resolve("auto", spec, sizes[0], ds, layout, images)
+        stage(f"Runtime auto: {req.runtime} (estimated seconds {runtime_choice['estimated_seconds'] if runtime_choice else {}})")
     stage("Features" + (f" ({req.runtime} runtime)" if req.runtime != DEFAULT_RUNTIME else ""))
     common = (layout, req.limit, req.batch_size, on_extract, engine or LocalEngine(layout), req.runtime)
     train = gather_features(ds, spec, req.train_split, sizes, tuple(req.train_views), *common)
@@ -338,6 +347,7 @@ def train_run(
         extra_backbones=[{"backbone": s.handle, "backbone_name": s.name, "backbone_identity": s.identity(), "image_sizes": [int(x) for x in sz]}
                          for s, sz in more],
         calibration=(fit.calibration or {}) | {"test_ece_after": report["calibration"]["ece"]} if fit.calibration else None,
+        runtime_choice=runtime_choice,
         relabel=(req.relabel_source or {}) | {"changed": changed, "listed": {s: len(f[0]) for s, f in fixes.items()},
                                                "test_accuracy_fixed": float((probs.argmax(axis=1) == fixed_test).mean())} if fixes else None,
     )  # fmt: skip

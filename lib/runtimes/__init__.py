@@ -108,8 +108,14 @@ def get_runtime(name: str) -> Runtime:
 
 
 def check_runtime(name: str) -> str:
-    """``name`` if it is a runtime a user can choose, else :class:`ConfigError`."""
-    return get_runtime(name).name
+    """``name`` if it is a runtime a user can choose (or ``auto``: resolved per backbone and size, see
+    :mod:`lib.runtimes.auto`), else :class:`ConfigError`."""
+    return "auto" if name == "auto" else get_runtime(name).name
+
+
+def choices() -> tuple[str, ...]:
+    """What ``--runtime`` and the Train page offer: ``auto``, then every runtime a user can choose."""
+    return ("auto", *selectable())
 
 
 def effective(spec: BackboneSpec, name: str) -> Runtime:

@@ -50,6 +50,7 @@ class RunManifest:
     label: str = ""
     protocol: str | None = None
     runtime: str = DEFAULT_RUNTIME  # the extraction runtime its features came from
+    runtime_choice: dict[str, Any] | None = None  # with --runtime auto: the choice and the figures behind it (lib.runtimes.auto)
     train_views: list[str] = field(default_factory=lambda: ["original"])
     tta: bool = False
     limit: int | None = None

@@ -1,0 +1,131 @@
+"""``--runtime auto``: the faster exact runtime (``tf`` or float ``litert``) for this backbone, size and machine.
+
+The first time a (backbone, size) is asked for on a machine, both exact runtimes are timed on a few batches of the
+dataset's test images: TensorFlow's load, LiteRT's one-off conversion and load, and each one's images/s. LiteRT
+counts only if its features equal TensorFlow's within 1e-4 (relative). The figures are kept in the cache
+(``runtimes/auto-<key>.json``), keyed by the backbone's identity, the size, the CPU model, the core count and the
+library versions. From then on, the choice for ``images`` images is the runtime with the smaller estimated time:
+load, plus the conversion if this dataset has none yet, plus ``images`` / rate. Small extractions therefore stay on
+TensorFlow rather than pay for a conversion. A runtime that cannot convert is left out, and the reason is recorded.
+
+    name, figures = resolve("auto", spec, 128, dataset, layout, images=20_000)   # ("litert", {...})
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from lib.data.sources import Dataset
+    from lib.models.specs import BackboneSpec
+    from lib.store.layout import CacheLayout
+
+AUTO = "auto"
+CANDIDATES = ("tf", "litert")  # the exact runtimes (features within 1e-4)
+TOLERANCE = 1e-4
+BATCH = 64
+TIMED_BATCHES = 3
+VERSION = 1
+
+
+def machine_key(spec: BackboneSpec, size: int) -> str:
+    """What a choice depends on: the backbone, the size, the machine and the libraries that run it."""
+    import importlib.metadata as md
+
+    from lib.analysis.benchmark import machine_info
+
+    versions = {}
+    for name in ("tensorflow", "ai-edge-litert", "numpy"):
+        try:
+            versions[name] = md.version(name)
+        except md.PackageNotFoundError:
+            versions[name] = ""
+    m = machine_info()
+    parts = {"backbone": spec.identity(), "size": int(size), "cpu": m["cpu"], "cores": m["cores"], "versions": versions, "v": VERSION}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _rate(loaded: Any, batch: np.ndarray, size: int) -> tuple[float, np.ndarray]:
+    features = np.asarray(loaded.embed(batch, size), np.float32)  # warm-up, and the features compared
+    t0 = time.perf_counter()
+    for _ in range(TIMED_BATCHES):
+        loaded.embed(batch, size)
+    return TIMED_BATCHES * len(batch) / (time.perf_counter() - t0), features
+
+
+def measure(spec: BackboneSpec, size: int, ds: Dataset, layout: CacheLayout) -> dict[str, Any]:
+    """Time both exact runtimes on this machine (see the module docs); the figures a choice is made from."""
+    from lib.models.backbones import load_backbone
+    from lib.runtimes.litert import LiteRTRuntime
+
+    split = "test" if "test" in ds.splits else ds.splits[-1]
+    batch = np.ascontiguousarray(np.asarray(ds.images(split)[:BATCH]))
+    t0 = time.perf_counter()
+    tf_model = load_backbone(spec)
+    tf_load = time.perf_counter() - t0
+    tf_ips, tf_features = _rate(tf_model, batch, size)
+    out: dict[str, Any] = {"tf": {"load_seconds": round(tf_load, 3), "images_per_second": round(tf_ips, 1)}, "batch": len(batch),
+                           "timed_batches": TIMED_BATCHES}  # fmt: skip
+    runtime = LiteRTRuntime(quantized=False)
+    try:
+        existed = runtime.converted(spec, size, ds, layout).is_file()
+        t0 = time.perf_counter()
+        path = runtime.convert(spec, size, ds, layout, lambda: tf_model)
+        convert = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        lite = runtime.load(spec, size, ds, layout, lambda: tf_model)
+        load = time.perf_counter() - t0
+        lite_ips, lite_features = _rate(lite, batch, size)
+        rel = float(np.abs(lite_features - tf_features).max() / max(float(np.abs(tf_features).max()), 1e-12))
+        out["litert"] = {"convert_seconds": round(convert, 3), "load_seconds": round(load, 3), "images_per_second": round(lite_ips, 1),
+                         "max_rel_diff": rel, "conversion_was_cached": existed, "path": str(path)}  # fmt: skip
+        if rel > TOLERANCE:
+            out["litert"]["excluded"] = f"its features differ from TensorFlow's by {rel:.1e} (more than {TOLERANCE:g})"
+    except Exception as err:  # noqa: BLE001 - any conversion failure leaves LiteRT out of the choice, with the reason
+        out["litert"] = {"excluded": f"it could not convert: {(str(err).splitlines() or [type(err).__name__])[0][:200]}"}
+    return out
+
+
+def choose(figures: dict[str, Any], images: int, converted: bool) -> tuple[str, dict[str, float]]:
+    """The runtime with the smaller estimated seconds for ``images`` images (``converted``: this dataset's LiteRT model
+    exists already, so its conversion costs nothing), and the estimates."""
+    estimates: dict[str, float] = {}
+    for name in CANDIDATES:
+        f = figures.get(name) or {}
+        if f.get("excluded") or not f.get("images_per_second"):
+            continue
+        cost = float(f.get("load_seconds") or 0) + images / float(f["images_per_second"])
+        if name == "litert" and not converted:
+            cost += float(f.get("convert_seconds") or 0)
+        estimates[name] = round(cost, 2)
+    return (min(estimates, key=lambda k: estimates[k]) if estimates else "tf"), estimates
+
+
+def resolve(name: str, spec: BackboneSpec, size: int, ds: Dataset, layout: CacheLayout, images: int) -> tuple[str, dict[str, Any] | None]:
+    """``name`` itself unless it is ``auto``; then the chosen runtime and the figures behind it (also kept for the
+    manifest and ``extract --json``)."""
+    from lib.runtimes.litert import LiteRTRuntime
+    from lib.store.atomic import read_json, write_json_atomic
+
+    if name != AUTO:
+        return name, None
+    if spec.is_tflite_file:
+        return "tf", {"choice": "tf", "why": "a .tflite backbone runs as itself"}
+    key = machine_key(spec, size)
+    path = layout.root / "runtimes" / f"auto-{key}.json"
+    figures = read_json(path)
+    measured_now = not isinstance(figures, dict)
+    if measured_now:
+        figures = measure(spec, size, ds, layout)
+        write_json_atomic(path, figures)
+    assert isinstance(figures, dict)
+    converted = LiteRTRuntime(quantized=False).converted(spec, size, ds, layout).is_file()
+    choice, estimates = choose(figures, images, converted)
+    return choice, {"choice": choice, "images": int(images), "estimated_seconds": estimates, "measured": "now" if measured_now else "earlier, on this machine",
+                    "key": key, "cores": os.cpu_count(), **{k: v for k, v in figures.items() if k in CANDIDATES}}  # fmt: skip
