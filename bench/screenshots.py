@@ -5,11 +5,12 @@ which the browser test cannot build in CI time: a real `streamlit run` on that c
         --backbone ../shared/models/mobilenet_v1_100_224_feature_vector --image-size 128 --cache-dir cache
 
 Writes docs/screenshots/6-speed-vs-accuracy.png and 9-data-quality*.png. Each page is checked for
-Streamlit exceptions before its picture is taken. With ``--curation A B FIXED`` (three run ids: two to compare, and one
-trained with ``--relabel``) it takes the curation loop's pictures instead (11-15-*.png): fixing three flagged labels
-(``--fix SPLIT/INDEX`` three times: ones a person
-checked; saved to the cache's ``label-fixes`` list), the Label fixes tab, Evaluate of FIXED, Compare A and B, and a search by
-image on Browse (the uploaded image: test image 7 of the source, upscaled to 128 px and saved as PNG).
+Streamlit exceptions before its picture is taken.
+
+With ``--curation A B FIXED`` (three run ids: two to compare, and one trained with ``--relabel``) it takes the curation
+loop's pictures instead (11-15-*.png): fixing three flagged labels (``--fix SPLIT/INDEX`` three times: ones a person
+checked; saved to the cache's ``label-fixes`` list), the Label fixes tab, Evaluate of FIXED, Compare A and B, and a
+search by image on Browse (the uploaded image: test image 7 of the source, upscaled to 128 px and saved as PNG).
 """
 
 from __future__ import annotations
