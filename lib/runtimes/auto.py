@@ -5,7 +5,7 @@ dataset's test images: TensorFlow's load, LiteRT's one-off conversion and load, 
 counts only if its features equal TensorFlow's within 1e-4 (relative). The figures are kept in the cache
 (``runtimes/auto-<key>.json``), keyed by the backbone's identity, the size, the CPU model, the core count and the
 library versions. From then on, the choice for ``images`` images is the runtime with the smaller estimated time:
-load, plus the conversion if this dataset has none yet, plus ``images`` / rate. Small extractions therefore stay on
+load, plus the conversion (and the TensorFlow load it starts from) if this dataset has none yet, plus ``images`` / rate. Small extractions therefore stay on
 TensorFlow rather than pay for a conversion. A runtime that cannot convert is left out, and the reason is recorded.
 
     name, figures = resolve("auto", spec, 128, dataset, layout, images=20_000)   # ("litert", {...})
@@ -101,8 +101,8 @@ def choose(figures: dict[str, Any], images: int, converted: bool) -> tuple[str, 
         if f.get("excluded") or not f.get("images_per_second"):
             continue
         cost = float(f.get("load_seconds") or 0) + images / float(f["images_per_second"])
-        if name == "litert" and not converted:
-            cost += float(f.get("convert_seconds") or 0)
+        if name == "litert" and not converted:  # converting starts from the TensorFlow model: its load is part of the cost
+            cost += float(f.get("convert_seconds") or 0) + float((figures.get("tf") or {}).get("load_seconds") or 0)
         estimates[name] = round(cost, 2)
     return (min(estimates, key=lambda k: estimates[k]) if estimates else "tf"), estimates
 
