@@ -36,7 +36,8 @@ def fix_form(settings: state.Settings, ds: Any, items: list[tuple[str, int]], ke
     if not items:
         return
     with st.expander(f"Fix labels of these {len(items):,} images", expanded=expanded, icon=":material/edit:"):
-        labels = {f"{s}/{i} · {ds.classes[int(ds.labels(s)[i])]}" + (f" → {ds.classes[suggested[(s, i)]]}" if suggested and (s, i) in suggested else ""):
+        given = {s: ds.labels(s) for s in {s for s, _i in items}}  # each split's labels read once, not once per image
+        labels = {f"{s}/{i} · {ds.classes[int(given[s][i])]}" + (f" → {ds.classes[suggested[(s, i)]]}" if suggested and (s, i) in suggested else ""):
                   (s, int(i)) for s, i in items}  # fmt: skip
         a, b = st.columns([3, 2])
         every = b.checkbox(f"All {len(items):,} shown", key=f"{key}_all")
@@ -51,7 +52,7 @@ def fix_form(settings: state.Settings, ds: Any, items: list[tuple[str, int]], ke
             for label in picked:
                 where = labels[label]
                 cls = (suggested or {}).get(where) if right == SUGGESTED else list(ds.classes).index(right)
-                if cls is not None and cls != int(ds.labels(where[0])[where[1]]):
+                if cls is not None and cls != int(given[where[0]][where[1]]):
                     add[where] = int(cls)
             save(settings, ds, name, add)
 

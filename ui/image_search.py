@@ -58,7 +58,8 @@ def upload_search(settings: state.Settings, ds: Any, fs: Any, key: str, k: int =
     a.image(upscale(small, 128), width=128, caption=f"{md_escape(name, 60)} ({small.shape[0]}x{small.shape[1]}, as stored)")
     with b:
         st.caption(f"Nearest {len(found)} images in {', '.join(have)} by cosine similarity of {md_escape(fs.label())} features.")
-        widgets.image_grid([ds.images(s)[i] for s, i, _ in found], [f"{s} #{i} {md_escape(ds.classes[int(ds.labels(s)[i])])} ({sim:.2f})"
+        given = {s: ds.labels(s) for s in have}
+        widgets.image_grid([ds.images(s)[i] for s, i, _ in found], [f"{s} #{i} {md_escape(ds.classes[int(given[s][i])])} ({sim:.2f})"
                                                                      for s, i, sim in found], columns=6, side=72)  # fmt: skip
     _on_map(settings, ds, fs, found, place_among)
 

@@ -83,10 +83,9 @@ def cmd_extract(args: argparse.Namespace) -> dict[str, Any]:
     size = args.image_size or spec.default_size()
     views = ["original", "flip"] if args.view == "both" else [args.view]
     jobs = [(s, v) for s in splits_for(args.split, ds.splits) for v in views]
-    from lib.data.sources import subset_indices
     from lib.runtimes.auto import resolve
 
-    wanted = sum(len(subset_indices(ds.labels(s), args.limit)) if args.limit else ds.size(s) for s, _v in jobs)
+    wanted = sum(ds.subset_size(s, args.limit) for s, _v in jobs)
     runtime, choice = resolve(args.runtime, spec, size, ds, args.layout, wanted)
     if choice:
         say_stage(f"Runtime auto: {runtime} (estimated {choice['estimated_seconds']} s for {wanted:,} images; timed {choice['measured']})")

@@ -55,13 +55,10 @@ def plan(ds: Dataset, exclude: dict[str, Any] | None = None, fixes: dict[str, An
          selection: dict[str, Any] | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:  # fmt: skip
     """Per split, the image indices to write and their (fixed) labels: the selection (every image if None) less the
     excluded ones. :class:`ConfigError` when an image is both excluded and relabelled, or nothing is left."""
-    from lib.store.labels import relabelled
+    from lib.store.labels import check_not_excluded, relabelled
 
     exclude, fixes = exclude or {}, fixes or {}
-    for split, fix in fixes.items():
-        both = np.intersect1d(np.asarray(fix[0], np.int64), np.asarray(exclude.get(split, []), np.int64))
-        if len(both):
-            raise ConfigError(f"{len(both):,} images are both excluded and relabelled (first: {split}/{int(both[0])}); remove them from one list.")
+    check_not_excluded(fixes, exclude)
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for split in ds.splits:
         chosen = np.arange(ds.size(split)) if selection is None else np.unique(np.asarray(selection.get(split, []), np.int64))

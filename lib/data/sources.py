@@ -72,6 +72,10 @@ class Dataset:
         """Number of images in ``split``."""
         return int(sum(self.counts[split]))
 
+    def subset_size(self, split: str, limit: int | None) -> int:
+        """How many images of ``split`` the first ``limit`` per class keep (:func:`subset_indices`; all if None)."""
+        return self.size(split) if limit is None else int(sum(min(n, limit) for n in self.counts[split]))
+
     def require_classes(self, what: str, split: str = "train") -> None:
         """:class:`DataSourceError` unless ``split`` holds images of at least two classes: ``what`` (training, an
         audit, a map fitted on labels) has nothing to tell apart otherwise."""

@@ -98,17 +98,10 @@ class RunRequest:
             bounds.check("limit", self.limit)
         bounds.check("batch_size", self.batch_size)
         check_runtime(self.runtime)
-        self.check_fixes_and_excludes()
-        return self
+        from lib.store.labels import check_not_excluded
 
-    def check_fixes_and_excludes(self) -> None:
-        """:class:`ConfigError` when one image is both excluded and relabelled (the two lists would contradict)."""
-        for split, (idx, _lab) in (self.relabel or {}).items():
-            both = np.intersect1d(np.asarray(idx, np.int64), np.asarray((self.exclude or {}).get(split, []), np.int64))
-            if len(both):
-                shown = ", ".join(f"{split}/{i}" for i in both[:5]) + (f" and {len(both) - 5} more" if len(both) > 5 else "")
-                raise ConfigError(f"{len(both):,} images are both excluded and relabelled ({shown}); an image is either left out or fixed. "
-                                  "Remove them from one of the two lists.")
+        check_not_excluded(self.relabel or {}, self.exclude)
+        return self
 
 
 @dataclass
@@ -147,18 +140,6 @@ class FeatureBlock:
             raise ConfigError("The exclude list leaves no image in this split.")
         parts = {k: v[keep] for k, v in self.parts.items()}
         return FeatureBlock(parts, self.labels[keep], self.indices[keep], self.extract_seconds, self.cache_hits)
-
-    def relabelled(self, fix: tuple[list[int], list[int]] | None) -> np.ndarray:
-        """This block's labels with the fixed images' labels replaced (``fix``: image indices, label ids)."""
-        if not fix or not len(fix[0]):
-            return self.labels
-        order = np.argsort(np.asarray(fix[0], np.int64))
-        idx, lab = np.asarray(fix[0], np.int64)[order], np.asarray(fix[1], np.int64)[order]
-        pos = np.searchsorted(idx, self.indices)
-        hit = (pos < len(idx)) & (idx[np.minimum(pos, len(idx) - 1)] == self.indices)
-        out = self.labels.copy()
-        out[hit] = lab[pos[hit]]
-        return out
 
 
 def gather_features(ds: Dataset, spec: BackboneSpec, split: str, sizes: tuple[int, ...], views: tuple[str, ...], layout: CacheLike,
@@ -300,10 +281,9 @@ def train_run(
     test_views = ("original", "flip") if req.tta else ("original",)
     runtime_choice = None
     if req.runtime == "auto":  # one runtime for the whole run: chosen on the first backbone at its first size
-        from lib.data.sources import subset_indices
         from lib.runtimes.auto import resolve
 
-        count = {s: len(subset_indices(ds.labels(s), req.limit)) if req.limit else ds.size(s) for s in (req.train_split, req.test_split)}
+        count = {s: ds.subset_size(s, req.limit) for s in (req.train_split, req.test_split)}
         images = (count[req.train_split] * len(req.train_views) + count[req.test_split] * len(test_views)) * (len(sizes) + sum(len(sz) for _s, sz in more))
         req.runtime, runtime_choice = resolve("auto", spec, sizes[0], ds, layout, images)
         stage(f"Runtime auto: {req.runtime} (estimated seconds {runtime_choice['estimated_seconds'] if runtime_choice else {}})")
@@ -322,8 +302,10 @@ def train_run(
     excluded = {"train": full_rows["train"] - len(train.labels), "test": full_rows["test"] - len(test.labels)}
     if any(excluded.values()):
         stage(f"Left out as the exclude list asks: {excluded['train']:,} training and {excluded['test']:,} test images")
-    fixes = req.relabel or {}
-    fixed_train, fixed_test = train.relabelled(fixes.get(req.train_split)), test.relabelled(fixes.get(req.test_split))
+    from lib.store.labels import relabelled
+
+    fixes = {s: (np.asarray(idx, np.int64), np.asarray(lab, np.int64)) for s, (idx, lab) in (req.relabel or {}).items()}
+    fixed_train, fixed_test = (relabelled(ds.labels(s), fixes.get(s))[block.indices] for s, block in ((req.train_split, train), (req.test_split, test)))
     changed = {"train": int((fixed_train != train.labels).sum()), "test": int((fixed_test != test.labels).sum())}
     train.labels = fixed_train  # the head learns the fixed labels; the test keeps its given ones, and is scored against both
     if fixes:

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from lib.errors import first_line
+
 if TYPE_CHECKING:
     from lib.data.sources import Dataset
     from lib.models.specs import BackboneSpec
@@ -88,7 +90,7 @@ def measure(spec: BackboneSpec, size: int, ds: Dataset, layout: CacheLayout) -> 
         if rel > TOLERANCE:
             out["litert"]["excluded"] = f"its features differ from TensorFlow's by {rel:.1e} (more than {TOLERANCE:g})"
     except Exception as err:  # noqa: BLE001 - any conversion failure leaves LiteRT out of the choice, with the reason
-        out["litert"] = {"excluded": f"it could not convert: {(str(err).splitlines() or [type(err).__name__])[0][:200]}"}
+        out["litert"] = {"excluded": f"it could not convert: {first_line(err, 200)}"}
     return out
 
 
@@ -118,7 +120,7 @@ def resolve(name: str, spec: BackboneSpec, size: int, ds: Dataset, layout: Cache
     if spec.is_tflite_file:
         return "tf", {"choice": "tf", "why": "a .tflite backbone runs as itself"}
     key = machine_key(spec, size)
-    path = layout.root / "runtimes" / f"auto-{key}.json"
+    path = layout.runtime_choice_file(key)
     figures = read_json(path)
     measured_now = not isinstance(figures, dict)
     if measured_now:

@@ -125,6 +125,7 @@ def _converted(sel: _Selection, kind: ArtifactKind) -> Iterator[tuple[Path, str 
     """Each run part's backbone converted to float LiteRT (converted here if the cache has none), so the demo classifies
     uploads without TensorFlow; a part that cannot be converted is listed in ``not_converted`` and its run offers none."""
     from lib.data.sources import CACHE_PREFIX, load_dataset
+    from lib.errors import first_line
     from lib.models.specs import resolve_backbone
     from lib.runtimes.litert import LiteRTRuntime
 
@@ -141,7 +142,7 @@ def _converted(sel: _Selection, kind: ArtifactKind) -> Iterator[tuple[Path, str 
                 try:
                     path = runtime.convert(resolve_backbone(handle), size, ds, sel.layout)
                 except Exception as err:  # noqa: BLE001 - any failure (a .tflite backbone, an op LiteRT lacks) leaves that run without uploads
-                    sel.not_converted[part] = (str(err).splitlines() or [type(err).__name__])[0][:200]
+                    sel.not_converted[part] = first_line(err, 200)
                     continue
                 sel.converted[part] = path.relative_to(sel.layout.root).as_posix()
                 yield path, None

@@ -100,6 +100,19 @@ def read_label_source(path: Path | str, dataset: Dataset) -> tuple[dict[str, tup
     return {s: ([int(i) for i in idx], [int(v) for v in lab]) for s, (idx, lab) in fixes.items()}, source
 
 
+def check_not_excluded(fixes: dict[str, Any], exclude: dict[str, Any] | None) -> None:
+    """:class:`ConfigError` naming the images that are both relabelled (``fixes``: split -> (indices, labels)) and
+    excluded (split -> indices): an image is either left out or fixed, never both."""
+    from lib.errors import ConfigError
+
+    for split, (idx, _lab) in fixes.items():
+        both = np.intersect1d(np.asarray(idx, np.int64), np.asarray((exclude or {}).get(split, []), np.int64))
+        if len(both):
+            shown = ", ".join(f"{split}/{i}" for i in both[:5]) + (f" and {len(both) - 5} more" if len(both) > 5 else "")
+            raise ConfigError(f"{len(both):,} images are both excluded and relabelled ({shown}); an image is either left out or fixed. "
+                              "Remove them from one of the two lists.")
+
+
 def relabelled(labels: np.ndarray, fix: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
     """``labels`` with the fixed ones replaced (a copy; the same array when there is nothing to fix)."""
     if fix is None or not len(fix[0]):
@@ -176,5 +189,9 @@ def update_saved(cache_dir: Any, name: str, dataset: Dataset, add: dict[tuple[st
 def to_csv_rows(dataset: Dataset, fixes: Fixes) -> list[dict[str, Any]]:
     """One row per listed image: split, index, the given label and the fixed one (the CSV ``audit --labels`` and
     ``train --relabel`` read; the ``given`` column is ignored on reading)."""
-    return [{"split": s, "index": int(i), "label": dataset.classes[int(lab)], "given": dataset.classes[int(dataset.labels(s)[int(i)])]}
-            for s in sorted(fixes) for i, lab in zip(*fixes[s], strict=True)]  # fmt: skip
+    rows = []
+    for s in sorted(fixes):
+        given = dataset.labels(s)  # read once per split (a list can name every image of it)
+        rows += [{"split": s, "index": int(i), "label": dataset.classes[int(lab)], "given": dataset.classes[int(given[int(i)])]}
+                 for i, lab in zip(*fixes[s], strict=True)]  # fmt: skip
+    return rows

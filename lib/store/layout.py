@@ -266,6 +266,10 @@ class CacheLayout:
         """The downloadable zip of a run's export."""
         return self.exports / f"{check_run_id(run_id)}.zip"
 
+    def runtime_choice_file(self, key: str) -> Path:
+        """What ``--runtime auto`` timed on this machine for one backbone and size (:mod:`lib.runtimes.auto`)."""
+        return self.root / "runtimes" / f"auto-{_check(_KEY, key, 'runtime choice key')}.json"
+
     def dataset_export(self, name: str) -> Path:
         """A curated dataset exported from the app (``export-dataset``), as a zip."""
         return self.exports / "datasets" / f"{_check(_NAME, name, 'export name')}.zip"

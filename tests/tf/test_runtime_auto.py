@@ -23,8 +23,9 @@ def test_choose_counts_the_conversion_for_small_extractions() -> None:
 def _record(cache: Path, backbone: str, size: int, figures: dict) -> None:
     from lib.models.specs import resolve_backbone
     from lib.runtimes.auto import machine_key
+    from lib.store.layout import CacheLayout
 
-    path = cache / "runtimes" / f"auto-{machine_key(resolve_backbone(backbone), size)}.json"
+    path = CacheLayout(cache).runtime_choice_file(machine_key(resolve_backbone(backbone), size))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(figures))
 
