@@ -83,7 +83,7 @@ def _features(source: str, cache_dir: str, backbone: str, size: int, split: str,
     ds = dataset_if_ready(source, cache_dir)
     if ds is None or split not in ds.splits:
         return None
-    return cached_feature_result(ds, split, backbone_spec(backbone), size, view, limit, cache_dir, runtime)
+    return cached_feature_result(ds, split, backbone_spec(backbone), size, view, limit, cache_dir, runtime, reduced_ok=True)
 
 
 def features(source: str, cache_dir: Path | str, backbone: str, size: int, split: str, view: str = "original",
@@ -118,6 +118,16 @@ def lite_backbone(cache_dir: str, source: str, backbone: str, size: int) -> Any:
         raise UserFacingError("The dataset is not in this cache.")
     spec = backbone_spec(backbone)
     return load(backbone, spec.identity(), spec.name, [int(size)], ds, CacheLayout.at(cache_dir))
+
+
+def embedder(source: str, cache_dir: Path | str, backbone: str, size: int) -> Any:
+    """``images -> features`` by the backbone's float LiteRT model (what re-ranks a hosting bundle's reduced features),
+    or None if this cache has no conversion of it."""
+    try:
+        model = lite_backbone(str(cache_dir), source, backbone, int(size))
+    except UserFacingError:
+        return None
+    return lambda images: model.embed(images, int(size))
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)

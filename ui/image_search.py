@@ -20,12 +20,15 @@ from ui import cached, charts, demo, state, widgets
 from ui.text import md_escape, show_error
 
 MAP_SAMPLE = 4000  # background points drawn around the upload
+REDUCED_NOTE = (" This demo carries reduced features: the nearest by them are re-ranked by the real features of those images, "
+                "computed now from the stored thumbnails.")  # fmt: skip
 
 
 def upload_search(settings: state.Settings, ds: Any, fs: Any, key: str, k: int = 12) -> None:
     """An uploader; the upload's neighbours among ``fs``'s features (a :class:`lib.analysis.inventory.FeatureSet` of
     whole splits) and its place on a stored map of those features."""
-    from lib.analysis.map_view import nearest_to, place_among
+    from lib.analysis.map_view import place_among
+    from lib.pipeline.reduced import nearest_search
 
     if demo.active():  # the demo has no TensorFlow: the backbone runs as its float LiteRT model, if the bundle brought one
         try:
@@ -48,7 +51,8 @@ def upload_search(settings: state.Settings, ds: Any, fs: Any, key: str, k: int =
         model = (cached.lite_backbone(str(settings.cache_dir), settings.source, fs.backbone, fs.image_size) if demo.active()
                  else cached.loaded_backbone(fs.backbone, str(settings.cache_dir)))  # fmt: skip
         vector = model.embed(small[None], fs.image_size)[0]
-        hits = nearest_to({s: f.features for s, f in have.items()}, vector, k, norms={s: cached.feature_norms(str(f.path)) for s, f in have.items()})
+        hits, _exact = nearest_search(have, vector, k, norms={s: cached.feature_norms(str(f.path)) for s, f in have.items()},
+                                      embed=lambda images: model.embed(images, fs.image_size), images={s: ds.images(s) for s in have})  # fmt: skip
     except (UserFacingError, ValueError) as err:
         show_error(err)
         return
@@ -57,7 +61,8 @@ def upload_search(settings: state.Settings, ds: Any, fs: Any, key: str, k: int =
     a, b = st.columns([1, 4])
     a.image(upscale(small, 128), width=128, caption=f"{md_escape(name, 60)} ({small.shape[0]}x{small.shape[1]}, as stored)")
     with b:
-        st.caption(f"Nearest {len(found)} images in {', '.join(have)} by cosine similarity of {md_escape(fs.label())} features.")
+        st.caption(f"Nearest {len(found)} images in {', '.join(have)} by cosine similarity of {md_escape(fs.label())} features."
+                   + (REDUCED_NOTE if any(f.basis is not None for f in have.values()) else ""))  # fmt: skip
         given = {s: ds.labels(s) for s in have}
         widgets.image_grid([ds.images(s)[i] for s, i, _ in found], [f"{s} #{i} {md_escape(ds.classes[int(given[s][i])])} ({sim:.2f})"
                                                                      for s, i, sim in found], columns=6, side=72)  # fmt: skip

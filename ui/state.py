@@ -115,9 +115,10 @@ def defaults() -> dict[str, Any]:
 def _installed(cache_dir: str, bundle: str, sha256: str) -> dict[str, Any]:
     """Install the bundle once per server process (every session waits for the first)."""
     from lib.store.bundle_install import install_bundle
+    from ui.scatter_map import THUMBS_ROOT
 
     bar = st.progress(0.0, text="Installing the demo bundle…")
-    info = install_bundle(bundle, cache_dir, lambda stage, f: bar.progress(min(max(f, 0.0), 1.0), text=stage[:200]), sha256 or None)
+    info = install_bundle(bundle, cache_dir, lambda stage, f: bar.progress(min(max(f, 0.0), 1.0), text=stage[:200]), sha256 or None, THUMBS_ROOT)
     bar.empty()
     return info
 
@@ -128,7 +129,7 @@ def unpack_bundle_once(cache_dir: str) -> None:
     a message (nothing of it is installed)."""
     from lib.errors import UserFacingError
     from lib.models.specs import set_aliases
-    from lib.store.bundle_install import backbone_aliases
+    from lib.store.bundle_install import backbone_aliases, backbone_stand_ins
 
     argv = _argv_defaults()
     bundle = argv.get("bundle") or os.environ.get("TLX_BUNDLE", "")
@@ -140,7 +141,7 @@ def unpack_bundle_once(cache_dir: str) -> None:
 
             show_error(f"The demo bundle could not be installed: {err}")
             st.stop()
-    set_aliases(backbone_aliases(cache_dir))
+    set_aliases(backbone_aliases(cache_dir), backbone_stand_ins(cache_dir))
 
 
 def _valid_global(key: str, value: str) -> bool:

@@ -140,7 +140,8 @@ def _selection(settings: state.Settings, sel: Any, coords: np.ndarray, shown: np
 
 
 def _neighbours(settings: state.Settings, ds: Any, combo: tuple, splits: list[str]) -> None:
-    from lib.analysis.map_view import nearest_across
+    from lib.pipeline.reduced import nearest_search
+    from ui.image_search import REDUCED_NOTE
 
     backbone, size, _limit, runtime = combo
     st.subheader("Nearest neighbours (cosine, all splits)")
@@ -156,8 +157,13 @@ def _neighbours(settings: state.Settings, ds: Any, combo: tuple, splits: list[st
     if any(f is None for f in feats.values()):
         q2.info("These features are no longer all in the cache.")
         return
-    hits = nearest_across({s: f.features for s, f in feats.items() if f is not None}, split, int(index), int(k),
-                          norms={s: cached.feature_norms(str(f.path)) for s, f in feats.items() if f is not None})  # fmt: skip
+    have = {s: f for s, f in feats.items() if f is not None}
+    reduced = any(f.basis is not None for f in have.values())
+    embed = cached.embedder(settings.source, settings.cache_dir, backbone, size) if reduced else None
+    hits, _exact = nearest_search(have, None, int(k), skip=(split, int(index)), norms={s: cached.feature_norms(str(f.path)) for s, f in have.items()},
+                                  embed=embed, images={s: ds.images(s) for s in have})  # fmt: skip
+    if reduced:
+        q2.caption(REDUCED_NOTE if embed is not None else "Approximate: this demo carries reduced features and no model to re-rank them.")
     labels = {s: f.labels for s, f in feats.items() if f is not None}
     with q2:
         widgets.image_grid([ds.images(split)[int(index)]], [f"query {split} #{index} {md_escape(ds.classes[labels[split][int(index)]])}"],

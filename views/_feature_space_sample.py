@@ -130,6 +130,8 @@ def draw(settings: state.Settings, ds: Any, run: Any, combo: FeatureSet) -> None
         from lib.analysis.projections import nearest_neighbours
 
         nbrs, sims = nearest_neighbours(result.features, int(pos[0]), int(k))
+        if result.basis is not None:
+            q1.caption("Approximate: by this demo's reduced features (the map's neighbours below the map are exact).")
         images = ds.images(split)
         with q2:
             widgets.image_grid([images[query]], [f"query #{query} {md_escape(ds.classes[result.labels[pos[0]]])}"], columns=1, side=96)

@@ -87,7 +87,8 @@ def explain(settings: state.Settings, ds: Any, audit: Any, flags: list[tuple[str
         st.caption("The nearest training images need this backbone's cached features.")
         return
     near = nearest_of_class(train.features, train.labels, mine.features[index], suggested, 6, index if split == "train" else None)
-    st.write(f"The training images labelled **{md_escape(ds.classes[suggested])}** that look most like it:")
+    st.write(f"The training images labelled **{md_escape(ds.classes[suggested])}** that look most like it"
+             + (" (approximate: by this demo's reduced features):" if train.basis is not None else ":"))  # fmt: skip
     cols = st.columns(6)
     for col, (row, sim) in zip(cols, near):
         col.image(upscale(np.asarray(ds.images("train")[row]), 80), width=80, caption=f"train/{row} · {sim:.2f}")

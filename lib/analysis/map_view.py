@@ -126,13 +126,19 @@ def run_predictions(run: Any, ds: Any, spec: Any, cache_dir: CacheLike, splits: 
 
     The run's own test split uses its stored predictions. Another split (train) is predicted by the run's
     head from cached features of the run's sizes and views (never extracted here); a fine-tuned run has
-    no separate head, so only its stored predictions are known.
+    no separate head, so only its stored predictions are known. A hosting bundle brings them instead of features.
     """
+    from lib.store.bundle_hosting import read_split_predictions
+    from lib.store.layout import CacheLayout
+
+    brought = read_split_predictions(CacheLayout.at(cache_dir), run.run_id, ds) or {}
     out: dict[str, np.ndarray] = {}
     for split in splits:
         pred = np.full(ds.size(split), -1, np.int64)
         if split == run.manifest.test_split:
             pred[np.asarray(run.indices, np.int64)] = run.y_pred
+        elif split in brought:
+            pred[:] = brought[split]
         elif not run.manifest.finetuned:
             probs = head_probabilities(run, ds, spec, cache_dir, split)
             if probs is not None:

@@ -86,25 +86,38 @@ def _sheet(images: np.ndarray, side: int) -> np.ndarray:
     return tiles.reshape(THUMBS_PER_ROW, THUMBS_PER_ROW, side, side, 3).transpose(0, 2, 1, 3, 4).reshape(THUMBS_PER_ROW * side, THUMBS_PER_ROW * side, 3)
 
 
-def ensure_sprites(ds: Any, root: Path | str, progress: Any = None) -> Sprites:
-    """The sprite folder of ``ds``, made first if missing or incomplete (a few seconds for CIFAR-10)."""
+def new_sprites(root: Path | str, fingerprint: str, image_shape: tuple[int, ...], counts: dict[str, int]) -> Sprites:
+    """Where a dataset's sprite folder goes (nothing written yet: :func:`write_sheet` each sheet, then :func:`finish`)."""
+    return Sprites(sprite_folder(root, fingerprint), thumb_side(image_shape), dict(counts))
+
+
+def write_sheet(sprites: Sprites, split: str, sheet: int, images: np.ndarray) -> None:
+    """Write one sheet (up to ``PER_SHEET`` images of ``split`` from ``sheet * PER_SHEET`` on), atomically."""
     from PIL import Image
 
+    with atomic_path(sprites.folder / sprites.sheet_name(split, sheet)) as tmp:
+        Image.fromarray(_sheet(np.asarray(images), sprites.side)).save(tmp, format="JPEG", quality=90)
+
+
+def finish(sprites: Sprites) -> Sprites:
+    """Mark the folder complete (its manifest, written last)."""
+    write_json_atomic(sprites.folder / MANIFEST, sprites.to_dict())
+    return sprites
+
+
+def ensure_sprites(ds: Any, root: Path | str, progress: Any = None) -> Sprites:
+    """The sprite folder of ``ds``, made first if missing or incomplete (a few seconds for CIFAR-10)."""
     found = find_sprites(ds, root)
     if found is not None:
         return found
-    side = thumb_side(ds.image_shape)
-    sprites = Sprites(sprite_folder(root, ds.fingerprint), side, {s: ds.size(s) for s in ds.splits})
+    sprites = new_sprites(root, ds.fingerprint, ds.image_shape, {s: ds.size(s) for s in ds.splits})
     total = sum(-(-n // PER_SHEET) for n in sprites.counts.values())
     done = 0
     for split in ds.splits:
         images = ds.images(split)
         for sheet in range(-(-len(images) // PER_SHEET)):
-            block = np.asarray(images[sheet * PER_SHEET:(sheet + 1) * PER_SHEET])
-            with atomic_path(sprites.folder / sprites.sheet_name(split, sheet)) as tmp:
-                Image.fromarray(_sheet(block, side)).save(tmp, format="JPEG", quality=90)
+            write_sheet(sprites, split, sheet, images[sheet * PER_SHEET:(sheet + 1) * PER_SHEET])
             done += 1
             if progress:
                 progress(done / total)
-    write_json_atomic(sprites.folder / MANIFEST, sprites.to_dict())
-    return sprites
+    return finish(sprites)

@@ -38,6 +38,7 @@ class BackboneSpec:
     family: str = "custom"
     native_size: int | None = None
     feature_dim: int | None = None
+    fixed_identity: str = ""  # a stand-in's (a hosting bundle's backbone, whose files did not travel): its recorded identity
 
     @property
     def is_tflite_file(self) -> bool:
@@ -50,6 +51,8 @@ class BackboneSpec:
 
     def identity(self) -> str:
         """A string that changes whenever the module's weights could: used in cache keys."""
+        if self.fixed_identity:
+            return self.fixed_identity
         if self.kind == "hub":
             return f"hub:{self.handle.rstrip('/')}"
         return f"{self.kind}:{_content_hash(Path(self.handle))}"
@@ -83,19 +86,28 @@ _SIZE_IN_NAME = re.compile(r"(?:^|[_\-.])(96|128|160|192|224|240|260|299|300|331
 
 
 _ALIASES: dict[str, str] = {}
+_STAND_INS: dict[str, BackboneSpec] = {}
 
 
-def set_aliases(aliases: dict[str, str]) -> None:
+def set_aliases(aliases: dict[str, str], stand_ins: dict[str, dict] | None = None) -> None:
     """Process-wide: backbone strings that name a local copy elsewhere (a demo bundle's backbones, unpacked into its
-    cache, stand in for the paths its runs were trained with). Set once by an entry point, like configure_process."""
+    cache, stand in for the paths its runs were trained with), and backbone strings whose files did not travel at all
+    (a hosting bundle's: ``{"name", "identity", "native_size", "feature_dim"}``; cache keys and captions work, loading
+    it with TensorFlow does not). Set once by an entry point, like configure_process."""
     _ALIASES.clear()
     _ALIASES.update(aliases)
+    _STAND_INS.clear()
+    for text, info in (stand_ins or {}).items():
+        _STAND_INS[text] = BackboneSpec(str(info["name"]), text, "savedmodel", "SavedModel (not in this bundle)", info.get("native_size"),
+                                        info.get("feature_dim"), str(info["identity"]))  # fmt: skip
 
 
 def resolve_backbone(backbone: str) -> BackboneSpec:
     """Turn a registry name, handle or local path into a :class:`BackboneSpec`."""
     text = str(backbone).strip()
     text = _ALIASES.get(text, text)
+    if text in _STAND_INS and existing_path(text) is None:
+        return _STAND_INS[text]
     if not text:
         raise BackboneError("No backbone given. Use a registry name (python -m lib backbones), a TF Hub handle or a local path.")
     if len(text) > MAX_BACKBONE_CHARS or "\x00" in text:

@@ -71,6 +71,7 @@ class FeatureManifest:
     extract_seconds: float = 0.0
     created: str = ""
     key: str = ""
+    reduced: dict[str, Any] | None = None  # a hosting bundle's stand-in: {"method", "dims", "of"} (lib.pipeline.reduced)
 
     @property
     def runtime_name(self) -> str:
@@ -91,6 +92,7 @@ class FeatureManifest:
             isinstance(m.shape, list) and len(m.shape) == 2 and all(isinstance(d, int) and d >= 0 for d in m.shape)
             and isinstance(m.crc32, int) and isinstance(m.image_size, int) and m.view in VIEWS
             and all(isinstance(v, str) for v in (m.dataset, m.split, m.backbone, m.backbone_identity))
+            and (m.reduced is None or (isinstance(m.reduced, dict) and all(type(m.reduced.get(k)) is int and m.reduced[k] > 0 for k in ("dims", "of"))))
         )  # fmt: skip
         return m if ok else None
 
@@ -129,19 +131,24 @@ def _verified(path: str, size: int, mtime_ns: int, crc: int) -> bool:
     return file_crc32(Path(path)) == crc
 
 
-def load_cached_features(layout: CacheLike, key: str) -> tuple[np.ndarray, FeatureManifest] | None:
-    """Memory-map cached features if the artifact is complete and matches its manifest's shape and checksum."""
+def load_cached_features(layout: CacheLike, key: str, reduced_ok: bool = False) -> tuple[np.ndarray, FeatureManifest] | None:
+    """Memory-map cached features if the artifact is complete and matches its manifest's shape and checksum. A hosting
+    bundle's reduced stand-in (:mod:`lib.pipeline.reduced`) counts only with ``reduced_ok`` (neighbour search); for
+    anything else it is a miss, and extracting the real features replaces it."""
     npy, manifest_path = CacheLayout.at(layout).feature_files(key)
     raw = read_json(manifest_path)
     if raw is None and not manifest_path.exists():
         return None
     manifest = FeatureManifest.from_dict(raw)
+    if manifest is not None and manifest.reduced is not None and not reduced_ok:
+        return None
     try:
         if manifest is None:
             raise ValueError("damaged manifest")
         feats = np.load(npy, mmap_mode="r")
         st = npy.stat()
-        if list(feats.shape) != manifest.shape or feats.dtype != np.float32 or not _verified(str(npy), st.st_size, st.st_mtime_ns, manifest.crc32):
+        dtype = np.float16 if manifest.reduced else np.float32
+        if list(feats.shape) != manifest.shape or feats.dtype != dtype or not _verified(str(npy), st.st_size, st.st_mtime_ns, manifest.crc32):
             raise ValueError("shape or checksum mismatch")
     except (OSError, ValueError, EOFError):
         # Damaged, partial or bit-rotted artifact: drop it so it is recomputed, never trusted

@@ -63,6 +63,7 @@ class FeatureResult:
     seconds: float
     images_per_second: float
     extract_seconds: float  # time the extraction itself took, when it ran (stored in the manifest)
+    basis: np.ndarray | None = None  # reduced features only (a hosting bundle's): the projection a query needs
 
 
 class Engine(Protocol):
@@ -80,20 +81,28 @@ def feature_key_for(dataset: Dataset, split: str, spec: BackboneSpec, size: int,
 
 
 def cached_feature_result(dataset: Dataset, split: str, spec: BackboneSpec, image_size: int | None, view: str, limit: int | None,
-                          layout: CacheLike, runtime: str = DEFAULT_RUNTIME) -> FeatureResult | None:  # fmt: skip
-    """The cached features if present; never loads TensorFlow."""
+                          layout: CacheLike, runtime: str = DEFAULT_RUNTIME, reduced_ok: bool = False) -> FeatureResult | None:  # fmt: skip
+    """The cached features if present; never loads TensorFlow. ``reduced_ok``: a hosting bundle's reduced stand-in
+    counts too (for neighbour search only; its ``basis`` is set)."""
     t0 = time.perf_counter()
     layout = CacheLayout.at(layout)
     key = feature_key_for(dataset, split, spec, int(image_size or spec.default_size()), view, limit, runtime)
-    hit = load_cached_features(layout, key)
+    hit = load_cached_features(layout, key, reduced_ok)
     if hit is None:
         return None
     feats, manifest = hit
+    basis = None
+    if manifest.reduced:
+        from lib.pipeline.reduced import load_basis
+
+        basis = load_basis(layout, key, manifest.reduced["dims"], manifest.reduced["of"])
+        if basis is None:
+            return None
     labels = dataset.labels(split)
     indices = subset_indices(labels, limit)
     seconds = time.perf_counter() - t0
     return FeatureResult(feats, labels[indices], indices, True, layout.feature_files(key)[0], seconds, len(indices) / seconds if seconds else 0.0,
-                         manifest.extract_seconds)  # fmt: skip
+                         manifest.extract_seconds, basis)  # fmt: skip
 
 
 def ensure_features(dataset: Dataset, split: str, spec: BackboneSpec, layout: CacheLike, image_size: int | None = None,

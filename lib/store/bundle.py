@@ -60,13 +60,21 @@ class _Selection:
     aliases: dict[str, str] = field(default_factory=dict)  # a run's backbone string -> its bundled copy
     converted: dict[str, str] = field(default_factory=dict)  # "<backbone identity>@<size>" -> its float LiteRT model in the bundle
     not_converted: dict[str, str] = field(default_factory=dict)  # the same -> why it could not be converted
+    hosting: bool = False  # the hosting form (lib.store.bundle_hosting): sprite sheets, reduced features, no SavedModel
+    scratch: Path | None = None  # where the hosting form's parts are made
+    made_from: set[str] = field(default_factory=set)  # every feature key of the runs (what maps and audits may come from)
+    stand_ins: dict[str, dict[str, Any]] = field(default_factory=dict)  # hosting: a run's backbone string -> what names it
 
 
 def _runs(sel: _Selection, kind: ArtifactKind) -> Iterator[tuple[Path, str | None]]:
+    from lib.store.bundle_hosting import split_predictions_member
+
     for m in sel.runs:
         for p in sorted(sel.layout.run_dir(m.run_id).rglob("*")):
             if p.is_file():
                 yield p, None
+        if sel.hosting and sel.scratch is not None and (extra := split_predictions_member(sel.layout, m.run_id, sel.scratch)) is not None:
+            yield extra
 
 
 def _datasets(sel: _Selection, kind: ArtifactKind) -> Iterator[tuple[Path, str | None]]:
@@ -76,29 +84,69 @@ def _datasets(sel: _Selection, kind: ArtifactKind) -> Iterator[tuple[Path, str |
         folder = sel.layout.dataset_dir(fp)
         if DatasetMeta.read(folder) is None:
             raise BundleError(f"The dataset of these runs ({fp}) is not in {sel.layout}; prepare it first.")
-        yield from ((p, None) for p in sorted(folder.iterdir()) if p.is_file())
+        if sel.hosting and sel.scratch is not None:
+            from lib.store.bundle_hosting import image_members
+
+            yield from image_members(sel.layout, fp, sel.scratch)
+        else:
+            yield from ((p, None) for p in sorted(folder.iterdir()) if p.is_file())
 
 
 def _features(sel: _Selection, kind: ArtifactKind) -> Iterator[tuple[Path, str | None]]:
-    """The features the runs were trained on (their backbone, runtime and sizes; every view), whole splits or the runs' subsets."""
+    """The features the runs were trained on (their backbone, runtime and sizes; every view), whole splits or the runs' subsets.
+    The hosting form carries only the original view of each run's first backbone at its first size, reduced."""
     from lib.pipeline.feature_store import list_cached_features
 
     wanted = {(m.dataset_fingerprint, identity, m.runtime, size, limit) for m in sel.runs for _handle, identity, sizes in m.backbones()
               for size in sizes for limit in {None, m.limit}}  # fmt: skip
+    shown = {(m.dataset_fingerprint, m.backbones()[0][1], m.runtime, m.backbones()[0][2][0], m.limit) for m in sel.runs}
+    groups: dict[tuple[Any, ...], list[Any]] = {}
     for fm in list_cached_features(sel.layout):
-        if (fm.dataset, fm.backbone_identity, fm.runtime_name, fm.image_size, fm.limit) in wanted:
+        if fm.reduced is not None:
+            continue  # a hosting bundle's stand-in is never packed again
+        part = (fm.dataset, fm.backbone_identity, fm.runtime_name, fm.image_size, fm.limit)
+        if part in wanted:
+            sel.made_from.add(fm.key)
+        if sel.hosting:
+            if part in shown and fm.view == "original":
+                groups.setdefault(part, []).append(fm)
+        elif part in wanted:
             npy, manifest = sel.layout.feature_files(fm.key)
             sel.feature_keys.append(fm.key)
             yield manifest, None
             yield npy, npy.with_suffix(FLOAT16_SUFFIX).relative_to(sel.layout.root).as_posix()  # converted to float16 while packing
+    if groups and sel.scratch is not None:
+        from lib.store.bundle_hosting import reduced_members
+
+        for fms in groups.values():
+            sel.feature_keys += [fm.key for fm in fms]
+            yield from reduced_members(sel.layout, fms, sel.scratch)
 
 
 def _computed_from_features(sel: _Selection, kind: ArtifactKind) -> Iterator[tuple[Path, str | None]]:
     """A map or an audit names the features it came from; older ones do not, and are left out (compute them again)."""
     for p in sel.layout.artifact_units(kind):
         keys = (npz_meta(p) or {}).get("feature_keys")
-        if isinstance(keys, dict) and keys and set(keys.values()) <= set(sel.feature_keys):
+        if isinstance(keys, dict) and keys and set(keys.values()) <= (sel.made_from if sel.hosting else set(sel.feature_keys)):
+            if sel.hosting and kind.folder == "audits" and not _given_labels(sel, p):
+                continue  # an audit of a saved label list: the list does not travel, so no page could open it
             yield p, None
+
+
+def _given_labels(sel: _Selection, path: Path) -> bool:
+    """Whether an audit was made with its dataset's own labels (its stored labels are theirs, split by split)."""
+    from lib.data.sources import CACHE_PREFIX, load_dataset
+
+    try:
+        with np.load(path) as z:
+            stored = {name.split(".", 1)[1]: z[name] for name in z.files if name.startswith("labels.")}
+    except (OSError, ValueError, EOFError):
+        return False
+    for fp in sel.fingerprints:
+        ds = load_dataset(CACHE_PREFIX + fp, sel.layout)
+        if stored and all(s in ds.splits and np.array_equal(v, ds.labels(s)) for s, v in stored.items()):
+            return True
+    return False
 
 
 def _dataset_field(sel: _Selection, kind: ArtifactKind) -> Iterator[tuple[Path, str | None]]:
@@ -110,6 +158,13 @@ def _dataset_field(sel: _Selection, kind: ArtifactKind) -> Iterator[tuple[Path, 
 
 def _backbones(sel: _Selection, kind: ArtifactKind) -> Iterator[tuple[Path, str | None]]:
     handles = dict.fromkeys(handle for m in sel.runs for handle, _identity, _sizes in m.backbones())  # each once, in order
+    if sel.hosting:  # no SavedModel: what names the backbone is enough (the demo runs its LiteRT conversions)
+        from lib.models.specs import resolve_backbone
+
+        for handle in handles:
+            spec = resolve_backbone(handle)
+            sel.stand_ins[handle] = {"name": spec.name, "identity": spec.identity(), "native_size": spec.native_size, "feature_dim": spec.feature_dim}
+        return
     for handle in handles:
         src = Path(handle).expanduser()
         if src.is_dir() and (src / "saved_model.pb").exists():
@@ -155,7 +210,7 @@ RULES: dict[str, Callable[[_Selection, ArtifactKind], Iterator[tuple[Path, str |
 }  # fmt: skip
 
 
-def _collect(layout: CacheLayout, run_ids: list[str] | None) -> tuple[dict[str, Path], dict[str, Any], list[str]]:
+def _collect(layout: CacheLayout, run_ids: list[str] | None, scratch: Path | None = None) -> tuple[dict[str, Path], dict[str, Any], list[str]]:
     """Files to pack (archive name -> path), the bundle's metadata, and the float16 feature keys."""
     from lib.store.runs import list_runs
 
@@ -166,7 +221,8 @@ def _collect(layout: CacheLayout, run_ids: list[str] | None) -> tuple[dict[str, 
             raise BundleError(f"No complete run {', '.join(missing)} in {layout} (see `python -m lib runs list`).")
     if not chosen:
         raise BundleError(f"No runs in {layout} to bundle: train one first (`python -m lib train ...`).")
-    sel = _Selection(layout, chosen, sorted({m.dataset_fingerprint for m in chosen}))
+    hosting = scratch is not None
+    sel = _Selection(layout, chosen, sorted({m.dataset_fingerprint for m in chosen}), hosting=hosting, scratch=scratch)
     files: dict[str, Path] = {}
     for kind in ARTIFACTS:
         for path, name in RULES[kind.belongs](sel, kind):
@@ -176,6 +232,9 @@ def _collect(layout: CacheLayout, run_ids: list[str] | None) -> tuple[dict[str, 
             "datasets": sel.fingerprints, "defaults": {"source": f"cache:{first.dataset_fingerprint}", "backbone": first.backbone,
             "image_size": int(first.image_size), "run": first.run_id}, "aliases": sel.aliases, "float16_features": sel.feature_keys,
             "converted": sel.converted, "not_converted": sel.not_converted}  # fmt: skip
+    if hosting:
+        meta["hosting"] = {"reduced_features": sel.feature_keys, "stand_ins": sel.stand_ins}
+        meta["float16_features"] = []
     return files, meta, sel.feature_keys
 
 
@@ -229,15 +288,18 @@ def _is_bundle_file(path: Path) -> bool:
     return isinstance(meta, dict) and isinstance(meta.get("files"), dict) and "version" in meta
 
 
-def make_bundle(cache_dir: CacheLike, out: Path | str, run_ids: list[str] | None = None, progress: ProgressFn | None = None) -> dict[str, Any]:
-    """Write the bundle of ``run_ids`` (default: every run) to ``out`` (a .tar), atomically. Returns a report."""
+def make_bundle(cache_dir: CacheLike, out: Path | str, run_ids: list[str] | None = None, progress: ProgressFn | None = None,
+                hosting: bool = False) -> dict[str, Any]:  # fmt: skip
+    """Write the bundle of ``run_ids`` (default: every run) to ``out`` (a .tar), atomically. Returns a report.
+    ``hosting``: the small form for a free host (:mod:`lib.store.bundle_hosting`)."""
     layout, out = CacheLayout.at(cache_dir), Path(out).expanduser()
     report = progress or (lambda _s, _f: None)
     check_bundle_target(out)
-    files, meta, f16 = _collect(layout, run_ids)
     sums: dict[str, dict[str, Any]] = {}
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=".bundle-", dir=out.parent if out.parent.exists() else None) as scratch:
+        report("collecting" + (" (making sprite sheets, reduced features and predictions)" if hosting else ""), 0.0)
+        files, meta, f16 = _collect(layout, run_ids, Path(scratch) / "hosting" if hosting else None)
         with atomic_path(out, suffix=".tar") as tmp, tarfile.open(tmp, "w") as tar:
             payload: list[tuple[str, Path]] = []
             for n, (name, path) in enumerate(sorted(files.items())):
@@ -256,7 +318,12 @@ def make_bundle(cache_dir: CacheLike, out: Path | str, run_ids: list[str] | None
             for n, (name, path) in enumerate(payload):
                 tar.add(path, arcname=name, recursive=False)
                 report(f"packing {name}", 0.5 + 0.5 * (n + 1) / len(payload))
-    return {"out": str(out), "bytes": out.stat().st_size, "files": len(sums), "runs": meta["runs"], "datasets": meta["datasets"],
-            "float16_features": len(f16), "float16_check": _float16_accuracy(layout, meta["runs"]), "seconds": round(time.perf_counter() - t0, 2),
+    parts: dict[str, int] = {}
+    for name, entry in sums.items():
+        part = "sprite sheets" if "/sprites/" in name else name.split("/")[0]
+        parts[part] = parts.get(part, 0) + entry["bytes"]
+    return {"out": str(out), "bytes": out.stat().st_size, "files": len(sums), "runs": meta["runs"], "datasets": meta["datasets"], "parts_bytes": parts,
+            "float16_features": len(f16), "float16_check": [] if hosting else _float16_accuracy(layout, meta["runs"]),
+            "seconds": round(time.perf_counter() - t0, 2),
             "defaults": meta["defaults"]}  # fmt: skip
 

@@ -82,7 +82,16 @@ def check_bundle_meta(meta: Any, source: str) -> dict[str, Any]:
         need(isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()), f"'{name}' must map text to text")
     f16 = meta.get("float16_features", [])
     need(isinstance(f16, list) and all(isinstance(k, str) for k in f16), "'float16_features' must be a list of feature keys")
+    hosting = meta.get("hosting", {})
+    need(isinstance(hosting, dict), "'hosting' must be an object")
+    stand_ins = hosting.get("stand_ins", {})
+    need(isinstance(stand_ins, dict) and all(_stand_in_ok(k, v) for k, v in stand_ins.items()), "'hosting.stand_ins' maps backbones to names, identities")
     return meta
+
+
+def _stand_in_ok(text: Any, info: Any) -> bool:
+    return (isinstance(text, str) and isinstance(info, dict) and isinstance(info.get("name"), str) and isinstance(info.get("identity"), str)
+            and all(info.get(f) is None or type(info.get(f)) is int for f in ("native_size", "feature_dim")))  # fmt: skip
 
 
 def _check_staging_leftovers(layout: CacheLayout) -> None:
@@ -213,7 +222,8 @@ def _install_tree(staging: CacheLayout, layout: CacheLayout) -> int:
     return added
 
 
-def install_bundle(source: str, cache_dir: CacheLike, progress: ProgressFn | None = None, sha256: str | None = None) -> dict[str, Any]:
+def install_bundle(source: str, cache_dir: CacheLike, progress: ProgressFn | None = None, sha256: str | None = None,
+                   sprites_root: Path | None = None) -> dict[str, Any]:  # fmt: skip
     """Unpack a bundle (local path or http(s) URL) into ``cache_dir``; see the module docs. Returns what it installed.
 
     Whether it is already installed is decided by content (:func:`content_digest` of its manifest), not by its path or
@@ -232,7 +242,7 @@ def install_bundle(source: str, cache_dir: CacheLike, progress: ProgressFn | Non
     except OSError as err:
         raise BundleError(f"Cannot write into {layout}: {err.strerror or err}. Nothing was installed.") from err
     try:
-        return _install(source, layout, staging, report, sha256)
+        return _install(source, layout, staging, report, sha256, sprites_root)
     except OSError as err:
         if err.errno == errno.ENOSPC:
             raise BundleError(f"Disk full while installing the bundle into {layout}; nothing was installed. Free some space.") from err
@@ -241,7 +251,7 @@ def install_bundle(source: str, cache_dir: CacheLike, progress: ProgressFn | Non
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _install(source: str, layout: CacheLayout, staging: Path, report: ProgressFn, sha256: str | None) -> dict[str, Any]:
+def _install(source: str, layout: CacheLayout, staging: Path, report: ProgressFn, sha256: str | None, sprites_root: Path | None) -> dict[str, Any]:
     from lib.pipeline.feature_store import FeatureManifest, file_crc32
 
     if source.startswith(("http://", "https://")):
@@ -278,6 +288,12 @@ def _install(source: str, layout: CacheLayout, staging: Path, report: ProgressFn
     except (tarfile.TarError, EOFError, ValueError, zlib.error) as err:
         raise BundleError(f"{source!r} cannot be read as a bundle ({err}): it is truncated or corrupt; nothing was installed.") from err
     staged = CacheLayout.at(unpacked)
+    notices: list[str] = []
+    if meta.get("hosting"):
+        from lib.store.bundle_hosting import unpack_images
+
+        report("decoding the images", 0.92)
+        notices = unpack_images(staged, sprites_root)
     for key in meta["float16_features"]:
         full, manifest_path = staged.feature_files(check_name(key, "feature key"))
         half = full.with_suffix(FLOAT16_SUFFIX)
@@ -291,7 +307,8 @@ def _install(source: str, layout: CacheLayout, staging: Path, report: ProgressFn
     report("installing", 0.95)
     added = _install_tree(staged, layout)
     installed = {k: v for k, v in meta.items() if k != "files"} | {"installed": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "from": source,
-                                                                   "content_sha256": content_digest(meta), "artifacts_added": added}  # fmt: skip
+                                                                   "content_sha256": content_digest(meta), "artifacts_added": added,
+                                                                   "notices": notices}  # fmt: skip
     with atomic_path(layout.installed_bundle()) as tmp:
         tmp.write_text(json.dumps(installed, indent=2))
     report("installed", 1.0)
@@ -319,6 +336,11 @@ def installed_bundle(cache_dir: CacheLike) -> dict[str, Any] | None:
     except BundleError:
         return None
     return data
+
+
+def backbone_stand_ins(cache_dir: CacheLike) -> dict[str, dict[str, Any]]:
+    """A hosting bundle's backbones, whose files did not travel: backbone string -> name, identity and sizes."""
+    return dict(((installed_bundle(cache_dir) or {}).get("hosting") or {}).get("stand_ins") or {})
 
 
 def backbone_aliases(cache_dir: CacheLike) -> dict[str, str]:

@@ -29,6 +29,7 @@ class RunFiles:
     head: str = "head.npz"
     predictions: str = "predictions.npz"
     model: str = "model"  # a fine-tuned run's full model, in the export format
+    split_predictions: str = "split_predictions.npz"  # a hosting bundle's: the class of every image of the other splits
 
 
 @dataclass(frozen=True)
