@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
+    from lib.analysis.benchmark import machine_info
     from lib.analysis.map_view import nearest_to
     from lib.data.sources import load_dataset
     from lib.models.lite import lite_backbone
@@ -63,7 +63,8 @@ def main() -> None:
     splits = list(host_ds.splits)
     sizes = [host_ds.size(s) for s in splits]
     picks = [(splits[j], int(rng.integers(sizes[j]))) for j in rng.choice(len(splits), args.queries, p=np.asarray(sizes) / sum(sizes))]
-    print(f"CPU: {platform.processor() or platform.machine()}; {len(picks)} queries, k={args.k}, {CANDIDATES} candidates re-ranked; features {key}")
+    cpu = machine_info()
+    print(f"CPU: {cpu.get('cpu')}, {cpu.get('cores')} cores; {len(picks)} queries, k={args.k}, {CANDIDATES} candidates re-ranked; features {key}")
     for kind in ("dataset image", "upload"):
         for mode in ("reduced only", "re-ranked"):
             recall, same, t0 = [], [], time.perf_counter()

@@ -23,9 +23,12 @@ if TYPE_CHECKING:
     from lib.store.layout import CacheLayout
 
 
+BATCH = 8  # images per invoke: an interpreter's buffers grow with the largest batch it has run (a demo's memory is its budget)
+
+
 class PerSize:
     """One backbone of a run as float LiteRT models, one per input size: ``embed(images, size, flip)`` like a
-    :class:`lib.models.backbones.LoadedBackbone`."""
+    :class:`lib.models.backbones.LoadedBackbone`, ``BATCH`` images at a time."""
 
     def __init__(self, name: str, models: dict[int, Any]) -> None:
         self.name, self.models = name, models
@@ -33,7 +36,8 @@ class PerSize:
     def embed(self, images: np.ndarray, image_size: int, flip: bool = False) -> np.ndarray:
         if image_size not in self.models:
             raise BackboneError(f"No LiteRT model of {self.name} at {image_size}px here.")
-        return np.asarray(self.models[image_size].embed(images, image_size, flip), np.float32)
+        model = self.models[image_size]
+        return np.concatenate([np.asarray(model.embed(images[i : i + BATCH], image_size, flip), np.float32) for i in range(0, max(len(images), 1), BATCH)])
 
 
 def converted_path(handle: str, identity: str, size: int, ds: Dataset, layout: CacheLayout, convert: bool) -> Path | None:

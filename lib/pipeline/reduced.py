@@ -41,7 +41,7 @@ def fit_basis(parts: list[np.ndarray], dims: int = DIMS, seed: int = 0) -> np.nd
 
     total = sum(len(p) for p in parts)
     rng = np.random.default_rng(seed)
-    rows = [p[np.sort(rng.choice(len(p), max(1, round(FIT_ROWS * len(p) / total)), replace=False))] for p in parts if len(p)]
+    rows = [p[np.sort(rng.choice(len(p), min(len(p), max(1, round(FIT_ROWS * len(p) / total))), replace=False))] for p in parts if len(p)]
     sample = _unit(np.concatenate(rows))
     svd = TruncatedSVD(min(dims, sample.shape[1] - 1), algorithm="randomized", random_state=seed).fit(sample)
     return svd.components_.astype(np.float32)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -124,6 +125,7 @@ class LiteRTBackbone:
         self._inp = self._interp.get_input_details()[0]["index"]
         self._out = self._interp.get_output_details()[0]["index"]
         self._batch = -1
+        self._lock = threading.Lock()  # one interpreter, many threads (a server's sessions): one invoke at a time
         self.feature_dim = int(self._run(np.zeros((1, *input_shape), np.float32)).shape[1])
         self.module = None
 
@@ -133,13 +135,14 @@ class LiteRTBackbone:
             raise BackboneError(f"This {self.runtime} model of {self.spec.name} was converted at {self.size}px, not {image_size}px.")
 
     def _run(self, x: np.ndarray) -> np.ndarray:
-        if len(x) != self._batch:
-            self._interp.resize_tensor_input(self._inp, list(x.shape))
-            self._interp.allocate_tensors()
-            self._batch = len(x)
-        self._interp.set_tensor(self._inp, np.ascontiguousarray(x, np.float32))
-        self._interp.invoke()
-        return np.array(self._interp.get_tensor(self._out), np.float32).reshape(len(x), -1)
+        with self._lock:
+            if len(x) != self._batch:
+                self._interp.resize_tensor_input(self._inp, list(x.shape))
+                self._interp.allocate_tensors()
+                self._batch = len(x)
+            self._interp.set_tensor(self._inp, np.ascontiguousarray(x, np.float32))
+            self._interp.invoke()
+            return np.array(self._interp.get_tensor(self._out), np.float32).reshape(len(x), -1)
 
     def embed(self, images: np.ndarray, image_size: int, flip: bool = False) -> np.ndarray:
         """Features of a uint8 ``[B, H, W, 3]`` batch at the storage size the model was converted for."""

@@ -33,7 +33,7 @@ from lib.store.layout import DATASET_FILES, RUN_FILES, CacheLayout
 
 SPRITES_FOLDER = "sprites"  # inside a dataset's folder in the bundle (moved out on install)
 IMAGES_RECORD = "hosting_images.json"  # inside a dataset's folder in the bundle: which form its images travel in
-MAX_ORIGINALS_SHARE = 0.25  # the source's files travel only if they are at most this share of the decoded arrays
+MAX_ORIGINALS_SHARE = 0.5  # the source's files travel if, gzipped, they are at most this share of the decoded arrays (CIFAR-10 JPEGs: 0.1)
 
 
 def image_members(layout: CacheLayout, fingerprint: str, scratch: Path) -> Iterator[tuple[Path, str]]:
@@ -49,7 +49,7 @@ def image_members(layout: CacheLayout, fingerprint: str, scratch: Path) -> Itera
     for p in sorted(folder.iterdir()):
         if p.is_file() and p.name not in arrays:
             yield p, p.relative_to(layout.root).as_posix()
-    record: dict[str, Any] = {"side": int(ds.image_shape[0]), "counts": {s: ds.size(s) for s in ds.splits},
+    record: dict[str, Any] = {"fingerprint": fingerprint, "side": int(ds.image_shape[0]), "counts": {s: ds.size(s) for s in ds.splits},
                               "sha256": {s: _array_digest(ds.images(s)) for s in ds.splits}}  # fmt: skip
     originals = _originals(layout, ds, scratch)
     if originals is not None:
@@ -195,7 +195,7 @@ def unpack_images(staged: CacheLayout, sprites_root: Path | None) -> list[str]:
         folder = record_path.parent
         record = _read_record(record_path)
         side, form = record["side"], record["form"]
-        sprites = None if sprites_root is None else new_sprites(sprites_root, folder.name, (side, side, 3), record["counts"])
+        sprites = None if sprites_root is None else new_sprites(sprites_root, record["fingerprint"], (side, side, 3), record["counts"])
         if sprites is not None and (sprites.folder / MANIFEST).exists():
             sprites = None  # made already (the app restarted)
         for split, count in record["counts"].items():
@@ -251,6 +251,7 @@ def _read_record(path: Path) -> dict[str, Any]:
         raise _bad(f"{IMAGES_RECORD} is not a valid record")
     for split in record["counts"]:
         check_name(split, "split name")
+    check_name(str(record.get("fingerprint")), "dataset fingerprint")
     return record
 
 
