@@ -245,8 +245,8 @@ def main() -> None:
           f"clients) x {r['rounds']} round(s) in {r['wall_s']}s; demo mode, {r['server']}" + ("" if a.no_warmup else ", after one warm-up visit")
           + f"; think time {a.think:g}s (0.5-1.5x), arrivals over {a.ramp:g}s")  # fmt: skip
     for label, part in (("Chromium render time", r), ("websocket round trip", r["light"])):
-        if not part:
-            continue
+        if not part or part.get("p50_s") is None:
+            continue  # no visit was timed (the warm-up failed: its errors are printed below)
         print(f"{label:32} {'n':>7} {'p50 s':>7} {'p95 s':>7}")
         for name, v in part["pages"].items():
             print(f"  {name:30} {v['n']:>7} {v['p50_s']:>7.2f} {v['p95_s']:>7.2f}")

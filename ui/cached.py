@@ -95,6 +95,28 @@ def features(source: str, cache_dir: Path | str, backbone: str, size: int, split
     return result
 
 
+def lite_parts_ready(cache_dir: str, run_id: str) -> None:
+    """:class:`UserFacingError` if a part of the run has no LiteRT model here; loads nothing (memory is a demo's budget)."""
+    from lib.models.lite import lite_backbones
+
+    r = run(cache_dir, run_id)
+    ds = dataset_if_ready(r.manifest.source, cache_dir)
+    if ds is None or ds.fingerprint != r.manifest.dataset_fingerprint:
+        raise UserFacingError("The run's dataset is not in this cache.")
+    lite_backbones(r.manifest, ds, CacheLayout.at(cache_dir), load=False)
+
+
+def lite_backbone_ready(cache_dir: str, source: str, backbone: str, size: int) -> None:
+    """:class:`UserFacingError` if this backbone has no LiteRT model at ``size`` here; loads nothing."""
+    from lib.models.lite import lite_backbone as check
+
+    ds = dataset_if_ready(source, cache_dir)
+    if ds is None:
+        raise UserFacingError("The dataset is not in this cache.")
+    spec = backbone_spec(backbone)
+    check(backbone, spec.identity(), spec.name, [int(size)], ds, CacheLayout.at(cache_dir), load=False)
+
+
 @st.cache_resource(show_spinner=False, max_entries=8)
 def lite_parts(cache_dir: str, run_id: str) -> list[Any]:
     """A run's backbones as float LiteRT models (no TensorFlow): what the demo classifies uploads with.

@@ -32,7 +32,7 @@ def upload_search(settings: state.Settings, ds: Any, fs: Any, key: str, k: int =
 
     if demo.active():  # the demo has no TensorFlow: the backbone runs as its float LiteRT model, if the bundle brought one
         try:
-            cached.lite_backbone(str(settings.cache_dir), settings.source, fs.backbone, fs.image_size)
+            cached.lite_backbone_ready(str(settings.cache_dir), settings.source, fs.backbone, fs.image_size)
         except UserFacingError as err:
             st.info(f"Search by image is off here: {err}")
             return

@@ -19,7 +19,7 @@ def upload_ui(settings: state.Settings, run: Run) -> None:
     backbones run as float LiteRT models (no TensorFlow); a run without them offers no upload."""
     if demo.active():
         try:
-            cached.lite_parts(str(settings.cache_dir), run.run_id)
+            cached.lite_parts_ready(str(settings.cache_dir), run.run_id)
         except UserFacingError as err:
             st.info(f"Uploads are off for this run: {err}")
             return

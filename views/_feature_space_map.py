@@ -160,8 +160,9 @@ def _neighbours(settings: state.Settings, ds: Any, combo: tuple, splits: list[st
     have = {s: f for s, f in feats.items() if f is not None}
     reduced = any(f.basis is not None for f in have.values())
     embed = cached.embedder(settings.source, settings.cache_dir, backbone, size) if reduced else None
-    hits, _exact = nearest_search(have, None, int(k), skip=(split, int(index)), norms={s: cached.feature_norms(str(f.path)) for s, f in have.items()},
-                                  embed=embed, images={s: ds.images(s) for s in have})  # fmt: skip
+    hits, _exact = cached.memo(("neighbours", str(settings.cache_dir), backbone, size, runtime, split, int(index), int(k)),  # one search per query per server
+                               lambda: nearest_search(have, None, int(k), skip=(split, int(index)), embed=embed, images={s: ds.images(s) for s in have},
+                                                      norms={s: cached.feature_norms(str(f.path)) for s, f in have.items()}))  # fmt: skip
     if reduced:
         q2.caption(REDUCED_NOTE if embed is not None else "Approximate: this demo carries reduced features and no model to re-rank them.")
     labels = {s: f.labels for s, f in feats.items() if f is not None}

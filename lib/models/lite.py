@@ -11,6 +11,7 @@ no TensorFlow is needed to find them either; in a full install they are the ``li
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +24,9 @@ if TYPE_CHECKING:
     from lib.store.layout import CacheLayout
 
 
-BATCH = 8  # images per invoke: an interpreter's buffers grow with the largest batch it has run (a demo's memory is its budget)
+BATCH = 1  # images per invoke: an interpreter's buffers grow with the largest batch it has run (four parts: 131 MB at 1, 255 MB at 8)
+_LOADED: dict[tuple[str, int], Any] = {}  # one interpreter per converted file and size in a process (shared, behind its lock)
+_LOADING = threading.Lock()
 
 
 class PerSize:
@@ -66,18 +69,21 @@ def converted_path(handle: str, identity: str, size: int, ds: Dataset, layout: C
     return path if path.is_file() else None
 
 
-def lite_backbones(manifest: Any, ds: Dataset, layout: CacheLayout, convert: bool = False) -> list[PerSize]:
+def lite_backbones(manifest: Any, ds: Dataset, layout: CacheLayout, convert: bool = False, load: bool = True) -> list[PerSize]:
     """Every backbone of the run (a :class:`lib.store.manifest.RunManifest`) as float LiteRT models;
-    :class:`BackboneError` naming the first part that has none (a fine-tuned run has none: its backbone changed)."""
+    :class:`BackboneError` naming the first part that has none (a fine-tuned run has none: its backbone changed).
+    ``load=False`` only checks that every part has its model (nothing is loaded: a page can say so for free)."""
     if manifest.finetuned:
         raise BackboneError("A fine-tuned run's backbone is not the converted one; uploads need a run trained on features.")
     names = [manifest.backbone_name, *(str(b.get("backbone_name") or b["backbone"]) for b in manifest.extra_backbones)]
     parts = zip(names, manifest.backbones(), strict=True)
-    return [lite_backbone(handle, identity, name, sizes, ds, layout, convert) for name, (handle, identity, sizes) in parts]
+    return [lite_backbone(handle, identity, name, sizes, ds, layout, convert, load) for name, (handle, identity, sizes) in parts]
 
 
-def lite_backbone(handle: str, identity: str, name: str, sizes: list[int], ds: Dataset, layout: CacheLayout, convert: bool = False) -> PerSize:
-    """One backbone at ``sizes`` as float LiteRT models; :class:`BackboneError` if a size has none here."""
+def lite_backbone(handle: str, identity: str, name: str, sizes: list[int], ds: Dataset, layout: CacheLayout, convert: bool = False,
+                  load: bool = True) -> PerSize:  # fmt: skip
+    """One backbone at ``sizes`` as float LiteRT models; :class:`BackboneError` if a size has none here. A model already
+    loaded in this process is shared (``load=False``: only check, the result holds no models)."""
     from lib.runtimes.litert import LiteRTBackbone
 
     models = {}
@@ -85,12 +91,18 @@ def lite_backbone(handle: str, identity: str, name: str, sizes: list[int], ds: D
         path = converted_path(handle, identity, size, ds, layout, convert)
         if path is None:
             raise BackboneError(f"{name} at {size}px has no LiteRT conversion here (the bundle did not bring one), so uploads are off for it.")
-        try:
-            models[size] = LiteRTBackbone(_Named(name), path, "litert", size, tuple(ds.image_shape))  # type: ignore[arg-type]
-        except UserFacingError:
-            raise
-        except Exception as err:
-            raise BackboneError(f"The LiteRT model of {name} at {size}px could not be loaded ({str(err)[:120]}).") from err
+        if not load:
+            continue
+        with _LOADING:
+            key = (str(path), int(size))
+            if key not in _LOADED:
+                try:
+                    _LOADED[key] = LiteRTBackbone(_Named(name), path, "litert", size, tuple(ds.image_shape))  # type: ignore[arg-type]
+                except UserFacingError:
+                    raise
+                except Exception as err:
+                    raise BackboneError(f"The LiteRT model of {name} at {size}px could not be loaded ({str(err)[:120]}).") from err
+            models[size] = _LOADED[key]
     return PerSize(name, models)
 
 

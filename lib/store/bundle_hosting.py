@@ -246,12 +246,12 @@ def _read_record(path: Path) -> dict[str, Any]:
         raise _bad(f"{IMAGES_RECORD} unreadable: {err}") from err
     ok = (isinstance(record, dict) and record.get("form") in ("originals", "sprites") and type(record.get("side")) is int and 1 <= record["side"] <= 4096
           and isinstance(record.get("counts"), dict) and all(isinstance(k, str) and type(v) is int and 0 <= v <= 10**8 for k, v in record["counts"].items())
-          and isinstance(record.get("sha256"), dict))  # fmt: skip
+          and isinstance(record.get("sha256"), dict) and isinstance(record.get("fingerprint"), str))  # fmt: skip
     if not ok:
         raise _bad(f"{IMAGES_RECORD} is not a valid record")
     for split in record["counts"]:
         check_name(split, "split name")
-    check_name(str(record.get("fingerprint")), "dataset fingerprint")
+    check_name(record["fingerprint"], "dataset fingerprint")
     return record
 
 
