@@ -9,6 +9,6 @@ cd "$(dirname "$0")/.."
 export TLX_CACHE_DIR TLX_DEMO=1
 
 if [ -n "${TLX_BUNDLE:-}" ]; then
-  python -m lib install-bundle "$TLX_BUNDLE" --cache-dir "$TLX_CACHE_DIR" ${TLX_BUNDLE_SHA256:+--sha256 "$TLX_BUNDLE_SHA256"}
+  python -m lib install-bundle "$TLX_BUNDLE" --cache-dir "$TLX_CACHE_DIR" --thumbs static/thumbs ${TLX_BUNDLE_SHA256:+--sha256 "$TLX_BUNDLE_SHA256"}
 fi
 exec streamlit run app.py --server.port "$PORT" --server.address 0.0.0.0 --server.headless true -- --demo

@@ -39,6 +39,8 @@ from lib.store.fingerprints import hash_file
 from lib.store.layout import ARTIFACTS, BUNDLE_MANIFEST, FLOAT16_SUFFIX, ArtifactKind, CacheLayout, CacheLike, check_name
 
 BUNDLE_VERSION = 1
+HOSTING_VERSION = 2  # a hosting bundle: an app that reads only version 1 refuses it (it would miss the image arrays)
+READABLE_VERSIONS = (BUNDLE_VERSION, HOSTING_VERSION)
 MANIFEST = BUNDLE_MANIFEST
 DOWNLOAD_TIMEOUT_S = 60
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024  # a bundle.json lists files; one this large is not one
@@ -233,6 +235,7 @@ def _collect(layout: CacheLayout, run_ids: list[str] | None, scratch: Path | Non
             "image_size": int(first.image_size), "run": first.run_id}, "aliases": sel.aliases, "float16_features": sel.feature_keys,
             "converted": sel.converted, "not_converted": sel.not_converted}  # fmt: skip
     if hosting:
+        meta["version"] = HOSTING_VERSION
         meta["hosting"] = {"reduced_features": sel.feature_keys, "stand_ins": sel.stand_ins}
         meta["float16_features"] = []
     return files, meta, sel.feature_keys

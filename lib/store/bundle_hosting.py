@@ -159,7 +159,7 @@ def split_predictions_member(layout: CacheLayout, run_id: str, scratch: Path) ->
     preds = run_predictions(run, ds, resolve_backbone(m.backbone), layout, others)
     if not others or any((p < 0).any() for p in preds.values()):
         return None
-    out = scratch / "runs" / run_id / RUN_FILES.split_predictions
+    out = CacheLayout.at(scratch / "predictions").run_file(run_id, RUN_FILES.split_predictions)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(out, **{s: p.astype(np.int16) for s, p in preds.items()})  # type: ignore[arg-type]
     return out, layout.run_file(run_id, RUN_FILES.split_predictions).relative_to(layout.root).as_posix()
@@ -191,7 +191,7 @@ def unpack_images(staged: CacheLayout, sprites_root: Path | None) -> list[str]:
     from lib.store.atomic import atomic_path
 
     notices: list[str] = []
-    for record_path in sorted(staged.root.glob(f"datasets/*/{IMAGES_RECORD}")):
+    for record_path in sorted(staged.datasets.glob(f"*/{IMAGES_RECORD}")):
         folder = record_path.parent
         record = _read_record(record_path)
         side, form = record["side"], record["form"]

@@ -29,7 +29,7 @@ import numpy as np
 
 from lib.errors import UserFacingError
 from lib.store.atomic import atomic_path, check_free_space, check_writable, read_json
-from lib.store.bundle import BUNDLE_VERSION, DOWNLOAD_TIMEOUT_S, MAX_MANIFEST_BYTES, BundleError, ProgressFn
+from lib.store.bundle import DOWNLOAD_TIMEOUT_S, HOSTING_VERSION, MAX_MANIFEST_BYTES, READABLE_VERSIONS, BundleError, ProgressFn
 from lib.store.fingerprints import hash_file
 from lib.store.layout import ARTIFACTS, BUNDLE_MANIFEST, FLOAT16_SUFFIX, STAGING_DOWNLOAD, STAGING_TREE, CacheLayout, CacheLike, check_name
 
@@ -54,8 +54,9 @@ def check_bundle_meta(meta: Any, source: str) -> dict[str, Any]:
 
     if not isinstance(meta, dict):
         raise _bad_meta(source, "not a JSON object")
-    if meta.get("version") != BUNDLE_VERSION:
-        raise BundleError(f"{source!r} is a bundle of another version ({str(meta.get('version'))[:20]}); this app reads version {BUNDLE_VERSION}. "
+    if meta.get("version") not in READABLE_VERSIONS:
+        raise BundleError(f"{source!r} is a bundle of another version ({str(meta.get('version'))[:20]}); this app reads versions "
+                          f"{', '.join(map(str, READABLE_VERSIONS))}. "
                           "Nothing was installed.")  # fmt: skip
 
     def need(ok: bool, what: str) -> None:
@@ -83,7 +84,9 @@ def check_bundle_meta(meta: Any, source: str) -> dict[str, Any]:
     f16 = meta.get("float16_features", [])
     need(isinstance(f16, list) and all(isinstance(k, str) for k in f16), "'float16_features' must be a list of feature keys")
     hosting = meta.get("hosting", {})
-    need(isinstance(hosting, dict), "'hosting' must be an object")
+    need(isinstance(hosting, dict) and (meta["version"] == HOSTING_VERSION) == bool(hosting), "'hosting' must be an object, in a hosting bundle only")
+    reduced = hosting.get("reduced_features", [])
+    need(isinstance(reduced, list) and all(isinstance(k, str) for k in reduced), "'hosting.reduced_features' must be a list of feature keys")
     stand_ins = hosting.get("stand_ins", {})
     need(isinstance(stand_ins, dict) and all(_stand_in_ok(k, v) for k, v in stand_ins.items()), "'hosting.stand_ins' maps backbones to names, identities")
     return meta

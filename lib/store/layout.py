@@ -1,7 +1,6 @@
 """The one owner of the on-disk layout: every folder and file name under the cache directory.
 
-Nothing else in the project spells a cache path. Every name that reaches this module from
-outside (a run id, a feature key) is checked first, so no input can name a path outside it.
+Nothing else in the project spells a cache path; every name reaching it from outside is checked first (no path escapes).
 
     layout = CacheLayout("cache")
     layout.dataset_dir("cifar10-c58f30108f718f92")      # cache/datasets/v1-cifar10-.../

@@ -1,6 +1,7 @@
 """The hosted demo as a free host runs it: deploy/demo/requirements.txt installed into a fresh virtual environment (no
-TensorFlow in it), deploy/demo/streamlit_app.py started from a bundle, every page drawn in Chromium, an uploaded image
-classified through the bundle's LiteRT backbone, and no TensorFlow in the server process."""
+TensorFlow in it), deploy/demo/streamlit_app.py started from a hosting bundle (`bundle --hosting`: no SavedModel, no
+full features), every page drawn in Chromium, an uploaded image classified through the bundle's LiteRT backbone and
+searched for among the dataset's images, and no TensorFlow in the server process."""
 
 from __future__ import annotations
 
@@ -40,9 +41,9 @@ def test_slim_demo_serves_every_page_and_classifies_an_upload_without_tensorflow
 
     source_cache = tmp_path / "source"
     run = train_run(RunRequest(str(assets["cifar_tar"]), str(assets["savedmodel"]), HeadConfig(head="mlp", hidden=16, epochs=10, batch_size=16),
-                               image_sizes=(32,), tta=True), source_cache)  # fmt: skip
+                               image_sizes=(32,), train_views=("original", "flip"), tta=True), source_cache)  # fmt: skip
     bundle = tmp_path / "demo.tar"
-    report = make_bundle(source_cache, bundle)
+    report = make_bundle(source_cache, bundle, hosting=True)
     assert report["runs"] == [run.run_id]
     env = {"TLX_BUNDLE": str(bundle)}
     with running_app([], tmp_path / "demo_cache", python=slim_python, entry=ROOT / "deploy" / "demo" / "streamlit_app.py", env_extra=env,
@@ -62,5 +63,12 @@ def test_slim_demo_serves_every_page_and_classifies_an_upload_without_tensorflow
         page.locator('input[type="file"]').first.set_input_files(str(upload))
         page.get_by_test_id("stMetricLabel").get_by_text("Prediction", exact=True).wait_for(timeout=120_000)
         assert not exceptions(page)
+        page.goto(f"{url}/browse?run={run.run_id}")
+        page.get_by_role("heading", name="Browse data").first.wait_for(timeout=60_000)
+        page.get_by_text("Search by image", exact=False).first.click()
+        page.get_by_test_id("stExpander").filter(has_text="Search by image").locator('input[type="file"]').set_input_files(str(upload))
+        page.get_by_text("re-ranked by the real features", exact=False).first.wait_for(timeout=120_000)  # reduced features, exact neighbours
+        assert not exceptions(page)
+        page.screenshot(path=str(tmp_path / "slim_search.png"), full_page=True)
         maps = Path(f"/proc/{SERVER_PIDS[url]}/maps").read_text()
         assert "tensorflow" not in maps.lower() and "litert" in maps.lower()  # LiteRT ran in the server; TensorFlow never loaded
