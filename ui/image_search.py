@@ -21,7 +21,7 @@ from ui.text import md_escape, show_error
 
 MAP_SAMPLE = 4000  # background points drawn around the upload
 REDUCED_NOTE = (" This demo carries reduced features: the nearest by them are re-ranked by the real features of those images, "
-                "computed now from the stored thumbnails.")  # fmt: skip
+                "computed now from the stored images.")  # fmt: skip
 
 
 def upload_search(settings: state.Settings, ds: Any, fs: Any, key: str, k: int = 12) -> None:
