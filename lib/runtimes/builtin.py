@@ -12,4 +12,5 @@ from lib.runtimes.tf import TFLiteFileRuntime, TFRuntime
 register(TFRuntime())
 register(LiteRTRuntime(quantized=False))
 register(LiteRTRuntime(quantized=True))
+register(LiteRTRuntime(quantized=True, mixed=True))
 register(TFLiteFileRuntime())

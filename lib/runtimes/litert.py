@@ -43,20 +43,22 @@ class LiteRTRuntime(Runtime):
 
     artifact_suffix = ".tflite"
 
-    def __init__(self, quantized: bool) -> None:
-        self.quantized = quantized
-        self.name = "litert-int8" if quantized else "litert"
-        self.exact = not quantized
-        self.bench_order = 2 if quantized else 0  # the faster float runtime extracts a benchmark's accuracy subset first
-        self.description = ("LiteRT int8: full-integer quantised, calibrated on training images (fastest; features move slightly)" if quantized
+    def __init__(self, quantized: bool, mixed: bool = False) -> None:
+        self.quantized, self.mixed = quantized or mixed, mixed
+        self.name = "litert-mixed" if mixed else "litert-int8" if quantized else "litert"
+        self.exact = not self.quantized
+        self.bench_order = 3 if mixed else 2 if quantized else 0  # the faster float runtime extracts a benchmark's accuracy subset first
+        self.description = (MIXED_DESCRIPTION if mixed else
+                            "LiteRT int8: full-integer quantised, calibrated on training images (fastest; features move slightly)" if quantized
                             else "LiteRT float32: the backbone converted once (same features as tf, faster on most CPUs)")  # fmt: skip
 
     def identity(self, spec: BackboneSpec, dataset: Dataset | None) -> str:
         if not self.quantized:
             return f"{self.name}:c{CONVERTER_VERSION}"
         if dataset is None:
-            raise ConfigError("litert-int8 needs the dataset whose training images calibrate it.")
-        return f"{self.name}:{calibration_id(dataset)}:c{CONVERTER_VERSION}"
+            raise ConfigError(f"{self.name} needs the dataset whose training images calibrate it.")
+        policy = f":rmse{MIXED_THRESHOLD:g}" if self.mixed else ""
+        return f"{self.name}:{calibration_id(dataset)}{policy}:c{CONVERTER_VERSION}"
 
     def converted(self, spec: BackboneSpec, size: int, dataset: Dataset, layout: CacheLayout) -> Path:
         return layout.converted_model(converted_key(spec, size, self.identity(spec, dataset), dataset))
@@ -77,7 +79,7 @@ class LiteRTRuntime(Runtime):
             return target
         calibration = dataset.images("train")[calibration_indices(dataset)] if self.quantized else None
         loaded = tf_backbone() if tf_backbone else load_backbone(spec)
-        flatbuffer = convert_to_flatbuffer(spec, loaded, size, self.name, tuple(dataset.image_shape), calibration)
+        flatbuffer = convert_to_flatbuffer(spec, loaded, size, self.name, tuple(dataset.image_shape), calibration, self.mixed)
         with atomic_path(target, suffix=self.artifact_suffix) as tmp:
             tmp.write_bytes(flatbuffer)
         return target
@@ -207,16 +209,59 @@ def set_full_integer(converter: Any, calibration: np.ndarray) -> Any:
 
 
 def convert_to_flatbuffer(spec: BackboneSpec, loaded: LoadedBackbone, size: int, name: str, input_shape: tuple[int, ...],
-                          calibration: np.ndarray | None) -> bytes:  # fmt: skip
-    """The LiteRT flatbuffer of ``loaded`` at ``size``: float32, or full-integer when ``calibration`` images are given."""
+                          calibration: np.ndarray | None, mixed: bool = False) -> bytes:  # fmt: skip
+    """The LiteRT flatbuffer of ``loaded`` at ``size``: float32, or full-integer when ``calibration`` images are given
+    (``mixed``: with the layers that quantise worst kept float, :func:`mixed_model`)."""
     converter = float_converter(loaded, size, input_shape)
-    if calibration is not None:
-        set_full_integer(converter, calibration)
     try:
+        if calibration is not None and mixed:
+            return mixed_model(lambda: float_converter(loaded, size, input_shape), calibration)
+        if calibration is not None:
+            set_full_integer(converter, calibration)
         return bytes(converter.convert())
     except Exception as err:
         hint = " Use --runtime litert or tf." if calibration is not None else " Use --runtime tf."
         raise BackboneError(f"{spec.name} cannot be converted to {name} at {size}px: {first_line(err)}.{hint}") from err
+
+
+MIXED_THRESHOLD = 1.0  # a layer whose quantised output is off by more than this many quantisation steps (RMS) stays float
+MIXED_PROBE = 50  # calibration images the debugger compares float and int8 layers on
+MIXED_DESCRIPTION = ("LiteRT mixed: int8, with the layers that quantise worst (and the input stage before them) kept float, chosen by "
+                     "TensorFlow's quantization debugger (fast, close to float)")  # fmt: skip
+
+
+def float_layers(stats: list[dict[str, Any]], threshold: float = MIXED_THRESHOLD) -> list[str]:
+    """The layers a mixed model keeps float: each whose RMS error is above ``threshold`` quantisation steps, and every
+    layer before the first of them (the input stage feeds them). ``stats``: the debugger's rows, in graph order."""
+    bad = [i for i, r in enumerate(stats) if float(r["scale"]) > 0 and np.sqrt(float(r["mean_squared_error"])) / float(r["scale"]) > threshold]
+    keep = set(range(bad[0])) | set(bad) if bad else set()
+    return [str(stats[i]["tensor_name"]) for i in sorted(keep)]
+
+
+def mixed_model(new_converter: Callable[[], Any], calibration: np.ndarray) -> bytes:
+    """Int8 with :func:`float_layers` kept float (TensorFlow's selective quantisation: the quantization debugger's
+    per-layer error on ``MIXED_PROBE`` calibration images, then its model with those nodes denylisted)."""
+    import csv
+    import io
+
+    import tensorflow as tf
+
+    def converter() -> Any:
+        c = new_converter()
+        c.optimizations = [tf.lite.Optimize.DEFAULT]
+        c.representative_dataset = representative_data(calibration)
+        return c
+
+    probe = representative_data(calibration[:: max(1, len(calibration) // MIXED_PROBE)])
+    debugger = tf.lite.experimental.QuantizationDebugger(converter=converter(), debug_dataset=probe)
+    debugger.run()
+    out = io.StringIO()
+    debugger.layer_statistics_dump(out)
+    out.seek(0)
+    keep = float_layers(list(csv.DictReader(out)))
+    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=keep)
+    mixed = tf.lite.experimental.QuantizationDebugger(converter=converter(), debug_dataset=probe, debug_options=options)
+    return bytes(mixed.get_nondebug_quantized_model())
 
 
 def threads() -> int:
