@@ -66,6 +66,35 @@ def test_litert_int8_is_calibrated_on_training_images_and_keyed_by_them(assets: 
     assert folder_ds.fingerprint in ident  # type: ignore[attr-defined]
 
 
+def test_litert_mixed_keeps_the_worst_layers_float(assets: dict[str, Path], cache_dir: Path, folder_ds: object) -> None:
+    """litert-mixed converts through TensorFlow's quantization debugger: its features are at least as close to float as
+    full int8's, it has integer ops, and it is keyed apart from litert-int8."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from lib.runtimes.litert import LiteRTRuntime
+    from lib.store.layout import CacheLayout
+
+    spec = resolve_backbone(str(assets["savedmodel"]))
+    f = np.asarray(get_features(folder_ds, "test", spec, cache_dir, image_size=40).features)
+    cos = {}
+    for runtime in ("litert-int8", "litert-mixed"):
+        a = np.asarray(get_features(folder_ds, "test", spec, cache_dir, image_size=40, runtime=runtime).features)
+        cos[runtime] = float(((a * f).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(f, axis=1) + 1e-12)).mean())
+    assert cos["litert-mixed"] > 0.9 and cos["litert-mixed"] >= cos["litert-int8"] - 1e-3, cos
+    path = LiteRTRuntime(quantized=True, mixed=True).converted(spec, 40, folder_ds, CacheLayout.at(cache_dir))  # type: ignore[arg-type]
+    types = {t["dtype"] for t in Interpreter(model_path=str(path)).get_tensor_details()}
+    assert np.int8 in types  # quantised, not a float model under another name
+    assert runtime_identity(spec, "litert-mixed", folder_ds) != runtime_identity(spec, "litert-int8", folder_ds)  # type: ignore[arg-type]
+
+
+def test_float_layers_are_the_worst_and_the_input_stage_before_them() -> None:
+    from lib.runtimes.litert import float_layers
+
+    rows = [{"tensor_name": f"t{i}", "scale": "0.1", "mean_squared_error": str((e * 0.1) ** 2)} for i, e in enumerate([0.3, 0.4, 2.5, 0.5, 1.2, 0.2])]
+    assert float_layers(rows) == ["t0", "t1", "t2", "t4"]
+    assert float_layers(rows, threshold=3.0) == []
+
+
 def test_keys_separate_runtimes_and_tf_keys_are_unchanged() -> None:
     base = feature_cache_key("d", "test", "b", 128, "original", None)
     assert get_runtime("tf").key_part(None, None) is None  # type: ignore[arg-type]  # TensorFlow keeps the keys it always had
