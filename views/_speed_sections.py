@@ -50,5 +50,11 @@ def pick_and_int8(settings: state.Settings, result: dict[str, Any]) -> None:
         pct = st.column_config.NumberColumn(format="percent")
         columns = {"float_accuracy": pct, "int8_accuracy": pct, "loss_points": st.column_config.NumberColumn("loss (points)")}
         st.dataframe(pd.DataFrame(full), hide_index=True, width="stretch", column_config=columns)
+        fast = br.fast_choice(full, loss)
+        if fast is not None:
+            st.success(f"**Fast choice:** {md_escape(fast['backbone'])} at {fast['image_sizes']}px with `{fast['int8_runtime']}`: "
+                       f"{fast['loss_points']:.2f} points below its float twin on the full sets, {fast['int8_speedup']:.2f}x float LiteRT here.")  # fmt: skip
+        else:
+            st.caption(f"No int8 configuration is yet within {br.MAX_FAST_LOSS} points of its float twin on the full sets and measured here.")
     else:
         st.caption("Train the same configuration on every image with `--runtime tf` and `--runtime litert-int8` to see the full-set loss here.")

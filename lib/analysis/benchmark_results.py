@@ -124,3 +124,16 @@ def int8_loss_from_runs(manifests: list[Any]) -> list[dict[str, Any]]:
                         "int8_accuracy": q.metrics.test_accuracy, "loss_points": round(100 * (f.metrics.test_accuracy - q.metrics.test_accuracy), 2),
                         "test_images": q.metrics.test_images})  # fmt: skip
     return out
+
+
+MAX_FAST_LOSS = 0.5  # points below the float twin on the full sets: what "int8 without the loss" allows
+
+
+def fast_choice(full: list[dict[str, Any]], subset_loss: list[dict[str, Any]], max_loss: float = MAX_FAST_LOSS) -> dict[str, Any] | None:
+    """The quantised configuration to offer as the fast choice: among full-set pairs (:func:`int8_loss_from_runs`)
+    within ``max_loss`` points of their float twin, the one whose runtime is measured fastest against float on this
+    machine (:func:`int8_loss`'s ``int8_speedup``, same backbone, size and runtime); None if none qualifies."""
+    speed = {(r["backbone"], str(r["image_size"]), r["int8_runtime"]): r["int8_speedup"] for r in subset_loss}
+    found = [r | {"int8_speedup": speed[key]} for r in full if r["loss_points"] <= max_loss
+             and (key := (r["backbone"], r["image_sizes"], r["int8_runtime"])) in speed]  # fmt: skip
+    return max(found, key=lambda r: r["int8_speedup"]) if found else None

@@ -77,3 +77,16 @@ def test_pareto_front_and_pick_within_budget() -> None:
     assert br.pick_within_budget(rows, 5.0)["backbone"] == "a"
     assert br.pick_within_budget(rows, 10.0)["backbone"] == "b"
     assert br.pick_within_budget(rows, 1.0) is None
+
+
+def test_fast_choice_is_the_fastest_int8_within_half_a_point() -> None:
+    full = [{"backbone": "a", "image_sizes": "128", "int8_runtime": "litert-int8", "loss_points": 1.43},
+            {"backbone": "a", "image_sizes": "128", "int8_runtime": "litert-mixed", "loss_points": 0.35},
+            {"backbone": "q", "image_sizes": "128", "int8_runtime": "litert-int8", "loss_points": 0.2}]  # fmt: skip
+    subset = [{"backbone": "a", "image_size": 128, "int8_runtime": "litert-int8", "int8_speedup": 3.3},
+              {"backbone": "a", "image_size": 128, "int8_runtime": "litert-mixed", "int8_speedup": 1.85},
+              {"backbone": "q", "image_size": 128, "int8_runtime": "litert-int8", "int8_speedup": 3.1}]  # fmt: skip
+    pick = br.fast_choice(full, subset)
+    assert pick is not None and (pick["backbone"], pick["int8_runtime"], pick["int8_speedup"]) == ("q", "litert-int8", 3.1)
+    assert br.fast_choice(full[:1], subset) is None  # 1.43 points is not "without the loss"
+    assert br.fast_choice(full, []) is None  # nothing measured on this machine
