@@ -315,7 +315,12 @@ def run_configurations(source: str, configs: list[tuple[str, int, str]], layout:
     layout = CacheLayout.at(layout)
     ds = load_dataset(source, layout)
     machine, versions = machine_info(), library_versions()
-    grid = {"dataset": ds.fingerprint, "configs": [list(c) for c in configs], "limit": limit}
+    from lib.runtimes import runtime_identity
+
+    # keyed by what each runtime is (its converter, calibration, quantisation policy), not only its name: a changed
+    # recipe under the same name is measured again, never answered from the old one's rows
+    identities = sorted({runtime_identity(resolve_backbone(b), r, ds) for b, _s, r in configs})
+    grid = {"dataset": ds.fingerprint, "configs": [list(c) for c in configs], "limit": limit, "runtimes": identities}
     path = layout.benchmark_file(benchmark_key(grid, machine, versions))
     saved = read_json(path)
     rows: list[dict[str, Any]] = list(saved.get("rows", [])) if isinstance(saved, dict) else []

@@ -57,7 +57,7 @@ class LiteRTRuntime(Runtime):
             return f"{self.name}:c{CONVERTER_VERSION}"
         if dataset is None:
             raise ConfigError(f"{self.name} needs the dataset whose training images calibrate it.")
-        policy = f":rmse{MIXED_THRESHOLD:g}" if self.mixed else ""
+        policy = f":prefix-rmse{MIXED_THRESHOLD:g}-in{MIXED_WITHIN:g}" if self.mixed else ""
         return f"{self.name}:{calibration_id(dataset)}{policy}:c{CONVERTER_VERSION}"
 
     def converted(self, spec: BackboneSpec, size: int, dataset: Dataset, layout: CacheLayout) -> Path:
@@ -224,18 +224,23 @@ def convert_to_flatbuffer(spec: BackboneSpec, loaded: LoadedBackbone, size: int,
         raise BackboneError(f"{spec.name} cannot be converted to {name} at {size}px: {first_line(err)}.{hint}") from err
 
 
-MIXED_THRESHOLD = 1.0  # a layer whose quantised output is off by more than this many quantisation steps (RMS) stays float
+MIXED_THRESHOLD = 2.0  # a layer whose quantised output is off by more than this many quantisation steps (RMS) is a suspect
+MIXED_WITHIN = 0.5  # ... if it is in this first share of the graph: early errors compound through every later layer
 MIXED_PROBE = 50  # calibration images the debugger compares float and int8 layers on
-MIXED_DESCRIPTION = ("LiteRT mixed: int8, with the layers that quantise worst (and the input stage before them) kept float, chosen by "
-                     "TensorFlow's quantization debugger (fast, close to float)")  # fmt: skip
+MIXED_DESCRIPTION = ("LiteRT mixed: int8 after a float input stage that ends at the last early layer quantising badly (chosen by "
+                     "TensorFlow's quantization debugger; fast, close to float)")  # fmt: skip
 
 
-def float_layers(stats: list[dict[str, Any]], threshold: float = MIXED_THRESHOLD) -> list[str]:
-    """The layers a mixed model keeps float: each whose RMS error is above ``threshold`` quantisation steps, and every
-    layer before the first of them (the input stage feeds them). ``stats``: the debugger's rows, in graph order."""
-    bad = [i for i, r in enumerate(stats) if float(r["scale"]) > 0 and np.sqrt(float(r["mean_squared_error"])) / float(r["scale"]) > threshold]
-    keep = set(range(bad[0])) | set(bad) if bad else set()
-    return [str(stats[i]["tensor_name"]) for i in sorted(keep)]
+def float_layers(stats: list[dict[str, Any]], threshold: float = MIXED_THRESHOLD, within: float = MIXED_WITHIN) -> list[str]:
+    """The layers a mixed model keeps float: every layer up to the last one, among the first ``within`` share of the
+    graph, whose RMS error is above ``threshold`` quantisation steps (a float prefix: one float-to-int8 boundary, and
+    the early layers are the cheap ones). ``stats``: the debugger's rows, in graph order. Measured on MobileNet v1 at
+    128 px: the suspects are the first depthwise and pointwise layers (2.7 and 2.5 steps; ReLU6 fixes their range to
+    [0, 6] while their values are small); keeping the six layers up to them float takes the features' cosine to float
+    from 0.877 to 0.988 at 2.7-3.0x float speed, where also keeping every layer above 1 step (0.992) ran at 1.85x."""
+    early = int(len(stats) * within)
+    bad = [i for i, r in enumerate(stats[:early]) if float(r["scale"]) > 0 and np.sqrt(float(r["mean_squared_error"])) / float(r["scale"]) > threshold]
+    return [str(r["tensor_name"]) for r in stats[: bad[-1] + 1]] if bad else []
 
 
 def mixed_model(new_converter: Callable[[], Any], calibration: np.ndarray) -> bytes:

@@ -87,12 +87,14 @@ def test_litert_mixed_keeps_the_worst_layers_float(assets: dict[str, Path], cach
     assert runtime_identity(spec, "litert-mixed", folder_ds) != runtime_identity(spec, "litert-int8", folder_ds)  # type: ignore[arg-type]
 
 
-def test_float_layers_are_the_worst_and_the_input_stage_before_them() -> None:
+def test_float_layers_are_a_prefix_to_the_last_early_suspect() -> None:
     from lib.runtimes.litert import float_layers
 
-    rows = [{"tensor_name": f"t{i}", "scale": "0.1", "mean_squared_error": str((e * 0.1) ** 2)} for i, e in enumerate([0.3, 0.4, 2.5, 0.5, 1.2, 0.2])]
-    assert float_layers(rows) == ["t0", "t1", "t2", "t4"]
+    errors = [0.3, 0.4, 2.5, 0.5, 2.2, 0.2, 0.9, 0.3, 2.4, 0.2]  # suspects at 2 and 4 (early), 8 (late: not worth a float tail)
+    rows = [{"tensor_name": f"t{i}", "scale": "0.1", "mean_squared_error": str((e * 0.1) ** 2)} for i, e in enumerate(errors)]
+    assert float_layers(rows) == ["t0", "t1", "t2", "t3", "t4"]
     assert float_layers(rows, threshold=3.0) == []
+    assert float_layers(rows, within=1.0) == [f"t{i}" for i in range(9)]
 
 
 def test_keys_separate_runtimes_and_tf_keys_are_unchanged() -> None:
