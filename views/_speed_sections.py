@@ -43,7 +43,7 @@ def pick_and_int8(settings: state.Settings, result: dict[str, Any]) -> None:
         st.dataframe(pd.DataFrame(loss), hide_index=True, width="stretch", column_config=columns)
         st.caption(f"Best-preset accuracy on {md_escape(result.get('subset', ''))}, int8 against the faster float runtime of the same backbone and size.")
     else:
-        st.caption("Measure a backbone with both a float runtime and litert-int8 to see the loss here.")
+        st.caption("Measure a backbone with both a float runtime and litert-int8 or litert-mixed to see the loss here.")
     full = br.int8_loss_from_runs(list_runs(settings.cache_dir))
     if full:
         st.markdown("**On the full training and test sets** (from trained runs: same backbone, sizes and head, float and int8 features)")
@@ -57,4 +57,4 @@ def pick_and_int8(settings: state.Settings, result: dict[str, Any]) -> None:
         else:
             st.caption(f"No int8 configuration is yet within {br.MAX_FAST_LOSS} points of its float twin on the full sets and measured here.")
     else:
-        st.caption("Train the same configuration on every image with `--runtime tf` and `--runtime litert-int8` to see the full-set loss here.")
+        st.caption("Train the same configuration on every image with `--runtime litert` and `--runtime litert-mixed` (or `litert-int8`) to see the full-set loss here.")
