@@ -57,4 +57,4 @@ def pick_and_int8(settings: state.Settings, result: dict[str, Any]) -> None:
         else:
             st.caption(f"No int8 configuration is yet within {br.MAX_FAST_LOSS} points of its float twin on the full sets and measured here.")
     else:
-        st.caption("Train the same configuration on every image with `--runtime litert` and `--runtime litert-mixed` (or `litert-int8`) to see the full-set loss here.")
+        st.caption("Train one configuration on every image with `--runtime litert` and `--runtime litert-mixed` to see the full-set loss here.")
