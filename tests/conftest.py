@@ -9,6 +9,9 @@ from typing import Any
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# Users get --runtime auto by default; the suite pins tf so its features, keys and timings do not depend on which runtime
+# this machine finds faster (the auto tests ask for auto explicitly, and test_default_runtime checks the default itself).
+os.environ.setdefault("TLX_RUNTIME", "tf")
 from lib.process import configure_process
 
 # What the CLI and app.py do at start-up, so tests see the same process settings (deterministic ops, legacy Keras for TF Hub).

@@ -13,7 +13,7 @@ from lib.bounds import widget
 from lib.errors import UserFacingError
 from lib.models.protocols import PROTOCOLS
 from lib.models.specs import REGISTRY
-from lib.runtimes import DEFAULT_RUNTIME, choices, registry, selectable
+from lib.runtimes import choices, entry_default, registry, selectable
 from ui import demo, state
 
 CUSTOM = "(custom handle or path)"
@@ -47,7 +47,7 @@ def fix_lists(settings: state.Settings) -> list[Path]:
 def seed_defaults(settings: state.Settings, exclude_lists: list[Path]) -> None:
     """The form's first values (once per session), and an exclude list deleted since dropped."""
     defaults = {**preset_values(settings, "blog"), "t_head": "mlp", "t_epochs": 15, "t_steps": 0, "t_bs": 256, "t_patience": 5, "t_preset": "custom",
-                "t_sizes": [settings.image_size], "t_seed": 0, "t_limit": 0, "t_label": "", "t_runtime": DEFAULT_RUNTIME,
+                "t_sizes": [settings.image_size], "t_seed": 0, "t_limit": 0, "t_label": "", "t_runtime": entry_default(),
                 "t_exclude": NO_EXCLUDE, "t_relabel": NO_FIXES, "t_more": [],
                 "t_ft": False, "t_ft_epochs": 3, "t_ft_size": 0, "t_ft_lr": 1e-4, "t_ft_bs": 32}  # fmt: skip
     for key, value in defaults.items():

@@ -13,7 +13,7 @@ from typing import Any
 
 from lib import config
 from lib.bounds import address_flag, flag
-from lib.runtimes import DEFAULT_RUNTIME, choices, registry, selectable
+from lib.runtimes import ENV_RUNTIME, choices, entry_default, registry, selectable
 from lib.safe_text import terminal_text
 
 
@@ -94,6 +94,17 @@ def current_job() -> Any:
     return current()
 
 
+def concrete_runtime(args: argparse.Namespace, spec: Any, size: int, ds: Any, images: int) -> tuple[str, dict[str, Any] | None]:
+    """``--runtime`` with ``auto`` (the default) resolved for this backbone, size and number of images, and the figures
+    behind an ``auto`` choice (None otherwise); the choice is said."""
+    from lib.runtimes.auto import resolve
+
+    runtime, choice = resolve(args.runtime, spec, size, ds, args.layout, images)
+    if choice:
+        say_stage(f"Runtime auto: {runtime} (estimated {choice['estimated_seconds']} s for {images:,} images; timed {choice['measured']})")
+    return runtime, choice
+
+
 def say_stage(text: str) -> None:
     """A stage of a command: printed to stderr, and reported to its job (a cancel is honoured here)."""
     print(terminal_text(text), file=sys.stderr)
@@ -125,8 +136,9 @@ def add_backbone(p: argparse.ArgumentParser, repeatable: bool = False) -> None:
     p.add_argument("--image-size", type=flag("image_size"), default=None, help="input side in pixels (default: the module's native size)")
     p.add_argument("--batch-size", type=flag("batch_size"), default=256, help="images per forward pass")
     p.add_argument("--limit", type=flag("limit"), default=None, help="use only the first N images of each class")
-    p.add_argument("--runtime", choices=choices(), default=DEFAULT_RUNTIME,
-                   help="extraction runtime: auto (the faster of tf and litert for this backbone, size and machine, timed once and "
+    p.add_argument("--runtime", choices=choices(), default=entry_default(),
+                   help=f"extraction runtime (default: {entry_default()}; ${ENV_RUNTIME} pins another): auto (the faster of tf and "
+                        "litert for this backbone, size and machine, timed once and "
                         "kept; the conversion counts for small extractions); " + "; ".join(f"{name} ({registry()[name].description})" for name in selectable()))
 
 

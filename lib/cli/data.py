@@ -15,7 +15,7 @@ from typing import Any
 
 from lib import config
 from lib.bounds import flag
-from lib.cli.common import Bar, LazyBar, add_backbone, add_common, add_engine, add_source, load_with_progress, ray_options, say_stage
+from lib.cli.common import Bar, LazyBar, add_backbone, add_common, add_engine, add_source, concrete_runtime, load_with_progress, ray_options
 from lib.process import peak_rss_mb
 from lib.runtimes import selectable
 
@@ -83,12 +83,8 @@ def cmd_extract(args: argparse.Namespace) -> dict[str, Any]:
     size = args.image_size or spec.default_size()
     views = ["original", "flip"] if args.view == "both" else [args.view]
     jobs = [(s, v) for s in splits_for(args.split, ds.splits) for v in views]
-    from lib.runtimes.auto import resolve
-
     wanted = sum(ds.subset_size(s, args.limit) for s, _v in jobs)
-    runtime, choice = resolve(args.runtime, spec, size, ds, args.layout, wanted)
-    if choice:
-        say_stage(f"Runtime auto: {runtime} (estimated {choice['estimated_seconds']} s for {wanted:,} images; timed {choice['measured']})")
+    runtime, choice = concrete_runtime(args, spec, size, ds, wanted)
     artifacts: list[dict[str, Any]] = []
     with open_engine(ray_options(args), args.layout) as engine:
         for split, view in jobs:

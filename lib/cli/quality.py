@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lib.bounds import backbone_at_sizes, flag
-from lib.cli.common import add_backbone, add_common, add_source, load_with_progress, say_stage
+from lib.cli.common import add_backbone, add_common, add_source, concrete_runtime, load_with_progress, say_stage
 from lib.process import peak_rss_mb
 
 
@@ -92,7 +92,11 @@ def cmd_audit(args: argparse.Namespace) -> dict[str, Any]:
         raise ConfigError("An audit uses one size per backbone: give BACKBONE@SIZE or --image-size, once.")
     size = first_sizes[0] if first_sizes else args.image_size
     more = tuple(_one_size(backbone_at_sizes(b)) for b in getattr(args, "more_backbones", None) or ())
-    audit = run_audit(args.source, backbone, size, args.layout, args.runtime, args.folds, progress=progress, batch_size=args.batch_size,
+    from lib.models.specs import resolve_backbone
+
+    spec = resolve_backbone(backbone)
+    runtime, _choice = concrete_runtime(args, spec, size or spec.default_size(), ds, sum(ds.size(s) for s in ds.splits))
+    audit = run_audit(args.source, backbone, size, args.layout, runtime, args.folds, progress=progress, batch_size=args.batch_size,
                       labels=labels, more=more)  # fmt: skip
     issues, duplicates, photos = audit.label_issues(), audit.duplicates(args.threshold), audit.same_photos()
     leaked = audit.leaked_test_images(args.threshold)
@@ -122,9 +126,13 @@ def cmd_project(args: argparse.Namespace) -> dict[str, Any]:
     if args.limit is not None:
         raise ConfigError("A map covers every image; --limit does not apply.")
     t0 = time.perf_counter()
-    load_with_progress(args.source, args.layout)
+    from lib.models.specs import resolve_backbone
+
+    ds = load_with_progress(args.source, args.layout)
     progress = stage_printer()
-    m = compute_full_map(args.source, args.backbone, args.image_size, args.layout, args.method, args.runtime, args.perplexity, args.iterations,
+    spec = resolve_backbone(args.backbone)
+    runtime, _choice = concrete_runtime(args, spec, args.image_size or spec.default_size(), ds, sum(ds.size(s) for s in ds.splits))
+    m = compute_full_map(args.source, args.backbone, args.image_size, args.layout, args.method, runtime, args.perplexity, args.iterations,
                          progress=progress, batch_size=args.batch_size)  # fmt: skip
     seconds = time.perf_counter() - t0
     points = {s: len(c) for s, c in m.coords.items()}

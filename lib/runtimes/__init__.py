@@ -153,5 +153,15 @@ def load_for_runtime(spec: BackboneSpec, name: str, size: int, dataset: Dataset 
     return effective(spec, name).load(spec, size, dataset, CacheLayout.at(layout), tf_backbone)
 
 
-DEFAULT_RUNTIME = "tf"  # litert is not yet 1.8x tf on the whole test split here (1.71-1.80x measured); see the README
+DEFAULT_RUNTIME = "tf"  # what keys features asked for without a runtime (a page reading, a test); users get entry_default()
+ENV_RUNTIME = "TLX_RUNTIME"
+
+
+def entry_default() -> str:
+    """The runtime a user gets without choosing one (``extract``/``train`` ``--runtime``, the Train page): ``auto``, the
+    faster exact runtime on this machine; ``$TLX_RUNTIME`` pins another (a value that is not a runtime is ignored)."""
+    import os
+
+    value = os.environ.get(ENV_RUNTIME, "").strip()
+    return value if value in choices() else "auto"
 TFLITE_FILE = "tflite"  # the implied runtime of a .tflite backbone

@@ -25,3 +25,18 @@ def test_flag_then_environment_then_bundle_then_project(tmp_path: Path, monkeypa
     monkeypatch.setenv(config.ENV_IMAGE_SIZE, "100000")  # out of range: ignored
     d = choose_defaults(tmp_path, source="flag-source")
     assert (d.source, d.backbone, d.image_size) == ("flag-source", "from-env", 96)
+
+
+def test_users_get_the_auto_runtime_unless_pinned(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`extract`/`train` default to --runtime auto; $TLX_RUNTIME pins another (the test suite pins tf); a value that is
+    not a runtime is ignored."""
+    from lib.cli.main import build_parser
+    from lib.runtimes import ENV_RUNTIME, entry_default
+
+    monkeypatch.delenv(ENV_RUNTIME, raising=False)
+    assert entry_default() == "auto"
+    assert build_parser().parse_args(["extract"]).runtime == "auto"
+    monkeypatch.setenv(ENV_RUNTIME, "litert")
+    assert entry_default() == "litert" and build_parser().parse_args(["train"]).runtime == "litert"
+    monkeypatch.setenv(ENV_RUNTIME, "../../etc")
+    assert entry_default() == "auto"
