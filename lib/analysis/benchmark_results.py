@@ -113,7 +113,8 @@ def int8_loss_from_runs(manifests: list[Any]) -> list[dict[str, Any]]:
     """The same comparison on full training and test sets, from trained runs: pairs of runs on every image
     with the same dataset, backbone, sizes and head, one with a float runtime and one with ``litert-int8``."""
     runtimes = registry()
-    full = [m for m in manifests if m.limit is None and not m.finetuned and m.runtime in runtimes]
+    # runs on the dataset's own labels and every image only: an exclude list or label fixes train on other data
+    full = [m for m in manifests if m.limit is None and not m.finetuned and m.runtime in runtimes and not m.excluded and not m.relabel]
     out = []
     for q in (m for m in full if runtimes[m.runtime].quantized):
         twins = [m for m in full if runtimes[m.runtime].exact and _like(m) == _like(q)]  # fmt: skip

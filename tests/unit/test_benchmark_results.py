@@ -58,15 +58,16 @@ def test_int8_loss_against_the_faster_float_runtime() -> None:
 
 
 def test_int8_loss_from_full_runs_pairs_only_like_for_like() -> None:
-    def run(rid: str, runtime: str, acc: float, limit: int | None = None, head: str = "mlp", created: str = "1", extra: list | None = None) -> SimpleNamespace:
-        return SimpleNamespace(run_id=rid, runtime=runtime, limit=limit, finetuned=False, dataset_fingerprint="d", backbone_identity="b",
+    def run(rid: str, runtime: str, acc: float, limit: int | None = None, head: str = "mlp", created: str = "1", extra: list | None = None,
+            relabel: dict | None = None) -> SimpleNamespace:  # fmt: skip
+        return SimpleNamespace(run_id=rid, runtime=runtime, limit=limit, finetuned=False, dataset_fingerprint="d", backbone_identity="b", excluded={}, relabel=relabel,
                                backbone_name="b", image_sizes=[128], head=head, train_views=["original", "flip"], tta=True, protocol="best",
                                created=created, metrics=SimpleNamespace(test_accuracy=acc, test_images=10_000), extra_backbones=extra or [])  # fmt: skip
 
     two = [{"backbone": "c", "backbone_name": "c", "backbone_identity": "c", "image_sizes": [224]}]
     runs = [run("q", "litert-int8", 0.8407), run("f", "tf", 0.8550), run("sub", "tf", 0.99, limit=10), run("lin", "tf", 0.9, head="linear"),
-            run("two", "tf", 0.95, created="2", extra=two)]  # fmt: skip
-    (pair,) = br.int8_loss_from_runs(runs)
+            run("two", "tf", 0.95, created="2", extra=two), run("fixed", "tf", 0.8554, created="3", relabel={"name": "fixes"})]  # fmt: skip
+    (pair,) = br.int8_loss_from_runs(runs)  # the newer run on fixed labels is not the float twin
     assert pair["float_run"] == "f" and pair["int8_run"] == "q" and pair["loss_points"] == 1.43
 
 
