@@ -97,11 +97,11 @@ def current_job() -> Any:
 def concrete_runtime(args: argparse.Namespace, spec: Any, size: int, ds: Any, images: int) -> tuple[str, dict[str, Any] | None]:
     """``--runtime`` with ``auto`` (the default) resolved for this backbone, size and number of images, and the figures
     behind an ``auto`` choice (None otherwise); the choice is said."""
-    from lib.runtimes.auto import resolve
+    from lib.runtimes.auto import describe, resolve
 
     runtime, choice = resolve(args.runtime, spec, size, ds, args.layout, images)
     if choice:
-        say_stage(f"Runtime auto: {runtime} (estimated {choice['estimated_seconds']} s for {images:,} images; timed {choice['measured']})")
+        say_stage(describe(runtime, choice, images))
     return runtime, choice
 
 

@@ -116,12 +116,13 @@ def nearest_search(results: dict[str, Any], query: np.ndarray | None, k: int, sk
     :func:`nearest_reranked`. Returns ``(hits, exact)``; hits hold rows of each split's features."""
     from lib.analysis.map_view import nearest_to
 
+    if query is None and skip is None:  # both searches need one or the other
+        raise ValueError("a query vector or the image to search from is needed")
     feats = {s: r.features for s, r in results.items()}
     basis = next((r.basis for r in results.values() if r.basis is not None), None)
     if basis is None:
         if query is None:
-            if skip is None:
-                raise ValueError("a query vector or the image to search from is needed")
+            assert skip is not None  # checked above
             query = np.asarray(feats[skip[0]][skip[1]], np.float32)
         return nearest_to(feats, query, k, norms, skip), True
     return nearest_reranked(feats, basis, query, k, embed, images or {}, skip, norms)

@@ -27,7 +27,7 @@ from lib.models.predict import combine_views, np_concat, np_mean, part_key
 from lib.models.protocols import PROTOCOLS
 from lib.pipeline.engines import LocalEngine
 from lib.pipeline.features import Engine, ExtractProgress, ensure_features
-from lib.runtimes import DEFAULT_RUNTIME, check_runtime
+from lib.runtimes import AUTO, DEFAULT_RUNTIME, check_runtime
 from lib.store.layout import CacheLayout, CacheLike
 from lib.store.manifest import RunManifest, RunMetrics
 
@@ -280,13 +280,14 @@ def train_run(
     more = [(s, tuple(sz or (s.default_size(),))) for s, sz in ((resolve_backbone(b), sz) for b, sz in req.more_backbones)]
     test_views = ("original", "flip") if req.tta else ("original",)
     runtime_choice = None
-    if req.runtime == "auto":  # one runtime for the whole run: chosen on the first backbone at its first size
-        from lib.runtimes.auto import resolve
+    if req.runtime == AUTO:  # one runtime for the whole run: chosen on the first backbone at its first size
+        from lib.runtimes.auto import describe, resolve
 
         count = {s: ds.subset_size(s, req.limit) for s in (req.train_split, req.test_split)}
         images = (count[req.train_split] * len(req.train_views) + count[req.test_split] * len(test_views)) * (len(sizes) + sum(len(sz) for _s, sz in more))
-        req.runtime, runtime_choice = resolve("auto", spec, sizes[0], ds, layout, images)
-        stage(f"Runtime auto: {req.runtime} (estimated seconds {runtime_choice['estimated_seconds'] if runtime_choice else {}})")
+        req.runtime, runtime_choice = resolve(AUTO, spec, sizes[0], ds, layout, images)
+        if runtime_choice:
+            stage(describe(req.runtime, runtime_choice, images))
     stage("Features" + (f" ({req.runtime} runtime)" if req.runtime != DEFAULT_RUNTIME else ""))
     common = (layout, req.limit, req.batch_size, on_extract, engine or LocalEngine(layout), req.runtime)
     train = gather_features(ds, spec, req.train_split, sizes, tuple(req.train_views), *common)

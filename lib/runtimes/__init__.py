@@ -14,6 +14,7 @@ Adding a runtime touches its own module and the line that registers it (:mod:`li
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -110,12 +111,12 @@ def get_runtime(name: str) -> Runtime:
 def check_runtime(name: str) -> str:
     """``name`` if it is a runtime a user can choose (or ``auto``: resolved per backbone and size, see
     :mod:`lib.runtimes.auto`), else :class:`ConfigError`."""
-    return "auto" if name == "auto" else get_runtime(name).name
+    return AUTO if name == AUTO else get_runtime(name).name
 
 
 def choices() -> tuple[str, ...]:
     """What ``--runtime`` and the Train page offer: ``auto``, then every runtime a user can choose."""
-    return ("auto", *selectable())
+    return (AUTO, *selectable())
 
 
 def effective(spec: BackboneSpec, name: str) -> Runtime:
@@ -154,14 +155,13 @@ def load_for_runtime(spec: BackboneSpec, name: str, size: int, dataset: Dataset 
 
 
 DEFAULT_RUNTIME = "tf"  # what keys features asked for without a runtime (a page reading, a test); users get entry_default()
+TFLITE_FILE = "tflite"  # the implied runtime of a .tflite backbone
+AUTO = "auto"  # not a runtime: the faster exact one for a backbone, size and machine (lib.runtimes.auto resolves it)
 ENV_RUNTIME = "TLX_RUNTIME"
 
 
 def entry_default() -> str:
     """The runtime a user gets without choosing one (``extract``/``train`` ``--runtime``, the Train page): ``auto``, the
     faster exact runtime on this machine; ``$TLX_RUNTIME`` pins another (a value that is not a runtime is ignored)."""
-    import os
-
     value = os.environ.get(ENV_RUNTIME, "").strip()
-    return value if value in choices() else "auto"
-TFLITE_FILE = "tflite"  # the implied runtime of a .tflite backbone
+    return value if value in choices() else AUTO

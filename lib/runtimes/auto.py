@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lib.errors import first_line
+from lib.runtimes import AUTO
 
 if TYPE_CHECKING:
     from lib.data.sources import Dataset
     from lib.models.specs import BackboneSpec
     from lib.store.layout import CacheLayout
 
-AUTO = "auto"
 CANDIDATES = ("tf", "litert")  # the exact runtimes (features within 1e-4)
 TOLERANCE = 1e-4
 BATCH = 64
@@ -131,3 +131,8 @@ def resolve(name: str, spec: BackboneSpec, size: int, ds: Dataset, layout: Cache
     choice, estimates = choose(figures, images, converted)
     return choice, {"choice": choice, "images": int(images), "estimated_seconds": estimates, "measured": "now" if measured_now else "earlier, on this machine",
                     "key": key, "cores": os.cpu_count(), **{k: v for k, v in figures.items() if k in CANDIDATES}}  # fmt: skip
+
+
+def describe(runtime: str, choice: dict[str, Any], images: int) -> str:
+    """The line a command says when ``auto`` chose ``runtime``."""
+    return f"Runtime auto: {runtime} (estimated {choice['estimated_seconds']} s for {images:,} images; timed {choice['measured']})"

@@ -187,7 +187,6 @@ def unpack_images(staged: CacheLayout, sprites_root: Path | None) -> list[str]:
     import hashlib
 
     from lib.data.thumbs import MANIFEST, finish, new_sprites, write_sheet
-    from lib.errors import first_line
     from lib.store.atomic import atomic_path
 
     notices: list[str] = []
@@ -212,7 +211,7 @@ def unpack_images(staged: CacheLayout, sprites_root: Path | None) -> list[str]:
                         if sprites is not None:
                             write_sheet(sprites, split, sheet, block)
                     except UserFacingError as err:
-                        notices.append(f"Hover thumbnails are off: {sprites_root} cannot be written ({first_line(err, 160)}).")
+                        notices.append(_no_thumbnails(sprites_root, err))
                         sprites = None
             if digest.hexdigest() != record["sha256"].get(split):
                 why = "another JPEG decoder" if form == "originals" else "sprite sheets are JPEG"
@@ -221,13 +220,20 @@ def unpack_images(staged: CacheLayout, sprites_root: Path | None) -> list[str]:
             try:
                 finish(sprites)
             except UserFacingError as err:
-                notices.append(f"Hover thumbnails are off: {sprites_root} cannot be written ({first_line(err, 160)}).")
+                notices.append(_no_thumbnails(sprites_root, err))
         for leftover in [folder / SPRITES_FOLDER, *folder.glob(f"*{ORIGINALS_BLOB}"), *folder.glob(f"*{ORIGINALS_OFFSETS}"), record_path]:
             if leftover.is_dir():
                 shutil.rmtree(leftover)
             else:
                 leftover.unlink(missing_ok=True)
     return notices
+
+
+def _no_thumbnails(root: Path | None, err: UserFacingError) -> str:
+    """The notice when the app's thumbnail folder cannot be written (the install goes on without hover thumbnails)."""
+    from lib.errors import first_line
+
+    return f"Hover thumbnails are off: {root} cannot be written ({first_line(err, 160)})."
 
 
 def _bad(what: str) -> UserFacingError:
