@@ -15,6 +15,7 @@ import argparse
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from lib.errors import ConfigError
@@ -142,6 +143,9 @@ def backbone_at_sizes(text: str) -> tuple[str, tuple[int, ...] | None]:
     as ``(backbone, sizes or None)``; an ``@`` followed by anything but sizes belongs to the backbone itself."""
     text = str(text).strip()
     head, at, tail = text.rpartition("@")
+    if at and head and not all(p.strip().isdigit() for p in tail.split(",")) and Path(head).expanduser().exists() and not Path(text).expanduser().exists():
+        # a local backbone with something after its @: sizes written wrong, not a backbone name
+        raise ConfigError(f"The sizes of --backbone {head[-60:]!r}: {tail[:20]!r} is not a list of input sizes (e.g. @128 or @160,224).")
     if not at or not tail or not all(p.strip().isdigit() for p in tail.split(",")):
         return text, None
     if not head:

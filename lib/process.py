@@ -5,6 +5,7 @@ so setting them here costs nothing and imports nothing.
 
     configure_process(cache_dir)     # first thing in an entry point
     peak_rss_mb()                    # this process's peak memory so far (Linux), for the figures commands print
+    is_alive(pid, process_start(pid))  # whether that very process still runs (a pid is recycled, pid + start time not)
 """
 
 from __future__ import annotations
@@ -37,3 +38,31 @@ def peak_rss_mb() -> float | None:
     except OSError:
         pass
     return None
+
+
+def process_start(pid: int) -> str:
+    """A process's start time in clock ticks since boot (Linux), "" if there is no such process: with the pid it names
+    one process for good (a pid is recycled, a pid and its start time are not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            text = fh.read()
+    except OSError:
+        return ""
+    return text.rsplit(")", 1)[1].split()[19]  # field 22, counted after the command name
+
+
+def is_alive(pid: int, start: str) -> bool:
+    """Whether the process ``pid`` that started at ``start`` is still running (a zombie counts as gone)."""
+    if pid <= 0:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            text = fh.read()
+    except OSError:
+        try:
+            os.kill(pid, 0)  # no /proc here: the pid alone
+        except (ProcessLookupError, PermissionError):
+            return False
+        return not start
+    fields = text.rsplit(")", 1)[1].split()
+    return fields[0] != "Z" and (not start or fields[19] == start)

@@ -20,6 +20,11 @@ DEFAULT_LIST = "label-fixes"
 SUGGESTED = "each image's suggested label"
 
 
+def force_checkbox(key: str) -> bool:
+    """The confirmation an uploaded list needs when it looks made for another dataset (the CLI's ``--force``)."""
+    return st.checkbox("Use it even if it looks made for another dataset (it changes more than half of the labels it names)", key=key)
+
+
 def list_name() -> str:
     """The fix list this session writes to (a name the layout accepts, else the default)."""
     state.bind("fix_list", DEFAULT_LIST)

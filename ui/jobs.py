@@ -16,13 +16,14 @@ import streamlit as st
 
 from lib.errors import UserFacingError
 from lib.jobs import Job, JobSpec, cancel_job, list_jobs, submit
-from lib.jobs.queue import log_tail
+from lib.jobs.queue import log_tail, runner_stopped
 from ui import demo, state
 from ui.pages import page_path
 from ui.text import md_escape, show_error
 
 STARTED = "_jobs_started"  # session: ids of the jobs this session started (a finished train job activates its run once)
 RECENT_S = 30 * 60  # finished jobs stay in the panel this long
+PANEL_JOBS = 6  # the panel shows at most this many (then "and N more")
 IDLE_POLL_S = 10.0  # with nothing running, each session looks for new jobs this often (ten idle sessions: see bench/jobs.py)
 RESULT_PAGES = {  # where what a job made is seen: (page, link text, the result field a link carries)
     "data": ("views/browse.py", "Browse it", None),
@@ -77,7 +78,9 @@ def draw_job(settings: state.Settings, job: Job, where: Any, compact: bool) -> N
         rate = f"{p.rate:,.0f} {p.unit or 'items'}/s · " if p.rate else ""
         counts = f"{p.done:,}/{p.total:,} · " if p.total else ""
         where.progress(p.fraction, text=f"{title} · {md_escape(p.stage or 'starting', 80)}")
-        where.caption(f"{counts}{rate}ETA {_fmt_s(p.eta_seconds)} · elapsed {_fmt_s(_elapsed(job))}"
+        stage_for = f" (this stage {_fmt_s(time.time() - p.since)})" if p.since and not p.total else ""
+        eta = f"ETA {_fmt_s(p.eta_seconds)} · " if p.total else ""
+        where.caption(f"{counts}{rate}{eta}elapsed {_fmt_s(_elapsed(job))}{stage_for}"
                       + (" · cancelling at the next safe point" if job.cancel_requested else ""))  # fmt: skip
     elif job.state == "queued":
         where.caption(f":material/schedule: {title} · queued")
@@ -89,6 +92,9 @@ def draw_job(settings: state.Settings, job: Job, where: Any, compact: bool) -> N
         where.page_link(page_path(page), label=label, icon=":material/arrow_forward:", query_params=params)
     elif job.state == "failed":
         where.error(f"{title} failed: {md_escape(job.error or 'see the log', 600)}", icon=":material/error:")
+    elif job.damaged:
+        where.warning(f"Job {md_escape(job.id, 40)}: {md_escape(job.error, 600)}", icon=":material/warning:")
+        return
     else:
         where.caption(f":material/cancel: {title} · cancelled")
     actions = where.columns([1, 2]) if job.active else [None, where]
@@ -181,12 +187,18 @@ def panel(settings: state.Settings) -> None:
         current = _jobs(settings)
         if any(j.active for j in current) != active:
             st.rerun(scope="app")  # something started or ended: the page may have new results, and the poll its new pace
-        shown = [j for j in current if j.active or _age(j) < RECENT_S][:6]
+        recent = [j for j in current if j.active or j.damaged or _age(j) < RECENT_S]
+        shown = recent[:PANEL_JOBS]
         if not shown:
             return
         st.markdown("**Jobs**")
+        waiting = runner_stopped(settings.layout) if any(j.state == "queued" for j in current) else ""
+        if waiting:
+            st.warning(f"Queued jobs wait: {md_escape(waiting, 600)}", icon=":material/block:")
         for j in shown:
             draw_job(settings, j, st, compact=True)
+        if len(recent) > len(shown):
+            st.caption(f"and {len(recent) - len(shown)} more (`python -m lib jobs list`)")
 
     with st.sidebar:
         st.fragment(body, run_every=1.0 if active else IDLE_POLL_S)()

@@ -231,6 +231,11 @@ def bind(key: str, default: Any, cast: Callable[[str], Any] = str, valid: Callab
     st.session_state[key] = default
 
 
+def kept_key(key: str) -> str:
+    """Where a widget's last value is kept while its page is not drawn (see :func:`bind`)."""
+    return _KEEP + key
+
+
 def in_range(low: float, high: float) -> Callable[[Any], bool]:
     """A ``valid`` predicate for :func:`bind`: a number in ``[low, high]``."""
     return lambda v: low <= v <= high

@@ -47,11 +47,12 @@ def fixes_tab(settings: state.Settings, ds: Any) -> None:
         if c.button("Remove", **demo.off("Changing a fix list", disabled=not drop)):
             _update(settings, ds, name, remove=[(k.split("/")[0], int(k.split("/")[1])) for k in drop])
     up = st.file_uploader("Import fixes into this list: CSV split,index,label (class names) or the app's JSON", type=["csv", "json"], key="fix_up")
+    force = fixes.force_checkbox("fix_up_force") if up is not None else False
     if up is not None and st.button("Import", **demo.off("Importing fixes")):
         from lib.store.labels import parse_labels
 
         try:
-            got = parse_labels(up.getvalue().decode("utf-8-sig", errors="replace"), ds, "The uploaded list")
+            got = parse_labels(up.getvalue().decode("utf-8-sig", errors="replace"), ds, "The uploaded list", force=force)
         except UserFacingError as err:
             show_error(err)
         else:

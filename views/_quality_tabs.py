@@ -162,17 +162,18 @@ def exclude_list_tab(settings: state.Settings, ds: Any, audit: Any, marked: dict
 def label_list_picker(settings: state.Settings, ds: Any) -> str | None:
     """Which labels to audit: the dataset's own, or a saved label list (CSV ``split,index,label`` or the app's JSON,
     uploaded here and kept under the cache); the chosen list's path, or None."""
-    from lib.store.labels import changed_count, parse_labels, save_label_list, saved_label_lists
+    from lib.store.labels import describe_changes, parse_labels, save_label_list, saved_label_lists
 
     with st.expander("Audit other labels (for example people's re-annotations)"):
         up = st.file_uploader("A label list: CSV with split,index,label (class names), or the app's JSON", type=["csv", "json"], key="dq_labels_up")
+        force = fixes.force_checkbox("dq_labels_force") if up is not None else False
         if up is not None and st.button("Add this list", **demo.off("Adding a label list")):
             try:
-                fixes = parse_labels(up.getvalue().decode("utf-8-sig", errors="replace"), ds, "The uploaded list")
+                listed = parse_labels(up.getvalue().decode("utf-8-sig", errors="replace"), ds, "The uploaded list", force=force)
                 name = safe_name(up.name, "labels")
-                path = save_label_list(settings.cache_dir, name, ds, fixes, note=f"uploaded as {up.name[:100]}")
+                path = save_label_list(settings.cache_dir, name, ds, listed, note=f"uploaded as {up.name[:100]}")
                 st.session_state["dq_labels"] = path.name
-                st.success(f"Saved as {md_escape(path.name)}: " + ", ".join(f"{n:,} {s} labels differ" for s, n in changed_count(fixes, ds).items()))
+                st.success(f"Saved as {md_escape(path.name)}: {md_escape(describe_changes(listed, ds))}")
             except UserFacingError as err:
                 show_error(err)
         lists = {p.name: p for p in saved_label_lists(settings.cache_dir)}

@@ -19,6 +19,15 @@ if len(runs) < 2:
     st.info("Compare needs two runs: train another on **Train or load**, then select two rows of the runs table.")
     st.stop()
 ids = list(runs)
+for key, default in (("cmp_a", ids[1]), ("cmp_b", ids[0])):
+    # A run deleted since it was chosen (or named by a link) is said to be gone, never silently replaced by another
+    asked = st.session_state.get(key, st.session_state.get(state.kept_key(key), st.query_params.get(key)))
+    if asked is not None and asked not in runs:
+        st.warning(f"Run {md_escape(str(asked), 80)} is gone (deleted, or not in this cache); run {'A' if key == 'cmp_a' else 'B'} is "
+                   f"{md_escape(runs[default].display_name(), 120)} instead.", icon=":material/warning:")  # fmt: skip
+        for stale in (key, state.kept_key(key)):
+            st.session_state.pop(stale, None)
+        st.query_params.pop(key, None)
 state.bind("cmp_a", ids[1], valid=ids)
 state.bind("cmp_b", ids[0], valid=ids)
 c1, c2 = st.columns(2)

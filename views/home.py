@@ -3,11 +3,11 @@
 import pandas as pd
 import streamlit as st
 
-from lib.analysis.inventory import dataset_features, missing_feature_splits
+from lib.analysis.inventory import dataset_features, missing_feature_splits, settled_runtime
 from lib.config import BLOG_ACCURACY
 from lib.errors import UserFacingError
 from lib.jobs.commands import extract_job
-from lib.runtimes import DEFAULT_RUNTIME
+from lib.runtimes import entry_default
 from lib.store.runs import list_runs
 from ui import cached, demo, jobs, state, widgets
 from ui.text import md_escape, show_error
@@ -40,7 +40,9 @@ except UserFacingError as err:
 runs = list_runs(settings.layout)
 feature_rows = dataset_features(settings.layout, ds, view=None) if ds is not None else []
 splits = list(ds.splits) if ds else ["train", "test"]
-missing = missing_feature_splits(settings.layout, ds, spec, settings.image_size, DEFAULT_RUNTIME) if ds is not None and spec is not None else splits
+# The default runtime (auto: the faster exact one here, timed inside the job), as the CLI and the Train page use it
+runtime = settled_runtime(settings.layout, ds, spec, settings.image_size, entry_default()) if ds is not None and spec is not None else entry_default()
+missing = missing_feature_splits(settings.layout, ds, spec, settings.image_size, runtime) if ds is not None and spec is not None else splits
 
 c1, c2, c3 = st.columns(3)
 c1.metric("Dataset", "cached" if ds else "not prepared", help=md_escape(settings.source))
@@ -58,7 +60,7 @@ if ds is None or missing:
     demo.note()
     ray_options = widgets.extraction_engine("home")
     if st.button(label, type="primary", **demo.off("Preparing data", disabled=spec is None, help=demo.BACKGROUND)):  # fmt: skip
-        if jobs.start(settings, extract_job(settings.source, settings.backbone, settings.image_size, DEFAULT_RUNTIME, ray=ray_options)):
+        if jobs.start(settings, extract_job(settings.source, settings.backbone, settings.image_size, runtime, ray=ray_options)):
             st.rerun()
     if ds is None and jobs.last_failed(settings, "extract"):
         st.info(widgets.OFFLINE_HELP)

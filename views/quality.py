@@ -4,9 +4,10 @@ images to exclude and save the list for training."""
 import streamlit as st
 
 from lib.analysis import audit as au
+from lib.analysis.inventory import settled_runtime
 from lib.errors import UserFacingError
 from lib.jobs.commands import audit_job
-from lib.runtimes import DEFAULT_RUNTIME
+from lib.runtimes import entry_default
 from ui import cached, demo, jobs, state, widgets
 from ui.text import md_escape, show_error
 from views import _quality_fixes, _quality_tabs
@@ -15,7 +16,11 @@ settings = state.current()
 st.title("Data quality")
 ds = widgets.require_dataset(settings)
 run = widgets.active_run(settings)
-backbone, size, runtime, more = settings.backbone, settings.image_size, DEFAULT_RUNTIME, ()
+backbone, size, more = settings.backbone, settings.image_size, ()
+try:
+    runtime = settled_runtime(settings.layout, ds, cached.backbone_spec(backbone), size, entry_default())
+except UserFacingError:
+    runtime = entry_default()
 if run is not None and not run.manifest.finetuned:
     m = run.manifest
     backbone, size, runtime = m.backbone, m.image_sizes[0], m.runtime

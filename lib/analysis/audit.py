@@ -36,7 +36,7 @@ import numpy as np
 from lib.analysis.duplicates import PAIR_BUDGET
 from lib.config import SEED
 from lib.errors import ConfigError
-from lib.runtimes import DEFAULT_RUNTIME
+from lib.runtimes import AUTO, DEFAULT_RUNTIME
 from lib.store.layout import CacheLike
 
 AUDIT_VERSION = 4  # 2: heads on both views, several backbones, calibrated probabilities; 3: near-duplicates checked on the pixels;
@@ -362,7 +362,10 @@ def _audit_target(source: str, backbone: str, image_size: int | None, cache_dir:
 
 def cached_audit(source: str, backbone: str, image_size: int | None, cache_dir: CacheLike, runtime: str = DEFAULT_RUNTIME, folds: int = DEFAULT_FOLDS,
                  seed: int = SEED, labels: Any = None, more: Parts = (), views: tuple[str, ...] = VIEWS) -> Audit | None:  # fmt: skip
-    """The stored audit if there is a valid one; never computes anything (what a page calls on load)."""
+    """The stored audit if there is a valid one; never computes anything (what a page calls on load). Nothing is stored
+    under ``auto``: a job settles it to a runtime first (:func:`lib.analysis.inventory.settled_runtime`)."""
+    if runtime == AUTO:
+        return None
     whole, path = _audit_target(source, backbone, image_size, Path(cache_dir), runtime, folds, seed, labels, more, views)
     return load_audit(path, whole.sizes)
 

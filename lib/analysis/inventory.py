@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from lib.pipeline.feature_store import FeatureManifest, list_cached_features, load_cached_features
-from lib.runtimes import DEFAULT_RUNTIME
+from lib.runtimes import AUTO, DEFAULT_RUNTIME
+from lib.runtimes.auto import CANDIDATES as AUTO_CANDIDATES
 from lib.store.layout import CacheLike
 
 
@@ -66,7 +67,21 @@ def preferred_feature_set(sets: list[FeatureSet], run_manifest: Any, backbone_ha
 
 def missing_feature_splits(layout: CacheLike, ds: Any, spec: Any, image_size: int, runtime: str = DEFAULT_RUNTIME, view: str = "original") -> list[str]:
     """The splits of ``ds`` that have no valid features of ``spec`` at ``image_size`` made by ``runtime`` (features of
-    another runtime do not count: they are other features)."""
+    another runtime do not count: they are other features; ``auto`` has none until a job settles it)."""
     from lib.pipeline.features import feature_key_for
 
+    if runtime == AUTO:
+        return list(ds.splits)
     return [s for s in ds.splits if load_cached_features(layout, feature_key_for(ds, s, spec, image_size, view, None, runtime)) is None]
+
+
+def settled_runtime(layout: CacheLike, ds: Any, spec: Any, image_size: int, asked: str) -> str:
+    """The runtime whose artifacts a page reads when ``asked`` is what a job would run: ``asked`` itself, or for
+    ``auto`` the exact runtime that has the most splits of cached features of ``spec`` at ``image_size`` (what the job
+    would use, see :func:`lib.runtimes.auto.choose`), else ``auto`` (nothing cached: the job times and decides). A page
+    never times a runtime."""
+    if asked != AUTO:
+        return asked
+    have = {rt: len(ds.splits) - len(missing_feature_splits(layout, ds, spec, image_size, rt)) for rt in AUTO_CANDIDATES}
+    best = max(AUTO_CANDIDATES, key=lambda rt: have[rt])
+    return best if have[best] else AUTO

@@ -94,12 +94,17 @@ def current_job() -> Any:
     return current()
 
 
-def concrete_runtime(args: argparse.Namespace, spec: Any, size: int, ds: Any, images: int) -> tuple[str, dict[str, Any] | None]:
-    """``--runtime`` with ``auto`` (the default) resolved for this backbone, size and number of images, and the figures
-    behind an ``auto`` choice (None otherwise); the choice is said."""
+def concrete_runtime(args: argparse.Namespace, spec: Any, size: int, ds: Any, parts: list[tuple[str, str]],
+                     limit: int | None = None) -> tuple[str, dict[str, Any] | None]:  # fmt: skip
+    """``--runtime`` with ``auto`` (the default) resolved for this backbone and size and the features it will need
+    (``parts``: (split, view) each), and the figures behind an ``auto`` choice (None otherwise); the choice is said.
+    Features one exact runtime has cached already count as done (see :func:`lib.runtimes.auto.choose`)."""
+    from lib.pipeline.features import cached_image_counter
     from lib.runtimes.auto import describe, resolve
 
-    runtime, choice = resolve(args.runtime, spec, size, ds, args.layout, images)
+    images = sum(ds.subset_size(split, limit) for split, _view in parts)
+    counter = cached_image_counter(ds, [(spec, size, split, view) for split, view in parts], limit, args.layout)
+    runtime, choice = resolve(args.runtime, spec, size, ds, args.layout, images, counter)
     if choice:
         say_stage(describe(runtime, choice, images))
     return runtime, choice

@@ -83,8 +83,7 @@ def cmd_extract(args: argparse.Namespace) -> dict[str, Any]:
     size = args.image_size or spec.default_size()
     views = ["original", "flip"] if args.view == "both" else [args.view]
     jobs = [(s, v) for s in splits_for(args.split, ds.splits) for v in views]
-    wanted = sum(ds.subset_size(s, args.limit) for s, _v in jobs)
-    runtime, choice = concrete_runtime(args, spec, size, ds, wanted)
+    runtime, choice = concrete_runtime(args, spec, size, ds, jobs, args.limit)
     artifacts: list[dict[str, Any]] = []
     with open_engine(ray_options(args), args.layout) as engine:
         for split, view in jobs:

@@ -52,8 +52,11 @@ def cmd_install_bundle(args: argparse.Namespace) -> dict[str, Any]:
     from lib.store.bundle_install import install_bundle
 
     info = install_bundle(args.bundle, args.layout, progress=_printer(), sha256=args.sha256, sprites_root=Path(args.thumbs) if args.thumbs else None)
-    info["_text"] = "\n".join([f"installed {len(info.get('runs', []))} run(s), {info['artifacts_added']} new artifact(s) into {args.layout}",
-                               *info.get("notices", [])])  # fmt: skip
+    if info.get("already_installed"):
+        first = f"already installed: {len(info.get('runs', []))} run(s) in {args.layout}, nothing to do"
+    else:
+        first = f"installed {len(info.get('runs', []))} run(s), {info['artifacts_added']} new artifact(s) into {args.layout}"
+    info["_text"] = "\n".join([first, *([] if info.get("already_installed") else info.get("notices", []))])
     return info
 
 

@@ -11,6 +11,7 @@ import argparse
 from typing import Any
 
 from lib.cli.common import add_common
+from lib.errors import UserFacingError
 
 
 def add_commands(sub: Any) -> None:
@@ -28,21 +29,30 @@ def add_commands(sub: Any) -> None:
 
 
 def _line(job: Any) -> str:
-    share = f" {job.progress.fraction:.0%}" if job.state == "running" else ""
-    stage = f"  {job.progress.stage}" if job.state == "running" and job.progress.stage else ""
+    import time
+
+    p = job.progress
+    share = f" {p.fraction:.0%}" if job.state == "running" and p.total else ""
+    since = f" ({time.time() - p.since:.0f} s)" if p.since and not p.total else ""
+    stage = f"  {p.stage}{since}" if job.state == "running" and p.stage else ""
     error = f"  {job.error}" if job.error else ""
     return f"{job.id}  {job.state:<9}{share}  {job.kind:<9} {job.title}{stage}{error}"
 
 
 def cmd_jobs(args: argparse.Namespace) -> dict[str, Any]:
     """``jobs``."""
-    from lib.jobs.queue import cancel_job, get_job, list_jobs, log_tail, run_runner
+    from lib.jobs.queue import cancel_job, get_job, list_jobs, log_tail, run_runner, runner_stopped
 
     if args.jobs_command == "runner":
-        return {"exit": run_runner(args.layout), "_text": "runner: idle, exiting"}
+        code = run_runner(args.layout)
+        if code:
+            raise UserFacingError(runner_stopped(args.layout) or "the job runner stopped")
+        return {"exit": code, "_text": "runner: idle, exiting"}
     if args.jobs_command == "list":
         jobs = list_jobs(args.layout)
-        return {"jobs": [j.summary() for j in jobs], "_text": "\n".join(_line(j) for j in jobs) or "no jobs"}
+        waiting = runner_stopped(args.layout) if any(j.state == "queued" for j in jobs) else ""
+        text = "\n".join(_line(j) for j in jobs) or "no jobs"
+        return {"jobs": [j.summary() for j in jobs], "queue_stopped": waiting, "_text": text + (f"\nqueued jobs wait: {waiting}" if waiting else "")}
     if args.jobs_command == "logs":
         get_job(args.layout, args.job_id)
         text = log_tail(args.layout, args.job_id)

@@ -20,6 +20,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn
 
 from lib import config
@@ -33,8 +34,11 @@ from lib.store.layout import CacheLayout
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a bad flag is one line on stderr (``error: argument --lr: ...``), exit status 2, as every other error."""
 
+    refused: str = ""  # the last refusal's text, for a job's outcome (argparse exits before the command's own handling)
+
     def error(self, message: str) -> NoReturn:
-        self.exit(2, terminal_text(f"error: {message} (see `{self.prog} --help`)") + "\n")
+        OneLineParser.refused = f"{message} (see `{self.prog} --help`)"
+        self.exit(2, terminal_text(f"error: {OneLineParser.refused}") + "\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,7 +61,20 @@ def main(argv: list[str] | None = None) -> int:
     job's outcome: its exit status, its JSON result, or its one-line error."""
     from lib.jobs.report import finish
 
-    args = build_parser().parse_args(argv)
+    job_dir = os.environ.get("TLX_JOB_DIR")
+    if job_dir:
+        from lib.jobs.queue import claimed_by
+
+        if not claimed_by(Path(job_dir), os.getpid()):
+            # Its start was not recorded (the runner could not write, or died): this process must not do the work.
+            print("error: this job's record does not name this process; it does nothing (see `python -m lib jobs list`)", file=sys.stderr)
+            return 3
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:
+        if stop.code not in (0, None):  # refused by argparse: the job says why, not "ended without saying how"
+            finish(int(stop.code) if isinstance(stop.code, int) else 2, None, OneLineParser.refused or "the command's arguments were refused")
+        raise
     args.cache_dir = args.cache_dir or config.default_cache_dir()
     args.layout = CacheLayout(args.cache_dir)  # the one layout every command passes down
     configure_process(args.layout)

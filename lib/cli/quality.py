@@ -15,6 +15,7 @@ from typing import Any
 
 from lib.bounds import backbone_at_sizes, flag
 from lib.cli.common import add_backbone, add_common, add_source, concrete_runtime, load_with_progress, say_stage
+from lib.pipeline.feature_store import VIEWS
 from lib.process import peak_rss_mb
 
 
@@ -30,6 +31,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--top", type=flag("top"), default=None, help="print only the first N label issues and duplicate pairs")
     p.add_argument("--labels", type=Path, default=None,
                    help="audit as if these labels were given: CSV split,index,label (class names), e.g. CIFAR-10N's human labels")
+    p.add_argument("--force", action="store_true", help="use a label list that changes more than half of the labels it names (made for another dataset?)")
     add_common(p)
 
     p = sub.add_parser("project", help="a 2-D map of every image (PCA, or t-SNE via openTSNE fitted on train), cached")
@@ -47,6 +49,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--relabel", type=Path, default=None, help="label fixes: CSV split,index,label (class names) or the app's JSON")
     p.add_argument("--selection", type=Path, default=None, help="export only these images: CSV split,index (e.g. a map selection's download)")
     p.add_argument("--note", default="", help="a note kept in the export's curation.json")
+    p.add_argument("--force", action="store_true", help="use a label list that changes more than half of the labels it names (made for another dataset?)")
     add_common(p)
 
 
@@ -84,7 +87,7 @@ def cmd_audit(args: argparse.Namespace) -> dict[str, Any]:
     if args.labels is not None:
         from lib.store.labels import changed_count, read_label_file
 
-        labels = read_label_file(args.labels, ds)
+        labels = read_label_file(args.labels, ds, args.force)
         say_stage(f"Replacement labels: {', '.join(f'{s} {n:,} changed' for s, n in changed_count(labels, ds).items())}")
     progress = stage_printer()
     backbone, first_sizes = backbone_at_sizes(args.backbone)
@@ -95,7 +98,7 @@ def cmd_audit(args: argparse.Namespace) -> dict[str, Any]:
     from lib.models.specs import resolve_backbone
 
     spec = resolve_backbone(backbone)
-    runtime, _choice = concrete_runtime(args, spec, size or spec.default_size(), ds, sum(ds.size(s) for s in ds.splits))
+    runtime, _choice = concrete_runtime(args, spec, size or spec.default_size(), ds, [(s, v) for s in ds.splits for v in VIEWS])
     audit = run_audit(args.source, backbone, size, args.layout, runtime, args.folds, progress=progress, batch_size=args.batch_size,
                       labels=labels, more=more)  # fmt: skip
     issues, duplicates, photos = audit.label_issues(), audit.duplicates(args.threshold), audit.same_photos()
@@ -131,7 +134,7 @@ def cmd_project(args: argparse.Namespace) -> dict[str, Any]:
     ds = load_with_progress(args.source, args.layout)
     progress = stage_printer()
     spec = resolve_backbone(args.backbone)
-    runtime, _choice = concrete_runtime(args, spec, args.image_size or spec.default_size(), ds, sum(ds.size(s) for s in ds.splits))
+    runtime, _choice = concrete_runtime(args, spec, args.image_size or spec.default_size(), ds, [(s, "original") for s in ds.splits])
     m = compute_full_map(args.source, args.backbone, args.image_size, args.layout, args.method, runtime, args.perplexity, args.iterations,
                          progress=progress, batch_size=args.batch_size)  # fmt: skip
     seconds = time.perf_counter() - t0
@@ -152,8 +155,8 @@ def cmd_export_dataset(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     ds = load_with_progress(args.source, args.layout)
     exclude = read_exclude_file(args.exclude, ds) if args.exclude is not None else None
-    fixes = read_label_file(args.relabel, ds) if args.relabel is not None else None
-    selection = read_exclude_file(args.selection, ds) if args.selection is not None else None  # the same split,index format
+    fixes = read_label_file(args.relabel, ds, args.force) if args.relabel is not None else None
+    selection = read_exclude_file(args.selection, ds, what="Selection") if args.selection is not None else None  # the same split,index format
     bar = Bar("export", unit="img")
     try:
         summary = export_dataset(ds, args.out, exclude, fixes, selection, note=args.note, on_progress=bar.update_to)

@@ -57,6 +57,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--relabel", type=Path, default=None,
                    help="label fixes to train with: CSV with split,index,label (class names) or the app's JSON; test accuracy is reported "
                         "against the given and the fixed labels")  # fmt: skip
+    p.add_argument("--force", action="store_true", help="use a label list that changes more than half of the labels it names (made for another dataset?)")
     add_engine(p)
     add_common(p)
 
@@ -138,9 +139,11 @@ def _request(args: argparse.Namespace) -> Any:
         req.exclude = {split: [int(i) for i in v] for split, v in images.items()}
     if args.relabel is not None:
         from lib.data.sources import load_dataset
-        from lib.store.labels import read_label_source
+        from lib.store.labels import describe_changes, read_label_file, read_label_source
 
-        req.relabel, req.relabel_source = read_label_source(args.relabel, load_dataset(args.source, args.layout))
+        ds = load_dataset(args.source, args.layout)
+        req.relabel, req.relabel_source = read_label_source(args.relabel, ds, force=args.force)
+        say_stage(f"Label fixes: {describe_changes(read_label_file(args.relabel, ds, force=True), ds)}")
     return req
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import time
 import zipfile
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lib.errors import ConfigError
+from lib.process import is_alive, process_start
 
 if TYPE_CHECKING:
     from lib.data.sources import Dataset
@@ -112,20 +114,47 @@ def export_dataset(ds: Dataset, out: Path | str, exclude: dict[str, Any] | None 
                     on_progress(done, total)
 
     text = json.dumps(summary, indent=2)
+    remove_stale_temps(out)
     if out.suffix.lower() == ".zip":
         with atomic_dir(out.with_name(out.name + ".parts"), install=lambda tmp, _t: _link_new(tmp / out.name, out)) as tmp:
+            _mark(tmp)
             with zipfile.ZipFile(tmp / out.name, "w", zipfile.ZIP_STORED) as zf:  # PNGs are compressed already
                 for name, data in files():
                     zf.writestr(name, data)
                 zf.writestr(MANIFEST, text)
     else:
         with atomic_dir(out, install=_rename_new) as tmp:
+            _mark(tmp)
             for name, data in files():
                 path = tmp / name
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(data)
             (tmp / MANIFEST).write_text(text)
+            (tmp / TEMP_MARK).unlink()  # the finished folder is the user's: nothing of ours stays in it
     return summary | {"out": str(out)}
+
+
+TEMP_MARK = ".transfer-explorer-export-in-progress"  # in an export's temp folder: which process writes it
+
+
+def _mark(tmp: Path) -> None:
+    (tmp / TEMP_MARK).write_text(json.dumps({"pid": os.getpid(), "start": process_start(os.getpid())}))
+
+
+def remove_stale_temps(out: Path) -> list[Path]:
+    """Remove the temp folders a killed export to ``out`` left beside it (``.NAME.parts.*.tmp``, ``.NAME.*.tmp``). Only
+    a folder provably ours goes: it holds our marker, and the process the marker names is gone."""
+    removed = []
+    for pattern in (f".{out.name}.parts.*.tmp", f".{out.name}.*.tmp"):
+        for tmp in out.parent.glob(pattern):
+            try:
+                mark = json.loads((tmp / TEMP_MARK).read_text()) if tmp.is_dir() and not tmp.is_symlink() else None
+            except (OSError, ValueError):
+                continue
+            if isinstance(mark, dict) and isinstance(mark.get("pid"), int) and not is_alive(mark["pid"], str(mark.get("start", ""))):
+                shutil.rmtree(tmp, ignore_errors=True)
+                removed.append(tmp)
+    return removed
 
 
 def _link_new(tmp: Path, target: Path) -> None:

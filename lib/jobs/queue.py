@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,9 +22,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from lib.errors import UserFacingError
-from lib.jobs.records import Job, Progress, is_alive, now, process_start
-from lib.store.atomic import check_writable, read_json
+from lib.errors import CacheWriteError, UserFacingError
+from lib.jobs.records import Job, Progress, now
+from lib.process import is_alive, process_start
+from lib.safe_text import terminal_text
+from lib.store.atomic import FREE_MARGIN, check_writable, read_json, write_json_atomic
 from lib.store.layout import JOB_FILES, CacheLayout, CacheLike
 
 CONCURRENCY_ENV = "TLX_JOBS"  # how many jobs run at once (default 1: one heavy job at a time)
@@ -31,6 +35,7 @@ BUSY_POLL_S = 2.0  # how often while every slot is busy (it only settles and esc
 IDLE_EXIT_S = 10.0  # a runner with nothing to do for this long exits (the next submit starts one again)
 CANCEL_GRACE_S = 15.0  # a job that has not stopped this long after a cancel is interrupted, then terminated
 DIED = "The job's process ended without saying how (killed, out of memory, or the machine restarted). Ask for it again: it resumes from its checkpoints."
+LOG_LINES = 3  # the last lines of a job's log quoted when its process ended without an outcome
 
 
 @dataclass(frozen=True)
@@ -71,14 +76,31 @@ def submit(layout: CacheLike, spec: JobSpec, start_runner: bool = True) -> tuple
         if same is None:
             job = Job(_new_id(spec), spec.kind, spec.title, list(spec.argv), spec.key)
             layout.job_dir(job.id).mkdir(parents=True)
-            job.write(layout)
+            try:
+                job.write(layout)
+            except CacheWriteError:
+                shutil.rmtree(layout.job_dir(job.id), ignore_errors=True)  # no folder without a record
+                raise
     if start_runner:
         ensure_runner(layout)
     return (same, True) if same is not None else (job, False)
 
 
 def _read_all(layout: CacheLayout) -> list[Job]:
-    return [j for j in (Job.read(layout, i) for i in layout.job_ids()) if j is not None]
+    """Every job with a readable record (what the runner starts and settles)."""
+    return [j for j in _read_listing(layout) if not j.damaged]
+
+
+def _read_listing(layout: CacheLayout) -> list[Job]:
+    """Every job, those with a damaged record included (in state ``damaged``, with what is wrong)."""
+    return [j for j in (Job.load(layout, i) for i in layout.job_ids()) if j is not None]
+
+
+def _died(layout: CacheLayout, job: Job) -> str:
+    """Why a job whose process ended without an outcome failed: :data:`DIED` and the last lines of its log (an argument
+    the command refused, a crash before its own error handling)."""
+    lines = [line.strip() for line in log_tail(layout, job.id, 4000).splitlines() if line.strip()]
+    return DIED + (f" Its log ends: {' / '.join(lines[-LOG_LINES:])[-600:]}" if lines else "")
 
 
 def _outcome(layout: CacheLayout, job: Job) -> dict | None:
@@ -91,10 +113,17 @@ def _settle_one(layout: CacheLayout, job: Job) -> bool:
     if job.state != "running":
         return False
     outcome = _outcome(layout, job)
+    if outcome is None and job.pid == 0:
+        # The runner wrote "running" and then could not record the process it started, so it stopped that process
+        # (a process whose record does not name it never works either): nothing ran, the job waits again.
+        job.state, job.started = ("cancelled", job.started) if job.cancel_requested else ("queued", "")
+        job.finished = now() if job.cancel_requested else ""
+        job.write(layout)
+        return True
     if outcome is None and is_alive(job.pid, job.pid_start):
         return False
     if outcome is None:
-        job.state, job.error = ("cancelled", "") if job.cancel_requested else ("failed", DIED)
+        job.state, job.error = ("cancelled", "") if job.cancel_requested else ("failed", _died(layout, job))
     else:
         job.exit_code = int(outcome["exit"])
         result = outcome.get("result")
@@ -124,13 +153,15 @@ def settle(layout: CacheLike) -> list[Job]:
 
 
 def list_jobs(layout: CacheLike) -> list[Job]:
-    """Every job (settled), newest first, each with its last progress report."""
+    """Every job (settled), newest first, each with its last progress report; a job whose record is damaged is listed
+    in state ``damaged`` with what is wrong (it never stops the others)."""
     layout = CacheLayout.at(layout)
     jobs = settle(layout)
     for j in jobs:
         if j.state == "running":
             j.progress = Progress.read(layout, j.id)
-    return jobs
+    damaged = [j for j in _read_listing(layout) if j.damaged] if layout.jobs.is_dir() else []
+    return sorted(jobs + damaged, key=lambda j: j.id, reverse=True)
 
 
 def get_job(layout: CacheLike, job_id: str) -> Job:
@@ -148,9 +179,11 @@ def cancel_job(layout: CacheLike, job_id: str) -> Job:
     epochs and stages, and stops with only complete artifacts written). A finished one is left as it is."""
     layout = CacheLayout.at(layout)
     with _locked(layout):
-        job = Job.read(layout, job_id)
+        job = Job.load(layout, job_id)
         if job is None:
             raise UserFacingError(f"No job {job_id} in {layout} (see `python -m lib jobs list`).")
+        if job.damaged:
+            raise UserFacingError(f"{job.error} It is never started; remove its folder {layout.job_dir(job_id)} to drop it.")
         if job.state == "queued":
             job.state, job.finished = "cancelled", now()
         elif job.state == "running":
@@ -208,21 +241,85 @@ def ensure_runner(layout: CacheLayout) -> None:
         return
     check_writable(layout.jobs)
     layout.jobs.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("TLX_JOB_DIR", "TLX_JOB_ID")}  # a job that submits is not the runner
     with open(layout.runner_log(), "ab") as log:
         subprocess.Popen([sys.executable, "-m", "lib", "jobs", "runner", "--cache-dir", str(layout.root)], cwd=_project_root(),
-                         stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, close_fds=True)  # fmt: skip
+                         stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, start_new_session=True, close_fds=True)  # fmt: skip
+
+
+class RunnerStoppedError(Exception):
+    """The runner cannot record a job's start (a full disk, a read-only cache): it stops, and says why."""
 
 
 def _start(layout: CacheLayout, job: Job) -> subprocess.Popen[bytes]:
-    """Start a queued job's process (in a session of its own: it outlives the runner and the server)."""
+    """Start a queued job's process (in a session of its own: it outlives the runner and the server).
+
+    The record says "running" before the process exists, and the process does nothing until the record names it
+    (:func:`claimed_by`; the runner holds the queue lock until then). So a runner that cannot write never starts a
+    process, and a process whose start could not be recorded is stopped at once: a job never runs twice. (A full disk
+    once left the record "queued" after the process started, and every look at the queue started it again.)"""
+    for stale in (JOB_FILES.outcome, JOB_FILES.cancel):  # from a start that was undone: never this start's outcome
+        with contextlib.suppress(OSError):
+            layout.job_file(job.id, stale).unlink()
+    job.state, job.started, job.pid, job.pid_start = "running", now(), 0, ""
+    try:
+        job.write(layout)
+    except CacheWriteError as err:
+        raise RunnerStoppedError(f"The job runner cannot write {layout.jobs}, so it starts no job: {err}") from err
     env = {**os.environ, "TLX_JOB_DIR": str(layout.job_dir(job.id)), "TLX_JOB_ID": job.id}
     env.pop("TLX_DEMO", None)
     with open(layout.job_file(job.id, JOB_FILES.log), "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", "lib", *job.argv, "--cache-dir", str(layout.root), "--json"], cwd=_project_root(),
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, start_new_session=True, close_fds=True)  # fmt: skip
-    job.state, job.started, job.pid, job.pid_start = "running", now(), proc.pid, process_start(proc.pid)
-    job.write(layout)
+    job.pid, job.pid_start = proc.pid, process_start(proc.pid)
+    try:
+        job.write(layout)
+    except CacheWriteError as err:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)  # it is still waiting for the lock this runner holds: it did nothing
+        proc.wait()
+        raise RunnerStoppedError(f"The job runner cannot write {layout.jobs}, so it starts no job: {err}") from err
     return proc
+
+
+def claimed_by(job_dir: Path, pid: int) -> bool:
+    """Whether the record of the job in ``job_dir`` says its process is ``pid`` (waiting for the runner to finish
+    writing it). A job's process asks this before any work (:func:`lib.cli.main.main`)."""
+    layout = CacheLayout(job_dir.parent.parent)
+    try:
+        with open(layout.jobs_lock(), "a+b") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_SH)
+            job = Job.read(layout, job_dir.name)
+    except (OSError, UserFacingError):
+        return False
+    return job is not None and job.state == "running" and job.pid == pid
+
+
+def _stopped_file(layout: CacheLayout) -> Path:
+    return layout.jobs / "runner-stopped.json"
+
+
+def runner_stopped(layout: CacheLike) -> str:
+    """Why queued jobs wait ("" if nothing stops them): what the last runner said when it stopped, or a full disk."""
+    layout = CacheLayout.at(layout)
+    data = read_json(_stopped_file(layout))
+    if isinstance(data, dict) and isinstance(data.get("error"), str) and data["error"]:
+        return data["error"][:600]
+    try:
+        free = shutil.disk_usage(layout.jobs).free
+    except OSError:
+        return ""
+    if free < FREE_MARGIN:
+        return f"The disk that holds {layout.jobs} is full ({free / 1e6:.1f} MB free): queued jobs wait until space is freed."
+    return ""
+
+
+def _say_stopped(layout: CacheLayout, why: str) -> None:
+    """Keep why the runner stopped where the panel and ``jobs list`` read it (and in its log); best effort, since the
+    disk may be what stopped it (then the panel sees the full disk itself)."""
+    print(f"{now()} runner stopped: {why}", flush=True)
+    with contextlib.suppress(UserFacingError, OSError):
+        write_json_atomic(_stopped_file(layout), {"error": why, "at": now()})
 
 
 def _escalate(layout: CacheLayout, job: Job) -> None:
@@ -247,10 +344,22 @@ def _nap(children: dict[str, subprocess.Popen[bytes]], seconds: float) -> None:
         time.sleep(0.1)
 
 
+MAX_CONCURRENCY = 64
+
+
 def concurrency() -> int:
-    """Jobs run at once (``$TLX_JOBS``, default 1)."""
+    """Jobs run at once (``$TLX_JOBS``, a whole number from 1 to 64; default 1). Another value is said once (in the
+    runner's log) and 1 is used."""
     text = os.environ.get(CONCURRENCY_ENV, "1").strip()
-    return max(1, min(int(text), 64)) if text.isdigit() else 1
+    if text.isdigit() and 1 <= int(text) <= MAX_CONCURRENCY:
+        return int(text)
+    _warn_once(f"${CONCURRENCY_ENV}={text[:20]!r} is not a whole number from 1 to {MAX_CONCURRENCY}; running 1 job at a time.")
+    return 1
+
+
+@functools.lru_cache(maxsize=8)
+def _warn_once(text: str) -> None:
+    print(f"warning: {terminal_text(text)}", file=sys.stderr, flush=True)
 
 
 def run_runner(layout: CacheLike) -> int:
@@ -268,6 +377,7 @@ def run_runner(layout: CacheLike) -> int:
         lock.flush()
         children: dict[str, subprocess.Popen[bytes]] = {}
         idle_since = time.monotonic()
+        started_any = False
         while True:
             for proc in list(children.values()):
                 proc.poll()  # reap a child that ended, so it is seen as gone
@@ -277,7 +387,15 @@ def run_runner(layout: CacheLike) -> int:
                     _settle_one(layout, j)
                 running = [j for j in jobs if j.state == "running"]
                 for j in sorted((j for j in jobs if j.state == "queued"), key=lambda j: j.created)[: max(0, concurrency() - len(running))]:
-                    children[j.id] = _start(layout, j)
+                    try:
+                        children[j.id] = _start(layout, j)
+                    except RunnerStoppedError as err:
+                        _say_stopped(layout, str(err))
+                        return 3
+                    if started_any is False:
+                        started_any = True
+                        with contextlib.suppress(OSError):
+                            _stopped_file(layout).unlink()  # it starts jobs again: the last stop is history
                     running.append(j)
             for j in running:
                 if j.cancel_requested:

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import dataclasses
-import os
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +36,7 @@ class Progress:
     unit: str = ""
     updated: float = 0.0  # time.time() of the report
     series: list[dict[str, float]] = field(default_factory=list)  # points so far, for a live chart (a training's epochs)
+    since: float = 0.0  # time.time() when this stage began (the panel shows how long it has run)
 
     @property
     def fraction(self) -> float:
@@ -53,7 +54,7 @@ class Progress:
         except TypeError:
             return cls()
         numbers_ok = all(isinstance(v, int) for v in (found.done, found.total)) and all(
-            v is None or isinstance(v, (int, float)) for v in (found.rate, found.eta_seconds))  # fmt: skip
+            v is None or isinstance(v, (int, float)) for v in (found.rate, found.eta_seconds)) and isinstance(found.since, (int, float))  # fmt: skip
         series_ok = isinstance(found.series, list) and all(isinstance(p, dict) for p in found.series)
         return found if numbers_ok and series_ok and isinstance(found.stage, str) else cls()
 
@@ -109,43 +110,55 @@ class Job:
         """Store the record atomically (callers hold the queue lock)."""
         write_json_atomic(layout.job_file(self.id, JOB_FILES.record), self.to_dict())
 
+    @property
+    def damaged(self) -> bool:
+        """Its record could not be read as a job (shown with what is wrong; never started, settled or cancelled)."""
+        return self.state == DAMAGED
+
     @classmethod
     def read(cls, layout: CacheLayout, job_id: str) -> Job | None:
         """The record, or None if it is missing or damaged."""
-        data = read_json(layout.job_file(job_id, JOB_FILES.record))
-        if not isinstance(data, dict):
+        job = cls.load(layout, job_id)
+        return None if job is None or job.damaged else job
+
+    @classmethod
+    def load(cls, layout: CacheLayout, job_id: str) -> Job | None:
+        """The record; None if the job has no record; a job in state ``damaged`` (its error says what is wrong) if the
+        record is truncated, not an object, or has a field of the wrong type."""
+        path = layout.job_file(job_id, JOB_FILES.record)
+        if not path.exists():
             return None
-        try:
-            job = cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data and f.name != "progress"})
-        except TypeError:
-            return None
-        ok = job.id == job_id and job.state in STATES and isinstance(job.argv, list) and all(isinstance(a, str) for a in job.argv)
-        return job if ok else None
+        data = read_json(path)
+        problem = "it is not valid JSON (truncated?)" if data is None else "it is not a JSON object" if not isinstance(data, dict) else _problem(data, job_id)
+        if problem:
+            kind = str(data.get("kind")) if isinstance(data, dict) and isinstance(data.get("kind"), str) else "?"
+            return cls(job_id, kind[:40], "damaged record", [], "", state=DAMAGED, error=f"The record {path} is damaged: {problem}.")
+        assert isinstance(data, dict)
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data and f.name != "progress"})
 
 
-def process_start(pid: int) -> str:
-    """A process's start time in clock ticks since boot (Linux), "" if there is no such process: with the pid it names
-    one process for good (a pid is recycled, a pid and its start time are not)."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            text = fh.read()
-    except OSError:
-        return ""
-    return text.rsplit(")", 1)[1].split()[19]  # field 22, counted after the command name
+DAMAGED = "damaged"  # not a state a record is written with: what a record that cannot be read is shown as
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "id": (str,), "kind": (str,), "title": (str,), "argv": (list,), "key": (str,), "state": (str,), "created": (str,), "started": (str,),
+    "finished": (str,), "pid": (int,), "pid_start": (str,), "cancel_requested": (bool,), "result": (dict,), "error": (str,),
+    "exit_code": (int, type(None)),
+}  # fmt: skip
+_REQUIRED = ("id", "kind", "title", "argv", "key")
 
 
-def is_alive(pid: int, start: str) -> bool:
-    """Whether the process ``pid`` that started at ``start`` is still running (a zombie counts as gone)."""
-    if pid <= 0:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            text = fh.read()
-    except OSError:
-        try:
-            os.kill(pid, 0)  # no /proc here: the pid alone
-        except (ProcessLookupError, PermissionError):
-            return False
-        return not start
-    fields = text.rsplit(")", 1)[1].split()
-    return fields[0] != "Z" and (not start or fields[19] == start)
+def _problem(data: dict[str, Any], job_id: str) -> str:
+    """What is wrong with a record's fields ("" if nothing)."""
+    missing = [name for name in _REQUIRED if name not in data]
+    if missing:
+        return f"it has no {', '.join(missing)}"
+    for name, types in _FIELD_TYPES.items():
+        value = data.get(name)
+        if name in data and (not isinstance(value, types) or (isinstance(value, bool) and bool not in types)):
+            return f"{name} is {json.dumps(value, default=str)[:40]}, not {' or '.join('null' if t is type(None) else t.__name__ for t in types)}"
+    if data["id"] != job_id:
+        return f"its id {data['id'][:40]!r} is not its folder's"
+    if data.get("state", "queued") not in STATES:
+        return f"state {str(data['state'])[:20]!r} is not one of {', '.join(STATES)}"
+    if not all(isinstance(a, str) for a in data["argv"]):
+        return "argv holds something other than text"
+    return ""

@@ -57,7 +57,8 @@ class JobReporter:
         """``done`` of ``total`` in ``stage`` (a new stage is written at once, the same one at most every quarter second)."""
         force = stage != self.current.stage or done >= total
         eta = eta if eta is None or eta != float("inf") else None
-        self.current = Progress(stage, int(done), int(total), rate, eta, unit, series=self.current.series)
+        since = self.current.since if stage == self.current.stage and self.current.since else time.time()
+        self.current = Progress(stage, int(done), int(total), rate, eta, unit, series=self.current.series, since=since)
         self._write(force)
 
     def point(self, values: dict[str, float]) -> None:
@@ -68,7 +69,7 @@ class JobReporter:
     def stage(self, text: str) -> None:
         """A stage with no count (loading data, training the head...)."""
         if text != self.current.stage:
-            self.current = Progress(text, series=self.current.series)
+            self.current = Progress(text, series=self.current.series, since=time.time())
             self._write(True)
 
 
@@ -81,6 +82,14 @@ def current() -> JobReporter | None:
     """This process's job, or None when it was not started as one."""
     folder = os.environ.get("TLX_JOB_DIR")
     return _reporter(folder) if folder and Path(folder).is_dir() else None
+
+
+def announce(text: str) -> None:
+    """Name the stage this process is in, if it runs as a job (the panel shows it with its elapsed time): a long step
+    with no count, such as loading a backbone or converting it, is never shown as the end of the stage before."""
+    job = current()
+    if job is not None:
+        job.stage(text)
 
 
 def finish(exit_code: int, result: dict[str, Any] | None, error: str) -> None:

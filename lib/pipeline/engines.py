@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from lib.jobs.report import announce
 from lib.runtimes import effective
 from lib.store.layout import CacheLayout
 
@@ -40,6 +41,11 @@ class LocalEngine:
         runtime = effective(job.spec, job.runtime)
         key = (job.spec.identity(), runtime.name, 0 if runtime.any_size else job.size)
         if key not in self.loaded:
+            converted = runtime.converted(job.spec, job.size, job.dataset, self.layout)
+            if converted is not None and not converted.is_file():
+                announce(f"Converting {job.spec.name} to {runtime.name} at {job.size}px (once; then cached)")
+            else:
+                announce(f"Loading the backbone {job.spec.name} ({runtime.name})")
             self.loaded[key] = runtime.load(job.spec, job.size, job.dataset, self.layout, self._tf_model(job))
         return self.loaded[key]
 

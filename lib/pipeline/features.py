@@ -80,6 +80,19 @@ def feature_key_for(dataset: Dataset, split: str, spec: BackboneSpec, size: int,
     return feature_cache_key(dataset.fingerprint, split, spec.identity(), size, view, limit, part)
 
 
+def cached_image_counter(dataset: Dataset, parts: list[tuple[BackboneSpec, int, str, str]], limit: int | None,
+                         layout: CacheLike) -> Callable[[str], int]:  # fmt: skip
+    """For ``--runtime auto``: a function of a runtime that says how many images of ``parts`` ((backbone, size, split,
+    view) each) have valid cached features made by it (read from the manifests and checksums; nothing is loaded)."""
+    layout = CacheLayout.at(layout)
+
+    def count(runtime: str) -> int:
+        keys = ((feature_key_for(dataset, split, spec, size, view, limit, runtime), split) for spec, size, split, view in parts)
+        return sum(dataset.subset_size(split, limit) for key, split in keys if load_cached_features(layout, key) is not None)
+
+    return count
+
+
 def cached_feature_result(dataset: Dataset, split: str, spec: BackboneSpec, image_size: int | None, view: str, limit: int | None,
                           layout: CacheLike, runtime: str = DEFAULT_RUNTIME, reduced_ok: bool = False) -> FeatureResult | None:  # fmt: skip
     """The cached features if present; never loads TensorFlow. ``reduced_ok``: a hosting bundle's reduced stand-in

@@ -278,14 +278,22 @@ def train_run(
     spec = resolve_backbone(req.backbone)
     sizes = tuple(req.image_sizes or (spec.default_size(),))
     more = [(s, tuple(sz or (s.default_size(),))) for s, sz in ((resolve_backbone(b), sz) for b, sz in req.more_backbones)]
+    seen: set[tuple[str, int]] = set()
+    for b, b_sizes in ((spec, sizes), *more):
+        for size in b_sizes:
+            if (b.identity(), size) in seen:  # the same features twice would only double one part of the head's input
+                raise ConfigError(f"{b.name} at {size}px is asked for twice (a --backbone repeats another with the same size); give each once.")
+            seen.add((b.identity(), size))
     test_views = ("original", "flip") if req.tta else ("original",)
     runtime_choice = None
     if req.runtime == AUTO:  # one runtime for the whole run: chosen on the first backbone at its first size
+        from lib.pipeline.features import cached_image_counter
         from lib.runtimes.auto import describe, resolve
 
-        count = {s: ds.subset_size(s, req.limit) for s in (req.train_split, req.test_split)}
-        images = (count[req.train_split] * len(req.train_views) + count[req.test_split] * len(test_views)) * (len(sizes) + sum(len(sz) for _s, sz in more))
-        req.runtime, runtime_choice = resolve(AUTO, spec, sizes[0], ds, layout, images)
+        split_views = [(req.train_split, v) for v in req.train_views] + [(req.test_split, v) for v in test_views]
+        parts = [(b, size, split, view) for b, b_sizes in ((spec, sizes), *more) for size in b_sizes for split, view in split_views]
+        images = sum(ds.subset_size(split, req.limit) for _b, _size, split, _view in parts)
+        req.runtime, runtime_choice = resolve(AUTO, spec, sizes[0], ds, layout, images, cached_image_counter(ds, parts, req.limit, layout))
         if runtime_choice:
             stage(describe(req.runtime, runtime_choice, images))
     stage("Features" + (f" ({req.runtime} runtime)" if req.runtime != DEFAULT_RUNTIME else ""))

@@ -14,6 +14,7 @@ Adding a runtime touches its own module and the line that registers it (:mod:`li
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -164,4 +165,13 @@ def entry_default() -> str:
     """The runtime a user gets without choosing one (``extract``/``train`` ``--runtime``, the Train page): ``auto``, the
     faster exact runtime on this machine; ``$TLX_RUNTIME`` pins another (a value that is not a runtime is ignored)."""
     value = os.environ.get(ENV_RUNTIME, "").strip()
+    if value and value not in choices():
+        _warn_once(f"${ENV_RUNTIME}={value[:40]!r} is not a runtime ({', '.join(choices())}); using {AUTO}.")
     return value if value in choices() else AUTO
+
+
+@functools.lru_cache(maxsize=8)
+def _warn_once(text: str) -> None:
+    import sys
+
+    print(f"warning: {text.encode('ascii', 'replace').decode()}", file=sys.stderr, flush=True)

@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -94,45 +95,82 @@ def measure(spec: BackboneSpec, size: int, ds: Dataset, layout: CacheLayout) -> 
     return out
 
 
-def choose(figures: dict[str, Any], images: int, converted: bool) -> tuple[str, dict[str, float]]:
+def _number(value: Any, positive: bool) -> bool:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value and value != float("inf")
+    return ok and (value > 0 if positive else value >= 0)
+
+
+def valid_figures(figures: Any) -> bool:
+    """Whether a stored record is one :func:`measure` could have written: TensorFlow's load time and rate, and LiteRT's
+    conversion, load and rate or the reason it was left out (a wrong type or a negative rate means: measure again)."""
+    if not isinstance(figures, dict) or not isinstance(figures.get("tf"), dict) or not isinstance(figures.get("litert"), dict):
+        return False
+    tf, lite = figures["tf"], figures["litert"]
+    if not (_number(tf.get("load_seconds"), False) and _number(tf.get("images_per_second"), True)):
+        return False
+    if "excluded" in lite:
+        return isinstance(lite["excluded"], str) and bool(lite["excluded"])
+    return all(_number(lite.get(k), False) for k in ("convert_seconds", "load_seconds")) and _number(lite.get("images_per_second"), True)
+
+
+def choose(figures: dict[str, Any], images: int, converted: bool, cached: dict[str, int] | None = None) -> tuple[str, dict[str, float]]:
     """The runtime with the smaller estimated seconds for ``images`` images (``converted``: this dataset's LiteRT model
-    exists already, so its conversion costs nothing), and the estimates."""
+    exists already, so its conversion costs nothing; ``cached``: how many of the images each runtime has features of
+    already, which cost nothing either), and the estimates. A runtime that has them all costs 0 s: features made
+    earlier (by Home, or another command) are used, never extracted again by the other runtime."""
     estimates: dict[str, float] = {}
     for name in CANDIDATES:
         f = figures.get(name) or {}
         if f.get("excluded") or not f.get("images_per_second"):
             continue
-        cost = float(f.get("load_seconds") or 0) + images / float(f["images_per_second"])
+        todo = max(0, images - int((cached or {}).get(name, 0)))
+        if todo == 0:
+            estimates[name] = 0.0
+            continue
+        cost = float(f.get("load_seconds") or 0) + todo / float(f["images_per_second"])
         if name == "litert" and not converted:  # converting starts from the TensorFlow model: its load is part of the cost
             cost += float(f.get("convert_seconds") or 0) + float((figures.get("tf") or {}).get("load_seconds") or 0)
         estimates[name] = round(cost, 2)
     return (min(estimates, key=lambda k: estimates[k]) if estimates else "tf"), estimates
 
 
-def resolve(name: str, spec: BackboneSpec, size: int, ds: Dataset, layout: CacheLayout, images: int) -> tuple[str, dict[str, Any] | None]:
+def resolve(name: str, spec: BackboneSpec, size: int, ds: Dataset, layout: CacheLayout, images: int,
+            cached: Callable[[str], int] | None = None) -> tuple[str, dict[str, Any] | None]:  # fmt: skip
     """``name`` itself unless it is ``auto``; then the chosen runtime and the figures behind it (also kept for the
-    manifest and ``extract --json``)."""
+    manifest and ``extract --json``). ``cached(runtime)`` says how many of the ``images`` that runtime has features of
+    already; a runtime that has them all is chosen without timing anything."""
     from lib.runtimes.litert import LiteRTRuntime
     from lib.store.atomic import read_json, write_json_atomic
 
     if name != AUTO:
         return name, None
     if spec.is_tflite_file:
-        return "tf", {"choice": "tf", "why": "a .tflite backbone runs as itself"}
+        # tf is what a .tflite file's own runtime is asked for as (lib.runtimes.effective runs the file as it is)
+        return "tf", {"choice": "tf", "why": "a .tflite backbone runs as itself", "images": int(images), "estimated_seconds": {}}
+    have = {c: int(cached(c)) for c in CANDIDATES} if cached is not None else {}
+    done = [c for c in CANDIDATES if have.get(c, 0) >= images > 0]
+    if done:
+        return done[0], {"choice": done[0], "why": f"its features of these {images:,} images are cached already", "images": int(images),
+                         "estimated_seconds": {done[0]: 0.0}}  # fmt: skip
     key = machine_key(spec, size)
     path = layout.runtime_choice_file(key)
     figures = read_json(path)
-    measured_now = not isinstance(figures, dict)
+    measured_now = not valid_figures(figures)  # missing, truncated or damaged: measured again (and replaced)
     if measured_now:
+        from lib.jobs.report import announce
+
+        announce(f"Timing tf and litert for --runtime auto on {spec.name} at {size}px (once on this machine)")
         figures = measure(spec, size, ds, layout)
         write_json_atomic(path, figures)
     assert isinstance(figures, dict)
     converted = LiteRTRuntime(quantized=False).converted(spec, size, ds, layout).is_file()
-    choice, estimates = choose(figures, images, converted)
+    choice, estimates = choose(figures, images, converted, have)
     return choice, {"choice": choice, "images": int(images), "estimated_seconds": estimates, "measured": "now" if measured_now else "earlier, on this machine",
                     "key": key, "cores": os.cpu_count(), **{k: v for k, v in figures.items() if k in CANDIDATES}}  # fmt: skip
 
 
 def describe(runtime: str, choice: dict[str, Any], images: int) -> str:
     """The line a command says when ``auto`` chose ``runtime``."""
-    return f"Runtime auto: {runtime} (estimated {choice['estimated_seconds']} s for {images:,} images; timed {choice['measured']})"
+    if choice.get("why"):
+        return f"Runtime auto: {runtime} ({choice['why']})"
+    return f"Runtime auto: {runtime} (estimated {choice.get('estimated_seconds')} s for {images:,} images; timed {choice.get('measured')})"

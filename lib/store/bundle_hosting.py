@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from lib.errors import UserFacingError
+from lib.errors import ReadOnlyError, UserFacingError
 from lib.store.layout import DATASET_FILES, RUN_FILES, CacheLayout
 
 SPRITES_FOLDER = "sprites"  # inside a dataset's folder in the bundle (moved out on install)
@@ -231,9 +231,9 @@ def unpack_images(staged: CacheLayout, sprites_root: Path | None) -> list[str]:
 
 def _no_thumbnails(root: Path | None, err: UserFacingError) -> str:
     """The notice when the app's thumbnail folder cannot be written (the install goes on without hover thumbnails)."""
-    from lib.errors import first_line
-
-    return f"Hover thumbnails are off: {root} cannot be written ({first_line(err, 160)})."
+    cause = err.__cause__
+    why = cause.strerror if isinstance(cause, OSError) and cause.strerror else "read-only" if isinstance(err, ReadOnlyError) else "not writable"
+    return f"Hover thumbnails are off: {root} cannot be written ({why}). Everything else is installed; give a writable --thumbs folder to have them."
 
 
 def _bad(what: str) -> UserFacingError:

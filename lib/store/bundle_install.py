@@ -235,9 +235,12 @@ def install_bundle(source: str, cache_dir: CacheLike, progress: ProgressFn | Non
     report = progress or (lambda _s, _f: None)
     check_writable(layout.root)
     prior = installed_bundle(layout)
-    if prior and not sha256 and all(layout.run_dir(r).is_dir() for r in prior.get("runs", [])):
+    if prior and all(layout.run_dir(r).is_dir() for r in prior.get("runs", [])):
         peeked = peek_meta(source)
         if peeked is not None and content_digest(peeked) == prior.get("content_sha256"):
+            local = not source.startswith(("http://", "https://"))
+            if sha256 and local and hash_file(Path(source).expanduser()) != sha256.lower():
+                raise BundleError("The bundle's SHA-256 is not the one given: it is corrupt or another file; nothing was installed.")
             return prior | {"artifacts_added": 0, "already_installed": True}  # a restart: same bundle, nothing to do
     try:
         _check_staging_leftovers(layout)

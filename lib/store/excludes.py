@@ -92,18 +92,19 @@ def _index(value: Any) -> int | None:
     return None
 
 
-def read_exclude_file(path: Path | str, dataset: Dataset) -> dict[str, np.ndarray]:
-    """:func:`parse_exclude` of a file, with clear errors for a missing, huge or unreadable one."""
+def read_exclude_file(path: Path | str, dataset: Dataset, what: str = "Exclude list") -> dict[str, np.ndarray]:
+    """:func:`parse_exclude` of a file, with clear errors for a missing, huge or unreadable one (``what`` names the
+    list in them: an exclude list, or a selection, which has the same form)."""
     p = Path(path).expanduser()
     if not p.is_file():
-        raise DataSourceError(f"Exclude list {str(path)!r} does not exist or is not a file.")
+        raise DataSourceError(f"{what} {str(path)[:200]!r} does not exist or is not a file.")
     if p.stat().st_size > MAX_BYTES:
-        raise DataSourceError(f"Exclude list {str(path)!r} is over {MAX_BYTES // 2**20} MB; that is not a list of images.")
+        raise DataSourceError(f"{what} {str(path)[:200]!r} is over {MAX_BYTES // 2**20} MB; that is not a list of images.")
     try:
         text = p.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as err:
-        raise DataSourceError(f"Exclude list {str(path)!r} cannot be read as text: {err}") from err
-    return parse_exclude(text, dataset, f"Exclude list {str(path)!r}")
+        raise DataSourceError(f"{what} {str(path)[:200]!r} cannot be read as text: {err}") from err
+    return parse_exclude(text, dataset, f"{what} {str(path)[:200]!r}")
 
 
 def to_json(dataset: Dataset, images: dict[str, np.ndarray], note: str = "") -> dict[str, Any]:

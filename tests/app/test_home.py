@@ -24,6 +24,25 @@ def test_home_prepares_dataset_and_features(monkeypatch: pytest.MonkeyPatch, ass
     assert at.metric[1].value == "2/2 splits"
     assert at.success, "the page should confirm everything is cached"
 
+def test_home_extracts_with_the_default_runtime_and_reads_features_any_exact_runtime_made(
+        monkeypatch: pytest.MonkeyPatch, assets: dict[str, Path], prepared: dict[str, str], tmp_path: Path) -> None:  # fmt: skip
+    """A newcomer gets the default runtime (auto, timed inside the job, never on the page); features TensorFlow made
+    already count under auto, so the Train page's preset does not extract them again."""
+    from lib.jobs import cancel_job, list_jobs
+
+    monkeypatch.delenv("TLX_RUNTIME", raising=False)  # the suite pins tf; users get auto
+    at = start(monkeypatch, prepared)
+    assert at.metric[1].value == "2/2 splits"  # the prepared cache's tf features
+    env = {"source": str(assets["folder"]), "backbone": str(assets["savedmodel"]), "cache": str(tmp_path / "cache")}
+    at = start(monkeypatch, env)
+    at.button[0].click().run()
+    no_errors(at)
+    (job,) = list_jobs(env["cache"])
+    assert "--runtime=auto" in job.argv, job.argv
+    cancel_job(env["cache"], job.id)
+    finish_jobs(at, env["cache"])
+
+
 def test_home_offline_without_local_data_explains_what_to_do(monkeypatch: pytest.MonkeyPatch, assets: dict[str, Path], tmp_path: Path) -> None:
     """A user without network or local data clicks prepare on official CIFAR-10 and is told how to use local paths."""
     with socket.socket() as s:

@@ -29,8 +29,12 @@ def test_train_with_label_fixes_records_them_and_scores_both_ways(assets: dict[s
     moves = [("test", i, ds.classes[(int(given_test[i]) + 1) % 10]) for i in (0, 4, 9)]
     moves += [("train", 2, ds.classes[(int(ds.labels("train")[2]) + 3) % 10]), ("train", 7, ds.classes[int(ds.labels("train")[7])])]
     fixes = _fixes_csv(tmp_path / "fixes.csv", moves)
+    refused = cli("train", "--source", src, "--backbone", bb, "--image-size", "32", "--head", "linear", "--epochs", "2", "--relabel", str(fixes),
+                  cache=cache_dir, ok=False)  # fmt: skip
+    # 4 of its 5 rows change a label: a CSV without a fingerprint that changes most of what it names needs --force
+    assert refused.returncode == 2 and "changes 4 of the 5 labels it names (80%)" in refused.stderr and "--force" in refused.stderr
     out = cli("train", "--source", src, "--backbone", bb, "--image-size", "32", "--head", "linear", "--epochs", "2", "--relabel", str(fixes),
-              "--json", cache=cache_dir)  # fmt: skip
+              "--force", "--json", cache=cache_dir)  # fmt: skip
     relabel = out["relabel"]
     assert relabel["name"] == "fixes.csv" and len(relabel["sha256"]) == 64 and relabel["changed"] == {"train": 1, "test": 3}
     assert relabel["listed"] == {"test": 3, "train": 2}
@@ -65,8 +69,8 @@ def test_an_image_cannot_be_both_fixed_and_excluded(assets: dict[str, Path], cac
     excl = tmp_path / "excl.csv"
     excl.write_text("split,index\ntrain,3\n")
     for cmd in (["train", "--backbone", str(assets["savedmodel"]), "--image-size", "32", "--epochs", "1"], ["export-dataset", "--out", str(tmp_path / "o")]):
-        proc = cli(*cmd, "--source", str(assets["cifar_tar"]), "--relabel", str(fixes), "--exclude", str(excl), cache=cache_dir, ok=False)
-        assert proc.returncode == 2 and "both excluded and relabelled" in proc.stderr and "train/3" in proc.stderr
+        proc = cli(*cmd, "--source", str(assets["cifar_tar"]), "--relabel", str(fixes), "--exclude", str(excl), "--force", cache=cache_dir, ok=False)
+        assert proc.returncode == 2 and "1 image is both excluded and relabelled" in proc.stderr and "train/3" in proc.stderr
     assert not (tmp_path / "o").exists()
 
 
@@ -80,7 +84,8 @@ def test_export_dataset_round_trips_pixels_and_fixed_labels(assets: dict[str, Pa
     excl = tmp_path / "excl.json"
     excl.write_text(json.dumps({"format": "transfer-explorer-exclude-list", "images": {"train": [1, 2], "test": [7]}}))
     out = tmp_path / ("clean.zip" if as_zip else "clean")
-    summary = cli("export-dataset", "--source", src, "--out", str(out), "--exclude", str(excl), "--relabel", str(fixes), "--json", cache=cache_dir)
+    summary = cli("export-dataset", "--source", src, "--out", str(out), "--exclude", str(excl), "--relabel", str(fixes), "--force", "--json",
+                  cache=cache_dir)  # fmt: skip
     assert summary["images"] == {"train": 58, "test": 29} and summary["excluded"] == {"train": [1, 2], "test": [7]}
     if as_zip:
         with zipfile.ZipFile(out) as zf:
