@@ -223,7 +223,9 @@ def extract_to_cache(fill: Fill, n: int, dim: int, size: int, layout: CacheLayou
 
     fill([(s, e) for s, e in chunks if s not in done_chunks], save, timer)
     missing = [s for s, e in chunks if not _valid_chunk(layout.feature_chunk(key, s), e - s)]
-    if missing and not partial.exists():
+    if missing and (not partial.exists() or target.exists()):
+        # Another writer of the same key finished: its final file is in place and it is removing (or has removed) the
+        # shared checkpoint folder, chunk by chunk. Its artifact is as good as ours would be (ExtractionJob.run waits for it).
         raise CacheWriteError(f"{partial} was removed while extracting (another writer finished the same features).")
     if missing:
         raise BackboneError(f"{len(missing)} chunk(s) of features were not computed; nothing was cached. Run again to resume.")

@@ -53,3 +53,15 @@ def test_a_bad_app_flag_stops_the_app_instead_of_serving_the_default_cache(monke
     assert "image-size" in state.argv_problem()
     monkeypatch.setattr(sys, "argv", ["app.py", "--demo", "--image-size", "128", "--cache-dir", "/data/demo"])
     assert state.argv_problem() == "" and state.startup_cache_dir() == "/data/demo"
+
+
+def test_a_local_backbone_with_a_bad_size_is_a_bad_size(tmp_path: Path) -> None:
+    from lib.bounds import backbone_at_sizes
+    from lib.errors import ConfigError
+
+    model = tmp_path / "model"
+    model.mkdir()
+    with pytest.raises(ConfigError, match="'abc' is not a list of input sizes"):
+        backbone_at_sizes(f"{model}@abc")
+    assert backbone_at_sizes(f"{model}@64") == (str(model), (64,))
+    assert backbone_at_sizes("https://tfhub.dev/x/y@v2") == ("https://tfhub.dev/x/y@v2", None)  # a handle's own @

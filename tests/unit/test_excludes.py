@@ -36,3 +36,35 @@ def test_exclude_list_with_a_byte_order_mark_is_read(tiny_ds, tmp_path: Path) ->
 def test_exclude_indices_must_be_whole_numbers(tiny_ds, text: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(DataSourceError):
         parse_exclude(text, tiny_ds)
+
+
+def test_a_selection_file_is_called_a_selection(data_assets: dict, cache_dir: Path, tmp_path: Path) -> None:  # type: ignore[type-arg]
+    from lib.data.sources import load_dataset
+    from lib.errors import DataSourceError
+    from lib.store.excludes import read_exclude_file
+
+    ds = load_dataset(str(data_assets["cifar_tar"]), cache_dir)
+    with pytest.raises(DataSourceError, match=r"^Selection '.*nope\.csv' does not exist"):
+        read_exclude_file(tmp_path / "nope.csv", ds, what="Selection")
+
+
+def test_a_killed_exports_temp_folder_is_removed_by_the_next_export_and_only_ours(data_assets: dict, cache_dir: Path, tmp_path: Path) -> None:  # type: ignore[type-arg]
+    import json
+    import subprocess
+    import sys
+
+    from lib.data.export_dataset import TEMP_MARK, export_dataset
+
+    ds = load_dataset(str(data_assets["cifar_tar"]), cache_dir)
+    tmp_path = tmp_path / "exports"
+    tmp_path.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    ours = tmp_path / ".clean.zip.parts.abc123.tmp"  # what a killed export leaves
+    ours.mkdir()
+    (ours / TEMP_MARK).write_text(json.dumps({"pid": dead.pid, "start": "0"}))
+    theirs = tmp_path / ".clean.zip.parts.user.tmp"  # the same shape of name, but not ours: never touched
+    theirs.mkdir()
+    export_dataset(ds, tmp_path / "clean.zip")
+    assert (tmp_path / "clean.zip").is_file() and not ours.exists() and theirs.is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".clean.zip.parts.user.tmp", "clean.zip"]

@@ -90,11 +90,12 @@ def test_the_engine_stands_alone() -> None:
     assert not offenders, "\n".join(offenders)
 
 
-def test_modules_are_short_and_pages_are_thin() -> None:
-    long_modules = [f"{p.relative_to(ROOT)}: {n}" for p in _sources(("lib",)) if (n := len(p.read_text().splitlines())) > 400]
+def test_pages_are_thin() -> None:
+    """A page draws and calls lib; its sections live in views/_*.py. (Modules have no line cap: they split where a
+    concern ends, not at a count, and a cap was once met by squeezing code.)"""
     fat_pages = [f"{p.relative_to(ROOT)}: {n}" for p in sorted((ROOT / "views").glob("*.py"))
                  if not p.name.startswith("_") and (n := len(p.read_text().splitlines())) > 120]  # fmt: skip
-    assert not long_modules and not fat_pages, (long_modules, fat_pages)
+    assert not fat_pages, fat_pages
 
 
 def test_every_page_is_in_the_one_table() -> None:
