@@ -1,4 +1,5 @@
-"""Transfer-learning explorer: `streamlit run app.py [-- --source PATH --backbone PATH --image-size N --demo --bundle PATH_OR_URL]`.
+"""Transfer-learning explorer: `streamlit run app.py [-- --source PATH --backbone PATH --image-size N --demo --bundle
+PATH_OR_URL]`.
 
 The entry file is only a router; the pages live in views/, the product in lib/.
 """
@@ -18,8 +19,10 @@ st.set_page_config(page_title="Transfer learning explorer", page_icon=":material
 if problem := state.argv_problem():
     from ui.text import show_error
 
-    show_error(f"The server was started with a flag it cannot use: {problem}. Nothing is served until it is restarted with a valid one "
-               "(streamlit run app.py -- --source PATH --backbone PATH --image-size N --cache-dir DIR --demo).")
+    show_error(
+        f"The server was started with a flag it cannot use: {problem}. Nothing is served until it is restarted with "
+        "a valid one (streamlit run app.py -- --source PATH --backbone PATH --image-size N --cache-dir DIR --demo)."
+    )
     st.stop()
 state.unpack_bundle_once(cache_dir)  # --bundle: before the first page renders, and before the cache turns read-only
 if demo.active():
@@ -29,9 +32,16 @@ if demo.active():
     if os.environ.get("TLX_TFHUB_FROM_CACHE") == "1":  # a TF Hub download must not write into the read-only cache
         os.environ["TFHUB_CACHE_DIR"] = os.path.join(tempfile.gettempdir(), "tlx-tfhub")
 
-    set_read_only(cache_dir, "This is a read-only demo: nothing can be computed, changed or deleted here, so nothing was written.")
+    set_read_only(
+        cache_dir, "This is a read-only demo: nothing can be computed, changed or deleted here, so nothing was written."
+    )
 
-pg = st.navigation([st.Page(page_path(p.path), title=p.title, icon=p.icon, url_path=p.url_path or None, default=p.default) for p in PAGES])
+pg = st.navigation(
+    [
+        st.Page(page_path(p.path), title=p.title, icon=p.icon, url_path=p.url_path or None, default=p.default)
+        for p in PAGES
+    ]
+)
 settings = state.init()
 widgets.sidebar(settings)
 jobs.panel(settings)  # every page, every session; never in the demo

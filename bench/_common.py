@@ -16,9 +16,14 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
-def data_args(parser: argparse.ArgumentParser, size_flag: str = "--image-size", cache_dir: bool = True,
-              cache_help: str | None = None) -> argparse.ArgumentParser:  # fmt: skip
-    """Add ``--source`` and ``--backbone`` (required), the input side (``size_flag``, default 128 px) and ``--cache-dir``."""
+def data_args(
+    parser: argparse.ArgumentParser,
+    size_flag: str = "--image-size",
+    cache_dir: bool = True,
+    cache_help: str | None = None,
+) -> argparse.ArgumentParser:
+    """Add ``--source`` and ``--backbone`` (required), the input side (``size_flag``, default 128 px) and
+    ``--cache-dir``."""
     parser.add_argument("--source", required=True)
     parser.add_argument("--backbone", required=True)
     parser.add_argument(size_flag, type=int, default=128)

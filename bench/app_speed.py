@@ -43,7 +43,13 @@ def first_paint(args: argparse.Namespace) -> None:
         f"at = AppTest.from_file({str(ROOT / 'app.py')!r}, default_timeout=60); at.run(); "
         "print('tensorflow imported by Home:', 'tensorflow' in sys.modules)"
     )
-    env = {**os.environ, "TLX_SOURCE": args.source, "TLX_BACKBONE": args.backbone, "TLX_CACHE_DIR": args.cache_dir, "TLX_IMAGE_SIZE": str(args.image_size)}
+    env = {
+        **os.environ,
+        "TLX_SOURCE": args.source,
+        "TLX_BACKBONE": args.backbone,
+        "TLX_CACHE_DIR": args.cache_dir,
+        "TLX_IMAGE_SIZE": str(args.image_size),
+    }
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
     print(out.stdout.strip().splitlines()[-1] if out.stdout.strip() else out.stderr[-500:], flush=True)
 
@@ -53,7 +59,14 @@ def reruns(args: argparse.Namespace) -> None:
 
     from lib.store.runs import list_runs
 
-    os.environ.update({"TLX_SOURCE": args.source, "TLX_BACKBONE": args.backbone, "TLX_CACHE_DIR": args.cache_dir, "TLX_IMAGE_SIZE": str(args.image_size)})
+    os.environ.update(
+        {
+            "TLX_SOURCE": args.source,
+            "TLX_BACKBONE": args.backbone,
+            "TLX_CACHE_DIR": args.cache_dir,
+            "TLX_IMAGE_SIZE": str(args.image_size),
+        }
+    )
     runs = list_runs(args.cache_dir)
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
     if runs:
@@ -68,7 +81,10 @@ def reruns(args: argparse.Namespace) -> None:
             at.run()
             times.append(time.perf_counter() - t0)
         assert not at.exception, [e.value for e in at.exception]
-        print(f"rerun {page:<18} median {statistics.median(times):.3f}s (max {max(times):.3f}s) with artifacts cached", flush=True)
+        print(
+            f"rerun {page:<18} median {statistics.median(times):.3f}s (max {max(times):.3f}s) with artifacts cached",
+            flush=True,
+        )
 
 
 def projections(args: argparse.Namespace) -> None:
@@ -79,7 +95,9 @@ def projections(args: argparse.Namespace) -> None:
     from ui import cached
 
     ds = load_dataset(args.source, args.cache_dir)
-    feats = cached_feature_result(ds, "test", resolve_backbone(args.backbone), args.image_size, "original", None, args.cache_dir)
+    feats = cached_feature_result(
+        ds, "test", resolve_backbone(args.backbone), args.image_size, "original", None, args.cache_dir
+    )
     if feats is None:
         print("no cached test features; run python -m lib extract first")
         return

@@ -27,7 +27,9 @@ from _common import ROOT, data_args  # (puts the project on sys.path)
 
 def run(cmd: list[str]) -> tuple[dict, float, str]:
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    proc = subprocess.run(
+        cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    )
     if proc.returncode != 0:
         raise SystemExit(f"failed: {proc.stderr.strip().splitlines()[-1]}")
     return json.loads(proc.stdout), time.perf_counter() - t0, proc.stderr
@@ -47,11 +49,18 @@ def main() -> int:
         from lib.store.layout import CacheLayout
 
         cache, shared = CacheLayout(tmp), CacheLayout(Path(args.cache_dir).resolve())
-        for folder in ("datasets", "features"):  # a fresh cache that shares the converted data and features, so the audit runs
+        for folder in (
+            "datasets",
+            "features",
+        ):  # a fresh cache that shares the converted data and features, so the audit runs
             getattr(cache, folder).symlink_to(getattr(shared, folder))
         cmd = [sys.executable, "-m", "lib", "audit", *common, "--cache-dir", str(cache), "--json"]
         out, wall, _ = run([*cmd, "--threshold", args.thresholds.split(",")[0]])
-        print(f"audit (computed): {wall:.1f}s whole command, {out['audit_seconds']:.1f}s audit itself, peak RSS {out['peak_rss_mb']:,.0f} MB", flush=True)
+        print(
+            f"audit (computed): {wall:.1f}s whole command, {out['audit_seconds']:.1f}s audit itself, peak RSS "
+            f"{out['peak_rss_mb']:,.0f} MB",
+            flush=True,
+        )
         print(f"label issues: {out['counts']['label_issues']}", flush=True)
         for t in args.thresholds.split(","):
             again, wall_again, _ = run([*cmd, "--threshold", t])
@@ -59,8 +68,11 @@ def main() -> int:
             for d in again["duplicates"]:
                 kind = f"{d['split_a']}~{d['split_b']}"
                 pairs[kind] = pairs.get(kind, 0) + 1
-            print(f"threshold {t}: {again['test_with_train_duplicate']} test images with a near-duplicate in train; pairs {pairs}; "
-                  f"read back in {wall_again:.1f}s (whole command)", flush=True)  # fmt: skip
+            print(
+                f"threshold {t}: {again['test_with_train_duplicate']} test images with a near-duplicate in train; "
+                f"pairs {pairs}; read back in {wall_again:.1f}s (whole command)",
+                flush=True,
+            )
     return 0
 
 

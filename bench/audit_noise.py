@@ -32,14 +32,20 @@ def main() -> int:
     args = parser.parse_args()
     configure_process(args.cache_dir)
     m = machine_info()
-    print(f"machine: {m['cpu']}, {m['cores']} cores; flipping {args.flip:.1%} of the training labels (seed {args.seed})", flush=True)
+    print(
+        f"machine: {m['cpu']}, {m['cores']} cores; flipping {args.flip:.1%} of the training labels (seed {args.seed})",
+        flush=True,
+    )
     ds = load_dataset(args.source, args.cache_dir)
     spec = resolve_backbone(args.backbone)
     feats, labels = {}, {}
     for split in ("train", "test"):
         res = cached_feature_result(ds, split, spec, args.image_size, "original", None, args.cache_dir)
         if res is None:
-            raise SystemExit(f"no cached {split} features: run `python -m lib extract ... --image-size {args.image_size} --split all` first")
+            raise SystemExit(
+                f"no cached {split} features: run `python -m lib extract ... --image-size {args.image_size} --split "
+                "all` first"
+            )
         feats[split], labels[split] = np.asarray(res.features), np.asarray(res.labels).copy()
     rng = np.random.default_rng(args.seed)
     y = labels["train"]
@@ -51,10 +57,19 @@ def main() -> int:
     hit = flagged & set(flipped.tolist())
     top = audit.issues["train"][: len(flipped)]
     top_hit = len(set(top.tolist()) & set(flipped.tolist()))
-    print(f"audit {time.perf_counter() - t0:.1f}s; {len(flipped):,} flipped; {len(flagged):,} flagged in train", flush=True)
-    print(f"recall {len(hit) / len(flipped):.1%} ({len(hit):,} of the flipped are flagged); "
-          f"{len(hit) / max(len(flagged), 1):.1%} of the flags are flipped images", flush=True)  # fmt: skip
-    print(f"among the {len(flipped):,} worst-ranked flags, {top_hit:,} ({top_hit / len(flipped):.1%}) are flipped images", flush=True)
+    print(
+        f"audit {time.perf_counter() - t0:.1f}s; {len(flipped):,} flipped; {len(flagged):,} flagged in train",
+        flush=True,
+    )
+    print(
+        f"recall {len(hit) / len(flipped):.1%} ({len(hit):,} of the flipped are flagged); "
+        f"{len(hit) / max(len(flagged), 1):.1%} of the flags are flipped images",
+        flush=True,
+    )
+    print(
+        f"among the {len(flipped):,} worst-ranked flags, {top_hit:,} ({top_hit / len(flipped):.1%}) are flipped images",
+        flush=True,
+    )
     return 0
 
 

@@ -24,7 +24,8 @@ from tests import fixtures
 
 
 def big_pngs(root: Path, n: int = 8, side: int = 9000) -> Path:
-    """``n`` PNGs of ``side`` x ``side`` (a gradient: small on disk, 243 MB each once decoded), plus a small ordinary set."""
+    """``n`` PNGs of ``side`` x ``side`` (a gradient: small on disk, 243 MB each once decoded), plus a small ordinary
+    set."""
     import numpy as np
     from PIL import Image
 
@@ -51,17 +52,26 @@ def zip_bomb(path: Path, folder: Path, gib: int = 1) -> Path:
 
 def convert(source: Path, cache: Path) -> dict[str, object]:
     """`python -m lib data --json` in a fresh process; its summary, seconds and peak RSS."""
-    script = ("import json, runpy, sys; sys.argv = ['lib', 'data', '--source', sys.argv[1], '--cache-dir', sys.argv[2], '--json']\n"
-              "try:\n    runpy.run_module('lib', run_name='__main__')\nexcept SystemExit: pass\n"
-              "print('RSS', [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])")  # fmt: skip
+    script = (
+        "import json, runpy, sys; sys.argv = ['lib', 'data', '--source', sys.argv[1], '--cache-dir', sys.argv[2], "
+        "'--json']\ntry:\n    runpy.run_module('lib', run_name='__main__')\nexcept SystemExit: pass\nprint('RSS', [l "
+        "for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])"
+    )
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", script, str(source), str(cache)], cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(source), str(cache)], cwd=ROOT, capture_output=True, text=True, timeout=1800
+    )
     seconds = time.perf_counter() - t0
     lines = proc.stdout.strip().splitlines()
     rss = int(lines[-1].split()[1]) / 1024 if lines and lines[-1].startswith("RSS") else None
-    summary = json.loads(lines[0]) if lines and lines[0].startswith("{") else {"error": proc.stderr.strip().splitlines()[-1:]}
-    return {"seconds": round(seconds, 1), "peak_rss_mb": round(rss, 0) if rss else None,
-            "skipped": {s: v.get("skipped") for s, v in summary.get("splits", {}).items()} or summary.get("error")}  # fmt: skip
+    summary = (
+        json.loads(lines[0]) if lines and lines[0].startswith("{") else {"error": proc.stderr.strip().splitlines()[-1:]}
+    )
+    return {
+        "seconds": round(seconds, 1),
+        "peak_rss_mb": round(rss, 0) if rss else None,
+        "skipped": {s: v.get("skipped") for s, v in summary.get("splits", {}).items()} or summary.get("error"),
+    }
 
 
 def main() -> None:
@@ -70,7 +80,14 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="tlx-bombs-"))
     work.mkdir(parents=True, exist_ok=True)
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), "?")
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "?",
+    )
     print(f"{cpu}, {os.cpu_count()} cores, {platform.python_version()}")
     folder = big_pngs(work / "big_pngs")
     print("eight 9000x9000 PNGs:", convert(folder, work / "cache_pngs"))

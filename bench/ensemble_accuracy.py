@@ -26,7 +26,12 @@ from _common import ROOT
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", required=True)
-    parser.add_argument("--parts", action="append", required=True, help="BACKBONE@SIZE[,BACKBONE@SIZE...] (repeatable: one configuration each)")
+    parser.add_argument(
+        "--parts",
+        action="append",
+        required=True,
+        help="BACKBONE@SIZE[,BACKBONE@SIZE...] (repeatable: one configuration each)",
+    )
     parser.add_argument("--runtime", default=None)
     parser.add_argument("--cache-dir", default=str(ROOT / "cache"))
     parser.add_argument("--hidden", type=int, default=None)
@@ -54,25 +59,57 @@ def main() -> int:
         parts = [(preset_backbone(p.rsplit("@", 1)[0]), int(p.rsplit("@", 1)[1])) for p in config.split(",")]
         blocks = {}
         for backbone, size in parts:
-            cmd = ["-m", "lib", "extract", "--source", args.source, "--backbone", backbone, "--image-size", str(size), "--split", "all",
-                   "--view", "both", "--runtime", runtime, "--cache-dir", args.cache_dir, "--json"]  # fmt: skip
+            cmd = [
+                "-m",
+                "lib",
+                "extract",
+                "--source",
+                args.source,
+                "--backbone",
+                backbone,
+                "--image-size",
+                str(size),
+                "--split",
+                "all",
+                "--view",
+                "both",
+                "--runtime",
+                runtime,
+                "--cache-dir",
+                args.cache_dir,
+                "--json",
+            ]
             subprocess.run([sys.executable, *cmd], cwd=ROOT, check=True, capture_output=True)
         for split in ("train", "test"):
             found = {}
             for j, (backbone, size) in enumerate(parts):
                 for view in ("original", "flip"):
-                    r = cached_feature_result(ds, split, resolve_backbone(backbone), size, view, None, args.cache_dir, runtime)
+                    r = cached_feature_result(
+                        ds, split, resolve_backbone(backbone), size, view, None, args.cache_dir, runtime
+                    )
                     assert r is not None, (backbone, size, split, view)
                     found[(part_key(j, size), view)] = np.asarray(r.features, np.float32)
             blocks[split] = FeatureBlock(found, ds.labels(split), np.arange(ds.size(split)), 0, 0)
         keys = tuple(part_key(j, s) for j, (_b, s) in enumerate(parts))
         t0 = time.perf_counter()
-        fit = fit_head(blocks["train"], blocks["test"], keys, ("original", "flip"), True, dataclasses.replace(head), len(ds.classes))
+        fit = fit_head(
+            blocks["train"],
+            blocks["test"],
+            keys,
+            ("original", "flip"),
+            True,
+            dataclasses.replace(head),
+            len(ds.classes),
+        )
         seconds = time.perf_counter() - t0
         y = ds.labels("test")
         width = sum(blocks["train"].parts[(k, "original")].shape[1] for k in keys)
-        print(f"{config}: accuracy {float((fit.probs.argmax(1) == y).mean()):.2%}, ECE {reliability(y, fit.raw_probs)['ece']:.4f} -> "
-              f"{reliability(y, fit.probs)['ece']:.4f} (T {fit.head.temperature:.3f}), head {seconds:.0f} s, {width:,} features", flush=True)  # fmt: skip
+        print(
+            f"{config}: accuracy {float((fit.probs.argmax(1) == y).mean()):.2%}, ECE "
+            f"{reliability(y, fit.raw_probs)['ece']:.4f} -> {reliability(y, fit.probs)['ece']:.4f} (T "
+            f"{fit.head.temperature:.3f}), head {seconds:.0f} s, {width:,} features",
+            flush=True,
+        )
     return 0
 
 

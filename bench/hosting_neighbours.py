@@ -51,32 +51,51 @@ def main() -> None:
     set_aliases({}, backbone_stand_ins(args.hosted))
     spec_host = resolve_backbone(manifest["backbone"])
     size, runtime = int(manifest["image_size"]), manifest["runtime"].split(":")[0]
-    real = {s: cached_feature_result(full_ds, s, spec_full, size, "original", None, args.cache_dir, runtime) for s in full_ds.splits}
-    hosted = {s: cached_feature_result(host_ds, s, spec_host, size, "original", None, args.hosted, runtime, reduced_ok=True) for s in host_ds.splits}
+    real = {
+        s: cached_feature_result(full_ds, s, spec_full, size, "original", None, args.cache_dir, runtime)
+        for s in full_ds.splits
+    }
+    hosted = {
+        s: cached_feature_result(host_ds, s, spec_host, size, "original", None, args.hosted, runtime, reduced_ok=True)
+        for s in host_ds.splits
+    }
     if any(r is None for r in real.values()) or any(r is None for r in hosted.values()):
         sys.exit("features missing in one of the caches")
-    model = lite_backbone(manifest["backbone"], spec_host.identity(), spec_host.name, [size], host_ds, CacheLayout.at(args.hosted))
+    model = lite_backbone(
+        manifest["backbone"], spec_host.identity(), spec_host.name, [size], host_ds, CacheLayout.at(args.hosted)
+    )
     embed = lambda images: model.embed(images, size)  # noqa: E731
     images = {s: host_ds.images(s) for s in host_ds.splits}
     feats = {s: r.features for s, r in real.items()}  # type: ignore[union-attr]
     rng = np.random.default_rng(args.seed)
     splits = list(host_ds.splits)
     sizes = [host_ds.size(s) for s in splits]
-    picks = [(splits[j], int(rng.integers(sizes[j]))) for j in rng.choice(len(splits), args.queries, p=np.asarray(sizes) / sum(sizes))]
+    picks = [
+        (splits[j], int(rng.integers(sizes[j])))
+        for j in rng.choice(len(splits), args.queries, p=np.asarray(sizes) / sum(sizes))
+    ]
     cpu = machine_info()
-    print(f"CPU: {cpu.get('cpu')}, {cpu.get('cores')} cores; {len(picks)} queries, k={args.k}, {CANDIDATES} candidates re-ranked; features {key}")
+    print(
+        f"CPU: {cpu.get('cpu')}, {cpu.get('cores')} cores; {len(picks)} queries, k={args.k}, {CANDIDATES} candidates "
+        f"re-ranked; features {key}"
+    )
     for kind in ("dataset image", "upload"):
         for mode in ("reduced only", "re-ranked"):
             recall, same, t0 = [], [], time.perf_counter()
             for split, i in picks:
                 exact = {(s, j) for s, j, _ in nearest_to(feats, np.asarray(feats[split][i]), args.k, skip=(split, i))}
                 query = None if kind == "dataset image" else np.asarray(feats[split][i], np.float32)
-                hits, _ = nearest_search(hosted, query, args.k, skip=(split, i), embed=embed if mode == "re-ranked" else None, images=images)
+                hits, _ = nearest_search(
+                    hosted, query, args.k, skip=(split, i), embed=embed if mode == "re-ranked" else None, images=images
+                )
                 got = {(s, j) for s, j, _ in hits}
                 recall.append(len(got & exact) / args.k)
                 same.append(got == exact)
             ms = 1000 * (time.perf_counter() - t0) / len(picks)
-            print(f"{kind:14s} {mode:13s} recall@{args.k} {np.mean(recall):.3f}  all {args.k} equal on {np.mean(same):.1%} of queries  {ms:.0f} ms/query")
+            print(
+                f"{kind:14s} {mode:13s} recall@{args.k} {np.mean(recall):.3f}  all {args.k} equal on "
+                f"{np.mean(same):.1%} of queries  {ms:.0f} ms/query"
+            )
 
 
 if __name__ == "__main__":

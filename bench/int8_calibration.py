@@ -36,7 +36,10 @@ def main() -> int:
     from lib.runtimes import litert
 
     m = machine_info()
-    print(f"machine: {m['cpu']}, {m['cores']} cores; calibration: first {args.per_class} training images per class", flush=True)
+    print(
+        f"machine: {m['cpu']}, {m['cores']} cores; calibration: first {args.per_class} training images per class",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         ds = load_dataset(args.source, ROOT / "cache")
         spec = resolve_backbone(args.backbone)
@@ -44,7 +47,9 @@ def main() -> int:
         t0 = time.perf_counter()
         from lib.models.backbones import load_backbone
 
-        flatbuffer = litert.convert_to_flatbuffer(spec, load_backbone(spec), args.size, "int8", tuple(ds.image_shape), calibration)
+        flatbuffer = litert.convert_to_flatbuffer(
+            spec, load_backbone(spec), args.size, "int8", tuple(ds.image_shape), calibration
+        )
         path = Path(tmp) / "int8.tflite"
         path.write_bytes(flatbuffer)
         print(f"converted with {len(calibration):,} calibration images in {time.perf_counter() - t0:.1f}s", flush=True)
@@ -52,11 +57,16 @@ def main() -> int:
         blocks = {}
         for split in ("train", "test"):
             images = ds.images(split)
-            parts = {(args.size, view): extract_features(model, images, args.size, view == "flip", batch_size=64) for view in ("original", "flip")}
+            parts = {
+                (args.size, view): extract_features(model, images, args.size, view == "flip", batch_size=64)
+                for view in ("original", "flip")
+            }
             labels = ds.labels(split)
             blocks[split] = FeatureBlock(parts, labels, np.arange(len(labels)), 0.0, 0)
         best = PROTOCOLS["best"]
-        fit = fit_head(blocks["train"], blocks["test"], (args.size,), best.train_views, best.tta, best.head, len(ds.classes))
+        fit = fit_head(
+            blocks["train"], blocks["test"], (args.size,), best.train_views, best.tta, best.head, len(ds.classes)
+        )
         acc = float((fit.probs.argmax(1) == blocks["test"].labels).mean())
         print(f"best preset, litert-int8 with {args.per_class}/class calibration: test accuracy {acc:.2%}", flush=True)
     return 0

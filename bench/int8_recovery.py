@@ -44,19 +44,32 @@ def convert(recipe: str, loaded: Any, size: int, shape: tuple[int, ...], calibra
     if recipe == "int8-per-tensor":
         converter._experimental_disable_per_channel = True
     if recipe == "int16x8":
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+        ]
     if recipe in ("int8-float-suspects", "int8-float-last"):
-        debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=representative_data(calibration))
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=converter, debug_dataset=representative_data(calibration)
+        )
         debugger.run()
         stats = debugger.layer_statistics  # tensor name -> metrics, in graph order
         if recipe == "int8-float-suspects":
-            keep = [name for name, m in stats.items() if np.sqrt(m["mean_squared_error"]) / max(m.get("scale", 1e-12), 1e-12) > 0.7]
+            keep = [
+                name
+                for name, m in stats.items()
+                if np.sqrt(m["mean_squared_error"]) / max(m.get("scale", 1e-12), 1e-12) > 0.7
+            ]
         else:
             keep = list(stats)[-2:]
-        print(f"    {recipe}: {len(keep)} of {len(stats)} quantised layers kept in float: {', '.join(k.split('/')[-1][:40] for k in keep[:6])}"
-              f"{' ...' if len(keep) > 6 else ''}", flush=True)  # fmt: skip
+        print(
+            f"    {recipe}: {len(keep)} of {len(stats)} quantised layers kept in float: "
+            f"{', '.join(k.split('/')[-1][:40] for k in keep[:6])}{' ...' if len(keep) > 6 else ''}",
+            flush=True,
+        )
         options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=keep)
-        selective = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=representative_data(calibration), debug_options=options)
+        selective = tf.lite.experimental.QuantizationDebugger(
+            converter=converter, debug_dataset=representative_data(calibration), debug_options=options
+        )
         return bytes(selective.get_nondebug_quantized_model())
     return bytes(converter.convert())
 
@@ -75,12 +88,17 @@ def main() -> int:
     from lib.store.layout import CacheLayout
 
     parser = data_args(argparse.ArgumentParser(), size_flag="--size")
-    parser.add_argument("--train-limit", type=int, default=500, help="training images per class (the whole test split is always used)")
+    parser.add_argument(
+        "--train-limit", type=int, default=500, help="training images per class (the whole test split is always used)"
+    )
     parser.add_argument("--recipes", default=",".join(RECIPES))
     args = parser.parse_args()
     m = machine_info()
-    print(f"machine: {m['cpu']}, {m['cores']} cores; calibration: first {CALIBRATION_PER_CLASS} training images per class; "
-          f"train: first {args.train_limit} per class; test: every image", flush=True)  # fmt: skip
+    print(
+        f"machine: {m['cpu']}, {m['cores']} cores; calibration: first {CALIBRATION_PER_CLASS} training images per "
+        f"class; train: first {args.train_limit} per class; test: every image",
+        flush=True,
+    )
     ds = load_dataset(args.source, args.cache_dir)
     spec = resolve_backbone(args.backbone)
     shape = tuple(ds.image_shape)
@@ -92,12 +110,17 @@ def main() -> int:
         for split, idx in rows.items():
             images, labels = ds.images(split)[idx], ds.labels(split)[idx]
             t0 = time.perf_counter()
-            parts = {(args.size, view): extract_features(model, images, args.size, view == "flip", batch_size=64) for view in ("original", "flip")}
+            parts = {
+                (args.size, view): extract_features(model, images, args.size, view == "flip", batch_size=64)
+                for view in ("original", "flip")
+            }
             t_extract += time.perf_counter() - t0
             n += 2 * len(idx)
             blocks[split] = FeatureBlock(parts, labels, idx, 0.0, 0)
         best = PROTOCOLS["best"]
-        fit = fit_head(blocks["train"], blocks["test"], (args.size,), best.train_views, best.tta, best.head, len(ds.classes))
+        fit = fit_head(
+            blocks["train"], blocks["test"], (args.size,), best.train_views, best.tta, best.head, len(ds.classes)
+        )
         acc = float((fit.probs.argmax(1) == blocks["test"].labels).mean())
         return acc, blocks["test"].parts[(args.size, "original")], n / t_extract
 
@@ -122,12 +145,20 @@ def main() -> int:
             probe = np.ascontiguousarray(ds.images("test")[:256])
             t0 = time.perf_counter()
             extract_features(model, probe, args.size, False, batch_size=64)
-            print(f"    {recipe}: converted in {seconds:.0f}s; {256 / (time.perf_counter() - t0):.1f} img/s on 256 test images", flush=True)
+            print(
+                f"    {recipe}: converted in {seconds:.0f}s; {256 / (time.perf_counter() - t0):.1f} img/s on 256 "
+                "test images",
+                flush=True,
+            )
             acc, feats, ips = evaluate(model)
             a, b = feats.astype(np.float64), float_feats.astype(np.float64)
             cos = float(((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)).mean())
-            print(f"{recipe:<22} accuracy {acc:.2%}  loss {100 * (float_acc - acc):+.2f} pts  {ips:7.1f} img/s ({ips / float_ips:.2f}x float)  "
-                  f"cosine {cos:.4f}  {len(flatbuffer) / 1e6:.1f} MB  converted in {seconds:.0f}s", flush=True)  # fmt: skip
+            print(
+                f"{recipe:<22} accuracy {acc:.2%}  loss {100 * (float_acc - acc):+.2f} pts  {ips:7.1f} img/s "
+                f"({ips / float_ips:.2f}x float)  cosine {cos:.4f}  {len(flatbuffer) / 1e6:.1f} MB  converted in "
+                f"{seconds:.0f}s",
+                flush=True,
+            )
     return 0
 
 

@@ -1,4 +1,5 @@
-"""What background jobs cost: starting one, polling the jobs panel from idle sessions, and the work's own speed in a job.
+"""What background jobs cost: starting one, polling the jobs panel from idle sessions, and the work's own speed in a
+job.
 
     python bench/jobs.py --source ../shared/data/cifar10-jpeg.tar.gz \
         --backbone ../shared/models/mobilenet_v1_100_224_feature_vector --image-size 128 [--sessions 10] [--idle 60]
@@ -34,7 +35,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 def direct(argv: list[str], cache: Path) -> tuple[float, dict[str, Any]]:
     """``python -m lib ARGV --json`` in a subprocess: wall seconds and its JSON."""
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "lib", *argv, "--cache-dir", str(cache), "--json"], cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "lib", *argv, "--cache-dir", str(cache), "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     seconds = time.perf_counter() - t0
     if proc.returncode:
         raise SystemExit(proc.stderr[-2000:])
@@ -75,8 +81,11 @@ def start_cost(args: argparse.Namespace, cache: Path) -> None:
         time.sleep(12)  # the runner has exited (idle for 10 s): each job pays for starting one, the worst case
         jobs.append(as_job(argv, cache)[0])
     extra = statistics.median(jobs) - statistics.median(plain)
-    print(f"start cost: `{' '.join(argv[:1])}` directly {statistics.median(plain):.2f}s, as a job {statistics.median(jobs):.2f}s "
-          f"(runner started each time): {extra:+.2f}s", flush=True)  # fmt: skip
+    print(
+        f"start cost: `{' '.join(argv[:1])}` directly {statistics.median(plain):.2f}s, as a job "
+        f"{statistics.median(jobs):.2f}s (runner started each time): {extra:+.2f}s",
+        flush=True,
+    )
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -105,8 +114,11 @@ def idle_polling(args: argparse.Namespace, cache: Path) -> None:
             time.sleep(args.idle)
             shares[tabs] = (_cpu_seconds(pid) - before) / (time.perf_counter() - t0) / (os.cpu_count() or 1)
     many, one, none = shares[args.sessions], shares[1], shares[0]
-    print(f"idle polling: server CPU over {args.idle:.0f}s, share of {os.cpu_count()} cores: no tab {none:.2%}, 1 tab {one:.2%}, "
-          f"{args.sessions} tabs on Home {many:.2%}: the {args.sessions} sessions add {many - none:+.2%}", flush=True)  # fmt: skip
+    print(
+        f"idle polling: server CPU over {args.idle:.0f}s, share of {os.cpu_count()} cores: no tab {none:.2%}, 1 tab "
+        f"{one:.2%}, {args.sessions} tabs on Home {many:.2%}: the {args.sessions} sessions add {many - none:+.2%}",
+        flush=True,
+    )
 
 
 def rates(args: argparse.Namespace, cache: Path) -> None:
@@ -121,14 +133,24 @@ def rates(args: argparse.Namespace, cache: Path) -> None:
             _, out = run(extract, fresh)
             figures[how].append(out["images"] / out["artifacts"][0]["extract_seconds"])
     d, j = statistics.median(figures["direct"]), statistics.median(figures["job"])
-    print(f"extraction, test split ({args.repeat} each): directly {d:,.0f} img/s, in a job {j:,.0f} img/s: ratio {j / d:.3f} "
-          f"(each: {', '.join(f'{x:.0f}' for x in figures['direct'])} / {', '.join(f'{x:.0f}' for x in figures['job'])}); "
-          f"the runner used {statistics.median(RUNNER_CPU or [0.0]):.2%} of one core meanwhile", flush=True)  # fmt: skip
+    print(
+        f"extraction, test split ({args.repeat} each): directly {d:,.0f} img/s, in a job {j:,.0f} img/s: ratio "
+        f"{j / d:.3f} (each: {', '.join(f'{x:.0f}' for x in figures['direct'])} / "
+        f"{', '.join(f'{x:.0f}' for x in figures['job'])}); the runner used "
+        f"{statistics.median(RUNNER_CPU or [0.0]):.2%} of one core meanwhile",
+        flush=True,
+    )
     train = ["train", *common, "--protocol", "best"]
     direct(train, cache)  # features for the preset (both views, TTA) extracted once, outside the timing
-    seconds = {"direct": [direct(train, cache)[1]["train_seconds"] for _ in range(2)], "job": [as_job(train, cache)[1]["train_seconds"] for _ in range(2)]}
+    seconds = {
+        "direct": [direct(train, cache)[1]["train_seconds"] for _ in range(2)],
+        "job": [as_job(train, cache)[1]["train_seconds"] for _ in range(2)],
+    }
     d, j = statistics.median(seconds["direct"]), statistics.median(seconds["job"])
-    print(f"training the best head on cached features: directly {d:.1f}s, in a job {j:.1f}s: rate ratio {d / j:.3f}", flush=True)
+    print(
+        f"training the best head on cached features: directly {d:.1f}s, in a job {j:.1f}s: rate ratio {d / j:.3f}",
+        flush=True,
+    )
 
 
 def main() -> None:

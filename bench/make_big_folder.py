@@ -69,7 +69,9 @@ def write_range(out: str, start: int, end: int, seed: int, min_side: int, max_si
     return total
 
 
-def make_big_folder(out: Path, images: int, seed: int = 0, min_side: int = 16, max_side: int = 96, workers: int | None = None) -> int:
+def make_big_folder(
+    out: Path, images: int, seed: int = 0, min_side: int = 16, max_side: int = 96, workers: int | None = None
+) -> int:
     """Write ``images`` images under ``out``; returns the bytes written."""
     for split in ("train", "test"):
         for k in range(CLASSES):
@@ -85,7 +87,9 @@ def make_big_folder(out: Path, images: int, seed: int = 0, min_side: int = 16, m
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("out", type=Path, help="folder to write (created; existing images of the same names are replaced)")
+    parser.add_argument(
+        "out", type=Path, help="folder to write (created; existing images of the same names are replaced)"
+    )
     parser.add_argument("--images", type=int, default=200_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--min-side", type=int, default=16)
@@ -97,7 +101,10 @@ def main() -> None:
     t0 = time.perf_counter()
     size = make_big_folder(args.out, args.images, args.seed, args.min_side, args.max_side, args.workers)
     seconds = time.perf_counter() - t0
-    print(f"wrote {args.images:,} images ({size / 1e6:,.1f} MB) to {args.out} in {seconds:.1f} s ({args.images / seconds:,.0f} images/s)")
+    print(
+        f"wrote {args.images:,} images ({size / 1e6:,.1f} MB) to {args.out} in {seconds:.1f} s "
+        f"({args.images / seconds:,.0f} images/s)"
+    )
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
     python -m lib project --source ../shared/data/cifar10-jpeg.tar.gz \
         --backbone ../shared/models/mobilenet_v1_100_224_feature_vector --image-size 128 --method tsne   # once
     python bench/map_view.py --source ../shared/data/cifar10-jpeg.tar.gz \
-        --backbone ../shared/models/mobilenet_v1_100_224_feature_vector --image-size 128 --method t-SNE --cache-dir cache
+        --backbone ../shared/models/mobilenet_v1_100_224_feature_vector --image-size 128 --method t-SNE --cache-dir
+        cache
 
 Starts `streamlit run app.py` and headless Chromium (no GPU), opens Feature space on the stored map and
 prints, with the CPU model and core count:
@@ -43,8 +44,13 @@ def main() -> None:
         page = browser.new_page(viewport={"width": 1400, "height": 1200})
         t0 = time.perf_counter()
         page.goto(f"{url}/features?{query}")
-        page.locator(".tlx-map[data-draw-ms]").wait_for(timeout=300_000)  # (Playwright's locators see inside the shadow root)
-        print(f"map drawn {time.perf_counter() - t0:.2f}s after opening the page ({page.locator('.tlx-info').inner_text()})")
+        page.locator(".tlx-map[data-draw-ms]").wait_for(
+            timeout=300_000
+        )  # (Playwright's locators see inside the shadow root)
+        print(
+            f"map drawn {time.perf_counter() - t0:.2f}s after opening the page "
+            f"({page.locator('.tlx-info').inner_text()})"
+        )
         wait_idle(page)
         box = page.locator(".tlx-overlay").bounding_box()
         assert box is not None
@@ -56,11 +62,16 @@ def main() -> None:
             ms, _point = hover_until_thumbnail(page, shifted)
             latencies.append(ms)
         q = statistics.quantiles(latencies, n=20)
-        print(f"hover to thumbnail over {len(latencies)} points: p50 {statistics.median(latencies):.0f} ms, p95 {q[18]:.0f} ms, max {max(latencies):.0f} ms")
+        print(
+            f"hover to thumbnail over {len(latencies)} points: p50 {statistics.median(latencies):.0f} ms, p95 "
+            f"{q[18]:.0f} ms, max {max(latencies):.0f} ms"
+        )
         if args.shots:
             Path(args.shots).mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(Path(args.shots) / "7-full-map-hover.png"),
-                            clip={"x": box["x"] - 10, "y": box["y"] - 50, "width": box["width"] + 20, "height": box["height"] + 90})  # fmt: skip
+            page.screenshot(
+                path=str(Path(args.shots) / "7-full-map-hover.png"),
+                clip={"x": box["x"] - 10, "y": box["y"] - 50, "width": box["width"] + 20, "height": box["height"] + 90},
+            )
         draws = []
         cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
         for k in range(20):
@@ -68,7 +79,10 @@ def main() -> None:
             page.mouse.wheel(0, -120 if k < 10 else 120)
             page.wait_for_timeout(60)
             draws.append(float(page.locator(".tlx-map").get_attribute("data-draw-ms") or "nan"))
-        print(f"redraw of every point per zoom step: p50 {statistics.median(draws):.1f} ms, p95 {statistics.quantiles(draws, n=20)[18]:.1f} ms")
+        print(
+            f"redraw of every point per zoom step: p50 {statistics.median(draws):.1f} ms, p95 "
+            f"{statistics.quantiles(draws, n=20)[18]:.1f} ms"
+        )
         if args.shots:
             page.get_by_role("button", name="Lasso select").click()
             page.mouse.move(cx - 120, cy - 90)

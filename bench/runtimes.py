@@ -26,10 +26,31 @@ from _common import ROOT  # (puts the project on sys.path)
 
 def extract(args: argparse.Namespace, size: int, runtime: str, cache: Path) -> dict:
     """One `extract` command; its JSON plus the wall time of the whole process."""
-    cmd = [sys.executable, "-m", "lib", "extract", "--source", args.source, "--backbone", args.backbone, "--image-size", str(size),
-           "--split", args.split, "--runtime", runtime, "--batch-size", str(args.batch_size), "--cache-dir", str(cache), "--json"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "lib",
+        "extract",
+        "--source",
+        args.source,
+        "--backbone",
+        args.backbone,
+        "--image-size",
+        str(size),
+        "--split",
+        args.split,
+        "--runtime",
+        runtime,
+        "--batch-size",
+        str(args.batch_size),
+        "--cache-dir",
+        str(cache),
+        "--json",
+    ]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    proc = subprocess.run(
+        cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    )
     if proc.returncode != 0:
         raise SystemExit(f"{runtime}@{size} failed: {proc.stderr.strip().splitlines()[-1]}")
     result = json.loads(proc.stdout)
@@ -50,7 +71,10 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--runtimes", default=",".join(selectable()))
     args = parser.parse_args()
-    print(f"machine: {machine_info()['cpu']}, {os.cpu_count()} CPUs; split {args.split}; batch {args.batch_size}", flush=True)
+    print(
+        f"machine: {machine_info()['cpu']}, {os.cpu_count()} CPUs; split {args.split}; batch {args.batch_size}",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory(prefix="bench-runtimes-") as tmp:
         cache = Path(tmp)
         for size in (int(s) for s in args.sizes.split(",")):
@@ -61,8 +85,12 @@ def main() -> int:
                 extract_s = sum(a["extract_seconds"] for a in r["artifacts"])
                 rates[runtime] = r["images"] / extract_s
                 feats[runtime] = np.load(r["cache_path"], mmap_mode="r")
-                print(f"[{size}px] {runtime:<12} {r['images']:,} images extracted in {extract_s:.1f}s = {rates[runtime]:.1f} img/s "
-                      f"(whole command incl. loading/conversion {r['wall']:.1f}s, peak RSS {r['peak_rss_mb']:,.0f} MB)", flush=True)  # fmt: skip
+                print(
+                    f"[{size}px] {runtime:<12} {r['images']:,} images extracted in {extract_s:.1f}s = "
+                    f"{rates[runtime]:.1f} img/s (whole command incl. loading/conversion {r['wall']:.1f}s, peak RSS "
+                    f"{r['peak_rss_mb']:,.0f} MB)",
+                    flush=True,
+                )
             base = feats.get(DEFAULT_RUNTIME)
             for runtime in rates:
                 if runtime == DEFAULT_RUNTIME or base is None:
@@ -70,8 +98,11 @@ def main() -> int:
                 a, b = np.asarray(feats[runtime], np.float64), np.asarray(base, np.float64)
                 rel = float(np.abs(a - b).max() / np.abs(b).max())
                 cos = float(((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)).mean())
-                print(f"[{size}px] {runtime:<12} {rates[runtime] / rates[DEFAULT_RUNTIME]:.2f}x the {DEFAULT_RUNTIME} rate; max relative difference {rel:.2e}, "
-                      f"mean cosine {cos:.4f} to tf features", flush=True)  # fmt: skip
+                print(
+                    f"[{size}px] {runtime:<12} {rates[runtime] / rates[DEFAULT_RUNTIME]:.2f}x the {DEFAULT_RUNTIME} "
+                    f"rate; max relative difference {rel:.2e}, mean cosine {cos:.4f} to tf features",
+                    flush=True,
+                )
     return 0
 
 

@@ -48,7 +48,9 @@ def main() -> int:
         ox, oy = rng.integers(0, side - s + 1, 2)
         im = im.crop((int(ox), int(oy), int(ox) + s, int(oy) + s)).resize((side, side), Image.Resampling.BILINEAR)
         for enhance in (ImageEnhance.Color, ImageEnhance.Brightness, ImageEnhance.Contrast):
-            im = enhance(im).enhance(float(rng.uniform(0.3, 1.7) if enhance is ImageEnhance.Color else rng.uniform(0.7, 1.3)))
+            im = enhance(im).enhance(
+                float(rng.uniform(0.3, 1.7) if enhance is ImageEnhance.Color else rng.uniform(0.7, 1.3))
+            )
         if rng.random() < 0.3:
             im = im.convert("L").convert("RGB")
         buf = io.BytesIO()
@@ -70,7 +72,11 @@ def main() -> int:
     per_pair = (time.perf_counter() - t0) / (2 * n)
     print(f"{2 * n:,} pairs, {1000 * per_pair:.1f} ms per pair; the project's threshold is {SAME_PHOTO}", flush=True)
     for thr in (0.7, 0.75, 0.8, 0.85, 0.9):
-        print(f"threshold {thr:.2f}: edited copies kept {np.mean(pos >= thr):.1%}, hard negatives passed {np.mean(neg >= thr):.1%}", flush=True)
+        print(
+            f"threshold {thr:.2f}: edited copies kept {np.mean(pos >= thr):.1%}, hard negatives passed "
+            f"{np.mean(neg >= thr):.1%}",
+            flush=True,
+        )
     return 0
 
 

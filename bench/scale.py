@@ -43,7 +43,8 @@ ds = load_dataset(sys.argv[1], sys.argv[2], progress=progress)
 seconds = time.perf_counter() - t0
 marks = {k: round(v - t0, 2) for k, v in stages.items()}
 images = sum(ds.size(s) for s in ds.splits) + sum(ds.skipped.values())
-print(json.dumps({"images": images, "stored": sum(ds.size(s) for s in ds.splits), "side": ds.image_shape[0], "seconds": seconds,
+print(json.dumps({"images": images, "stored": sum(ds.size(s) for s in ds.splits), "side": ds.image_shape[0], "seconds":
+seconds,
                   "images_per_second": images / seconds, "peak_rss_mb": peak_rss_mb(), "stage_starts_s": marks,
                   "array_mb": sum(ds.images(s).nbytes for s in ds.splits) / 1e6}))
 """
@@ -53,8 +54,17 @@ def convert_big_folder(folder: Path, images: int, cache: Path) -> dict[str, Any]
     """Convert ``folder`` (made first if missing) in a child process with an empty cache."""
     if not folder.exists():
         print(f"writing {images:,} synthetic images to {folder} ...", file=sys.stderr)
-        subprocess.run([sys.executable, str(ROOT / "bench" / "make_big_folder.py"), str(folder), "--images", str(images)], check=True)
-    proc = subprocess.run([sys.executable, "-c", CONVERT_CHILD, str(folder), str(cache)], cwd=ROOT, capture_output=True, text=True, check=False)
+        subprocess.run(
+            [sys.executable, str(ROOT / "bench" / "make_big_folder.py"), str(folder), "--images", str(images)],
+            check=True,
+        )
+    proc = subprocess.run(
+        [sys.executable, "-c", CONVERT_CHILD, str(folder), str(cache)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if proc.returncode:
         raise SystemExit(proc.stderr[-3000:])
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -74,7 +84,9 @@ def engines(source: str, backbone: str, size: int, workers: int, cache: Path) ->
     ds = load_dataset(source, cache / "data")
     spec = resolve_backbone(backbone)
     model = load_backbone(spec)
-    model.embed(np.asarray(ds.images("test")[:64]), size)  # warm up the traced function, as a Ray worker's first shard does
+    model.embed(
+        np.asarray(ds.images("test")[:64]), size
+    )  # warm up the traced function, as a Ray worker's first shard does
     local_layout = CacheLayout(cache / "local")
     local = ensure_features(ds, "test", spec, local_layout, size, engine=LocalEngine(local_layout, model))
     local_rate = local.features.shape[0] / local.extract_seconds
@@ -100,23 +112,37 @@ def engines(source: str, backbone: str, size: int, workers: int, cache: Path) ->
     }
 
 
-def projection(per_worker: float, startup: float, driver_ceiling: float | None, worker_counts: list[int]) -> list[dict[str, Any]]:
+def projection(
+    per_worker: float, startup: float, driver_ceiling: float | None, worker_counts: list[int]
+) -> list[dict[str, Any]]:
     rows = []
     for n_images in (1_000_000, 10_000_000):
         for w in worker_counts:
             rate = per_worker * w
             if driver_ceiling:
                 rate = min(rate, driver_ceiling)
-            rows.append({"images": n_images, "workers": w, "hours": (startup + n_images / rate) / 3600, "images_per_second": rate})
+            rows.append(
+                {
+                    "images": n_images,
+                    "workers": w,
+                    "hours": (startup + n_images / rate) / 3600,
+                    "images_per_second": rate,
+                }
+            )
     return rows
 
 
 def main() -> None:
     from lib.analysis.benchmark import machine_info
 
-    parser = data_args(argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter), cache_dir=False)
+    parser = data_args(
+        argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter),
+        cache_dir=False,
+    )
     parser.add_argument("--big-folder", type=Path, default=Path(tempfile.gettempdir()) / "tlx-big200k")
-    parser.add_argument("--images", type=int, default=200_000, help="images in the synthetic folder (when it is written)")
+    parser.add_argument(
+        "--images", type=int, default=200_000, help="images in the synthetic folder (when it is written)"
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--project-workers", default="8,32,128", help="worker counts for the 1M/10M projection")
     parser.add_argument("--skip-convert", action="store_true")
@@ -133,20 +159,35 @@ def main() -> None:
     print(f"{machine['cpu']}, {machine['cores']} cores")
     if "convert" in out:
         c = out["convert"]
-        print(f"convert {c['images']:,} images ({args.big_folder}) -> {c['side']}x{c['side']} arrays of {c['array_mb']:,.0f} MB: "
-              f"{c['images_per_second']:,.0f} img/s, {c['seconds']:,.1f} s, peak RSS {c['peak_rss_mb']:,.0f} MB; "
-              f"stages start at {c['stage_starts_s']}")  # fmt: skip
+        print(
+            f"convert {c['images']:,} images ({args.big_folder}) -> {c['side']}x{c['side']} arrays of "
+            f"{c['array_mb']:,.0f} MB: {c['images_per_second']:,.0f} img/s, {c['seconds']:,.1f} s, peak RSS "
+            f"{c['peak_rss_mb']:,.0f} MB; stages start at {c['stage_starts_s']}"
+        )
     if "engines" in out:
         e = out["engines"]
-        print(f"test split, {e['images']:,} images @ {args.image_size}px: local {e['local_images_per_second']:,.1f} img/s, "
-              f"Ray ({e['workers']} workers) {e['ray_images_per_second']:,.1f} img/s = {e['ratio']:.2f}x local; "
-              f"Ray start-up {e['ray_startup_seconds']:.1f} s; driver busy {e['ray_driver_busy_seconds']:.1f} s "
-              f"(ceiling {e['driver_ceiling_images_per_second'] or 0:,.0f} img/s); max |difference| {e['max_abs_difference']:.2e}")  # fmt: skip
+        print(
+            f"test split, {e['images']:,} images @ {args.image_size}px: local {e['local_images_per_second']:,.1f} "
+            f"img/s, Ray ({e['workers']} workers) {e['ray_images_per_second']:,.1f} img/s = {e['ratio']:.2f}x local; "
+            f"Ray start-up {e['ray_startup_seconds']:.1f} s; driver busy {e['ray_driver_busy_seconds']:.1f} s "
+            f"(ceiling {e['driver_ceiling_images_per_second'] or 0:,.0f} img/s); max |difference| "
+            f"{e['max_abs_difference']:.2e}"
+        )
         counts = [int(w) for w in args.project_workers.split(",")]
-        out["projection"] = projection(e["ray_per_worker_images_per_second"], e["ray_startup_seconds"], e["driver_ceiling_images_per_second"], counts)
-        print("projection (per-worker rate measured here; workers = 1 core of this CPU each; driver ceiling as measured):")
+        out["projection"] = projection(
+            e["ray_per_worker_images_per_second"],
+            e["ray_startup_seconds"],
+            e["driver_ceiling_images_per_second"],
+            counts,
+        )
+        print(
+            "projection (per-worker rate measured here; workers = 1 core of this CPU each; driver ceiling as measured):"
+        )
         for row in out["projection"]:
-            print(f"  {row['images']:>10,} images on {row['workers']:>4} workers: {row['hours']:6.2f} h ({row['images_per_second']:,.0f} img/s)")
+            print(
+                f"  {row['images']:>10,} images on {row['workers']:>4} workers: {row['hours']:6.2f} h "
+                f"({row['images_per_second']:,.0f} img/s)"
+            )
     if args.out:
         args.out.write_text(json.dumps(out, indent=2))
 

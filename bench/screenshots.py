@@ -30,8 +30,13 @@ def main() -> int:
     parser = data_args(argparse.ArgumentParser())
     parser.add_argument("--budget-ms", default="2")
     parser.add_argument("--curation", nargs=3, metavar=("RUN_A", "RUN_B", "FIXED_RUN"), default=None)
-    parser.add_argument("--fix", action="append", default=None, metavar="SPLIT/INDEX",
-                        help="with --curation: the flagged images to fix (ones a person checked); default the first three")
+    parser.add_argument(
+        "--fix",
+        action="append",
+        default=None,
+        metavar="SPLIT/INDEX",
+        help="with --curation: the flagged images to fix (ones a person checked); default the first three",
+    )
     args = parser.parse_args()
     out = ROOT / "docs" / "screenshots"
     app_args = ["--source", args.source, "--backbone", args.backbone, "--image-size", str(args.image_size)]
@@ -42,7 +47,9 @@ def main() -> int:
             wait_idle(page)
             if page.get_by_test_id("stException").count():
                 raise SystemExit(f"{name}: the page shows an exception")
-            page.wait_for_function("() => [...document.images].every(i => i.complete && i.naturalWidth > 0)", timeout=30_000)
+            page.wait_for_function(
+                "() => [...document.images].every(i => i.complete && i.naturalWidth > 0)", timeout=30_000
+            )
             page.screenshot(path=str(out / f"{name}.png"), full_page=True)
             print(f"wrote {out / name}.png")
 
@@ -50,7 +57,9 @@ def main() -> int:
             curation(page, url, args, shot)
             return 0
         page.goto(f"{url}/speed")
-        page.locator('[data-testid="stVegaLiteChart"] svg, [data-testid="stVegaLiteChart"] canvas').first.wait_for(timeout=60_000)
+        page.locator('[data-testid="stVegaLiteChart"] svg, [data-testid="stVegaLiteChart"] canvas').first.wait_for(
+            timeout=60_000
+        )
         budget = page.get_by_label("Latency budget per image (ms, single image, p50)")
         budget.fill(args.budget_ms)
         budget.press("Enter")
@@ -84,7 +93,9 @@ def curation(page: Any, url: str, args: argparse.Namespace, shot: Any) -> None:
     picker.wait_for(timeout=180_000)
     for which in args.fix or [""] * 3:
         picker.locator("input").click()
-        picker.locator("input").fill(which)  # the list draws only the options in view: typing brings the one wanted there
+        picker.locator("input").fill(
+            which
+        )  # the list draws only the options in view: typing brings the one wanted there
         page.get_by_role("option", name=re.compile(r"^(train|test)\/\d+ · ")).first.click()
         wait_idle(page)
     page.keyboard.press("Escape")
@@ -107,9 +118,13 @@ def curation(page: Any, url: str, args: argparse.Namespace, shot: Any) -> None:
     query.write_bytes(buf.getvalue())
     page.goto(f"{url}/browse?run={run_b}")
     page.get_by_text("Search by image", exact=False).first.click()
-    page.get_by_test_id("stExpander").filter(has_text="Search by image").locator('input[type="file"]').set_input_files(str(query))
+    page.get_by_test_id("stExpander").filter(has_text="Search by image").locator('input[type="file"]').set_input_files(
+        str(query)
+    )
     page.get_by_text("the diamond is your image", exact=False).wait_for(timeout=180_000)
-    page.get_by_text("the diamond is your image", exact=False).scroll_into_view_if_needed()  # the app scrolls inside its own pane
+    page.get_by_text(
+        "the diamond is your image", exact=False
+    ).scroll_into_view_if_needed()  # the app scrolls inside its own pane
     shot("15-search-by-image")
 
 

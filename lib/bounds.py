@@ -1,4 +1,5 @@
-"""The range of every number a user can set, in one table that the CLI's flags, the lib's checks and the app's widgets share.
+"""The range of every number a user can set, in one table that the CLI's flags, the lib's checks and the app's widgets
+share.
 
 A value is refused with one line that names the setting and its range; ``nan`` and ``inf`` are refused everywhere
 (no comparison holds for them).
@@ -139,13 +140,23 @@ def sizes(what: str, text: str) -> tuple[int, ...]:
 
 
 def backbone_at_sizes(text: str) -> tuple[str, tuple[int, ...] | None]:
-    """``BACKBONE`` or ``BACKBONE@SIZES`` (``SIZES`` comma-separated, e.g. ``…/mobilenet_v2_100_224_feature_vector@160,224``)
+    """``BACKBONE`` or ``BACKBONE@SIZES`` (``SIZES`` comma-separated, e.g.
+    ``…/mobilenet_v2_100_224_feature_vector@160,224``)
     as ``(backbone, sizes or None)``; an ``@`` followed by anything but sizes belongs to the backbone itself."""
     text = str(text).strip()
     head, at, tail = text.rpartition("@")
-    if at and head and not all(p.strip().isdigit() for p in tail.split(",")) and Path(head).expanduser().exists() and not Path(text).expanduser().exists():
+    if (
+        at
+        and head
+        and not all(p.strip().isdigit() for p in tail.split(","))
+        and Path(head).expanduser().exists()
+        and not Path(text).expanduser().exists()
+    ):
         # a local backbone with something after its @: sizes written wrong, not a backbone name
-        raise ConfigError(f"The sizes of --backbone {head[-60:]!r}: {tail[:20]!r} is not a list of input sizes (e.g. @128 or @160,224).")
+        raise ConfigError(
+            f"The sizes of --backbone {head[-60:]!r}: {tail[:20]!r} is not a list of input sizes (e.g. @128 or "
+            "@160,224)."
+        )
     if not at or not tail or not all(p.strip().isdigit() for p in tail.split(",")):
         return text, None
     if not head:
@@ -172,8 +183,10 @@ def address(text: str) -> str:
     value = str(text).strip()
     if not value or len(value) > MAX_ADDRESS_CHARS or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in value):
         shown = value[:40] + ("..." if len(value) > 40 else "")
-        raise ConfigError(f"A cluster address is HOST:PORT, auto or ray://HOST:PORT, at most {MAX_ADDRESS_CHARS} characters without spaces; "
-                          f"got {shown!r} ({len(value):,} characters).")  # fmt: skip
+        raise ConfigError(
+            f"A cluster address is HOST:PORT, auto or ray://HOST:PORT, at most {MAX_ADDRESS_CHARS} characters "
+            f"without spaces; got {shown!r} ({len(value):,} characters)."
+        )
     return value
 
 

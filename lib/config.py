@@ -1,6 +1,6 @@
 """Constants shared by every module: class names, seeds, format versions, paths.
 
-    from lib.config import CIFAR10_CLASSES, SEED, default_cache_dir
+from lib.config import CIFAR10_CLASSES, SEED, default_cache_dir
 """
 
 from __future__ import annotations
@@ -9,9 +9,17 @@ import os
 from pathlib import Path
 
 CIFAR10_CLASSES: tuple[str, ...] = (
-    "airplane", "automobile", "bird", "cat", "deer",
-    "dog", "frog", "horse", "ship", "truck",
-)  # fmt: skip
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 # The blog experiment this project reproduces, for reference lines in charts.
@@ -21,7 +29,9 @@ SEED = 0
 
 # Bump a version when the bytes an artifact holds would change for the same key,
 # so stale artifacts are never read as current.
-DATASET_FORMAT_VERSION = 3  # 2: 16-bit images scaled, mixed sizes stored at the median over images; 3: EXIF orientation applied
+DATASET_FORMAT_VERSION = (
+    3  # 2: 16-bit images scaled, mixed sizes stored at the median over images; 3: EXIF orientation applied
+)
 FEATURE_FORMAT_VERSION = 1
 
 

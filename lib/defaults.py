@@ -31,13 +31,17 @@ def _env_size() -> int:
     return int(text) if text.isdigit() and BOUNDS["image_size"].accepts(int(text)) else 0
 
 
-def choose_defaults(layout: CacheLike, source: str | None = None, backbone: str | None = None, image_size: int | None = None) -> Defaults:
+def choose_defaults(
+    layout: CacheLike, source: str | None = None, backbone: str | None = None, image_size: int | None = None
+) -> Defaults:
     """Fill in what was not given (see the module docs)."""
     from lib.models.specs import default_image_size
     from lib.store.bundle_install import installed_bundle
 
     bundled = (installed_bundle(layout) or {}).get("defaults") or {}
-    chosen_backbone = backbone or os.environ.get(config.ENV_BACKBONE) or bundled.get("backbone") or config.DEFAULT_BACKBONE
+    chosen_backbone = (
+        backbone or os.environ.get(config.ENV_BACKBONE) or bundled.get("backbone") or config.DEFAULT_BACKBONE
+    )
     size = image_size or _env_size() or bundled.get("image_size") or default_image_size(chosen_backbone)
     run = bundled.get("run", "")
     return Defaults(

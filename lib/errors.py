@@ -1,9 +1,9 @@
 """Exceptions whose message is meant for the user, shown by the CLI and the app as-is.
 
-    try:
-        ds = load_dataset(source, cache_dir)
-    except UserFacingError as err:
-        print(err)  # one line, no traceback
+try:
+    ds = load_dataset(source, cache_dir)
+except UserFacingError as err:
+    print(err)  # one line, no traceback
 """
 
 from __future__ import annotations

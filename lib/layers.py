@@ -5,7 +5,8 @@ no two modules import each other, directly or through others. Imports inside fun
 own module is allowed only where that module imports a heavy library (TensorFlow, LiteRT, Ray, openTSNE,
 scikit-learn...) at its top, so start-up stays fast; it never hides an upward import.
 
-    python -m lib.layers            # the graph's cycles, upward imports and inner imports, as tests/unit/test_layers.py checks
+    python -m lib.layers            # the graph's cycles, upward imports and inner imports, as tests/unit/test_layers.py
+    checks
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors", "config", "safe_text", "bounds", "process", "layers"),  # plain values, messages, the process's settings
     ("store",),  # the cache's layout, atomic writes, fingerprints: no knowledge of what the artifacts mean
     ("data",),  # datasets: sources, conversion, decoding, label and exclude lists, export
-    ("models",),  # backbone specs and sources, heads, protocols, metrics, calibration (TensorFlow only inside functions)
+    (
+        "models",
+    ),  # backbone specs and sources, heads, protocols, metrics, calibration (TensorFlow only inside functions)
     ("jobs",),  # background jobs: records, queue, runner, the job side's reporting
     ("runtimes",),  # how a backbone runs: registry, loading, tf, litert, auto
     ("runs",),  # trained runs on disk: manifest, registry, export
@@ -32,7 +35,17 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("bundles",),  # what a hosted demo downloads: make, hosting form, install
     ("defaults", "cli", "__main__"),  # entry points: the CLI and the defaults it fills in
 )
-HEAVY = ("tensorflow", "tf_keras", "tensorflow_hub", "ai_edge_litert", "ray", "openTSNE", "sklearn", "cleanlab", "scipy")
+HEAVY = (
+    "tensorflow",
+    "tf_keras",
+    "tensorflow_hub",
+    "ai_edge_litert",
+    "ray",
+    "openTSNE",
+    "sklearn",
+    "cleanlab",
+    "scipy",
+)
 MAX_INNER = 20  # imports of lib modules inside functions, apart from lazy imports of heavy modules
 
 
@@ -83,7 +96,9 @@ def imports(known: dict[str, Path] | None = None) -> list[Import]:
             elif isinstance(node, ast.ImportFrom):
                 base = node.module or ""
                 if node.level:
-                    base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                    base = ".".join(
+                        package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                    )
                 targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
             for t in dict.fromkeys(targets):
                 resolved = _resolve(t, known) if t.startswith("lib") else None
@@ -112,7 +127,13 @@ def layer_of(module: str) -> int:
 def heavy(path: Path) -> bool:
     """Whether a module imports a heavy library at its top (a lazy import of it keeps start-up fast)."""
     for node in ast.parse(path.read_text()).body:
-        names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+        names = (
+            [a.name for a in node.names]
+            if isinstance(node, ast.Import)
+            else [node.module or ""]
+            if isinstance(node, ast.ImportFrom)
+            else []
+        )
         if any(n.split(".")[0] in HEAVY for n in names):
             return True
     return False

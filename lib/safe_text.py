@@ -1,4 +1,5 @@
-"""Text that leaves the project safely: CSV cells a spreadsheet will not run, and terminal lines that cannot move the cursor.
+"""Text that leaves the project safely: CSV cells a spreadsheet will not run, and terminal lines that cannot move the
+cursor.
 
 Class names come from folder names and run labels from forms, so either can hold ``=HYPERLINK(...)`` or an escape
 sequence. Every CSV the app or the CLI writes goes through :func:`to_csv`, and every line the CLI prints through
@@ -22,7 +23,8 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 def csv_cell(value: Any) -> Any:
-    """``value`` as a cell no spreadsheet evaluates: a string starting a formula gets a leading ``'``; numbers stay numbers."""
+    """``value`` as a cell no spreadsheet evaluates: a string starting a formula gets a leading ``'``; numbers stay
+    numbers."""
     if isinstance(value, str) and value.startswith(FORMULA_START):
         return "'" + value
     return value
@@ -40,7 +42,9 @@ def to_csv(table: Any) -> str:
     from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
     for column in safe.columns:
-        if not (is_numeric_dtype(safe[column]) or is_bool_dtype(safe[column])):  # text of any dtype (object, str, category)
+        if not (
+            is_numeric_dtype(safe[column]) or is_bool_dtype(safe[column])
+        ):  # text of any dtype (object, str, category)
             safe[column] = safe[column].astype(object).map(csv_cell)
     # Every text cell quoted (OWASP's advice, and a carriage return inside a cell then stays inside it); numbers bare.
     return str(safe.to_csv(index=False, quoting=csv.QUOTE_NONNUMERIC))

@@ -9,12 +9,15 @@ from typing import Any
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-# Users get --runtime auto by default; the suite pins tf so its features, keys and timings do not depend on which runtime
-# this machine finds faster (the auto tests ask for auto explicitly, and test_default_runtime checks the default itself).
+# Users get --runtime auto by default; the suite pins tf so its features, keys and timings do not depend on which
+# runtime
+# this machine finds faster (the auto tests ask for auto explicitly, and test_default_runtime checks the default
+# itself).
 os.environ.setdefault("TLX_RUNTIME", "tf")
 from lib.process import configure_process
 
-# What the CLI and app.py do at start-up, so tests see the same process settings (deterministic ops, legacy Keras for TF Hub).
+# What the CLI and app.py do at start-up, so tests see the same process settings (deterministic ops, legacy Keras for TF
+# Hub).
 configure_process(Path(os.environ.get("TMPDIR", "/tmp")) / "tlx-test-cache")
 
 from tests import fixtures  # noqa: E402
@@ -27,13 +30,16 @@ SHARED_SMALL_MODEL = SHARED / "models" / "mobilenet_v1_025_128_dequant_feature_v
 SHARED_TFLITE = SHARED / "models" / "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite"
 
 
-# Every test runs in the lane of its folder: tests/unit (no TensorFlow, under 30 s; `pytest -m unit`), tests/tf, tests/app
-# (AppTest, one file per page), tests/browser (a real server in Chromium) and tests/ray (Ray instances, a two-node cluster).
+# Every test runs in the lane of its folder: tests/unit (no TensorFlow, under 30 s; `pytest -m unit`), tests/tf,
+# tests/app
+# (AppTest, one file per page), tests/browser (a real server in Chromium) and tests/ray (Ray instances, a two-node
+# cluster).
 LANES = ("unit", "tf", "app", "browser", "ray")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark each test with its folder's lane, and skip ``shared`` tests only where ../shared is absent (it is present in CI)."""
+    """Mark each test with its folder's lane, and skip ``shared`` tests only where ../shared is absent (it is present in
+    CI)."""
     have_shared = SHARED_DATA.exists() and SHARED_MODEL.exists()
     for item in items:
         lane = Path(str(item.fspath)).parent.name

@@ -1,9 +1,9 @@
 """Tiny fixtures the tests make themselves: CIFAR-style archives, image folders, models.
 
-    make_cifar_tar(tmp_path / "cifar-10-python.tar.gz", per_class=6)
-    make_image_folder(tmp_path / "imgs")                    # mixed sizes/modes + one corrupt file
-    make_feature_savedmodel(tmp_path / "tiny_fv")           # TF Hub feature-vector interface
-    make_tflite(tmp_path / "tiny.tflite", quantized=True)
+make_cifar_tar(tmp_path / "cifar-10-python.tar.gz", per_class=6)
+make_image_folder(tmp_path / "imgs")                    # mixed sizes/modes + one corrupt file
+make_feature_savedmodel(tmp_path / "tiny_fv")           # TF Hub feature-vector interface
+make_tflite(tmp_path / "tiny.tflite", quantized=True)
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ def class_images(label: int, n: int, size: int = 32, seed: int = 0) -> np.ndarra
 
 def make_cifar_tar(path: Path, per_class: int = 6, test_per_class: int = 3) -> Path:
     """A ``cifar-10-python.tar.gz`` in the official pickle layout, with 5 train batches."""
+
     def batch(imgs: np.ndarray, labels: np.ndarray) -> bytes:
         data = imgs.transpose(0, 3, 1, 2).reshape(len(imgs), -1)
         return pickle.dumps({b"data": data, b"labels": labels.tolist(), b"batch_label": b"x"})
@@ -55,8 +56,14 @@ def make_cifar_tar(path: Path, per_class: int = 6, test_per_class: int = 3) -> P
     return path
 
 
-def make_image_folder(root: Path, classes: tuple[str, ...] = ("cat", "dog", "frog"), per_class: int = 8, test_per_class: int = 4,
-                      corrupt: bool = True, mixed: bool = True) -> Path:  # fmt: skip
+def make_image_folder(
+    root: Path,
+    classes: tuple[str, ...] = ("cat", "dog", "frog"),
+    per_class: int = 8,
+    test_per_class: int = 4,
+    corrupt: bool = True,
+    mixed: bool = True,
+) -> Path:
     """``<split>/<class>/*.png|jpg`` with mixed sizes and modes (L, RGBA, P) and one corrupt file."""
     from PIL import Image
 
@@ -157,6 +164,7 @@ def make_tflite(path: Path, size: int = 32, dim: int = 8, quantized: bool = True
 
     converter = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], fn)
     if quantized:
+
         def rep() -> Any:
             for _ in range(8):
                 yield [rng.uniform(-1, 1, (1, size, size, 3)).astype(np.float32)]
@@ -170,8 +178,19 @@ def make_tflite(path: Path, size: int = 32, dim: int = 8, quantized: bool = True
     return path
 
 
-def get_features(ds: Any, split: str, spec: Any, cache_dir: Any, image_size: int | None = None, view: str = "original", limit: int | None = None,
-                 batch_size: int = 256, progress: Any = None, backbone: Any = None, runtime: str | None = None) -> Any:  # fmt: skip
+def get_features(
+    ds: Any,
+    split: str,
+    spec: Any,
+    cache_dir: Any,
+    image_size: int | None = None,
+    view: str = "original",
+    limit: int | None = None,
+    batch_size: int = 256,
+    progress: Any = None,
+    backbone: Any = None,
+    runtime: str | None = None,
+) -> Any:
     """The one door (:func:`lib.pipeline.features.ensure_features`) with this process as the engine, running
     ``backbone`` when given (a stand-in a test controls), else loading what ``runtime`` needs."""
     from lib.pipeline.engines import LocalEngine
@@ -181,11 +200,14 @@ def get_features(ds: Any, split: str, spec: Any, cache_dir: Any, image_size: int
 
     layout = CacheLayout.at(cache_dir)
     engine = LocalEngine(layout, backbone)
-    return ensure_features(ds, split, spec, layout, image_size, view, limit, batch_size, progress, runtime or DEFAULT_RUNTIME, engine)
+    return ensure_features(
+        ds, split, spec, layout, image_size, view, limit, batch_size, progress, runtime or DEFAULT_RUNTIME, engine
+    )
 
 
 def cli(*args: str, cache: Any, ok: bool = True) -> Any:
-    """``python -m lib ARGS --cache-dir CACHE`` in a subprocess, as a user runs it: its JSON (with ``--json``) or its text;
+    """``python -m lib ARGS --cache-dir CACHE`` in a subprocess, as a user runs it: its JSON (with ``--json``) or its
+    text;
     with ``ok=False`` the finished process, for a test that expects a failure."""
     import json
     import os
@@ -193,8 +215,14 @@ def cli(*args: str, cache: Any, ok: bool = True) -> Any:
     import sys
 
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    proc = subprocess.run([sys.executable, "-m", "lib", *args, "--cache-dir", str(cache)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300, env=env)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "lib", *args, "--cache-dir", str(cache)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     if not ok:
         return proc
     assert proc.returncode == 0, proc.stderr[-3000:]

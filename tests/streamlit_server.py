@@ -22,8 +22,16 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = os.environ.get("TLX_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic", "--disable-dev-shm-usage"]  # fmt: skip
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+    "--disable-dev-shm-usage",
+]
 
 
 SERVER_PIDS: dict[str, int] = {}  # url -> pid of the streamlit server behind it
@@ -70,7 +78,8 @@ def stop(proc: subprocess.Popen, grace: float) -> None:
 
 
 def wait_healthy(url: str, proc: subprocess.Popen, timeout: float) -> None:
-    """Poll ``url``/_stcore/health until it answers 200; RuntimeError if ``proc`` exits first, TimeoutError after ``timeout`` s."""
+    """Poll ``url``/_stcore/health until it answers 200; RuntimeError if ``proc`` exits first, TimeoutError after
+    ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:
@@ -87,15 +96,43 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout: float) -> None:
 
 
 @contextlib.contextmanager
-def running_app(app_args: list[str], cache_dir: Path, timeout: float = 90.0, log: Path | None = None, python: str = sys.executable,
-                entry: Path = ROOT / "app.py", env_extra: dict[str, str] | None = None) -> Iterator[tuple[str, float]]:  # fmt: skip
-    """Run the app headless (``entry`` with ``python``: another entry file, or another environment's interpreter); yields
+def running_app(
+    app_args: list[str],
+    cache_dir: Path,
+    timeout: float = 90.0,
+    log: Path | None = None,
+    python: str = sys.executable,
+    entry: Path = ROOT / "app.py",
+    env_extra: dict[str, str] | None = None,
+) -> Iterator[tuple[str, float]]:
+    """Run the app headless (``entry`` with ``python``: another entry file, or another environment's interpreter);
+    yields
     its URL and the monotonic time the server became healthy."""
     port = free_port()
-    env = {**os.environ, "TLX_CACHE_DIR": str(cache_dir), "TF_CPP_MIN_LOG_LEVEL": "3", "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
-           **(env_extra or {})}  # fmt: skip
-    cmd = [python, "-m", "streamlit", "run", str(entry), "--server.headless", "true", "--server.port", str(port),
-           "--server.address", "127.0.0.1", "--server.fileWatcherType", "none", "--", *app_args]  # fmt: skip
+    env = {
+        **os.environ,
+        "TLX_CACHE_DIR": str(cache_dir),
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
+        **(env_extra or {}),
+    }
+    cmd = [
+        python,
+        "-m",
+        "streamlit",
+        "run",
+        str(entry),
+        "--server.headless",
+        "true",
+        "--server.port",
+        str(port),
+        "--server.address",
+        "127.0.0.1",
+        "--server.fileWatcherType",
+        "none",
+        "--",
+        *app_args,
+    ]
     out = open(log, "w") if log else subprocess.DEVNULL
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -106,7 +143,7 @@ def running_app(app_args: list[str], cache_dir: Path, timeout: float = 90.0, log
     finally:
         stop(proc, 10)
         if log:
-            out.close()  # type: ignore[union-attr]
+            out.close()
 
 
 @contextlib.contextmanager
@@ -125,7 +162,8 @@ def chromium() -> Iterator[Any]:
 def wait_idle(page: Any, timeout_ms: int = 120_000) -> None:
     """Wait until the Streamlit script has finished running (no running indicator)."""
     page.wait_for_function(
-        "() => { const s = document.querySelector('[data-testid=\"stStatusWidget\"]'); return !s || !s.innerText.match(/Running|Stop/i); }",
+        "() => { const s = document.querySelector('[data-testid=\"stStatusWidget\"]'); return !s || "
+        "!s.innerText.match(/Running|Stop/i); }",
         timeout=timeout_ms,
     )
     page.wait_for_timeout(300)

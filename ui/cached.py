@@ -78,16 +78,27 @@ def finetuned_model(cache_dir: str, run_id: str) -> Any:
 
 
 @st.cache_resource(show_spinner=False, max_entries=32)
-def _features(source: str, cache_dir: str, backbone: str, size: int, split: str, view: str, limit: int | None,
-              runtime: str) -> FeatureResult | None:  # fmt: skip
+def _features(
+    source: str, cache_dir: str, backbone: str, size: int, split: str, view: str, limit: int | None, runtime: str
+) -> FeatureResult | None:
     ds = dataset_if_ready(source, cache_dir)
     if ds is None or split not in ds.splits:
         return None
-    return cached_feature_result(ds, split, backbone_spec(backbone), size, view, limit, cache_dir, runtime, reduced_ok=True)
+    return cached_feature_result(
+        ds, split, backbone_spec(backbone), size, view, limit, cache_dir, runtime, reduced_ok=True
+    )
 
 
-def features(source: str, cache_dir: Path | str, backbone: str, size: int, split: str, view: str = "original",
-             limit: int | None = None, runtime: str = DEFAULT_RUNTIME) -> FeatureResult | None:  # fmt: skip
+def features(
+    source: str,
+    cache_dir: Path | str,
+    backbone: str,
+    size: int,
+    split: str,
+    view: str = "original",
+    limit: int | None = None,
+    runtime: str = DEFAULT_RUNTIME,
+) -> FeatureResult | None:
     """Cached features (memory-mapped) or None; forgets a miss so a later extraction is seen."""
     result = _features(source, str(cache_dir), backbone, int(size), split, view, limit, runtime)
     if result is None:
@@ -96,7 +107,8 @@ def features(source: str, cache_dir: Path | str, backbone: str, size: int, split
 
 
 def lite_parts_ready(cache_dir: str, run_id: str) -> None:
-    """:class:`UserFacingError` if a part of the run has no LiteRT model here; loads nothing (memory is a demo's budget)."""
+    """:class:`UserFacingError` if a part of the run has no LiteRT model here; loads nothing (memory is a demo's
+    budget)."""
     from lib.models.lite import lite_backbones
 
     r = run(cache_dir, run_id)
@@ -187,10 +199,14 @@ def sample(source: str, cache_dir: str, split: str, n: int, seed: int) -> np.nda
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def projection(cache_dir: str, feature_path: str, rows: tuple[int, ...], method: str, perplexity: float, max_iter: int,
-               seed: int) -> projections.Projection:  # fmt: skip
-    """PCA or t-SNE of the given rows (t-SNE also persists on disk, see :func:`lib.analysis.projections.cached_projection`)."""
-    return projections.cached_projection(cache_dir, feature_path, np.asarray(rows, dtype=np.int64), method, perplexity, max_iter, seed)
+def projection(
+    cache_dir: str, feature_path: str, rows: tuple[int, ...], method: str, perplexity: float, max_iter: int, seed: int
+) -> projections.Projection:
+    """PCA or t-SNE of the given rows (t-SNE also persists on disk, see
+    :func:`lib.analysis.projections.cached_projection`)."""
+    return projections.cached_projection(
+        cache_dir, feature_path, np.asarray(rows, dtype=np.int64), method, perplexity, max_iter, seed
+    )
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -205,14 +221,25 @@ def thumbnails(source: str, cache_dir: str, split: str, rows: tuple[int, ...]) -
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
-def _full_map(source: str, cache_dir: str, backbone: str, size: int, method: str, runtime: str, perplexity: float, iterations: int,
-              stamp: str) -> Any:  # fmt: skip
+def _full_map(
+    source: str,
+    cache_dir: str,
+    backbone: str,
+    size: int,
+    method: str,
+    runtime: str,
+    perplexity: float,
+    iterations: int,
+    stamp: str,
+) -> Any:
     from lib.analysis.full_map import find_full_map
 
     return find_full_map(source, backbone, size, cache_dir, method, runtime, perplexity, iterations)
 
 
-def full_map(source: str, cache_dir: str, backbone: str, size: int, method: str, runtime: str, perplexity: float, iterations: int) -> Any:
+def full_map(
+    source: str, cache_dir: str, backbone: str, size: int, method: str, runtime: str, perplexity: float, iterations: int
+) -> Any:
     """The stored map of every image, or None (never computes). Keyed by the projections folder's mtime, so a map
     written since (by this app or the CLI) is seen, and a miss is not read again on every rerun."""
     try:
@@ -245,7 +272,10 @@ def audit_scores(source: str, cache_dir: str, backbone: str, size: int, runtime:
     found = audit(source, cache_dir, backbone, size, runtime)
     if found is None:
         return None
-    return memo(("audit-scores", found.key), lambda: {s: 1.0 - found.probs[s][np.arange(len(found.labels[s])), found.labels[s]] for s in found.labels})
+    return memo(
+        ("audit-scores", found.key),
+        lambda: {s: 1.0 - found.probs[s][np.arange(len(found.labels[s])), found.labels[s]] for s in found.labels},
+    )
 
 
 @st.cache_resource(show_spinner="Making hover thumbnails (once)…", max_entries=4)
@@ -263,7 +293,8 @@ def _sprites(source: str, cache_dir: str) -> Any:
 
 
 def sprites(source: str, cache_dir: str) -> Any:
-    """The dataset's thumbnail sprite sheets under the app's static folder, made once; None if that folder is not writable."""
+    """The dataset's thumbnail sprite sheets under the app's static folder, made once; None if that folder is not
+    writable."""
     found = _sprites(source, cache_dir)
     if found is None:
         _sprites.clear()
@@ -271,7 +302,16 @@ def sprites(source: str, cache_dir: str) -> Any:
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
-def _audit(source: str, cache_dir: str, backbone: str, size: int, runtime: str, more: tuple[tuple[str, int], ...], labels: str | None, stamp: str) -> Any:
+def _audit(
+    source: str,
+    cache_dir: str,
+    backbone: str,
+    size: int,
+    runtime: str,
+    more: tuple[tuple[str, int], ...],
+    labels: str | None,
+    stamp: str,
+) -> Any:
     from lib.analysis.audit import cached_audit
 
     fixes = None
@@ -285,7 +325,15 @@ def _audit(source: str, cache_dir: str, backbone: str, size: int, runtime: str, 
     return cached_audit(source, backbone, size, cache_dir, runtime, more=more, labels=fixes)
 
 
-def audit(source: str, cache_dir: str, backbone: str, size: int, runtime: str, more: tuple[tuple[str, int], ...] = (), labels: str | None = None) -> Any:
+def audit(
+    source: str,
+    cache_dir: str,
+    backbone: str,
+    size: int,
+    runtime: str,
+    more: tuple[tuple[str, int], ...] = (),
+    labels: str | None = None,
+) -> Any:
     """The stored audit of these features (the heads' further (backbone, size) parts in ``more``; with the replacement
     labels of the saved list ``labels``; read and checked once per file version, shared by every session), or None."""
     stamp = ";".join(f"{p.name}:{p.stat().st_mtime_ns}" for p in CacheLayout.at(cache_dir).audit_files())
@@ -300,7 +348,9 @@ def label_issue_table(_audit_obj: Any, audit_key: str, split: str | None, given:
     """The audit's flagged images as a table, worst first (``audit_key`` keys the cache; the audit is not hashed)."""
     import pandas as pd
 
-    return pd.DataFrame(_audit_obj.label_issues(split, given), columns=["split", "index", "given", "suggested", "score"])
+    return pd.DataFrame(
+        _audit_obj.label_issues(split, given), columns=["split", "index", "given", "suggested", "score"]
+    )
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -325,7 +375,8 @@ def memo(key: tuple, _build: Any) -> Any:
 
 @st.cache_data(show_spinner=False, max_entries=20_000)
 def png(pixels: bytes, shape: tuple[int, ...], side: int) -> bytes:
-    """A small image upscaled without blur and encoded as PNG once (every page draws the same thumbnails again and again)."""
+    """A small image upscaled without blur and encoded as PNG once (every page draws the same thumbnails again and
+    again)."""
     import io
 
     from PIL import Image
@@ -333,5 +384,7 @@ def png(pixels: bytes, shape: tuple[int, ...], side: int) -> bytes:
     from lib.data.images import upscale
 
     buf = io.BytesIO()
-    Image.fromarray(upscale(np.frombuffer(pixels, np.uint8).reshape(shape), side)).save(buf, format="PNG", compress_level=1)
+    Image.fromarray(upscale(np.frombuffer(pixels, np.uint8).reshape(shape), side)).save(
+        buf, format="PNG", compress_level=1
+    )
     return buf.getvalue()

@@ -22,7 +22,9 @@ SUGGESTED = "each image's suggested label"
 
 def force_checkbox(key: str) -> bool:
     """The confirmation an uploaded list needs when it looks made for another dataset (the CLI's ``--force``)."""
-    return st.checkbox("Use it even if it looks made for another dataset (it changes more than half of the labels it names)", key=key)
+    return st.checkbox(
+        "Use it even if it looks made for another dataset (it changes more than half of the labels it names)", key=key
+    )
 
 
 def list_name() -> str:
@@ -35,24 +37,46 @@ def list_name() -> str:
         return DEFAULT_LIST
 
 
-def fix_form(settings: state.Settings, ds: Any, items: list[tuple[str, int]], key: str, suggested: dict[tuple[str, int], int] | None = None,
-             expanded: bool = False) -> None:  # fmt: skip
+def fix_form(
+    settings: state.Settings,
+    ds: Any,
+    items: list[tuple[str, int]],
+    key: str,
+    suggested: dict[tuple[str, int], int] | None = None,
+    expanded: bool = False,
+) -> None:
     """Under a grid of ``items`` (split, index): mark labels as wrong and save the right class into the fix list."""
     if not items:
         return
     with st.expander(f"Fix labels of these {len(items):,} images", expanded=expanded, icon=":material/edit:"):
         given = {s: ds.labels(s) for s in {s for s, _i in items}}  # each split's labels read once, not once per image
-        labels = {f"{s}/{i} · {ds.classes[int(given[s][i])]}" + (f" → {ds.classes[suggested[(s, i)]]}" if suggested and (s, i) in suggested else ""):
-                  (s, int(i)) for s, i in items}  # fmt: skip
+        labels = {
+            f"{s}/{i} · {ds.classes[int(given[s][i])]}"
+            + (f" → {ds.classes[suggested[(s, i)]]}" if suggested and (s, i) in suggested else ""): (s, int(i))
+            for s, i in items
+        }
         a, b = st.columns([3, 2])
         every = b.checkbox(f"All {len(items):,} shown", key=f"{key}_all")
-        picked = list(labels) if every else a.multiselect("Images whose label is wrong", list(labels), key=f"{key}_pick", placeholder="pick images")
+        picked = (
+            list(labels)
+            if every
+            else a.multiselect(
+                "Images whose label is wrong", list(labels), key=f"{key}_pick", placeholder="pick images"
+            )
+        )
         options = ([SUGGESTED] if suggested else []) + list(ds.classes)
         right = b.selectbox("Right class", options, key=f"{key}_class")
         name = list_name()
-        st.caption(f"Fixes are saved at once to the label list {name!r} (change it, download it or export the fixed dataset on "
-                   "Data quality → Label fixes; train with it on Train or load).")  # fmt: skip
-        if st.button(f"Save {len(picked):,} fix(es)", key=f"{key}_save", type="primary", **demo.off("Fixing labels", disabled=not picked)):
+        st.caption(
+            f"Fixes are saved at once to the label list {name!r} (change it, download it or export the fixed dataset "
+            "on Data quality → Label fixes; train with it on Train or load)."
+        )
+        if st.button(
+            f"Save {len(picked):,} fix(es)",
+            key=f"{key}_save",
+            type="primary",
+            **demo.off("Fixing labels", disabled=not picked),
+        ):
             add = {}
             for label in picked:
                 where = labels[label]
@@ -75,4 +99,6 @@ def save(settings: state.Settings, ds: Any, name: str, add: dict[tuple[str, int]
         show_error(err)
         return
     total = sum(len(v[0]) for v in fixes.values())
-    st.success(f"Saved {len(add):,} fix(es); the list {name!r} now holds {total:,} ({path.name}).", icon=":material/check:")
+    st.success(
+        f"Saved {len(add):,} fix(es); the list {name!r} now holds {total:,} ({path.name}).", icon=":material/check:"
+    )

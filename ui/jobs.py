@@ -24,7 +24,9 @@ from ui.text import md_escape, show_error
 STARTED = "_jobs_started"  # session: ids of the jobs this session started (a finished train job activates its run once)
 RECENT_S = 30 * 60  # finished jobs stay in the panel this long
 PANEL_JOBS = 6  # the panel shows at most this many (then "and N more")
-IDLE_POLL_S = 10.0  # with nothing running, each session looks for new jobs this often (ten idle sessions: see bench/jobs.py)
+IDLE_POLL_S = (
+    10.0  # with nothing running, each session looks for new jobs this often (ten idle sessions: see bench/jobs.py)
+)
 RESULT_PAGES = {  # where what a job made is seen: (page, link text, the result field a link carries)
     "data": ("views/browse.py", "Browse it", None),
     "train": ("views/evaluate.py", "Evaluate the run", "run_id"),
@@ -44,7 +46,10 @@ def start(settings: state.Settings, spec: JobSpec) -> Job | None:
         show_error(err)
         return None
     st.session_state.setdefault(STARTED, []).append(job.id)
-    st.toast(("Joined the same job, already " + job.state if joined else "Started in the background") + f": {job.title}", icon=":material/work:")
+    st.toast(
+        ("Joined the same job, already " + job.state if joined else "Started in the background") + f": {job.title}",
+        icon=":material/work:",
+    )
     return job
 
 
@@ -71,7 +76,8 @@ def _age(job: Job) -> float:
 
 
 def draw_job(settings: state.Settings, job: Job, where: Any, compact: bool) -> None:
-    """One job: its kind and title, a progress bar with the stage, images/s, ETA, elapsed; Cancel; its result or error."""
+    """One job: its kind and title, a progress bar with the stage, images/s, ETA, elapsed; Cancel; its result or
+    error."""
     p = job.progress
     title = f"{job.kind}: {md_escape(job.title, 120)}"
     if job.state == "running":
@@ -80,8 +86,10 @@ def draw_job(settings: state.Settings, job: Job, where: Any, compact: bool) -> N
         where.progress(p.fraction, text=f"{title} · {md_escape(p.stage or 'starting', 80)}")
         stage_for = f" (this stage {_fmt_s(time.time() - p.since)})" if p.since and not p.total else ""
         eta = f"ETA {_fmt_s(p.eta_seconds)} · " if p.total else ""
-        where.caption(f"{counts}{rate}{eta}elapsed {_fmt_s(_elapsed(job))}{stage_for}"
-                      + (" · cancelling at the next safe point" if job.cancel_requested else ""))  # fmt: skip
+        where.caption(
+            f"{counts}{rate}{eta}elapsed {_fmt_s(_elapsed(job))}{stage_for}"
+            + (" · cancelling at the next safe point" if job.cancel_requested else "")
+        )
     elif job.state == "queued":
         where.caption(f":material/schedule: {title} · queued")
     elif job.state == "done":
@@ -98,7 +106,9 @@ def draw_job(settings: state.Settings, job: Job, where: Any, compact: bool) -> N
     else:
         where.caption(f":material/cancel: {title} · cancelled")
     actions = where.columns([1, 2]) if job.active else [None, where]
-    if job.active and actions[0].button("Cancel", key=f"cancel_{job.id}_{'panel' if compact else 'page'}", **demo.off("Cancelling")):
+    if job.active and actions[0].button(
+        "Cancel", key=f"cancel_{job.id}_{'panel' if compact else 'page'}", **demo.off("Cancelling")
+    ):
         cancel_job(settings.layout, job.id)
         st.rerun(scope="fragment")
     with actions[1].expander("Details and log", expanded=False):
@@ -114,11 +124,22 @@ def _curves(series: list[dict[str, float]]) -> None:
     import altair as alt
     import pandas as pd
 
-    rows = [{"epoch": p["epoch"], "metric": k, "value": v, "kind": "loss" if "loss" in k else "accuracy"}
-            for p in series if "epoch" in p for k, v in p.items() if k != "epoch"]  # fmt: skip
+    rows = [
+        {"epoch": p["epoch"], "metric": k, "value": v, "kind": "loss" if "loss" in k else "accuracy"}
+        for p in series
+        if "epoch" in p
+        for k, v in p.items()
+        if k != "epoch"
+    ]
     if rows:
-        line = alt.Chart(pd.DataFrame(rows)).mark_line(point=True).encode(x="epoch:Q", y=alt.Y("value:Q", title=None), color="metric:N")
-        st.altair_chart(line.properties(height=160).facet(column=alt.Column("kind:N", title=None)).resolve_scale(y="independent"))
+        line = (
+            alt.Chart(pd.DataFrame(rows))
+            .mark_line(point=True)
+            .encode(x="epoch:Q", y=alt.Y("value:Q", title=None), color="metric:N")
+        )
+        st.altair_chart(
+            line.properties(height=160).facet(column=alt.Column("kind:N", title=None)).resolve_scale(y="independent")
+        )
 
 
 def _jobs(settings: state.Settings, kinds: tuple[str, ...] | None = None) -> list[Job]:
@@ -134,7 +155,12 @@ def _activate_finished_runs(settings: state.Settings, jobs: list[Job]) -> None:
     mine = st.session_state.get(STARTED, [])
     for j in jobs:
         run_id = j.result.get("run_id")
-        if j.id in mine and j.state == "done" and isinstance(run_id, str) and st.session_state.get(f"_activated_{j.id}") is None:
+        if (
+            j.id in mine
+            and j.state == "done"
+            and isinstance(run_id, str)
+            and st.session_state.get(f"_activated_{j.id}") is None
+        ):
             st.session_state[f"_activated_{j.id}"] = run_id
             st.session_state["last_run"] = run_id
             state.update(run_id=run_id)
@@ -186,7 +212,9 @@ def panel(settings: state.Settings) -> None:
     def body() -> None:
         current = _jobs(settings)
         if any(j.active for j in current) != active:
-            st.rerun(scope="app")  # something started or ended: the page may have new results, and the poll its new pace
+            st.rerun(
+                scope="app"
+            )  # something started or ended: the page may have new results, and the poll its new pace
         recent = [j for j in current if j.active or j.damaged or _age(j) < RECENT_S]
         shown = recent[:PANEL_JOBS]
         if not shown:

@@ -40,8 +40,17 @@ PAGES: tuple[PageSpec, ...] = (
     PageSpec("views/home.py", "Home", ":material/home:", "", "Transfer learning explorer"),
     PageSpec("views/browse.py", "Browse data", ":material/grid_view:", "browse", "Browse data"),
     PageSpec("views/train.py", "Train or load", ":material/model_training:", "train", "Train or load transfer models"),
-    PageSpec("views/feature_space.py", "Feature space", ":material/scatter_plot:", "features", "Feature space: PCA and t-SNE", ".tlx-map[data-draw-ms]"),
-    PageSpec("views/evaluate.py", "Evaluate", ":material/fact_check:", "evaluate", "Evaluate", '[data-testid="stMetric"]'),
+    PageSpec(
+        "views/feature_space.py",
+        "Feature space",
+        ":material/scatter_plot:",
+        "features",
+        "Feature space: PCA and t-SNE",
+        ".tlx-map[data-draw-ms]",
+    ),
+    PageSpec(
+        "views/evaluate.py", "Evaluate", ":material/fact_check:", "evaluate", "Evaluate", '[data-testid="stMetric"]'
+    ),
     PageSpec("views/compare.py", "Compare runs", ":material/compare_arrows:", "compare", "Compare two runs"),
     PageSpec("views/quality.py", "Data quality", ":material/rule:", "quality", "Data quality"),
     PageSpec("views/speed.py", "Speed vs accuracy", ":material/speed:", "speed", "Speed vs accuracy"),

@@ -118,7 +118,13 @@ def _installed(cache_dir: str, bundle: str, sha256: str) -> dict[str, Any]:
     from ui.scatter_map import THUMBS_ROOT
 
     bar = st.progress(0.0, text="Installing the demo bundle…")
-    info = install_bundle(bundle, cache_dir, lambda stage, f: bar.progress(min(max(f, 0.0), 1.0), text=stage[:200]), sha256 or None, THUMBS_ROOT)
+    info = install_bundle(
+        bundle,
+        cache_dir,
+        lambda stage, f: bar.progress(min(max(f, 0.0), 1.0), text=stage[:200]),
+        sha256 or None,
+        THUMBS_ROOT,
+    )
     bar.empty()
     return info
 
@@ -205,7 +211,12 @@ def publish_globals() -> None:
             st.query_params[param] = str(value)
 
 
-def bind(key: str, default: Any, cast: Callable[[str], Any] = str, valid: Callable[[Any], bool] | Collection[Any] | None = None) -> None:
+def bind(
+    key: str,
+    default: Any,
+    cast: Callable[[str], Any] = str,
+    valid: Callable[[Any], bool] | Collection[Any] | None = None,
+) -> None:
     """Seed a widget's session-state value from the URL (once), else from ``default``.
 
     ``valid`` (a predicate or the allowed values) guards the URL value: one that does not cast or

@@ -32,7 +32,9 @@ def md_escape(text: Any, limit: int = MAX_SHOWN) -> str:
     flat = _SPACE.sub(" ", str(text)).strip()
     if len(flat) > limit:
         flat = flat[: limit - 1] + "…"
-    return _PUNCT.sub(r"\\\1", _AUTOLINK.sub(lambda m: (m.group(1) + _JOINER) if m.group(1) != "." else (_JOINER + "."), flat))
+    return _PUNCT.sub(
+        r"\\\1", _AUTOLINK.sub(lambda m: (m.group(1) + _JOINER) if m.group(1) != "." else (_JOINER + "."), flat)
+    )
 
 
 def show_error(err: BaseException | str, container: Any = None) -> None:

@@ -1,8 +1,8 @@
 """Drawing helpers shared by pages: the sidebar, image grids, and "prepare this first" guards.
 
-    settings = sidebar(state.init())
-    ds = require_dataset(settings)        # draws a prepare button and stops if not ready
-    image_grid(images, captions, columns=8)
+settings = sidebar(state.init())
+ds = require_dataset(settings)        # draws a prepare button and stops if not ready
+image_grid(images, captions, columns=8)
 """
 
 from __future__ import annotations
@@ -22,17 +22,21 @@ from ui import cached, demo, state
 from ui.text import md_escape, show_error, show_warning
 
 OFFLINE_HELP = (
-    "No network here? Point the app at local copies: a `cifar-10-python.tar.gz`, its `cifar-10-batches-py/` folder or an "
-    "image-folder dataset (e.g. `../shared/data/cifar10-jpeg.tar.gz`) as the data source, and a SavedModel folder or `.tflite` "
-    "file (e.g. `../shared/models/mobilenet_v1_100_224_feature_vector`) as the backbone. Type them under **Change data / backbone** "
-    "in the sidebar, or start with `streamlit run app.py -- --source PATH --backbone PATH`."
+    "No network here? Point the app at local copies: a `cifar-10-python.tar.gz`, its `cifar-10-batches-py/` folder "
+    "or an image-folder dataset (e.g. `../shared/data/cifar10-jpeg.tar.gz`) as the data source, and a SavedModel "
+    "folder or `.tflite` file (e.g. `../shared/models/mobilenet_v1_100_224_feature_vector`) as the backbone. Type "
+    "them under **Change data / backbone** in the sidebar, or start with `streamlit run app.py -- --source PATH "
+    "--backbone PATH`."
 )
 
 
 def sidebar(settings: state.Settings) -> state.Settings:
     """Show the active source, backbone, size and run on every page, with controls to change them."""
     sb = st.sidebar
-    sb.markdown(f"**Data:** {md_escape(_short(settings.source))}  \n**Backbone:** {md_escape(_short(settings.backbone))} @ {settings.image_size}px")
+    sb.markdown(
+        f"**Data:** {md_escape(_short(settings.source))}  \n**Backbone:** {md_escape(_short(settings.backbone))} @ "
+        f"{settings.image_size}px"
+    )
     if demo.active():
         sb.caption(":material/lock: A read-only demo: the data and backbone are the ones it was started with.")
     else:
@@ -45,7 +49,9 @@ def _settings_form(sb: Any, settings: state.Settings) -> None:
         source = st.text_input("Data source", settings.source, help="'cifar10' or a local path")
         names = list(REGISTRY)
         custom = settings.backbone not in REGISTRY
-        choice = st.selectbox("Backbone", ["(custom handle or path)", *names], index=0 if custom else names.index(settings.backbone) + 1)
+        choice = st.selectbox(
+            "Backbone", ["(custom handle or path)", *names], index=0 if custom else names.index(settings.backbone) + 1
+        )
         typed = st.text_input("Custom handle or path", settings.backbone if custom else "")
         size = st.number_input("Input size (px)", value=settings.image_size, step=32, **widget("image_size"))
         if st.form_submit_button("Apply"):
@@ -63,7 +69,9 @@ def _active_run_picker(sb: Any, settings: state.Settings) -> state.Settings:
         ids.append(settings.run_id)
         labels[settings.run_id] = f"{settings.run_id} (missing)"
     st.session_state["sidebar_run"] = settings.run_id
-    sb.selectbox("Active run", ids, format_func=lambda r: labels.get(r, r), key="sidebar_run", on_change=_sidebar_run_changed)
+    sb.selectbox(
+        "Active run", ids, format_func=lambda r: labels.get(r, r), key="sidebar_run", on_change=_sidebar_run_changed
+    )
     return state.current()
 
 
@@ -80,18 +88,31 @@ def extraction_engine(key: str) -> Any:
 
     have_ray = importlib.util.find_spec("ray") is not None
     with st.expander("Extraction engine", icon=":material/hub:"):
-        control = {"help": "Ray runs the backbone in worker processes, on this machine or on a cluster; "
-                           "the features and their cache keys are the same either way.",
-                   **demo.off("Ray extraction", disabled=not have_ray)}  # fmt: skip
-        choice = st.radio("Extract features with", ["This process", "Ray"], key=f"{key}_engine", horizontal=True, **control)  # type: ignore[arg-type]
+        control = {
+            "help": "Ray runs the backbone in worker processes, on this machine or on a cluster; "
+            "the features and their cache keys are the same either way.",
+            **demo.off("Ray extraction", disabled=not have_ray),
+        }
+        choice = st.radio(
+            "Extract features with", ["This process", "Ray"], key=f"{key}_engine", horizontal=True, **control
+        )
         if not have_ray:
             st.caption(INSTALL_HINT + ".")
         if choice != "Ray":
             return None
-        address = st.text_input("Ray cluster address", key=f"{key}_ray_address", max_chars=200,
-                                placeholder="blank: start Ray on this machine; HOST:PORT joins a cluster")  # fmt: skip
-        workers = st.number_input("Workers", **widget("workers"), value=2, key=f"{key}_ray_workers",
-                                  help="Ray actors, each loading the backbone once and reserving one CPU")  # fmt: skip
+        address = st.text_input(
+            "Ray cluster address",
+            key=f"{key}_ray_address",
+            max_chars=200,
+            placeholder="blank: start Ray on this machine; HOST:PORT joins a cluster",
+        )
+        workers = st.number_input(
+            "Workers",
+            **widget("workers"),
+            value=2,
+            key=f"{key}_ray_workers",
+            help="Ray actors, each loading the backbone once and reserving one CPU",
+        )
         try:
             return RayOptions(address=address.strip() or None, workers=int(workers))
         except UserFacingError as err:
@@ -113,7 +134,12 @@ def require_dataset(settings: state.Settings) -> Dataset:
 
     st.warning(f"The data source {md_escape(settings.source)} is not prepared yet.")
     jobs.live(settings, ("data", "extract"))
-    if st.button("Prepare dataset", type="primary", key="prepare_dataset_btn", **demo.off("Preparing a dataset", help=demo.BACKGROUND)):  # fmt: skip
+    if st.button(
+        "Prepare dataset",
+        type="primary",
+        key="prepare_dataset_btn",
+        **demo.off("Preparing a dataset", help=demo.BACKGROUND),
+    ):
         if jobs.start(settings, data_job(settings.source)):
             st.rerun()
     st.caption(OFFLINE_HELP)
@@ -132,7 +158,9 @@ def active_run(settings: state.Settings) -> Run | None:
         return None
 
 
-def image_grid(images: Sequence[np.ndarray] | np.ndarray, captions: Sequence[str], columns: int = 8, side: int = 96) -> None:
+def image_grid(
+    images: Sequence[np.ndarray] | np.ndarray, captions: Sequence[str], columns: int = 8, side: int = 96
+) -> None:
     """A grid of small images, upscaled without blur so 32x32 pixels stay readable (each encoded once per server)."""
     if len(images) == 0:
         st.caption("No images to show.")
@@ -150,8 +178,11 @@ def top5(container: Any, probs: np.ndarray, classes: Sequence[str]) -> None:
 
     order = np.argsort(-probs)[:5]
     table = pd.DataFrame({"class": [classes[i] for i in order], "probability": [float(probs[i]) for i in order]})
-    container.dataframe(table, hide_index=True,
-                        column_config={"probability": st.column_config.ProgressColumn(format="%.3f", min_value=0.0, max_value=1.0)})  # fmt: skip
+    container.dataframe(
+        table,
+        hide_index=True,
+        column_config={"probability": st.column_config.ProgressColumn(format="%.3f", min_value=0.0, max_value=1.0)},
+    )
 
 
 def csv_download(container: Any, label: str, table: Any, file_name: str, key: str) -> None:

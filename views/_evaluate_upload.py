@@ -38,7 +38,10 @@ def upload_ui(settings: state.Settings, run: Run) -> None:
         elif run.manifest.finetuned:
             probs = np.asarray(cached.finetuned_model(str(settings.cache_dir), run.run_id)(small[None]))[0]
         else:
-            models = [cached.loaded_backbone(handle, str(settings.cache_dir)) for handle, _identity, _sizes in run.manifest.backbones()]
+            models = [
+                cached.loaded_backbone(handle, str(settings.cache_dir))
+                for handle, _identity, _sizes in run.manifest.backbones()
+            ]
             probs = predict_images(models, run.head, small[None], run.manifest.part_keys(), run.manifest.tta)[0]
     except UserFacingError as err:
         show_error(err)

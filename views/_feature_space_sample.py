@@ -34,7 +34,9 @@ def draw(settings: state.Settings, ds: Any, run: Any, combo: FeatureSet) -> None
     if st.session_state["fs_split"] not in splits:
         st.session_state["fs_split"] = splits[0]
     split = c2.selectbox("Split", splits, key="fs_split")
-    result = cached.features(settings.source, settings.cache_dir, combo[0], combo[1], split, "original", combo[2], combo[3])
+    result = cached.features(
+        settings.source, settings.cache_dir, combo[0], combo[1], split, "original", combo[2], combo[3]
+    )
     if result is None:
         st.warning("Those features are no longer in the cache.")
         return
@@ -56,34 +58,58 @@ def draw(settings: state.Settings, ds: Any, run: Any, combo: FeatureSet) -> None
     perplexity = d2.slider("Perplexity", 5, 100, key="fs_perp", disabled=method == "PCA")
     iters = d3.slider("t-SNE iterations", 250, 2000, key="fs_iter", step=250, disabled=method == "PCA")
     seed = d4.number_input("Seed", 0, 10_000, key="fs_seed")
-    run_matches = run is not None and run.manifest.dataset_fingerprint == ds.fingerprint and split == run.manifest.test_split
+    run_matches = (
+        run is not None and run.manifest.dataset_fingerprint == ds.fingerprint and split == run.manifest.test_split
+    )
     color_options = ["true label", "predicted label", "correct vs wrong"] if run_matches else ["true label"]
     if st.session_state["fs_color"] not in color_options:
         st.session_state["fs_color"] = "true label"
     color_by = d5.selectbox("Colour by", color_options, key="fs_color")
     state.publish("fs_combo", "fs_split", "fs_n", "fs_method", "fs_perp", "fs_iter", "fs_seed", "fs_color")
 
-    rows = cached.sample(settings.source, str(settings.cache_dir), split, int(n), int(seed)) if combo[2] is None else np.arange(total)[:n]
+    rows = (
+        cached.sample(settings.source, str(settings.cache_dir), split, int(n), int(seed))
+        if combo[2] is None
+        else np.arange(total)[:n]
+    )
     t0 = time.perf_counter()
     with st.spinner("t-SNE on 2 cores takes a while; it is cached by its parameters" if method == "t-SNE" else "PCA…"):
-        proj = cached.projection(str(settings.cache_dir), str(result.path), tuple(int(r) for r in rows), "tsne" if method == "t-SNE" else "pca",
-                                 float(perplexity), int(iters), int(seed))  # fmt: skip
+        proj = cached.projection(
+            str(settings.cache_dir),
+            str(result.path),
+            tuple(int(r) for r in rows),
+            "tsne" if method == "t-SNE" else "pca",
+            float(perplexity),
+            int(iters),
+            int(seed),
+        )
     elapsed = time.perf_counter() - t0
 
     image_ids = result.indices[proj.indices]  # positions in the split
-    df = pd.DataFrame({"x": proj.coords[:, 0], "y": proj.coords[:, 1], "row": proj.indices, "image": image_ids,
-                       "label": [ds.classes[result.labels[r]] for r in proj.indices]})  # fmt: skip
+    df = pd.DataFrame(
+        {
+            "x": proj.coords[:, 0],
+            "y": proj.coords[:, 1],
+            "row": proj.indices,
+            "image": image_ids,
+            "label": [ds.classes[result.labels[r]] for r in proj.indices],
+        }
+    )
     if run_matches:
         lookup = {int(i): k for k, i in enumerate(run.indices)}
         pred = [lookup.get(int(i)) for i in image_ids]
         y_pred = run.y_pred
         df["predicted"] = [run.classes[y_pred[k]] if k is not None else "n/a" for k in pred]
-        df["outcome"] = ["n/a" if p == "n/a" else ("correct" if p == t else "wrong") for p, t in zip(df["predicted"], df["label"])]
+        df["outcome"] = [
+            "n/a" if p == "n/a" else ("correct" if p == t else "wrong") for p, t in zip(df["predicted"], df["label"])
+        ]
     color_field = {"true label": "label", "predicted label": "predicted", "correct vs wrong": "outcome"}[color_by]
     tooltip = ["image", "label"] + (["predicted"] if run_matches else [])
     if len(df) <= 2000:
         # Vega's tooltip shows a field named "image" holding a data URI as a picture.
-        df["thumb"] = cached.thumbnails(settings.source, str(settings.cache_dir), split, tuple(int(i) for i in image_ids))
+        df["thumb"] = cached.thumbnails(
+            settings.source, str(settings.cache_dir), split, tuple(int(i) for i in image_ids)
+        )
         df = df.rename(columns={"image": "index", "thumb": "image"})
         tooltip = ["image", "index", "label"] + (["predicted"] if run_matches else [])
     else:
@@ -100,9 +126,18 @@ def draw(settings: state.Settings, ds: Any, run: Any, combo: FeatureSet) -> None
         scale = alt.Scale(domain=["correct", "wrong", "n/a"], range=["#4c78a8", "#e45756", "#bbbbbb"])
     else:
         scale = alt.Scale(scheme="tableau10")
-    chart = alt.Chart(df).mark_circle(size=28, opacity=0.75).encode(
-        x=alt.X("x:Q", title=None), y=alt.Y("y:Q", title=None), color=alt.Color(f"{color_field}:N", scale=scale), tooltip=tooltip,
-    ).add_params(brush).properties(height=520)  # fmt: skip
+    chart = (
+        alt.Chart(df)
+        .mark_circle(size=28, opacity=0.75)
+        .encode(
+            x=alt.X("x:Q", title=None),
+            y=alt.Y("y:Q", title=None),
+            color=alt.Color(f"{color_field}:N", scale=scale),
+            tooltip=tooltip,
+        )
+        .add_params(brush)
+        .properties(height=520)
+    )
     event = st.altair_chart(chart, on_select="rerun", key="fs_chart", width="stretch")
 
     sel = event.selection.get("brush", {}) if event is not None else {}
@@ -112,7 +147,10 @@ def draw(settings: state.Settings, ds: Any, run: Any, combo: FeatureSet) -> None
         st.subheader(f"Selected: {len(picked):,} images" + (" (first 60 shown)" if len(picked) > 60 else ""))
         images = ds.images(split)
         show = picked.head(60)
-        caps = [f"#{r.index} {md_escape(r.label)}" + (f" → {md_escape(r.predicted)}" if run_matches else "") for r in show.itertuples()]
+        caps = [
+            f"#{r.index} {md_escape(r.label)}" + (f" → {md_escape(r.predicted)}" if run_matches else "")
+            for r in show.itertuples()
+        ]
         widgets.image_grid([images[int(i)] for i in show["index"]], caps, columns=10, side=72)
         if len(picked):
             st.bar_chart(picked["label"].value_counts(), horizontal=True, height=200)
@@ -134,6 +172,10 @@ def draw(settings: state.Settings, ds: Any, run: Any, combo: FeatureSet) -> None
             q1.caption("Approximate: by this demo's reduced features (the map's neighbours below the map are exact).")
         images = ds.images(split)
         with q2:
-            widgets.image_grid([images[query]], [f"query #{query} {md_escape(ds.classes[result.labels[pos[0]]])}"], columns=1, side=96)
-            captions = [f"#{result.indices[r]} {md_escape(ds.classes[result.labels[r]])} ({s:.2f})" for r, s in zip(nbrs, sims)]
+            widgets.image_grid(
+                [images[query]], [f"query #{query} {md_escape(ds.classes[result.labels[pos[0]]])}"], columns=1, side=96
+            )
+            captions = [
+                f"#{result.indices[r]} {md_escape(ds.classes[result.labels[r]])} ({s:.2f})" for r, s in zip(nbrs, sims)
+            ]
             widgets.image_grid([images[int(result.indices[r])] for r in nbrs], captions, columns=8, side=72)

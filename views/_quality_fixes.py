@@ -24,7 +24,12 @@ def fixes_tab(settings: state.Settings, ds: Any) -> None:
     from lib.store.labels import read_saved, saved_label_lists, to_csv_rows, to_json
 
     name = fixes.list_name()
-    st.text_input("Fix list", key="fix_list", max_chars=80, help="Fixes saved anywhere in the app go to this list (letters, digits, _ . -).")
+    st.text_input(
+        "Fix list",
+        key="fix_list",
+        max_chars=80,
+        help="Fixes saved anywhere in the app go to this list (letters, digits, _ . -).",
+    )
     state.publish("fix_list")
     others = [p.stem for p in saved_label_lists(settings.cache_dir) if p.stem != name]
     if others:
@@ -36,27 +41,47 @@ def fixes_tab(settings: state.Settings, ds: Any) -> None:
         return
     rows = pd.DataFrame(to_csv_rows(ds, current), columns=["split", "index", "label", "given"])
     if rows.empty:
-        st.info("No fixes in this list yet. Pick images under Label issues (or on Browse, Evaluate, Feature space) and save their right class.")
+        st.info(
+            "No fixes in this list yet. Pick images under Label issues (or on Browse, Evaluate, Feature space) and "
+            "save their right class."
+        )
     else:
         st.write(f"{len(rows):,} fixed labels in {name!r}.")
         st.dataframe(rows, hide_index=True, width="stretch", height=min(38 + 35 * len(rows), 320))
         a, b, c = st.columns(3)
         widgets.csv_download(a, "Download (CSV)", rows, f"{name}.csv", key="fix_csv")
-        b.download_button("Download (JSON)", json.dumps(to_json(ds, current, "fixed in the app")), f"{name}.json", "application/json", key="fix_json")
+        b.download_button(
+            "Download (JSON)",
+            json.dumps(to_json(ds, current, "fixed in the app")),
+            f"{name}.json",
+            "application/json",
+            key="fix_json",
+        )
         drop = c.multiselect("Remove fixes", [f"{s}/{i}" for s, i in zip(rows["split"], rows["index"])], key="fix_drop")
         if c.button("Remove", **demo.off("Changing a fix list", disabled=not drop)):
             _update(settings, ds, name, remove=[(k.split("/")[0], int(k.split("/")[1])) for k in drop])
-    up = st.file_uploader("Import fixes into this list: CSV split,index,label (class names) or the app's JSON", type=["csv", "json"], key="fix_up")
+    up = st.file_uploader(
+        "Import fixes into this list: CSV split,index,label (class names) or the app's JSON",
+        type=["csv", "json"],
+        key="fix_up",
+    )
     force = fixes.force_checkbox("fix_up_force") if up is not None else False
     if up is not None and st.button("Import", **demo.off("Importing fixes")):
         from lib.store.labels import parse_labels
 
         try:
-            got = parse_labels(up.getvalue().decode("utf-8-sig", errors="replace"), ds, "The uploaded list", force=force)
+            got = parse_labels(
+                up.getvalue().decode("utf-8-sig", errors="replace"), ds, "The uploaded list", force=force
+            )
         except UserFacingError as err:
             show_error(err)
         else:
-            _update(settings, ds, name, add={(s, int(i)): int(v) for s, (idx, lab) in got.items() for i, v in zip(idx, lab, strict=True)})
+            _update(
+                settings,
+                ds,
+                name,
+                add={(s, int(i)): int(v) for s, (idx, lab) in got.items() for i, v in zip(idx, lab, strict=True)},
+            )
     export_section(settings, ds, name if not rows.empty else None)
 
 
@@ -72,7 +97,9 @@ def _update(settings: state.Settings, ds: Any, name: str, **change: Any) -> None
     st.rerun()
 
 
-def export_section(settings: state.Settings, ds: Any, fix_list: str | None, selection: pd.DataFrame | None = None, key: str = "xd") -> None:
+def export_section(
+    settings: state.Settings, ds: Any, fix_list: str | None, selection: pd.DataFrame | None = None, key: str = "xd"
+) -> None:
     """Export the dataset less an exclude list, with the fix list's labels (only the ``selection`` rows' images, split
     and index, if given), as a zip of PNGs under the cache, then offer it for download."""
     from lib.store.excludes import saved_exclude_lists
@@ -83,21 +110,38 @@ def export_section(settings: state.Settings, ds: Any, fix_list: str | None, sele
     excludes = {p.stem: p for p in saved_exclude_lists(settings.cache_dir)}
     a, b = st.columns(2)
     leave_out = a.selectbox("Exclude list", [NO_EXCLUDE, *excludes], key=f"{key}_exclude")
-    name = safe_name(b.text_input("Export name", value=f"{safe_name(Path(settings.source).name, 'dataset')}-curated", max_chars=80,
-                                  key=f"{key}_name"), "dataset-curated")  # fmt: skip
+    name = safe_name(
+        b.text_input(
+            "Export name",
+            value=f"{safe_name(Path(settings.source).name, 'dataset')}-curated",
+            max_chars=80,
+            key=f"{key}_name",
+        ),
+        "dataset-curated",
+    )
     target = layout.dataset_export(name)
-    st.caption(f"Writes {target.name}: every image as a lossless PNG in <split>/<class>/, with the fixed labels"
-               + (f" of {fix_list!r}" if fix_list else " (no fixes in this list)") + ", and curation.json saying what changed. "
-               "Load it back as a source by its path. The same: "
-               "python -m lib export-dataset --out FILE.zip [--exclude] [--relabel] [--selection].")  # fmt: skip
+    st.caption(
+        f"Writes {target.name}: every image as a lossless PNG in <split>/<class>/, with the fixed labels"
+        + (f" of {fix_list!r}" if fix_list else " (no fixes in this list)")
+        + ", and curation.json saying what changed. "
+        "Load it back as a source by its path. The same: "
+        "python -m lib export-dataset --out FILE.zip [--exclude] [--relabel] [--selection]."
+    )
     jobs.live(settings, ("export-dataset",))
     if target.exists():
-        st.download_button(f"Download {target.name} ({target.stat().st_size / 1e6:,.1f} MB)", lambda: target.read_bytes(), target.name,
-                           "application/zip", key=f"{key}_download")  # fmt: skip
+        st.download_button(
+            f"Download {target.name} ({target.stat().st_size / 1e6:,.1f} MB)",
+            lambda: target.read_bytes(),
+            target.name,
+            "application/zip",
+            key=f"{key}_download",
+        )
         st.caption("An export of that name exists; pick another name to export again.")
         return
     try:
-        relabel = str(layout.label_file(fix_list)) if fix_list and read_saved(settings.cache_dir, fix_list, ds) else None
+        relabel = (
+            str(layout.label_file(fix_list)) if fix_list and read_saved(settings.cache_dir, fix_list, ds) else None
+        )
     except UserFacingError:
         relabel = None  # a list made for another dataset: the tab above says so
     exclude = str(excludes[leave_out]) if leave_out in excludes else None
@@ -114,5 +158,8 @@ def export_section(settings: state.Settings, ds: Any, fix_list: str | None, sele
             except UserFacingError as err:
                 show_error(err)
                 return
-        if jobs.start(settings, export_dataset_job(settings.source, str(target), exclude, relabel, str(chosen) if chosen else None)):
+        if jobs.start(
+            settings,
+            export_dataset_job(settings.source, str(target), exclude, relabel, str(chosen) if chosen else None),
+        ):
             st.rerun()

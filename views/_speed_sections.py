@@ -17,15 +17,20 @@ from ui.text import md_escape
 
 
 def pick_and_int8(settings: state.Settings, result: dict[str, Any]) -> None:
-    """"Pick for me" within a latency budget, then the int8 loss tables."""
+    """ "Pick for me" within a latency budget, then the int8 loss tables."""
     st.subheader("Pick for me")
-    budget = st.number_input("Latency budget per image (ms, single image, p50)", 0.1, 10_000.0, 20.0, step=1.0, key="sp_budget")
+    budget = st.number_input(
+        "Latency budget per image (ms, single image, p50)", 0.1, 10_000.0, 20.0, step=1.0, key="sp_budget"
+    )
     pick = br.pick_within_budget(result["rows"], float(budget))
     if pick is None:
         st.warning("No measured configuration is that fast; raise the budget or measure smaller sizes.")
     else:
-        st.success(f"**{md_escape(pick['backbone_name'] or pick['backbone'])}** at {pick['image_size']}px with the {pick['runtime']} runtime: "
-                   f"{pick['best_accuracy']:.2%} (best preset), {pick['latency_ms_p50']:.1f} ms per image, {pick['images_per_second']:.0f} img/s.")  # fmt: skip
+        st.success(
+            f"**{md_escape(pick['backbone_name'] or pick['backbone'])}** at {pick['image_size']}px with the "
+            f"{pick['runtime']} runtime: {pick['best_accuracy']:.2%} (best preset), {pick['latency_ms_p50']:.1f} ms "
+            f"per image, {pick['images_per_second']:.0f} img/s."
+        )
         if st.button("Train this configuration", type="primary", **demo.off("Training")):
             state.update(backbone=pick["backbone"], image_size=int(pick["image_size"]))
             st.session_state["t_runtime"] = as_selectable(pick["runtime"])
@@ -38,23 +43,46 @@ def pick_and_int8(settings: state.Settings, result: dict[str, Any]) -> None:
     loss = br.int8_loss(result["rows"])
     if loss:
         pct = st.column_config.NumberColumn(format="percent")
-        columns = {"float_best": pct, "int8_best": pct, "loss_points": st.column_config.NumberColumn("loss (points)"),
-                   "int8_speedup": st.column_config.NumberColumn("int8 speed-up", format="%.2fx")}  # fmt: skip
+        columns = {
+            "float_best": pct,
+            "int8_best": pct,
+            "loss_points": st.column_config.NumberColumn("loss (points)"),
+            "int8_speedup": st.column_config.NumberColumn("int8 speed-up", format="%.2fx"),
+        }
         st.dataframe(pd.DataFrame(loss), hide_index=True, width="stretch", column_config=columns)
-        st.caption(f"Best-preset accuracy on {md_escape(result.get('subset', ''))}, int8 against the faster float runtime of the same backbone and size.")
+        st.caption(
+            f"Best-preset accuracy on {md_escape(result.get('subset', ''))}, int8 against the faster float runtime "
+            "of the same backbone and size."
+        )
     else:
         st.caption("Measure a backbone with both a float runtime and litert-int8 or litert-mixed to see the loss here.")
     full = br.int8_loss_from_runs(list_runs(settings.cache_dir))
     if full:
-        st.markdown("**On the full training and test sets** (from trained runs: same backbone, sizes and head, float and int8 features)")
+        st.markdown(
+            "**On the full training and test sets** (from trained runs: same backbone, sizes and head, float and "
+            "int8 features)"
+        )
         pct = st.column_config.NumberColumn(format="percent")
-        columns = {"float_accuracy": pct, "int8_accuracy": pct, "loss_points": st.column_config.NumberColumn("loss (points)")}
+        columns = {
+            "float_accuracy": pct,
+            "int8_accuracy": pct,
+            "loss_points": st.column_config.NumberColumn("loss (points)"),
+        }
         st.dataframe(pd.DataFrame(full), hide_index=True, width="stretch", column_config=columns)
         fast = br.fast_choice(full, loss)
         if fast is not None:
-            st.success(f"**Fast choice:** {md_escape(fast['backbone'])} at {fast['image_sizes']}px with `{fast['int8_runtime']}`: "
-                       f"{fast['loss_points']:.2f} points below its float twin on the full sets, {fast['int8_speedup']:.2f}x float LiteRT here.")  # fmt: skip
+            st.success(
+                f"**Fast choice:** {md_escape(fast['backbone'])} at {fast['image_sizes']}px with "
+                f"`{fast['int8_runtime']}`: {fast['loss_points']:.2f} points below its float twin on the full sets, "
+                f"{fast['int8_speedup']:.2f}x float LiteRT here."
+            )
         else:
-            st.caption(f"No int8 configuration is yet within {br.MAX_FAST_LOSS} points of its float twin on the full sets and measured here.")
+            st.caption(
+                f"No int8 configuration is yet within {br.MAX_FAST_LOSS} points of its float twin on the full sets "
+                "and measured here."
+            )
     else:
-        st.caption("Train one configuration on every image with `--runtime litert` and `--runtime litert-mixed` to see the full-set loss here.")
+        st.caption(
+            "Train one configuration on every image with `--runtime litert` and `--runtime litert-mixed` to see the "
+            "full-set loss here."
+        )

@@ -25,16 +25,30 @@ def preset_values(settings: state.Settings, name: str) -> dict[str, Any]:
     """Form values of a named protocol."""
     p = PROTOCOLS[name]
     h = p.head
-    return {"t_sizes": list(p.image_sizes or [settings.image_size]), "t_head": h.head, "t_hidden": h.hidden, "t_dropout": h.dropout,
-            "t_wd": h.weight_decay, "t_opt": h.optimizer, "t_lr": h.learning_rate, "t_sched": h.lr_schedule, "t_bs": h.batch_size,
-            "t_epochs": h.epochs, "t_steps": h.steps or 0, "t_ls": h.label_smoothing, "t_val": h.val_fraction, "t_patience": h.patience or 0,
-            "t_flip": "flip" in p.train_views, "t_tta": p.tta, "t_preset": name}  # fmt: skip
+    return {
+        "t_sizes": list(p.image_sizes or [settings.image_size]),
+        "t_head": h.head,
+        "t_hidden": h.hidden,
+        "t_dropout": h.dropout,
+        "t_wd": h.weight_decay,
+        "t_opt": h.optimizer,
+        "t_lr": h.learning_rate,
+        "t_sched": h.lr_schedule,
+        "t_bs": h.batch_size,
+        "t_epochs": h.epochs,
+        "t_steps": h.steps or 0,
+        "t_ls": h.label_smoothing,
+        "t_val": h.val_fraction,
+        "t_patience": h.patience or 0,
+        "t_flip": "flip" in p.train_views,
+        "t_tta": p.tta,
+        "t_preset": name,
+    }
 
 
 def apply_preset(settings: state.Settings, name: str) -> None:
     """Fill the form with a named protocol (a button's callback)."""
     st.session_state.update(preset_values(settings, name))
-
 
 
 def fix_lists(settings: state.Settings) -> list[Path]:
@@ -46,10 +60,28 @@ def fix_lists(settings: state.Settings) -> list[Path]:
 
 def seed_defaults(settings: state.Settings, exclude_lists: list[Path]) -> None:
     """The form's first values (once per session), and an exclude list deleted since dropped."""
-    defaults = {**preset_values(settings, "blog"), "t_head": "mlp", "t_epochs": 15, "t_steps": 0, "t_bs": 256, "t_patience": 5, "t_preset": "custom",
-                "t_sizes": [settings.image_size], "t_seed": 0, "t_limit": 0, "t_label": "", "t_runtime": entry_default(),
-                "t_exclude": NO_EXCLUDE, "t_relabel": NO_FIXES, "t_more": [],
-                "t_ft": False, "t_ft_epochs": 3, "t_ft_size": 0, "t_ft_lr": 1e-4, "t_ft_bs": 32}  # fmt: skip
+    defaults = {
+        **preset_values(settings, "blog"),
+        "t_head": "mlp",
+        "t_epochs": 15,
+        "t_steps": 0,
+        "t_bs": 256,
+        "t_patience": 5,
+        "t_preset": "custom",
+        "t_sizes": [settings.image_size],
+        "t_seed": 0,
+        "t_limit": 0,
+        "t_label": "",
+        "t_runtime": entry_default(),
+        "t_exclude": NO_EXCLUDE,
+        "t_relabel": NO_FIXES,
+        "t_more": [],
+        "t_ft": False,
+        "t_ft_epochs": 3,
+        "t_ft_size": 0,
+        "t_ft_lr": 1e-4,
+        "t_ft_bs": 32,
+    }
     for key, value in defaults.items():
         st.session_state.setdefault(key, value)
     if st.session_state["t_exclude"] not in {NO_EXCLUDE, *(p.stem for p in exclude_lists)}:
@@ -63,10 +95,18 @@ def seed_defaults(settings: state.Settings, exclude_lists: list[Path]) -> None:
 def presets_row(settings: state.Settings) -> None:
     """The Blog and Best preset buttons, and which preset the form holds."""
     p1, p2, p3 = st.columns([1, 1, 3])
-    p1.button("Blog protocol preset", on_click=apply_preset, args=(settings, "blog"), help=PROTOCOLS["blog"].description, type="secondary")
+    p1.button(
+        "Blog protocol preset",
+        on_click=apply_preset,
+        args=(settings, "blog"),
+        help=PROTOCOLS["blog"].description,
+        type="secondary",
+    )
     p2.button("Best preset", on_click=apply_preset, args=(settings, "best"), help=PROTOCOLS["best"].description)
     preset = st.session_state["t_preset"]
-    p3.caption(f"Preset: **{preset}**. " + (PROTOCOLS[preset].description if preset in PROTOCOLS else "Your own settings."))
+    p3.caption(
+        f"Preset: **{preset}**. " + (PROTOCOLS[preset].description if preset in PROTOCOLS else "Your own settings.")
+    )
 
 
 def more_backbone_options(settings: state.Settings) -> list[str]:
@@ -85,9 +125,14 @@ def form(settings: state.Settings, exclude_lists: list[Path]) -> bool:
         a.selectbox("Backbone", [CUSTOM, *REGISTRY], key="t_backbone")
         a.text_input("Custom TF Hub handle, SavedModel folder or .tflite", key="t_custom")
         a.multiselect("Input sizes (several = multi-scale concatenation)", sizes, key="t_sizes")
-        a.multiselect("More backbones (their features are concatenated, each at its native size)", more_backbone_options(settings), key="t_more",
-                      accept_new_options=True, help="Several backbones in one run: each one's features (its own native size, the views chosen "
-                      "below) are appended to the first one's. Type a handle or path to add one that is not listed.")  # fmt: skip
+        a.multiselect(
+            "More backbones (their features are concatenated, each at its native size)",
+            more_backbone_options(settings),
+            key="t_more",
+            accept_new_options=True,
+            help="Several backbones in one run: each one's features (its own native size, the views chosen "
+            "below) are appended to the first one's. Type a handle or path to add one that is not listed.",
+        )
         b.radio("Head", ["linear", "mlp"], key="t_head", horizontal=True)
         b.number_input("MLP hidden units", **widget("hidden"), key="t_hidden")
         b.slider("Dropout", **widget("dropout"), key="t_dropout")
@@ -105,25 +150,51 @@ def form(settings: state.Settings, exclude_lists: list[Path]) -> bool:
         d.checkbox("Train on flipped images too", key="t_flip")
         d.checkbox("Flip test-time augmentation", key="t_tta")
         e.number_input("Seed", **widget("seed"), key="t_seed")
-        e.selectbox("Extraction runtime", choices(), key="t_runtime",
-                    help="auto: the faster of tf and litert for this backbone, size and machine (timed once, then kept; a small extraction "
-                    "stays on tf rather than pay for a conversion). " + " ".join(f"{n}: {registry()[n].description}." for n in selectable()))  # fmt: skip
+        e.selectbox(
+            "Extraction runtime",
+            choices(),
+            key="t_runtime",
+            help="auto: the faster of tf and litert for this backbone, size and machine (timed once, then kept; a "
+            "small extraction stays on tf rather than pay for a conversion). "
+            + " ".join(f"{n}: {registry()[n].description}." for n in selectable()),
+        )
         f.number_input("Images per class (0 = all)", **widget("limit", zero_means_off=True), key="t_limit")
         g.text_input("Run label", key="t_label")
-        g.selectbox("Exclude list", [NO_EXCLUDE, *(p.stem for p in exclude_lists)], key="t_exclude",
-                    help="Images marked on the Data quality page are left out of training and scoring; the run records them.")
-        g.selectbox("Label fixes", [NO_FIXES, *(p.stem for p in fix_lists(settings))], key="t_relabel",
-                    help="Train with the fixed labels of a saved list (fixed on Data quality, Browse, Evaluate or the map); the run records "
-                    "the list and its checksum, and Evaluate scores the test split against the given and the fixed labels.")  # fmt: skip
-        with st.expander("Fine-tune the backbone too (end to end from the images; minutes per epoch on a CPU, seconds on a GPU)"):
+        g.selectbox(
+            "Exclude list",
+            [NO_EXCLUDE, *(p.stem for p in exclude_lists)],
+            key="t_exclude",
+            help="Images marked on the Data quality page are left out of training and scoring; the run records them.",
+        )
+        g.selectbox(
+            "Label fixes",
+            [NO_FIXES, *(p.stem for p in fix_lists(settings))],
+            key="t_relabel",
+            help="Train with the fixed labels of a saved list (fixed on Data quality, Browse, Evaluate or the map); "
+            "the run records the list and its checksum, and Evaluate scores the test split against the given and "
+            "the fixed labels.",
+        )
+        with st.expander(
+            "Fine-tune the backbone too (end to end from the images; minutes per epoch on a CPU, seconds on a GPU)"
+        ):
             h1, h2, h3, h4, h5 = st.columns(5)
-            h1.checkbox("Fine-tune", key="t_ft", help="Warm-starts a linear head on frozen features, then trains backbone and head together "
-                        "(BatchNorm statistics frozen; warm-up then cosine learning rate; a checkpoint after every epoch).")  # fmt: skip
+            h1.checkbox(
+                "Fine-tune",
+                key="t_ft",
+                help="Warm-starts a linear head on frozen features, then trains backbone and head together "
+                "(BatchNorm statistics frozen; warm-up then cosine learning rate; a checkpoint after every epoch).",
+            )
             h2.number_input("Epochs", **widget("finetune_epochs"), key="t_ft_epochs")
-            h3.number_input("Image size (0 = first input size)", **widget("image_size", zero_means_off=True), key="t_ft_size", step=32)
+            h3.number_input(
+                "Image size (0 = first input size)",
+                **widget("image_size", zero_means_off=True),
+                key="t_ft_size",
+                step=32,
+            )
             h4.number_input("Peak learning rate", **widget("finetune_lr"), key="t_ft_lr", format="%.6f")
             h5.number_input("Batch size", **widget("finetune_batch_size"), key="t_ft_bs")
-        submitted = st.form_submit_button("Train", type="primary", **demo.off("Training", help=demo.BACKGROUND))  # type: ignore[arg-type]
+        off: dict = demo.off("Training", help=demo.BACKGROUND)
+        submitted = st.form_submit_button("Train", type="primary", **off)
         demo.note()
     return bool(submitted)
 
@@ -149,14 +220,35 @@ def request_from_form(settings: state.Settings, ds: Any, exclude_lists: list[Pat
     backbone = s["t_custom"].strip() if s["t_backbone"] == CUSTOM else s["t_backbone"]
     if not backbone or not s["t_sizes"]:
         raise UserFacingError("Choose a backbone (or type a handle/path) and at least one input size.")
-    head = HeadConfig(head=s["t_head"], hidden=int(s["t_hidden"]), dropout=float(s["t_dropout"]), weight_decay=float(s["t_wd"]),
-                      optimizer=s["t_opt"], learning_rate=float(s["t_lr"]), lr_schedule=s["t_sched"], batch_size=int(s["t_bs"]),
-                      epochs=int(s["t_epochs"]), steps=int(s["t_steps"]) or None, label_smoothing=float(s["t_ls"]),
-                      val_fraction=float(s["t_val"]), patience=int(s["t_patience"]) or None, seed=int(s["t_seed"]))  # fmt: skip
+    head = HeadConfig(
+        head=s["t_head"],
+        hidden=int(s["t_hidden"]),
+        dropout=float(s["t_dropout"]),
+        weight_decay=float(s["t_wd"]),
+        optimizer=s["t_opt"],
+        learning_rate=float(s["t_lr"]),
+        lr_schedule=s["t_sched"],
+        batch_size=int(s["t_bs"]),
+        epochs=int(s["t_epochs"]),
+        steps=int(s["t_steps"]) or None,
+        label_smoothing=float(s["t_ls"]),
+        val_fraction=float(s["t_val"]),
+        patience=int(s["t_patience"]) or None,
+        seed=int(s["t_seed"]),
+    )
     sizes = tuple(sorted(int(x) for x in s["t_sizes"]))
-    request = RunRequest(settings.source, backbone, head, sizes, ("original", "flip") if s["t_flip"] else ("original",), bool(s["t_tta"]),
-                         limit=int(s["t_limit"]) or None, protocol=s["t_preset"] if s["t_preset"] in PROTOCOLS else None,
-                         runtime=s["t_runtime"], more_backbones=tuple((str(b).strip(), None) for b in s["t_more"] if str(b).strip() != backbone))  # fmt: skip
+    request = RunRequest(
+        settings.source,
+        backbone,
+        head,
+        sizes,
+        ("original", "flip") if s["t_flip"] else ("original",),
+        bool(s["t_tta"]),
+        limit=int(s["t_limit"]) or None,
+        protocol=s["t_preset"] if s["t_preset"] in PROTOCOLS else None,
+        runtime=s["t_runtime"],
+        more_backbones=tuple((str(b).strip(), None) for b in s["t_more"] if str(b).strip() != backbone),
+    )
     if s["t_ft"] and request.more_backbones:
         raise UserFacingError("Fine-tuning trains one backbone end to end: clear 'More backbones' to fine-tune.")
     chosen = next((p for p in exclude_lists if p.stem == s["t_exclude"]), None)
@@ -171,8 +263,13 @@ def request_from_form(settings: state.Settings, ds: Any, exclude_lists: list[Pat
     if s["t_ft"]:
         from lib.pipeline.finetune import FinetuneConfig
 
-        cfg = FinetuneConfig(epochs=int(s["t_ft_epochs"]), learning_rate=float(s["t_ft_lr"]), batch_size=int(s["t_ft_bs"]),
-                             image_size=int(s["t_ft_size"]) or None, warmup_epochs=min(0.5, int(s["t_ft_epochs"])),
-                             seed=int(s["t_seed"])).validate()  # fmt: skip
+        cfg = FinetuneConfig(
+            epochs=int(s["t_ft_epochs"]),
+            learning_rate=float(s["t_ft_lr"]),
+            batch_size=int(s["t_ft_bs"]),
+            image_size=int(s["t_ft_size"]) or None,
+            warmup_epochs=min(0.5, int(s["t_ft_epochs"])),
+            seed=int(s["t_seed"]),
+        ).validate()
     request.validate()
     return TrainChoice(request, cfg, str(s["t_label"]).strip(), chosen, fix_file)

@@ -22,20 +22,41 @@ def last_result(runs: list[Any]) -> None:
         m1.metric("Test accuracy", f"{acc:.2%}", f"{(acc - BLOG_ACCURACY) * 100:+.2f} pts vs blog")
         m2.metric("Training time", f"{last.timings.get('train_seconds', 0.0):.1f}s")
         hits, total = last.timings.get("feature_cache_hits", 0), last.timings.get("feature_artifacts", 0)
-        m3.metric("Feature extraction", f"{last.timings.get('extract_seconds', 0.0):.1f}s", help=f"{hits} of {total} feature sets came from the cache")
+        m3.metric(
+            "Feature extraction",
+            f"{last.timings.get('extract_seconds', 0.0):.1f}s",
+            help=f"{hits} of {total} feature sets came from the cache",
+        )
         if last.runtime_choice:
             c = last.runtime_choice
             parts = {n: c[n] for n in ("tf", "litert") if isinstance(c.get(n), dict)}
-            rates = ", ".join(f"{n} {f['images_per_second']:,.0f} img/s" for n, f in parts.items() if f.get("images_per_second"))
+            rates = ", ".join(
+                f"{n} {f['images_per_second']:,.0f} img/s" for n, f in parts.items() if f.get("images_per_second")
+            )
             why = "; ".join(f"{n} left out: {f['excluded']}" for n, f in parts.items() if f.get("excluded"))
-            st.caption(f"Runtime auto chose **{c['choice']}** for {c.get('images', 0):,} images ({rates}; estimated seconds "
-                       f"{c.get('estimated_seconds')}; timed {c.get('measured')})" + (f". {why}" if why else "") + ".")  # fmt: skip
+            st.caption(
+                f"Runtime auto chose **{c['choice']}** for {c.get('images', 0):,} images ({rates}; estimated seconds "
+                f"{c.get('estimated_seconds')}; timed {c.get('measured')})" + (f". {why}" if why else "") + "."
+            )
         bars = pd.DataFrame({"model": ["this run", "blog (published)"], "accuracy": [acc, BLOG_ACCURACY]})
 
         def result_chart() -> Any:
-            chart = alt.Chart(bars).mark_bar().encode(x=alt.X("accuracy:Q", scale=alt.Scale(domain=[0, 1]), title="test accuracy (red: the blog's 83.35%)"),
-                                                      y=alt.Y("model:N", title=None), color=alt.Color("model:N", legend=None))  # fmt: skip
-            rule = alt.Chart(pd.DataFrame({"blog": [BLOG_ACCURACY]})).mark_rule(color="red", strokeDash=[4, 4], size=2).encode(x="blog:Q")
+            chart = (
+                alt.Chart(bars)
+                .mark_bar()
+                .encode(
+                    x=alt.X(
+                        "accuracy:Q", scale=alt.Scale(domain=[0, 1]), title="test accuracy (red: the blog's 83.35%)"
+                    ),
+                    y=alt.Y("model:N", title=None),
+                    color=alt.Color("model:N", legend=None),
+                )
+            )
+            rule = (
+                alt.Chart(pd.DataFrame({"blog": [BLOG_ACCURACY]}))
+                .mark_rule(color="red", strokeDash=[4, 4], size=2)
+                .encode(x="blog:Q")
+            )
             return (chart + rule).properties(height=110)
 
         charts.altair("result", [bars], (), result_chart, width="stretch")

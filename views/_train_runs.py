@@ -18,13 +18,28 @@ from ui.text import md_escape, show_error
 
 def runs_frame(runs: list[RunManifest]) -> pd.DataFrame:
     """One row per run with the columns people compare (all plain text: dataframes never render Markdown)."""
-    return pd.DataFrame([{
-        "label": m.label, "run_id": m.run_id, "protocol": m.protocol or "custom",
-        "backbone": m.backbone_summary() if m.extra_backbones else m.backbone_name, "sizes": ",".join(map(str, m.image_sizes)), "head": m.head.head,
-        "views": "+".join(m.train_views), "tta": m.tta, "runtime": m.runtime, "limit": str(m.limit or "all"),
-        "test_accuracy": m.metrics.test_accuracy, "top5": m.metrics.top5_accuracy,
-        "train_s": m.timings.get("train_seconds"), "extract_s": m.timings.get("extract_seconds"), "created": m.created,
-    } for m in runs])  # fmt: skip
+    return pd.DataFrame(
+        [
+            {
+                "label": m.label,
+                "run_id": m.run_id,
+                "protocol": m.protocol or "custom",
+                "backbone": m.backbone_summary() if m.extra_backbones else m.backbone_name,
+                "sizes": ",".join(map(str, m.image_sizes)),
+                "head": m.head.head,
+                "views": "+".join(m.train_views),
+                "tta": m.tta,
+                "runtime": m.runtime,
+                "limit": str(m.limit or "all"),
+                "test_accuracy": m.metrics.test_accuracy,
+                "top5": m.metrics.top5_accuracy,
+                "train_s": m.timings.get("train_seconds"),
+                "extract_s": m.timings.get("extract_seconds"),
+                "created": m.created,
+            }
+            for m in runs
+        ]
+    )
 
 
 def damaged_section(settings: state.Settings) -> None:
@@ -33,7 +48,9 @@ def damaged_section(settings: state.Settings) -> None:
     if not damaged:
         return
     st.subheader("Damaged runs")
-    st.caption("These runs cannot be loaded (a file is missing, truncated or malformed). Delete them, then train again.")
+    st.caption(
+        "These runs cannot be loaded (a file is missing, truncated or malformed). Delete them, then train again."
+    )
     for run_id, reason in damaged:
         a, b = st.columns([4, 1])
         a.warning(f"{run_id}: {md_escape(reason, 400)}")
@@ -55,14 +72,23 @@ def runs_section(settings: state.Settings, runs: list[RunManifest]) -> None:
         return
     df = runs_frame(runs)
     event = st.dataframe(
-        df, key="runs_table", on_select="rerun", selection_mode="multi-row", hide_index=True, width="stretch",
-        column_config={"test_accuracy": st.column_config.NumberColumn("test acc", format="%.4f"),
-                       "top5": st.column_config.NumberColumn(format="%.4f")},
-    )  # fmt: skip
+        df,
+        key="runs_table",
+        on_select="rerun",
+        selection_mode="multi-row",
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "test_accuracy": st.column_config.NumberColumn("test acc", format="%.4f"),
+            "top5": st.column_config.NumberColumn(format="%.4f"),
+        },
+    )
     widgets.csv_download(st, "Download the runs table (CSV)", df, "runs.csv", key="runs_csv")
     picked = [df.iloc[i]["run_id"] for i in event.selection.rows] if event is not None else []
     if not picked:
-        st.caption("Select rows to activate, rename, delete, download or compare runs (select two for the full comparison).")
+        st.caption(
+            "Select rows to activate, rename, delete, download or compare runs (select two for the full comparison)."
+        )
     else:
         first = picked[0]
         a, b, c, d = st.columns(4)
@@ -90,14 +116,27 @@ def runs_section(settings: state.Settings, runs: list[RunManifest]) -> None:
                 st.rerun()
         _download(d, settings, first)
         if len(picked) == 2 and st.button("Compare these two runs", icon=":material/compare_arrows:"):
-            state.open_page("views/compare.py", cmp_a=str(picked[1]), cmp_b=str(picked[0]))  # the older one as A (the table is newest first)
+            state.open_page(
+                "views/compare.py", cmp_a=str(picked[1]), cmp_b=str(picked[0])
+            )  # the older one as A (the table is newest first)
     shown = df[df["run_id"].isin(picked)] if len(picked) > 1 else df
-    st.caption("Comparison of " + ("the selected runs" if len(picked) > 1 else "all runs") + " (dashed line: the blog's 83.35%).")
+    st.caption(
+        "Comparison of "
+        + ("the selected runs" if len(picked) > 1 else "all runs")
+        + " (dashed line: the blog's 83.35%)."
+    )
 
     def comparison_chart() -> Any:
-        points = alt.Chart(shown).mark_circle(size=120).encode(
-            x=alt.X("train_s:Q", title="training time (s)"), y=alt.Y("test_accuracy:Q", title="test accuracy", scale=alt.Scale(zero=False)),
-            color="head:N", tooltip=["label", "run_id", "protocol", "sizes", "head", "views", "tta", "test_accuracy", "train_s"])  # fmt: skip
+        points = (
+            alt.Chart(shown)
+            .mark_circle(size=120)
+            .encode(
+                x=alt.X("train_s:Q", title="training time (s)"),
+                y=alt.Y("test_accuracy:Q", title="test accuracy", scale=alt.Scale(zero=False)),
+                color="head:N",
+                tooltip=["label", "run_id", "protocol", "sizes", "head", "views", "tta", "test_accuracy", "train_s"],
+            )
+        )
         rule = alt.Chart(pd.DataFrame({"y": [BLOG_ACCURACY]})).mark_rule(color="red", strokeDash=[4, 4]).encode(y="y:Q")
         return (points + rule).properties(height=280)
 
@@ -122,4 +161,6 @@ def _download(col: Any, settings: state.Settings, run_id: str) -> None:
                 show_error(err, col)
                 return
     if zip_path.exists():
-        col.download_button("Download model (.zip)", zip_path.read_bytes(), file_name=zip_path.name, mime="application/zip")
+        col.download_button(
+            "Download model (.zip)", zip_path.read_bytes(), file_name=zip_path.name, mime="application/zip"
+        )

@@ -36,7 +36,6 @@ per_page = 48
 pages = max(1, -(-len(keep) // per_page))
 
 
-
 def jump_to() -> None:
     """Open the page that holds the typed index and select that image (only when the index changes)."""
     target = int(st.session_state["b_jump"])
@@ -50,8 +49,16 @@ def jump_to() -> None:
 
 
 j1, j2, j3 = st.columns([1, 1, 2])
-j2.number_input("Jump to image index", 0, len(labels) - 1, None, key="b_jump", on_change=jump_to, placeholder="index",
-                help="Opens the page holding that image and selects it.")  # fmt: skip
+j2.number_input(
+    "Jump to image index",
+    0,
+    len(labels) - 1,
+    None,
+    key="b_jump",
+    on_change=jump_to,
+    placeholder="index",
+    help="Opens the page holding that image and selects it.",
+)
 if st.session_state.get("b_jump_miss") is not None:
     j3.warning(f"Image {st.session_state['b_jump_miss']} is not in the current filter.")
 st.session_state["b_page"] = min(max(1, st.session_state["b_page"]), pages)
@@ -61,7 +68,9 @@ state.publish("b_split", "b_classes", "b_shuffle", "b_seed", "b_page", "b_sel")
 rows = keep[(page - 1) * per_page : page * per_page]
 images = ds.images(split)
 st.caption(f"{len(keep):,} images match; showing {len(rows)} on page {page}.")
-widgets.image_grid([images[i] for i in rows], [f"#{i} {md_escape(ds.classes[labels[i]])}" for i in rows], columns=12, side=64)
+widgets.image_grid(
+    [images[i] for i in rows], [f"#{i} {md_escape(ds.classes[labels[i]])}" for i in rows], columns=12, side=64
+)
 fixes.fix_form(settings, ds, [(split, int(i)) for i in rows], "b_fix")
 
 left, right = st.columns([1, 1])
@@ -69,7 +78,9 @@ with left:
     st.subheader("Selected image")
     if st.session_state["b_sel"] not in set(rows.tolist()) and len(rows):
         st.session_state["b_sel"] = int(rows[0])
-    sel = st.selectbox("Image on this page", rows.tolist(), key="b_sel", format_func=lambda i: f"#{i} {ds.classes[labels[i]]}")
+    sel = st.selectbox(
+        "Image on this page", rows.tolist(), key="b_sel", format_func=lambda i: f"#{i} {ds.classes[labels[i]]}"
+    )
     if sel is not None:
         a, b = st.columns([1, 1])
         a.image(upscale(np.asarray(images[sel]), 256), caption=f"{split} #{sel}: {md_escape(ds.classes[labels[sel]])}")
@@ -81,7 +92,9 @@ with left:
                 probs = run.probs[row[0]]
                 pred = int(probs.argmax())
                 verdict = "correct" if pred == labels[sel] else "wrong"
-                b.metric("Predicted", run.classes[pred], verdict, delta_color="normal" if verdict == "correct" else "inverse")
+                b.metric(
+                    "Predicted", run.classes[pred], verdict, delta_color="normal" if verdict == "correct" else "inverse"
+                )
                 widgets.top5(b, probs, run.classes)
             else:
                 b.info("The active run was evaluated on a --limit subset that does not include this image.")
@@ -92,18 +105,40 @@ with left:
 
 with right:
     st.subheader("Class balance")
-    balance = pd.DataFrame([{"split": s, "class": c, "images": ds.counts[s][i]} for s in ds.splits for i, c in enumerate(ds.classes)])
-    charts.altair("balance", [balance], tuple(ds.classes), lambda: alt.Chart(balance).mark_bar().encode(
-        x=alt.X("class:N", sort=list(ds.classes), title=None), y="images:Q", color="split:N", xOffset="split:N",
-        tooltip=["split", "class", "images"]).properties(height=300), width="stretch")  # fmt: skip
+    balance = pd.DataFrame(
+        [{"split": s, "class": c, "images": ds.counts[s][i]} for s in ds.splits for i, c in enumerate(ds.classes)]
+    )
+    charts.altair(
+        "balance",
+        [balance],
+        tuple(ds.classes),
+        lambda: (
+            alt.Chart(balance)
+            .mark_bar()
+            .encode(
+                x=alt.X("class:N", sort=list(ds.classes), title=None),
+                y="images:Q",
+                color="split:N",
+                xOffset="split:N",
+                tooltip=["split", "class", "images"],
+            )
+            .properties(height=300)
+        ),
+        width="stretch",
+    )
     if any(ds.skipped.values()):
-        st.caption("Unreadable files skipped while converting: " + ", ".join(f"{md_escape(s)}: {n}" for s, n in ds.skipped.items()))
+        st.caption(
+            "Unreadable files skipped while converting: "
+            + ", ".join(f"{md_escape(s)}: {n}" for s, n in ds.skipped.items())
+        )
 
 with st.expander("Search by image: upload one, find its nearest images in every split", icon=":material/image_search:"):
     from lib.analysis.inventory import feature_sets, preferred_feature_set
 
     handle = cached.backbone_spec(settings.backbone).handle if settings.backbone else ""
-    fs = preferred_feature_set(feature_sets(settings.layout, ds), run.manifest if run else None, handle, settings.image_size)
+    fs = preferred_feature_set(
+        feature_sets(settings.layout, ds), run.manifest if run else None, handle, settings.image_size
+    )
     if fs is None:
         st.info("No features of this dataset are cached yet: extract them on Home (or train a run) to search by image.")
     else:

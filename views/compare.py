@@ -23,8 +23,11 @@ for key, default in (("cmp_a", ids[1]), ("cmp_b", ids[0])):
     # A run deleted since it was chosen (or named by a link) is said to be gone, never silently replaced by another
     asked = st.session_state.get(key, st.session_state.get(state.kept_key(key), st.query_params.get(key)))
     if asked is not None and asked not in runs:
-        st.warning(f"Run {md_escape(str(asked), 80)} is gone (deleted, or not in this cache); run {'A' if key == 'cmp_a' else 'B'} is "
-                   f"{md_escape(runs[default].display_name(), 120)} instead.", icon=":material/warning:")  # fmt: skip
+        st.warning(
+            f"Run {md_escape(str(asked), 80)} is gone (deleted, or not in this cache); run "
+            f"{'A' if key == 'cmp_a' else 'B'} is {md_escape(runs[default].display_name(), 120)} instead.",
+            icon=":material/warning:",
+        )
         for stale in (key, state.kept_key(key)):
             st.session_state.pop(stale, None)
         st.query_params.pop(key, None)
@@ -35,46 +38,93 @@ c1.selectbox("Run A", ids, key="cmp_a", format_func=lambda r: runs[r].display_na
 c2.selectbox("Run B", ids, key="cmp_b", format_func=lambda r: runs[r].display_name())
 state.publish("cmp_a", "cmp_b")
 try:
-    a, b = cached.run(settings.cache_dir, st.session_state["cmp_a"]), cached.run(settings.cache_dir, st.session_state["cmp_b"])
-    result = cached.memo(("compare", a.run_id, b.run_id, str(a.path.stat().st_mtime_ns), str(b.path.stat().st_mtime_ns)), lambda: compare_runs(a, b))
+    a, b = (
+        cached.run(settings.cache_dir, st.session_state["cmp_a"]),
+        cached.run(settings.cache_dir, st.session_state["cmp_b"]),
+    )
+    result = cached.memo(
+        ("compare", a.run_id, b.run_id, str(a.path.stat().st_mtime_ns), str(b.path.stat().st_mtime_ns)),
+        lambda: compare_runs(a, b),
+    )
 except (UserFacingError, OSError) as err:
     show_error(err)
     st.stop()
 for col, run, name in ((c1, a, "A"), (c2, b, "B")):
-    col.caption(f"{name}: {md_escape(run.manifest.backbone_summary())}px · {run.manifest.head.head} head · {md_escape(run.manifest.protocol or 'custom')}")
+    col.caption(
+        f"{name}: {md_escape(run.manifest.backbone_summary())}px · {run.manifest.head.head} head · "
+        f"{md_escape(run.manifest.protocol or 'custom')}"
+    )
 
 acc, ece, m = result["accuracy"], result["ece"], result["mcnemar"]
 k1, k2, k3, k4 = st.columns(4)
 k1.metric("Accuracy A", f"{acc['a']:.2%}")
 k2.metric("Accuracy B", f"{acc['b']:.2%}", delta=f"{acc['b'] - acc['a']:+.2%}")
 k3.metric("ECE A → B", f"{ece['a']:.3f} → {ece['b']:.3f}")
-k4.metric("McNemar p", f"{m['p_value']:.2g}", help="Exact two-sided binomial test on the images exactly one run gets right.")
+k4.metric(
+    "McNemar p", f"{m['p_value']:.2g}", help="Exact two-sided binomial test on the images exactly one run gets right."
+)
 st.text(verdict(result))  # plain text: it carries no Markdown
 if any(result["skipped"].values()):
     skipped = result["skipped"]
-    st.caption(f"Scored on the {result['images']:,} test images both runs kept ({skipped['a']:,} of A's and {skipped['b']:,} of B's are not shared).")
+    st.caption(
+        f"Scored on the {result['images']:,} test images both runs kept ({skipped['a']:,} of A's and "
+        f"{skipped['b']:,} of B's are not shared)."
+    )
 
 classes = list(a.classes)
 t1, t2 = st.columns(2)
 with t1:
     st.subheader("Per-class accuracy: B − A")
     per = pd.DataFrame(result["per_class"])
-    charts.altair("cmp-per-class", [per], tuple(classes), lambda: alt.Chart(per).mark_bar().encode(
-        x=alt.X("class:N", sort=classes, title=None), y=alt.Y("difference:Q", title="accuracy: B − A", axis=alt.Axis(format="+.0%")),
-        color=alt.condition("datum.difference >= 0", alt.value("#4c78a8"), alt.value("#e45756")),
-        tooltip=["class", alt.Tooltip("a:Q", format=".3f"), alt.Tooltip("b:Q", format=".3f"), "images"]).properties(height=260), width="stretch")  # fmt: skip
+    charts.altair(
+        "cmp-per-class",
+        [per],
+        tuple(classes),
+        lambda: (
+            alt.Chart(per)
+            .mark_bar()
+            .encode(
+                x=alt.X("class:N", sort=classes, title=None),
+                y=alt.Y("difference:Q", title="accuracy: B − A", axis=alt.Axis(format="+.0%")),
+                color=alt.condition("datum.difference >= 0", alt.value("#4c78a8"), alt.value("#e45756")),
+                tooltip=["class", alt.Tooltip("a:Q", format=".3f"), alt.Tooltip("b:Q", format=".3f"), "images"],
+            )
+            .properties(height=260)
+        ),
+        width="stretch",
+    )
 with t2:
     st.subheader("Confusion matrix: B − A")
-    diff = pd.DataFrame([{"true": classes[i], "predicted": classes[j], "change": v, "better": v if i == j else -v}
-                         for i, row in enumerate(result["confusion_difference"]) for j, v in enumerate(row)])  # fmt: skip
+    diff = pd.DataFrame(
+        [
+            {"true": classes[i], "predicted": classes[j], "change": v, "better": v if i == j else -v}
+            for i, row in enumerate(result["confusion_difference"])
+            for j, v in enumerate(row)
+        ]
+    )
     top = max(1, int(diff["change"].abs().max()))
     axis = alt.Axis(labelOverlap=False)
-    charts.altair("cmp-confusion", [diff], tuple(classes), lambda: alt.Chart(diff).mark_rect().encode(
-        x=alt.X("predicted:N", sort=classes, axis=axis), y=alt.Y("true:N", sort=classes, axis=axis),
-        color=alt.Color("better:Q", scale=alt.Scale(scheme="redblue", domain=[-top, top]), title="B better"),
-        tooltip=["true", "predicted", alt.Tooltip("change:Q", title="count: B − A")]).properties(height=300), width="stretch")  # fmt: skip
-    st.caption("Blue: B does better in that cell (more images right on the diagonal, fewer of that mistake off it); red: worse. "
-               "The tooltip gives the count B − A.")
+    charts.altair(
+        "cmp-confusion",
+        [diff],
+        tuple(classes),
+        lambda: (
+            alt.Chart(diff)
+            .mark_rect()
+            .encode(
+                x=alt.X("predicted:N", sort=classes, axis=axis),
+                y=alt.Y("true:N", sort=classes, axis=axis),
+                color=alt.Color("better:Q", scale=alt.Scale(scheme="redblue", domain=[-top, top]), title="B better"),
+                tooltip=["true", "predicted", alt.Tooltip("change:Q", title="count: B − A")],
+            )
+            .properties(height=300)
+        ),
+        width="stretch",
+    )
+    st.caption(
+        "Blue: B does better in that cell (more images right on the diagonal, fewer of that mistake off it); red: "
+        "worse. The tooltip gives the count B − A."
+    )
 
 ds = cached.dataset_if_ready(a.manifest.source, settings.cache_dir)
 for key, title in (("only_a", "A right, B wrong"), ("only_b", "B right, A wrong")):
@@ -83,7 +133,13 @@ for key, title in (("only_a", "A right, B wrong"), ("only_b", "B right, A wrong"
     table = pd.DataFrame(rows)
     if ds is not None and ds.fingerprint == a.manifest.dataset_fingerprint and rows:
         images = ds.images(a.manifest.test_split)
-        widgets.image_grid([images[r["index"]] for r in rows[:20]], [f"#{r['index']} {r['label']}→{r['wrong_prediction']} p={r['wrong_confidence']:.2f}"
-                                                                        for r in rows[:20]], columns=10, side=72)  # fmt: skip
+        widgets.image_grid(
+            [images[r["index"]] for r in rows[:20]],
+            [f"#{r['index']} {r['label']}→{r['wrong_prediction']} p={r['wrong_confidence']:.2f}" for r in rows[:20]],
+            columns=10,
+            side=72,
+        )
     if rows:
-        widgets.csv_download(st, f"Download all {len(rows):,} (CSV)", table, f"{key}-{a.run_id}-vs-{b.run_id}.csv", key=f"cmp_csv_{key}")
+        widgets.csv_download(
+            st, f"Download all {len(rows):,} (CSV)", table, f"{key}-{a.run_id}-vs-{b.run_id}.csv", key=f"cmp_csv_{key}"
+        )

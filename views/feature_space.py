@@ -25,12 +25,20 @@ _feature_space_sample.bind_url_state()
 c1, c2 = st.columns([3, 3])
 combo = combos[c1.selectbox("Features", range(len(combos)), key="fs_combo", format_func=lambda i: combos[i].label())]
 # The map of every image needs whole splits (not a --limit subset) and a train split to fit on.
-modes = ["every image", "sample of one split"] if combo.limit is None and "train" in ds.splits else ["sample of one split"]
+modes = (
+    ["every image", "sample of one split"] if combo.limit is None and "train" in ds.splits else ["sample of one split"]
+)
 state.bind("fs_view", modes[0], valid=["every image", "sample of one split"])
 if st.session_state["fs_view"] not in modes:
     st.session_state["fs_view"] = modes[0]
-mode = c2.radio("Map", modes, key="fs_view", horizontal=True,
-                help="Every image: train and test on one stored map (computed once). A sample: a quick map of up to 10,000 points of one split.")  # fmt: skip
+mode = c2.radio(
+    "Map",
+    modes,
+    key="fs_view",
+    horizontal=True,
+    help="Every image: train and test on one stored map (computed once). A sample: a quick map of up to 10,000 "
+    "points of one split.",
+)
 state.publish("fs_combo", "fs_view")
 if mode == "every image":
     from views import _feature_space_map

@@ -24,10 +24,15 @@ except UserFacingError:
 if run is not None and not run.manifest.finetuned:
     m = run.manifest
     backbone, size, runtime = m.backbone, m.image_sizes[0], m.runtime
-    more = tuple((h, sizes[0]) for h, _identity, sizes in m.backbones()[1:])  # every backbone of the run, each at its first size
+    more = tuple(
+        (h, sizes[0]) for h, _identity, sizes in m.backbones()[1:]
+    )  # every backbone of the run, each at its first size
 parts = " + ".join(f"{b.rstrip('/').split('/')[-1]} at {s}px" for b, s in ((backbone, size), *more))
-st.caption(f"Features of {md_escape(parts)} ({runtime}; original and mirrored images) on every image of {md_escape(settings.source)}"
-           + (f", the backbones of the active run {md_escape(run.manifest.display_name())}" if run else ""))  # fmt: skip
+st.caption(
+    f"Features of {md_escape(parts)} ({runtime}; original and mirrored images) on every image of "
+    f"{md_escape(settings.source)}"
+    + (f", the backbones of the active run {md_escape(run.manifest.display_name())}" if run else "")
+)
 
 labels = _quality_tabs.label_list_picker(settings, ds)
 try:
@@ -39,10 +44,10 @@ except UserFacingError as err:
 if audit is None:
     st.info(
         "No audit of these features yet. The audit gives every image probabilities from heads that never saw it "
-        f"({au.DEFAULT_FOLDS} folds over train and test together); cleanlab ranks the images whose "
-        "given label disagrees. It also finds each image's most similar image, exactly (cosine on the features): test images "
-        "that nearly duplicate a training image, and duplicates within a split. About 3 minutes with features cached; the "
-        "same as `python -m lib audit`."
+        f"({au.DEFAULT_FOLDS} folds over train and test together); cleanlab ranks the images whose given label "
+        "disagrees. It also finds each image's most similar image, exactly (cosine on the features): test images "
+        "that nearly duplicate a training image, and duplicates within a split. About 3 minutes with features "
+        "cached; the same as `python -m lib audit`."
     )
     demo.note()
     jobs.live(settings, ("audit",))
@@ -56,7 +61,9 @@ if audit is None:
 assert audit is not None
 st.session_state.setdefault("dq_exclude", {})  # "split/index" -> True for images the user marked
 marked: dict[str, bool] = st.session_state["dq_exclude"]
-tab_issues, tab_dups, tab_save, tab_fix = st.tabs(["Label issues", "Near-duplicates", f"Exclude list ({sum(marked.values())})", "Label fixes"])
+tab_issues, tab_dups, tab_save, tab_fix = st.tabs(
+    ["Label issues", "Near-duplicates", f"Exclude list ({sum(marked.values())})", "Label fixes"]
+)
 
 with tab_issues:
     _quality_tabs.issues_tab(settings, ds, audit, marked, (backbone, size, runtime))

@@ -17,7 +17,9 @@ from ui.text import md_escape
 from views import _speed_sections
 
 
-def measure(settings: state.Settings, backbones: list[str] | None, sizes: list[int], runtimes: list[str], limit: int) -> None:
+def measure(
+    settings: state.Settings, backbones: list[str] | None, sizes: list[int], runtimes: list[str], limit: int
+) -> None:
     """Measure in the background (None: every shared backbone, the default grid)."""
     if jobs.start(settings, benchmark_job(settings.source, backbones, sizes, runtimes, limit)):
         st.rerun()
@@ -31,29 +33,47 @@ default_grid = bm.default_grid()
 
 if not groups:
     st.info(
-        "Nothing measured yet. This page answers *which backbone, input size and runtime fits my latency budget, and what "
-        "accuracy do I give up?*: one point per configuration, accuracy against images per second or single-image latency, "
-        "the Pareto front, the most accurate configuration within a budget, and what int8 quantisation costs. "
-        f"The default grid is every backbone in ../shared/models at {', '.join(map(str, bm.DEFAULT_SIZES))} px with the "
-        f"{', '.join(selectable())} runtimes ({len(default_grid)} configurations, accuracies on the first {bm.DEFAULT_LIMIT} images "
-        "per class); the same as `python -m lib benchmark --source ...` on the command line."
+        "Nothing measured yet. This page answers *which backbone, input size and runtime fits my latency budget, "
+        "and what accuracy do I give up?*: one point per configuration, accuracy against images per second or "
+        "single-image latency, the Pareto front, the most accurate configuration within a budget, and what int8 "
+        "quantisation costs. The default grid is every backbone in ../shared/models at "
+        f"{', '.join(map(str, bm.DEFAULT_SIZES))} px with the {', '.join(selectable())} runtimes "
+        f"({len(default_grid)} configurations, accuracies on the first {bm.DEFAULT_LIMIT} images per class); the "
+        "same as `python -m lib benchmark --source ...` on the command line."
     )
     demo.note()
-    if st.button(f"Measure the default grid ({len(default_grid)} configurations)", type="primary", **demo.off("Measuring", help=demo.BACKGROUND)):
+    if st.button(
+        f"Measure the default grid ({len(default_grid)} configurations)",
+        type="primary",
+        **demo.off("Measuring", help=demo.BACKGROUND),
+    ):
         measure(settings, None, list(bm.DEFAULT_SIZES), list(selectable()), bm.DEFAULT_LIMIT)
 else:
-    labels = [f"{g['machine'].get('cpu')} ({g['machine'].get('cores')} cores) · {g.get('subset', '')} · {len(g['rows'])} rows" for g in groups]
+    labels = [
+        f"{g['machine'].get('cpu')} ({g['machine'].get('cores')} cores) · {g.get('subset', '')} · {len(g['rows'])} rows"
+        for g in groups
+    ]
     state.bind("sp_group", 0, int, valid=range(len(groups)))
-    pick_group = st.selectbox("Measurements", range(len(groups)), format_func=lambda i: labels[i], key="sp_group") if len(groups) > 1 else 0
+    pick_group = (
+        st.selectbox("Measurements", range(len(groups)), format_func=lambda i: labels[i], key="sp_group")
+        if len(groups) > 1
+        else 0
+    )
     result = groups[pick_group]
     rows = pd.DataFrame(result["rows"])
     rows["name"] = rows["backbone_name"].where(rows["backbone_name"] != "", rows["backbone"])
     m = result["machine"]
-    st.caption(f"Measured on {md_escape(m.get('cpu'))} ({m.get('cores')} cores). Accuracies: {md_escape(result.get('subset', ''))} "
-               f"of {md_escape(result.get('source', ''))}; linear probe and the best preset (MLP, flips, TTA).")  # fmt: skip
+    st.caption(
+        f"Measured on {md_escape(m.get('cpu'))} ({m.get('cores')} cores). Accuracies: "
+        f"{md_escape(result.get('subset', ''))} of {md_escape(result.get('source', ''))}; linear probe and the best "
+        "preset (MLP, flips, TTA)."
+    )
     state.bind("sp_axis", "throughput", valid=["throughput", "latency"])
     axis = st.radio("Speed axis", ["throughput", "latency"], key="sp_axis", horizontal=True)
-    axes = {"throughput": ("images_per_second", "images per second at batch 64 (log)"), "latency": ("latency_ms_p50", "single-image latency p50, ms (log)")}
+    axes = {
+        "throughput": ("images_per_second", "images per second at batch 64 (log)"),
+        "latency": ("latency_ms_p50", "single-image latency p50, ms (log)"),
+    }
     x_field, x_title = axes[axis]
     speed = rows["images_per_second"] if axis == "throughput" else -rows["latency_ms_p50"]
     front = br.pareto_front(list(zip(speed.tolist(), rows["best_accuracy"].tolist())))
@@ -61,42 +81,89 @@ else:
     rows.loc[rows.index[front], "pareto"] = True
 
     def speed_chart() -> Any:
-        points = alt.Chart(rows).mark_point(size=90, filled=True).encode(
-            x=alt.X(f"{x_field}:Q", scale=alt.Scale(type="log"), title=x_title),
-            y=alt.Y("best_accuracy:Q", scale=alt.Scale(zero=False), title="test accuracy (best preset)", axis=alt.Axis(format="%")),
-            color=alt.Color("name:N", title="backbone"), shape=alt.Shape("runtime:N"),
-            tooltip=["name", "image_size", "runtime", "images_per_second", "latency_ms_p50", "latency_ms_p95", "linear_accuracy", "best_accuracy", "model_mb",
-                     *[c for c in ("gflops", "peak_fraction") if c in rows]],
-        )  # fmt: skip
-        line = alt.Chart(rows[rows["pareto"]]).mark_line(color="black", strokeDash=[3, 3]).encode(x=f"{x_field}:Q", y="best_accuracy:Q")
+        points = (
+            alt.Chart(rows)
+            .mark_point(size=90, filled=True)
+            .encode(
+                x=alt.X(f"{x_field}:Q", scale=alt.Scale(type="log"), title=x_title),
+                y=alt.Y(
+                    "best_accuracy:Q",
+                    scale=alt.Scale(zero=False),
+                    title="test accuracy (best preset)",
+                    axis=alt.Axis(format="%"),
+                ),
+                color=alt.Color("name:N", title="backbone"),
+                shape=alt.Shape("runtime:N"),
+                tooltip=[
+                    "name",
+                    "image_size",
+                    "runtime",
+                    "images_per_second",
+                    "latency_ms_p50",
+                    "latency_ms_p95",
+                    "linear_accuracy",
+                    "best_accuracy",
+                    "model_mb",
+                    *[c for c in ("gflops", "peak_fraction") if c in rows],
+                ],
+            )
+        )
+        line = (
+            alt.Chart(rows[rows["pareto"]])
+            .mark_line(color="black", strokeDash=[3, 3])
+            .encode(x=f"{x_field}:Q", y="best_accuracy:Q")
+        )
         blog = alt.Chart(pd.DataFrame({"y": [BLOG_ACCURACY]})).mark_rule(color="red", strokeDash=[4, 4]).encode(y="y:Q")
         return (points + line + blog).properties(height=420)
 
     charts.altair("speed", [rows], (x_field,), speed_chart, width="stretch")
-    st.caption("Dashed black: the Pareto front (nothing is both faster and more accurate). Dashed red: the blog's published 83.35% "
-               "(full CIFAR-10, its own protocol).")  # fmt: skip
+    st.caption(
+        "Dashed black: the Pareto front (nothing is both faster and more accurate). Dashed red: the blog's published "
+        "83.35% (full CIFAR-10, its own protocol)."
+    )
 
     _speed_sections.pick_and_int8(settings, result)
 
     st.subheader("All measurements")
     if probe := result.get("peak_probe"):
-        st.caption(f"gflops: 2 × the multiply-adds per image (counted from the float LiteRT graph) × images/s at batch 64. peak_fraction: that over "
-                   f"this machine's {probe['gflops']:,.0f} GFLOP/s ({md_escape(probe['method'])}). An int8 row can pass 1: the probe is float32.")  # fmt: skip
+        st.caption(
+            "gflops: 2 × the multiply-adds per image (counted from the float LiteRT graph) × images/s at batch 64. "
+            f"peak_fraction: that over this machine's {probe['gflops']:,.0f} GFLOP/s ({md_escape(probe['method'])}). "
+            "An int8 row can pass 1: the probe is float32."
+        )
     st.dataframe(rows.drop(columns=["pareto", "backbone"]), hide_index=True, width="stretch")
-    widgets.csv_download(st, "Download the measurements (CSV)", rows.drop(columns=["pareto"]), "speed_accuracy.csv", key="sp_csv")
+    widgets.csv_download(
+        st, "Download the measurements (CSV)", rows.drop(columns=["pareto"]), "speed_accuracy.csv", key="sp_csv"
+    )
 
     missing = br.missing_configurations(default_grid, result["rows"]) if result.get("limit") == bm.DEFAULT_LIMIT else []
     if missing:
-        st.info(f"{len(missing)} of the default grid's {len(default_grid)} configurations are not measured on this machine yet.")
-        if st.button(f"Measure the {len(missing)} missing configurations", type="primary", **demo.off("Measuring", help=demo.BACKGROUND)):
-            measure(settings, None, list(bm.DEFAULT_SIZES), list(selectable()), bm.DEFAULT_LIMIT)  # measured rows are kept: the rest is measured
+        st.info(
+            f"{len(missing)} of the default grid's {len(default_grid)} configurations are not measured on this "
+            "machine yet."
+        )
+        if st.button(
+            f"Measure the {len(missing)} missing configurations",
+            type="primary",
+            **demo.off("Measuring", help=demo.BACKGROUND),
+        ):
+            measure(
+                settings, None, list(bm.DEFAULT_SIZES), list(selectable()), bm.DEFAULT_LIMIT
+            )  # measured rows are kept: the rest is measured
 
 st.subheader("Measure the active backbone")
 with st.form("bench_form"):
     c1, c2, c3 = st.columns(3)
-    sizes = c1.multiselect("Input sizes", sorted({*bm.DEFAULT_SIZES, settings.image_size}), default=[settings.image_size])
-    runtimes = c2.multiselect("Runtimes", list(selectable()), default=[rt for rt in selectable() if registry()[rt].exact])
+    sizes = c1.multiselect(
+        "Input sizes", sorted({*bm.DEFAULT_SIZES, settings.image_size}), default=[settings.image_size]
+    )
+    runtimes = c2.multiselect(
+        "Runtimes", list(selectable()), default=[rt for rt in selectable() if registry()[rt].exact]
+    )
     limit = c3.number_input("Images per class for the accuracies", 10, 5000, bm.DEFAULT_LIMIT)
-    go = st.form_submit_button(f"Measure {md_escape(settings.backbone.rstrip('/').split('/')[-1])}", **demo.off("Measuring", help=demo.BACKGROUND))  # type: ignore[arg-type]
+    go = st.form_submit_button(
+        f"Measure {md_escape(settings.backbone.rstrip('/').split('/')[-1])}",
+        **demo.off("Measuring", help=demo.BACKGROUND),
+    )
 if go and sizes and runtimes:
     measure(settings, [settings.backbone], [int(s) for s in sizes], list(runtimes), int(limit))

@@ -25,10 +25,16 @@ if _train_form.form(settings, exclude_lists):
         show_error(err)
         st.stop()
     if choice.finetune is not None and ray_options is not None:
-        st.info("Fine-tuning trains from the images in its own process; the Ray engine applies to feature extraction only.")
-    spec = train_job(choice.request, choice.finetune, choice.label, choice.exclude_file, ray_options, choice.relabel_file)
+        st.info(
+            "Fine-tuning trains from the images in its own process; the Ray engine applies to feature extraction only."
+        )
+    spec = train_job(
+        choice.request, choice.finetune, choice.label, choice.exclude_file, ray_options, choice.relabel_file
+    )
     if jobs.start(settings, spec):
-        state.update(backbone=choice.request.backbone, image_size=(choice.request.image_sizes or (settings.image_size,))[0])
+        state.update(
+            backbone=choice.request.backbone, image_size=(choice.request.image_sizes or (settings.image_size,))[0]
+        )
         st.rerun()
 jobs.live(settings, ("train",))
 

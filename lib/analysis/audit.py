@@ -9,8 +9,10 @@ cosine nearest neighbours), from one backbone's cached features of the whole tra
 and cut into stratified folds (default 5), each fold predicted by a head trained on the others (see
 :func:`out_of_sample_probabilities`).
 ``cleanlab.filter.find_label_issues`` flags the images whose given label disagrees with those probabilities
-(confident learning sizes the set; :data:`FILTER_BY` picks the images), and the flags are ranked by self-confidence. The ``score`` is
-``1 - p(given label)``: higher is worse. The head is chosen by measurement on CIFAR-10N's human label errors (see :func:`audit_head`).
+(confident learning sizes the set; :data:`FILTER_BY` picks the images), and the flags are ranked by self-confidence. The
+``score`` is
+``1 - p(given label)``: higher is worse. The head is chosen by measurement on CIFAR-10N's human label errors (see
+:func:`audit_head`).
 
 **Near-duplicates.** Features are L2-normalised and every image's most similar image is found exactly (a full
 matrix product in chunks, nothing approximate): test against train (leakage), and within each split. Each
@@ -39,7 +41,9 @@ from lib.errors import ConfigError
 from lib.runtimes import AUTO, DEFAULT_RUNTIME
 from lib.store.layout import CacheLike
 
-AUDIT_VERSION = 4  # 2: heads on both views, several backbones, calibrated probabilities; 3: near-duplicates checked on the pixels;
+AUDIT_VERSION = (
+    4  # 2: heads on both views, several backbones, calibrated probabilities; 3: near-duplicates checked on the pixels;
+)
 # 4: folds pooled over the splits, two rounds
 DEFAULT_FOLDS = 5
 VIEWS = ("original", "flip")
@@ -54,16 +58,19 @@ MIN_STEPS = 300  # optimizer steps of each audit head, at least
 # self-confidence. Measured on CIFAR-10N aggre (README): F1 0.664 against 0.592 for cleanlab's default
 # (prune_by_noise_rate), 0.648 prune_by_class, 0.610 both, 0.551 confident_learning or predicted_neq_given.
 FILTER_BY = "low_self_confidence"
-DIMS = 256  # features wider than this are reduced to their principal components before the heads (measured: see the README)
+# features wider than this are reduced to their principal components before the heads (measured: see the README)
+DIMS = 256
 AUDIT_EPOCHS = 6  # per head and round
-ROUNDS = 1  # 2: fit the heads again without the images the first round flags (+0.016 at 4,505 on CIFAR-10N, but 55 s more: README)
+# 2: fit the heads again without the images the first round flags (+0.016 at 4,505 on CIFAR-10N, but 55 s more: README)
+ROUNDS = 1
 
 ProgressFn = Callable[[str, float], None]  # (stage, fraction of the whole audit done)
 
 
 def audit_head() -> Any:
     """The head behind the out-of-sample probabilities: the ``best`` preset's MLP, narrower (512) and shorter
-    (:data:`AUDIT_EPOCHS` epochs), without label smoothing, on at most :data:`DIMS` principal components of the features.
+    (:data:`AUDIT_EPOCHS` epochs), without label smoothing, on at most :data:`DIMS` principal components of the
+    features.
 
     Measured on CIFAR-10N aggre (5 folds over train + test, mirrored images too; README): on three backbones' features
     (v1 @ 128, Lite0 @ 224, v2 @ 224) this head on 256 components ranks 0.649 of its top 4,505 as real errors in one
@@ -76,7 +83,9 @@ def audit_head() -> Any:
     0.1, 29 of 30 without)."""
     from lib.models.protocols import PROTOCOLS
 
-    return dataclasses.replace(PROTOCOLS["best"].head, val_fraction=0.0, label_smoothing=0.0, hidden=512, epochs=AUDIT_EPOCHS)
+    return dataclasses.replace(
+        PROTOCOLS["best"].head, val_fraction=0.0, label_smoothing=0.0, hidden=512, epochs=AUDIT_EPOCHS
+    )
 
 
 def _fitted_steps(cfg: Any, rows: int) -> Any:
@@ -96,9 +105,17 @@ class OutOfSample:
     temperature: float
 
 
-def out_of_sample_probabilities(views: dict[str, list[np.ndarray]], labels: dict[str, np.ndarray], num_classes: int, folds: int = DEFAULT_FOLDS,
-                                seed: int = SEED, head: Any = None, progress: ProgressFn | None = None, rounds: int = ROUNDS,
-                                dims: int | None = DIMS) -> OutOfSample:  # fmt: skip
+def out_of_sample_probabilities(
+    views: dict[str, list[np.ndarray]],
+    labels: dict[str, np.ndarray],
+    num_classes: int,
+    folds: int = DEFAULT_FOLDS,
+    seed: int = SEED,
+    head: Any = None,
+    progress: ProgressFn | None = None,
+    rounds: int = ROUNDS,
+    dims: int | None = DIMS,
+) -> OutOfSample:
     """Probabilities for every image of every split from heads that never trained on it, before and after calibration.
 
     ``views`` maps a split to its features per view (original first, then for instance the mirrored images; rows
@@ -124,16 +141,24 @@ def out_of_sample_probabilities(views: dict[str, list[np.ndarray]], labels: dict
         raise ConfigError(f"An audit needs at least 2 folds, got {folds}.")
     if counts.min() < folds:
         small = int(np.argmin(counts))
-        raise ConfigError(f"Class {small} has {int(counts[small])} images, fewer than the {folds} folds: use fewer folds (--folds) or more images.")
+        raise ConfigError(
+            f"Class {small} has {int(counts[small])} images, fewer than the {folds} folds: use fewer folds (--folds) "
+            "or more images."
+        )
     cfg = head or audit_head()
     n_views = min(len(views[s]) for s in splits)
-    x = [np.concatenate([views[s][i] for s in splits]) if len(splits) > 1 else views[splits[0]][i] for i in range(n_views)]
+    x = [
+        np.concatenate([views[s][i] for s in splits]) if len(splits) > 1 else views[splits[0]][i]
+        for i in range(n_views)
+    ]
     if dims and x[0].shape[1] > dims and len(y) > 2 * dims:
         if progress:
             progress(f"label issues: {x[0].shape[1]:,} features reduced to {dims} principal components", 0.0)
         x = reduced(x, dims, seed)
     fold_of = np.zeros(len(y), np.int64)
-    for k, (_fit, held) in enumerate(StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y)):
+    for k, (_fit, held) in enumerate(
+        StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y)
+    ):
         fold_of[held] = k
 
     def probs_at(stack: np.ndarray, t: float) -> np.ndarray:
@@ -144,11 +169,18 @@ def out_of_sample_probabilities(views: dict[str, list[np.ndarray]], labels: dict
     for r in range(rounds):
         for k in range(folds):
             if progress:
-                progress(f"label issues: round {r + 1}/{rounds}, fold {k + 1}/{folds}", (r * folds + k) / (rounds * folds))
+                progress(
+                    f"label issues: round {r + 1}/{rounds}, fold {k + 1}/{folds}", (r * folds + k) / (rounds * folds)
+                )
             rows = np.flatnonzero((fold_of != k) & keep)
             held = np.flatnonzero(fold_of == k)
             xs = np.concatenate([v[rows] for v in x])
-            model = train_head(xs, np.tile(y[rows], n_views), num_classes, _fitted_steps(dataclasses.replace(cfg, seed=seed + k), len(xs)))
+            model = train_head(
+                xs,
+                np.tile(y[rows], n_views),
+                num_classes,
+                _fitted_steps(dataclasses.replace(cfg, seed=seed + k), len(xs)),
+            )
             del xs
             for i, v in enumerate(x):
                 logits[i, held] = model.logits(v[held])
@@ -159,7 +191,9 @@ def out_of_sample_probabilities(views: dict[str, list[np.ndarray]], labels: dict
     raw, calibrated = probs_at(logits, 1.0), probs_at(logits, temperature)
     bounds = np.cumsum([0] + [len(labels[s]) for s in splits])
     by_split = {s: slice(int(bounds[i]), int(bounds[i + 1])) for i, s in enumerate(splits)}
-    return OutOfSample({s: raw[r] for s, r in by_split.items()}, {s: calibrated[r] for s, r in by_split.items()}, temperature)
+    return OutOfSample(
+        {s: raw[r] for s, r in by_split.items()}, {s: calibrated[r] for s, r in by_split.items()}, temperature
+    )
 
 
 def reduced(views: list[np.ndarray], dims: int, seed: int = SEED) -> list[np.ndarray]:
@@ -181,7 +215,9 @@ def label_issue_order(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
 
     if len(labels) == 0:
         return np.zeros(0, np.int64)
-    found = find_label_issues(np.asarray(labels), np.asarray(probs), filter_by=FILTER_BY, return_indices_ranked_by="self_confidence")
+    found = find_label_issues(
+        np.asarray(labels), np.asarray(probs), filter_by=FILTER_BY, return_indices_ranked_by="self_confidence"
+    )
     return np.asarray(found, np.int64)
 
 
@@ -193,7 +229,9 @@ class Audit:
     labels: dict[str, np.ndarray]
     probs: dict[str, np.ndarray]
     issues: dict[str, np.ndarray]  # split -> indices flagged by cleanlab, worst first
-    neighbours: dict[str, tuple[np.ndarray, np.ndarray]]  # "test>train", "train>train", "test>test" -> (index, similarity)
+    neighbours: dict[
+        str, tuple[np.ndarray, np.ndarray]
+    ]  # "test>train", "train>train", "test>test" -> (index, similarity)
     seconds: float
     key: str = ""
     temperature: float = 1.0  # the out-of-sample probabilities' calibration (lib.analysis.calibration)
@@ -210,8 +248,15 @@ class Audit:
                 if given is not None and label != given:
                     continue
                 p = self.probs[name][i]
-                out.append({"split": name, "index": int(i), "given": self.classes[label], "suggested": self.classes[int(p.argmax())],
-                            "score": round(float(1.0 - p[label]), 4)})  # fmt: skip
+                out.append(
+                    {
+                        "split": name,
+                        "index": int(i),
+                        "given": self.classes[label],
+                        "suggested": self.classes[int(p.argmax())],
+                        "score": round(float(1.0 - p[label]), 4),
+                    }
+                )
         return sorted(out, key=lambda r: -r["score"])
 
     def duplicates(self, threshold: float = DEFAULT_THRESHOLD) -> list[dict[str, Any]]:
@@ -225,7 +270,10 @@ class Audit:
                 if a_split == b_split and b < a:
                     a, b = b, a
                 pairs[(*a, *b)] = float(sims[i])
-        rows = [{"split_a": k[0], "index_a": k[1], "split_b": k[2], "index_b": k[3], "similarity": round(v, 5)} for k, v in pairs.items()]
+        rows = [
+            {"split_a": k[0], "index_a": k[1], "split_b": k[2], "index_b": k[3], "similarity": round(v, 5)}
+            for k, v in pairs.items()
+        ]
         return sorted(rows, key=lambda r: (-r["similarity"], r["split_a"], r["index_a"]))
 
     def same_photos(self, min_score: float | None = None) -> list[dict[str, Any]]:
@@ -234,9 +282,19 @@ class Audit:
         from lib.analysis.duplicates import SAME_PHOTO
 
         low = SAME_PHOTO if min_score is None else min_score
-        rows = [{"split_a": name.split(">")[0], "index_a": int(a), "split_b": name.split(">")[1], "index_b": int(b), "similarity": round(float(s), 5),
-                 "photo_score": round(float(p), 4)}
-                for name, arrays in self.photos.items() for a, b, s, p in zip(*arrays) if p >= low]  # fmt: skip
+        rows = [
+            {
+                "split_a": name.split(">")[0],
+                "index_a": int(a),
+                "split_b": name.split(">")[1],
+                "index_b": int(b),
+                "similarity": round(float(s), 5),
+                "photo_score": round(float(p), 4),
+            }
+            for name, arrays in self.photos.items()
+            for a, b, s, p in zip(*arrays)
+            if p >= low
+        ]
         return sorted(rows, key=lambda r: (-r["photo_score"], -r["similarity"]))
 
     @property
@@ -248,7 +306,9 @@ class Audit:
         """Test indices whose nearest training image is at or above ``threshold`` (feature cosine); with ``threshold``
         None, those with a training image the pixel check confirmed as the same photograph."""
         if threshold is None:
-            return np.unique([r["index_a"] for r in self.same_photos() if (r["split_a"], r["split_b"]) == ("test", "train")]).astype(np.int64)
+            return np.unique(
+                [r["index_a"] for r in self.same_photos() if (r["split_a"], r["split_b"]) == ("test", "train")]
+            ).astype(np.int64)
         if "test>train" not in self.neighbours:
             return np.zeros(0, np.int64)
         return np.flatnonzero(self.neighbours["test>train"][1] >= threshold)
@@ -259,8 +319,18 @@ PHOTO_PARTS = ("a", "b", "sim", "score")  # the arrays of Audit.photos, as store
 
 def audit_key(feature_keys: dict[str, str], folds: int, seed: int, head: Any, labels: str = "") -> str:
     """A hash of everything that changes an audit (``labels``: the digest of replacement labels, if any)."""
-    parts = {"features": feature_keys, "folds": folds, "seed": seed, "head": dataclasses.asdict(head), "min_steps": MIN_STEPS, "rounds": ROUNDS, "dims": DIMS,
-             "filter_by": FILTER_BY, "pairs": PAIR_BUDGET, "v": AUDIT_VERSION}  # fmt: skip
+    parts = {
+        "features": feature_keys,
+        "folds": folds,
+        "seed": seed,
+        "head": dataclasses.asdict(head),
+        "min_steps": MIN_STEPS,
+        "rounds": ROUNDS,
+        "dims": DIMS,
+        "filter_by": FILTER_BY,
+        "pairs": PAIR_BUDGET,
+        "v": AUDIT_VERSION,
+    }
     text = json.dumps(parts | ({"labels": labels} if labels else {}), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
@@ -268,7 +338,11 @@ def audit_key(feature_keys: dict[str, str], folds: int, seed: int, head: Any, la
 def _arrays(audit: Audit) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     for split in audit.labels:
-        out[f"labels.{split}"], out[f"probs.{split}"], out[f"issues.{split}"] = audit.labels[split], audit.probs[split], audit.issues[split]
+        out[f"labels.{split}"], out[f"probs.{split}"], out[f"issues.{split}"] = (
+            audit.labels[split],
+            audit.probs[split],
+            audit.issues[split],
+        )
     for name, (index, sims) in audit.neighbours.items():
         out[f"nn_index.{name}"], out[f"nn_sim.{name}"] = index, sims
     for name, arrays in audit.photos.items():
@@ -281,8 +355,13 @@ def save_audit(path: Path, audit: Audit, feature_keys: dict[str, str] | None = N
     computed from) tell a bundle which dataset and backbone it belongs to."""
     from lib.store.atomic import save_npz_checked
 
-    meta = {"classes": audit.classes, "seconds": audit.seconds, "version": AUDIT_VERSION, "feature_keys": feature_keys or {},
-            "temperature": audit.temperature}
+    meta = {
+        "classes": audit.classes,
+        "seconds": audit.seconds,
+        "version": AUDIT_VERSION,
+        "feature_keys": feature_keys or {},
+        "temperature": audit.temperature,
+    }
     save_npz_checked(path, _arrays(audit), meta)
 
 
@@ -294,20 +373,41 @@ def load_audit(path: Path, expected: dict[str, int]) -> Audit | None:
     if loaded is None or loaded[0].get("version") != AUDIT_VERSION:
         return None
     meta, arrays = loaded
-    splits = sorted({k.split(".", 1)[1] for k in arrays if k.startswith("labels.")}, key=lambda s: (s != "train", s))  # train first
+    splits = sorted(
+        {k.split(".", 1)[1] for k in arrays if k.startswith("labels.")}, key=lambda s: (s != "train", s)
+    )  # train first
     if {s: len(arrays[f"labels.{s}"]) for s in splits} != expected:
         return None
-    neighbours = {k.split(".", 1)[1]: (arrays[k], arrays["nn_sim." + k.split(".", 1)[1]]) for k in arrays if k.startswith("nn_index.")}
+    neighbours = {
+        k.split(".", 1)[1]: (arrays[k], arrays["nn_sim." + k.split(".", 1)[1]])
+        for k in arrays
+        if k.startswith("nn_index.")
+    }
     names = [k.split(".", 1)[1] for k in arrays if k.startswith("photo_a.")]
     photos = {n: tuple(arrays[f"photo_{part}.{n}"] for part in PHOTO_PARTS) for n in names}
-    return Audit(list(meta["classes"]), {s: arrays[f"labels.{s}"] for s in splits}, {s: arrays[f"probs.{s}"] for s in splits},
-                 {s: arrays[f"issues.{s}"] for s in splits}, neighbours, float(meta.get("seconds", 0.0)), Path(path).stem,
-                 float(meta.get("temperature", 1.0)), photos)  # type: ignore[arg-type]  # fmt: skip
+    return Audit(
+        list(meta["classes"]),
+        {s: arrays[f"labels.{s}"] for s in splits},
+        {s: arrays[f"probs.{s}"] for s in splits},
+        {s: arrays[f"issues.{s}"] for s in splits},
+        neighbours,
+        float(meta.get("seconds", 0.0)),
+        Path(path).stem,
+        float(meta.get("temperature", 1.0)),
+        photos,
+    )
 
 
-def compute_audit(classes: list[str], features: dict[str, np.ndarray], labels: dict[str, np.ndarray], folds: int = DEFAULT_FOLDS, seed: int = SEED,
-                  progress: ProgressFn | None = None, model_features: dict[str, dict[str, np.ndarray]] | None = None,
-                  images: dict[str, np.ndarray] | None = None) -> Audit:  # fmt: skip
+def compute_audit(
+    classes: list[str],
+    features: dict[str, np.ndarray],
+    labels: dict[str, np.ndarray],
+    folds: int = DEFAULT_FOLDS,
+    seed: int = SEED,
+    progress: ProgressFn | None = None,
+    model_features: dict[str, dict[str, np.ndarray]] | None = None,
+    images: dict[str, np.ndarray] | None = None,
+) -> Audit:
     """Label issues and neighbours of a ``train`` (and optional ``test``) split's features. ``model_features`` (split ->
     view -> features; ``original`` and optionally ``flip``) are what the heads learn from when given (several
     backbones concatenated, say); the neighbour search always uses ``features``. With ``images`` (split -> uint8
@@ -318,7 +418,9 @@ def compute_audit(classes: list[str], features: dict[str, np.ndarray], labels: d
     report = progress or (lambda _stage, _f: None)
     model = model_features or {s: {"original": f} for s, f in features.items()}
     views = {s: [v["original"], *([v["flip"]] if "flip" in v else [])] for s, v in model.items()}
-    oos = out_of_sample_probabilities(views, {s: labels[s] for s in model}, len(classes), folds, seed, progress=lambda s, f: report(s, 0.7 * f))
+    oos = out_of_sample_probabilities(
+        views, {s: labels[s] for s in model}, len(classes), folds, seed, progress=lambda s, f: report(s, 0.7 * f)
+    )
     probs = oos.calibrated
     ranked = oos.calibrated if RANK_CALIBRATED else oos.raw
     issues = {split: label_issue_order(labels[split], ranked[split]) for split in probs}
@@ -339,40 +441,93 @@ def compute_audit(classes: list[str], features: dict[str, np.ndarray], labels: d
             keep = np.zeros(len(sim), bool)
             keep[np.argsort(-sim, kind="stable")[:budget]] = True
             a_split, b_split = name.split(">")
-            report(f"near-duplicates: {int(keep.sum()):,} {a_split}~{b_split} candidates checked on the pixels", 0.9 + 0.1 * n / len(candidates))
-            photos[name] = (rows_a[keep], rows_b[keep], sim[keep], dup.confirm(images[a_split], images[b_split], rows_a[keep], rows_b[keep]))
+            report(
+                f"near-duplicates: {int(keep.sum()):,} {a_split}~{b_split} candidates checked on the pixels",
+                0.9 + 0.1 * n / len(candidates),
+            )
+            photos[name] = (
+                rows_a[keep],
+                rows_b[keep],
+                sim[keep],
+                dup.confirm(images[a_split], images[b_split], rows_a[keep], rows_b[keep]),
+            )
     report("done", 1.0)
-    return Audit(list(classes), {s: np.asarray(labels[s]) for s in probs}, probs, issues, neighbours, time.perf_counter() - t0, temperature=oos.temperature,
-                 photos=photos)  # fmt: skip
+    return Audit(
+        list(classes),
+        {s: np.asarray(labels[s]) for s in probs},
+        probs,
+        issues,
+        neighbours,
+        time.perf_counter() - t0,
+        temperature=oos.temperature,
+        photos=photos,
+    )
 
 
-Parts = tuple[tuple[str, "int | None"], ...]  # further (backbone, size) whose features the audit's heads also learn from
+Parts = tuple[
+    tuple[str, "int | None"], ...
+]  # further (backbone, size) whose features the audit's heads also learn from
 
 
-def _audit_target(source: str, backbone: str, image_size: int | None, cache_dir: Path, runtime: str, folds: int,
-                  seed: int, labels: Any = None, more: Parts = (), views: tuple[str, ...] = VIEWS) -> tuple[Any, Path]:  # fmt: skip
+def _audit_target(
+    source: str,
+    backbone: str,
+    image_size: int | None,
+    cache_dir: Path,
+    runtime: str,
+    folds: int,
+    seed: int,
+    labels: Any = None,
+    more: Parts = (),
+    views: tuple[str, ...] = VIEWS,
+) -> tuple[Any, Path]:
     from lib.pipeline.whole import whole_dataset
     from lib.store.labels import labels_digest
     from lib.store.layout import CacheLayout
 
-    whole = whole_dataset(source, backbone, image_size, cache_dir, runtime, "An audit", splits=("train", "test"), more=more, views=views)
+    whole = whole_dataset(
+        source, backbone, image_size, cache_dir, runtime, "An audit", splits=("train", "test"), more=more, views=views
+    )
     digest = labels_digest(labels) if labels else ""
     return whole, CacheLayout.at(cache_dir).audit_file(audit_key(whole.feature_keys, folds, seed, audit_head(), digest))
 
 
-def cached_audit(source: str, backbone: str, image_size: int | None, cache_dir: CacheLike, runtime: str = DEFAULT_RUNTIME, folds: int = DEFAULT_FOLDS,
-                 seed: int = SEED, labels: Any = None, more: Parts = (), views: tuple[str, ...] = VIEWS) -> Audit | None:  # fmt: skip
+def cached_audit(
+    source: str,
+    backbone: str,
+    image_size: int | None,
+    cache_dir: CacheLike,
+    runtime: str = DEFAULT_RUNTIME,
+    folds: int = DEFAULT_FOLDS,
+    seed: int = SEED,
+    labels: Any = None,
+    more: Parts = (),
+    views: tuple[str, ...] = VIEWS,
+) -> Audit | None:
     """The stored audit if there is a valid one; never computes anything (what a page calls on load). Nothing is stored
     under ``auto``: a job settles it to a runtime first (:func:`lib.analysis.inventory.settled_runtime`)."""
     if runtime == AUTO:
         return None
-    whole, path = _audit_target(source, backbone, image_size, Path(cache_dir), runtime, folds, seed, labels, more, views)
+    whole, path = _audit_target(
+        source, backbone, image_size, Path(cache_dir), runtime, folds, seed, labels, more, views
+    )
     return load_audit(path, whole.sizes)
 
 
-def run_audit(source: str, backbone: str, image_size: int | None, cache_dir: CacheLike, runtime: str = DEFAULT_RUNTIME, folds: int = DEFAULT_FOLDS,
-              seed: int = SEED, progress: ProgressFn | None = None, batch_size: int = 256, labels: Any = None, more: Parts = (),
-              views: tuple[str, ...] = VIEWS) -> Audit:  # fmt: skip
+def run_audit(
+    source: str,
+    backbone: str,
+    image_size: int | None,
+    cache_dir: CacheLike,
+    runtime: str = DEFAULT_RUNTIME,
+    folds: int = DEFAULT_FOLDS,
+    seed: int = SEED,
+    progress: ProgressFn | None = None,
+    batch_size: int = 256,
+    labels: Any = None,
+    more: Parts = (),
+    views: tuple[str, ...] = VIEWS,
+) -> Audit:
     """The audit of every image of the dataset's train and test splits (features extracted if missing), with the
     given labels replaced by ``labels`` (:mod:`lib.store.labels`) where it names images. The heads learn from the
     backbone's features concatenated with those of ``more`` (backbone, size) parts, over ``views``; near-duplicates

@@ -37,7 +37,9 @@ THROUGHPUT_BATCH = 64
 THROUGHPUT_SECONDS = 1.0  # at least this long (and 4 batches) at batch 64
 LINEAR_PROBE_C = 0.1  # inverse L2 strength of the linear probe
 SHARED_FEATURES_TOLERANCE = 1e-4  # max relative difference for tf and litert to share heads
-DEFAULT_LIMIT = 50  # images per class of each split for the accuracy columns, unless --full (keeps the default grid under 30 min)
+DEFAULT_LIMIT = (
+    50  # images per class of each split for the accuracy columns, unless --full (keeps the default grid under 30 min)
+)
 
 
 @dataclass
@@ -61,16 +63,24 @@ class BenchmarkRow:
     backbone_name: str = ""
     accuracy_features: str = ""  # the runtime whose features trained the heads
     feature_max_rel_diff: float | None = None  # when another runtime's: how far its features were from these
-    multiply_adds_m: float | None = None  # millions of multiply-adds per image, counted from the float LiteRT graph (lib.analysis.flops)
+    multiply_adds_m: float | None = (
+        None  # millions of multiply-adds per image, counted from the float LiteRT graph (lib.analysis.flops)
+    )
     gflops: float | None = None  # 2 x multiply-adds x images/s: the arithmetic rate this runtime reached at batch 64
-    peak_fraction: float | None = None  # gflops / the machine's float32 matrix-multiply rate (the benchmark's peak probe)
+    peak_fraction: float | None = (
+        None  # gflops / the machine's float32 matrix-multiply rate (the benchmark's peak probe)
+    )
 
 
 def machine_info() -> dict[str, Any]:
     """CPU model, core count and platform: figures are only comparable on one machine."""
     cpu = "unknown CPU"
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
     except (OSError, StopIteration):
         pass
     return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform()}
@@ -90,7 +100,8 @@ def _reset_peak_rss() -> None:
 
 
 def _model_mb(spec: Any, loaded: Any) -> float | None:
-    """Size on disk of what runs: a converted model's file, else the local SavedModel or .tflite (None for a hub download)."""
+    """Size on disk of what runs: a converted model's file, else the local SavedModel or .tflite (None for a hub
+    download)."""
     converted = getattr(loaded, "path", None)
     path = Path(converted) if converted is not None else (Path(spec.handle) if Path(spec.handle).exists() else None)
     if path is None or not path.exists():
@@ -142,12 +153,15 @@ class BenchmarkSession:
     limit: int | None
     tf_models: dict[str, tuple[Any, float]] = dataclasses.field(default_factory=dict)
     accuracies: dict[tuple[str, int, str], _Accuracy] = dataclasses.field(default_factory=dict)
-    convert_seconds: dict[tuple[str, int, str], float] = dataclasses.field(default_factory=dict)  # converted ahead, in parallel
+    convert_seconds: dict[tuple[str, int, str], float] = dataclasses.field(
+        default_factory=dict
+    )  # converted ahead, in parallel
     macs: dict[tuple[str, int], float | None] = dataclasses.field(default_factory=dict)
     peak_gflops: float | None = None  # measured once, before the first row (lib.analysis.flops.matmul_gflops)
 
     def multiply_adds(self, spec: Any, size: int, loaded: Any) -> float | None:
-        """Multiply-adds per image of ``spec`` at ``size``, from its float LiteRT graph (the loaded one if it is a LiteRT
+        """Multiply-adds per image of ``spec`` at ``size``, from its float LiteRT graph (the loaded one if it is a
+        LiteRT
         model, else converted once); None if it cannot be counted."""
         key = (spec.handle, size)
         if key not in self.macs:
@@ -155,9 +169,12 @@ class BenchmarkSession:
             from lib.runtimes.litert import LiteRTRuntime
 
             try:
-                path = getattr(loaded, "path", None) or LiteRTRuntime(quantized=False).convert(spec, size, self.ds, self.layout, lambda: self.tf_model(spec)[0])
+                path = getattr(loaded, "path", None) or LiteRTRuntime(quantized=False).convert(
+                    spec, size, self.ds, self.layout, lambda: self.tf_model(spec)[0]
+                )
                 self.macs[key] = float(multiply_adds(path))
-            except Exception:  # noqa: BLE001 - a graph that cannot be converted or read: the row has no arithmetic figures
+            # a graph that cannot be converted or read: the row has no arithmetic figures
+            except Exception:  # noqa: BLE001
                 self.macs[key] = None
         return self.macs[key]
 
@@ -184,22 +201,40 @@ def _relative_difference(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(a64 - b64).max() / max(float(np.abs(b64).max()), 1e-12))
 
 
-def _accuracies(session: BenchmarkSession, spec: Any, size: int, runtime: str, loaded: Any, batch_features: np.ndarray) -> _Accuracy:
+def _accuracies(
+    session: BenchmarkSession, spec: Any, size: int, runtime: str, loaded: Any, batch_features: np.ndarray
+) -> _Accuracy:
     """Train the linear probe and the best preset on this runtime's features of the subset."""
     from lib.models.protocols import PROTOCOLS
     from lib.pipeline.engines import LocalEngine
     from lib.pipeline.training import fit_head, gather_features
 
     ds = session.ds
-    common = ((size,), ("original", "flip"), session.layout, session.limit, THROUGHPUT_BATCH, None, LocalEngine(session.layout, loaded), runtime)
+    common = (
+        (size,),
+        ("original", "flip"),
+        session.layout,
+        session.limit,
+        THROUGHPUT_BATCH,
+        None,
+        LocalEngine(session.layout, loaded),
+        runtime,
+    )
     train = gather_features(ds, spec, "train", *common)
     test = gather_features(ds, spec, "test", *common)
     x_train, x_test = train.parts[(size, "original")], test.parts[(size, "original")]
     linear = float((linear_probe(x_train, train.labels).predict(x_test) == test.labels).mean())
     best = PROTOCOLS["best"]
     tuned = fit_head(train, test, (size,), best.train_views, best.tta, best.head, len(ds.classes))
-    return _Accuracy(runtime, batch_features, linear, float((tuned.probs.argmax(1) == test.labels).mean()), len(train.labels), len(test.labels),
-                     int(x_train.shape[1]))  # fmt: skip
+    return _Accuracy(
+        runtime,
+        batch_features,
+        linear,
+        float((tuned.probs.argmax(1) == test.labels).mean()),
+        len(train.labels),
+        len(test.labels),
+        int(x_train.shape[1]),
+    )
 
 
 def linear_probe(x: np.ndarray, y: np.ndarray) -> Any:
@@ -212,7 +247,9 @@ def linear_probe(x: np.ndarray, y: np.ndarray) -> Any:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    return make_pipeline(StandardScaler(), LogisticRegression(C=LINEAR_PROBE_C, max_iter=1000)).fit(np.asarray(x, np.float32), y)
+    return make_pipeline(StandardScaler(), LogisticRegression(C=LINEAR_PROBE_C, max_iter=1000)).fit(
+        np.asarray(x, np.float32), y
+    )
 
 
 def measure_row(session: BenchmarkSession, backbone: str, size: int, runtime: str) -> BenchmarkRow:
@@ -253,13 +290,27 @@ def measure_row(session: BenchmarkSession, backbone: str, size: int, runtime: st
     macs = session.multiply_adds(spec, size, loaded)
     gflops = 2.0 * macs * ips / 1e9 if macs else None
     return BenchmarkRow(
-        backbone=spec.handle, backbone_name=spec.name, image_size=size, runtime=actual, load_seconds=round(load_seconds, 3),
-        latency_ms_p50=round(p50, 3), latency_ms_p95=round(p95, 3), images_per_second=round(ips, 1), model_mb=_model_mb(spec, loaded),
-        peak_rss_mb=peak_rss_mb(), linear_accuracy=accuracy.linear, best_accuracy=accuracy.best, n_train=accuracy.n_train,
-        n_test=accuracy.n_test, feature_dim=accuracy.feature_dim, accuracy_features=accuracy.runtime,
-        feature_max_rel_diff=rel, multiply_adds_m=round(macs / 1e6, 3) if macs else None, gflops=round(gflops, 1) if gflops else None,
+        backbone=spec.handle,
+        backbone_name=spec.name,
+        image_size=size,
+        runtime=actual,
+        load_seconds=round(load_seconds, 3),
+        latency_ms_p50=round(p50, 3),
+        latency_ms_p95=round(p95, 3),
+        images_per_second=round(ips, 1),
+        model_mb=_model_mb(spec, loaded),
+        peak_rss_mb=peak_rss_mb(),
+        linear_accuracy=accuracy.linear,
+        best_accuracy=accuracy.best,
+        n_train=accuracy.n_train,
+        n_test=accuracy.n_test,
+        feature_dim=accuracy.feature_dim,
+        accuracy_features=accuracy.runtime,
+        feature_max_rel_diff=rel,
+        multiply_adds_m=round(macs / 1e6, 3) if macs else None,
+        gflops=round(gflops, 1) if gflops else None,
         peak_fraction=round(gflops / session.peak_gflops, 3) if gflops and session.peak_gflops else None,
-    )  # fmt: skip
+    )
 
 
 def grid_configurations(backbones: list[str], sizes: list[int], runtimes: list[str]) -> list[tuple[str, int, str]]:
@@ -273,7 +324,9 @@ def grid_configurations(backbones: list[str], sizes: list[int], runtimes: list[s
     for backbone in backbones:
         spec = resolve_backbone(backbone)
         if spec.is_tflite_file:
-            out.append((backbone, int(spec.native_size or 0), DEFAULT_RUNTIME))  # 0: its own fixed size, read when loaded
+            out.append(
+                (backbone, int(spec.native_size or 0), DEFAULT_RUNTIME)
+            )  # 0: its own fixed size, read when loaded
             continue
         out.extend((backbone, int(size), rt.name) for size in sizes for rt in chosen)
     return out
@@ -289,15 +342,30 @@ def default_grid() -> list[tuple[str, int, str]]:
     return grid_configurations(local_backbones(), list(DEFAULT_SIZES), list(selectable()))
 
 
-def run_benchmark(source: str, backbones: list[str], sizes: list[int], runtimes: list[str], layout: CacheLike,
-                  limit: int | None = DEFAULT_LIMIT, progress: Callable[[int, int, str], None] | None = None,
-                  convert_workers: int = 1) -> dict[str, Any]:  # fmt: skip
+def run_benchmark(
+    source: str,
+    backbones: list[str],
+    sizes: list[int],
+    runtimes: list[str],
+    layout: CacheLike,
+    limit: int | None = DEFAULT_LIMIT,
+    progress: Callable[[int, int, str], None] | None = None,
+    convert_workers: int = 1,
+) -> dict[str, Any]:
     """Measure the (backbones x sizes x runtimes) grid; see :func:`run_configurations`."""
-    return run_configurations(source, grid_configurations(backbones, sizes, runtimes), layout, limit, progress, convert_workers)
+    return run_configurations(
+        source, grid_configurations(backbones, sizes, runtimes), layout, limit, progress, convert_workers
+    )
 
 
-def run_configurations(source: str, configs: list[tuple[str, int, str]], layout: CacheLike, limit: int | None = DEFAULT_LIMIT,
-                       progress: Callable[[int, int, str], None] | None = None, convert_workers: int = 1) -> dict[str, Any]:  # fmt: skip
+def run_configurations(
+    source: str,
+    configs: list[tuple[str, int, str]],
+    layout: CacheLike,
+    limit: int | None = DEFAULT_LIMIT,
+    progress: Callable[[int, int, str], None] | None = None,
+    convert_workers: int = 1,
+) -> dict[str, Any]:
     """Measure ``configs``, resuming finished rows; returns ``{"rows": [...], "machine": ..., ...}``.
 
     ``progress(done, total, label)`` counts the configurations still to measure in this call (rows read back
@@ -324,16 +392,26 @@ def run_configurations(source: str, configs: list[tuple[str, int, str]], layout:
     path = layout.benchmark_file(benchmark_key(grid, machine, versions))
     saved = read_json(path)
     rows: list[dict[str, Any]] = list(saved.get("rows", [])) if isinstance(saved, dict) else []
-    result: dict[str, Any] = {"source": source, "dataset": ds.fingerprint, "limit": limit, "machine": machine, "versions": versions, "rows": rows,
-              "benchmark_version": BENCHMARK_VERSION,
-              "subset": f"first {limit} images per class of train and of test" if limit else "every image of train and test"}  # fmt: skip
+    result: dict[str, Any] = {
+        "source": source,
+        "dataset": ds.fingerprint,
+        "limit": limit,
+        "machine": machine,
+        "versions": versions,
+        "rows": rows,
+        "benchmark_version": BENCHMARK_VERSION,
+        "subset": f"first {limit} images per class of train and of test" if limit else "every image of train and test",
+    }
     todo = missing_configurations(configs, rows)
     session = BenchmarkSession(ds, layout, limit)
     if todo:
         from lib.analysis.flops import matmul_gflops
 
         session.peak_gflops = matmul_gflops()  # before any model loads, so the probe has the cores to itself
-        result["peak_probe"] = {"gflops": round(session.peak_gflops, 1), "method": "numpy float32 1024x1024 matrix product, best over 1 s, every core"}
+        result["peak_probe"] = {
+            "gflops": round(session.peak_gflops, 1),
+            "method": "numpy float32 1024x1024 matrix product, best over 1 s, every core",
+        }
     if convert_workers > 1:
         session.convert_seconds = preconvert(source, ds, todo, layout, convert_workers, progress)
     for i, (backbone, size, runtime) in enumerate(todo):
@@ -347,5 +425,3 @@ def run_configurations(source: str, configs: list[tuple[str, int, str]], layout:
     write_json_atomic(path, result)
     result["path"] = str(path)
     return result
-
-

@@ -27,10 +27,16 @@ def config_key(backbone: str, size: int, runtime: str) -> tuple[str, int, str]:
 def row_key(row: dict[str, Any]) -> tuple[Any, Any, Any]:
     """:func:`config_key` of a stored row."""
     runtime = registry().get(str(row.get("runtime")))
-    return row.get("backbone"), (row.get("image_size") if runtime is None or runtime.selectable else 0), row.get("runtime")
+    return (
+        row.get("backbone"),
+        (row.get("image_size") if runtime is None or runtime.selectable else 0),
+        row.get("runtime"),
+    )
 
 
-def missing_configurations(configs: list[tuple[str, int, str]], rows: list[dict[str, Any]]) -> list[tuple[str, int, str]]:
+def missing_configurations(
+    configs: list[tuple[str, int, str]], rows: list[dict[str, Any]]
+) -> list[tuple[str, int, str]]:
     """The configurations no row measures yet."""
     done = {row_key(r) for r in rows}
     return [c for c in configs if config_key(*c) not in done]
@@ -43,8 +49,17 @@ def stored_benchmarks(layout: CacheLike) -> list[dict[str, Any]]:
     out = []
     for path in CacheLayout.at(layout).benchmark_files():
         data = read_json(path)
-        if isinstance(data, dict) and isinstance(data.get("rows"), list) and data["rows"] and isinstance(data.get("machine"), dict):
-            rows = [r for r in data["rows"] if isinstance(r, dict) and {"backbone", "image_size", "runtime", "best_accuracy"} <= set(r)]
+        if (
+            isinstance(data, dict)
+            and isinstance(data.get("rows"), list)
+            and data["rows"]
+            and isinstance(data.get("machine"), dict)
+        ):
+            rows = [
+                r
+                for r in data["rows"]
+                if isinstance(r, dict) and {"backbone", "image_size", "runtime", "best_accuracy"} <= set(r)
+            ]
             out.append({**data, "rows": rows, "path": str(path), "mtime": path.stat().st_mtime})
     return sorted(out, key=lambda d: d["mtime"], reverse=True)
 
@@ -97,16 +112,32 @@ def int8_loss(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         f = max(floats, key=lambda r: r["images_per_second"])
         for q in sorted(ints, key=lambda r: r["runtime"]):  # litert-int8 and litert-mixed, one row each
-            out.append({"backbone": q.get("backbone_name") or backbone, "image_size": size, "float_runtime": f["runtime"], "int8_runtime": q["runtime"],
-                        "float_best": f["best_accuracy"], "int8_best": q["best_accuracy"],
-                        "loss_points": round(100 * (f["best_accuracy"] - q["best_accuracy"]), 2),
-                        "int8_speedup": round(q["images_per_second"] / f["images_per_second"], 2)})  # fmt: skip
+            out.append(
+                {
+                    "backbone": q.get("backbone_name") or backbone,
+                    "image_size": size,
+                    "float_runtime": f["runtime"],
+                    "int8_runtime": q["runtime"],
+                    "float_best": f["best_accuracy"],
+                    "int8_best": q["best_accuracy"],
+                    "loss_points": round(100 * (f["best_accuracy"] - q["best_accuracy"]), 2),
+                    "int8_speedup": round(q["images_per_second"] / f["images_per_second"], 2),
+                }
+            )
     return out
 
 
 def _like(m: Any) -> tuple[Any, ...]:
     """What two runs must share to compare their runtimes: dataset, every backbone at its sizes, head, views."""
-    return m.dataset_fingerprint, m.backbone_identity, tuple(m.image_sizes), str(m.extra_backbones), m.head, m.train_views, m.tta
+    return (
+        m.dataset_fingerprint,
+        m.backbone_identity,
+        tuple(m.image_sizes),
+        str(m.extra_backbones),
+        m.head,
+        m.train_views,
+        m.tta,
+    )
 
 
 def int8_loss_from_runs(manifests: list[Any]) -> list[dict[str, Any]]:
@@ -114,27 +145,46 @@ def int8_loss_from_runs(manifests: list[Any]) -> list[dict[str, Any]]:
     with the same dataset, backbone, sizes and head, one with a float runtime and one with ``litert-int8``."""
     runtimes = registry()
     # runs on the dataset's own labels and every image only: an exclude list or label fixes train on other data
-    full = [m for m in manifests if m.limit is None and not m.finetuned and m.runtime in runtimes and not m.excluded and not m.relabel]
+    full = [
+        m
+        for m in manifests
+        if m.limit is None and not m.finetuned and m.runtime in runtimes and not m.excluded and not m.relabel
+    ]
     out = []
     for q in (m for m in full if runtimes[m.runtime].quantized):
-        twins = [m for m in full if runtimes[m.runtime].exact and _like(m) == _like(q)]  # fmt: skip
+        twins = [m for m in full if runtimes[m.runtime].exact and _like(m) == _like(q)]
         if twins:
             f = max(twins, key=lambda m: m.created)
-            out.append({"backbone": q.backbone_name, "image_sizes": ",".join(map(str, q.image_sizes)), "protocol": q.protocol or "custom",
-                        "int8_runtime": q.runtime, "float_run": f.run_id, "float_accuracy": f.metrics.test_accuracy, "int8_run": q.run_id,
-                        "int8_accuracy": q.metrics.test_accuracy, "loss_points": round(100 * (f.metrics.test_accuracy - q.metrics.test_accuracy), 2),
-                        "test_images": q.metrics.test_images})  # fmt: skip
+            out.append(
+                {
+                    "backbone": q.backbone_name,
+                    "image_sizes": ",".join(map(str, q.image_sizes)),
+                    "protocol": q.protocol or "custom",
+                    "int8_runtime": q.runtime,
+                    "float_run": f.run_id,
+                    "float_accuracy": f.metrics.test_accuracy,
+                    "int8_run": q.run_id,
+                    "int8_accuracy": q.metrics.test_accuracy,
+                    "loss_points": round(100 * (f.metrics.test_accuracy - q.metrics.test_accuracy), 2),
+                    "test_images": q.metrics.test_images,
+                }
+            )
     return out
 
 
 MAX_FAST_LOSS = 0.5  # points below the float twin on the full sets: what "int8 without the loss" allows
 
 
-def fast_choice(full: list[dict[str, Any]], subset_loss: list[dict[str, Any]], max_loss: float = MAX_FAST_LOSS) -> dict[str, Any] | None:
+def fast_choice(
+    full: list[dict[str, Any]], subset_loss: list[dict[str, Any]], max_loss: float = MAX_FAST_LOSS
+) -> dict[str, Any] | None:
     """The quantised configuration to offer as the fast choice: among full-set pairs (:func:`int8_loss_from_runs`)
     within ``max_loss`` points of their float twin, the one whose runtime is measured fastest against float on this
     machine (:func:`int8_loss`'s ``int8_speedup``, same backbone, size and runtime); None if none qualifies."""
     speed = {(r["backbone"], str(r["image_size"]), r["int8_runtime"]): r["int8_speedup"] for r in subset_loss}
-    found = [r | {"int8_speedup": speed[key]} for r in full if r["loss_points"] <= max_loss
-             and (key := (r["backbone"], r["image_sizes"], r["int8_runtime"])) in speed]  # fmt: skip
+    found = [
+        r | {"int8_speedup": speed[key]}
+        for r in full
+        if r["loss_points"] <= max_loss and (key := (r["backbone"], r["image_sizes"], r["int8_runtime"])) in speed
+    ]
     return max(found, key=lambda r: r["int8_speedup"]) if found else None

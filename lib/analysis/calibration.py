@@ -34,5 +34,10 @@ def fit_temperature(probs_at: Callable[[float], np.ndarray], labels: np.ndarray)
     if len(labels) < MIN_ROWS:
         return 1.0
     lo, hi = np.log(BOUNDS[0]), np.log(BOUNDS[1])
-    best = minimize_scalar(lambda log_t: nll(probs_at(float(np.exp(log_t))), labels), bounds=(lo, hi), method="bounded", options={"xatol": 1e-3})
+    best = minimize_scalar(
+        lambda log_t: nll(probs_at(float(np.exp(log_t))), labels),
+        bounds=(lo, hi),
+        method="bounded",
+        options={"xatol": 1e-3},
+    )
     return float(np.exp(best.x)) if best.success else 1.0

@@ -103,8 +103,9 @@ def same_photo_scores(a: np.ndarray, b: np.ndarray, chunk: int = 256) -> np.ndar
 CHUNK = 2048  # query rows per matrix product in the neighbour search
 
 
-def nearest_neighbours(queries: np.ndarray, base: np.ndarray, same: bool = False,
-                       progress: Callable[[float], None] | None = None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def nearest_neighbours(
+    queries: np.ndarray, base: np.ndarray, same: bool = False, progress: Callable[[float], None] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """For every (L2-normalised) query row, the index of its most similar ``base`` row and the cosine
     similarity, exactly. With ``same`` (queries are base), a row is never its own neighbour, and each pair's
     similarity is computed once (the upper triangle, in blocks), which halves the work."""
@@ -158,8 +159,9 @@ def normalise(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-
-CANDIDATE_FLOOR = 0.75  # feature cosine from which a pair is checked on the pixels (same photographs were seen down to ~0.78)
+CANDIDATE_FLOOR = (
+    0.75  # feature cosine from which a pair is checked on the pixels (same photographs were seen down to ~0.78)
+)
 TOP_K = 5  # training images checked per test image: its nearest by features is not always its copy
 MAX_PAIRS = 20_000  # pixel checks of one search at most (the most similar first), about 20 ms each on one core
 # Pixel checks per search in an audit (the most similar candidates first): test images copied from train matter most
@@ -168,7 +170,9 @@ MAX_PAIRS = 20_000  # pixel checks of one search at most (the most similar first
 PAIR_BUDGET = {"test>train": 1_500, "train>train": 200, "test>test": 50}
 
 
-def top_neighbours(queries: np.ndarray, base: np.ndarray, k: int = TOP_K, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+def top_neighbours(
+    queries: np.ndarray, base: np.ndarray, k: int = TOP_K, chunk: int = 2048
+) -> tuple[np.ndarray, np.ndarray]:
     """For every (L2-normalised) query row, its ``k`` most similar ``base`` rows (most similar first) and their cosine
     similarities, exactly."""
     k = min(k, len(base))
@@ -176,7 +180,11 @@ def top_neighbours(queries: np.ndarray, base: np.ndarray, k: int = TOP_K, chunk:
     sims = np.zeros((len(queries), k), np.float32)
     for start in range(0, len(queries), chunk):
         block = queries[start : start + chunk] @ base.T
-        top = np.argpartition(-block, k - 1, axis=1)[:, :k] if k < block.shape[1] else np.tile(np.arange(k), (len(block), 1))
+        top = (
+            np.argpartition(-block, k - 1, axis=1)[:, :k]
+            if k < block.shape[1]
+            else np.tile(np.arange(k), (len(block), 1))
+        )
         vals = np.take_along_axis(block, top, axis=1)
         order = np.argsort(-vals, axis=1)
         index[start : start + len(block)] = np.take_along_axis(top, order, axis=1)
@@ -184,8 +192,11 @@ def top_neighbours(queries: np.ndarray, base: np.ndarray, k: int = TOP_K, chunk:
     return index, sims
 
 
-def candidate_pairs(index: np.ndarray, sims: np.ndarray, same_split: bool, floor: float = CANDIDATE_FLOOR) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(a, b, similarity)`` of every neighbour at or above ``floor`` (``index``/``sims``: ``[N]`` or ``[N, k]``); within
+def candidate_pairs(
+    index: np.ndarray, sims: np.ndarray, same_split: bool, floor: float = CANDIDATE_FLOOR
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(a, b, similarity)`` of every neighbour at or above ``floor`` (``index``/``sims``: ``[N]`` or ``[N, k]``);
+    within
     one split each pair once, the smaller index first."""
     index, sims = index.reshape(len(index), -1), sims.reshape(len(sims), -1)
     rows, cols = np.nonzero(sims >= floor)
@@ -199,8 +210,11 @@ def candidate_pairs(index: np.ndarray, sims: np.ndarray, same_split: bool, floor
     return a, b, s
 
 
-def confirm(images_a: np.ndarray, images_b: np.ndarray, a: np.ndarray, b: np.ndarray, progress: Any = None, chunk: int = 512) -> np.ndarray:
-    """:func:`same_photo_scores` of the pairs ``images_a[a[i]]``, ``images_b[b[i]]``; ``progress(fraction)`` after each chunk."""
+def confirm(
+    images_a: np.ndarray, images_b: np.ndarray, a: np.ndarray, b: np.ndarray, progress: Any = None, chunk: int = 512
+) -> np.ndarray:
+    """:func:`same_photo_scores` of the pairs ``images_a[a[i]]``, ``images_b[b[i]]``; ``progress(fraction)`` after each
+    chunk."""
     out = np.zeros(len(a), np.float32)
     for start in range(0, len(a), chunk):
         rows = slice(start, start + chunk)

@@ -1,8 +1,8 @@
 """Evaluation: pure functions over stored labels and probabilities (no TensorFlow).
 
-    report = evaluate(y_true, probs, classes)
-    report["accuracy"], report["per_class"], report["confusion"]
-    cell = misclassified(y_true, probs, true_class=3, predicted_class=5)   # most confident first
+report = evaluate(y_true, probs, classes)
+report["accuracy"], report["per_class"], report["confusion"]
+cell = misclassified(y_true, probs, true_class=3, predicted_class=5)   # most confident first
 """
 
 from __future__ import annotations
@@ -48,14 +48,23 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int, normaliz
     return np.divide(cm, rows, out=np.zeros(cm.shape, float), where=rows > 0)
 
 
-def per_class_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str] | tuple[str, ...]) -> list[dict[str, Any]]:
+def per_class_metrics(
+    y_true: np.ndarray, y_pred: np.ndarray, classes: list[str] | tuple[str, ...]
+) -> list[dict[str, Any]]:
     """Per class: accuracy (= recall), precision, recall, F1 and support."""
     from sklearn.metrics import precision_recall_fscore_support
 
     labels = np.arange(len(classes))
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     return [
-        {"class": c, "accuracy": float(r[i]), "precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
+        {
+            "class": c,
+            "accuracy": float(r[i]),
+            "precision": float(p[i]),
+            "recall": float(r[i]),
+            "f1": float(f[i]),
+            "support": int(s[i]),
+        }
         for i, c in enumerate(classes)
     ]
 
@@ -71,8 +80,16 @@ def top_confused_pairs(cm: np.ndarray, classes: list[str] | tuple[str, ...], n: 
         if off[t, p] <= 0:
             break
         support = cm[t].sum()
-        rows.append({"true": classes[t], "predicted": classes[p], "true_index": int(t), "predicted_index": int(p),
-                     "count": int(cm[t, p]), "share_of_true": float(cm[t, p] / support) if support else 0.0})  # fmt: skip
+        rows.append(
+            {
+                "true": classes[t],
+                "predicted": classes[p],
+                "true_index": int(t),
+                "predicted_index": int(p),
+                "count": int(cm[t, p]),
+                "share_of_true": float(cm[t, p] / support) if support else 0.0,
+            }
+        )
     return rows
 
 
@@ -100,19 +117,37 @@ def reliability(y_true: np.ndarray, probs: np.ndarray, bins: int = 15) -> dict[s
             ece += count / len(conf) * abs(acc - mean_conf)
         else:
             acc = mean_conf = float("nan")
-        rows.append({"bin_low": float(edges[b]), "bin_high": float(edges[b + 1]), "count": count, "accuracy": acc, "confidence": mean_conf})
+        rows.append(
+            {
+                "bin_low": float(edges[b]),
+                "bin_high": float(edges[b + 1]),
+                "count": count,
+                "accuracy": acc,
+                "confidence": mean_conf,
+            }
+        )
     return {"bins": rows, "ece": float(ece)}
 
 
-def evaluate_for_run(y_true: np.ndarray, probs: np.ndarray, classes: list[str] | tuple[str, ...], warn: Any = None) -> dict[str, Any]:
+def evaluate_for_run(
+    y_true: np.ndarray, probs: np.ndarray, classes: list[str] | tuple[str, ...], warn: Any = None
+) -> dict[str, Any]:
     """:func:`evaluate`, but a trained head is never lost to a failure of it: if any figure beyond accuracy and ECE
     cannot be computed, those two are returned (and ``warn`` is told why), so the run is still saved."""
     try:
         return evaluate(y_true, probs, classes)
     except Exception as err:  # noqa: BLE001 - whatever the metrics library raises, the trained head is saved
         if warn is not None:
-            warn(f"Some metrics could not be computed ({type(err).__name__}: {str(err)[:200]}); the run is saved with accuracy and ECE.")
-        return {"accuracy": accuracy(y_true, probs), "top5_accuracy": None, "calibration": reliability(y_true, probs), "count": len(y_true)}
+            warn(
+                f"Some metrics could not be computed ({type(err).__name__}: {str(err)[:200]}); the run is saved with "
+                "accuracy and ECE."
+            )
+        return {
+            "accuracy": accuracy(y_true, probs),
+            "top5_accuracy": None,
+            "calibration": reliability(y_true, probs),
+            "count": len(y_true),
+        }
 
 
 def evaluate(y_true: np.ndarray, probs: np.ndarray, classes: list[str] | tuple[str, ...]) -> dict[str, Any]:

@@ -54,8 +54,14 @@ def map_key(feature_keys: dict[str, str], method: str, params: dict[str, Any]) -
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-def project_all(features: dict[str, np.ndarray], method: str = "pca", perplexity: float = 30.0, iterations: int = 500, seed: int = SEED,
-                progress: ProgressFn | None = None) -> dict[str, np.ndarray]:  # fmt: skip
+def project_all(
+    features: dict[str, np.ndarray],
+    method: str = "pca",
+    perplexity: float = 30.0,
+    iterations: int = 500,
+    seed: int = SEED,
+    progress: ProgressFn | None = None,
+) -> dict[str, np.ndarray]:
     """Fit on ``features["train"]``, place every other split with the fitted model."""
     from sklearn.decomposition import PCA
 
@@ -67,19 +73,33 @@ def project_all(features: dict[str, np.ndarray], method: str = "pca", perplexity
     if method == "pca":
         report("PCA", 0.0)
         pca = PCA(n_components=2, random_state=seed).fit(train)
-        return {"train": pca.transform(train).astype(np.float32), **{s: pca.transform(x).astype(np.float32) for s, x in others.items()}}
+        return {
+            "train": pca.transform(train).astype(np.float32),
+            **{s: pca.transform(x).astype(np.float32) for s, x in others.items()},
+        }
     from openTSNE import TSNE
 
     if len(train) <= 3 * perplexity:
-        raise ConfigError(f"t-SNE with perplexity {perplexity:g} needs more than {3 * perplexity:g} training images; this split has {len(train)}.")
+        raise ConfigError(
+            f"t-SNE with perplexity {perplexity:g} needs more than {3 * perplexity:g} training images; this split "
+            f"has {len(train)}."
+        )
     report(f"PCA to {PCA_DIMS} dimensions", 0.02)
     pca = PCA(n_components=min(PCA_DIMS, train.shape[1], len(train)), random_state=seed).fit(train)
 
     def on_iteration(iteration: int, _error: float, _embedding: Any) -> None:
         report(f"t-SNE iteration {iteration}", 0.05 + 0.8 * min(iteration / (iterations + 250), 1.0))
 
-    tsne = TSNE(perplexity=perplexity, n_iter=iterations, initialization="pca", negative_gradient_method="fft", n_jobs=os.cpu_count() or 1,
-                random_state=seed, callbacks=on_iteration, callbacks_every_iters=50)  # fmt: skip
+    tsne = TSNE(
+        perplexity=perplexity,
+        n_iter=iterations,
+        initialization="pca",
+        negative_gradient_method="fft",
+        n_jobs=os.cpu_count() or 1,
+        random_state=seed,
+        callbacks=on_iteration,
+        callbacks_every_iters=50,
+    )
     embedding = tsne.fit(pca.transform(train))
     out = {"train": np.asarray(embedding, np.float32)}
     for s, x in others.items():
@@ -93,7 +113,13 @@ def save_map(path: Path, m: FullMap, feature_keys: dict[str, str] | None = None)
     computed from) tell a bundle which dataset and backbone it belongs to."""
     from lib.store.atomic import save_npz_checked
 
-    meta = {"method": m.method, "seconds": m.seconds, "params": m.params, "version": MAP_VERSION, "feature_keys": feature_keys or {}}
+    meta = {
+        "method": m.method,
+        "seconds": m.seconds,
+        "params": m.params,
+        "version": MAP_VERSION,
+        "feature_keys": feature_keys or {},
+    }
     save_npz_checked(path, m.coords, meta)
 
 
@@ -105,17 +131,32 @@ def load_map(path: Path, expected: dict[str, int]) -> FullMap | None:
     if loaded is None or loaded[0].get("version") != MAP_VERSION:
         return None
     meta, coords = loaded
-    if {s: len(c) for s, c in coords.items()} != expected or not all(c.ndim == 2 and c.shape[1] == 2 and np.isfinite(c).all() for c in coords.values()):
+    if {s: len(c) for s, c in coords.items()} != expected or not all(
+        c.ndim == 2 and c.shape[1] == 2 and np.isfinite(c).all() for c in coords.values()
+    ):
         return None
-    return FullMap(str(meta["method"]), coords, float(meta.get("seconds", 0.0)), dict(meta.get("params", {})), path.stem)
+    return FullMap(
+        str(meta["method"]), coords, float(meta.get("seconds", 0.0)), dict(meta.get("params", {})), path.stem
+    )
 
 
 def _params(method: str, perplexity: float, iterations: int, seed: int) -> dict[str, Any]:
-    return {"seed": seed} if method == "pca" else {"perplexity": perplexity, "iterations": iterations, "seed": seed, "pca_dims": PCA_DIMS}
+    return (
+        {"seed": seed}
+        if method == "pca"
+        else {"perplexity": perplexity, "iterations": iterations, "seed": seed, "pca_dims": PCA_DIMS}
+    )
 
 
-def _map_target(source: str, backbone: str, image_size: int | None, cache_dir: Path, method: str, runtime: str,
-                params: dict[str, Any]) -> tuple[Any, Path]:  # fmt: skip
+def _map_target(
+    source: str,
+    backbone: str,
+    image_size: int | None,
+    cache_dir: Path,
+    method: str,
+    runtime: str,
+    params: dict[str, Any],
+) -> tuple[Any, Path]:
     from lib.pipeline.whole import whole_dataset
     from lib.store.layout import CacheLayout
 
@@ -125,16 +166,37 @@ def _map_target(source: str, backbone: str, image_size: int | None, cache_dir: P
     return whole, CacheLayout.at(cache_dir).full_map_file(method, map_key(whole.feature_keys, method, params))
 
 
-def find_full_map(source: str, backbone: str, image_size: int | None, cache_dir: CacheLike, method: str = "tsne", runtime: str = DEFAULT_RUNTIME,
-                  perplexity: float = 30.0, iterations: int = 500, seed: int = SEED) -> FullMap | None:  # fmt: skip
+def find_full_map(
+    source: str,
+    backbone: str,
+    image_size: int | None,
+    cache_dir: CacheLike,
+    method: str = "tsne",
+    runtime: str = DEFAULT_RUNTIME,
+    perplexity: float = 30.0,
+    iterations: int = 500,
+    seed: int = SEED,
+) -> FullMap | None:
     """The stored map if there is a valid one; never computes anything (what a page calls on load)."""
-    whole, path = _map_target(source, backbone, image_size, Path(cache_dir), method, runtime, _params(method, perplexity, iterations, seed))
+    whole, path = _map_target(
+        source, backbone, image_size, Path(cache_dir), method, runtime, _params(method, perplexity, iterations, seed)
+    )
     return load_map(path, whole.sizes)
 
 
-def compute_full_map(source: str, backbone: str, image_size: int | None, cache_dir: CacheLike, method: str = "tsne", runtime: str = DEFAULT_RUNTIME,
-                     perplexity: float = 30.0, iterations: int = 500, seed: int = SEED, progress: ProgressFn | None = None,
-                     batch_size: int = 256) -> FullMap:  # fmt: skip
+def compute_full_map(
+    source: str,
+    backbone: str,
+    image_size: int | None,
+    cache_dir: CacheLike,
+    method: str = "tsne",
+    runtime: str = DEFAULT_RUNTIME,
+    perplexity: float = 30.0,
+    iterations: int = 500,
+    seed: int = SEED,
+    progress: ProgressFn | None = None,
+    batch_size: int = 256,
+) -> FullMap:
     """The map of every image (features extracted first if missing), computed once and then read back."""
     cache_dir = Path(cache_dir)
     params = _params(method, perplexity, iterations, seed)

@@ -3,7 +3,8 @@ first, which splits still need features. Plain values from the artifacts' manife
 
     missing_feature_splits(layout, ds, spec, 128, "tf")        # ["test"]: what extracting would still make
     sets = feature_sets(layout, ds)                             # every (backbone, size, limit, runtime) with features
-    preferred_feature_set(sets, run.manifest, spec.handle, 128) # the active run's, else the active backbone's at its size
+    preferred_feature_set(sets, run.manifest, spec.handle, 128) # the active run's, else the active backbone's at its
+    size
 """
 
 from __future__ import annotations
@@ -42,7 +43,10 @@ def dataset_features(layout: CacheLike, ds: Any, view: str | None = "original") 
 
 def feature_sets(layout: CacheLike, ds: Any) -> list[FeatureSet]:
     """Every feature set of ``ds`` with original-view features, in a stable order."""
-    return sorted({_of(m) for m in dataset_features(layout, ds)}, key=lambda s: (s.backbone, s.image_size, s.limit or 0, s.runtime))
+    return sorted(
+        {_of(m) for m in dataset_features(layout, ds)},
+        key=lambda s: (s.backbone, s.image_size, s.limit or 0, s.runtime),
+    )
 
 
 def splits_with(layout: CacheLike, ds: Any, fs: FeatureSet) -> list[str]:
@@ -51,12 +55,21 @@ def splits_with(layout: CacheLike, ds: Any, fs: FeatureSet) -> list[str]:
     return [s for s in ds.splits if s in have]
 
 
-def preferred_feature_set(sets: list[FeatureSet], run_manifest: Any, backbone_handle: str, image_size: int) -> FeatureSet | None:
+def preferred_feature_set(
+    sets: list[FeatureSet], run_manifest: Any, backbone_handle: str, image_size: int
+) -> FeatureSet | None:
     """What to show first: the active run's features, else the active backbone at the active size (whole splits, the
     default runtime), else any whole-split set, else none."""
     if run_manifest is not None:
         m = run_manifest
-        found = next((s for s in sets if (s.backbone, s.image_size, s.limit, s.runtime) == (m.backbone, m.image_size, m.limit, m.runtime)), None)
+        found = next(
+            (
+                s
+                for s in sets
+                if (s.backbone, s.image_size, s.limit, s.runtime) == (m.backbone, m.image_size, m.limit, m.runtime)
+            ),
+            None,
+        )
         if found is not None:
             return found
     active = FeatureSet(backbone_handle, image_size, None, DEFAULT_RUNTIME)
@@ -65,14 +78,20 @@ def preferred_feature_set(sets: list[FeatureSet], run_manifest: Any, backbone_ha
     return next((s for s in sets if s.limit is None), None)
 
 
-def missing_feature_splits(layout: CacheLike, ds: Any, spec: Any, image_size: int, runtime: str = DEFAULT_RUNTIME, view: str = "original") -> list[str]:
+def missing_feature_splits(
+    layout: CacheLike, ds: Any, spec: Any, image_size: int, runtime: str = DEFAULT_RUNTIME, view: str = "original"
+) -> list[str]:
     """The splits of ``ds`` that have no valid features of ``spec`` at ``image_size`` made by ``runtime`` (features of
     another runtime do not count: they are other features; ``auto`` has none until a job settles it)."""
     from lib.pipeline.features import feature_key_for
 
     if runtime == AUTO:
         return list(ds.splits)
-    return [s for s in ds.splits if load_cached_features(layout, feature_key_for(ds, s, spec, image_size, view, None, runtime)) is None]
+    return [
+        s
+        for s in ds.splits
+        if load_cached_features(layout, feature_key_for(ds, s, spec, image_size, view, None, runtime)) is None
+    ]
 
 
 def settled_runtime(layout: CacheLike, ds: Any, spec: Any, image_size: int, asked: str) -> str:
@@ -82,6 +101,8 @@ def settled_runtime(layout: CacheLike, ds: Any, spec: Any, image_size: int, aske
     never times a runtime."""
     if asked != AUTO:
         return asked
-    have = {rt: len(ds.splits) - len(missing_feature_splits(layout, ds, spec, image_size, rt)) for rt in AUTO_CANDIDATES}
+    have = {
+        rt: len(ds.splits) - len(missing_feature_splits(layout, ds, spec, image_size, rt)) for rt in AUTO_CANDIDATES
+    }
     best = max(AUTO_CANDIDATES, key=lambda rt: have[rt])
     return best if have[best] else AUTO

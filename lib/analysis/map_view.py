@@ -19,7 +19,18 @@ import numpy as np
 from lib.store.layout import CacheLike
 
 COLOUR_MODES = ("true label", "predicted label", "correct vs wrong", "split", "label-issue score")
-TABLEAU10 = ["#4c78a8", "#f58518", "#e45756", "#72b7b2", "#54a24b", "#eeca3b", "#b279a2", "#ff9da6", "#9d755d", "#bab0ac"]
+TABLEAU10 = [
+    "#4c78a8",
+    "#f58518",
+    "#e45756",
+    "#72b7b2",
+    "#54a24b",
+    "#eeca3b",
+    "#b279a2",
+    "#ff9da6",
+    "#9d755d",
+    "#bab0ac",
+]
 NA_COLOUR = "#d0d0d0"
 SCORE_BINS = 8
 # Sequential (viridis) for the label-issue score, low to high.
@@ -44,8 +55,14 @@ def class_palette(n: int) -> list[str]:
     return ["#" + "".join(f"{int(255 * c):02x}" for c in colour) for colour in rgb]
 
 
-def colour_points(mode: str, classes: list[str], labels: np.ndarray, preds: np.ndarray, splits: list[tuple[str, int]],
-                  scores: np.ndarray | None = None) -> MapColours:  # fmt: skip
+def colour_points(
+    mode: str,
+    classes: list[str],
+    labels: np.ndarray,
+    preds: np.ndarray,
+    splits: list[tuple[str, int]],
+    scores: np.ndarray | None = None,
+) -> MapColours:
     """Codes for one colour mode. ``preds`` is -1 where unknown, ``scores`` NaN where unknown."""
     n = len(labels)
     labels = np.asarray(labels, np.int64)
@@ -54,7 +71,9 @@ def colour_points(mode: str, classes: list[str], labels: np.ndarray, preds: np.n
         raise ValueError(f"unknown colour mode {mode!r}")
     priority = np.zeros(n, np.uint8)
     if mode == "true label":
-        return MapColours(labels.astype(np.uint8), priority, class_palette(len(classes)), [(c, i) for i, c in enumerate(classes)])
+        return MapColours(
+            labels.astype(np.uint8), priority, class_palette(len(classes)), [(c, i) for i, c in enumerate(classes)]
+        )
     if mode == "predicted label":
         na = len(classes)
         codes = np.where(preds >= 0, preds, na).astype(np.uint8)
@@ -69,16 +88,26 @@ def colour_points(mode: str, classes: list[str], labels: np.ndarray, preds: np.n
         legend = [("correct", 0), ("wrong", 1)] + ([("no prediction", 2)] if (codes == 2).any() else [])
         return MapColours(codes, priority, ["#4c78a8", "#e45756", NA_COLOUR], legend)
     if mode == "split":
-        codes = np.concatenate([np.full(count, k, np.uint8) for k, (_name, count) in enumerate(splits)]) if splits else np.zeros(0, np.uint8)
+        codes = (
+            np.concatenate([np.full(count, k, np.uint8) for k, (_name, count) in enumerate(splits)])
+            if splits
+            else np.zeros(0, np.uint8)
+        )
         priority = codes.copy()  # later splits (test: fewer images) are drawn on top
-        return MapColours(codes, priority, ["#9ecae9", "#e45756", "#54a24b", "#b279a2"][: len(splits)] or ["#9ecae9"],
-                          [(name, k) for k, (name, _c) in enumerate(splits)])  # fmt: skip
+        return MapColours(
+            codes,
+            priority,
+            ["#9ecae9", "#e45756", "#54a24b", "#b279a2"][: len(splits)] or ["#9ecae9"],
+            [(name, k) for k, (name, _c) in enumerate(splits)],
+        )
     s = np.asarray(scores if scores is not None else np.full(n, np.nan), np.float64)
     known = np.isfinite(s)
     bins = np.clip((np.nan_to_num(s) * SCORE_BINS).astype(np.int64), 0, SCORE_BINS - 1)
     codes = np.where(known, bins, SCORE_BINS).astype(np.uint8)
     priority = np.where(known, bins + 1, 0).astype(np.uint8)  # worst on top
-    legend = [(f"{k / SCORE_BINS:.3g}–{(k + 1) / SCORE_BINS:.3g}", k) for k in range(SCORE_BINS)] + ([("not audited", SCORE_BINS)] if (~known).any() else [])
+    legend = [(f"{k / SCORE_BINS:.3g}–{(k + 1) / SCORE_BINS:.3g}", k) for k in range(SCORE_BINS)] + (
+        [("not audited", SCORE_BINS)] if (~known).any() else []
+    )
     return MapColours(codes, priority, [*VIRIDIS8, NA_COLOUR], legend)
 
 
@@ -99,8 +128,9 @@ def points_in_polygon(xy: np.ndarray, polygon: list[tuple[float, float]] | np.nd
     return inside
 
 
-def head_probabilities(run: Any, ds: Any, spec: Any, cache_dir: CacheLike, split: str, limit: int | None = None,
-                       dtype: Any = np.float32) -> np.ndarray | None:  # fmt: skip
+def head_probabilities(
+    run: Any, ds: Any, spec: Any, cache_dir: CacheLike, split: str, limit: int | None = None, dtype: Any = np.float32
+) -> np.ndarray | None:
     """The run's head on cached features of ``split`` (its sizes and views; ``limit`` images per class, None: all),
     or None if any are not cached. ``dtype`` rounds the features first (float16: what a bundle stores)."""
     from lib.models.predict import combine_views, np_concat, np_mean, part_key
@@ -118,7 +148,9 @@ def head_probabilities(run: Any, ds: Any, spec: Any, cache_dir: CacheLike, split
                 if found is None:
                     return None
                 parts[(part_key(j, size), flip)] = np.asarray(found.features, dtype).astype(np.float32)
-    return combine_views(lambda key, flip: parts[(key, flip)], run.head.predict_proba, m.part_keys(), m.tta, np_concat, np_mean)
+    return combine_views(
+        lambda key, flip: parts[(key, flip)], run.head.predict_proba, m.part_keys(), m.tta, np_concat, np_mean
+    )
 
 
 def run_predictions(run: Any, ds: Any, spec: Any, cache_dir: CacheLike, splits: list[str]) -> dict[str, np.ndarray]:
@@ -151,18 +183,26 @@ def row_norms(x: np.ndarray, chunk: int = 8192) -> np.ndarray:
     """L2 norm of each row, in chunks (no temporary the size of ``x``)."""
     if not len(x):
         return np.zeros(0, np.float32)
-    return np.concatenate([np.linalg.norm(np.asarray(x[i : i + chunk], np.float32), axis=1) for i in range(0, len(x), chunk)])
+    return np.concatenate(
+        [np.linalg.norm(np.asarray(x[i : i + chunk], np.float32), axis=1) for i in range(0, len(x), chunk)]
+    )
 
 
-def nearest_across(features: dict[str, np.ndarray], split: str, index: int, k: int,
-                   norms: dict[str, np.ndarray] | None = None) -> list[tuple[str, int, float]]:  # fmt: skip
+def nearest_across(
+    features: dict[str, np.ndarray], split: str, index: int, k: int, norms: dict[str, np.ndarray] | None = None
+) -> list[tuple[str, int, float]]:
     """The ``k`` images most cosine-similar to image ``index`` of ``split``, searched in every split (itself excluded).
     ``norms`` (split -> row norms) saves recomputing them for each query."""
     return nearest_to(features, np.asarray(features[split][index], np.float32), k, norms, skip=(split, index))
 
 
-def nearest_to(features: dict[str, np.ndarray], query: np.ndarray, k: int, norms: dict[str, np.ndarray] | None = None,
-               skip: tuple[str, int] | None = None) -> list[tuple[str, int, float]]:  # fmt: skip
+def nearest_to(
+    features: dict[str, np.ndarray],
+    query: np.ndarray,
+    k: int,
+    norms: dict[str, np.ndarray] | None = None,
+    skip: tuple[str, int] | None = None,
+) -> list[tuple[str, int, float]]:
     """The ``k`` images of every split most cosine-similar to the feature vector ``query`` (an upload's, or a dataset
     image's with ``skip`` naming it), as ``(split, index, similarity)``, most similar first."""
     q = np.asarray(query, np.float32).ravel()
@@ -209,8 +249,9 @@ def selection_mask(selection: dict[str, Any], n: int) -> np.ndarray | None:
     return np.unpackbits(raw, bitorder="little")[:n].astype(bool)
 
 
-def nearest_of_class(base: np.ndarray, base_labels: np.ndarray, query: np.ndarray, label: int, k: int = 6,
-                     exclude: int | None = None) -> list[tuple[int, float]]:  # fmt: skip
+def nearest_of_class(
+    base: np.ndarray, base_labels: np.ndarray, query: np.ndarray, label: int, k: int = 6, exclude: int | None = None
+) -> list[tuple[int, float]]:
     """The ``k`` rows of ``base`` labelled ``label`` most cosine-similar to ``query`` (row ``exclude`` left out: the
     query itself when it is a row of ``base``), most similar first, as ``(row, similarity)``."""
     rows = np.flatnonzero(np.asarray(base_labels) == label)

@@ -51,7 +51,9 @@ def pca_2d(features: np.ndarray, seed: int = SEED) -> tuple[np.ndarray, tuple[fl
     return coords.astype(np.float32), (float(ratio[0]), float(ratio[1]))
 
 
-def tsne_2d(features: np.ndarray, perplexity: float = 30.0, max_iter: int = 500, seed: int = SEED, pca_dims: int = 50) -> np.ndarray:
+def tsne_2d(
+    features: np.ndarray, perplexity: float = 30.0, max_iter: int = 500, seed: int = SEED, pca_dims: int = 50
+) -> np.ndarray:
     """t-SNE to two axes, run on a PCA-``pca_dims`` reduction first (faster, less noise)."""
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
@@ -60,12 +62,25 @@ def tsne_2d(features: np.ndarray, perplexity: float = 30.0, max_iter: int = 500,
     if x.shape[1] > pca_dims and len(x) > pca_dims:
         x = PCA(n_components=pca_dims, random_state=seed).fit_transform(x)
     perplexity = float(min(perplexity, max(1.0, (len(x) - 1) / 3)))
-    tsne = TSNE(n_components=2, perplexity=perplexity, max_iter=max(250, int(max_iter)), init="pca", random_state=seed, n_jobs=-1)
+    tsne = TSNE(
+        n_components=2,
+        perplexity=perplexity,
+        max_iter=max(250, int(max_iter)),
+        init="pca",
+        random_state=seed,
+        n_jobs=-1,
+    )
     return tsne.fit_transform(x).astype(np.float32)
 
 
-def project(features: np.ndarray, indices: np.ndarray, method: str = "pca", perplexity: float = 30.0, max_iter: int = 500,
-            seed: int = SEED) -> Projection:  # fmt: skip
+def project(
+    features: np.ndarray,
+    indices: np.ndarray,
+    method: str = "pca",
+    perplexity: float = 30.0,
+    max_iter: int = 500,
+    seed: int = SEED,
+) -> Projection:
     """Project rows ``indices`` of ``features`` with ``method`` ("pca" or "tsne")."""
     x = np.asarray(features[np.asarray(indices)], np.float32)
     if method == "pca":
@@ -91,17 +106,28 @@ def nearest_neighbours(features: np.ndarray, query: int, k: int = 8) -> tuple[np
     return rows.astype(np.int64), sims.astype(np.float32)
 
 
-def projection_key(feature_file: str, rows: np.ndarray, method: str, perplexity: float, max_iter: int, seed: int) -> str:
+def projection_key(
+    feature_file: str, rows: np.ndarray, method: str, perplexity: float, max_iter: int, seed: int
+) -> str:
     """A hash of everything that changes a projection: the features (their artifact name), rows and parameters."""
     import hashlib
 
-    digest = hashlib.sha256(repr((Path(feature_file).name, method, float(perplexity), int(max_iter), int(seed))).encode())
+    digest = hashlib.sha256(
+        repr((Path(feature_file).name, method, float(perplexity), int(max_iter), int(seed))).encode()
+    )
     digest.update(np.ascontiguousarray(rows, dtype=np.int64).tobytes())
     return digest.hexdigest()[:24]
 
 
-def cached_projection(cache_dir: CacheLike, feature_file: Path | str, rows: np.ndarray, method: str = "pca", perplexity: float = 30.0,
-                      max_iter: int = 500, seed: int = SEED) -> Projection:  # fmt: skip
+def cached_projection(
+    cache_dir: CacheLike,
+    feature_file: Path | str,
+    rows: np.ndarray,
+    method: str = "pca",
+    perplexity: float = 30.0,
+    max_iter: int = 500,
+    seed: int = SEED,
+) -> Projection:
     """Project rows of a cached feature file; t-SNE coordinates are kept on disk, keyed by every parameter.
 
     PCA is fast enough to recompute. A stored t-SNE whose shape or values are wrong is recomputed.
@@ -114,7 +140,9 @@ def cached_projection(cache_dir: CacheLike, feature_file: Path | str, rows: np.n
     idx = np.asarray(rows, dtype=np.int64)
     if method != "tsne":
         return project(feats, idx, method, seed=seed)
-    disk = CacheLayout.at(cache_dir).projection_file("tsne", projection_key(str(feature_file), idx, method, perplexity, max_iter, seed))
+    disk = CacheLayout.at(cache_dir).projection_file(
+        "tsne", projection_key(str(feature_file), idx, method, perplexity, max_iter, seed)
+    )
     try:
         coords = np.load(disk)
         if coords.shape == (len(idx), 2) and coords.dtype == np.float32 and np.all(np.isfinite(coords)):

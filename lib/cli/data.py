@@ -1,8 +1,8 @@
 """CLI commands for data and features: ``data``, ``extract`` and ``backbones``.
 
-    python -m lib data --source ../shared/data/cifar10-jpeg.tar.gz
-    python -m lib extract --source ... --backbone ... --image-size 128 --split all --json
-    python -m lib backbones
+python -m lib data --source ../shared/data/cifar10-jpeg.tar.gz
+python -m lib extract --source ... --backbone ... --image-size 128 --split all --json
+python -m lib backbones
 """
 
 from __future__ import annotations
@@ -15,7 +15,17 @@ from typing import Any
 
 from lib import config
 from lib.bounds import flag
-from lib.cli.common import Bar, LazyBar, add_backbone, add_common, add_engine, add_source, concrete_runtime, load_with_progress, ray_options
+from lib.cli.common import (
+    Bar,
+    LazyBar,
+    add_backbone,
+    add_common,
+    add_engine,
+    add_source,
+    concrete_runtime,
+    load_with_progress,
+    ray_options,
+)
 from lib.process import peak_rss_mb
 from lib.runtimes import selectable
 
@@ -39,14 +49,33 @@ def add_commands(sub: Any) -> None:
 
     p = sub.add_parser("benchmark", help="speed versus accuracy of each (backbone x input size x runtime)")
     add_source(p)
-    p.add_argument("--backbone", action="append", default=None, help="repeat for several; default: every backbone in ../shared/models")
+    p.add_argument(
+        "--backbone",
+        action="append",
+        default=None,
+        help="repeat for several; default: every backbone in ../shared/models",
+    )
     p.add_argument("--image-sizes", default="96,128,160,192,224", help="comma-separated input sizes")
-    p.add_argument("--runtimes", default=",".join(selectable()), help=f"comma-separated runtimes (default: {','.join(selectable())})")
+    p.add_argument(
+        "--runtimes",
+        default=",".join(selectable()),
+        help=f"comma-separated runtimes (default: {','.join(selectable())})",
+    )
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--limit", type=flag("bench_limit"), default=None, help="images per class of train and test for the accuracies (default 50)")
+    group.add_argument(
+        "--limit",
+        type=flag("bench_limit"),
+        default=None,
+        help="images per class of train and test for the accuracies (default 50)",
+    )
     group.add_argument("--full", action="store_true", help="every image of train and test for the accuracies")
-    p.add_argument("--convert-workers", type=flag("convert_workers"), default=os.cpu_count() or 1,
-                   help="LiteRT conversions run first, this many processes at a time (the converter uses one core); default: every core")
+    p.add_argument(
+        "--convert-workers",
+        type=flag("convert_workers"),
+        default=os.cpu_count() or 1,
+        help="LiteRT conversions run first, this many processes at a time (the converter uses one core); default: "
+        "every core",
+    )
     add_common(p)
 
 
@@ -89,7 +118,19 @@ def cmd_extract(args: argparse.Namespace) -> dict[str, Any]:
         for split, view in jobs:
             bar = LazyBar(f"{split}/{view}@{size}")  # drawn only if something is extracted
             try:
-                result = ensure_features(ds, split, spec, args.layout, size, view, args.limit, args.batch_size, bar.extract_progress, runtime, engine)
+                result = ensure_features(
+                    ds,
+                    split,
+                    spec,
+                    args.layout,
+                    size,
+                    view,
+                    args.limit,
+                    args.batch_size,
+                    bar.extract_progress,
+                    runtime,
+                    engine,
+                )
             finally:
                 bar.close()
             stats = engine.last_stats if not result.cache_hit else None
@@ -123,7 +164,9 @@ def cmd_extract(args: argparse.Namespace) -> dict[str, Any]:
         "seconds": round(seconds, 4),
         "images_per_second": round(images / seconds, 1) if seconds else None,
         "cache_hit": all(a["cache_hit"] for a in artifacts),
-        "cache_path": artifacts[0]["cache_path"] if len(artifacts) == 1 else str(Path(artifacts[0]["cache_path"]).parent),
+        "cache_path": artifacts[0]["cache_path"]
+        if len(artifacts) == 1
+        else str(Path(artifacts[0]["cache_path"]).parent),
         "artifacts": artifacts,
     }
 
@@ -139,8 +182,19 @@ def cmd_backbones(args: argparse.Namespace) -> dict[str, Any]:
     """``backbones``: the registry as a table."""
     from lib.models.backbones import REGISTRY
 
-    rows = [{"name": s.name, "family": s.family, "input_size": s.native_size, "feature_dim": s.feature_dim, "handle": s.handle} for s in REGISTRY.values()]
-    text = "\n".join(f"{r['name']:<24}{r['family']:<16}{r['input_size']!s:>5}{r['feature_dim']!s:>6}  {r['handle']}" for r in rows)
+    rows = [
+        {
+            "name": s.name,
+            "family": s.family,
+            "input_size": s.native_size,
+            "feature_dim": s.feature_dim,
+            "handle": s.handle,
+        }
+        for s in REGISTRY.values()
+    ]
+    text = "\n".join(
+        f"{r['name']:<24}{r['family']:<16}{r['input_size']!s:>5}{r['feature_dim']!s:>6}  {r['handle']}" for r in rows
+    )
     return {"backbones": rows, "default": config.DEFAULT_BACKBONE, "_text": text}
 
 
@@ -163,19 +217,30 @@ def cmd_benchmark(args: argparse.Namespace) -> dict[str, Any]:
 
     try:
         limit = None if args.full else (args.limit or DEFAULT_LIMIT)
-        result = run_benchmark(args.source, backbones, sizes, runtimes, args.layout, limit, report, args.convert_workers)
+        result = run_benchmark(
+            args.source, backbones, sizes, runtimes, args.layout, limit, report, args.convert_workers
+        )
     finally:
         for bar in bars.values():
             bar.close()
-    header = f"{'backbone':<44}{'size':>5} {'runtime':<12}{'load s':>8}{'p50 ms':>8}{'p95 ms':>8}{'img/s':>8}{'MB':>7}{'RSS MB':>8}"
+    header = (
+        f"{'backbone':<44}{'size':>5} "
+        f"{'runtime':<12}{'load s':>8}{'p50 ms':>8}{'p95 ms':>8}{'img/s':>8}{'MB':>7}{'RSS MB':>8}"
+    )
     probe = result.get("peak_probe") or {}
-    lines = [f"{result['machine']['cpu']}, {result['machine']['cores']} cores; accuracies on {result['subset']}"
-             + (f"; peak probe {probe['gflops']:,.0f} GFLOP/s ({probe['method']})" if probe else ""),
-             header + f"{'linear':>8}{'best':>8}{'GFLOP/s':>9}{'peak':>7}"]
+    lines = [
+        f"{result['machine']['cpu']}, {result['machine']['cores']} cores; accuracies on {result['subset']}"
+        + (f"; peak probe {probe['gflops']:,.0f} GFLOP/s ({probe['method']})" if probe else ""),
+        header + f"{'linear':>8}{'best':>8}{'GFLOP/s':>9}{'peak':>7}",
+    ]
     for r in result["rows"]:
-        lines.append(f"{r['backbone_name'][:43]:<44}{r['image_size']:>5} {r['runtime']:<12}{r['load_seconds']:>8.1f}{r['latency_ms_p50']:>8.2f}"
-                     f"{r['latency_ms_p95']:>8.2f}{r['images_per_second']:>8.1f}{(r['model_mb'] or 0):>7.1f}{(r['peak_rss_mb'] or 0):>8.0f}"
-                     f"{r['linear_accuracy']:>8.2%}{r['best_accuracy']:>8.2%}{(r.get('gflops') or 0):>9.1f}{(r.get('peak_fraction') or 0):>7.1%}")  # fmt: skip
+        lines.append(
+            f"{r['backbone_name'][:43]:<44}{r['image_size']:>5} "
+            f"{r['runtime']:<12}{r['load_seconds']:>8.1f}{r['latency_ms_p50']:>8.2f}{r['latency_ms_p95']:>8.2f}"
+            f"{r['images_per_second']:>8.1f}{(r['model_mb'] or 0):>7.1f}{(r['peak_rss_mb'] or 0):>8.0f}"
+            f"{r['linear_accuracy']:>8.2%}{r['best_accuracy']:>8.2%}{(r.get('gflops') or 0):>9.1f}"
+            f"{(r.get('peak_fraction') or 0):>7.1%}"
+        )
     result["_text"] = "\n".join(lines)
     return result
 

@@ -1,8 +1,8 @@
 """``jobs``: the background jobs of a cache, as the app's panel shows them.
 
-    python -m lib jobs list [--json]     # {"jobs": [{"id", "kind", "state", "progress", "stage", "created", "started",
-                                         #             "finished", "command", "result", "error"}, ...]}, newest first
-    python -m lib jobs show ID | logs ID | cancel ID
+python -m lib jobs list [--json]     # {"jobs": [{"id", "kind", "state", "progress", "stage", "created", "started",
+                                     #             "finished", "command", "result", "error"}, ...]}, newest first
+python -m lib jobs show ID | logs ID | cancel ID
 """
 
 from __future__ import annotations
@@ -20,7 +20,11 @@ def add_commands(sub: Any) -> None:
     jsub = p.add_subparsers(dest="jobs_command", required=True)
     q = jsub.add_parser("list", help="every job, newest first")
     add_common(q)
-    for name, text in (("show", "one job's record and progress"), ("logs", "one job's log"), ("cancel", "cancel a queued or running job")):
+    for name, text in (
+        ("show", "one job's record and progress"),
+        ("logs", "one job's log"),
+        ("cancel", "cancel a queued or running job"),
+    ):
         q = jsub.add_parser(name, help=text)
         q.add_argument("job_id")
         add_common(q)
@@ -52,7 +56,11 @@ def cmd_jobs(args: argparse.Namespace) -> dict[str, Any]:
         jobs = list_jobs(args.layout)
         waiting = runner_stopped(args.layout) if any(j.state == "queued" for j in jobs) else ""
         text = "\n".join(_line(j) for j in jobs) or "no jobs"
-        return {"jobs": [j.summary() for j in jobs], "queue_stopped": waiting, "_text": text + (f"\nqueued jobs wait: {waiting}" if waiting else "")}
+        return {
+            "jobs": [j.summary() for j in jobs],
+            "queue_stopped": waiting,
+            "_text": text + (f"\nqueued jobs wait: {waiting}" if waiting else ""),
+        }
     if args.jobs_command == "logs":
         get_job(args.layout, args.job_id)
         text = log_tail(args.layout, args.job_id)

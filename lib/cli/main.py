@@ -32,7 +32,8 @@ from lib.store.layout import CacheLayout
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a bad flag is one line on stderr (``error: argument --lr: ...``), exit status 2, as every other error."""
+    """argparse, but a bad flag is one line on stderr (``error: argument --lr: ...``), exit status 2, as every other
+    error."""
 
     refused: str = ""  # the last refusal's text, for a job's outcome (argparse exits before the command's own handling)
 
@@ -53,7 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-HANDLERS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {**data.HANDLERS, **runs.HANDLERS, **quality.HANDLERS, **deploy.HANDLERS, **jobs.HANDLERS}
+HANDLERS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
+    **data.HANDLERS,
+    **runs.HANDLERS,
+    **quality.HANDLERS,
+    **deploy.HANDLERS,
+    **jobs.HANDLERS,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,13 +74,20 @@ def main(argv: list[str] | None = None) -> int:
 
         if not claimed_by(Path(job_dir), os.getpid()):
             # Its start was not recorded (the runner could not write, or died): this process must not do the work.
-            print("error: this job's record does not name this process; it does nothing (see `python -m lib jobs list`)", file=sys.stderr)
+            print(
+                "error: this job's record does not name this process; it does nothing (see `python -m lib jobs list`)",
+                file=sys.stderr,
+            )
             return 3
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as stop:
         if stop.code not in (0, None):  # refused by argparse: the job says why, not "ended without saying how"
-            finish(int(stop.code) if isinstance(stop.code, int) else 2, None, OneLineParser.refused or "the command's arguments were refused")
+            finish(
+                int(stop.code) if isinstance(stop.code, int) else 2,
+                None,
+                OneLineParser.refused or "the command's arguments were refused",
+            )
         raise
     args.cache_dir = args.cache_dir or config.default_cache_dir()
     args.layout = CacheLayout(args.cache_dir)  # the one layout every command passes down
@@ -105,7 +119,11 @@ def main(argv: list[str] | None = None) -> int:
         return code
     assert result is not None
     # JSON escapes control characters itself; the text form may quote class names, labels and paths, which can hold any.
-    text = json.dumps(result, default=str) if args.json else terminal_text(result.pop("_text", None) or json.dumps(result, indent=2, default=str))
+    text = (
+        json.dumps(result, default=str)
+        if args.json
+        else terminal_text(result.pop("_text", None) or json.dumps(result, indent=2, default=str))
+    )
     return _print(text)
 
 
@@ -114,7 +132,9 @@ def _fill_defaults(args: argparse.Namespace) -> None:
     size stays as given (a command's own default is the backbone's native size)."""
     given = getattr(args, "backbone", None)
     args.backbone_given = given is not None  # a preset with its own backbones uses them unless the user names some
-    if isinstance(given, list) and getattr(args, "several_backbones", False):  # a repeatable --backbone: the first one, and the others (BACKBONE[@SIZES] each)
+    if isinstance(given, list) and getattr(
+        args, "several_backbones", False
+    ):  # a repeatable --backbone: the first one, and the others (BACKBONE[@SIZES] each)
         args.backbone, args.more_backbones = given[0], given[1:]
     fill_source = getattr(args, "default_source", False) and args.source is None
     fill_backbone = getattr(args, "default_backbone", False) and args.backbone is None

@@ -1,9 +1,9 @@
 """CLI commands for heads and runs: ``train``, ``evaluate`` and ``runs``; registered by :mod:`lib.cli`.
 
-    python -m lib train --source ... --backbone ... --protocol best --json
-    python -m lib evaluate RUN_ID
-    python -m lib compare RUN_A RUN_B
-    python -m lib runs list | show ID | delete ID | label ID TEXT | export ID --out DIR
+python -m lib train --source ... --backbone ... --protocol best --json
+python -m lib evaluate RUN_ID
+python -m lib compare RUN_A RUN_B
+python -m lib runs list | show ID | delete ID | label ID TEXT | export ID --out DIR
 """
 
 from __future__ import annotations
@@ -15,7 +15,17 @@ from typing import Any
 
 from lib.analysis.evaluation import percent
 from lib.bounds import backbone_at_sizes, flag
-from lib.cli.common import Bar, add_backbone, add_common, add_engine, add_source, current_job, load_with_progress, ray_options, say_stage
+from lib.cli.common import (
+    Bar,
+    add_backbone,
+    add_common,
+    add_engine,
+    add_source,
+    current_job,
+    load_with_progress,
+    ray_options,
+    say_stage,
+)
 from lib.errors import ConfigError, RunError
 from lib.models.protocols import PROTOCOLS
 
@@ -26,7 +36,9 @@ def add_commands(sub: Any) -> None:
     add_source(p)
     add_backbone(p, repeatable=True)
     p.add_argument("--protocol", choices=list(PROTOCOLS), default=None, help="a preset; flags below override it")
-    p.add_argument("--image-sizes", default=None, help="comma-separated sizes whose features are concatenated, e.g. 128,224")
+    p.add_argument(
+        "--image-sizes", default=None, help="comma-separated sizes whose features are concatenated, e.g. 128,224"
+    )
     p.add_argument("--head", choices=["linear", "mlp"], default=None)
     p.add_argument("--hidden", type=flag("hidden"), default=None, help="MLP hidden units")
     p.add_argument("--dropout", type=flag("dropout"), default=None)
@@ -34,30 +46,72 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--optimizer", choices=["adam", "adamw", "sgd"], default=None)
     p.add_argument("--lr", type=flag("learning_rate"), default=None, help="learning rate")
     p.add_argument("--lr-schedule", choices=["constant", "cosine"], default=None)
-    p.add_argument("--train-batch-size", type=flag("train_batch_size"), default=None, help="examples per optimizer step")
+    p.add_argument(
+        "--train-batch-size", type=flag("train_batch_size"), default=None, help="examples per optimizer step"
+    )
     p.add_argument("--epochs", type=flag("epochs"), default=None)
     p.add_argument("--steps", type=flag("steps"), default=None, help="total steps (overrides --epochs)")
     p.add_argument("--label-smoothing", type=flag("label_smoothing"), default=None)
     p.add_argument("--val-fraction", type=flag("val_fraction"), default=None)
-    p.add_argument("--patience", type=flag("patience"), default=None, help="early-stopping patience in epochs (0 disables)")
+    p.add_argument(
+        "--patience", type=flag("patience"), default=None, help="early-stopping patience in epochs (0 disables)"
+    )
     p.add_argument("--seed", type=flag("seed"), default=None)
-    p.add_argument("--flip-train", action=argparse.BooleanOptionalAction, default=None, help="also train on mirrored images")
-    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None, help="average original and mirrored test predictions")
-    p.add_argument("--finetune", action="store_true", help="unfreeze the backbone and train end to end from raw images (slow on CPU)")
+    p.add_argument(
+        "--flip-train", action=argparse.BooleanOptionalAction, default=None, help="also train on mirrored images"
+    )
+    p.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="average original and mirrored test predictions",
+    )
+    p.add_argument(
+        "--finetune",
+        action="store_true",
+        help="unfreeze the backbone and train end to end from raw images (slow on CPU)",
+    )
     p.add_argument("--finetune-epochs", type=flag("finetune_epochs"), default=1)
-    p.add_argument("--finetune-image-size", type=flag("image_size"), default=None, help="input side for fine-tuning (default: --image-size)")
+    p.add_argument(
+        "--finetune-image-size",
+        type=flag("image_size"),
+        default=None,
+        help="input side for fine-tuning (default: --image-size)",
+    )
     p.add_argument("--finetune-lr", type=flag("finetune_lr"), default=1e-4, help="peak learning rate after the warm-up")
     p.add_argument("--finetune-batch-size", type=flag("finetune_batch_size"), default=32)
-    p.add_argument("--finetune-warmup", type=flag("finetune_warmup"), default=0.5, help="epochs of linear learning-rate warm-up (then cosine decay)")
-    p.add_argument("--mixed-precision", choices=["auto", "on", "off"], default="auto", help="mixed_float16 (auto: on with a GPU)")
-    p.add_argument("--xla", choices=["auto", "on", "off"], default="auto", help="XLA-compiled training step (auto: on with a GPU)")
+    p.add_argument(
+        "--finetune-warmup",
+        type=flag("finetune_warmup"),
+        default=0.5,
+        help="epochs of linear learning-rate warm-up (then cosine decay)",
+    )
+    p.add_argument(
+        "--mixed-precision", choices=["auto", "on", "off"], default="auto", help="mixed_float16 (auto: on with a GPU)"
+    )
+    p.add_argument(
+        "--xla", choices=["auto", "on", "off"], default="auto", help="XLA-compiled training step (auto: on with a GPU)"
+    )
     p.add_argument("--label", default="", help="a name for the run")
-    p.add_argument("--exclude", type=Path, default=None,
-                   help="leave these images out of training and scoring: the Data quality page's JSON, or CSV with split,index columns")
-    p.add_argument("--relabel", type=Path, default=None,
-                   help="label fixes to train with: CSV with split,index,label (class names) or the app's JSON; test accuracy is reported "
-                        "against the given and the fixed labels")  # fmt: skip
-    p.add_argument("--force", action="store_true", help="use a label list that changes more than half of the labels it names (made for another dataset?)")
+    p.add_argument(
+        "--exclude",
+        type=Path,
+        default=None,
+        help="leave these images out of training and scoring: the Data quality page's JSON, or CSV with split,index "
+        "columns",
+    )
+    p.add_argument(
+        "--relabel",
+        type=Path,
+        default=None,
+        help="label fixes to train with: CSV with split,index,label (class names) or the app's JSON; test accuracy "
+        "is reported against the given and the fixed labels",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="use a label list that changes more than half of the labels it names (made for another dataset?)",
+    )
     add_engine(p)
     add_common(p)
 
@@ -65,7 +119,10 @@ def add_commands(sub: Any) -> None:
     p.add_argument("run_id")
     add_common(p)
 
-    p = sub.add_parser("compare", help="two runs side by side: accuracy, ECE, per class, and McNemar's test on the images they disagree on")
+    p = sub.add_parser(
+        "compare",
+        help="two runs side by side: accuracy, ECE, per class, and McNemar's test on the images they disagree on",
+    )
     p.add_argument("run_a")
     p.add_argument("run_b")
     p.add_argument("--top", type=flag("top"), default=10, help="how many disagreeing images of each kind to print")
@@ -83,11 +140,17 @@ def add_commands(sub: Any) -> None:
     q.add_argument("run_id")
     q.add_argument("text")
     add_common(q)
-    q = rsub.add_parser("export", help="write a self-contained SavedModel: raw uint8 images in, class probabilities out")
+    q = rsub.add_parser(
+        "export", help="write a self-contained SavedModel: raw uint8 images in, class probabilities out"
+    )
     q.add_argument("run_id")
     q.add_argument("--out", type=Path, default=None, help="output folder (default: <cache>/exports/<run-id>)")
     q.add_argument("--zip", action="store_true", help="also write a .zip of it")
-    q.add_argument("--force", action="store_true", help="replace a previous export of this project at --out (never any other folder)")
+    q.add_argument(
+        "--force",
+        action="store_true",
+        help="replace a previous export of this project at --out (never any other folder)",
+    )
     add_common(q)
 
 
@@ -108,10 +171,20 @@ def _request(args: argparse.Namespace) -> Any:
         req.more_backbones = tuple(backbone_at_sizes(b) for b in args.more_backbones)
     req.head = with_overrides(
         req.head,
-        head=args.head, hidden=args.hidden, dropout=args.dropout, weight_decay=args.weight_decay, optimizer=args.optimizer,
-        learning_rate=args.lr, lr_schedule=args.lr_schedule, batch_size=args.train_batch_size, epochs=args.epochs,
-        steps=args.steps, label_smoothing=args.label_smoothing, val_fraction=args.val_fraction, seed=args.seed,
-    )  # fmt: skip
+        head=args.head,
+        hidden=args.hidden,
+        dropout=args.dropout,
+        weight_decay=args.weight_decay,
+        optimizer=args.optimizer,
+        learning_rate=args.lr,
+        lr_schedule=args.lr_schedule,
+        batch_size=args.train_batch_size,
+        epochs=args.epochs,
+        steps=args.steps,
+        label_smoothing=args.label_smoothing,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+    )
     if args.patience is not None:
         req.head.patience = args.patience or None
     if args.image_sizes:
@@ -122,7 +195,9 @@ def _request(args: argparse.Namespace) -> Any:
         req.image_sizes = (args.image_size,)
     if first_sizes:
         if args.image_sizes or args.image_size:
-            raise ConfigError("Give the first backbone's sizes once: as BACKBONE@SIZES or with --image-size(s), not both.")
+            raise ConfigError(
+                "Give the first backbone's sizes once: as BACKBONE@SIZES or with --image-size(s), not both."
+            )
         req.image_sizes = first_sizes
     if args.flip_train is not None:
         req.train_views = ("original", "flip") if args.flip_train else ("original",)
@@ -154,7 +229,9 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     from lib.store.runs import set_label
 
     if args.finetune and args.engine == "ray":
-        raise ConfigError("--engine ray extracts features; fine-tuning trains from the images on this machine. Leave out one of them.")
+        raise ConfigError(
+            "--engine ray extracts features; fine-tuning trains from the images on this machine. Leave out one of them."
+        )
     req = _request(args).validate()  # a bad setting is refused before any data is read or downloaded
     if args.finetune and req.more_backbones:
         raise ConfigError("Fine-tuning trains one backbone end to end; give --backbone once with --finetune.")
@@ -169,28 +246,65 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
 
     def on_epoch(r: Any) -> None:
         val = f" val_loss {r.val_loss:.4f} val_acc {r.val_accuracy:.4f}" if r.val_loss is not None else ""
-        print(f"epoch {r.epoch}/{r.epochs} loss {r.loss:.4f} acc {r.accuracy:.4f}{val} ({r.elapsed:.1f}s)", file=sys.stderr)
+        print(
+            f"epoch {r.epoch}/{r.epochs} loss {r.loss:.4f} acc {r.accuracy:.4f}{val} ({r.elapsed:.1f}s)",
+            file=sys.stderr,
+        )
         job = current_job()
         if job is not None:
             eta = r.elapsed / r.epoch * (r.epochs - r.epoch) if r.epoch else None
-            job.point({k: v for k, v in (("epoch", r.epoch), ("loss", r.loss), ("accuracy", r.accuracy), ("val_loss", r.val_loss),
-                                         ("val_accuracy", r.val_accuracy)) if v is not None})  # fmt: skip
-            job.progress(f"training the head: epoch {r.epoch}/{r.epochs}, loss {r.loss:.3f}", r.epoch, r.epochs, None, eta, "epoch")
+            job.point(
+                {
+                    k: v
+                    for k, v in (
+                        ("epoch", r.epoch),
+                        ("loss", r.loss),
+                        ("accuracy", r.accuracy),
+                        ("val_loss", r.val_loss),
+                        ("val_accuracy", r.val_accuracy),
+                    )
+                    if v is not None
+                }
+            )
+            job.progress(
+                f"training the head: epoch {r.epoch}/{r.epochs}, loss {r.loss:.3f}",
+                r.epoch,
+                r.epochs,
+                None,
+                eta,
+                "epoch",
+            )
 
     if args.finetune:
         from lib.pipeline.finetune import FinetuneConfig, finetune_run
 
-        cfg = FinetuneConfig(epochs=args.finetune_epochs, learning_rate=args.finetune_lr, batch_size=args.finetune_batch_size,
-                             image_size=args.finetune_image_size, warmup_epochs=min(args.finetune_warmup, args.finetune_epochs),
-                             mixed_precision=args.mixed_precision, xla=args.xla, seed=req.head.seed)  # fmt: skip
+        cfg = FinetuneConfig(
+            epochs=args.finetune_epochs,
+            learning_rate=args.finetune_lr,
+            batch_size=args.finetune_batch_size,
+            image_size=args.finetune_image_size,
+            warmup_epochs=min(args.finetune_warmup, args.finetune_epochs),
+            mixed_precision=args.mixed_precision,
+            xla=args.xla,
+            seed=req.head.seed,
+        )
 
         def on_progress(p: Any) -> None:
-            print(f"epoch {p.epoch}/{p.epochs} {p.images_done:,}/{p.images_total:,} images, {p.images_per_second:,.0f} img/s, "
-                  f"ETA {p.eta_seconds:,.0f}s, loss {p.loss:.4f}", file=sys.stderr)  # fmt: skip
+            print(
+                f"epoch {p.epoch}/{p.epochs} {p.images_done:,}/{p.images_total:,} images, {p.images_per_second:,.0f} "
+                f"img/s, ETA {p.eta_seconds:,.0f}s, loss {p.loss:.4f}",
+                file=sys.stderr,
+            )
             job = current_job()
             if job is not None:
-                job.progress(f"fine-tuning: epoch {p.epoch}/{p.epochs}, loss {p.loss:.3f}", p.images_done, p.images_total, p.images_per_second,
-                             p.eta_seconds, "img")  # fmt: skip
+                job.progress(
+                    f"fine-tuning: epoch {p.epoch}/{p.epochs}, loss {p.loss:.3f}",
+                    p.images_done,
+                    p.images_total,
+                    p.images_per_second,
+                    p.eta_seconds,
+                    "img",
+                )
 
         manifest = finetune_run(req, args.layout, cfg, on_stage=say_stage, on_epoch=on_epoch, on_progress=on_progress)
     else:
@@ -198,8 +312,9 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         from lib.pipeline.training import train_run
 
         with open_engine(ray_options(args), args.layout) as engine:
-            manifest = train_run(req, args.layout, on_stage=say_stage, on_extract=on_extract, on_epoch=on_epoch,
-                                 engine=engine)  # fmt: skip
+            manifest = train_run(
+                req, args.layout, on_stage=say_stage, on_extract=on_extract, on_epoch=on_epoch, engine=engine
+            )
     if args.label:
         manifest = set_label(args.layout, manifest.run_id, args.label)
     metrics, timings = manifest.metrics, manifest.timings
@@ -234,12 +349,22 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
 
     run = load_run(args.layout, args.run_id)
     report = evaluate(run.y_true, run.probs, run.classes)
-    lines = [f"run {run.run_id}: accuracy {report['accuracy']:.2%}, top-5 {percent(report['top5_accuracy'])}, ECE {report['calibration']['ece']:.4f}", ""]
+    lines = [
+        f"run {run.run_id}: accuracy {report['accuracy']:.2%}, top-5 {percent(report['top5_accuracy'])}, ECE "
+        f"{report['calibration']['ece']:.4f}",
+        "",
+    ]
     lines.append(f"{'class':<14}{'acc':>8}{'prec':>8}{'recall':>8}{'f1':>8}{'n':>7}")
     for r in report["per_class"]:
-        lines.append(f"{r['class']:<14}{r['accuracy']:>8.3f}{r['precision']:>8.3f}{r['recall']:>8.3f}{r['f1']:>8.3f}{r['support']:>7}")
+        lines.append(
+            f"{r['class']:<14}{r['accuracy']:>8.3f}{r['precision']:>8.3f}{r['recall']:>8.3f}"
+            f"{r['f1']:>8.3f}{r['support']:>7}"
+        )
     lines += ["", "top confused pairs (true -> predicted):"]
-    lines += [f"  {p['true']:>12} -> {p['predicted']:<12}{p['count']:>5}  ({p['share_of_true']:.1%} of {p['true']})" for p in report["top_confused"]]
+    lines += [
+        f"  {p['true']:>12} -> {p['predicted']:<12}{p['count']:>5}  ({p['share_of_true']:.1%} of {p['true']})"
+        for p in report["top_confused"]
+    ]
     report["run_id"] = run.run_id
     report["_text"] = "\n".join(lines)
     return report
@@ -252,12 +377,20 @@ def cmd_compare(args: argparse.Namespace) -> dict[str, Any]:
 
     result = compare_runs(load_run(args.layout, args.run_a), load_run(args.layout, args.run_b))
     acc, ece = result["accuracy"], result["ece"]
-    lines = [f"A {result['a']}: accuracy {acc['a']:.2%}, ECE {ece['a']:.4f}", f"B {result['b']}: accuracy {acc['b']:.2%}, ECE {ece['b']:.4f}",
-             verdict(result), "", f"{'class':<14}{'A':>8}{'B':>8}{'B-A':>8}"]  # fmt: skip
+    lines = [
+        f"A {result['a']}: accuracy {acc['a']:.2%}, ECE {ece['a']:.4f}",
+        f"B {result['b']}: accuracy {acc['b']:.2%}, ECE {ece['b']:.4f}",
+        verdict(result),
+        "",
+        f"{'class':<14}{'A':>8}{'B':>8}{'B-A':>8}",
+    ]
     lines += [f"{r['class']:<14}{r['a']:>8.3f}{r['b']:>8.3f}{r['difference']:>+8.3f}" for r in result["per_class"]]
     for key, what in (("only_a", "A right, B wrong"), ("only_b", "B right, A wrong")):
         lines += ["", f"{what} (most confident mistakes first):"]
-        lines += [f"  test/{r['index']}  {r['label']} (taken for {r['wrong_prediction']}, p {r['wrong_confidence']:.3f})" for r in result[key][: args.top]]
+        lines += [
+            f"  test/{r['index']}  {r['label']} (taken for {r['wrong_prediction']}, p {r['wrong_confidence']:.3f})"
+            for r in result[key][: args.top]
+        ]
     return result | {"verdict": verdict(result), "_text": "\n".join(lines)}
 
 
@@ -269,15 +402,24 @@ def cmd_runs(args: argparse.Namespace) -> dict[str, Any]:
         manifests = runs.list_runs(args.layout)
         rows = [
             {
-                "run_id": m.run_id, "label": m.label, "protocol": m.protocol, "backbone": m.backbone_name, "image_sizes": m.image_sizes,
+                "run_id": m.run_id,
+                "label": m.label,
+                "protocol": m.protocol,
+                "backbone": m.backbone_name,
+                "image_sizes": m.image_sizes,
                 "backbones": m.backbone_summary(),
-                "head": m.head.head, "test_accuracy": m.metrics.test_accuracy, "train_seconds": m.timings.get("train_seconds"), "created": m.created,
+                "head": m.head.head,
+                "test_accuracy": m.metrics.test_accuracy,
+                "train_seconds": m.timings.get("train_seconds"),
+                "created": m.created,
             }
             for m in manifests
-        ]  # fmt: skip
+        ]
         damaged = [{"run_id": rid, "problem": why} for rid, why in runs.list_damaged_runs(args.layout)]
-        lines = [f"{m.run_id}  {m.metrics.test_accuracy:.2%}  {m.head.head:<6} {m.backbone_summary()}  {m.label}"
-                 for m in manifests]
+        lines = [
+            f"{m.run_id}  {m.metrics.test_accuracy:.2%}  {m.head.head:<6} {m.backbone_summary()}  {m.label}"
+            for m in manifests
+        ]
         lines += [f"{d['run_id']}  DAMAGED: {d['problem']}" for d in damaged]
         return {"runs": rows, "damaged": damaged, "_text": "\n".join(lines) or "no runs yet"}
     if args.runs_command == "show":
@@ -287,7 +429,11 @@ def cmd_runs(args: argparse.Namespace) -> dict[str, Any]:
         return {"deleted": args.run_id, "_text": f"deleted {args.run_id}"}
     if args.runs_command == "label":
         manifest = runs.set_label(args.layout, args.run_id, args.text)
-        return {"run_id": args.run_id, "label": manifest.label, "_text": f"{args.run_id} is now labelled {manifest.label!r}"}
+        return {
+            "run_id": args.run_id,
+            "label": manifest.label,
+            "_text": f"{args.run_id} is now labelled {manifest.label!r}",
+        }
     if args.runs_command == "export":
         from lib.models.export import check_zip_target, export_run, zip_folder
 
@@ -305,5 +451,9 @@ def cmd_runs(args: argparse.Namespace) -> dict[str, Any]:
     raise RunError(f"unknown runs command {args.runs_command}")
 
 
-HANDLERS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {"train": cmd_train, "evaluate": cmd_evaluate, "compare": cmd_compare,
-                                                                       "runs": cmd_runs}  # fmt: skip
+HANDLERS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
+    "train": cmd_train,
+    "evaluate": cmd_evaluate,
+    "compare": cmd_compare,
+    "runs": cmd_runs,
+}

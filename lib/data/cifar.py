@@ -1,7 +1,7 @@
 """The official CIFAR-10 release: download with an MD5 check, and read its pickle batches.
 
-    archive = download_cifar10(layout.cifar_download())      # needs network; fails fast without
-    classes, splits, skipped = read_cifar_tar(archive)
+archive = download_cifar10(layout.cifar_download())      # needs network; fails fast without
+classes, splits, skipped = read_cifar_tar(archive)
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ def download_cifar10(target: Path, url: str | None = None, progress: ProgressFn 
             return target
         target.unlink()  # a corrupt or truncated earlier download
     hint = (
-        "No network? Download it elsewhere and pass --source /path/to/cifar-10-python.tar.gz "
-        "(or its extracted cifar-10-batches-py/ folder, or an image-folder dataset such as ../shared/data/cifar10-jpeg.tar.gz)."
+        "No network? Download it elsewhere and pass --source /path/to/cifar-10-python.tar.gz (or its extracted "
+        "cifar-10-batches-py/ folder, or an image-folder dataset such as ../shared/data/cifar10-jpeg.tar.gz)."
     )
     digest = hashlib.md5()
     try:
@@ -53,7 +53,10 @@ def download_cifar10(target: Path, url: str | None = None, progress: ProgressFn 
                     if progress:
                         progress(done, total, "download")
             if digest.hexdigest() != config.CIFAR10_MD5:
-                raise DataSourceError(f"Downloaded CIFAR-10 from {url} failed its MD5 check (got {digest.hexdigest()}); nothing was kept. Try again.")
+                raise DataSourceError(
+                    f"Downloaded CIFAR-10 from {url} failed its MD5 check (got {digest.hexdigest()}); nothing was "
+                    "kept. Try again."
+                )
     except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
         reason = getattr(err, "reason", err)
         raise DataSourceError(f"Could not download CIFAR-10 from {url}: {reason}. {hint}") from err
@@ -98,7 +101,9 @@ def read_cifar_tar(archive: Path) -> ReadResult:
                     if fh is not None:
                         files[name] = fh.read()
     except (tarfile.TarError, OSError, EOFError) as err:
-        raise DataSourceError(f"{archive} is not a readable archive ({err}); it may be truncated. Download it again.") from err
+        raise DataSourceError(
+            f"{archive} is not a readable archive ({err}); it may be truncated. Download it again."
+        ) from err
     return assemble_cifar(files)
 
 

@@ -38,7 +38,14 @@ from lib.data.decode import decode_image_bytes, image_size
 from lib.data.folders import ImageSource, Listing, split_order, storage_side
 from lib.data.meta import DatasetMeta
 from lib.errors import CacheWriteError, DataSourceError
-from lib.store.atomic import atomic_dir, check_free_space, check_writable, describe_os_error, read_json, write_json_atomic
+from lib.store.atomic import (
+    atomic_dir,
+    check_free_space,
+    check_writable,
+    describe_os_error,
+    read_json,
+    write_json_atomic,
+)
 from lib.store.layout import DATASET_FILES, CacheLayout
 
 CHECKPOINT = 4096  # images between durable checkpoints: an interruption costs seconds of work
@@ -50,9 +57,15 @@ Verify = Callable[[Listing, np.ndarray | None], None]
 
 
 def convert_image_source(
-    src: ImageSource, listing: Listing, fingerprint: str, layout: CacheLayout, source: str, verify: Verify, progress: ProgressFn | None = None,
+    src: ImageSource,
+    listing: Listing,
+    fingerprint: str,
+    layout: CacheLayout,
+    source: str,
+    verify: Verify,
+    progress: ProgressFn | None = None,
     workers: int | None = None,
-) -> Path:  # fmt: skip
+) -> Path:
     """Convert ``src`` into ``layout.dataset_dir(fingerprint)`` (if not already there) and return that folder."""
     target = layout.dataset_dir(fingerprint)
     check_writable(target)
@@ -99,7 +112,15 @@ def _exclusive(lock_path: Path, progress: ProgressFn | None) -> Iterator[None]:
 class _Job:
     """One conversion: its plan, staging files and status bytes under ``partial``."""
 
-    def __init__(self, src: ImageSource, listing: Listing, fingerprint: str, partial: Path, progress: ProgressFn | None, workers: int) -> None:
+    def __init__(
+        self,
+        src: ImageSource,
+        listing: Listing,
+        fingerprint: str,
+        partial: Path,
+        progress: ProgressFn | None,
+        workers: int,
+    ) -> None:
         self.src, self.listing, self.fingerprint, self.partial = src, listing, fingerprint, partial
         self.progress, self.workers = progress, workers
         self.keeps_digests = not src.sequential  # an archive is checked by its own hash instead
@@ -113,8 +134,17 @@ class _Job:
 
     def _open_plan(self) -> None:
         plan = read_json(self.partial / DATASET_FILES.plan)
-        expected = {"fingerprint": self.fingerprint, "images": self.n, "splits": list(self.listing.splits), "version": PLAN_VERSION}
-        if not (isinstance(plan, dict) and all(plan.get(k) == v for k, v in expected.items()) and isinstance(plan.get("side"), int)):
+        expected = {
+            "fingerprint": self.fingerprint,
+            "images": self.n,
+            "splits": list(self.listing.splits),
+            "version": PLAN_VERSION,
+        }
+        if not (
+            isinstance(plan, dict)
+            and all(plan.get(k) == v for k, v in expected.items())
+            and isinstance(plan.get("side"), int)
+        ):
             # No plan, or one of another listing: whatever is there is this project's own staging folder; start over.
             shutil.rmtree(self.partial, ignore_errors=True)
             try:
@@ -164,12 +194,15 @@ class _Job:
             if fresh:
                 stale.append((start, end))
         self.status_fd, _ = self._open(self.partial / DATASET_FILES.status, self.n)
-        self.digest_fd, fresh = self._open(self.partial / DATASET_FILES.digests, 32 * self.n) if self.keeps_digests else (-1, False)
+        self.digest_fd, fresh = (
+            self._open(self.partial / DATASET_FILES.digests, 32 * self.n) if self.keeps_digests else (-1, False)
+        )
         for start, end in [(0, self.n)] if fresh else stale:
             os.pwrite(self.status_fd, bytes(end - start), start)  # rows of a file made anew are to do again
 
     def _open(self, path: Path, size: int) -> tuple[int, bool]:
-        """An open descriptor of ``path`` at ``size`` bytes, and whether it was made or resized now (its rows are not valid)."""
+        """An open descriptor of ``path`` at ``size`` bytes, and whether it was made or resized now (its rows are not
+        valid)."""
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
             fresh = os.fstat(fd).st_size != size
@@ -250,7 +283,9 @@ class _Job:
         if missing:
             raise changed_error(f"{missing:,} listed images were not found in it")
 
-    def _loads(self, todo: np.ndarray, position: dict[str, int] | None, wanted: set[int] | None) -> Iterator[tuple[int, Callable[[], bytes]]]:
+    def _loads(
+        self, todo: np.ndarray, position: dict[str, int] | None, wanted: set[int] | None
+    ) -> Iterator[tuple[int, Callable[[], bytes]]]:
         if position is None:
             for pos in todo.tolist():
                 ref = self.listing.refs[pos]
@@ -280,7 +315,9 @@ class _Job:
             return pos, UNREADABLE
         split = self.listing.splits[int(self.listing.split_of[pos])]
         start, header = self.offsets[split]
-        os.pwrite(self.fds[split], np.ascontiguousarray(img, dtype=np.uint8).tobytes(), header + (pos - start) * img.nbytes)
+        os.pwrite(
+            self.fds[split], np.ascontiguousarray(img, dtype=np.uint8).tobytes(), header + (pos - start) * img.nbytes
+        )
         return pos, STORED
 
     def _checkpoint(self, finished: list[tuple[int, int]], done: int) -> int:
@@ -317,15 +354,29 @@ class _Job:
                 if ok.all():
                     _link_or_copy(staged, tmp / staged.name)  # every row stored: the staging file is the array
                 else:
-                    _compact(staged, tmp / staged.name, np.flatnonzero(ok), self.side, row, _npy_header((end - start, self.side, self.side, 3)))
+                    _compact(
+                        staged,
+                        tmp / staged.name,
+                        np.flatnonzero(ok),
+                        self.side,
+                        row,
+                        _npy_header((end - start, self.side, self.side, 3)),
+                    )
                 labels = self.listing.class_of[start:end][ok]
                 np.save(tmp / DATASET_FILES.labels(split), labels.astype(np.int64))
                 counts[split] = np.bincount(labels, minlength=len(self.listing.classes)).astype(int).tolist()
                 skipped[split] = int(np.count_nonzero(~ok))
             if not any(sum(c) for c in counts.values()):
                 raise DataSourceError(f"Data source {source!r} contains no readable images.")
-            DatasetMeta(self.src.kind, source, list(self.listing.classes), sorted(self.listing.splits, key=split_order), counts, skipped,
-                        [self.side, self.side, 3]).write(tmp)
+            DatasetMeta(
+                self.src.kind,
+                source,
+                list(self.listing.classes),
+                sorted(self.listing.splits, key=split_order),
+                counts,
+                skipped,
+                [self.side, self.side, 3],
+            ).write(tmp)
 
 
 class PixelBudget:
@@ -379,5 +430,6 @@ def _compact(staged: Path, out: Path, keep: np.ndarray, side: int, row: int, sta
 def changed_error(detail: str) -> DataSourceError:
     """The error for a source whose contents no longer match the fingerprint it is being converted under."""
     return DataSourceError(
-        f"The dataset changed while it was being converted ({detail}); nothing was cached. Convert it again once it is no longer being written to."
+        f"The dataset changed while it was being converted ({detail}); nothing was cached. Convert it again once it "
+        "is no longer being written to."
     )

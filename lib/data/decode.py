@@ -41,7 +41,8 @@ def upright(img: Any) -> Any:
 
 
 def to_rgb(img: Any) -> np.ndarray:
-    """An opened Pillow image as uint8 ``[H, W, 3]``, upright (EXIF orientation applied); transparent pixels land on white."""
+    """An opened Pillow image as uint8 ``[H, W, 3]``, upright (EXIF orientation applied); transparent pixels land on
+    white."""
     from PIL import Image
 
     img = upright(img)

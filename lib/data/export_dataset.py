@@ -44,17 +44,26 @@ def _png(image: np.ndarray) -> bytes:
 
 def _check_target(out: Path) -> None:
     if out.exists() or out.is_symlink():
-        raise ConfigError(f"{str(out)[:200]!r} already exists; export-dataset never replaces what you name. Choose a new folder or .zip name.")
+        raise ConfigError(
+            f"{str(out)[:200]!r} already exists; export-dataset never replaces what you name. Choose a new folder or "
+            ".zip name."
+        )
 
 
 def _check_class_names(classes: list[str]) -> None:
     for name in classes:
         if not name or name.startswith(".") or "/" in name or "\\" in name or name != name.strip():
-            raise ConfigError(f"Class name {name[:40]!r} cannot be a folder name; this dataset cannot be exported as an image folder.")
+            raise ConfigError(
+                f"Class name {name[:40]!r} cannot be a folder name; this dataset cannot be exported as an image folder."
+            )
 
 
-def plan(ds: Dataset, exclude: dict[str, Any] | None = None, fixes: dict[str, Any] | None = None,
-         selection: dict[str, Any] | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:  # fmt: skip
+def plan(
+    ds: Dataset,
+    exclude: dict[str, Any] | None = None,
+    fixes: dict[str, Any] | None = None,
+    selection: dict[str, Any] | None = None,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per split, the image indices to write and their (fixed) labels: the selection (every image if None) less the
     excluded ones. :class:`ConfigError` when an image is both excluded and relabelled, or nothing is left."""
     from lib.store.labels import check_not_excluded, relabelled
@@ -63,10 +72,16 @@ def plan(ds: Dataset, exclude: dict[str, Any] | None = None, fixes: dict[str, An
     check_not_excluded(fixes, exclude)
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for split in ds.splits:
-        chosen = np.arange(ds.size(split)) if selection is None else np.unique(np.asarray(selection.get(split, []), np.int64))
+        chosen = (
+            np.arange(ds.size(split))
+            if selection is None
+            else np.unique(np.asarray(selection.get(split, []), np.int64))
+        )
         chosen = np.setdiff1d(chosen, np.asarray(exclude.get(split, []), np.int64))
         fix = fixes.get(split)
-        labels = relabelled(ds.labels(split), (np.asarray(fix[0], np.int64), np.asarray(fix[1], np.int64)) if fix else None)
+        labels = relabelled(
+            ds.labels(split), (np.asarray(fix[0], np.int64), np.asarray(fix[1], np.int64)) if fix else None
+        )
         if len(chosen):
             out[split] = (chosen, np.asarray(labels)[chosen])
     if not out:
@@ -74,8 +89,15 @@ def plan(ds: Dataset, exclude: dict[str, Any] | None = None, fixes: dict[str, An
     return out
 
 
-def export_dataset(ds: Dataset, out: Path | str, exclude: dict[str, Any] | None = None, fixes: dict[str, Any] | None = None,
-                   selection: dict[str, Any] | None = None, note: str = "", on_progress: ProgressFn | None = None) -> dict[str, Any]:  # fmt: skip
+def export_dataset(
+    ds: Dataset,
+    out: Path | str,
+    exclude: dict[str, Any] | None = None,
+    fixes: dict[str, Any] | None = None,
+    selection: dict[str, Any] | None = None,
+    note: str = "",
+    on_progress: ProgressFn | None = None,
+) -> dict[str, Any]:
     """Write the curated dataset to ``out`` (a folder, or a zip if it ends in ``.zip``); returns its summary (also
     written as ``curation.json``)."""
     from lib.store.atomic import atomic_dir, check_free_space
@@ -86,21 +108,35 @@ def export_dataset(ds: Dataset, out: Path | str, exclude: dict[str, Any] | None 
     chosen = plan(ds, exclude, fixes, selection)
     total = sum(len(idx) for idx, _ in chosen.values())
     side = ds.images(next(iter(chosen))).shape[1]
-    check_free_space(out.parent if out.parent.exists() else Path.cwd(), total * (side * side * 3 + 200), "exporting this dataset")
+    check_free_space(
+        out.parent if out.parent.exists() else Path.cwd(), total * (side * side * 3 + 200), "exporting this dataset"
+    )
     changed = []
     for split, fix in (fixes or {}).items():
         given = ds.labels(split)
-        changed += [{"split": split, "index": int(i), "given": ds.classes[int(given[i])], "label": ds.classes[int(lab)]}
-                    for i, lab in zip(*fix, strict=True) if int(given[i]) != int(lab)]  # fmt: skip
+        changed += [
+            {"split": split, "index": int(i), "given": ds.classes[int(given[i])], "label": ds.classes[int(lab)]}
+            for i, lab in zip(*fix, strict=True)
+            if int(given[i]) != int(lab)
+        ]
     summary = {
-        "format": FORMAT, "version": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "note": note,
-        "source_dataset": ds.fingerprint, "classes": list(ds.classes), "file_pattern": "<split>/<class>/<split>-<index>.png",
+        "format": FORMAT,
+        "version": 1,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "note": note,
+        "source_dataset": ds.fingerprint,
+        "classes": list(ds.classes),
+        "file_pattern": "<split>/<class>/<split>-<index>.png",
         "images": {s: len(idx) for s, (idx, _) in chosen.items()},
-        "per_class": {s: {c: int((lab == k).sum()) for k, c in enumerate(ds.classes)} for s, (_, lab) in chosen.items()},
-        "excluded": {s: [int(i) for i in np.unique(np.asarray(v, np.int64))] for s, v in (exclude or {}).items() if len(v)},
+        "per_class": {
+            s: {c: int((lab == k).sum()) for k, c in enumerate(ds.classes)} for s, (_, lab) in chosen.items()
+        },
+        "excluded": {
+            s: [int(i) for i in np.unique(np.asarray(v, np.int64))] for s, v in (exclude or {}).items() if len(v)
+        },
         "relabelled": changed,
         "selection": None if selection is None else {s: len(v) for s, v in selection.items()},
-    }  # fmt: skip
+    }
     width = max(5, len(str(max(ds.size(s) for s in ds.splits) - 1)))
 
     def files() -> Any:
@@ -116,7 +152,9 @@ def export_dataset(ds: Dataset, out: Path | str, exclude: dict[str, Any] | None 
     text = json.dumps(summary, indent=2)
     remove_stale_temps(out)
     if out.suffix.lower() == ".zip":
-        with atomic_dir(out.with_name(out.name + ".parts"), install=lambda tmp, _t: _link_new(tmp / out.name, out)) as tmp:
+        with atomic_dir(
+            out.with_name(out.name + ".parts"), install=lambda tmp, _t: _link_new(tmp / out.name, out)
+        ) as tmp:
             _mark(tmp)
             with zipfile.ZipFile(tmp / out.name, "w", zipfile.ZIP_STORED) as zf:  # PNGs are compressed already
                 for name, data in files():
@@ -151,7 +189,11 @@ def remove_stale_temps(out: Path) -> list[Path]:
                 mark = json.loads((tmp / TEMP_MARK).read_text()) if tmp.is_dir() and not tmp.is_symlink() else None
             except (OSError, ValueError):
                 continue
-            if isinstance(mark, dict) and isinstance(mark.get("pid"), int) and not is_alive(mark["pid"], str(mark.get("start", ""))):
+            if (
+                isinstance(mark, dict)
+                and isinstance(mark.get("pid"), int)
+                and not is_alive(mark["pid"], str(mark.get("start", "")))
+            ):
                 shutil.rmtree(tmp, ignore_errors=True)
                 removed.append(tmp)
     return removed
@@ -162,11 +204,15 @@ def _link_new(tmp: Path, target: Path) -> None:
     try:
         os.link(tmp, target)
     except FileExistsError as err:
-        raise ConfigError(f"{str(target)[:200]!r} appeared while exporting; it was left as it is and the export discarded.") from err
+        raise ConfigError(
+            f"{str(target)[:200]!r} appeared while exporting; it was left as it is and the export discarded."
+        ) from err
 
 
 def _rename_new(tmp: Path, target: Path) -> None:
     """Move the finished folder to ``target`` only if nothing is there."""
     if target.exists() or target.is_symlink():
-        raise ConfigError(f"{str(target)[:200]!r} appeared while exporting; it was left as it is and the export discarded.")
+        raise ConfigError(
+            f"{str(target)[:200]!r} appeared while exporting; it was left as it is and the export discarded."
+        )
     os.rename(tmp, target)

@@ -49,7 +49,8 @@ def _natural_key(name: str) -> list[Any]:
 
 @dataclass(frozen=True)
 class Listing:
-    """Every image of a source in dataset order: train before validation before test, then class, then natural file name."""
+    """Every image of a source in dataset order: train before validation before test, then class, then natural file
+    name."""
 
     refs: list[str]  # how the source reads the image: a path relative to the folder, or an archive member name
     split_of: np.ndarray  # int16 index into ``splits``, per image
@@ -70,7 +71,9 @@ def make_listing(found: Iterable[tuple[tuple[str, str, str], str]], where: Path 
     """A :class:`Listing` from ``((split, class, file), ref)`` pairs in any order."""
     items = sorted(found, key=lambda kr: (split_order(kr[0][0]), kr[0][1], _natural_key(kr[0][2]), kr[1]))
     if not items:
-        raise DataSourceError(f"No images found in {where}: expected the layout <split>/<class>/<image file>, e.g. train/cat/0001.jpg.")
+        raise DataSourceError(
+            f"No images found in {where}: expected the layout <split>/<class>/<image file>, e.g. train/cat/0001.jpg."
+        )
     splits = tuple(dict.fromkeys(k[0] for k, _ in items))
     classes = tuple(sorted({k[1] for k, _ in items}))
     split_index = {s: i for i, s in enumerate(splits)}
@@ -95,7 +98,9 @@ class ImageFolder:
 
     def listing(self) -> Listing:
         found = []
-        seen: set[tuple[int, int]] = set()  # folders already walked: symlinked class folders are followed, a loop is not
+        seen: set[tuple[int, int]] = (
+            set()
+        )  # folders already walked: symlinked class folders are followed, a loop is not
         for dirpath, dirnames, filenames in os.walk(self.root, followlinks=True):
             try:
                 st = os.stat(dirpath)
@@ -140,7 +145,11 @@ class ZipImages:
             raise DataSourceError(f"{path} could not be read ({err}); it may be corrupt. Nothing was cached.") from err
 
     def listing(self) -> Listing:
-        found = [(key, info.filename) for info in self._zip.infolist() if not info.is_dir() and (key := _key_from_parts(Path(info.filename).parts))]
+        found = [
+            (key, info.filename)
+            for info in self._zip.infolist()
+            if not info.is_dir() and (key := _key_from_parts(Path(info.filename).parts))
+        ]
         return make_listing(found, self.path)
 
     def read(self, ref: str) -> bytes:
@@ -150,7 +159,9 @@ class ZipImages:
                     return b""  # a zip bomb, or not an image: counted as unreadable, never inflated
                 return self._zip.read(ref)
         except (zipfile.BadZipFile, OSError, EOFError, KeyError) as err:
-            raise DataSourceError(f"{self.path} could not be read ({err}); it may be corrupt or changed. Nothing was cached.") from err
+            raise DataSourceError(
+                f"{self.path} could not be read ({err}); it may be corrupt or changed. Nothing was cached."
+            ) from err
 
     def header_size(self, ref: str) -> tuple[int, int] | None:
         return image_size(self.read(ref))
@@ -176,7 +187,9 @@ class TarImages:
                     # Forget members already seen: a long archive would otherwise keep every TarInfo.
                     tar.members = []  # type: ignore[attr-defined]
         except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
-            raise DataSourceError(f"{self.path} could not be read to the end ({err}); it may be truncated. Nothing was cached.") from err
+            raise DataSourceError(
+                f"{self.path} could not be read to the end ({err}); it may be truncated. Nothing was cached."
+            ) from err
 
     def listing(self) -> Listing:
         found = []
@@ -187,7 +200,9 @@ class TarImages:
                         found.append((key, member.name))
                     tar.members = []  # type: ignore[attr-defined]
         except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
-            raise DataSourceError(f"{self.path} could not be read to the end ({err}); it may be truncated. Nothing was cached.") from err
+            raise DataSourceError(
+                f"{self.path} could not be read to the end ({err}); it may be truncated. Nothing was cached."
+            ) from err
         unique = {name: key for key, name in reversed(found)}  # a name twice in the archive: its first copy
         return make_listing(((key, name) for name, key in unique.items()), self.path)
 
@@ -215,7 +230,9 @@ def check_regular_file(path: Path, what: str) -> None:
     except OSError:
         ok = False
     if not ok:
-        raise DataSourceError(f"{what} must be a regular file; {str(path)[:200]!r} is not (a pipe, a device, a dangling link or missing).")
+        raise DataSourceError(
+            f"{what} must be a regular file; {str(path)[:200]!r} is not (a pipe, a device, a dangling link or missing)."
+        )
 
 
 def storage_side(sizes: list[tuple[int, int]]) -> int:

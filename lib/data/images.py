@@ -1,9 +1,9 @@
 """Image helpers for display and uploads: decoding untrusted bytes safely, upscaling, data URIs.
 
-    img = decode_upload(data)                 # uint8 [H, W, 3] or ImageDecodeError with a clear message
-    (resize it to the dataset's storage size with lib.data.decode.resize_square, as training images were)
-    big = upscale(img, 96)                    # nearest-neighbour, crisp pixels
-    uri = thumbnail_uri(img)                  # "data:image/png;base64,..." for chart tooltips
+img = decode_upload(data)                 # uint8 [H, W, 3] or ImageDecodeError with a clear message
+(resize it to the dataset's storage size with lib.data.decode.resize_square, as training images were)
+big = upscale(img, 96)                    # nearest-neighbour, crisp pixels
+uri = thumbnail_uri(img)                  # "data:image/png;base64,..." for chart tooltips
 """
 
 from __future__ import annotations
@@ -23,7 +23,10 @@ UPLOAD_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF")
 
 
 def _too_large(width: int, height: int) -> ImageDecodeError:
-    return ImageDecodeError(f"The image is {width:,}x{height:,} pixels, too large to classify here (the limit is {MAX_UPLOAD_PIXELS / 1e6:.0f} megapixels).")
+    return ImageDecodeError(
+        f"The image is {width:,}x{height:,} pixels, too large to classify here (the limit is "
+        f"{MAX_UPLOAD_PIXELS / 1e6:.0f} megapixels)."
+    )
 
 
 def decode_upload(data: bytes, max_bytes: int = MAX_UPLOAD_BYTES) -> np.ndarray:
@@ -33,7 +36,10 @@ def decode_upload(data: bytes, max_bytes: int = MAX_UPLOAD_BYTES) -> np.ndarray:
     if not data:
         raise ImageDecodeError("The uploaded file is empty.")
     if len(data) > max_bytes:
-        raise ImageDecodeError(f"The file is {len(data) / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB. Upload a smaller JPEG or PNG.")
+        raise ImageDecodeError(
+            f"The file is {len(data) / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB. Upload a smaller JPEG or "
+            "PNG."
+        )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -48,7 +54,8 @@ def decode_upload(data: bytes, max_bytes: int = MAX_UPLOAD_BYTES) -> np.ndarray:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise ImageDecodeError(
-            f"The image is too large to classify here: it declares more than {MAX_UPLOAD_PIXELS / 1e6:.0f} megapixels. Upload a smaller JPEG or PNG."
+            f"The image is too large to classify here: it declares more than {MAX_UPLOAD_PIXELS / 1e6:.0f} "
+            "megapixels. Upload a smaller JPEG or PNG."
         ) from err
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
         raise ImageDecodeError("That file is not an image this app can read; upload a JPEG or PNG.") from err
@@ -67,4 +74,3 @@ def thumbnail_uri(img: np.ndarray, side: int = 64) -> str:
     buf = io.BytesIO()
     Image.fromarray(upscale(img, side)).save(buf, format="PNG", optimize=False, compress_level=1)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-

@@ -1,7 +1,7 @@
 """The typed metadata of a converted dataset, written in one place (last, so a folder without it is no dataset).
 
-    DatasetMeta(kind, source, classes, splits, counts, skipped, image_shape).write(folder)
-    meta = DatasetMeta.read(folder)          # None if missing, damaged or of another format version
+DatasetMeta(kind, source, classes, splits, counts, skipped, image_shape).write(folder)
+meta = DatasetMeta.read(folder)          # None if missing, damaged or of another format version
 """
 
 from __future__ import annotations
@@ -44,8 +44,18 @@ class DatasetMeta:
             meta = cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
         except TypeError:
             return None
-        ok = (isinstance(meta.classes, list) and all(isinstance(c, str) for c in meta.classes) and isinstance(meta.splits, list)
-              and all(isinstance(s, str) for s in meta.splits) and isinstance(meta.counts, dict)
-              and all(s in meta.counts and isinstance(meta.counts[s], list) and len(meta.counts[s]) == len(meta.classes) for s in meta.splits)
-              and isinstance(meta.image_shape, list) and len(meta.image_shape) == 3 and isinstance(meta.skipped, dict))  # fmt: skip
+        ok = (
+            isinstance(meta.classes, list)
+            and all(isinstance(c, str) for c in meta.classes)
+            and isinstance(meta.splits, list)
+            and all(isinstance(s, str) for s in meta.splits)
+            and isinstance(meta.counts, dict)
+            and all(
+                s in meta.counts and isinstance(meta.counts[s], list) and len(meta.counts[s]) == len(meta.classes)
+                for s in meta.splits
+            )
+            and isinstance(meta.image_shape, list)
+            and len(meta.image_shape) == 3
+            and isinstance(meta.skipped, dict)
+        )
         return meta if ok else None

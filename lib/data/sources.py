@@ -41,7 +41,9 @@ from lib.store.layout import DATASET_FILES, CacheLayout, CacheLike
 
 MAX_SOURCE_CHARS = 1024  # longer strings are refused before they reach the file system
 Reader = Callable[[], ReadResult]
-Converter = Callable[[str, str, str, CacheLayout], "Dataset"]  # (source, kind, fingerprint, layout) -> the converted dataset
+Converter = Callable[
+    [str, str, str, CacheLayout], "Dataset"
+]  # (source, kind, fingerprint, layout) -> the converted dataset
 
 
 @dataclass(frozen=True)
@@ -82,8 +84,10 @@ class Dataset:
         present = [c for c, n in zip(self.classes, self.counts.get(split, [])) if n]
         if len(present) < 2:
             shown = ", ".join(repr(c[:40]) for c in present) or "none"
-            raise DataSourceError(f"{what} needs images of at least two classes in {split!r}; this dataset has {len(present)} ({shown}). "
-                                  "Add a folder per class: <split>/<class>/<image>.")  # fmt: skip
+            raise DataSourceError(
+                f"{what} needs images of at least two classes in {split!r}; this dataset has {len(present)} ({shown}). "
+                "Add a folder per class: <split>/<class>/<image>."
+            )
 
     def summary(self) -> dict[str, Any]:
         """A JSON-ready description: classes and per-split, per-class counts."""
@@ -95,7 +99,12 @@ class Dataset:
             "classes": list(self.classes),
             "image_shape": list(self.image_shape),
             "splits": {
-                s: {"total": self.size(s), "per_class": dict(zip(self.classes, self.counts[s])), "skipped": self.skipped.get(s, 0)} for s in self.splits
+                s: {
+                    "total": self.size(s),
+                    "per_class": dict(zip(self.classes, self.counts[s])),
+                    "skipped": self.skipped.get(s, 0),
+                }
+                for s in self.splits
             },
         }
 
@@ -128,7 +137,9 @@ def check_source_text(source: str) -> str:
     if not text:
         raise DataSourceError("No data source given. Use 'cifar10' or a path to a dataset.")
     if len(text) > MAX_SOURCE_CHARS or "\x00" in text:
-        raise DataSourceError(f"The data source is {len(text):,} characters long; give 'cifar10' or a path to a dataset.")
+        raise DataSourceError(
+            f"The data source is {len(text):,} characters long; give 'cifar10' or a path to a dataset."
+        )
     return text
 
 
@@ -151,21 +162,26 @@ def load_dataset(source: str, cache_dir: CacheLike, progress: ProgressFn | None 
     if source.startswith(CACHE_PREFIX):
         found = _load_cached(layout, _cache_fingerprint(source), source)
         if found is None:
-            raise DataSourceError(f"No dataset {source!r} in {layout.datasets} (a 'cache:' source names one already converted there, "
-                                  "for example by a demo bundle).")  # fmt: skip
+            raise DataSourceError(
+                f"No dataset {source!r} in {layout.datasets} (a 'cache:' source names one already converted there, "
+                "for example by a demo bundle)."
+            )
         return found
     if source.lower() == "cifar10":
         cached = _load_cached(layout, _CIFAR10_FINGERPRINT, source)
         if cached is not None:
             return cached
         archive = cifar.download_cifar10(layout.cifar_download(), progress=progress)
-        return _convert(source, "cifar10-pickle", _CIFAR10_FINGERPRINT, layout, lambda: cifar.read_cifar_tar(archive), progress)
+        return _convert(
+            source, "cifar10-pickle", _CIFAR10_FINGERPRINT, layout, lambda: cifar.read_cifar_tar(archive), progress
+        )
 
     path = existing_path(source)
     if path is None:
         raise DataSourceError(
-            f"Data source {source!r} is neither 'cifar10' nor an existing path. "
-            "Give a cifar-10-python.tar.gz, a cifar-10-batches-py/ folder, or an image-folder dataset (<split>/<class>/*.jpg, as a folder, .tar.gz or .zip)."
+            f"Data source {source!r} is neither 'cifar10' nor an existing path. Give a cifar-10-python.tar.gz, a "
+            "cifar-10-batches-py/ folder, or an image-folder dataset (<split>/<class>/*.jpg, as a folder, .tar.gz "
+            "or .zip)."
         )
     kind, fingerprint, converter = _inspect_path(path, progress)
     cached = _load_cached(layout, fingerprint, source)
@@ -200,12 +216,24 @@ def _load_cached(layout: CacheLayout, fingerprint: str, source: str) -> Dataset 
     try:
         if meta is None:
             raise ValueError("damaged metadata")
-        ds = Dataset(source=source, kind=meta.kind, fingerprint=fingerprint, path=folder, classes=tuple(meta.classes), splits=tuple(meta.splits),
-                     counts={k: list(v) for k, v in meta.counts.items()}, skipped=dict(meta.skipped),
-                     image_shape=tuple(meta.image_shape))  # type: ignore[arg-type]  # fmt: skip
+        ds = Dataset(
+            source=source,
+            kind=meta.kind,
+            fingerprint=fingerprint,
+            path=folder,
+            classes=tuple(meta.classes),
+            splits=tuple(meta.splits),
+            counts={k: list(v) for k, v in meta.counts.items()},
+            skipped=dict(meta.skipped),
+            image_shape=(int(meta.image_shape[0]), int(meta.image_shape[1]), int(meta.image_shape[2])),
+        )
         for split in ds.splits:
             images, labels = ds.images(split), ds.labels(split)
-            if images.shape != (ds.size(split), *ds.image_shape) or images.dtype != np.uint8 or labels.shape != (ds.size(split),):
+            if (
+                images.shape != (ds.size(split), *ds.image_shape)
+                or images.dtype != np.uint8
+                or labels.shape != (ds.size(split),)
+            ):
                 raise ValueError(f"shape mismatch in {split}")
         return ds
     except (KeyError, ValueError, TypeError, AttributeError, OSError, EOFError):
@@ -229,7 +257,9 @@ def _discard(folder: Path) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
-def _convert(source: str, kind: str, fingerprint: str, layout: CacheLayout, reader: Reader, progress: ProgressFn | None) -> Dataset:
+def _convert(
+    source: str, kind: str, fingerprint: str, layout: CacheLayout, reader: Reader, progress: ProgressFn | None
+) -> Dataset:
     """Convert a CIFAR pickle source (180 MB, read whole) into the cache."""
     classes, splits, skipped = reader()
     if not splits or all(len(y) == 0 for _, y in splits.values()):
@@ -241,7 +271,9 @@ def _convert(source: str, kind: str, fingerprint: str, layout: CacheLayout, read
         for split, (x, y) in splits.items():
             np.save(tmp / DATASET_FILES.images(split), np.ascontiguousarray(x, dtype=np.uint8))
             np.save(tmp / DATASET_FILES.labels(split), y.astype(np.int64))
-        DatasetMeta(kind, source, list(classes), sorted(splits, key=folders.split_order), counts, skipped, list(shape)).write(tmp)
+        DatasetMeta(
+            kind, source, list(classes), sorted(splits, key=folders.split_order), counts, skipped, list(shape)
+        ).write(tmp)
     return _read_back(layout, fingerprint, source)
 
 
@@ -284,13 +316,24 @@ def _verify_archive(path: Path, sha: str) -> convert.Verify:
 def _inspect_path(path: Path, progress: ProgressFn | None) -> tuple[str, str, Converter]:
     """The source's kind, its content fingerprint, and how to convert it (nothing is read beyond the fingerprint)."""
     if path.is_dir():
-        batches = next((p.parent for p in [path / "data_batch_1", path / "cifar-10-batches-py" / "data_batch_1"] if p.exists()), None)
+        batches = next(
+            (p.parent for p in [path / "data_batch_1", path / "cifar-10-batches-py" / "data_batch_1"] if p.exists()),
+            None,
+        )
         if batches is not None:
             files = [p for p in sorted(batches.iterdir()) if p.is_file()]
-            return "cifar10-pickle", f"cifar-dir-{tree_digest(batches, files)[:16]}", _pickles(lambda: cifar.read_cifar_dir(batches), progress)
+            return (
+                "cifar10-pickle",
+                f"cifar-dir-{tree_digest(batches, files)[:16]}",
+                _pickles(lambda: cifar.read_cifar_dir(batches), progress),
+            )
         listing = folders.ImageFolder(path).listing()
         digest = tree_digest(path, [path / ref for ref in listing.refs], progress)[:16]
-        return "image-folder", f"folder-{digest}", _images(lambda: folders.ImageFolder(path), listing, _verify_folder(path, digest), progress)
+        return (
+            "image-folder",
+            f"folder-{digest}",
+            _images(lambda: folders.ImageFolder(path), listing, _verify_folder(path, digest), progress),
+        )
 
     folders.check_regular_file(path, "A data source that is not a folder")
     name = path.name.lower()
@@ -302,14 +345,23 @@ def _inspect_path(path: Path, progress: ProgressFn | None) -> tuple[str, str, Co
         sha = file_digest(path)
         if cifar.tar_has_cifar_batches(path):
             return "cifar10-pickle", f"cifar-tar-{sha[:16]}", _pickles(lambda: cifar.read_cifar_tar(path), progress)
-        return "image-folder", f"archive-{sha[:16]}", _images(lambda: folders.TarImages(path), None, _verify_archive(path, sha), progress)
+        return (
+            "image-folder",
+            f"archive-{sha[:16]}",
+            _images(lambda: folders.TarImages(path), None, _verify_archive(path, sha), progress),
+        )
     if name.endswith(".zip"):
         if not zipfile.is_zipfile(path):
             raise DataSourceError(f"{path} is not a readable zip archive; it may be truncated or corrupt.")
         sha = file_digest(path)
-        return "image-folder", f"archive-{sha[:16]}", _images(lambda: folders.ZipImages(path), None, _verify_archive(path, sha), progress)
+        return (
+            "image-folder",
+            f"archive-{sha[:16]}",
+            _images(lambda: folders.ZipImages(path), None, _verify_archive(path, sha), progress),
+        )
     raise DataSourceError(
-        f"Don't know how to read {path}: expected a folder, a .tar.gz/.tgz/.tar or a .zip (an image-folder dataset or cifar-10-python.tar.gz)."
+        f"Don't know how to read {path}: expected a folder, a .tar.gz/.tgz/.tar or a .zip (an image-folder dataset "
+        "or cifar-10-python.tar.gz)."
     )
 
 
@@ -317,7 +369,12 @@ def _pickles(reader: Reader, progress: ProgressFn | None) -> Converter:
     return lambda source, kind, fingerprint, layout: _convert(source, kind, fingerprint, layout, reader, progress)
 
 
-def _images(open_source: Callable[[], folders.ImageSource], listing: folders.Listing | None, verify: convert.Verify, progress: ProgressFn | None) -> Converter:
+def _images(
+    open_source: Callable[[], folders.ImageSource],
+    listing: folders.Listing | None,
+    verify: convert.Verify,
+    progress: ProgressFn | None,
+) -> Converter:
     def run(source: str, kind: str, fingerprint: str, layout: CacheLayout) -> Dataset:
         src = open_source()
         convert.convert_image_source(src, listing or src.listing(), fingerprint, layout, source, verify, progress)

@@ -80,14 +80,24 @@ def _sheet(images: np.ndarray, side: int) -> np.ndarray:
     if images.shape[1] != side or images.shape[2] != side:
         from PIL import Image
 
-        images = np.stack([np.asarray(Image.fromarray(np.asarray(im)).resize((side, side), Image.Resampling.BILINEAR)) for im in images])
+        images = np.stack(
+            [
+                np.asarray(Image.fromarray(np.asarray(im)).resize((side, side), Image.Resampling.BILINEAR))
+                for im in images
+            ]
+        )
     tiles = np.zeros((PER_SHEET, side, side, 3), np.uint8)
     tiles[:n] = images
-    return tiles.reshape(THUMBS_PER_ROW, THUMBS_PER_ROW, side, side, 3).transpose(0, 2, 1, 3, 4).reshape(THUMBS_PER_ROW * side, THUMBS_PER_ROW * side, 3)
+    return (
+        tiles.reshape(THUMBS_PER_ROW, THUMBS_PER_ROW, side, side, 3)
+        .transpose(0, 2, 1, 3, 4)
+        .reshape(THUMBS_PER_ROW * side, THUMBS_PER_ROW * side, 3)
+    )
 
 
 def new_sprites(root: Path | str, fingerprint: str, image_shape: tuple[int, ...], counts: dict[str, int]) -> Sprites:
-    """Where a dataset's sprite folder goes (nothing written yet: :func:`write_sheet` each sheet, then :func:`finish`)."""
+    """Where a dataset's sprite folder goes (nothing written yet: :func:`write_sheet` each sheet, then
+    :func:`finish`)."""
     return Sprites(sprite_folder(root, fingerprint), thumb_side(image_shape), dict(counts))
 
 
@@ -116,7 +126,7 @@ def ensure_sprites(ds: Any, root: Path | str, progress: Any = None) -> Sprites:
     for split in ds.splits:
         images = ds.images(split)
         for sheet in range(-(-len(images) // PER_SHEET)):
-            write_sheet(sprites, split, sheet, images[sheet * PER_SHEET:(sheet + 1) * PER_SHEET])
+            write_sheet(sprites, split, sheet, images[sheet * PER_SHEET : (sheet + 1) * PER_SHEET])
             done += 1
             if progress:
                 progress(done / total)

@@ -19,7 +19,8 @@ def _path(text: str) -> str:
 
 
 def _opt(flag: str, value: object) -> str:
-    """One flag with its value as one word (``--label=-baseline``): a value that starts with ``-`` is never read as a flag."""
+    """One flag with its value as one word (``--label=-baseline``): a value that starts with ``-`` is never read as a
+    flag."""
     return f"{flag}={value}"
 
 
@@ -44,15 +45,28 @@ def data_job(source: str) -> JobSpec:
     return JobSpec("data", ["data", _opt("--source", _path(source))], f"prepare {_short(source)}")
 
 
-def extract_job(source: str, backbone: str, size: int, runtime: str, splits: str = "all", view: str = "original", ray: Any = None) -> JobSpec:
+def extract_job(
+    source: str, backbone: str, size: int, runtime: str, splits: str = "all", view: str = "original", ray: Any = None
+) -> JobSpec:
     """Features of every split (the dataset is converted first where it is not yet)."""
-    argv = ["extract", _opt("--source", _path(source)), _opt("--backbone", _path(backbone)), _opt("--image-size", size), _opt("--split", splits),
-            _opt("--view", view), _opt("--runtime", runtime), *_ray(ray)]  # fmt: skip
+    argv = [
+        "extract",
+        _opt("--source", _path(source)),
+        _opt("--backbone", _path(backbone)),
+        _opt("--image-size", size),
+        _opt("--split", splits),
+        _opt("--view", view),
+        _opt("--runtime", runtime),
+        *_ray(ray),
+    ]
     return JobSpec("extract", argv, f"features of {_short(backbone)} @ {size}px ({runtime})")
 
 
-def train_job(req: Any, finetune: Any = None, label: str = "", exclude_file: Any = None, ray: Any = None, relabel_file: Any = None) -> JobSpec:
-    """A run of :class:`lib.pipeline.training.RunRequest` (fine-tuned with a :class:`lib.pipeline.finetune.FinetuneConfig`)."""
+def train_job(
+    req: Any, finetune: Any = None, label: str = "", exclude_file: Any = None, ray: Any = None, relabel_file: Any = None
+) -> JobSpec:
+    """A run of :class:`lib.pipeline.training.RunRequest` (fine-tuned with a
+    :class:`lib.pipeline.finetune.FinetuneConfig`)."""
     h = req.head
     argv = ["train", _opt("--source", _path(req.source)), _opt("--backbone", _path(req.backbone))]
     if req.protocol:
@@ -61,12 +75,25 @@ def train_job(req: Any, finetune: Any = None, label: str = "", exclude_file: Any
         argv += [_opt("--image-sizes", ",".join(str(s) for s in req.image_sizes))]
     for backbone, sizes in req.more_backbones:
         argv += [_opt("--backbone", _path(backbone) + ("@" + ",".join(str(s) for s in sizes) if sizes else ""))]
-    argv += [_opt("--head", h.head), _opt("--hidden", h.hidden), _opt("--dropout", _num(h.dropout)), _opt("--weight-decay", _num(h.weight_decay)),
-             _opt("--optimizer", h.optimizer), _opt("--lr", _num(h.learning_rate)), _opt("--lr-schedule", h.lr_schedule),
-             _opt("--train-batch-size", h.batch_size), _opt("--epochs", h.epochs), _opt("--label-smoothing", _num(h.label_smoothing)),
-             _opt("--val-fraction", _num(h.val_fraction)), _opt("--patience", h.patience or 0), _opt("--seed", h.seed), _opt("--runtime", req.runtime),
-             _opt("--batch-size", req.batch_size), "--flip-train" if "flip" in req.train_views else "--no-flip-train",
-             "--tta" if req.tta else "--no-tta"]  # fmt: skip
+    argv += [
+        _opt("--head", h.head),
+        _opt("--hidden", h.hidden),
+        _opt("--dropout", _num(h.dropout)),
+        _opt("--weight-decay", _num(h.weight_decay)),
+        _opt("--optimizer", h.optimizer),
+        _opt("--lr", _num(h.learning_rate)),
+        _opt("--lr-schedule", h.lr_schedule),
+        _opt("--train-batch-size", h.batch_size),
+        _opt("--epochs", h.epochs),
+        _opt("--label-smoothing", _num(h.label_smoothing)),
+        _opt("--val-fraction", _num(h.val_fraction)),
+        _opt("--patience", h.patience or 0),
+        _opt("--seed", h.seed),
+        _opt("--runtime", req.runtime),
+        _opt("--batch-size", req.batch_size),
+        "--flip-train" if "flip" in req.train_views else "--no-flip-train",
+        "--tta" if req.tta else "--no-tta",
+    ]
     if h.steps:
         argv += [_opt("--steps", h.steps)]
     if req.limit:
@@ -78,22 +105,42 @@ def train_job(req: Any, finetune: Any = None, label: str = "", exclude_file: Any
     if label:
         argv += [_opt("--label", label)]
     if finetune is not None:
-        argv += ["--finetune", _opt("--finetune-epochs", finetune.epochs), _opt("--finetune-lr", _num(finetune.learning_rate)),
-                 _opt("--finetune-batch-size", finetune.batch_size), _opt("--finetune-warmup", _num(finetune.warmup_epochs))]  # fmt: skip
+        argv += [
+            "--finetune",
+            _opt("--finetune-epochs", finetune.epochs),
+            _opt("--finetune-lr", _num(finetune.learning_rate)),
+            _opt("--finetune-batch-size", finetune.batch_size),
+            _opt("--finetune-warmup", _num(finetune.warmup_epochs)),
+        ]
         if finetune.image_size:
             argv += [_opt("--finetune-image-size", finetune.image_size)]
     else:
         argv += _ray(ray)
     sizes = ",".join(str(s) for s in req.image_sizes or ())
-    what = f"{'fine-tune' if finetune is not None else 'train'} {_short(req.backbone)}" + (f" @ {sizes}px" if sizes else "")
+    what = f"{'fine-tune' if finetune is not None else 'train'} {_short(req.backbone)}" + (
+        f" @ {sizes}px" if sizes else ""
+    )
     what += "".join(f" + {_short(b)}" for b, _sizes in req.more_backbones)
     return JobSpec("train", argv, what + (f" ({req.protocol})" if req.protocol else ""))
 
 
-def audit_job(source: str, backbone: str, size: int, runtime: str, more: tuple[tuple[str, int], ...] = (), labels: str | None = None) -> JobSpec:
+def audit_job(
+    source: str,
+    backbone: str,
+    size: int,
+    runtime: str,
+    more: tuple[tuple[str, int], ...] = (),
+    labels: str | None = None,
+) -> JobSpec:
     """The data-quality audit of every image (its heads on ``backbone`` and the ``more`` (backbone, size) parts; with
     the replacement labels of the saved list at ``labels``)."""
-    argv = ["audit", _opt("--source", _path(source)), _opt("--backbone", _path(backbone)), _opt("--image-size", size), _opt("--runtime", runtime)]
+    argv = [
+        "audit",
+        _opt("--source", _path(source)),
+        _opt("--backbone", _path(backbone)),
+        _opt("--image-size", size),
+        _opt("--runtime", runtime),
+    ]
     for b, s in more:
         argv += [_opt("--backbone", f"{_path(b)}@{s}")]
     if labels:
@@ -102,8 +149,11 @@ def audit_job(source: str, backbone: str, size: int, runtime: str, more: tuple[t
     return JobSpec("audit", argv, what + (f" and labels {_short(labels)}" if labels else ""))
 
 
-def export_dataset_job(source: str, out: str, exclude: str | None = None, relabel: str | None = None, selection: str | None = None) -> JobSpec:
-    """The curated dataset (less ``exclude``, with the fixes of ``relabel``, only ``selection`` if given) written to ``out``."""
+def export_dataset_job(
+    source: str, out: str, exclude: str | None = None, relabel: str | None = None, selection: str | None = None
+) -> JobSpec:
+    """The curated dataset (less ``exclude``, with the fixes of ``relabel``, only ``selection`` if given) written to
+    ``out``."""
     argv = ["export-dataset", _opt("--source", _path(source)), _opt("--out", out)]
     for flag_name, path in (("--exclude", exclude), ("--relabel", relabel), ("--selection", selection)):
         if path:
@@ -111,16 +161,33 @@ def export_dataset_job(source: str, out: str, exclude: str | None = None, relabe
     return JobSpec("export-dataset", argv, f"export {_short(out)}")
 
 
-def map_job(source: str, backbone: str, size: int, runtime: str, method: str, perplexity: float, iterations: int) -> JobSpec:
+def map_job(
+    source: str, backbone: str, size: int, runtime: str, method: str, perplexity: float, iterations: int
+) -> JobSpec:
     """The map of every image (PCA or t-SNE)."""
-    argv = ["project", _opt("--source", _path(source)), _opt("--backbone", _path(backbone)), _opt("--image-size", size), _opt("--runtime", runtime),
-            _opt("--method", method), _opt("--perplexity", _num(float(perplexity))), _opt("--iterations", int(iterations))]  # fmt: skip
+    argv = [
+        "project",
+        _opt("--source", _path(source)),
+        _opt("--backbone", _path(backbone)),
+        _opt("--image-size", size),
+        _opt("--runtime", runtime),
+        _opt("--method", method),
+        _opt("--perplexity", _num(float(perplexity))),
+        _opt("--iterations", int(iterations)),
+    ]
     return JobSpec("project", argv, f"{method} map of {_short(backbone)} @ {size}px")
 
 
-def benchmark_job(source: str, backbones: list[str] | None, sizes: list[int], runtimes: list[str], limit: int | None) -> JobSpec:
+def benchmark_job(
+    source: str, backbones: list[str] | None, sizes: list[int], runtimes: list[str], limit: int | None
+) -> JobSpec:
     """The speed/accuracy grid (rows already measured on this machine are kept, so asking again finishes the rest)."""
-    argv = ["benchmark", _opt("--source", _path(source)), _opt("--image-sizes", ",".join(map(str, sizes))), _opt("--runtimes", ",".join(runtimes))]
+    argv = [
+        "benchmark",
+        _opt("--source", _path(source)),
+        _opt("--image-sizes", ",".join(map(str, sizes))),
+        _opt("--runtimes", ",".join(runtimes)),
+    ]
     for b in backbones or []:
         argv += [_opt("--backbone", _path(b))]
     argv += [_opt("--limit", limit)] if limit else ["--full"]

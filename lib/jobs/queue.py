@@ -1,8 +1,8 @@
 """The queue of one cache: submitting (identical requests join), listing, cancelling, settling, and the runner.
 
-    job, joined = submit(layout, JobSpec("extract", argv, "features of mobilenet @128"))
-    list_jobs(layout)        # settled: a job whose process died without an outcome is failed, with the reason
-    run_runner(layout)       # `python -m lib jobs runner`: started on demand, one per cache, gone when idle
+job, joined = submit(layout, JobSpec("extract", argv, "features of mobilenet @128"))
+list_jobs(layout)        # settled: a job whose process died without an outcome is failed, with the reason
+run_runner(layout)       # `python -m lib jobs runner`: started on demand, one per cache, gone when idle
 """
 
 from __future__ import annotations
@@ -31,16 +31,22 @@ from lib.store.layout import JOB_FILES, CacheLayout, CacheLike
 
 CONCURRENCY_ENV = "TLX_JOBS"  # how many jobs run at once (default 1: one heavy job at a time)
 POLL_S = 0.5  # how often the runner looks at the queue while a job waits for a free slot
-BUSY_POLL_S = 2.0  # how often while every slot is busy (it only settles and escalates cancels then; a job's exit wakes it early)
+BUSY_POLL_S = (
+    2.0  # how often while every slot is busy (it only settles and escalates cancels then; a job's exit wakes it early)
+)
 IDLE_EXIT_S = 10.0  # a runner with nothing to do for this long exits (the next submit starts one again)
 CANCEL_GRACE_S = 15.0  # a job that has not stopped this long after a cancel is interrupted, then terminated
-DIED = "The job's process ended without saying how (killed, out of memory, or the machine restarted). Ask for it again: it resumes from its checkpoints."
+DIED = (
+    "The job's process ended without saying how (killed, out of memory, or the machine restarted). Ask for it "
+    "again: it resumes from its checkpoints."
+)
 LOG_LINES = 3  # the last lines of a job's log quoted when its process ended without an outcome
 
 
 @dataclass(frozen=True)
 class JobSpec:
-    """What to run: the CLI command's arguments (after ``python -m lib``; the cache and ``--json`` are added), and a title."""
+    """What to run: the CLI command's arguments (after ``python -m lib``; the cache and ``--json`` are added), and a
+    title."""
 
     kind: str
     argv: list[str]
@@ -129,7 +135,9 @@ def _settle_one(layout: CacheLayout, job: Job) -> bool:
         result = outcome.get("result")
         job.result = result if isinstance(result, dict) else {}
         job.error = str(outcome.get("error") or "")[:2000]
-        job.state = "done" if job.exit_code == 0 else "cancelled" if job.exit_code == 130 or job.cancel_requested else "failed"
+        job.state = (
+            "done" if job.exit_code == 0 else "cancelled" if job.exit_code == 130 or job.cancel_requested else "failed"
+        )
     job.finished = str(outcome.get("finished")) if outcome and outcome.get("finished") else now()
     job.write(layout)
     return True
@@ -141,7 +149,9 @@ def settle(layout: CacheLike) -> list[Job]:
     if not layout.jobs.is_dir():
         return []
     jobs = _read_all(layout)
-    if any(j.state == "running" and (_outcome(layout, j) is not None or not is_alive(j.pid, j.pid_start)) for j in jobs):
+    if any(
+        j.state == "running" and (_outcome(layout, j) is not None or not is_alive(j.pid, j.pid_start)) for j in jobs
+    ):
         with contextlib.suppress(UserFacingError), _locked(layout):  # a read-only cache (the demo) only reads
             jobs = _read_all(layout)
             for j in jobs:
@@ -183,7 +193,9 @@ def cancel_job(layout: CacheLike, job_id: str) -> Job:
         if job is None:
             raise UserFacingError(f"No job {job_id} in {layout} (see `python -m lib jobs list`).")
         if job.damaged:
-            raise UserFacingError(f"{job.error} It is never started; remove its folder {layout.job_dir(job_id)} to drop it.")
+            raise UserFacingError(
+                f"{job.error} It is never started; remove its folder {layout.job_dir(job_id)} to drop it."
+            )
         if job.state == "queued":
             job.state, job.finished = "cancelled", now()
         elif job.state == "running":
@@ -241,10 +253,20 @@ def ensure_runner(layout: CacheLayout) -> None:
         return
     check_writable(layout.jobs)
     layout.jobs.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if k not in ("TLX_JOB_DIR", "TLX_JOB_ID")}  # a job that submits is not the runner
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("TLX_JOB_DIR", "TLX_JOB_ID")
+    }  # a job that submits is not the runner
     with open(layout.runner_log(), "ab") as log:
-        subprocess.Popen([sys.executable, "-m", "lib", "jobs", "runner", "--cache-dir", str(layout.root)], cwd=_project_root(),
-                         stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, start_new_session=True, close_fds=True)  # fmt: skip
+        subprocess.Popen(
+            [sys.executable, "-m", "lib", "jobs", "runner", "--cache-dir", str(layout.root)],
+            cwd=_project_root(),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            env=env,
+            start_new_session=True,
+            close_fds=True,
+        )
 
 
 class RunnerStoppedError(Exception):
@@ -269,8 +291,16 @@ def _start(layout: CacheLayout, job: Job) -> subprocess.Popen[bytes]:
     env = {**os.environ, "TLX_JOB_DIR": str(layout.job_dir(job.id)), "TLX_JOB_ID": job.id}
     env.pop("TLX_DEMO", None)
     with open(layout.job_file(job.id, JOB_FILES.log), "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "lib", *job.argv, "--cache-dir", str(layout.root), "--json"], cwd=_project_root(),
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, start_new_session=True, close_fds=True)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "lib", *job.argv, "--cache-dir", str(layout.root), "--json"],
+            cwd=_project_root(),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            env=env,
+            start_new_session=True,
+            close_fds=True,
+        )
     job.pid, job.pid_start = proc.pid, process_start(proc.pid)
     try:
         job.write(layout)
@@ -310,7 +340,10 @@ def runner_stopped(layout: CacheLike) -> str:
     except OSError:
         return ""
     if free < FREE_MARGIN:
-        return f"The disk that holds {layout.jobs} is full ({free / 1e6:.1f} MB free): queued jobs wait until space is freed."
+        return (
+            f"The disk that holds {layout.jobs} is full ({free / 1e6:.1f} MB free): queued jobs wait until space "
+            "is freed."
+        )
     return ""
 
 
@@ -353,7 +386,9 @@ def concurrency() -> int:
     text = os.environ.get(CONCURRENCY_ENV, "1").strip()
     if text.isdigit() and 1 <= int(text) <= MAX_CONCURRENCY:
         return int(text)
-    _warn_once(f"${CONCURRENCY_ENV}={text[:20]!r} is not a whole number from 1 to {MAX_CONCURRENCY}; running 1 job at a time.")
+    _warn_once(
+        f"${CONCURRENCY_ENV}={text[:20]!r} is not a whole number from 1 to {MAX_CONCURRENCY}; running 1 job at a time."
+    )
     return 1
 
 
@@ -386,7 +421,9 @@ def run_runner(layout: CacheLike) -> int:
                 for j in jobs:
                     _settle_one(layout, j)
                 running = [j for j in jobs if j.state == "running"]
-                for j in sorted((j for j in jobs if j.state == "queued"), key=lambda j: j.created)[: max(0, concurrency() - len(running))]:
+                for j in sorted((j for j in jobs if j.state == "queued"), key=lambda j: j.created)[
+                    : max(0, concurrency() - len(running))
+                ]:
                     try:
                         children[j.id] = _start(layout, j)
                     except RunnerStoppedError as err:

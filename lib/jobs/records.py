@@ -1,7 +1,7 @@
 """A job's files, typed: the record (what was asked, its state), the progress its process reports, its outcome.
 
-    job = Job.read(layout, job_id)                  # None if missing or damaged
-    job.with_progress(Progress.read(layout, job.id))
+job = Job.read(layout, job_id)                  # None if missing or damaged
+job.with_progress(Progress.read(layout, job.id))
 """
 
 from __future__ import annotations
@@ -35,7 +35,9 @@ class Progress:
     eta_seconds: float | None = None
     unit: str = ""
     updated: float = 0.0  # time.time() of the report
-    series: list[dict[str, float]] = field(default_factory=list)  # points so far, for a live chart (a training's epochs)
+    series: list[dict[str, float]] = field(
+        default_factory=list
+    )  # points so far, for a live chart (a training's epochs)
     since: float = 0.0  # time.time() when this stage began (the panel shows how long it has run)
 
     @property
@@ -53,8 +55,11 @@ class Progress:
             found = cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
         except TypeError:
             return cls()
-        numbers_ok = all(isinstance(v, int) for v in (found.done, found.total)) and all(
-            v is None or isinstance(v, (int, float)) for v in (found.rate, found.eta_seconds)) and isinstance(found.since, (int, float))  # fmt: skip
+        numbers_ok = (
+            all(isinstance(v, int) for v in (found.done, found.total))
+            and all(v is None or isinstance(v, (int, float)) for v in (found.rate, found.eta_seconds))
+            and isinstance(found.since, (int, float))
+        )
         series_ok = isinstance(found.series, list) and all(isinstance(p, dict) for p in found.series)
         return found if numbers_ok and series_ok and isinstance(found.stage, str) else cls()
 
@@ -101,10 +106,22 @@ class Job:
     def summary(self) -> dict[str, Any]:
         """What ``jobs list --json`` prints for it."""
         share = 1.0 if self.state == "done" else self.progress.fraction
-        return {"id": self.id, "kind": self.kind, "title": self.title, "state": self.state, "progress": round(share, 4),
-                "stage": self.progress.stage, "created": self.created, "started": self.started, "finished": self.finished,
-                "command": self.command, "result": self.result, "error": self.error, "images_per_second": self.progress.rate,
-                "eta_seconds": self.progress.eta_seconds}  # fmt: skip
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "title": self.title,
+            "state": self.state,
+            "progress": round(share, 4),
+            "stage": self.progress.stage,
+            "created": self.created,
+            "started": self.started,
+            "finished": self.finished,
+            "command": self.command,
+            "result": self.result,
+            "error": self.error,
+            "images_per_second": self.progress.rate,
+            "eta_seconds": self.progress.eta_seconds,
+        }
 
     def write(self, layout: CacheLayout) -> None:
         """Store the record atomically (callers hold the queue lock)."""
@@ -129,20 +146,46 @@ class Job:
         if not path.exists():
             return None
         data = read_json(path)
-        problem = "it is not valid JSON (truncated?)" if data is None else "it is not a JSON object" if not isinstance(data, dict) else _problem(data, job_id)
+        problem = (
+            "it is not valid JSON (truncated?)"
+            if data is None
+            else "it is not a JSON object"
+            if not isinstance(data, dict)
+            else _problem(data, job_id)
+        )
         if problem:
             kind = str(data.get("kind")) if isinstance(data, dict) and isinstance(data.get("kind"), str) else "?"
-            return cls(job_id, kind[:40], "damaged record", [], "", state=DAMAGED, error=f"The record {path} is damaged: {problem}.")
+            return cls(
+                job_id,
+                kind[:40],
+                "damaged record",
+                [],
+                "",
+                state=DAMAGED,
+                error=f"The record {path} is damaged: {problem}.",
+            )
         assert isinstance(data, dict)
         return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data and f.name != "progress"})
 
 
 DAMAGED = "damaged"  # not a state a record is written with: what a record that cannot be read is shown as
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {
-    "id": (str,), "kind": (str,), "title": (str,), "argv": (list,), "key": (str,), "state": (str,), "created": (str,), "started": (str,),
-    "finished": (str,), "pid": (int,), "pid_start": (str,), "cancel_requested": (bool,), "result": (dict,), "error": (str,),
+    "id": (str,),
+    "kind": (str,),
+    "title": (str,),
+    "argv": (list,),
+    "key": (str,),
+    "state": (str,),
+    "created": (str,),
+    "started": (str,),
+    "finished": (str,),
+    "pid": (int,),
+    "pid_start": (str,),
+    "cancel_requested": (bool,),
+    "result": (dict,),
+    "error": (str,),
     "exit_code": (int, type(None)),
-}  # fmt: skip
+}
 _REQUIRED = ("id", "kind", "title", "argv", "key")
 
 
@@ -154,7 +197,10 @@ def _problem(data: dict[str, Any], job_id: str) -> str:
     for name, types in _FIELD_TYPES.items():
         value = data.get(name)
         if name in data and (not isinstance(value, types) or (isinstance(value, bool) and bool not in types)):
-            return f"{name} is {json.dumps(value, default=str)[:40]}, not {' or '.join('null' if t is type(None) else t.__name__ for t in types)}"
+            return (
+                f"{name} is {json.dumps(value, default=str)[:40]}, not "
+                f"{' or '.join('null' if t is type(None) else t.__name__ for t in types)}"
+            )
     if data["id"] != job_id:
         return f"its id {data['id'][:40]!r} is not its folder's"
     if data.get("state", "queued") not in STATES:

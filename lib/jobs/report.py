@@ -53,8 +53,11 @@ class JobReporter:
         tmp.write_text(json.dumps(dataclasses.asdict(self.current)))
         os.replace(tmp, self.folder / JOB_FILES.progress)
 
-    def progress(self, stage: str, done: int, total: int, rate: float | None = None, eta: float | None = None, unit: str = "") -> None:
-        """``done`` of ``total`` in ``stage`` (a new stage is written at once, the same one at most every quarter second)."""
+    def progress(
+        self, stage: str, done: int, total: int, rate: float | None = None, eta: float | None = None, unit: str = ""
+    ) -> None:
+        """``done`` of ``total`` in ``stage`` (a new stage is written at once, the same one at most every quarter
+        second)."""
         force = stage != self.current.stage or done >= total
         eta = eta if eta is None or eta != float("inf") else None
         since = self.current.since if stage == self.current.stage and self.current.since else time.time()
@@ -97,7 +100,12 @@ def finish(exit_code: int, result: dict[str, Any] | None, error: str) -> None:
     job = current()
     if job is None:
         return
-    outcome = {"exit": exit_code, "result": {k: v for k, v in (result or {}).items() if not k.startswith("_")}, "error": error, "finished": now()}
+    outcome = {
+        "exit": exit_code,
+        "result": {k: v for k, v in (result or {}).items() if not k.startswith("_")},
+        "error": error,
+        "finished": now(),
+    }
     tmp = job.folder / f".{JOB_FILES.outcome}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(outcome, default=str))
     os.replace(tmp, job.folder / JOB_FILES.outcome)

@@ -43,7 +43,10 @@ class LoadedBackbone:
     def check_size(self, image_size: int) -> None:
         """Raise if this backbone cannot run at ``image_size``."""
         if self.fixed_size is not None and image_size != self.fixed_size:
-            raise BackboneError(f"{self.spec.name} only accepts {self.fixed_size}x{self.fixed_size} input; got --image-size {image_size}.")
+            raise BackboneError(
+                f"{self.spec.name} only accepts {self.fixed_size}x{self.fixed_size} input; got --image-size "
+                f"{image_size}."
+            )
 
     def embed(self, images: np.ndarray, image_size: int, flip: bool = False) -> np.ndarray:
         """Features of a uint8 ``[B,H,W,3]`` batch, resized to ``image_size`` (and mirrored if ``flip``)."""
@@ -96,10 +99,13 @@ def load_backbone(spec: BackboneSpec) -> LoadedBackbone:
     except BackboneError:
         raise
     except Exception as err:
-        raise BackboneError(f"Backbone {spec.handle} failed on a test batch of {probe_size}x{probe_size} RGB images: {first_line(err)}") from err
+        raise BackboneError(
+            f"Backbone {spec.handle} failed on a test batch of {probe_size}x{probe_size} RGB images: {first_line(err)}"
+        ) from err
     if out.ndim != 2 or out.shape[0] != 2:
         raise BackboneError(
-            f"Backbone {spec.handle} returns shape {list(out.shape)} for 2 images; a feature-vector module returns [batch, features]."
+            f"Backbone {spec.handle} returns shape {list(out.shape)} for 2 images; a feature-vector module returns "
+            "[batch, features]."
         )
     _classification_check(spec, out.shape[1])
     loaded.feature_dim = int(out.shape[1])
@@ -137,7 +143,10 @@ def _load_savedmodel(spec: BackboneSpec) -> LoadedBackbone:
             return _single_output(sig(**{arg: x}))
 
     else:
-        raise BackboneError(f"{spec.handle} has neither __call__ nor a serving_default signature; it is not an image feature-vector module.")
+        raise BackboneError(
+            f"{spec.handle} has neither __call__ nor a serving_default signature; it is not an image feature-vector "
+            "module."
+        )
     loaded = LoadedBackbone(spec, forward)
     loaded.module = module
     return loaded
@@ -171,7 +180,10 @@ def _load_tflite(spec: BackboneSpec) -> LoadedBackbone:
     inp = interp.get_input_details()[0]
     outp = interp.get_output_details()[0]
     if len(inp["shape"]) != 4 or inp["shape"][3] != 3:
-        raise BackboneError(f"TFLite model {spec.handle} takes input of shape {list(inp['shape'])}; an image model takes [batch, H, W, 3].")
+        raise BackboneError(
+            f"TFLite model {spec.handle} takes input of shape {list(inp['shape'])}; an image model takes [batch, H, "
+            "W, 3]."
+        )
     fixed = int(inp["shape"][1])
     in_scale, in_zero = inp["quantization"]
     out_scale, out_zero = outp["quantization"]
@@ -203,5 +215,9 @@ def _load_tflite(spec: BackboneSpec) -> LoadedBackbone:
         return out
 
     del in_scale, in_zero
-    spec_fixed = spec if spec.native_size == fixed else BackboneSpec(spec.name, spec.handle, spec.kind, spec.family, fixed, spec.feature_dim)
+    spec_fixed = (
+        spec
+        if spec.native_size == fixed
+        else BackboneSpec(spec.name, spec.handle, spec.kind, spec.family, fixed, spec.feature_dim)
+    )
     return LoadedBackbone(spec_fixed, forward, fixed_size=fixed)

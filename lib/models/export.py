@@ -35,7 +35,15 @@ EXPORT_MARKER = "transfer_explorer_export.json"  # present in every export this 
 
 
 # What an export made by a version that did not list its files holds: the SavedModel's own names and ours.
-_LEGACY_FILES = {"saved_model.pb", "fingerprint.pb", "keras_metadata.pb", "class_names.txt", "class_names.json", "run_manifest.json", EXPORT_MARKER}
+_LEGACY_FILES = {
+    "saved_model.pb",
+    "fingerprint.pb",
+    "keras_metadata.pb",
+    "class_names.txt",
+    "class_names.json",
+    "run_manifest.json",
+    EXPORT_MARKER,
+}
 _LEGACY_FOLDERS = {"variables", "assets"}
 
 
@@ -71,15 +79,19 @@ def check_export_target(out: Path, force: bool) -> None:
     if not out.is_dir() or not any(out.iterdir()):
         return
     if not (out / EXPORT_MARKER).is_file():
-        raise RunError(f"--out {out} is a folder that holds other files and is not an export of this project; nothing was changed. "
-                       "Choose a new or empty folder.")  # fmt: skip
+        raise RunError(
+            f"--out {out} is a folder that holds other files and is not an export of this project; nothing was "
+            "changed. Choose a new or empty folder."
+        )
     if not force:
         raise RunError(f"--out {out} already holds an export; pass --force to replace it, or choose another folder.")
     extra = foreign_entries(out)
     if extra:
         shown = ", ".join(extra[:5]) + (f" and {len(extra) - 5} more" if len(extra) > 5 else "")
-        raise RunError(f"--out {out} holds an earlier export and also files it did not write ({shown}); --force replaces only the "
-                       "export's own files, so nothing was changed. Move them out, or choose another folder.")  # fmt: skip
+        raise RunError(
+            f"--out {out} holds an earlier export and also files it did not write ({shown}); --force replaces only the "
+            "export's own files, so nothing was changed. Move them out, or choose another folder."
+        )
 
 
 def export_run(cache_dir: CacheLike, run_id: str, out: Path | str, force: bool = False) -> Path:
@@ -92,7 +104,10 @@ def export_run(cache_dir: CacheLike, run_id: str, out: Path | str, force: bool =
     m = run.manifest
     if m.finetuned:
         if not (run.model_dir / "saved_model.pb").exists():
-            raise RunError(f"Run {run_id} fine-tuned its backbone but holds no saved model (made by an older version); train it again to export it.")
+            raise RunError(
+                f"Run {run_id} fine-tuned its backbone but holds no saved model (made by an older version); train it "
+                "again to export it."
+            )
         module = None
     else:
         module = _frozen_module(cache_dir, run)
@@ -107,18 +122,36 @@ def export_run(cache_dir: CacheLike, run_id: str, out: Path | str, force: bool =
                     raise OSError(errno.ENOSPC, "No space left on device", str(out)) from err
                 raise
         # One name per line, control characters escaped (a folder name can hold a newline); class_names.json is exact.
-        (tmp / "class_names.txt").write_text("\n".join(terminal_text(c).replace("\n", "\\n").replace("\t", "\\t") for c in run.classes) + "\n")
+        (tmp / "class_names.txt").write_text(
+            "\n".join(terminal_text(c).replace("\n", "\\n").replace("\t", "\\t") for c in run.classes) + "\n"
+        )
         (tmp / "class_names.json").write_text(json.dumps(list(run.classes), ensure_ascii=False))
-        shown = ("run_id", "label", "backbone", "image_sizes", "extra_backbones", "tta", "classes", "metrics", "head", "finetuned")
+        shown = (
+            "run_id",
+            "label",
+            "backbone",
+            "image_sizes",
+            "extra_backbones",
+            "tta",
+            "classes",
+            "metrics",
+            "head",
+            "finetuned",
+        )
         meta = {k: v for k, v in m.to_dict().items() if k in shown}
         (tmp / "run_manifest.json").write_text(json.dumps(meta, indent=2, default=str))
-        written = sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*"))  # folders too: a SavedModel has an empty assets/
-        (tmp / EXPORT_MARKER).write_text(json.dumps({"run_id": run.run_id, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "files": written}))
+        written = sorted(
+            p.relative_to(tmp).as_posix() for p in tmp.rglob("*")
+        )  # folders too: a SavedModel has an empty assets/
+        (tmp / EXPORT_MARKER).write_text(
+            json.dumps({"run_id": run.run_id, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "files": written})
+        )
     return out
 
 
 def _swap_into_place(tmp: Path, out: Path, force: bool) -> None:
-    """Rename ``tmp`` onto ``out``; a previous export (checked again, just before) is moved aside first, then removed."""
+    """Rename ``tmp`` onto ``out``; a previous export (checked again, just before) is moved aside first, then
+    removed."""
     check_export_target(out, force)
     old = None
     if out.is_dir() and any(out.iterdir()):
@@ -169,12 +202,18 @@ def _frozen_module(cache_dir: CacheLike, run: Any) -> Any:
     for handle, identity, _sizes in m.backbones():
         spec = resolve_backbone(handle)
         if spec.is_tflite_file:
-            raise RunError("Export needs a SavedModel or TF Hub backbone; a .tflite backbone cannot be embedded in a SavedModel.")
+            raise RunError(
+                "Export needs a SavedModel or TF Hub backbone; a .tflite backbone cannot be embedded in a SavedModel."
+            )
         if spec.identity() != identity:
-            raise RunError(f"The backbone at {handle} is not the one run {run.run_id} was trained with (its contents changed).")
+            raise RunError(
+                f"The backbone at {handle} is not the one run {run.run_id} was trained with (its contents changed)."
+            )
         backbones.append(load_backbone(spec))
     fn, weights = tf_probabilities([b.forward_fn for b in backbones], run.head, m.part_keys(), m.tta)
-    keep = {"backbone": backbones[0].module, "head": weights} | {f"backbone_{j}": b.module for j, b in enumerate(backbones[1:], start=1)}
+    keep = {"backbone": backbones[0].module, "head": weights} | {
+        f"backbone_{j}": b.module for j, b in enumerate(backbones[1:], start=1)
+    }
     return probability_module(fn, list(run.classes), list(m.image_sizes), keep)
 
 

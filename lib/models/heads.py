@@ -51,16 +51,31 @@ class HeadConfig:
 
         checks = [
             (self.head in ("linear", "mlp"), f"head must be 'linear' or 'mlp', got {self.head!r}"),
-            (self.optimizer in ("adam", "adamw", "sgd"), f"optimizer must be adam, adamw or sgd, got {self.optimizer!r}"),
-            (self.lr_schedule in ("constant", "cosine"), f"lr_schedule must be constant or cosine, got {self.lr_schedule!r}"),
+            (
+                self.optimizer in ("adam", "adamw", "sgd"),
+                f"optimizer must be adam, adamw or sgd, got {self.optimizer!r}",
+            ),
+            (
+                self.lr_schedule in ("constant", "cosine"),
+                f"lr_schedule must be constant or cosine, got {self.lr_schedule!r}",
+            ),
         ]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
-        for name, value in (("hidden", self.hidden), ("dropout", self.dropout), ("weight_decay", self.weight_decay),
-                            ("learning_rate", self.learning_rate), ("train_batch_size", self.batch_size), ("epochs", self.epochs),
-                            ("steps", self.steps), ("label_smoothing", self.label_smoothing), ("val_fraction", self.val_fraction),
-                            ("patience", self.patience), ("seed", self.seed)):  # fmt: skip
+        for name, value in (
+            ("hidden", self.hidden),
+            ("dropout", self.dropout),
+            ("weight_decay", self.weight_decay),
+            ("learning_rate", self.learning_rate),
+            ("train_batch_size", self.batch_size),
+            ("epochs", self.epochs),
+            ("steps", self.steps),
+            ("label_smoothing", self.label_smoothing),
+            ("val_fraction", self.val_fraction),
+            ("patience", self.patience),
+            ("seed", self.seed),
+        ):
             if value is not None:
                 bounds.check(name, value)
         if self.patience == 0:
@@ -98,16 +113,21 @@ class TrainedHead:
     best_epoch: int = 0
     steps: int = 0
     seconds: float = 0.0
-    temperature: float = 1.0  # the logits are divided by it before the softmax (lib.analysis.calibration; 1: uncalibrated)
+    temperature: float = (
+        1.0  # the logits are divided by it before the softmax (lib.analysis.calibration; 1: uncalibrated)
+    )
 
     def logits(self, x: np.ndarray, batch: int = 8192) -> np.ndarray:
         """Raw scores ``[N, C]`` for features ``x``."""
-        out = [head_logits(np.asarray(x[s : s + batch], np.float32), self.mean, self.scale, self.weights, np.matmul, _relu)
-               for s in range(0, len(x), batch)]  # fmt: skip
+        out = [
+            head_logits(np.asarray(x[s : s + batch], np.float32), self.mean, self.scale, self.weights, np.matmul, _relu)
+            for s in range(0, len(x), batch)
+        ]
         return np.concatenate(out) if out else np.zeros((0, self.weights[-1].shape[0]), np.float32)
 
     def predict_proba(self, x: np.ndarray, temperature: float | None = None) -> np.ndarray:
-        """Class probabilities ``[N, C]``: the softmax of the logits over the head's temperature (or ``temperature``)."""
+        """Class probabilities ``[N, C]``: the softmax of the logits over the head's temperature (or
+        ``temperature``)."""
         return softmax(self.logits(x) / (self.temperature if temperature is None else temperature))
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -121,13 +141,23 @@ class TrainedHead:
         """Rebuild a head from :meth:`arrays` output."""
         n = len([k for k in arrays.keys() if k.startswith("w")])
         weights = [np.asarray(arrays[f"w{i}"], np.float32) for i in range(n)]
-        temperature = float(arrays["temperature"]) if "temperature" in arrays else 1.0  # runs made before calibration: 1
-        head = cls(config, np.asarray(arrays["mean"], np.float32), np.asarray(arrays["scale"], np.float32), weights, history or [])
+        temperature = (
+            float(arrays["temperature"]) if "temperature" in arrays else 1.0
+        )  # runs made before calibration: 1
+        head = cls(
+            config,
+            np.asarray(arrays["mean"], np.float32),
+            np.asarray(arrays["scale"], np.float32),
+            weights,
+            history or [],
+        )
         head.temperature = temperature
         return head
 
 
-def head_logits(x: Any, mean: Any, scale: Any, weights: list[Any], matmul: Callable[[Any, Any], Any], relu: Callable[[Any], Any]) -> Any:
+def head_logits(
+    x: Any, mean: Any, scale: Any, weights: list[Any], matmul: Callable[[Any, Any], Any], relu: Callable[[Any], Any]
+) -> Any:
     """The head's forward pass, written once for numpy and TensorFlow alike (pass their matmul and relu)."""
     h = (x - mean) / scale
     for i in range(0, len(weights) - 2, 2):
@@ -197,30 +227,48 @@ def _model(cfg: HeadConfig, dim: int, num_classes: int, total_steps: int) -> Any
         opt = keras.optimizers.Adam(lr)
     else:
         raise ConfigError(f"optimizer must be adam, adamw or sgd, got {cfg.optimizer!r}")
-    model.compile(optimizer=opt, loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=cfg.label_smoothing),
-                  metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")], jit_compile=False)  # fmt: skip
+    model.compile(
+        optimizer=opt,
+        loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=cfg.label_smoothing),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+        jit_compile=False,
+    )
     return model
 
 
-def _reporter(history: list[dict[str, float | None]], epochs: int, t0: float, progress: Callable[[EpochReport], None] | None,
-              should_stop: Callable[[], bool] | None) -> Any:  # fmt: skip
+def _reporter(
+    history: list[dict[str, float | None]],
+    epochs: int,
+    t0: float,
+    progress: Callable[[EpochReport], None] | None,
+    should_stop: Callable[[], bool] | None,
+) -> Any:
     """A Keras callback that records each epoch in ``history``, reports it, and stops when ``should_stop`` says so."""
     import keras
 
     class _Report(keras.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
             logs = logs or {}
+            report = EpochReport(
+                epoch + 1,
+                epochs,
+                float(logs.get("loss", float("nan"))),
+                float(logs.get("accuracy", float("nan"))),
+                float(logs["val_loss"]) if "val_loss" in logs else None,
+                float(logs["val_accuracy"]) if "val_accuracy" in logs else None,
+                time.perf_counter() - t0,
+            )
             row: dict[str, float | None] = {
-                "epoch": epoch + 1,
-                "loss": float(logs.get("loss", float("nan"))),
-                "accuracy": float(logs.get("accuracy", float("nan"))),
-                "val_loss": float(logs["val_loss"]) if "val_loss" in logs else None,
-                "val_accuracy": float(logs["val_accuracy"]) if "val_accuracy" in logs else None,
-                "elapsed": time.perf_counter() - t0,
+                "epoch": report.epoch,
+                "loss": report.loss,
+                "accuracy": report.accuracy,
+                "val_loss": report.val_loss,
+                "val_accuracy": report.val_accuracy,
+                "elapsed": report.elapsed,
             }
             history.append(row)
             if progress:
-                progress(EpochReport(epoch + 1, epochs, row["loss"], row["accuracy"], row["val_loss"], row["val_accuracy"], row["elapsed"]))  # type: ignore[arg-type]
+                progress(report)
             if should_stop and should_stop():
                 self.model.stop_training = True
 
@@ -252,7 +300,9 @@ def train_head(
     steps_per_epoch, epochs = _schedule(cfg, len(xt))
     model = _model(cfg, xt.shape[1], num_classes, steps_per_epoch * epochs)
     yt = keras.utils.to_categorical(np.asarray(y_train), num_classes).astype(np.float32)
-    train_ds = tf.data.Dataset.from_tensor_slices((xt, yt)).shuffle(len(xt), seed=cfg.seed, reshuffle_each_iteration=True)
+    train_ds = tf.data.Dataset.from_tensor_slices((xt, yt)).shuffle(
+        len(xt), seed=cfg.seed, reshuffle_each_iteration=True
+    )
     train_ds = train_ds.repeat().batch(cfg.batch_size).prefetch(2)
     val_data = None
     if has_val:
@@ -265,9 +315,26 @@ def train_head(
     if has_val and cfg.patience is not None:
         stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience, restore_best_weights=True)
         callbacks.append(stopper)
-    model.fit(train_ds, epochs=epochs, steps_per_epoch=steps_per_epoch, validation_data=val_data, callbacks=callbacks, shuffle=False, verbose=0)
+    model.fit(
+        train_ds,
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        validation_data=val_data,
+        callbacks=callbacks,
+        shuffle=False,
+        verbose=0,
+    )
     best_epoch = len(history)
     if stopper is not None and stopper.stopped_epoch > 0:
         best_epoch = int(stopper.best_epoch) + 1
     weights = [np.asarray(w, np.float32) for layer in model.layers for w in layer.get_weights()]
-    return TrainedHead(cfg, mean.astype(np.float32), scale, weights, history, best_epoch, steps_per_epoch * len(history), time.perf_counter() - t0)
+    return TrainedHead(
+        cfg,
+        mean.astype(np.float32),
+        scale,
+        weights,
+        history,
+        best_epoch,
+        steps_per_epoch * len(history),
+        time.perf_counter() - t0,
+    )

@@ -24,8 +24,12 @@ if TYPE_CHECKING:
     from lib.store.layout import CacheLayout
 
 
-BATCH = 1  # images per invoke: an interpreter's buffers grow with the largest batch it has run (four parts: 131 MB at 1, 255 MB at 8)
-_LOADED: dict[tuple[str, int], Any] = {}  # one interpreter per converted file and size in a process (shared, behind its lock)
+# images per invoke: an interpreter's buffers grow with the largest batch it has run (four parts: 131 MB at 1, 255 MB at
+# 8)
+BATCH = 1
+_LOADED: dict[
+    tuple[str, int], Any
+] = {}  # one interpreter per converted file and size in a process (shared, behind its lock)
 _LOADING = threading.Lock()
 
 
@@ -40,10 +44,17 @@ class PerSize:
         if image_size not in self.models:
             raise BackboneError(f"No LiteRT model of {self.name} at {image_size}px here.")
         model = self.models[image_size]
-        return np.concatenate([np.asarray(model.embed(images[i : i + BATCH], image_size, flip), np.float32) for i in range(0, max(len(images), 1), BATCH)])
+        return np.concatenate(
+            [
+                np.asarray(model.embed(images[i : i + BATCH], image_size, flip), np.float32)
+                for i in range(0, max(len(images), 1), BATCH)
+            ]
+        )
 
 
-def converted_path(handle: str, identity: str, size: int, ds: Dataset, layout: CacheLayout, convert: bool) -> Path | None:
+def converted_path(
+    handle: str, identity: str, size: int, ds: Dataset, layout: CacheLayout, convert: bool
+) -> Path | None:
     """The float LiteRT model of one part: the installed bundle's, else the cache's conversion (made now when
     ``convert``; finding it needs TensorFlow's version, so without TensorFlow only a bundle's is found)."""
     from lib.store.bundle_install import installed_bundle
@@ -69,19 +80,34 @@ def converted_path(handle: str, identity: str, size: int, ds: Dataset, layout: C
     return path if path.is_file() else None
 
 
-def lite_backbones(manifest: Any, ds: Dataset, layout: CacheLayout, convert: bool = False, load: bool = True) -> list[PerSize]:
+def lite_backbones(
+    manifest: Any, ds: Dataset, layout: CacheLayout, convert: bool = False, load: bool = True
+) -> list[PerSize]:
     """Every backbone of the run (a :class:`lib.store.manifest.RunManifest`) as float LiteRT models;
     :class:`BackboneError` naming the first part that has none (a fine-tuned run has none: its backbone changed).
     ``load=False`` only checks that every part has its model (nothing is loaded: a page can say so for free)."""
     if manifest.finetuned:
-        raise BackboneError("A fine-tuned run's backbone is not the converted one; uploads need a run trained on features.")
+        raise BackboneError(
+            "A fine-tuned run's backbone is not the converted one; uploads need a run trained on features."
+        )
     names = [manifest.backbone_name, *(str(b.get("backbone_name") or b["backbone"]) for b in manifest.extra_backbones)]
     parts = zip(names, manifest.backbones(), strict=True)
-    return [lite_backbone(handle, identity, name, sizes, ds, layout, convert, load) for name, (handle, identity, sizes) in parts]
+    return [
+        lite_backbone(handle, identity, name, sizes, ds, layout, convert, load)
+        for name, (handle, identity, sizes) in parts
+    ]
 
 
-def lite_backbone(handle: str, identity: str, name: str, sizes: list[int], ds: Dataset, layout: CacheLayout, convert: bool = False,
-                  load: bool = True) -> PerSize:  # fmt: skip
+def lite_backbone(
+    handle: str,
+    identity: str,
+    name: str,
+    sizes: list[int],
+    ds: Dataset,
+    layout: CacheLayout,
+    convert: bool = False,
+    load: bool = True,
+) -> PerSize:
     """One backbone at ``sizes`` as float LiteRT models; :class:`BackboneError` if a size has none here. A model already
     loaded in this process is shared (``load=False``: only check, the result holds no models)."""
     from lib.runtimes.litert import LiteRTBackbone
@@ -90,24 +116,31 @@ def lite_backbone(handle: str, identity: str, name: str, sizes: list[int], ds: D
     for size in sizes:
         path = converted_path(handle, identity, size, ds, layout, convert)
         if path is None:
-            raise BackboneError(f"{name} at {size}px has no LiteRT conversion here (the bundle did not bring one), so uploads are off for it.")
+            raise BackboneError(
+                f"{name} at {size}px has no LiteRT conversion here (the bundle did not bring one), so uploads are "
+                "off for it."
+            )
         if not load:
             continue
         with _LOADING:
             key = (str(path), int(size))
             if key not in _LOADED:
                 try:
-                    _LOADED[key] = LiteRTBackbone(_Named(name), path, "litert", size, tuple(ds.image_shape))  # type: ignore[arg-type]
+                    named: Any = _Named(name)  # what LiteRTBackbone reads of a spec: its name
+                    _LOADED[key] = LiteRTBackbone(named, path, "litert", size, ds.image_shape)
                 except UserFacingError:
                     raise
                 except Exception as err:
-                    raise BackboneError(f"The LiteRT model of {name} at {size}px could not be loaded ({str(err)[:120]}).") from err
+                    raise BackboneError(
+                        f"The LiteRT model of {name} at {size}px could not be loaded ({str(err)[:120]})."
+                    ) from err
             models[size] = _LOADED[key]
     return PerSize(name, models)
 
 
 class _Named:
-    """What :class:`lib.runtimes.litert.LiteRTBackbone` needs of a spec for its messages (no resolving, no TensorFlow)."""
+    """What :class:`lib.runtimes.litert.LiteRTBackbone` needs of a spec for its messages (no resolving, no
+    TensorFlow)."""
 
     def __init__(self, name: str) -> None:
         self.name = name

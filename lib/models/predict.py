@@ -63,8 +63,11 @@ def np_mean(parts: list[np.ndarray]) -> np.ndarray:
     return np.mean(parts, axis=0).astype(np.float32)
 
 
-def predict_images(backbones: Sequence[LoadedBackbone], head: TrainedHead, images: np.ndarray, keys: Sequence[PartKey], tta: bool) -> np.ndarray:
-    """Class probabilities ``[N, C]`` of uint8 images ``[N, H, W, 3]`` through a run's backbones (first one first) and head."""
+def predict_images(
+    backbones: Sequence[LoadedBackbone], head: TrainedHead, images: np.ndarray, keys: Sequence[PartKey], tta: bool
+) -> np.ndarray:
+    """Class probabilities ``[N, C]`` of uint8 images ``[N, H, W, 3]`` through a run's backbones (first one first) and
+    head."""
 
     def embed(key: PartKey, flip: bool) -> np.ndarray:
         j, size = split_key(key)
@@ -73,8 +76,9 @@ def predict_images(backbones: Sequence[LoadedBackbone], head: TrainedHead, image
     return combine_views(embed, head.predict_proba, keys, tta, np_concat, np_mean)
 
 
-def tf_probabilities(forwards: Sequence[Callable[[Any], Any]], head: TrainedHead, keys: Sequence[PartKey],
-                     tta: bool) -> tuple[Callable[[Any], Any], list[Any]]:  # fmt: skip
+def tf_probabilities(
+    forwards: Sequence[Callable[[Any], Any]], head: TrainedHead, keys: Sequence[PartKey], tta: bool
+) -> tuple[Callable[[Any], Any], list[Any]]:
     """A TensorFlow function uint8 images -> probabilities for export, and the variables it holds."""
     import tensorflow as tf
 
@@ -93,7 +97,8 @@ def tf_probabilities(forwards: Sequence[Callable[[Any], Any]], head: TrainedHead
             j, size = split_key(key)
             return forwards[j](preprocess(images, size, flip))
 
-        return combine_views(features, proba, keys, tta,
-                             lambda parts: tf.concat(parts, axis=1), lambda ps: tf.add_n(ps) / float(len(ps)))  # fmt: skip
+        return combine_views(
+            features, proba, keys, tta, lambda parts: tf.concat(parts, axis=1), lambda ps: tf.add_n(ps) / float(len(ps))
+        )
 
     return fn, weights

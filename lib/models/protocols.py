@@ -1,7 +1,7 @@
 """Named training presets: the blog's original experiment and the project's recommendations.
 
-    preset = PROTOCOLS["best"]
-    preset.head, preset.image_sizes, preset.train_views, preset.tta
+preset = PROTOCOLS["best"]
+preset.head, preset.image_sizes, preset.train_views, preset.tta
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ class Protocol:
     image_sizes: tuple[int, ...] | None = None  # None: the backbone's native size
     train_views: tuple[str, ...] = ("original",)
     tta: bool = False  # average the predictions of the original and flipped test images
-    # The preset's own backbones, (registry name, input size) each, first one first; used unless the user names backbones.
+    # The preset's own backbones, (registry name, input size) each, first one first; used unless the user names
+    # backbones.
     # Each resolves to the folder of that name in ../shared/models where there is one, else to its TF Hub handle.
     backbones: tuple[tuple[str, int], ...] = ()
     notes: list[str] = field(default_factory=list)
@@ -30,15 +31,33 @@ class Protocol:
 
 # Tuned on CIFAR-10 (JPEG q75 copy) at 128px: trains in under a minute on 2 cores (see README).
 _BEST_HEAD = HeadConfig(
-    head="mlp", hidden=1024, dropout=0.5, optimizer="adamw", weight_decay=0.05, learning_rate=1e-3,
-    lr_schedule="cosine", batch_size=512, epochs=12, label_smoothing=0.1, val_fraction=0.05, patience=None,
-)  # fmt: skip
+    head="mlp",
+    hidden=1024,
+    dropout=0.5,
+    optimizer="adamw",
+    weight_decay=0.05,
+    learning_rate=1e-3,
+    lr_schedule="cosine",
+    batch_size=512,
+    epochs=12,
+    label_smoothing=0.1,
+    val_fraction=0.05,
+    patience=None,
+)
 
 PROTOCOLS: dict[str, Protocol] = {
     "blog": Protocol(
         "blog",
         "The published experiment: one dense softmax layer, 1,000 steps of batch 100, 128x128 input.",
-        HeadConfig(head="linear", optimizer="adam", learning_rate=1e-3, batch_size=100, steps=1000, val_fraction=0.1, patience=None),
+        HeadConfig(
+            head="linear",
+            optimizer="adam",
+            learning_rate=1e-3,
+            batch_size=100,
+            steps=1000,
+            val_fraction=0.1,
+            patience=None,
+        ),
         image_sizes=(128,),
     ),
     "best": Protocol(
@@ -64,7 +83,12 @@ PROTOCOLS: dict[str, Protocol] = {
         _BEST_HEAD,
         train_views=("original", "flip"),
         tta=True,
-        backbones=(("mobilenet_v1_100_224", 128), ("mobilenet_v1_100_224", 224), ("efficientnet_lite0_224", 224), ("mobilenet_v2_100_224", 224)),
+        backbones=(
+            ("mobilenet_v1_100_224", 128),
+            ("mobilenet_v1_100_224", 224),
+            ("efficientnet_lite0_224", 224),
+            ("mobilenet_v2_100_224", 224),
+        ),
     ),
 }
 

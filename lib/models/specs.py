@@ -38,7 +38,9 @@ class BackboneSpec:
     family: str = "custom"
     native_size: int | None = None
     feature_dim: int | None = None
-    fixed_identity: str = ""  # a stand-in's (a hosting bundle's backbone, whose files did not travel): its recorded identity
+    fixed_identity: str = (
+        ""  # a stand-in's (a hosting bundle's backbone, whose files did not travel): its recorded identity
+    )
 
     @property
     def is_tflite_file(self) -> bool:
@@ -63,20 +65,41 @@ def _registry() -> dict[str, BackboneSpec]:
     for depth, dim in (("025", 256), ("050", 512), ("075", 768), ("100", 1024)):
         for size in (128, 160, 192, 224):
             name = f"mobilenet_v1_{depth}_{size}"
-            specs[name] = BackboneSpec(name, f"{_HUB}/imagenet/{name}/feature_vector/5", "hub", "MobileNet v1", size, dim)
-    for name, size, dim in (("mobilenet_v2_100_224", 224, 1280), ("mobilenet_v2_100_128", 128, 1280), ("mobilenet_v2_140_224", 224, 1792)):
+            specs[name] = BackboneSpec(
+                name, f"{_HUB}/imagenet/{name}/feature_vector/5", "hub", "MobileNet v1", size, dim
+            )
+    for name, size, dim in (
+        ("mobilenet_v2_100_224", 224, 1280),
+        ("mobilenet_v2_100_128", 128, 1280),
+        ("mobilenet_v2_140_224", 224, 1792),
+    ):
         specs[name] = BackboneSpec(name, f"{_HUB}/imagenet/{name}/feature_vector/5", "hub", "MobileNet v2", size, dim)
     for name, size, dim in (("efficientnet_b0", 224, 1280), ("efficientnet_b3", 300, 1536)):
-        specs[name] = BackboneSpec(name, f"{_HUB}/efficientnet/{name[-2:]}/feature-vector/1", "hub", "EfficientNet", size, dim)
+        specs[name] = BackboneSpec(
+            name, f"{_HUB}/efficientnet/{name[-2:]}/feature-vector/1", "hub", "EfficientNet", size, dim
+        )
     specs["efficientnet_v2_s"] = BackboneSpec(
-        "efficientnet_v2_s", f"{_HUB}/imagenet/efficientnet_v2_imagenet1k_s/feature_vector/2", "hub", "EfficientNet v2", 384, 1280
+        "efficientnet_v2_s",
+        f"{_HUB}/imagenet/efficientnet_v2_imagenet1k_s/feature_vector/2",
+        "hub",
+        "EfficientNet v2",
+        384,
+        1280,
     )
     for name in ("resnet_v1_50", "resnet_v2_50", "resnet_v2_101"):
         specs[name] = BackboneSpec(name, f"{_HUB}/imagenet/{name}/feature_vector/5", "hub", "ResNet", 224, 2048)
     for name, size, dim in (("efficientnet_lite0_224", 224, 1280), ("efficientnet_lite2_260", 260, 1280)):
-        specs[name] = BackboneSpec(name, f"https://tfhub.dev/tensorflow/efficientnet/{name.split('_')[1]}/feature-vector/2", "hub", "EfficientNet-Lite",
-                                   size, dim)  # fmt: skip
-    specs["inception_v3"] = BackboneSpec("inception_v3", f"{_HUB}/imagenet/inception_v3/feature_vector/5", "hub", "Inception v3", 299, 2048)
+        specs[name] = BackboneSpec(
+            name,
+            f"https://tfhub.dev/tensorflow/efficientnet/{name.split('_')[1]}/feature-vector/2",
+            "hub",
+            "EfficientNet-Lite",
+            size,
+            dim,
+        )
+    specs["inception_v3"] = BackboneSpec(
+        "inception_v3", f"{_HUB}/imagenet/inception_v3/feature_vector/5", "hub", "Inception v3", 299, 2048
+    )
     return specs
 
 
@@ -98,8 +121,15 @@ def set_aliases(aliases: dict[str, str], stand_ins: dict[str, dict] | None = Non
     _ALIASES.update(aliases)
     _STAND_INS.clear()
     for text, info in (stand_ins or {}).items():
-        _STAND_INS[text] = BackboneSpec(str(info["name"]), text, "savedmodel", "SavedModel (not in this bundle)", info.get("native_size"),
-                                        info.get("feature_dim"), str(info["identity"]))  # fmt: skip
+        _STAND_INS[text] = BackboneSpec(
+            str(info["name"]),
+            text,
+            "savedmodel",
+            "SavedModel (not in this bundle)",
+            info.get("native_size"),
+            info.get("feature_dim"),
+            str(info["identity"]),
+        )
 
 
 def resolve_backbone(backbone: str) -> BackboneSpec:
@@ -109,9 +139,13 @@ def resolve_backbone(backbone: str) -> BackboneSpec:
     if text in _STAND_INS and existing_path(text) is None:
         return _STAND_INS[text]
     if not text:
-        raise BackboneError("No backbone given. Use a registry name (python -m lib backbones), a TF Hub handle or a local path.")
+        raise BackboneError(
+            "No backbone given. Use a registry name (python -m lib backbones), a TF Hub handle or a local path."
+        )
     if len(text) > MAX_BACKBONE_CHARS or "\x00" in text:
-        raise BackboneError(f"The backbone is {len(text):,} characters long; give a registry name, a TF Hub handle or a local path.")
+        raise BackboneError(
+            f"The backbone is {len(text):,} characters long; give a registry name, a TF Hub handle or a local path."
+        )
     if text in REGISTRY:
         return REGISTRY[text]
     path = Path(text).expanduser()
@@ -122,13 +156,20 @@ def resolve_backbone(backbone: str) -> BackboneSpec:
             return BackboneSpec(path.name, str(path.resolve()), KIND_TFLITE, "TFLite", native)
         if path.is_dir() and (path / "saved_model.pb").exists():
             return BackboneSpec(path.name, str(path.resolve()), "savedmodel", "SavedModel", native)
-        raise BackboneError(f"Backbone path {text!r} is neither a SavedModel folder (with saved_model.pb) nor a .tflite file.")
+        raise BackboneError(
+            f"Backbone path {text!r} is neither a SavedModel folder (with saved_model.pb) nor a .tflite file."
+        )
     if text.startswith(("http://", "https://", "gs://")) or re.fullmatch(r"[\w.-]+/[\w./-]+", text):
-        if not text.startswith(("http://", "https://", "gs://")) and (text.startswith((".", "/")) or text.count("/") < 2):
+        if not text.startswith(("http://", "https://", "gs://")) and (
+            text.startswith((".", "/")) or text.count("/") < 2
+        ):
             raise BackboneError(f"Backbone {text!r} is not a registry name, and no such local path exists.")
-        return BackboneSpec(text.rstrip("/").split("/")[-2] if text.count("/") > 1 else text, text, "hub", "TF Hub", native)
+        return BackboneSpec(
+            text.rstrip("/").split("/")[-2] if text.count("/") > 1 else text, text, "hub", "TF Hub", native
+        )
     raise BackboneError(
-        f"Unknown backbone {text!r}: not a registry name (see `python -m lib backbones`), a TF Hub/Kaggle handle, or an existing path."
+        f"Unknown backbone {text!r}: not a registry name (see `python -m lib backbones`), a TF Hub/Kaggle handle, or "
+        "an existing path."
     )
 
 
@@ -146,7 +187,8 @@ def default_image_size(backbone: str) -> int:
 
 
 def preset_backbone(name: str) -> str:
-    """A registry name as a preset uses it: the folder ``<name>_feature_vector`` in ``../shared/models`` where there is one
+    """A registry name as a preset uses it: the folder ``<name>_feature_vector`` in ``../shared/models`` where there is
+    one
     (offline machines), else the name itself (its TF Hub handle)."""
     from lib.config import SHARED_MODELS
 
@@ -160,5 +202,9 @@ def local_backbones(folder: Path | None = None) -> list[str]:
     from lib.config import DEFAULT_BACKBONE, SHARED_MODELS
 
     root = Path(folder) if folder is not None else SHARED_MODELS
-    found = sorted(str(p) for p in root.glob("*") if (p / "saved_model.pb").exists() or p.suffix == ".tflite") if root.is_dir() else []
+    found = (
+        sorted(str(p) for p in root.glob("*") if (p / "saved_model.pb").exists() or p.suffix == ".tflite")
+        if root.is_dir()
+        else []
+    )
     return found or [DEFAULT_BACKBONE]

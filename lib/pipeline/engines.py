@@ -50,7 +50,8 @@ class LocalEngine:
         return self.loaded[key]
 
     def _tf_model(self, job: ExtractionJob) -> Callable[[], Any]:
-        """The TF-loaded backbone a conversion starts from, loaded at most once per engine (and only if one converts)."""
+        """The TF-loaded backbone a conversion starts from, loaded at most once per engine (and only if one
+        converts)."""
         from lib.runtimes import DEFAULT_RUNTIME, registry
 
         def tf_model() -> Any:
@@ -65,15 +66,25 @@ class LocalEngine:
         """Compute ``job`` in this process."""
         backbone = self.backbone_for(job)
         backbone.check_size(job.size)
-        return job.run(lambda todo, save, timer: _embed_chunks(backbone, job, todo, save, timer, batch_size), progress, backbone.feature_dim)
+        return job.run(
+            lambda todo, save, timer: _embed_chunks(backbone, job, todo, save, timer, batch_size),
+            progress,
+            backbone.feature_dim,
+        )
 
     def close(self) -> None:
         """Forget the loaded models."""
         self.loaded.clear()
 
 
-def _embed_chunks(backbone: Any, job: ExtractionJob, todo: list[tuple[int, int]], save: Callable[[int, np.ndarray], None], timer: Timer,
-                  batch_size: int) -> None:  # fmt: skip
+def _embed_chunks(
+    backbone: Any,
+    job: ExtractionJob,
+    todo: list[tuple[int, int]],
+    save: Callable[[int, np.ndarray], None],
+    timer: Timer,
+    batch_size: int,
+) -> None:
     for s, e in todo:
         parts = []
         for b in range(s, e, batch_size):

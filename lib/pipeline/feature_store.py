@@ -71,7 +71,9 @@ class FeatureManifest:
     extract_seconds: float = 0.0
     created: str = ""
     key: str = ""
-    reduced: dict[str, Any] | None = None  # a hosting bundle's stand-in: {"method", "dims", "of"} (lib.pipeline.reduced)
+    reduced: dict[str, Any] | None = (
+        None  # a hosting bundle's stand-in: {"method", "dims", "of"} (lib.pipeline.reduced)
+    )
 
     @property
     def runtime_name(self) -> str:
@@ -89,16 +91,33 @@ class FeatureManifest:
         except TypeError:
             return None
         ok = (
-            isinstance(m.shape, list) and len(m.shape) == 2 and all(isinstance(d, int) and d >= 0 for d in m.shape)
-            and isinstance(m.crc32, int) and isinstance(m.image_size, int) and m.view in VIEWS
+            isinstance(m.shape, list)
+            and len(m.shape) == 2
+            and all(isinstance(d, int) and d >= 0 for d in m.shape)
+            and isinstance(m.crc32, int)
+            and isinstance(m.image_size, int)
+            and m.view in VIEWS
             and all(isinstance(v, str) for v in (m.dataset, m.split, m.backbone, m.backbone_identity))
-            and (m.reduced is None or (isinstance(m.reduced, dict) and all(type(m.reduced.get(k)) is int and m.reduced[k] > 0 for k in ("dims", "of"))))
-        )  # fmt: skip
+            and (
+                m.reduced is None
+                or (
+                    isinstance(m.reduced, dict)
+                    and all(type(m.reduced.get(k)) is int and m.reduced[k] > 0 for k in ("dims", "of"))
+                )
+            )
+        )
         return m if ok else None
 
 
-def feature_cache_key(dataset_fingerprint: str, split: str, backbone_identity: str, image_size: int, view: str, limit: int | None,
-                      runtime_key: str | None = None) -> str:  # fmt: skip
+def feature_cache_key(
+    dataset_fingerprint: str,
+    split: str,
+    backbone_identity: str,
+    image_size: int,
+    view: str,
+    limit: int | None,
+    runtime_key: str | None = None,
+) -> str:
     """A short hash of everything that changes the feature bytes: the preprocessing code, and ``runtime_key`` (what
     :meth:`lib.runtimes.Runtime.key_part` adds; None for TensorFlow, whose keys predate runtimes)."""
     parts: dict[str, Any] = {
@@ -131,7 +150,9 @@ def _verified(path: str, size: int, mtime_ns: int, crc: int) -> bool:
     return file_crc32(Path(path)) == crc
 
 
-def load_cached_features(layout: CacheLike, key: str, reduced_ok: bool = False) -> tuple[np.ndarray, FeatureManifest] | None:
+def load_cached_features(
+    layout: CacheLike, key: str, reduced_ok: bool = False
+) -> tuple[np.ndarray, FeatureManifest] | None:
     """Memory-map cached features if the artifact is complete and matches its manifest's shape and checksum. A hosting
     bundle's reduced stand-in (:mod:`lib.pipeline.reduced`) counts only with ``reduced_ok`` (neighbour search); for
     anything else it is a miss, and extracting the real features replaces it."""
@@ -148,7 +169,11 @@ def load_cached_features(layout: CacheLike, key: str, reduced_ok: bool = False) 
         feats = np.load(npy, mmap_mode="r")
         st = npy.stat()
         dtype = np.float16 if manifest.reduced else np.float32
-        if list(feats.shape) != manifest.shape or feats.dtype != dtype or not _verified(str(npy), st.st_size, st.st_mtime_ns, manifest.crc32):
+        if (
+            list(feats.shape) != manifest.shape
+            or feats.dtype != dtype
+            or not _verified(str(npy), st.st_size, st.st_mtime_ns, manifest.crc32)
+        ):
             raise ValueError("shape or checksum mismatch")
     except (OSError, ValueError, EOFError):
         # Damaged, partial or bit-rotted artifact: drop it so it is recomputed, never trusted
@@ -196,7 +221,9 @@ class Timer:
 Fill = Callable[[list[tuple[int, int]], Callable[[int, np.ndarray], None], Timer], None]
 
 
-def extract_to_cache(fill: Fill, n: int, dim: int, size: int, layout: CacheLayout, key: str, progress: ProgressFn | None) -> int:
+def extract_to_cache(
+    fill: Fill, n: int, dim: int, size: int, layout: CacheLayout, key: str, progress: ProgressFn | None
+) -> int:
     """Let ``fill`` compute the missing checkpoint chunks, then write the final ``.npy``; returns its CRC-32."""
     target, _ = layout.feature_files(key)
     partial = layout.feature_partial(key)
@@ -225,10 +252,13 @@ def extract_to_cache(fill: Fill, n: int, dim: int, size: int, layout: CacheLayou
     missing = [s for s, e in chunks if not _valid_chunk(layout.feature_chunk(key, s), e - s)]
     if missing and (not partial.exists() or target.exists()):
         # Another writer of the same key finished: its final file is in place and it is removing (or has removed) the
-        # shared checkpoint folder, chunk by chunk. Its artifact is as good as ours would be (ExtractionJob.run waits for it).
+        # shared checkpoint folder, chunk by chunk. Its artifact is as good as ours would be (ExtractionJob.run waits
+        # for it).
         raise CacheWriteError(f"{partial} was removed while extracting (another writer finished the same features).")
     if missing:
-        raise BackboneError(f"{len(missing)} chunk(s) of features were not computed; nothing was cached. Run again to resume.")
+        raise BackboneError(
+            f"{len(missing)} chunk(s) of features were not computed; nothing was cached. Run again to resume."
+        )
     crc = _write_npy_from_chunks(target, [layout.feature_chunk(key, s) for s, _ in chunks], n, dim)
     shutil.rmtree(partial, ignore_errors=True)
     return crc
@@ -238,7 +268,14 @@ def _write_npy_from_chunks(target: Path, chunk_files: list[Path], n: int, dim: i
     """Concatenate the chunks into one ``.npy`` with plain writes (a full disk is an error, not SIGBUS)."""
     with atomic_path(target, suffix=".npy") as tmp:
         with open(tmp, "wb") as fh:
-            np.lib.format.write_array_header_1_0(fh, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False, "shape": (n, dim)})
+            np.lib.format.write_array_header_1_0(
+                fh,
+                {
+                    "descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
+                    "fortran_order": False,
+                    "shape": (n, dim),
+                },
+            )
             for path in chunk_files:
                 fh.write(np.ascontiguousarray(np.load(path), dtype=np.float32).tobytes())
         crc = file_crc32(tmp)

@@ -47,8 +47,20 @@ if TYPE_CHECKING:
     from lib.models.backbones import LoadedBackbone
     from lib.models.specs import BackboneSpec
 
-__all__ = ["VIEWS", "ExtractProgress", "ExtractionJob", "FeatureManifest", "FeatureResult", "ProgressFn", "cached_feature_result",
-           "ensure_features", "extract_features", "feature_key_for", "list_cached_features", "load_cached_features"]  # fmt: skip
+__all__ = [
+    "VIEWS",
+    "ExtractProgress",
+    "ExtractionJob",
+    "FeatureManifest",
+    "FeatureResult",
+    "ProgressFn",
+    "cached_feature_result",
+    "ensure_features",
+    "extract_features",
+    "feature_key_for",
+    "list_cached_features",
+    "load_cached_features",
+]
 
 
 @dataclass
@@ -74,27 +86,44 @@ class Engine(Protocol):
         ...
 
 
-def feature_key_for(dataset: Dataset, split: str, spec: BackboneSpec, size: int, view: str, limit: int | None, runtime: str) -> str:
+def feature_key_for(
+    dataset: Dataset, split: str, spec: BackboneSpec, size: int, view: str, limit: int | None, runtime: str
+) -> str:
     """The feature key of one (dataset, split, backbone, size, view, limit, runtime)."""
     part = effective(spec, runtime).key_part(spec, dataset)
     return feature_cache_key(dataset.fingerprint, split, spec.identity(), size, view, limit, part)
 
 
-def cached_image_counter(dataset: Dataset, parts: list[tuple[BackboneSpec, int, str, str]], limit: int | None,
-                         layout: CacheLike) -> Callable[[str], int]:  # fmt: skip
+def cached_image_counter(
+    dataset: Dataset, parts: list[tuple[BackboneSpec, int, str, str]], limit: int | None, layout: CacheLike
+) -> Callable[[str], int]:
     """For ``--runtime auto``: a function of a runtime that says how many images of ``parts`` ((backbone, size, split,
     view) each) have valid cached features made by it (read from the manifests and checksums; nothing is loaded)."""
     layout = CacheLayout.at(layout)
 
     def count(runtime: str) -> int:
-        keys = ((feature_key_for(dataset, split, spec, size, view, limit, runtime), split) for spec, size, split, view in parts)
-        return sum(dataset.subset_size(split, limit) for key, split in keys if load_cached_features(layout, key) is not None)
+        keys = (
+            (feature_key_for(dataset, split, spec, size, view, limit, runtime), split)
+            for spec, size, split, view in parts
+        )
+        return sum(
+            dataset.subset_size(split, limit) for key, split in keys if load_cached_features(layout, key) is not None
+        )
 
     return count
 
 
-def cached_feature_result(dataset: Dataset, split: str, spec: BackboneSpec, image_size: int | None, view: str, limit: int | None,
-                          layout: CacheLike, runtime: str = DEFAULT_RUNTIME, reduced_ok: bool = False) -> FeatureResult | None:  # fmt: skip
+def cached_feature_result(
+    dataset: Dataset,
+    split: str,
+    spec: BackboneSpec,
+    image_size: int | None,
+    view: str,
+    limit: int | None,
+    layout: CacheLike,
+    runtime: str = DEFAULT_RUNTIME,
+    reduced_ok: bool = False,
+) -> FeatureResult | None:
     """The cached features if present; never loads TensorFlow. ``reduced_ok``: a hosting bundle's reduced stand-in
     counts too (for neighbour search only; its ``basis`` is set)."""
     t0 = time.perf_counter()
@@ -114,15 +143,35 @@ def cached_feature_result(dataset: Dataset, split: str, spec: BackboneSpec, imag
     labels = dataset.labels(split)
     indices = subset_indices(labels, limit)
     seconds = time.perf_counter() - t0
-    return FeatureResult(feats, labels[indices], indices, True, layout.feature_files(key)[0], seconds, len(indices) / seconds if seconds else 0.0,
-                         manifest.extract_seconds, basis)  # fmt: skip
+    return FeatureResult(
+        feats,
+        labels[indices],
+        indices,
+        True,
+        layout.feature_files(key)[0],
+        seconds,
+        len(indices) / seconds if seconds else 0.0,
+        manifest.extract_seconds,
+        basis,
+    )
 
 
-def ensure_features(dataset: Dataset, split: str, spec: BackboneSpec, layout: CacheLike, image_size: int | None = None,
-                    view: str = "original", limit: int | None = None, batch_size: int = 256, progress: ProgressFn | None = None,
-                    runtime: str = DEFAULT_RUNTIME, engine: Engine | None = None) -> FeatureResult:  # fmt: skip
+def ensure_features(
+    dataset: Dataset,
+    split: str,
+    spec: BackboneSpec,
+    layout: CacheLike,
+    image_size: int | None = None,
+    view: str = "original",
+    limit: int | None = None,
+    batch_size: int = 256,
+    progress: ProgressFn | None = None,
+    runtime: str = DEFAULT_RUNTIME,
+    engine: Engine | None = None,
+) -> FeatureResult:
     """The features of (``dataset``, ``split``, ``spec`` at ``image_size``, ``view``, ``limit``, ``runtime``): from the
-    cache, else extracted by ``engine`` (default: a :class:`lib.pipeline.engines.LocalEngine` for this call) and cached."""
+    cache, else extracted by ``engine`` (default: a :class:`lib.pipeline.engines.LocalEngine` for this call) and
+    cached."""
     if view not in VIEWS:
         raise ConfigError(f"view must be one of {', '.join(VIEWS)}, got {view!r}")
     layout = CacheLayout.at(layout)
@@ -158,8 +207,17 @@ class ExtractionJob:
     indices: np.ndarray
 
     @classmethod
-    def plan(cls, dataset: Dataset, split: str, spec: BackboneSpec, size: int, view: str, limit: int | None, runtime: str,
-             layout: CacheLayout) -> ExtractionJob:  # fmt: skip
+    def plan(
+        cls,
+        dataset: Dataset,
+        split: str,
+        spec: BackboneSpec,
+        size: int,
+        view: str,
+        limit: int | None,
+        runtime: str,
+        layout: CacheLayout,
+    ) -> ExtractionJob:
         """The job for one artifact (its key from the one key function)."""
         labels = dataset.labels(split)
         key = feature_key_for(dataset, split, spec, size, view, limit, runtime)
@@ -171,7 +229,8 @@ class ExtractionJob:
         return self.view == "flip"
 
     def read_rows(self, start: int, end: int) -> np.ndarray:
-        """uint8 images of rows ``[start, end)`` (contiguous index runs are read as slices: fancy-indexing a memmap copies)."""
+        """uint8 images of rows ``[start, end)`` (contiguous index runs are read as slices: fancy-indexing a memmap
+        copies)."""
         rows = self.indices[start:end]
         images = self.dataset.images(self.split)
         if len(rows) and rows[-1] - rows[0] + 1 == len(rows):
@@ -192,7 +251,9 @@ class ExtractionJob:
             if finished is None:
                 raise
             feats, manifest = finished
-            return FeatureResult(feats, self.labels[self.indices], self.indices, True, npy, 0.0, 0.0, manifest.extract_seconds)
+            return FeatureResult(
+                feats, self.labels[self.indices], self.indices, True, npy, 0.0, 0.0, manifest.extract_seconds
+            )
         return self._finish(crc, time.perf_counter() - t0)
 
     def _finish(self, crc: int, seconds: float) -> FeatureResult:
@@ -200,17 +261,37 @@ class ExtractionJob:
         npy, manifest_path = self.layout.feature_files(self.key)
         feats = np.load(npy, mmap_mode="r")
         manifest = FeatureManifest(
-            dataset=self.dataset.fingerprint, source=self.dataset.source, split=self.split, backbone=self.spec.handle,
-            backbone_identity=self.spec.identity(), image_size=self.size, view=self.view, limit=self.limit, shape=list(feats.shape),
-            crc32=crc, runtime=effective(self.spec, self.runtime).identity(self.spec, self.dataset), extract_seconds=seconds,
+            dataset=self.dataset.fingerprint,
+            source=self.dataset.source,
+            split=self.split,
+            backbone=self.spec.handle,
+            backbone_identity=self.spec.identity(),
+            image_size=self.size,
+            view=self.view,
+            limit=self.limit,
+            shape=list(feats.shape),
+            crc32=crc,
+            runtime=effective(self.spec, self.runtime).identity(self.spec, self.dataset),
+            extract_seconds=seconds,
             created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        )  # fmt: skip
+        )
         write_json_atomic(manifest_path, dataclasses.asdict(manifest))
         n = len(self.indices)
-        return FeatureResult(feats, self.labels[self.indices], self.indices, False, npy, seconds, n / seconds if seconds else 0.0, seconds)
+        return FeatureResult(
+            feats,
+            self.labels[self.indices],
+            self.indices,
+            False,
+            npy,
+            seconds,
+            n / seconds if seconds else 0.0,
+            seconds,
+        )
 
 
-def _wait_for_other_writer(layout: CacheLayout, key: str, seconds: float = 5.0) -> tuple[np.ndarray, FeatureManifest] | None:
+def _wait_for_other_writer(
+    layout: CacheLayout, key: str, seconds: float = 5.0
+) -> tuple[np.ndarray, FeatureManifest] | None:
     """The other writer renames its ``.npy`` a moment before its manifest lands: give it that moment."""
     npy, _ = layout.feature_files(key)
     deadline = time.monotonic() + seconds
@@ -221,8 +302,14 @@ def _wait_for_other_writer(layout: CacheLayout, key: str, seconds: float = 5.0) 
         time.sleep(0.05)
 
 
-def extract_features(backbone: LoadedBackbone, images: np.ndarray, image_size: int, flip: bool = False, batch_size: int = 256,
-                     progress: ProgressFn | None = None) -> np.ndarray:  # fmt: skip
+def extract_features(
+    backbone: LoadedBackbone,
+    images: np.ndarray,
+    image_size: int,
+    flip: bool = False,
+    batch_size: int = 256,
+    progress: ProgressFn | None = None,
+) -> np.ndarray:
     """Features of uint8 ``images`` in batches (no cache): float32 ``[N, D]``."""
     out: list[np.ndarray] = []
     timer = Timer(len(images), progress)

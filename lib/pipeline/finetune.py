@@ -71,7 +71,11 @@ class FinetuneConfig:
             raise ConfigError("Fine-tuning needs at least one epoch and a batch of at least one image.")
         if not 0 < self.learning_rate < 1:
             raise ConfigError(f"Fine-tuning learning rate {self.learning_rate} is outside (0, 1).")
-        if self.lr_schedule not in ("cosine", "constant") or self.mixed_precision not in ("auto", "on", "off") or self.xla not in ("auto", "on", "off"):
+        if (
+            self.lr_schedule not in ("cosine", "constant")
+            or self.mixed_precision not in ("auto", "on", "off")
+            or self.xla not in ("auto", "on", "off")
+        ):
             raise ConfigError("lr_schedule is cosine or constant; mixed_precision and xla are auto, on or off.")
         if not 0 <= self.warmup_epochs <= self.epochs or not 0 <= self.label_smoothing < 1:
             raise ConfigError("warmup_epochs must lie within the epochs, and label smoothing in [0, 1).")
@@ -98,8 +102,17 @@ ProgressFn = Callable[[FinetuneProgress], None]
 
 def checkpoint_key(ds: Any, spec: Any, size: int, limit: int | None, cfg: FinetuneConfig) -> str:
     """A hash of everything that changes fine-tuning (so a checkpoint is only ever resumed by the same run)."""
-    text = json.dumps({"dataset": ds.fingerprint, "backbone": spec.identity(), "size": size, "limit": limit, "cfg": dataclasses.asdict(cfg),
-                       "v": FINETUNE_VERSION}, sort_keys=True)  # fmt: skip
+    text = json.dumps(
+        {
+            "dataset": ds.fingerprint,
+            "backbone": spec.identity(),
+            "size": size,
+            "limit": limit,
+            "cfg": dataclasses.asdict(cfg),
+            "v": FINETUNE_VERSION,
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
@@ -114,7 +127,9 @@ def checkpoint_state(folder: Path, key: str) -> str:
         return "other"
 
 
-def image_stream(images: np.ndarray, labels: np.ndarray, indices: np.ndarray, batch_size: int, seed: int, flip: bool) -> Any:
+def image_stream(
+    images: np.ndarray, labels: np.ndarray, indices: np.ndarray, batch_size: int, seed: int, flip: bool
+) -> Any:
     """Shuffled (uint8 image batch, label batch) pairs gathered from a memory map; a random mirror per image."""
     import tensorflow as tf
 
@@ -135,7 +150,11 @@ def image_stream(images: np.ndarray, labels: np.ndarray, indices: np.ndarray, ba
         return tf.where(coin, tf.reverse(x, axis=[2]), x), y
 
     data = tf.data.Dataset.from_tensor_slices(np.asarray(indices, np.int64))
-    data = data.shuffle(len(indices), seed=seed, reshuffle_each_iteration=True).batch(batch_size).map(load, num_parallel_calls=tf.data.AUTOTUNE)
+    data = (
+        data.shuffle(len(indices), seed=seed, reshuffle_each_iteration=True)
+        .batch(batch_size)
+        .map(load, num_parallel_calls=tf.data.AUTOTUNE)
+    )
     if flip:
         data = data.map(mirror, num_parallel_calls=tf.data.AUTOTUNE)
     return data.prefetch(tf.data.AUTOTUNE)
@@ -168,7 +187,8 @@ def finetune_run(
     on_epoch: EpochFn | None = None,
     on_progress: ProgressFn | None = None,
 ) -> RunManifest:
-    """Fine-tune backbone + linear head on raw images (see the module docs); registers and returns the run's manifest."""
+    """Fine-tune backbone + linear head on raw images (see the module docs); registers and returns the run's
+    manifest."""
     import tensorflow as tf
 
     from lib.data.sources import load_dataset
@@ -178,17 +198,23 @@ def finetune_run(
     cfg = (cfg or FinetuneConfig()).validate()
     req.validate()
     if req.exclude:
-        raise ConfigError("An exclude list is not supported with fine-tuning yet; train a head on features with --exclude instead.")
+        raise ConfigError(
+            "An exclude list is not supported with fine-tuning yet; train a head on features with --exclude instead."
+        )
     if req.relabel:
-        raise ConfigError("Label fixes are not supported with fine-tuning yet; train a head on features with --relabel instead.")
+        raise ConfigError(
+            "Label fixes are not supported with fine-tuning yet; train a head on features with --relabel instead."
+        )
     stage = on_stage or (lambda _m: None)
     cache_dir = Path(cache_dir)
     ds = load_dataset(req.source, cache_dir)
     ds.require_classes("Fine-tuning a classifier")
     spec = resolve_backbone(req.backbone)
     if spec.is_tflite_file:
-        raise BackboneError(f"{spec.name} is a .tflite model: it has no trainable variables, so it cannot be fine-tuned. "
-                            "Use a SavedModel or TF Hub backbone (any of ../shared/models/*_feature_vector).")  # fmt: skip
+        raise BackboneError(
+            f"{spec.name} is a .tflite model: it has no trainable variables, so it cannot be fine-tuned. "
+            "Use a SavedModel or TF Hub backbone (any of ../shared/models/*_feature_vector)."
+        )
     size = int(cfg.image_size or (req.image_sizes or (spec.default_size(),))[0])
     gpu = bool(tf.config.list_physical_devices("GPU"))
     folder = CacheLayout.at(cache_dir).finetune_checkpoint(checkpoint_key(ds, spec, size, req.limit, cfg))
@@ -196,12 +222,23 @@ def finetune_run(
         return _finetune(req, cache_dir, cfg, ds, spec, size, gpu, folder, stage, on_epoch, on_progress)
     except tf.errors.ResourceExhaustedError as err:
         where = "GPU" if gpu else "memory"
-        raise UserFacingError(f"Out of {where} memory fine-tuning at batch size {cfg.batch_size} and {size} px. Try --batch-size "
-                              f"{max(1, cfg.batch_size // 2)} (or a smaller --finetune-image-size). Finished epochs are kept in "
-                              f"{folder} and resume if you run the same configuration again.") from err  # fmt: skip
+        raise UserFacingError(
+            f"Out of {where} memory fine-tuning at batch size {cfg.batch_size} and {size} px. Try --batch-size "
+            f"{max(1, cfg.batch_size // 2)} (or a smaller --finetune-image-size). Finished epochs are kept in "
+            f"{folder} and resume if you run the same configuration again."
+        ) from err
 
 
-def _model(cfg: FinetuneConfig, spec: Any, size: int, frozen: Any, num_classes: int, steps_per_epoch: int, mixed: bool, xla: bool) -> tuple[Any, Any, Any]:
+def _model(
+    cfg: FinetuneConfig,
+    spec: Any,
+    size: int,
+    frozen: Any,
+    num_classes: int,
+    steps_per_epoch: int,
+    mixed: bool,
+    xla: bool,
+) -> tuple[Any, Any, Any]:
     """The end-to-end model warm-started from the frozen head, its dense layer and its optimizer, compiled."""
     import tensorflow as tf
     import tensorflow_hub as hub
@@ -227,8 +264,12 @@ def _model(cfg: FinetuneConfig, spec: Any, size: int, frozen: Any, num_classes: 
     optimizer = tf_keras.optimizers.Adam(_schedule(tf_keras, tf, cfg, steps_per_epoch))
     if mixed:
         optimizer = tf_keras.mixed_precision.LossScaleOptimizer(optimizer)
-    model.compile(optimizer=optimizer, loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"], jit_compile=xla)  # fmt: skip
+    model.compile(
+        optimizer=optimizer,
+        loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+        jit_compile=xla,
+    )
     return model, dense, optimizer
 
 
@@ -242,7 +283,9 @@ class _Checkpoints:
     history_json: Path
 
 
-def _checkpoints(folder: Path, state: str, model: Any, optimizer: Any, record: dict[str, Any], cfg: FinetuneConfig, stage: StageFn) -> _Checkpoints:
+def _checkpoints(
+    folder: Path, state: str, model: Any, optimizer: Any, record: dict[str, Any], cfg: FinetuneConfig, stage: StageFn
+) -> _Checkpoints:
     """Resume from ``folder`` (``state`` "same") or start it, writing the configuration ``record`` that keys it."""
     import tensorflow as tf
 
@@ -250,7 +293,9 @@ def _checkpoints(folder: Path, state: str, model: Any, optimizer: Any, record: d
 
     epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
     ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var)
-    found = _Checkpoints(tf.train.CheckpointManager(ckpt, str(folder), max_to_keep=1), epoch_var, [], folder / FINETUNE_FILES.history)
+    found = _Checkpoints(
+        tf.train.CheckpointManager(ckpt, str(folder), max_to_keep=1), epoch_var, [], folder / FINETUNE_FILES.history
+    )
     if state == "same" and found.manager.latest_checkpoint:
         ckpt.restore(found.manager.latest_checkpoint)
         found.history = json.loads(found.history_json.read_text()) if found.history_json.exists() else []
@@ -261,8 +306,15 @@ def _checkpoints(folder: Path, state: str, model: Any, optimizer: Any, record: d
     return found
 
 
-def _progress_callback(cfg: FinetuneConfig, ck: _Checkpoints, rows: int, steps_per_epoch: int, t0: float, on_epoch: EpochFn | None,
-                       on_progress: ProgressFn | None) -> Any:  # fmt: skip
+def _progress_callback(
+    cfg: FinetuneConfig,
+    ck: _Checkpoints,
+    rows: int,
+    steps_per_epoch: int,
+    t0: float,
+    on_epoch: EpochFn | None,
+    on_progress: ProgressFn | None,
+) -> Any:
     """A Keras callback: images/s and ETA every few batches; after every epoch, the history and a checkpoint."""
     import tf_keras
 
@@ -277,14 +329,29 @@ def _progress_callback(cfg: FinetuneConfig, ck: _Checkpoints, rows: int, steps_p
             if on_progress and (batch % PROGRESS_EVERY == 0 or batch == steps_per_epoch - 1):
                 done = min(epoch * rows + min((batch + 1) * cfg.batch_size, rows), total_images)
                 rate = seen[0] / max(time.perf_counter() - t0, 1e-9)
-                on_progress(FinetuneProgress(epoch + 1, cfg.epochs, done, total_images, rate, (total_images - done) / max(rate, 1e-9),
-                                             float((logs or {}).get("loss", float("nan")))))  # fmt: skip
+                on_progress(
+                    FinetuneProgress(
+                        epoch + 1,
+                        cfg.epochs,
+                        done,
+                        total_images,
+                        rate,
+                        (total_images - done) / max(rate, 1e-9),
+                        float((logs or {}).get("loss", float("nan"))),
+                    )
+                )
 
         def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
             logs = logs or {}
-            row: dict[str, Any] = {"epoch": epoch + 1, "loss": float(logs["loss"]), "accuracy": float(logs["accuracy"]), "val_loss": None,
-                                   "val_accuracy": None, "elapsed": time.perf_counter() - t0,
-                                   "images_per_second": round(seen[0] / max(time.perf_counter() - t0, 1e-9), 1)}  # fmt: skip
+            row: dict[str, Any] = {
+                "epoch": epoch + 1,
+                "loss": float(logs["loss"]),
+                "accuracy": float(logs["accuracy"]),
+                "val_loss": None,
+                "val_accuracy": None,
+                "elapsed": time.perf_counter() - t0,
+                "images_per_second": round(seen[0] / max(time.perf_counter() - t0, 1e-9), 1),
+            }
             ck.history.append(row)
             ck.epoch.assign(epoch + 1)
             ck.manager.save()  # after every epoch: an interrupted run resumes from here
@@ -295,15 +362,29 @@ def _progress_callback(cfg: FinetuneConfig, ck: _Checkpoints, rows: int, steps_p
     return _Report()
 
 
-def _finetune(req: RunRequest, cache_dir: Path, cfg: FinetuneConfig, ds: Any, spec: Any, size: int, gpu: bool, folder: Path, stage: StageFn,
-              on_epoch: EpochFn | None, on_progress: ProgressFn | None) -> RunManifest:  # fmt: skip
+def _finetune(
+    req: RunRequest,
+    cache_dir: Path,
+    cfg: FinetuneConfig,
+    ds: Any,
+    spec: Any,
+    size: int,
+    gpu: bool,
+    folder: Path,
+    stage: StageFn,
+    on_epoch: EpochFn | None,
+    on_progress: ProgressFn | None,
+) -> RunManifest:
     from lib.data.sources import subset_indices
     from lib.store.atomic import check_writable
 
     key = folder.name
     state = checkpoint_state(folder, key)
     if state == "other":
-        raise ConfigError(f"{folder} holds a checkpoint of another fine-tuning configuration; it is not resumed. Delete it to start again.")
+        raise ConfigError(
+            f"{folder} holds a checkpoint of another fine-tuning configuration; it is not resumed. Delete it to "
+            "start again."
+        )
     check_writable(folder)
 
     stage("Warm start: linear head on frozen features")
@@ -313,12 +394,23 @@ def _finetune(req: RunRequest, cache_dir: Path, cfg: FinetuneConfig, ds: Any, sp
 
     mixed = cfg.mixed_precision == "on" or (cfg.mixed_precision == "auto" and gpu)
     xla = cfg.xla == "on" or (cfg.xla == "auto" and gpu)
-    stage(f"Fine-tuning backbone and head end to end ({'GPU' if gpu else 'CPU'}, {size} px, batch {cfg.batch_size}"
-          + (", mixed precision" if mixed else "") + (", XLA" if xla else "") + ")")  # fmt: skip
+    stage(
+        f"Fine-tuning backbone and head end to end ({'GPU' if gpu else 'CPU'}, {size} px, batch {cfg.batch_size}"
+        + (", mixed precision" if mixed else "")
+        + (", XLA" if xla else "")
+        + ")"
+    )
     train_idx = subset_indices(ds.labels("train"), req.limit)
     steps_per_epoch = math.ceil(len(train_idx) / cfg.batch_size)
     model, dense, optimizer = _model(cfg, spec, size, frozen, len(ds.classes), steps_per_epoch, mixed, xla)
-    record = {"key": key, "dataset": ds.fingerprint, "backbone": spec.identity(), "size": size, "limit": req.limit, "config": dataclasses.asdict(cfg)}
+    record = {
+        "key": key,
+        "dataset": ds.fingerprint,
+        "backbone": spec.identity(),
+        "size": size,
+        "limit": req.limit,
+        "config": dataclasses.asdict(cfg),
+    }
     ck = _checkpoints(folder, state, model, optimizer, record, cfg, stage)
     start_epoch = int(ck.epoch.numpy())
     t0 = time.perf_counter()
@@ -327,9 +419,13 @@ def _finetune(req: RunRequest, cache_dir: Path, cfg: FinetuneConfig, ds: Any, sp
         callback = _progress_callback(cfg, ck, len(train_idx), steps_per_epoch, t0, on_epoch, on_progress)
         model.fit(data, epochs=cfg.epochs, initial_epoch=start_epoch, callbacks=[callback], verbose=0)
     train_seconds = time.perf_counter() - t0
-    run = _FinetunedRun(model, dense, frozen, ck.history, train_seconds, start_epoch, {"gpu": gpu, "mixed_precision": mixed, "xla": xla})
+    run = _FinetunedRun(
+        model, dense, frozen, ck.history, train_seconds, start_epoch, {"gpu": gpu, "mixed_precision": mixed, "xla": xla}
+    )
     manifest = _evaluate_and_save(req, cache_dir, cfg, ds, spec, size, run, train.extract_seconds, stage)
-    shutil.rmtree(folder, ignore_errors=True)  # the run holds the model now; the checkpoint is this project's own artifact
+    shutil.rmtree(
+        folder, ignore_errors=True
+    )  # the run holds the model now; the checkpoint is this project's own artifact
     return manifest
 
 
@@ -346,9 +442,19 @@ class _FinetunedRun:
     hardware: dict[str, Any]
 
 
-def _evaluate_and_save(req: RunRequest, cache_dir: Path, cfg: FinetuneConfig, ds: Any, spec: Any, size: int, run: _FinetunedRun,
-                       train_extract_seconds: float, stage: StageFn) -> RunManifest:  # fmt: skip
-    """The test split through the fine-tuned model (and the frozen head, for comparison); the run saved with its model."""
+def _evaluate_and_save(
+    req: RunRequest,
+    cache_dir: Path,
+    cfg: FinetuneConfig,
+    ds: Any,
+    spec: Any,
+    size: int,
+    run: _FinetunedRun,
+    train_extract_seconds: float,
+    stage: StageFn,
+) -> RunManifest:
+    """The test split through the fine-tuned model (and the frozen head, for comparison); the run saved with its
+    model."""
     import tensorflow as tf
 
     from lib.analysis.evaluation import evaluate_for_run
@@ -357,29 +463,61 @@ def _evaluate_and_save(req: RunRequest, cache_dir: Path, cfg: FinetuneConfig, ds
     frozen_test = gather_features(ds, spec, "test", (size,), ("original",), cache_dir, req.limit, req.batch_size)
     test_idx, y_test = frozen_test.indices, frozen_test.labels
     test_images = ds.images("test")  # streamed in batches of 256 from the memory map
-    logits = np.concatenate([np.asarray(run.model.predict_on_batch(np.asarray(test_images[test_idx[i : i + 256]])), np.float32)
-                             for i in range(0, len(test_idx), 256)])  # fmt: skip
+    logits = np.concatenate(
+        [
+            np.asarray(run.model.predict_on_batch(np.asarray(test_images[test_idx[i : i + 256]])), np.float32)
+            for i in range(0, len(test_idx), 256)
+        ]
+    )
     probs = tf.nn.softmax(logits).numpy()
     frozen_acc = float((run.frozen.predict_proba(frozen_test.view("original", (size,))).argmax(1) == y_test).mean())
     report = evaluate_for_run(y_test, probs, ds.classes, stage)
     dim = run.frozen.weights[0].shape[0]
-    head = type(run.frozen)(HeadConfig(head="linear", seed=cfg.seed), np.zeros(dim, np.float32), np.ones(dim, np.float32),
-                            [np.asarray(a, np.float32) for a in run.dense.get_weights()], run.history)  # fmt: skip
+    head = type(run.frozen)(
+        HeadConfig(head="linear", seed=cfg.seed),
+        np.zeros(dim, np.float32),
+        np.ones(dim, np.float32),
+        [np.asarray(a, np.float32) for a in run.dense.get_weights()],
+        run.history,
+    )
     req = replace(req, protocol="finetune", image_sizes=(size,), train_views=("original",), tta=False)
     history = run.history
     rates = [h["images_per_second"] for h in history if h.get("images_per_second")]
     manifest = run_manifest(
-        req, ds, spec, (size,), head.config, history, report,
-        timings={"extract_seconds": round(train_extract_seconds + frozen_test.extract_seconds, 3), "train_seconds": round(run.train_seconds, 3)},
-        finetuned=True, best_epoch=len(history),
-        finetune={**dataclasses.asdict(cfg), "image_size": size, "frozen_head_test_accuracy": frozen_acc, **run.hardware,
-                  "resumed_from_epoch": run.start_epoch, "images_per_second": rates[-1] if rates else None,
-                  "epoch_seconds": [round(b["elapsed"] - a, 2) for a, b in zip([0.0] + [h["elapsed"] for h in history[:-1]], history)]},
-    )  # fmt: skip
+        req,
+        ds,
+        spec,
+        (size,),
+        head.config,
+        history,
+        report,
+        timings={
+            "extract_seconds": round(train_extract_seconds + frozen_test.extract_seconds, 3),
+            "train_seconds": round(run.train_seconds, 3),
+        },
+        finetuned=True,
+        best_epoch=len(history),
+        finetune={
+            **dataclasses.asdict(cfg),
+            "image_size": size,
+            "frozen_head_test_accuracy": frozen_acc,
+            **run.hardware,
+            "resumed_from_epoch": run.start_epoch,
+            "images_per_second": rates[-1] if rates else None,
+            "epoch_seconds": [
+                round(b["elapsed"] - a, 2) for a, b in zip([0.0] + [h["elapsed"] for h in history[:-1]], history)
+            ],
+        },
+    )
     predictions = stored_predictions(y_test, probs, test_idx)
     stage("Saving run")
     model = run.model
-    module = probability_module(lambda images: tf.nn.softmax(tf.cast(model(images, training=False), tf.float32)), list(ds.classes), [size], model)
+    module = probability_module(
+        lambda images: tf.nn.softmax(tf.cast(model(images, training=False), tf.float32)),
+        list(ds.classes),
+        [size],
+        model,
+    )
 
     def write_model(run_folder: Path) -> None:
         # The fine-tuned backbone lives only here, so the run can be exported and classify uploads.

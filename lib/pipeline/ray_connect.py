@@ -18,7 +18,9 @@ import numpy as np
 
 from lib.errors import ConfigError, first_line
 
-SHARD = 512  # images per task: small enough to balance 2 workers on a 10,000-image split, large enough to amortise a call
+SHARD = (
+    512  # images per task: small enough to balance 2 workers on a 10,000-image split, large enough to amortise a call
+)
 INSTALL_HINT = "The ray engine needs Ray, an optional dependency: pip install -r requirements-scale.txt"
 CONNECT_TIMEOUT_S = 5.0  # a TCP connect to the head: an unreachable address fails in seconds
 JOIN_TIMEOUT_S = 20.0  # ray.init against the head: a port that is not Ray's fails well within 30 s
@@ -79,7 +81,8 @@ def import_ray() -> Any:
 
 
 def connect(ray: Any, options: RayOptions, default_temp: Path, stats: Any) -> bool:
-    """Join the cluster at ``options.address`` or start a local instance; True if it was started here (to stop after)."""
+    """Join the cluster at ``options.address`` or start a local instance; True if it was started here (to stop
+    after)."""
     import lib
 
     package = str(Path(lib.__file__).resolve().parent)
@@ -90,8 +93,15 @@ def connect(ray: Any, options: RayOptions, default_temp: Path, stats: Any) -> bo
         address = _check_reachable(options.address)
         if os.environ.get(_OWN_TOKEN) and os.environ.get("RAY_AUTH_TOKEN_PATH") == os.environ[_OWN_TOKEN]:
             del os.environ["RAY_AUTH_TOKEN_PATH"]  # a local instance's token is no key to another cluster
-        _init_within(ray, JOIN_TIMEOUT_S, f"Could not join the Ray cluster at {address}",
-                     address=address, runtime_env=runtime_env, log_to_driver=False, logging_level="ERROR")  # fmt: skip
+        _init_within(
+            ray,
+            JOIN_TIMEOUT_S,
+            f"Could not join the Ray cluster at {address}",
+            address=address,
+            runtime_env=runtime_env,
+            log_to_driver=False,
+            logging_level="ERROR",
+        )
         _check_capacity(ray, options)
         return True
     temp = _temp_dir(options, default_temp)
@@ -99,8 +109,15 @@ def connect(ray: Any, options: RayOptions, default_temp: Path, stats: Any) -> bo
     _local_auth_token(temp)
     cpus = max(1, int(np.ceil(options.workers * options.cpus_per_worker)))
     try:
-        ray.init(num_cpus=cpus, object_store_memory=options.object_store_mb << 20, _temp_dir=str(temp), include_dashboard=False,
-                 runtime_env=runtime_env, log_to_driver=False, logging_level="ERROR")  # fmt: skip
+        ray.init(
+            num_cpus=cpus,
+            object_store_memory=options.object_store_mb << 20,
+            _temp_dir=str(temp),
+            include_dashboard=False,
+            runtime_env=runtime_env,
+            log_to_driver=False,
+            logging_level="ERROR",
+        )
     except Exception as err:
         raise ConfigError(f"Could not start a local Ray instance (temp dir {temp}): {first_line(err)}") from err
     return True
@@ -124,8 +141,11 @@ def _init_within(ray: Any, seconds: float, failure: str, **kwargs: Any) -> None:
     thread.start()
     thread.join(seconds)
     if thread.is_alive():
-        raise ConfigError(f"{failure}: no Ray head answered within {seconds:.0f} s. Is {kwargs.get('address')} the head node's GCS port "
-                          "(6379 by default), and does this machine have the cluster's auth token (RAY_AUTH_TOKEN) if it uses one?")  # fmt: skip
+        raise ConfigError(
+            f"{failure}: no Ray head answered within {seconds:.0f} s. Is {kwargs.get('address')} the head node's GCS "
+            "port (6379 by default), and does this machine have the cluster's auth token (RAY_AUTH_TOKEN) if it "
+            "uses one?"
+        )
     err = outcome.get("error")
     if err is not None:
         raise ConfigError(f"{failure}: {first_line(err)}") from err
@@ -138,15 +158,17 @@ def _check_reachable(address: str) -> str:
         return text  # "auto" reads the local node's address file; Ray Client has its own connect timeout
     host, _, port = text.rpartition(":")
     if not host or not port.isdigit():
-        raise ConfigError("The Ray address (--ray-address) must be HOST:PORT (the head node's GCS port, 6379 by default), 'auto' or "
-                          f"ray://HOST:PORT; got {address!r}.")  # fmt: skip
+        raise ConfigError(
+            "The Ray address (--ray-address) must be HOST:PORT (the head node's GCS port, 6379 by default), 'auto' or "
+            f"ray://HOST:PORT; got {address!r}."
+        )
     try:
         with socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S):
             pass
     except OSError as err:
         raise ConfigError(
-            f"No Ray cluster answers at {text} ({err.strerror or err}). Start one with `ray start --head --port={port}`, "
-            "check the address, or leave --ray-address out to run Ray on this machine."
+            f"No Ray cluster answers at {text} ({err.strerror or err}). Start one with `ray start --head "
+            f"--port={port}`, check the address, or leave --ray-address out to run Ray on this machine."
         ) from err
     return text
 
@@ -156,12 +178,15 @@ def _check_capacity(ray: Any, options: RayOptions) -> None:
     wanted = options.workers * options.cpus_per_worker
     if cpus < wanted:
         ray.shutdown()
-        raise ConfigError(f"The Ray cluster has {cpus:g} CPUs; {options.workers} workers x {options.cpus_per_worker:g} CPUs need {wanted:g}. "
-                          "Ask for fewer --workers or add nodes.")  # fmt: skip
+        raise ConfigError(
+            f"The Ray cluster has {cpus:g} CPUs; {options.workers} workers x {options.cpus_per_worker:g} CPUs need "
+            f"{wanted:g}. Ask for fewer --workers or add nodes."
+        )
 
 
 def _local_auth_token(temp: Path) -> None:
-    """Ray (2.59+) protects a local instance with a token it writes to ``~/.ray/auth_token``; keep it in the temp dir instead,
+    """Ray (2.59+) protects a local instance with a token it writes to ``~/.ray/auth_token``; keep it in the temp dir
+    instead,
     unless the user already chose one (``RAY_AUTH_TOKEN`` / ``RAY_AUTH_TOKEN_PATH``)."""
     import secrets
 
@@ -176,13 +201,14 @@ def _local_auth_token(temp: Path) -> None:
 
 
 def _temp_dir(options: RayOptions, default: Path) -> Path:
-    """Ray's session folder: the given one, else ``default`` (``<cache>/ray``); a path too long for Ray's sockets moves to a short one."""
+    """Ray's session folder: the given one, else ``default`` (``<cache>/ray``); a path too long for Ray's sockets moves
+    to a short one."""
     wanted = (options.temp_dir or default).expanduser().resolve()
     if len(str(wanted)) > _MAX_SOCKET_DIR:
         if options.temp_dir is not None:
-            raise ConfigError(f"--ray-temp-dir {wanted} is too long for Ray's sockets (at most {_MAX_SOCKET_DIR} characters).")
+            raise ConfigError(
+                f"--ray-temp-dir {wanted} is too long for Ray's sockets (at most {_MAX_SOCKET_DIR} characters)."
+            )
         wanted = Path(tempfile.gettempdir()) / f"tlx-ray-{os.getuid()}"
     wanted.mkdir(parents=True, exist_ok=True)
     return wanted
-
-

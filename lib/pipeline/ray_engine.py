@@ -51,9 +51,9 @@ READY_TIMEOUT_S = 600.0  # a worker loads TensorFlow and the backbone (a TF Hub 
 class RayEngine:
     """A Ray connection (or local instance) and its workers, kept for several artifacts; Ray starts on the first job.
 
-        with RayEngine(RayOptions(address="10.0.0.5:6379", workers=8), layout) as engine:
-            for split in ("train", "test"):
-                ensure_features(ds, split, spec, layout, 224, engine=engine)
+    with RayEngine(RayOptions(address="10.0.0.5:6379", workers=8), layout) as engine:
+        for split in ("train", "test"):
+            ensure_features(ds, split, spec, layout, 224, engine=engine)
     """
 
     def __init__(self, options: RayOptions, layout: CacheLike) -> None:
@@ -96,14 +96,22 @@ class RayEngine:
         spec, runtime, size = job.spec, job.runtime, job.size
         key = (spec.identity(), runtime, size)
         if key not in self.actors:
-            self._stop_workers()  # one set at a time: another backbone's workers would hold the CPUs the new ones wait for
+            # one set at a time: another backbone's workers would hold the CPUs the new ones wait for
+            self._stop_workers()
             model = _model_payload(spec, runtime, size, job.dataset, self.layout)
-            self.actors[key] = _start_actors(self.ray, self.options, spec, runtime, size, tuple(job.dataset.image_shape), model)
+            self.actors[key] = _start_actors(
+                self.ray, self.options, spec, runtime, size, tuple(job.dataset.image_shape), model
+            )
         actors, dim = self.actors[key]
         stats.workers, stats.startup_seconds = len(actors), time.perf_counter() - t0
         t1 = time.perf_counter()
-        result = job.run(lambda todo, save, timer: _dispatch(self.ray, actors, job, todo, save, timer, self.options.shard, batch_size, stats),
-                         progress, dim)  # fmt: skip
+        result = job.run(
+            lambda todo, save, timer: _dispatch(
+                self.ray, actors, job, todo, save, timer, self.options.shard, batch_size, stats
+            ),
+            progress,
+            dim,
+        )
         if stats.workers_lost:
             self.actors.pop(key, None)  # start a whole set again for the next artifact
         stats.extract_seconds = time.perf_counter() - t1
@@ -120,8 +128,15 @@ def _model_payload(spec: BackboneSpec, runtime: str, size: int, dataset: Dataset
     return path.read_bytes() if path is not None else None
 
 
-def _start_actors(ray: Any, options: RayOptions, spec: BackboneSpec, runtime: str, size: int, shape: tuple[int, ...],
-                  model: bytes | None) -> tuple[list[Any], int]:  # fmt: skip
+def _start_actors(
+    ray: Any,
+    options: RayOptions,
+    spec: BackboneSpec,
+    runtime: str,
+    size: int,
+    shape: tuple[int, ...],
+    model: bytes | None,
+) -> tuple[list[Any], int]:
     """The started actors, each with its backbone loaded, and the feature dimension."""
     gpus = options.gpus_per_worker
     if gpus is None:
@@ -151,7 +166,9 @@ def _worker_error(err: BaseException, what: str, after: str = "") -> UserFacingE
 class Embedder:
     """A Ray actor: loads the backbone once, then embeds shards of uint8 images."""
 
-    def __init__(self, spec: BackboneSpec, runtime: str, size: int, shape: tuple[int, ...], model: bytes | None, threads: int) -> None:
+    def __init__(
+        self, spec: BackboneSpec, runtime: str, size: int, shape: tuple[int, ...], model: bytes | None, threads: int
+    ) -> None:
         self.node = _node_id()
         self.pid = os.getpid()
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -181,13 +198,14 @@ class Embedder:
         """The feature dimension, once the backbone is loaded."""
         return int(self.backbone.feature_dim)
 
-    def embed(self, start: int, images: np.ndarray, size: int, flip: bool, batch_size: int) -> tuple[int, np.ndarray, str]:
+    def embed(
+        self, start: int, images: np.ndarray, size: int, flip: bool, batch_size: int
+    ) -> tuple[int, np.ndarray, str]:
         """``(start, features [n, D] float32, node id)`` for a shard whose first row is ``start``."""
         if start == self._fail_at and self._claim_failure():
             os._exit(1)  # a worker process dying mid-job, as on a lost node
         parts = [self.backbone.embed(images[b : b + batch_size], size, flip) for b in range(0, len(images), batch_size)]
         return start, np.concatenate(parts).astype(np.float32), self.node
-
 
     def _claim_failure(self) -> bool:
         if not self._fail_marker:
@@ -208,8 +226,17 @@ def _node_id() -> str:
 # --------------------------------------------------------------------------- the driver's loop
 
 
-def _dispatch(ray: Any, actors: list[Any], job: Any, todo: list[tuple[int, int]], save: Any, timer: Any, shard: int, batch_size: int,
-              stats: RayStats) -> None:  # fmt: skip
+def _dispatch(
+    ray: Any,
+    actors: list[Any],
+    job: Any,
+    todo: list[tuple[int, int]],
+    save: Any,
+    timer: Any,
+    shard: int,
+    batch_size: int,
+    stats: RayStats,
+) -> None:
     """Send every shard of the chunks in ``todo`` to the actors, collect features into whole chunks, ``save`` each."""
     queue = deque((s, min(s + shard, e)) for s, e in todo for s in range(s, e, shard))
     open_chunks: dict[int, dict[int, np.ndarray]] = {}
@@ -251,7 +278,9 @@ def _dispatch(ray: Any, actors: list[Any], job: Any, todo: list[tuple[int, int]]
             submit()
             continue
         except ray.exceptions.RayTaskError as err:  # the worker is alive but the backbone failed on these images
-            raise _worker_error(err, f"A Ray worker failed on images {s:,}-{e:,}", " The chunks finished so far are saved.") from err
+            raise _worker_error(
+                err, f"A Ray worker failed on images {s:,}-{e:,}", " The chunks finished so far are saved."
+            ) from err
         stats.images_per_node[node] = stats.images_per_node.get(node, 0) + (e - s)
         timer.step(e - s)
         chunk = chunk_of[start]

@@ -41,7 +41,11 @@ def fit_basis(parts: list[np.ndarray], dims: int = DIMS, seed: int = 0) -> np.nd
 
     total = sum(len(p) for p in parts)
     rng = np.random.default_rng(seed)
-    rows = [p[np.sort(rng.choice(len(p), min(len(p), max(1, round(FIT_ROWS * len(p) / total))), replace=False))] for p in parts if len(p)]
+    rows = [
+        p[np.sort(rng.choice(len(p), min(len(p), max(1, round(FIT_ROWS * len(p) / total))), replace=False))]
+        for p in parts
+        if len(p)
+    ]
     sample = _unit(np.concatenate(rows))
     svd = TruncatedSVD(min(dims, sample.shape[1] - 1), algorithm="randomized", random_state=seed).fit(sample)
     return svd.components_.astype(np.float32)
@@ -49,7 +53,9 @@ def fit_basis(parts: list[np.ndarray], dims: int = DIMS, seed: int = 0) -> np.nd
 
 def project(full: np.ndarray, basis: np.ndarray, chunk: int = 8192) -> np.ndarray:
     """The float16 reduced rows of ``full`` (read in chunks: a memory map is never loaded whole)."""
-    return np.concatenate([(_unit(full[i : i + chunk]) @ basis.T).astype(np.float16) for i in range(0, len(full), chunk)])
+    return np.concatenate(
+        [(_unit(full[i : i + chunk]) @ basis.T).astype(np.float16) for i in range(0, len(full), chunk)]
+    )
 
 
 def basis_path(layout: CacheLayout, key: str) -> Path:
@@ -57,7 +63,9 @@ def basis_path(layout: CacheLayout, key: str) -> Path:
     return layout.feature_files(key)[0].with_suffix(".basis.npy")
 
 
-def write_reduced(layout: CacheLayout, key: str, manifest: dict[str, Any], codes: np.ndarray, basis: np.ndarray) -> None:
+def write_reduced(
+    layout: CacheLayout, key: str, manifest: dict[str, Any], codes: np.ndarray, basis: np.ndarray
+) -> None:
     """Write a reduced artifact under ``key`` (features and basis first, the manifest last, each atomically)."""
     from lib.pipeline.feature_store import file_crc32
 
@@ -65,8 +73,11 @@ def write_reduced(layout: CacheLayout, key: str, manifest: dict[str, Any], codes
     npy.parent.mkdir(parents=True, exist_ok=True)
     save_npy_atomic(basis_path(layout, key), basis)
     save_npy_atomic(npy, codes)
-    data = dict(manifest) | {"shape": list(codes.shape), "crc32": file_crc32(npy),
-                             "reduced": {"method": METHOD, "dims": int(codes.shape[1]), "of": int(basis.shape[1])}}  # fmt: skip
+    data = dict(manifest) | {
+        "shape": list(codes.shape),
+        "crc32": file_crc32(npy),
+        "reduced": {"method": METHOD, "dims": int(codes.shape[1]), "of": int(basis.shape[1])},
+    }
     with atomic_path(manifest_path) as tmp:
         tmp.write_text(json.dumps(data, indent=2))
 
@@ -83,9 +94,16 @@ def load_basis(layout: CacheLayout, key: str, dims: int, of: int) -> np.ndarray 
 Hit = tuple[str, int, float]
 
 
-def nearest_reranked(reduced: dict[str, np.ndarray], basis: np.ndarray, query: np.ndarray | None, k: int,
-                     embed: Callable[[np.ndarray], np.ndarray] | None, images: dict[str, np.ndarray],
-                     skip: tuple[str, int] | None = None, norms: dict[str, np.ndarray] | None = None) -> tuple[list[Hit], bool]:  # fmt: skip
+def nearest_reranked(
+    reduced: dict[str, np.ndarray],
+    basis: np.ndarray,
+    query: np.ndarray | None,
+    k: int,
+    embed: Callable[[np.ndarray], np.ndarray] | None,
+    images: dict[str, np.ndarray],
+    skip: tuple[str, int] | None = None,
+    norms: dict[str, np.ndarray] | None = None,
+) -> tuple[list[Hit], bool]:
     """The ``k`` nearest images (cosine) to ``query`` (a full feature vector; None: the image ``skip`` names, whose
     features ``embed`` computes) in every split of ``reduced``: the ``CANDIDATES`` nearest by reduced features,
     re-ranked by the real features of those images (``embed``: uint8 images -> feature rows). Returns ``(hits,
@@ -108,9 +126,15 @@ def nearest_reranked(reduced: dict[str, np.ndarray], basis: np.ndarray, query: n
     return [(found[j][0], found[j][1], float(sims[j])) for j in order], True
 
 
-def nearest_search(results: dict[str, Any], query: np.ndarray | None, k: int, skip: tuple[str, int] | None = None,
-                   norms: dict[str, np.ndarray] | None = None, embed: Callable[[np.ndarray], np.ndarray] | None = None,
-                   images: dict[str, np.ndarray] | None = None) -> tuple[list[Hit], bool]:  # fmt: skip
+def nearest_search(
+    results: dict[str, Any],
+    query: np.ndarray | None,
+    k: int,
+    skip: tuple[str, int] | None = None,
+    norms: dict[str, np.ndarray] | None = None,
+    embed: Callable[[np.ndarray], np.ndarray] | None = None,
+    images: dict[str, np.ndarray] | None = None,
+) -> tuple[list[Hit], bool]:
     """Cosine neighbours among ``results`` (split -> :class:`lib.pipeline.features.FeatureResult`) of ``query`` (a full
     feature vector) or, with ``query`` None, of the image ``skip`` names. Real features: exact search. Reduced ones:
     :func:`nearest_reranked`. Returns ``(hits, exact)``; hits hold rows of each split's features."""

@@ -52,15 +52,23 @@ class RunRequest:
     test_split: str = "test"
     train_split: str = "train"
     runtime: str = DEFAULT_RUNTIME  # extraction runtime, a name in lib.runtimes' registry
-    exclude: dict[str, list[int]] | None = None  # split -> image indices left out of training and scoring (lib.store.excludes)
-    relabel: dict[str, tuple[list[int], list[int]]] | None = None  # split -> (image indices, fixed label ids) (lib.store.labels)
-    relabel_source: dict[str, Any] | None = None  # where the fixes came from: name, sha256 of the file (recorded in the manifest)
-    # Further backbones whose features are concatenated after ``backbone``'s: (backbone, sizes); None sizes: its native size.
+    exclude: dict[str, list[int]] | None = (
+        None  # split -> image indices left out of training and scoring (lib.store.excludes)
+    )
+    relabel: dict[str, tuple[list[int], list[int]]] | None = (
+        None  # split -> (image indices, fixed label ids) (lib.store.labels)
+    )
+    relabel_source: dict[str, Any] | None = (
+        None  # where the fixes came from: name, sha256 of the file (recorded in the manifest)
+    )
+    # Further backbones whose features are concatenated after ``backbone``'s: (backbone, sizes); None sizes: its native
+    # size.
     more_backbones: tuple[tuple[str, tuple[int, ...] | None], ...] = ()
 
     @classmethod
     def from_protocol(cls, name: str, source: str, backbone: str | None, **kwargs: Any) -> RunRequest:
-        """A request that follows a named preset; a preset with its own backbones uses them when ``backbone`` is None."""
+        """A request that follows a named preset; a preset with its own backbones uses them when ``backbone`` is
+        None."""
         if name not in PROTOCOLS:
             raise ConfigError(f"Unknown protocol {name!r}; choose one of {', '.join(PROTOCOLS)}.")
         p = PROTOCOLS[name]
@@ -72,7 +80,17 @@ class RunRequest:
                 sizes[b] = (*sizes.get(b, ()), s)
             (first, first_sizes), *rest = sizes.items()
             more = tuple((preset_backbone(b), ss) for b, ss in rest)
-            return cls(source, preset_backbone(first), p.head, first_sizes, p.train_views, p.tta, protocol=name, more_backbones=more, **kwargs)
+            return cls(
+                source,
+                preset_backbone(first),
+                p.head,
+                first_sizes,
+                p.train_views,
+                p.tta,
+                protocol=name,
+                more_backbones=more,
+                **kwargs,
+            )
         if backbone is None:
             raise ConfigError(f"The {name!r} preset needs a backbone.")
         return cls(source, backbone, p.head, p.image_sizes, p.train_views, p.tta, protocol=name, **kwargs)
@@ -92,7 +110,9 @@ class RunRequest:
             for size in sizes or ():
                 bounds.check("image_size", size)
             if not backbone or (sizes is not None and (not sizes or len(set(sizes)) != len(sizes))):
-                raise ConfigError(f"Each further backbone needs a name and distinct sizes, got {backbone!r} at {sizes!r}.")
+                raise ConfigError(
+                    f"Each further backbone needs a name and distinct sizes, got {backbone!r} at {sizes!r}."
+                )
         bounds.check("backbones", 1 + len(self.more_backbones))
         if self.limit is not None:
             bounds.check("limit", self.limit)
@@ -124,7 +144,9 @@ class FeatureBlock:
         from lib.models.predict import part_key
 
         if not np.array_equal(self.indices, other.indices):
-            raise ConfigError("The backbones' features cover different images of the split; they cannot be concatenated.")
+            raise ConfigError(
+                "The backbones' features cover different images of the split; they cannot be concatenated."
+            )
         self.parts.update({(part_key(backbone, size), view): arr for (size, view), arr in other.parts.items()})
         self.extract_seconds += other.extract_seconds
         self.cache_hits += other.cache_hits
@@ -142,9 +164,19 @@ class FeatureBlock:
         return FeatureBlock(parts, self.labels[keep], self.indices[keep], self.extract_seconds, self.cache_hits)
 
 
-def gather_features(ds: Dataset, spec: BackboneSpec, split: str, sizes: tuple[int, ...], views: tuple[str, ...], layout: CacheLike,
-                    limit: int | None, batch_size: int = 256, on_extract: ExtractFn | None = None, engine: Engine | None = None,
-                    runtime: str = DEFAULT_RUNTIME) -> FeatureBlock:  # fmt: skip
+def gather_features(
+    ds: Dataset,
+    spec: BackboneSpec,
+    split: str,
+    sizes: tuple[int, ...],
+    views: tuple[str, ...],
+    layout: CacheLike,
+    limit: int | None,
+    batch_size: int = 256,
+    on_extract: ExtractFn | None = None,
+    engine: Engine | None = None,
+    runtime: str = DEFAULT_RUNTIME,
+) -> FeatureBlock:
     """Features of ``split`` for every size and view, through :func:`lib.pipeline.features.ensure_features`; ``engine``
     (shared between calls, so a backbone loads once) computes what the cache lacks (default: this process)."""
     layout = CacheLayout.at(layout)
@@ -191,16 +223,36 @@ def run_manifest(
 ) -> RunManifest:
     """The manifest every run stores: what it was trained on and how, its history, metrics, timings and versions."""
     return RunManifest(
-        source=req.source, dataset_fingerprint=ds.fingerprint, classes=list(ds.classes), backbone=spec.handle, backbone_name=spec.name,
-        backbone_identity=spec.identity(), image_sizes=[int(s) for s in sizes], head=head_cfg,
-        metrics=RunMetrics(report["accuracy"], report["top5_accuracy"], report["calibration"]["ece"], report["count"], val_accuracy),
-        protocol=req.protocol, runtime=req.runtime, train_views=list(req.train_views), tta=req.tta, limit=req.limit, train_split=req.train_split,
-        test_split=req.test_split, history=history, timings=timings, versions=library_versions(),
-        machine={"platform": platform.platform(), "cpus": os.cpu_count()}, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra,
-    )  # fmt: skip
+        source=req.source,
+        dataset_fingerprint=ds.fingerprint,
+        classes=list(ds.classes),
+        backbone=spec.handle,
+        backbone_name=spec.name,
+        backbone_identity=spec.identity(),
+        image_sizes=[int(s) for s in sizes],
+        head=head_cfg,
+        metrics=RunMetrics(
+            report["accuracy"], report["top5_accuracy"], report["calibration"]["ece"], report["count"], val_accuracy
+        ),
+        protocol=req.protocol,
+        runtime=req.runtime,
+        train_views=list(req.train_views),
+        tta=req.tta,
+        limit=req.limit,
+        train_split=req.train_split,
+        test_split=req.test_split,
+        history=history,
+        timings=timings,
+        versions=library_versions(),
+        machine={"platform": platform.platform(), "cpus": os.cpu_count()},
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **extra,
+    )
 
 
-def stored_predictions(y_true: np.ndarray, probs: np.ndarray, indices: np.ndarray, raw: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def stored_predictions(
+    y_true: np.ndarray, probs: np.ndarray, indices: np.ndarray, raw: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
     """The arrays a run stores for its test split (``predictions.npz``): calibrated probabilities, and the uncalibrated
     ones (``probs_raw``) that the Evaluate page's before-and-after compares against."""
     out = {"y_true": y_true, "probs": probs.astype(np.float32), "y_pred": probs.argmax(axis=1), "indices": indices}
@@ -219,8 +271,16 @@ class FitResult:
     calibration: dict[str, Any] | None = None  # what the temperature was fitted on, and the ECE it changed
 
 
-def fit_head(train: FeatureBlock, test: FeatureBlock, sizes: tuple[Any, ...], train_views: tuple[str, ...], tta: bool, head_cfg: HeadConfig,
-             num_classes: int, on_epoch: EpochFn | None = None) -> FitResult:  # fmt: skip
+def fit_head(
+    train: FeatureBlock,
+    test: FeatureBlock,
+    sizes: tuple[Any, ...],
+    train_views: tuple[str, ...],
+    tta: bool,
+    head_cfg: HeadConfig,
+    num_classes: int,
+    on_epoch: EpochFn | None = None,
+) -> FitResult:
     """Train a head on ``train`` (every view) and predict ``test`` through the one prediction path."""
     tr_rows, val_rows = stratified_split(train.labels, head_cfg.val_fraction, head_cfg.seed)
     # Validation is carved per image, so a held-out image's flipped twin never trains.
@@ -234,8 +294,14 @@ def fit_head(train: FeatureBlock, test: FeatureBlock, sizes: tuple[Any, ...], tr
     def probs_at(block: FeatureBlock, rows: np.ndarray | slice, t: float | None) -> np.ndarray:
         # With TTA, the held-out rows are averaged over both views as the test rows are (when the flipped view exists).
         use_tta = tta and all((s, "flip") in block.parts for s in sizes)
-        return combine_views(lambda size, flip: block.parts[(size, views[flip])][rows], lambda x: head.predict_proba(x, t), sizes, use_tta,
-                             np_concat, np_mean)  # fmt: skip
+        return combine_views(
+            lambda size, flip: block.parts[(size, views[flip])][rows],
+            lambda x: head.predict_proba(x, t),
+            sizes,
+            use_tta,
+            np_concat,
+            np_mean,
+        )
 
     raw = probs_at(test, slice(None), 1.0)
     calibration = None
@@ -245,10 +311,14 @@ def fit_head(train: FeatureBlock, test: FeatureBlock, sizes: tuple[Any, ...], tr
 
         y_held = train.labels[val_rows]
         head.temperature = fit_temperature(lambda t: probs_at(train, val_rows, t), y_held)
-        calibration = {"method": "temperature scaling", "temperature": round(head.temperature, 4), "fitted_on": f"{len(val_rows):,} validation images",
-                       "validation_ece_before": reliability(y_held, probs_at(train, val_rows, 1.0))["ece"],
-                       "validation_ece_after": reliability(y_held, probs_at(train, val_rows, None))["ece"],
-                       "test_ece_before": reliability(test.labels, raw)["ece"]}  # fmt: skip
+        calibration = {
+            "method": "temperature scaling",
+            "temperature": round(head.temperature, 4),
+            "fitted_on": f"{len(val_rows):,} validation images",
+            "validation_ece_before": reliability(y_held, probs_at(train, val_rows, 1.0))["ece"],
+            "validation_ece_after": reliability(y_held, probs_at(train, val_rows, None))["ece"],
+            "test_ece_before": reliability(test.labels, raw)["ece"],
+        }
     probs = probs_at(test, slice(None), None)
     return FitResult(head, probs, len(x_train), len(val_rows), raw if calibration else None, calibration)
 
@@ -277,12 +347,17 @@ def train_run(
     ds.require_classes("Training a classifier", req.train_split)
     spec = resolve_backbone(req.backbone)
     sizes = tuple(req.image_sizes or (spec.default_size(),))
-    more = [(s, tuple(sz or (s.default_size(),))) for s, sz in ((resolve_backbone(b), sz) for b, sz in req.more_backbones)]
+    more = [
+        (s, tuple(sz or (s.default_size(),))) for s, sz in ((resolve_backbone(b), sz) for b, sz in req.more_backbones)
+    ]
     seen: set[tuple[str, int]] = set()
     for b, b_sizes in ((spec, sizes), *more):
         for size in b_sizes:
             if (b.identity(), size) in seen:  # the same features twice would only double one part of the head's input
-                raise ConfigError(f"{b.name} at {size}px is asked for twice (a --backbone repeats another with the same size); give each once.")
+                raise ConfigError(
+                    f"{b.name} at {size}px is asked for twice (a --backbone repeats another with the same size); "
+                    "give each once."
+                )
             seen.add((b.identity(), size))
     test_views = ("original", "flip") if req.tta else ("original",)
     runtime_choice = None
@@ -291,9 +366,16 @@ def train_run(
         from lib.runtimes.auto import describe, resolve
 
         split_views = [(req.train_split, v) for v in req.train_views] + [(req.test_split, v) for v in test_views]
-        parts = [(b, size, split, view) for b, b_sizes in ((spec, sizes), *more) for size in b_sizes for split, view in split_views]
+        parts = [
+            (b, size, split, view)
+            for b, b_sizes in ((spec, sizes), *more)
+            for size in b_sizes
+            for split, view in split_views
+        ]
         images = sum(ds.subset_size(split, req.limit) for _b, _size, split, _view in parts)
-        req.runtime, runtime_choice = resolve(AUTO, spec, sizes[0], ds, layout, images, cached_image_counter(ds, parts, req.limit, layout))
+        req.runtime, runtime_choice = resolve(
+            AUTO, spec, sizes[0], ds, layout, images, cached_image_counter(ds, parts, req.limit, layout)
+        )
         if runtime_choice:
             stage(describe(req.runtime, runtime_choice, images))
     stage("Features" + (f" ({req.runtime} runtime)" if req.runtime != DEFAULT_RUNTIME else ""))
@@ -304,7 +386,9 @@ def train_run(
         stage(f"Features of backbone {j + 1}: {extra_spec.name}")
         train.merge(j, gather_features(ds, extra_spec, req.train_split, extra_sizes, tuple(req.train_views), *common))
         test.merge(j, gather_features(ds, extra_spec, req.test_split, extra_sizes, test_views, *common))
-    keys = sizes + tuple(part_key(j, size) for j, (_spec, extra_sizes) in enumerate(more, start=1) for size in extra_sizes)
+    keys = sizes + tuple(
+        part_key(j, size) for j, (_spec, extra_sizes) in enumerate(more, start=1) for size in extra_sizes
+    )
     exclude = req.exclude or {}
     full_rows = {"train": len(train.labels), "test": len(test.labels)}
     train, test = train.without(exclude.get(req.train_split)), test.without(exclude.get(req.test_split))
@@ -314,14 +398,24 @@ def train_run(
     from lib.store.labels import relabelled
 
     fixes = {s: (np.asarray(idx, np.int64), np.asarray(lab, np.int64)) for s, (idx, lab) in (req.relabel or {}).items()}
-    fixed_train, fixed_test = (relabelled(ds.labels(s), fixes.get(s))[block.indices] for s, block in ((req.train_split, train), (req.test_split, test)))
+    fixed_train, fixed_test = (
+        relabelled(ds.labels(s), fixes.get(s))[block.indices]
+        for s, block in ((req.train_split, train), (req.test_split, test))
+    )
     changed = {"train": int((fixed_train != train.labels).sum()), "test": int((fixed_test != test.labels).sum())}
-    train.labels = fixed_train  # the head learns the fixed labels; the test keeps its given ones, and is scored against both
+    train.labels = (
+        fixed_train  # the head learns the fixed labels; the test keeps its given ones, and is scored against both
+    )
     if fixes:
-        stage(f"Labels fixed as the list asks: {changed['train']:,} training and {changed['test']:,} test labels changed")
+        stage(
+            f"Labels fixed as the list asks: {changed['train']:,} training and {changed['test']:,} test labels changed"
+        )
 
     hits, total = train.cache_hits + test.cache_hits, len(train.parts) + len(test.parts)
-    stage(f"Features ready: {hits} of {total} feature sets loaded from the cache" + (" (instant)" if hits == total else ""))
+    stage(
+        f"Features ready: {hits} of {total} feature sets loaded from the cache"
+        + (" (instant)" if hits == total else "")
+    )
     stage("Training head")
     head_cfg = req.head
     fit = fit_head(train, test, keys, tuple(req.train_views), req.tta, head_cfg, len(ds.classes), on_epoch)
@@ -329,22 +423,55 @@ def train_run(
     stage("Evaluating")
     report = evaluate_for_run(test.labels, probs, ds.classes, stage)
     manifest = run_manifest(
-        req, ds, spec, sizes, head_cfg, head.history, report,
-        timings={"extract_seconds": round(train.extract_seconds + test.extract_seconds, 3), "train_seconds": round(head.seconds, 3),
-                 "feature_cache_hits": hits, "feature_artifacts": total},
+        req,
+        ds,
+        spec,
+        sizes,
+        head_cfg,
+        head.history,
+        report,
+        timings={
+            "extract_seconds": round(train.extract_seconds + test.extract_seconds, 3),
+            "train_seconds": round(head.seconds, 3),
+            "feature_cache_hits": hits,
+            "feature_artifacts": total,
+        },
         val_accuracy=head.history[-1].get("val_accuracy") if head.history else None,
-        best_epoch=head.best_epoch, steps=head.steps, train_rows=fit.train_rows, val_rows=fit.val_rows,
+        best_epoch=head.best_epoch,
+        steps=head.steps,
+        train_rows=fit.train_rows,
+        val_rows=fit.val_rows,
         excluded={split: [int(i) for i in sorted(v)] for split, v in exclude.items() if len(v)},
-        extra_backbones=[{"backbone": s.handle, "backbone_name": s.name, "backbone_identity": s.identity(), "image_sizes": [int(x) for x in sz]}
-                         for s, sz in more],
-        calibration=(fit.calibration or {}) | {"test_ece_after": report["calibration"]["ece"]} if fit.calibration else None,
+        extra_backbones=[
+            {
+                "backbone": s.handle,
+                "backbone_name": s.name,
+                "backbone_identity": s.identity(),
+                "image_sizes": [int(x) for x in sz],
+            }
+            for s, sz in more
+        ],
+        calibration=(fit.calibration or {}) | {"test_ece_after": report["calibration"]["ece"]}
+        if fit.calibration
+        else None,
         runtime_choice=runtime_choice,
-        relabel=(req.relabel_source or {}) | {"changed": changed, "listed": {s: len(f[0]) for s, f in fixes.items()},
-                                               "test_accuracy_fixed": float((probs.argmax(axis=1) == fixed_test).mean())} if fixes else None,
-    )  # fmt: skip
-    predictions = stored_predictions(test.labels, probs, test.indices, fit.raw_probs) | ({"y_fixed": fixed_test} if fixes else {})
+        relabel=(req.relabel_source or {})
+        | {
+            "changed": changed,
+            "listed": {s: len(f[0]) for s, f in fixes.items()},
+            "test_accuracy_fixed": float((probs.argmax(axis=1) == fixed_test).mean()),
+        }
+        if fixes
+        else None,
+    )
+    predictions = stored_predictions(test.labels, probs, test.indices, fit.raw_probs) | (
+        {"y_fixed": fixed_test} if fixes else {}
+    )
     if fit.calibration:
-        stage(f"Calibrated: temperature {head.temperature:.3f}, test ECE {fit.calibration['test_ece_before']:.4f} -> {report['calibration']['ece']:.4f}")
+        stage(
+            f"Calibrated: temperature {head.temperature:.3f}, test ECE {fit.calibration['test_ece_before']:.4f} -> "
+            f"{report['calibration']['ece']:.4f}"
+        )
     stage("Saving run")
     save_run(layout, manifest, head, predictions)
     return manifest

@@ -1,10 +1,10 @@
 """Every image of a dataset through one backbone: what whole-dataset analyses (the audit, the full map) share.
 
-    whole = whole_dataset(source, backbone, 128, layout, runtime, "An audit", splits=("train", "test"))
-    whole.feature_keys        # split -> feature cache key (part of the analysis's own artifact key); with further
-                              # backbones or the flipped view, also "<split>#<j>/<view>" -> that part's key
-    whole.sizes               # split -> number of images (a stored result of other sizes is stale)
-    feats, labels = whole.features(layout, runtime)   # extracted first where not cached
+whole = whole_dataset(source, backbone, 128, layout, runtime, "An audit", splits=("train", "test"))
+whole.feature_keys        # split -> feature cache key (part of the analysis's own artifact key); with further
+                          # backbones or the flipped view, also "<split>#<j>/<view>" -> that part's key
+whole.sizes               # split -> number of images (a stored result of other sizes is stale)
+feats, labels = whole.features(layout, runtime)   # extracted first where not cached
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ class WholeDataset:
     size: int
     splits: list[str]
     feature_keys: dict[str, str]
-    more: list[tuple[Any, int]] = field(default_factory=list)  # further (spec, size) parts whose features are concatenated
+    more: list[tuple[Any, int]] = field(
+        default_factory=list
+    )  # further (spec, size) parts whose features are concatenated
     views: tuple[str, ...] = ("original",)
 
     @property
@@ -40,8 +42,9 @@ class WholeDataset:
         """Images per split."""
         return {s: self.ds.size(s) for s in self.splits}
 
-    def features(self, layout: CacheLike, runtime: str, batch_size: int = 256, progress: Any = None,
-                 engine: Any = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:  # fmt: skip
+    def features(
+        self, layout: CacheLike, runtime: str, batch_size: int = 256, progress: Any = None, engine: Any = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Original-view features and labels of every image of each split (one backbone load for all, or ``engine``'s);
         an extraction is reported to ``progress(stage, fraction)`` as the stage ``features <split>/original@<size>``."""
         from lib.pipeline.engines import LocalEngine
@@ -53,12 +56,25 @@ class WholeDataset:
         features: dict[str, np.ndarray] = {}
         labels: dict[str, np.ndarray] = {}
         for s in self.splits:
-            block = gather_features(self.ds, self.spec, s, (self.size,), ("original",), layout, None, batch_size, on_extract, engine, runtime)
+            block = gather_features(
+                self.ds,
+                self.spec,
+                s,
+                (self.size,),
+                ("original",),
+                layout,
+                None,
+                batch_size,
+                on_extract,
+                engine,
+                runtime,
+            )
             features[s], labels[s] = block.parts[(self.size, "original")], block.labels
         return features, labels
 
-    def all_views(self, layout: CacheLike, runtime: str, batch_size: int = 256, progress: Any = None,
-                  engine: Any = None) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray]]:  # fmt: skip
+    def all_views(
+        self, layout: CacheLike, runtime: str, batch_size: int = 256, progress: Any = None, engine: Any = None
+    ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray]]:
         """Features of every part concatenated (first backbone first), per split and view (:attr:`views`), and labels;
         extracted first where not cached, reported as :meth:`features` reports."""
         from lib.models.predict import np_concat
@@ -71,17 +87,33 @@ class WholeDataset:
         out: dict[str, dict[str, np.ndarray]] = {}
         labels: dict[str, np.ndarray] = {}
         for s in self.splits:
-            blocks = [gather_features(self.ds, spec, s, (size,), self.views, layout, None, batch_size, on_extract, engine, runtime)
-                      for spec, size in self.parts]  # fmt: skip
-            out[s] = {v: np_concat([b.parts[(size, v)] for b, (_spec, size) in zip(blocks, self.parts, strict=True)]) for v in self.views}
+            blocks = [
+                gather_features(
+                    self.ds, spec, s, (size,), self.views, layout, None, batch_size, on_extract, engine, runtime
+                )
+                for spec, size in self.parts
+            ]
+            out[s] = {
+                v: np_concat([b.parts[(size, v)] for b, (_spec, size) in zip(blocks, self.parts, strict=True)])
+                for v in self.views
+            }
             labels[s] = blocks[0].labels
         return out, labels
 
 
-def whole_dataset(source: str, backbone: str, image_size: int | None, cache_dir: CacheLike, runtime: str, what: str,
-                  splits: tuple[str, ...] | None = None, more: tuple[tuple[str, int | None], ...] = (),
-                  views: tuple[str, ...] = ("original",)) -> WholeDataset:  # fmt: skip
-    """Resolve the dataset and backbone (and ``more`` (backbone, size) parts, for analyses of concatenated features, over
+def whole_dataset(
+    source: str,
+    backbone: str,
+    image_size: int | None,
+    cache_dir: CacheLike,
+    runtime: str,
+    what: str,
+    splits: tuple[str, ...] | None = None,
+    more: tuple[tuple[str, int | None], ...] = (),
+    views: tuple[str, ...] = ("original",),
+) -> WholeDataset:
+    """Resolve the dataset and backbone (and ``more`` (backbone, size) parts, for analyses of concatenated features,
+    over
     ``views``); ``splits`` (default: all) that the dataset has, ``train`` first. :class:`ConfigError` naming ``what`` if
     there is no ``train`` split."""
     from lib.data.sources import load_dataset
@@ -99,5 +131,7 @@ def whole_dataset(source: str, backbone: str, image_size: int | None, cache_dir:
     for j, (part_spec, part_size) in enumerate([(spec, size), *extra]):
         for view in views:
             if (j, view) != (0, "original"):
-                keys |= {f"{s}#{j}/{view}": feature_key_for(ds, s, part_spec, part_size, view, None, runtime) for s in chosen}
+                keys |= {
+                    f"{s}#{j}/{view}": feature_key_for(ds, s, part_spec, part_size, view, None, runtime) for s in chosen
+                }
     return WholeDataset(ds, spec, size, chosen, keys, extra, tuple(views))

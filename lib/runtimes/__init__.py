@@ -40,7 +40,9 @@ class Runtime:
     quantized: bool = False  # integer arithmetic: compared against its float twin
     any_size: bool = False  # one loaded model serves every input size (TensorFlow); else one model per size
     bench_order: int = 9  # within a (backbone, size), lower is measured first
-    artifact_suffix: str | None = None  # what a conversion writes under the cache's converted/ folder; None: no conversion
+    artifact_suffix: str | None = (
+        None  # what a conversion writes under the cache's converted/ folder; None: no conversion
+    )
 
     def identity(self, spec: BackboneSpec, dataset: Dataset | None) -> str:
         """What a feature manifest records as its runtime (the name, the converter version, any calibration)."""
@@ -50,7 +52,14 @@ class Runtime:
         """What this runtime adds to a feature cache key (None: nothing, the keys TensorFlow always had)."""
         return self.identity(spec, dataset)
 
-    def load(self, spec: BackboneSpec, size: int, dataset: Dataset | None, layout: CacheLayout, tf_backbone: TFBackboneFn | None = None) -> Any:
+    def load(
+        self,
+        spec: BackboneSpec,
+        size: int,
+        dataset: Dataset | None,
+        layout: CacheLayout,
+        tf_backbone: TFBackboneFn | None = None,
+    ) -> Any:
         """A loaded backbone running ``spec`` at ``size`` (converted and cached first if this runtime converts)."""
         raise NotImplementedError
 
@@ -58,7 +67,14 @@ class Runtime:
         """Where this runtime's converted model of ``spec`` at ``size`` is, or would be; None if it does not convert."""
         return None
 
-    def convert(self, spec: BackboneSpec, size: int, dataset: Dataset, layout: CacheLayout, tf_backbone: TFBackboneFn | None = None) -> Path | None:
+    def convert(
+        self,
+        spec: BackboneSpec,
+        size: int,
+        dataset: Dataset,
+        layout: CacheLayout,
+        tf_backbone: TFBackboneFn | None = None,
+    ) -> Path | None:
         """Convert (once; then the cached file) and return the artifact; None if this runtime does not convert."""
         return None
 
@@ -147,15 +163,23 @@ def as_selectable(name: str) -> str:
     return name if found is not None and found.selectable else DEFAULT_RUNTIME
 
 
-def load_for_runtime(spec: BackboneSpec, name: str, size: int, dataset: Dataset | None, layout: CacheLike,
-                     tf_backbone: TFBackboneFn | None = None) -> Any:  # fmt: skip
+def load_for_runtime(
+    spec: BackboneSpec,
+    name: str,
+    size: int,
+    dataset: Dataset | None,
+    layout: CacheLike,
+    tf_backbone: TFBackboneFn | None = None,
+) -> Any:
     """A loaded backbone running ``spec`` at ``size`` with runtime ``name`` (converted and cached first if needed)."""
     from lib.store.layout import CacheLayout
 
     return effective(spec, name).load(spec, size, dataset, CacheLayout.at(layout), tf_backbone)
 
 
-DEFAULT_RUNTIME = "tf"  # what keys features asked for without a runtime (a page reading, a test); users get entry_default()
+DEFAULT_RUNTIME = (
+    "tf"  # what keys features asked for without a runtime (a page reading, a test); users get entry_default()
+)
 TFLITE_FILE = "tflite"  # the implied runtime of a .tflite backbone
 AUTO = "auto"  # not a runtime: the faster exact one for a backbone, size and machine (lib.runtimes.auto resolves it)
 ENV_RUNTIME = "TLX_RUNTIME"

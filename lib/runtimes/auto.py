@@ -5,7 +5,8 @@ dataset's test images: TensorFlow's load, LiteRT's one-off conversion and load, 
 counts only if its features equal TensorFlow's within 1e-4 (relative). The figures are kept in the cache
 (``runtimes/auto-<key>.json``), keyed by the backbone's identity, the size, the CPU model, the core count and the
 library versions. From then on, the choice for ``images`` images is the runtime with the smaller estimated time:
-load, plus the conversion (and the TensorFlow load it starts from) if this dataset has none yet, plus ``images`` / rate. Small extractions therefore stay on
+load, plus the conversion (and the TensorFlow load it starts from) if this dataset has none yet, plus ``images`` / rate.
+Small extractions therefore stay on
 TensorFlow rather than pay for a conversion. A runtime that cannot convert is left out, and the reason is recorded.
 
     name, figures = resolve("auto", spec, 128, dataset, layout, images=20_000)   # ("litert", {...})
@@ -50,7 +51,14 @@ def machine_key(spec: BackboneSpec, size: int) -> str:
         except md.PackageNotFoundError:
             versions[name] = ""
     m = machine_info()
-    parts = {"backbone": spec.identity(), "size": int(size), "cpu": m["cpu"], "cores": m["cores"], "versions": versions, "v": VERSION}
+    parts = {
+        "backbone": spec.identity(),
+        "size": int(size),
+        "cpu": m["cpu"],
+        "cores": m["cores"],
+        "versions": versions,
+        "v": VERSION,
+    }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -73,8 +81,11 @@ def measure(spec: BackboneSpec, size: int, ds: Dataset, layout: CacheLayout) -> 
     tf_model = load_backbone(spec)
     tf_load = time.perf_counter() - t0
     tf_ips, tf_features = _rate(tf_model, batch, size)
-    out: dict[str, Any] = {"tf": {"load_seconds": round(tf_load, 3), "images_per_second": round(tf_ips, 1)}, "batch": len(batch),
-                           "timed_batches": TIMED_BATCHES}  # fmt: skip
+    out: dict[str, Any] = {
+        "tf": {"load_seconds": round(tf_load, 3), "images_per_second": round(tf_ips, 1)},
+        "batch": len(batch),
+        "timed_batches": TIMED_BATCHES,
+    }
     runtime = LiteRTRuntime(quantized=False)
     try:
         existed = runtime.converted(spec, size, ds, layout).is_file()
@@ -86,8 +97,14 @@ def measure(spec: BackboneSpec, size: int, ds: Dataset, layout: CacheLayout) -> 
         load = time.perf_counter() - t0
         lite_ips, lite_features = _rate(lite, batch, size)
         rel = float(np.abs(lite_features - tf_features).max() / max(float(np.abs(tf_features).max()), 1e-12))
-        out["litert"] = {"convert_seconds": round(convert, 3), "load_seconds": round(load, 3), "images_per_second": round(lite_ips, 1),
-                         "max_rel_diff": rel, "conversion_was_cached": existed, "path": str(path)}  # fmt: skip
+        out["litert"] = {
+            "convert_seconds": round(convert, 3),
+            "load_seconds": round(load, 3),
+            "images_per_second": round(lite_ips, 1),
+            "max_rel_diff": rel,
+            "conversion_was_cached": existed,
+            "path": str(path),
+        }
         if rel > TOLERANCE:
             out["litert"]["excluded"] = f"its features differ from TensorFlow's by {rel:.1e} (more than {TOLERANCE:g})"
     except Exception as err:  # noqa: BLE001 - any conversion failure leaves LiteRT out of the choice, with the reason
@@ -103,17 +120,25 @@ def _number(value: Any, positive: bool) -> bool:
 def valid_figures(figures: Any) -> bool:
     """Whether a stored record is one :func:`measure` could have written: TensorFlow's load time and rate, and LiteRT's
     conversion, load and rate or the reason it was left out (a wrong type or a negative rate means: measure again)."""
-    if not isinstance(figures, dict) or not isinstance(figures.get("tf"), dict) or not isinstance(figures.get("litert"), dict):
+    if (
+        not isinstance(figures, dict)
+        or not isinstance(figures.get("tf"), dict)
+        or not isinstance(figures.get("litert"), dict)
+    ):
         return False
     tf, lite = figures["tf"], figures["litert"]
     if not (_number(tf.get("load_seconds"), False) and _number(tf.get("images_per_second"), True)):
         return False
     if "excluded" in lite:
         return isinstance(lite["excluded"], str) and bool(lite["excluded"])
-    return all(_number(lite.get(k), False) for k in ("convert_seconds", "load_seconds")) and _number(lite.get("images_per_second"), True)
+    return all(_number(lite.get(k), False) for k in ("convert_seconds", "load_seconds")) and _number(
+        lite.get("images_per_second"), True
+    )
 
 
-def choose(figures: dict[str, Any], images: int, converted: bool, cached: dict[str, int] | None = None) -> tuple[str, dict[str, float]]:
+def choose(
+    figures: dict[str, Any], images: int, converted: bool, cached: dict[str, int] | None = None
+) -> tuple[str, dict[str, float]]:
     """The runtime with the smaller estimated seconds for ``images`` images (``converted``: this dataset's LiteRT model
     exists already, so its conversion costs nothing; ``cached``: how many of the images each runtime has features of
     already, which cost nothing either), and the estimates. A runtime that has them all costs 0 s: features made
@@ -128,14 +153,23 @@ def choose(figures: dict[str, Any], images: int, converted: bool, cached: dict[s
             estimates[name] = 0.0
             continue
         cost = float(f.get("load_seconds") or 0) + todo / float(f["images_per_second"])
-        if name == "litert" and not converted:  # converting starts from the TensorFlow model: its load is part of the cost
+        if (
+            name == "litert" and not converted
+        ):  # converting starts from the TensorFlow model: its load is part of the cost
             cost += float(f.get("convert_seconds") or 0) + float((figures.get("tf") or {}).get("load_seconds") or 0)
         estimates[name] = round(cost, 2)
     return (min(estimates, key=lambda k: estimates[k]) if estimates else "tf"), estimates
 
 
-def resolve(name: str, spec: BackboneSpec, size: int, ds: Dataset, layout: CacheLayout, images: int,
-            cached: Callable[[str], int] | None = None) -> tuple[str, dict[str, Any] | None]:  # fmt: skip
+def resolve(
+    name: str,
+    spec: BackboneSpec,
+    size: int,
+    ds: Dataset,
+    layout: CacheLayout,
+    images: int,
+    cached: Callable[[str], int] | None = None,
+) -> tuple[str, dict[str, Any] | None]:
     """``name`` itself unless it is ``auto``; then the chosen runtime and the figures behind it (also kept for the
     manifest and ``extract --json``). ``cached(runtime)`` says how many of the ``images`` that runtime has features of
     already; a runtime that has them all is chosen without timing anything."""
@@ -146,12 +180,21 @@ def resolve(name: str, spec: BackboneSpec, size: int, ds: Dataset, layout: Cache
         return name, None
     if spec.is_tflite_file:
         # tf is what a .tflite file's own runtime is asked for as (lib.runtimes.effective runs the file as it is)
-        return "tf", {"choice": "tf", "why": "a .tflite backbone runs as itself", "images": int(images), "estimated_seconds": {}}
+        return "tf", {
+            "choice": "tf",
+            "why": "a .tflite backbone runs as itself",
+            "images": int(images),
+            "estimated_seconds": {},
+        }
     have = {c: int(cached(c)) for c in CANDIDATES} if cached is not None else {}
     done = [c for c in CANDIDATES if have.get(c, 0) >= images > 0]
     if done:
-        return done[0], {"choice": done[0], "why": f"its features of these {images:,} images are cached already", "images": int(images),
-                         "estimated_seconds": {done[0]: 0.0}}  # fmt: skip
+        return done[0], {
+            "choice": done[0],
+            "why": f"its features of these {images:,} images are cached already",
+            "images": int(images),
+            "estimated_seconds": {done[0]: 0.0},
+        }
     key = machine_key(spec, size)
     path = layout.runtime_choice_file(key)
     figures = read_json(path)
@@ -165,12 +208,22 @@ def resolve(name: str, spec: BackboneSpec, size: int, ds: Dataset, layout: Cache
     assert isinstance(figures, dict)
     converted = LiteRTRuntime(quantized=False).converted(spec, size, ds, layout).is_file()
     choice, estimates = choose(figures, images, converted, have)
-    return choice, {"choice": choice, "images": int(images), "estimated_seconds": estimates, "measured": "now" if measured_now else "earlier, on this machine",
-                    "key": key, "cores": os.cpu_count(), **{k: v for k, v in figures.items() if k in CANDIDATES}}  # fmt: skip
+    return choice, {
+        "choice": choice,
+        "images": int(images),
+        "estimated_seconds": estimates,
+        "measured": "now" if measured_now else "earlier, on this machine",
+        "key": key,
+        "cores": os.cpu_count(),
+        **{k: v for k, v in figures.items() if k in CANDIDATES},
+    }
 
 
 def describe(runtime: str, choice: dict[str, Any], images: int) -> str:
     """The line a command says when ``auto`` chose ``runtime``."""
     if choice.get("why"):
         return f"Runtime auto: {runtime} ({choice['why']})"
-    return f"Runtime auto: {runtime} (estimated {choice.get('estimated_seconds')} s for {images:,} images; timed {choice.get('measured')})"
+    return (
+        f"Runtime auto: {runtime} (estimated {choice.get('estimated_seconds')} s for {images:,} images; timed "
+        f"{choice.get('measured')})"
+    )

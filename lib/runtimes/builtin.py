@@ -1,6 +1,6 @@
 """The runtimes this project ships, registered in the order menus show them.
 
-    import lib.runtimes.builtin   # done by lib.runtimes on first use
+import lib.runtimes.builtin   # done by lib.runtimes on first use
 """
 
 from __future__ import annotations

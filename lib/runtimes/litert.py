@@ -39,7 +39,8 @@ CONVERTER_VERSION = 1  # bump when the conversion recipe changes
 
 
 class LiteRTRuntime(Runtime):
-    """The backbone converted to LiteRT at one input size: float32, or full-integer int8 calibrated on training images."""
+    """The backbone converted to LiteRT at one input size: float32, or full-integer int8 calibrated on training
+    images."""
 
     artifact_suffix = ".tflite"
 
@@ -47,10 +48,16 @@ class LiteRTRuntime(Runtime):
         self.quantized, self.mixed = quantized or mixed, mixed
         self.name = "litert-mixed" if mixed else "litert-int8" if quantized else "litert"
         self.exact = not self.quantized
-        self.bench_order = 3 if mixed else 2 if quantized else 0  # the faster float runtime extracts a benchmark's accuracy subset first
-        self.description = (MIXED_DESCRIPTION if mixed else
-                            "LiteRT int8: full-integer quantised, calibrated on training images (fastest; features move slightly)" if quantized
-                            else "LiteRT float32: the backbone converted once (same features as tf, faster on most CPUs)")  # fmt: skip
+        self.bench_order = (
+            3 if mixed else 2 if quantized else 0
+        )  # the faster float runtime extracts a benchmark's accuracy subset first
+        self.description = (
+            MIXED_DESCRIPTION
+            if mixed
+            else "LiteRT int8: full-integer quantised, calibrated on training images (fastest; features move slightly)"
+            if quantized
+            else "LiteRT float32: the backbone converted once (same features as tf, faster on most CPUs)"
+        )
 
     def identity(self, spec: BackboneSpec, dataset: Dataset | None) -> str:
         if not self.quantized:
@@ -63,13 +70,27 @@ class LiteRTRuntime(Runtime):
     def converted(self, spec: BackboneSpec, size: int, dataset: Dataset, layout: CacheLayout) -> Path:
         return layout.converted_model(converted_key(spec, size, self.identity(spec, dataset), dataset))
 
-    def load(self, spec: BackboneSpec, size: int, dataset: Dataset | None, layout: CacheLayout, tf_backbone: TFBackboneFn | None = None) -> Any:
+    def load(
+        self,
+        spec: BackboneSpec,
+        size: int,
+        dataset: Dataset | None,
+        layout: CacheLayout,
+        tf_backbone: TFBackboneFn | None = None,
+    ) -> Any:
         if dataset is None:
             raise ConfigError(f"The {self.name} runtime converts for a dataset's image size; none was given.")
         path = self.convert(spec, size, dataset, layout, tf_backbone)
         return LiteRTBackbone(spec, path, self.name, size, tuple(dataset.image_shape))  # type: ignore[arg-type]
 
-    def convert(self, spec: BackboneSpec, size: int, dataset: Dataset, layout: CacheLayout, tf_backbone: TFBackboneFn | None = None) -> Path:
+    def convert(
+        self,
+        spec: BackboneSpec,
+        size: int,
+        dataset: Dataset,
+        layout: CacheLayout,
+        tf_backbone: TFBackboneFn | None = None,
+    ) -> Path:
         """The converted model of ``spec`` at ``size``; converted once, then read from the cache."""
         from lib.models.backbones import load_backbone
         from lib.store.atomic import atomic_path
@@ -79,7 +100,9 @@ class LiteRTRuntime(Runtime):
             return target
         calibration = dataset.images("train")[calibration_indices(dataset)] if self.quantized else None
         loaded = tf_backbone() if tf_backbone else load_backbone(spec)
-        flatbuffer = convert_to_flatbuffer(spec, loaded, size, self.name, tuple(dataset.image_shape), calibration, self.mixed)
+        flatbuffer = convert_to_flatbuffer(
+            spec, loaded, size, self.name, tuple(dataset.image_shape), calibration, self.mixed
+        )
         with atomic_path(target, suffix=self.artifact_suffix) as tmp:
             tmp.write_bytes(flatbuffer)
         return target
@@ -93,8 +116,8 @@ def calibration_indices(dataset: Dataset) -> np.ndarray:
     idx = subset_indices(dataset.labels(split), CALIBRATION_PER_CLASS)
     if len(idx) < MIN_CALIBRATION:
         raise ConfigError(
-            f"litert-int8 needs at least {MIN_CALIBRATION} training images to calibrate; the dataset's {split!r} split has {len(idx)}. "
-            "Use --runtime litert (float) for a dataset this small."
+            f"litert-int8 needs at least {MIN_CALIBRATION} training images to calibrate; the dataset's {split!r} "
+            f"split has {len(idx)}. Use --runtime litert (float) for a dataset this small."
         )
     return idx
 
@@ -105,20 +128,29 @@ def calibration_id(dataset: Dataset) -> str:
 
 
 def converted_key(spec: BackboneSpec, size: int, identity: str, dataset: Dataset) -> str:
-    """Cache key of a converted model: backbone, size, runtime identity (with calibration), input shape, preprocessing, TF version."""
+    """Cache key of a converted model: backbone, size, runtime identity (with calibration), input shape, preprocessing,
+    TF version."""
     import importlib.metadata as md
 
     from lib.models.preprocess import PREPROCESSING_ID
 
-    parts = {"backbone": spec.identity(), "size": int(size), "runtime": identity, "tf": md.version("tensorflow"),
-             "input": list(dataset.image_shape), "preprocessing": PREPROCESSING_ID}  # fmt: skip
+    parts = {
+        "backbone": spec.identity(),
+        "size": int(size),
+        "runtime": identity,
+        "tf": md.version("tensorflow"),
+        "input": list(dataset.image_shape),
+        "preprocessing": PREPROCESSING_ID,
+    }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
 
 class LiteRTBackbone:
     """A converted backbone: ``embed`` scales (and mirrors) uint8 images in numpy and runs the LiteRT graph."""
 
-    def __init__(self, spec: BackboneSpec, path: Path, runtime: str, size: int, input_shape: tuple[int, int, int]) -> None:
+    def __init__(
+        self, spec: BackboneSpec, path: Path, runtime: str, size: int, input_shape: tuple[int, int, int]
+    ) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
         self.spec, self.runtime, self.size, self.input_shape, self.path = spec, runtime, size, input_shape, path
@@ -134,7 +166,9 @@ class LiteRTBackbone:
     def check_size(self, image_size: int) -> None:
         """Raise if asked for another size than the one this model was converted at."""
         if image_size != self.size:
-            raise BackboneError(f"This {self.runtime} model of {self.spec.name} was converted at {self.size}px, not {image_size}px.")
+            raise BackboneError(
+                f"This {self.runtime} model of {self.spec.name} was converted at {self.size}px, not {image_size}px."
+            )
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         with self._lock:
@@ -152,7 +186,9 @@ class LiteRTBackbone:
 
         self.check_size(image_size)
         if tuple(images.shape[1:]) != self.input_shape:
-            raise BackboneError(f"This {self.runtime} model takes {self.input_shape} images, got {tuple(images.shape[1:])}.")
+            raise BackboneError(
+                f"This {self.runtime} model takes {self.input_shape} images, got {tuple(images.shape[1:])}."
+            )
         # Mirroring the uint8 input equals mirroring after the (symmetric) bilinear resize.
         batch = np.asarray(images)[:, :, ::-1] if flip else np.asarray(images)
         return self._run(to_unit_range(batch))
@@ -208,8 +244,15 @@ def set_full_integer(converter: Any, calibration: np.ndarray) -> Any:
     return converter
 
 
-def convert_to_flatbuffer(spec: BackboneSpec, loaded: LoadedBackbone, size: int, name: str, input_shape: tuple[int, ...],
-                          calibration: np.ndarray | None, mixed: bool = False) -> bytes:  # fmt: skip
+def convert_to_flatbuffer(
+    spec: BackboneSpec,
+    loaded: LoadedBackbone,
+    size: int,
+    name: str,
+    input_shape: tuple[int, ...],
+    calibration: np.ndarray | None,
+    mixed: bool = False,
+) -> bytes:
     """The LiteRT flatbuffer of ``loaded`` at ``size``: float32, or full-integer when ``calibration`` images are given
     (``mixed``: with the layers that quantise worst kept float, :func:`mixed_model`)."""
     converter = float_converter(loaded, size, input_shape)
@@ -218,7 +261,8 @@ def convert_to_flatbuffer(spec: BackboneSpec, loaded: LoadedBackbone, size: int,
             return mixed_model(lambda: float_converter(loaded, size, input_shape), calibration)
         if calibration is not None:
             set_full_integer(converter, calibration)
-        else:  # the frozen-graph path: the same model (outputs equal to the last bit, measured) in 0.8 s instead of 2.3 s,
+        # the frozen-graph path: the same model (outputs equal to the last bit, measured) in 0.8 s instead of 2.3 s,
+        else:
             converter.experimental_lower_to_saved_model = False  # with no temporary SavedModel written and loaded back
         return bytes(converter.convert())
     except Exception as err:
@@ -226,14 +270,20 @@ def convert_to_flatbuffer(spec: BackboneSpec, loaded: LoadedBackbone, size: int,
         raise BackboneError(f"{spec.name} cannot be converted to {name} at {size}px: {first_line(err)}.{hint}") from err
 
 
-MIXED_THRESHOLD = 2.0  # a layer whose quantised output is off by more than this many quantisation steps (RMS) is a suspect
+MIXED_THRESHOLD = (
+    2.0  # a layer whose quantised output is off by more than this many quantisation steps (RMS) is a suspect
+)
 MIXED_WITHIN = 0.5  # ... if it is in this first share of the graph: early errors compound through every later layer
 MIXED_PROBE = 50  # calibration images the debugger compares float and int8 layers on
-MIXED_DESCRIPTION = ("LiteRT mixed: int8 after a float input stage that ends at the last early layer quantising badly (chosen by "
-                     "TensorFlow's quantization debugger; fast, close to float)")  # fmt: skip
+MIXED_DESCRIPTION = (
+    "LiteRT mixed: int8 after a float input stage that ends at the last early layer quantising badly (chosen by "
+    "TensorFlow's quantization debugger; fast, close to float)"
+)
 
 
-def float_layers(stats: list[dict[str, Any]], threshold: float = MIXED_THRESHOLD, within: float = MIXED_WITHIN) -> list[str]:
+def float_layers(
+    stats: list[dict[str, Any]], threshold: float = MIXED_THRESHOLD, within: float = MIXED_WITHIN
+) -> list[str]:
     """The layers a mixed model keeps float: every layer up to the last one, among the first ``within`` share of the
     graph, whose RMS error is above ``threshold`` quantisation steps (a float prefix: one float-to-int8 boundary, and
     the early layers are the cheap ones). ``stats``: the debugger's rows, in graph order. Measured on MobileNet v1 at
@@ -241,7 +291,11 @@ def float_layers(stats: list[dict[str, Any]], threshold: float = MIXED_THRESHOLD
     [0, 6] while their values are small); keeping the six layers up to them float takes the features' cosine to float
     from 0.877 to 0.988 at 2.7-3.0x float speed, where also keeping every layer above 1 step (0.992) ran at 1.85x."""
     early = int(len(stats) * within)
-    bad = [i for i, r in enumerate(stats[:early]) if float(r["scale"]) > 0 and np.sqrt(float(r["mean_squared_error"])) / float(r["scale"]) > threshold]
+    bad = [
+        i
+        for i, r in enumerate(stats[:early])
+        if float(r["scale"]) > 0 and np.sqrt(float(r["mean_squared_error"])) / float(r["scale"]) > threshold
+    ]
     return [str(r["tensor_name"]) for r in stats[: bad[-1] + 1]] if bad else []
 
 

@@ -1,4 +1,5 @@
-"""Converting ahead: every converted model a set of (backbone, size, runtime) configurations needs, in parallel processes.
+"""Converting ahead: every converted model a set of (backbone, size, runtime) configurations needs, in parallel
+processes.
 
 TFLite's converter, and above all its int8 calibration, runs on one core; converting ahead in parallel processes uses
 every core and keeps conversion out of timed measurements, which then run alone.
@@ -35,14 +36,22 @@ def _convert_in_worker(source: str, cache_dir: str, backbone: str, size: int, ru
             _WORKER_MODELS.clear()  # one backbone at a time per worker: memory stays bounded
             _WORKER_MODELS[spec.handle] = load_backbone(spec)
         layout = CacheLayout(cache_dir)  # a fresh process: its own entry point
-        effective(spec, runtime).convert(spec, size, load_dataset(source, layout), layout, lambda: _WORKER_MODELS[spec.handle])
+        effective(spec, runtime).convert(
+            spec, size, load_dataset(source, layout), layout, lambda: _WORKER_MODELS[spec.handle]
+        )
         return time.perf_counter() - t0, None
     except UserFacingError as err:
         return time.perf_counter() - t0, str(err)
 
 
-def preconvert(source: str, ds: Any, configs: list[tuple[str, int, str]], layout: CacheLike, workers: int,
-               progress: Callable[[int, int, str], None] | None = None) -> dict[tuple[str, int, str], float]:  # fmt: skip
+def preconvert(
+    source: str,
+    ds: Any,
+    configs: list[tuple[str, int, str]],
+    layout: CacheLike,
+    workers: int,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> dict[tuple[str, int, str], float]:
     """Convert every model the configurations need and the cache lacks, ``workers`` at a time. Returns the seconds each
     conversion took in its worker. A model that cannot be converted stops before anything is measured, with the
     converter's reason."""
@@ -63,7 +72,10 @@ def preconvert(source: str, ds: Any, configs: list[tuple[str, int, str]], layout
         return done
     ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked TensorFlow state
     with cf.ProcessPoolExecutor(max_workers=max(1, workers), mp_context=ctx) as pool:
-        futures = {pool.submit(_convert_in_worker, source, str(layout.root), h, size, rt): (h, size, rt, name) for h, size, rt, name in jobs}
+        futures = {
+            pool.submit(_convert_in_worker, source, str(layout.root), h, size, rt): (h, size, rt, name)
+            for h, size, rt, name in jobs
+        }
         try:
             for n, fut in enumerate(cf.as_completed(futures)):
                 handle, size, runtime, name = futures[fut]

@@ -1,6 +1,6 @@
 """TensorFlow as a runtime: the SavedModel or TF Hub module as loaded; and a ``.tflite`` backbone's implied runtime.
 
-    TFRuntime().load(spec, 128, None, layout)     # LoadedBackbone; one load serves every input size
+TFRuntime().load(spec, 128, None, layout)     # LoadedBackbone; one load serves every input size
 """
 
 from __future__ import annotations
@@ -26,7 +26,14 @@ class TFRuntime(Runtime):
     def key_part(self, spec: BackboneSpec, dataset: Dataset | None) -> str | None:
         return None  # the keys features had before runtimes existed
 
-    def load(self, spec: BackboneSpec, size: int, dataset: Dataset | None, layout: CacheLayout, tf_backbone: TFBackboneFn | None = None) -> Any:
+    def load(
+        self,
+        spec: BackboneSpec,
+        size: int,
+        dataset: Dataset | None,
+        layout: CacheLayout,
+        tf_backbone: TFBackboneFn | None = None,
+    ) -> Any:
         from lib.models.backbones import load_backbone
 
         return tf_backbone() if tf_backbone else load_backbone(spec)

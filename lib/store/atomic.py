@@ -47,7 +47,8 @@ FREE_MARGIN = 1 << 20  # bytes kept free beyond what a writer says it needs
 
 
 def check_free_space(folder: Path, needed: int, doing: str = "extracting these features") -> None:
-    """Raise a "disk full" :class:`CacheWriteError` before work starts if ``needed`` bytes will not fit under ``folder``."""
+    """Raise a "disk full" :class:`CacheWriteError` before work starts if ``needed`` bytes will not fit under
+    ``folder``."""
     probe = folder
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
@@ -173,7 +174,14 @@ def load_npz_checked(path: Path | str) -> tuple[dict[str, Any], dict[str, Any]] 
         with np.load(path, allow_pickle=False) as npz:
             meta = json.loads(bytes(npz["meta"]).decode())
             arrays = {k: npz[k] for k in npz.files if k != "meta"}
-    except (OSError, ValueError, KeyError, EOFError, UnicodeDecodeError, zipfile.BadZipFile):  # JSONDecodeError is a ValueError
+    except (
+        OSError,
+        ValueError,
+        KeyError,
+        EOFError,
+        UnicodeDecodeError,
+        zipfile.BadZipFile,
+    ):  # JSONDecodeError is a ValueError
         return None
     if not isinstance(meta, dict) or meta.get("crc32") != _arrays_crc(arrays):
         return None
@@ -181,7 +189,8 @@ def load_npz_checked(path: Path | str) -> tuple[dict[str, Any], dict[str, Any]] 
 
 
 def npz_meta(path: Path | str) -> dict[str, Any] | None:
-    """The JSON ``meta`` of a :func:`save_npz_checked` file, reading only that member (no arrays, no checksum), or None."""
+    """The JSON ``meta`` of a :func:`save_npz_checked` file, reading only that member (no arrays, no checksum), or
+    None."""
     import zipfile
 
     import numpy as np
@@ -203,7 +212,8 @@ def read_json(path: Path | str) -> Any | None:
 
 
 def newest_first(paths: list[Path]) -> list[Path]:
-    """``paths`` by modification time, newest first; a file deleted meanwhile (another session) is left out, not a crash."""
+    """``paths`` by modification time, newest first; a file deleted meanwhile (another session) is left out, not a
+    crash."""
     stamped = []
     for p in paths:
         try:

@@ -36,7 +36,15 @@ import numpy as np
 from lib.errors import UserFacingError
 from lib.store.atomic import atomic_path, npz_meta, read_json
 from lib.store.fingerprints import hash_file
-from lib.store.layout import ARTIFACTS, BUNDLE_MANIFEST, FLOAT16_SUFFIX, ArtifactKind, CacheLayout, CacheLike, check_name
+from lib.store.layout import (
+    ARTIFACTS,
+    BUNDLE_MANIFEST,
+    FLOAT16_SUFFIX,
+    ArtifactKind,
+    CacheLayout,
+    CacheLike,
+    check_name,
+)
 
 BUNDLE_VERSION = 1
 HOSTING_VERSION = 2  # a hosting bundle: an app that reads only version 1 refuses it (it would miss the image arrays)
@@ -53,19 +61,26 @@ class BundleError(UserFacingError):
 
 @dataclass
 class _Selection:
-    """What belongs to the chosen runs, filled kind by kind in the layout's order (features before what is made of them)."""
+    """What belongs to the chosen runs, filled kind by kind in the layout's order (features before what is made of
+    them)."""
 
     layout: CacheLayout
     runs: list[Any]
     fingerprints: list[str]
     feature_keys: list[str] = field(default_factory=list)  # the bundled features (carried as float16)
     aliases: dict[str, str] = field(default_factory=dict)  # a run's backbone string -> its bundled copy
-    converted: dict[str, str] = field(default_factory=dict)  # "<backbone identity>@<size>" -> its float LiteRT model in the bundle
+    converted: dict[str, str] = field(
+        default_factory=dict
+    )  # "<backbone identity>@<size>" -> its float LiteRT model in the bundle
     not_converted: dict[str, str] = field(default_factory=dict)  # the same -> why it could not be converted
     hosting: bool = False  # the hosting form (lib.store.bundle_hosting): sprite sheets, reduced features, no SavedModel
     scratch: Path | None = None  # where the hosting form's parts are made
-    made_from: set[str] = field(default_factory=set)  # every feature key of the runs (what maps and audits may come from)
-    stand_ins: dict[str, dict[str, Any]] = field(default_factory=dict)  # hosting: a run's backbone string -> what names it
+    made_from: set[str] = field(
+        default_factory=set
+    )  # every feature key of the runs (what maps and audits may come from)
+    stand_ins: dict[str, dict[str, Any]] = field(
+        default_factory=dict
+    )  # hosting: a run's backbone string -> what names it
 
 
 def _runs(sel: _Selection, kind: ArtifactKind) -> Iterator[tuple[Path, str | None]]:
@@ -75,7 +90,11 @@ def _runs(sel: _Selection, kind: ArtifactKind) -> Iterator[tuple[Path, str | Non
         for p in sorted(sel.layout.run_dir(m.run_id).rglob("*")):
             if p.is_file():
                 yield p, None
-        if sel.hosting and sel.scratch is not None and (extra := split_predictions_member(sel.layout, m.run_id, sel.scratch)) is not None:
+        if (
+            sel.hosting
+            and sel.scratch is not None
+            and (extra := split_predictions_member(sel.layout, m.run_id, sel.scratch)) is not None
+        ):
             yield extra
 
 
@@ -95,12 +114,18 @@ def _datasets(sel: _Selection, kind: ArtifactKind) -> Iterator[tuple[Path, str |
 
 
 def _features(sel: _Selection, kind: ArtifactKind) -> Iterator[tuple[Path, str | None]]:
-    """The features the runs were trained on (their backbone, runtime and sizes; every view), whole splits or the runs' subsets.
+    """The features the runs were trained on (their backbone, runtime and sizes; every view), whole splits or the runs'
+    subsets.
     The hosting form carries only the original view of each run's first backbone at its first size, reduced."""
     from lib.pipeline.feature_store import list_cached_features
 
-    wanted = {(m.dataset_fingerprint, identity, m.runtime, size, limit) for m in sel.runs for _handle, identity, sizes in m.backbones()
-              for size in sizes for limit in {None, m.limit}}  # fmt: skip
+    wanted = {
+        (m.dataset_fingerprint, identity, m.runtime, size, limit)
+        for m in sel.runs
+        for _handle, identity, sizes in m.backbones()
+        for size in sizes
+        for limit in {None, m.limit}
+    }
     shown = {(m.dataset_fingerprint, m.backbones()[0][1], m.runtime, m.backbones()[0][2][0], m.limit) for m in sel.runs}
     groups: dict[tuple[Any, ...], list[Any]] = {}
     for fm in list_cached_features(sel.layout):
@@ -116,7 +141,10 @@ def _features(sel: _Selection, kind: ArtifactKind) -> Iterator[tuple[Path, str |
             npy, manifest = sel.layout.feature_files(fm.key)
             sel.feature_keys.append(fm.key)
             yield manifest, None
-            yield npy, npy.with_suffix(FLOAT16_SUFFIX).relative_to(sel.layout.root).as_posix()  # converted to float16 while packing
+            yield (
+                npy,
+                npy.with_suffix(FLOAT16_SUFFIX).relative_to(sel.layout.root).as_posix(),
+            )  # converted to float16 while packing
     if groups and sel.scratch is not None:
         from lib.store.bundle_hosting import reduced_members
 
@@ -129,7 +157,11 @@ def _computed_from_features(sel: _Selection, kind: ArtifactKind) -> Iterator[tup
     """A map or an audit names the features it came from; older ones do not, and are left out (compute them again)."""
     for p in sel.layout.artifact_units(kind):
         keys = (npz_meta(p) or {}).get("feature_keys")
-        if isinstance(keys, dict) and keys and set(keys.values()) <= (sel.made_from if sel.hosting else set(sel.feature_keys)):
+        if (
+            isinstance(keys, dict)
+            and keys
+            and set(keys.values()) <= (sel.made_from if sel.hosting else set(sel.feature_keys))
+        ):
             if sel.hosting and kind.folder == "audits" and not _given_labels(sel, p):
                 continue  # an audit of a saved label list: the list does not travel, so no page could open it
             yield p, None
@@ -159,13 +191,20 @@ def _dataset_field(sel: _Selection, kind: ArtifactKind) -> Iterator[tuple[Path, 
 
 
 def _backbones(sel: _Selection, kind: ArtifactKind) -> Iterator[tuple[Path, str | None]]:
-    handles = dict.fromkeys(handle for m in sel.runs for handle, _identity, _sizes in m.backbones())  # each once, in order
+    handles = dict.fromkeys(
+        handle for m in sel.runs for handle, _identity, _sizes in m.backbones()
+    )  # each once, in order
     if sel.hosting:  # no SavedModel: what names the backbone is enough (the demo runs its LiteRT conversions)
         from lib.models.specs import resolve_backbone
 
         for handle in handles:
             spec = resolve_backbone(handle)
-            sel.stand_ins[handle] = {"name": spec.name, "identity": spec.identity(), "native_size": spec.native_size, "feature_dim": spec.feature_dim}
+            sel.stand_ins[handle] = {
+                "name": spec.name,
+                "identity": spec.identity(),
+                "native_size": spec.native_size,
+                "feature_dim": spec.feature_dim,
+            }
         return
     for handle in handles:
         src = Path(handle).expanduser()
@@ -180,7 +219,8 @@ def _backbones(sel: _Selection, kind: ArtifactKind) -> Iterator[tuple[Path, str 
 
 def _converted(sel: _Selection, kind: ArtifactKind) -> Iterator[tuple[Path, str | None]]:
     """Each run part's backbone converted to float LiteRT (converted here if the cache has none), so the demo classifies
-    uploads without TensorFlow; a part that cannot be converted is listed in ``not_converted`` and its run offers none."""
+    uploads without TensorFlow; a part that cannot be converted is listed in ``not_converted`` and its run offers
+    none."""
     from lib.data.sources import CACHE_PREFIX, load_dataset
     from lib.errors import first_line
     from lib.models.specs import resolve_backbone
@@ -198,7 +238,8 @@ def _converted(sel: _Selection, kind: ArtifactKind) -> Iterator[tuple[Path, str 
                     continue
                 try:
                     path = runtime.convert(resolve_backbone(handle), size, ds, sel.layout)
-                except Exception as err:  # noqa: BLE001 - any failure (a .tflite backbone, an op LiteRT lacks) leaves that run without uploads
+                # any failure (a .tflite backbone, an op LiteRT lacks) leaves that run without uploads
+                except Exception as err:  # noqa: BLE001
                     sel.not_converted[part] = first_line(err, 200)
                     continue
                 sel.converted[part] = path.relative_to(sel.layout.root).as_posix()
@@ -207,12 +248,19 @@ def _converted(sel: _Selection, kind: ArtifactKind) -> Iterator[tuple[Path, str 
 
 # The rule behind each ArtifactKind.belongs: which artifacts of that kind go with the chosen runs.
 RULES: dict[str, Callable[[_Selection, ArtifactKind], Iterator[tuple[Path, str | None]]]] = {
-    "run": _runs, "dataset": _datasets, "features": _features, "computed-from-features": _computed_from_features,
-    "dataset-field": _dataset_field, "backbone": _backbones, "converted-backbone": _converted,
-}  # fmt: skip
+    "run": _runs,
+    "dataset": _datasets,
+    "features": _features,
+    "computed-from-features": _computed_from_features,
+    "dataset-field": _dataset_field,
+    "backbone": _backbones,
+    "converted-backbone": _converted,
+}
 
 
-def _collect(layout: CacheLayout, run_ids: list[str] | None, scratch: Path | None = None) -> tuple[dict[str, Path], dict[str, Any], list[str]]:
+def _collect(
+    layout: CacheLayout, run_ids: list[str] | None, scratch: Path | None = None
+) -> tuple[dict[str, Path], dict[str, Any], list[str]]:
     """Files to pack (archive name -> path), the bundle's metadata, and the float16 feature keys."""
     from lib.store.runs import list_runs
 
@@ -230,10 +278,22 @@ def _collect(layout: CacheLayout, run_ids: list[str] | None, scratch: Path | Non
         for path, name in RULES[kind.belongs](sel, kind):
             files[name or path.relative_to(layout.root).as_posix()] = path  # archive names mirror the cache layout
     first = chosen[0]
-    meta = {"version": BUNDLE_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "runs": [m.run_id for m in chosen],
-            "datasets": sel.fingerprints, "defaults": {"source": f"cache:{first.dataset_fingerprint}", "backbone": first.backbone,
-            "image_size": int(first.image_size), "run": first.run_id}, "aliases": sel.aliases, "float16_features": sel.feature_keys,
-            "converted": sel.converted, "not_converted": sel.not_converted}  # fmt: skip
+    meta = {
+        "version": BUNDLE_VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "runs": [m.run_id for m in chosen],
+        "datasets": sel.fingerprints,
+        "defaults": {
+            "source": f"cache:{first.dataset_fingerprint}",
+            "backbone": first.backbone,
+            "image_size": int(first.image_size),
+            "run": first.run_id,
+        },
+        "aliases": sel.aliases,
+        "float16_features": sel.feature_keys,
+        "converted": sel.converted,
+        "not_converted": sel.not_converted,
+    }
     if hosting:
         meta["version"] = HOSTING_VERSION
         meta["hosting"] = {"reduced_features": sel.feature_keys, "stand_ins": sel.stand_ins}
@@ -256,14 +316,23 @@ def _float16_accuracy(cache_dir: CacheLayout, run_ids: list[str]) -> list[dict[s
             continue  # no separate head; or a run that scores a subset of the cached rows
         try:
             ds = load_dataset(f"cache:{m.dataset_fingerprint}", cache_dir)
-            probs = head_probabilities(run, ds, resolve_backbone(m.backbone), cache_dir, m.test_split, m.limit, np.float16)
+            probs = head_probabilities(
+                run, ds, resolve_backbone(m.backbone), cache_dir, m.test_split, m.limit, np.float16
+            )
         except UserFacingError:
             probs = None
         if probs is None or len(probs) != len(run.y_true):
             continue
         pred16 = probs.argmax(1)
-        out.append({"run": rid, "accuracy": float((run.y_pred == run.y_true).mean()), "accuracy_float16_features": float((pred16 == run.y_true).mean()),
-                    "changed_predictions": int((pred16 != run.y_pred).sum()), "test_images": len(pred16)})  # fmt: skip
+        out.append(
+            {
+                "run": rid,
+                "accuracy": float((run.y_pred == run.y_true).mean()),
+                "accuracy_float16_features": float((pred16 == run.y_true).mean()),
+                "changed_predictions": int((pred16 != run.y_pred).sum()),
+                "test_images": len(pred16),
+            }
+        )
     return out
 
 
@@ -274,9 +343,14 @@ def check_bundle_target(out: Path) -> None:
     if not out.exists() and not out.is_symlink():
         return
     if out.is_symlink() or not out.is_file():
-        raise BundleError(f"{out} exists and is not a regular file; nothing was changed. Give a new file name for the bundle.")
+        raise BundleError(
+            f"{out} exists and is not a regular file; nothing was changed. Give a new file name for the bundle."
+        )
     if not _is_bundle_file(out):
-        raise BundleError(f"{out} exists and is not a bundle made by this project; nothing was changed. Give a new file name for the bundle.")
+        raise BundleError(
+            f"{out} exists and is not a bundle made by this project; nothing was changed. Give a new file name for "
+            "the bundle."
+        )
 
 
 def _is_bundle_file(path: Path) -> bool:
@@ -291,8 +365,13 @@ def _is_bundle_file(path: Path) -> bool:
     return isinstance(meta, dict) and isinstance(meta.get("files"), dict) and "version" in meta
 
 
-def make_bundle(cache_dir: CacheLike, out: Path | str, run_ids: list[str] | None = None, progress: ProgressFn | None = None,
-                hosting: bool = False) -> dict[str, Any]:  # fmt: skip
+def make_bundle(
+    cache_dir: CacheLike,
+    out: Path | str,
+    run_ids: list[str] | None = None,
+    progress: ProgressFn | None = None,
+    hosting: bool = False,
+) -> dict[str, Any]:
     """Write the bundle of ``run_ids`` (default: every run) to ``out`` (a .tar), atomically. Returns a report.
     ``hosting``: the small form for a free host (:mod:`lib.store.bundle_hosting`)."""
     layout, out = CacheLayout.at(cache_dir), Path(out).expanduser()
@@ -325,8 +404,15 @@ def make_bundle(cache_dir: CacheLike, out: Path | str, run_ids: list[str] | None
     for name, entry in sums.items():
         part = "sprite sheets" if "/sprites/" in name else name.split("/")[0]
         parts[part] = parts.get(part, 0) + entry["bytes"]
-    return {"out": str(out), "bytes": out.stat().st_size, "files": len(sums), "runs": meta["runs"], "datasets": meta["datasets"], "parts_bytes": parts,
-            "float16_features": len(f16), "float16_check": [] if hosting else _float16_accuracy(layout, meta["runs"]),
-            "seconds": round(time.perf_counter() - t0, 2),
-            "defaults": meta["defaults"]}  # fmt: skip
-
+    return {
+        "out": str(out),
+        "bytes": out.stat().st_size,
+        "files": len(sums),
+        "runs": meta["runs"],
+        "datasets": meta["datasets"],
+        "parts_bytes": parts,
+        "float16_features": len(f16),
+        "float16_check": [] if hosting else _float16_accuracy(layout, meta["runs"]),
+        "seconds": round(time.perf_counter() - t0, 2),
+        "defaults": meta["defaults"],
+    }

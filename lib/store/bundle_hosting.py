@@ -33,7 +33,8 @@ from lib.store.layout import DATASET_FILES, RUN_FILES, CacheLayout
 
 SPRITES_FOLDER = "sprites"  # inside a dataset's folder in the bundle (moved out on install)
 IMAGES_RECORD = "hosting_images.json"  # inside a dataset's folder in the bundle: which form its images travel in
-MAX_ORIGINALS_SHARE = 0.5  # the source's files travel if, gzipped, they are at most this share of the decoded arrays (CIFAR-10 JPEGs: 0.1)
+# the source's files travel if, gzipped, they are at most this share of the decoded arrays (CIFAR-10 JPEGs: 0.1)
+MAX_ORIGINALS_SHARE = 0.5
 
 
 def image_members(layout: CacheLayout, fingerprint: str, scratch: Path) -> Iterator[tuple[Path, str]]:
@@ -49,8 +50,12 @@ def image_members(layout: CacheLayout, fingerprint: str, scratch: Path) -> Itera
     for p in sorted(folder.iterdir()):
         if p.is_file() and p.name not in arrays:
             yield p, p.relative_to(layout.root).as_posix()
-    record: dict[str, Any] = {"fingerprint": fingerprint, "side": int(ds.image_shape[0]), "counts": {s: ds.size(s) for s in ds.splits},
-                              "sha256": {s: _array_digest(ds.images(s)) for s in ds.splits}}  # fmt: skip
+    record: dict[str, Any] = {
+        "fingerprint": fingerprint,
+        "side": int(ds.image_shape[0]),
+        "counts": {s: ds.size(s) for s in ds.splits},
+        "sha256": {s: _array_digest(ds.images(s)) for s in ds.splits},
+    }
     originals = _originals(layout, ds, scratch)
     if originals is not None:
         record["form"] = "originals"
@@ -61,9 +66,11 @@ def image_members(layout: CacheLayout, fingerprint: str, scratch: Path) -> Itera
         if thumb_side(ds.image_shape) != ds.image_shape[0] or ds.image_shape[0] != ds.image_shape[1]:
             from lib.store.bundle import BundleError
 
-            raise BundleError(f"The images of {fingerprint} are {ds.image_shape[0]}x{ds.image_shape[1]} px and their source files are not at hand "
-                              "(or do not decode to the stored pixels): larger than a thumbnail, they cannot travel as sprite sheets. Make a normal "
-                              "bundle (without --hosting).")  # fmt: skip
+            raise BundleError(
+                f"The images of {fingerprint} are {ds.image_shape[0]}x{ds.image_shape[1]} px and their source files "
+                "are not at hand (or do not decode to the stored pixels): larger than a thumbnail, they cannot "
+                "travel as sprite sheets. Make a normal bundle (without --hosting)."
+            )
         record["form"] = "sprites"
         sprites = ensure_sprites(ds, scratch / "sprites")
         for p in sorted(sprites.folder.iterdir()):
@@ -104,7 +111,9 @@ def _originals(layout: CacheLayout, ds: Any, scratch: Path) -> dict[str, tuple[P
     except DataSourceError:
         return None
     if data is None:
-        return None  # a folder or zip source (random access) would be read per file; the bundles made here are tar sources
+        return (
+            None  # a folder or zip source (random access) would be read per file; the bundles made here are tar sources
+        )
     out = {}
     for split in ds.splits:
         start, end = listing.split_range(split) if split in listing.splits else (0, 0)
@@ -124,7 +133,9 @@ def _originals(layout: CacheLayout, ds: Any, scratch: Path) -> dict[str, tuple[P
                 fh.write(data[r])
         np.save(offsets, np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64))
         out[split] = (blob, offsets)
-    if sum(blob.stat().st_size for blob, _ in out.values()) > MAX_ORIGINALS_SHARE * sum(ds.images(s).nbytes for s in ds.splits):
+    if sum(blob.stat().st_size for blob, _ in out.values()) > MAX_ORIGINALS_SHARE * sum(
+        ds.images(s).nbytes for s in ds.splits
+    ):
         return None
     return out
 
@@ -138,7 +149,9 @@ def reduced_members(layout: CacheLayout, fms: list[Any], scratch: Path) -> Itera
     basis = fit_basis(full)
     tree = CacheLayout.at(scratch / "reduced")
     for fm, feats in zip(fms, full, strict=True):
-        write_reduced(tree, fm.key, json.loads(layout.feature_files(fm.key)[1].read_text()), project(feats, basis), basis)
+        write_reduced(
+            tree, fm.key, json.loads(layout.feature_files(fm.key)[1].read_text()), project(feats, basis), basis
+        )
         small, small_manifest = tree.feature_files(fm.key)
         for p in (small, basis_path(tree, fm.key), small_manifest):  # the manifest last, as everywhere
             yield p, p.relative_to(tree.root).as_posix()
@@ -176,12 +189,15 @@ def read_split_predictions(layout: CacheLayout, run_id: str, ds: Any) -> dict[st
             out = {s: np.asarray(z[s], np.int64) for s in z.files}
     except (OSError, ValueError, KeyError, EOFError):
         return None
-    ok = all(s in ds.splits and v.shape == (ds.size(s),) and ((v >= 0) & (v < len(ds.classes))).all() for s, v in out.items())
+    ok = all(
+        s in ds.splits and v.shape == (ds.size(s),) and ((v >= 0) & (v < len(ds.classes))).all() for s, v in out.items()
+    )
     return out if ok and out else None
 
 
 def unpack_images(staged: CacheLayout, sprites_root: Path | None) -> list[str]:
-    """Decode each staged dataset's images (the source's files or sprite sheets) into its image arrays, writing the app's
+    """Decode each staged dataset's images (the source's files or sprite sheets) into its image arrays, writing the
+    app's
     hover thumbnails under ``sprites_root`` in the same pass if it can be written. Returns notices (no hover
     thumbnails; pixels that differ from the stored ones)."""
     import hashlib
@@ -194,14 +210,25 @@ def unpack_images(staged: CacheLayout, sprites_root: Path | None) -> list[str]:
         folder = record_path.parent
         record = _read_record(record_path)
         side, form = record["side"], record["form"]
-        sprites = None if sprites_root is None else new_sprites(sprites_root, record["fingerprint"], (side, side, 3), record["counts"])
+        sprites = (
+            None
+            if sprites_root is None
+            else new_sprites(sprites_root, record["fingerprint"], (side, side, 3), record["counts"])
+        )
         if sprites is not None and (sprites.folder / MANIFEST).exists():
             sprites = None  # made already (the app restarted)
         for split, count in record["counts"].items():
-            blocks = _original_blocks(folder, split, count, side) if form == "originals" else _sheet_blocks(folder, split, count, side)
+            blocks = (
+                _original_blocks(folder, split, count, side)
+                if form == "originals"
+                else _sheet_blocks(folder, split, count, side)
+            )
             digest = hashlib.sha256()
             header = {"descr": "|u1", "fortran_order": False, "shape": (count, side, side, 3)}
-            with atomic_path(folder / DATASET_FILES.images(split)) as tmp, open(tmp, "wb") as fh:  # plain writes, a block at a time
+            with (
+                atomic_path(folder / DATASET_FILES.images(split)) as tmp,
+                open(tmp, "wb") as fh,
+            ):  # plain writes, a block at a time
                 np.lib.format.write_array_header_1_0(fh, header)
                 for sheet, block in enumerate(blocks):
                     raw = np.ascontiguousarray(block).tobytes()
@@ -215,13 +242,21 @@ def unpack_images(staged: CacheLayout, sprites_root: Path | None) -> list[str]:
                         sprites = None
             if digest.hexdigest() != record["sha256"].get(split):
                 why = "another JPEG decoder" if form == "originals" else "sprite sheets are JPEG"
-                notices.append(f"The {split} images decoded here differ from the ones the bundle was made from ({why}): shown and searched as decoded.")
+                notices.append(
+                    f"The {split} images decoded here differ from the ones the bundle was made from ({why}): shown "
+                    "and searched as decoded."
+                )
         if sprites is not None:
             try:
                 finish(sprites)
             except UserFacingError as err:
                 notices.append(_no_thumbnails(sprites_root, err))
-        for leftover in [folder / SPRITES_FOLDER, *folder.glob(f"*{ORIGINALS_BLOB}"), *folder.glob(f"*{ORIGINALS_OFFSETS}"), record_path]:
+        for leftover in [
+            folder / SPRITES_FOLDER,
+            *folder.glob(f"*{ORIGINALS_BLOB}"),
+            *folder.glob(f"*{ORIGINALS_OFFSETS}"),
+            record_path,
+        ]:
             if leftover.is_dir():
                 shutil.rmtree(leftover)
             else:
@@ -232,8 +267,17 @@ def unpack_images(staged: CacheLayout, sprites_root: Path | None) -> list[str]:
 def _no_thumbnails(root: Path | None, err: UserFacingError) -> str:
     """The notice when the app's thumbnail folder cannot be written (the install goes on without hover thumbnails)."""
     cause = err.__cause__
-    why = cause.strerror if isinstance(cause, OSError) and cause.strerror else "read-only" if isinstance(err, ReadOnlyError) else "not writable"
-    return f"Hover thumbnails are off: {root} cannot be written ({why}). Everything else is installed; give a writable --thumbs folder to have them."
+    why = (
+        cause.strerror
+        if isinstance(cause, OSError) and cause.strerror
+        else "read-only"
+        if isinstance(err, ReadOnlyError)
+        else "not writable"
+    )
+    return (
+        f"Hover thumbnails are off: {root} cannot be written ({why}). Everything else is installed; give a "
+        "writable --thumbs folder to have them."
+    )
 
 
 def _bad(what: str) -> UserFacingError:
@@ -250,9 +294,16 @@ def _read_record(path: Path) -> dict[str, Any]:
         record = json.loads(path.read_text())
     except (OSError, ValueError) as err:
         raise _bad(f"{IMAGES_RECORD} unreadable: {err}") from err
-    ok = (isinstance(record, dict) and record.get("form") in ("originals", "sprites") and type(record.get("side")) is int and 1 <= record["side"] <= 4096
-          and isinstance(record.get("counts"), dict) and all(isinstance(k, str) and type(v) is int and 0 <= v <= 10**8 for k, v in record["counts"].items())
-          and isinstance(record.get("sha256"), dict) and isinstance(record.get("fingerprint"), str))  # fmt: skip
+    ok = (
+        isinstance(record, dict)
+        and record.get("form") in ("originals", "sprites")
+        and type(record.get("side")) is int
+        and 1 <= record["side"] <= 4096
+        and isinstance(record.get("counts"), dict)
+        and all(isinstance(k, str) and type(v) is int and 0 <= v <= 10**8 for k, v in record["counts"].items())
+        and isinstance(record.get("sha256"), dict)
+        and isinstance(record.get("fingerprint"), str)
+    )
     if not ok:
         raise _bad(f"{IMAGES_RECORD} is not a valid record")
     for split in record["counts"]:
@@ -272,7 +323,12 @@ def _original_blocks(folder: Path, split: str, count: int, side: int) -> Iterato
         size = blob.stat().st_size
     except (OSError, ValueError) as err:
         raise _bad(f"{split}: {err}") from err
-    if offsets.shape != (count + 1,) or offsets[0] != 0 or (np.diff(offsets) < 0).any() or offsets[-1] > 64 * size + 2**20:
+    if (
+        offsets.shape != (count + 1,)
+        or offsets[0] != 0
+        or (np.diff(offsets) < 0).any()
+        or offsets[-1] > 64 * size + 2**20
+    ):
         raise _bad(f"{split}: offsets do not fit the file")
     with gzip.open(blob, "rb") as fh:
         for start in range(0, count, PER_SHEET):
@@ -306,5 +362,9 @@ def _sheet_blocks(folder: Path, split: str, count: int, side: int) -> Iterator[n
             raise _bad(f"sprite sheet {split}-{sheet:04d}: {err}") from err
         if pixels.shape != (THUMBS_PER_ROW * side, THUMBS_PER_ROW * side, 3):
             raise _bad(f"sprite sheet {split}-{sheet:04d} has the wrong size")
-        tiles = pixels.reshape(THUMBS_PER_ROW, side, THUMBS_PER_ROW, side, 3).transpose(0, 2, 1, 3, 4).reshape(PER_SHEET, side, side, 3)
+        tiles = (
+            pixels.reshape(THUMBS_PER_ROW, side, THUMBS_PER_ROW, side, 3)
+            .transpose(0, 2, 1, 3, 4)
+            .reshape(PER_SHEET, side, side, 3)
+        )
         yield tiles[: count - sheet * PER_SHEET]

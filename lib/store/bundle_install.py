@@ -1,4 +1,5 @@
-"""Installing a demo bundle: download (bounded in time), verify (the whole ``bundle.json`` typed, every member's size and
+"""Installing a demo bundle: download (bounded in time), verify (the whole ``bundle.json`` typed, every member's size
+and
 SHA-256, paths inside the bundle's folders), unpack into a staging folder, move each artifact into place.
 
     info = install_bundle("demo.tar" or "https://…/demo.tar", layout, progress=print)
@@ -29,9 +30,25 @@ import numpy as np
 
 from lib.errors import UserFacingError
 from lib.store.atomic import atomic_path, check_free_space, check_writable, read_json
-from lib.store.bundle import DOWNLOAD_TIMEOUT_S, HOSTING_VERSION, MAX_MANIFEST_BYTES, READABLE_VERSIONS, BundleError, ProgressFn
+from lib.store.bundle import (
+    DOWNLOAD_TIMEOUT_S,
+    HOSTING_VERSION,
+    MAX_MANIFEST_BYTES,
+    READABLE_VERSIONS,
+    BundleError,
+    ProgressFn,
+)
 from lib.store.fingerprints import hash_file
-from lib.store.layout import ARTIFACTS, BUNDLE_MANIFEST, FLOAT16_SUFFIX, STAGING_DOWNLOAD, STAGING_TREE, CacheLayout, CacheLike, check_name
+from lib.store.layout import (
+    ARTIFACTS,
+    BUNDLE_MANIFEST,
+    FLOAT16_SUFFIX,
+    STAGING_DOWNLOAD,
+    STAGING_TREE,
+    CacheLayout,
+    CacheLike,
+    check_name,
+)
 
 MANIFEST = BUNDLE_MANIFEST
 
@@ -55,9 +72,11 @@ def check_bundle_meta(meta: Any, source: str) -> dict[str, Any]:
     if not isinstance(meta, dict):
         raise _bad_meta(source, "not a JSON object")
     if meta.get("version") not in READABLE_VERSIONS:
-        raise BundleError(f"{source!r} is a bundle of another version ({str(meta.get('version'))[:20]}); this app reads versions "
-                          f"{', '.join(map(str, READABLE_VERSIONS))}. "
-                          "Nothing was installed.")  # fmt: skip
+        raise BundleError(
+            f"{source!r} is a bundle of another version ({str(meta.get('version'))[:20]}); this app reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}. "
+            "Nothing was installed."
+        )
 
     def need(ok: bool, what: str) -> None:
         if not ok:
@@ -66,35 +85,76 @@ def check_bundle_meta(meta: Any, source: str) -> dict[str, Any]:
     files: Any = meta.get("files")
     need(isinstance(files, dict) and bool(files), "'files' must map each member to its sha256 and bytes")
     for name, entry in files.items():
-        need(isinstance(entry, dict) and isinstance(entry.get("sha256"), str) and bool(_SHA256.match(entry["sha256"]))
-             and type(entry.get("bytes")) is int and entry["bytes"] >= 0, f"the entry of {str(name)[:80]!r} in 'files'")  # fmt: skip
+        need(
+            isinstance(entry, dict)
+            and isinstance(entry.get("sha256"), str)
+            and bool(_SHA256.match(entry["sha256"]))
+            and type(entry.get("bytes")) is int
+            and entry["bytes"] >= 0,
+            f"the entry of {str(name)[:80]!r} in 'files'",
+        )
     runs: Any = meta.get("runs")
-    need(isinstance(runs, list) and bool(runs) and all(isinstance(r, str) and RUN_ID.match(r) for r in runs), "'runs' must be a list of run ids")
-    need(isinstance(meta.get("datasets"), list) and all(isinstance(d, str) for d in meta["datasets"]), "'datasets' must be a list of names")
+    need(
+        isinstance(runs, list) and bool(runs) and all(isinstance(r, str) and RUN_ID.match(r) for r in runs),
+        "'runs' must be a list of run ids",
+    )
+    need(
+        isinstance(meta.get("datasets"), list) and all(isinstance(d, str) for d in meta["datasets"]),
+        "'datasets' must be a list of names",
+    )
     defaults: Any = meta.get("defaults")
     need(isinstance(defaults, dict), "'defaults' must be an object")
-    need(all(isinstance(defaults.get(k), str) and defaults[k] for k in ("source", "backbone")), "'defaults' needs a source and a backbone")
-    need(type(defaults.get("image_size")) is int and BOUNDS["image_size"].accepts(defaults["image_size"]), "'defaults.image_size' must be a size in pixels")
+    need(
+        all(isinstance(defaults.get(k), str) and defaults[k] for k in ("source", "backbone")),
+        "'defaults' needs a source and a backbone",
+    )
+    need(
+        type(defaults.get("image_size")) is int and BOUNDS["image_size"].accepts(defaults["image_size"]),
+        "'defaults.image_size' must be a size in pixels",
+    )
     need(defaults.get("run") in runs, "'defaults.run' must be one of the bundle's runs")
     aliases = meta.get("aliases", {})
-    need(isinstance(aliases, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in aliases.items()), "'aliases' must map text to text")
+    need(
+        isinstance(aliases, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in aliases.items()),
+        "'aliases' must map text to text",
+    )
     for name in ("converted", "not_converted"):
         value = meta.get(name, {})
-        need(isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()), f"'{name}' must map text to text")
+        need(
+            isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()),
+            f"'{name}' must map text to text",
+        )
     f16 = meta.get("float16_features", [])
-    need(isinstance(f16, list) and all(isinstance(k, str) for k in f16), "'float16_features' must be a list of feature keys")
+    need(
+        isinstance(f16, list) and all(isinstance(k, str) for k in f16),
+        "'float16_features' must be a list of feature keys",
+    )
     hosting = meta.get("hosting", {})
-    need(isinstance(hosting, dict) and (meta["version"] == HOSTING_VERSION) == bool(hosting), "'hosting' must be an object, in a hosting bundle only")
+    need(
+        isinstance(hosting, dict) and (meta["version"] == HOSTING_VERSION) == bool(hosting),
+        "'hosting' must be an object, in a hosting bundle only",
+    )
     reduced = hosting.get("reduced_features", [])
-    need(isinstance(reduced, list) and all(isinstance(k, str) for k in reduced), "'hosting.reduced_features' must be a list of feature keys")
+    need(
+        isinstance(reduced, list) and all(isinstance(k, str) for k in reduced),
+        "'hosting.reduced_features' must be a list of feature keys",
+    )
     stand_ins = hosting.get("stand_ins", {})
-    need(isinstance(stand_ins, dict) and all(_stand_in_ok(k, v) for k, v in stand_ins.items()), "'hosting.stand_ins' maps backbones to names, identities")
+    need(
+        isinstance(stand_ins, dict) and all(_stand_in_ok(k, v) for k, v in stand_ins.items()),
+        "'hosting.stand_ins' maps backbones to names, identities",
+    )
     return meta
 
 
 def _stand_in_ok(text: Any, info: Any) -> bool:
-    return (isinstance(text, str) and isinstance(info, dict) and isinstance(info.get("name"), str) and isinstance(info.get("identity"), str)
-            and all(info.get(f) is None or type(info.get(f)) is int for f in ("native_size", "feature_dim")))  # fmt: skip
+    return (
+        isinstance(text, str)
+        and isinstance(info, dict)
+        and isinstance(info.get("name"), str)
+        and isinstance(info.get("identity"), str)
+        and all(info.get(f) is None or type(info.get(f)) is int for f in ("native_size", "feature_dim"))
+    )
 
 
 def _check_staging_leftovers(layout: CacheLayout) -> None:
@@ -115,7 +175,8 @@ def _check_staging_leftovers(layout: CacheLayout) -> None:
 
 
 def _download(url: str, target: Path, progress: ProgressFn) -> None:
-    """Fetch ``url`` into ``target``; a server that stops sending (or trickles) is given up on, never waited for forever."""
+    """Fetch ``url`` into ``target``; a server that stops sending (or trickles) is given up on, never waited for
+    forever."""
     try:
         with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response, open(target, "wb") as fh:
             total = int(response.headers.get("Content-Length") or 0)
@@ -127,16 +188,26 @@ def _download(url: str, target: Path, progress: ProgressFn) -> None:
                 now = time.monotonic()
                 if now - window_start >= DOWNLOAD_STALL_S:
                     if window_bytes < DOWNLOAD_STALL_BYTES:
-                        raise BundleError(f"The bundle download from {url} stalled ({window_bytes:,} bytes in {now - window_start:.0f} s, after "
-                                          f"{done:,} bytes); nothing was installed. Try again, or download it and give the file.")  # fmt: skip
+                        raise BundleError(
+                            f"The bundle download from {url} stalled ({window_bytes:,} bytes in "
+                            f"{now - window_start:.0f} s, after {done:,} bytes); nothing was installed. Try again, "
+                            "or download it and give the file."
+                        )
                     window_start, window_bytes = now, 0
-                progress(f"downloading the bundle: {done / 2**20:,.0f} MB" + (f" of {total / 2**20:,.0f} MB" if total else ""),
-                         0.5 * done / total if total else 0.0)  # fmt: skip
+                progress(
+                    f"downloading the bundle: {done / 2**20:,.0f} MB"
+                    + (f" of {total / 2**20:,.0f} MB" if total else ""),
+                    0.5 * done / total if total else 0.0,
+                )
             if total and done != total:
-                raise BundleError(f"The bundle download stopped after {done:,} of {total:,} bytes; nothing was installed.")
+                raise BundleError(
+                    f"The bundle download stopped after {done:,} of {total:,} bytes; nothing was installed."
+                )
     except OSError as err:
         if err.errno == errno.ENOSPC:
-            raise BundleError(f"Disk full while downloading the bundle into {target.parent}; nothing was installed. Free some space.") from err
+            raise BundleError(
+                f"Disk full while downloading the bundle into {target.parent}; nothing was installed. Free some space."
+            ) from err
         raise BundleError(f"Could not download the bundle from {url}: {err}. Nothing was installed.") from err
 
 
@@ -158,7 +229,10 @@ def peek_meta(source: str) -> dict[str, Any] | None:
     None if it cannot be read (the install then reports why)."""
     try:
         if source.startswith(("http://", "https://")):
-            with urllib.request.urlopen(source, timeout=DOWNLOAD_TIMEOUT_S) as response, tarfile.open(fileobj=response, mode="r|*") as tar:
+            with (
+                urllib.request.urlopen(source, timeout=DOWNLOAD_TIMEOUT_S) as response,
+                tarfile.open(fileobj=response, mode="r|*") as tar,
+            ):
                 return _read_meta(tar, source)
         with tarfile.open(Path(source).expanduser(), "r:*") as tar:
             return _read_meta(tar, source)
@@ -180,22 +254,35 @@ def _safe_members(tar: tarfile.TarFile, files: dict[str, Any]) -> list[tarfile.T
         parts = Path(name).parts
         if member.isdir():
             continue
-        if not member.isfile() or name.startswith("/") or ".." in parts or not parts or (name != MANIFEST and parts[0] not in _TOP):
-            raise BundleError(f"The bundle holds {name!r}, which is not a plain file of a bundle: refused, nothing was installed.")
+        if (
+            not member.isfile()
+            or name.startswith("/")
+            or ".." in parts
+            or not parts
+            or (name != MANIFEST and parts[0] not in _TOP)
+        ):
+            raise BundleError(
+                f"The bundle holds {name!r}, which is not a plain file of a bundle: refused, nothing was installed."
+            )
         if name == MANIFEST:
             continue
         if name in files and member.size != files[name]["bytes"]:
             # Checked before a byte is written: a member that says it is 100 bytes in the manifest and unpacks to
             # gigabytes (a gzip bomb) is refused here, not after it filled the disk.
-            raise BundleError(f"{name} in the bundle is {member.size:,} bytes, but its manifest says {files[name]['bytes']:,}: the bundle is corrupt "
-                              "or altered; nothing was installed.")  # fmt: skip
+            raise BundleError(
+                f"{name} in the bundle is {member.size:,} bytes, but its manifest says {files[name]['bytes']:,}: the "
+                "bundle is corrupt or altered; nothing was installed."
+            )
         members.append(member)
     found = {m.name for m in members}
     names = set(files)
     if len(found) != len(members) or found != names:
         extra, missing = sorted(found - names), sorted(names - found)
-        raise BundleError("The bundle does not match its own list of files (" + (f"missing {missing[:3]}" if missing else f"unlisted {extra[:3]}")
-                          + "): it is incomplete or altered; nothing was installed.")  # fmt: skip
+        raise BundleError(
+            "The bundle does not match its own list of files ("
+            + (f"missing {missing[:3]}" if missing else f"unlisted {extra[:3]}")
+            + "): it is incomplete or altered; nothing was installed."
+        )
     return members
 
 
@@ -225,8 +312,13 @@ def _install_tree(staging: CacheLayout, layout: CacheLayout) -> int:
     return added
 
 
-def install_bundle(source: str, cache_dir: CacheLike, progress: ProgressFn | None = None, sha256: str | None = None,
-                   sprites_root: Path | None = None) -> dict[str, Any]:  # fmt: skip
+def install_bundle(
+    source: str,
+    cache_dir: CacheLike,
+    progress: ProgressFn | None = None,
+    sha256: str | None = None,
+    sprites_root: Path | None = None,
+) -> dict[str, Any]:
     """Unpack a bundle (local path or http(s) URL) into ``cache_dir``; see the module docs. Returns what it installed.
 
     Whether it is already installed is decided by content (:func:`content_digest` of its manifest), not by its path or
@@ -240,7 +332,9 @@ def install_bundle(source: str, cache_dir: CacheLike, progress: ProgressFn | Non
         if peeked is not None and content_digest(peeked) == prior.get("content_sha256"):
             local = not source.startswith(("http://", "https://"))
             if sha256 and local and hash_file(Path(source).expanduser()) != sha256.lower():
-                raise BundleError("The bundle's SHA-256 is not the one given: it is corrupt or another file; nothing was installed.")
+                raise BundleError(
+                    "The bundle's SHA-256 is not the one given: it is corrupt or another file; nothing was installed."
+                )
             return prior | {"artifacts_added": 0, "already_installed": True}  # a restart: same bundle, nothing to do
     try:
         _check_staging_leftovers(layout)
@@ -251,13 +345,19 @@ def install_bundle(source: str, cache_dir: CacheLike, progress: ProgressFn | Non
         return _install(source, layout, staging, report, sha256, sprites_root)
     except OSError as err:
         if err.errno == errno.ENOSPC:
-            raise BundleError(f"Disk full while installing the bundle into {layout}; nothing was installed. Free some space.") from err
-        raise BundleError(f"Could not install the bundle into {layout}: {err.strerror or err}. Nothing was installed.") from err
+            raise BundleError(
+                f"Disk full while installing the bundle into {layout}; nothing was installed. Free some space."
+            ) from err
+        raise BundleError(
+            f"Could not install the bundle into {layout}: {err.strerror or err}. Nothing was installed."
+        ) from err
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _install(source: str, layout: CacheLayout, staging: Path, report: ProgressFn, sha256: str | None, sprites_root: Path | None) -> dict[str, Any]:
+def _install(
+    source: str, layout: CacheLayout, staging: Path, report: ProgressFn, sha256: str | None, sprites_root: Path | None
+) -> dict[str, Any]:
     from lib.pipeline.feature_store import FeatureManifest, file_crc32
 
     if source.startswith(("http://", "https://")):
@@ -266,17 +366,23 @@ def _install(source: str, layout: CacheLayout, staging: Path, report: ProgressFn
     else:
         archive = Path(source).expanduser()
         if not archive.is_file():
-            raise BundleError(f"No bundle at {source!r} (give a file made by `python -m lib bundle`, or an http(s) URL).")
+            raise BundleError(
+                f"No bundle at {source!r} (give a file made by `python -m lib bundle`, or an http(s) URL)."
+            )
     if sha256:
         report("checking the bundle's SHA-256", 0.5)
         if hash_file(archive) != sha256.lower():
-            raise BundleError("The bundle's SHA-256 is not the one given: it is corrupt or another file; nothing was installed.")
+            raise BundleError(
+                "The bundle's SHA-256 is not the one given: it is corrupt or another file; nothing was installed."
+            )
     try:
         with tarfile.open(archive, "r:*") as tar:
             meta = _read_meta(tar, source)
             members = _safe_members(tar, meta["files"])
             f16_bytes = sum(meta["files"][n]["bytes"] for n in meta["files"] if n.endswith(FLOAT16_SUFFIX))
-            check_free_space(layout.root, sum(e["bytes"] for e in meta["files"].values()) + f16_bytes, "installing this bundle")
+            check_free_space(
+                layout.root, sum(e["bytes"] for e in meta["files"].values()) + f16_bytes, "installing this bundle"
+            )
             unpacked = staging / STAGING_TREE
             for n, member in enumerate(members):
                 target = unpacked / member.name
@@ -285,14 +391,21 @@ def _install(source: str, layout: CacheLayout, staging: Path, report: ProgressFn
                 with tar.extractfile(member) as src, open(target, "wb") as dst:  # type: ignore[union-attr]
                     shutil.copyfileobj(src, dst, 1 << 20)
                 if target.stat().st_size != expected["bytes"] or hash_file(target) != expected["sha256"]:
-                    raise BundleError(f"{member.name} in the bundle does not match its checksum: the bundle is corrupt; nothing was installed.")
+                    raise BundleError(
+                        f"{member.name} in the bundle does not match its checksum: the bundle is corrupt; nothing "
+                        "was installed."
+                    )
                 report(f"unpacking {member.name}", 0.5 + 0.4 * (n + 1) / len(members))
     except OSError as err:
         if err.errno == errno.ENOSPC:
             raise
-        raise BundleError(f"{source!r} cannot be read as a bundle ({err}): it is truncated or corrupt; nothing was installed.") from err
+        raise BundleError(
+            f"{source!r} cannot be read as a bundle ({err}): it is truncated or corrupt; nothing was installed."
+        ) from err
     except (tarfile.TarError, EOFError, ValueError, zlib.error) as err:
-        raise BundleError(f"{source!r} cannot be read as a bundle ({err}): it is truncated or corrupt; nothing was installed.") from err
+        raise BundleError(
+            f"{source!r} cannot be read as a bundle ({err}): it is truncated or corrupt; nothing was installed."
+        ) from err
     staged = CacheLayout.at(unpacked)
     notices: list[str] = []
     if meta.get("hosting"):
@@ -312,9 +425,13 @@ def _install(source: str, layout: CacheLayout, staging: Path, report: ProgressFn
         manifest_path.write_text(json.dumps(data, indent=2))
     report("installing", 0.95)
     added = _install_tree(staged, layout)
-    installed = {k: v for k, v in meta.items() if k != "files"} | {"installed": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "from": source,
-                                                                   "content_sha256": content_digest(meta), "artifacts_added": added,
-                                                                   "notices": notices}  # fmt: skip
+    installed = {k: v for k, v in meta.items() if k != "files"} | {
+        "installed": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "from": source,
+        "content_sha256": content_digest(meta),
+        "artifacts_added": added,
+        "notices": notices,
+    }
     with atomic_path(layout.installed_bundle()) as tmp:
         tmp.write_text(json.dumps(installed, indent=2))
     report("installed", 1.0)
@@ -323,17 +440,25 @@ def _install(source: str, layout: CacheLayout, staging: Path, report: ProgressFn
 
 def _widen(half: Path, full: Path, rows: int = 8192) -> None:
     """Write ``half`` (float16 ``.npy``) as float32 at ``full``, a block of rows at a time: installing a demo's features
-    never holds a whole split in memory (a free host's memory is the demo's budget, and the install runs in the server)."""
+    never holds a whole split in memory (a free host's memory is the demo's budget, and the install runs in the
+    server)."""
     src = np.load(half, mmap_mode="r")
-    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False, "shape": tuple(src.shape)}
-    with open(full, "wb") as fh:  # plain writes, never a writable memory map (a full disk would be SIGBUS, not an error)
+    header = {
+        "descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
+        "fortran_order": False,
+        "shape": tuple(src.shape),
+    }
+    with open(
+        full, "wb"
+    ) as fh:  # plain writes, never a writable memory map (a full disk would be SIGBUS, not an error)
         np.lib.format.write_array_header_1_0(fh, header)
         for start in range(0, len(src), rows):
             fh.write(np.ascontiguousarray(src[start : start + rows], np.float32).tobytes())
 
 
 def installed_bundle(cache_dir: CacheLike) -> dict[str, Any] | None:
-    """What :func:`install_bundle` recorded in this cache (checked as a whole), or None if nothing or a damaged record."""
+    """What :func:`install_bundle` recorded in this cache (checked as a whole), or None if nothing or a damaged
+    record."""
     data = read_json(CacheLayout.at(cache_dir).installed_bundle())
     if not isinstance(data, dict):
         return None
@@ -359,6 +484,11 @@ def backbone_aliases(cache_dir: CacheLike) -> dict[str, str]:
             path = layout.bundled_backbone(Path(str(rel)).name)
         except UserFacingError:
             continue
-        if isinstance(alias, str) and isinstance(rel, str) and path.relative_to(layout.root).as_posix() == rel and path.is_dir():
+        if (
+            isinstance(alias, str)
+            and isinstance(rel, str)
+            and path.relative_to(layout.root).as_posix() == rel
+            and path.is_dir()
+        ):
             out[alias] = str(path.resolve())
     return out

@@ -43,14 +43,19 @@ def parse_exclude(text: str, dataset: Dataset, name: str = "the exclude list") -
         except ValueError as err:
             raise DataSourceError(f"{name} is not valid JSON: {err}.") from err
         if data.get("format") != FORMAT or not isinstance(data.get("images"), dict):
-            raise DataSourceError(f"{name} is JSON but not an exclude list (no \"format\": \"{FORMAT}\" with \"images\").")
+            raise DataSourceError(f'{name} is JSON but not an exclude list (no "format": "{FORMAT}" with "images").')
         if data.get("dataset") not in (None, dataset.fingerprint):
-            raise DataSourceError(f"{name} was made for another dataset ({str(data['dataset'])[:16]}), not this one ({dataset.fingerprint[:16]}).")
+            raise DataSourceError(
+                f"{name} was made for another dataset ({str(data['dataset'])[:16]}), not this one "
+                f"({dataset.fingerprint[:16]})."
+            )
         raw = {str(k): list(v) if isinstance(v, list) else [v] for k, v in data["images"].items()}
     else:
         reader = csv.DictReader(io.StringIO(text))
         if not reader.fieldnames or not {"split", "index"} <= {f.strip() for f in reader.fieldnames}:
-            raise DataSourceError(f"{name} needs JSON from the Data quality page, or CSV with 'split' and 'index' columns.")
+            raise DataSourceError(
+                f"{name} needs JSON from the Data quality page, or CSV with 'split' and 'index' columns."
+            )
         for row in reader:
             raw.setdefault(str(row.get("split", "")).strip(), []).append(str(row.get("index", "")).strip())
     out: dict[str, np.ndarray] = {}
@@ -99,7 +104,9 @@ def read_exclude_file(path: Path | str, dataset: Dataset, what: str = "Exclude l
     if not p.is_file():
         raise DataSourceError(f"{what} {str(path)[:200]!r} does not exist or is not a file.")
     if p.stat().st_size > MAX_BYTES:
-        raise DataSourceError(f"{what} {str(path)[:200]!r} is over {MAX_BYTES // 2**20} MB; that is not a list of images.")
+        raise DataSourceError(
+            f"{what} {str(path)[:200]!r} is over {MAX_BYTES // 2**20} MB; that is not a list of images."
+        )
     try:
         text = p.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as err:
@@ -109,11 +116,18 @@ def read_exclude_file(path: Path | str, dataset: Dataset, what: str = "Exclude l
 
 def to_json(dataset: Dataset, images: dict[str, np.ndarray], note: str = "") -> dict[str, Any]:
     """The JSON form of an exclude list."""
-    return {"format": FORMAT, "version": 1, "dataset": dataset.fingerprint, "note": note,
-            "images": {s: [int(i) for i in np.unique(v)] for s, v in sorted(images.items()) if len(v)}}  # fmt: skip
+    return {
+        "format": FORMAT,
+        "version": 1,
+        "dataset": dataset.fingerprint,
+        "note": note,
+        "images": {s: [int(i) for i in np.unique(v)] for s, v in sorted(images.items()) if len(v)},
+    }
 
 
-def save_exclude_list(cache_dir: CacheLike, name: str, dataset: Dataset, images: dict[str, np.ndarray], note: str = "") -> Path:
+def save_exclude_list(
+    cache_dir: CacheLike, name: str, dataset: Dataset, images: dict[str, np.ndarray], note: str = ""
+) -> Path:
     """Write the list atomically under the cache's ``excludes/`` (a name outside it is refused by the layout)."""
     from lib.store.atomic import write_json_atomic
     from lib.store.layout import CacheLayout

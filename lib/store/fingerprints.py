@@ -76,10 +76,14 @@ def tree_files(root: Path) -> list[Path]:
     return sorted(out)
 
 
-_tree_memo: dict[str, str] = {}  # signature of (names, sizes, mtimes) -> digest; a big folder is hashed once per process
+_tree_memo: dict[
+    str, str
+] = {}  # signature of (names, sizes, mtimes) -> digest; a big folder is hashed once per process
 
 
-def tree_digest(root: Path, files: list[Path] | None = None, progress: Callable[[int, int, str], None] | None = None) -> str:
+def tree_digest(
+    root: Path, files: list[Path] | None = None, progress: Callable[[int, int, str], None] | None = None
+) -> str:
     """sha256 over the relative names and contents of ``files`` (default: every file below ``root``).
 
     Memoised by every file's name, size and mtime: a folder of 200,000 images is read once per

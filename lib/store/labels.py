@@ -33,7 +33,9 @@ if TYPE_CHECKING:
 
 FORMAT = "transfer-explorer-labels"
 MAX_JSON_BYTES = 64 * 1024 * 1024  # JSON is parsed whole (about 10x its size in memory)
-MAX_BYTES = 200 * 1024 * 1024  # a CSV streams (memory bounded by the dataset: at most one row per image); JSON is read whole
+MAX_BYTES = (
+    200 * 1024 * 1024
+)  # a CSV streams (memory bounded by the dataset: at most one row per image); JSON is read whole
 Fixes = dict[str, tuple[np.ndarray, np.ndarray]]  # split -> (image indices, new label ids), indices sorted
 
 
@@ -41,20 +43,29 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a label")
 
 
-def _json_rows(text: str, name: str, fingerprint: str, origin: dict[str, Any]) -> Iterator[tuple[str, str, str, str | None]]:
+def _json_rows(
+    text: str, name: str, fingerprint: str, origin: dict[str, Any]
+) -> Iterator[tuple[str, str, str, str | None]]:
     try:
         data = json.loads(text, parse_constant=_refuse_constant)
     except ValueError as err:
         raise DataSourceError(f"{name} is not valid JSON ({str(err)[:80]}).") from err
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("labels"), list):
-        raise DataSourceError(f"{name} is JSON but not a label list (no \"format\": \"{FORMAT}\" with \"labels\").")
+        raise DataSourceError(f'{name} is JSON but not a label list (no "format": "{FORMAT}" with "labels").')
     if data.get("dataset") not in (None, "", fingerprint):
-        raise DataSourceError(f"{name} was made for another dataset ({str(data.get('dataset'))[:40]!r}, this one is {fingerprint!r}). Nothing was changed.")
+        raise DataSourceError(
+            f"{name} was made for another dataset ({str(data.get('dataset'))[:40]!r}, this one is {fingerprint!r}). "
+            "Nothing was changed."
+        )
     origin["fingerprinted"] = data.get("dataset") == fingerprint
     for n, r in enumerate(data["labels"], start=1):
-        if not isinstance(r, dict):  # rows as arrays were once dropped in silence, and the run trained on the given labels
-            raise DataSourceError(f"{name}: row {n} of \"labels\" is {type(r).__name__ if r is not None else 'null'}, not an object "
-                                  '{"split": ..., "index": ..., "label": ...}. Nothing was changed.')  # fmt: skip
+        if not isinstance(
+            r, dict
+        ):  # rows as arrays were once dropped in silence, and the run trained on the given labels
+            raise DataSourceError(
+                f'{name}: row {n} of "labels" is {type(r).__name__ if r is not None else "null"}, not an object '
+                '{"split": ..., "index": ..., "label": ...}. Nothing was changed.'
+            )
         yield str(r.get("split", "")), str(r.get("index", "")), str(r.get("label", "")), None
 
 
@@ -62,9 +73,13 @@ def _csv_rows(lines: Iterable[str], name: str) -> Iterator[tuple[str, str, str, 
     reader = csv.reader(lines)
     header = [h.strip().removeprefix("\ufeff").strip().lower() for h in next(reader, [])]
     if not {"split", "index", "label"} <= set(header):
-        raise DataSourceError(f"{name} needs CSV with 'split', 'index' and 'label' columns (class names), or the app's JSON.")
+        raise DataSourceError(
+            f"{name} needs CSV with 'split', 'index' and 'label' columns (class names), or the app's JSON."
+        )
     at = {col: header.index(col) for col in ("split", "index", "label")}  # spaces around a header name are allowed
-    given = header.index("given") if "given" in header else None  # what the app's CSV export adds: the label it replaces
+    given = (
+        header.index("given") if "given" in header else None
+    )  # what the app's CSV export adds: the label it replaces
     for row in reader:
         if not any(cell.strip() for cell in row):
             continue
@@ -73,7 +88,9 @@ def _csv_rows(lines: Iterable[str], name: str) -> Iterator[tuple[str, str, str, 
         yield cell[0], cell[1], csv_value(cell[2]), was
 
 
-def parse_labels(text: str | Iterable[str], dataset: Dataset, name: str = "the label list", force: bool = False) -> Fixes:
+def parse_labels(
+    text: str | Iterable[str], dataset: Dataset, name: str = "the label list", force: bool = False
+) -> Fixes:
     """Split -> (indices, label ids); :class:`DataSourceError` naming the first rows that do not fit the dataset, or if
     no row names an image. ``text`` is the whole list, or its lines (a CSV file read as it streams). A list that does
     not carry this dataset's fingerprint and looks made for another one is refused unless ``force`` (see
@@ -81,7 +98,11 @@ def parse_labels(text: str | Iterable[str], dataset: Dataset, name: str = "the l
     origin: dict[str, Any] = {"fingerprinted": False, "given_differs": 0, "given_rows": 0}
     if isinstance(text, str):
         text = text.removeprefix("\ufeff")
-        rows = _json_rows(text, name, dataset.fingerprint, origin) if text.lstrip().startswith("{") else _csv_rows(io.StringIO(text), name)
+        rows = (
+            _json_rows(text, name, dataset.fingerprint, origin)
+            if text.lstrip().startswith("{")
+            else _csv_rows(io.StringIO(text), name)
+        )
     else:
         rows = _csv_rows(text, name)
     classes = {c: i for i, c in enumerate(dataset.classes)}
@@ -92,8 +113,10 @@ def parse_labels(text: str | Iterable[str], dataset: Dataset, name: str = "the l
     for split, index, label, given in rows:
         count += 1
         if count > limit:
-            raise DataSourceError(f"{name} has more rows than this dataset has images ({limit:,}); a label list names each image "
-                                  "at most once. Nothing was changed.")  # fmt: skip
+            raise DataSourceError(
+                f"{name} has more rows than this dataset has images ({limit:,}); a label list names each image "
+                "at most once. Nothing was changed."
+            )
         where = f"{split[:20]}/{index[:12]}"
         if split not in dataset.splits:
             bad.append(f"{where} (no split {split[:20]!r})")
@@ -110,8 +133,14 @@ def parse_labels(text: str | Iterable[str], dataset: Dataset, name: str = "the l
         shown = "; ".join(bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "")
         raise DataSourceError(f"{name} does not fit this dataset: {shown}. Nothing was changed.")
     if not count:
-        raise DataSourceError(f"{name} has no rows: it names no image (a header alone, or an empty \"labels\" list). Nothing was changed.")
-    fixes = {s: (np.fromiter(sorted(m), np.int64), np.asarray([m[i] for i in sorted(m)], np.int64)) for s, m in found.items() if m}
+        raise DataSourceError(
+            f'{name} has no rows: it names no image (a header alone, or an empty "labels" list). Nothing was changed.'
+        )
+    fixes = {
+        s: (np.fromiter(sorted(m), np.int64), np.asarray([m[i] for i in sorted(m)], np.int64))
+        for s, m in found.items()
+        if m
+    }
     if not origin["fingerprinted"]:
         check_origin(fixes, dataset, name, force, origin["given_rows"], origin["given_differs"])
     return fixes
@@ -124,14 +153,18 @@ def read_label_file(path: Path | str, dataset: Dataset, force: bool = False) -> 
     if not p.is_file():
         raise DataSourceError(f"Label list {str(path)[:200]!r} does not exist or is not a file.")
     if p.stat().st_size > MAX_BYTES:
-        raise DataSourceError(f"Label list {str(path)[:200]!r} is over {MAX_BYTES // 2**20} MB; that is not a list of labels.")
+        raise DataSourceError(
+            f"Label list {str(path)[:200]!r} is over {MAX_BYTES // 2**20} MB; that is not a list of labels."
+        )
     name = f"Label list {str(path)[:200]!r}"
     try:
         with open(p, encoding="utf-8-sig", newline="") as fh:
             head = fh.read(4096)
             if head.lstrip().startswith("{"):
                 if p.stat().st_size > MAX_JSON_BYTES:
-                    raise DataSourceError(f"{name} is JSON over {MAX_JSON_BYTES // 2**20} MB; give a list that large as CSV (it streams).")
+                    raise DataSourceError(
+                        f"{name} is JSON over {MAX_JSON_BYTES // 2**20} MB; give a list that large as CSV (it streams)."
+                    )
                 return parse_labels(head + fh.read(), dataset, name, force)
             return parse_labels(itertools.chain(io.StringIO(head + fh.readline()), fh), dataset, name, force)
     except (OSError, UnicodeDecodeError) as err:
@@ -141,7 +174,9 @@ def read_label_file(path: Path | str, dataset: Dataset, force: bool = False) -> 
 SUSPECT_SHARE = 0.5  # a list that changes more than this share of its rows needs a confirmation (app) or --force (CLI)
 
 
-def check_origin(fixes: Fixes, dataset: Dataset, name: str, force: bool, given_rows: int = 0, given_differs: int = 0) -> None:
+def check_origin(
+    fixes: Fixes, dataset: Dataset, name: str, force: bool, given_rows: int = 0, given_differs: int = 0
+) -> None:
     """A list without this dataset's fingerprint (any CSV) fits whenever its indices do, even one made for another
     dataset (a CIFAR-10N slice once changed 72 of 80 labels of another dataset in silence). Refused unless ``force``:
     a list whose ``given`` column (the app's CSV export) disagrees with this dataset's labels on more than half of its
@@ -149,21 +184,34 @@ def check_origin(fixes: Fixes, dataset: Dataset, name: str, force: bool, given_r
     changed = sum(changed_count(fixes, dataset).values())
     rows = sum(len(idx) for idx, _lab in fixes.values())
     if given_rows:
-        share, what = given_differs / given_rows, f"its 'given' column disagrees with this dataset's labels on {given_differs:,} of {given_rows:,} rows"
+        share, what = (
+            given_differs / given_rows,
+            f"its 'given' column disagrees with this dataset's labels on {given_differs:,} of {given_rows:,} rows",
+        )
     else:
-        share, what = (changed / rows if rows else 0.0), f"it changes {changed:,} of the {rows:,} labels it names ({changed / max(rows, 1):.0%})"
+        share, what = (
+            (changed / rows if rows else 0.0),
+            f"it changes {changed:,} of the {rows:,} labels it names ({changed / max(rows, 1):.0%})",
+        )
     if share > SUSPECT_SHARE and not force:
-        raise DataSourceError(f"{name}: {what}. Was it made for another dataset? Nothing was changed; confirm to use it anyway "
-                              "(the CLI's --force).")  # fmt: skip
+        raise DataSourceError(
+            f"{name}: {what}. Was it made for another dataset? Nothing was changed; confirm to use it anyway "
+            "(the CLI's --force)."
+        )
 
 
 def describe_changes(fixes: Fixes, dataset: Dataset) -> str:
     """How many of the labels a list names it changes, per split (what a command or page says when it applies one)."""
     rows = {s: len(idx) for s, (idx, _lab) in fixes.items()}
-    return ", ".join(f"{s}: {n:,} of {rows[s]:,} labels changed ({n / max(rows[s], 1):.0%})" for s, n in changed_count(fixes, dataset).items())
+    return ", ".join(
+        f"{s}: {n:,} of {rows[s]:,} labels changed ({n / max(rows[s], 1):.0%})"
+        for s, n in changed_count(fixes, dataset).items()
+    )
 
 
-def read_label_source(path: Path | str, dataset: Dataset, force: bool = False) -> tuple[dict[str, tuple[list[int], list[int]]], dict[str, Any]]:
+def read_label_source(
+    path: Path | str, dataset: Dataset, force: bool = False
+) -> tuple[dict[str, tuple[list[int], list[int]]], dict[str, Any]]:
     """A label-fix list for training: split -> (indices, label ids) as lists, and what a run records of the file (its
     name, sha256 and the labels' digest). A list that looks made for another dataset needs ``force``."""
     fixes = read_label_file(path, dataset, force)
@@ -177,13 +225,18 @@ def check_not_excluded(fixes: dict[str, Any], exclude: dict[str, Any] | None) ->
     excluded (split -> indices): an image is either left out or fixed, never both."""
     from lib.errors import ConfigError
 
-    both = [f"{split}/{i}" for split, (idx, _lab) in sorted(fixes.items())
-            for i in np.intersect1d(np.asarray(idx, np.int64), np.asarray((exclude or {}).get(split, []), np.int64))]  # every split
+    both = [
+        f"{split}/{i}"
+        for split, (idx, _lab) in sorted(fixes.items())
+        for i in np.intersect1d(np.asarray(idx, np.int64), np.asarray((exclude or {}).get(split, []), np.int64))
+    ]  # every split
     if both:
         shown = ", ".join(both[:5]) + (f" and {len(both) - 5} more" if len(both) > 5 else "")
         what = "1 image is" if len(both) == 1 else f"{len(both):,} images are"
-        raise ConfigError(f"{what} both excluded and relabelled ({shown}); an image is either left out or fixed. Remove "
-                          f"{'it' if len(both) == 1 else 'them'} from one of the two lists.")
+        raise ConfigError(
+            f"{what} both excluded and relabelled ({shown}); an image is either left out or fixed. Remove "
+            f"{'it' if len(both) == 1 else 'them'} from one of the two lists."
+        )
 
 
 def relabelled(labels: np.ndarray, fix: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
@@ -211,7 +264,11 @@ def changed_count(fixes: Fixes, dataset: Dataset) -> dict[str, int]:
 
 def to_json(dataset: Dataset, fixes: Fixes, note: str = "") -> dict[str, Any]:
     """The JSON form of a label list."""
-    rows = [{"split": s, "index": int(i), "label": dataset.classes[int(lab)]} for s in sorted(fixes) for i, lab in zip(*fixes[s])]
+    rows = [
+        {"split": s, "index": int(i), "label": dataset.classes[int(lab)]}
+        for s in sorted(fixes)
+        for i, lab in zip(*fixes[s])
+    ]
     return {"format": FORMAT, "version": 1, "dataset": dataset.fingerprint, "note": note, "labels": rows}
 
 
@@ -241,14 +298,30 @@ def read_saved(cache_dir: Any, name: str, dataset: Dataset) -> Fixes:
     return read_label_file(path, dataset) if path.is_file() else {}
 
 
-def update_saved(cache_dir: Any, name: str, dataset: Dataset, add: dict[tuple[str, int], int] | None = None,
-                 remove: list[tuple[str, int]] | None = None, note: str = "") -> tuple[Path, Fixes]:  # fmt: skip
+def update_saved(
+    cache_dir: Any,
+    name: str,
+    dataset: Dataset,
+    add: dict[tuple[str, int], int] | None = None,
+    remove: list[tuple[str, int]] | None = None,
+    note: str = "",
+) -> tuple[Path, Fixes]:
     """Add fixes (``(split, index) -> label id``, replacing an earlier fix of the same image) to the saved list ``name``
     and drop ``remove``; written atomically. Every index and class is checked against ``dataset`` first."""
-    rows = {(s, int(i)): int(lab) for s, (idx, labs) in read_saved(cache_dir, name, dataset).items() for i, lab in zip(idx, labs, strict=True)}
+    rows = {
+        (s, int(i)): int(lab)
+        for s, (idx, labs) in read_saved(cache_dir, name, dataset).items()
+        for i, lab in zip(idx, labs, strict=True)
+    }
     for (split, index), label in (add or {}).items():
-        if split not in dataset.splits or not 0 <= int(index) < dataset.size(split) or not 0 <= int(label) < len(dataset.classes):
-            raise DataSourceError(f"{split[:20]}/{index} as class {label} does not fit this dataset; nothing was changed.")
+        if (
+            split not in dataset.splits
+            or not 0 <= int(index) < dataset.size(split)
+            or not 0 <= int(label) < len(dataset.classes)
+        ):
+            raise DataSourceError(
+                f"{split[:20]}/{index} as class {label} does not fit this dataset; nothing was changed."
+            )
         rows[(split, int(index))] = int(label)
     for key in remove or ():
         rows.pop((key[0], int(key[1])), None)
@@ -265,6 +338,13 @@ def to_csv_rows(dataset: Dataset, fixes: Fixes) -> list[dict[str, Any]]:
     rows = []
     for s in sorted(fixes):
         given = dataset.labels(s)  # read once per split (a list can name every image of it)
-        rows += [{"split": s, "index": int(i), "label": dataset.classes[int(lab)], "given": dataset.classes[int(given[int(i)])]}
-                 for i, lab in zip(*fixes[s], strict=True)]  # fmt: skip
+        rows += [
+            {
+                "split": s,
+                "index": int(i),
+                "label": dataset.classes[int(lab)],
+                "given": dataset.classes[int(given[int(i)])],
+            }
+            for i, lab in zip(*fixes[s], strict=True)
+        ]
     return rows

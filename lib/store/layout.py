@@ -77,7 +77,10 @@ JOB_ID = re.compile(r"^[0-9]{8}-[0-9]{6}-[a-z]+-[0-9a-f]{6}$")
 BUNDLE_MANIFEST = "bundle.json"  # the first member of a bundle; and, in the cache root, what a bundle installed
 FLOAT16_SUFFIX = ".f16.npy"  # a feature file as a bundle carries it (halved), restored to float32 on install
 STAGING_PREFIX = ".bundle-staging-"  # an install in progress (with its process id, so a dead one is known)
-STAGING_DOWNLOAD, STAGING_TREE = "download.tar", "tree"  # inside a staging folder: the downloaded archive, the unpacked artifacts
+STAGING_DOWNLOAD, STAGING_TREE = (
+    "download.tar",
+    "tree",
+)  # inside a staging folder: the downloaded archive, the unpacked artifacts
 
 
 @dataclass(frozen=True)
@@ -88,7 +91,8 @@ class ArtifactKind:
     folder: str
     unit: str  # "dir" (a run, a dataset, a backbone) or "file"
     pattern: str  # the units in the folder
-    belongs: str  # "run" | "dataset" | "features" | "computed-from-features" | "dataset-field" | "backbone" | "converted-backbone"
+    # "run" | "dataset" | "features" | "computed-from-features" | "dataset-field" | "backbone" | "converted-backbone"
+    belongs: str
     install_order: int
 
 
@@ -113,7 +117,10 @@ def check_run_id(run_id: str) -> str:
     text = str(run_id).strip()
     if not RUN_ID.match(text):
         shown = text if len(text) <= 80 else text[:77] + "..."
-        raise RunError(f"{shown!r} is not a run id (expected something like 20261128-101500-mlp-a1b2c3; see `python -m lib runs list`).")
+        raise RunError(
+            f"{shown!r} is not a run id (expected something like 20261128-101500-mlp-a1b2c3; see `python -m lib runs "
+            "list`)."
+        )
     return text
 
 
@@ -124,7 +131,8 @@ def _check(pattern: re.Pattern[str], value: str, what: str) -> str:
 
 
 def check_name(value: str, what: str) -> str:
-    """``value`` if it is a plain file-name part (letters, digits, ``_.-``, no ``..``), else :class:`UserFacingError`."""
+    """``value`` if it is a plain file-name part (letters, digits, ``_.-``, no ``..``), else
+    :class:`UserFacingError`."""
     return _check(_NAME, str(value), what)
 
 
@@ -143,7 +151,8 @@ class CacheLayout:
 
     @classmethod
     def at(cls, where: CacheLayout | Path | str) -> CacheLayout:
-        """``where`` itself if it is a layout (what entry points build once and pass down), else the layout of that folder."""
+        """``where`` itself if it is a layout (what entry points build once and pass down), else the layout of that
+        folder."""
         return where if isinstance(where, CacheLayout) else cls(where)
 
     def __repr__(self) -> str:
@@ -180,7 +189,8 @@ class CacheLayout:
         return folder.with_name(f".{folder.name}.partial")
 
     def discarded(self, path: Path, why: str) -> Path:
-        """A hidden sibling a damaged or deleted artifact is renamed to before it is removed (out of every listing at once)."""
+        """A hidden sibling a damaged or deleted artifact is renamed to before it is removed (out of every listing at
+        once)."""
         import os
         import time
 
@@ -214,8 +224,11 @@ class CacheLayout:
         return self.feature_partial(key) / f"chunk_{int(start):08d}.npy"
 
     def feature_keys(self) -> list[str]:
-        """Keys of every feature artifact with a manifest, sorted (the manifest may still be damaged: read it to know)."""
-        return sorted(p.stem for p in self.features.glob("*.json") if _KEY.match(p.stem)) if self.features.is_dir() else []
+        """Keys of every feature artifact with a manifest, sorted (the manifest may still be damaged: read it to
+        know)."""
+        return (
+            sorted(p.stem for p in self.features.glob("*.json") if _KEY.match(p.stem)) if self.features.is_dir() else []
+        )
 
     def converted_model(self, key: str) -> Path:
         """A backbone converted to LiteRT (see :mod:`lib.runtimes`)."""
@@ -316,7 +329,11 @@ class CacheLayout:
 
     def job_ids(self) -> list[str]:
         """Every job's id, oldest first."""
-        return sorted(p.name for p in self.jobs.iterdir() if p.is_dir() and JOB_ID.match(p.name)) if self.jobs.is_dir() else []
+        return (
+            sorted(p.name for p in self.jobs.iterdir() if p.is_dir() and JOB_ID.match(p.name))
+            if self.jobs.is_dir()
+            else []
+        )
 
     def jobs_lock(self) -> Path:
         """Held while the queue is read and changed (submitting, starting, settling, cancelling)."""
@@ -355,7 +372,11 @@ class CacheLayout:
         folder = self.artifact_folder(kind)
         if not folder.is_dir():
             return []
-        return sorted(p for p in folder.glob(kind.pattern) if (p.is_dir() if kind.unit == "dir" else p.is_file()) and not p.name.startswith("."))
+        return sorted(
+            p
+            for p in folder.glob(kind.pattern)
+            if (p.is_dir() if kind.unit == "dir" else p.is_file()) and not p.name.startswith(".")
+        )
 
     @property
     def audits(self) -> Path:
@@ -397,4 +418,6 @@ class CacheLayout:
         return sorted(self.label_lists.glob("*.json")) if self.label_lists.is_dir() else []
 
 
-CacheLike = CacheLayout | Path | str  # what a lib function accepts: the layout an entry point built (or, from a test, its folder)
+CacheLike = (
+    CacheLayout | Path | str
+)  # what a lib function accepts: the layout an entry point built (or, from a test, its folder)

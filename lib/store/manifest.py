@@ -50,7 +50,9 @@ class RunManifest:
     label: str = ""
     protocol: str | None = None
     runtime: str = DEFAULT_RUNTIME  # the extraction runtime its features came from
-    runtime_choice: dict[str, Any] | None = None  # with --runtime auto: the choice and the figures behind it (lib.runtimes.auto)
+    runtime_choice: dict[str, Any] | None = (
+        None  # with --runtime auto: the choice and the figures behind it (lib.runtimes.auto)
+    )
     train_views: list[str] = field(default_factory=lambda: ["original"])
     tta: bool = False
     limit: int | None = None
@@ -67,11 +69,15 @@ class RunManifest:
     val_rows: int = 0
     finetuned: bool = False
     finetune: dict[str, Any] | None = None
-    excluded: dict[str, list[int]] = field(default_factory=dict)  # split -> image indices the run left out (exclude list)
+    excluded: dict[str, list[int]] = field(
+        default_factory=dict
+    )  # split -> image indices the run left out (exclude list)
     # Label fixes it trained with: the list's name, sha256 and labels digest, how many labels each split listed and
     # changed, and test accuracy against the fixed labels (``metrics`` stays against the given ones). None: no fixes.
     relabel: dict[str, Any] | None = None
-    calibration: dict[str, Any] | None = None  # temperature scaling: the temperature, what it was fitted on, ECE before and after
+    calibration: dict[str, Any] | None = (
+        None  # temperature scaling: the temperature, what it was fitted on, ECE before and after
+    )
     # Further backbones whose features are concatenated after the first one's: each a dict of backbone, backbone_name,
     # backbone_identity and image_sizes (the same meaning as the fields of the first one above).
     extra_backbones: list[dict[str, Any]] = field(default_factory=list)
@@ -89,7 +95,10 @@ class RunManifest:
 
     def backbones(self) -> list[tuple[str, str, list[int]]]:
         """Every backbone the run concatenates, first one first: ``(handle, identity, sizes)``."""
-        extra = [(str(b["backbone"]), str(b["backbone_identity"]), [int(s) for s in b["image_sizes"]]) for b in self.extra_backbones]
+        extra = [
+            (str(b["backbone"]), str(b["backbone_identity"]), [int(s) for s in b["image_sizes"]])
+            for b in self.extra_backbones
+        ]
         return [(self.backbone, self.backbone_identity, list(self.image_sizes)), *extra]
 
     def part_keys(self) -> list[Any]:
@@ -101,7 +110,9 @@ class RunManifest:
     def backbone_summary(self) -> str:
         """``name@sizes`` of every backbone, joined with `` + `` (for captions and tables)."""
         names = [self.backbone_name, *(str(b.get("backbone_name") or b["backbone"]) for b in self.extra_backbones)]
-        return " + ".join(f"{n} @ {','.join(map(str, sizes))}" for n, (_h, _i, sizes) in zip(names, self.backbones(), strict=True))
+        return " + ".join(
+            f"{n} @ {','.join(map(str, sizes))}" for n, (_h, _i, sizes) in zip(names, self.backbones(), strict=True)
+        )
 
     def display_name(self) -> str:
         """A short name for menus: the label if set, else the id, with the accuracy."""
@@ -128,11 +139,16 @@ class RunManifest:
             manifest._check()
             return manifest
         except (TypeError, ValueError, KeyError, ConfigError) as err:
-            raise RunError(f"The manifest of {where} is damaged ({err}); delete the run (Train page, or `python -m lib runs delete`).") from err
+            raise RunError(
+                f"The manifest of {where} is damaged ({err}); delete the run (Train page, or `python -m lib runs "
+                "delete`)."
+            ) from err
 
     def _check(self) -> None:
         _check_type(self.source, str, "source")
-        if not isinstance(self.excluded, dict) or not all(isinstance(v, list) and all(isinstance(i, int) for i in v) for v in self.excluded.values()):
+        if not isinstance(self.excluded, dict) or not all(
+            isinstance(v, list) and all(isinstance(i, int) for i in v) for v in self.excluded.values()
+        ):
             raise ValueError("excluded must map a split to a list of image indices")
         _check_type(self.backbone, str, "backbone")
         if not self.classes or not all(isinstance(c, str) for c in self.classes):
@@ -140,7 +156,9 @@ class RunManifest:
         if not self.image_sizes or not all(isinstance(s, int) and 16 <= s <= 1024 for s in self.image_sizes):
             raise ValueError(f"image_sizes must be sizes in pixels, got {self.image_sizes!r}")
         if not isinstance(self.extra_backbones, list) or not all(_is_part(b) for b in self.extra_backbones):
-            raise ValueError("extra_backbones must be a list of {backbone, backbone_name, backbone_identity, image_sizes}")
+            raise ValueError(
+                "extra_backbones must be a list of {backbone, backbone_name, backbone_identity, image_sizes}"
+            )
         if self.finetuned and self.extra_backbones:
             raise ValueError("a fine-tuned run has one backbone")
         if not set(self.train_views) <= {"original", "flip"} or not self.train_views:
@@ -156,9 +174,13 @@ class RunManifest:
 
 
 def _is_part(b: Any) -> bool:
-    return (isinstance(b, dict) and all(isinstance(b.get(k), str) for k in ("backbone", "backbone_name", "backbone_identity"))
-            and isinstance(b.get("image_sizes"), list) and bool(b["image_sizes"])
-            and all(isinstance(s, int) and 16 <= s <= 1024 for s in b["image_sizes"]))  # fmt: skip
+    return (
+        isinstance(b, dict)
+        and all(isinstance(b.get(k), str) for k in ("backbone", "backbone_name", "backbone_identity"))
+        and isinstance(b.get("image_sizes"), list)
+        and bool(b["image_sizes"])
+        and all(isinstance(s, int) and 16 <= s <= 1024 for s in b["image_sizes"])
+    )
 
 
 def _require(data: dict[str, Any], key: str, kind: type) -> Any:

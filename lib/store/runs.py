@@ -74,13 +74,20 @@ class Run:
 def new_run_id(manifest: RunManifest) -> str:
     """A sortable, unique id: time, head kind, and a hash of the manifest."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    digest = hashlib.sha256((json.dumps(manifest.to_dict(), sort_keys=True, default=str) + str(time.time_ns()) + str(os.getpid())).encode())
+    digest = hashlib.sha256(
+        (json.dumps(manifest.to_dict(), sort_keys=True, default=str) + str(time.time_ns()) + str(os.getpid())).encode()
+    )
     head = re.sub(r"[^a-z0-9_]", "", manifest.head.head.lower()) or "head"
     return f"{stamp}-{head}-{digest.hexdigest()[:6]}"
 
 
-def save_run(cache_dir: CacheLike, manifest: RunManifest, head: TrainedHead, predictions: dict[str, np.ndarray],
-             write_extra: Callable[[Path], None] | None = None) -> str:  # fmt: skip
+def save_run(
+    cache_dir: CacheLike,
+    manifest: RunManifest,
+    head: TrainedHead,
+    predictions: dict[str, np.ndarray],
+    write_extra: Callable[[Path], None] | None = None,
+) -> str:
     """Write a complete run atomically and return its id; ``write_extra`` adds files inside the same temp folder."""
     manifest.run_id = new_run_id(manifest)
     with atomic_dir(CacheLayout.at(cache_dir).run_dir(manifest.run_id)) as tmp:
@@ -149,20 +156,31 @@ def load_run(cache_dir: CacheLike, run_id: str) -> Run:
         with np.load(path / RUN_FILES.head) as arrays:
             head = TrainedHead.from_arrays(manifest.head, arrays, manifest.history)
         with np.load(path / RUN_FILES.predictions) as pred:
-            y_true, probs, indices = np.asarray(pred["y_true"]), np.asarray(pred["probs"], np.float32), np.asarray(pred["indices"])
+            y_true, probs, indices = (
+                np.asarray(pred["y_true"]),
+                np.asarray(pred["probs"], np.float32),
+                np.asarray(pred["indices"]),
+            )
             raw = np.asarray(pred["probs_raw"], np.float32) if "probs_raw" in pred.files else None
             fixed = np.asarray(pred["y_fixed"]) if "y_fixed" in pred.files else None
         _check_arrays(manifest, head, y_true, probs, indices)
         if raw is not None and raw.shape != probs.shape:
             raise ValueError(f"uncalibrated probabilities have shape {raw.shape}, not {probs.shape}")
-        if fixed is not None and (fixed.shape != y_true.shape or (len(fixed) and (fixed.min() < 0 or fixed.max() >= len(manifest.classes)))):
+        if fixed is not None and (
+            fixed.shape != y_true.shape or (len(fixed) and (fixed.min() < 0 or fixed.max() >= len(manifest.classes)))
+        ):
             raise ValueError("the fixed test labels do not match the predictions")
     except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as err:
-        raise RunError(f"Run {run_id} is damaged ({str(err)[:200]}); delete it (Train page, or `python -m lib runs delete {run_id}`).") from err
+        raise RunError(
+            f"Run {run_id} is damaged ({str(err)[:200]}); delete it (Train page, or `python -m lib runs delete "
+            f"{run_id}`)."
+        ) from err
     return Run(manifest.run_id, path, manifest, head, y_true, probs, indices, raw, fixed)
 
 
-def _check_arrays(m: RunManifest, head: TrainedHead, y_true: np.ndarray, probs: np.ndarray, indices: np.ndarray) -> None:
+def _check_arrays(
+    m: RunManifest, head: TrainedHead, y_true: np.ndarray, probs: np.ndarray, indices: np.ndarray
+) -> None:
     classes = len(m.classes)
     n = len(y_true)
     if probs.shape != (n, classes) or indices.shape != (n,):
@@ -177,7 +195,9 @@ def set_label(cache_dir: CacheLike, run_id: str, label: str) -> RunManifest:
     """Give a run a human-readable label (shown instead of its id)."""
     manifest = read_manifest(cache_dir, run_id)
     # One line of printable text: control characters (a terminal escape, a bell) are dropped, whitespace folded.
-    manifest.label = " ".join("".join(c for c in str(label) if c.isprintable() or c.isspace()).split())[:MAX_LABEL_CHARS]
+    manifest.label = " ".join("".join(c for c in str(label) if c.isprintable() or c.isspace()).split())[
+        :MAX_LABEL_CHARS
+    ]
     write_json_atomic(CacheLayout.at(cache_dir).run_file(run_id, RUN_FILES.manifest), manifest.to_dict())
     return manifest
 

@@ -12,8 +12,14 @@ ROOT = Path(__file__).resolve().parents[2]
 APP = str(ROOT / "app.py")
 
 
-def start(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], page: str | None = None, run: str | None = None, check: bool = True,
-          **params: str) -> AppTest:  # fmt: skip
+def start(
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str],
+    page: str | None = None,
+    run: str | None = None,
+    check: bool = True,
+    **params: str,
+) -> AppTest:
     monkeypatch.setenv("TLX_SOURCE", env["source"])
     monkeypatch.setenv("TLX_BACKBONE", env["backbone"])
     monkeypatch.setenv("TLX_CACHE_DIR", env["cache"])
@@ -31,16 +37,19 @@ def start(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], page: str | None
         assert not at.exception, [e.value for e in at.exception]
     return at
 
+
 def plain(text: str) -> str:
     """Markdown-escaped text (see ui.text.md_escape) as the user reads it."""
     return re.sub(r"\\(.)", r"\1", text).replace("\u2060", "")
+
 
 def no_errors(at: AppTest) -> None:
     assert not at.exception, [e.value for e in at.exception]
 
 
 def finish_jobs(at: AppTest, cache: str | Path, timeout: float = 300.0) -> AppTest:
-    """Wait for the cache's background jobs (started by a click) to end, then rerun the page: what the user sees when the
+    """Wait for the cache's background jobs (started by a click) to end, then rerun the page: what the user sees when
+    the
     panel reports the job done. Fails if a job is still queued or running after ``timeout`` seconds."""
     import time
 

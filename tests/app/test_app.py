@@ -9,10 +9,15 @@ import pytest
 
 from tests.app.helpers import ROOT, no_errors, plain, start
 
-CRAFTED = "x](https://evil.example/a.png) ![pixel](https://evil.example/p.png) <img src=https://evil.example/i.png> :red[boom] **bold**"
+CRAFTED = (
+    "x](https://evil.example/a.png) ![pixel](https://evil.example/p.png) <img src=https://evil.example/i.png> "
+    ":red[boom] **bold**"
+)
 
 
-def test_sidebar_shows_active_settings_and_run_from_url(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str]) -> None:
+def test_sidebar_shows_active_settings_and_run_from_url(
+    monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str]
+) -> None:
     """A user opens a shared link with ?run=...: the sidebar shows the source, backbone, size and that run."""
     at = start(monkeypatch, prepared, run=prepared["run"])
     sidebar_text = plain(" ".join(m.value for m in at.sidebar.markdown))
@@ -20,37 +25,55 @@ def test_sidebar_shows_active_settings_and_run_from_url(monkeypatch: pytest.Monk
     assert at.sidebar.selectbox(key="sidebar_run").value == prepared["run"]
     assert at.query_params["run"] == [prepared["run"]] or at.query_params["run"] == prepared["run"]
 
+
 @pytest.mark.parametrize("page", [None, "browse.py", "train.py"])
-def test_url_text_is_rendered_literally_never_as_markdown(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str], page: str | None) -> None:
-    """A crafted link puts Markdown in ?source=: every place that shows it escapes it, so no link or image is rendered."""
+def test_url_text_is_rendered_literally_never_as_markdown(
+    monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str], page: str | None
+) -> None:
+    """A crafted link puts Markdown in ?source=: every place that shows it escapes it, so no link or image is
+    rendered."""
     at = start(monkeypatch, prepared, page=page, source=CRAFTED)
     shown = [m.value for m in [*at.markdown, *at.sidebar.markdown, *at.warning, *at.error, *at.caption, *at.info]]
     quoting = [t for t in shown if "evil" in t]
     assert quoting, "the source should be shown somewhere"
     for text in quoting:
         # Each fragment below is live Markdown/HTML only when unescaped; escaped, a backslash sits inside it.
-        assert "](https" not in text and "![pixel]" not in text and " <img" not in text and " :red[" not in text and "**bold**" not in text, text
+        assert (
+            "](https" not in text
+            and "![pixel]" not in text
+            and " <img" not in text
+            and " :red[" not in text
+            and "**bold**" not in text
+        ), text
         assert "evil\u2060\\.example" in text  # escaped, with a word joiner that stops GFM autolinking
 
-@pytest.mark.parametrize("page, params, notice", [
-    (None, {"size": "0"}, "size="),
-    (None, {"size": "99999"}, "size="),
-    (None, {"source": "s" * 5000}, "source="),
-    (None, {"run": "../../etc/passwd"}, "run="),
-    ("feature_space.py", {"fs_perp": "1"}, "fs_perp="),
-    ("feature_space.py", {"fs_iter": "333", "fs_n": "-4", "fs_method": "UMAP"}, "fs_iter="),
-    ("browse.py", {"b_split": "nope", "b_page": "-3"}, "b_split="),
-    ("evaluate.py", {"ev_true": "99", "ev_norm": "weird"}, "ev_true="),
-])  # fmt: skip
-def test_out_of_range_url_values_fall_back_with_a_notice(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str], page: str | None,
-                                                         params: dict[str, str], notice: str) -> None:  # fmt: skip
+
+@pytest.mark.parametrize(
+    "page, params, notice",
+    [
+        (None, {"size": "0"}, "size="),
+        (None, {"size": "99999"}, "size="),
+        (None, {"source": "s" * 5000}, "source="),
+        (None, {"run": "../../etc/passwd"}, "run="),
+        ("feature_space.py", {"fs_perp": "1"}, "fs_perp="),
+        ("feature_space.py", {"fs_iter": "333", "fs_n": "-4", "fs_method": "UMAP"}, "fs_iter="),
+        ("browse.py", {"b_split": "nope", "b_page": "-3"}, "b_split="),
+        ("evaluate.py", {"ev_true": "99", "ev_norm": "weird"}, "ev_true="),
+    ],
+)
+def test_out_of_range_url_values_fall_back_with_a_notice(
+    monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str], page: str | None, params: dict[str, str], notice: str
+) -> None:
     """A hand-edited or truncated link never crashes a page: the bad value is replaced by the default, with a notice."""
     run = params.pop("run", prepared["run"] if page else None)
     at = start(monkeypatch, prepared, page=page, run=run, **params)
     no_errors(at)
     assert any(notice in w.value for w in at.warning), [w.value for w in at.warning]
 
-def test_leaving_a_page_and_coming_back_keeps_its_choices(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str]) -> None:
+
+def test_leaving_a_page_and_coming_back_keeps_its_choices(
+    monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str]
+) -> None:
     """A user picks a confusion cell on Evaluate, visits Browse, comes back: the same cell is still selected."""
     at = start(monkeypatch, prepared, page="evaluate.py", run=prepared["run"])
     at.selectbox(key="ev_true").set_value(3)
@@ -60,10 +83,14 @@ def test_leaving_a_page_and_coming_back_keeps_its_choices(monkeypatch: pytest.Mo
     no_errors(at)
     assert at.selectbox(key="ev_true").value == 3 and at.selectbox(key="ev_pred").value == 5
 
+
 def _files(root: str) -> set[tuple[str, int]]:
     return {(str(p.relative_to(root)), p.stat().st_size) for p in Path(root).rglob("*") if p.is_file()}
 
-def test_demo_mode_disables_every_writer_and_a_forced_click_writes_nothing(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str], demo: Any) -> None:
+
+def test_demo_mode_disables_every_writer_and_a_forced_click_writes_nothing(
+    monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str], demo: Any
+) -> None:
     """A visitor of the hosted demo sees the training, audit, map and measuring controls disabled with the reason, no
     way to point the app at another path, and reads everything stored. A crafted request that clicks a disabled
     control anyway does nothing (Streamlit discards values of disabled widgets; behind that, the cache is read-only
@@ -78,7 +105,9 @@ def test_demo_mode_disables_every_writer_and_a_forced_click_writes_nothing(monke
     at.selectbox(key="t_backbone").set_value("(custom handle or path)")
     at.text_input(key="t_custom").set_value(prepared["backbone"])
     forced = at.button(key="FormSubmitter:train_form-Train")
-    forced._value = True  # what a crafted websocket message can send: the server does not check that a widget is enabled
+    forced._value = (
+        True  # what a crafted websocket message can send: the server does not check that a widget is enabled
+    )
     at = forced.run()
     no_errors(at)
     assert not at.status, "a disabled Train button started training in demo mode"
@@ -95,5 +124,7 @@ def test_demo_mode_disables_every_writer_and_a_forced_click_writes_nothing(monke
     assert not at.status and not at.get("bidi_component")  # nothing started, nothing computed
     at = start(monkeypatch, prepared, source="/etc", backbone="/tmp/evil")
     assert any("source= value was not usable" in w.value for w in at.warning)
-    assert "cifar-10-python.tar.gz" in plain(" ".join(m.value for m in at.sidebar.markdown))  # the demo's own source, not /etc
+    assert "cifar-10-python.tar.gz" in plain(
+        " ".join(m.value for m in at.sidebar.markdown)
+    )  # the demo's own source, not /etc
     assert _files(prepared["cache"]) == before

@@ -7,7 +7,9 @@ import pytest
 from tests.app.helpers import no_errors, start
 
 
-def test_browse_filters_classes_and_shows_run_prediction(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str]) -> None:
+def test_browse_filters_classes_and_shows_run_prediction(
+    monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str]
+) -> None:
     """A user filters the grid to one class, picks an image, and sees the active run's prediction and top-5."""
     at = start(monkeypatch, prepared, page="browse.py", run=prepared["run"])
     at.multiselect(key="b_classes").set_value(["cat"]).run()
@@ -19,6 +21,7 @@ def test_browse_filters_classes_and_shows_run_prediction(monkeypatch: pytest.Mon
     assert options and all("cat" in o for o in options)
     assert at.metric and at.metric[0].label == "Predicted"
     assert len(at.dataframe[0].value) == 5  # top-5 table
+
 
 def test_browse_jump_to_index(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str]) -> None:
     """A user jumps to image 55 of the train split: its page opens with it selected; paging back still works."""

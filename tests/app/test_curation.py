@@ -30,7 +30,9 @@ def _png(cls: int) -> bytes:
     return buf.getvalue()
 
 
-def test_fix_on_browse_train_with_fixes_evaluate_and_compare(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str], tmp_path: Path) -> None:
+def test_fix_on_browse_train_with_fixes_evaluate_and_compare(
+    monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str], tmp_path: Path
+) -> None:
     """A user fixes three test labels on Browse, trains with the fix list from the Train page, sees the manifest's list
     and both accuracies on Evaluate, then compares the new run with the first one."""
     env = _copy(prepared, tmp_path)
@@ -59,7 +61,11 @@ def test_fix_on_browse_train_with_fixes_evaluate_and_compare(monkeypatch: pytest
     finish_jobs(at, env["cache"])
     no_errors(at)
     newest = list_runs(env["cache"])[0]
-    assert newest.relabel is not None and newest.relabel["name"] == "label-fixes.json" and newest.relabel["changed"]["test"] == 3
+    assert (
+        newest.relabel is not None
+        and newest.relabel["name"] == "label-fixes.json"
+        and newest.relabel["changed"]["test"] == 3
+    )
 
     at = start(monkeypatch, env, page="evaluate.py", run=newest.run_id)
     labels = [m.label for m in at.metric]
@@ -79,22 +85,33 @@ def test_compare_page_takes_untrusted_links_calmly(monkeypatch: pytest.MonkeyPat
     assert any("needs two runs" in i.value for i in at.info)  # the prepared cache holds one run
 
 
-def test_fixes_tab_import_refusals_and_export(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str], tmp_path: Path) -> None:
+def test_fixes_tab_import_refusals_and_export(
+    monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str], tmp_path: Path
+) -> None:
     """On Data quality (no audit needed) a user imports fixes, sees a list for another dataset refused in one line, and
     exports the curated dataset as a zip that loads back with the fixed labels."""
     env = _copy(prepared, tmp_path)
     at = start(monkeypatch, env, page="quality.py")
     assert any("No fixes in this list yet" in i.value for i in at.info)
-    at.file_uploader(key="fix_up").set_value(("other.json", json.dumps({"format": "transfer-explorer-labels", "dataset": "elsewhere", "labels": []}).encode(),
-                                              "application/json")).run()  # fmt: skip
+    at.file_uploader(key="fix_up").set_value(
+        (
+            "other.json",
+            json.dumps({"format": "transfer-explorer-labels", "dataset": "elsewhere", "labels": []}).encode(),
+            "application/json",
+        )
+    ).run()
     next(b for b in at.button if b.label == "Import").click().run()
     no_errors(at)
     assert any("another dataset" in plain(e.value) for e in at.error)
-    at.file_uploader(key="fix_up").set_value(("fixes.csv", b"split,index,label\ntrain,0,ship\ntest,2,=cmd|calc\n", "text/csv")).run()
+    at.file_uploader(key="fix_up").set_value(
+        ("fixes.csv", b"split,index,label\ntrain,0,ship\ntest,2,=cmd|calc\n", "text/csv")
+    ).run()
     next(b for b in at.button if b.label == "Import").click().run()
     assert any("unknown class" in plain(e.value) for e in at.error)  # a formula is not a class; nothing imported
     assert not (Path(env["cache"]) / "labels" / "label-fixes.json").exists()
-    at.file_uploader(key="fix_up").set_value(("fixes.csv", b"split,index,label\ntrain,0,ship\ntest,2,ship\n", "text/csv")).run()
+    at.file_uploader(key="fix_up").set_value(
+        ("fixes.csv", b"split,index,label\ntrain,0,ship\ntest,2,ship\n", "text/csv")
+    ).run()
     next(b for b in at.button if b.label == "Import").click().run()
     no_errors(at)
     assert any("2 fixed labels" in m.value for m in at.markdown)
@@ -108,8 +125,9 @@ def test_fixes_tab_import_refusals_and_export(monkeypatch: pytest.MonkeyPatch, p
     back = load_dataset(str(out), tmp_path / "other_cache")
     ds = load_dataset(env["source"], env["cache"])
     assert back.size("train") == ds.size("train") and back.size("test") == ds.size("test")
-    assert (back.labels("train") == back.classes.index("ship")).sum() == (ds.labels("train") == ds.classes.index("ship")).sum() + (
-        ds.labels("train")[0] != ds.classes.index("ship"))  # fmt: skip
+    assert (back.labels("train") == back.classes.index("ship")).sum() == (
+        ds.labels("train") == ds.classes.index("ship")
+    ).sum() + (ds.labels("train")[0] != ds.classes.index("ship"))
 
 
 @pytest.mark.parametrize("page, key", [("browse.py", "b_search"), ("feature_space.py", "fs_search")])
@@ -120,7 +138,9 @@ def test_search_by_image(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, st
     no_errors(at)
     import re
 
-    hits = [c for img in at.image for c in img.captions if re.fullmatch(r"(train|test) #\d+ \S+ \(-?[0-9.]+\)", plain(c))]
+    hits = [
+        c for img in at.image for c in img.captions if re.fullmatch(r"(train|test) #\d+ \S+ \(-?[0-9.]+\)", plain(c))
+    ]
     assert len(hits) == 12 and {h.split()[0] for h in hits} <= {"train", "test"}
     sims = [float(h.rsplit("(", 1)[1].rstrip(")")) for h in hits]
     assert sims == sorted(sims, reverse=True) and -1 <= min(sims) <= max(sims) <= 1

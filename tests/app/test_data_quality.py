@@ -10,7 +10,9 @@ from lib.data.sources import load_dataset
 from tests.app.helpers import ROOT, finish_jobs, no_errors, start
 
 
-def test_data_quality_audit_mark_save_and_train_without(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str], tmp_path: Path) -> None:
+def test_data_quality_audit_mark_save_and_train_without(
+    monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str], tmp_path: Path
+) -> None:
     """A user opens Data quality (nothing computed on load), runs the audit, filters the flagged images, marks the
     leaked test images, saves the exclude list, and finds it offered on the Train page."""
     import shutil
@@ -57,7 +59,9 @@ def test_data_quality_audit_mark_save_and_train_without(monkeypatch: pytest.Monk
     assert "from-test" in at.selectbox(key="t_exclude").options
 
 
-def test_audit_other_labels_and_explain_a_flag(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str], tmp_path: Path) -> None:
+def test_audit_other_labels_and_explain_a_flag(
+    monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str], tmp_path: Path
+) -> None:
     """A user audits a saved label list with four wrong training labels: the job audits those labels, the four are
     flagged, and one flag is explained (given and suggested labels with probabilities, look-alike training images)."""
     import shutil
@@ -82,7 +86,9 @@ def test_audit_other_labels_and_explain_a_flag(monkeypatch: pytest.MonkeyPatch, 
     from lib.jobs.queue import list_jobs
 
     argv = next(j.argv for j in list_jobs(cache) if j.kind == "audit")
-    assert next(a for a in argv if a.startswith("--labels=")).endswith("four-wrong.json")  # one word: a value is never read as a flag
+    assert next(a for a in argv if a.startswith("--labels=")).endswith(
+        "four-wrong.json"
+    )  # one word: a value is never read as a flag
     assert int(at.metric[0].value.replace(",", "")) >= 4  # the four wrong labels, at least
     assert any(h.value == "Why is it flagged?" for h in at.subheader)
     given, suggested = (next(m for m in at.metric if m.label == name) for name in ("Given label", "Suggested label"))

@@ -11,7 +11,8 @@ from tests.app.helpers import no_errors, plain, start
 
 
 def test_evaluate_confusion_cell_shows_images(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str]) -> None:
-    """A user selects a confusion-matrix cell (true airplane, predicted airplane) and sees its images with probabilities."""
+    """A user selects a confusion-matrix cell (true airplane, predicted airplane) and sees its images with
+    probabilities."""
     at = start(monkeypatch, prepared, page="evaluate.py", run=prepared["run"])
     assert at.metric[0].label == "Accuracy"
     at.selectbox(key="ev_true").set_value(0)
@@ -26,12 +27,14 @@ def test_evaluate_confusion_cell_shows_images(monkeypatch: pytest.MonkeyPatch, p
     at.radio(key="ev_norm").set_value("row-normalized").run()
     no_errors(at)
 
+
 def test_evaluate_text_upload_is_refused_clearly(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str]) -> None:
     """A user uploads a text file instead of an image and sees a clear error."""
     at = start(monkeypatch, prepared, page="evaluate.py", run=prepared["run"])
     at.file_uploader(key="ev_upload").set_value(("notes.txt", b"hello, not an image", "text/plain")).run()
     no_errors(at)
     assert any("not an image" in plain(e.value) for e in at.error)
+
 
 def test_evaluate_png_upload_gets_top5(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str]) -> None:
     """A user uploads a PNG and gets the active run's top-5."""
@@ -43,6 +46,7 @@ def test_evaluate_png_upload_gets_top5(monkeypatch: pytest.MonkeyPatch, prepared
     at.file_uploader(key="ev_upload").set_value(("deer.png", buf.getvalue(), "image/png")).run()
     no_errors(at)
     assert any(m.label == "Prediction" for m in at.metric)
+
 
 def test_evaluate_without_run_says_what_to_do(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str]) -> None:
     """A user opens Evaluate with no active run and is told how to get one."""

@@ -25,11 +25,13 @@ def test_feature_space_pca_tsne_and_neighbours(monkeypatch: pytest.MonkeyPatch, 
     assert any(c.startswith("query #") for c in captions)
     assert sum("(" in c and c.startswith("#") for c in captions) == 8  # k=8 neighbours with similarities
 
+
 def _map_payload(at: AppTest) -> dict:
     import json
 
     (el,) = at.get("bidi_component")
     return json.loads(el.proto.json)
+
 
 def test_feature_space_map_of_every_image(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str]) -> None:
     """A user opens Feature space: no map of every image yet, so they compute the PCA map once; every train and test
@@ -66,8 +68,10 @@ def test_feature_space_map_of_every_image(monkeypatch: pytest.MonkeyPatch, prepa
     at.radio(key="fs_view").set_value("every image").run()
     assert at.get("bidi_component") and not any(b.key == "fm_compute" for b in at.button)
 
+
 def test_damaged_feature_manifest_breaks_no_page(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str]) -> None:
-    """A feature manifest holding [1,2,3] (valid JSON, wrong shape) is skipped by Home and Feature space, not a traceback."""
+    """A feature manifest holding [1,2,3] (valid JSON, wrong shape) is skipped by Home and Feature space, not a
+    traceback."""
     import shutil
 
     cache = Path(prepared["cache"]) / ".." / "damaged_features"

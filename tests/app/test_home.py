@@ -12,7 +12,9 @@ from lib.data.sources import load_dataset
 from tests.app.helpers import APP, ROOT, finish_jobs, no_errors, plain, start
 
 
-def test_home_prepares_dataset_and_features(monkeypatch: pytest.MonkeyPatch, assets: dict[str, Path], tmp_path: Path) -> None:
+def test_home_prepares_dataset_and_features(
+    monkeypatch: pytest.MonkeyPatch, assets: dict[str, Path], tmp_path: Path
+) -> None:
     """A new user opens the app with an empty cache, clicks prepare, and sees the dataset and features cached."""
     env = {"source": str(assets["folder"]), "backbone": str(assets["savedmodel"]), "cache": str(tmp_path / "cache")}
     at = start(monkeypatch, env)
@@ -24,8 +26,10 @@ def test_home_prepares_dataset_and_features(monkeypatch: pytest.MonkeyPatch, ass
     assert at.metric[1].value == "2/2 splits"
     assert at.success, "the page should confirm everything is cached"
 
+
 def test_home_extracts_with_the_default_runtime_and_reads_features_any_exact_runtime_made(
-        monkeypatch: pytest.MonkeyPatch, assets: dict[str, Path], prepared: dict[str, str], tmp_path: Path) -> None:  # fmt: skip
+    monkeypatch: pytest.MonkeyPatch, assets: dict[str, Path], prepared: dict[str, str], tmp_path: Path
+) -> None:
     """A newcomer gets the default runtime (auto, timed inside the job, never on the page); features TensorFlow made
     already count under auto, so the Train page's preset does not extract them again."""
     from lib.jobs import cancel_job, list_jobs
@@ -43,7 +47,9 @@ def test_home_extracts_with_the_default_runtime_and_reads_features_any_exact_run
     finish_jobs(at, env["cache"])
 
 
-def test_home_offline_without_local_data_explains_what_to_do(monkeypatch: pytest.MonkeyPatch, assets: dict[str, Path], tmp_path: Path) -> None:
+def test_home_offline_without_local_data_explains_what_to_do(
+    monkeypatch: pytest.MonkeyPatch, assets: dict[str, Path], tmp_path: Path
+) -> None:
     """A user without network or local data clicks prepare on official CIFAR-10 and is told how to use local paths."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -57,14 +63,19 @@ def test_home_offline_without_local_data_explains_what_to_do(monkeypatch: pytest
     assert any("Could not download CIFAR-10" in plain(e.value) for e in at.error)
     assert any("No network here?" in i.value for i in at.info)
 
-def test_wrong_backbone_path_is_a_message_not_a_crash(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str]) -> None:
+
+def test_wrong_backbone_path_is_a_message_not_a_crash(
+    monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str]
+) -> None:
     """A user types a backbone path that does not exist and sees a clear error on Home."""
     at = start(monkeypatch, {**prepared, "backbone": "/no/such/model"})
     assert any("Unknown backbone" in plain(e.value) for e in at.error)
 
+
 def test_dataset_is_memory_mapped_for_pages(prepared: dict[str, str]) -> None:
     ds = load_dataset(prepared["source"], prepared["cache"])
     assert isinstance(ds.images("train"), np.memmap)
+
 
 def test_home_does_not_import_tensorflow(prepared: dict[str, str]) -> None:
     """A user opening the app gets the first page without waiting for TensorFlow to load."""
@@ -72,9 +83,16 @@ def test_home_does_not_import_tensorflow(prepared: dict[str, str]) -> None:
     import subprocess
     import sys
 
-    code = (f"import sys; from streamlit.testing.v1 import AppTest; at = AppTest.from_file({APP!r}, default_timeout=60); at.run(); "
-            "assert not at.exception; print('TF' if 'tensorflow' in sys.modules else 'no TF')")  # fmt: skip
-    env = {**os.environ, "TLX_SOURCE": prepared["source"], "TLX_BACKBONE": prepared["backbone"], "TLX_CACHE_DIR": prepared["cache"]}
+    code = (
+        f"import sys; from streamlit.testing.v1 import AppTest; at = AppTest.from_file({APP!r}, default_timeout=60); "
+        "at.run(); assert not at.exception; print('TF' if 'tensorflow' in sys.modules else 'no TF')"
+    )
+    env = {
+        **os.environ,
+        "TLX_SOURCE": prepared["source"],
+        "TLX_BACKBONE": prepared["backbone"],
+        "TLX_CACHE_DIR": prepared["cache"],
+    }
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().endswith("no TF")

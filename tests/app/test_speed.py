@@ -9,7 +9,9 @@ import pytest
 from tests.app.helpers import finish_jobs, no_errors, start
 
 
-def test_speed_page_empty_then_measured_then_pick(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str], tmp_path: Path) -> None:
+def test_speed_page_empty_then_measured_then_pick(
+    monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str], tmp_path: Path
+) -> None:
     """A user opens Speed vs accuracy with nothing measured (it explains itself), measures the active backbone, and
     gets the chart, the table and the most accurate configuration within a latency budget."""
     import shutil
@@ -34,8 +36,12 @@ def test_speed_page_empty_then_measured_then_pick(monkeypatch: pytest.MonkeyPatc
     at.number_input(key="sp_budget").set_value(0.1).run()
     assert any("No measured configuration" in w.value for w in at.warning)
 
-def test_speed_page_merges_results_shows_int8_loss_and_offers_the_missing(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str], tmp_path: Path) -> None:
-    """Stored results of two machines are kept apart; the int8 loss table appears; what the default grid lacks is offered."""
+
+def test_speed_page_merges_results_shows_int8_loss_and_offers_the_missing(
+    monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str], tmp_path: Path
+) -> None:
+    """Stored results of two machines are kept apart; the int8 loss table appears; what the default grid lacks is
+    offered."""
     import json
 
     from lib.analysis.benchmark import DEFAULT_LIMIT, default_grid
@@ -45,14 +51,33 @@ def test_speed_page_merges_results_shows_int8_loss_and_offers_the_missing(monkey
     from lib.models.specs import resolve_backbone
 
     bb = resolve_backbone(default_grid()[0][0]).handle  # rows store the resolved handle (../shared may be a symlink)
-    row = {"backbone": bb, "backbone_name": Path(bb).name, "image_size": 128, "latency_ms_p50": 2.0, "latency_ms_p95": 3.0, "model_mb": 1.0,
-           "peak_rss_mb": 100.0, "n_train": 500, "n_test": 500, "linear_accuracy": 0.7}  # fmt: skip
-    rows = [{**row, "runtime": "tf", "images_per_second": 100.0, "best_accuracy": 0.80},
-            {**row, "runtime": "litert", "images_per_second": 180.0, "best_accuracy": 0.80},
-            {**row, "runtime": "litert-int8", "images_per_second": 400.0, "best_accuracy": 0.77}]  # fmt: skip
+    row = {
+        "backbone": bb,
+        "backbone_name": Path(bb).name,
+        "image_size": 128,
+        "latency_ms_p50": 2.0,
+        "latency_ms_p95": 3.0,
+        "model_mb": 1.0,
+        "peak_rss_mb": 100.0,
+        "n_train": 500,
+        "n_test": 500,
+        "linear_accuracy": 0.7,
+    }
+    rows = [
+        {**row, "runtime": "tf", "images_per_second": 100.0, "best_accuracy": 0.80},
+        {**row, "runtime": "litert", "images_per_second": 180.0, "best_accuracy": 0.80},
+        {**row, "runtime": "litert-int8", "images_per_second": 400.0, "best_accuracy": 0.77},
+    ]
     for name, cpu in (("a", "Test CPU A"), ("b", "Test CPU B")):
-        result = {"source": prepared["source"], "dataset": "d", "limit": DEFAULT_LIMIT, "machine": {"cpu": cpu, "cores": 2}, "benchmark_version": 2,
-                  "rows": rows, "subset": f"first {DEFAULT_LIMIT} images per class of train and of test"}  # fmt: skip
+        result = {
+            "source": prepared["source"],
+            "dataset": "d",
+            "limit": DEFAULT_LIMIT,
+            "machine": {"cpu": cpu, "cores": 2},
+            "benchmark_version": 2,
+            "rows": rows,
+            "subset": f"first {DEFAULT_LIMIT} images per class of train and of test",
+        }
         (cache / "benchmarks" / f"{name}.json").write_text(json.dumps(result))
     at = start(monkeypatch, {**prepared, "cache": str(cache)}, page="speed.py")
     no_errors(at)

@@ -30,9 +30,12 @@ def test_train_with_blog_preset_shows_accuracy(monkeypatch: pytest.MonkeyPatch, 
     assert metric.value.endswith("%") and "vs blog" in metric.delta
     assert at.session_state["run_id"] == list_runs(prepared["cache"])[0].run_id
 
+
 def test_train_runs_table_rename_and_delete(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str]) -> None:
     """A user selects a run in the table, renames it, then deletes it after confirming."""
-    extra = train_run(RunRequest(prepared["source"], prepared["backbone"], HeadConfig(epochs=2), image_sizes=(32,)), prepared["cache"])
+    extra = train_run(
+        RunRequest(prepared["source"], prepared["backbone"], HeadConfig(epochs=2), image_sizes=(32,)), prepared["cache"]
+    )
     at = start(monkeypatch, prepared, page="train.py")
     row = [m.run_id for m in list_runs(prepared["cache"])].index(extra.run_id)
     at.session_state["runs_table"] = {"selection": {"rows": [row], "columns": [], "cells": []}}
@@ -48,8 +51,12 @@ def test_train_runs_table_rename_and_delete(monkeypatch: pytest.MonkeyPatch, pre
     no_errors(at)
     assert extra.run_id not in [m.run_id for m in list_runs(prepared["cache"])]
 
-def test_damaged_run_is_listed_and_deletable_and_breaks_no_page(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str]) -> None:
-    """A run's predictions file is truncated on disk: every page still works, and Train lists it as damaged with a Delete button."""
+
+def test_damaged_run_is_listed_and_deletable_and_breaks_no_page(
+    monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str]
+) -> None:
+    """A run's predictions file is truncated on disk: every page still works, and Train lists it as damaged with a
+    Delete button."""
     import shutil
 
     from lib.store.layout import CacheLayout
@@ -70,7 +77,10 @@ def test_damaged_run_is_listed_and_deletable_and_breaks_no_page(monkeypatch: pyt
     no_errors(at)
     assert not CacheLayout(cache).run_dir(prepared["run"]).exists()
 
-def test_train_with_the_litert_runtime_then_see_its_features(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str]) -> None:
+
+def test_train_with_the_litert_runtime_then_see_its_features(
+    monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str]
+) -> None:
     """A user picks the LiteRT runtime on Train: the run records it, and Feature space offers those features."""
     at = start(monkeypatch, prepared, page="train.py")
     at.multiselect(key="t_sizes").set_value([32])
@@ -87,6 +97,7 @@ def test_train_with_the_litert_runtime_then_see_its_features(monkeypatch: pytest
     at = start(monkeypatch, prepared, page="feature_space.py", run=newest.run_id)
     combo = at.selectbox(key="fs_combo")
     assert "(litert)" in combo.options[combo.value]  # the active run's own (LiteRT) features are preselected
+
 
 def test_train_page_finetunes_with_progress(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str]) -> None:
     """A user ticks Fine-tune on the Train page: the run trains backbone and head with images/s and ETA shown, and is

@@ -14,7 +14,15 @@ from typing import Any
 import pytest
 
 from tests.conftest import SHARED_DATA, SHARED_MODEL, SHARED_SMALL_MODEL
-from tests.streamlit_server import CHROMIUM, chromium, exceptions, hover_until_thumbnail, peak_rss_mb, running_app, wait_idle
+from tests.streamlit_server import (
+    CHROMIUM,
+    chromium,
+    exceptions,
+    hover_until_thumbnail,
+    peak_rss_mb,
+    running_app,
+    wait_idle,
+)
 
 pytestmark = [pytest.mark.shared, pytest.mark.browser]
 SHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
@@ -24,7 +32,9 @@ SHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
 def browser_cache(tmp_path_factory: pytest.TempPathFactory, shared_cifar: Any) -> Path:
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
-    return shared_cifar(tmp_path_factory.mktemp("browser_cache") / "cache")  # converting 60,000 JPEGs is not what this test is about
+    return shared_cifar(
+        tmp_path_factory.mktemp("browser_cache") / "cache"
+    )  # converting 60,000 JPEGs is not what this test is about
 
 
 def shot(page, name: str) -> None:
@@ -79,7 +89,9 @@ def test_every_page_train_and_click_confusion_cell(browser_cache: Path) -> None:
 
             goto_page(page, "Feature space")
             page.locator('[data-testid="stVegaLiteChart"] svg.marks').first.wait_for(timeout=60_000)
-            page.get_by_test_id("stImageCaption").filter(has_text=re.compile(r"^query #")).first.wait_for(timeout=60_000)
+            page.get_by_test_id("stImageCaption").filter(has_text=re.compile(r"^query #")).first.wait_for(
+                timeout=60_000
+            )
             wait_idle(page)
             box = page.locator('[data-testid="stVegaLiteChart"]').first.bounding_box()
             assert box is not None
@@ -117,14 +129,18 @@ def test_every_page_train_and_click_confusion_cell(browser_cache: Path) -> None:
             budget.fill("10000")
             budget.press("Enter")
             wait_idle(page)
-            page.get_by_test_id("stAlertContentSuccess").filter(has_text="mobilenet").wait_for(timeout=30_000)  # "pick for me" named one
+            page.get_by_test_id("stAlertContentSuccess").filter(has_text="mobilenet").wait_for(
+                timeout=30_000
+            )  # "pick for me" named one
             shot(page, "8-speed-vs-accuracy")
 
             goto_page(page, "Evaluate")
             chart = page.locator('[data-testid="stVegaLiteChart"]').first
             chart.wait_for(timeout=60_000)
             wait_idle(page)
-            cell_text = page.get_by_test_id("stMarkdown").filter(has_text=re.compile(r"test images of .+ predicted as")).first
+            cell_text = (
+                page.get_by_test_id("stMarkdown").filter(has_text=re.compile(r"test images of .+ predicted as")).first
+            )
             before = cell_text.inner_text()
             box = chart.bounding_box()
             assert box is not None
@@ -146,14 +162,22 @@ def test_every_page_train_and_click_confusion_cell(browser_cache: Path) -> None:
             fresh.goto(shared_link)
             fresh.get_by_role("heading", name="Evaluate").wait_for(timeout=60_000)
             wait_idle(fresh)
-            reopened = fresh.get_by_test_id("stMarkdown").filter(has_text=re.compile(r"test images of .+ predicted as")).first
+            reopened = (
+                fresh.get_by_test_id("stMarkdown").filter(has_text=re.compile(r"test images of .+ predicted as")).first
+            )
             assert reopened.inner_text() == after, "a shared link reopens the same run and cell"
             assert not exceptions(fresh)
             # Leaving Evaluate and coming back keeps the chosen cell (Streamlit drops undrawn widgets' state).
             goto_page(page, "Browse data")
             goto_page(page, "Evaluate")
-            page.get_by_test_id("stMarkdown").filter(has_text=re.compile(r"test images of .+ predicted as")).first.wait_for(timeout=60_000)
-            back = page.get_by_test_id("stMarkdown").filter(has_text=re.compile(r"test images of .+ predicted as")).first.inner_text()
+            page.get_by_test_id("stMarkdown").filter(
+                has_text=re.compile(r"test images of .+ predicted as")
+            ).first.wait_for(timeout=60_000)
+            back = (
+                page.get_by_test_id("stMarkdown")
+                .filter(has_text=re.compile(r"test images of .+ predicted as"))
+                .first.inner_text()
+            )
             assert back == after, (back, after)
 
 
@@ -181,8 +205,10 @@ def test_full_dataset_map_hover_select_and_query(browser_cache: Path) -> None:
         assert "app/static/thumbs/" in (page.locator(".tlx-thumb").evaluate("e => e.style.backgroundImage") or "")
         print(f"thumbnail shown {ms:.0f} ms after the hover")
         SHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SHOTS / "7-full-map-hover.png"), clip={"x": box["x"] - 10, "y": box["y"] - 50, "width": box["width"] + 20,
-                                                                          "height": box["height"] + 90})  # fmt: skip
+        page.screenshot(
+            path=str(SHOTS / "7-full-map-hover.png"),
+            clip={"x": box["x"] - 10, "y": box["y"] - 50, "width": box["width"] + 20, "height": box["height"] + 90},
+        )
         # Click the hovered point: it becomes the nearest-neighbour query.
         page.mouse.down()
         page.mouse.up()
@@ -198,10 +224,18 @@ def test_full_dataset_map_hover_select_and_query(browser_cache: Path) -> None:
         heading = page.get_by_role("heading", name=re.compile(r"Selected: [\d,]+ images"))
         heading.wait_for(timeout=60_000)
         wait_idle(page)
-        selected = int(re.search(r"Selected: ([\d,]+)", heading.inner_text()).group(1).replace(",", ""))  # type: ignore[union-attr]
+        selected = int(
+            re.search(r"Selected: ([\d,]+)", heading.inner_text())
+            .group(1)
+            .replace(
+                ",",
+            )
+        )
         assert 0 < selected < 60_000
         assert f"{selected:,} selected" in page.locator(".tlx-info").inner_text()  # the browser and the server agree
-        assert page.get_by_test_id("stImageCaption").filter(has_text=re.compile(r"^(train|test) #\d+ ")).count() >= min(selected, 10)
+        assert page.get_by_test_id("stImageCaption").filter(has_text=re.compile(r"^(train|test) #\d+ ")).count() >= min(
+            selected, 10
+        )
         assert not exceptions(page)
         shot(page, "7-full-map-selection")
         rss = peak_rss_mb(url)
@@ -220,10 +254,20 @@ def test_deep_links_work_as_the_first_request_and_url_text_stays_text(browser_ca
     from lib.models.heads import HeadConfig
     from lib.pipeline.training import RunRequest, train_run
 
-    req = RunRequest(str(SHARED_DATA), str(SHARED_MODEL), HeadConfig(head="linear", epochs=30, learning_rate=3e-3), image_sizes=(128,), limit=20)
+    req = RunRequest(
+        str(SHARED_DATA),
+        str(SHARED_MODEL),
+        HeadConfig(head="linear", epochs=30, learning_rate=3e-3),
+        image_sizes=(128,),
+        limit=20,
+    )
     run_id = train_run(req, browser_cache).run_id
     args = ["--source", str(SHARED_DATA), "--backbone", str(SHARED_MODEL), "--image-size", "128"]
-    for path, heading in ((f"/evaluate?run={run_id}", "Evaluate"), ("/browse", "Browse data"), ("/train", "Train or load transfer models")):
+    for path, heading in (
+        (f"/evaluate?run={run_id}", "Evaluate"),
+        ("/browse", "Browse data"),
+        ("/train", "Train or load transfer models"),
+    ):
         with running_app(args, browser_cache) as (url, _), chromium() as browser:
             page = browser.new_page(viewport={"width": 1400, "height": 1600})
             page.goto(url + path)  # the very first request this server answers
@@ -253,14 +297,22 @@ def test_deep_links_work_as_the_first_request_and_url_text_stays_text(browser_ca
 
 @pytest.fixture(scope="module")
 def demo_bundle(browser_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A demo bundle of the full shared CIFAR-10 copy: a linear run on MobileNet v1 0.25 features at 64 px and the PCA map."""
+    """A demo bundle of the full shared CIFAR-10 copy: a linear run on MobileNet v1 0.25 features at 64 px and the PCA
+    map."""
     from lib.analysis.full_map import compute_full_map
     from lib.models.heads import HeadConfig
     from lib.pipeline.training import RunRequest, train_run
     from lib.store.bundle import make_bundle
 
-    compute_full_map(str(SHARED_DATA), str(SHARED_SMALL_MODEL), 64, browser_cache, "pca")  # features of all 60,000 images (cached)
-    req = RunRequest(str(SHARED_DATA), str(SHARED_SMALL_MODEL), HeadConfig(head="linear", epochs=3, learning_rate=3e-3), image_sizes=(64,))
+    compute_full_map(
+        str(SHARED_DATA), str(SHARED_SMALL_MODEL), 64, browser_cache, "pca"
+    )  # features of all 60,000 images (cached)
+    req = RunRequest(
+        str(SHARED_DATA),
+        str(SHARED_SMALL_MODEL),
+        HeadConfig(head="linear", epochs=3, learning_rate=3e-3),
+        image_sizes=(64,),
+    )
     run_id = train_run(req, browser_cache).run_id
     out = tmp_path_factory.mktemp("demo") / "demo.tar"
     make_bundle(browser_cache, out, [run_id])
@@ -276,11 +328,22 @@ def test_demo_with_three_concurrent_visitors(demo_bundle: Path, tmp_path: Path) 
     import visitors  # bench/visitors.py: the same load test the README's figures come from
 
     cache = tmp_path / "demo_cache"
-    result = visitors.run(cache, sessions=3, rounds=1, bundle=str(demo_bundle), timeout_s=240, log=SHOTS.parent / "streamlit-demo.log",
-                          think=0.5, ramp=1.0)  # fmt: skip
+    result = visitors.run(
+        cache,
+        sessions=3,
+        rounds=1,
+        bundle=str(demo_bundle),
+        timeout_s=240,
+        log=SHOTS.parent / "streamlit-demo.log",
+        think=0.5,
+        ramp=1.0,
+    )
     print(result)
     assert not result["errors"], result["errors"]
-    assert result["pages"]["Evaluate: classify an upload"]["n"] == 1 and result["light"]["pages"]["Feature space"]["n"] == 2
+    assert (
+        result["pages"]["Evaluate: classify an upload"]["n"] == 1
+        and result["light"]["pages"]["Feature space"]["n"] == 2
+    )
     assert (cache / "bundle.json").exists()
 
 
@@ -292,9 +355,17 @@ def test_container_entrypoint_serves_the_demo_on_port(demo_bundle: Path, tmp_pat
     from tests.streamlit_server import ROOT, free_port, stop, wait_healthy
 
     port = free_port()
-    env = {**os.environ, "PORT": str(port), "TLX_BUNDLE": str(demo_bundle), "TLX_CACHE_DIR": str(tmp_path / "cache"), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = {
+        **os.environ,
+        "PORT": str(port),
+        "TLX_BUNDLE": str(demo_bundle),
+        "TLX_CACHE_DIR": str(tmp_path / "cache"),
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+    }
     env.pop("TLX_DEMO", None)  # the entrypoint turns demo mode on by itself
-    proc = subprocess.Popen(["bash", str(ROOT / "deploy" / "entrypoint.sh")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        ["bash", str(ROOT / "deploy" / "entrypoint.sh")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+    )
     try:
         wait_healthy(f"http://127.0.0.1:{port}", proc, 240)
         with chromium() as browser:

@@ -52,7 +52,10 @@ def _noisy_subset(shared: Any, where: Path) -> Path:
     from lib.data.export_dataset import export_dataset
 
     full = load_dataset(str(SHARED_DATA), shared(where / "shared_cache"))
-    pick = {s: np.concatenate([np.flatnonzero(full.labels(s) == c)[:n] for c in range(10)]) for s, n in (("train", 40), ("test", 10))}
+    pick = {
+        s: np.concatenate([np.flatnonzero(full.labels(s) == c)[:n] for c in range(10)])
+        for s, n in (("train", 40), ("test", 10))
+    }
     noisy = pick["train"][::33][:12]
     fixes = {"train": (noisy, (full.labels("train")[noisy] + 1) % 10)}
     export_dataset(full, where / "small", fixes=fixes, selection=pick)
@@ -64,9 +67,14 @@ def test_fix_train_compare_export_reload_and_search(shared_cifar: Any, tmp_path:
         pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
     cache = tmp_path / "cache"
     source, backbone = str(_noisy_subset(shared_cifar, tmp_path)), str(SHARED_SMALL_MODEL)
-    first = train_run(RunRequest(source, backbone, HeadConfig(head="linear", epochs=20), image_sizes=(128,)), cache)  # run A, to compare with
+    first = train_run(
+        RunRequest(source, backbone, HeadConfig(head="linear", epochs=20), image_sizes=(128,)), cache
+    )  # run A, to compare with
     ds = load_dataset(source, cache)
-    with running_app(["--source", source, "--backbone", backbone, "--image-size", "128"], cache) as (url, _), chromium() as browser:
+    with (
+        running_app(["--source", source, "--backbone", backbone, "--image-size", "128"], cache) as (url, _),
+        chromium() as browser,
+    ):
         page = browser.new_page(viewport={"width": 1400, "height": 1800})
         try:
             _loop(page, url, cache, ds, first, tmp_path)
@@ -87,7 +95,9 @@ def _loop(page: Any, url: str, cache: Path, ds: Any, first: Any, tmp_path: Path)
         picker = page.get_by_test_id("stMultiSelect").filter(has_text="Images whose label is wrong").first
         for _ in range(3):
             picker.locator("input").click()
-            page.get_by_role("option", name=re.compile(r"^(train|test)\/\d+ · ")).first.click()  # not the list's "select all"
+            page.get_by_role(
+                "option", name=re.compile(r"^(train|test)\/\d+ · ")
+            ).first.click()  # not the list's "select all"
             wait_idle(page)
         page.keyboard.press("Escape")
         page.get_by_role("button", name="Save 3 fix(es)").click()
@@ -102,7 +112,11 @@ def _loop(page: Any, url: str, cache: Path, ds: Any, first: Any, tmp_path: Path)
         page.get_by_test_id("stMetricLabel").get_by_text("Test accuracy", exact=True).wait_for(timeout=240_000)
         wait_idle(page)
         second = list_runs(cache)[0]
-        assert second.relabel is not None and second.relabel["name"] == "label-fixes.json" and len(second.relabel["sha256"]) == 64
+        assert (
+            second.relabel is not None
+            and second.relabel["name"] == "label-fixes.json"
+            and len(second.relabel["sha256"]) == 64
+        )
         assert sum(second.relabel["listed"].values()) == 3
 
         _goto(page, "Evaluate")
@@ -137,10 +151,18 @@ def _loop(page: Any, url: str, cache: Path, ds: Any, first: Any, tmp_path: Path)
         Image.fromarray(np.asarray(ds.images("test")[0])).resize((96, 96)).save(img, format="PNG")
         upload = tmp_path / "query.png"
         upload.write_bytes(img.getvalue())
-        page.get_by_test_id("stExpander").filter(has_text="Search by image").locator('input[type="file"]').set_input_files(str(upload))
-        page.get_by_test_id("stImageCaption").filter(has_text=re.compile(r"^(train|test) #\d+ .+ \(-?[0-9.]+\)$")).nth(5).wait_for(timeout=120_000)
+        page.get_by_test_id("stExpander").filter(has_text="Search by image").locator(
+            'input[type="file"]'
+        ).set_input_files(str(upload))
+        page.get_by_test_id("stImageCaption").filter(has_text=re.compile(r"^(train|test) #\d+ .+ \(-?[0-9.]+\)$")).nth(
+            5
+        ).wait_for(timeout=120_000)
         wait_idle(page)
-        best = page.get_by_test_id("stImageCaption").filter(has_text=re.compile(r"^(train|test) #\d+ .+ \(-?[0-9.]+\)$")).first.inner_text()
+        best = (
+            page.get_by_test_id("stImageCaption")
+            .filter(has_text=re.compile(r"^(train|test) #\d+ .+ \(-?[0-9.]+\)$"))
+            .first.inner_text()
+        )
         assert best.startswith("test #0 "), best  # the photograph it was made from comes first
         _shot(page, "14-search-by-image")
 

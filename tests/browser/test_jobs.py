@@ -72,9 +72,13 @@ def test_a_training_job_outlives_its_tab_and_two_tabs_make_one_run(cache: Path) 
         c.screenshot(path=str(SHOTS / "9-jobs-panel.png"), full_page=False)
         sidebar.get_by_text("done in", exact=False).first.wait_for(timeout=300_000)
         jobs = list_jobs(cache)
-        assert [j.kind for j in jobs] == ["train"] and jobs[0].state == "done", [(j.kind, j.state, j.error) for j in jobs]
+        assert [j.kind for j in jobs] == ["train"] and jobs[0].state == "done", [
+            (j.kind, j.state, j.error) for j in jobs
+        ]
         runs = list_runs(cache)
-        assert [m.run_id for m in runs] == [jobs[0].result["run_id"]] and runs[0].limit == 400  # two presses, one job, one run
+        assert [m.run_id for m in runs] == [jobs[0].result["run_id"]] and runs[
+            0
+        ].limit == 400  # two presses, one job, one run
         sidebar.get_by_role("link", name="Evaluate the run").wait_for(timeout=30_000)
         assert not exceptions(c)
 
@@ -85,10 +89,15 @@ def test_cancel_an_extraction_half_way_then_it_resumes(cache: Path) -> None:
         page = browser.new_page(viewport={"width": 1400, "height": 1400})
         page.goto(url)
         page.get_by_role("button", name="Extract missing features (train, test)").click()
-        job = _wait(lambda: next((j for j in list_jobs(cache) if j.state == "running" and j.progress.done >= 12_288), None), timeout=240)
+        job = _wait(
+            lambda: next((j for j in list_jobs(cache) if j.state == "running" and j.progress.done >= 12_288), None),
+            timeout=240,
+        )
         wait_idle(page)
         page.get_by_role("button", name="Cancel").first.click()
-        cancelled = _wait(lambda: next((j for j in list_jobs(cache) if j.id == job.id and not j.active), None), timeout=120)
+        cancelled = _wait(
+            lambda: next((j for j in list_jobs(cache) if j.id == job.id and not j.active), None), timeout=120
+        )
         assert cancelled.state == "cancelled" and "cancelled" in cancelled.error, (cancelled.state, cancelled.error)
         features = cache / "features"
         assert not [p for p in features.glob("*.npy")]  # nothing partial became an artifact
@@ -96,8 +105,15 @@ def test_cancel_an_extraction_half_way_then_it_resumes(cache: Path) -> None:
         assert len(chunks) >= 3  # whole checkpoint chunks are kept, to resume from
         page.reload()
         page.get_by_role("button", name="Extract missing features (train, test)").click()  # the same request again
-        again = _wait(lambda: next((j for j in list_jobs(cache) if j.id != job.id and j.state == "running" and j.progress.total), None), 120)
-        assert again.progress.done >= 4096 * len(chunks), again.progress  # resumed from the saved chunks, not from image 0
+        again = _wait(
+            lambda: next(
+                (j for j in list_jobs(cache) if j.id != job.id and j.state == "running" and j.progress.total), None
+            ),
+            120,
+        )
+        assert again.progress.done >= 4096 * len(chunks), (
+            again.progress
+        )  # resumed from the saved chunks, not from image 0
         assert not exceptions(page)
         page.get_by_role("button", name="Cancel").first.click()  # enough: resuming was the point
         _wait(lambda: not any(j.active for j in list_jobs(cache)), timeout=120)
@@ -118,5 +134,7 @@ def test_a_job_outlives_a_killed_server(cache: Path) -> None:
         sidebar = page.get_by_test_id("stSidebar")
         sidebar.get_by_text("train: train", exact=False).first.wait_for(timeout=60_000)
         sidebar.get_by_text("done in", exact=False).first.wait_for(timeout=300_000)
-        assert [j.state for j in list_jobs(cache)] == ["done"] and [m.run_id for m in list_runs(cache)] == [list_jobs(cache)[0].result["run_id"]]
+        assert [j.state for j in list_jobs(cache)] == ["done"] and [m.run_id for m in list_runs(cache)] == [
+            list_jobs(cache)[0].result["run_id"]
+        ]
         assert not exceptions(page)

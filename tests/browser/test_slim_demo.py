@@ -26,28 +26,59 @@ def slim_python(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A new virtual environment with only the demo's dependency file installed (from the package registry)."""
     venv = tmp_path_factory.mktemp("slim") / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    pip = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", "-r", str(ROOT / "deploy" / "demo" / "requirements.txt")],
-                         capture_output=True, text=True, timeout=900)  # fmt: skip
+    pip = subprocess.run(
+        [
+            str(venv / "bin" / "pip"),
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            "-r",
+            str(ROOT / "deploy" / "demo" / "requirements.txt"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert pip.returncode == 0, pip.stderr[-2000:]
     python = str(venv / "bin" / "python")
     assert subprocess.run([python, "-c", "import tensorflow"], capture_output=True).returncode != 0  # really without it
     return python
 
 
-def test_slim_demo_serves_every_page_and_classifies_an_upload_without_tensorflow(assets: dict[str, Path], slim_python: str, tmp_path: Path) -> None:
+def test_slim_demo_serves_every_page_and_classifies_an_upload_without_tensorflow(
+    assets: dict[str, Path], slim_python: str, tmp_path: Path
+) -> None:
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
     from PIL import Image
 
     source_cache = tmp_path / "source"
-    run = train_run(RunRequest(str(assets["cifar_tar"]), str(assets["savedmodel"]), HeadConfig(head="mlp", hidden=16, epochs=10, batch_size=16),
-                               image_sizes=(32,), train_views=("original", "flip"), tta=True), source_cache)  # fmt: skip
+    run = train_run(
+        RunRequest(
+            str(assets["cifar_tar"]),
+            str(assets["savedmodel"]),
+            HeadConfig(head="mlp", hidden=16, epochs=10, batch_size=16),
+            image_sizes=(32,),
+            train_views=("original", "flip"),
+            tta=True,
+        ),
+        source_cache,
+    )
     bundle = tmp_path / "demo.tar"
     report = make_bundle(source_cache, bundle, hosting=True)
     assert report["runs"] == [run.run_id]
     env = {"TLX_BUNDLE": str(bundle)}
-    with running_app([], tmp_path / "demo_cache", python=slim_python, entry=ROOT / "deploy" / "demo" / "streamlit_app.py", env_extra=env,
-                     timeout=120) as (url, _), chromium() as browser:  # fmt: skip
+    with (
+        running_app(
+            [],
+            tmp_path / "demo_cache",
+            python=slim_python,
+            entry=ROOT / "deploy" / "demo" / "streamlit_app.py",
+            env_extra=env,
+            timeout=120,
+        ) as (url, _),
+        chromium() as browser,
+    ):
         page = browser.new_page(viewport={"width": 1400, "height": 1600})
         for spec in PAGES:
             page.goto(f"{url}/{spec.url_path}?run={run.run_id}")
@@ -66,9 +97,15 @@ def test_slim_demo_serves_every_page_and_classifies_an_upload_without_tensorflow
         page.goto(f"{url}/browse?run={run.run_id}")
         page.get_by_role("heading", name="Browse data").first.wait_for(timeout=60_000)
         page.get_by_text("Search by image", exact=False).first.click()
-        page.get_by_test_id("stExpander").filter(has_text="Search by image").locator('input[type="file"]').set_input_files(str(upload))
-        page.get_by_text("re-ranked by the real features", exact=False).first.wait_for(timeout=120_000)  # reduced features, exact neighbours
+        page.get_by_test_id("stExpander").filter(has_text="Search by image").locator(
+            'input[type="file"]'
+        ).set_input_files(str(upload))
+        page.get_by_text("re-ranked by the real features", exact=False).first.wait_for(
+            timeout=120_000
+        )  # reduced features, exact neighbours
         assert not exceptions(page)
         page.screenshot(path=str(tmp_path / "slim_search.png"), full_page=True)
         maps = Path(f"/proc/{SERVER_PIDS[url]}/maps").read_text()
-        assert "tensorflow" not in maps.lower() and "litert" in maps.lower()  # LiteRT ran in the server; TensorFlow never loaded
+        assert (
+            "tensorflow" not in maps.lower() and "litert" in maps.lower()
+        )  # LiteRT ran in the server; TensorFlow never loaded

@@ -35,7 +35,9 @@ def test_flipped_labels_are_found() -> None:
         rows = rng.choice(len(y), size=len(y) // 20, replace=False)
         y[rows] = (y[rows] + rng.integers(1, 10, size=len(rows))) % 10
         flipped[name] = set(rows.tolist())
-    audit = au.compute_audit([f"c{i}" for i in range(10)], {"train": x_train, "test": x_test}, {"train": y_train, "test": y_test}, folds=5)
+    audit = au.compute_audit(
+        [f"c{i}" for i in range(10)], {"train": x_train, "test": x_test}, {"train": y_train, "test": y_test}, folds=5
+    )
     for name in ("train", "test"):
         found = set(audit.issues[name].tolist())
         recall = len(found & flipped[name]) / len(flipped[name])
@@ -54,7 +56,9 @@ def test_planted_duplicates_are_found_exactly() -> None:
     test[7] = train[42]  # exact copy
     test[8] = train[43] + rng.normal(scale=0.05, size=64)  # a slightly changed copy
     train[400] = train[10] * 1.7  # within train, a rescaled copy: cosine 1
-    audit = au.compute_audit(["a", "b"], {"train": train, "test": test}, {"train": np.arange(500) % 2, "test": np.arange(100) % 2}, folds=2)
+    audit = au.compute_audit(
+        ["a", "b"], {"train": train, "test": test}, {"train": np.arange(500) % 2, "test": np.arange(100) % 2}, folds=2
+    )
     pairs = audit.duplicates(0.99)
     keys = {(p["split_a"], p["index_a"], p["split_b"], p["index_b"]) for p in pairs}
     assert {("test", 7, "train", 42), ("test", 8, "train", 43), ("train", 10, "train", 400)} <= keys
@@ -64,7 +68,9 @@ def test_planted_duplicates_are_found_exactly() -> None:
     # Exact: the neighbour search agrees with a brute-force argmax everywhere.
     unit_train, unit_test = normalise(train), normalise(test)
     index, sims = audit.neighbours["test>train"]
-    assert np.array_equal(index, (unit_test @ unit_train.T).argmax(1)) and np.allclose(sims, (unit_test @ unit_train.T).max(1), atol=1e-5)
+    assert np.array_equal(index, (unit_test @ unit_train.T).argmax(1)) and np.allclose(
+        sims, (unit_test @ unit_train.T).max(1), atol=1e-5
+    )
     # Within a split each pair is computed once (upper triangle, in blocks): the same answer as the full matrix.
     within = unit_train @ unit_train.T
     np.fill_diagonal(within, -np.inf)
@@ -86,7 +92,11 @@ def test_artifact_round_trip_and_damage_is_detected(tmp_path: Path) -> None:
     path = tmp_path / "audits" / "0123456789abcdef.npz"
     au.save_audit(path, audit)
     back = au.load_audit(path, {"train": 40, "test": 10})
-    assert back is not None and back.duplicates(0.5) == audit.duplicates(0.5) and back.label_issues() == audit.label_issues()
+    assert (
+        back is not None
+        and back.duplicates(0.5) == audit.duplicates(0.5)
+        and back.label_issues() == audit.label_issues()
+    )
     assert au.load_audit(path, {"train": 41, "test": 10}) is None  # stale: the dataset has other sizes
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -109,22 +119,55 @@ def test_key_follows_features_folds_seed_and_head() -> None:
 
 
 def test_audit_cli_json_contract_and_cache(assets: dict[str, Path], cache_dir: Path) -> None:
-    cmd = [sys.executable, "-m", "lib", "audit", "--source", str(assets["cifar_tar"]), "--backbone", str(assets["savedmodel"]), "--image-size", "32",
-           "--folds", "3", "--threshold", "0.9", "--cache-dir", str(cache_dir), "--json"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "lib",
+        "audit",
+        "--source",
+        str(assets["cifar_tar"]),
+        "--backbone",
+        str(assets["savedmodel"]),
+        "--image-size",
+        "32",
+        "--folds",
+        "3",
+        "--threshold",
+        "0.9",
+        "--cache-dir",
+        str(cache_dir),
+        "--json",
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout)
     assert {"label_issues", "duplicates", "seconds"} <= set(out)
     for r in out["label_issues"]:
-        assert set(r) == {"split", "index", "given", "suggested", "score"} and r["split"] in ("train", "test") and 0 <= r["score"] <= 1
+        assert (
+            set(r) == {"split", "index", "given", "suggested", "score"}
+            and r["split"] in ("train", "test")
+            and 0 <= r["score"] <= 1
+        )
     for d in out["duplicates"]:
         assert set(d) == {"split_a", "index_a", "split_b", "index_b", "similarity"} and d["similarity"] >= 0.9
-    assert [d["similarity"] for d in out["duplicates"]] == sorted((d["similarity"] for d in out["duplicates"]), reverse=True)
+    assert [d["similarity"] for d in out["duplicates"]] == sorted(
+        (d["similarity"] for d in out["duplicates"]), reverse=True
+    )
     assert len(list((cache_dir / "audits").glob("*.npz"))) == 1
     again = json.loads(subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600).stdout)
-    assert again["audit_seconds"] == out["audit_seconds"] and again["label_issues"] == out["label_issues"]  # read back, not recomputed
-    bad = subprocess.run([*cmd[:-5], "--folds", "10", "--cache-dir", str(cache_dir)], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert bad.returncode == 2 and "fewer than the 10 folds" in bad.stderr and "Traceback" not in bad.stderr  # 6 train + 3 test images per class
+    assert (
+        again["audit_seconds"] == out["audit_seconds"] and again["label_issues"] == out["label_issues"]
+    )  # read back, not recomputed
+    bad = subprocess.run(
+        [*cmd[:-5], "--folds", "10", "--cache-dir", str(cache_dir)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert (
+        bad.returncode == 2 and "fewer than the 10 folds" in bad.stderr and "Traceback" not in bad.stderr
+    )  # 6 train + 3 test images per class
 
 
 def test_exclude_list_round_trip_into_a_run(assets: dict[str, Path], cache_dir: Path, tmp_path: Path) -> None:
@@ -140,18 +183,44 @@ def test_exclude_list_round_trip_into_a_run(assets: dict[str, Path], cache_dir: 
     csv_file.write_text("split,index,given,suggested,score\ntrain,5,cat,dog,0.9\n")
     assert read_exclude_file(csv_file, ds)["train"].tolist() == [5]
     with pytest.raises(DataSourceError, match=r"train/60.*test/99"):
-        parse_exclude("split,index\ntrain,60\ntest,99\ntrain,2\n", ds)  # 60 train and 30 test images: these do not exist
+        parse_exclude(
+            "split,index\ntrain,60\ntest,99\ntrain,2\n", ds
+        )  # 60 train and 30 test images: these do not exist
     with pytest.raises(DataSourceError, match="another dataset"):
         parse_exclude(json.dumps({"format": "transfer-explorer-exclude-list", "dataset": "other", "images": {}}), ds)
-    cmd = [sys.executable, "-m", "lib", "train", "--source", str(assets["cifar_tar"]), "--backbone", str(assets["savedmodel"]), "--image-size", "32",
-           "--head", "linear", "--epochs", "2", "--exclude", str(saved), "--cache-dir", str(cache_dir), "--json"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "lib",
+        "train",
+        "--source",
+        str(assets["cifar_tar"]),
+        "--backbone",
+        str(assets["savedmodel"]),
+        "--image-size",
+        "32",
+        "--head",
+        "linear",
+        "--epochs",
+        "2",
+        "--exclude",
+        str(saved),
+        "--cache-dir",
+        str(cache_dir),
+        "--json",
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout)
     assert out["excluded"] == {"train": 2, "test": 1}
     run = load_run(cache_dir, out["run_id"])
     assert run.manifest.excluded == {"test": [0], "train": [1, 3]} and 0 not in run.indices and len(run.indices) == 29
-    missing = subprocess.run([*cmd[:-5], "--exclude", str(tmp_path / "nope.json"), "--cache-dir", str(cache_dir)], cwd=ROOT, capture_output=True, text=True)
+    missing = subprocess.run(
+        [*cmd[:-5], "--exclude", str(tmp_path / "nope.json"), "--cache-dir", str(cache_dir)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert missing.returncode == 2 and "does not exist" in missing.stderr
 
 
@@ -163,11 +232,22 @@ def test_candidates_are_confirmed_or_rejected_on_the_pixels() -> None:
     rng = np.random.default_rng(0)
     train = rng.normal(size=(200, 32)).astype(np.float32)
     test = rng.normal(size=(40, 32)).astype(np.float32)
-    images = {"train": np.stack([_scene(i) for i in range(200)]), "test": np.stack([_scene(1000 + i) for i in range(40)])}
-    test[3], images["test"][3] = train[17], np.roll(images["train"][17], 2, axis=1)[:, ::-1]  # a copy: shifted, mirrored
+    images = {
+        "train": np.stack([_scene(i) for i in range(200)]),
+        "test": np.stack([_scene(1000 + i) for i in range(40)]),
+    }
+    test[3], images["test"][3] = (
+        train[17],
+        np.roll(images["train"][17], 2, axis=1)[:, ::-1],
+    )  # a copy: shifted, mirrored
     test[5] = train[18]  # the same features, but another photograph
-    audit = au.compute_audit(["a", "b"], {"train": train, "test": test}, {"train": np.arange(200) % 2, "test": np.arange(40) % 2}, folds=2,
-                             images=images)  # fmt: skip
+    audit = au.compute_audit(
+        ["a", "b"],
+        {"train": train, "test": test},
+        {"train": np.arange(200) % 2, "test": np.arange(40) % 2},
+        folds=2,
+        images=images,
+    )
     a, b, _sims, _scores = audit.photos["test>train"]
     assert {(3, 17), (5, 18)} <= set(zip(a.tolist(), b.tolist()))  # both were candidates
     confirmed = {(r["index_a"], r["index_b"]) for r in audit.same_photos() if r["split_a"] == "test"}

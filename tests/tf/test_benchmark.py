@@ -12,14 +12,45 @@ import pytest
 from lib.analysis.benchmark import benchmark_key, grid_configurations, run_benchmark
 from lib.errors import ConfigError
 
-ROW_KEYS = {"backbone", "image_size", "runtime", "latency_ms_p50", "latency_ms_p95", "images_per_second", "model_mb", "peak_rss_mb",
-            "linear_accuracy", "best_accuracy", "n_train", "n_test"}  # fmt: skip
+ROW_KEYS = {
+    "backbone",
+    "image_size",
+    "runtime",
+    "latency_ms_p50",
+    "latency_ms_p95",
+    "images_per_second",
+    "model_mb",
+    "peak_rss_mb",
+    "linear_accuracy",
+    "best_accuracy",
+    "n_train",
+    "n_test",
+}
 
 
 def test_cli_json_contract_and_resume(assets: dict[str, Path], cache_dir: Path) -> None:
     """`python -m lib benchmark --json` prints one object with rows; a second run reuses the stored rows."""
-    cmd = [sys.executable, "-m", "lib", "benchmark", "--source", str(assets["cifar_tar"]), "--backbone", str(assets["savedmodel"]),
-           "--backbone", str(assets["tflite"]), "--image-sizes", "32,48", "--runtimes", "tf,litert", "--limit", "3", "--cache-dir", str(cache_dir), "--json"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "lib",
+        "benchmark",
+        "--source",
+        str(assets["cifar_tar"]),
+        "--backbone",
+        str(assets["savedmodel"]),
+        "--backbone",
+        str(assets["tflite"]),
+        "--image-sizes",
+        "32,48",
+        "--runtimes",
+        "tf,litert",
+        "--limit",
+        "3",
+        "--cache-dir",
+        str(cache_dir),
+        "--json",
+    ]
     root = Path(__file__).resolve().parents[2]
     proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -38,19 +69,31 @@ def test_cli_json_contract_and_resume(assets: dict[str, Path], cache_dir: Path) 
         # litert extracts the subset; tf checked on the timing batch that its features agree, then shared the heads
         assert lite_row["accuracy_features"] == "litert" and lite_row["feature_max_rel_diff"] is None
         assert tf_row["accuracy_features"] == "litert" and 0.0 <= tf_row["feature_max_rel_diff"] <= 1e-4
-        assert tf_row["best_accuracy"] == lite_row["best_accuracy"] and tf_row["linear_accuracy"] == lite_row["linear_accuracy"]
+        assert (
+            tf_row["best_accuracy"] == lite_row["best_accuracy"]
+            and tf_row["linear_accuracy"] == lite_row["linear_accuracy"]
+        )
     assert out["machine"]["cores"] and out["machine"]["cpu"] and "3 images per class" in out["subset"]
     assert out["peak_probe"]["gflops"] > 0
     for size in (32, 48):  # the same graph at one size: the same multiply-adds for both runtimes, and more at 48 px
         assert by[(size, "tf")]["multiply_adds_m"] == by[(size, "litert")]["multiply_adds_m"] > 0
         for rt in ("tf", "litert"):
             r = by[(size, rt)]
-            assert r["gflops"] == pytest.approx(2 * r["multiply_adds_m"] * 1e6 * r["images_per_second"] / 1e9, rel=0.02, abs=0.06)
+            assert r["gflops"] == pytest.approx(
+                2 * r["multiply_adds_m"] * 1e6 * r["images_per_second"] / 1e9, rel=0.02, abs=0.06
+            )
             assert r["peak_fraction"] == pytest.approx(r["gflops"] / out["peak_probe"]["gflops"], rel=0.05, abs=0.002)
     assert by[(48, "litert")]["multiply_adds_m"] > by[(32, "litert")]["multiply_adds_m"]
     stored = list((cache_dir / "benchmarks").glob("*.json"))
     assert len(stored) == 1 and json.loads(stored[0].read_text())["rows"] == rows
-    again = run_benchmark(str(assets["cifar_tar"]), [str(assets["savedmodel"]), str(assets["tflite"])], [32, 48], ["tf", "litert"], cache_dir, 3)
+    again = run_benchmark(
+        str(assets["cifar_tar"]),
+        [str(assets["savedmodel"]), str(assets["tflite"])],
+        [32, 48],
+        ["tf", "litert"],
+        cache_dir,
+        3,
+    )
     assert again["rows"] == rows  # measured once, read back
 
 
@@ -67,9 +110,13 @@ def test_runtimes_whose_features_disagree_train_their_own_heads(assets: dict[str
     assert first.accuracy_features == "tf" and first.feature_max_rel_diff is None
     stored = session.accuracies[(spec.handle, 32, "float")]
     # Pretend a litert row came first with features 1% off, and 99% accuracy: tf must not inherit it.
-    session.accuracies[(spec.handle, 32, "float")] = _Accuracy("litert", stored.batch_features * 1.01, 0.99, 0.99, 30, 30, stored.feature_dim)
+    session.accuracies[(spec.handle, 32, "float")] = _Accuracy(
+        "litert", stored.batch_features * 1.01, 0.99, 0.99, 30, 30, stored.feature_dim
+    )
     again = measure_row(session, str(assets["savedmodel"]), 32, "tf")
-    assert again.accuracy_features == "tf" and again.feature_max_rel_diff is not None and again.feature_max_rel_diff > 1e-3
+    assert (
+        again.accuracy_features == "tf" and again.feature_max_rel_diff is not None and again.feature_max_rel_diff > 1e-3
+    )
     assert again.best_accuracy == first.best_accuracy != 0.99
 
 

@@ -26,11 +26,22 @@ def source_cache(tmp_path_factory: pytest.TempPathFactory, assets: dict[str, Pat
     from lib.analysis.full_map import compute_full_map
 
     cache = tmp_path_factory.mktemp("bundle_src")
-    req = RunRequest(str(assets["cifar_tar"]), str(assets["savedmodel"]), HeadConfig(head="mlp", hidden=16, epochs=20, batch_size=16),
-                     image_sizes=(32,), train_views=("original", "flip"), tta=True)  # fmt: skip
+    req = RunRequest(
+        str(assets["cifar_tar"]),
+        str(assets["savedmodel"]),
+        HeadConfig(head="mlp", hidden=16, epochs=20, batch_size=16),
+        image_sizes=(32,),
+        train_views=("original", "flip"),
+        tta=True,
+    )
     run_id = train_run(req, cache).run_id
     compute_full_map(str(assets["cifar_tar"]), str(assets["savedmodel"]), 32, cache, "pca")
-    return {"cache": str(cache), "run": run_id, "source": str(assets["cifar_tar"]), "backbone": str(assets["savedmodel"])}
+    return {
+        "cache": str(cache),
+        "run": run_id,
+        "source": str(assets["cifar_tar"]),
+        "backbone": str(assets["savedmodel"]),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +54,9 @@ def files_of(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
 
 
-def test_bundle_round_trip_reads_the_same(source_cache: dict[str, str], bundle: tuple[Path, dict], tmp_path: Path) -> None:
+def test_bundle_round_trip_reads_the_same(
+    source_cache: dict[str, str], bundle: tuple[Path, dict], tmp_path: Path
+) -> None:
     """A bundle installed into an empty cache gives the same run, dataset (as cache:<fingerprint>), features (float32
     again, with valid checksums), map, and a local copy of the backbone the run's path now points to."""
     from lib.analysis.full_map import find_full_map
@@ -54,7 +67,9 @@ def test_bundle_round_trip_reads_the_same(source_cache: dict[str, str], bundle: 
 
     path, report = bundle
     assert report["runs"] == [source_cache["run"]] and report["float16_features"] >= 4
-    (check,) = report["float16_check"]  # the run's accuracy from float16-rounded features is reported next to the stored one
+    (check,) = report[
+        "float16_check"
+    ]  # the run's accuracy from float16-rounded features is reported next to the stored one
     assert abs(check["accuracy"] - check["accuracy_float16_features"]) <= 1 / check["test_images"] + 1e-9
     target = tmp_path / "demo_cache"
     info = install_bundle(str(path), target)
@@ -73,7 +88,9 @@ def test_bundle_round_trip_reads_the_same(source_cache: dict[str, str], bundle: 
         spec = resolve_backbone(source_cache["backbone"])
         assert spec.handle.startswith(str(target.resolve()))  # the bundled copy, same content, same feature keys
         got = cached_feature_result(ds, "train", spec, 32, "flip", None, target)
-        want = cached_feature_result(ds, "train", resolve_backbone(source_cache["backbone"]), 32, "flip", None, source_cache["cache"])
+        want = cached_feature_result(
+            ds, "train", resolve_backbone(source_cache["backbone"]), 32, "flip", None, source_cache["cache"]
+        )
         assert got is not None and want is not None and got.features.dtype == np.float32
         assert np.allclose(got.features, want.features, rtol=1e-3, atol=1e-3)
         assert find_full_map(info["defaults"]["source"], source_cache["backbone"], 32, target, "pca") is not None
@@ -87,7 +104,7 @@ def _rewrite(src: Path, dst: Path, edit) -> None:
     """Copy a bundle member by member through ``edit(name, bytes) -> (name, bytes) | None``."""
     with tarfile.open(src) as tin, tarfile.open(dst, "w") as tout:
         for m in tin.getmembers():
-            data = tin.extractfile(m).read() if m.isfile() else b""  # type: ignore[union-attr]
+            data = tin.extractfile(m).read() if m.isfile() else b""
             out = edit(m.name, data)
             if out is None:
                 continue
@@ -96,8 +113,20 @@ def _rewrite(src: Path, dst: Path, edit) -> None:
             tout.addfile(info, io.BytesIO(out[1]))
 
 
-@pytest.mark.parametrize("damage", ["flipped byte", "truncated", "missing member", "path escape", "not a bundle", "other version", "aliases a list",
-                                    "size not a number", "run not a run id"])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "flipped byte",
+        "truncated",
+        "missing member",
+        "path escape",
+        "not a bundle",
+        "other version",
+        "aliases a list",
+        "size not a number",
+        "run not a run id",
+    ],
+)
 def test_bad_bundles_are_refused_and_leave_nothing(bundle: tuple[Path, dict], tmp_path: Path, damage: str) -> None:
     path, _ = bundle
     bad = tmp_path / "bad.tar"
@@ -106,6 +135,7 @@ def test_bad_bundles_are_refused_and_leave_nothing(bundle: tuple[Path, dict], tm
     elif damage == "not a bundle":
         bad.write_bytes(b"hello, not a tar file at all" * 100)
     else:
+
         def edit(name: str, data: bytes):
             if damage == "flipped byte" and name.endswith(".f16.npy"):
                 return name, data[:-1] + bytes([data[-1] ^ 1])
@@ -113,7 +143,12 @@ def test_bad_bundles_are_refused_and_leave_nothing(bundle: tuple[Path, dict], tm
                 return None
             if damage == "path escape" and name.startswith("projections/"):
                 return "../../escaped.txt", data
-            if name == "bundle.json" and damage in ("other version", "aliases a list", "size not a number", "run not a run id"):
+            if name == "bundle.json" and damage in (
+                "other version",
+                "aliases a list",
+                "size not a number",
+                "run not a run id",
+            ):
                 meta = json.loads(data)
                 if damage == "other version":
                     meta["version"] = 99
@@ -149,7 +184,12 @@ def test_bundle_over_http_with_checksum(bundle: tuple[Path, dict], tmp_path: Pat
             install_bundle(url, tmp_path / "a", sha256="0" * 64)
         assert files_of(tmp_path / "a") == set()
         stages: list[str] = []
-        info = install_bundle(url, tmp_path / "b", progress=lambda s, f: stages.append(s), sha256=hashlib.sha256(path.read_bytes()).hexdigest())
+        info = install_bundle(
+            url,
+            tmp_path / "b",
+            progress=lambda s, f: stages.append(s),
+            sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+        )
         assert info["artifacts_added"] > 0 and any(s.startswith("downloading the bundle") for s in stages)
         with pytest.raises(BundleError, match="download"):
             install_bundle(url + ".missing", tmp_path / "c")
@@ -158,7 +198,8 @@ def test_bundle_over_http_with_checksum(bundle: tuple[Path, dict], tmp_path: Pat
 
 
 def test_read_only_cache_refuses_every_write(source_cache: dict[str, str], tmp_path: Path) -> None:
-    """With the cache read-only (the demo), writers and deletes raise ReadOnlyError and change nothing; other folders stay writable."""
+    """With the cache read-only (the demo), writers and deletes raise ReadOnlyError and change nothing; other folders
+    stay writable."""
     from lib.store.runs import delete_run, set_label
 
     cache = Path(source_cache["cache"])
@@ -179,10 +220,25 @@ def test_read_only_cache_refuses_every_write(source_cache: dict[str, str], tmp_p
     assert files_of(cache) == before
 
 
-def test_bundle_cli_and_unknown_run(source_cache: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bundle_cli_and_unknown_run(
+    source_cache: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from lib.cli.main import main
 
-    assert main(["bundle", "--out", str(tmp_path / "b.tar"), "--run", "20200101-000000-mlp-abcdef", "--cache-dir", source_cache["cache"]]) == 2
+    assert (
+        main(
+            [
+                "bundle",
+                "--out",
+                str(tmp_path / "b.tar"),
+                "--run",
+                "20200101-000000-mlp-abcdef",
+                "--cache-dir",
+                source_cache["cache"],
+            ]
+        )
+        == 2
+    )
     assert "No complete run" in capsys.readouterr().err
     assert main(["bundle", "--out", str(tmp_path / "b.tar"), "--cache-dir", source_cache["cache"], "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
@@ -191,7 +247,9 @@ def test_bundle_cli_and_unknown_run(source_cache: dict[str, str], tmp_path: Path
     assert json.loads(capsys.readouterr().out)["runs"] == [source_cache["run"]]
 
 
-def test_bundle_out_never_replaces_a_users_file(source_cache: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bundle_out_never_replaces_a_users_file(
+    source_cache: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`bundle --out thesis.txt` is refused and the thesis kept; an earlier bundle at --out is replaced."""
     from lib.cli.main import main
 
@@ -212,15 +270,18 @@ def test_bundle_out_never_replaces_a_users_file(source_cache: dict[str, str], tm
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
-def test_a_gzip_bomb_member_is_refused_before_it_is_written(bundle: tuple[Path, dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A member the manifest says is N bytes but whose header says 32 MiB (zeros, a few KB gzipped) is refused before a byte of it lands."""
+def test_a_gzip_bomb_member_is_refused_before_it_is_written(
+    bundle: tuple[Path, dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A member the manifest says is N bytes but whose header says 32 MiB (zeros, a few KB gzipped) is refused before a
+    byte of it lands."""
     from lib.store import bundle_install as bundle_mod
 
     path, _ = bundle
     bomb = tmp_path / "bomb.tar.gz"
     with tarfile.open(path) as tin, tarfile.open(bomb, "w:gz") as tout:
         for m in tin.getmembers():
-            data = tin.extractfile(m).read()  # type: ignore[union-attr]
+            data = tin.extractfile(m).read()
             if m.name.startswith("projections/"):
                 data = bytes(32 << 20)
             info = tarfile.TarInfo(m.name)
@@ -229,14 +290,17 @@ def test_a_gzip_bomb_member_is_refused_before_it_is_written(bundle: tuple[Path, 
     assert bomb.stat().st_size < 4 << 20
     written: list[int] = []
     real_copy = bundle_mod.shutil.copyfileobj
-    monkeypatch.setattr(bundle_mod.shutil, "copyfileobj", lambda src, dst, n=0: written.append(1) or real_copy(src, dst, n))
+    monkeypatch.setattr(
+        bundle_mod.shutil, "copyfileobj", lambda src, dst, n=0: written.append(1) or real_copy(src, dst, n)
+    )
     with pytest.raises(BundleError, match="manifest says"):
         install_bundle(str(bomb), tmp_path / "cache")
     assert written == [] and files_of(tmp_path / "cache") == set()
 
 
 def test_an_updated_bundle_at_the_same_path_installs(source_cache: dict[str, str], tmp_path: Path) -> None:
-    """The same path (or URL) with new contents is installed (decided by the manifest's checksums); the same contents are not."""
+    """The same path (or URL) with new contents is installed (decided by the manifest's checksums); the same contents
+    are not."""
     import shutil
 
     cache = tmp_path / "src"
@@ -245,12 +309,24 @@ def test_an_updated_bundle_at_the_same_path_installs(source_cache: dict[str, str
     make_bundle(cache, out)
     assert install_bundle(str(out), target)["runs"] == [source_cache["run"]]
     assert install_bundle(str(out), target).get("already_installed")
-    req = RunRequest(source_cache["source"], source_cache["backbone"], HeadConfig(head="linear", epochs=2, batch_size=16), image_sizes=(32,))
+    req = RunRequest(
+        source_cache["source"],
+        source_cache["backbone"],
+        HeadConfig(head="linear", epochs=2, batch_size=16),
+        image_sizes=(32,),
+    )
     second = train_run(req, cache).run_id
     make_bundle(cache, out)
     info = install_bundle(str(out), target)
-    assert not info.get("already_installed") and info["artifacts_added"] >= 1 and set(info["runs"]) == {source_cache["run"], second}
-    assert (target / "runs" / second).is_dir() and set(installed_bundle(target)["runs"]) == {source_cache["run"], second}
+    assert (
+        not info.get("already_installed")
+        and info["artifacts_added"] >= 1
+        and set(info["runs"]) == {source_cache["run"], second}
+    )
+    assert (target / "runs" / second).is_dir() and set(installed_bundle(target)["runs"]) == {
+        source_cache["run"],
+        second,
+    }
 
 
 def test_a_bundle_holds_only_its_runs_datasets(source_cache: dict[str, str], tmp_path: Path) -> None:
@@ -261,9 +337,14 @@ def test_a_bundle_holds_only_its_runs_datasets(source_cache: dict[str, str], tmp
 
     cache = tmp_path / "src"
     shutil.copytree(source_cache["cache"], cache)
-    save_npz_checked(cache / "audits" / ("a" * 24 + ".npz"), {"labels.train": np.zeros(3)}, {"version": 1, "classes": ["secret"],
-                                                                                                "feature_keys": {"train": "f" * 24}})  # fmt: skip
-    save_npz_checked(cache / "projections" / f"full-pca-{'b' * 24}.npz", {"train": np.zeros((3, 2))}, {"version": 1})  # no feature_keys: older
+    save_npz_checked(
+        cache / "audits" / ("a" * 24 + ".npz"),
+        {"labels.train": np.zeros(3)},
+        {"version": 1, "classes": ["secret"], "feature_keys": {"train": "f" * 24}},
+    )
+    save_npz_checked(
+        cache / "projections" / f"full-pca-{'b' * 24}.npz", {"train": np.zeros((3, 2))}, {"version": 1}
+    )  # no feature_keys: older
     write_json_atomic(cache / "benchmarks" / ("c" * 24 + ".json"), {"dataset": "someone-elses", "rows": []})
     out = tmp_path / "demo.tar"
     make_bundle(cache, out, [source_cache["run"]])
@@ -273,7 +354,9 @@ def test_a_bundle_holds_only_its_runs_datasets(source_cache: dict[str, str], tmp
     assert [n for n in names if n.startswith("projections/full-pca-")]  # this dataset's own map is there
 
 
-def test_a_trickling_download_is_given_up(bundle: tuple[Path, dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_trickling_download_is_given_up(
+    bundle: tuple[Path, dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A server that sends one byte now and then (never enough to finish) is given up on with a clear line."""
     import time
 
@@ -305,8 +388,9 @@ def test_a_trickling_download_is_given_up(bundle: tuple[Path, dict], tmp_path: P
     assert files_of(tmp_path / "cache") == set() and not list((tmp_path / "cache").iterdir())
 
 
-def test_leftovers_of_a_killed_install_are_cleaned_and_a_full_disk_is_named(bundle: tuple[Path, dict], tmp_path: Path,
-                                                                               monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_leftovers_of_a_killed_install_are_cleaned_and_a_full_disk_is_named(
+    bundle: tuple[Path, dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import errno
 
     from lib.store import bundle_install as bundle_mod
@@ -331,15 +415,25 @@ def test_leftovers_of_a_killed_install_are_cleaned_and_a_full_disk_is_named(bund
 def test_a_damaged_installed_record_is_ignored_not_a_traceback(tmp_path: Path) -> None:
     """A cache whose bundle.json was damaged after installing (aliases a list, a size that is text) is treated as having
     no bundle: the pages fall back to the defaults instead of failing on every load."""
-    for damage in ({"aliases": ["a"]}, {"defaults": {"source": "x", "backbone": "y", "image_size": "big", "run": "20260101-000000-mlp-abcdef"}}):
-        record = {"version": 1, "runs": ["20260101-000000-mlp-abcdef"], "datasets": [], "aliases": {}, "float16_features": [],
-                  "defaults": {"source": "x", "backbone": "y", "image_size": 128, "run": "20260101-000000-mlp-abcdef"}} | damage  # fmt: skip
+    for damage in (
+        {"aliases": ["a"]},
+        {"defaults": {"source": "x", "backbone": "y", "image_size": "big", "run": "20260101-000000-mlp-abcdef"}},
+    ):
+        record = {
+            "version": 1,
+            "runs": ["20260101-000000-mlp-abcdef"],
+            "datasets": [],
+            "aliases": {},
+            "float16_features": [],
+            "defaults": {"source": "x", "backbone": "y", "image_size": 128, "run": "20260101-000000-mlp-abcdef"},
+        } | damage
         (tmp_path / "bundle.json").write_text(json.dumps(record))
         assert installed_bundle(tmp_path) is None and backbone_aliases(tmp_path) == {}
 
 
-def test_bundle_carries_float_litert_backbones_that_predict_as_tensorflow(source_cache: dict[str, str], bundle: tuple[Path, dict],
-                                                                         tmp_path: Path) -> None:  # fmt: skip
+def test_bundle_carries_float_litert_backbones_that_predict_as_tensorflow(
+    source_cache: dict[str, str], bundle: tuple[Path, dict], tmp_path: Path
+) -> None:
     """The bundle converts each run part to float LiteRT; installed, the run's probabilities through LiteRT and the
     numpy head equal TensorFlow's on the test split (argmax equal, within 1e-4)."""
     from lib.data.sources import load_dataset
@@ -353,17 +447,35 @@ def test_bundle_carries_float_litert_backbones_that_predict_as_tensorflow(source
     path, _report = bundle
     target = tmp_path / "demo_cache"
     info = install_bundle(str(path), target)
-    assert list(info["converted"].values()) and all(v.startswith("converted/") for v in info["converted"].values()) and info["not_converted"] == {}
+    assert (
+        list(info["converted"].values())
+        and all(v.startswith("converted/") for v in info["converted"].values())
+        and info["not_converted"] == {}
+    )
     run = load_run(target, source_cache["run"])
     ds = load_dataset(info["defaults"]["source"], target)
     images = np.asarray(ds.images("test"))
-    lite = predict_images(lite_backbones(run.manifest, ds, CacheLayout.at(target)), run.head, images, run.manifest.part_keys(), run.manifest.tta)
-    tf = predict_images([load_backbone(resolve_backbone(source_cache["backbone"]))], run.head, images, run.manifest.part_keys(), run.manifest.tta)
+    lite = predict_images(
+        lite_backbones(run.manifest, ds, CacheLayout.at(target)),
+        run.head,
+        images,
+        run.manifest.part_keys(),
+        run.manifest.tta,
+    )
+    tf = predict_images(
+        [load_backbone(resolve_backbone(source_cache["backbone"]))],
+        run.head,
+        images,
+        run.manifest.part_keys(),
+        run.manifest.tta,
+    )
     assert np.array_equal(lite.argmax(axis=1), tf.argmax(axis=1)) and float(np.abs(lite - tf).max()) <= 1e-4
     assert np.allclose(tf, run.probs, atol=1e-4)  # and both equal what the run stored
 
 
-def test_demo_pages_and_an_upload_never_import_tensorflow(source_cache: dict[str, str], bundle: tuple[Path, dict], tmp_path: Path) -> None:
+def test_demo_pages_and_an_upload_never_import_tensorflow(
+    source_cache: dict[str, str], bundle: tuple[Path, dict], tmp_path: Path
+) -> None:
     """A fresh interpreter serves every page of the demo from an installed bundle, classifies an uploaded image and
     searches by it, and TensorFlow is never imported; a run whose bundle has no conversion offers no upload."""
     import subprocess
@@ -400,9 +512,18 @@ for f in pathlib.Path({str(target)!r}, "converted").glob("*.tflite"):
     f.unlink()  # a bundle without the conversion: the page says so and offers no upload
 st.cache_resource.clear()
 at.switch_page("views/evaluate.py").run()
-assert not at.exception and any("Uploads are off" in i.value for i in at.info) and not at.file_uploader, [e.value for e in at.exception]
+assert not at.exception and any("Uploads are off" in i.value for i in at.info) and not at.file_uploader, [e.value for e
+in at.exception]
 print("no conversion: no upload")
 """
-    proc = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "tensorflow imported: False" in proc.stdout and "no conversion: no upload" in proc.stdout, proc.stdout[-2000:]
+    assert "tensorflow imported: False" in proc.stdout and "no conversion: no upload" in proc.stdout, proc.stdout[
+        -2000:
+    ]

@@ -21,15 +21,38 @@ def test_data_extract_train_evaluate_runs_export(assets: dict[str, Path], cache_
     text = cli("data", "--source", src, cache=cache_dir)
     assert "airplane" in text and "total" in text
 
-    first = cli("extract", "--source", src, "--backbone", bb, "--image-size", "40", "--split", "all", "--json", cache=cache_dir)
+    first = cli(
+        "extract", "--source", src, "--backbone", bb, "--image-size", "40", "--split", "all", "--json", cache=cache_dir
+    )
     for key in ("images", "feature_dim", "seconds", "images_per_second", "cache_hit", "cache_path"):
         assert key in first
     assert first["images"] == 90 and first["feature_dim"] == 16 and first["cache_hit"] is False
-    second = cli("extract", "--source", src, "--backbone", bb, "--image-size", "40", "--split", "all", "--json", cache=cache_dir)
+    second = cli(
+        "extract", "--source", src, "--backbone", bb, "--image-size", "40", "--split", "all", "--json", cache=cache_dir
+    )
     assert second["cache_hit"] is True and second["images"] == 90
 
-    trained = cli("train", "--source", src, "--backbone", bb, "--image-size", "40", "--head", "mlp", "--hidden", "16", "--epochs", "3",
-                  "--flip-train", "--tta", "--label", "cli run", "--json", cache=cache_dir)  # fmt: skip
+    trained = cli(
+        "train",
+        "--source",
+        src,
+        "--backbone",
+        bb,
+        "--image-size",
+        "40",
+        "--head",
+        "mlp",
+        "--hidden",
+        "16",
+        "--epochs",
+        "3",
+        "--flip-train",
+        "--tta",
+        "--label",
+        "cli run",
+        "--json",
+        cache=cache_dir,
+    )
     for key in ("run_id", "test_accuracy", "train_seconds", "extract_seconds"):
         assert key in trained
     assert 0 <= trained["test_accuracy"] <= 1
@@ -65,10 +88,15 @@ def test_backbones_lists_registry(cache_dir: Path) -> None:
         (["extract", "--source", "{cifar}", "--backbone", "y" * 5000], "characters long"),
         (["extract", "--source", "{cifar}", "--backbone", "/" + "a" * 300 + "/m"], "Unknown backbone"),
         (["train", "--source", "{cifar}", "--backbone", "/no/such/model", "--dropout", "3"], "dropout"),
-        (["train", "--source", "{cifar}", "--backbone", "/no/such/model", "--finetune", "--engine", "ray"], "fine-tuning trains from the images"),
+        (
+            ["train", "--source", "{cifar}", "--backbone", "/no/such/model", "--finetune", "--engine", "ray"],
+            "fine-tuning trains from the images",
+        ),
     ],
 )
-def test_errors_are_one_line_without_traceback(assets: dict[str, Path], cache_dir: Path, args: list[str], message: str) -> None:
+def test_errors_are_one_line_without_traceback(
+    assets: dict[str, Path], cache_dir: Path, args: list[str], message: str
+) -> None:
     args = [a.replace("{cifar}", str(assets["cifar_tar"])) for a in args]
     proc = cli(*args, cache=cache_dir, ok=False)
     assert proc.returncode != 0
@@ -80,31 +108,53 @@ def test_not_a_feature_vector_module_is_refused(assets: dict[str, Path], cache_d
     from tests import fixtures
 
     classifier = fixtures.make_classifier_savedmodel(tmp_path / "classifier")
-    proc = cli("extract", "--source", str(assets["cifar_tar"]), "--backbone", str(classifier), cache=cache_dir, ok=False)
+    proc = cli(
+        "extract", "--source", str(assets["cifar_tar"]), "--backbone", str(classifier), cache=cache_dir, ok=False
+    )
     assert proc.returncode == 2 and "classification module" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_export_refuses_the_cache_dir_and_closed_pipes_are_quiet(assets: dict[str, Path], cache_dir: Path) -> None:
     src, bb = str(assets["cifar_tar"]), str(assets["savedmodel"])
-    rid = cli("train", "--source", src, "--backbone", bb, "--image-size", "32", "--epochs", "2", "--json", cache=cache_dir)["run_id"]
+    rid = cli(
+        "train", "--source", src, "--backbone", bb, "--image-size", "32", "--epochs", "2", "--json", cache=cache_dir
+    )["run_id"]
     before = sorted(str(p) for p in cache_dir.rglob("*"))
     proc = cli("runs", "export", rid, "--out", str(cache_dir), "--force", cache=cache_dir, ok=False)
     assert proc.returncode == 2 and "not an export of this project" in proc.stderr and "Traceback" not in proc.stderr
     assert sorted(str(p) for p in cache_dir.rglob("*")) == before  # every run, feature and dataset is still there
-    # `evaluate ID | head -1`: the reader is gone before Python writes (`true` exits at once); no BrokenPipeError traceback.
+    # `evaluate ID | head -1`: the reader is gone before Python writes (`true` exits at once); no BrokenPipeError
+    # traceback.
     shell = f"{sys.executable} -m lib evaluate {rid} --cache-dir {cache_dir} | true"
     piped = subprocess.run(["bash", "-c", shell], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert "Traceback" not in piped.stderr and "BrokenPipe" not in piped.stderr, piped.stderr
 
 
-def test_two_classes_train_evaluate_and_list_with_escapes_shown_as_text(assets: dict[str, Path], tmp_path: Path, cache_dir: Path) -> None:
+def test_two_classes_train_evaluate_and_list_with_escapes_shown_as_text(
+    assets: dict[str, Path], tmp_path: Path, cache_dir: Path
+) -> None:
     """`train` on <split>/{cats,dogs} gives a run (top-5 is "n/a": it says nothing with two classes); `evaluate` and
     `runs list` print a class name and a run label holding terminal escapes as text."""
     from tests import fixtures
 
-    root = fixtures.make_image_folder(tmp_path / "imgs", classes=("cats", "dogs\x1b[2J"), per_class=8, test_per_class=4, corrupt=False)
-    out = cli("train", "--source", str(root), "--backbone", str(assets["savedmodel"]), "--image-size", "32", "--epochs", "3",
-              "--label", "mine\x1b]0;pwned\x07", "--json", cache=cache_dir)  # fmt: skip
+    root = fixtures.make_image_folder(
+        tmp_path / "imgs", classes=("cats", "dogs\x1b[2J"), per_class=8, test_per_class=4, corrupt=False
+    )
+    out = cli(
+        "train",
+        "--source",
+        str(root),
+        "--backbone",
+        str(assets["savedmodel"]),
+        "--image-size",
+        "32",
+        "--epochs",
+        "3",
+        "--label",
+        "mine\x1b]0;pwned\x07",
+        "--json",
+        cache=cache_dir,
+    )
     assert out["top5_accuracy"] is None and 0.0 <= out["test_accuracy"] <= 1.0
     text = cli("evaluate", out["run_id"], cache=cache_dir)
     assert "top-5 n/a" in text and "dogs\\x1b[2J" in text and "\x1b" not in text

@@ -18,7 +18,9 @@ def _fixes_csv(path: Path, rows: list[tuple[str, int, str]]) -> Path:
     return path
 
 
-def test_train_with_label_fixes_records_them_and_scores_both_ways(assets: dict[str, Path], cache_dir: Path, tmp_path: Path) -> None:
+def test_train_with_label_fixes_records_them_and_scores_both_ways(
+    assets: dict[str, Path], cache_dir: Path, tmp_path: Path
+) -> None:
     from lib.data.sources import load_dataset
     from lib.store.runs import load_run
 
@@ -27,16 +29,58 @@ def test_train_with_label_fixes_records_them_and_scores_both_ways(assets: dict[s
     given_test = ds.labels("test")
     # Three test labels moved to another class, and two training labels.
     moves = [("test", i, ds.classes[(int(given_test[i]) + 1) % 10]) for i in (0, 4, 9)]
-    moves += [("train", 2, ds.classes[(int(ds.labels("train")[2]) + 3) % 10]), ("train", 7, ds.classes[int(ds.labels("train")[7])])]
+    moves += [
+        ("train", 2, ds.classes[(int(ds.labels("train")[2]) + 3) % 10]),
+        ("train", 7, ds.classes[int(ds.labels("train")[7])]),
+    ]
     fixes = _fixes_csv(tmp_path / "fixes.csv", moves)
-    refused = cli("train", "--source", src, "--backbone", bb, "--image-size", "32", "--head", "linear", "--epochs", "2", "--relabel", str(fixes),
-                  cache=cache_dir, ok=False)  # fmt: skip
+    refused = cli(
+        "train",
+        "--source",
+        src,
+        "--backbone",
+        bb,
+        "--image-size",
+        "32",
+        "--head",
+        "linear",
+        "--epochs",
+        "2",
+        "--relabel",
+        str(fixes),
+        cache=cache_dir,
+        ok=False,
+    )
     # 4 of its 5 rows change a label: a CSV without a fingerprint that changes most of what it names needs --force
-    assert refused.returncode == 2 and "changes 4 of the 5 labels it names (80%)" in refused.stderr and "--force" in refused.stderr
-    out = cli("train", "--source", src, "--backbone", bb, "--image-size", "32", "--head", "linear", "--epochs", "2", "--relabel", str(fixes),
-              "--force", "--json", cache=cache_dir)  # fmt: skip
+    assert (
+        refused.returncode == 2
+        and "changes 4 of the 5 labels it names (80%)" in refused.stderr
+        and "--force" in refused.stderr
+    )
+    out = cli(
+        "train",
+        "--source",
+        src,
+        "--backbone",
+        bb,
+        "--image-size",
+        "32",
+        "--head",
+        "linear",
+        "--epochs",
+        "2",
+        "--relabel",
+        str(fixes),
+        "--force",
+        "--json",
+        cache=cache_dir,
+    )
     relabel = out["relabel"]
-    assert relabel["name"] == "fixes.csv" and len(relabel["sha256"]) == 64 and relabel["changed"] == {"train": 1, "test": 3}
+    assert (
+        relabel["name"] == "fixes.csv"
+        and len(relabel["sha256"]) == 64
+        and relabel["changed"] == {"train": 1, "test": 3}
+    )
     assert relabel["listed"] == {"test": 3, "train": 2}
     run = load_run(cache_dir, out["run_id"])
     assert run.manifest.relabel == relabel
@@ -55,11 +99,26 @@ def test_train_with_label_fixes_records_them_and_scores_both_ways(assets: dict[s
         ('{"format": "transfer-explorer-labels", "dataset": "someone-else", "labels": []}', "another dataset"),
     ],
 )
-def test_bad_fix_lists_are_refused_in_one_line(assets: dict[str, Path], cache_dir: Path, tmp_path: Path, body: str, message: str) -> None:
+def test_bad_fix_lists_are_refused_in_one_line(
+    assets: dict[str, Path], cache_dir: Path, tmp_path: Path, body: str, message: str
+) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text(body)
-    proc = cli("train", "--source", str(assets["cifar_tar"]), "--backbone", str(assets["savedmodel"]), "--image-size", "32", "--epochs", "1",
-               "--relabel", str(bad), cache=cache_dir, ok=False)  # fmt: skip
+    proc = cli(
+        "train",
+        "--source",
+        str(assets["cifar_tar"]),
+        "--backbone",
+        str(assets["savedmodel"]),
+        "--image-size",
+        "32",
+        "--epochs",
+        "1",
+        "--relabel",
+        str(bad),
+        cache=cache_dir,
+        ok=False,
+    )
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
     assert not (cache_dir / "runs").exists() or not any((cache_dir / "runs").iterdir())
 
@@ -68,28 +127,64 @@ def test_an_image_cannot_be_both_fixed_and_excluded(assets: dict[str, Path], cac
     fixes = _fixes_csv(tmp_path / "fixes.csv", [("train", 3, "cat")])
     excl = tmp_path / "excl.csv"
     excl.write_text("split,index\ntrain,3\n")
-    for cmd in (["train", "--backbone", str(assets["savedmodel"]), "--image-size", "32", "--epochs", "1"], ["export-dataset", "--out", str(tmp_path / "o")]):
-        proc = cli(*cmd, "--source", str(assets["cifar_tar"]), "--relabel", str(fixes), "--exclude", str(excl), "--force", cache=cache_dir, ok=False)
-        assert proc.returncode == 2 and "1 image is both excluded and relabelled" in proc.stderr and "train/3" in proc.stderr
+    for cmd in (
+        ["train", "--backbone", str(assets["savedmodel"]), "--image-size", "32", "--epochs", "1"],
+        ["export-dataset", "--out", str(tmp_path / "o")],
+    ):
+        proc = cli(
+            *cmd,
+            "--source",
+            str(assets["cifar_tar"]),
+            "--relabel",
+            str(fixes),
+            "--exclude",
+            str(excl),
+            "--force",
+            cache=cache_dir,
+            ok=False,
+        )
+        assert (
+            proc.returncode == 2
+            and "1 image is both excluded and relabelled" in proc.stderr
+            and "train/3" in proc.stderr
+        )
     assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("as_zip", [False, True])
-def test_export_dataset_round_trips_pixels_and_fixed_labels(assets: dict[str, Path], cache_dir: Path, tmp_path: Path, as_zip: bool) -> None:
+def test_export_dataset_round_trips_pixels_and_fixed_labels(
+    assets: dict[str, Path], cache_dir: Path, tmp_path: Path, as_zip: bool
+) -> None:
     from lib.data.sources import load_dataset
 
     src = str(assets["cifar_tar"])
     ds = load_dataset(src, cache_dir)
-    fixes = _fixes_csv(tmp_path / "fixes.csv", [("train", 0, ds.classes[(int(ds.labels("train")[0]) + 1) % 10]), ("test", 5, "ship")])
+    fixes = _fixes_csv(
+        tmp_path / "fixes.csv", [("train", 0, ds.classes[(int(ds.labels("train")[0]) + 1) % 10]), ("test", 5, "ship")]
+    )
     excl = tmp_path / "excl.json"
     excl.write_text(json.dumps({"format": "transfer-explorer-exclude-list", "images": {"train": [1, 2], "test": [7]}}))
     out = tmp_path / ("clean.zip" if as_zip else "clean")
-    summary = cli("export-dataset", "--source", src, "--out", str(out), "--exclude", str(excl), "--relabel", str(fixes), "--force", "--json",
-                  cache=cache_dir)  # fmt: skip
+    summary = cli(
+        "export-dataset",
+        "--source",
+        src,
+        "--out",
+        str(out),
+        "--exclude",
+        str(excl),
+        "--relabel",
+        str(fixes),
+        "--force",
+        "--json",
+        cache=cache_dir,
+    )
     assert summary["images"] == {"train": 58, "test": 29} and summary["excluded"] == {"train": [1, 2], "test": [7]}
     if as_zip:
         with zipfile.ZipFile(out) as zf:
-            assert "curation.json" in zf.namelist() and all(n.endswith(".png") for n in zf.namelist() if n != "curation.json")
+            assert "curation.json" in zf.namelist() and all(
+                n.endswith(".png") for n in zf.namelist() if n != "curation.json"
+            )
     else:
         assert json.loads((out / "curation.json").read_text())["relabelled"][0]["index"] == 0
 
@@ -109,7 +204,9 @@ def test_export_dataset_round_trips_pixels_and_fixed_labels(assets: dict[str, Pa
         assert np.array_equal(back.labels(split), fixed[order])
 
 
-def test_export_dataset_never_replaces_what_the_user_named(assets: dict[str, Path], cache_dir: Path, tmp_path: Path) -> None:
+def test_export_dataset_never_replaces_what_the_user_named(
+    assets: dict[str, Path], cache_dir: Path, tmp_path: Path
+) -> None:
     src = str(assets["cifar_tar"])
     mine = tmp_path / "mine.zip"
     mine.write_bytes(b"my own file")
@@ -119,11 +216,26 @@ def test_export_dataset_never_replaces_what_the_user_named(assets: dict[str, Pat
     sel = tmp_path / "sel.csv"
     sel.write_text("split,index\ntest,3\ntest,4\n")
     for target in (mine, folder):
-        proc = cli("export-dataset", "--source", src, "--out", str(target), "--selection", str(sel), cache=cache_dir, ok=False)
+        proc = cli(
+            "export-dataset", "--source", src, "--out", str(target), "--selection", str(sel), cache=cache_dir, ok=False
+        )
         assert proc.returncode == 2 and "already exists" in proc.stderr
-    assert mine.read_bytes() == b"my own file" and (folder / "keep.txt").read_text() == "keep" and sorted(p.name for p in tmp_path.iterdir() if p != cache_dir) == [
-        "folder", "mine.zip", "sel.csv"]  # nothing half-written beside them  # fmt: skip
-    picked = cli("export-dataset", "--source", src, "--out", str(tmp_path / "two"), "--selection", str(sel), "--json", cache=cache_dir)
+    assert (
+        mine.read_bytes() == b"my own file"
+        and (folder / "keep.txt").read_text() == "keep"
+        and sorted(p.name for p in tmp_path.iterdir() if p != cache_dir) == ["folder", "mine.zip", "sel.csv"]
+    )  # nothing half-written beside them
+    picked = cli(
+        "export-dataset",
+        "--source",
+        src,
+        "--out",
+        str(tmp_path / "two"),
+        "--selection",
+        str(sel),
+        "--json",
+        cache=cache_dir,
+    )
     assert picked["images"] == {"test": 2} and len(list((tmp_path / "two").rglob("*.png"))) == 2
 
 

@@ -15,7 +15,9 @@ from lib.pipeline.features import ensure_features
 from lib.store.layout import CacheLayout
 
 
-def test_one_tf_load_serves_every_size_and_every_conversion(assets: dict[str, Path], cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_one_tf_load_serves_every_size_and_every_conversion(
+    assets: dict[str, Path], cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     layout = CacheLayout(cache_dir)
     loads: list[str] = []
     real = backbones.load_backbone

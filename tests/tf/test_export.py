@@ -22,8 +22,14 @@ from tests import fixtures
 
 
 def test_exported_model_predicts_in_a_fresh_process(assets: dict[str, Path], cache_dir: Path, tmp_path: Path) -> None:
-    req = RunRequest(str(assets["cifar_tar"]), str(assets["savedmodel"]), HeadConfig(head="mlp", hidden=16, epochs=5, batch_size=16),
-                     image_sizes=(32, 48), train_views=("original", "flip"), tta=True)  # fmt: skip
+    req = RunRequest(
+        str(assets["cifar_tar"]),
+        str(assets["savedmodel"]),
+        HeadConfig(head="mlp", hidden=16, epochs=5, batch_size=16),
+        image_sizes=(32, 48),
+        train_views=("original", "flip"),
+        tta=True,
+    )
     manifest = train_run(req, cache_dir)
     out = export_run(cache_dir, manifest.run_id, tmp_path / "exported")
     assert (out / "saved_model.pb").exists() and (out / "class_names.txt").read_text().split() == fixtures.CLASSES
@@ -43,8 +49,14 @@ def test_exported_model_predicts_in_a_fresh_process(assets: dict[str, Path], cac
         print(json.dumps({{"probs": probs.tolist(), "names": [n.decode() for n in model.class_names.numpy()],
                           "big_shape": list(big.shape), "serve_keys": list(serve)}}))
     """)
-    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=180,
-                          env={"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "3", "HOME": str(tmp_path)})  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "3", "HOME": str(tmp_path)},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["names"] == fixtures.CLASSES and result["big_shape"] == [20, 10]
@@ -66,12 +78,18 @@ def test_exported_model_predicts_in_a_fresh_process(assets: dict[str, Path], cac
 
 @pytest.fixture
 def small_run(assets: dict[str, Path], cache_dir: Path) -> str:
-    req = RunRequest(str(assets["cifar_tar"]), str(assets["savedmodel"]), HeadConfig(head="linear", epochs=2, batch_size=16), image_sizes=(32,))
+    req = RunRequest(
+        str(assets["cifar_tar"]),
+        str(assets["savedmodel"]),
+        HeadConfig(head="linear", epochs=2, batch_size=16),
+        image_sizes=(32,),
+    )
     return train_run(req, cache_dir).run_id
 
 
 def test_export_never_deletes_what_the_user_named(small_run: str, cache_dir: Path, tmp_path: Path) -> None:
-    """`runs export --out DIR` once wiped DIR: here the cache itself, a user folder and a file are all refused and left intact."""
+    """`runs export --out DIR` once wiped DIR: here the cache itself, a user folder and a file are all refused and left
+    intact."""
     before = sorted(str(p) for p in cache_dir.rglob("*"))
     for force in (False, True):
         with pytest.raises(RunError, match="not an export of this project"):
@@ -111,7 +129,9 @@ def test_force_replaces_only_the_exports_own_files(small_run: str, cache_dir: Pa
     them, and both kept; without them it replaces the export. Class names travel exactly in class_names.json."""
     out = export_run(cache_dir, small_run, tmp_path / "exp")
     marker = json.loads((out / EXPORT_MARKER).read_text())
-    assert "saved_model.pb" in marker["files"] and json.loads((out / "class_names.json").read_text()) == fixtures.CLASSES
+    assert (
+        "saved_model.pb" in marker["files"] and json.loads((out / "class_names.json").read_text()) == fixtures.CLASSES
+    )
     (out / "NOTES.md").write_text("my notes")
     (out / "eval").mkdir()
     (out / "eval" / "results.csv").write_text("a,b\n1,2\n")
@@ -124,9 +144,11 @@ def test_force_replaces_only_the_exports_own_files(small_run: str, cache_dir: Pa
     assert export_run(cache_dir, small_run, out, force=True) == out and (out / "saved_model.pb").exists()
 
 
-def test_export_onto_a_full_disk_says_disk_full(small_run: str, cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
-    """TensorFlow reports a full disk as its own error type: the CLI says "Disk full" in one line, and nothing is left."""
+def test_export_onto_a_full_disk_says_disk_full(
+    small_run: str, cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """TensorFlow reports a full disk as its own error type: the CLI says "Disk full" in one line, and nothing is
+    left."""
     from lib.cli.main import main
     from lib.models import export
 
@@ -134,7 +156,9 @@ def test_export_onto_a_full_disk_says_disk_full(small_run: str, cache_dir: Path,
         raise RuntimeError("could not write file: No space left on device")
 
     monkeypatch.setattr(export, "save_module", full)
-    assert main(["runs", "export", small_run, "--out", str(tmp_path / "exp"), "--zip", "--cache-dir", str(cache_dir)]) == 2
+    assert (
+        main(["runs", "export", small_run, "--out", str(tmp_path / "exp"), "--zip", "--cache-dir", str(cache_dir)]) == 2
+    )
     err = capsys.readouterr().err
     assert err.startswith("error: Disk full") and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "exp").exists() and not list(tmp_path.glob(".exp*")) and not (tmp_path / "exp.zip").exists()

@@ -27,7 +27,9 @@ def setup(assets: dict[str, Path], cache_dir: Path) -> tuple:
 def test_extract_then_cache_hit_with_same_values(setup: tuple, cache_dir: Path) -> None:
     ds, spec, model = setup
     reports: list[features.ExtractProgress] = []
-    first = get_features(ds, "train", spec, cache_dir, image_size=48, batch_size=16, progress=reports.append, backbone=model)
+    first = get_features(
+        ds, "train", spec, cache_dir, image_size=48, batch_size=16, progress=reports.append, backbone=model
+    )
     assert not first.cache_hit and first.features.shape == (60, 16)
     assert reports[-1].done == reports[-1].total == 60 and reports[-1].images_per_second > 0
     second = get_features(ds, "train", spec, cache_dir, image_size=48)
@@ -48,8 +50,12 @@ def test_key_separates_everything_that_changes_features(setup: tuple, cache_dir:
     assert not np.allclose(base.features, flip.features)
     assert limited.features.shape == (10, 16)
     np.testing.assert_allclose(limited.features, base.features[limited.indices], rtol=1e-5, atol=1e-6)
-    keys = {feature_cache_key("d", "test", "b", 48, "original", None), feature_cache_key("d2", "test", "b", 48, "original", None),
-            feature_cache_key("d", "train", "b", 48, "original", None), feature_cache_key("d", "test", "b2", 48, "original", None)}  # fmt: skip
+    keys = {
+        feature_cache_key("d", "test", "b", 48, "original", None),
+        feature_cache_key("d2", "test", "b", 48, "original", None),
+        feature_cache_key("d", "train", "b", 48, "original", None),
+        feature_cache_key("d", "test", "b2", 48, "original", None),
+    }
     assert len(keys) == 4
     assert len(list_cached_features(cache_dir)) == 4
 
@@ -60,7 +66,9 @@ def test_key_follows_the_preprocessing_code(monkeypatch: pytest.MonkeyPatch) -> 
 
     from lib.models import preprocess
 
-    assert preprocess.PREPROCESSING_ID.endswith(__import__("hashlib").sha256(inspect.getsource(preprocess).encode()).hexdigest()[:12])
+    assert preprocess.PREPROCESSING_ID.endswith(
+        __import__("hashlib").sha256(inspect.getsource(preprocess).encode()).hexdigest()[:12]
+    )
     before = feature_cache_key("d", "test", "b", 48, "original", None)
     monkeypatch.setattr(feature_store, "PREPROCESSING_ID", "v1-edited")
     assert feature_cache_key("d", "test", "b", 48, "original", None) != before
@@ -76,7 +84,9 @@ def test_corrupt_cache_file_is_recomputed(setup: tuple, cache_dir: Path) -> None
     np.testing.assert_allclose(again.features, expected)
 
 
-def test_interrupted_extraction_leaves_nothing_valid_and_resumes(setup: tuple, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_extraction_leaves_nothing_valid_and_resumes(
+    setup: tuple, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ds, spec, model = setup
     monkeypatch.setattr(feature_store, "CHUNK", 16)
     calls = {"n": 0}
@@ -95,13 +105,17 @@ def test_interrupted_extraction_leaves_nothing_valid_and_resumes(setup: tuple, c
     assert list((cache_dir / "features").glob("*.partial/chunk_*.npy"))
     monkeypatch.setattr(model, "embed", real_embed)
     reports: list[features.ExtractProgress] = []
-    done = get_features(ds, "train", spec, cache_dir, image_size=48, batch_size=16, backbone=model, progress=reports.append)
+    done = get_features(
+        ds, "train", spec, cache_dir, image_size=48, batch_size=16, backbone=model, progress=reports.append
+    )
     assert reports[0].done == 32  # two chunks were kept from the interrupted run
     np.testing.assert_allclose(done.features, extract_features(model, ds.images("train"), 48), rtol=1e-5, atol=1e-6)
     assert not list((cache_dir / "features").glob("*.partial"))
 
 
-def test_full_disk_is_a_clear_error_and_keeps_nothing(setup: tuple, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_full_disk_is_a_clear_error_and_keeps_nothing(
+    setup: tuple, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ds, spec, model = setup
 
     def full(*args: object, **kwargs: object) -> None:
@@ -168,7 +182,9 @@ def test_bit_rot_is_detected_by_the_checksum(setup: tuple, cache_dir: Path) -> N
     np.testing.assert_allclose(again.features, expected)
 
 
-def test_a_writer_that_loses_the_race_leaves_no_orphan_chunk(setup: tuple, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_writer_that_loses_the_race_leaves_no_orphan_chunk(
+    setup: tuple, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Two extractions of one key: the second finishes (and cleans up) while the first is between chunks."""
     ds, spec, model = setup
     monkeypatch.setattr(feature_store, "CHUNK", 16)
@@ -178,7 +194,9 @@ def test_a_writer_that_loses_the_race_leaves_no_orphan_chunk(setup: tuple, cache
     def racing_embed(images: np.ndarray, size: int, flip: bool = False) -> np.ndarray:
         if not state["raced"]:
             state["raced"] = True
-            other = get_features(ds, "train", spec, cache_dir, image_size=48, batch_size=16, backbone=_Plain(real_embed, model))
+            other = get_features(
+                ds, "train", spec, cache_dir, image_size=48, batch_size=16, backbone=_Plain(real_embed, model)
+            )
             assert not other.cache_hit
         return real_embed(images, size, flip)
 
@@ -194,8 +212,8 @@ class _Plain:
 
     def __init__(self, embed: object, model: object) -> None:
         self.embed = embed
-        self.feature_dim = model.feature_dim  # type: ignore[attr-defined]
-        self.check_size = model.check_size  # type: ignore[attr-defined]
+        self.feature_dim = model.feature_dim
+        self.check_size = model.check_size
 
 
 FULL_DISK_SCRIPT = """
@@ -243,8 +261,13 @@ def test_full_disk_on_a_real_small_filesystem(assets: dict[str, Path], tmp_path:
     cache = mount / "cache"
     script = FULL_DISK_SCRIPT
     # The dataset is converted inside the namespace too, so the whole cache lives on the small disk.
-    proc = subprocess.run([*wrap, sys.executable, "-c", script, str(folder), str(cache), str(assets["savedmodel"]), mode],
-                          cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        [*wrap, sys.executable, "-c", script, str(folder), str(cache), str(assets["savedmodel"]), mode],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2, (proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
     assert "Disk full" in proc.stdout and "Traceback" not in proc.stderr
     assert "left: []" in proc.stdout  # no hidden temp file keeps the disk full

@@ -23,12 +23,22 @@ def test_finetune_runs_end_to_end_on_a_tiny_model(assets: dict[str, Path], cache
     cfg = FinetuneConfig(epochs=2, learning_rate=1e-3, batch_size=8, image_size=48, warmup_epochs=0.5)
     manifest = finetune_run(request(assets), cache_dir, cfg, on_epoch=reports.append, on_progress=progress.append)
     assert [r.epoch for r in reports] == [1, 2]
-    assert progress and all(p.images_per_second > 0 and p.eta_seconds >= 0 for p in progress) and progress[-1].images_done == progress[-1].images_total
+    assert (
+        progress
+        and all(p.images_per_second > 0 and p.eta_seconds >= 0 for p in progress)
+        and progress[-1].images_done == progress[-1].images_total
+    )
     assert manifest.finetuned is True and manifest.finetune is not None and manifest.image_sizes == [48]
-    assert 0 <= manifest.finetune["frozen_head_test_accuracy"] <= 1 and manifest.finetune["gpu"] is False and manifest.finetune["xla"] is False
+    assert (
+        0 <= manifest.finetune["frozen_head_test_accuracy"] <= 1
+        and manifest.finetune["gpu"] is False
+        and manifest.finetune["xla"] is False
+    )
     assert len(manifest.finetune["epoch_seconds"]) == 2 and manifest.finetune["images_per_second"] > 0
     assert [m.run_id for m in list_runs(cache_dir)] == [manifest.run_id]
-    assert not (cache_dir / "finetune").exists() or not any((cache_dir / "finetune").iterdir())  # the checkpoint is gone once the run is saved
+    assert not (cache_dir / "finetune").exists() or not any(
+        (cache_dir / "finetune").iterdir()
+    )  # the checkpoint is gone once the run is saved
     run = load_run(cache_dir, manifest.run_id)
     assert run.probs.shape == (30, 10)
 
@@ -59,12 +69,20 @@ def test_an_interrupted_finetune_resumes_after_its_last_epoch(assets: dict[str, 
         finetune_run(request(assets), cache_dir, cfg, on_epoch=stop_after_first)
     assert list((cache_dir / "finetune").iterdir()), "epoch 1 is checkpointed"
     stages, epochs = [], []
-    manifest = finetune_run(request(assets), cache_dir, cfg, on_stage=stages.append, on_epoch=lambda r: epochs.append(r.epoch))
+    manifest = finetune_run(
+        request(assets), cache_dir, cfg, on_stage=stages.append, on_epoch=lambda r: epochs.append(r.epoch)
+    )
     assert any(s.startswith("Resuming after epoch 1 of 3") for s in stages)
-    assert epochs == [2, 3] and manifest.finetune["resumed_from_epoch"] == 1 and [h["epoch"] for h in manifest.history] == [1, 2, 3]
+    assert (
+        epochs == [2, 3]
+        and manifest.finetune["resumed_from_epoch"] == 1
+        and [h["epoch"] for h in manifest.history] == [1, 2, 3]
+    )
 
 
-def test_refusals_other_checkpoint_tflite_and_out_of_memory(assets: dict[str, Path], cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_refusals_other_checkpoint_tflite_and_out_of_memory(
+    assets: dict[str, Path], cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import json
 
     from lib.data.sources import load_dataset
@@ -75,7 +93,9 @@ def test_refusals_other_checkpoint_tflite_and_out_of_memory(assets: dict[str, Pa
     ds = load_dataset(str(assets["cifar_tar"]), cache_dir)
     from lib.store.layout import CacheLayout
 
-    folder = CacheLayout(cache_dir).finetune_checkpoint(ft.checkpoint_key(ds, resolve_backbone(str(assets["savedmodel"])), 32, None, cfg))
+    folder = CacheLayout(cache_dir).finetune_checkpoint(
+        ft.checkpoint_key(ds, resolve_backbone(str(assets["savedmodel"])), 32, None, cfg)
+    )
     folder.mkdir(parents=True)
     (folder / "config.json").write_text(json.dumps({"key": "another-configuration"}))
     with pytest.raises(ConfigError, match="another fine-tuning configuration"):
@@ -97,7 +117,9 @@ def test_refusals_other_checkpoint_tflite_and_out_of_memory(assets: dict[str, Pa
         ft.FinetuneConfig(epochs=2, warmup_epochs=3).validate()
 
 
-def test_image_stream_visits_every_image_once_per_epoch_from_the_memory_map(assets: dict[str, Path], cache_dir: Path) -> None:
+def test_image_stream_visits_every_image_once_per_epoch_from_the_memory_map(
+    assets: dict[str, Path], cache_dir: Path
+) -> None:
     from lib.data.sources import load_dataset
     from lib.pipeline.finetune import image_stream
 

@@ -28,7 +28,9 @@ def test_tsne_fits_on_train_and_places_test_near_its_class() -> None:
     x_train, y_train = _blobs(80, 1)
     x_test, y_test = _blobs(20, 2)
     coords = fm.project_all({"train": x_train, "test": x_test}, "tsne", perplexity=15, iterations=250, seed=0)
-    assert coords["train"].shape == (400, 2) and coords["test"].shape == (100, 2) and coords["train"].dtype == np.float32
+    assert (
+        coords["train"].shape == (400, 2) and coords["test"].shape == (100, 2) and coords["train"].dtype == np.float32
+    )
     # Each test point's nearest training point on the map has its class: the map is shared by both splits.
     d = ((coords["test"][:, None, :] - coords["train"][None, :, :]) ** 2).sum(-1)
     assert (y_train[d.argmin(1)] == y_test).mean() >= 0.95
@@ -54,18 +56,35 @@ def test_map_artifact_round_trip_damage_and_key(tmp_path: Path) -> None:
     assert fm.load_map(path, {"train": 50, "test": 7}) is None  # damaged: never shown
     keys = {"train": "a", "test": "b"}
     assert fm.map_key(keys, "tsne", {"perplexity": 30}) != fm.map_key(keys, "tsne", {"perplexity": 50})
-    assert fm.map_key(keys, "tsne", {"perplexity": 30}) != fm.map_key({"train": "a", "test": "c"}, "tsne", {"perplexity": 30})
+    assert fm.map_key(keys, "tsne", {"perplexity": 30}) != fm.map_key(
+        {"train": "a", "test": "c"}, "tsne", {"perplexity": 30}
+    )
 
 
 def test_project_cli_json_contract_cache_and_bad_input(assets: dict[str, Path], cache_dir: Path) -> None:
-    cmd = [sys.executable, "-m", "lib", "project", "--source", str(assets["cifar_tar"]), "--backbone", str(assets["savedmodel"]), "--image-size", "32",
-           "--cache-dir", str(cache_dir), "--json"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "lib",
+        "project",
+        "--source",
+        str(assets["cifar_tar"]),
+        "--backbone",
+        str(assets["savedmodel"]),
+        "--image-size",
+        "32",
+        "--cache-dir",
+        str(cache_dir),
+        "--json",
+    ]
     proc = subprocess.run([*cmd, "--method", "pca"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout)
     assert out["method"] == "pca" and out["points"] == {"train": 60, "test": 30}
     assert len(list((cache_dir / "projections").glob("full-pca-*.npz"))) == 1
-    again = json.loads(subprocess.run([*cmd, "--method", "pca"], cwd=ROOT, capture_output=True, text=True, timeout=600).stdout)
+    again = json.loads(
+        subprocess.run([*cmd, "--method", "pca"], cwd=ROOT, capture_output=True, text=True, timeout=600).stdout
+    )
     assert again["projection_seconds"] == out["projection_seconds"]  # read back, not recomputed
     bad = subprocess.run([*cmd, "--method", "tsne"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and "needs more than 90 training images" in bad.stderr and "Traceback" not in bad.stderr

@@ -7,8 +7,11 @@ import numpy as np
 from lib.models.heads import HeadConfig, TrainedHead, softmax, stratified_split, train_head
 
 
-def blobs(n_per_class: int = 60, classes: int = 4, dim: int = 12, seed: int = 0, noise_seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Gaussian blobs around class centres drawn from ``seed``; ``noise_seed`` draws other points around the same centres."""
+def blobs(
+    n_per_class: int = 60, classes: int = 4, dim: int = 12, seed: int = 0, noise_seed: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian blobs around class centres drawn from ``seed``; ``noise_seed`` draws other points around the same
+    centres."""
     rng = np.random.default_rng(seed)
     centers = rng.normal(0, 3, (classes, dim))
     noise = np.random.default_rng(noise_seed) if noise_seed is not None else rng
@@ -21,7 +24,10 @@ def test_linear_and_mlp_learn_separable_data() -> None:
     x, y = blobs()
     xt, yt = blobs(seed=0, noise_seed=123)  # held-out points around the same centres, never trained on
     assert not np.allclose(x, xt)
-    for cfg in (HeadConfig(head="linear", epochs=30, batch_size=16, val_fraction=0), HeadConfig(head="mlp", hidden=32, dropout=0.2, epochs=30, batch_size=16, val_fraction=0)):
+    for cfg in (
+        HeadConfig(head="linear", epochs=30, batch_size=16, val_fraction=0),
+        HeadConfig(head="mlp", hidden=32, dropout=0.2, epochs=30, batch_size=16, val_fraction=0),
+    ):
         head = train_head(x, y, 4, cfg)
         acc = (head.predict_proba(xt).argmax(1) == yt).mean()
         assert acc > 0.95, (cfg.head, acc)
@@ -43,7 +49,9 @@ def test_progress_callback_after_each_epoch() -> None:
     x, y = blobs()
     tr, va = stratified_split(y, 0.25, 0)
     reports = []
-    train_head(x[tr], y[tr], 4, HeadConfig(epochs=4, batch_size=16, patience=None), x[va], y[va], progress=reports.append)
+    train_head(
+        x[tr], y[tr], 4, HeadConfig(epochs=4, batch_size=16, patience=None), x[va], y[va], progress=reports.append
+    )
     assert [r.epoch for r in reports] == [1, 2, 3, 4]
     assert all(r.val_accuracy is not None and r.elapsed >= 0 for r in reports)
     assert reports[-1].loss < reports[0].loss
@@ -54,7 +62,9 @@ def test_early_stopping_halts_and_restores_best() -> None:
     x = rng.normal(size=(200, 8)).astype(np.float32)
     y = rng.integers(0, 3, 200)  # pure noise: validation loss cannot keep improving
     xv, yv = rng.normal(size=(60, 8)).astype(np.float32), rng.integers(0, 3, 60)
-    head = train_head(x, y, 3, HeadConfig(head="mlp", hidden=64, dropout=0, learning_rate=1e-2, epochs=100, patience=2), xv, yv)
+    head = train_head(
+        x, y, 3, HeadConfig(head="mlp", hidden=64, dropout=0, learning_rate=1e-2, epochs=100, patience=2), xv, yv
+    )
     assert len(head.history) < 100
     assert head.best_epoch == len(head.history) - 2
 
@@ -84,6 +94,11 @@ def test_out_of_range_settings_are_user_errors() -> None:
     from lib.errors import ConfigError
 
     x, y = blobs()
-    for bad in (HeadConfig(head="transformer"), HeadConfig(optimizer="lbfgs"), HeadConfig(dropout=1.0), HeadConfig(batch_size=0)):
+    for bad in (
+        HeadConfig(head="transformer"),
+        HeadConfig(optimizer="lbfgs"),
+        HeadConfig(dropout=1.0),
+        HeadConfig(batch_size=0),
+    ):
         with pytest.raises(ConfigError):
             train_head(x, y, 4, bad)

@@ -21,13 +21,33 @@ def second_backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def two_backbone_run(assets: dict[str, Path], second_backbone: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     cache = tmp_path_factory.mktemp("multi")
-    out = cli("train", "--source", str(assets["cifar_tar"]), "--backbone", str(assets["savedmodel"]), "--backbone", f"{second_backbone}@40,48",
-              "--image-sizes", "32", "--head", "mlp", "--hidden", "16", "--epochs", "4", "--flip-train", "--tta", "--json", cache=cache)  # fmt: skip
+    out = cli(
+        "train",
+        "--source",
+        str(assets["cifar_tar"]),
+        "--backbone",
+        str(assets["savedmodel"]),
+        "--backbone",
+        f"{second_backbone}@40,48",
+        "--image-sizes",
+        "32",
+        "--head",
+        "mlp",
+        "--hidden",
+        "16",
+        "--epochs",
+        "4",
+        "--flip-train",
+        "--tta",
+        "--json",
+        cache=cache,
+    )
     return {"cache": cache, "result": out}
 
 
-def test_two_backbones_concatenate_and_every_prediction_path_agrees(two_backbone_run: dict, assets: dict[str, Path], second_backbone: Path,
-                                                                   tmp_path: Path) -> None:  # fmt: skip
+def test_two_backbones_concatenate_and_every_prediction_path_agrees(
+    two_backbone_run: dict, assets: dict[str, Path], second_backbone: Path, tmp_path: Path
+) -> None:
     import tensorflow as tf
 
     from lib.analysis.map_view import head_probabilities
@@ -41,10 +61,13 @@ def test_two_backbones_concatenate_and_every_prediction_path_agrees(two_backbone
     assert result["backbones"] == "tiny_fv_32 @ 32 + tiny_fv_8 @ 40,48", result["backbones"]
     run = load_run(cache, result["run_id"])
     m = run.manifest
-    assert [b["image_sizes"] for b in m.extra_backbones] == [[40, 48]] and m.extra_backbones[0]["backbone_name"] == "tiny_fv_8"
+    assert [b["image_sizes"] for b in m.extra_backbones] == [[40, 48]] and m.extra_backbones[0][
+        "backbone_name"
+    ] == "tiny_fv_8"
     assert m.part_keys() == [32, (1, 40), (1, 48)]
     assert run.head.mean.shape[-1] == 16 + 8 + 8  # every part's features reached the head
-    # The map's head on cached features reproduces the stored test probabilities (sizes, backbones and views the same way).
+    # The map's head on cached features reproduces the stored test probabilities (sizes, backbones and views the same
+    # way).
     ds = load_dataset(str(assets["cifar_tar"]), cache)
     again = head_probabilities(run, ds, resolve_backbone(m.backbone), cache, m.test_split)
     assert again is not None
@@ -58,7 +81,9 @@ def test_two_backbones_concatenate_and_every_prediction_path_agrees(two_backbone
     np.testing.assert_allclose(exported(images).numpy(), direct, atol=1e-4)
 
 
-def test_a_bundle_carries_every_backbone_of_a_run(two_backbone_run: dict, second_backbone: Path, tmp_path: Path) -> None:
+def test_a_bundle_carries_every_backbone_of_a_run(
+    two_backbone_run: dict, second_backbone: Path, tmp_path: Path
+) -> None:
     from lib.store.bundle import make_bundle
     from lib.store.bundle_install import backbone_aliases, install_bundle
 
@@ -71,16 +96,30 @@ def test_a_bundle_carries_every_backbone_of_a_run(two_backbone_run: dict, second
     assert str(second_backbone) in backbone_aliases(tmp_path / "target")
 
 
-@pytest.mark.parametrize(("extra", "message"), [
-    (["--backbone", "@128"], "names sizes but no backbone"),
-    (["--backbone", "{sm}@40,40"], "names the size 40 twice"),
-    (["--backbone", "{sm}@9999"], "input size"),
-    (["--backbone", "/nowhere/model@224"], "/nowhere/model"),
-    (["--backbone", "{sm}", "--finetune"], "Fine-tuning trains one backbone"),
-])  # fmt: skip
-def test_bad_further_backbones_get_one_line_errors(assets: dict[str, Path], cache_dir: Path, extra: list[str], message: str) -> None:
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--backbone", "@128"], "names sizes but no backbone"),
+        (["--backbone", "{sm}@40,40"], "names the size 40 twice"),
+        (["--backbone", "{sm}@9999"], "input size"),
+        (["--backbone", "/nowhere/model@224"], "/nowhere/model"),
+        (["--backbone", "{sm}", "--finetune"], "Fine-tuning trains one backbone"),
+    ],
+)
+def test_bad_further_backbones_get_one_line_errors(
+    assets: dict[str, Path], cache_dir: Path, extra: list[str], message: str
+) -> None:
     extra = [a.replace("{sm}", str(assets["savedmodel"])) for a in extra]
-    proc = cli("train", "--source", str(assets["cifar_tar"]), "--backbone", str(assets["savedmodel"]), *extra, cache=cache_dir, ok=False)
+    proc = cli(
+        "train",
+        "--source",
+        str(assets["cifar_tar"]),
+        "--backbone",
+        str(assets["savedmodel"]),
+        *extra,
+        cache=cache_dir,
+        ok=False,
+    )
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert not list((cache_dir / "runs").glob("*/manifest.json")) if (cache_dir / "runs").exists() else True
 

@@ -22,7 +22,8 @@ def test_default_paths_never_import_ray(assets: dict[str, Path], tmp_path: Path)
         from lib.cli.main import main
         for args in (["extract"], ["train", "--epochs", "1"]):
             try:
-                main([*args, "--source", {str(assets["cifar_tar"])!r}, "--backbone", {str(assets["savedmodel"])!r}, "--image-size", "32",
+                main([*args, "--source", {str(assets["cifar_tar"])!r}, "--backbone", {str(assets["savedmodel"])!r},
+                "--image-size", "32",
                       "--cache-dir", {str(tmp_path / "cache")!r}, "--json"])
             except SystemExit as exit:
                 assert not exit.code, exit.code
@@ -32,13 +33,26 @@ def test_default_paths_never_import_ray(assets: dict[str, Path], tmp_path: Path)
             at.switch_page(page)
             at.run()
             assert not at.exception, [e.value for e in at.exception]
-        assert any(e.label == "Extraction engine" for e in at.expander)  # drawn on the Train page (and on Home while features are missing)
+        assert any(e.label == "Extraction engine" for e in at.expander)  # drawn on the Train page (and on Home while
+        features are missing)
         print("RAY_LOADED" if any(m == "ray" or m.startswith("ray.") for m in sys.modules) else "RAY_ABSENT")
     """)
-    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          env={"PATH": "/usr/bin:/bin", "TLX_CACHE_DIR": str(tmp_path / "cache"), "TLX_SOURCE": str(assets["cifar_tar"]),
-                               "TLX_BACKBONE": str(assets["savedmodel"]), "TLX_IMAGE_SIZE": "32", "TF_CPP_MIN_LOG_LEVEL": "3",
-                               "HOME": str(tmp_path)})  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "TLX_CACHE_DIR": str(tmp_path / "cache"),
+            "TLX_SOURCE": str(assets["cifar_tar"]),
+            "TLX_BACKBONE": str(assets["savedmodel"]),
+            "TLX_IMAGE_SIZE": "32",
+            "TF_CPP_MIN_LOG_LEVEL": "3",
+            "HOME": str(tmp_path),
+        },
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == "RAY_ABSENT"
 

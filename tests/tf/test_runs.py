@@ -24,17 +24,31 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def run_manifest(assets: dict[str, Path], cache_dir: Path) -> RunManifest:
-    req = RunRequest(str(assets["cifar_tar"]), str(assets["savedmodel"]), HeadConfig(head="linear", epochs=40, batch_size=16, learning_rate=1e-2, val_fraction=0.2),
-                     image_sizes=(32,), train_views=("original", "flip"), tta=True)  # fmt: skip
+    req = RunRequest(
+        str(assets["cifar_tar"]),
+        str(assets["savedmodel"]),
+        HeadConfig(head="linear", epochs=40, batch_size=16, learning_rate=1e-2, val_fraction=0.2),
+        image_sizes=(32,),
+        train_views=("original", "flip"),
+        tta=True,
+    )
     return train_run(req, cache_dir)
 
 
-def test_train_run_registers_a_complete_run(run_manifest: RunManifest, cache_dir: Path, assets: dict[str, Path]) -> None:
+def test_train_run_registers_a_complete_run(
+    run_manifest: RunManifest, cache_dir: Path, assets: dict[str, Path]
+) -> None:
     listed = runs.list_runs(cache_dir)
     assert [m.run_id for m in listed] == [run_manifest.run_id]
     run = runs.load_run(cache_dir, run_manifest.run_id)
     m = run.manifest
-    assert m.source == str(assets["cifar_tar"]) and m.image_sizes == [32] and m.head.seed == 0 and m.history and m.versions["numpy"]
+    assert (
+        m.source == str(assets["cifar_tar"])
+        and m.image_sizes == [32]
+        and m.head.seed == 0
+        and m.history
+        and m.versions["numpy"]
+    )
     assert m.created and m.timings["train_seconds"] > 0 and m.schema == 2
     assert m.train_rows == 2 * 48 and m.val_rows == 12  # both views of the 80% kept for training
     assert run.probs.shape == (30, 10) and run.y_true.shape == (30,)
@@ -45,8 +59,14 @@ def test_train_run_registers_a_complete_run(run_manifest: RunManifest, cache_dir
 
 
 def test_same_request_same_predictions(assets: dict[str, Path], cache_dir: Path, run_manifest: RunManifest) -> None:
-    req = RunRequest(str(assets["cifar_tar"]), str(assets["savedmodel"]), HeadConfig(head="linear", epochs=40, batch_size=16, learning_rate=1e-2, val_fraction=0.2),
-                     image_sizes=(32,), train_views=("original", "flip"), tta=True)  # fmt: skip
+    req = RunRequest(
+        str(assets["cifar_tar"]),
+        str(assets["savedmodel"]),
+        HeadConfig(head="linear", epochs=40, batch_size=16, learning_rate=1e-2, val_fraction=0.2),
+        image_sizes=(32,),
+        train_views=("original", "flip"),
+        tta=True,
+    )
     again = train_run(req, cache_dir)
     a, b = runs.load_run(cache_dir, run_manifest.run_id), runs.load_run(cache_dir, again.run_id)
     np.testing.assert_array_equal(a.probs, b.probs)
@@ -68,7 +88,9 @@ def test_label_and_delete(run_manifest: RunManifest, cache_dir: Path) -> None:
 
 @pytest.mark.parametrize("name", ["head.npz", "predictions.npz"])
 @pytest.mark.parametrize("damage", ["garbage", "truncated"])
-def test_damaged_run_files_are_listed_as_damaged(run_manifest: RunManifest, cache_dir: Path, name: str, damage: str) -> None:
+def test_damaged_run_files_are_listed_as_damaged(
+    run_manifest: RunManifest, cache_dir: Path, name: str, damage: str
+) -> None:
     path = CacheLayout(cache_dir).run_dir(run_manifest.run_id) / name
     path.write_bytes(b"broken" if damage == "garbage" else path.read_bytes()[: len(path.read_bytes()) // 2])
     with pytest.raises(RunError, match="damaged"):
@@ -79,20 +101,25 @@ def test_damaged_run_files_are_listed_as_damaged(run_manifest: RunManifest, cach
     assert runs.list_damaged_runs(cache_dir) == []
 
 
-@pytest.mark.parametrize("edit", [
-    lambda m: m.pop("metrics"),
-    lambda m: m.pop("classes"),
-    lambda m: m.update(head={"head": "linear", "surprise": 1}),
-    lambda m: m.update(image_sizes="128"),
-    lambda m: m["metrics"].update(test_accuracy="high"),
-])  # fmt: skip
-def test_manifest_that_parses_but_lacks_keys_is_damaged(run_manifest: RunManifest, cache_dir: Path, edit: Callable[[dict], object]) -> None:
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda m: m.pop("metrics"),
+        lambda m: m.pop("classes"),
+        lambda m: m.update(head={"head": "linear", "surprise": 1}),
+        lambda m: m.update(image_sizes="128"),
+        lambda m: m["metrics"].update(test_accuracy="high"),
+    ],
+)
+def test_manifest_that_parses_but_lacks_keys_is_damaged(
+    run_manifest: RunManifest, cache_dir: Path, edit: Callable[[dict], object]
+) -> None:
     path = CacheLayout(cache_dir).run_dir(run_manifest.run_id) / "manifest.json"
     data = json.loads(path.read_text())
     edit(data)
     path.write_text(json.dumps(data))
     assert runs.list_runs(cache_dir) == []
-    (rid, reason), = runs.list_damaged_runs(cache_dir)
+    ((rid, reason),) = runs.list_damaged_runs(cache_dir)
     assert rid == run_manifest.run_id and "damaged" in reason
     with pytest.raises(RunError, match="damaged"):
         runs.load_run(cache_dir, rid)
@@ -114,7 +141,9 @@ def test_predictions_that_do_not_fit_the_classes_are_damaged(run_manifest: RunMa
         runs.load_run(cache_dir, run_manifest.run_id)
 
 
-def test_exception_mid_save_leaves_no_run(run_manifest: RunManifest, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_exception_mid_save_leaves_no_run(
+    run_manifest: RunManifest, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     run = runs.load_run(cache_dir, run_manifest.run_id)
     calls = {"n": 0}
     real = np.savez
@@ -127,7 +156,9 @@ def test_exception_mid_save_leaves_no_run(run_manifest: RunManifest, cache_dir: 
 
     monkeypatch.setattr(np, "savez", failing)
     with pytest.raises(Exception, match="Disk full"):
-        runs.save_run(cache_dir, run.manifest, run.head, {"y_true": run.y_true, "probs": run.probs, "indices": run.indices})
+        runs.save_run(
+            cache_dir, run.manifest, run.head, {"y_true": run.y_true, "probs": run.probs, "indices": run.indices}
+        )
     assert len(runs.list_runs(cache_dir)) == 1
     assert not [p for p in CacheLayout(cache_dir).runs.iterdir() if p.name.startswith(".")]
 
@@ -144,7 +175,8 @@ def test_process_killed_mid_save_leaves_no_listed_run(run_manifest: RunManifest,
                 os.kill(os.getpid(), signal.SIGKILL)
             real(path, **arrays)
         np.savez = dying
-        runs.save_run({str(cache_dir)!r}, run.manifest, run.head, {{"y_true": run.y_true, "probs": run.probs, "indices": run.indices}})
+        runs.save_run({str(cache_dir)!r}, run.manifest, run.head, {{"y_true": run.y_true, "probs": run.probs, "indices":
+        run.indices}})
     """)
     proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, timeout=120)
     assert proc.returncode == -9
@@ -152,8 +184,12 @@ def test_process_killed_mid_save_leaves_no_listed_run(run_manifest: RunManifest,
 
 
 def test_multiscale_concatenates_feature_sizes(assets: dict[str, Path], cache_dir: Path) -> None:
-    req = RunRequest(str(assets["cifar_tar"]), str(assets["savedmodel"]), HeadConfig(head="mlp", hidden=8, epochs=2, val_fraction=0.1),
-                     image_sizes=(32, 48))  # fmt: skip
+    req = RunRequest(
+        str(assets["cifar_tar"]),
+        str(assets["savedmodel"]),
+        HeadConfig(head="mlp", hidden=8, epochs=2, val_fraction=0.1),
+        image_sizes=(32, 48),
+    )
     manifest = train_run(req, cache_dir)
     run = runs.load_run(cache_dir, manifest.run_id)
     assert run.head.weights[0].shape == (32, 8)  # 16 features per size, two sizes
@@ -181,7 +217,11 @@ def test_best_ensemble_preset_names_its_own_backbones(assets: dict[str, Path]) -
     backbone given by the user wins."""
     req = RunRequest.from_protocol("best-ensemble", str(assets["cifar_tar"]), None)
     names = [req.backbone.rstrip("/").split("/")[-1], *(b.rstrip("/").split("/")[-1] for b, _s in req.more_backbones)]
-    assert [n.removesuffix("_feature_vector") for n in names] == ["mobilenet_v1_100_224", "efficientnet_lite0_224", "mobilenet_v2_100_224"]
+    assert [n.removesuffix("_feature_vector") for n in names] == [
+        "mobilenet_v1_100_224",
+        "efficientnet_lite0_224",
+        "mobilenet_v2_100_224",
+    ]
     assert req.image_sizes == (128, 224) and [s for _b, s in req.more_backbones] == [(224,), (224,)]
     assert req.train_views == ("original", "flip") and req.tta
     own = RunRequest.from_protocol("best-ensemble", str(assets["cifar_tar"]), str(assets["savedmodel"]))

@@ -37,7 +37,10 @@ def test_litert_float_matches_tensorflow(assets: dict[str, Path], cache_dir: Pat
     tf_feats = get_features(folder_ds, "test", spec, cache_dir, image_size=48)
     lite = get_features(folder_ds, "test", spec, cache_dir, image_size=48, runtime="litert")
     assert lite.path != tf_feats.path and not lite.cache_hit
-    rel = np.abs(np.asarray(lite.features) - np.asarray(tf_feats.features)).max() / np.abs(np.asarray(tf_feats.features)).max()
+    rel = (
+        np.abs(np.asarray(lite.features) - np.asarray(tf_feats.features)).max()
+        / np.abs(np.asarray(tf_feats.features)).max()
+    )
     assert rel < 1e-4, rel
     flipped = get_features(folder_ds, "test", spec, cache_dir, image_size=48, view="flip", runtime="litert")
     tf_flipped = get_features(folder_ds, "test", spec, cache_dir, image_size=48, view="flip")
@@ -48,13 +51,15 @@ def test_litert_float_matches_tensorflow(assets: dict[str, Path], cache_dir: Pat
     converted = list((cache_dir / "converted").glob("*.tflite"))
     assert len(converted) == 1
     mtime = converted[0].stat().st_mtime_ns
-    load_for_runtime(spec, "litert", 48, folder_ds, cache_dir)  # type: ignore[arg-type]
+    load_for_runtime(spec, "litert", 48, folder_ds, cache_dir)
     assert converted[0].stat().st_mtime_ns == mtime
 
 
-def test_litert_int8_is_calibrated_on_training_images_and_keyed_by_them(assets: dict[str, Path], cache_dir: Path, folder_ds: object) -> None:
+def test_litert_int8_is_calibrated_on_training_images_and_keyed_by_them(
+    assets: dict[str, Path], cache_dir: Path, folder_ds: object
+) -> None:
     spec = resolve_backbone(str(assets["savedmodel"]))
-    idx = calibration_indices(folder_ds)  # type: ignore[arg-type]
+    idx = calibration_indices(folder_ds)
     assert len(idx) == 80  # every training image here (fewer than 30 per class)
     q = get_features(folder_ds, "test", spec, cache_dir, image_size=40, runtime="litert-int8")
     f = get_features(folder_ds, "test", spec, cache_dir, image_size=40)
@@ -62,8 +67,8 @@ def test_litert_int8_is_calibrated_on_training_images_and_keyed_by_them(assets: 
     cosine = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
     assert cosine.mean() > 0.9, cosine.mean()  # quantised, so close but not equal
     assert not np.allclose(a, b)
-    ident = runtime_identity(spec, "litert-int8", folder_ds)  # type: ignore[arg-type]
-    assert folder_ds.fingerprint in ident  # type: ignore[attr-defined]
+    ident = runtime_identity(spec, "litert-int8", folder_ds)
+    assert folder_ds.fingerprint in ident
 
 
 def test_litert_mixed_keeps_the_worst_layers_float(assets: dict[str, Path], cache_dir: Path, folder_ds: object) -> None:
@@ -81,17 +86,31 @@ def test_litert_mixed_keeps_the_worst_layers_float(assets: dict[str, Path], cach
         a = np.asarray(get_features(folder_ds, "test", spec, cache_dir, image_size=40, runtime=runtime).features)
         cos[runtime] = float(((a * f).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(f, axis=1) + 1e-12)).mean())
     assert cos["litert-mixed"] > 0.9 and cos["litert-mixed"] >= cos["litert-int8"] - 1e-3, cos
-    path = LiteRTRuntime(quantized=True, mixed=True).converted(spec, 40, folder_ds, CacheLayout.at(cache_dir))  # type: ignore[arg-type]
+    path = LiteRTRuntime(quantized=True, mixed=True).converted(spec, 40, folder_ds, CacheLayout.at(cache_dir))
     types = {t["dtype"] for t in Interpreter(model_path=str(path)).get_tensor_details()}
     assert np.int8 in types  # quantised, not a float model under another name
-    assert runtime_identity(spec, "litert-mixed", folder_ds) != runtime_identity(spec, "litert-int8", folder_ds)  # type: ignore[arg-type]
+    assert runtime_identity(spec, "litert-mixed", folder_ds) != runtime_identity(spec, "litert-int8", folder_ds)
 
 
 def test_float_layers_are_a_prefix_to_the_last_early_suspect() -> None:
     from lib.runtimes.litert import float_layers
 
-    errors = [0.3, 0.4, 2.5, 0.5, 2.2, 0.2, 0.9, 0.3, 2.4, 0.2]  # suspects at 2 and 4 (early), 8 (late: not worth a float tail)
-    rows = [{"tensor_name": f"t{i}", "scale": "0.1", "mean_squared_error": str((e * 0.1) ** 2)} for i, e in enumerate(errors)]
+    errors = [
+        0.3,
+        0.4,
+        2.5,
+        0.5,
+        2.2,
+        0.2,
+        0.9,
+        0.3,
+        2.4,
+        0.2,
+    ]  # suspects at 2 and 4 (early), 8 (late: not worth a float tail)
+    rows = [
+        {"tensor_name": f"t{i}", "scale": "0.1", "mean_squared_error": str((e * 0.1) ** 2)}
+        for i, e in enumerate(errors)
+    ]
     assert float_layers(rows) == ["t0", "t1", "t2", "t3", "t4"]
     assert float_layers(rows, threshold=3.0) == []
     assert float_layers(rows, within=1.0) == [f"t{i}" for i in range(9)]
@@ -99,9 +118,18 @@ def test_float_layers_are_a_prefix_to_the_last_early_suspect() -> None:
 
 def test_keys_separate_runtimes_and_tf_keys_are_unchanged() -> None:
     base = feature_cache_key("d", "test", "b", 128, "original", None)
-    assert get_runtime("tf").key_part(None, None) is None  # type: ignore[arg-type]  # TensorFlow keeps the keys it always had
-    assert len({base, feature_cache_key("d", "test", "b", 128, "original", None, "litert:c1"),
-                feature_cache_key("d", "test", "b", 128, "original", None, "litert-int8:fp/train:c1")}) == 3  # fmt: skip
+    # TensorFlow keeps the keys it always had
+    assert get_runtime("tf").key_part(None, None) is None
+    assert (
+        len(
+            {
+                base,
+                feature_cache_key("d", "test", "b", 128, "original", None, "litert:c1"),
+                feature_cache_key("d", "test", "b", 128, "original", None, "litert-int8:fp/train:c1"),
+            }
+        )
+        == 3
+    )
 
 
 def test_bad_runtimes_and_small_calibration_sets(assets: dict[str, Path], cache_dir: Path) -> None:
@@ -123,9 +151,9 @@ def test_tflite_backbone_runs_as_it_is_whatever_the_runtime(assets: dict[str, Pa
     assert b.cache_hit and b.path == a.path
 
 
-
 class _DoubledTF:
-    """A stand-in runtime for the plug-in test: TensorFlow's features, doubled (so they are its own, and keyed apart)."""
+    """A stand-in runtime for the plug-in test: TensorFlow's features, doubled (so they are its own, and keyed
+    apart)."""
 
     name = "doubled-tf"
     description = "TensorFlow's features times two (a test runtime)"
@@ -140,7 +168,7 @@ class _DoubledTF:
     def load(self, spec: object, size: int, dataset: object, layout: object, tf_backbone: object = None) -> object:
         from lib.models.backbones import load_backbone
 
-        inner = load_backbone(spec)  # type: ignore[arg-type]
+        inner = load_backbone(spec)
 
         class Doubled:
             feature_dim, fixed_size, runtime = inner.feature_dim, None, self.name
@@ -160,7 +188,9 @@ class _DoubledTF:
         return None
 
 
-def test_a_registered_runtime_flows_through_every_door(assets: dict[str, Path], cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_registered_runtime_flows_through_every_door(
+    assets: dict[str, Path], cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """One `register(...)` and nothing else: the new runtime is a CLI choice, makes its own keyed features (the manifest
     records it), trains a run that says so, is measured by the benchmark, and is offered on the Train page."""
     from streamlit.testing.v1 import AppTest
@@ -170,7 +200,7 @@ def test_a_registered_runtime_flows_through_every_door(assets: dict[str, Path], 
     from lib.runtimes import register, unregister
     from lib.store.runs import list_runs
 
-    register(_DoubledTF())  # type: ignore[arg-type]
+    register(_DoubledTF())
     try:
         src, bb = str(assets["cifar_tar"]), str(assets["savedmodel"])
         common = ["--source", src, "--backbone", bb, "--image-size", "32", "--cache-dir", str(cache_dir), "--json"]

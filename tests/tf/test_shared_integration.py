@@ -48,8 +48,15 @@ def test_limited_extraction_shapes_determinism_cache_and_flip(shared_cache) -> N
 
 def test_limited_training_beats_accuracy_floor(shared_cache) -> None:
     """500 training images (50 per class), linear head on 128x128 features: far above chance (10%)."""
-    req = RunRequest(str(SHARED_DATA), str(SHARED_MODEL), HeadConfig(head="linear", epochs=40, batch_size=64, val_fraction=0.1, patience=8),
-                     image_sizes=(128,), train_views=("original", "flip"), tta=True, limit=LIMIT)  # fmt: skip
+    req = RunRequest(
+        str(SHARED_DATA),
+        str(SHARED_MODEL),
+        HeadConfig(head="linear", epochs=40, batch_size=64, val_fraction=0.1, patience=8),
+        image_sizes=(128,),
+        train_views=("original", "flip"),
+        tta=True,
+        limit=LIMIT,
+    )
     manifest = train_run(req, shared_cache)
     # Measured at 0.68 on this subset; 0.60 leaves room for numeric noise, and chance is 0.10.
     assert manifest.metrics.test_accuracy >= 0.60, manifest.metrics

@@ -14,14 +14,21 @@ from lib.store.runs import list_runs
 
 def test_a_request_is_checked_before_any_work(assets: dict[str, Path], cache_dir: Path) -> None:
     base = (str(assets["cifar_tar"]), str(assets["savedmodel"]))
-    for bad in (RunRequest(*base, image_sizes=(32, 32)), RunRequest(*base, image_sizes=(8,)), RunRequest(*base, HeadConfig(learning_rate=float("nan"))),
-                RunRequest(*base, runtime="onnx"), RunRequest(*base, limit=0)):  # fmt: skip
+    for bad in (
+        RunRequest(*base, image_sizes=(32, 32)),
+        RunRequest(*base, image_sizes=(8,)),
+        RunRequest(*base, HeadConfig(learning_rate=float("nan"))),
+        RunRequest(*base, runtime="onnx"),
+        RunRequest(*base, limit=0),
+    ):
         with pytest.raises(ConfigError):
             train_run(bad, cache_dir)
     assert not (cache_dir / "features").exists()  # refused before anything was extracted
 
 
-def test_a_run_is_saved_even_when_a_metric_fails(assets: dict[str, Path], cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_run_is_saved_even_when_a_metric_fails(
+    assets: dict[str, Path], cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from lib.analysis import evaluation
 
     def broken(*_a: object, **_k: object) -> None:
@@ -29,7 +36,9 @@ def test_a_run_is_saved_even_when_a_metric_fails(assets: dict[str, Path], cache_
 
     monkeypatch.setattr(evaluation, "evaluate", broken)
     stages: list[str] = []
-    req = RunRequest(str(assets["cifar_tar"]), str(assets["savedmodel"]), HeadConfig(epochs=2, batch_size=16), image_sizes=(32,))
+    req = RunRequest(
+        str(assets["cifar_tar"]), str(assets["savedmodel"]), HeadConfig(epochs=2, batch_size=16), image_sizes=(32,)
+    )
     manifest = train_run(req, cache_dir, on_stage=stages.append)
     assert [m.run_id for m in list_runs(cache_dir)] == [manifest.run_id]
     assert 0.0 <= manifest.metrics.test_accuracy <= 1.0 and manifest.metrics.top5_accuracy is None

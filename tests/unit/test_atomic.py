@@ -34,9 +34,9 @@ def test_a_full_disk_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 def test_checked_npz_round_trip_and_damage(tmp_path: Path) -> None:
     path = tmp_path / "m.npz"
     atomic.save_npz_checked(path, {"x": np.arange(5)}, {"version": 1, "feature_keys": {"train": "ab"}})
-    meta, arrays = atomic.load_npz_checked(path)  # type: ignore[misc]
+    meta, arrays = atomic.load_npz_checked(path)
     assert meta["version"] == 1 and np.array_equal(arrays["x"], np.arange(5))
-    assert atomic.npz_meta(path)["feature_keys"] == {"train": "ab"}  # type: ignore[index]
+    assert atomic.npz_meta(path)["feature_keys"] == {"train": "ab"}
     path.write_bytes(path.read_bytes()[:-30])
     assert atomic.load_npz_checked(path) is None and atomic.npz_meta(tmp_path / "missing.npz") is None
 

@@ -1,6 +1,5 @@
 """lib/bounds.py: one range per number, shared by the CLI, the lib and the app; one-line refusals."""
 
-
 from __future__ import annotations
 
 import sys
@@ -15,20 +14,33 @@ from lib.errors import ConfigError
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("argv, flag_name", [
-    (["train", "--lr", "inf"], "--lr"), (["train", "--lr", "nan"], "--lr"), (["train", "--seed", "-1"], "--seed"),
-    (["train", "--image-sizes", "abc"], "--image-sizes"), (["train", "--image-size", "100000"], "--image-size"),
-    (["train", "--image-sizes", "128,128"], "--image-sizes"), (["benchmark", "--image-sizes", "0"], "--image-sizes"),
-    (["benchmark", "--image-sizes", "64,64"], "--image-sizes"), (["benchmark", "--runtimes", ","], "--runtimes"),
-    (["project", "--perplexity", "0"], "--perplexity"), (["extract", "--ray-cpus-per-worker", "nan"], "--ray-cpus-per-worker"),
-    (["extract", "--engine", "ray", "--ray-address", "a" * 5000], "--ray-address"), (["train", "--dropout", "1.5"], "--dropout"),
-    (["audit", "--folds", "1"], "--folds"), (["train", "--epochs", "2.5"], "--epochs"),
-])  # fmt: skip
-def test_every_flag_has_bounds_and_a_one_line_error(argv: list[str], flag_name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "argv, flag_name",
+    [
+        (["train", "--lr", "inf"], "--lr"),
+        (["train", "--lr", "nan"], "--lr"),
+        (["train", "--seed", "-1"], "--seed"),
+        (["train", "--image-sizes", "abc"], "--image-sizes"),
+        (["train", "--image-size", "100000"], "--image-size"),
+        (["train", "--image-sizes", "128,128"], "--image-sizes"),
+        (["benchmark", "--image-sizes", "0"], "--image-sizes"),
+        (["benchmark", "--image-sizes", "64,64"], "--image-sizes"),
+        (["benchmark", "--runtimes", ","], "--runtimes"),
+        (["project", "--perplexity", "0"], "--perplexity"),
+        (["extract", "--ray-cpus-per-worker", "nan"], "--ray-cpus-per-worker"),
+        (["extract", "--engine", "ray", "--ray-address", "a" * 5000], "--ray-address"),
+        (["train", "--dropout", "1.5"], "--dropout"),
+        (["audit", "--folds", "1"], "--folds"),
+        (["train", "--epochs", "2.5"], "--epochs"),
+    ],
+)
+def test_every_flag_has_bounds_and_a_one_line_error(
+    argv: list[str], flag_name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     try:
         code = main([*argv, "--cache-dir", str(tmp_path)])
     except SystemExit as exit_:
-        code = exit_.code  # type: ignore[assignment]
+        code = exit_.code
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and err.startswith("error:") and flag_name in err, err
     assert "unexpected" not in err and len(err) < 400

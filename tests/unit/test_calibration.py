@@ -21,7 +21,9 @@ def _logits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def test_an_overconfident_head_is_cooled_and_its_ece_falls() -> None:
     val_logits, val_y = _logits(3000, 0)
     t = fit_temperature(lambda temp: softmax(val_logits / temp), val_y)
-    assert 1.5 < t < 4.5  # it cools the logits (not exactly by the factor they were inflated by: the noise is inflated too)
+    assert (
+        1.5 < t < 4.5
+    )  # it cools the logits (not exactly by the factor they were inflated by: the noise is inflated too)
     test_logits, test_y = _logits(3000, 1)
     before, after = softmax(test_logits), softmax(test_logits / t)
     assert reliability(test_y, after)["ece"] < 0.03 < reliability(test_y, before)["ece"]

@@ -11,11 +11,15 @@ from lib.analysis.compare import compare_runs, mcnemar, verdict
 from lib.errors import ConfigError
 
 
-def _run(run_id: str, indices: list[int], y: list[int], pred: list[int], conf: float = 0.9, fingerprint: str = "fp") -> SimpleNamespace:
+def _run(
+    run_id: str, indices: list[int], y: list[int], pred: list[int], conf: float = 0.9, fingerprint: str = "fp"
+) -> SimpleNamespace:
     probs = np.full((len(y), 3), (1 - conf) / 2, np.float32)
     probs[np.arange(len(y)), pred] = conf
     manifest = SimpleNamespace(dataset_fingerprint=fingerprint, test_split="test", classes=["a", "b", "c"])
-    return SimpleNamespace(run_id=run_id, manifest=manifest, indices=np.asarray(indices), y_true=np.asarray(y), probs=probs)
+    return SimpleNamespace(
+        run_id=run_id, manifest=manifest, indices=np.asarray(indices), y_true=np.asarray(y), probs=probs
+    )
 
 
 def test_mcnemar_exact_p_value() -> None:
@@ -29,7 +33,9 @@ def test_mcnemar_exact_p_value() -> None:
 def test_compare_aligns_shared_images_and_lists_disagreements() -> None:
     y = [0, 1, 2, 0, 1, 2]
     a = _run("A", [0, 1, 2, 3, 4, 5], y, [0, 1, 2, 0, 0, 0])  # right on 0-3
-    b = _run("B", [5, 4, 3, 2, 1, 0], y[::-1], [2, 1, 1, 1, 1, 0])  # indices in another order: right on 5, 4, 0 (index 1 is given 1)
+    b = _run(
+        "B", [5, 4, 3, 2, 1, 0], y[::-1], [2, 1, 1, 1, 1, 0]
+    )  # indices in another order: right on 5, 4, 0 (index 1 is given 1)
     b.probs[0, 2] = 0.95  # the same label set differently by index: B is right on index 5 with more confidence
     r = compare_runs(a, b)
     assert r["images"] == 6 and r["accuracy"]["a"] == pytest.approx(4 / 6)

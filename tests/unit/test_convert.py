@@ -35,7 +35,11 @@ def folder(tmp_path: Path) -> Path:
 
 
 def _finished(cache_dir: Path) -> list[Path]:
-    return [p for p in (cache_dir / "datasets").iterdir() if not p.name.startswith(".")] if (cache_dir / "datasets").exists() else []
+    return (
+        [p for p in (cache_dir / "datasets").iterdir() if not p.name.startswith(".")]
+        if (cache_dir / "datasets").exists()
+        else []
+    )
 
 
 def _partial(cache_dir: Path) -> Path:
@@ -90,7 +94,9 @@ def _interrupt(folder: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch, a
     assert not _finished(cache_dir)  # nothing half-written is visible as a dataset
 
 
-def test_interrupted_conversion_resumes_where_it_stopped(folder: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_conversion_resumes_where_it_stopped(
+    folder: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     reference = load_dataset(str(folder), cache_dir / "reference")
     _interrupt(folder, cache_dir, monkeypatch, after=32)
     status = np.fromfile(_partial(cache_dir) / "status.u8", np.uint8)
@@ -106,7 +112,9 @@ def test_interrupted_conversion_resumes_where_it_stopped(folder: Path, cache_dir
         np.testing.assert_array_equal(ds.labels(split), reference.labels(split))
 
 
-def test_a_lost_staging_file_is_redone_not_trusted(folder: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_lost_staging_file_is_redone_not_trusted(
+    folder: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     reference = load_dataset(str(folder), cache_dir / "reference")
     _interrupt(folder, cache_dir, monkeypatch, after=48)
     (_partial(cache_dir) / "train_images.npy").unlink()  # its status bytes now promise rows that are gone
@@ -115,7 +123,9 @@ def test_a_lost_staging_file_is_redone_not_trusted(folder: Path, cache_dir: Path
 
 
 @pytest.mark.parametrize("change", ["edit", "delete"])
-def test_a_folder_changed_during_conversion_is_reported(folder: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch, change: str) -> None:
+def test_a_folder_changed_during_conversion_is_reported(
+    folder: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
     monkeypatch.setattr(convert, "CHECKPOINT", 16)
     victim = folder / "test" / "frog" / "0003.png"  # near the end of the dataset order: read after the change
 
@@ -147,7 +157,9 @@ def test_an_archive_replaced_during_conversion_is_reported(folder: Path, tmp_pat
     assert not _finished(cache_dir)
 
 
-def test_full_disk_while_streaming_is_a_clear_error(folder: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_full_disk_while_streaming_is_a_clear_error(
+    folder: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     real = os.pwrite
     calls = {"n": 0}
 
@@ -167,8 +179,12 @@ def test_full_disk_while_streaming_is_a_clear_error(folder: Path, cache_dir: Pat
 
 def test_make_big_folder_writes_a_convertible_dataset(tmp_path: Path, cache_dir: Path) -> None:
     out = tmp_path / "big"
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / "make_big_folder.py"), str(out), "--images", "120", "--workers", "2"],
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "make_big_folder.py"), str(out), "--images", "120", "--workers", "2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     exts = {p.suffix for p in out.rglob("*.*")}
     assert exts == {".jpg", ".png"}

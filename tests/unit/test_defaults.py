@@ -17,8 +17,18 @@ def test_flag_then_environment_then_bundle_then_project(tmp_path: Path, monkeypa
     d = choose_defaults(tmp_path)
     assert (d.source, d.backbone, d.image_size, d.run_id) == ("cifar10", "mobilenet_v1_100_128", 128, "")
     run = "20260101-000000-mlp-abcdef"
-    (tmp_path / "bundle.json").write_text(json.dumps({"version": 1, "runs": [run], "datasets": [], "aliases": {}, "float16_features": [],
-                                                      "defaults": {"source": "cache:abc", "backbone": "bb", "image_size": 96, "run": run}}))  # fmt: skip
+    (tmp_path / "bundle.json").write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "runs": [run],
+                "datasets": [],
+                "aliases": {},
+                "float16_features": [],
+                "defaults": {"source": "cache:abc", "backbone": "bb", "image_size": 96, "run": run},
+            }
+        )
+    )
     d = choose_defaults(tmp_path)
     assert (d.source, d.backbone, d.image_size, d.run_id) == ("cache:abc", "bb", 96, run)
     monkeypatch.setenv(config.ENV_BACKBONE, "from-env")

@@ -1,4 +1,5 @@
-"""The container recipe, checked where no image can be built: the Dockerfile installs and starts what the README says."""
+"""The container recipe, checked where no image can be built: the Dockerfile installs and starts what the README
+says."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ def test_dockerfile_follows_the_hosts_conventions() -> None:
     assert re.search(r"^HEALTHCHECK .*\n?.*/_stcore/health", text, re.M)
     assert "TLX_DEMO=1" in text and "PORT=8501" in text
     assert re.search(r'^CMD \["bash", "deploy/entrypoint.sh"\]$', text, re.M)
-    assert "TLX_BUNDLE=" not in text.split("CMD")[0].replace("-e TLX_BUNDLE=", "")  # the bundle comes at start, not baked in
+    assert "TLX_BUNDLE=" not in text.split("CMD")[0].replace(
+        "-e TLX_BUNDLE=", ""
+    )  # the bundle comes at start, not baked in
     assert not re.search(r"^(COPY|ADD) .*\.(tar|npz|npy)\b", text, re.M)
 
 

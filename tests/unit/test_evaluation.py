@@ -7,23 +7,30 @@ import numpy as np
 from lib.analysis import evaluation as ev
 
 Y = np.array([0, 0, 1, 1, 2, 2])
-P = np.array([
-    [0.9, 0.05, 0.05],  # right
-    [0.2, 0.7, 0.1],    # 0 -> 1, conf 0.7
-    [0.1, 0.8, 0.1],    # right
-    [0.6, 0.3, 0.1],    # 1 -> 0, conf 0.6
-    [0.05, 0.05, 0.9],  # right
-    [0.45, 0.5, 0.05],  # 2 -> 1, conf 0.5, and 2 is last
-])  # fmt: skip
+P = np.array(
+    [
+        [0.9, 0.05, 0.05],  # right
+        [0.2, 0.7, 0.1],  # 0 -> 1, conf 0.7
+        [0.1, 0.8, 0.1],  # right
+        [0.6, 0.3, 0.1],  # 1 -> 0, conf 0.6
+        [0.05, 0.05, 0.9],  # right
+        [0.45, 0.5, 0.05],  # 2 -> 1, conf 0.5, and 2 is last
+    ]
+)
 CLASSES = ["a", "b", "c"]
 
 
 def test_accuracy_and_top_k() -> None:
     assert ev.accuracy(Y, P) == 0.5
     assert ev.top_k_accuracy(Y, P, 2) == 5 / 6  # only row 5 misses: its true class is ranked last
-    assert ev.top_k_accuracy(Y, P, 3) is None and ev.top_k_accuracy(Y, P, 5) is None  # k not below the classes: no figure
+    assert (
+        ev.top_k_accuracy(Y, P, 3) is None and ev.top_k_accuracy(Y, P, 5) is None
+    )  # k not below the classes: no figure
     two = np.array([[0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
-    assert ev.top_k_accuracy(np.array([0, 1, 1]), two, 1) == 2 / 3 and ev.top_k_accuracy(np.array([0, 1, 1]), two, 5) is None
+    assert (
+        ev.top_k_accuracy(np.array([0, 1, 1]), two, 1) == 2 / 3
+        and ev.top_k_accuracy(np.array([0, 1, 1]), two, 5) is None
+    )
 
 
 def test_confusion_counts_and_normalized() -> None:

@@ -1,6 +1,5 @@
 """lib/store/excludes.py: exclude lists from the page's JSON or any CSV with split,index columns."""
 
-
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,11 +14,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def tiny_ds(data_assets: dict[str, Path], cache_dir: Path):  # type: ignore[no-untyped-def]
+def tiny_ds(data_assets: dict[str, Path], cache_dir: Path):
     return load_dataset(str(data_assets["cifar_tar"]), cache_dir)
 
 
-def test_exclude_list_with_a_byte_order_mark_is_read(tiny_ds, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_exclude_list_with_a_byte_order_mark_is_read(tiny_ds, tmp_path: Path) -> None:
     from lib.store.excludes import read_exclude_file
 
     path = tmp_path / "excel.csv"
@@ -28,17 +27,23 @@ def test_exclude_list_with_a_byte_order_mark_is_read(tiny_ds, tmp_path: Path) ->
     assert got["train"].tolist() == [3] and got["test"].tolist() == [1]
 
 
-@pytest.mark.parametrize("text", ['{"format": "transfer-explorer-exclude-list", "images": {"train": [Infinity]}}',
-                                  '{"format": "transfer-explorer-exclude-list", "images": {"train": [NaN]}}',
-                                  '{"format": "transfer-explorer-exclude-list", "images": {"train": [1.7]}}',
-                                  '{"format": "transfer-explorer-exclude-list", "images": {"train": [true]}}',
-                                  "split,index\ntrain,1.7\n", "split,index\ntrain,1e3\n"])  # fmt: skip
-def test_exclude_indices_must_be_whole_numbers(tiny_ds, text: str) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"format": "transfer-explorer-exclude-list", "images": {"train": [Infinity]}}',
+        '{"format": "transfer-explorer-exclude-list", "images": {"train": [NaN]}}',
+        '{"format": "transfer-explorer-exclude-list", "images": {"train": [1.7]}}',
+        '{"format": "transfer-explorer-exclude-list", "images": {"train": [true]}}',
+        "split,index\ntrain,1.7\n",
+        "split,index\ntrain,1e3\n",
+    ],
+)
+def test_exclude_indices_must_be_whole_numbers(tiny_ds, text: str) -> None:
     with pytest.raises(DataSourceError):
         parse_exclude(text, tiny_ds)
 
 
-def test_a_selection_file_is_called_a_selection(data_assets: dict, cache_dir: Path, tmp_path: Path) -> None:  # type: ignore[type-arg]
+def test_a_selection_file_is_called_a_selection(data_assets: dict, cache_dir: Path, tmp_path: Path) -> None:
     from lib.data.sources import load_dataset
     from lib.errors import DataSourceError
     from lib.store.excludes import read_exclude_file
@@ -48,7 +53,9 @@ def test_a_selection_file_is_called_a_selection(data_assets: dict, cache_dir: Pa
         read_exclude_file(tmp_path / "nope.csv", ds, what="Selection")
 
 
-def test_a_killed_exports_temp_folder_is_removed_by_the_next_export_and_only_ours(data_assets: dict, cache_dir: Path, tmp_path: Path) -> None:  # type: ignore[type-arg]
+def test_a_killed_exports_temp_folder_is_removed_by_the_next_export_and_only_ours(
+    data_assets: dict, cache_dir: Path, tmp_path: Path
+) -> None:
     import json
     import subprocess
     import sys

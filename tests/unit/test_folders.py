@@ -1,5 +1,5 @@
-"""lib/data/folders.py and the conversion's bounds: symlinks, FIFOs, devices, zip bombs, huge images, EXIF orientation, one class."""
-
+"""lib/data/folders.py and the conversion's bounds: symlinks, FIFOs, devices, zip bombs, huge images, EXIF orientation,
+one class."""
 
 from __future__ import annotations
 
@@ -24,7 +24,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_symlinked_class_folders_count_and_dangling_links_are_skipped(tmp_path: Path, cache_dir: Path) -> None:
-    real = fixtures.make_image_folder(tmp_path / "real", classes=("cat", "dog", "frog"), per_class=3, test_per_class=2, corrupt=False, mixed=False)
+    real = fixtures.make_image_folder(
+        tmp_path / "real", classes=("cat", "dog", "frog"), per_class=3, test_per_class=2, corrupt=False, mixed=False
+    )
     root = tmp_path / "linked"
     for split in ("train", "test"):
         (root / split).mkdir(parents=True)
@@ -42,7 +44,9 @@ def test_a_fifo_or_device_named_like_an_archive_is_refused_at_once(tmp_path: Pat
     fifo = tmp_path / "data.tar"
     os.mkfifo(fifo)
     (tmp_path / "zero.zip").symlink_to("/dev/zero")
-    folder = fixtures.make_image_folder(tmp_path / "imgs", classes=("cat", "dog"), per_class=3, test_per_class=2, corrupt=False, mixed=False)
+    folder = fixtures.make_image_folder(
+        tmp_path / "imgs", classes=("cat", "dog"), per_class=3, test_per_class=2, corrupt=False, mixed=False
+    )
     os.mkfifo(folder / "train" / "cat" / "pipe.jpg")  # inside a folder: an unreadable image, never opened
     done: list[object] = []
 
@@ -56,14 +60,18 @@ def test_a_fifo_or_device_named_like_an_archive_is_refused_at_once(tmp_path: Pat
     worker.start()
     worker.join(30)
     assert done, "reading a FIFO or /dev/zero hung"
-    assert done[0].skipped["train"] == 1  # type: ignore[attr-defined]
+    assert done[0].skipped["train"] == 1
 
 
-def test_a_zip_member_that_inflates_to_a_gigabyte_is_skipped_not_read(tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_zip_member_that_inflates_to_a_gigabyte_is_skipped_not_read(
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from lib import config
 
     monkeypatch.setattr(config, "MAX_IMAGE_FILE_BYTES", 1 << 20)  # the same rule, at a size a test can build quickly
-    folder = fixtures.make_image_folder(tmp_path / "imgs", classes=("cat", "dog"), per_class=3, test_per_class=2, corrupt=False, mixed=False)
+    folder = fixtures.make_image_folder(
+        tmp_path / "imgs", classes=("cat", "dog"), per_class=3, test_per_class=2, corrupt=False, mixed=False
+    )
     archive = tmp_path / "bomb.zip"
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
         for p in sorted(folder.rglob("*.*")):
@@ -116,19 +124,46 @@ def test_exif_orientation_is_applied_to_folders_and_uploads(tmp_path: Path, cach
             (root / split / cls / "0.jpg").write_bytes(buf.getvalue())
     ds = load_dataset(str(root), cache_dir)
     stored = np.asarray(ds.images("train")[0])
-    assert stored[: stored.shape[0] // 2].mean() > stored[stored.shape[0] // 2 :].mean() + 100  # top brighter than bottom
+    assert (
+        stored[: stored.shape[0] // 2].mean() > stored[stored.shape[0] // 2 :].mean() + 100
+    )  # top brighter than bottom
 
 
 def test_data_prints_a_class_name_with_escapes_as_text(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    root = fixtures.make_image_folder(tmp_path / "imgs", classes=("cat", "dog\x1b[2J\x1b]0;pwned\x07"), per_class=3, test_per_class=2, corrupt=False)
+    root = fixtures.make_image_folder(
+        tmp_path / "imgs", classes=("cat", "dog\x1b[2J\x1b]0;pwned\x07"), per_class=3, test_per_class=2, corrupt=False
+    )
     assert main(["data", "--source", str(root), "--cache-dir", str(tmp_path / "cache")]) == 0
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\x07" not in out and "dog\\x1b[2J" in out
 
 
 def test_one_class_is_refused_with_one_line(tmp_path: Path) -> None:
-    root = fixtures.make_image_folder(tmp_path / "imgs", classes=("cats",), per_class=3, test_per_class=2, corrupt=False, mixed=False)
-    proc = subprocess.run([sys.executable, "-m", "lib", "train", "--source", str(root), "--backbone", "/nonexistent/model",
-                           "--cache-dir", str(tmp_path / "cache")], cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+    root = fixtures.make_image_folder(
+        tmp_path / "imgs", classes=("cats",), per_class=3, test_per_class=2, corrupt=False, mixed=False
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lib",
+            "train",
+            "--source",
+            str(root),
+            "--backbone",
+            "/nonexistent/model",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error")]
-    assert proc.returncode == 2 and len(errors) == 1 and "at least two classes" in errors[0] and "Traceback" not in proc.stderr, proc.stderr
+    assert (
+        proc.returncode == 2
+        and len(errors) == 1
+        and "at least two classes" in errors[0]
+        and "Traceback" not in proc.stderr
+    ), proc.stderr

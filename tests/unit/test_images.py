@@ -26,11 +26,14 @@ def test_images_of_any_mode_decode_to_rgb(mode: str, fmt: str) -> None:
     assert out.shape == (30, 40, 3) and out.dtype == np.uint8
 
 
-@pytest.mark.parametrize("data, message", [
-    (b"", "empty"),
-    (b"just some text", "not an image"),
-    (b"\x89PNG\r\n\x1a\n" + b"\x00" * 50, "not an image"),  # a truncated PNG
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"", "empty"),
+        (b"just some text", "not an image"),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 50, "not an image"),  # a truncated PNG
+    ],
+)
 def test_non_images_are_refused_clearly(data: bytes, message: str) -> None:
     with pytest.raises(ImageDecodeError, match=message):
         decode_upload(data)

@@ -1,4 +1,5 @@
-"""lib/analysis/inventory.py (and the one door, lib.pipeline.features.ensure_features, with a stand-in backbone): what the
+"""lib/analysis/inventory.py (and the one door, lib.pipeline.features.ensure_features, with a stand-in backbone): what
+the
 cache holds for a dataset, which features to show first, which splits still need features."""
 
 from __future__ import annotations
@@ -40,7 +41,10 @@ def test_sets_preferred_and_missing(data_assets: dict[str, Path], tmp_path: Path
     assert not first.cache_hit and ensure_features(ds, "train", spec, layout, 32, engine=engine).cache_hit
     ensure_features(ds, "test", spec, layout, 48, engine=engine)
     assert missing_feature_splits(layout, ds, spec, 32) == ["test"]
-    assert missing_feature_splits(layout, ds, spec, 32, "litert") == ["train", "test"]  # another runtime's features do not count
+    assert missing_feature_splits(layout, ds, spec, 32, "litert") == [
+        "train",
+        "test",
+    ]  # another runtime's features do not count
     sets = feature_sets(layout, ds)
     assert sets == [FeatureSet(spec.handle, 32, None, "tf"), FeatureSet(spec.handle, 48, None, "tf")]
     assert splits_with(layout, ds, sets[1]) == ["test"] and sets[1].label() == "model_32 @ 48px"

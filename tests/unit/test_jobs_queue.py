@@ -51,7 +51,7 @@ def test_a_damaged_record_is_listed_as_damaged_and_never_stops_the_others(tmp_pa
     record.write_text(json.dumps({**json.loads(record.read_text()), "pid": "abc", "state": "running"}))
     layout.job_file(truncated.id, JOB_FILES.record).write_text('{"id": "')
     jobs = {j.id: j for j in list_jobs(layout)}
-    assert jobs[bad.id].state == "damaged" and "pid is \"abc\", not int" in jobs[bad.id].error
+    assert jobs[bad.id].state == "damaged" and 'pid is "abc", not int' in jobs[bad.id].error
     assert jobs[truncated.id].state == "damaged" and "not valid JSON" in jobs[truncated.id].error  # shown, not vanished
     assert jobs[fine.id].state == "queued"
     assert get_job(layout, truncated.id).damaged  # `jobs show` finds it
@@ -60,12 +60,17 @@ def test_a_damaged_record_is_listed_as_damaged_and_never_stops_the_others(tmp_pa
     assert [j.id for j in queue._read_all(layout)] == [fine.id]  # what the runner starts: the damaged ones never
 
 
-def test_a_runner_that_cannot_write_the_start_starts_no_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The record must say "running" before a process exists: a write that fails stops the runner, and no process starts."""
+def test_a_runner_that_cannot_write_the_start_starts_no_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The record must say "running" before a process exists: a write that fails stops the runner, and no process
+    starts."""
     layout = CacheLayout(tmp_path)
     job = _queued(layout)
     spawned: list[object] = []
-    monkeypatch.setattr(queue.subprocess, "Popen", lambda *a, **k: spawned.append(a) or pytest.fail("a process was started"))
+    monkeypatch.setattr(
+        queue.subprocess, "Popen", lambda *a, **k: spawned.append(a) or pytest.fail("a process was started")
+    )
 
     def full(self: Job, layout: CacheLayout) -> None:
         raise CacheWriteError("Disk full while writing job.json.")
@@ -77,7 +82,9 @@ def test_a_runner_that_cannot_write_the_start_starts_no_process(tmp_path: Path, 
     assert "Disk full" in queue.runner_stopped(layout)  # where the panel and `jobs list` say why queued jobs wait
 
 
-def test_a_process_whose_start_was_not_recorded_is_stopped_and_the_job_waits_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_process_whose_start_was_not_recorded_is_stopped_and_the_job_waits_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     layout = CacheLayout(tmp_path)
     job = _queued(layout)
     writes = {"n": 0}
@@ -93,7 +100,7 @@ def test_a_process_whose_start_was_not_recorded_is_stopped_and_the_job_waits_aga
     real_popen = subprocess.Popen
 
     def popen(*args: object, **kwargs: object) -> subprocess.Popen[bytes]:
-        started.append(real_popen(*args, **kwargs))  # type: ignore[call-overload]
+        started.append(real_popen(*args, **kwargs))
         return started[-1]
 
     monkeypatch.setattr(Job, "write", second_fails)
@@ -110,8 +117,14 @@ def test_a_job_process_that_its_record_does_not_name_does_nothing(tmp_path: Path
     layout = CacheLayout(tmp_path)
     job = _queued(layout)
     env = {**os.environ, "TLX_JOB_DIR": str(layout.job_dir(job.id)), "TLX_JOB_ID": job.id}
-    proc = subprocess.run([sys.executable, "-m", "lib", *job.argv, "--cache-dir", str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=60)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "lib", *job.argv, "--cache-dir", str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 3 and "does not name this process" in proc.stderr
     assert not layout.job_file(job.id, JOB_FILES.outcome).exists() and get_job(layout, job.id).state == "queued"
 
@@ -140,11 +153,17 @@ def test_an_exit_without_an_outcome_quotes_the_end_of_the_log(tmp_path: Path) ->
     layout.job_file(job.id, JOB_FILES.log).write_text("loading\nSegmentation fault in the backbone\n")
     time.sleep(0.1)
     failed = get_job(layout, job.id)
-    assert failed.state == "failed" and "ended without saying how" in failed.error and "Segmentation fault in the backbone" in failed.error
+    assert (
+        failed.state == "failed"
+        and "ended without saying how" in failed.error
+        and "Segmentation fault in the backbone" in failed.error
+    )
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "abc", "2.5", "", "65"])
-def test_a_bad_concurrency_is_said_and_one_is_used(value: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_bad_concurrency_is_said_and_one_is_used(
+    value: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("TLX_JOBS", value)
     queue._warn_once.cache_clear()
     assert queue.concurrency() == 1

@@ -10,17 +10,28 @@ import pytest
 
 from lib.data.sources import load_dataset
 from lib.errors import DataSourceError
-from lib.store.labels import changed_count, labels_digest, parse_labels, read_label_file, relabelled, save_label_list, saved_label_lists, to_json
+from lib.store.labels import (
+    changed_count,
+    labels_digest,
+    parse_labels,
+    read_label_file,
+    relabelled,
+    save_label_list,
+    saved_label_lists,
+    to_json,
+)
 
 
 @pytest.fixture
-def tiny_ds(data_assets: dict[str, Path], cache_dir: Path):  # type: ignore[no-untyped-def]
+def tiny_ds(data_assets: dict[str, Path], cache_dir: Path):
     return load_dataset(str(data_assets["cifar_tar"]), cache_dir)
 
 
-def test_csv_rows_become_label_ids_and_the_json_round_trips(tiny_ds, cache_dir: Path) -> None:  # type: ignore[no-untyped-def]
+def test_csv_rows_become_label_ids_and_the_json_round_trips(tiny_ds, cache_dir: Path) -> None:
     c = tiny_ds.classes
-    fixes = parse_labels(f"\ufeffsplit,index,label\r\ntrain,3,{c[1]}\r\ntest,0,{c[2]}\r\ntrain,1,{c[0]}\r\n", tiny_ds, force=True)
+    fixes = parse_labels(
+        f"\ufeffsplit,index,label\r\ntrain,3,{c[1]}\r\ntest,0,{c[2]}\r\ntrain,1,{c[0]}\r\n", tiny_ds, force=True
+    )
     assert fixes["train"][0].tolist() == [1, 3] and fixes["train"][1].tolist() == [0, 1]
     assert fixes["test"][1].tolist() == [2]
     y = relabelled(tiny_ds.labels("train"), fixes["train"])
@@ -32,15 +43,23 @@ def test_csv_rows_become_label_ids_and_the_json_round_trips(tiny_ds, cache_dir: 
     assert sum(changed_count(fixes, tiny_ds).values()) <= 3
 
 
-@pytest.mark.parametrize("row, why", [("train,99999,{c0}", "no such image"), ("valid,1,{c0}", "no split"), ("train,-1,{c0}", "no such image"),
-                                      ("train,1.5,{c0}", "no such image"), ("train,1,=HYPERLINK()", "unknown class"),
-                                      ("train,1,{c0}\ntrain,1,{c1}", "two different labels")])  # fmt: skip
-def test_rows_that_do_not_fit_are_named(tiny_ds, row: str, why: str) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(
+    "row, why",
+    [
+        ("train,99999,{c0}", "no such image"),
+        ("valid,1,{c0}", "no split"),
+        ("train,-1,{c0}", "no such image"),
+        ("train,1.5,{c0}", "no such image"),
+        ("train,1,=HYPERLINK()", "unknown class"),
+        ("train,1,{c0}\ntrain,1,{c1}", "two different labels"),
+    ],
+)
+def test_rows_that_do_not_fit_are_named(tiny_ds, row: str, why: str) -> None:
     with pytest.raises(DataSourceError, match=why):
         parse_labels("split,index,label\n" + row.format(c0=tiny_ds.classes[0], c1=tiny_ds.classes[1]), tiny_ds)
 
 
-def test_a_list_for_another_dataset_and_other_files_are_refused(tiny_ds, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_list_for_another_dataset_and_other_files_are_refused(tiny_ds, tmp_path: Path) -> None:
     other = to_json(tiny_ds, {"train": (np.array([1]), np.array([0]))})
     other["dataset"] = "archive-0000000000000000"
     with pytest.raises(DataSourceError, match="another dataset"):
@@ -55,10 +74,10 @@ def test_a_list_for_another_dataset_and_other_files_are_refused(tiny_ds, tmp_pat
         save_label_list(tmp_path, "../outside", tiny_ds, {})
 
 
-def test_rows_that_are_not_objects_and_lists_with_no_rows_are_refused(tiny_ds, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_rows_that_are_not_objects_and_lists_with_no_rows_are_refused(tiny_ds, tmp_path: Path) -> None:
     arrays = to_json(tiny_ds, {"train": (np.array([1]), np.array([0]))})
     arrays["labels"] = [["train", 1, tiny_ds.classes[0]]]
-    with pytest.raises(DataSourceError, match="row 1 of \"labels\" is list, not an object"):
+    with pytest.raises(DataSourceError, match='row 1 of "labels" is list, not an object'):
         parse_labels(json.dumps(arrays), tiny_ds)
     with pytest.raises(DataSourceError, match="has no rows"):
         parse_labels("split,index,label\n", tiny_ds)
@@ -70,21 +89,28 @@ def test_rows_that_are_not_objects_and_lists_with_no_rows_are_refused(tiny_ds, t
         read_label_file(header_only, tiny_ds)
 
 
-def test_a_header_with_spaces_reads_its_rows(tiny_ds) -> None:  # type: ignore[no-untyped-def]
+def test_a_header_with_spaces_reads_its_rows(tiny_ds) -> None:
     own = tiny_ds.labels("train")
     fixes = parse_labels(f"split, index, label\ntrain, 2, {tiny_ds.classes[int(own[2])]}\n", tiny_ds)
     assert fixes["train"][0].tolist() == [2]
 
 
-def test_a_list_that_looks_made_for_another_dataset_needs_force(tiny_ds, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_list_that_looks_made_for_another_dataset_needs_force(tiny_ds, tmp_path: Path) -> None:
     own = tiny_ds.labels("train")
     other = [tiny_ds.classes[(int(own[i]) + 1) % 10] for i in range(4)]
-    rows = "split,index,label\n" + "".join(f"train,{i},{other[i]}\n" for i in range(3)) + f"train,3,{tiny_ds.classes[int(own[3])]}\n"
+    rows = (
+        "split,index,label\n"
+        + "".join(f"train,{i},{other[i]}\n" for i in range(3))
+        + f"train,3,{tiny_ds.classes[int(own[3])]}\n"
+    )
     with pytest.raises(DataSourceError, match=r"changes 3 of the 4 labels it names \(75%\).*another dataset"):
         parse_labels(rows, tiny_ds)
     assert len(parse_labels(rows, tiny_ds, force=True)["train"][0]) == 4
-    # the app's CSV export carries the label each row replaces: a list whose 'given' column matches this dataset is its own
-    given = "split,index,label,given\n" + "".join(f"train,{i},{other[i]},{tiny_ds.classes[int(own[i])]}\n" for i in range(3))
+    # the app's CSV export carries the label each row replaces: a list whose 'given' column matches this dataset is its
+    # own
+    given = "split,index,label,given\n" + "".join(
+        f"train,{i},{other[i]},{tiny_ds.classes[int(own[i])]}\n" for i in range(3)
+    )
     assert len(parse_labels(given, tiny_ds)["train"][0]) == 3
     wrong = "split,index,label,given\n" + "".join(f"train,{i},{other[i]},{other[i]}\n" for i in range(3))
     with pytest.raises(DataSourceError, match="'given' column disagrees"):

@@ -10,7 +10,9 @@ from lib.store.manifest import RunManifest, RunMetrics
 
 
 def _manifest(**metrics: object) -> dict:
-    m = RunManifest("src", "fp", ["cats", "dogs"], "bb", "bb", "id", [32], HeadConfig(), RunMetrics(0.9, None, 0.05, 10))
+    m = RunManifest(
+        "src", "fp", ["cats", "dogs"], "bb", "bb", "id", [32], HeadConfig(), RunMetrics(0.9, None, 0.05, 10)
+    )
     data = m.to_dict()
     data["metrics"].update(metrics)
     return data

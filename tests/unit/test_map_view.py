@@ -56,7 +56,7 @@ def test_selection_mask_round_trip_and_refusals() -> None:
     mask = np.zeros(13, bool)
     mask[[0, 7, 8, 12]] = True
     bits = base64.b64encode(np.packbits(mask, bitorder="little").tobytes()).decode()
-    assert selection_mask({"bits": bits, "n": 13}, 13).tolist() == mask.tolist()  # type: ignore[union-attr]
+    assert selection_mask({"bits": bits, "n": 13}, 13).tolist() == mask.tolist()
     assert selection_mask({"bits": bits, "n": 20}, 20) is None  # for another map
     assert selection_mask({"bits": "not base64!", "n": 13}, 13) is None
     assert selection_mask({"bits": base64.b64encode(b"\xff" * 50).decode(), "n": 13}, 13) is None
@@ -78,9 +78,17 @@ def test_nearest_across_splits_excludes_the_query() -> None:
 def _dataset(tmp_path: Path, n_train: int = 300, n_test: int = 20, side: int = 32) -> SimpleNamespace:
     rng = np.random.default_rng(1)
     # One flat colour per image: a thumbnail's tile must show its own image's colour.
-    arrays = {s: np.broadcast_to(rng.integers(0, 255, (n, 1, 1, 3), np.uint8), (n, side, side, 3)) for s, n in (("train", n_train), ("test", n_test))}
-    return SimpleNamespace(fingerprint="archive-0123abcd", splits=("train", "test"), image_shape=(side, side, 3), images=arrays.__getitem__,
-                           size=lambda s: len(arrays[s]))  # fmt: skip
+    arrays = {
+        s: np.broadcast_to(rng.integers(0, 255, (n, 1, 1, 3), np.uint8), (n, side, side, 3))
+        for s, n in (("train", n_train), ("test", n_test))
+    }
+    return SimpleNamespace(
+        fingerprint="archive-0123abcd",
+        splits=("train", "test"),
+        image_shape=(side, side, 3),
+        images=arrays.__getitem__,
+        size=lambda s: len(arrays[s]),
+    )
 
 
 def test_sprites_tile_every_image_and_are_made_once(tmp_path: Path) -> None:
@@ -93,9 +101,12 @@ def test_sprites_tile_every_image_and_are_made_once(tmp_path: Path) -> None:
     name, col, row = sprites.locate("train", 300 - 1)
     assert (name, col, row) == ("train-0001.jpg", 43 % 16, 43 // 16)
     sheet = np.asarray(Image.open(sprites.folder / name), np.float32)
-    tile = sheet[row * 32:(row + 1) * 32, col * 32:(col + 1) * 32]
+    tile = sheet[row * 32 : (row + 1) * 32, col * 32 : (col + 1) * 32]
     assert np.abs(tile.mean(axis=(0, 1)) - ds.images("train")[299, 0, 0]).max() < 6  # JPEG: close, not exact
-    assert np.abs(tile.mean(axis=(0, 1)) - ds.images("train")[298, 0, 0]).max() > 6 or (ds.images("train")[298] == ds.images("train")[299]).all()
+    assert (
+        np.abs(tile.mean(axis=(0, 1)) - ds.images("train")[298, 0, 0]).max() > 6
+        or (ds.images("train")[298] == ds.images("train")[299]).all()
+    )
     stamp = (sprites.folder / name).stat().st_mtime_ns
     assert thumbs.ensure_sprites(ds, tmp_path) == sprites and (sprites.folder / name).stat().st_mtime_ns == stamp
 
@@ -106,7 +117,9 @@ def test_incomplete_or_foreign_sprite_folder_is_remade(tmp_path: Path) -> None:
     (sprites.folder / thumbs.MANIFEST).unlink()  # as if interrupted before the last write
     assert thumbs.find_sprites(ds, tmp_path) is None
     assert thumbs.ensure_sprites(ds, tmp_path).counts == {"train": 300, "test": 20}
-    (sprites.folder / thumbs.MANIFEST).write_text(json.dumps({"version": 1, "side": 32, "per_row": 16, "counts": {"train": 5}}))
+    (sprites.folder / thumbs.MANIFEST).write_text(
+        json.dumps({"version": 1, "side": 32, "per_row": 16, "counts": {"train": 5}})
+    )
     assert thumbs.find_sprites(ds, tmp_path) is None  # counts of another dataset version
     (sprites.folder / thumbs.MANIFEST).write_text("{not json")
     assert thumbs.find_sprites(ds, tmp_path) is None

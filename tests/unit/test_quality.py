@@ -21,9 +21,18 @@ def test_mypy_passes_on_lib() -> None:
 
 
 def test_lib_never_imports_streamlit_and_imports_tensorflow_lazily() -> None:
-    """Every lib module imports without Streamlit or TensorFlow (the app's first paint and the CLI's start-up need that)."""
-    modules = sorted(".".join(p.relative_to(ROOT).with_suffix("").parts) for p in (ROOT / "lib").rglob("*.py") if p.name != "__main__.py")
-    code = "import sys\n" + "".join(f"import {m}\n" for m in modules) + "print(sorted(m for m in ('streamlit', 'tensorflow', 'keras', 'tf_keras') if m in sys.modules))"
+    """Every lib module imports without Streamlit or TensorFlow (the app's first paint and the CLI's start-up need
+    that)."""
+    modules = sorted(
+        ".".join(p.relative_to(ROOT).with_suffix("").parts)
+        for p in (ROOT / "lib").rglob("*.py")
+        if p.name != "__main__.py"
+    )
+    code = (
+        "import sys\n"
+        + "".join(f"import {m}\n" for m in modules)
+        + "print(sorted(m for m in ('streamlit', 'tensorflow', 'keras', 'tf_keras') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "[]", out.stdout
@@ -35,7 +44,9 @@ def test_no_module_outside_the_store_spells_cache_folder_names() -> None:
     import re
 
     names = "datasets|features|runs|exports|projections|downloads|tfhub"
-    pattern = re.compile(rf"""/\s*["']({names})["']|["']({names})/""")  # a path join (/ "runs") or a path string ("runs/...")
+    pattern = re.compile(
+        rf"""/\s*["']({names})["']|["']({names})/"""
+    )  # a path join (/ "runs") or a path string ("runs/...")
     offenders = []
     for path in [*(ROOT / "lib").rglob("*.py"), *(ROOT / "ui").rglob("*.py"), *(ROOT / "views").rglob("*.py")]:
         if path.name == "layout.py":

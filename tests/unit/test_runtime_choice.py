@@ -9,15 +9,26 @@ import pytest
 
 from lib.runtimes.auto import choose, describe, resolve, valid_figures
 
-GOOD = {"tf": {"load_seconds": 1.0, "images_per_second": 100.0},
-        "litert": {"convert_seconds": 20.0, "load_seconds": 0.1, "images_per_second": 300.0, "max_rel_diff": 1e-6}}  # fmt: skip
+GOOD = {
+    "tf": {"load_seconds": 1.0, "images_per_second": 100.0},
+    "litert": {"convert_seconds": 20.0, "load_seconds": 0.1, "images_per_second": 300.0, "max_rel_diff": 1e-6},
+}
 
 
-@pytest.mark.parametrize("record", [
-    None, [], {"tf": "x"}, {**GOOD, "tf": {"load_seconds": 1.0, "images_per_second": "fast"}},
-    {**GOOD, "tf": {"load_seconds": 1.0, "images_per_second": -5.0}}, {**GOOD, "litert": {"images_per_second": 1.0}},
-    {**GOOD, "litert": {"excluded": 3}}, {"tf": GOOD["tf"]}, {**GOOD, "tf": {"load_seconds": True, "images_per_second": 1.0}},
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "record",
+    [
+        None,
+        [],
+        {"tf": "x"},
+        {**GOOD, "tf": {"load_seconds": 1.0, "images_per_second": "fast"}},
+        {**GOOD, "tf": {"load_seconds": 1.0, "images_per_second": -5.0}},
+        {**GOOD, "litert": {"images_per_second": 1.0}},
+        {**GOOD, "litert": {"excluded": 3}},
+        {"tf": GOOD["tf"]},
+        {**GOOD, "tf": {"load_seconds": True, "images_per_second": 1.0}},
+    ],
+)
 def test_a_damaged_or_wrong_typed_record_is_measured_again(record: object) -> None:
     assert not valid_figures(record)
 
@@ -28,14 +39,14 @@ def test_good_records_are_used() -> None:
 
 def test_a_tflite_backbone_is_described_without_estimates() -> None:
     spec = SimpleNamespace(is_tflite_file=True)
-    name, choice = resolve("auto", spec, 224, None, None, images=30)  # type: ignore[arg-type]
+    name, choice = resolve("auto", spec, 224, None, None, images=30)
     assert name == "tf" and choice is not None
     assert describe(name, choice, 30) == "Runtime auto: tf (a .tflite backbone runs as itself)"
 
 
 def test_features_one_runtime_has_cached_decide_without_timing() -> None:
     spec = SimpleNamespace(is_tflite_file=False)  # no identity: timing it would fail, so nothing may be timed
-    name, choice = resolve("auto", spec, 128, None, None, images=60, cached=lambda rt: 60 if rt == "tf" else 0)  # type: ignore[arg-type]
+    name, choice = resolve("auto", spec, 128, None, None, images=60, cached=lambda rt: 60 if rt == "tf" else 0)
     assert name == "tf" and choice is not None and "cached already" in describe(name, choice, 60)
     # partly cached: only the rest counts (TF has 50,000 of 60,000 images: 100 s left against LiteRT's 20 s + 200 s)
     assert choose(GOOD, 60_000, converted=False, cached={"tf": 50_000})[0] == "tf"

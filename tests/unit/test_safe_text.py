@@ -1,6 +1,5 @@
 """lib/safe_text.py: CSV cells a spreadsheet will not run, terminal text that cannot move the cursor."""
 
-
 from __future__ import annotations
 
 import io

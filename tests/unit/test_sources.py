@@ -79,7 +79,9 @@ def test_image_folder_archives(data_assets: dict[str, Path], tmp_path: Path, cac
     assert ds.classes == ("cat", "dog", "frog") and ds.size("test") == 12 and ds.skipped["train"] == 1
 
 
-def test_truncated_archive_is_a_clear_error_and_caches_nothing(data_assets: dict[str, Path], tmp_path: Path, cache_dir: Path) -> None:
+def test_truncated_archive_is_a_clear_error_and_caches_nothing(
+    data_assets: dict[str, Path], tmp_path: Path, cache_dir: Path
+) -> None:
     data = data_assets["cifar_tar"].read_bytes()
     broken = tmp_path / "cifar-10-python.tar.gz"
     broken.write_bytes(data[: len(data) // 2])
@@ -134,7 +136,9 @@ def test_cifar10_real_url_offline_fails_fast(cache_dir: Path) -> None:
     assert time.perf_counter() - t0 < cifar.DOWNLOAD_TIMEOUT_S + 5
 
 
-def test_download_with_bad_checksum_keeps_nothing(tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_download_with_bad_checksum_keeps_nothing(
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     bogus = tmp_path / "served.tar.gz"
     bogus.write_bytes(b"not cifar at all")
     monkeypatch.setenv("TLX_CIFAR10_URL", bogus.as_uri())
@@ -143,7 +147,9 @@ def test_download_with_bad_checksum_keeps_nothing(tmp_path: Path, cache_dir: Pat
     assert not list((cache_dir / "downloads").iterdir())
 
 
-def test_full_disk_while_converting_leaves_no_dataset(data_assets: dict[str, Path], cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_full_disk_while_converting_leaves_no_dataset(
+    data_assets: dict[str, Path], cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import errno
 
     real_save = np.save

@@ -1,5 +1,6 @@
 """The codebase keeps its shape: one owner of the cache layout, runtimes only through their registry, an engine that
-stands alone, short modules and thin pages. Each check reads the source, so a change that breaks the shape fails here."""
+stands alone, short modules and thin pages. Each check reads the source, so a change that breaks the shape fails
+here."""
 
 from __future__ import annotations
 
@@ -20,7 +21,11 @@ def _docstring_nodes(tree: ast.AST) -> set[int]:
     for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
             first = node.body[0]
-            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+            if (
+                isinstance(first, ast.Expr)
+                and isinstance(first.value, ast.Constant)
+                and isinstance(first.value.value, str)
+            ):
                 ids.add(id(first.value))
     return ids
 
@@ -29,8 +34,11 @@ def _strings(path: Path) -> list[tuple[int, str]]:
     """Every string literal of a file (f-string pieces included), docstrings left out, with its line."""
     tree = ast.parse(path.read_text())
     docs = _docstring_nodes(tree)
-    return [(node.lineno, node.value) for node in ast.walk(tree)
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs]  # fmt: skip
+    return [
+        (node.lineno, node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs
+    ]
 
 
 def test_no_string_under_the_cache_is_spelled_outside_the_layout() -> None:
@@ -41,9 +49,19 @@ def test_no_string_under_the_cache_is_spelled_outside_the_layout() -> None:
     for group in (layout.RUN_FILES, layout.DATASET_FILES, layout.FINETUNE_FILES):
         files |= {v for v in vars(group).values() if isinstance(v, str)} if hasattr(group, "__dict__") else set()
         files |= {getattr(group, f) for f in group.__dataclass_fields__}
-    files.discard(layout.RUN_FILES.model)  # "model" is also an ordinary word; its folder is only reached through RUN_FILES
+    files.discard(
+        layout.RUN_FILES.model
+    )  # "model" is also an ordinary word; its folder is only reached through RUN_FILES
     fragments = (layout.FLOAT16_SUFFIX, layout.STAGING_PREFIX, "_images.npy", "_labels.npy", "chunk_", ".partial")
-    folders = {kind.folder for kind in layout.ARTIFACTS} | {"exports", "downloads", "tfhub", "converted", "excludes", "finetune", "ray"}
+    folders = {kind.folder for kind in layout.ARTIFACTS} | {
+        "exports",
+        "downloads",
+        "tfhub",
+        "converted",
+        "excludes",
+        "finetune",
+        "ray",
+    }
     join = re.compile(r"""/\s*["'](""" + "|".join(folders) + r""")["']|["'](""" + "|".join(folders) + r""")/""")
     offenders = []
     for path in _sources():
@@ -71,7 +89,13 @@ def test_no_runtime_name_is_compared_outside_the_runtimes_package() -> None:
             if not isinstance(node, ast.Compare):
                 continue
             for part in [node.left, *node.comparators]:
-                values = [part] if isinstance(part, ast.Constant) else list(part.elts) if isinstance(part, (ast.Tuple, ast.List, ast.Set)) else []
+                values = (
+                    [part]
+                    if isinstance(part, ast.Constant)
+                    else list(part.elts)
+                    if isinstance(part, (ast.Tuple, ast.List, ast.Set))
+                    else []
+                )
                 if any(isinstance(v, ast.Constant) and v.value in names for v in values):
                     offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert not offenders, "\n".join(offenders)
@@ -85,16 +109,27 @@ def test_the_engine_stands_alone() -> None:
         if rel.parts[1] == "cli" or path.name == "__main__.py":
             continue
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
-            offenders += [f"{rel}:{node.lineno}: {n}" for n in names if n.startswith(("lib.cli", "ui", "views", "streamlit"))]
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            offenders += [
+                f"{rel}:{node.lineno}: {n}" for n in names if n.startswith(("lib.cli", "ui", "views", "streamlit"))
+            ]
     assert not offenders, "\n".join(offenders)
 
 
 def test_pages_are_thin() -> None:
     """A page draws and calls lib; its sections live in views/_*.py. (Modules have no line cap: they split where a
     concern ends, not at a count, and a cap was once met by squeezing code.)"""
-    fat_pages = [f"{p.relative_to(ROOT)}: {n}" for p in sorted((ROOT / "views").glob("*.py"))
-                 if not p.name.startswith("_") and (n := len(p.read_text().splitlines())) > 120]  # fmt: skip
+    fat_pages = [
+        f"{p.relative_to(ROOT)}: {n}"
+        for p in sorted((ROOT / "views").glob("*.py"))
+        if not p.name.startswith("_") and (n := len(p.read_text().splitlines())) > 120
+    ]
     assert not fat_pages, fat_pages
 
 
