@@ -1,14 +1,12 @@
 """Browse: a paged grid of images with split/class filters, shuffling, jump-to-index, class balance,
 and the active run's prediction for the selected image."""
 
-import altair as alt
 import numpy as np
-import pandas as pd
 import streamlit as st
 
-from lib.data.images import upscale
-from ui import cached, charts, fixes, image_search, state, widgets
+from ui import cached, fixes, image_search, state, widgets
 from ui.text import md_escape
+from views import _browse_sections
 
 settings = state.current()
 st.title("Browse data")
@@ -75,62 +73,9 @@ fixes.fix_form(settings, ds, [(split, int(i)) for i in rows], "b_fix")
 
 left, right = st.columns([1, 1])
 with left:
-    st.subheader("Selected image")
-    if st.session_state["b_sel"] not in set(rows.tolist()) and len(rows):
-        st.session_state["b_sel"] = int(rows[0])
-    sel = st.selectbox(
-        "Image on this page", rows.tolist(), key="b_sel", format_func=lambda i: f"#{i} {ds.classes[labels[i]]}"
-    )
-    if sel is not None:
-        a, b = st.columns([1, 1])
-        a.image(upscale(np.asarray(images[sel]), 256), caption=f"{split} #{sel}: {md_escape(ds.classes[labels[sel]])}")
-        if run is None:
-            b.info("Activate a run (sidebar) to see its prediction and top-5 here.")
-        elif split == run.manifest.test_split and run.manifest.dataset_fingerprint == ds.fingerprint:
-            row = np.flatnonzero(run.indices == sel)
-            if len(row):
-                probs = run.probs[row[0]]
-                pred = int(probs.argmax())
-                verdict = "correct" if pred == labels[sel] else "wrong"
-                b.metric(
-                    "Predicted", run.classes[pred], verdict, delta_color="normal" if verdict == "correct" else "inverse"
-                )
-                widgets.top5(b, probs, run.classes)
-            else:
-                b.info("The active run was evaluated on a --limit subset that does not include this image.")
-        elif run.manifest.dataset_fingerprint != ds.fingerprint:
-            b.info("The active run was trained on another dataset; pick one of this dataset's runs in the sidebar.")
-        else:
-            b.info("Runs store predictions for the test split; switch the split to test to see them.")
-
+    _browse_sections.selected_image(ds, run, split, rows, labels, images)
 with right:
-    st.subheader("Class balance")
-    balance = pd.DataFrame(
-        [{"split": s, "class": c, "images": ds.counts[s][i]} for s in ds.splits for i, c in enumerate(ds.classes)]
-    )
-    charts.altair(
-        "balance",
-        [balance],
-        tuple(ds.classes),
-        lambda: (
-            alt.Chart(balance)
-            .mark_bar()
-            .encode(
-                x=alt.X("class:N", sort=list(ds.classes), title=None),
-                y="images:Q",
-                color="split:N",
-                xOffset="split:N",
-                tooltip=["split", "class", "images"],
-            )
-            .properties(height=300)
-        ),
-        width="stretch",
-    )
-    if any(ds.skipped.values()):
-        st.caption(
-            "Unreadable files skipped while converting: "
-            + ", ".join(f"{md_escape(s)}: {n}" for s, n in ds.skipped.items())
-        )
+    _browse_sections.class_balance(ds)
 
 with st.expander("Search by image: upload one, find its nearest images in every split", icon=":material/image_search:"):
     from lib.analysis.inventory import feature_sets, preferred_feature_set

@@ -2,15 +2,15 @@
 difference, the images one gets right and the other wrong, and McNemar's test. Opened from the runs table (select
 two) or with ``?cmp_a=RUN&cmp_b=RUN``."""
 
-import altair as alt
 import pandas as pd
 import streamlit as st
 
 from lib.analysis.compare import compare_runs, verdict
 from lib.errors import UserFacingError
 from lib.store.runs import list_runs
-from ui import cached, charts, state, widgets
+from ui import cached, state, widgets
 from ui.text import md_escape, show_error
+from views import _compare_sections
 
 settings = state.current()
 st.title("Compare two runs")
@@ -71,60 +71,11 @@ if any(result["skipped"].values()):
         f"{skipped['b']:,} of B's are not shared)."
     )
 
-classes = list(a.classes)
 t1, t2 = st.columns(2)
 with t1:
-    st.subheader("Per-class accuracy: B − A")
-    per = pd.DataFrame(result["per_class"])
-    charts.altair(
-        "cmp-per-class",
-        [per],
-        tuple(classes),
-        lambda: (
-            alt.Chart(per)
-            .mark_bar()
-            .encode(
-                x=alt.X("class:N", sort=classes, title=None),
-                y=alt.Y("difference:Q", title="accuracy: B − A", axis=alt.Axis(format="+.0%")),
-                color=alt.condition("datum.difference >= 0", alt.value("#4c78a8"), alt.value("#e45756")),
-                tooltip=["class", alt.Tooltip("a:Q", format=".3f"), alt.Tooltip("b:Q", format=".3f"), "images"],
-            )
-            .properties(height=260)
-        ),
-        width="stretch",
-    )
+    _compare_sections.per_class_difference(result, list(a.classes))
 with t2:
-    st.subheader("Confusion matrix: B − A")
-    diff = pd.DataFrame(
-        [
-            {"true": classes[i], "predicted": classes[j], "change": v, "better": v if i == j else -v}
-            for i, row in enumerate(result["confusion_difference"])
-            for j, v in enumerate(row)
-        ]
-    )
-    top = max(1, int(diff["change"].abs().max()))
-    axis = alt.Axis(labelOverlap=False)
-    charts.altair(
-        "cmp-confusion",
-        [diff],
-        tuple(classes),
-        lambda: (
-            alt.Chart(diff)
-            .mark_rect()
-            .encode(
-                x=alt.X("predicted:N", sort=classes, axis=axis),
-                y=alt.Y("true:N", sort=classes, axis=axis),
-                color=alt.Color("better:Q", scale=alt.Scale(scheme="redblue", domain=[-top, top]), title="B better"),
-                tooltip=["true", "predicted", alt.Tooltip("change:Q", title="count: B − A")],
-            )
-            .properties(height=300)
-        ),
-        width="stretch",
-    )
-    st.caption(
-        "Blue: B does better in that cell (more images right on the diagonal, fewer of that mistake off it); red: "
-        "worse. The tooltip gives the count B − A."
-    )
+    _compare_sections.confusion_difference(result, list(a.classes))
 
 ds = cached.dataset_if_ready(a.manifest.source, settings.cache_dir)
 for key, title in (("only_a", "A right, B wrong"), ("only_b", "B right, A wrong")):

@@ -1,18 +1,14 @@
 """Speed vs accuracy: every measured (backbone, size, runtime) on one chart with its Pareto front, a table,
 "pick for me" within a latency budget, the int8 accuracy loss, and buttons that measure what is missing."""
 
-from typing import Any
-
-import altair as alt
 import pandas as pd
 import streamlit as st
 
 from lib.analysis import benchmark as bm
 from lib.analysis import benchmark_results as br
-from lib.config import BLOG_ACCURACY
 from lib.jobs.commands import benchmark_job
 from lib.runtimes import registry, selectable
-from ui import charts, demo, jobs, state, widgets
+from ui import demo, jobs, state, widgets
 from ui.text import md_escape
 from views import _speed_sections
 
@@ -68,59 +64,7 @@ else:
         f"{md_escape(result.get('subset', ''))} of {md_escape(result.get('source', ''))}; linear probe and the best "
         "preset (MLP, flips, TTA)."
     )
-    state.bind("sp_axis", "throughput", valid=["throughput", "latency"])
-    axis = st.radio("Speed axis", ["throughput", "latency"], key="sp_axis", horizontal=True)
-    axes = {
-        "throughput": ("images_per_second", "images per second at batch 64 (log)"),
-        "latency": ("latency_ms_p50", "single-image latency p50, ms (log)"),
-    }
-    x_field, x_title = axes[axis]
-    speed = rows["images_per_second"] if axis == "throughput" else -rows["latency_ms_p50"]
-    front = br.pareto_front(list(zip(speed.tolist(), rows["best_accuracy"].tolist())))
-    rows["pareto"] = False
-    rows.loc[rows.index[front], "pareto"] = True
-
-    def speed_chart() -> Any:
-        points = (
-            alt.Chart(rows)
-            .mark_point(size=90, filled=True)
-            .encode(
-                x=alt.X(f"{x_field}:Q", scale=alt.Scale(type="log"), title=x_title),
-                y=alt.Y(
-                    "best_accuracy:Q",
-                    scale=alt.Scale(zero=False),
-                    title="test accuracy (best preset)",
-                    axis=alt.Axis(format="%"),
-                ),
-                color=alt.Color("name:N", title="backbone"),
-                shape=alt.Shape("runtime:N"),
-                tooltip=[
-                    "name",
-                    "image_size",
-                    "runtime",
-                    "images_per_second",
-                    "latency_ms_p50",
-                    "latency_ms_p95",
-                    "linear_accuracy",
-                    "best_accuracy",
-                    "model_mb",
-                    *[c for c in ("gflops", "peak_fraction") if c in rows],
-                ],
-            )
-        )
-        line = (
-            alt.Chart(rows[rows["pareto"]])
-            .mark_line(color="black", strokeDash=[3, 3])
-            .encode(x=f"{x_field}:Q", y="best_accuracy:Q")
-        )
-        blog = alt.Chart(pd.DataFrame({"y": [BLOG_ACCURACY]})).mark_rule(color="red", strokeDash=[4, 4]).encode(y="y:Q")
-        return (points + line + blog).properties(height=420)
-
-    charts.altair("speed", [rows], (x_field,), speed_chart, width="stretch")
-    st.caption(
-        "Dashed black: the Pareto front (nothing is both faster and more accurate). Dashed red: the blog's published "
-        "83.35% (full CIFAR-10, its own protocol)."
-    )
+    _speed_sections.speed_chart(rows)
 
     _speed_sections.pick_and_int8(settings, result)
 
