@@ -10,11 +10,12 @@ import tempfile
 import streamlit as st
 
 from lib.process import configure_process
+from lib.store.layout import CacheLayout
 from ui import demo, jobs, state, widgets
 from ui.pages import PAGES, page_path
 
 cache_dir = state.startup_cache_dir()
-configure_process(cache_dir)
+configure_process(CacheLayout(cache_dir).tfhub_cache())
 st.set_page_config(page_title="Transfer learning explorer", page_icon=":material/hub:", layout="wide")
 if problem := state.argv_problem():
     from ui.text import show_error

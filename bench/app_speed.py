@@ -57,7 +57,7 @@ def first_paint(args: argparse.Namespace) -> None:
 def reruns(args: argparse.Namespace) -> None:
     from streamlit.testing.v1 import AppTest
 
-    from lib.store.runs import list_runs
+    from lib.runs.registry import list_runs
 
     os.environ.update(
         {
@@ -90,8 +90,8 @@ def reruns(args: argparse.Namespace) -> None:
 def projections(args: argparse.Namespace) -> None:
     from lib.analysis.projections import project, stratified_sample
     from lib.data.sources import load_dataset
-    from lib.models.backbones import resolve_backbone
     from lib.pipeline.features import cached_feature_result
+    from lib.runtimes.backbones import resolve_backbone
     from ui import cached
 
     ds = load_dataset(args.source, args.cache_dir)
@@ -122,7 +122,7 @@ def projections(args: argparse.Namespace) -> None:
 
 def main() -> int:
     """Run all measurements."""
-    from lib.analysis.benchmark import machine_info
+    from lib.process import machine_info
 
     parser = data_args(argparse.ArgumentParser())
     args = parser.parse_args()

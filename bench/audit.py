@@ -36,7 +36,7 @@ def run(cmd: list[str]) -> tuple[dict, float, str]:
 
 
 def main() -> int:
-    from lib.analysis.benchmark import machine_info
+    from lib.process import machine_info
 
     parser = data_args(argparse.ArgumentParser(), cache_help="where the features are (or will be) cached")
     parser.add_argument("--thresholds", default="0.90,0.93,0.95,0.97")

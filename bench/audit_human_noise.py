@@ -40,11 +40,11 @@ def main() -> int:
     args = parser.parse_args()
 
     from lib.analysis.audit import cached_audit
-    from lib.analysis.benchmark import machine_info
     from lib.bounds import backbone_at_sizes
+    from lib.data.labels import read_label_file, relabelled
     from lib.data.sources import load_dataset
+    from lib.process import machine_info
     from lib.runtimes import DEFAULT_RUNTIME
-    from lib.store.labels import read_label_file, relabelled
 
     runtime = args.runtime or DEFAULT_RUNTIME
     m = machine_info()

@@ -20,17 +20,17 @@ from _common import data_args  # (puts the project on sys.path)
 
 def main() -> int:
     from lib.analysis.audit import compute_audit
-    from lib.analysis.benchmark import machine_info
     from lib.data.sources import load_dataset
     from lib.models.specs import resolve_backbone
     from lib.pipeline.features import cached_feature_result
-    from lib.process import configure_process
+    from lib.process import configure_process, machine_info
+    from lib.store.layout import CacheLayout
 
     parser = data_args(argparse.ArgumentParser())
     parser.add_argument("--flip", type=float, default=0.02, help="share of training labels to flip to another class")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    configure_process(args.cache_dir)
+    configure_process(CacheLayout(args.cache_dir).tfhub_cache())
     m = machine_info()
     print(
         f"machine: {m['cpu']}, {m['cores']} cores; flipping {args.flip:.1%} of the training labels (seed {args.seed})",

@@ -23,7 +23,7 @@ import _common  # noqa: F401  (puts the project on sys.path)
 
 
 def main() -> int:
-    from lib.analysis.benchmark import machine_info
+    from lib.process import machine_info
     from tests.streamlit_server import ROOT, chromium, running_app, wait_idle
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

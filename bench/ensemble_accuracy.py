@@ -39,16 +39,16 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=None)
     args = parser.parse_args()
 
-    from lib.analysis.benchmark import machine_info
-    from lib.analysis.evaluation import reliability
     from lib.data.sources import load_dataset
-    from lib.models.backbones import resolve_backbone
+    from lib.models.metrics import reliability
     from lib.models.predict import part_key
     from lib.models.protocols import PROTOCOLS, with_overrides
     from lib.models.specs import preset_backbone
     from lib.pipeline.features import cached_feature_result
     from lib.pipeline.training import FeatureBlock, fit_head
+    from lib.process import machine_info
     from lib.runtimes import DEFAULT_RUNTIME
+    from lib.runtimes.backbones import resolve_backbone
 
     runtime = args.runtime or DEFAULT_RUNTIME
     m = machine_info()

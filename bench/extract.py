@@ -35,7 +35,7 @@ def same_batches(
     import tensorflow as tf
 
     from lib.data.sources import load_dataset
-    from lib.models.backbones import load_backbone, resolve_backbone
+    from lib.runtimes.backbones import load_backbone, resolve_backbone
 
     ds = load_dataset(source, cache_dir)
     model = load_backbone(resolve_backbone(backbone))
@@ -86,7 +86,7 @@ def run_cli(args: list[str]) -> tuple[dict, float, float]:
 
 def main() -> int:
     """Run the benchmark and print a table."""
-    from lib.analysis.benchmark import machine_info
+    from lib.process import machine_info
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--source", required=True)

@@ -30,14 +30,14 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
-    from lib.analysis.benchmark import machine_info
-    from lib.analysis.map_view import nearest_to
     from lib.data.sources import load_dataset
-    from lib.models.lite import lite_backbone
     from lib.models.specs import resolve_backbone, set_aliases
     from lib.pipeline.features import cached_feature_result
+    from lib.pipeline.neighbours import nearest_to
     from lib.pipeline.reduced import CANDIDATES, nearest_search
-    from lib.store.bundle_install import backbone_stand_ins, installed_bundle
+    from lib.process import machine_info
+    from lib.runtimes.lite_parts import lite_backbone
+    from lib.store.installed import backbone_stand_ins, installed_bundle
     from lib.store.layout import CacheLayout
 
     info = installed_bundle(args.hosted)

@@ -27,12 +27,12 @@ def main() -> int:
     parser.add_argument("--per-class", type=int, default=200)
     args = parser.parse_args()
 
-    from lib.analysis.benchmark import machine_info
     from lib.data.sources import load_dataset, subset_indices
     from lib.models.protocols import PROTOCOLS
     from lib.models.specs import resolve_backbone
     from lib.pipeline.features import extract_features
     from lib.pipeline.training import FeatureBlock, fit_head
+    from lib.process import machine_info
     from lib.runtimes import litert
 
     m = machine_info()
@@ -45,7 +45,7 @@ def main() -> int:
         spec = resolve_backbone(args.backbone)
         calibration = ds.images("train")[subset_indices(ds.labels("train"), args.per_class)]
         t0 = time.perf_counter()
-        from lib.models.backbones import load_backbone
+        from lib.runtimes.backbones import load_backbone
 
         flatbuffer = litert.convert_to_flatbuffer(
             spec, load_backbone(spec), args.size, "int8", tuple(ds.image_shape), calibration

@@ -76,14 +76,14 @@ def convert(recipe: str, loaded: Any, size: int, shape: tuple[int, ...], calibra
 
 def main() -> int:
     """Print one line per recipe."""
-    from lib.analysis.benchmark import machine_info
     from lib.data.sources import load_dataset, subset_indices
-    from lib.models.backbones import load_backbone
     from lib.models.protocols import PROTOCOLS
     from lib.models.specs import resolve_backbone
     from lib.pipeline.features import extract_features
     from lib.pipeline.training import FeatureBlock, fit_head
+    from lib.process import machine_info
     from lib.runtimes import registry
+    from lib.runtimes.backbones import load_backbone
     from lib.runtimes.litert import CALIBRATION_PER_CLASS, LiteRTBackbone, calibration_indices
     from lib.store.layout import CacheLayout
 

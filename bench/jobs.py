@@ -160,7 +160,7 @@ def main() -> None:
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: start, idle, rates")
     parser.add_argument("--repeat", type=int, default=4, help="extractions of each kind (alternating which goes first)")
     args = parser.parse_args()
-    from lib.analysis.benchmark import machine_info
+    from lib.process import machine_info
 
     m = machine_info()
     print(f"machine: {m['cpu']}, {m['cores']} cores", flush=True)

@@ -33,7 +33,7 @@ def main() -> None:
     p.add_argument("--shots", default="", help="folder for the README screenshots")
     args = p.parse_args()
 
-    from lib.analysis.benchmark import machine_info
+    from lib.process import machine_info
     from tests.streamlit_server import chromium, hover_until_thumbnail, peak_rss_mb, running_app, wait_idle
 
     m = machine_info()

@@ -60,7 +60,7 @@ def extract(args: argparse.Namespace, size: int, runtime: str, cache: Path) -> d
 
 def main() -> int:
     """Print one line per (size, runtime) and the agreement of the features."""
-    from lib.analysis.benchmark import machine_info
+    from lib.process import machine_info
     from lib.runtimes import DEFAULT_RUNTIME, selectable
 
     parser = argparse.ArgumentParser()

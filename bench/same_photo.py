@@ -28,9 +28,9 @@ def main() -> int:
     args = parser.parse_args()
     from PIL import Image, ImageEnhance
 
-    from lib.analysis.benchmark import machine_info
     from lib.analysis.duplicates import SAME_PHOTO, same_photo_scores
     from lib.data.sources import load_dataset
+    from lib.process import machine_info
 
     m = machine_info()
     print(f"machine: {m['cpu']}, {m['cores']} cores", flush=True)

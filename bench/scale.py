@@ -75,10 +75,10 @@ def engines(source: str, backbone: str, size: int, workers: int, cache: Path) ->
     import numpy as np
 
     from lib.data.sources import load_dataset
-    from lib.models.backbones import load_backbone, resolve_backbone
     from lib.pipeline.engines import LocalEngine
     from lib.pipeline.features import ensure_features
     from lib.pipeline.ray_engine import RayEngine, RayOptions
+    from lib.runtimes.backbones import load_backbone, resolve_backbone
     from lib.store.layout import CacheLayout
 
     ds = load_dataset(source, cache / "data")
@@ -133,7 +133,7 @@ def projection(
 
 
 def main() -> None:
-    from lib.analysis.benchmark import machine_info
+    from lib.process import machine_info
 
     parser = data_args(
         argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter),

@@ -250,7 +250,7 @@ def run(
     deploy/demo/requirements.txt, serving deploy/demo/streamlit_app.py (the demo without TensorFlow)."""
     import sys as _sys
 
-    from lib.analysis.benchmark import machine_info
+    from lib.process import machine_info
     from tests.streamlit_server import ROOT, peak_rss_mb, running_app
 
     args = ["--demo"] + (["--bundle", bundle] if bundle else [])

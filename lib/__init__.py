@@ -4,7 +4,7 @@ Everything here takes arrays, paths and plain values and never imports Streamlit
 TensorFlow is imported lazily inside the functions that need it.
 
     from lib.data import sources
-    from lib.models import backbones
+    from lib.runtimes import backbones
     from lib.pipeline import features
     ds = datasets.load_dataset("../shared/data/cifar10-jpeg.tar.gz", cache_dir="cache")
     bb = backbones.resolve_backbone("../shared/models/mobilenet_v1_100_224_feature_vector")

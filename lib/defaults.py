@@ -36,7 +36,7 @@ def choose_defaults(
 ) -> Defaults:
     """Fill in what was not given (see the module docs)."""
     from lib.models.specs import default_image_size
-    from lib.store.bundle_install import installed_bundle
+    from lib.store.installed import installed_bundle
 
     bundled = (installed_bundle(layout) or {}).get("defaults") or {}
     chosen_backbone = (

@@ -46,3 +46,7 @@ class ImageDecodeError(UserFacingError):
 
 class ConfigError(UserFacingError):
     """A setting (protocol, hyperparameter, URL parameter, CLI flag) is unknown or out of range."""
+
+
+class BundleError(UserFacingError):
+    """A bundle could not be made, downloaded, verified or installed."""

@@ -3,21 +3,24 @@
 They are environment variables, read by TensorFlow and TF Hub when those are first imported,
 so setting them here costs nothing and imports nothing.
 
-    configure_process(cache_dir)     # first thing in an entry point
+    configure_process(CacheLayout(cache_dir).tfhub_cache())   # first thing in an entry point
     peak_rss_mb()                    # this process's peak memory so far (Linux), for the figures commands print
+    machine_info(); library_versions()  # what a measured figure depends on: the CPU, its cores, the libraries
     is_alive(pid, process_start(pid))  # whether that very process still runs (a pid is recycled, pid + start time not)
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
+import platform
 from pathlib import Path
+from typing import Any
 
-from lib.store.layout import CacheLayout, CacheLike
 
-
-def configure_process(cache_dir: CacheLike) -> None:
-    """Set TF's log level, legacy Keras for TF Hub layers, deterministic ops, and ``TFHUB_CACHE_DIR``."""
+def configure_process(tfhub_cache: Path | str) -> None:
+    """Set TF's log level, legacy Keras for TF Hub layers, deterministic ops, and ``TFHUB_CACHE_DIR`` (the cache's own,
+    :meth:`lib.store.layout.CacheLayout.tfhub_cache`, unless the user set one)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # hub.KerasLayer is a Keras 2 layer: TF Hub must see tf_keras, set before TensorFlow is imported.
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
@@ -25,7 +28,7 @@ def configure_process(cache_dir: CacheLike) -> None:
     os.environ.setdefault("TF_DETERMINISTIC_OPS", "1")
     # A user's own TFHUB_CACHE_DIR wins; otherwise modules download next to the other artifacts.
     if "TFHUB_CACHE_DIR" not in os.environ or os.environ.get("TLX_TFHUB_FROM_CACHE") == "1":
-        os.environ["TFHUB_CACHE_DIR"] = str(CacheLayout.at(cache_dir).tfhub_cache())
+        os.environ["TFHUB_CACHE_DIR"] = str(tfhub_cache)
         os.environ["TLX_TFHUB_FROM_CACHE"] = "1"
 
 
@@ -66,3 +69,29 @@ def is_alive(pid: int, start: str) -> bool:
         return not start
     fields = text.rsplit(")", 1)[1].split()
     return fields[0] != "Z" and (not start or fields[19] == start)
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, core count and platform: figures are only comparable on one machine."""
+    cpu = "unknown CPU"
+    try:
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform()}
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that shape a run's numbers."""
+    md = importlib.metadata
+    out = {"python": platform.python_version()}
+    for name in ("tensorflow", "keras", "tensorflow-hub", "numpy", "scikit-learn"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    return out

@@ -18,7 +18,7 @@ from lib.process import configure_process
 
 # What the CLI and app.py do at start-up, so tests see the same process settings (deterministic ops, legacy Keras for TF
 # Hub).
-configure_process(Path(os.environ.get("TMPDIR", "/tmp")) / "tlx-test-cache")
+configure_process(Path(os.environ.get("TMPDIR", "/tmp")) / "tlx-test-cache" / "tfhub")
 
 from tests import fixtures  # noqa: E402
 

@@ -17,14 +17,15 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from lib.analysis import evaluation, projections
+from lib.analysis import projections
 from lib.data.sources import Dataset, cached_dataset_status
 from lib.errors import UserFacingError
-from lib.models.backbones import BackboneSpec, LoadedBackbone, load_backbone, resolve_backbone
+from lib.models import metrics as evaluation
 from lib.pipeline.features import FeatureResult, cached_feature_result
+from lib.runs.registry import Run, load_run
 from lib.runtimes import DEFAULT_RUNTIME
+from lib.runtimes.backbones import BackboneSpec, LoadedBackbone, load_backbone, resolve_backbone
 from lib.store.layout import RUN_FILES, CacheLayout
-from lib.store.runs import Run, load_run
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
@@ -109,7 +110,7 @@ def features(
 def lite_parts_ready(cache_dir: str, run_id: str) -> None:
     """:class:`UserFacingError` if a part of the run has no LiteRT model here; loads nothing (memory is a demo's
     budget)."""
-    from lib.models.lite import lite_backbones
+    from lib.runtimes.lite_parts import lite_backbones
 
     r = run(cache_dir, run_id)
     ds = dataset_if_ready(r.manifest.source, cache_dir)
@@ -120,7 +121,7 @@ def lite_parts_ready(cache_dir: str, run_id: str) -> None:
 
 def lite_backbone_ready(cache_dir: str, source: str, backbone: str, size: int) -> None:
     """:class:`UserFacingError` if this backbone has no LiteRT model at ``size`` here; loads nothing."""
-    from lib.models.lite import lite_backbone as check
+    from lib.runtimes.lite_parts import lite_backbone as check
 
     ds = dataset_if_ready(source, cache_dir)
     if ds is None:
@@ -133,7 +134,7 @@ def lite_backbone_ready(cache_dir: str, source: str, backbone: str, size: int) -
 def lite_parts(cache_dir: str, run_id: str) -> list[Any]:
     """A run's backbones as float LiteRT models (no TensorFlow): what the demo classifies uploads with.
     :class:`UserFacingError` when a part has no conversion here."""
-    from lib.models.lite import lite_backbones
+    from lib.runtimes.lite_parts import lite_backbones
 
     r = run(cache_dir, run_id)
     ds = dataset_if_ready(r.manifest.source, cache_dir)
@@ -145,7 +146,7 @@ def lite_parts(cache_dir: str, run_id: str) -> list[Any]:
 @st.cache_resource(show_spinner=False, max_entries=8)
 def lite_backbone(cache_dir: str, source: str, backbone: str, size: int) -> Any:
     """One backbone at one size as a float LiteRT model (no TensorFlow), for searching by image in the demo."""
-    from lib.models.lite import lite_backbone as load
+    from lib.runtimes.lite_parts import lite_backbone as load
 
     ds = dataset_if_ready(source, cache_dir)
     if ds is None:
@@ -257,7 +258,7 @@ def forget_full_maps() -> None:
 @st.cache_resource(show_spinner=False, max_entries=4)
 def run_predictions(source: str, cache_dir: str, run_id: str, splits: tuple[str, ...]) -> dict[str, np.ndarray]:
     """The active run's predicted class of every image of each split (-1 where unknown without new work)."""
-    from lib.analysis.map_view import run_predictions as predict
+    from lib.pipeline.predictions import run_predictions as predict
 
     r = run(cache_dir, run_id)
     ds = dataset_if_ready(source, cache_dir)
@@ -316,7 +317,7 @@ def _audit(
 
     fixes = None
     if labels:
-        from lib.store.labels import read_label_file
+        from lib.data.labels import read_label_file
 
         ds = dataset_if_ready(source, cache_dir)
         if ds is None:
@@ -362,7 +363,7 @@ def duplicate_pairs(_audit_obj: Any, audit_key: str, threshold: float) -> list[d
 @st.cache_resource(show_spinner=False, max_entries=16)
 def feature_norms(feature_path: str) -> np.ndarray:
     """L2 norm of every row of a cached feature file (for cosine neighbours without a full-size temporary per query)."""
-    from lib.analysis.map_view import row_norms
+    from lib.pipeline.neighbours import row_norms
 
     return row_norms(np.load(feature_path, mmap_mode="r"))
 

@@ -88,7 +88,7 @@ def fix_form(
 
 def save(settings: state.Settings, ds: Any, name: str, add: dict[tuple[str, int], int]) -> None:
     """Merge ``add`` into the list and say what was saved (fixes equal to the given label are not listed)."""
-    from lib.store.labels import update_saved
+    from lib.data.labels import update_saved
 
     if not add:
         st.warning("Nothing to save: the chosen class is each image's given label.")

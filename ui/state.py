@@ -114,7 +114,7 @@ def defaults() -> dict[str, Any]:
 @st.cache_resource(show_spinner=False)
 def _installed(cache_dir: str, bundle: str, sha256: str) -> dict[str, Any]:
     """Install the bundle once per server process (every session waits for the first)."""
-    from lib.store.bundle_install import install_bundle
+    from lib.bundles.install import install_bundle
     from ui.scatter_map import THUMBS_ROOT
 
     bar = st.progress(0.0, text="Installing the demo bundle…")
@@ -135,7 +135,7 @@ def unpack_bundle_once(cache_dir: str) -> None:
     a message (nothing of it is installed)."""
     from lib.errors import UserFacingError
     from lib.models.specs import set_aliases
-    from lib.store.bundle_install import backbone_aliases, backbone_stand_ins
+    from lib.store.installed import backbone_aliases, backbone_stand_ins
 
     argv = _argv_defaults()
     bundle = argv.get("bundle") or os.environ.get("TLX_BUNDLE", "")

@@ -17,7 +17,7 @@ from lib.bounds import widget
 from lib.data.sources import Dataset
 from lib.errors import UserFacingError
 from lib.models.specs import REGISTRY
-from lib.store.runs import Run, list_runs
+from lib.runs.registry import Run, list_runs
 from ui import cached, demo, state
 from ui.text import md_escape, show_error, show_warning
 

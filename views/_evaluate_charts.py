@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from lib.store.runs import list_runs
+from lib.runs.registry import list_runs
 from ui import cached, charts, state
 
 

@@ -9,7 +9,7 @@ from lib.data.decode import resize_square
 from lib.data.images import upscale
 from lib.errors import UserFacingError
 from lib.models.predict import predict_images
-from lib.store.runs import Run
+from lib.runs.registry import Run
 from ui import cached, demo, state, widgets
 from ui.text import md_escape, show_error
 

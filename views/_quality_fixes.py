@@ -21,7 +21,7 @@ NO_EXCLUDE = "(leave nothing out)"
 
 def fixes_tab(settings: state.Settings, ds: Any) -> None:
     """The session's fix list: its rows, removal, downloads and import; then the export of the curated dataset."""
-    from lib.store.labels import read_saved, saved_label_lists, to_csv_rows, to_json
+    from lib.data.labels import read_saved, saved_label_lists, to_csv_rows, to_json
 
     name = fixes.list_name()
     st.text_input(
@@ -67,7 +67,7 @@ def fixes_tab(settings: state.Settings, ds: Any) -> None:
     )
     force = fixes.force_checkbox("fix_up_force") if up is not None else False
     if up is not None and st.button("Import", **demo.off("Importing fixes")):
-        from lib.store.labels import parse_labels
+        from lib.data.labels import parse_labels
 
         try:
             got = parse_labels(
@@ -86,7 +86,7 @@ def fixes_tab(settings: state.Settings, ds: Any) -> None:
 
 
 def _update(settings: state.Settings, ds: Any, name: str, **change: Any) -> None:
-    from lib.store.labels import update_saved
+    from lib.data.labels import update_saved
 
     try:
         update_saved(settings.cache_dir, name, ds, note="fixed in the app", **change)
@@ -102,8 +102,8 @@ def export_section(
 ) -> None:
     """Export the dataset less an exclude list, with the fix list's labels (only the ``selection`` rows' images, split
     and index, if given), as a zip of PNGs under the cache, then offer it for download."""
-    from lib.store.excludes import saved_exclude_lists
-    from lib.store.labels import read_saved
+    from lib.data.excludes import saved_exclude_lists
+    from lib.data.labels import read_saved
 
     st.subheader("Export the curated dataset")
     layout = CacheLayout.at(settings.cache_dir)

@@ -10,10 +10,10 @@ import numpy as np
 import streamlit as st
 
 from lib.analysis import audit as au
+from lib.data.excludes import save_exclude_list, to_json
 from lib.data.images import upscale
 from lib.errors import UserFacingError
 from lib.safe_text import to_csv
-from lib.store.excludes import save_exclude_list, to_json
 from lib.store.layout import safe_name
 from ui import cached, demo, fixes, state
 from ui.text import md_escape, show_error
@@ -97,7 +97,7 @@ def explain(
 ) -> None:
     """Why one image is flagged: its given and suggested labels with their calibrated probabilities, and the training
     images that carry the suggested label and look most like it (by the features)."""
-    from lib.analysis.map_view import nearest_of_class
+    from lib.pipeline.neighbours import nearest_of_class
 
     st.subheader("Why is it flagged?")
     labels = {f"{s}/{i} · {ds.classes[int(audit.labels[s][i])]}": (s, i) for s, i in flags}
@@ -257,7 +257,7 @@ def exclude_list_tab(settings: state.Settings, ds: Any, audit: Any, marked: dict
 def label_list_picker(settings: state.Settings, ds: Any) -> str | None:
     """Which labels to audit: the dataset's own, or a saved label list (CSV ``split,index,label`` or the app's JSON,
     uploaded here and kept under the cache); the chosen list's path, or None."""
-    from lib.store.labels import describe_changes, parse_labels, save_label_list, saved_label_lists
+    from lib.data.labels import describe_changes, parse_labels, save_label_list, saved_label_lists
 
     with st.expander("Audit other labels (for example people's re-annotations)"):
         up = st.file_uploader(

@@ -11,8 +11,8 @@ import streamlit as st
 
 from lib.analysis import benchmark_results as br
 from lib.config import BLOG_ACCURACY
+from lib.runs.registry import list_runs
 from lib.runtimes import as_selectable
-from lib.store.runs import list_runs
 from ui import charts, demo, state
 from ui.pages import page_path
 from ui.text import md_escape

@@ -53,7 +53,7 @@ def apply_preset(settings: state.Settings, name: str) -> None:
 
 def fix_lists(settings: state.Settings) -> list[Path]:
     """The saved label lists (fixes, or another annotation such as CIFAR-10N's), newest first."""
-    from lib.store.labels import saved_label_lists
+    from lib.data.labels import saved_label_lists
 
     return saved_label_lists(settings.cache_dir)
 
@@ -212,9 +212,9 @@ class TrainChoice:
 
 def request_from_form(settings: state.Settings, ds: Any, exclude_lists: list[Path]) -> TrainChoice:
     """The request the form's values describe; :class:`UserFacingError` (one line) for what cannot be trained."""
+    from lib.data.excludes import read_exclude_file
     from lib.models.heads import HeadConfig
     from lib.pipeline.training import RunRequest
-    from lib.store.excludes import read_exclude_file
 
     s = st.session_state
     backbone = s["t_custom"].strip() if s["t_backbone"] == CUSTOM else s["t_backbone"]
@@ -256,7 +256,7 @@ def request_from_form(settings: state.Settings, ds: Any, exclude_lists: list[Pat
         request.exclude = {split: [int(i) for i in v] for split, v in read_exclude_file(chosen, ds).items()}
     fix_file = next((p for p in fix_lists(settings) if p.stem == s["t_relabel"]), None)
     if fix_file is not None:
-        from lib.store.labels import read_label_source
+        from lib.data.labels import read_label_source
 
         request.relabel, request.relabel_source = read_label_source(fix_file, ds)
     cfg = None

@@ -10,8 +10,8 @@ import streamlit as st
 
 from lib.config import BLOG_ACCURACY
 from lib.errors import UserFacingError
-from lib.store.manifest import RunManifest
-from lib.store.runs import delete_run, list_damaged_runs, set_label
+from lib.runs.manifest import RunManifest
+from lib.runs.registry import delete_run, list_damaged_runs, set_label
 from ui import charts, demo, state, widgets
 from ui.text import md_escape, show_error
 
@@ -152,7 +152,7 @@ def _download(col: Any, settings: state.Settings, run_id: str) -> None:
     if not zip_path.exists() and col.button("Build model zip", **demo.off("Building a zip")):
         with st.spinner("Exporting backbone + head as one SavedModel…"):
             try:
-                from lib.models.export import export_run, zip_folder
+                from lib.runs.export import export_run, zip_folder
 
                 # The cache's own exports folder: a previous export of this run there may be replaced.
                 folder = export_run(settings.cache_dir, run_id, layout.export_dir(run_id), force=True)

@@ -7,7 +7,7 @@ import streamlit as st
 
 from lib.analysis.compare import compare_runs, verdict
 from lib.errors import UserFacingError
-from lib.store.runs import list_runs
+from lib.runs.registry import list_runs
 from ui import cached, state, widgets
 from ui.text import md_escape, show_error
 from views import _compare_sections

@@ -3,7 +3,7 @@ calibration, a comparison with another run, and classifying your own image."""
 
 import streamlit as st
 
-from lib.analysis.evaluation import misclassified, percent
+from lib.models.metrics import misclassified, percent
 from ui import cached, fixes, state, widgets
 from ui.text import md_escape
 from views import _evaluate_charts, _evaluate_upload

@@ -7,8 +7,8 @@ from lib.analysis.inventory import dataset_features, missing_feature_splits, set
 from lib.config import BLOG_ACCURACY
 from lib.errors import UserFacingError
 from lib.jobs.commands import extract_job
+from lib.runs.registry import list_runs
 from lib.runtimes import entry_default
-from lib.store.runs import list_runs
 from ui import cached, demo, jobs, state, widgets
 from ui.text import md_escape, show_error
 

@@ -2,10 +2,10 @@
 
 import streamlit as st
 
+from lib.data.excludes import saved_exclude_lists
 from lib.errors import UserFacingError
 from lib.jobs.commands import train_job
-from lib.store.excludes import saved_exclude_lists
-from lib.store.runs import list_runs
+from lib.runs.registry import list_runs
 from ui import jobs, state, widgets
 from ui.text import show_error
 from views import _train_form, _train_result, _train_runs

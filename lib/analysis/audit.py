@@ -127,11 +127,11 @@ def out_of_sample_probabilities(
     images the first round flags (their labels are suspect), which keeps them from learning the errors they are to
     find. Features wider than ``dims`` are first projected onto their ``dims`` principal components (:func:`reduced`),
     which makes a head on several backbones cheap enough for the audit's time budget. One temperature
-    (:mod:`lib.analysis.calibration`) is fitted on the pooled out-of-sample logits against the
+    (:mod:`lib.models.calibration`) is fitted on the pooled out-of-sample logits against the
     given labels and applied to every split. :class:`ConfigError` if a class has fewer images than folds."""
     from sklearn.model_selection import StratifiedKFold
 
-    from lib.analysis.calibration import fit_temperature
+    from lib.models.calibration import fit_temperature
     from lib.models.heads import softmax, train_head
 
     splits = list(labels)
@@ -234,7 +234,7 @@ class Audit:
     ]  # "test>train", "train>train", "test>test" -> (index, similarity)
     seconds: float
     key: str = ""
-    temperature: float = 1.0  # the out-of-sample probabilities' calibration (lib.analysis.calibration)
+    temperature: float = 1.0  # the out-of-sample probabilities' calibration (lib.models.calibration)
     # "test>train", "train>train", "test>test" -> (a, b, feature similarity, same-photo score) of every candidate pair
     # checked on the pixels (lib.analysis.duplicates); empty if the images were not at hand
     photos: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = dataclasses.field(default_factory=dict)
@@ -481,8 +481,8 @@ def _audit_target(
     more: Parts = (),
     views: tuple[str, ...] = VIEWS,
 ) -> tuple[Any, Path]:
+    from lib.data.labels import labels_digest
     from lib.pipeline.whole import whole_dataset
-    from lib.store.labels import labels_digest
     from lib.store.layout import CacheLayout
 
     whole = whole_dataset(
@@ -529,7 +529,7 @@ def run_audit(
     views: tuple[str, ...] = VIEWS,
 ) -> Audit:
     """The audit of every image of the dataset's train and test splits (features extracted if missing), with the
-    given labels replaced by ``labels`` (:mod:`lib.store.labels`) where it names images. The heads learn from the
+    given labels replaced by ``labels`` (:mod:`lib.data.labels`) where it names images. The heads learn from the
     backbone's features concatenated with those of ``more`` (backbone, size) parts, over ``views``; near-duplicates
     are searched on the first backbone's original images."""
     cache_dir = Path(cache_dir)
@@ -540,7 +540,7 @@ def run_audit(
     whole.ds.require_classes("An audit")
     features, given = whole.features(cache_dir, runtime, batch_size, progress)
     if labels:
-        from lib.store.labels import relabelled
+        from lib.data.labels import relabelled
 
         given = {s: relabelled(y, labels.get(s)) for s, y in given.items()}
     model_features = None

@@ -18,8 +18,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -70,20 +68,6 @@ class BenchmarkRow:
     peak_fraction: float | None = (
         None  # gflops / the machine's float32 matrix-multiply rate (the benchmark's peak probe)
     )
-
-
-def machine_info() -> dict[str, Any]:
-    """CPU model, core count and platform: figures are only comparable on one machine."""
-    cpu = "unknown CPU"
-    try:
-        cpu = next(
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        )
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform()}
 
 
 def benchmark_key(grid: dict[str, Any], machine: dict[str, Any], versions: dict[str, str]) -> str:
@@ -181,7 +165,7 @@ class BenchmarkSession:
     def tf_model(self, spec: Any) -> tuple[Any, float]:
         """The TF-loaded backbone and the seconds its (first) load took."""
         if spec.handle not in self.tf_models:
-            from lib.models.backbones import load_backbone
+            from lib.runtimes.backbones import load_backbone
 
             self.tf_models.clear()  # rows come backbone by backbone: keep one TF model in memory, not all of them
 
@@ -376,7 +360,7 @@ def run_configurations(
     from lib.analysis.benchmark_results import missing_configurations
     from lib.data.sources import load_dataset
     from lib.models.specs import resolve_backbone
-    from lib.pipeline.training import library_versions
+    from lib.process import library_versions
     from lib.runtimes.preconvert import preconvert
     from lib.store.atomic import read_json, write_json_atomic
 

@@ -58,9 +58,10 @@ def _disagreements(
 
 
 def compare_runs(a: Any, b: Any) -> dict[str, Any]:
-    """Compare two loaded runs (:class:`lib.store.runs.Run`); :class:`ConfigError` unless they were scored on the same
+    """Compare two loaded runs (:class:`lib.runs.registry.Run`); :class:`ConfigError` unless they were scored on the
+    same
     dataset's test split with the same classes and share test images."""
-    from lib.analysis.evaluation import confusion, reliability
+    from lib.models.metrics import confusion, reliability
 
     ma, mb = a.manifest, b.manifest
     if a.run_id == b.run_id:

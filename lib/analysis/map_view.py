@@ -16,8 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from lib.store.layout import CacheLike
-
 COLOUR_MODES = ("true label", "predicted label", "correct vs wrong", "split", "label-issue score")
 TABLEAU10 = [
     "#4c78a8",
@@ -128,99 +126,6 @@ def points_in_polygon(xy: np.ndarray, polygon: list[tuple[float, float]] | np.nd
     return inside
 
 
-def head_probabilities(
-    run: Any, ds: Any, spec: Any, cache_dir: CacheLike, split: str, limit: int | None = None, dtype: Any = np.float32
-) -> np.ndarray | None:
-    """The run's head on cached features of ``split`` (its sizes and views; ``limit`` images per class, None: all),
-    or None if any are not cached. ``dtype`` rounds the features first (float16: what a bundle stores)."""
-    from lib.models.predict import combine_views, np_concat, np_mean, part_key
-    from lib.models.specs import resolve_backbone
-    from lib.pipeline.features import cached_feature_result
-
-    m = run.manifest
-    views = {False: "original", True: "flip"}
-    parts: dict[tuple[Any, bool], np.ndarray] = {}
-    for j, (handle, _identity, sizes) in enumerate(m.backbones()):
-        part_spec = spec if j == 0 else resolve_backbone(handle)
-        for size in sizes:
-            for flip in (False, True) if m.tta else (False,):
-                found = cached_feature_result(ds, split, part_spec, size, views[flip], limit, cache_dir, m.runtime)
-                if found is None:
-                    return None
-                parts[(part_key(j, size), flip)] = np.asarray(found.features, dtype).astype(np.float32)
-    return combine_views(
-        lambda key, flip: parts[(key, flip)], run.head.predict_proba, m.part_keys(), m.tta, np_concat, np_mean
-    )
-
-
-def run_predictions(run: Any, ds: Any, spec: Any, cache_dir: CacheLike, splits: list[str]) -> dict[str, np.ndarray]:
-    """The run's predicted class of every image of each split; -1 where it cannot be told without new work.
-
-    The run's own test split uses its stored predictions. Another split (train) is predicted by the run's
-    head from cached features of the run's sizes and views (never extracted here); a fine-tuned run has
-    no separate head, so only its stored predictions are known. A hosting bundle brings them instead of features.
-    """
-    from lib.store.bundle_hosting import read_split_predictions
-    from lib.store.layout import CacheLayout
-
-    brought = read_split_predictions(CacheLayout.at(cache_dir), run.run_id, ds) or {}
-    out: dict[str, np.ndarray] = {}
-    for split in splits:
-        pred = np.full(ds.size(split), -1, np.int64)
-        if split == run.manifest.test_split:
-            pred[np.asarray(run.indices, np.int64)] = run.y_pred
-        elif split in brought:
-            pred[:] = brought[split]
-        elif not run.manifest.finetuned:
-            probs = head_probabilities(run, ds, spec, cache_dir, split)
-            if probs is not None:
-                pred[:] = probs.argmax(axis=1)
-        out[split] = pred
-    return out
-
-
-def row_norms(x: np.ndarray, chunk: int = 8192) -> np.ndarray:
-    """L2 norm of each row, in chunks (no temporary the size of ``x``)."""
-    if not len(x):
-        return np.zeros(0, np.float32)
-    return np.concatenate(
-        [np.linalg.norm(np.asarray(x[i : i + chunk], np.float32), axis=1) for i in range(0, len(x), chunk)]
-    )
-
-
-def nearest_across(
-    features: dict[str, np.ndarray], split: str, index: int, k: int, norms: dict[str, np.ndarray] | None = None
-) -> list[tuple[str, int, float]]:
-    """The ``k`` images most cosine-similar to image ``index`` of ``split``, searched in every split (itself excluded).
-    ``norms`` (split -> row norms) saves recomputing them for each query."""
-    return nearest_to(features, np.asarray(features[split][index], np.float32), k, norms, skip=(split, index))
-
-
-def nearest_to(
-    features: dict[str, np.ndarray],
-    query: np.ndarray,
-    k: int,
-    norms: dict[str, np.ndarray] | None = None,
-    skip: tuple[str, int] | None = None,
-) -> list[tuple[str, int, float]]:
-    """The ``k`` images of every split most cosine-similar to the feature vector ``query`` (an upload's, or a dataset
-    image's with ``skip`` naming it), as ``(split, index, similarity)``, most similar first."""
-    q = np.asarray(query, np.float32).ravel()
-    q = q / max(float(np.linalg.norm(q)), 1e-12)
-    found: list[tuple[str, int, float]] = []
-    for name, f in features.items():
-        if np.shape(f)[1:] != q.shape:
-            raise ValueError(f"features of {name} have {np.shape(f)[1:]} dimensions, the query {q.shape}")
-        n = norms[name] if norms is not None else row_norms(f)
-        sims = (np.asarray(f) @ q) / np.maximum(n, 1e-12)
-        if skip is not None and name == skip[0]:
-            sims[skip[1]] = -np.inf
-        take = min(k, len(sims))
-        top: np.ndarray = np.argpartition(-sims, take - 1)[:take] if take else np.zeros(0, np.int64)
-        found += [(name, int(i), float(sims[i])) for i in top if np.isfinite(sims[i])]
-    return sorted(found, key=lambda t: -t[2])[:k]
-
-
 def place_among(coords: dict[str, np.ndarray], hits: list[tuple[str, int, float]]) -> np.ndarray | None:
     """Where a new image sits on a stored map: the similarity-weighted mean of its neighbours' positions (a map is
     not refitted for one image), or None without neighbours on it."""
@@ -247,20 +152,3 @@ def selection_mask(selection: dict[str, Any], n: int) -> np.ndarray | None:
     if len(raw) != (n + 7) // 8:
         return None
     return np.unpackbits(raw, bitorder="little")[:n].astype(bool)
-
-
-def nearest_of_class(
-    base: np.ndarray, base_labels: np.ndarray, query: np.ndarray, label: int, k: int = 6, exclude: int | None = None
-) -> list[tuple[int, float]]:
-    """The ``k`` rows of ``base`` labelled ``label`` most cosine-similar to ``query`` (row ``exclude`` left out: the
-    query itself when it is a row of ``base``), most similar first, as ``(row, similarity)``."""
-    rows = np.flatnonzero(np.asarray(base_labels) == label)
-    if exclude is not None:
-        rows = rows[rows != exclude]
-    if not len(rows):
-        return []
-    x = np.asarray(base[rows], np.float32)
-    q = np.asarray(query, np.float32)
-    sims = (x @ q) / np.maximum(np.linalg.norm(x, axis=1) * max(float(np.linalg.norm(q)), 1e-12), 1e-12)
-    top = np.argsort(-sims, kind="stable")[:k]
-    return [(int(rows[i]), float(sims[i])) for i in top]

@@ -102,9 +102,9 @@ def splits_for(arg: str, available: tuple[str, ...]) -> list[str]:
 
 def cmd_extract(args: argparse.Namespace) -> dict[str, Any]:
     """``extract``: compute or load features for the requested splits and views."""
-    from lib.models.backbones import resolve_backbone
     from lib.pipeline.engines import open_engine  # Ray itself is imported only if a Ray engine starts it
     from lib.pipeline.features import ensure_features
+    from lib.runtimes.backbones import resolve_backbone
 
     t0 = time.perf_counter()
     ds = load_with_progress(args.source, args.layout)
@@ -180,7 +180,7 @@ def get_dim(artifacts: list[dict[str, Any]]) -> int:
 
 def cmd_backbones(args: argparse.Namespace) -> dict[str, Any]:
     """``backbones``: the registry as a table."""
-    from lib.models.backbones import REGISTRY
+    from lib.runtimes.backbones import REGISTRY
 
     rows = [
         {

@@ -52,7 +52,7 @@ def _printer() -> Any:
 
 
 def cmd_bundle(args: argparse.Namespace) -> dict[str, Any]:
-    from lib.store.bundle import make_bundle
+    from lib.bundles.make import make_bundle
 
     report = make_bundle(args.layout, args.out, args.run, progress=_printer(), hosting=args.hosting)
     checks = "; ".join(
@@ -73,7 +73,7 @@ def cmd_bundle(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_install_bundle(args: argparse.Namespace) -> dict[str, Any]:
     from pathlib import Path
 
-    from lib.store.bundle_install import install_bundle
+    from lib.bundles.install import install_bundle
 
     info = install_bundle(
         args.bundle,

@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         raise
     args.cache_dir = args.cache_dir or config.default_cache_dir()
     args.layout = CacheLayout(args.cache_dir)  # the one layout every command passes down
-    configure_process(args.layout)
+    configure_process(args.layout.tfhub_cache())
     _fill_defaults(args)
     result: dict[str, Any] | None = None
     code, error = 0, ""

@@ -130,7 +130,7 @@ def cmd_audit(args: argparse.Namespace) -> dict[str, Any]:
     ds = load_with_progress(args.source, args.layout)
     labels = None
     if args.labels is not None:
-        from lib.store.labels import changed_count, read_label_file
+        from lib.data.labels import changed_count, read_label_file
 
         labels = read_label_file(args.labels, ds, args.force)
         say_stage(
@@ -254,9 +254,9 @@ def cmd_project(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_export_dataset(args: argparse.Namespace) -> dict[str, Any]:
     """``export-dataset``: the dataset less the excluded images, with the fixed labels, as lossless PNGs."""
     from lib.cli.common import Bar
+    from lib.data.excludes import read_exclude_file
     from lib.data.export_dataset import export_dataset
-    from lib.store.excludes import read_exclude_file
-    from lib.store.labels import read_label_file
+    from lib.data.labels import read_label_file
 
     t0 = time.perf_counter()
     ds = load_with_progress(args.source, args.layout)

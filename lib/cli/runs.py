@@ -13,7 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lib.analysis.evaluation import percent
 from lib.bounds import backbone_at_sizes, flag
 from lib.cli.common import (
     Bar,
@@ -27,6 +26,7 @@ from lib.cli.common import (
     say_stage,
 )
 from lib.errors import ConfigError, RunError
+from lib.models.metrics import percent
 from lib.models.protocols import PROTOCOLS
 
 
@@ -207,14 +207,14 @@ def _request(args: argparse.Namespace) -> Any:
     req.batch_size = args.batch_size
     req.runtime = args.runtime
     if args.exclude is not None:
+        from lib.data.excludes import read_exclude_file
         from lib.data.sources import load_dataset
-        from lib.store.excludes import read_exclude_file
 
         images = read_exclude_file(args.exclude, load_dataset(args.source, args.layout))
         req.exclude = {split: [int(i) for i in v] for split, v in images.items()}
     if args.relabel is not None:
+        from lib.data.labels import describe_changes, read_label_file, read_label_source
         from lib.data.sources import load_dataset
-        from lib.store.labels import describe_changes, read_label_file, read_label_source
 
         ds = load_dataset(args.source, args.layout)
         req.relabel, req.relabel_source = read_label_source(args.relabel, ds, force=args.force)
@@ -226,7 +226,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     """``train``: features -> head -> evaluated, registered run."""
     import sys
 
-    from lib.store.runs import set_label
+    from lib.runs.registry import set_label
 
     if args.finetune and args.engine == "ray":
         raise ConfigError(
@@ -344,8 +344,8 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     """``evaluate``: metrics recomputed from the run's stored predictions."""
-    from lib.analysis.evaluation import evaluate
-    from lib.store.runs import load_run
+    from lib.models.metrics import evaluate
+    from lib.runs.registry import load_run
 
     run = load_run(args.layout, args.run_id)
     report = evaluate(run.y_true, run.probs, run.classes)
@@ -373,7 +373,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_compare(args: argparse.Namespace) -> dict[str, Any]:
     """``compare``: two runs on the test images they share."""
     from lib.analysis.compare import compare_runs, verdict
-    from lib.store.runs import load_run
+    from lib.runs.registry import load_run
 
     result = compare_runs(load_run(args.layout, args.run_a), load_run(args.layout, args.run_b))
     acc, ece = result["accuracy"], result["ece"]
@@ -396,7 +396,7 @@ def cmd_compare(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_runs(args: argparse.Namespace) -> dict[str, Any]:
     """``runs``: list, show, delete, label or export."""
-    from lib.store import runs
+    from lib.runs import registry as runs
 
     if args.runs_command == "list":
         manifests = runs.list_runs(args.layout)
@@ -435,7 +435,7 @@ def cmd_runs(args: argparse.Namespace) -> dict[str, Any]:
             "_text": f"{args.run_id} is now labelled {manifest.label!r}",
         }
     if args.runs_command == "export":
-        from lib.models.export import check_zip_target, export_run, zip_folder
+        from lib.runs.export import check_zip_target, export_run, zip_folder
 
         layout = args.layout
         # The default folder is this project's own: a previous export there is replaced without --force.

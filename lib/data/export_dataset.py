@@ -66,7 +66,7 @@ def plan(
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per split, the image indices to write and their (fixed) labels: the selection (every image if None) less the
     excluded ones. :class:`ConfigError` when an image is both excluded and relabelled, or nothing is left."""
-    from lib.store.labels import check_not_excluded, relabelled
+    from lib.data.labels import check_not_excluded, relabelled
 
     exclude, fixes = exclude or {}, fixes or {}
     check_not_excluded(fixes, exclude)

@@ -114,7 +114,7 @@ class TrainedHead:
     steps: int = 0
     seconds: float = 0.0
     temperature: float = (
-        1.0  # the logits are divided by it before the softmax (lib.analysis.calibration; 1: uncalibrated)
+        1.0  # the logits are divided by it before the softmax (lib.models.calibration; 1: uncalibrated)
     )
 
     def logits(self, x: np.ndarray, batch: int = 8192) -> np.ndarray:

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 if TYPE_CHECKING:
-    from lib.models.backbones import LoadedBackbone
     from lib.models.heads import TrainedHead
+    from lib.runtimes.backbones import LoadedBackbone
 
 T = TypeVar("T")
 PartKey = Hashable  # an int size (first backbone) or (j, size) (j-th further backbone)

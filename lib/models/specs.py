@@ -6,7 +6,7 @@ A backbone string is one of
 - a local SavedModel folder with the TF Hub feature-vector interface;
 - a ``.tflite`` feature extractor (quantized uint8 input/output are handled).
 
-Resolving a string needs no TensorFlow (loading one does: :mod:`lib.models.backbones`).
+Resolving a string needs no TensorFlow (loading one does: :mod:`lib.runtimes.backbones`).
 The default input size of a backbone is decided here once, for the CLI and the app alike.
 
     spec = resolve_backbone("../shared/models/mobilenet_v1_100_224_feature_vector")

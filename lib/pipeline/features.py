@@ -44,8 +44,8 @@ from lib.store.atomic import write_json_atomic
 from lib.store.layout import CacheLayout, CacheLike
 
 if TYPE_CHECKING:
-    from lib.models.backbones import LoadedBackbone
     from lib.models.specs import BackboneSpec
+    from lib.runtimes.backbones import LoadedBackbone
 
 __all__ = [
     "VIEWS",

@@ -39,12 +39,12 @@ from typing import Any
 import numpy as np
 
 from lib.errors import BackboneError, ConfigError, UserFacingError
-from lib.models.export import probability_module, save_module
 from lib.models.heads import EpochReport, HeadConfig, train_head
 from lib.pipeline.training import EpochFn, RunRequest, StageFn, gather_features, run_manifest, stored_predictions
+from lib.runs.export import probability_module, save_module
+from lib.runs.manifest import RunManifest
+from lib.runs.registry import MODEL_DIR, save_run
 from lib.store.layout import FINETUNE_FILES, CacheLike
-from lib.store.manifest import RunManifest
-from lib.store.runs import MODEL_DIR, save_run
 
 FINETUNE_VERSION = 2
 PROGRESS_EVERY = 10  # batches between progress reports
@@ -192,7 +192,7 @@ def finetune_run(
     import tensorflow as tf
 
     from lib.data.sources import load_dataset
-    from lib.models.backbones import resolve_backbone
+    from lib.runtimes.backbones import resolve_backbone
     from lib.store.layout import CacheLayout
 
     cfg = (cfg or FinetuneConfig()).validate()
@@ -457,7 +457,7 @@ def _evaluate_and_save(
     model."""
     import tensorflow as tf
 
-    from lib.analysis.evaluation import evaluate_for_run
+    from lib.models.metrics import evaluate_for_run
 
     stage("Evaluating")
     frozen_test = gather_features(ds, spec, "test", (size,), ("original",), cache_dir, req.limit, req.batch_size)

@@ -177,7 +177,7 @@ class Embedder:
 
             tf.config.threading.set_intra_op_parallelism_threads(threads)
             tf.config.threading.set_inter_op_parallelism_threads(1)
-            from lib.models.backbones import load_backbone
+            from lib.runtimes.backbones import load_backbone
 
             self.backbone: Any = load_backbone(spec)
         else:

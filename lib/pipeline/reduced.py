@@ -108,7 +108,7 @@ def nearest_reranked(
     features ``embed`` computes) in every split of ``reduced``: the ``CANDIDATES`` nearest by reduced features,
     re-ranked by the real features of those images (``embed``: uint8 images -> feature rows). Returns ``(hits,
     exact)``; without ``embed`` the reduced ranking is returned as is, and ``exact`` is False."""
-    from lib.analysis.map_view import nearest_to
+    from lib.pipeline.neighbours import nearest_to
 
     if query is None and skip is not None:
         if embed is None:
@@ -138,7 +138,7 @@ def nearest_search(
     """Cosine neighbours among ``results`` (split -> :class:`lib.pipeline.features.FeatureResult`) of ``query`` (a full
     feature vector) or, with ``query`` None, of the image ``skip`` names. Real features: exact search. Reduced ones:
     :func:`nearest_reranked`. Returns ``(hits, exact)``; hits hold rows of each split's features."""
-    from lib.analysis.map_view import nearest_to
+    from lib.pipeline.neighbours import nearest_to
 
     if query is None and skip is None:  # both searches need one or the other
         raise ValueError("a query vector or the image to search from is needed")

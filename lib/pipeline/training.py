@@ -21,15 +21,15 @@ import numpy as np
 
 from lib.data.sources import Dataset, load_dataset
 from lib.errors import ConfigError, DataSourceError
-from lib.models.backbones import BackboneSpec, resolve_backbone
 from lib.models.heads import EpochReport, HeadConfig, TrainedHead, stratified_split, train_head
 from lib.models.predict import combine_views, np_concat, np_mean, part_key
 from lib.models.protocols import PROTOCOLS
 from lib.pipeline.engines import LocalEngine
 from lib.pipeline.features import Engine, ExtractProgress, ensure_features
+from lib.runs.manifest import RunManifest, RunMetrics
 from lib.runtimes import AUTO, DEFAULT_RUNTIME, check_runtime
+from lib.runtimes.backbones import BackboneSpec, resolve_backbone
 from lib.store.layout import CacheLayout, CacheLike
-from lib.store.manifest import RunManifest, RunMetrics
 
 StageFn = Callable[[str], None]
 ExtractFn = Callable[[str, ExtractProgress], None]
@@ -53,10 +53,10 @@ class RunRequest:
     train_split: str = "train"
     runtime: str = DEFAULT_RUNTIME  # extraction runtime, a name in lib.runtimes' registry
     exclude: dict[str, list[int]] | None = (
-        None  # split -> image indices left out of training and scoring (lib.store.excludes)
+        None  # split -> image indices left out of training and scoring (lib.data.excludes)
     )
     relabel: dict[str, tuple[list[int], list[int]]] | None = (
-        None  # split -> (image indices, fixed label ids) (lib.store.labels)
+        None  # split -> (image indices, fixed label ids) (lib.data.labels)
     )
     relabel_source: dict[str, Any] | None = (
         None  # where the fixes came from: name, sha256 of the file (recorded in the manifest)
@@ -118,7 +118,7 @@ class RunRequest:
             bounds.check("limit", self.limit)
         bounds.check("batch_size", self.batch_size)
         check_runtime(self.runtime)
-        from lib.store.labels import check_not_excluded
+        from lib.data.labels import check_not_excluded
 
         check_not_excluded(self.relabel or {}, self.exclude)
         return self
@@ -194,19 +194,6 @@ def gather_features(
             labels, indices = result.labels, result.indices
     assert labels is not None and indices is not None
     return FeatureBlock(parts, labels, indices, seconds, hits)
-
-
-def library_versions() -> dict[str, str]:
-    """Versions of the libraries that shape a run's numbers."""
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version()}
-    for name in ("tensorflow", "keras", "tensorflow-hub", "numpy", "scikit-learn"):
-        try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            pass
-    return out
 
 
 def run_manifest(
@@ -306,8 +293,8 @@ def fit_head(
     raw = probs_at(test, slice(None), 1.0)
     calibration = None
     if len(val_rows):
-        from lib.analysis.calibration import fit_temperature
-        from lib.analysis.evaluation import reliability
+        from lib.models.calibration import fit_temperature
+        from lib.models.metrics import reliability
 
         y_held = train.labels[val_rows]
         head.temperature = fit_temperature(lambda t: probs_at(train, val_rows, t), y_held)
@@ -333,8 +320,8 @@ def train_run(
 ) -> RunManifest:
     """Extract (or load) features (with ``engine``: default this process), train the head, evaluate on test, save the
     run; returns its manifest."""
-    from lib.analysis.evaluation import evaluate_for_run
-    from lib.store.runs import save_run
+    from lib.models.metrics import evaluate_for_run
+    from lib.runs.registry import save_run
 
     req.validate()
     layout = CacheLayout.at(layout)
@@ -395,7 +382,7 @@ def train_run(
     excluded = {"train": full_rows["train"] - len(train.labels), "test": full_rows["test"] - len(test.labels)}
     if any(excluded.values()):
         stage(f"Left out as the exclude list asks: {excluded['train']:,} training and {excluded['test']:,} test images")
-    from lib.store.labels import relabelled
+    from lib.data.labels import relabelled
 
     fixes = {s: (np.asarray(idx, np.int64), np.asarray(lab, np.int64)) for s, (idx, lab) in (req.relabel or {}).items()}
     fixed_train, fixed_test = (

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lib.errors import first_line
-from lib.runtimes import AUTO
+from lib.runtimes.registry import AUTO
 
 if TYPE_CHECKING:
     from lib.data.sources import Dataset
@@ -42,7 +42,7 @@ def machine_key(spec: BackboneSpec, size: int) -> str:
     """What a choice depends on: the backbone, the size, the machine and the libraries that run it."""
     import importlib.metadata as md
 
-    from lib.analysis.benchmark import machine_info
+    from lib.process import machine_info
 
     versions = {}
     for name in ("tensorflow", "ai-edge-litert", "numpy"):
@@ -72,7 +72,7 @@ def _rate(loaded: Any, batch: np.ndarray, size: int) -> tuple[float, np.ndarray]
 
 def measure(spec: BackboneSpec, size: int, ds: Dataset, layout: CacheLayout) -> dict[str, Any]:
     """Time both exact runtimes on this machine (see the module docs); the figures a choice is made from."""
-    from lib.models.backbones import load_backbone
+    from lib.runtimes.backbones import load_backbone
     from lib.runtimes.litert import LiteRTRuntime
 
     split = "test" if "test" in ds.splits else ds.splits[-1]

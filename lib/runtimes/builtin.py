@@ -5,8 +5,8 @@ import lib.runtimes.builtin   # done by lib.runtimes on first use
 
 from __future__ import annotations
 
-from lib.runtimes import register
 from lib.runtimes.litert import LiteRTRuntime
+from lib.runtimes.registry import register
 from lib.runtimes.tf import TFLiteFileRuntime, TFRuntime
 
 register(TFRuntime())

@@ -23,14 +23,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lib.errors import BackboneError, ConfigError, first_line
-from lib.runtimes import Runtime, TFBackboneFn
+from lib.runtimes.registry import Runtime, TFBackboneFn
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from lib.data.sources import Dataset
-    from lib.models.backbones import LoadedBackbone
     from lib.models.specs import BackboneSpec
+    from lib.runtimes.backbones import LoadedBackbone
     from lib.store.layout import CacheLayout
 
 CALIBRATION_PER_CLASS = 30  # training images per class for int8 calibration (300 for CIFAR-10)
@@ -92,7 +92,7 @@ class LiteRTRuntime(Runtime):
         tf_backbone: TFBackboneFn | None = None,
     ) -> Path:
         """The converted model of ``spec`` at ``size``; converted once, then read from the cache."""
-        from lib.models.backbones import load_backbone
+        from lib.runtimes.backbones import load_backbone
         from lib.store.atomic import atomic_path
 
         target = self.converted(spec, size, dataset, layout)

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from lib.runtimes import effective
+from lib.runtimes.registry import effective
 from lib.store.layout import CacheLayout, CacheLike
 
 _WORKER_MODELS: dict[str, Any] = {}  # in a conversion worker: the TF-loaded backbone it converts now
@@ -23,11 +23,11 @@ def _convert_in_worker(source: str, cache_dir: str, backbone: str, size: int, ru
     """One conversion in a worker process: (seconds, None) or (seconds, the one-line error)."""
     from lib.process import configure_process
 
-    configure_process(cache_dir)
+    configure_process(CacheLayout(cache_dir).tfhub_cache())
     from lib.data.sources import load_dataset
     from lib.errors import UserFacingError
-    from lib.models.backbones import load_backbone
     from lib.models.specs import resolve_backbone
+    from lib.runtimes.backbones import load_backbone
 
     t0 = time.perf_counter()
     try:

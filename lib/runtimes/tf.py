@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from lib.runtimes import Runtime, TFBackboneFn
+from lib.runtimes.registry import Runtime, TFBackboneFn
 
 if TYPE_CHECKING:
     from lib.data.sources import Dataset
@@ -34,7 +34,7 @@ class TFRuntime(Runtime):
         layout: CacheLayout,
         tf_backbone: TFBackboneFn | None = None,
     ) -> Any:
-        from lib.models.backbones import load_backbone
+        from lib.runtimes.backbones import load_backbone
 
         return tf_backbone() if tf_backbone else load_backbone(spec)
 

@@ -86,7 +86,7 @@ STAGING_DOWNLOAD, STAGING_TREE = (
 @dataclass(frozen=True)
 class ArtifactKind:
     """One kind of artifact under the cache: its folder, what one artifact is (a folder or a file), which belong to a
-    bundle (``belongs``: a rule :mod:`lib.store.bundle` knows), and in which order a bundle installs them."""
+    bundle (``belongs``: a rule :mod:`lib.bundles.make` knows), and in which order a bundle installs them."""
 
     folder: str
     unit: str  # "dir" (a run, a dataset, a backbone) or "file"
@@ -97,7 +97,7 @@ class ArtifactKind:
 
 
 # What a demo bundle carries, in install order (a feature file lands before the manifest that makes it valid: see
-# lib.store.bundle). Adding an artifact kind to bundles is a row here (and its rule there, if it needs a new one).
+# lib.bundles.make). Adding an artifact kind to bundles is a row here (and its rule there, if it needs a new one).
 ARTIFACTS: tuple[ArtifactKind, ...] = (
     ArtifactKind("runs", "dir", "*", "run", 0),
     ArtifactKind("datasets", "dir", "*", "dataset", 1),

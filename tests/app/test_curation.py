@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lib.data.sources import load_dataset
-from lib.store.runs import list_runs
+from lib.runs.registry import list_runs
 from tests import fixtures
 from tests.app.helpers import ROOT, finish_jobs, no_errors, plain, start
 

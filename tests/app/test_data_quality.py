@@ -17,7 +17,7 @@ def test_data_quality_audit_mark_save_and_train_without(
     leaked test images, saves the exclude list, and finds it offered on the Train page."""
     import shutil
 
-    from lib.store.excludes import saved_exclude_lists
+    from lib.data.excludes import saved_exclude_lists
 
     cache = tmp_path / "dq_cache"
     shutil.copytree(prepared["cache"], cache)
@@ -50,7 +50,7 @@ def test_data_quality_audit_mark_save_and_train_without(
     next(b for b in at.button if b.label == "Save the exclude list").click().run()
     no_errors(at)
     assert [p.stem for p in saved_exclude_lists(cache)] == ["from-test"]
-    from lib.store.excludes import read_exclude_file
+    from lib.data.excludes import read_exclude_file
 
     saved = read_exclude_file(saved_exclude_lists(cache)[0], load_dataset(prepared["source"], cache))
     assert list(saved) == ["test"] and len(saved["test"]) == n_leaked
@@ -68,7 +68,7 @@ def test_audit_other_labels_and_explain_a_flag(
 
     import numpy as np
 
-    from lib.store.labels import save_label_list
+    from lib.data.labels import save_label_list
 
     cache = tmp_path / "dq_labels_cache"
     shutil.copytree(prepared["cache"], cache)

@@ -8,7 +8,7 @@ import pytest
 
 from lib.models.heads import HeadConfig
 from lib.pipeline.training import RunRequest, train_run
-from lib.store.runs import list_runs
+from lib.runs.registry import list_runs
 from tests.app.helpers import finish_jobs, no_errors, start
 
 

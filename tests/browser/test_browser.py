@@ -300,9 +300,9 @@ def demo_bundle(browser_cache: Path, tmp_path_factory: pytest.TempPathFactory) -
     """A demo bundle of the full shared CIFAR-10 copy: a linear run on MobileNet v1 0.25 features at 64 px and the PCA
     map."""
     from lib.analysis.full_map import compute_full_map
+    from lib.bundles.make import make_bundle
     from lib.models.heads import HeadConfig
     from lib.pipeline.training import RunRequest, train_run
-    from lib.store.bundle import make_bundle
 
     compute_full_map(
         str(SHARED_DATA), str(SHARED_SMALL_MODEL), 64, browser_cache, "pca"

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
+from lib.data.labels import read_saved
 from lib.data.sources import load_dataset
 from lib.models.heads import HeadConfig
 from lib.pipeline.training import RunRequest, train_run
-from lib.store.labels import read_saved
-from lib.store.runs import list_runs
+from lib.runs.registry import list_runs
 from tests.conftest import SHARED_DATA, SHARED_SMALL_MODEL
 from tests.streamlit_server import CHROMIUM, chromium, exceptions, running_app, wait_idle
 

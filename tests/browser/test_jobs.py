@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from lib.jobs import list_jobs
-from lib.store.runs import list_runs
+from lib.runs.registry import list_runs
 from tests.conftest import SHARED_DATA, SHARED_SMALL_MODEL
 from tests.streamlit_server import CHROMIUM, SERVER_PIDS, chromium, exceptions, running_app, wait_idle
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from lib.bundles.make import make_bundle
 from lib.models.heads import HeadConfig
 from lib.pipeline.training import RunRequest, train_run
-from lib.store.bundle import make_bundle
 from tests.streamlit_server import CHROMIUM, ROOT, SERVER_PIDS, chromium, exceptions, running_app, wait_idle
 from ui.pages import PAGES
 

@@ -20,10 +20,10 @@ pytest.importorskip(
 
 from lib.data.sources import load_dataset
 from lib.errors import BackboneError
-from lib.models.backbones import resolve_backbone
 from lib.pipeline import feature_store
 from lib.pipeline.features import ensure_features, load_cached_features
 from lib.pipeline.ray_engine import RayEngine, RayOptions
+from lib.runtimes.backbones import resolve_backbone
 from lib.store.atomic import read_json
 from lib.store.layout import CacheLayout
 from tests.conftest import SHARED_DATA, SHARED_SMALL_MODEL

@@ -171,9 +171,9 @@ def test_audit_cli_json_contract_and_cache(assets: dict[str, Path], cache_dir: P
 
 
 def test_exclude_list_round_trip_into_a_run(assets: dict[str, Path], cache_dir: Path, tmp_path: Path) -> None:
+    from lib.data.excludes import parse_exclude, read_exclude_file, save_exclude_list
     from lib.data.sources import load_dataset
-    from lib.store.excludes import parse_exclude, read_exclude_file, save_exclude_list
-    from lib.store.runs import load_run
+    from lib.runs.registry import load_run
 
     ds = load_dataset(str(assets["cifar_tar"]), cache_dir)
     saved = save_exclude_list(cache_dir, "mine", ds, {"train": np.array([3, 1, 3]), "test": np.array([0])})

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from lib.errors import BackboneError
-from lib.models.backbones import REGISTRY, load_backbone, resolve_backbone
+from lib.runtimes.backbones import REGISTRY, load_backbone, resolve_backbone
 from tests import fixtures
 
 

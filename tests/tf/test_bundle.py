@@ -12,12 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lib.errors import ReadOnlyError
+from lib.bundles.install import install_bundle
+from lib.bundles.make import make_bundle
+from lib.errors import BundleError, ReadOnlyError
 from lib.models.heads import HeadConfig
 from lib.pipeline.training import RunRequest, train_run
 from lib.store import atomic
-from lib.store.bundle import BundleError, make_bundle
-from lib.store.bundle_install import backbone_aliases, install_bundle, installed_bundle
+from lib.store.installed import backbone_aliases, installed_bundle
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +64,7 @@ def test_bundle_round_trip_reads_the_same(
     from lib.data.sources import load_dataset
     from lib.models.specs import resolve_backbone, set_aliases
     from lib.pipeline.features import cached_feature_result
-    from lib.store.runs import load_run
+    from lib.runs.registry import load_run
 
     path, report = bundle
     assert report["runs"] == [source_cache["run"]] and report["float16_features"] >= 4
@@ -200,7 +201,7 @@ def test_bundle_over_http_with_checksum(bundle: tuple[Path, dict], tmp_path: Pat
 def test_read_only_cache_refuses_every_write(source_cache: dict[str, str], tmp_path: Path) -> None:
     """With the cache read-only (the demo), writers and deletes raise ReadOnlyError and change nothing; other folders
     stay writable."""
-    from lib.store.runs import delete_run, set_label
+    from lib.runs.registry import delete_run, set_label
 
     cache = Path(source_cache["cache"])
     before = files_of(cache)
@@ -275,7 +276,7 @@ def test_a_gzip_bomb_member_is_refused_before_it_is_written(
 ) -> None:
     """A member the manifest says is N bytes but whose header says 32 MiB (zeros, a few KB gzipped) is refused before a
     byte of it lands."""
-    from lib.store import bundle_install as bundle_mod
+    from lib.bundles import install as bundle_mod
 
     path, _ = bundle
     bomb = tmp_path / "bomb.tar.gz"
@@ -360,7 +361,7 @@ def test_a_trickling_download_is_given_up(
     """A server that sends one byte now and then (never enough to finish) is given up on with a clear line."""
     import time
 
-    from lib.store import bundle_install as bundle_mod
+    from lib.bundles import install as bundle_mod
 
     class Trickle(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -393,7 +394,7 @@ def test_leftovers_of_a_killed_install_are_cleaned_and_a_full_disk_is_named(
 ) -> None:
     import errno
 
-    from lib.store import bundle_install as bundle_mod
+    from lib.bundles import install as bundle_mod
 
     path, _ = bundle
     cache = tmp_path / "cache"
@@ -437,12 +438,12 @@ def test_bundle_carries_float_litert_backbones_that_predict_as_tensorflow(
     """The bundle converts each run part to float LiteRT; installed, the run's probabilities through LiteRT and the
     numpy head equal TensorFlow's on the test split (argmax equal, within 1e-4)."""
     from lib.data.sources import load_dataset
-    from lib.models.backbones import load_backbone
-    from lib.models.lite import lite_backbones
     from lib.models.predict import predict_images
     from lib.models.specs import resolve_backbone
+    from lib.runs.registry import load_run
+    from lib.runtimes.backbones import load_backbone
+    from lib.runtimes.lite_parts import lite_backbones
     from lib.store.layout import CacheLayout
-    from lib.store.runs import load_run
 
     path, _report = bundle
     target = tmp_path / "demo_cache"

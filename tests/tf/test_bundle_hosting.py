@@ -9,11 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lib.bundles.install import install_bundle
+from lib.bundles.make import make_bundle
 from lib.data.sources import load_dataset
+from lib.errors import BundleError
 from lib.models.heads import HeadConfig
 from lib.pipeline.training import RunRequest, train_run
-from lib.store.bundle import BundleError, make_bundle
-from lib.store.bundle_install import backbone_stand_ins, install_bundle
+from lib.store.installed import backbone_stand_ins
 from tests import fixtures
 
 
@@ -102,14 +104,15 @@ def test_reduced_features_search_exactly_and_are_never_trained_on(hosted: dict, 
     """Reduced features are a miss for anything but neighbour search (and stay on disk); re-ranked by the LiteRT
     backbone,
     the neighbours of every image equal exact search on the real features; the map's predictions came along."""
-    from lib.analysis.map_view import nearest_to, run_predictions
-    from lib.models.lite import lite_backbone
     from lib.models.specs import resolve_backbone
     from lib.pipeline.feature_store import load_cached_features
     from lib.pipeline.features import cached_feature_result
+    from lib.pipeline.neighbours import nearest_to
+    from lib.pipeline.predictions import run_predictions
     from lib.pipeline.reduced import nearest_search
+    from lib.runs.registry import load_run
+    from lib.runtimes.lite_parts import lite_backbone
     from lib.store.layout import CacheLayout
-    from lib.store.runs import load_run
 
     source = hosted["info"]["defaults"]["source"]
     spec = resolve_backbone(str(assets["savedmodel"]))

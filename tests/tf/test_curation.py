@@ -22,7 +22,7 @@ def test_train_with_label_fixes_records_them_and_scores_both_ways(
     assets: dict[str, Path], cache_dir: Path, tmp_path: Path
 ) -> None:
     from lib.data.sources import load_dataset
-    from lib.store.runs import load_run
+    from lib.runs.registry import load_run
 
     src, bb = str(assets["cifar_tar"]), str(assets["savedmodel"])
     ds = load_dataset(src, cache_dir)
@@ -240,9 +240,9 @@ def test_export_dataset_never_replaces_what_the_user_named(
 
 
 def test_saved_fix_list_merges_replaces_and_removes(assets: dict[str, Path], cache_dir: Path) -> None:
+    from lib.data.labels import read_saved, to_csv_rows, update_saved
     from lib.data.sources import load_dataset
     from lib.errors import DataSourceError
-    from lib.store.labels import read_saved, to_csv_rows, update_saved
 
     ds = load_dataset(str(assets["cifar_tar"]), cache_dir)
     assert read_saved(cache_dir, "mine", ds) == {}

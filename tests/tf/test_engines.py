@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from lib.data.sources import load_dataset
-from lib.models import backbones
 from lib.models.specs import resolve_backbone
 from lib.pipeline.engines import LocalEngine, open_engine
 from lib.pipeline.features import ensure_features
+from lib.runtimes import backbones
 from lib.store.layout import CacheLayout
 
 

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from lib.errors import RunError
-from lib.models.export import EXPORT_MARKER, export_run, zip_folder
 from lib.models.heads import HeadConfig
 from lib.models.predict import predict_images
 from lib.pipeline.training import RunRequest, train_run
-from lib.store.runs import load_run
+from lib.runs.export import EXPORT_MARKER, export_run, zip_folder
+from lib.runs.registry import load_run
 from tests import fixtures
 
 
@@ -62,7 +62,7 @@ def test_exported_model_predicts_in_a_fresh_process(assets: dict[str, Path], cac
     assert result["names"] == fixtures.CLASSES and result["big_shape"] == [20, 10]
     # The exported model matches the run's own numpy head on the same images.
     run = load_run(cache_dir, manifest.run_id)
-    from lib.models.backbones import load_backbone, resolve_backbone
+    from lib.runtimes.backbones import load_backbone, resolve_backbone
 
     bb = load_backbone(resolve_backbone(str(assets["savedmodel"])))
     views = [np.concatenate([bb.embed(images, s, flip) for s in (32, 48)], axis=1) for flip in (False, True)]
@@ -150,7 +150,7 @@ def test_export_onto_a_full_disk_says_disk_full(
     """TensorFlow reports a full disk as its own error type: the CLI says "Disk full" in one line, and nothing is
     left."""
     from lib.cli.main import main
-    from lib.models import export
+    from lib.runs import export
 
     def full(*_a: object, **_k: object) -> None:
         raise RuntimeError("could not write file: No space left on device")

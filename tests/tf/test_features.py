@@ -11,9 +11,9 @@ import pytest
 
 from lib.data.sources import load_dataset
 from lib.errors import CacheWriteError
-from lib.models.backbones import load_backbone, resolve_backbone
 from lib.pipeline import feature_store, features
 from lib.pipeline.features import extract_features, feature_cache_key, list_cached_features
+from lib.runtimes.backbones import load_backbone, resolve_backbone
 from tests.fixtures import get_features
 
 
@@ -219,7 +219,7 @@ class _Plain:
 FULL_DISK_SCRIPT = """
 import sys, numpy as np
 from lib.data.sources import load_dataset
-from lib.models.backbones import resolve_backbone
+from lib.runtimes.backbones import resolve_backbone
 from lib.pipeline import feature_store
 from lib.errors import UserFacingError
 from tests.fixtures import get_features

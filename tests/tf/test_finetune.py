@@ -9,7 +9,7 @@ import pytest
 
 from lib.errors import BackboneError, ConfigError, UserFacingError
 from lib.pipeline.training import RunRequest
-from lib.store.runs import list_runs, load_run
+from lib.runs.registry import list_runs, load_run
 
 
 def request(assets: dict[str, Path], **kw) -> RunRequest:
@@ -46,7 +46,7 @@ def test_finetune_runs_end_to_end_on_a_tiny_model(assets: dict[str, Path], cache
     import tensorflow as tf
 
     from lib.data.sources import load_dataset
-    from lib.models.export import export_run
+    from lib.runs.export import export_run
 
     out = export_run(cache_dir, manifest.run_id, cache_dir / "exported")
     model = tf.saved_model.load(str(out))

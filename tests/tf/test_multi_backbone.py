@@ -50,12 +50,12 @@ def test_two_backbones_concatenate_and_every_prediction_path_agrees(
 ) -> None:
     import tensorflow as tf
 
-    from lib.analysis.map_view import head_probabilities
     from lib.data.sources import load_dataset
-    from lib.models.backbones import load_backbone, resolve_backbone
-    from lib.models.export import export_run
     from lib.models.predict import predict_images
-    from lib.store.runs import load_run
+    from lib.pipeline.predictions import head_probabilities
+    from lib.runs.export import export_run
+    from lib.runs.registry import load_run
+    from lib.runtimes.backbones import load_backbone, resolve_backbone
 
     cache, result = two_backbone_run["cache"], two_backbone_run["result"]
     assert result["backbones"] == "tiny_fv_32 @ 32 + tiny_fv_8 @ 40,48", result["backbones"]
@@ -84,8 +84,9 @@ def test_two_backbones_concatenate_and_every_prediction_path_agrees(
 def test_a_bundle_carries_every_backbone_of_a_run(
     two_backbone_run: dict, second_backbone: Path, tmp_path: Path
 ) -> None:
-    from lib.store.bundle import make_bundle
-    from lib.store.bundle_install import backbone_aliases, install_bundle
+    from lib.bundles.install import install_bundle
+    from lib.bundles.make import make_bundle
+    from lib.store.installed import backbone_aliases
 
     report = make_bundle(two_backbone_run["cache"], tmp_path / "demo.tar")
     # train and test, original and flipped: 2 x 2 at 32 for the first backbone, 2 x 2 x 2 at 40 and 48 for the second.

@@ -15,9 +15,9 @@ import pytest
 from lib.errors import ConfigError, RunError
 from lib.models.heads import HeadConfig
 from lib.pipeline.training import RunRequest, train_run
-from lib.store import runs
+from lib.runs import registry as runs
+from lib.runs.manifest import RunManifest
 from lib.store.layout import CacheLayout
-from lib.store.manifest import RunManifest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -166,7 +166,7 @@ def test_exception_mid_save_leaves_no_run(
 def test_process_killed_mid_save_leaves_no_listed_run(run_manifest: RunManifest, cache_dir: Path) -> None:
     script = textwrap.dedent(f"""
         import os, signal, numpy as np
-        from lib.store import runs
+        from lib.runs import registry as runs
         run = runs.load_run({str(cache_dir)!r}, {run_manifest.run_id!r})
         real = np.savez
         def dying(path, **arrays):

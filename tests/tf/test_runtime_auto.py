@@ -122,7 +122,7 @@ def test_each_outcome_forced(assets: dict[str, Path], cache_dir: Path, case: str
 
 
 def test_train_auto_records_the_choice(assets: dict[str, Path], cache_dir: Path) -> None:
-    from lib.store.runs import load_run
+    from lib.runs.registry import load_run
 
     src, bb = str(assets["cifar_tar"]), str(assets["savedmodel"])
     _record(

@@ -9,9 +9,9 @@ import pytest
 
 from lib.data.sources import load_dataset
 from lib.errors import ConfigError
-from lib.models.backbones import resolve_backbone
 from lib.pipeline.features import feature_cache_key, list_cached_features
 from lib.runtimes import get_runtime, load_for_runtime, runtime_identity
+from lib.runtimes.backbones import resolve_backbone
 from lib.runtimes.litert import calibration_indices
 from tests.fixtures import get_features
 
@@ -166,7 +166,7 @@ class _DoubledTF:
         return self.identity(spec, dataset)
 
     def load(self, spec: object, size: int, dataset: object, layout: object, tf_backbone: object = None) -> object:
-        from lib.models.backbones import load_backbone
+        from lib.runtimes.backbones import load_backbone
 
         inner = load_backbone(spec)
 
@@ -197,8 +197,8 @@ def test_a_registered_runtime_flows_through_every_door(
 
     from lib.analysis.benchmark import run_benchmark
     from lib.cli.main import main
+    from lib.runs.registry import list_runs
     from lib.runtimes import register, unregister
-    from lib.store.runs import list_runs
 
     register(_DoubledTF())
     try:

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from lib.data.sources import load_dataset
-from lib.models.backbones import load_backbone, resolve_backbone
 from lib.models.heads import HeadConfig
 from lib.pipeline.training import RunRequest, train_run
+from lib.runtimes.backbones import load_backbone, resolve_backbone
 from tests.conftest import SHARED_DATA, SHARED_MODEL, SHARED_TFLITE
 from tests.fixtures import get_features
 

@@ -9,7 +9,7 @@ import pytest
 from lib.errors import ConfigError
 from lib.models.heads import HeadConfig
 from lib.pipeline.training import RunRequest, train_run
-from lib.store.runs import list_runs
+from lib.runs.registry import list_runs
 
 
 def test_a_request_is_checked_before_any_work(assets: dict[str, Path], cache_dir: Path) -> None:
@@ -29,7 +29,7 @@ def test_a_request_is_checked_before_any_work(assets: dict[str, Path], cache_dir
 def test_a_run_is_saved_even_when_a_metric_fails(
     assets: dict[str, Path], cache_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from lib.analysis import evaluation
+    from lib.models import metrics as evaluation
 
     def broken(*_a: object, **_k: object) -> None:
         raise ValueError("a metric library changed its mind")

@@ -1,12 +1,12 @@
-"""lib/analysis/calibration.py: temperature scaling fitted on held-out rows."""
+"""lib/models/calibration.py: temperature scaling fitted on held-out rows."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from lib.analysis.calibration import fit_temperature, nll
-from lib.analysis.evaluation import reliability
+from lib.models.calibration import fit_temperature, nll
 from lib.models.heads import softmax
+from lib.models.metrics import reliability
 
 
 def _logits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lib.analysis import evaluation as ev
+from lib.models import metrics as ev
 
 Y = np.array([0, 0, 1, 1, 2, 2])
 P = np.array(

@@ -1,4 +1,4 @@
-"""lib/store/excludes.py: exclude lists from the page's JSON or any CSV with split,index columns."""
+"""lib/data/excludes.py: exclude lists from the page's JSON or any CSV with split,index columns."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from lib.data.excludes import parse_exclude
 from lib.data.sources import load_dataset
 from lib.errors import DataSourceError
-from lib.store.excludes import parse_exclude
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -19,7 +19,7 @@ def tiny_ds(data_assets: dict[str, Path], cache_dir: Path):
 
 
 def test_exclude_list_with_a_byte_order_mark_is_read(tiny_ds, tmp_path: Path) -> None:
-    from lib.store.excludes import read_exclude_file
+    from lib.data.excludes import read_exclude_file
 
     path = tmp_path / "excel.csv"
     path.write_bytes("\ufeffsplit,index\r\ntrain,3\r\ntest,1\r\n".encode())
@@ -44,9 +44,9 @@ def test_exclude_indices_must_be_whole_numbers(tiny_ds, text: str) -> None:
 
 
 def test_a_selection_file_is_called_a_selection(data_assets: dict, cache_dir: Path, tmp_path: Path) -> None:
+    from lib.data.excludes import read_exclude_file
     from lib.data.sources import load_dataset
     from lib.errors import DataSourceError
-    from lib.store.excludes import read_exclude_file
 
     ds = load_dataset(str(data_assets["cifar_tar"]), cache_dir)
     with pytest.raises(DataSourceError, match=r"^Selection '.*nope\.csv' does not exist"):

@@ -1,4 +1,4 @@
-"""lib/store/labels.py: replacement label lists (CSV split,index,label or the app's JSON), checked row by row."""
+"""lib/data/labels.py: replacement label lists (CSV split,index,label or the app's JSON), checked row by row."""
 
 from __future__ import annotations
 
@@ -8,9 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lib.data.sources import load_dataset
-from lib.errors import DataSourceError
-from lib.store.labels import (
+from lib.data.labels import (
     changed_count,
     labels_digest,
     parse_labels,
@@ -20,6 +18,8 @@ from lib.store.labels import (
     saved_label_lists,
     to_json,
 )
+from lib.data.sources import load_dataset
+from lib.errors import DataSourceError
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""lib/store/manifest.py: a run manifest is typed and validated; a damaged one says so, never a KeyError."""
+"""lib/runs/manifest.py: a run manifest is typed and validated; a damaged one says so, never a KeyError."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 
 from lib.errors import RunError
 from lib.models.heads import HeadConfig
-from lib.store.manifest import RunManifest, RunMetrics
+from lib.runs.manifest import RunManifest, RunMetrics
 
 
 def _manifest(**metrics: object) -> dict:

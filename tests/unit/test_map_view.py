@@ -10,8 +10,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from lib.analysis.map_view import colour_points, nearest_across, points_in_polygon, selection_mask
+from lib.analysis.map_view import colour_points, points_in_polygon, selection_mask
 from lib.data import thumbs
+from lib.pipeline.neighbours import nearest_across
 
 CLASSES = ["cat", "dog", "ship"]
 SPLITS = [("train", 4), ("test", 2)]

@@ -33,9 +33,9 @@ import numpy as np
 
 from lib.errors import CacheWriteError, RunError
 from lib.models.heads import TrainedHead
+from lib.runs.manifest import RunManifest
 from lib.store.atomic import atomic_dir, check_writable, describe_os_error, read_json, write_json_atomic
 from lib.store.layout import RUN_FILES, CacheLayout, CacheLike
-from lib.store.manifest import RunManifest
 
 MODEL_DIR = RUN_FILES.model  # a fine-tuned run's full model (backbone + head), in the export format
 MAX_LABEL_CHARS = 120

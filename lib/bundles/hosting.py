@@ -1,5 +1,5 @@
 """The hosting form of a bundle (``python -m lib bundle --hosting``): what a free host downloads at every cold start,
-made small. :mod:`lib.store.bundle` packs these parts in place of the big ones, :mod:`lib.store.bundle_install`
+made small. :mod:`lib.bundles.make` packs these parts in place of the big ones, :mod:`lib.bundles.install`
 unpacks them.
 
 - Images travel as the source's own files when those decode to exactly the stored pixels (the shared CIFAR-10 copy's
@@ -13,7 +13,7 @@ unpacks them.
 
     for path, name in image_members(layout, fingerprint, scratch): ...
     notices = unpack_images(staged_layout, sprites_root)            # on install
-    read_split_predictions(layout, run_id, ds)                       # split -> classes, or None
+    lib.pipeline.predictions.read_split_predictions(layout, run_id, ds)   # what install brings: split -> classes
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def image_members(layout: CacheLayout, fingerprint: str, scratch: Path) -> Itera
             yield offsets, f"{base}/{split}{ORIGINALS_OFFSETS}"
     else:
         if thumb_side(ds.image_shape) != ds.image_shape[0] or ds.image_shape[0] != ds.image_shape[1]:
-            from lib.store.bundle import BundleError
+            from lib.errors import BundleError
 
             raise BundleError(
                 f"The images of {fingerprint} are {ds.image_shape[0]}x{ds.image_shape[1]} px and their source files "
@@ -160,10 +160,10 @@ def reduced_members(layout: CacheLayout, fms: list[Any], scratch: Path) -> Itera
 def split_predictions_member(layout: CacheLayout, run_id: str, scratch: Path) -> tuple[Path, str] | None:
     """The run's predicted class of every image of its dataset's other splits, from the real features (None if it
     cannot be told: a fine-tuned run, or features not cached)."""
-    from lib.analysis.map_view import run_predictions
     from lib.data.sources import CACHE_PREFIX, load_dataset
     from lib.models.specs import resolve_backbone
-    from lib.store.runs import load_run
+    from lib.pipeline.predictions import run_predictions, save_split_predictions
+    from lib.runs.registry import load_run
 
     run = load_run(layout, run_id)
     m = run.manifest
@@ -174,25 +174,8 @@ def split_predictions_member(layout: CacheLayout, run_id: str, scratch: Path) ->
         return None
     out = CacheLayout.at(scratch / "predictions").run_file(run_id, RUN_FILES.split_predictions)
     out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(out, **{s: p.astype(np.int16) for s, p in preds.items()})  # type: ignore[arg-type]
+    save_split_predictions(out, preds)
     return out, layout.run_file(run_id, RUN_FILES.split_predictions).relative_to(layout.root).as_posix()
-
-
-def read_split_predictions(layout: CacheLayout, run_id: str, ds: Any) -> dict[str, np.ndarray] | None:
-    """What a hosting bundle brought for this run (split -> class of every image), or None if absent or not this
-    dataset's shape."""
-    path = layout.run_file(run_id, RUN_FILES.split_predictions)
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path) as z:
-            out = {s: np.asarray(z[s], np.int64) for s in z.files}
-    except (OSError, ValueError, KeyError, EOFError):
-        return None
-    ok = all(
-        s in ds.splits and v.shape == (ds.size(s),) and ((v >= 0) & (v < len(ds.classes))).all() for s, v in out.items()
-    )
-    return out if ok and out else None
 
 
 def unpack_images(staged: CacheLayout, sprites_root: Path | None) -> list[str]:
@@ -281,7 +264,7 @@ def _no_thumbnails(root: Path | None, err: UserFacingError) -> str:
 
 
 def _bad(what: str) -> UserFacingError:
-    from lib.store.bundle import BundleError
+    from lib.errors import BundleError
 
     return BundleError(f"The bundle's images are damaged ({what}); nothing was installed.")
 

@@ -35,7 +35,7 @@ _LOADING = threading.Lock()
 
 class PerSize:
     """One backbone of a run as float LiteRT models, one per input size: ``embed(images, size, flip)`` like a
-    :class:`lib.models.backbones.LoadedBackbone`, ``BATCH`` images at a time."""
+    :class:`lib.runtimes.backbones.LoadedBackbone`, ``BATCH`` images at a time."""
 
     def __init__(self, name: str, models: dict[int, Any]) -> None:
         self.name, self.models = name, models
@@ -57,7 +57,7 @@ def converted_path(
 ) -> Path | None:
     """The float LiteRT model of one part: the installed bundle's, else the cache's conversion (made now when
     ``convert``; finding it needs TensorFlow's version, so without TensorFlow only a bundle's is found)."""
-    from lib.store.bundle_install import installed_bundle
+    from lib.store.installed import installed_bundle
 
     rel = ((installed_bundle(layout) or {}).get("converted") or {}).get(f"{identity}@{size}")
     if isinstance(rel, str):
@@ -83,7 +83,7 @@ def converted_path(
 def lite_backbones(
     manifest: Any, ds: Dataset, layout: CacheLayout, convert: bool = False, load: bool = True
 ) -> list[PerSize]:
-    """Every backbone of the run (a :class:`lib.store.manifest.RunManifest`) as float LiteRT models;
+    """Every backbone of the run (a :class:`lib.runs.manifest.RunManifest`) as float LiteRT models;
     :class:`BackboneError` naming the first part that has none (a fine-tuned run has none: its backbone changed).
     ``load=False`` only checks that every part has its model (nothing is loaded: a page can say so for free)."""
     if manifest.finetuned:

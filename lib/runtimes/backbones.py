@@ -20,7 +20,7 @@ import numpy as np
 from lib.errors import BackboneError, first_line
 from lib.models.preprocess import preprocess
 from lib.models.specs import REGISTRY, BackboneSpec, resolve_backbone
-from lib.runtimes import DEFAULT_RUNTIME, TFLITE_FILE
+from lib.runtimes.registry import DEFAULT_RUNTIME, TFLITE_FILE
 
 __all__ = ["REGISTRY", "BackboneSpec", "LoadedBackbone", "load_backbone", "resolve_backbone"]
 

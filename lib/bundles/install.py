@@ -17,7 +17,6 @@ import errno
 import hashlib
 import json
 import os
-import re
 import shutil
 import tarfile
 import time
@@ -28,17 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from lib.errors import UserFacingError
+from lib.bundles.make import DOWNLOAD_TIMEOUT_S, MAX_MANIFEST_BYTES, ProgressFn
+from lib.errors import BundleError
 from lib.store.atomic import atomic_path, check_free_space, check_writable, read_json
-from lib.store.bundle import (
-    DOWNLOAD_TIMEOUT_S,
-    HOSTING_VERSION,
-    MAX_MANIFEST_BYTES,
-    READABLE_VERSIONS,
-    BundleError,
-    ProgressFn,
-)
 from lib.store.fingerprints import hash_file
+from lib.store.installed import bad_meta, check_bundle_meta, installed_bundle
 from lib.store.layout import (
     ARTIFACTS,
     BUNDLE_MANIFEST,
@@ -54,107 +47,7 @@ MANIFEST = BUNDLE_MANIFEST
 
 DOWNLOAD_STALL_S = 30.0  # a download that brings less than DOWNLOAD_STALL_BYTES in this long is given up
 DOWNLOAD_STALL_BYTES = 64 * 1024
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _TOP = {kind.folder for kind in ARTIFACTS}
-
-
-def _bad_meta(source: str, what: str) -> BundleError:
-    return BundleError(f"{source!r} has a damaged {MANIFEST} ({what}); nothing was installed.")
-
-
-def check_bundle_meta(meta: Any, source: str) -> dict[str, Any]:
-    """``meta`` if it is a whole, well-typed ``bundle.json`` of this version, else :class:`BundleError` naming the first
-    problem. Every field a page or the installer reads is checked here, so a damaged file is refused before anything
-    is installed, never a traceback on every page after."""
-    from lib.bounds import BOUNDS
-    from lib.store.layout import RUN_ID
-
-    if not isinstance(meta, dict):
-        raise _bad_meta(source, "not a JSON object")
-    if meta.get("version") not in READABLE_VERSIONS:
-        raise BundleError(
-            f"{source!r} is a bundle of another version ({str(meta.get('version'))[:20]}); this app reads versions "
-            f"{', '.join(map(str, READABLE_VERSIONS))}. "
-            "Nothing was installed."
-        )
-
-    def need(ok: bool, what: str) -> None:
-        if not ok:
-            raise _bad_meta(source, what)
-
-    files: Any = meta.get("files")
-    need(isinstance(files, dict) and bool(files), "'files' must map each member to its sha256 and bytes")
-    for name, entry in files.items():
-        need(
-            isinstance(entry, dict)
-            and isinstance(entry.get("sha256"), str)
-            and bool(_SHA256.match(entry["sha256"]))
-            and type(entry.get("bytes")) is int
-            and entry["bytes"] >= 0,
-            f"the entry of {str(name)[:80]!r} in 'files'",
-        )
-    runs: Any = meta.get("runs")
-    need(
-        isinstance(runs, list) and bool(runs) and all(isinstance(r, str) and RUN_ID.match(r) for r in runs),
-        "'runs' must be a list of run ids",
-    )
-    need(
-        isinstance(meta.get("datasets"), list) and all(isinstance(d, str) for d in meta["datasets"]),
-        "'datasets' must be a list of names",
-    )
-    defaults: Any = meta.get("defaults")
-    need(isinstance(defaults, dict), "'defaults' must be an object")
-    need(
-        all(isinstance(defaults.get(k), str) and defaults[k] for k in ("source", "backbone")),
-        "'defaults' needs a source and a backbone",
-    )
-    need(
-        type(defaults.get("image_size")) is int and BOUNDS["image_size"].accepts(defaults["image_size"]),
-        "'defaults.image_size' must be a size in pixels",
-    )
-    need(defaults.get("run") in runs, "'defaults.run' must be one of the bundle's runs")
-    aliases = meta.get("aliases", {})
-    need(
-        isinstance(aliases, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in aliases.items()),
-        "'aliases' must map text to text",
-    )
-    for name in ("converted", "not_converted"):
-        value = meta.get(name, {})
-        need(
-            isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()),
-            f"'{name}' must map text to text",
-        )
-    f16 = meta.get("float16_features", [])
-    need(
-        isinstance(f16, list) and all(isinstance(k, str) for k in f16),
-        "'float16_features' must be a list of feature keys",
-    )
-    hosting = meta.get("hosting", {})
-    need(
-        isinstance(hosting, dict) and (meta["version"] == HOSTING_VERSION) == bool(hosting),
-        "'hosting' must be an object, in a hosting bundle only",
-    )
-    reduced = hosting.get("reduced_features", [])
-    need(
-        isinstance(reduced, list) and all(isinstance(k, str) for k in reduced),
-        "'hosting.reduced_features' must be a list of feature keys",
-    )
-    stand_ins = hosting.get("stand_ins", {})
-    need(
-        isinstance(stand_ins, dict) and all(_stand_in_ok(k, v) for k, v in stand_ins.items()),
-        "'hosting.stand_ins' maps backbones to names, identities",
-    )
-    return meta
-
-
-def _stand_in_ok(text: Any, info: Any) -> bool:
-    return (
-        isinstance(text, str)
-        and isinstance(info, dict)
-        and isinstance(info.get("name"), str)
-        and isinstance(info.get("identity"), str)
-        and all(info.get(f) is None or type(info.get(f)) is int for f in ("native_size", "feature_dim"))
-    )
 
 
 def _check_staging_leftovers(layout: CacheLayout) -> None:
@@ -216,11 +109,11 @@ def _read_meta(tar: tarfile.TarFile, source: str) -> dict[str, Any]:
     if head is None or head.name != MANIFEST or not head.isfile():
         raise BundleError(f"{source!r} is not a bundle (it does not start with {MANIFEST}); nothing was installed.")
     if head.size > MAX_MANIFEST_BYTES:
-        raise _bad_meta(source, f"{head.size:,} bytes")
+        raise bad_meta(source, f"{head.size:,} bytes")
     try:
         meta = json.loads(tar.extractfile(head).read())  # type: ignore[union-attr]
     except (ValueError, UnicodeDecodeError) as err:
-        raise _bad_meta(source, f"not JSON: {str(err)[:80]}") from err
+        raise bad_meta(source, f"not JSON: {str(err)[:80]}") from err
     return check_bundle_meta(meta, source)
 
 
@@ -409,7 +302,7 @@ def _install(
     staged = CacheLayout.at(unpacked)
     notices: list[str] = []
     if meta.get("hosting"):
-        from lib.store.bundle_hosting import unpack_images
+        from lib.bundles.hosting import unpack_images
 
         report("decoding the images", 0.92)
         notices = unpack_images(staged, sprites_root)
@@ -454,41 +347,3 @@ def _widen(half: Path, full: Path, rows: int = 8192) -> None:
         np.lib.format.write_array_header_1_0(fh, header)
         for start in range(0, len(src), rows):
             fh.write(np.ascontiguousarray(src[start : start + rows], np.float32).tobytes())
-
-
-def installed_bundle(cache_dir: CacheLike) -> dict[str, Any] | None:
-    """What :func:`install_bundle` recorded in this cache (checked as a whole), or None if nothing or a damaged
-    record."""
-    data = read_json(CacheLayout.at(cache_dir).installed_bundle())
-    if not isinstance(data, dict):
-        return None
-    try:
-        check_bundle_meta({**data, "files": {"-": {"sha256": "0" * 64, "bytes": 0}}}, MANIFEST)
-    except BundleError:
-        return None
-    return data
-
-
-def backbone_stand_ins(cache_dir: CacheLike) -> dict[str, dict[str, Any]]:
-    """A hosting bundle's backbones, whose files did not travel: backbone string -> name, identity and sizes."""
-    return dict(((installed_bundle(cache_dir) or {}).get("hosting") or {}).get("stand_ins") or {})
-
-
-def backbone_aliases(cache_dir: CacheLike) -> dict[str, str]:
-    """Backbone strings of the bundled runs -> the local copies unpacked into this cache."""
-    info = installed_bundle(cache_dir) or {}
-    out = {}
-    for alias, rel in (info.get("aliases") or {}).items():
-        layout = CacheLayout.at(cache_dir)
-        try:
-            path = layout.bundled_backbone(Path(str(rel)).name)
-        except UserFacingError:
-            continue
-        if (
-            isinstance(alias, str)
-            and isinstance(rel, str)
-            and path.relative_to(layout.root).as_posix() == rel
-            and path.is_dir()
-        ):
-            out[alias] = str(path.resolve())
-    return out

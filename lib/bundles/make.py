@@ -1,5 +1,5 @@
 """A demo bundle: everything a hosted demo reads, packed from one cache into one archive (installing it is
-:mod:`lib.store.bundle_install`).
+:mod:`lib.bundles.install`).
 
     report = make_bundle(layout, "demo.tar", run_ids=None)       # every run, and what belongs to them
 
@@ -33,9 +33,10 @@ from typing import Any
 
 import numpy as np
 
-from lib.errors import UserFacingError
+from lib.errors import BundleError, UserFacingError
 from lib.store.atomic import atomic_path, npz_meta, read_json
 from lib.store.fingerprints import hash_file
+from lib.store.installed import BUNDLE_VERSION, HOSTING_VERSION
 from lib.store.layout import (
     ARTIFACTS,
     BUNDLE_MANIFEST,
@@ -46,17 +47,10 @@ from lib.store.layout import (
     check_name,
 )
 
-BUNDLE_VERSION = 1
-HOSTING_VERSION = 2  # a hosting bundle: an app that reads only version 1 refuses it (it would miss the image arrays)
-READABLE_VERSIONS = (BUNDLE_VERSION, HOSTING_VERSION)
 MANIFEST = BUNDLE_MANIFEST
 DOWNLOAD_TIMEOUT_S = 60
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024  # a bundle.json lists files; one this large is not one
 ProgressFn = Callable[[str, float], None]
-
-
-class BundleError(UserFacingError):
-    """A bundle could not be made, downloaded, verified or installed."""
 
 
 @dataclass
@@ -73,7 +67,7 @@ class _Selection:
         default_factory=dict
     )  # "<backbone identity>@<size>" -> its float LiteRT model in the bundle
     not_converted: dict[str, str] = field(default_factory=dict)  # the same -> why it could not be converted
-    hosting: bool = False  # the hosting form (lib.store.bundle_hosting): sprite sheets, reduced features, no SavedModel
+    hosting: bool = False  # the hosting form (lib.bundles.hosting): sprite sheets, reduced features, no SavedModel
     scratch: Path | None = None  # where the hosting form's parts are made
     made_from: set[str] = field(
         default_factory=set
@@ -84,7 +78,7 @@ class _Selection:
 
 
 def _runs(sel: _Selection, kind: ArtifactKind) -> Iterator[tuple[Path, str | None]]:
-    from lib.store.bundle_hosting import split_predictions_member
+    from lib.bundles.hosting import split_predictions_member
 
     for m in sel.runs:
         for p in sorted(sel.layout.run_dir(m.run_id).rglob("*")):
@@ -106,7 +100,7 @@ def _datasets(sel: _Selection, kind: ArtifactKind) -> Iterator[tuple[Path, str |
         if DatasetMeta.read(folder) is None:
             raise BundleError(f"The dataset of these runs ({fp}) is not in {sel.layout}; prepare it first.")
         if sel.hosting and sel.scratch is not None:
-            from lib.store.bundle_hosting import image_members
+            from lib.bundles.hosting import image_members
 
             yield from image_members(sel.layout, fp, sel.scratch)
         else:
@@ -146,7 +140,7 @@ def _features(sel: _Selection, kind: ArtifactKind) -> Iterator[tuple[Path, str |
                 npy.with_suffix(FLOAT16_SUFFIX).relative_to(sel.layout.root).as_posix(),
             )  # converted to float16 while packing
     if groups and sel.scratch is not None:
-        from lib.store.bundle_hosting import reduced_members
+        from lib.bundles.hosting import reduced_members
 
         for fms in groups.values():
             sel.feature_keys += [fm.key for fm in fms]
@@ -262,7 +256,7 @@ def _collect(
     layout: CacheLayout, run_ids: list[str] | None, scratch: Path | None = None
 ) -> tuple[dict[str, Path], dict[str, Any], list[str]]:
     """Files to pack (archive name -> path), the bundle's metadata, and the float16 feature keys."""
-    from lib.store.runs import list_runs
+    from lib.runs.registry import list_runs
 
     chosen = [m for m in list_runs(layout) if run_ids is None or m.run_id in run_ids]
     if run_ids is not None:
@@ -303,10 +297,10 @@ def _collect(
 
 def _float16_accuracy(cache_dir: CacheLayout, run_ids: list[str]) -> list[dict[str, Any]]:
     """Each frozen run's test accuracy recomputed from float16-rounded cached features, next to its stored one."""
-    from lib.analysis.map_view import head_probabilities
     from lib.data.sources import load_dataset
     from lib.models.specs import resolve_backbone
-    from lib.store.runs import load_run
+    from lib.pipeline.predictions import head_probabilities
+    from lib.runs.registry import load_run
 
     out = []
     for rid in run_ids:
@@ -373,7 +367,7 @@ def make_bundle(
     hosting: bool = False,
 ) -> dict[str, Any]:
     """Write the bundle of ``run_ids`` (default: every run) to ``out`` (a .tar), atomically. Returns a report.
-    ``hosting``: the small form for a free host (:mod:`lib.store.bundle_hosting`)."""
+    ``hosting``: the small form for a free host (:mod:`lib.bundles.hosting`)."""
     layout, out = CacheLayout.at(cache_dir), Path(out).expanduser()
     report = progress or (lambda _s, _f: None)
     check_bundle_target(out)
