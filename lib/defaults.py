@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from lib import config
 from lib.bounds import BOUNDS
+from lib.models.specs import default_image_size
+from lib.store.installed import installed_bundle
 from lib.store.layout import RUN_ID, CacheLike
 
 
@@ -35,8 +37,6 @@ def choose_defaults(
     layout: CacheLike, source: str | None = None, backbone: str | None = None, image_size: int | None = None
 ) -> Defaults:
     """Fill in what was not given (see the module docs)."""
-    from lib.models.specs import default_image_size
-    from lib.store.installed import installed_bundle
 
     bundled = (installed_bundle(layout) or {}).get("defaults") or {}
     chosen_backbone = (

@@ -35,11 +35,18 @@ from typing import Any
 
 import numpy as np
 
-from lib.analysis.duplicates import PAIR_BUDGET
+from lib.analysis import duplicates as dup
+from lib.analysis.duplicates import PAIR_BUDGET, SAME_PHOTO
 from lib.config import SEED
+from lib.data.labels import labels_digest, relabelled
 from lib.errors import ConfigError
+from lib.models.calibration import fit_temperature
+from lib.models.heads import softmax, train_head
+from lib.models.protocols import PROTOCOLS
+from lib.pipeline.whole import whole_dataset
 from lib.runtimes import AUTO, DEFAULT_RUNTIME
-from lib.store.layout import CacheLike
+from lib.store.atomic import load_npz_checked, save_npz_checked
+from lib.store.layout import CacheLayout, CacheLike
 
 AUDIT_VERSION = (
     4  # 2: heads on both views, several backbones, calibrated probabilities; 3: near-duplicates checked on the pixels;
@@ -81,7 +88,6 @@ def audit_head() -> Any:
     self-confidence; label smoothing caps every probability near 0.9 and hides about one flipped label in
     five from that count (measured on a synthetic set with flipped labels: 24 of 30 found with smoothing
     0.1, 29 of 30 without)."""
-    from lib.models.protocols import PROTOCOLS
 
     return dataclasses.replace(
         PROTOCOLS["best"].head, val_fraction=0.0, label_smoothing=0.0, hidden=512, epochs=AUDIT_EPOCHS
@@ -130,9 +136,6 @@ def out_of_sample_probabilities(
     (:mod:`lib.models.calibration`) is fitted on the pooled out-of-sample logits against the
     given labels and applied to every split. :class:`ConfigError` if a class has fewer images than folds."""
     from sklearn.model_selection import StratifiedKFold
-
-    from lib.models.calibration import fit_temperature
-    from lib.models.heads import softmax, train_head
 
     splits = list(labels)
     y = np.concatenate([np.asarray(labels[s]) for s in splits]).astype(np.int64)
@@ -279,7 +282,6 @@ class Audit:
     def same_photos(self, min_score: float | None = None) -> list[dict[str, Any]]:
         """Candidate pairs the pixel check confirmed as one photograph (score at least ``min_score``, default
         :data:`lib.analysis.duplicates.SAME_PHOTO`), the highest score first, with their feature similarity."""
-        from lib.analysis.duplicates import SAME_PHOTO
 
         low = SAME_PHOTO if min_score is None else min_score
         rows = [
@@ -353,7 +355,6 @@ def _arrays(audit: Audit) -> dict[str, np.ndarray]:
 def save_audit(path: Path, audit: Audit, feature_keys: dict[str, str] | None = None) -> None:
     """Write the audit atomically, with a checksum over every array; ``feature_keys`` (split -> the features it was
     computed from) tell a bundle which dataset and backbone it belongs to."""
-    from lib.store.atomic import save_npz_checked
 
     meta = {
         "classes": audit.classes,
@@ -367,7 +368,6 @@ def save_audit(path: Path, audit: Audit, feature_keys: dict[str, str] | None = N
 
 def load_audit(path: Path, expected: dict[str, int]) -> Audit | None:
     """The stored audit, or None if it is missing, damaged (checksum), stale (version) or of other sizes."""
-    from lib.store.atomic import load_npz_checked
 
     loaded = load_npz_checked(path)
     if loaded is None or loaded[0].get("version") != AUDIT_VERSION:
@@ -412,7 +412,6 @@ def compute_audit(
     view -> features; ``original`` and optionally ``flip``) are what the heads learn from when given (several
     backbones concatenated, say); the neighbour search always uses ``features``. With ``images`` (split -> uint8
     images), candidate near-duplicates are checked on the pixels (:mod:`lib.analysis.duplicates`)."""
-    from lib.analysis import duplicates as dup
 
     t0 = time.perf_counter()
     report = progress or (lambda _stage, _f: None)
@@ -481,9 +480,6 @@ def _audit_target(
     more: Parts = (),
     views: tuple[str, ...] = VIEWS,
 ) -> tuple[Any, Path]:
-    from lib.data.labels import labels_digest
-    from lib.pipeline.whole import whole_dataset
-    from lib.store.layout import CacheLayout
 
     whole = whole_dataset(
         source, backbone, image_size, cache_dir, runtime, "An audit", splits=("train", "test"), more=more, views=views
@@ -540,8 +536,6 @@ def run_audit(
     whole.ds.require_classes("An audit")
     features, given = whole.features(cache_dir, runtime, batch_size, progress)
     if labels:
-        from lib.data.labels import relabelled
-
         given = {s: relabelled(y, labels.get(s)) for s, y in given.items()}
     model_features = None
     if whole.more or tuple(whole.views) != ("original",):

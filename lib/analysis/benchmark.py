@@ -26,7 +26,19 @@ from typing import Any
 
 import numpy as np
 
-from lib.runtimes import DEFAULT_RUNTIME, effective, get_runtime, registry, selectable
+from lib.analysis.benchmark_results import missing_configurations
+from lib.analysis.flops import matmul_gflops, multiply_adds
+from lib.data.sources import load_dataset
+from lib.models.protocols import PROTOCOLS
+from lib.models.specs import local_backbones, resolve_backbone
+from lib.pipeline.engines import LocalEngine
+from lib.pipeline.training import fit_head, gather_features
+from lib.process import library_versions, machine_info, peak_rss_mb
+from lib.runtimes import DEFAULT_RUNTIME, effective, get_runtime, registry, runtime_identity, selectable
+from lib.runtimes.backbones import load_backbone
+from lib.runtimes.litert import LiteRTRuntime
+from lib.runtimes.preconvert import preconvert
+from lib.store.atomic import read_json, write_json_atomic
 from lib.store.layout import CacheLayout, CacheLike
 
 BENCHMARK_VERSION = 2  # 2: tf/litert share heads when their features agree
@@ -149,9 +161,6 @@ class BenchmarkSession:
         model, else converted once); None if it cannot be counted."""
         key = (spec.handle, size)
         if key not in self.macs:
-            from lib.analysis.flops import multiply_adds
-            from lib.runtimes.litert import LiteRTRuntime
-
             try:
                 path = getattr(loaded, "path", None) or LiteRTRuntime(quantized=False).convert(
                     spec, size, self.ds, self.layout, lambda: self.tf_model(spec)[0]
@@ -165,8 +174,6 @@ class BenchmarkSession:
     def tf_model(self, spec: Any) -> tuple[Any, float]:
         """The TF-loaded backbone and the seconds its (first) load took."""
         if spec.handle not in self.tf_models:
-            from lib.runtimes.backbones import load_backbone
-
             self.tf_models.clear()  # rows come backbone by backbone: keep one TF model in memory, not all of them
 
             t0 = time.perf_counter()
@@ -189,9 +196,6 @@ def _accuracies(
     session: BenchmarkSession, spec: Any, size: int, runtime: str, loaded: Any, batch_features: np.ndarray
 ) -> _Accuracy:
     """Train the linear probe and the best preset on this runtime's features of the subset."""
-    from lib.models.protocols import PROTOCOLS
-    from lib.pipeline.engines import LocalEngine
-    from lib.pipeline.training import fit_head, gather_features
 
     ds = session.ds
     common = (
@@ -247,8 +251,6 @@ def measure_row(session: BenchmarkSession, backbone: str, size: int, runtime: st
     its features on the timing batch agree with these within the tolerance: then its heads are reused and
     the row says so (``accuracy_features``, ``feature_max_rel_diff``).
     """
-    from lib.models.specs import resolve_backbone
-    from lib.process import peak_rss_mb
 
     spec = resolve_backbone(backbone)
     rt = effective(spec, runtime)
@@ -301,7 +303,6 @@ def grid_configurations(backbones: list[str], sizes: list[int], runtimes: list[s
     """Every (backbone, size, runtime) to measure; a ``.tflite`` backbone once, at its own size. Within a (backbone,
     size) the runtimes go in their ``bench_order``: the faster exact one extracts the accuracy subset, the other checks
     it agrees."""
-    from lib.models.specs import resolve_backbone
 
     chosen = sorted((get_runtime(r) for r in runtimes), key=lambda rt: rt.bench_order)
     out: list[tuple[str, int, str]] = []
@@ -321,7 +322,6 @@ DEFAULT_SIZES = (96, 128, 160, 192, 224)
 
 def default_grid() -> list[tuple[str, int, str]]:
     """Every backbone in ``../shared/models`` at every default size with every runtime."""
-    from lib.models.specs import local_backbones
 
     return grid_configurations(local_backbones(), list(DEFAULT_SIZES), list(selectable()))
 
@@ -357,17 +357,10 @@ def run_configurations(
     above 1, the LiteRT conversions run first, that many processes at a time (:func:`preconvert`); the
     progress then counts the conversions first (labels "converted ..."), then the measurements.
     """
-    from lib.analysis.benchmark_results import missing_configurations
-    from lib.data.sources import load_dataset
-    from lib.models.specs import resolve_backbone
-    from lib.process import library_versions
-    from lib.runtimes.preconvert import preconvert
-    from lib.store.atomic import read_json, write_json_atomic
 
     layout = CacheLayout.at(layout)
     ds = load_dataset(source, layout)
     machine, versions = machine_info(), library_versions()
-    from lib.runtimes import runtime_identity
 
     # keyed by what each runtime is (its converter, calibration, quantisation policy), not only its name: a changed
     # recipe under the same name is measured again, never answered from the old one's rows
@@ -389,8 +382,6 @@ def run_configurations(
     todo = missing_configurations(configs, rows)
     session = BenchmarkSession(ds, layout, limit)
     if todo:
-        from lib.analysis.flops import matmul_gflops
-
         session.peak_gflops = matmul_gflops()  # before any model loads, so the probe has the cores to itself
         result["peak_probe"] = {
             "gflops": round(session.peak_gflops, 1),

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from lib.runtimes import registry
+from lib.models.specs import resolve_backbone
+from lib.runtimes import effective, registry
+from lib.store.atomic import read_json
 from lib.store.layout import CacheLayout, CacheLike
 
 
 def config_key(backbone: str, size: int, runtime: str) -> tuple[str, int, str]:
     """How a row is matched to a configuration: handle, size (0 for a .tflite file's own) and the runtime that runs."""
-    from lib.models.specs import resolve_backbone
-    from lib.runtimes import effective
 
     spec = resolve_backbone(backbone)
     actual = effective(spec, runtime)
@@ -44,7 +44,6 @@ def missing_configurations(
 
 def stored_benchmarks(layout: CacheLike) -> list[dict[str, Any]]:
     """Every stored benchmark result with at least one row, newest first (damaged files are skipped)."""
-    from lib.store.atomic import read_json
 
     out = []
     for path in CacheLayout.at(layout).benchmark_files():

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from lib.errors import ConfigError
+from lib.models.metrics import confusion, reliability
 
 
 def mcnemar(a_only: int, b_only: int) -> dict[str, Any]:
@@ -61,7 +62,6 @@ def compare_runs(a: Any, b: Any) -> dict[str, Any]:
     """Compare two loaded runs (:class:`lib.runs.registry.Run`); :class:`ConfigError` unless they were scored on the
     same
     dataset's test split with the same classes and share test images."""
-    from lib.models.metrics import confusion, reliability
 
     ma, mb = a.manifest, b.manifest
     if a.run_id == b.run_id:

@@ -27,8 +27,10 @@ import numpy as np
 
 from lib.config import SEED
 from lib.errors import ConfigError
+from lib.pipeline.whole import whole_dataset
 from lib.runtimes import DEFAULT_RUNTIME
-from lib.store.layout import CacheLike
+from lib.store.atomic import load_npz_checked, save_npz_checked
+from lib.store.layout import CacheLayout, CacheLike
 
 MAP_VERSION = 1
 METHODS = ("pca", "tsne")
@@ -111,7 +113,6 @@ def project_all(
 def save_map(path: Path, m: FullMap, feature_keys: dict[str, str] | None = None) -> None:
     """Write the map atomically with a checksum over its arrays; ``feature_keys`` (split -> the features it was
     computed from) tell a bundle which dataset and backbone it belongs to."""
-    from lib.store.atomic import save_npz_checked
 
     meta = {
         "method": m.method,
@@ -125,7 +126,6 @@ def save_map(path: Path, m: FullMap, feature_keys: dict[str, str] | None = None)
 
 def load_map(path: Path, expected: dict[str, int]) -> FullMap | None:
     """The stored map, or None if missing, damaged, stale, of other sizes, or not finite."""
-    from lib.store.atomic import load_npz_checked
 
     loaded = load_npz_checked(path)
     if loaded is None or loaded[0].get("version") != MAP_VERSION:
@@ -157,8 +157,6 @@ def _map_target(
     runtime: str,
     params: dict[str, Any],
 ) -> tuple[Any, Path]:
-    from lib.pipeline.whole import whole_dataset
-    from lib.store.layout import CacheLayout
 
     if method not in METHODS:
         raise ConfigError(f"Unknown projection {method!r}; choose one of {', '.join(METHODS)}.")

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from lib.pipeline.feature_store import FeatureManifest, list_cached_features, load_cached_features
+from lib.pipeline.features import feature_key_for
 from lib.runtimes import AUTO, DEFAULT_RUNTIME
 from lib.runtimes.auto import CANDIDATES as AUTO_CANDIDATES
 from lib.store.layout import CacheLike
@@ -83,7 +84,6 @@ def missing_feature_splits(
 ) -> list[str]:
     """The splits of ``ds`` that have no valid features of ``spec`` at ``image_size`` made by ``runtime`` (features of
     another runtime do not count: they are other features; ``auto`` has none until a job settles it)."""
-    from lib.pipeline.features import feature_key_for
 
     if runtime == AUTO:
         return list(ds.splits)

@@ -17,7 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from lib.config import SEED
-from lib.store.layout import CacheLike
+from lib.errors import ConfigError, UserFacingError
+from lib.store.atomic import save_npy_atomic
+from lib.store.layout import CacheLayout, CacheLike
 
 
 @dataclass
@@ -88,7 +90,6 @@ def project(
         return Projection(coords, np.asarray(indices), "pca", explained)
     if method == "tsne":
         return Projection(tsne_2d(x, perplexity, max_iter, seed), np.asarray(indices), "tsne")
-    from lib.errors import ConfigError
 
     raise ConfigError(f"method must be 'pca' or 'tsne', got {method!r}")
 
@@ -132,9 +133,6 @@ def cached_projection(
 
     PCA is fast enough to recompute. A stored t-SNE whose shape or values are wrong is recomputed.
     """
-    from lib.errors import UserFacingError
-    from lib.store.atomic import save_npy_atomic
-    from lib.store.layout import CacheLayout
 
     feats = np.load(feature_file, mmap_mode="r")
     idx = np.asarray(rows, dtype=np.int64)

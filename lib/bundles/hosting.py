@@ -28,8 +28,27 @@ from typing import Any
 
 import numpy as np
 
-from lib.errors import ReadOnlyError, UserFacingError
-from lib.store.layout import DATASET_FILES, RUN_FILES, CacheLayout
+from lib.data.decode import decode_image_bytes
+from lib.data.folders import open_image_source
+from lib.data.meta import DatasetMeta
+from lib.data.sources import CACHE_PREFIX, load_dataset
+from lib.data.thumbs import (
+    MANIFEST,
+    PER_SHEET,
+    THUMBS_PER_ROW,
+    ensure_sprites,
+    finish,
+    new_sprites,
+    thumb_side,
+    write_sheet,
+)
+from lib.errors import BundleError, DataSourceError, ReadOnlyError, UserFacingError
+from lib.models.specs import resolve_backbone
+from lib.pipeline.predictions import run_predictions, save_split_predictions
+from lib.pipeline.reduced import basis_path, fit_basis, project, write_reduced
+from lib.runs.registry import load_run
+from lib.store.atomic import atomic_path
+from lib.store.layout import DATASET_FILES, RUN_FILES, CacheLayout, check_name
 
 SPRITES_FOLDER = "sprites"  # inside a dataset's folder in the bundle (moved out on install)
 IMAGES_RECORD = "hosting_images.json"  # inside a dataset's folder in the bundle: which form its images travel in
@@ -40,8 +59,6 @@ MAX_ORIGINALS_SHARE = 0.5
 def image_members(layout: CacheLayout, fingerprint: str, scratch: Path) -> Iterator[tuple[Path, str]]:
     """The dataset's files for a hosting bundle: its metadata and labels, its images as the source's own files (if they
     decode to exactly the stored pixels) or as sprite sheets, and a record of which (with each split's SHA-256)."""
-    from lib.data.sources import CACHE_PREFIX, load_dataset
-    from lib.data.thumbs import ensure_sprites, thumb_side
 
     ds = load_dataset(CACHE_PREFIX + fingerprint, layout)
     folder = layout.dataset_dir(fingerprint)
@@ -64,8 +81,6 @@ def image_members(layout: CacheLayout, fingerprint: str, scratch: Path) -> Itera
             yield offsets, f"{base}/{split}{ORIGINALS_OFFSETS}"
     else:
         if thumb_side(ds.image_shape) != ds.image_shape[0] or ds.image_shape[0] != ds.image_shape[1]:
-            from lib.errors import BundleError
-
             raise BundleError(
                 f"The images of {fingerprint} are {ds.image_shape[0]}x{ds.image_shape[1]} px and their source files "
                 "are not at hand (or do not decode to the stored pixels): larger than a thumbnail, they cannot "
@@ -96,10 +111,6 @@ def _array_digest(images: np.ndarray, chunk: int = 4096) -> str:
 def _originals(layout: CacheLayout, ds: Any, scratch: Path) -> dict[str, tuple[Path, Path]] | None:
     """Each split's source files (concatenated, with offsets), if the source is still where the dataset came from and
     every file decodes (as the conversion decoded it) to exactly the stored image; else None."""
-    from lib.data.decode import decode_image_bytes
-    from lib.data.folders import open_image_source
-    from lib.data.meta import DatasetMeta
-    from lib.errors import DataSourceError
 
     meta = DatasetMeta.read(layout.dataset_dir(ds.fingerprint))
     if meta is None or meta.kind != "image-folder" or any(meta.skipped.values()) or not Path(meta.source).exists():
@@ -143,7 +154,6 @@ def _originals(layout: CacheLayout, ds: Any, scratch: Path) -> dict[str, tuple[P
 def reduced_members(layout: CacheLayout, fms: list[Any], scratch: Path) -> Iterator[tuple[Path, str]]:
     """The reduced stand-ins (features, basis, manifest) of one backbone part's feature files (every split, one basis),
     written under ``scratch``."""
-    from lib.pipeline.reduced import basis_path, fit_basis, project, write_reduced
 
     full = [np.load(layout.feature_files(fm.key)[0], mmap_mode="r") for fm in fms]
     basis = fit_basis(full)
@@ -160,10 +170,6 @@ def reduced_members(layout: CacheLayout, fms: list[Any], scratch: Path) -> Itera
 def split_predictions_member(layout: CacheLayout, run_id: str, scratch: Path) -> tuple[Path, str] | None:
     """The run's predicted class of every image of its dataset's other splits, from the real features (None if it
     cannot be told: a fine-tuned run, or features not cached)."""
-    from lib.data.sources import CACHE_PREFIX, load_dataset
-    from lib.models.specs import resolve_backbone
-    from lib.pipeline.predictions import run_predictions, save_split_predictions
-    from lib.runs.registry import load_run
 
     run = load_run(layout, run_id)
     m = run.manifest
@@ -184,9 +190,6 @@ def unpack_images(staged: CacheLayout, sprites_root: Path | None) -> list[str]:
     hover thumbnails under ``sprites_root`` in the same pass if it can be written. Returns notices (no hover
     thumbnails; pixels that differ from the stored ones)."""
     import hashlib
-
-    from lib.data.thumbs import MANIFEST, finish, new_sprites, write_sheet
-    from lib.store.atomic import atomic_path
 
     notices: list[str] = []
     for record_path in sorted(staged.datasets.glob(f"*/{IMAGES_RECORD}")):
@@ -264,14 +267,12 @@ def _no_thumbnails(root: Path | None, err: UserFacingError) -> str:
 
 
 def _bad(what: str) -> UserFacingError:
-    from lib.errors import BundleError
 
     return BundleError(f"The bundle's images are damaged ({what}); nothing was installed.")
 
 
 def _read_record(path: Path) -> dict[str, Any]:
     """The staged dataset's image record, checked field by field (a bundle is checksummed, not trusted)."""
-    from lib.store.layout import check_name
 
     try:
         record = json.loads(path.read_text())
@@ -297,8 +298,6 @@ def _read_record(path: Path) -> dict[str, Any]:
 
 def _original_blocks(folder: Path, split: str, count: int, side: int) -> Iterator[np.ndarray]:
     """The split's images decoded from the source's files, ``PER_SHEET`` at a time, as the conversion decoded them."""
-    from lib.data.decode import decode_image_bytes
-    from lib.data.thumbs import PER_SHEET
 
     blob = folder / f"{split}{ORIGINALS_BLOB}"
     try:
@@ -334,8 +333,6 @@ def _original_blocks(folder: Path, split: str, count: int, side: int) -> Iterato
 def _sheet_blocks(folder: Path, split: str, count: int, side: int) -> Iterator[np.ndarray]:
     """The split's images cut out of its sprite sheets, a sheet at a time."""
     from PIL import Image
-
-    from lib.data.thumbs import PER_SHEET, THUMBS_PER_ROW
 
     for sheet in range(-(-count // PER_SHEET)):
         try:

@@ -27,8 +27,10 @@ from typing import Any
 
 import numpy as np
 
+from lib.bundles.hosting import unpack_images
 from lib.bundles.make import DOWNLOAD_TIMEOUT_S, MAX_MANIFEST_BYTES, ProgressFn
 from lib.errors import BundleError
+from lib.pipeline.feature_store import FeatureManifest, file_crc32
 from lib.store.atomic import atomic_path, check_free_space, check_writable, read_json
 from lib.store.fingerprints import hash_file
 from lib.store.installed import bad_meta, check_bundle_meta, installed_bundle
@@ -251,7 +253,6 @@ def install_bundle(
 def _install(
     source: str, layout: CacheLayout, staging: Path, report: ProgressFn, sha256: str | None, sprites_root: Path | None
 ) -> dict[str, Any]:
-    from lib.pipeline.feature_store import FeatureManifest, file_crc32
 
     if source.startswith(("http://", "https://")):
         archive = staging / STAGING_DOWNLOAD
@@ -302,8 +303,6 @@ def _install(
     staged = CacheLayout.at(unpacked)
     notices: list[str] = []
     if meta.get("hosting"):
-        from lib.bundles.hosting import unpack_images
-
         report("decoding the images", 0.92)
         notices = unpack_images(staged, sprites_root)
     for key in meta["float16_features"]:

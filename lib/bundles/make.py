@@ -33,7 +33,15 @@ from typing import Any
 
 import numpy as np
 
-from lib.errors import BundleError, UserFacingError
+from lib.bundles.hosting import image_members, reduced_members, split_predictions_member
+from lib.data.meta import DatasetMeta
+from lib.data.sources import CACHE_PREFIX, load_dataset
+from lib.errors import BundleError, UserFacingError, first_line
+from lib.models.specs import resolve_backbone
+from lib.pipeline.feature_store import list_cached_features
+from lib.pipeline.predictions import head_probabilities
+from lib.runs.registry import list_runs, load_run
+from lib.runtimes.litert import LiteRTRuntime
 from lib.store.atomic import atomic_path, npz_meta, read_json
 from lib.store.fingerprints import hash_file
 from lib.store.installed import BUNDLE_VERSION, HOSTING_VERSION
@@ -78,7 +86,6 @@ class _Selection:
 
 
 def _runs(sel: _Selection, kind: ArtifactKind) -> Iterator[tuple[Path, str | None]]:
-    from lib.bundles.hosting import split_predictions_member
 
     for m in sel.runs:
         for p in sorted(sel.layout.run_dir(m.run_id).rglob("*")):
@@ -93,15 +100,12 @@ def _runs(sel: _Selection, kind: ArtifactKind) -> Iterator[tuple[Path, str | Non
 
 
 def _datasets(sel: _Selection, kind: ArtifactKind) -> Iterator[tuple[Path, str | None]]:
-    from lib.data.meta import DatasetMeta
 
     for fp in sel.fingerprints:
         folder = sel.layout.dataset_dir(fp)
         if DatasetMeta.read(folder) is None:
             raise BundleError(f"The dataset of these runs ({fp}) is not in {sel.layout}; prepare it first.")
         if sel.hosting and sel.scratch is not None:
-            from lib.bundles.hosting import image_members
-
             yield from image_members(sel.layout, fp, sel.scratch)
         else:
             yield from ((p, None) for p in sorted(folder.iterdir()) if p.is_file())
@@ -111,7 +115,6 @@ def _features(sel: _Selection, kind: ArtifactKind) -> Iterator[tuple[Path, str |
     """The features the runs were trained on (their backbone, runtime and sizes; every view), whole splits or the runs'
     subsets.
     The hosting form carries only the original view of each run's first backbone at its first size, reduced."""
-    from lib.pipeline.feature_store import list_cached_features
 
     wanted = {
         (m.dataset_fingerprint, identity, m.runtime, size, limit)
@@ -140,8 +143,6 @@ def _features(sel: _Selection, kind: ArtifactKind) -> Iterator[tuple[Path, str |
                 npy.with_suffix(FLOAT16_SUFFIX).relative_to(sel.layout.root).as_posix(),
             )  # converted to float16 while packing
     if groups and sel.scratch is not None:
-        from lib.bundles.hosting import reduced_members
-
         for fms in groups.values():
             sel.feature_keys += [fm.key for fm in fms]
             yield from reduced_members(sel.layout, fms, sel.scratch)
@@ -163,7 +164,6 @@ def _computed_from_features(sel: _Selection, kind: ArtifactKind) -> Iterator[tup
 
 def _given_labels(sel: _Selection, path: Path) -> bool:
     """Whether an audit was made with its dataset's own labels (its stored labels are theirs, split by split)."""
-    from lib.data.sources import CACHE_PREFIX, load_dataset
 
     try:
         with np.load(path) as z:
@@ -189,8 +189,6 @@ def _backbones(sel: _Selection, kind: ArtifactKind) -> Iterator[tuple[Path, str 
         handle for m in sel.runs for handle, _identity, _sizes in m.backbones()
     )  # each once, in order
     if sel.hosting:  # no SavedModel: what names the backbone is enough (the demo runs its LiteRT conversions)
-        from lib.models.specs import resolve_backbone
-
         for handle in handles:
             spec = resolve_backbone(handle)
             sel.stand_ins[handle] = {
@@ -215,10 +213,6 @@ def _converted(sel: _Selection, kind: ArtifactKind) -> Iterator[tuple[Path, str 
     """Each run part's backbone converted to float LiteRT (converted here if the cache has none), so the demo classifies
     uploads without TensorFlow; a part that cannot be converted is listed in ``not_converted`` and its run offers
     none."""
-    from lib.data.sources import CACHE_PREFIX, load_dataset
-    from lib.errors import first_line
-    from lib.models.specs import resolve_backbone
-    from lib.runtimes.litert import LiteRTRuntime
 
     runtime = LiteRTRuntime(quantized=False)
     for m in sel.runs:
@@ -256,7 +250,6 @@ def _collect(
     layout: CacheLayout, run_ids: list[str] | None, scratch: Path | None = None
 ) -> tuple[dict[str, Path], dict[str, Any], list[str]]:
     """Files to pack (archive name -> path), the bundle's metadata, and the float16 feature keys."""
-    from lib.runs.registry import list_runs
 
     chosen = [m for m in list_runs(layout) if run_ids is None or m.run_id in run_ids]
     if run_ids is not None:
@@ -297,10 +290,6 @@ def _collect(
 
 def _float16_accuracy(cache_dir: CacheLayout, run_ids: list[str]) -> list[dict[str, Any]]:
     """Each frozen run's test accuracy recomputed from float16-rounded cached features, next to its stored one."""
-    from lib.data.sources import load_dataset
-    from lib.models.specs import resolve_backbone
-    from lib.pipeline.predictions import head_probabilities
-    from lib.runs.registry import load_run
 
     out = []
     for rid in run_ids:

@@ -13,7 +13,12 @@ from typing import Any
 
 from lib import config
 from lib.bounds import address_flag, flag
+from lib.data.sources import load_dataset
+from lib.jobs.report import current
+from lib.pipeline.features import cached_image_counter
+from lib.pipeline.ray_connect import RayOptions
 from lib.runtimes import ENV_RUNTIME, choices, entry_default, registry, selectable
+from lib.runtimes.auto import describe, resolve
 from lib.safe_text import terminal_text
 
 
@@ -76,7 +81,6 @@ class LazyBar:
 def load_with_progress(source: str, layout: Any) -> Any:
     """The dataset of ``source``, converted first (with a bar, and the job's progress) where it is not in the cache
     yet."""
-    from lib.data.sources import load_dataset
 
     bar: Bar | None = None
 
@@ -97,7 +101,6 @@ def load_with_progress(source: str, layout: Any) -> Any:
 
 def current_job() -> Any:
     """The background job this command runs as (:mod:`lib.jobs.report`), or None when a person started it."""
-    from lib.jobs.report import current
 
     return current()
 
@@ -108,8 +111,6 @@ def concrete_runtime(
     """``--runtime`` with ``auto`` (the default) resolved for this backbone and size and the features it will need
     (``parts``: (split, view) each), and the figures behind an ``auto`` choice (None otherwise); the choice is said.
     Features one exact runtime has cached already count as done (see :func:`lib.runtimes.auto.choose`)."""
-    from lib.pipeline.features import cached_image_counter
-    from lib.runtimes.auto import describe, resolve
 
     images = sum(ds.subset_size(split, limit) for split, _view in parts)
     counter = cached_image_counter(ds, [(spec, size, split, view) for split, view in parts], limit, args.layout)
@@ -229,7 +230,6 @@ def ray_options(args: argparse.Namespace) -> Any:
     """The :class:`lib.pipeline.ray_engine.RayOptions` of the parsed flags; None without ``--engine ray``."""
     if args.engine != "ray":
         return None
-    from lib.pipeline.ray_connect import RayOptions
 
     return RayOptions(
         address=args.ray_address,

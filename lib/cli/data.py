@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lib import config
+from lib import bounds, config
+from lib.analysis.benchmark import DEFAULT_LIMIT, run_benchmark
 from lib.bounds import flag
 from lib.cli.common import (
     Bar,
@@ -26,8 +27,12 @@ from lib.cli.common import (
     load_with_progress,
     ray_options,
 )
+from lib.models.specs import local_backbones
+from lib.pipeline.engines import open_engine
+from lib.pipeline.features import ensure_features
 from lib.process import peak_rss_mb
 from lib.runtimes import selectable
+from lib.runtimes.backbones import REGISTRY, resolve_backbone
 
 
 def add_commands(sub: Any) -> None:
@@ -102,9 +107,6 @@ def splits_for(arg: str, available: tuple[str, ...]) -> list[str]:
 
 def cmd_extract(args: argparse.Namespace) -> dict[str, Any]:
     """``extract``: compute or load features for the requested splits and views."""
-    from lib.pipeline.engines import open_engine  # Ray itself is imported only if a Ray engine starts it
-    from lib.pipeline.features import ensure_features
-    from lib.runtimes.backbones import resolve_backbone
 
     t0 = time.perf_counter()
     ds = load_with_progress(args.source, args.layout)
@@ -180,7 +182,6 @@ def get_dim(artifacts: list[dict[str, Any]]) -> int:
 
 def cmd_backbones(args: argparse.Namespace) -> dict[str, Any]:
     """``backbones``: the registry as a table."""
-    from lib.runtimes.backbones import REGISTRY
 
     rows = [
         {
@@ -200,9 +201,6 @@ def cmd_backbones(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     """``benchmark``: measure the grid (rows already measured on this machine are reused)."""
-    from lib import bounds
-    from lib.analysis.benchmark import DEFAULT_LIMIT, run_benchmark
-    from lib.models.specs import local_backbones
 
     sizes = list(bounds.sizes("--image-sizes", args.image_sizes))
     runtimes = list(bounds.names("--runtimes", args.runtimes, selectable()))

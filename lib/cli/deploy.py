@@ -10,7 +10,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from lib.bundles.install import install_bundle
+from lib.bundles.make import make_bundle
 from lib.cli.common import add_common
+from lib.cli.quality import stage_printer
 
 
 def add_commands(sub: Any) -> None:
@@ -46,13 +49,11 @@ def add_commands(sub: Any) -> None:
 
 
 def _printer() -> Any:
-    from lib.cli.quality import stage_printer
 
     return stage_printer()
 
 
 def cmd_bundle(args: argparse.Namespace) -> dict[str, Any]:
-    from lib.bundles.make import make_bundle
 
     report = make_bundle(args.layout, args.out, args.run, progress=_printer(), hosting=args.hosting)
     checks = "; ".join(
@@ -72,8 +73,6 @@ def cmd_bundle(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_install_bundle(args: argparse.Namespace) -> dict[str, Any]:
     from pathlib import Path
-
-    from lib.bundles.install import install_bundle
 
     info = install_bundle(
         args.bundle,

@@ -12,6 +12,7 @@ from typing import Any
 
 from lib.cli.common import add_common
 from lib.errors import UserFacingError
+from lib.jobs.queue import cancel_job, get_job, list_jobs, log_tail, run_runner, runner_stopped
 
 
 def add_commands(sub: Any) -> None:
@@ -45,7 +46,6 @@ def _line(job: Any) -> str:
 
 def cmd_jobs(args: argparse.Namespace) -> dict[str, Any]:
     """``jobs``."""
-    from lib.jobs.queue import cancel_job, get_job, list_jobs, log_tail, run_runner, runner_stopped
 
     if args.jobs_command == "runner":
         code = run_runner(args.layout)

@@ -25,7 +25,10 @@ from typing import Any, NoReturn
 
 from lib import config
 from lib.cli import data, deploy, jobs, quality, runs
+from lib.defaults import choose_defaults
 from lib.errors import UserFacingError
+from lib.jobs.queue import claimed_by
+from lib.jobs.report import JobCancelled, finish
 from lib.process import configure_process
 from lib.safe_text import terminal_text
 from lib.store.layout import CacheLayout
@@ -66,12 +69,9 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the process exit code. Started as a background job (by the runner), it also writes the
     job's outcome: its exit status, its JSON result, or its one-line error."""
-    from lib.jobs.report import finish
 
     job_dir = os.environ.get("TLX_JOB_DIR")
     if job_dir:
-        from lib.jobs.queue import claimed_by
-
         if not claimed_by(Path(job_dir), os.getpid()):
             # Its start was not recorded (the runner could not write, or died): this process must not do the work.
             print(
@@ -100,8 +100,6 @@ def main(argv: list[str] | None = None) -> int:
     except UserFacingError as err:
         code, error = 2, str(err)
     except KeyboardInterrupt as err:
-        from lib.jobs.report import JobCancelled
-
         code = 130
         error = "cancelled" if isinstance(err, JobCancelled) else "interrupted"
         error += "; finished chunks and epochs are kept, and asking for the same work again resumes from them"
@@ -139,8 +137,6 @@ def _fill_defaults(args: argparse.Namespace) -> None:
     fill_source = getattr(args, "default_source", False) and args.source is None
     fill_backbone = getattr(args, "default_backbone", False) and args.backbone is None
     if fill_source or fill_backbone:
-        from lib.defaults import choose_defaults
-
         d = choose_defaults(args.layout, getattr(args, "source", None), getattr(args, "backbone", None))
         args.source = d.source if fill_source else args.source
         args.backbone = d.backbone if fill_backbone else args.backbone

@@ -13,15 +13,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lib.analysis.audit import DEFAULT_FOLDS, DEFAULT_THRESHOLD, run_audit
+from lib.analysis.full_map import compute_full_map
 from lib.bounds import backbone_at_sizes, flag
-from lib.cli.common import add_backbone, add_common, add_source, concrete_runtime, load_with_progress, say_stage
+from lib.cli.common import Bar, add_backbone, add_common, add_source, concrete_runtime, load_with_progress, say_stage
+from lib.data.excludes import read_exclude_file
+from lib.data.export_dataset import export_dataset
+from lib.data.labels import changed_count, read_label_file
+from lib.errors import ConfigError
+from lib.models.specs import resolve_backbone
 from lib.pipeline.feature_store import VIEWS
 from lib.process import peak_rss_mb
 
 
 def add_commands(sub: Any) -> None:
     """Register ``audit``, ``project`` and ``export-dataset`` on the sub-parser set."""
-    from lib.analysis.audit import DEFAULT_FOLDS, DEFAULT_THRESHOLD
 
     p = sub.add_parser(
         "audit",
@@ -111,7 +117,6 @@ def stage_printer() -> Callable[[str, float], None]:
 
 
 def _one_size(part: tuple[str, tuple[int, ...] | None]) -> tuple[str, int | None]:
-    from lib.errors import ConfigError
 
     backbone, sizes = part
     if sizes and len(sizes) > 1:
@@ -121,8 +126,6 @@ def _one_size(part: tuple[str, tuple[int, ...] | None]) -> tuple[str, int | None
 
 def cmd_audit(args: argparse.Namespace) -> dict[str, Any]:
     """``audit``: computed once per (features, folds, seed, head), then read back."""
-    from lib.analysis.audit import run_audit
-    from lib.errors import ConfigError
 
     if args.limit is not None:
         raise ConfigError("An audit covers every image; --limit does not apply.")
@@ -130,8 +133,6 @@ def cmd_audit(args: argparse.Namespace) -> dict[str, Any]:
     ds = load_with_progress(args.source, args.layout)
     labels = None
     if args.labels is not None:
-        from lib.data.labels import changed_count, read_label_file
-
         labels = read_label_file(args.labels, ds, args.force)
         say_stage(
             f"Replacement labels: {', '.join(f'{s} {n:,} changed' for s, n in changed_count(labels, ds).items())}"
@@ -142,7 +143,6 @@ def cmd_audit(args: argparse.Namespace) -> dict[str, Any]:
         raise ConfigError("An audit uses one size per backbone: give BACKBONE@SIZE or --image-size, once.")
     size = first_sizes[0] if first_sizes else args.image_size
     more = tuple(_one_size(backbone_at_sizes(b)) for b in getattr(args, "more_backbones", None) or ())
-    from lib.models.specs import resolve_backbone
 
     spec = resolve_backbone(backbone)
     runtime, _choice = concrete_runtime(
@@ -210,13 +210,10 @@ def cmd_audit(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_project(args: argparse.Namespace) -> dict[str, Any]:
     """``project``: the map is computed once per (features, method, parameters), then read back."""
-    from lib.analysis.full_map import compute_full_map
-    from lib.errors import ConfigError
 
     if args.limit is not None:
         raise ConfigError("A map covers every image; --limit does not apply.")
     t0 = time.perf_counter()
-    from lib.models.specs import resolve_backbone
 
     ds = load_with_progress(args.source, args.layout)
     progress = stage_printer()
@@ -253,10 +250,6 @@ def cmd_project(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_export_dataset(args: argparse.Namespace) -> dict[str, Any]:
     """``export-dataset``: the dataset less the excluded images, with the fixed labels, as lossless PNGs."""
-    from lib.cli.common import Bar
-    from lib.data.excludes import read_exclude_file
-    from lib.data.export_dataset import export_dataset
-    from lib.data.labels import read_label_file
 
     t0 = time.perf_counter()
     ds = load_with_progress(args.source, args.layout)

@@ -13,7 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lib.bounds import backbone_at_sizes, flag
+from lib.analysis.compare import compare_runs, verdict
+from lib.bounds import backbone_at_sizes, flag, sizes
 from lib.cli.common import (
     Bar,
     add_backbone,
@@ -25,9 +26,19 @@ from lib.cli.common import (
     ray_options,
     say_stage,
 )
+from lib.data.excludes import read_exclude_file
+from lib.data.labels import describe_changes, read_label_file, read_label_source
+from lib.data.sources import load_dataset
 from lib.errors import ConfigError, RunError
-from lib.models.metrics import percent
-from lib.models.protocols import PROTOCOLS
+from lib.models.heads import HeadConfig
+from lib.models.metrics import evaluate, percent
+from lib.models.protocols import PROTOCOLS, with_overrides
+from lib.pipeline.engines import open_engine
+from lib.pipeline.finetune import FinetuneConfig, finetune_run
+from lib.pipeline.training import RunRequest, train_run
+from lib.runs import registry as runs
+from lib.runs.export import check_zip_target, export_run, zip_folder
+from lib.runs.registry import load_run, set_label
 
 
 def add_commands(sub: Any) -> None:
@@ -155,9 +166,6 @@ def add_commands(sub: Any) -> None:
 
 
 def _request(args: argparse.Namespace) -> Any:
-    from lib.models.heads import HeadConfig
-    from lib.models.protocols import with_overrides
-    from lib.pipeline.training import RunRequest
 
     backbone, first_sizes = backbone_at_sizes(args.backbone)
     if args.protocol and PROTOCOLS[args.protocol].backbones and not getattr(args, "backbone_given", True):
@@ -188,8 +196,6 @@ def _request(args: argparse.Namespace) -> Any:
     if args.patience is not None:
         req.head.patience = args.patience or None
     if args.image_sizes:
-        from lib.bounds import sizes
-
         req.image_sizes = sizes("--image-sizes", args.image_sizes)
     elif args.image_size:
         req.image_sizes = (args.image_size,)
@@ -207,15 +213,9 @@ def _request(args: argparse.Namespace) -> Any:
     req.batch_size = args.batch_size
     req.runtime = args.runtime
     if args.exclude is not None:
-        from lib.data.excludes import read_exclude_file
-        from lib.data.sources import load_dataset
-
         images = read_exclude_file(args.exclude, load_dataset(args.source, args.layout))
         req.exclude = {split: [int(i) for i in v] for split, v in images.items()}
     if args.relabel is not None:
-        from lib.data.labels import describe_changes, read_label_file, read_label_source
-        from lib.data.sources import load_dataset
-
         ds = load_dataset(args.source, args.layout)
         req.relabel, req.relabel_source = read_label_source(args.relabel, ds, force=args.force)
         say_stage(f"Label fixes: {describe_changes(read_label_file(args.relabel, ds, force=True), ds)}")
@@ -225,8 +225,6 @@ def _request(args: argparse.Namespace) -> Any:
 def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     """``train``: features -> head -> evaluated, registered run."""
     import sys
-
-    from lib.runs.registry import set_label
 
     if args.finetune and args.engine == "ray":
         raise ConfigError(
@@ -276,8 +274,6 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
             )
 
     if args.finetune:
-        from lib.pipeline.finetune import FinetuneConfig, finetune_run
-
         cfg = FinetuneConfig(
             epochs=args.finetune_epochs,
             learning_rate=args.finetune_lr,
@@ -308,9 +304,6 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
 
         manifest = finetune_run(req, args.layout, cfg, on_stage=say_stage, on_epoch=on_epoch, on_progress=on_progress)
     else:
-        from lib.pipeline.engines import open_engine
-        from lib.pipeline.training import train_run
-
         with open_engine(ray_options(args), args.layout) as engine:
             manifest = train_run(
                 req, args.layout, on_stage=say_stage, on_extract=on_extract, on_epoch=on_epoch, engine=engine
@@ -344,8 +337,6 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     """``evaluate``: metrics recomputed from the run's stored predictions."""
-    from lib.models.metrics import evaluate
-    from lib.runs.registry import load_run
 
     run = load_run(args.layout, args.run_id)
     report = evaluate(run.y_true, run.probs, run.classes)
@@ -372,8 +363,6 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_compare(args: argparse.Namespace) -> dict[str, Any]:
     """``compare``: two runs on the test images they share."""
-    from lib.analysis.compare import compare_runs, verdict
-    from lib.runs.registry import load_run
 
     result = compare_runs(load_run(args.layout, args.run_a), load_run(args.layout, args.run_b))
     acc, ece = result["accuracy"], result["ece"]
@@ -396,7 +385,6 @@ def cmd_compare(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_runs(args: argparse.Namespace) -> dict[str, Any]:
     """``runs``: list, show, delete, label or export."""
-    from lib.runs import registry as runs
 
     if args.runs_command == "list":
         manifests = runs.list_runs(args.layout)
@@ -435,8 +423,6 @@ def cmd_runs(args: argparse.Namespace) -> dict[str, Any]:
             "_text": f"{args.run_id} is now labelled {manifest.label!r}",
         }
     if args.runs_command == "export":
-        from lib.runs.export import check_zip_target, export_run, zip_folder
-
         layout = args.layout
         # The default folder is this project's own: a previous export there is replaced without --force.
         out, force = (args.out, args.force) if args.out else (layout.export_dir(args.run_id), True)

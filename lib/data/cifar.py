@@ -20,6 +20,7 @@ import numpy as np
 from lib import config
 from lib.errors import DataSourceError
 from lib.store.atomic import atomic_path
+from lib.store.fingerprints import file_digest
 
 DOWNLOAD_TIMEOUT_S = 15.0
 Splits = dict[str, tuple[np.ndarray, np.ndarray]]
@@ -29,7 +30,6 @@ ProgressFn = Callable[[int, int, str], None]
 
 def download_cifar10(target: Path, url: str | None = None, progress: ProgressFn | None = None) -> Path:
     """Download and MD5-verify ``cifar-10-python.tar.gz`` to ``target`` (kept if already valid)."""
-    from lib.store.fingerprints import file_digest
 
     url = url or os.environ.get("TLX_CIFAR10_URL", config.CIFAR10_URL)
     if target.exists():

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lib.errors import DataSourceError
-from lib.store.layout import CacheLike
+from lib.store.atomic import newest_first, write_json_atomic
+from lib.store.layout import CacheLayout, CacheLike
 
 if TYPE_CHECKING:
     from lib.data.sources import Dataset
@@ -129,8 +130,6 @@ def save_exclude_list(
     cache_dir: CacheLike, name: str, dataset: Dataset, images: dict[str, np.ndarray], note: str = ""
 ) -> Path:
     """Write the list atomically under the cache's ``excludes/`` (a name outside it is refused by the layout)."""
-    from lib.store.atomic import write_json_atomic
-    from lib.store.layout import CacheLayout
 
     path = CacheLayout.at(cache_dir).exclude_file(name)
     write_json_atomic(path, to_json(dataset, images, note))
@@ -139,7 +138,5 @@ def save_exclude_list(
 
 def saved_exclude_lists(cache_dir: CacheLike) -> list[Path]:
     """The saved lists, newest first."""
-    from lib.store.atomic import newest_first
-    from lib.store.layout import CacheLayout
 
     return newest_first(CacheLayout.at(cache_dir).exclude_files())

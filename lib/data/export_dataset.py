@@ -23,8 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from lib.data.labels import check_not_excluded, relabelled
 from lib.errors import ConfigError
 from lib.process import is_alive, process_start
+from lib.store.atomic import atomic_dir, check_free_space
 
 if TYPE_CHECKING:
     from lib.data.sources import Dataset
@@ -66,7 +68,6 @@ def plan(
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per split, the image indices to write and their (fixed) labels: the selection (every image if None) less the
     excluded ones. :class:`ConfigError` when an image is both excluded and relabelled, or nothing is left."""
-    from lib.data.labels import check_not_excluded, relabelled
 
     exclude, fixes = exclude or {}, fixes or {}
     check_not_excluded(fixes, exclude)
@@ -100,7 +101,6 @@ def export_dataset(
 ) -> dict[str, Any]:
     """Write the curated dataset to ``out`` (a folder, or a zip if it ends in ``.zip``); returns its summary (also
     written as ``curation.json``)."""
-    from lib.store.atomic import atomic_dir, check_free_space
 
     out = Path(out).expanduser()
     _check_target(out)

@@ -25,8 +25,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lib.errors import DataSourceError
+from lib.errors import ConfigError, DataSourceError
 from lib.safe_text import csv_value
+from lib.store.atomic import newest_first, write_json_atomic
+from lib.store.layout import CacheLayout
 
 if TYPE_CHECKING:
     from lib.data.sources import Dataset
@@ -223,7 +225,6 @@ def read_label_source(
 def check_not_excluded(fixes: dict[str, Any], exclude: dict[str, Any] | None) -> None:
     """:class:`ConfigError` naming the images that are both relabelled (``fixes``: split -> (indices, labels)) and
     excluded (split -> indices): an image is either left out or fixed, never both."""
-    from lib.errors import ConfigError
 
     both = [
         f"{split}/{i}"
@@ -274,8 +275,6 @@ def to_json(dataset: Dataset, fixes: Fixes, note: str = "") -> dict[str, Any]:
 
 def save_label_list(cache_dir: Any, name: str, dataset: Dataset, fixes: Fixes, note: str = "") -> Path:
     """Write the list atomically under the cache's ``labels/`` (a name outside it is refused by the layout)."""
-    from lib.store.atomic import write_json_atomic
-    from lib.store.layout import CacheLayout
 
     path = CacheLayout.at(cache_dir).label_file(name)
     write_json_atomic(path, to_json(dataset, fixes, note))
@@ -284,15 +283,12 @@ def save_label_list(cache_dir: Any, name: str, dataset: Dataset, fixes: Fixes, n
 
 def saved_label_lists(cache_dir: Any) -> list[Path]:
     """The saved label lists, newest first."""
-    from lib.store.atomic import newest_first
-    from lib.store.layout import CacheLayout
 
     return newest_first(CacheLayout.at(cache_dir).label_files())
 
 
 def read_saved(cache_dir: Any, name: str, dataset: Dataset) -> Fixes:
     """The saved list ``name`` (empty if there is none yet); :class:`DataSourceError` if it does not fit ``dataset``."""
-    from lib.store.layout import CacheLayout
 
     path = CacheLayout.at(cache_dir).label_file(name)
     return read_label_file(path, dataset) if path.is_file() else {}

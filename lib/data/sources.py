@@ -35,9 +35,9 @@ from lib.data import cifar, convert, folders
 from lib.data.cifar import ProgressFn, ReadResult
 from lib.data.meta import DatasetMeta
 from lib.errors import CacheWriteError, DataSourceError, UserFacingError
-from lib.store.atomic import atomic_dir
+from lib.store.atomic import atomic_dir, check_writable
 from lib.store.fingerprints import digest_of_files, existing_path, file_digest, hash_file, tree_digest
-from lib.store.layout import DATASET_FILES, CacheLayout, CacheLike
+from lib.store.layout import DATASET_FILES, CacheLayout, CacheLike, check_name
 
 MAX_SOURCE_CHARS = 1024  # longer strings are refused before they reach the file system
 Reader = Callable[[], ReadResult]
@@ -147,7 +147,6 @@ CACHE_PREFIX = "cache:"  # "cache:<fingerprint>": a dataset already converted in
 
 
 def _cache_fingerprint(source: str) -> str:
-    from lib.store.layout import check_name
 
     try:
         return check_name(source[len(CACHE_PREFIX) :].strip(), "dataset fingerprint")
@@ -243,7 +242,6 @@ def _load_cached(layout: CacheLayout, fingerprint: str, source: str) -> Dataset 
 
 
 def _discard(folder: Path) -> None:
-    from lib.store.atomic import check_writable
 
     try:
         check_writable(folder)

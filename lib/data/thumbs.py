@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from lib.store.atomic import atomic_path, write_json_atomic
+from lib.store.layout import check_name
 
 SPRITE_VERSION = 1
 THUMBS_PER_ROW = 16
@@ -56,7 +57,6 @@ def thumb_side(image_shape: tuple[int, ...]) -> int:
 
 def sprite_folder(root: Path | str, fingerprint: str) -> Path:
     """The dataset's sprite folder under ``root`` (a fingerprint is checked to be a plain name, never a path)."""
-    from lib.store.layout import check_name
 
     return Path(root) / f"{check_name(fingerprint, 'dataset fingerprint')}-v{SPRITE_VERSION}"
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from lib import bounds
 from lib.config import SEED
 from lib.errors import ConfigError
 
@@ -47,7 +48,6 @@ class HeadConfig:
 
     def validate(self) -> HeadConfig:
         """Itself, or :class:`ConfigError` naming the first setting out of range."""
-        from lib import bounds
 
         checks = [
             (self.head in ("linear", "mlp"), f"head must be 'linear' or 'mlp', got {self.head!r}"),

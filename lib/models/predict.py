@@ -18,6 +18,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
+from lib.models.heads import head_logits
+from lib.models.preprocess import preprocess
+
 if TYPE_CHECKING:
     from lib.models.heads import TrainedHead
     from lib.runtimes.backbones import LoadedBackbone
@@ -81,9 +84,6 @@ def tf_probabilities(
 ) -> tuple[Callable[[Any], Any], list[Any]]:
     """A TensorFlow function uint8 images -> probabilities for export, and the variables it holds."""
     import tensorflow as tf
-
-    from lib.models.heads import head_logits
-    from lib.models.preprocess import preprocess
 
     mean, scale = tf.constant(head.mean), tf.constant(head.scale)
     weights = [tf.Variable(w, trainable=False) for w in head.weights]

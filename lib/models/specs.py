@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from lib.config import DEFAULT_BACKBONE, SHARED_MODELS
 from lib.errors import BackboneError
 from lib.store.fingerprints import existing_path, file_digest, tree_digest
 
@@ -190,7 +191,6 @@ def preset_backbone(name: str) -> str:
     """A registry name as a preset uses it: the folder ``<name>_feature_vector`` in ``../shared/models`` where there is
     one
     (offline machines), else the name itself (its TF Hub handle)."""
-    from lib.config import SHARED_MODELS
 
     local = Path(SHARED_MODELS) / f"{name}_feature_vector"
     return str(local) if (local / "saved_model.pb").exists() else name
@@ -199,7 +199,6 @@ def preset_backbone(name: str) -> str:
 def local_backbones(folder: Path | None = None) -> list[str]:
     """Every backbone in ``folder`` (default: the ``../shared/models`` beside the project): SavedModel folders
     and ``.tflite`` files, sorted; the registry default when there is none."""
-    from lib.config import DEFAULT_BACKBONE, SHARED_MODELS
 
     root = Path(folder) if folder is not None else SHARED_MODELS
     found = (

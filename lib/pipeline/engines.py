@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lib.jobs.report import announce
-from lib.runtimes import effective
+from lib.pipeline.ray_engine import RayEngine
+from lib.runtimes import DEFAULT_RUNTIME, effective, registry
 from lib.store.layout import CacheLayout
 
 if TYPE_CHECKING:
@@ -52,7 +53,6 @@ class LocalEngine:
     def _tf_model(self, job: ExtractionJob) -> Callable[[], Any]:
         """The TF-loaded backbone a conversion starts from, loaded at most once per engine (and only if one
         converts)."""
-        from lib.runtimes import DEFAULT_RUNTIME, registry
 
         def tf_model() -> Any:
             key = (job.spec.identity(), DEFAULT_RUNTIME, 0)
@@ -105,7 +105,6 @@ def open_engine(ray_options: Any, layout: CacheLayout, backbone: Any = None) -> 
         finally:
             engine.close()
         return
-    from lib.pipeline.ray_engine import RayEngine
 
     with RayEngine(ray_options, layout) as ray_engine:
         yield ray_engine

@@ -27,6 +27,7 @@ import numpy as np
 
 from lib.data.sources import Dataset, subset_indices
 from lib.errors import CacheWriteError, ConfigError
+from lib.pipeline.engines import LocalEngine
 from lib.pipeline.feature_store import (
     VIEWS,
     ExtractProgress,
@@ -39,6 +40,7 @@ from lib.pipeline.feature_store import (
     list_cached_features,
     load_cached_features,
 )
+from lib.pipeline.reduced import load_basis
 from lib.runtimes import DEFAULT_RUNTIME, effective
 from lib.store.atomic import write_json_atomic
 from lib.store.layout import CacheLayout, CacheLike
@@ -135,8 +137,6 @@ def cached_feature_result(
     feats, manifest = hit
     basis = None
     if manifest.reduced:
-        from lib.pipeline.reduced import load_basis
-
         basis = load_basis(layout, key, manifest.reduced["dims"], manifest.reduced["of"])
         if basis is None:
             return None
@@ -180,8 +180,6 @@ def ensure_features(
         return cached
     job = ExtractionJob.plan(dataset, split, spec, int(image_size or spec.default_size()), view, limit, runtime, layout)
     if engine is None:
-        from lib.pipeline.engines import LocalEngine
-
         engine = LocalEngine(layout)
     return engine.extract(job, progress, batch_size)
 

@@ -38,13 +38,18 @@ from typing import Any
 
 import numpy as np
 
+from lib.data.sources import load_dataset, subset_indices
 from lib.errors import BackboneError, ConfigError, UserFacingError
 from lib.models.heads import EpochReport, HeadConfig, train_head
+from lib.models.metrics import evaluate_for_run
+from lib.models.preprocess import preprocess
 from lib.pipeline.training import EpochFn, RunRequest, StageFn, gather_features, run_manifest, stored_predictions
 from lib.runs.export import probability_module, save_module
 from lib.runs.manifest import RunManifest
 from lib.runs.registry import MODEL_DIR, save_run
-from lib.store.layout import FINETUNE_FILES, CacheLike
+from lib.runtimes.backbones import resolve_backbone
+from lib.store.atomic import check_writable, write_json_atomic
+from lib.store.layout import FINETUNE_FILES, CacheLayout, CacheLike
 
 FINETUNE_VERSION = 2
 PROGRESS_EVERY = 10  # batches between progress reports
@@ -191,10 +196,6 @@ def finetune_run(
     manifest."""
     import tensorflow as tf
 
-    from lib.data.sources import load_dataset
-    from lib.runtimes.backbones import resolve_backbone
-    from lib.store.layout import CacheLayout
-
     cfg = (cfg or FinetuneConfig()).validate()
     req.validate()
     if req.exclude:
@@ -244,8 +245,6 @@ def _model(
     import tensorflow_hub as hub
     import tf_keras
 
-    from lib.models.preprocess import preprocess
-
     tf_keras.utils.set_random_seed(cfg.seed)
     tf_keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
     try:
@@ -289,8 +288,6 @@ def _checkpoints(
     """Resume from ``folder`` (``state`` "same") or start it, writing the configuration ``record`` that keys it."""
     import tensorflow as tf
 
-    from lib.store.atomic import write_json_atomic
-
     epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
     ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var)
     found = _Checkpoints(
@@ -317,8 +314,6 @@ def _progress_callback(
 ) -> Any:
     """A Keras callback: images/s and ETA every few batches; after every epoch, the history and a checkpoint."""
     import tf_keras
-
-    from lib.store.atomic import write_json_atomic
 
     total_images, seen = rows * cfg.epochs, [0]
 
@@ -375,8 +370,6 @@ def _finetune(
     on_epoch: EpochFn | None,
     on_progress: ProgressFn | None,
 ) -> RunManifest:
-    from lib.data.sources import subset_indices
-    from lib.store.atomic import check_writable
 
     key = folder.name
     state = checkpoint_state(folder, key)
@@ -456,8 +449,6 @@ def _evaluate_and_save(
     """The test split through the fine-tuned model (and the frozen head, for comparison); the run saved with its
     model."""
     import tensorflow as tf
-
-    from lib.models.metrics import evaluate_for_run
 
     stage("Evaluating")
     frozen_test = gather_features(ds, spec, "test", (size,), ("original",), cache_dir, req.limit, req.batch_size)

@@ -63,7 +63,8 @@ def run_predictions(run: Any, ds: Any, spec: Any, cache_dir: CacheLike, splits: 
 
 def save_split_predictions(path: Any, preds: dict[str, np.ndarray]) -> None:
     """Write split -> class of every image as :func:`read_split_predictions` reads it (int16: ten thousand classes)."""
-    np.savez(path, **{s: p.astype(np.int16) for s, p in preds.items()})
+    arrays: dict[str, Any] = {s: p.astype(np.int16) for s, p in preds.items()}
+    np.savez(path, **arrays)
 
 
 def read_split_predictions(layout: CacheLayout, run_id: str, ds: Any) -> dict[str, np.ndarray] | None:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from lib import bounds
 from lib.errors import ConfigError, first_line
 
 SHARD = (
@@ -42,7 +43,6 @@ class RayOptions:
 
     def __post_init__(self) -> None:
         # The same bounds as the CLI's flags and the app's widgets: a form or a URL reaches here too.
-        from lib import bounds
 
         if self.address is not None:
             self.address = bounds.address(self.address)

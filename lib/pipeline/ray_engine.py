@@ -36,7 +36,8 @@ import numpy as np
 
 from lib.errors import BackboneError, UserFacingError, first_line
 from lib.pipeline.ray_connect import SHARD, RayOptions, RayStats, connect, import_ray
-from lib.runtimes import effective
+from lib.runtimes import effective, litert
+from lib.runtimes.backbones import load_backbone
 from lib.store.layout import CacheLayout, CacheLike
 
 if TYPE_CHECKING:
@@ -177,12 +178,9 @@ class Embedder:
 
             tf.config.threading.set_intra_op_parallelism_threads(threads)
             tf.config.threading.set_inter_op_parallelism_threads(1)
-            from lib.runtimes.backbones import load_backbone
 
             self.backbone: Any = load_backbone(spec)
         else:
-            from lib.runtimes import litert
-
             fd, name = tempfile.mkstemp(suffix=".tflite")
             with os.fdopen(fd, "wb") as fh:
                 fh.write(model)

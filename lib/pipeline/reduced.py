@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from lib.pipeline.feature_store import file_crc32
+from lib.pipeline.neighbours import nearest_to
 from lib.store.atomic import atomic_path, save_npy_atomic
 from lib.store.layout import CacheLayout
 
@@ -67,7 +69,6 @@ def write_reduced(
     layout: CacheLayout, key: str, manifest: dict[str, Any], codes: np.ndarray, basis: np.ndarray
 ) -> None:
     """Write a reduced artifact under ``key`` (features and basis first, the manifest last, each atomically)."""
-    from lib.pipeline.feature_store import file_crc32
 
     npy, manifest_path = layout.feature_files(key)
     npy.parent.mkdir(parents=True, exist_ok=True)
@@ -108,7 +109,6 @@ def nearest_reranked(
     features ``embed`` computes) in every split of ``reduced``: the ``CANDIDATES`` nearest by reduced features,
     re-ranked by the real features of those images (``embed``: uint8 images -> feature rows). Returns ``(hits,
     exact)``; without ``embed`` the reduced ranking is returned as is, and ``exact`` is False."""
-    from lib.pipeline.neighbours import nearest_to
 
     if query is None and skip is not None:
         if embed is None:
@@ -138,7 +138,6 @@ def nearest_search(
     """Cosine neighbours among ``results`` (split -> :class:`lib.pipeline.features.FeatureResult`) of ``query`` (a full
     feature vector) or, with ``query`` None, of the image ``skip`` names. Real features: exact search. Reduced ones:
     :func:`nearest_reranked`. Returns ``(hits, exact)``; hits hold rows of each split's features."""
-    from lib.pipeline.neighbours import nearest_to
 
     if query is None and skip is None:  # both searches need one or the other
         raise ValueError("a query vector or the image to search from is needed")

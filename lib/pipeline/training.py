@@ -19,15 +19,23 @@ from typing import Any
 
 import numpy as np
 
+from lib import bounds
+from lib.data.labels import check_not_excluded, relabelled
 from lib.data.sources import Dataset, load_dataset
 from lib.errors import ConfigError, DataSourceError
+from lib.models.calibration import fit_temperature
 from lib.models.heads import EpochReport, HeadConfig, TrainedHead, stratified_split, train_head
+from lib.models.metrics import evaluate_for_run, reliability
 from lib.models.predict import combine_views, np_concat, np_mean, part_key
 from lib.models.protocols import PROTOCOLS
+from lib.models.specs import preset_backbone
 from lib.pipeline.engines import LocalEngine
-from lib.pipeline.features import Engine, ExtractProgress, ensure_features
+from lib.pipeline.features import Engine, ExtractProgress, cached_image_counter, ensure_features
+from lib.process import library_versions
 from lib.runs.manifest import RunManifest, RunMetrics
+from lib.runs.registry import save_run
 from lib.runtimes import AUTO, DEFAULT_RUNTIME, check_runtime
+from lib.runtimes.auto import describe, resolve
 from lib.runtimes.backbones import BackboneSpec, resolve_backbone
 from lib.store.layout import CacheLayout, CacheLike
 
@@ -73,8 +81,6 @@ class RunRequest:
             raise ConfigError(f"Unknown protocol {name!r}; choose one of {', '.join(PROTOCOLS)}.")
         p = PROTOCOLS[name]
         if backbone is None and p.backbones:
-            from lib.models.specs import preset_backbone
-
             sizes: dict[str, tuple[int, ...]] = {}  # one part per backbone, at each of its sizes, in the preset's order
             for b, s in p.backbones:
                 sizes[b] = (*sizes.get(b, ()), s)
@@ -97,7 +103,6 @@ class RunRequest:
 
     def validate(self) -> RunRequest:
         """Itself, or :class:`ConfigError` naming the first setting out of range."""
-        from lib import bounds
 
         self.head.validate()
         for size in self.image_sizes or ():
@@ -118,7 +123,6 @@ class RunRequest:
             bounds.check("limit", self.limit)
         bounds.check("batch_size", self.batch_size)
         check_runtime(self.runtime)
-        from lib.data.labels import check_not_excluded
 
         check_not_excluded(self.relabel or {}, self.exclude)
         return self
@@ -141,7 +145,6 @@ class FeatureBlock:
 
     def merge(self, backbone: int, other: FeatureBlock) -> None:
         """Add ``other`` (the same images through the ``backbone``-th further backbone) to this block."""
-        from lib.models.predict import part_key
 
         if not np.array_equal(self.indices, other.indices):
             raise ConfigError(
@@ -293,9 +296,6 @@ def fit_head(
     raw = probs_at(test, slice(None), 1.0)
     calibration = None
     if len(val_rows):
-        from lib.models.calibration import fit_temperature
-        from lib.models.metrics import reliability
-
         y_held = train.labels[val_rows]
         head.temperature = fit_temperature(lambda t: probs_at(train, val_rows, t), y_held)
         calibration = {
@@ -320,8 +320,6 @@ def train_run(
 ) -> RunManifest:
     """Extract (or load) features (with ``engine``: default this process), train the head, evaluate on test, save the
     run; returns its manifest."""
-    from lib.models.metrics import evaluate_for_run
-    from lib.runs.registry import save_run
 
     req.validate()
     layout = CacheLayout.at(layout)
@@ -349,9 +347,6 @@ def train_run(
     test_views = ("original", "flip") if req.tta else ("original",)
     runtime_choice = None
     if req.runtime == AUTO:  # one runtime for the whole run: chosen on the first backbone at its first size
-        from lib.pipeline.features import cached_image_counter
-        from lib.runtimes.auto import describe, resolve
-
         split_views = [(req.train_split, v) for v in req.train_views] + [(req.test_split, v) for v in test_views]
         parts = [
             (b, size, split, view)
@@ -382,7 +377,6 @@ def train_run(
     excluded = {"train": full_rows["train"] - len(train.labels), "test": full_rows["test"] - len(test.labels)}
     if any(excluded.values()):
         stage(f"Left out as the exclude list asks: {excluded['train']:,} training and {excluded['test']:,} test images")
-    from lib.data.labels import relabelled
 
     fixes = {s: (np.asarray(idx, np.int64), np.asarray(lab, np.int64)) for s, (idx, lab) in (req.relabel or {}).items()}
     fixed_train, fixed_test = (

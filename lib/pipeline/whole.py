@@ -14,7 +14,13 @@ from typing import Any
 
 import numpy as np
 
+from lib.data.sources import load_dataset
 from lib.errors import ConfigError
+from lib.models.predict import np_concat
+from lib.models.specs import resolve_backbone
+from lib.pipeline.engines import LocalEngine
+from lib.pipeline.features import feature_key_for
+from lib.pipeline.training import gather_features
 from lib.store.layout import CacheLayout, CacheLike
 
 
@@ -47,8 +53,6 @@ class WholeDataset:
     ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Original-view features and labels of every image of each split (one backbone load for all, or ``engine``'s);
         an extraction is reported to ``progress(stage, fraction)`` as the stage ``features <split>/original@<size>``."""
-        from lib.pipeline.engines import LocalEngine
-        from lib.pipeline.training import gather_features
 
         layout = CacheLayout.at(layout)
         on_extract = (lambda label, _p: progress(f"features {label}", 0.0)) if progress else None
@@ -77,9 +81,6 @@ class WholeDataset:
     ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray]]:
         """Features of every part concatenated (first backbone first), per split and view (:attr:`views`), and labels;
         extracted first where not cached, reported as :meth:`features` reports."""
-        from lib.models.predict import np_concat
-        from lib.pipeline.engines import LocalEngine
-        from lib.pipeline.training import gather_features
 
         layout = CacheLayout.at(layout)
         on_extract = (lambda label, _p: progress(f"features {label}", 0.0)) if progress else None
@@ -116,9 +117,6 @@ def whole_dataset(
     over
     ``views``); ``splits`` (default: all) that the dataset has, ``train`` first. :class:`ConfigError` naming ``what`` if
     there is no ``train`` split."""
-    from lib.data.sources import load_dataset
-    from lib.models.specs import resolve_backbone
-    from lib.pipeline.features import feature_key_for
 
     ds = load_dataset(source, cache_dir)
     spec = resolve_backbone(backbone)

@@ -27,6 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from lib.errors import RunError
+from lib.models.predict import tf_probabilities
+from lib.runs.registry import load_run
+from lib.runtimes.backbones import load_backbone, resolve_backbone
 from lib.safe_text import terminal_text
 from lib.store.atomic import atomic_dir, atomic_path
 from lib.store.layout import CacheLike
@@ -96,7 +99,6 @@ def check_export_target(out: Path, force: bool) -> None:
 
 def export_run(cache_dir: CacheLike, run_id: str, out: Path | str, force: bool = False) -> Path:
     """Write the run's full model to ``out`` (atomically, see the module docs) and return that path."""
-    from lib.runs.registry import load_run
 
     out = Path(out).expanduser()
     check_export_target(out, force)
@@ -194,8 +196,6 @@ def save_module(module: Any, path: Path | str) -> None:
 
 
 def _frozen_module(cache_dir: CacheLike, run: Any) -> Any:
-    from lib.models.predict import tf_probabilities
-    from lib.runtimes.backbones import load_backbone, resolve_backbone
 
     m = run.manifest
     backbones = []

@@ -17,6 +17,7 @@ from typing import Any
 
 from lib.errors import ConfigError, RunError
 from lib.models.heads import HeadConfig
+from lib.models.predict import part_key
 from lib.runtimes import DEFAULT_RUNTIME
 
 RUN_SCHEMA_VERSION = 2  # 1: untyped dicts (still readable); 2: this dataclass
@@ -103,7 +104,6 @@ class RunManifest:
 
     def part_keys(self) -> list[Any]:
         """The keys of the run's feature parts in concatenation order (:func:`lib.models.predict.part_key`)."""
-        from lib.models.predict import part_key
 
         return [part_key(j, s) for j, (_h, _i, sizes) in enumerate(self.backbones()) for s in sizes]
 

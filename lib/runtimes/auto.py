@@ -24,7 +24,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lib.errors import first_line
+from lib.jobs.report import announce
+from lib.process import machine_info
+from lib.runtimes.backbones import load_backbone
+from lib.runtimes.litert import LiteRTRuntime
 from lib.runtimes.registry import AUTO
+from lib.store.atomic import read_json, write_json_atomic
 
 if TYPE_CHECKING:
     from lib.data.sources import Dataset
@@ -41,8 +46,6 @@ VERSION = 1
 def machine_key(spec: BackboneSpec, size: int) -> str:
     """What a choice depends on: the backbone, the size, the machine and the libraries that run it."""
     import importlib.metadata as md
-
-    from lib.process import machine_info
 
     versions = {}
     for name in ("tensorflow", "ai-edge-litert", "numpy"):
@@ -72,8 +75,6 @@ def _rate(loaded: Any, batch: np.ndarray, size: int) -> tuple[float, np.ndarray]
 
 def measure(spec: BackboneSpec, size: int, ds: Dataset, layout: CacheLayout) -> dict[str, Any]:
     """Time both exact runtimes on this machine (see the module docs); the figures a choice is made from."""
-    from lib.runtimes.backbones import load_backbone
-    from lib.runtimes.litert import LiteRTRuntime
 
     split = "test" if "test" in ds.splits else ds.splits[-1]
     batch = np.ascontiguousarray(np.asarray(ds.images(split)[:BATCH]))
@@ -173,8 +174,6 @@ def resolve(
     """``name`` itself unless it is ``auto``; then the chosen runtime and the figures behind it (also kept for the
     manifest and ``extract --json``). ``cached(runtime)`` says how many of the ``images`` that runtime has features of
     already; a runtime that has them all is chosen without timing anything."""
-    from lib.runtimes.litert import LiteRTRuntime
-    from lib.store.atomic import read_json, write_json_atomic
 
     if name != AUTO:
         return name, None
@@ -200,8 +199,6 @@ def resolve(
     figures = read_json(path)
     measured_now = not valid_figures(figures)  # missing, truncated or damaged: measured again (and replaced)
     if measured_now:
-        from lib.jobs.report import announce
-
         announce(f"Timing tf and litert for --runtime auto on {spec.name} at {size}px (once on this machine)")
         figures = measure(spec, size, ds, layout)
         write_json_atomic(path, figures)

@@ -18,6 +18,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lib.errors import BackboneError, UserFacingError
+from lib.models.specs import resolve_backbone
+from lib.runtimes.litert import LiteRTBackbone, LiteRTRuntime
+from lib.store.installed import installed_bundle
 
 if TYPE_CHECKING:
     from lib.data.sources import Dataset
@@ -57,7 +60,6 @@ def converted_path(
 ) -> Path | None:
     """The float LiteRT model of one part: the installed bundle's, else the cache's conversion (made now when
     ``convert``; finding it needs TensorFlow's version, so without TensorFlow only a bundle's is found)."""
-    from lib.store.installed import installed_bundle
 
     rel = ((installed_bundle(layout) or {}).get("converted") or {}).get(f"{identity}@{size}")
     if isinstance(rel, str):
@@ -70,8 +72,6 @@ def converted_path(
         md.version("tensorflow")
     except md.PackageNotFoundError:
         return None
-    from lib.models.specs import resolve_backbone
-    from lib.runtimes.litert import LiteRTRuntime
 
     runtime, spec = LiteRTRuntime(quantized=False), resolve_backbone(handle)
     if convert:
@@ -110,7 +110,6 @@ def lite_backbone(
 ) -> PerSize:
     """One backbone at ``sizes`` as float LiteRT models; :class:`BackboneError` if a size has none here. A model already
     loaded in this process is shared (``load=False``: only check, the result holds no models)."""
-    from lib.runtimes.litert import LiteRTBackbone
 
     models = {}
     for size in sizes:

@@ -22,8 +22,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from lib.data.sources import subset_indices
 from lib.errors import BackboneError, ConfigError, first_line
+from lib.models.preprocess import PREPROCESSING_ID, resize_view, to_unit_range
+from lib.runtimes.backbones import load_backbone
 from lib.runtimes.registry import Runtime, TFBackboneFn
+from lib.store.atomic import atomic_path
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -92,8 +96,6 @@ class LiteRTRuntime(Runtime):
         tf_backbone: TFBackboneFn | None = None,
     ) -> Path:
         """The converted model of ``spec`` at ``size``; converted once, then read from the cache."""
-        from lib.runtimes.backbones import load_backbone
-        from lib.store.atomic import atomic_path
 
         target = self.converted(spec, size, dataset, layout)
         if _loads(target):
@@ -110,7 +112,6 @@ class LiteRTRuntime(Runtime):
 
 def calibration_indices(dataset: Dataset) -> np.ndarray:
     """The training images that calibrate int8 quantisation: the first few of each class (never test images)."""
-    from lib.data.sources import subset_indices
 
     split = "train" if "train" in dataset.splits else dataset.splits[0]
     idx = subset_indices(dataset.labels(split), CALIBRATION_PER_CLASS)
@@ -131,8 +132,6 @@ def converted_key(spec: BackboneSpec, size: int, identity: str, dataset: Dataset
     """Cache key of a converted model: backbone, size, runtime identity (with calibration), input shape, preprocessing,
     TF version."""
     import importlib.metadata as md
-
-    from lib.models.preprocess import PREPROCESSING_ID
 
     parts = {
         "backbone": spec.identity(),
@@ -182,7 +181,6 @@ class LiteRTBackbone:
 
     def embed(self, images: np.ndarray, image_size: int, flip: bool = False) -> np.ndarray:
         """Features of a uint8 ``[B, H, W, 3]`` batch at the storage size the model was converted for."""
-        from lib.models.preprocess import to_unit_range
 
         self.check_size(image_size)
         if tuple(images.shape[1:]) != self.input_shape:
@@ -212,8 +210,6 @@ def float_converter(loaded: LoadedBackbone, size: int, input_shape: tuple[int, .
     """A ``TFLiteConverter`` for the resize plus the backbone's forward pass at ``size`` (float32, as is)."""
     import tensorflow as tf
 
-    from lib.models.preprocess import resize_view
-
     forward = loaded.forward_fn
 
     @tf.function(input_signature=[tf.TensorSpec([None, *input_shape], tf.float32)])
@@ -225,7 +221,6 @@ def float_converter(loaded: LoadedBackbone, size: int, input_shape: tuple[int, .
 
 def representative_data(calibration: np.ndarray) -> Callable[[], Any]:
     """The calibration images one at a time, scaled as every runtime scales them."""
-    from lib.models.preprocess import to_unit_range
 
     def generate() -> Any:
         for i in range(len(calibration)):

@@ -13,6 +13,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from lib.data.sources import load_dataset
+from lib.errors import BackboneError, UserFacingError
+from lib.models.specs import resolve_backbone
+from lib.process import configure_process
+from lib.runtimes.backbones import load_backbone
 from lib.runtimes.registry import effective
 from lib.store.layout import CacheLayout, CacheLike
 
@@ -21,13 +26,8 @@ _WORKER_MODELS: dict[str, Any] = {}  # in a conversion worker: the TF-loaded bac
 
 def _convert_in_worker(source: str, cache_dir: str, backbone: str, size: int, runtime: str) -> tuple[float, str | None]:
     """One conversion in a worker process: (seconds, None) or (seconds, the one-line error)."""
-    from lib.process import configure_process
 
     configure_process(CacheLayout(cache_dir).tfhub_cache())
-    from lib.data.sources import load_dataset
-    from lib.errors import UserFacingError
-    from lib.models.specs import resolve_backbone
-    from lib.runtimes.backbones import load_backbone
 
     t0 = time.perf_counter()
     try:
@@ -57,9 +57,6 @@ def preconvert(
     converter's reason."""
     import concurrent.futures as cf
     import multiprocessing
-
-    from lib.errors import BackboneError
-    from lib.models.specs import resolve_backbone
 
     layout, jobs = CacheLayout.at(layout), []
     for backbone, size, runtime in configs:

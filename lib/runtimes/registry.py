@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lib.errors import ConfigError
+from lib.store.layout import CacheLayout
 
 if TYPE_CHECKING:
     from lib.data.sources import Dataset
@@ -162,7 +163,6 @@ def load_for_runtime(
     tf_backbone: TFBackboneFn | None = None,
 ) -> Any:
     """A loaded backbone running ``spec`` at ``size`` with runtime ``name`` (converted and cached first if needed)."""
-    from lib.store.layout import CacheLayout
 
     return effective(spec, name).load(spec, size, dataset, CacheLayout.at(layout), tf_backbone)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from lib.runtimes.backbones import load_backbone
 from lib.runtimes.registry import Runtime, TFBackboneFn
 
 if TYPE_CHECKING:
@@ -34,7 +35,6 @@ class TFRuntime(Runtime):
         layout: CacheLayout,
         tf_backbone: TFBackboneFn | None = None,
     ) -> Any:
-        from lib.runtimes.backbones import load_backbone
 
         return tf_backbone() if tf_backbone else load_backbone(spec)
 

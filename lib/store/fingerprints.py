@@ -16,6 +16,8 @@ import stat
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+from lib import config
+
 
 def hash_file(path: Path | str, algorithm: str = "sha256") -> str:
     """Hex digest of a file's bytes, read in blocks (not memoised: what the file holds now)."""
@@ -28,7 +30,6 @@ def image_file_state(path: Path | str) -> os.stat_result | None:
     ``config.MAX_IMAGE_FILE_BYTES``), or None for what cannot: a dangling symlink, a FIFO, a socket, a device or a
     huge file. Such an entry is an unreadable image, counted as skipped, never opened (opening a FIFO would wait
     forever). :class:`FileNotFoundError` if the entry itself is gone."""
-    from lib import config
 
     try:
         st = os.stat(path)

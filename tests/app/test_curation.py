@@ -114,7 +114,7 @@ def test_fixes_tab_import_refusals_and_export(
     ).run()
     next(b for b in at.button if b.label == "Import").click().run()
     no_errors(at)
-    # every row changes a label and the CSV carries no fingerprint: it may be another dataset's, so it needs a confirmation
+    # every row changes a label and the CSV carries no fingerprint: another dataset's? It needs a confirmation
     assert any("Was it made for another dataset?" in plain(e.value) for e in at.error)
     assert not (Path(env["cache"]) / "labels" / "label-fixes.json").exists()
     at.checkbox(key="fix_up_force").check().run()
