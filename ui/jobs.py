@@ -16,6 +16,7 @@ import streamlit as st
 
 from lib.errors import UserFacingError
 from lib.jobs import Job, JobSpec, cancel_job, list_jobs, submit
+from lib.jobs.commands import JOB_KINDS
 from lib.jobs.queue import log_tail, runner_stopped
 from ui import demo, state
 from ui.pages import page_path
@@ -27,15 +28,6 @@ PANEL_JOBS = 6  # the panel shows at most this many (then "and N more")
 IDLE_POLL_S = (
     10.0  # with nothing running, each session looks for new jobs this often (ten idle sessions: see bench/jobs.py)
 )
-RESULT_PAGES = {  # where what a job made is seen: (page, link text, the result field a link carries)
-    "data": ("views/browse.py", "Browse it", None),
-    "train": ("views/evaluate.py", "Evaluate the run", "run_id"),
-    "project": ("views/feature_space.py", "See the map", None),
-    "audit": ("views/quality.py", "See the audit", None),
-    "export-dataset": ("views/quality.py", "Download it (Data quality, Label fixes)", None),
-    "extract": ("views/home.py", "Features ready", None),
-    "benchmark": ("views/speed.py", "See the figures", None),
-}
 
 
 def start(settings: state.Settings, spec: JobSpec) -> Job | None:
@@ -93,7 +85,10 @@ def draw_job(settings: state.Settings, job: Job, where: Any, compact: bool) -> N
     elif job.state == "queued":
         where.caption(f":material/schedule: {title} · queued")
     elif job.state == "done":
-        page, label, field = RESULT_PAGES.get(job.kind, ("views/home.py", "Open", None))
+        kind = JOB_KINDS.get(job.kind)
+        page, label, field = (
+            (kind.result_page, kind.link, kind.result_field) if kind else ("views/home.py", "Open", None)
+        )
         value = job.result.get(field) if field else None
         params = {"run": value} if field == "run_id" and isinstance(value, str) else None
         where.caption(f":material/check_circle: {title} · done in {_fmt_s(_elapsed(job))}")

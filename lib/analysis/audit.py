@@ -25,8 +25,6 @@ and the audit version; written atomically, with a checksum so a damaged or stale
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,7 +44,7 @@ from lib.models.protocols import PROTOCOLS
 from lib.pipeline.whole import whole_dataset
 from lib.runtimes import AUTO, DEFAULT_RUNTIME
 from lib.store.atomic import load_npz_checked, save_npz_checked
-from lib.store.layout import CacheLayout, CacheLike
+from lib.store.layout import CacheLayout, CacheLike, artifact_key
 
 AUDIT_VERSION = (
     4  # 2: heads on both views, several backbones, calibrated probabilities; 3: near-duplicates checked on the pixels;
@@ -333,8 +331,7 @@ def audit_key(feature_keys: dict[str, str], folds: int, seed: int, head: Any, la
         "pairs": PAIR_BUDGET,
         "v": AUDIT_VERSION,
     }
-    text = json.dumps(parts | ({"labels": labels} if labels else {}), sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:24]
+    return artifact_key(parts | ({"labels": labels} if labels else {}))
 
 
 def _arrays(audit: Audit) -> dict[str, np.ndarray]:

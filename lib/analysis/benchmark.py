@@ -16,8 +16,6 @@ atomically after every row: an interrupted benchmark keeps the rows it finished,
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,7 +37,7 @@ from lib.runtimes.backbones import load_backbone
 from lib.runtimes.litert import LiteRTRuntime
 from lib.runtimes.preconvert import preconvert
 from lib.store.atomic import read_json, write_json_atomic
-from lib.store.layout import CacheLayout, CacheLike
+from lib.store.layout import CacheLayout, CacheLike, artifact_key
 
 BENCHMARK_VERSION = 2  # 2: tf/litert share heads when their features agree
 LATENCY_CALLS = 50  # single-image calls timed after warm-up
@@ -84,8 +82,7 @@ class BenchmarkRow:
 
 def benchmark_key(grid: dict[str, Any], machine: dict[str, Any], versions: dict[str, str]) -> str:
     """A hash of the grid, the machine and the library versions."""
-    text = json.dumps({"grid": grid, "machine": machine, "versions": versions, "v": BENCHMARK_VERSION}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:24]
+    return artifact_key({"grid": grid, "machine": machine, "versions": versions, "v": BENCHMARK_VERSION})
 
 
 def _reset_peak_rss() -> None:
@@ -308,7 +305,7 @@ def grid_configurations(backbones: list[str], sizes: list[int], runtimes: list[s
     out: list[tuple[str, int, str]] = []
     for backbone in backbones:
         spec = resolve_backbone(backbone)
-        if spec.is_tflite_file:
+        if spec.fixed_runtime:
             out.append(
                 (backbone, int(spec.native_size or 0), DEFAULT_RUNTIME)
             )  # 0: its own fixed size, read when loaded

@@ -14,8 +14,6 @@ over its arrays: a damaged or stale one is recomputed, never shown.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import time
 from collections.abc import Callable
@@ -30,7 +28,7 @@ from lib.errors import ConfigError
 from lib.pipeline.whole import whole_dataset
 from lib.runtimes import DEFAULT_RUNTIME
 from lib.store.atomic import load_npz_checked, save_npz_checked
-from lib.store.layout import CacheLayout, CacheLike
+from lib.store.layout import CacheLayout, CacheLike, artifact_key
 
 MAP_VERSION = 1
 METHODS = ("pca", "tsne")
@@ -52,8 +50,7 @@ class FullMap:
 
 def map_key(feature_keys: dict[str, str], method: str, params: dict[str, Any]) -> str:
     """A hash of the features and every parameter."""
-    text = json.dumps({"features": feature_keys, "method": method, "params": params, "v": MAP_VERSION}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:24]
+    return artifact_key({"features": feature_keys, "method": method, "params": params, "v": MAP_VERSION})
 
 
 def project_all(

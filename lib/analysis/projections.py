@@ -11,6 +11,7 @@ join them back to images and labels. Heavy imports happen inside the functions.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,9 @@ import numpy as np
 from lib.config import SEED
 from lib.errors import ConfigError, UserFacingError
 from lib.store.atomic import save_npy_atomic
-from lib.store.layout import CacheLayout, CacheLike
+from lib.store.layout import CacheLayout, CacheLike, artifact_key
+
+PROJECTION_VERSION = 2  # 2: keyed by lib.store.layout.artifact_key
 
 
 @dataclass
@@ -111,13 +114,18 @@ def projection_key(
     feature_file: str, rows: np.ndarray, method: str, perplexity: float, max_iter: int, seed: int
 ) -> str:
     """A hash of everything that changes a projection: the features (their artifact name), rows and parameters."""
-    import hashlib
-
-    digest = hashlib.sha256(
-        repr((Path(feature_file).name, method, float(perplexity), int(max_iter), int(seed))).encode()
+    rows_digest = hashlib.sha256(np.ascontiguousarray(rows, dtype=np.int64).tobytes()).hexdigest()
+    return artifact_key(
+        {
+            "features": Path(feature_file).name,
+            "rows": rows_digest,
+            "method": method,
+            "perplexity": float(perplexity),
+            "max_iter": int(max_iter),
+            "seed": int(seed),
+            "v": PROJECTION_VERSION,
+        }
     )
-    digest.update(np.ascontiguousarray(rows, dtype=np.int64).tobytes())
-    return digest.hexdigest()[:24]
 
 
 def cached_projection(

@@ -1,5 +1,6 @@
-"""The CLI command of each kind of long work, from the same requests the lib takes: what the app submits as a job is a
-command a user could type (``python -m lib train ...``), and it makes the same artifacts.
+"""The kinds of background job, in one table (:data:`JOB_KINDS`), and the CLI command of each kind of long work, from
+the same requests the lib takes: what the app submits as a job is a command a user could type
+(``python -m lib train ...``), and it makes the same artifacts.
 
     spec = train_job(request, finetune=None, label="mine", exclude_file=None, ray=None)
     spec.argv          # ["train", "--source=/data/cifar", "--backbone=...", "--image-sizes=128", ...] (one word a flag)
@@ -8,9 +9,45 @@ command a user could type (``python -m lib train ...``), and it makes the same a
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any
 
 from lib.jobs.queue import JobSpec
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """One kind of background job: the CLI command it runs, where what it made is seen, and the stages its progress
+    names. The one declaration of a kind: the panel, the pages and the runner read it from :data:`JOB_KINDS`."""
+
+    name: str  # the CLI command (``python -m lib <name> ...``)
+    result_page: str  # the page that shows what it made (a file under views/)
+    link: str  # the words of the link to it
+    result_field: str | None = None  # the field of the job's JSON result the link carries (a run id), if any
+    stages: tuple[str, ...] = ()  # what its progress reports, in order (the panel shows the one running)
+
+
+JOB_KINDS: dict[str, JobKind] = {
+    k.name: k
+    for k in (
+        JobKind("data", "views/browse.py", "Browse it", stages=("download", "scan", "decode")),
+        JobKind("extract", "views/home.py", "Features ready", stages=("data", "runtime auto", "loading", "extract")),
+        JobKind("train", "views/evaluate.py", "Evaluate the run", "run_id", ("data", "features", "head", "evaluate")),
+        JobKind("audit", "views/quality.py", "See the audit", stages=("data", "features", "folds", "duplicates")),
+        JobKind("project", "views/feature_space.py", "See the map", stages=("data", "features", "projection")),
+        JobKind("benchmark", "views/speed.py", "See the figures", stages=("convert", "measure", "accuracy")),
+        JobKind("export-dataset", "views/quality.py", "Download it (Data quality, Label fixes)", stages=("export",)),
+    )
+}
+
+
+def job_kind(name: str) -> JobKind:
+    """The kind called ``name`` (:class:`KeyError` for one that is not declared in :data:`JOB_KINDS`)."""
+    return JOB_KINDS[name]
+
+
+def _spec(kind: str, argv: list[str], title: str) -> JobSpec:
+    return JobSpec(job_kind(kind).name, argv, title)
 
 
 def _path(text: str) -> str:
@@ -42,7 +79,7 @@ def _ray(ray: Any) -> list[str]:
 
 def data_job(source: str) -> JobSpec:
     """A data source converted into the cache (downloaded first, for official CIFAR-10)."""
-    return JobSpec("data", ["data", _opt("--source", _path(source))], f"prepare {_short(source)}")
+    return _spec("data", ["data", _opt("--source", _path(source))], f"prepare {_short(source)}")
 
 
 def extract_job(
@@ -59,7 +96,7 @@ def extract_job(
         _opt("--runtime", runtime),
         *_ray(ray),
     ]
-    return JobSpec("extract", argv, f"features of {_short(backbone)} @ {size}px ({runtime})")
+    return _spec("extract", argv, f"features of {_short(backbone)} @ {size}px ({runtime})")
 
 
 def train_job(
@@ -121,7 +158,7 @@ def train_job(
         f" @ {sizes}px" if sizes else ""
     )
     what += "".join(f" + {_short(b)}" for b, _sizes in req.more_backbones)
-    return JobSpec("train", argv, what + (f" ({req.protocol})" if req.protocol else ""))
+    return _spec("train", argv, what + (f" ({req.protocol})" if req.protocol else ""))
 
 
 def audit_job(
@@ -146,7 +183,7 @@ def audit_job(
     if labels:
         argv += [_opt("--labels", _path(labels))]
     what = f"audit with {_short(backbone)} @ {size}px" + "".join(f" + {_short(b)} @ {s}px" for b, s in more)
-    return JobSpec("audit", argv, what + (f" and labels {_short(labels)}" if labels else ""))
+    return _spec("audit", argv, what + (f" and labels {_short(labels)}" if labels else ""))
 
 
 def export_dataset_job(
@@ -158,7 +195,7 @@ def export_dataset_job(
     for flag_name, path in (("--exclude", exclude), ("--relabel", relabel), ("--selection", selection)):
         if path:
             argv += [_opt(flag_name, _path(path))]
-    return JobSpec("export-dataset", argv, f"export {_short(out)}")
+    return _spec("export-dataset", argv, f"export {_short(out)}")
 
 
 def map_job(
@@ -175,7 +212,7 @@ def map_job(
         _opt("--perplexity", _num(float(perplexity))),
         _opt("--iterations", int(iterations)),
     ]
-    return JobSpec("project", argv, f"{method} map of {_short(backbone)} @ {size}px")
+    return _spec("project", argv, f"{method} map of {_short(backbone)} @ {size}px")
 
 
 def benchmark_job(
@@ -192,4 +229,4 @@ def benchmark_job(
         argv += [_opt("--backbone", _path(b))]
     argv += [_opt("--limit", limit)] if limit else ["--full"]
     what = f"{len(backbones)} backbone(s)" if backbones else "every shared backbone"
-    return JobSpec("benchmark", argv, f"speed and accuracy of {what} at {','.join(map(str, sizes))}px")
+    return _spec("benchmark", argv, f"speed and accuracy of {what} at {','.join(map(str, sizes))}px")

@@ -17,6 +17,7 @@ The default input size of a backbone is decided here once, for the CLI and the a
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,9 +45,19 @@ class BackboneSpec:
     )
 
     @property
-    def is_tflite_file(self) -> bool:
-        """A ``.tflite`` file: LiteRT already, at its own fixed size, with no variables to train or export."""
-        return self.kind == KIND_TFLITE
+    def source(self) -> BackboneSource:
+        """Where it comes from (:data:`SOURCES`): what it runs as, whether it trains, how it is identified."""
+        return source_of(self.kind)
+
+    @property
+    def fixed_runtime(self) -> str | None:
+        """The runtime it always runs as, whatever was asked (a ``.tflite`` file is LiteRT already), or None."""
+        return self.source.runtime
+
+    @property
+    def trainable(self) -> bool:
+        """Whether it has variables to fine-tune and to embed in an exported SavedModel."""
+        return self.source.trainable
 
     def default_size(self) -> int:
         """The input size used when none is given: the module's native one, else 224."""
@@ -54,11 +65,82 @@ class BackboneSpec:
 
     def identity(self) -> str:
         """A string that changes whenever the module's weights could: used in cache keys."""
-        if self.fixed_identity:
-            return self.fixed_identity
-        if self.kind == "hub":
-            return f"hub:{self.handle.rstrip('/')}"
-        return f"{self.kind}:{_content_hash(Path(self.handle))}"
+        return self.fixed_identity or self.source.identity(self)
+
+
+@dataclass(frozen=True)
+class BackboneSource:
+    """One kind of backbone string: how it is recognised (in :data:`SOURCES` order), how a spec of it is identified in
+    cache keys, the runtime it always runs as (None: any) and whether it can be trained. Loading it with TensorFlow is
+    :data:`lib.runtimes.backbones.LOADERS`. Adding a source is a row here and a loader there."""
+
+    kind: str  # BackboneSpec.kind: part of the identity, so of every feature key of such a backbone
+    recognise: Callable[[str], BackboneSpec | None]  # the spec of a backbone string, None if it is not of this kind
+    identity: Callable[[BackboneSpec], str]
+    runtime: str | None = None
+    trainable: bool = True
+
+
+def _by_content(spec: BackboneSpec) -> str:
+    return f"{spec.kind}:{_content_hash(Path(spec.handle))}"
+
+
+def _native_size(text: str) -> int | None:
+    found = _SIZE_IN_NAME.search(Path(text).expanduser().name)
+    return int(found.group(1)) if found else None
+
+
+def _registry_name(text: str) -> BackboneSpec | None:
+    return REGISTRY.get(text)
+
+
+def _stand_in(text: str) -> BackboneSpec | None:
+    return _STAND_INS[text] if text in _STAND_INS and existing_path(text) is None else None
+
+
+def _local_file(suffix: str, kind: str, family: str) -> Callable[[str], BackboneSpec | None]:
+    def recognise(text: str) -> BackboneSpec | None:
+        path = Path(text).expanduser()
+        if existing_path(text) is None or not path.is_file() or path.suffix != suffix:
+            return None
+        return BackboneSpec(path.name, str(path.resolve()), kind, family, _native_size(text))
+
+    return recognise
+
+
+def _savedmodel_folder(text: str) -> BackboneSpec | None:
+    path = Path(text).expanduser()
+    if existing_path(text) is None or not (path.is_dir() and (path / "saved_model.pb").exists()):
+        return None
+    return BackboneSpec(path.name, str(path.resolve()), "savedmodel", "SavedModel", _native_size(text))
+
+
+def _hub_handle(text: str) -> BackboneSpec | None:
+    url = text.startswith(("http://", "https://", "gs://"))
+    short = (
+        not url and re.fullmatch(r"[\w.-]+/[\w./-]+", text) and not text.startswith((".", "/")) and text.count("/") >= 2
+    )
+    if existing_path(text) is not None or not (url or short):
+        return None
+    name = text.rstrip("/").split("/")[-2] if text.count("/") > 1 else text
+    return BackboneSpec(name, text, "hub", "TF Hub", _native_size(text))
+
+
+SOURCES: tuple[BackboneSource, ...] = (
+    BackboneSource("registry", _registry_name, lambda s: f"hub:{s.handle.rstrip('/')}"),
+    BackboneSource("stand-in", _stand_in, lambda s: s.fixed_identity, trainable=False),
+    BackboneSource("savedmodel", _savedmodel_folder, _by_content),
+    BackboneSource(KIND_TFLITE, _local_file(".tflite", KIND_TFLITE, "TFLite"), _by_content, "tflite", trainable=False),
+    BackboneSource("hub", _hub_handle, lambda s: f"hub:{s.handle.rstrip('/')}"),
+)
+
+
+def source_of(kind: str) -> BackboneSource:
+    """The source of a spec's kind (:class:`BackboneError` for a kind no source declares)."""
+    found = next((src for src in SOURCES if src.kind == kind), None)
+    if found is None:
+        raise BackboneError(f"No backbone source of kind {kind!r}.")
+    return found
 
 
 def _registry() -> dict[str, BackboneSpec]:
@@ -125,7 +207,7 @@ def set_aliases(aliases: dict[str, str], stand_ins: dict[str, dict] | None = Non
         _STAND_INS[text] = BackboneSpec(
             str(info["name"]),
             text,
-            "savedmodel",
+            "stand-in",
             "SavedModel (not in this bundle)",
             info.get("native_size"),
             info.get("feature_dim"),
@@ -137,8 +219,6 @@ def resolve_backbone(backbone: str) -> BackboneSpec:
     """Turn a registry name, handle or local path into a :class:`BackboneSpec`."""
     text = str(backbone).strip()
     text = _ALIASES.get(text, text)
-    if text in _STAND_INS and existing_path(text) is None:
-        return _STAND_INS[text]
     if not text:
         raise BackboneError(
             "No backbone given. Use a registry name (python -m lib backbones), a TF Hub handle or a local path."
@@ -147,27 +227,16 @@ def resolve_backbone(backbone: str) -> BackboneSpec:
         raise BackboneError(
             f"The backbone is {len(text):,} characters long; give a registry name, a TF Hub handle or a local path."
         )
-    if text in REGISTRY:
-        return REGISTRY[text]
-    path = Path(text).expanduser()
-    size_match = _SIZE_IN_NAME.search(path.name)
-    native = int(size_match.group(1)) if size_match else None
+    for src in SOURCES:
+        found = src.recognise(text)
+        if found is not None:
+            return found
     if existing_path(text) is not None:
-        if path.is_file() and path.suffix == ".tflite":
-            return BackboneSpec(path.name, str(path.resolve()), KIND_TFLITE, "TFLite", native)
-        if path.is_dir() and (path / "saved_model.pb").exists():
-            return BackboneSpec(path.name, str(path.resolve()), "savedmodel", "SavedModel", native)
         raise BackboneError(
             f"Backbone path {text!r} is neither a SavedModel folder (with saved_model.pb) nor a .tflite file."
         )
-    if text.startswith(("http://", "https://", "gs://")) or re.fullmatch(r"[\w.-]+/[\w./-]+", text):
-        if not text.startswith(("http://", "https://", "gs://")) and (
-            text.startswith((".", "/")) or text.count("/") < 2
-        ):
-            raise BackboneError(f"Backbone {text!r} is not a registry name, and no such local path exists.")
-        return BackboneSpec(
-            text.rstrip("/").split("/")[-2] if text.count("/") > 1 else text, text, "hub", "TF Hub", native
-        )
+    if re.fullmatch(r"[\w.-]+/[\w./-]+", text):
+        raise BackboneError(f"Backbone {text!r} is not a registry name, and no such local path exists.")
     raise BackboneError(
         f"Unknown backbone {text!r}: not a registry name (see `python -m lib backbones`), a TF Hub/Kaggle handle, or "
         "an existing path."

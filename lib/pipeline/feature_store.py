@@ -15,8 +15,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import hashlib
-import json
 import shutil
 import time
 import zlib
@@ -32,7 +30,7 @@ from lib.errors import BackboneError, CacheWriteError, UserFacingError
 from lib.models.preprocess import PREPROCESSING_ID
 from lib.runtimes import DEFAULT_RUNTIME, name_of_identity
 from lib.store.atomic import atomic_path, check_free_space, check_writable, read_json, save_npy_atomic
-from lib.store.layout import CacheLayout, CacheLike
+from lib.store.layout import CacheLayout, CacheLike, artifact_key
 
 VIEWS = ("original", "flip")
 CHUNK = 4096  # images per checkpoint: a lost chunk costs seconds, and few files are written
@@ -132,7 +130,7 @@ def feature_cache_key(
     }
     if runtime_key is not None:
         parts["runtime"] = runtime_key
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
+    return artifact_key(parts)
 
 
 def file_crc32(path: Path) -> int:

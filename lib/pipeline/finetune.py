@@ -26,7 +26,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import shutil
@@ -49,7 +48,7 @@ from lib.runs.manifest import RunManifest
 from lib.runs.registry import MODEL_DIR, save_run
 from lib.runtimes.backbones import resolve_backbone
 from lib.store.atomic import check_writable, write_json_atomic
-from lib.store.layout import FINETUNE_FILES, CacheLayout, CacheLike
+from lib.store.layout import FINETUNE_FILES, CacheLayout, CacheLike, artifact_key
 
 FINETUNE_VERSION = 2
 PROGRESS_EVERY = 10  # batches between progress reports
@@ -107,7 +106,7 @@ ProgressFn = Callable[[FinetuneProgress], None]
 
 def checkpoint_key(ds: Any, spec: Any, size: int, limit: int | None, cfg: FinetuneConfig) -> str:
     """A hash of everything that changes fine-tuning (so a checkpoint is only ever resumed by the same run)."""
-    text = json.dumps(
+    return artifact_key(
         {
             "dataset": ds.fingerprint,
             "backbone": spec.identity(),
@@ -115,10 +114,8 @@ def checkpoint_key(ds: Any, spec: Any, size: int, limit: int | None, cfg: Finetu
             "limit": limit,
             "cfg": dataclasses.asdict(cfg),
             "v": FINETUNE_VERSION,
-        },
-        sort_keys=True,
+        }
     )
-    return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
 def checkpoint_state(folder: Path, key: str) -> str:
@@ -211,9 +208,9 @@ def finetune_run(
     ds = load_dataset(req.source, cache_dir)
     ds.require_classes("Fine-tuning a classifier")
     spec = resolve_backbone(req.backbone)
-    if spec.is_tflite_file:
+    if not spec.trainable:
         raise BackboneError(
-            f"{spec.name} is a .tflite model: it has no trainable variables, so it cannot be fine-tuned. "
+            f"{spec.name} ({spec.family}) has no trainable variables here, so it cannot be fine-tuned. "
             "Use a SavedModel or TF Hub backbone (any of ../shared/models/*_feature_vector)."
         )
     size = int(cfg.image_size or (req.image_sizes or (spec.default_size(),))[0])

@@ -201,7 +201,7 @@ def _frozen_module(cache_dir: CacheLike, run: Any) -> Any:
     backbones = []
     for handle, identity, _sizes in m.backbones():
         spec = resolve_backbone(handle)
-        if spec.is_tflite_file:
+        if not spec.trainable:
             raise RunError(
                 "Export needs a SavedModel or TF Hub backbone; a .tflite backbone cannot be embedded in a SavedModel."
             )

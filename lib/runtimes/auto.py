@@ -14,8 +14,6 @@ TensorFlow rather than pay for a conversion. A runtime that cannot convert is le
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import time
 from collections.abc import Callable
@@ -30,6 +28,7 @@ from lib.runtimes.backbones import load_backbone
 from lib.runtimes.litert import LiteRTRuntime
 from lib.runtimes.registry import AUTO
 from lib.store.atomic import read_json, write_json_atomic
+from lib.store.layout import artifact_key
 
 if TYPE_CHECKING:
     from lib.data.sources import Dataset
@@ -62,7 +61,7 @@ def machine_key(spec: BackboneSpec, size: int) -> str:
         "versions": versions,
         "v": VERSION,
     }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
+    return artifact_key(parts)
 
 
 def _rate(loaded: Any, batch: np.ndarray, size: int) -> tuple[float, np.ndarray]:
@@ -177,7 +176,7 @@ def resolve(
 
     if name != AUTO:
         return name, None
-    if spec.is_tflite_file:
+    if spec.fixed_runtime:
         # tf is what a .tflite file's own runtime is asked for as (lib.runtimes.effective runs the file as it is)
         return "tf", {
             "choice": "tf",

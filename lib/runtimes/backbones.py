@@ -92,7 +92,7 @@ def _classification_check(spec: BackboneSpec, dim: int) -> None:
 
 def load_backbone(spec: BackboneSpec) -> LoadedBackbone:
     """Load ``spec`` with TensorFlow and check it returns one feature vector per image."""
-    loaded = _load_tflite(spec) if spec.is_tflite_file else _load_savedmodel(spec)
+    loaded = LOADERS[spec.kind](spec)
     probe_size = loaded.fixed_size or spec.default_size()
     try:
         out = np.asarray(loaded._forward(np.full((2, probe_size, probe_size, 3), 0.5, np.float32)))
@@ -221,3 +221,19 @@ def _load_tflite(spec: BackboneSpec) -> LoadedBackbone:
         else BackboneSpec(spec.name, spec.handle, spec.kind, spec.family, fixed, spec.feature_dim)
     )
     return LoadedBackbone(spec_fixed, forward, fixed_size=fixed)
+
+
+def _load_stand_in(spec: BackboneSpec) -> LoadedBackbone:
+    raise BackboneError(
+        f"{spec.name} stands in for a backbone whose files did not travel with this hosting bundle: its features and "
+        "LiteRT conversions are here, the model itself is not. Install the full bundle, or give the backbone's path."
+    )
+
+
+# How each backbone source (lib.models.specs.SOURCES) loads with TensorFlow, by its kind
+LOADERS: dict[str, Callable[[BackboneSpec], LoadedBackbone]] = {
+    "hub": _load_savedmodel,
+    "savedmodel": _load_savedmodel,
+    "tflite": _load_tflite,
+    "stand-in": _load_stand_in,
+}

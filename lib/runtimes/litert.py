@@ -13,8 +13,6 @@ the backbone's identity, the size, the runtime and the calibration data, written
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import threading
 from pathlib import Path
@@ -28,6 +26,7 @@ from lib.models.preprocess import PREPROCESSING_ID, resize_view, to_unit_range
 from lib.runtimes.backbones import load_backbone
 from lib.runtimes.registry import Runtime, TFBackboneFn
 from lib.store.atomic import atomic_path
+from lib.store.layout import artifact_key
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -141,7 +140,7 @@ def converted_key(spec: BackboneSpec, size: int, identity: str, dataset: Dataset
         "input": list(dataset.image_shape),
         "preprocessing": PREPROCESSING_ID,
     }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
+    return artifact_key(parts)
 
 
 class LiteRTBackbone:

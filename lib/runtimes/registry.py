@@ -131,7 +131,7 @@ def effective(spec: BackboneSpec, name: str) -> Runtime:
     """What actually runs ``spec`` when ``name`` is asked for: a ``.tflite`` backbone is LiteRT already and runs as it
     is, whatever was asked."""
     asked = get_runtime(name)
-    return registry()[TFLITE_FILE] if spec.is_tflite_file else asked
+    return registry()[spec.fixed_runtime] if spec.fixed_runtime else asked
 
 
 def runtime_identity(spec: BackboneSpec, name: str, dataset: Dataset | None = None) -> str:

@@ -10,9 +10,12 @@ Nothing else in the project spells a cache path; every name reaching it from out
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lib import config
 from lib.errors import RunError, UserFacingError
@@ -110,6 +113,13 @@ ARTIFACTS: tuple[ArtifactKind, ...] = (
 )
 _KEY = re.compile(r"^[0-9a-f]{8,64}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def artifact_key(parts: dict[str, Any]) -> str:
+    """The key of a cached artifact: a hash of everything that changes it (``parts``: JSON values, with the
+    format version of its kind). Every artifact kind derives its key here, so two artifacts of different inputs never
+    share a file, and the same inputs always find it."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
 
 def check_run_id(run_id: str) -> str:

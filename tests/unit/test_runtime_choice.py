@@ -38,14 +38,14 @@ def test_good_records_are_used() -> None:
 
 
 def test_a_tflite_backbone_is_described_without_estimates() -> None:
-    spec = SimpleNamespace(is_tflite_file=True)
+    spec = SimpleNamespace(fixed_runtime="tflite")
     name, choice = resolve("auto", spec, 224, None, None, images=30)
     assert name == "tf" and choice is not None
     assert describe(name, choice, 30) == "Runtime auto: tf (a .tflite backbone runs as itself)"
 
 
 def test_features_one_runtime_has_cached_decide_without_timing() -> None:
-    spec = SimpleNamespace(is_tflite_file=False)  # no identity: timing it would fail, so nothing may be timed
+    spec = SimpleNamespace(fixed_runtime=None)  # no identity: timing it would fail, so nothing may be timed
     name, choice = resolve("auto", spec, 128, None, None, images=60, cached=lambda rt: 60 if rt == "tf" else 0)
     assert name == "tf" and choice is not None and "cached already" in describe(name, choice, 60)
     # partly cached: only the rest counts (TF has 50,000 of 60,000 images: 100 s left against LiteRT's 20 s + 200 s)
