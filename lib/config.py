@@ -61,3 +61,10 @@ def default_cache_dir() -> Path:
     if env:
         return Path(env).expanduser()
     return Path(__file__).resolve().parent.parent / "cache"
+
+
+# The two views of an image a backbone sees: as it is, and mirrored left-right (training augmentation, test-time
+# augmentation, the audit's heads). Part of every feature key; the one declaration of their names.
+ORIGINAL = "original"
+FLIP = "flip"
+VIEWS = (ORIGINAL, FLIP)

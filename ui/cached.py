@@ -18,6 +18,7 @@ import numpy as np
 import streamlit as st
 
 from lib.analysis import projections
+from lib.config import ORIGINAL
 from lib.data.sources import Dataset, cached_dataset_status
 from lib.errors import UserFacingError
 from lib.models import metrics as evaluation
@@ -96,7 +97,7 @@ def features(
     backbone: str,
     size: int,
     split: str,
-    view: str = "original",
+    view: str = ORIGINAL,
     limit: int | None = None,
     runtime: str = DEFAULT_RUNTIME,
 ) -> FeatureResult | None:

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from lib.config import ORIGINAL
 from lib.data.decode import resize_square
 from lib.data.images import upscale
 from lib.errors import UserFacingError
@@ -47,7 +48,7 @@ def upload_search(settings: state.Settings, ds: Any, fs: Any, key: str, k: int =
     splits = [s for s in ds.splits]
     feats = {
         s: cached.features(
-            settings.source, settings.cache_dir, fs.backbone, fs.image_size, s, "original", fs.limit, fs.runtime
+            settings.source, settings.cache_dir, fs.backbone, fs.image_size, s, ORIGINAL, fs.limit, fs.runtime
         )
         for s in splits
     }

@@ -13,6 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from lib.analysis.map_view import COLOUR_MODES, colour_points, points_in_polygon, selection_mask
+from lib.config import ORIGINAL
 from lib.errors import UserFacingError
 from lib.jobs.commands import map_job
 from ui import cached, demo, fixes, jobs, state, widgets
@@ -252,7 +253,7 @@ def _neighbours(settings: state.Settings, ds: Any, combo: tuple, splits: list[st
     k = q1.slider("k", 4, 24, 8, key="fm_k")
     state.publish("fm_q_split", "fm_q_index")
     feats = {
-        s: cached.features(settings.source, settings.cache_dir, backbone, size, s, "original", None, runtime)
+        s: cached.features(settings.source, settings.cache_dir, backbone, size, s, ORIGINAL, None, runtime)
         for s in splits
     }
     if any(f is None for f in feats.values()):

@@ -12,6 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from lib.analysis.inventory import FeatureSet, splits_with
+from lib.config import ORIGINAL
 from ui import cached, demo, state, widgets
 from ui.text import md_escape
 
@@ -35,7 +36,7 @@ def draw(settings: state.Settings, ds: Any, run: Any, combo: FeatureSet) -> None
         st.session_state["fs_split"] = splits[0]
     split = c2.selectbox("Split", splits, key="fs_split")
     result = cached.features(
-        settings.source, settings.cache_dir, combo[0], combo[1], split, "original", combo[2], combo[3]
+        settings.source, settings.cache_dir, combo[0], combo[1], split, ORIGINAL, combo[2], combo[3]
     )
     if result is None:
         st.warning("Those features are no longer in the cache.")

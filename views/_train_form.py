@@ -10,6 +10,7 @@ from typing import Any
 import streamlit as st
 
 from lib.bounds import widget
+from lib.config import FLIP, ORIGINAL, VIEWS
 from lib.errors import UserFacingError
 from lib.models.protocols import PROTOCOLS
 from lib.models.specs import REGISTRY
@@ -40,7 +41,7 @@ def preset_values(settings: state.Settings, name: str) -> dict[str, Any]:
         "t_ls": h.label_smoothing,
         "t_val": h.val_fraction,
         "t_patience": h.patience or 0,
-        "t_flip": "flip" in p.train_views,
+        "t_flip": FLIP in p.train_views,
         "t_tta": p.tta,
         "t_preset": name,
     }
@@ -242,7 +243,7 @@ def request_from_form(settings: state.Settings, ds: Any, exclude_lists: list[Pat
         backbone,
         head,
         sizes,
-        ("original", "flip") if s["t_flip"] else ("original",),
+        VIEWS if s["t_flip"] else (ORIGINAL,),
         bool(s["t_tta"]),
         limit=int(s["t_limit"]) or None,
         protocol=s["t_preset"] if s["t_preset"] in PROTOCOLS else None,

@@ -35,7 +35,7 @@ import numpy as np
 
 from lib.analysis import duplicates as dup
 from lib.analysis.duplicates import PAIR_BUDGET, SAME_PHOTO
-from lib.config import SEED
+from lib.config import FLIP, ORIGINAL, SEED, VIEWS
 from lib.data.labels import labels_digest, relabelled
 from lib.errors import ConfigError
 from lib.models.calibration import fit_temperature
@@ -51,7 +51,6 @@ AUDIT_VERSION = (
 )
 # 4: folds pooled over the splits, two rounds
 DEFAULT_FOLDS = 5
-VIEWS = ("original", "flip")
 # Whether cleanlab flags and ranks the calibrated probabilities (True) or the heads' own (False). Temperature scaling
 # softens over-confident heads (T > 1), and confident learning then counts fewer images as confidently of another
 # class: on a synthetic set with 30 flipped training labels it found 25 calibrated and 29 raw. The pages show the
@@ -412,8 +411,8 @@ def compute_audit(
 
     t0 = time.perf_counter()
     report = progress or (lambda _stage, _f: None)
-    model = model_features or {s: {"original": f} for s, f in features.items()}
-    views = {s: [v["original"], *([v["flip"]] if "flip" in v else [])] for s, v in model.items()}
+    model = model_features or {s: {ORIGINAL: f} for s, f in features.items()}
+    views = {s: [v[ORIGINAL], *([v[FLIP]] if FLIP in v else [])] for s, v in model.items()}
     oos = out_of_sample_probabilities(
         views, {s: labels[s] for s in model}, len(classes), folds, seed, progress=lambda s, f: report(s, 0.7 * f)
     )
@@ -535,7 +534,7 @@ def run_audit(
     if labels:
         given = {s: relabelled(y, labels.get(s)) for s, y in given.items()}
     model_features = None
-    if whole.more or tuple(whole.views) != ("original",):
+    if whole.more or tuple(whole.views) != (ORIGINAL,):
         model_features, _labels = whole.all_views(cache_dir, runtime, batch_size, progress)
     images = {s: whole.ds.images(s) for s in whole.splits}
     audit = compute_audit(list(whole.ds.classes), features, given, folds, seed, progress, model_features, images)

@@ -26,6 +26,7 @@ import numpy as np
 
 from lib.analysis.benchmark_results import missing_configurations
 from lib.analysis.flops import matmul_gflops, multiply_adds
+from lib.config import ORIGINAL, VIEWS
 from lib.data.sources import load_dataset
 from lib.models.protocols import PROTOCOLS
 from lib.models.specs import local_backbones, resolve_backbone
@@ -197,7 +198,7 @@ def _accuracies(
     ds = session.ds
     common = (
         (size,),
-        ("original", "flip"),
+        VIEWS,
         session.layout,
         session.limit,
         THROUGHPUT_BATCH,
@@ -207,7 +208,7 @@ def _accuracies(
     )
     train = gather_features(ds, spec, "train", *common)
     test = gather_features(ds, spec, "test", *common)
-    x_train, x_test = train.parts[(size, "original")], test.parts[(size, "original")]
+    x_train, x_test = train.parts[(size, ORIGINAL)], test.parts[(size, ORIGINAL)]
     linear = float((linear_probe(x_train, train.labels).predict(x_test) == test.labels).mean())
     best = PROTOCOLS["best"]
     tuned = fit_head(train, test, (size,), best.train_views, best.tta, best.head, len(ds.classes))

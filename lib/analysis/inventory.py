@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from lib.config import ORIGINAL
 from lib.pipeline.feature_store import FeatureManifest, list_cached_features, load_cached_features
 from lib.pipeline.features import feature_key_for
 from lib.runtimes import AUTO, DEFAULT_RUNTIME
@@ -37,7 +38,7 @@ def _of(m: FeatureManifest) -> FeatureSet:
     return FeatureSet(m.backbone, m.image_size, m.limit, m.runtime_name)
 
 
-def dataset_features(layout: CacheLike, ds: Any, view: str | None = "original") -> list[FeatureManifest]:
+def dataset_features(layout: CacheLike, ds: Any, view: str | None = ORIGINAL) -> list[FeatureManifest]:
     """Manifests of the cached features of ``ds`` (of one view, or every view with None)."""
     return [m for m in list_cached_features(layout) if m.dataset == ds.fingerprint and (view is None or m.view == view)]
 
@@ -80,7 +81,7 @@ def preferred_feature_set(
 
 
 def missing_feature_splits(
-    layout: CacheLike, ds: Any, spec: Any, image_size: int, runtime: str = DEFAULT_RUNTIME, view: str = "original"
+    layout: CacheLike, ds: Any, spec: Any, image_size: int, runtime: str = DEFAULT_RUNTIME, view: str = ORIGINAL
 ) -> list[str]:
     """The splits of ``ds`` that have no valid features of ``spec`` at ``image_size`` made by ``runtime`` (features of
     another runtime do not count: they are other features; ``auto`` has none until a job settles it)."""

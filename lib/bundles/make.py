@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from lib.bundles.hosting import image_members, reduced_members, split_predictions_member
+from lib.config import ORIGINAL
 from lib.data.meta import DatasetMeta
 from lib.data.sources import CACHE_PREFIX, load_dataset
 from lib.errors import BundleError, UserFacingError, first_line
@@ -132,7 +133,7 @@ def _features(sel: _Selection, kind: ArtifactKind) -> Iterator[tuple[Path, str |
         if part in wanted:
             sel.made_from.add(fm.key)
         if sel.hosting:
-            if part in shown and fm.view == "original":
+            if part in shown and fm.view == ORIGINAL:
                 groups.setdefault(part, []).append(fm)
         elif part in wanted:
             npy, manifest = sel.layout.feature_files(fm.key)

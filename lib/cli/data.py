@@ -27,6 +27,7 @@ from lib.cli.common import (
     load_with_progress,
     ray_options,
 )
+from lib.config import FLIP, ORIGINAL
 from lib.models.specs import local_backbones
 from lib.pipeline.engines import open_engine
 from lib.pipeline.features import ensure_features
@@ -45,7 +46,7 @@ def add_commands(sub: Any) -> None:
     add_source(p)
     add_backbone(p)
     p.add_argument("--split", default="all", help="train, test, or all")
-    p.add_argument("--view", choices=["original", "flip", "both"], default="original", help="image view(s) to extract")
+    p.add_argument("--view", choices=[ORIGINAL, FLIP, "both"], default=ORIGINAL, help="image view(s) to extract")
     add_engine(p)
     add_common(p)
 
@@ -112,7 +113,7 @@ def cmd_extract(args: argparse.Namespace) -> dict[str, Any]:
     ds = load_with_progress(args.source, args.layout)
     spec = resolve_backbone(args.backbone)
     size = args.image_size or spec.default_size()
-    views = ["original", "flip"] if args.view == "both" else [args.view]
+    views = [ORIGINAL, FLIP] if args.view == "both" else [args.view]
     jobs = [(s, v) for s in splits_for(args.split, ds.splits) for v in views]
     runtime, choice = concrete_runtime(args, spec, size, ds, jobs, args.limit)
     artifacts: list[dict[str, Any]] = []

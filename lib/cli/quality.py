@@ -17,12 +17,12 @@ from lib.analysis.audit import DEFAULT_FOLDS, DEFAULT_THRESHOLD, run_audit
 from lib.analysis.full_map import compute_full_map
 from lib.bounds import backbone_at_sizes, flag
 from lib.cli.common import Bar, add_backbone, add_common, add_source, concrete_runtime, load_with_progress, say_stage
+from lib.config import ORIGINAL, VIEWS
 from lib.data.excludes import read_exclude_file
 from lib.data.export_dataset import export_dataset
 from lib.data.labels import changed_count, read_label_file
 from lib.errors import ConfigError
 from lib.models.specs import resolve_backbone
-from lib.pipeline.feature_store import VIEWS
 from lib.process import peak_rss_mb
 
 
@@ -219,7 +219,7 @@ def cmd_project(args: argparse.Namespace) -> dict[str, Any]:
     progress = stage_printer()
     spec = resolve_backbone(args.backbone)
     runtime, _choice = concrete_runtime(
-        args, spec, args.image_size or spec.default_size(), ds, [(s, "original") for s in ds.splits]
+        args, spec, args.image_size or spec.default_size(), ds, [(s, ORIGINAL) for s in ds.splits]
     )
     m = compute_full_map(
         args.source,

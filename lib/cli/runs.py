@@ -26,6 +26,7 @@ from lib.cli.common import (
     ray_options,
     say_stage,
 )
+from lib.config import ORIGINAL, VIEWS
 from lib.data.excludes import read_exclude_file
 from lib.data.labels import describe_changes, read_label_file, read_label_source
 from lib.data.sources import load_dataset
@@ -206,7 +207,7 @@ def _request(args: argparse.Namespace) -> Any:
             )
         req.image_sizes = first_sizes
     if args.flip_train is not None:
-        req.train_views = ("original", "flip") if args.flip_train else ("original",)
+        req.train_views = VIEWS if args.flip_train else (ORIGINAL,)
     if args.tta is not None:
         req.tta = args.tta
     req.limit = args.limit

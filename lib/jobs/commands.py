@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from lib.config import FLIP, ORIGINAL
 from lib.jobs.queue import JobSpec
 
 
@@ -83,7 +84,7 @@ def data_job(source: str) -> JobSpec:
 
 
 def extract_job(
-    source: str, backbone: str, size: int, runtime: str, splits: str = "all", view: str = "original", ray: Any = None
+    source: str, backbone: str, size: int, runtime: str, splits: str = "all", view: str = ORIGINAL, ray: Any = None
 ) -> JobSpec:
     """Features of every split (the dataset is converted first where it is not yet)."""
     argv = [
@@ -128,7 +129,7 @@ def train_job(
         _opt("--seed", h.seed),
         _opt("--runtime", req.runtime),
         _opt("--batch-size", req.batch_size),
-        "--flip-train" if "flip" in req.train_views else "--no-flip-train",
+        "--flip-train" if FLIP in req.train_views else "--no-flip-train",
         "--tta" if req.tta else "--no-tta",
     ]
     if h.steps:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from lib.config import ORIGINAL, VIEWS
 from lib.models.heads import HeadConfig
 
 
@@ -20,7 +21,7 @@ class Protocol:
     description: str
     head: HeadConfig
     image_sizes: tuple[int, ...] | None = None  # None: the backbone's native size
-    train_views: tuple[str, ...] = ("original",)
+    train_views: tuple[str, ...] = (ORIGINAL,)
     tta: bool = False  # average the predictions of the original and flipped test images
     # The preset's own backbones, (registry name, input size) each, first one first; used unless the user names
     # backbones.
@@ -65,7 +66,7 @@ PROTOCOLS: dict[str, Protocol] = {
         "Recommended at 128x128: MLP on original + flipped features, flip test-time augmentation.",
         _BEST_HEAD,
         image_sizes=(128,),
-        train_views=("original", "flip"),
+        train_views=VIEWS,
         tta=True,
     ),
     "best-multiscale": Protocol(
@@ -73,7 +74,7 @@ PROTOCOLS: dict[str, Protocol] = {
         "Best overall: MLP on concatenated 128 and 224 features, original + flipped, flip TTA.",
         _BEST_HEAD,
         image_sizes=(128, 224),
-        train_views=("original", "flip"),
+        train_views=VIEWS,
         tta=True,
     ),
     "best-ensemble": Protocol(
@@ -81,7 +82,7 @@ PROTOCOLS: dict[str, Protocol] = {
         "Most accurate within an hour of extraction on 2 cores: MobileNet v1 at 128 and 224, EfficientNet-Lite0 and "
         "MobileNet v2 at 224, concatenated; MLP, original + flipped, flip TTA.",
         _BEST_HEAD,
-        train_views=("original", "flip"),
+        train_views=VIEWS,
         tta=True,
         backbones=(
             ("mobilenet_v1_100_224", 128),

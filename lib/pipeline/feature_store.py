@@ -26,13 +26,13 @@ from typing import Any
 import numpy as np
 
 from lib import config
+from lib.config import VIEWS
 from lib.errors import BackboneError, CacheWriteError, UserFacingError
 from lib.models.preprocess import PREPROCESSING_ID
 from lib.runtimes import DEFAULT_RUNTIME, name_of_identity
 from lib.store.atomic import atomic_path, check_free_space, check_writable, read_json, save_npy_atomic
 from lib.store.layout import CacheLayout, CacheLike, artifact_key
 
-VIEWS = ("original", "flip")
 CHUNK = 4096  # images per checkpoint: a lost chunk costs seconds, and few files are written
 
 

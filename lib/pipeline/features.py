@@ -25,11 +25,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from lib.config import FLIP, ORIGINAL, VIEWS
 from lib.data.sources import Dataset, subset_indices
 from lib.errors import CacheWriteError, ConfigError
 from lib.pipeline.engines import LocalEngine
 from lib.pipeline.feature_store import (
-    VIEWS,
     ExtractProgress,
     FeatureManifest,
     Fill,
@@ -162,7 +162,7 @@ def ensure_features(
     spec: BackboneSpec,
     layout: CacheLike,
     image_size: int | None = None,
-    view: str = "original",
+    view: str = ORIGINAL,
     limit: int | None = None,
     batch_size: int = 256,
     progress: ProgressFn | None = None,
@@ -224,7 +224,7 @@ class ExtractionJob:
     @property
     def flip(self) -> bool:
         """Whether this is the mirrored view."""
-        return self.view == "flip"
+        return self.view == FLIP
 
     def read_rows(self, start: int, end: int) -> np.ndarray:
         """uint8 images of rows ``[start, end)`` (contiguous index runs are read as slices: fancy-indexing a memmap

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from lib.config import ORIGINAL
 from lib.data.sources import load_dataset, subset_indices
 from lib.errors import BackboneError, ConfigError, UserFacingError
 from lib.models.heads import EpochReport, HeadConfig, train_head
@@ -378,9 +379,9 @@ def _finetune(
     check_writable(folder)
 
     stage("Warm start: linear head on frozen features")
-    train = gather_features(ds, spec, "train", (size,), ("original",), cache_dir, req.limit, req.batch_size)
+    train = gather_features(ds, spec, "train", (size,), (ORIGINAL,), cache_dir, req.limit, req.batch_size)
     frozen_cfg = HeadConfig(head="linear", epochs=30, val_fraction=0.0, patience=None, seed=cfg.seed)
-    frozen = train_head(train.view("original", (size,)), train.labels, len(ds.classes), frozen_cfg)
+    frozen = train_head(train.view(ORIGINAL, (size,)), train.labels, len(ds.classes), frozen_cfg)
 
     mixed = cfg.mixed_precision == "on" or (cfg.mixed_precision == "auto" and gpu)
     xla = cfg.xla == "on" or (cfg.xla == "auto" and gpu)
@@ -448,7 +449,7 @@ def _evaluate_and_save(
     import tensorflow as tf
 
     stage("Evaluating")
-    frozen_test = gather_features(ds, spec, "test", (size,), ("original",), cache_dir, req.limit, req.batch_size)
+    frozen_test = gather_features(ds, spec, "test", (size,), (ORIGINAL,), cache_dir, req.limit, req.batch_size)
     test_idx, y_test = frozen_test.indices, frozen_test.labels
     test_images = ds.images("test")  # streamed in batches of 256 from the memory map
     logits = np.concatenate(
@@ -458,7 +459,7 @@ def _evaluate_and_save(
         ]
     )
     probs = tf.nn.softmax(logits).numpy()
-    frozen_acc = float((run.frozen.predict_proba(frozen_test.view("original", (size,))).argmax(1) == y_test).mean())
+    frozen_acc = float((run.frozen.predict_proba(frozen_test.view(ORIGINAL, (size,))).argmax(1) == y_test).mean())
     report = evaluate_for_run(y_test, probs, ds.classes, stage)
     dim = run.frozen.weights[0].shape[0]
     head = type(run.frozen)(
@@ -468,7 +469,7 @@ def _evaluate_and_save(
         [np.asarray(a, np.float32) for a in run.dense.get_weights()],
         run.history,
     )
-    req = replace(req, protocol="finetune", image_sizes=(size,), train_views=("original",), tta=False)
+    req = replace(req, protocol="finetune", image_sizes=(size,), train_views=(ORIGINAL,), tta=False)
     history = run.history
     rates = [h["images_per_second"] for h in history if h.get("images_per_second")]
     manifest = run_manifest(

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from lib.config import FLIP, ORIGINAL
 from lib.models.predict import combine_views, np_concat, np_mean, part_key
 from lib.models.specs import resolve_backbone
 from lib.pipeline.features import cached_feature_result
@@ -23,7 +24,7 @@ def head_probabilities(
     """The run's head on cached features of ``split`` (its sizes and views; ``limit`` images per class, None: all),
     or None if any are not cached. ``dtype`` rounds the features first (float16: what a bundle stores)."""
     m = run.manifest
-    views = {False: "original", True: "flip"}
+    views = {False: ORIGINAL, True: FLIP}
     parts: dict[tuple[Any, bool], np.ndarray] = {}
     for j, (handle, _identity, sizes) in enumerate(m.backbones()):
         part_spec = spec if j == 0 else resolve_backbone(handle)

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from lib import bounds
+from lib.config import FLIP, ORIGINAL, VIEWS
 from lib.data.labels import check_not_excluded, relabelled
 from lib.data.sources import Dataset, load_dataset
 from lib.errors import ConfigError, DataSourceError
@@ -52,7 +53,7 @@ class RunRequest:
     backbone: str
     head: HeadConfig = field(default_factory=HeadConfig)
     image_sizes: tuple[int, ...] | None = None  # several sizes are concatenated (multi-scale)
-    train_views: tuple[str, ...] = ("original",)
+    train_views: tuple[str, ...] = (ORIGINAL,)
     tta: bool = False
     limit: int | None = None  # first N images per class of each split
     protocol: str | None = None
@@ -109,7 +110,7 @@ class RunRequest:
             bounds.check("image_size", size)
         if self.image_sizes is not None and len(set(self.image_sizes)) != len(self.image_sizes):
             raise ConfigError(f"Each input size may be given once, got {list(self.image_sizes)}.")
-        if not self.train_views or not set(self.train_views) <= {"original", "flip"}:
+        if not self.train_views or not set(self.train_views) <= {ORIGINAL, FLIP}:
             raise ConfigError(f"Training views must be original and/or flip, got {self.train_views!r}.")
         for backbone, sizes in self.more_backbones:
             for size in sizes or ():
@@ -276,14 +277,14 @@ def fit_head(
     # Validation is carved per image, so a held-out image's flipped twin never trains.
     x_train = np.concatenate([train.view(v, sizes)[tr_rows] for v in train_views])
     y_train = np.concatenate([train.labels[tr_rows] for _ in train_views])
-    x_val = train.view("original", sizes)[val_rows] if len(val_rows) else None
+    x_val = train.view(ORIGINAL, sizes)[val_rows] if len(val_rows) else None
     y_val = train.labels[val_rows] if len(val_rows) else None
     head = train_head(x_train, y_train, num_classes, head_cfg, x_val, y_val, on_epoch)
-    views = {False: "original", True: "flip"}
+    views = {False: ORIGINAL, True: FLIP}
 
     def probs_at(block: FeatureBlock, rows: np.ndarray | slice, t: float | None) -> np.ndarray:
         # With TTA, the held-out rows are averaged over both views as the test rows are (when the flipped view exists).
-        use_tta = tta and all((s, "flip") in block.parts for s in sizes)
+        use_tta = tta and all((s, FLIP) in block.parts for s in sizes)
         return combine_views(
             lambda size, flip: block.parts[(size, views[flip])][rows],
             lambda x: head.predict_proba(x, t),
@@ -344,7 +345,7 @@ def train_run(
                     "give each once."
                 )
             seen.add((b.identity(), size))
-    test_views = ("original", "flip") if req.tta else ("original",)
+    test_views = VIEWS if req.tta else (ORIGINAL,)
     runtime_choice = None
     if req.runtime == AUTO:  # one runtime for the whole run: chosen on the first backbone at its first size
         split_views = [(req.train_split, v) for v in req.train_views] + [(req.test_split, v) for v in test_views]

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from lib.config import ORIGINAL
 from lib.data.sources import load_dataset
 from lib.errors import ConfigError
 from lib.models.predict import np_concat
@@ -36,7 +37,7 @@ class WholeDataset:
     more: list[tuple[Any, int]] = field(
         default_factory=list
     )  # further (spec, size) parts whose features are concatenated
-    views: tuple[str, ...] = ("original",)
+    views: tuple[str, ...] = (ORIGINAL,)
 
     @property
     def parts(self) -> list[tuple[Any, int]]:
@@ -65,7 +66,7 @@ class WholeDataset:
                 self.spec,
                 s,
                 (self.size,),
-                ("original",),
+                (ORIGINAL,),
                 layout,
                 None,
                 batch_size,
@@ -73,7 +74,7 @@ class WholeDataset:
                 engine,
                 runtime,
             )
-            features[s], labels[s] = block.parts[(self.size, "original")], block.labels
+            features[s], labels[s] = block.parts[(self.size, ORIGINAL)], block.labels
         return features, labels
 
     def all_views(
@@ -111,7 +112,7 @@ def whole_dataset(
     what: str,
     splits: tuple[str, ...] | None = None,
     more: tuple[tuple[str, int | None], ...] = (),
-    views: tuple[str, ...] = ("original",),
+    views: tuple[str, ...] = (ORIGINAL,),
 ) -> WholeDataset:
     """Resolve the dataset and backbone (and ``more`` (backbone, size) parts, for analyses of concatenated features,
     over
@@ -124,11 +125,11 @@ def whole_dataset(
     chosen = sorted((s for s in ds.splits if splits is None or s in splits), key=lambda s: (s != "train", s))
     if "train" not in chosen:
         raise ConfigError(f"{what} needs a 'train' split; {source!r} has {', '.join(ds.splits)}.")
-    keys = {s: feature_key_for(ds, s, spec, size, "original", None, runtime) for s in chosen}
+    keys = {s: feature_key_for(ds, s, spec, size, ORIGINAL, None, runtime) for s in chosen}
     extra = [(e, int(s or e.default_size())) for e, s in ((resolve_backbone(b), s) for b, s in more)]
     for j, (part_spec, part_size) in enumerate([(spec, size), *extra]):
         for view in views:
-            if (j, view) != (0, "original"):
+            if (j, view) != (0, ORIGINAL):
                 keys |= {
                     f"{s}#{j}/{view}": feature_key_for(ds, s, part_spec, part_size, view, None, runtime) for s in chosen
                 }

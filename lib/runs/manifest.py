@@ -15,6 +15,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from lib.config import FLIP, ORIGINAL, VIEWS
 from lib.errors import ConfigError, RunError
 from lib.models.heads import HeadConfig
 from lib.models.predict import part_key
@@ -54,7 +55,7 @@ class RunManifest:
     runtime_choice: dict[str, Any] | None = (
         None  # with --runtime auto: the choice and the figures behind it (lib.runtimes.auto)
     )
-    train_views: list[str] = field(default_factory=lambda: ["original"])
+    train_views: list[str] = field(default_factory=lambda: [ORIGINAL])
     tta: bool = False
     limit: int | None = None
     train_split: str = "train"
@@ -92,7 +93,7 @@ class RunManifest:
     @property
     def test_views(self) -> tuple[str, ...]:
         """Views averaged at test time."""
-        return ("original", "flip") if self.tta else ("original",)
+        return VIEWS if self.tta else (ORIGINAL,)
 
     def backbones(self) -> list[tuple[str, str, list[int]]]:
         """Every backbone the run concatenates, first one first: ``(handle, identity, sizes)``."""
@@ -161,7 +162,7 @@ class RunManifest:
             )
         if self.finetuned and self.extra_backbones:
             raise ValueError("a fine-tuned run has one backbone")
-        if not set(self.train_views) <= {"original", "flip"} or not self.train_views:
+        if not set(self.train_views) <= {ORIGINAL, FLIP} or not self.train_views:
             raise ValueError(f"train_views must be original and/or flip, got {self.train_views!r}")
         for name in ("test_accuracy", "top5_accuracy", "ece"):
             value = getattr(self.metrics, name)
