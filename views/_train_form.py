@@ -12,6 +12,7 @@ import streamlit as st
 from lib.bounds import widget
 from lib.config import FLIP, ORIGINAL, VIEWS
 from lib.errors import UserFacingError
+from lib.models.heads import HEAD_PARAMS, HeadParam, head_from_values, head_values
 from lib.models.protocols import PROTOCOLS
 from lib.models.specs import REGISTRY
 from lib.runtimes import choices, entry_default, registry, selectable
@@ -26,25 +27,29 @@ def preset_values(settings: state.Settings, name: str) -> dict[str, Any]:
     """Form values of a named protocol."""
     p = PROTOCOLS[name]
     h = p.head
+    values = head_values(h)
     return {
         "t_sizes": list(p.image_sizes or [settings.image_size]),
-        "t_head": h.head,
-        "t_hidden": h.hidden,
-        "t_dropout": h.dropout,
-        "t_wd": h.weight_decay,
-        "t_opt": h.optimizer,
-        "t_lr": h.learning_rate,
-        "t_sched": h.lr_schedule,
-        "t_bs": h.batch_size,
-        "t_epochs": h.epochs,
-        "t_steps": h.steps or 0,
-        "t_ls": h.label_smoothing,
-        "t_val": h.val_fraction,
-        "t_patience": h.patience or 0,
+        **{param.form_key: values[param.field] for param in HEAD_PARAMS if param.column != "run"},
         "t_flip": FLIP in p.train_views,
         "t_tta": p.tta,
         "t_preset": name,
     }
+
+
+def head_widget(where: Any, param: HeadParam) -> None:
+    """The form's widget of one head hyperparameter, from its declaration."""
+    if param.widget == "radio":
+        where.radio(param.label, list(param.choices), key=param.form_key, horizontal=True)
+    elif param.widget == "select":
+        where.selectbox(param.label, list(param.choices), key=param.form_key)
+    elif param.widget == "slider":
+        where.slider(param.label, **widget(param.bound or ""), key=param.form_key)
+    else:
+        extra = {"format": param.fmt} if param.fmt else {}
+        where.number_input(
+            param.label, **widget(param.bound or "", zero_means_off=param.zero_means_off), key=param.form_key, **extra
+        )
 
 
 def apply_preset(settings: state.Settings, name: str) -> None:
@@ -134,23 +139,11 @@ def form(settings: state.Settings, exclude_lists: list[Path]) -> bool:
             help="Several backbones in one run: each one's features (its own native size, the views chosen "
             "below) are appended to the first one's. Type a handle or path to add one that is not listed.",
         )
-        b.radio("Head", ["linear", "mlp"], key="t_head", horizontal=True)
-        b.number_input("MLP hidden units", **widget("hidden"), key="t_hidden")
-        b.slider("Dropout", **widget("dropout"), key="t_dropout")
-        b.number_input("Weight decay", **widget("weight_decay"), key="t_wd", format="%.4f")
-        b.selectbox("Optimizer", ["adam", "adamw", "sgd"], key="t_opt")
-        b.number_input("Learning rate", **widget("learning_rate"), key="t_lr", format="%.5f")
-        b.selectbox("LR schedule", ["constant", "cosine"], key="t_sched")
-        c.number_input("Batch size", **widget("train_batch_size"), key="t_bs")
-        c.number_input("Epochs", **widget("epochs"), key="t_epochs")
-        c.number_input("Steps (0 = use epochs)", **widget("steps", zero_means_off=True), key="t_steps")
-        c.slider("Label smoothing", **widget("label_smoothing"), key="t_ls")
-        c.slider("Validation fraction", **widget("val_fraction"), key="t_val")
-        c.number_input("Early-stopping patience (0 = off)", **widget("patience"), key="t_patience")
         d, e, f, g = st.columns(4)
+        for param in HEAD_PARAMS:  # every head hyperparameter, declared once (lib.models.heads.HEAD_PARAMS)
+            head_widget({"model": b, "training": c, "run": e}[param.column], param)
         d.checkbox("Train on flipped images too", key="t_flip")
         d.checkbox("Flip test-time augmentation", key="t_tta")
-        e.number_input("Seed", **widget("seed"), key="t_seed")
         e.selectbox(
             "Extraction runtime",
             choices(),
@@ -214,29 +207,13 @@ class TrainChoice:
 def request_from_form(settings: state.Settings, ds: Any, exclude_lists: list[Path]) -> TrainChoice:
     """The request the form's values describe; :class:`UserFacingError` (one line) for what cannot be trained."""
     from lib.data.excludes import read_exclude_file
-    from lib.models.heads import HeadConfig
     from lib.pipeline.training import RunRequest
 
     s = st.session_state
     backbone = s["t_custom"].strip() if s["t_backbone"] == CUSTOM else s["t_backbone"]
     if not backbone or not s["t_sizes"]:
         raise UserFacingError("Choose a backbone (or type a handle/path) and at least one input size.")
-    head = HeadConfig(
-        head=s["t_head"],
-        hidden=int(s["t_hidden"]),
-        dropout=float(s["t_dropout"]),
-        weight_decay=float(s["t_wd"]),
-        optimizer=s["t_opt"],
-        learning_rate=float(s["t_lr"]),
-        lr_schedule=s["t_sched"],
-        batch_size=int(s["t_bs"]),
-        epochs=int(s["t_epochs"]),
-        steps=int(s["t_steps"]) or None,
-        label_smoothing=float(s["t_ls"]),
-        val_fraction=float(s["t_val"]),
-        patience=int(s["t_patience"]) or None,
-        seed=int(s["t_seed"]),
-    )
+    head = head_from_values({param.field: s[param.form_key] for param in HEAD_PARAMS})
     sizes = tuple(sorted(int(x) for x in s["t_sizes"]))
     request = RunRequest(
         settings.source,

@@ -31,9 +31,9 @@ from lib.data.excludes import read_exclude_file
 from lib.data.labels import describe_changes, read_label_file, read_label_source
 from lib.data.sources import load_dataset
 from lib.errors import ConfigError, RunError
-from lib.models.heads import HeadConfig
+from lib.models.heads import HEAD_PARAMS, HeadConfig, head_from_values
 from lib.models.metrics import evaluate, percent
-from lib.models.protocols import PROTOCOLS, with_overrides
+from lib.models.protocols import PROTOCOLS
 from lib.pipeline.engines import open_engine
 from lib.pipeline.finetune import FinetuneConfig, finetune_run
 from lib.pipeline.training import RunRequest, train_run
@@ -51,24 +51,15 @@ def add_commands(sub: Any) -> None:
     p.add_argument(
         "--image-sizes", default=None, help="comma-separated sizes whose features are concatenated, e.g. 128,224"
     )
-    p.add_argument("--head", choices=["linear", "mlp"], default=None)
-    p.add_argument("--hidden", type=flag("hidden"), default=None, help="MLP hidden units")
-    p.add_argument("--dropout", type=flag("dropout"), default=None)
-    p.add_argument("--weight-decay", type=flag("weight_decay"), default=None)
-    p.add_argument("--optimizer", choices=["adam", "adamw", "sgd"], default=None)
-    p.add_argument("--lr", type=flag("learning_rate"), default=None, help="learning rate")
-    p.add_argument("--lr-schedule", choices=["constant", "cosine"], default=None)
-    p.add_argument(
-        "--train-batch-size", type=flag("train_batch_size"), default=None, help="examples per optimizer step"
-    )
-    p.add_argument("--epochs", type=flag("epochs"), default=None)
-    p.add_argument("--steps", type=flag("steps"), default=None, help="total steps (overrides --epochs)")
-    p.add_argument("--label-smoothing", type=flag("label_smoothing"), default=None)
-    p.add_argument("--val-fraction", type=flag("val_fraction"), default=None)
-    p.add_argument(
-        "--patience", type=flag("patience"), default=None, help="early-stopping patience in epochs (0 disables)"
-    )
-    p.add_argument("--seed", type=flag("seed"), default=None)
+    for param in HEAD_PARAMS:  # every head hyperparameter, declared once (lib.models.heads.HEAD_PARAMS)
+        p.add_argument(
+            param.flag,
+            dest=param.field,
+            choices=list(param.choices) or None,
+            type=flag(param.bound) if param.bound else None,
+            default=None,
+            help=param.help or None,
+        )
     p.add_argument(
         "--flip-train", action=argparse.BooleanOptionalAction, default=None, help="also train on mirrored images"
     )
@@ -178,24 +169,7 @@ def _request(args: argparse.Namespace) -> Any:
         req = RunRequest(args.source, backbone, HeadConfig())
     if getattr(args, "more_backbones", None):
         req.more_backbones = tuple(backbone_at_sizes(b) for b in args.more_backbones)
-    req.head = with_overrides(
-        req.head,
-        head=args.head,
-        hidden=args.hidden,
-        dropout=args.dropout,
-        weight_decay=args.weight_decay,
-        optimizer=args.optimizer,
-        learning_rate=args.lr,
-        lr_schedule=args.lr_schedule,
-        batch_size=args.train_batch_size,
-        epochs=args.epochs,
-        steps=args.steps,
-        label_smoothing=args.label_smoothing,
-        val_fraction=args.val_fraction,
-        seed=args.seed,
-    )
-    if args.patience is not None:
-        req.head.patience = args.patience or None
+    req.head = head_from_values({p.field: getattr(args, p.field) for p in HEAD_PARAMS}, req.head)
     if args.image_sizes:
         req.image_sizes = sizes("--image-sizes", args.image_sizes)
     elif args.image_size:

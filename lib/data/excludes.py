@@ -20,15 +20,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from lib.data.lists import EXCLUDE_LISTS, open_list
 from lib.errors import DataSourceError
-from lib.store.atomic import newest_first, write_json_atomic
-from lib.store.layout import CacheLayout, CacheLike
+from lib.store.layout import CacheLike
 
 if TYPE_CHECKING:
     from lib.data.sources import Dataset
 
 FORMAT = "transfer-explorer-exclude-list"
-MAX_BYTES = 50 * 1024 * 1024
 
 
 def parse_exclude(text: str, dataset: Dataset, name: str = "the exclude list") -> dict[str, np.ndarray]:
@@ -52,13 +51,20 @@ def parse_exclude(text: str, dataset: Dataset, name: str = "the exclude list") -
             )
         raw = {str(k): list(v) if isinstance(v, list) else [v] for k, v in data["images"].items()}
     else:
-        reader = csv.DictReader(io.StringIO(text))
-        if not reader.fieldnames or not {"split", "index"} <= {f.strip() for f in reader.fieldnames}:
+        reader = csv.reader(io.StringIO(text))
+        header = [h.strip().lower() for h in next(reader, [])]
+        if not {"split", "index"} <= set(header):
             raise DataSourceError(
                 f"{name} needs JSON from the Data quality page, or CSV with 'split' and 'index' columns."
             )
-        for row in reader:
-            raw.setdefault(str(row.get("split", "")).strip(), []).append(str(row.get("index", "")).strip())
+        at_split, at_index = header.index("split"), header.index("index")  # spaces around a header name are allowed
+        limit = sum(dataset.size(s) for s in dataset.splits)
+        for n, row in enumerate(reader, start=1):
+            if n > limit:  # each image once: a longer list cannot fit (and its size is then bounded by the dataset's)
+                raise DataSourceError(f"{name} has more rows than this dataset has images ({limit:,}).")
+            cell = [row[k].strip() if k < len(row) else "" for k in (at_split, at_index)]
+            if any(cell):
+                raw.setdefault(cell[0], []).append(cell[1])
     out: dict[str, np.ndarray] = {}
     bad: list[str] = []
     for split, values in raw.items():
@@ -101,15 +107,9 @@ def _index(value: Any) -> int | None:
 def read_exclude_file(path: Path | str, dataset: Dataset, what: str = "Exclude list") -> dict[str, np.ndarray]:
     """:func:`parse_exclude` of a file, with clear errors for a missing, huge or unreadable one (``what`` names the
     list in them: an exclude list, or a selection, which has the same form)."""
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise DataSourceError(f"{what} {str(path)[:200]!r} does not exist or is not a file.")
-    if p.stat().st_size > MAX_BYTES:
-        raise DataSourceError(
-            f"{what} {str(path)[:200]!r} is over {MAX_BYTES // 2**20} MB; that is not a list of images."
-        )
     try:
-        text = p.read_text(encoding="utf-8-sig")
+        with open_list(path, what) as fh:
+            text = fh.read()
     except (OSError, UnicodeDecodeError) as err:
         raise DataSourceError(f"{what} {str(path)[:200]!r} cannot be read as text: {err}") from err
     return parse_exclude(text, dataset, f"{what} {str(path)[:200]!r}")
@@ -130,13 +130,9 @@ def save_exclude_list(
     cache_dir: CacheLike, name: str, dataset: Dataset, images: dict[str, np.ndarray], note: str = ""
 ) -> Path:
     """Write the list atomically under the cache's ``excludes/`` (a name outside it is refused by the layout)."""
-
-    path = CacheLayout.at(cache_dir).exclude_file(name)
-    write_json_atomic(path, to_json(dataset, images, note))
-    return path
+    return EXCLUDE_LISTS.save(cache_dir, name, to_json(dataset, images, note))
 
 
 def saved_exclude_lists(cache_dir: CacheLike) -> list[Path]:
     """The saved lists, newest first."""
-
-    return newest_first(CacheLayout.at(cache_dir).exclude_files())
+    return EXCLUDE_LISTS.saved(cache_dir)

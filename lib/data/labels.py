@@ -25,19 +25,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from lib.data.lists import LABEL_LISTS, MAX_JSON_BYTES, open_list
 from lib.errors import ConfigError, DataSourceError
 from lib.safe_text import csv_value
-from lib.store.atomic import newest_first, write_json_atomic
-from lib.store.layout import CacheLayout
 
 if TYPE_CHECKING:
     from lib.data.sources import Dataset
 
 FORMAT = "transfer-explorer-labels"
-MAX_JSON_BYTES = 64 * 1024 * 1024  # JSON is parsed whole (about 10x its size in memory)
-MAX_BYTES = (
-    200 * 1024 * 1024
-)  # a CSV streams (memory bounded by the dataset: at most one row per image); JSON is read whole
 Fixes = dict[str, tuple[np.ndarray, np.ndarray]]  # split -> (image indices, new label ids), indices sorted
 
 
@@ -151,19 +146,12 @@ def parse_labels(
 def read_label_file(path: Path | str, dataset: Dataset, force: bool = False) -> Fixes:
     """:func:`parse_labels` of a file, with clear errors for a missing, huge or unreadable one. A CSV is read as it
     streams (its size is bounded by the dataset's, not by memory); JSON, which the app writes, is read whole."""
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise DataSourceError(f"Label list {str(path)[:200]!r} does not exist or is not a file.")
-    if p.stat().st_size > MAX_BYTES:
-        raise DataSourceError(
-            f"Label list {str(path)[:200]!r} is over {MAX_BYTES // 2**20} MB; that is not a list of labels."
-        )
     name = f"Label list {str(path)[:200]!r}"
     try:
-        with open(p, encoding="utf-8-sig", newline="") as fh:
+        with open_list(path, "Label list") as fh:
             head = fh.read(4096)
             if head.lstrip().startswith("{"):
-                if p.stat().st_size > MAX_JSON_BYTES:
+                if Path(path).expanduser().stat().st_size > MAX_JSON_BYTES:
                     raise DataSourceError(
                         f"{name} is JSON over {MAX_JSON_BYTES // 2**20} MB; give a list that large as CSV (it streams)."
                     )
@@ -275,22 +263,18 @@ def to_json(dataset: Dataset, fixes: Fixes, note: str = "") -> dict[str, Any]:
 
 def save_label_list(cache_dir: Any, name: str, dataset: Dataset, fixes: Fixes, note: str = "") -> Path:
     """Write the list atomically under the cache's ``labels/`` (a name outside it is refused by the layout)."""
-
-    path = CacheLayout.at(cache_dir).label_file(name)
-    write_json_atomic(path, to_json(dataset, fixes, note))
-    return path
+    return LABEL_LISTS.save(cache_dir, name, to_json(dataset, fixes, note))
 
 
 def saved_label_lists(cache_dir: Any) -> list[Path]:
     """The saved label lists, newest first."""
-
-    return newest_first(CacheLayout.at(cache_dir).label_files())
+    return LABEL_LISTS.saved(cache_dir)
 
 
 def read_saved(cache_dir: Any, name: str, dataset: Dataset) -> Fixes:
     """The saved list ``name`` (empty if there is none yet); :class:`DataSourceError` if it does not fit ``dataset``."""
 
-    path = CacheLayout.at(cache_dir).label_file(name)
+    path = LABEL_LISTS.path(cache_dir, name)
     return read_label_file(path, dataset) if path.is_file() else {}
 
 

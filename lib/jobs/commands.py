@@ -12,8 +12,10 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from lib.bounds import BOUNDS
 from lib.config import FLIP, ORIGINAL
 from lib.jobs.queue import JobSpec
+from lib.models.heads import HEAD_PARAMS, head_values
 
 
 @dataclass(frozen=True)
@@ -113,27 +115,18 @@ def train_job(
         argv += [_opt("--image-sizes", ",".join(str(s) for s in req.image_sizes))]
     for backbone, sizes in req.more_backbones:
         argv += [_opt("--backbone", _path(backbone) + ("@" + ",".join(str(s) for s in sizes) if sizes else ""))]
+    for param in HEAD_PARAMS:  # every head hyperparameter, as lib.cli.runs declares its flag
+        value = head_values(h)[param.field]
+        if value is not None and not (
+            param.zero_means_off and value == 0 and param.bound and BOUNDS[param.bound].low > 0
+        ):
+            argv += [_opt(param.flag, _num(value) if isinstance(value, (int, float)) else value)]
     argv += [
-        _opt("--head", h.head),
-        _opt("--hidden", h.hidden),
-        _opt("--dropout", _num(h.dropout)),
-        _opt("--weight-decay", _num(h.weight_decay)),
-        _opt("--optimizer", h.optimizer),
-        _opt("--lr", _num(h.learning_rate)),
-        _opt("--lr-schedule", h.lr_schedule),
-        _opt("--train-batch-size", h.batch_size),
-        _opt("--epochs", h.epochs),
-        _opt("--label-smoothing", _num(h.label_smoothing)),
-        _opt("--val-fraction", _num(h.val_fraction)),
-        _opt("--patience", h.patience or 0),
-        _opt("--seed", h.seed),
         _opt("--runtime", req.runtime),
         _opt("--batch-size", req.batch_size),
         "--flip-train" if FLIP in req.train_views else "--no-flip-train",
         "--tta" if req.tta else "--no-tta",
     ]
-    if h.steps:
-        argv += [_opt("--steps", h.steps)]
     if req.limit:
         argv += [_opt("--limit", req.limit)]
     if exclude_file is not None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -47,37 +47,14 @@ class HeadConfig:
         return asdict(self)
 
     def validate(self) -> HeadConfig:
-        """Itself, or :class:`ConfigError` naming the first setting out of range."""
-
-        checks = [
-            (self.head in ("linear", "mlp"), f"head must be 'linear' or 'mlp', got {self.head!r}"),
-            (
-                self.optimizer in ("adam", "adamw", "sgd"),
-                f"optimizer must be adam, adamw or sgd, got {self.optimizer!r}",
-            ),
-            (
-                self.lr_schedule in ("constant", "cosine"),
-                f"lr_schedule must be constant or cosine, got {self.lr_schedule!r}",
-            ),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
-        for name, value in (
-            ("hidden", self.hidden),
-            ("dropout", self.dropout),
-            ("weight_decay", self.weight_decay),
-            ("learning_rate", self.learning_rate),
-            ("train_batch_size", self.batch_size),
-            ("epochs", self.epochs),
-            ("steps", self.steps),
-            ("label_smoothing", self.label_smoothing),
-            ("val_fraction", self.val_fraction),
-            ("patience", self.patience),
-            ("seed", self.seed),
-        ):
-            if value is not None:
-                bounds.check(name, value)
+        """Itself, or :class:`ConfigError` naming the first setting out of range (the bounds and choices of
+        :data:`HEAD_PARAMS`)."""
+        for param in HEAD_PARAMS:
+            value = getattr(self, param.field)
+            if param.choices and value not in param.choices:
+                raise ConfigError(f"{param.field} must be one of {', '.join(param.choices)}, got {value!r}")
+            if param.bound is not None and value is not None:
+                bounds.check(param.bound, value)
         if self.patience == 0:
             raise ConfigError("patience must be at least 1 epoch (or None: off)")
         return self
@@ -86,6 +63,110 @@ class HeadConfig:
     def from_dict(cls, data: dict[str, Any]) -> HeadConfig:
         """Rebuild from :meth:`to_dict` output; unknown keys are refused."""
         return cls(**data).validate()
+
+
+@dataclass(frozen=True)
+class HeadParam:
+    """One hyperparameter of :class:`HeadConfig`, declared once: the CLI flag, the job's command, the Train page's form
+    widget and its bounds (:data:`lib.bounds.BOUNDS`) are all derived from this row."""
+
+    field: str  # the HeadConfig field
+    flag: str  # the CLI flag (``train --lr``), also what a job's command passes
+    label: str  # the form's label
+    form_key: str  # the form widget's session key
+    bound: str | None = None  # its row in lib.bounds.BOUNDS (numbers)
+    choices: tuple[str, ...] = ()  # the allowed values (text)
+    widget: str = "number"  # number | slider | radio | select
+    column: str = "model"  # where the form puts it: model | training | run
+    zero_means_off: bool = False  # 0 (in a flag or the form) stands for None
+    fmt: str | None = None  # the form's number format
+    help: str = ""
+
+
+HEAD_PARAMS: tuple[HeadParam, ...] = (
+    HeadParam("head", "--head", "Head", "t_head", choices=("linear", "mlp"), widget="radio"),
+    HeadParam("hidden", "--hidden", "MLP hidden units", "t_hidden", "hidden", help="MLP hidden units"),
+    HeadParam("dropout", "--dropout", "Dropout", "t_dropout", "dropout", widget="slider"),
+    HeadParam("weight_decay", "--weight-decay", "Weight decay", "t_wd", "weight_decay", fmt="%.4f"),
+    HeadParam("optimizer", "--optimizer", "Optimizer", "t_opt", choices=("adam", "adamw", "sgd"), widget="select"),
+    HeadParam("learning_rate", "--lr", "Learning rate", "t_lr", "learning_rate", fmt="%.5f", help="learning rate"),
+    HeadParam(
+        "lr_schedule", "--lr-schedule", "LR schedule", "t_sched", choices=("constant", "cosine"), widget="select"
+    ),
+    HeadParam(
+        "batch_size",
+        "--train-batch-size",
+        "Batch size",
+        "t_bs",
+        "train_batch_size",
+        column="training",
+        help="examples per optimizer step",
+    ),
+    HeadParam("epochs", "--epochs", "Epochs", "t_epochs", "epochs", column="training"),
+    HeadParam(
+        "steps",
+        "--steps",
+        "Steps (0 = use epochs)",
+        "t_steps",
+        "steps",
+        column="training",
+        zero_means_off=True,
+        help="total steps (overrides --epochs)",
+    ),
+    HeadParam(
+        "label_smoothing",
+        "--label-smoothing",
+        "Label smoothing",
+        "t_ls",
+        "label_smoothing",
+        widget="slider",
+        column="training",
+    ),
+    HeadParam(
+        "val_fraction",
+        "--val-fraction",
+        "Validation fraction",
+        "t_val",
+        "val_fraction",
+        widget="slider",
+        column="training",
+    ),
+    HeadParam(
+        "patience",
+        "--patience",
+        "Early-stopping patience (0 = off)",
+        "t_patience",
+        "patience",
+        column="training",
+        zero_means_off=True,
+        help="early-stopping patience in epochs (0 disables)",
+    ),
+    HeadParam("seed", "--seed", "Seed", "t_seed", "seed", column="run"),
+)
+
+
+def head_values(config: HeadConfig) -> dict[str, Any]:
+    """Each parameter's value as a flag or a form carries it (None as 0 where 0 means off)."""
+    out = {}
+    for p in HEAD_PARAMS:
+        value = getattr(config, p.field)
+        out[p.field] = 0 if value is None and p.zero_means_off else value
+    return out
+
+
+def head_from_values(values: dict[str, Any], base: HeadConfig | None = None) -> HeadConfig:
+    """A :class:`HeadConfig` from flag or form values (a missing or None value keeps ``base``'s; 0 is None where 0
+    means off), validated."""
+    config = base or HeadConfig()
+    changes: dict[str, Any] = {}
+    for p in HEAD_PARAMS:
+        value = values.get(p.field)
+        if value is None:
+            continue
+        if p.bound is not None:
+            value = (int if bounds.BOUNDS[p.bound].integer else float)(value)
+        changes[p.field] = None if (p.zero_means_off and value == 0) else value
+    return replace(config, **changes).validate()
 
 
 @dataclass
