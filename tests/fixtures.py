@@ -205,24 +205,36 @@ def get_features(
     )
 
 
-def cli(*args: str, cache: Any, ok: bool = True) -> Any:
-    """``python -m lib ARGS --cache-dir CACHE`` in a subprocess, as a user runs it: its JSON (with ``--json``) or its
-    text;
-    with ``ok=False`` the finished process, for a test that expects a failure."""
+def cli(*args: str, cache: Any, ok: bool = True, subprocess: bool = False) -> Any:
+    """``python -m lib ARGS --cache-dir CACHE`` as a user runs it: its JSON (with ``--json``) or its text; with
+    ``ok=False`` the finished process (``returncode``, ``stdout``, ``stderr``), for a test that expects a failure.
+
+    It runs in this process through :func:`lib.cli.main.main` (the same parser, handlers, exit codes and one-line
+    errors; no TensorFlow import per call), unless ``subprocess=True``: the few tests that keep the real process
+    contract (a signal, a pipe, the environment a job's process starts with) ask for that."""
+    import contextlib
+    import io
     import json
     import os
-    import subprocess
+    import subprocess as sp
     import sys
 
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "lib", *args, "--cache-dir", str(cache)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
+    argv = [*args, "--cache-dir", str(cache)]
+    if subprocess:
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        proc = sp.run(
+            [sys.executable, "-m", "lib", *argv], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env
+        )
+    else:
+        from lib.cli.main import main
+
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(argv)
+            except SystemExit as stop:  # argparse's refusals and --help
+                code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 2)
+        proc = sp.CompletedProcess([sys.executable, "-m", "lib", *argv], code, out.getvalue(), err.getvalue())
     if not ok:
         return proc
     assert proc.returncode == 0, proc.stderr[-3000:]

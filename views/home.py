@@ -25,9 +25,9 @@ seconds, and see what happened. It reproduces a published experiment (MobileNet 
 - **Feature space**: PCA and t-SNE of the features; select points to see their images; nearest neighbours.
 - **Evaluate**: confusion matrix, per-class metrics, calibration, the most confident mistakes, and your own images.
 - **Data quality**: likely label errors and near-duplicate images, found from the features; mark images to leave out of
-training.
+  training.
 - **Speed vs accuracy**: every backbone, input size and runtime measured; the most accurate one within your latency
-budget.
+  budget.
 """
 )
 

@@ -23,7 +23,7 @@ import numpy as np
 from lib.data.sources import subset_indices
 from lib.errors import BackboneError, ConfigError, first_line
 from lib.models.preprocess import PREPROCESSING_ID, resize_view, to_unit_range
-from lib.runtimes.backbones import load_backbone
+from lib.runtimes import backbones
 from lib.runtimes.registry import Runtime, TFBackboneFn
 from lib.store.atomic import atomic_path
 from lib.store.layout import artifact_key
@@ -100,7 +100,7 @@ class LiteRTRuntime(Runtime):
         if _loads(target):
             return target
         calibration = dataset.images("train")[calibration_indices(dataset)] if self.quantized else None
-        loaded = tf_backbone() if tf_backbone else load_backbone(spec)
+        loaded = tf_backbone() if tf_backbone else backbones.load_backbone(spec)
         flatbuffer = convert_to_flatbuffer(
             spec, loaded, size, self.name, tuple(dataset.image_shape), calibration, self.mixed
         )

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from lib.runtimes.backbones import load_backbone
+from lib.runtimes import backbones
 from lib.runtimes.registry import Runtime, TFBackboneFn
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ class TFRuntime(Runtime):
         tf_backbone: TFBackboneFn | None = None,
     ) -> Any:
 
-        return tf_backbone() if tf_backbone else load_backbone(spec)
+        return tf_backbone() if tf_backbone else backbones.load_backbone(spec)
 
 
 class TFLiteFileRuntime(TFRuntime):

@@ -23,8 +23,7 @@ def test_default_paths_never_import_ray(assets: dict[str, Path], tmp_path: Path)
         for args in (["extract"], ["train", "--epochs", "1"]):
             try:
                 main([*args, "--source", {str(assets["cifar_tar"])!r}, "--backbone", {str(assets["savedmodel"])!r},
-                "--image-size", "32",
-                      "--cache-dir", {str(tmp_path / "cache")!r}, "--json"])
+                      "--image-size", "32", "--cache-dir", {str(tmp_path / "cache")!r}, "--json"])
             except SystemExit as exit:
                 assert not exit.code, exit.code
         from streamlit.testing.v1 import AppTest
@@ -33,8 +32,8 @@ def test_default_paths_never_import_ray(assets: dict[str, Path], tmp_path: Path)
             at.switch_page(page)
             at.run()
             assert not at.exception, [e.value for e in at.exception]
-        assert any(e.label == "Extraction engine" for e in at.expander)  # drawn on the Train page (and on Home while
-        features are missing)
+        # drawn on the Train page (and on Home while features are missing)
+        assert any(e.label == "Extraction engine" for e in at.expander)
         print("RAY_LOADED" if any(m == "ray" or m.startswith("ray.") for m in sys.modules) else "RAY_ABSENT")
     """)
     proc = subprocess.run(
