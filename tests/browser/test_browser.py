@@ -229,6 +229,7 @@ def test_full_dataset_map_hover_select_and_query(browser_cache: Path) -> None:
             .group(1)
             .replace(
                 ",",
+                "",
             )
         )
         assert 0 < selected < 60_000

@@ -281,7 +281,7 @@ def test_home_page_extracts_on_ray(assets: dict[str, Path], tmp_path: Path, monk
     assert not at.exception, [e.value for e in at.exception]
     finish_jobs(at, cache)
     (job,) = list_jobs(cache)
-    assert job.state == "done" and "--engine ray" in job.command and job.result["engine"] == "ray", (
+    assert job.state == "done" and "--engine=ray" in job.command and job.result["engine"] == "ray", (
         job.state,
         job.error,
     )

@@ -28,8 +28,8 @@ def test_dockerfile_follows_the_hosts_conventions() -> None:
 
 def test_dockerfile_installs_and_starts_what_the_readme_says() -> None:
     readme = (ROOT / "README.md").read_text()
-    install = re.search(r"```bash\n(pip install -r requirements\.txt)\n(streamlit run app\.py)\n```", readme)
-    assert install, "the README opens with the install and run commands"
+    install = re.search(r"```bash\n(pip install -r requirements\.txt) && (streamlit run app\.py)  .*\nbash \.ci/run ", readme)
+    assert install, "the README opens with the two commands: install and run the app, install and run the tests"
     assert f"RUN {install.group(1)}" in dockerfile()
     entry = (ROOT / "deploy" / "entrypoint.sh").read_text()
     assert re.search(r'^exec streamlit run app\.py --server\.port "\$PORT" .* -- --demo$', entry, re.M)
