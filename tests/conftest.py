@@ -46,6 +46,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if lane not in LANES:
             raise pytest.UsageError(f"{item.fspath} is in no lane folder: put it in tests/<{'|'.join(LANES)}>/")
         item.add_marker(getattr(pytest.mark, lane))
+        if lane == "ray":  # one Ray instance or cluster at a time: the lane runs on one xdist worker, in order
+            item.add_marker(pytest.mark.xdist_group("ray"))
         if "shared" in item.keywords and not have_shared:
             item.add_marker(pytest.mark.skip(reason=f"real assets not found under {SHARED}"))
 

@@ -28,7 +28,9 @@ def test_dockerfile_follows_the_hosts_conventions() -> None:
 
 def test_dockerfile_installs_and_starts_what_the_readme_says() -> None:
     readme = (ROOT / "README.md").read_text()
-    install = re.search(r"```bash\n(pip install -r requirements\.txt) && (streamlit run app\.py)  .*\nbash \.ci/run ", readme)
+    install = re.search(
+        r"```bash\n(pip install -r requirements\.txt) && (streamlit run app\.py)  .*\nbash \.ci/run ", readme
+    )
     assert install, "the README opens with the two commands: install and run the app, install and run the tests"
     assert f"RUN {install.group(1)}" in dockerfile()
     entry = (ROOT / "deploy" / "entrypoint.sh").read_text()
