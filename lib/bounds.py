@@ -63,6 +63,7 @@ BOUNDS: dict[str, Bound] = {
     "seed": Bound("seed", 0, 2**31 - 1),
     # fine-tuning
     "finetune_epochs": Bound("fine-tuning epochs", 1, 100),
+    "budget_minutes": Bound("fine-tuning budget (minutes for the whole job)", 1, 1440),
     "finetune_lr": Bound("fine-tuning learning rate", 1e-7, 0.1, integer=False),
     "finetune_batch_size": Bound("fine-tuning batch size", 1, 1024),
     "finetune_warmup": Bound("fine-tuning warm-up (epochs)", 0.0, 100.0, integer=False),

@@ -120,6 +120,36 @@ def make_feature_savedmodel(path: Path, dim: int = 16, seed: int = 0) -> Path:
     return path
 
 
+def make_mobilenet_v1_savedmodel(path: Path, alpha: float = 0.25, seed: int = 0) -> Path:
+    """A random MobileNet v1 (Keras layer names, as the shared ``mobilenet_v1_*_feature_vector`` modules carry) with
+    the TF Hub feature-vector interface: [0, 1] images in, the normalisation inside, pooled features out. What the
+    ``finetune`` preset rebuilds and cuts."""
+    import tensorflow as tf
+    import tf_keras as keras
+
+    keras.utils.set_random_seed(seed)
+    net = keras.applications.MobileNet(
+        input_shape=(None, None, 3), alpha=alpha, include_top=False, weights=None, pooling="avg"
+    )
+    net(tf.zeros((1, 32, 32, 3)))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32), tf.TensorSpec([], tf.bool)])
+    def call(images: Any, training: Any = False) -> Any:
+        return net(images * 2.0 - 1.0, training=False)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+    def serve(inputs: Any) -> Any:
+        return {"feature_vector": net(inputs * 2.0 - 1.0, training=False)}
+
+    root = tf.train.Checkpoint()
+    root.net = net
+    root.variables = list(net.variables)
+    root.trainable_variables = list(net.trainable_variables)
+    root.__call__ = call
+    tf.saved_model.save(root, str(path), signatures={"serving_default": serve})
+    return path
+
+
 def make_classifier_savedmodel(path: Path, classes: int = 1001) -> Path:
     """A tiny SavedModel that outputs ImageNet-style logits: must be rejected as a backbone."""
     import tensorflow as tf

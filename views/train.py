@@ -36,6 +36,9 @@ if _train_form.form(settings, exclude_lists):
             backbone=choice.request.backbone, image_size=(choice.request.image_sizes or (settings.image_size,))[0]
         )
         st.rerun()
+finetune = _train_form.finetune_section(settings)
+if finetune is not None and jobs.start(settings, finetune):
+    st.rerun()
 jobs.live(settings, ("train",))
 
 runs = list_runs(settings.layout)

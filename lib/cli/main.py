@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
@@ -66,10 +67,13 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
 }
 
 
+STARTED = time.time()  # when this process imported the CLI
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the process exit code. Started as a background job (by the runner), it also writes the
     job's outcome: its exit status, its JSON result, or its one-line error."""
-
+    started = STARTED if argv is None else time.time()  # in-process calls (tests) count from the call
     job_dir = os.environ.get("TLX_JOB_DIR")
     if job_dir:
         if not claimed_by(Path(job_dir), os.getpid()):
@@ -89,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                 OneLineParser.refused or "the command's arguments were refused",
             )
         raise
+    args.started = started  # what a time budget counts from (the process's start, its imports included)
     args.cache_dir = args.cache_dir or config.default_cache_dir()
     args.layout = CacheLayout(args.cache_dir)  # the one layout every command passes down
     configure_process(args.layout.tfhub_cache())

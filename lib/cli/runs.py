@@ -34,8 +34,10 @@ from lib.errors import ConfigError, RunError
 from lib.models.heads import HEAD_PARAMS, HeadConfig, head_from_values
 from lib.models.metrics import evaluate, percent
 from lib.models.protocols import PROTOCOLS
+from lib.models.specs import preset_backbone
 from lib.pipeline.engines import open_engine
 from lib.pipeline.finetune import FinetuneConfig, finetune_run
+from lib.pipeline.finetune_budget import FINETUNE_PRESETS, budget_finetune_run
 from lib.pipeline.training import RunRequest, train_run
 from lib.runs import registry as runs
 from lib.runs.export import check_zip_target, export_run, zip_folder
@@ -47,7 +49,18 @@ def add_commands(sub: Any) -> None:
     p = sub.add_parser("train", help="train a head on cached features, register and evaluate the run")
     add_source(p)
     add_backbone(p, repeatable=True)
-    p.add_argument("--protocol", choices=list(PROTOCOLS), default=None, help="a preset; flags below override it")
+    p.add_argument(
+        "--protocol",
+        choices=[*PROTOCOLS, *FINETUNE_PRESETS],
+        default=None,
+        help="a preset; flags below override it. finetune: fine-tune MobileNet v1 within --budget-minutes",
+    )
+    p.add_argument(
+        "--budget-minutes",
+        type=flag("budget_minutes"),
+        default=None,
+        help="with --protocol finetune: the whole job's time (the schedule is fitted to it; default 60)",
+    )
     p.add_argument(
         "--image-sizes", default=None, help="comma-separated sizes whose features are concatenated, e.g. 128,224"
     )
@@ -160,6 +173,12 @@ def add_commands(sub: Any) -> None:
 def _request(args: argparse.Namespace) -> Any:
 
     backbone, first_sizes = backbone_at_sizes(args.backbone)
+    if args.protocol in FINETUNE_PRESETS:
+        if not getattr(args, "backbone_given", True):
+            backbone = preset_backbone("mobilenet_v1_100_224")  # the preset's backbone unless the user names one
+        return RunRequest(args.source, backbone, HeadConfig(), protocol=args.protocol)
+    if args.budget_minutes is not None:
+        raise ConfigError("--budget-minutes applies to a fine-tuning preset (--protocol finetune).")
     if args.protocol and PROTOCOLS[args.protocol].backbones and not getattr(args, "backbone_given", True):
         req = RunRequest.from_protocol(args.protocol, args.source, None)  # the preset's own backbones
         backbone, first_sizes = req.backbone, None
@@ -197,10 +216,39 @@ def _request(args: argparse.Namespace) -> Any:
     return req
 
 
+def _budget_finetune(args: argparse.Namespace, req: Any) -> Any:
+    """``train --protocol finetune``: fine-tuning fitted to ``--budget-minutes``, reported stage by stage."""
+    import sys
+
+    recipe = FINETUNE_PRESETS[req.protocol].with_budget(args.budget_minutes)
+
+    def on_progress(p: Any) -> None:
+        eta = f", ETA {p.eta_seconds:,.0f}s" if p.eta_seconds is not None else ""
+        rate = f", {p.images_per_second:,.0f} img/s" if p.images_per_second else ""
+        print(f"{p.stage}: {p.step:,}/{p.steps:,}{rate}{eta}", file=sys.stderr)
+        job = current_job()
+        if job is not None:
+            job.progress(p.stage, p.step, p.steps, p.images_per_second, p.eta_seconds, "img")
+
+    def on_point(r: Any) -> None:
+        print(
+            f"epoch {r.epoch:.2f}/{r.epochs:.2f} loss {r.loss:.4f} acc {r.accuracy:.4f} held-out acc "
+            f"{r.val_accuracy:.4f} ({r.elapsed:.0f}s)",
+            file=sys.stderr,
+        )
+        job = current_job()
+        if job is not None:
+            job.point({"epoch": r.epoch, "loss": r.loss, "accuracy": r.accuracy, "val_accuracy": r.val_accuracy})
+
+    return budget_finetune_run(req, args.layout, recipe, say_stage, on_point, on_progress, started=args.started)
+
+
 def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     """``train``: features -> head -> evaluated, registered run."""
     import sys
 
+    if args.finetune and (args.protocol or "") in FINETUNE_PRESETS:
+        raise ConfigError("--protocol finetune is a fine-tuning recipe of its own; leave out --finetune.")
     if args.finetune and args.engine == "ray":
         raise ConfigError(
             "--engine ray extracts features; fine-tuning trains from the images on this machine. Leave out one of them."
@@ -248,7 +296,9 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
                 "epoch",
             )
 
-    if args.finetune:
+    if req.protocol in FINETUNE_PRESETS:
+        manifest = _budget_finetune(args, req)
+    elif args.finetune:
         cfg = FinetuneConfig(
             epochs=args.finetune_epochs,
             learning_rate=args.finetune_lr,

@@ -103,7 +103,13 @@ def extract_job(
 
 
 def train_job(
-    req: Any, finetune: Any = None, label: str = "", exclude_file: Any = None, ray: Any = None, relabel_file: Any = None
+    req: Any,
+    finetune: Any = None,
+    label: str = "",
+    exclude_file: Any = None,
+    ray: Any = None,
+    relabel_file: Any = None,
+    budget_minutes: float | None = None,
 ) -> JobSpec:
     """A run of :class:`lib.pipeline.training.RunRequest` (fine-tuned with a
     :class:`lib.pipeline.finetune.FinetuneConfig`)."""
@@ -111,6 +117,8 @@ def train_job(
     argv = ["train", _opt("--source", _path(req.source)), _opt("--backbone", _path(req.backbone))]
     if req.protocol:
         argv += [_opt("--protocol", req.protocol)]
+    if budget_minutes is not None:  # a fine-tuning preset: the whole job's time
+        argv += [_opt("--budget-minutes", _num(budget_minutes))]
     if req.image_sizes:
         argv += [_opt("--image-sizes", ",".join(str(s) for s in req.image_sizes))]
     for backbone, sizes in req.more_backbones:

@@ -173,8 +173,8 @@ def head_from_values(values: dict[str, Any], base: HeadConfig | None = None) -> 
 class EpochReport:
     """Metrics after one epoch, passed to the progress callback."""
 
-    epoch: int
-    epochs: int
+    epoch: float  # whole epochs for a head; a fraction where a budget ends mid-epoch (fine-tuning)
+    epochs: float
     loss: float
     accuracy: float
     val_loss: float | None

@@ -318,6 +318,20 @@ class CacheLayout:
         """A local backbone that a demo bundle brought."""
         return self.root / "backbones" / _check(_NAME, name, "backbone folder name")
 
+    @property
+    def activations(self) -> Path:
+        """Folder of cached intermediate activations (a frozen backbone prefix's outputs, for fine-tuning the rest)."""
+        return self.root / "activations"
+
+    def activation_files(self, key: str) -> tuple[Path, Path]:
+        """The ``.npy`` (uint8) and manifest ``.json`` of an activation key."""
+        key = _check(_KEY, key, "activation key")
+        return self.activations / f"{key}.npy", self.activations / f"{key}.json"
+
+    def activation_partial(self, key: str) -> Path:
+        """Checkpoint chunks of an activation cache in progress."""
+        return self.activations / f"{_check(_KEY, key, 'activation key')}.partial"
+
     def finetune_checkpoint(self, key: str) -> Path:
         """Checkpoints of a fine-tuning run in progress (removed once the run is saved)."""
         return self.root / "finetune" / _check(_KEY, key, "fine-tuning key")
