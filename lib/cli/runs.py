@@ -39,6 +39,7 @@ from lib.pipeline.engines import open_engine
 from lib.pipeline.finetune import FinetuneConfig, finetune_run
 from lib.pipeline.finetune_budget import FINETUNE_PRESETS, budget_finetune_run
 from lib.pipeline.training import RunRequest, train_run
+from lib.process import peak_rss_mb
 from lib.runs import registry as runs
 from lib.runs.export import check_zip_target, export_run, zip_folder
 from lib.runs.registry import load_run, set_label
@@ -353,6 +354,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         "excluded": {split: len(v) for split, v in manifest.excluded.items()},
         **({"relabel": manifest.relabel} if manifest.relabel else {}),
         **({"finetune": manifest.finetune} if manifest.finetune else {}),
+        "peak_rss_mb": peak_rss_mb(),
         "_text": f"run {manifest.run_id}: test accuracy {metrics.test_accuracy:.2%} "
         f"(top-5 {percent(metrics.top5_accuracy)})"
         + (f", {manifest.relabel['test_accuracy_fixed']:.2%} against the fixed labels" if manifest.relabel else "")
