@@ -129,6 +129,7 @@ def _loop(page: Any, url: str, cache: Path, ds: Any, first: Any, tmp_path: Path)
         _goto(page, "Train or load")
         grid = page.locator('[data-testid="stDataFrame"]').first
         grid.locator("canvas").first.wait_for(timeout=30_000)
+        grid.scroll_into_view_if_needed()  # the mouse clicks land in the viewport (the Train page grew a section)
         box = grid.bounding_box()
         assert box is not None
         for row in (0, 1):

@@ -63,7 +63,8 @@ def test_the_preset_fits_its_schedule_to_the_budget_and_saves_a_calibrated_run(
     assert len(list((cache_dir / "activations").glob("*.npy"))) == 3  # train, and both views of test
     run = load_run(cache_dir, manifest.run_id)
     assert run.probs.shape == (30, 10) and np.allclose(run.probs.sum(axis=1), 1.0, atol=1e-5)
-    # The whole fine-tuned network is stored with the run: it exports and gives the stored (calibrated, TTA) probabilities.
+    # The whole fine-tuned network is stored with the run: it exports and gives the stored (calibrated, TTA)
+    # probabilities.
     model = tf.saved_model.load(str(export_run(cache_dir, manifest.run_id, cache_dir / "exported")))
     images = np.asarray(load_dataset(str(assets["cifar_tar"]), cache_dir).images("test"))
     np.testing.assert_allclose(model(images).numpy(), run.probs, atol=2e-3)  # uint8 activations: a 6/255 step
