@@ -133,11 +133,10 @@ def main() -> None:
             f"{row['peak_rss_mb']} MB",
             flush=True,
         )
-    result = {"machine": m, "rows": rows}
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2))
-    if args.svg:
-        Path(args.svg).write_text(svg_chart(rows))
+        if args.out:  # after every budget: an hour-long row is never lost to a later one
+            Path(args.out).write_text(json.dumps({"machine": m, "rows": rows}, indent=2))
+        if args.svg:
+            Path(args.svg).write_text(svg_chart(rows))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 from typing import Any
@@ -10,14 +11,13 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # Users get --runtime auto by default; the suite pins tf so its features, keys and timings do not depend on which
-# runtime
-# this machine finds faster (the auto tests ask for auto explicitly, and test_default_runtime checks the default
-# itself).
+# runtime this machine finds faster (the auto tests ask for auto explicitly, and test_default_runtime checks the
+# default itself).
 os.environ.setdefault("TLX_RUNTIME", "tf")
 from lib.process import configure_process
 
-# What the CLI and app.py do at start-up, so tests see the same process settings (deterministic ops, legacy Keras for TF
-# Hub).
+# What the CLI and app.py do at start-up, so tests see the same process settings (deterministic ops, legacy Keras for
+# TF Hub).
 configure_process(Path(os.environ.get("TMPDIR", "/tmp")) / "tlx-test-cache" / "tfhub")
 
 from tests import fixtures  # noqa: E402
@@ -31,9 +31,8 @@ SHARED_TFLITE = SHARED / "models" / "mobilenet_v1_1.0_224_quant_embedding_extrac
 
 
 # Every test runs in the lane of its folder: tests/unit (no TensorFlow, under 30 s; `pytest -m unit`), tests/tf,
-# tests/app
-# (AppTest, one file per page), tests/browser (a real server in Chromium) and tests/ray (Ray instances, a two-node
-# cluster).
+# tests/app (AppTest, one file per page), tests/browser (a real server in Chromium) and tests/ray (Ray instances, a
+# two-node cluster).
 LANES = ("unit", "tf", "app", "browser", "ray")
 
 
@@ -81,13 +80,15 @@ def cache_dir(tmp_path: Path) -> Path:
     return path
 
 
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """The unit lane promises no TensorFlow: fail the run if any unit test pulled it in."""
+@pytest.fixture(scope="session", autouse=True)
+def _unit_lane_stays_without_tensorflow(request: pytest.FixtureRequest) -> Any:
+    """The unit lane promises no TensorFlow: with ``-m unit`` a session that pulled it in errors (in every xdist
+    worker, where the tests run)."""
     import sys
 
-    if session.config.option.markexpr == "unit" and "tensorflow" in sys.modules:
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
-        print("\nerror: the unit lane imported TensorFlow", file=sys.stderr)
+    yield
+    if request.config.option.markexpr == "unit":
+        assert "tensorflow" not in sys.modules, "the unit lane imported TensorFlow"
 
 
 @pytest.fixture(scope="session")
@@ -101,8 +102,16 @@ def shared_cifar(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
     if not SHARED_DATA.exists():
         pytest.skip(f"real assets not found under {SHARED}")
-    base = CacheLayout(tmp_path_factory.mktemp("shared_cifar"))
-    load_dataset(str(SHARED_DATA), base)
+    # One conversion for the whole run, whichever xdist worker gets there first (the others wait on the lock).
+    run_root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        run_root = run_root.parent  # the run's folder, above this worker's own
+    root = run_root / "shared_cifar"
+    root.mkdir(exist_ok=True)
+    with (root / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        base = CacheLayout(root / "cache")
+        load_dataset(str(SHARED_DATA), base)
 
     def fresh(path: Path) -> Path:
         # Converted arrays are never written in place (a new version is a new folder), so links are safe to share.

@@ -11,8 +11,9 @@ How an hour of two CPU cores is spent (measured on CIFAR-10, see docs/finetuning
 - **The frozen prefix runs once.** Its outputs for every training image (and both views of the test images) are cached
   as uint8 (ReLU6 outputs in [0, 6], 6/255 a step) under the cache's ``activations/``, keyed by everything that
   changes them and written in checkpointed chunks, then atomically. Training then costs only the trainable blocks.
-- **Augmentation on the cached maps**: a random mirror and a random shift of up to ``shift`` cells (zero padding), the
-  feature-map form of CIFAR's flip-and-crop.
+- **Augmentation on the cached maps**: each image's maps come from its original or its mirrored view (both cached: a
+  mirrored map is not the map of the mirrored image), then a random shift of up to ``shift`` cells (zero padding),
+  the feature-map form of CIFAR's crop.
 - **Schedule fitted to the budget**: SGD with Nesterov momentum, a short warm-up, then cosine decay to zero over the
   steps the remaining budget holds at the speed measured on this machine (a run asked for 15 minutes trains less,
   never longer). Label smoothing; decoupled weight decay. BatchNorm keeps its ImageNet moving statistics (its scale
@@ -55,7 +56,7 @@ from lib.runtimes.backbones import resolve_backbone
 from lib.store.atomic import check_free_space, check_writable, read_json, save_npy_atomic, write_json_atomic
 from lib.store.layout import FINETUNE_FILES, CacheLayout, CacheLike, artifact_key
 
-BUDGET_VERSION = 1  # 1: MobileNet v1 rebuilt in Keras, uint8 activations of the frozen prefix
+BUDGET_VERSION = 2  # 1: MobileNet v1 rebuilt in Keras, uint8 activations of the frozen prefix; 2: true flips
 ACTIVATION_SCALE = 6.0 / 255.0  # ReLU6 outputs in [0, 6] stored as uint8
 CHECKPOINT_S = 240.0  # seconds of training between checkpoints (a kill -9 loses at most this)
 CHUNK = 2048  # images per activation chunk (a resumable unit of caching)
@@ -70,7 +71,9 @@ class BudgetRecipe:
     image_size: int = 112  # px the 32x32 images are resized to
     cut: str = "conv_pw_5_relu"  # the last frozen layer: its outputs are cached
     batch_size: int = 64  # images per step
-    learning_rate: float = 0.02  # SGD (Nesterov momentum 0.9) peak, after warmup_steps
+    optimizer: str = "sgd"  # "sgd" (Nesterov momentum 0.9) or "adam"
+    learning_rate: float = 0.02  # peak, after warmup_steps
+    batchnorm: str = "moving"  # "moving": ImageNet's moving statistics kept; "batch": batch statistics while training
     weight_decay: float = 5e-5  # decoupled, per step, times the learning rate
     label_smoothing: float = 0.1
     shift: int = 2  # cells of random translation of the cached maps (2 of 14 at 112 px: a 4-pixel crop at 32)
@@ -91,6 +94,8 @@ class BudgetRecipe:
             raise ConfigError(f"--budget-minutes must be from 1 to 1440, got {self.budget_minutes:g}.")
         if not 32 <= self.image_size <= 512 or self.batch_size < 1 or not 0 < self.learning_rate < 1:
             raise ConfigError("The fine-tuning recipe's image size, batch size or learning rate is out of range.")
+        if self.optimizer not in ("sgd", "adam") or self.batchnorm not in ("moving", "batch"):
+            raise ConfigError("The fine-tuning recipe's optimizer must be sgd or adam, its batchnorm moving or batch.")
         return self
 
 
@@ -340,7 +345,9 @@ def budget_finetune_run(
 
         return cached_activations(layout, ds, split, view, spec, recipe, prefix, progress)
 
-    train_acts = cache("train", ORIGINAL)
+    # Both views of the training images: a mirrored feature map is not the map of the mirrored image (the filters are
+    # not symmetric), so the flip augmentation picks between the two cached views instead
+    train_views = (cache("train", ORIGINAL), cache("train", FLIP))
     test_acts = {v: cache("test", v) for v in (ORIGINAL, FLIP)}
     labels = ds.labels("train").astype(np.int64)
     train_rows, held_rows = _split_rows(labels, req.limit, recipe.val_images, recipe.seed)
@@ -353,7 +360,7 @@ def budget_finetune_run(
             recipe,
             suffix,
             len(ds.classes),
-            train_acts,
+            train_views,
             labels,
             (train_rows, held_rows),
             folder,
@@ -368,7 +375,7 @@ def budget_finetune_run(
             "resume when the same request runs again."
         ) from err
     manifest = _evaluate_and_save(
-        req, layout, recipe, ds, spec, full, trained, (train_acts, test_acts), (held_rows, test_rows), t_job, stage
+        req, layout, recipe, ds, spec, full, trained, (train_views[0], test_acts), (held_rows, test_rows), t_job, stage
     )
     shutil.rmtree(folder, ignore_errors=True)  # the run holds the model now; the checkpoint is this project's own
     return manifest
@@ -388,10 +395,9 @@ class _Trained:
 
 
 def _augment(tf: Any, x: Any, shift: int) -> Any:
-    """A batch of maps, each mirrored at random and shifted by up to ``shift`` cells (zero fill): CIFAR's flip and
-    crop on the cached maps, in one vectorised op (no per-image pipeline)."""
+    """A batch of maps, each shifted by up to ``shift`` cells (zero fill): CIFAR's crop on the cached maps, in one
+    vectorised op (no per-image pipeline). The flip is chosen when the batch is read (see :func:`_batches`)."""
     n = tf.shape(x)[0]
-    x = tf.where(tf.random.uniform((n, 1, 1, 1)) < 0.5, tf.reverse(x, axis=[2]), x)
     if not shift:
         return x
     d = tf.cast(tf.random.uniform((n, 2), -shift, shift + 1, dtype=tf.int32), tf.float32)
@@ -407,14 +413,19 @@ def _augment(tf: Any, x: Any, shift: int) -> Any:
     )
 
 
-def _batches(acts: np.ndarray, labels: np.ndarray, rows: np.ndarray, batch: int, seed: int) -> Any:
-    """Endless shuffled batches of cached maps (uint8) and labels, read from the memory map in sorted order."""
+def _batches(views: tuple[np.ndarray, np.ndarray], labels: np.ndarray, rows: np.ndarray, batch: int, seed: int) -> Any:
+    """Endless shuffled batches of cached maps (uint8) and labels, read from the memory maps in sorted order; each
+    image's maps come from its original or its mirrored view at random (the flip augmentation)."""
     rng = np.random.default_rng(seed)
     while True:
         order = rng.permutation(rows)
         for s in range(0, len(order) - batch + 1, batch):
             idx = np.sort(order[s : s + batch])
-            yield np.asarray(acts[idx]), labels[idx]
+            mirrored = rng.random(len(idx)) < 0.5
+            maps = np.empty((len(idx), *views[0].shape[1:]), np.uint8)
+            maps[~mirrored] = views[0][idx[~mirrored]]
+            maps[mirrored] = views[1][idx[mirrored]]
+            yield maps, labels[idx]
 
 
 def _logits(model: Any, acts: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -427,7 +438,7 @@ def _train(
     recipe: BudgetRecipe,
     suffix: Any,
     num_classes: int,
-    acts: np.ndarray,
+    views: tuple[np.ndarray, np.ndarray],
     labels: np.ndarray,
     rows: tuple[np.ndarray, np.ndarray],
     folder: Path,
@@ -442,6 +453,7 @@ def _train(
     from sklearn.linear_model import LogisticRegression
 
     train_rows, held_rows = rows
+    acts = views[0]
     shape = tuple(int(d) for d in acts.shape[1:])
     inputs = keras.Input(shape, dtype=tf.uint8)
     head = keras.layers.Dense(num_classes, name="classes")
@@ -456,7 +468,10 @@ def _train(
         cosine = recipe.learning_rate * 0.5 * (1.0 + tf.cos(math.pi * progress))
         return tf.where(step < warm, recipe.learning_rate * (step + 1.0) / warm, cosine)
 
-    optimizer = keras.optimizers.SGD(lr, momentum=0.9, nesterov=True)
+    if recipe.optimizer == "adam":
+        optimizer = keras.optimizers.Adam(lr)
+    else:
+        optimizer = keras.optimizers.SGD(lr, momentum=0.9, nesterov=True)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step_var, total=total_var)
     manager = tf.train.CheckpointManager(checkpoint, str(folder), max_to_keep=1)
     history_json = folder / FINETUNE_FILES.history
@@ -489,10 +504,9 @@ def _train(
     def train_step(maps: Any, y: Any) -> tuple[Any, Any]:
         x = _augment(tf, tf.cast(maps, tf.float32) * ACTIVATION_SCALE, recipe.shift)
         with tf.GradientTape() as tape:
-            # BatchNorm keeps its moving statistics (its scale and offset train): batch statistics of upsampled
-            # CIFAR maps differ from the ImageNet ones (features correlate 0.44 with them at 112 px), and a head
-            # trained under them meets other features at test time
-            logits = head(suffix(x, training=False))
+            # "moving": BatchNorm keeps its moving statistics (its scale and offset train); "batch": batch
+            # statistics, the moving ones follow them (see docs/finetuning.md for what each gave)
+            logits = head(suffix(x, training=recipe.batchnorm == "batch"))
             loss = loss_fn(tf.one_hot(y, num_classes), logits)
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
@@ -503,7 +517,7 @@ def _train(
         return loss, tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, 1), y), tf.float32))
 
     steps_per_epoch = max(1, len(train_rows) // recipe.batch_size)
-    data = _batches(acts, labels, train_rows, recipe.batch_size, recipe.seed + start_step)
+    data = _batches(views, labels, train_rows, recipe.batch_size, recipe.seed + start_step)
     t0 = last_save = time.perf_counter()
     losses: list[float] = []
     accs: list[float] = []

@@ -55,7 +55,7 @@ def test_a_training_job_outlives_its_tab_and_two_tabs_make_one_run(cache: Path) 
         a = browser.new_page(viewport={"width": 1400, "height": 1400})
         b = browser.new_page(viewport={"width": 1400, "height": 1400})
         for page in (a, b):
-            _train_form(page, url, 400)
+            _train_form(page, url, 200)
         a.get_by_role("button", name="Train", exact=True).click()
         b.get_by_role("button", name="Train", exact=True).click()  # the same request from a second tab: it joins
         a.get_by_test_id("stSidebar").get_by_text("train: train", exact=False).first.wait_for(timeout=60_000)
@@ -78,19 +78,18 @@ def test_a_training_job_outlives_its_tab_and_two_tabs_make_one_run(cache: Path) 
         runs = list_runs(cache)
         assert [m.run_id for m in runs] == [jobs[0].result["run_id"]] and runs[
             0
-        ].limit == 400  # two presses, one job, one run
+        ].limit == 200  # two presses, one job, one run
         sidebar.get_by_role("link", name="Evaluate the run").wait_for(timeout=30_000)
         assert not exceptions(c)
 
 
 def test_cancel_an_extraction_half_way_then_it_resumes(cache: Path) -> None:
-    args = [*ARGS[:-1], "160"]
-    with running_app(args, cache) as (url, _), chromium() as browser:
+    with running_app(ARGS, cache) as (url, _), chromium() as browser:
         page = browser.new_page(viewport={"width": 1400, "height": 1400})
         page.goto(url)
         page.get_by_role("button", name="Extract missing features (train, test)").click()
         job = _wait(
-            lambda: next((j for j in list_jobs(cache) if j.state == "running" and j.progress.done >= 12_288), None),
+            lambda: next((j for j in list_jobs(cache) if j.state == "running" and j.progress.done >= 5_000), None),
             timeout=240,
         )
         wait_idle(page)
@@ -102,7 +101,7 @@ def test_cancel_an_extraction_half_way_then_it_resumes(cache: Path) -> None:
         features = cache / "features"
         assert not [p for p in features.glob("*.npy")]  # nothing partial became an artifact
         chunks = sorted(features.glob("*.partial/chunk_*.npy"))
-        assert len(chunks) >= 3  # whole checkpoint chunks are kept, to resume from
+        assert len(chunks) >= 1  # whole checkpoint chunks (4,096 images each) are kept, to resume from
         page.reload()
         page.get_by_role("button", name="Extract missing features (train, test)").click()  # the same request again
         again = _wait(
@@ -122,7 +121,7 @@ def test_cancel_an_extraction_half_way_then_it_resumes(cache: Path) -> None:
 def test_a_job_outlives_a_killed_server(cache: Path) -> None:
     with running_app(ARGS, cache) as (url, _), chromium() as browser:
         page = browser.new_page(viewport={"width": 1400, "height": 1400})
-        _train_form(page, url, 300)
+        _train_form(page, url, 150)
         page.get_by_role("button", name="Train", exact=True).click()
         _wait(lambda: [j for j in list_jobs(cache) if j.state == "running"], timeout=120)
         os.kill(SERVER_PIDS[url], signal.SIGKILL)  # the server dies mid-job, as on a crash

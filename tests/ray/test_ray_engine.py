@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -111,8 +112,7 @@ def test_ray_features_equal_the_local_engines(
 
 def test_one_engine_serves_two_runtimes_in_turn(assets: dict[str, Path], tmp_path: Path) -> None:
     """One RayEngine makes LiteRT features (the driver converts the model once and sends it to the workers as bytes),
-    then
-    TensorFlow features: the second set of workers starts after the first stops (both would not fit the 2 CPUs)."""
+    then TensorFlow features: the second set of workers starts after the first stops (both would not fit the 2 CPUs)."""
     local_cache, ray_cache = tmp_path / "local", tmp_path / "ray"
     spec = resolve_backbone(str(assets["savedmodel"]))
     local_ds = load_dataset(str(assets["cifar_tar"]), local_cache)
@@ -193,7 +193,7 @@ def _ray(*args: str, env: dict[str, str], check: bool = True) -> None:
 
 
 @pytest.mark.shared
-def test_two_node_cluster_extracts_on_both_nodes(tmp_path: Path) -> None:
+def test_two_node_cluster_extracts_on_both_nodes(tmp_path: Path, shared_cifar: Any) -> None:
     """A real two-node Ray cluster on this machine (head with 1 CPU, a second node with 1 CPU, token auth on): `extract
     --engine ray --ray-address` on 1,000 CIFAR-10 test images runs on both nodes and equals the local engine."""
     short = Path("/tmp") / f"tlx-ray-ci-{secrets.token_hex(3)}"  # Ray's socket paths need a short temp dir
@@ -213,7 +213,7 @@ def test_two_node_cluster_extracts_on_both_nodes(tmp_path: Path) -> None:
     try:
         _ray("start", "--head", f"--port={port}", "--temp-dir", str(short), "--include-dashboard=false", *node, env=env)
         _ray("start", f"--address={address}", *node, env=env)
-        cache = tmp_path / "cache"
+        cache = shared_cifar(tmp_path / "cache")  # the archive converted once per test run
         args = [
             "extract",
             "--source",

@@ -60,7 +60,7 @@ def test_the_preset_fits_its_schedule_to_the_budget_and_saves_a_calibrated_run(
         manifest.run_id
     ]
     assert not (cache_dir / "finetune").exists() or not any((cache_dir / "finetune").iterdir())
-    assert len(list((cache_dir / "activations").glob("*.npy"))) == 3  # train, and both views of test
+    assert len(list((cache_dir / "activations").glob("*.npy"))) == 4  # both views of train and of test
     run = load_run(cache_dir, manifest.run_id)
     assert run.probs.shape == (30, 10) and np.allclose(run.probs.sum(axis=1), 1.0, atol=1e-5)
     # The whole fine-tuned network is stored with the run: it exports and gives the stored (calibrated, TTA)

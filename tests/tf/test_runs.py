@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -22,8 +23,10 @@ from lib.store.layout import CacheLayout
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def run_manifest(assets: dict[str, Path], cache_dir: Path) -> RunManifest:
+@pytest.fixture(scope="module")
+def _trained(assets: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, RunManifest]:
+    """One run trained once for the module; each test gets its own copy of that cache (the tests damage and delete)."""
+    cache = tmp_path_factory.mktemp("trained_run")
     req = RunRequest(
         str(assets["cifar_tar"]),
         str(assets["savedmodel"]),
@@ -32,7 +35,13 @@ def run_manifest(assets: dict[str, Path], cache_dir: Path) -> RunManifest:
         train_views=("original", "flip"),
         tta=True,
     )
-    return train_run(req, cache_dir)
+    return cache, train_run(req, cache)
+
+
+@pytest.fixture
+def run_manifest(_trained: tuple[Path, RunManifest], cache_dir: Path) -> RunManifest:
+    shutil.copytree(_trained[0], cache_dir, dirs_exist_ok=True)
+    return _trained[1]
 
 
 def test_train_run_registers_a_complete_run(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -17,8 +20,8 @@ LIMIT = 50  # images per class and split: 500 train + 500 test
 
 
 @pytest.fixture(scope="module")
-def shared_cache(tmp_path_factory: pytest.TempPathFactory):
-    return tmp_path_factory.mktemp("shared_cache")
+def shared_cache(tmp_path_factory: pytest.TempPathFactory, shared_cifar: Any) -> Path:
+    return shared_cifar(tmp_path_factory.mktemp("shared_cache"))  # the archive converted once per test run
 
 
 def test_real_dataset_summary(shared_cache) -> None:
