@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from lib.pipeline.finetune_budget import (
 )
 from lib.process import configure_process, machine_info
 from lib.runtimes.backbones import resolve_backbone
+from lib.store.layout import CacheLayout
 
 
 def layer_macs(model: Any) -> int:
@@ -75,7 +75,7 @@ def main() -> None:
     p.add_argument("--cache-dir", default=None, help="a cache holding the preset's cached training maps")
     p.add_argument("--epoch-images", type=int, default=48_000, help="training images in an epoch")
     args = p.parse_args()
-    configure_process(Path(os.environ.get("TFHUB_CACHE_DIR", ROOT / "cache" / "tfhub")))
+    configure_process(CacheLayout(args.cache_dir or ROOT / "cache").tfhub_cache())
     import tensorflow as tf
     import tf_keras as keras
 
