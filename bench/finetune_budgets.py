@@ -70,7 +70,7 @@ def run_budget(source: str, backbone: str, cache: Path, minutes: int) -> dict[st
         "images_per_second": ft["images_per_second"],
         "peak_rss_mb": out.get("peak_rss_mb"),
         "run_id": out["run_id"],
-        "command": " ".join(argv[1:-4]),
+        "command": " ".join(argv[1:-3]),  # without --cache-dir and --json
     }
 
 

@@ -80,6 +80,7 @@ def main() -> None:
     import tf_keras as keras
 
     recipe = FINETUNE_PRESETS[args.preset]
+    keras.utils.set_random_seed(recipe.seed)  # the process is deterministic (configure_process): random ops need one
     full = keras_mobilenet_v1(resolve_backbone(args.backbone), recipe.image_size)
     prefix, suffix = split_model(full, recipe.cut)
     shape = tuple(int(d) for d in prefix.output.shape[1:])
