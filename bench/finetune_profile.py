@@ -27,6 +27,7 @@ from lib.pipeline.finetune_budget import (
     _augment,
     _batches,
     keras_mobilenet_v1,
+    make_optimizer,
     split_model,
 )
 from lib.process import configure_process, machine_info
@@ -87,7 +88,7 @@ def main() -> None:
     head = keras.layers.Dense(10)
     inputs = keras.Input(shape, dtype=tf.uint8)
     model = keras.Model(inputs, head(suffix(tf.cast(inputs, tf.float32) * ACTIVATION_SCALE)))
-    optimizer = keras.optimizers.SGD(recipe.learning_rate, momentum=0.9, nesterov=True)
+    optimizer = make_optimizer(keras, recipe, recipe.learning_rate)  # the preset's own optimizer
     loss_fn = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=recipe.label_smoothing)
     bn_training = recipe.batchnorm == "batch"
 

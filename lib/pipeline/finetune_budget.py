@@ -413,6 +413,13 @@ def _augment(tf: Any, x: Any, shift: int) -> Any:
     )
 
 
+def make_optimizer(keras: Any, recipe: BudgetRecipe, lr: Any) -> Any:
+    """The recipe's optimizer at learning rate ``lr`` (a number or a schedule callable)."""
+    if recipe.optimizer == "adam":
+        return keras.optimizers.Adam(lr)
+    return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True)
+
+
 def _batches(views: tuple[np.ndarray, np.ndarray], labels: np.ndarray, rows: np.ndarray, batch: int, seed: int) -> Any:
     """Endless shuffled batches of cached maps (uint8) and labels, read from the memory maps in sorted order; each
     image's maps come from its original or its mirrored view at random (the flip augmentation)."""
@@ -468,10 +475,7 @@ def _train(
         cosine = recipe.learning_rate * 0.5 * (1.0 + tf.cos(math.pi * progress))
         return tf.where(step < warm, recipe.learning_rate * (step + 1.0) / warm, cosine)
 
-    if recipe.optimizer == "adam":
-        optimizer = keras.optimizers.Adam(lr)
-    else:
-        optimizer = keras.optimizers.SGD(lr, momentum=0.9, nesterov=True)
+    optimizer = make_optimizer(keras, recipe, lr)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step_var, total=total_var)
     manager = tf.train.CheckpointManager(checkpoint, str(folder), max_to_keep=1)
     history_json = folder / FINETUNE_FILES.history
