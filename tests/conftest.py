@@ -18,7 +18,8 @@ from lib.process import configure_process
 
 # What the CLI and app.py do at start-up, so tests see the same process settings (deterministic ops, legacy Keras for
 # TF Hub).
-configure_process(Path(os.environ.get("TMPDIR", "/tmp")) / "tlx-test-cache" / "tfhub")
+TEST_CACHE = Path(os.environ.get("TMPDIR", "/tmp")) / "tlx-test-cache"  # what outlives one test run on this machine
+configure_process(TEST_CACHE / "tfhub")
 
 from tests import fixtures  # noqa: E402
 
@@ -92,9 +93,9 @@ def _unit_lane_stays_without_tensorflow(request: pytest.FixtureRequest) -> Any:
 
 
 @pytest.fixture(scope="session")
-def shared_cifar(tmp_path_factory: pytest.TempPathFactory) -> Any:
+def shared_cifar() -> Any:
     """``fresh(path)``: a new cache at ``path`` holding the shared CIFAR-10 copy already converted (converted once per
-    session, then hard-linked: tests about something else do not each spend 30 s decoding 60,000 JPEGs)."""
+    machine, then hard-linked: tests about something else do not each spend 30 s decoding 60,000 JPEGs)."""
     import shutil
 
     from lib.data.sources import load_dataset
@@ -102,12 +103,11 @@ def shared_cifar(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
     if not SHARED_DATA.exists():
         pytest.skip(f"real assets not found under {SHARED}")
-    # One conversion for the whole run, whichever xdist worker gets there first (the others wait on the lock).
-    run_root = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        run_root = run_root.parent  # the run's folder, above this worker's own
-    root = run_root / "shared_cifar"
-    root.mkdir(exist_ok=True)
+    # One conversion for this machine's test runs, whichever xdist worker of whichever run gets there first (the others
+    # wait on the lock; .ci/run's second pytest, the Ray lane, finds it done). A changed archive is another folder.
+    stat = SHARED_DATA.stat()
+    root = TEST_CACHE / f"shared_cifar-{stat.st_size}-{stat.st_mtime_ns}"
+    root.mkdir(parents=True, exist_ok=True)
     with (root / ".lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         base = CacheLayout(root / "cache")
@@ -115,7 +115,17 @@ def shared_cifar(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
     def fresh(path: Path) -> Path:
         # Converted arrays are never written in place (a new version is a new folder), so links are safe to share.
-        shutil.copytree(base.datasets, CacheLayout(path).datasets, copy_function=os.link)
+        shutil.copytree(base.datasets, CacheLayout(path).datasets, copy_function=_link_or_copy)
         return path
 
     return fresh
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    """A hard link, or a copy where the two folders are on different file systems."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        import shutil
+
+        shutil.copy2(src, dst)

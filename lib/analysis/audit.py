@@ -58,6 +58,10 @@ DEFAULT_FOLDS = 5
 RANK_CALIBRATED = False  # the heads train on both and average both, as the best preset does
 DEFAULT_THRESHOLD = 0.85  # cosine similarity from which two images count as near-duplicates (see the README)
 MIN_STEPS = 300  # optimizer steps of each audit head, at least
+# A small set's heads take batches of at most a quarter of their rows (never fewer than MIN_BATCH): with the preset's
+# 512 a head on 800 rows made 300 steps over 64% of them each, 192 passes, 2.6 times the arithmetic of batches of 200
+# for the same steps. Sets of 2,048 rows and more keep the preset's batch (the measured figures are unchanged).
+MIN_BATCH = 64
 # How cleanlab sizes the flagged set: as many images as its confident joint estimates to be mislabelled, those of lowest
 # self-confidence. Measured on CIFAR-10N aggre (README): F1 0.664 against 0.592 for cleanlab's default
 # (prune_by_noise_rate), 0.648 prune_by_class, 0.610 both, 0.551 confident_learning or predicted_neq_given.
@@ -92,10 +96,12 @@ def audit_head() -> Any:
 
 
 def _fitted_steps(cfg: Any, rows: int) -> Any:
-    """The preset's epochs, but never fewer than :data:`MIN_STEPS` optimizer steps (a small set would get a handful)."""
+    """The preset's epochs, but never fewer than :data:`MIN_STEPS` optimizer steps (a small set would get a handful),
+    in batches of at most a quarter of the rows (:data:`MIN_BATCH`)."""
     import math
 
-    return dataclasses.replace(cfg, steps=max(MIN_STEPS, cfg.epochs * math.ceil(rows / cfg.batch_size)))
+    batch = min(cfg.batch_size, max(MIN_BATCH, rows // 4))
+    return dataclasses.replace(cfg, batch_size=batch, steps=max(MIN_STEPS, cfg.epochs * math.ceil(rows / batch)))
 
 
 @dataclass
@@ -324,6 +330,7 @@ def audit_key(feature_keys: dict[str, str], folds: int, seed: int, head: Any, la
         "seed": seed,
         "head": dataclasses.asdict(head),
         "min_steps": MIN_STEPS,
+        "min_batch": MIN_BATCH,
         "rounds": ROUNDS,
         "dims": DIMS,
         "filter_by": FILTER_BY,

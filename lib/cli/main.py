@@ -29,7 +29,7 @@ from lib.cli import data, deploy, jobs, quality, runs
 from lib.defaults import choose_defaults
 from lib.errors import UserFacingError
 from lib.jobs.queue import claimed_by
-from lib.jobs.report import JobCancelled, finish
+from lib.jobs.report import JobCancelled, finish, job_folder
 from lib.process import configure_process
 from lib.safe_text import terminal_text
 from lib.store.layout import CacheLayout
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the process exit code. Started as a background job (by the runner), it also writes the
     job's outcome: its exit status, its JSON result, or its one-line error."""
     started = STARTED if argv is None else time.time()  # in-process calls (tests) count from the call
-    job_dir = os.environ.get("TLX_JOB_DIR")
+    job_dir = job_folder()
     if job_dir:
         if not claimed_by(Path(job_dir), os.getpid()):
             # Its start was not recorded (the runner could not write, or died): this process must not do the work.

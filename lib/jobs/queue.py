@@ -17,13 +17,15 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from lib.errors import CacheWriteError, UserFacingError
 from lib.jobs.records import Job, Progress, now
+from lib.jobs.report import acting_for, finish
 from lib.process import is_alive, process_start
 from lib.safe_text import terminal_text
 from lib.store.atomic import FREE_MARGIN, check_writable, read_json, write_json_atomic
@@ -253,6 +255,9 @@ def ensure_runner(layout: CacheLayout) -> None:
         return
     check_writable(layout.jobs)
     layout.jobs.mkdir(parents=True, exist_ok=True)
+    if _IN_PROCESS is not None:
+        threading.Thread(target=run_runner, args=(layout,), name=f"tlx-runner {layout.root}", daemon=True).start()
+        return
     env = {
         k: v for k, v in os.environ.items() if k not in ("TLX_JOB_DIR", "TLX_JOB_ID")
     }  # a job that submits is not the runner
@@ -273,6 +278,61 @@ class RunnerStoppedError(Exception):
     """The runner cannot record a job's start (a full disk, a read-only cache): it stops, and says why."""
 
 
+# ------------------------------------------------------------------------------------ jobs run in this process
+
+JobMain = Callable[[list[str]], int]  # the CLI's main(argv): what a job's process runs
+_IN_PROCESS: JobMain | None = None
+
+
+def run_jobs_in_process(main: JobMain | None) -> None:
+    """For tests: the runner runs as a thread of this process and each job as a call of ``main(argv)`` in a thread of
+    its own (one TensorFlow import for all, instead of one per job's process); ``None`` restores processes.
+
+    Everything else is as with processes: the queue lock, the record naming the runner's process before the job does
+    any work, progress, the cancel at the next progress report, the outcome. What only processes have (outliving the
+    server, a killed process, escalating a cancel with signals) is tested with real processes."""
+    global _IN_PROCESS
+    _IN_PROCESS = main
+
+
+class _JobThread:
+    """A job run in a thread of this process, answering the runner as a ``Popen`` does (``poll``, ``returncode``)."""
+
+    def __init__(self, layout: CacheLayout, job: Job, main: JobMain) -> None:
+        self.returncode: int | None = None
+        self._thread = threading.Thread(
+            target=self._run, args=(layout, job, main), name=f"tlx-job {job.id}", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, layout: CacheLayout, job: Job, main: JobMain) -> None:
+        code = 1
+        with acting_for(layout.job_dir(job.id)):
+            try:
+                code = main([*job.argv, "--cache-dir", str(layout.root), "--json"])
+            except SystemExit as stop:  # argparse's refusal: main wrote the outcome already
+                code = stop.code if isinstance(stop.code, int) else 2
+            except BaseException as err:  # noqa: BLE001 a crash still ends the job (its process would have ended)
+                if _outcome(layout, job) is None:
+                    finish(1, None, f"unexpected {type(err).__name__}: {err}")
+        self.returncode = code
+
+    def poll(self) -> int | None:
+        return None if self._thread.is_alive() else self.returncode
+
+
+def _start_in_process(layout: CacheLayout, job: Job, main: JobMain) -> _JobThread:
+    job.state, job.started, job.pid, job.pid_start = "running", now(), os.getpid(), process_start(os.getpid())
+    try:
+        job.write(layout)
+    except CacheWriteError as err:
+        raise RunnerStoppedError(f"The job runner cannot write {layout.jobs}, so it starts no job: {err}") from err
+    return _JobThread(layout, job, main)
+
+
+# ------------------------------------------------------------------------------------------ jobs as processes
+
+
 def _start(layout: CacheLayout, job: Job) -> subprocess.Popen[bytes]:
     """Start a queued job's process (in a session of its own: it outlives the runner and the server).
 
@@ -283,6 +343,8 @@ def _start(layout: CacheLayout, job: Job) -> subprocess.Popen[bytes]:
     for stale in (JOB_FILES.outcome, JOB_FILES.cancel):  # from a start that was undone: never this start's outcome
         with contextlib.suppress(OSError):
             layout.job_file(job.id, stale).unlink()
+    if _IN_PROCESS is not None:
+        return _start_in_process(layout, job, _IN_PROCESS)  # type: ignore[return-value]
     job.state, job.started, job.pid, job.pid_start = "running", now(), 0, ""
     try:
         job.write(layout)
@@ -363,6 +425,8 @@ def _escalate(layout: CacheLayout, job: Job) -> None:
     except OSError:
         return
     sig = signal.SIGTERM if waited > 2 * CANCEL_GRACE_S else signal.SIGINT if waited > CANCEL_GRACE_S else None
+    if job.pid == os.getpid():  # a job run in-process stops at its next progress report; never signal this process
+        return
     if sig is not None and is_alive(job.pid, job.pid_start):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(job.pid, sig)

@@ -1,7 +1,8 @@
 """The job side of a job: a CLI command run by the runner reports its progress and checks for a cancel through here.
 
-The runner sets ``TLX_JOB_DIR``; outside a job :func:`current` is None and every call is a no-op, so the CLI reports
-the same way whether a person or the runner started it.
+The runner sets ``TLX_JOB_DIR`` for a job's process (or :func:`acting_for` for a job it runs as a thread of its own
+process, see :func:`lib.jobs.queue.run_jobs_in_process`); outside a job :func:`current` is None and every call is a
+no-op, so the CLI reports the same way whether a person or the runner started it.
 
     job = current()
     if job: job.progress("extract train/original@128", done, total, rate=812.0, eta=11.5, unit="img")
@@ -11,11 +12,14 @@ the same way whether a person or the runner started it.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import functools
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +27,8 @@ from lib.jobs.records import Progress, now
 from lib.store.layout import JOB_FILES
 
 MIN_INTERVAL_S = 0.25  # progress is written at most this often (the panel polls every second or two)
+JOB_DIR_ENV = "TLX_JOB_DIR"  # set by the runner for a job's process: the job's folder
+_ACTING_FOR: contextvars.ContextVar[str | None] = contextvars.ContextVar("tlx_job_dir", default=None)
 
 
 class JobCancelled(KeyboardInterrupt):
@@ -81,9 +87,25 @@ def _reporter(folder: str) -> JobReporter:
     return JobReporter(Path(folder))
 
 
+def job_folder() -> str | None:
+    """The folder of the job this code runs for: the thread's (:func:`acting_for`), else the process's
+    (``TLX_JOB_DIR``), else None."""
+    return _ACTING_FOR.get() or os.environ.get(JOB_DIR_ENV) or None
+
+
+@contextlib.contextmanager
+def acting_for(folder: Path) -> Iterator[None]:
+    """Run the enclosed code as the job in ``folder`` (in this thread only: a job run in-process by the runner)."""
+    token = _ACTING_FOR.set(str(folder))
+    try:
+        yield
+    finally:
+        _ACTING_FOR.reset(token)
+
+
 def current() -> JobReporter | None:
-    """This process's job, or None when it was not started as one."""
-    folder = os.environ.get("TLX_JOB_DIR")
+    """The job this code runs for, or None when it was not started as one."""
+    folder = job_folder()
     return _reporter(folder) if folder and Path(folder).is_dir() else None
 
 

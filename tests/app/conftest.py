@@ -12,6 +12,20 @@ from lib.models.heads import HeadConfig
 from lib.pipeline.training import RunRequest, train_run
 
 
+@pytest.fixture(autouse=True)
+def _jobs_in_process() -> Any:
+    """A page's background job runs in this process (the runner and each job as threads, calling the CLI's main): the
+    pages' tests look at what a job leaves, not at its process, and a job's process would import TensorFlow again for
+    each job. Real processes (outliving the server, kill -9, cancel by signal) are tested in tests/tf/test_jobs.py and
+    tests/browser/test_jobs.py. Per test, not per session: an xdist worker runs other lanes' tests after this one."""
+    from lib.cli.main import main
+    from lib.jobs import queue
+
+    queue.run_jobs_in_process(main)
+    yield
+    queue.run_jobs_in_process(None)
+
+
 @pytest.fixture(scope="session")
 def prepared(tmp_path_factory: pytest.TempPathFactory, assets: dict[str, Path]) -> dict[str, str]:
     """A cache holding the tiny dataset, its features and one trained run."""
