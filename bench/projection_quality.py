@@ -52,26 +52,34 @@ def neighbour_keeping(features: np.ndarray, coords: np.ndarray, sample: int = SA
     return float(np.mean(kept))
 
 
-def _umap(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    import umap  # type: ignore[import-not-found]
+def _reduced(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both splits on the training features' first principal components, as the app reduces them before t-SNE (a
+    method's time includes this, as the app's t-SNE time does)."""
     from sklearn.decomposition import PCA
 
-    pca = PCA(n_components=50, random_state=SEED).fit(train)
+    from lib.analysis.full_map import PCA_DIMS
+
+    pca = PCA(n_components=PCA_DIMS, random_state=SEED).fit(train)
+    return pca.transform(train), pca.transform(test)
+
+
+def _umap(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    import umap  # type: ignore[import-not-found]
+
+    fit, placed = _reduced(train, test)
     # No random_state: umap-learn then runs on every core (a seed makes it single-threaded).
     model = umap.UMAP(n_neighbors=15, min_dist=0.1, n_components=2, low_memory=True, n_jobs=os.cpu_count() or 1)
-    a = model.fit_transform(pca.transform(train))
-    return np.asarray(a, np.float32), np.asarray(model.transform(pca.transform(test)), np.float32)
+    a = model.fit_transform(fit)
+    return np.asarray(a, np.float32), np.asarray(model.transform(placed), np.float32)
 
 
 def _pacmap(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     import pacmap  # type: ignore[import-not-found]
-    from sklearn.decomposition import PCA
 
-    pca = PCA(n_components=50, random_state=SEED).fit(train)
+    fit, placed = _reduced(train, test)
     model = pacmap.PaCMAP(n_components=2, n_neighbors=10, random_state=SEED, save_tree=True, apply_pca=False)
-    a = model.fit_transform(pca.transform(train), init="pca")
-    b = model.transform(pca.transform(test), basis=pca.transform(train))
-    return np.asarray(a, np.float32), np.asarray(b, np.float32)
+    a = model.fit_transform(fit, init="pca")
+    return np.asarray(a, np.float32), np.asarray(model.transform(placed, basis=fit), np.float32)
 
 
 def _app(method: str) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -96,8 +97,6 @@ def _unit_lane_stays_without_tensorflow(request: pytest.FixtureRequest) -> Any:
 def shared_cifar() -> Any:
     """``fresh(path)``: a new cache at ``path`` holding the shared CIFAR-10 copy already converted (converted once per
     machine, then hard-linked: tests about something else do not each spend 30 s decoding 60,000 JPEGs)."""
-    import shutil
-
     from lib.data.sources import load_dataset
     from lib.store.layout import CacheLayout
 
@@ -126,6 +125,4 @@ def _link_or_copy(src: str, dst: str) -> None:
     try:
         os.link(src, dst)
     except OSError:
-        import shutil
-
         shutil.copy2(src, dst)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from lib.errors import CacheWriteError, UserFacingError
 from lib.jobs.records import Job, Progress, now
-from lib.jobs.report import acting_for, finish
+from lib.jobs.report import JOB_DIR_ENV, acting_for, finish
 from lib.process import is_alive, process_start
 from lib.safe_text import terminal_text
 from lib.store.atomic import FREE_MARGIN, check_writable, read_json, write_json_atomic
@@ -259,7 +259,7 @@ def ensure_runner(layout: CacheLayout) -> None:
         threading.Thread(target=run_runner, args=(layout,), name=f"tlx-runner {layout.root}", daemon=True).start()
         return
     env = {
-        k: v for k, v in os.environ.items() if k not in ("TLX_JOB_DIR", "TLX_JOB_ID")
+        k: v for k, v in os.environ.items() if k not in (JOB_DIR_ENV, "TLX_JOB_ID")
     }  # a job that submits is not the runner
     with open(layout.runner_log(), "ab") as log:
         subprocess.Popen(
@@ -306,34 +306,41 @@ class _JobThread:
         self._thread.start()
 
     def _run(self, layout: CacheLayout, job: Job, main: JobMain) -> None:
-        code = 1
+        error = "the job ended without saying how"
         with acting_for(layout.job_dir(job.id)):
             try:
                 code = main([*job.argv, "--cache-dir", str(layout.root), "--json"])
-            except SystemExit as stop:  # argparse's refusal: main wrote the outcome already
+            except SystemExit as stop:  # argparse's refusal (main wrote the outcome), or a command that exits
                 code = stop.code if isinstance(stop.code, int) else 2
             except BaseException as err:  # noqa: BLE001 a crash still ends the job (its process would have ended)
-                if _outcome(layout, job) is None:
-                    finish(1, None, f"unexpected {type(err).__name__}: {err}")
+                code, error = 1, f"unexpected {type(err).__name__}: {err}"
+            # A process that ends without an outcome is seen gone and settled as failed; this thread's process lives
+            # on, so the job would stay "running": it always leaves an outcome.
+            if _outcome(layout, job) is None:
+                finish(code or 1, None, error)
         self.returncode = code
 
     def poll(self) -> int | None:
         return None if self._thread.is_alive() else self.returncode
 
 
-def _start_in_process(layout: CacheLayout, job: Job, main: JobMain) -> _JobThread:
-    job.state, job.started, job.pid, job.pid_start = "running", now(), os.getpid(), process_start(os.getpid())
+Child = subprocess.Popen[bytes] | _JobThread  # what the runner started for a job: its process, or its thread
+
+
+def _record_running(layout: CacheLayout, job: Job, pid: int, pid_start: str) -> None:
+    """Write the job's record as "running" by ``pid`` (0: its process is not started yet);
+    :class:`RunnerStoppedError` if the record cannot be written."""
+    job.state, job.started, job.pid, job.pid_start = "running", now(), pid, pid_start
     try:
         job.write(layout)
     except CacheWriteError as err:
         raise RunnerStoppedError(f"The job runner cannot write {layout.jobs}, so it starts no job: {err}") from err
-    return _JobThread(layout, job, main)
 
 
 # ------------------------------------------------------------------------------------------ jobs as processes
 
 
-def _start(layout: CacheLayout, job: Job) -> subprocess.Popen[bytes]:
+def _start(layout: CacheLayout, job: Job) -> Child:
     """Start a queued job's process (in a session of its own: it outlives the runner and the server).
 
     The record says "running" before the process exists, and the process does nothing until the record names it
@@ -343,14 +350,11 @@ def _start(layout: CacheLayout, job: Job) -> subprocess.Popen[bytes]:
     for stale in (JOB_FILES.outcome, JOB_FILES.cancel):  # from a start that was undone: never this start's outcome
         with contextlib.suppress(OSError):
             layout.job_file(job.id, stale).unlink()
-    if _IN_PROCESS is not None:
-        return _start_in_process(layout, job, _IN_PROCESS)  # type: ignore[return-value]
-    job.state, job.started, job.pid, job.pid_start = "running", now(), 0, ""
-    try:
-        job.write(layout)
-    except CacheWriteError as err:
-        raise RunnerStoppedError(f"The job runner cannot write {layout.jobs}, so it starts no job: {err}") from err
-    env = {**os.environ, "TLX_JOB_DIR": str(layout.job_dir(job.id)), "TLX_JOB_ID": job.id}
+    if _IN_PROCESS is not None:  # the job's thread names this process from the start: it works once this is written
+        _record_running(layout, job, os.getpid(), process_start(os.getpid()))
+        return _JobThread(layout, job, _IN_PROCESS)
+    _record_running(layout, job, 0, "")
+    env = {**os.environ, JOB_DIR_ENV: str(layout.job_dir(job.id)), "TLX_JOB_ID": job.id}
     env.pop("TLX_DEMO", None)
     with open(layout.job_file(job.id, JOB_FILES.log), "ab") as log:
         proc = subprocess.Popen(
@@ -424,15 +428,15 @@ def _escalate(layout: CacheLayout, job: Job) -> None:
         waited = time.time() - flag.stat().st_mtime
     except OSError:
         return
-    sig = signal.SIGTERM if waited > 2 * CANCEL_GRACE_S else signal.SIGINT if waited > CANCEL_GRACE_S else None
     if job.pid == os.getpid():  # a job run in-process stops at its next progress report; never signal this process
         return
+    sig = signal.SIGTERM if waited > 2 * CANCEL_GRACE_S else signal.SIGINT if waited > CANCEL_GRACE_S else None
     if sig is not None and is_alive(job.pid, job.pid_start):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(job.pid, sig)
 
 
-def _nap(children: dict[str, subprocess.Popen[bytes]], seconds: float) -> None:
+def _nap(children: dict[str, Child], seconds: float) -> None:
     """Sleep up to ``seconds``, waking early when a job this runner started exits (its slot is free at once)."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -474,7 +478,7 @@ def run_runner(layout: CacheLike) -> int:
         lock.truncate(0)
         lock.write(str(os.getpid()).encode())  # who the runner is (read by runner_pid; the lock is what counts)
         lock.flush()
-        children: dict[str, subprocess.Popen[bytes]] = {}
+        children: dict[str, Child] = {}
         idle_since = time.monotonic()
         started_any = False
         while True:

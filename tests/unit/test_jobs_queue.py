@@ -168,3 +168,37 @@ def test_a_bad_concurrency_is_said_and_one_is_used(
     queue._warn_once.cache_clear()
     assert queue.concurrency() == 1
     assert "TLX_JOBS" in capsys.readouterr().err
+
+
+def test_a_job_run_in_process_always_ends_with_its_outcome(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process jobs (the app lane's): whatever ``main`` does, the job settles, since this process never goes away.
+    One writes its result, one returns without an outcome, one crashes; the runner thread works through all three."""
+    from lib.jobs.report import finish, job_folder
+
+    seen: list[str | None] = []
+
+    def main(argv: list[str]) -> int:
+        seen.append(job_folder())
+        source = next(a for a in argv if a.startswith("--source="))
+        if source.endswith("/ok"):
+            finish(0, {"images": 3}, "")
+            return 0
+        if source.endswith("/silent"):
+            return 0
+        raise RuntimeError("boom")
+
+    layout = CacheLayout(tmp_path)
+    jobs = [_queued(layout, title) for title in ("ok", "silent", "crash")]
+    monkeypatch.setattr(queue, "IDLE_EXIT_S", 0.5)
+    queue.run_jobs_in_process(main)
+    try:
+        assert queue.run_runner(layout) == 0  # it returns once idle: every job has ended
+    finally:
+        queue.run_jobs_in_process(None)
+    done = {j.title: get_job(layout, j.id) for j in jobs}
+    assert done["ok"].state == "done" and done["ok"].result == {"images": 3}
+    assert done["silent"].state == "failed" and "without saying how" in done["silent"].error
+    assert done["crash"].state == "failed" and done["crash"].error == "unexpected RuntimeError: boom"
+    assert sorted(map(str, seen)) == sorted(str(layout.job_dir(j.id)) for j in jobs)  # each thread its own job
+    assert job_folder() is None
+    assert all(j.pid == os.getpid() for j in done.values())
