@@ -38,6 +38,7 @@ SHARED_TFLITE = SHARED / "models" / "mobilenet_v1_1.0_224_quant_embedding_extrac
 LANES = ("unit", "tf", "app", "browser", "ray")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group mark added here (it was ignored)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark each test with its folder's lane, and skip ``shared`` tests only where ../shared is absent (it is present in
     CI)."""

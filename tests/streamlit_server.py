@@ -34,6 +34,10 @@ CHROMIUM_ARGS = [
 ]
 
 
+# The browser lane's servers run their background jobs as threads of the job runner's process (one TensorFlow import
+# and backbone load for all of a test's jobs); tests/browser/test_jobs.py keeps real job processes.
+JOBS_IN_RUNNER = {"TLX_JOBS_IN_RUNNER": "1"}
+
 SERVER_PIDS: dict[str, int] = {}  # url -> pid of the streamlit server behind it
 
 

@@ -28,7 +28,7 @@ from lib import config
 from lib.cli import data, deploy, jobs, quality, runs
 from lib.defaults import choose_defaults
 from lib.errors import UserFacingError
-from lib.jobs.queue import claimed_by
+from lib.jobs.queue import IN_RUNNER_ENV, claimed_by, run_jobs_in_process
 from lib.jobs.report import JobCancelled, finish, job_folder
 from lib.process import configure_process
 from lib.safe_text import terminal_text
@@ -93,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
                 OneLineParser.refused or "the command's arguments were refused",
             )
         raise
+    if args.command == "jobs" and args.jobs_command == "runner" and os.environ.get(IN_RUNNER_ENV) == "1":
+        run_jobs_in_process(main)  # this runner's jobs are threads of its process (tests of the browser lane)
     args.started = started  # what a time budget counts from (the process's start, its imports included)
     args.cache_dir = args.cache_dir or config.default_cache_dir()
     args.layout = CacheLayout(args.cache_dir)  # the one layout every command passes down

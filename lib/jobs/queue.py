@@ -32,6 +32,9 @@ from lib.store.atomic import FREE_MARGIN, check_writable, read_json, write_json_
 from lib.store.layout import JOB_FILES, CacheLayout, CacheLike
 
 CONCURRENCY_ENV = "TLX_JOBS"  # how many jobs run at once (default 1: one heavy job at a time)
+# "1": the runner's process runs each job as a thread (one TensorFlow import for all its jobs; for tests, see
+# run_jobs_in_process). Read by the CLI when it starts a runner.
+IN_RUNNER_ENV = "TLX_JOBS_IN_RUNNER"
 POLL_S = 0.5  # how often the runner looks at the queue while a job waits for a free slot
 BUSY_POLL_S = (
     2.0  # how often while every slot is busy (it only settles and escalates cancels then; a job's exit wakes it early)

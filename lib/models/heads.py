@@ -288,15 +288,17 @@ def _model(cfg: HeadConfig, dim: int, num_classes: int, total_steps: int) -> Any
     import keras
 
     reg = keras.regularizers.L2(cfg.weight_decay) if cfg.weight_decay and cfg.optimizer != "adamw" else None
+    # Every layer is named: Keras's automatic names come from a process-wide counter that two threads building heads
+    # at once (jobs run in-process) can read alike, and a model with two layers of one name is refused.
     layers: list[Any] = [keras.Input((dim,))]
     if cfg.head == "mlp":
         if cfg.dropout:
-            layers.append(keras.layers.Dropout(cfg.dropout / 5, seed=cfg.seed))
-        layers.append(keras.layers.Dense(cfg.hidden, activation="relu", kernel_regularizer=reg))
+            layers.append(keras.layers.Dropout(cfg.dropout / 5, seed=cfg.seed, name="input_dropout"))
+        layers.append(keras.layers.Dense(cfg.hidden, activation="relu", kernel_regularizer=reg, name="hidden"))
         if cfg.dropout:
-            layers.append(keras.layers.Dropout(cfg.dropout, seed=cfg.seed + 1))
-    layers.append(keras.layers.Dense(num_classes, kernel_regularizer=reg))
-    model = keras.Sequential(layers)
+            layers.append(keras.layers.Dropout(cfg.dropout, seed=cfg.seed + 1, name="hidden_dropout"))
+    layers.append(keras.layers.Dense(num_classes, kernel_regularizer=reg, name="logits"))
+    model = keras.Sequential(layers, name="head")
     lr: Any = cfg.learning_rate
     if cfg.lr_schedule == "cosine":
         lr = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=total_steps)

@@ -49,8 +49,7 @@ def no_errors(at: AppTest) -> None:
 
 def finish_jobs(at: AppTest, cache: str | Path, timeout: float = 300.0) -> AppTest:
     """Wait for the cache's background jobs (started by a click) to end, then rerun the page: what the user sees when
-    the
-    panel reports the job done. Fails if a job is still queued or running after ``timeout`` seconds."""
+    the panel reports the job done. Fails if a job is still queued or running after ``timeout`` seconds."""
     import time
 
     from lib.jobs import list_jobs
@@ -59,5 +58,7 @@ def finish_jobs(at: AppTest, cache: str | Path, timeout: float = 300.0) -> AppTe
     while any(j.active for j in list_jobs(cache)):
         assert time.monotonic() < deadline, [(j.kind, j.state, j.progress.stage) for j in list_jobs(cache)]
         time.sleep(0.5)
+    # Shown with a failing test's output: a job that failed where the test expected a result says why here.
+    print("jobs after waiting:", [(j.kind, j.state, j.error[:400]) for j in list_jobs(cache)])
     at.run()
     return at

@@ -16,6 +16,7 @@ import pytest
 from tests.conftest import SHARED_DATA, SHARED_MODEL, SHARED_SMALL_MODEL
 from tests.streamlit_server import (
     CHROMIUM,
+    JOBS_IN_RUNNER,
     chromium,
     exceptions,
     hover_until_thumbnail,
@@ -54,7 +55,7 @@ def test_every_page_train_and_click_confusion_cell(browser_cache: Path) -> None:
     # measurements cost a fraction of MobileNet v1 1.0's
     args = ["--source", str(SHARED_DATA), "--backbone", str(SHARED_SMALL_MODEL), "--image-size", "128"]
     SHOTS.mkdir(parents=True, exist_ok=True)
-    with running_app(args, browser_cache, log=SHOTS.parent / "streamlit.log") as (url, _):
+    with running_app(args, browser_cache, log=SHOTS.parent / "streamlit.log", env_extra=JOBS_IN_RUNNER) as (url, _):
         with chromium() as browser:
             page = browser.new_page(viewport={"width": 1400, "height": 2200})
             page.goto(url)
@@ -192,7 +193,10 @@ def test_full_dataset_map_hover_select_and_query(browser_cache: Path) -> None:
     m = compute_full_map(str(SHARED_DATA), str(SHARED_SMALL_MODEL), 64, browser_cache, "pca")
     assert {s: len(c) for s, c in m.coords.items()} == {"train": 50_000, "test": 10_000}
     args = ["--source", str(SHARED_DATA), "--backbone", str(SHARED_SMALL_MODEL), "--image-size", "64"]
-    with running_app(args, browser_cache, log=SHOTS.parent / "streamlit-map.log") as (url, _), chromium() as browser:
+    with (
+        running_app(args, browser_cache, log=SHOTS.parent / "streamlit-map.log", env_extra=JOBS_IN_RUNNER) as (url, _),
+        chromium() as browser,
+    ):
         page = browser.new_page(viewport={"width": 1400, "height": 2700})
         page.goto(f"{url}/features?fm_method=PCA")
         page.locator(".tlx-stage canvas").first.wait_for(timeout=120_000)
@@ -271,7 +275,7 @@ def test_deep_links_work_as_the_first_request_and_url_text_stays_text(browser_ca
         ("/browse", "Browse data"),
         ("/train", "Train or load transfer models"),
     ):
-        with running_app(args, browser_cache) as (url, _), chromium() as browser:
+        with running_app(args, browser_cache, env_extra=JOBS_IN_RUNNER) as (url, _), chromium() as browser:
             page = browser.new_page(viewport={"width": 1400, "height": 1600})
             page.goto(url + path)  # the very first request this server answers
             page.get_by_role("heading", name=heading, exact=True).wait_for(timeout=60_000)
@@ -282,7 +286,7 @@ def test_deep_links_work_as_the_first_request_and_url_text_stays_text(browser_ca
             if path.startswith("/evaluate"):
                 shot(page, "6-deep-link-evaluate")
 
-    with running_app(args, browser_cache) as (url, _), chromium() as browser:
+    with running_app(args, browser_cache, env_extra=JOBS_IN_RUNNER) as (url, _), chromium() as browser:
         page = browser.new_page(viewport={"width": 1400, "height": 1600})
         outside: list[str] = []
         page.on("request", lambda r: outside.append(r.url) if "evil" in (urlparse(r.url).hostname or "") else None)
