@@ -90,7 +90,7 @@ def make_rung(cifar: str, images: int, out: Path, cache: Path, seed: int = 0) ->
     counts = {"test": images // TEST_SHARE, "train": images - images // TEST_SHARE}
     step = 5000
     tasks = [(s, a, min(a + step, n), seed, 0) for s, n in counts.items() for a in range(0, n, step)]
-    partial = out.with_name(out.name + ".partial")
+    partial = out.with_name(out.name + ".writing")  # renamed into place once complete
     with tarfile.open(partial, "w") as tar, ProcessPoolExecutor(os.cpu_count() or 2) as pool:
         for members in pool.map(_encode_range, tasks):
             for name, data in members:

@@ -66,6 +66,13 @@ class LoadedBackbone:
         return np.asarray(self._forward(batch))
 
     def _make_embedder(self, image_size: int, flip: bool) -> Callable[[Any], Any]:
+        """The resize (and mirror) and the forward pass as one graph.
+
+        Every ``tf.function`` here is traced without AutoGraph (they have no Python control flow on tensors): AutoGraph
+        parses the functions' source with :mod:`ast`, and CPython 3.11's AST constructor keeps its recursion depth in
+        interpreter-wide state, so two threads tracing at once (two sessions searching by image, two extractions in
+        one process) failed with "SystemError: AST constructor recursion depth mismatch" (in CI's
+        tests/tf/test_features.py::test_two_writers_of_the_same_key)."""
         import tensorflow as tf
 
         forward = self._forward
@@ -73,12 +80,12 @@ class LoadedBackbone:
         signature = [tf.TensorSpec([None, None, None, 3], tf.uint8)]
         if isinstance(forward, tf.types.experimental.GenericFunction) or hasattr(forward, "get_concrete_function"):
 
-            @tf.function(input_signature=signature)
+            @tf.function(input_signature=signature, autograph=False)
             def fused(x: Any) -> Any:
                 return forward(preprocess(x, image_size, flip))
 
             return fused
-        prepare = tf.function(lambda x: preprocess(x, image_size, flip), input_signature=signature)
+        prepare = tf.function(lambda x: preprocess(x, image_size, flip), input_signature=signature, autograph=False)
         return lambda x: forward(prepare(x).numpy())
 
 
@@ -126,7 +133,7 @@ def _load_savedmodel(spec: BackboneSpec) -> LoadedBackbone:
     if callable(module):
         call: Callable[..., Any] = module
 
-        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)], autograph=False)
         def forward(x: Any) -> Any:
             try:
                 out = call(x, training=False)
@@ -138,7 +145,7 @@ def _load_savedmodel(spec: BackboneSpec) -> LoadedBackbone:
         sig = module.signatures["serving_default"]
         arg = next(iter(sig.structured_input_signature[1]))
 
-        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)], autograph=False)
         def forward(x: Any) -> Any:
             return _single_output(sig(**{arg: x}))
 
