@@ -54,11 +54,11 @@ def augment(img: np.ndarray, copy: int, seed: int) -> np.ndarray:
     return np.clip(out.astype(np.float32) * scale, 0, 255).astype(np.uint8)
 
 
-def _encode_range(args: tuple[str, int, int, int, int]) -> list[tuple[str, bytes]]:
+def _encode_range(args: tuple[str, int, int, int]) -> list[tuple[str, bytes]]:
     """PNG members for positions ``[start, end)`` of one split (run in a worker process)."""
     from PIL import Image
 
-    split, start, end, rung_seed, _ = args
+    split, start, end, rung_seed = args
     images, labels, classes = _SOURCE[split]
     out = []
     for i in range(start, end):
@@ -89,7 +89,7 @@ def make_rung(cifar: str, images: int, out: Path, cache: Path, seed: int = 0) ->
     _load_source(cifar, cache)
     counts = {"test": images // TEST_SHARE, "train": images - images // TEST_SHARE}
     step = 5000
-    tasks = [(s, a, min(a + step, n), seed, 0) for s, n in counts.items() for a in range(0, n, step)]
+    tasks = [(s, a, min(a + step, n), seed) for s, n in counts.items() for a in range(0, n, step)]
     partial = out.with_name(out.name + ".writing")  # renamed into place once complete
     with tarfile.open(partial, "w") as tar, ProcessPoolExecutor(os.cpu_count() or 2) as pool:
         for members in pool.map(_encode_range, tasks):
@@ -198,7 +198,8 @@ def main() -> None:
                     timeout=1800,
                 )
                 r["browser"] = (view.stdout + view.stderr)[-3000:]
-                print("  browser:\n" + "\n".join("    " + line for line in view.stdout.strip().splitlines()))
+                shown = view.stdout if view.returncode == 0 else f"failed ({view.returncode}): {view.stderr[-1500:]}"
+                print("  browser:\n" + "\n".join("    " + line for line in shown.strip().splitlines()))
         results.append(row)
         if args.json:
             Path(args.json).write_text(json.dumps({"machine": info, "rungs": results}, indent=1, default=str))

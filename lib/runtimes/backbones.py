@@ -68,10 +68,11 @@ class LoadedBackbone:
     def _make_embedder(self, image_size: int, flip: bool) -> Callable[[Any], Any]:
         """The resize (and mirror) and the forward pass as one graph.
 
-        Every ``tf.function`` here is traced without AutoGraph (they have no Python control flow on tensors): AutoGraph
-        parses the functions' source with :mod:`ast`, and CPython 3.11's AST constructor keeps its recursion depth in
-        interpreter-wide state, so two threads tracing at once (two sessions searching by image, two extractions in
-        one process) failed with "SystemError: AST constructor recursion depth mismatch" (in CI's
+        Every backbone ``tf.function`` (these, and the SavedModel's forward pass in :func:`_load_savedmodel`) is
+        traced without AutoGraph; none has Python control flow on tensors. AutoGraph parses a function's source with
+        :mod:`ast`, and CPython 3.11's AST constructor keeps its recursion depth in interpreter-wide state, so two
+        threads tracing at once (two sessions searching by image, two extractions in one process) failed with
+        "SystemError: AST constructor recursion depth mismatch" (seen in a clean-clone run of
         tests/tf/test_features.py::test_two_writers_of_the_same_key)."""
         import tensorflow as tf
 
@@ -130,7 +131,7 @@ def _load_savedmodel(spec: BackboneSpec) -> LoadedBackbone:
         hint = " Offline? Pass a local SavedModel folder or .tflite file instead." if spec.kind == "hub" else ""
         raise BackboneError(f"Could not load backbone {spec.handle!r}: {first_line(err)}.{hint}") from err
 
-    if callable(module):
+    if callable(module):  # both forward passes are traced without AutoGraph: see LoadedBackbone._make_embedder
         call: Callable[..., Any] = module
 
         @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)], autograph=False)

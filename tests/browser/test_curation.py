@@ -44,15 +44,14 @@ def _goto(page: Any, title: str) -> None:
     the suite on a busy machine), as a person would click again."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
+    link = page.get_by_test_id("stSidebarNav").get_by_text(title, exact=True)
     heading = page.get_by_role("heading", name=HEADINGS[title], exact=True)
-    for wait_ms in (20_000, 60_000):
-        page.get_by_test_id("stSidebarNav").get_by_text(title, exact=True).click()
-        try:
-            heading.wait_for(timeout=wait_ms)
-            break
-        except PlaywrightTimeout:  # the click was lost: click again, once
-            if wait_ms == 60_000:
-                raise
+    link.click()
+    try:
+        heading.wait_for(timeout=20_000)
+    except PlaywrightTimeout:  # the click was lost: click again, once
+        link.click()
+        heading.wait_for(timeout=60_000)
     wait_idle(page)
 
 
