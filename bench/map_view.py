@@ -7,17 +7,25 @@
         cache
 
 Starts `streamlit run app.py` and headless Chromium (no GPU), opens Feature space on the stored map and
-prints, with the CPU model and core count:
-- seconds from opening the page to the map being drawn (all points);
+prints, with the CPU model and core count, what the browser draws with (the map's own 2-D pixel renderer) and
+whether WebGL or WebGPU would have been there:
+- seconds from opening the page to the map being drawn (all points), and within that the fetch of the points'
+  binary files and the time from their arrival to the first frame;
 - hover-to-thumbnail latency over --hovers points, p50 and p95 (the first hover in a sprite sheet fetches it);
-- the canvas redraw time of one pan/zoom frame (the browser's own measurement), p50 and p95;
+- the canvas redraw time of one zoom step (the browser's own measurement), p50 and p95;
+- frames per second while dragging the map for 3 s (frames the browser drew / wall time), with their draw times;
+- a lasso around the middle of the map: its point count, and the seconds from releasing the mouse to the
+  selection's class counts and image grid on the page;
 - the server's peak resident memory while showing the map (VmHWM).
-With --shots DIR it also saves the hover and selection screenshots used in the README.
+With --shots DIR it also saves the hover and selection screenshots used in the README; --json FILE keeps the
+figures.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import statistics
 import time
 from pathlib import Path
@@ -31,25 +39,35 @@ def main() -> None:
     p.add_argument("--run", default="", help="a run id, to colour by correct vs wrong")
     p.add_argument("--hovers", type=int, default=30)
     p.add_argument("--shots", default="", help="folder for the README screenshots")
+    p.add_argument("--lasso", type=float, default=0.3, help="the lasso's radius, as a share of the map's height")
+    p.add_argument("--json", default="", help="write the figures here too")
     args = p.parse_args()
+    figures: dict[str, object] = {}
 
     from lib.process import machine_info
     from tests.streamlit_server import chromium, hover_until_thumbnail, peak_rss_mb, running_app, wait_idle
 
     m = machine_info()
     print(f"machine: {m['cpu']}, {m['cores']} cores")
+    figures["machine"] = m
     app_args = ["--source", args.source, "--backbone", args.backbone, "--image-size", str(args.image_size)]
     query = f"fm_method={args.method}" + (f"&run={args.run}&fm_color=correct+vs+wrong" if args.run else "")
     with running_app(app_args, Path(args.cache_dir)) as (url, _), chromium() as browser:
         page = browser.new_page(viewport={"width": 1400, "height": 1200})
         t0 = time.perf_counter()
         page.goto(f"{url}/features?{query}")
-        page.locator(".tlx-map[data-draw-ms]").wait_for(
-            timeout=300_000
-        )  # (Playwright's locators see inside the shadow root)
+        # (Playwright's locators see inside the shadow root)
+        page.locator(".tlx-map[data-first-frame-ms]").wait_for(timeout=600_000)
+        host = page.locator(".tlx-map")
+        figures["drawn_s"] = round(time.perf_counter() - t0, 2)
+        figures["fetch_ms"] = float(host.get_attribute("data-fetch-ms") or "nan")
+        figures["first_frame_ms"] = float(host.get_attribute("data-first-frame-ms") or "nan")
+        figures["renderer"] = host.get_attribute("data-renderer")
+        figures["webgl"] = page.evaluate(GPU_PROBE)
         print(
-            f"map drawn {time.perf_counter() - t0:.2f}s after opening the page "
-            f"({page.locator('.tlx-info').inner_text()})"
+            f"map drawn {figures['drawn_s']:.2f}s after opening the page ({page.locator('.tlx-info').inner_text()}); "
+            f"points' files fetched in {figures['fetch_ms']:.0f} ms, first frame {figures['first_frame_ms']:.0f} ms "
+            f"after they arrived; drawn with {figures['renderer']} (this browser: {figures['webgl']})"
         )
         wait_idle(page)
         box = page.locator(".tlx-overlay").bounding_box()
@@ -62,6 +80,7 @@ def main() -> None:
             ms, _point = hover_until_thumbnail(page, shifted)
             latencies.append(ms)
         q = statistics.quantiles(latencies, n=20)
+        figures["hover_ms"] = {"p50": statistics.median(latencies), "p95": q[18], "max": max(latencies)}
         print(
             f"hover to thumbnail over {len(latencies)} points: p50 {statistics.median(latencies):.0f} ms, p95 "
             f"{q[18]:.0f} ms, max {max(latencies):.0f} ms"
@@ -79,23 +98,79 @@ def main() -> None:
             page.mouse.wheel(0, -120 if k < 10 else 120)
             page.wait_for_timeout(60)
             draws.append(float(page.locator(".tlx-map").get_attribute("data-draw-ms") or "nan"))
+        figures["zoom_redraw_ms"] = {"p50": statistics.median(draws), "p95": statistics.quantiles(draws, n=20)[18]}
         print(
             f"redraw of every point per zoom step: p50 {statistics.median(draws):.1f} ms, p95 "
             f"{statistics.quantiles(draws, n=20)[18]:.1f} ms"
         )
+        figures["pan"] = pan(page, cx, cy)
+        print(
+            f"panning (drag for {figures['pan']['seconds']:.1f} s): {figures['pan']['fps']:.1f} frames/s, draw "
+            f"p50 {figures['pan']['draw_p50_ms']:.1f} ms"
+        )
+        page.get_by_role("button", name="Reset view").click()
+        page.get_by_role("button", name="Lasso select").click()
+        r = args.lasso * box["height"]
+        ring = [(cx + r * math.cos(a / 24 * 2 * math.pi), cy + r * math.sin(a / 24 * 2 * math.pi)) for a in range(25)]
+        page.mouse.move(*ring[0])
+        page.mouse.down()
+        for x, y in ring[1:]:
+            page.mouse.move(x, y, steps=2)
+        t1 = time.perf_counter()
+        page.mouse.up()
+        page.get_by_role("heading", name="Selected:", exact=False).wait_for(timeout=120_000)
+        page.locator('[data-testid="stImage"]').first.wait_for(timeout=120_000)
+        wait_idle(page, timeout_ms=120_000)
+        figures["lasso_s"] = round(time.perf_counter() - t1 - 0.3, 2)  # (wait_idle's own 0.3 s taken off)
+        figures["lasso_points"] = page.locator(".tlx-info").inner_text().split(" · ")[1]
+        print(f"lasso of {figures['lasso_points']}: class counts and image grid shown {figures['lasso_s']:.2f}s after")
         if args.shots:
-            page.get_by_role("button", name="Lasso select").click()
-            page.mouse.move(cx - 120, cy - 90)
-            page.mouse.down()
-            for fx, fy in ((40, -110), (150, -40), (120, 80), (-20, 120), (-140, 40), (-120, -90)):
-                page.mouse.move(cx + fx, cy + fy, steps=6)
-            page.mouse.up()
-            page.get_by_role("heading", name="Selected:", exact=False).wait_for(timeout=60_000)
-            wait_idle(page)
             page.set_viewport_size({"width": 1400, "height": 2300})
             page.wait_for_timeout(1500)
             page.screenshot(path=str(Path(args.shots) / "7-full-map-selection.png"), full_page=True)
-        print(f"server peak RSS {peak_rss_mb(url):.0f} MB")
+        figures["server_peak_rss_mb"] = round(peak_rss_mb(url))
+        print(f"server peak RSS {figures['server_peak_rss_mb']} MB")
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=1))
+
+
+GPU_PROBE = """() => {
+  const c = document.createElement('canvas');
+  const gl = c.getContext('webgl2') || c.getContext('webgl');
+  let what = 'no WebGL';
+  if (gl) {
+    const d = gl.getExtension('WEBGL_debug_renderer_info');
+    what = 'WebGL: ' + (d ? gl.getParameter(d.UNMASKED_RENDERER_WEBGL) : gl.getParameter(gl.RENDERER));
+  }
+  return what + (navigator.gpu ? ', WebGPU' : ', no WebGPU');
+}"""
+
+
+def pan(page: object, cx: float, cy: float, seconds: float = 3.0) -> dict[str, float]:
+    """Drag the map around in small steps for ``seconds``; frames the browser drew per second of wall time."""
+    page.get_by_role("button", name="Pan").click()  # type: ignore[attr-defined]
+    host = page.locator(".tlx-map")  # type: ignore[attr-defined]
+    frames0 = int(host.get_attribute("data-frames") or 0)
+    draws = []
+    page.mouse.move(cx, cy)  # type: ignore[attr-defined]
+    page.mouse.down()  # type: ignore[attr-defined]
+    t0 = time.perf_counter()
+    k = 0
+    while time.perf_counter() - t0 < seconds:
+        k += 1
+        page.mouse.move(cx + 120 * math.sin(k / 9), cy + 80 * math.cos(k / 13))  # type: ignore[attr-defined]
+        if k % 5 == 0:
+            draws.append(float(host.get_attribute("data-draw-ms") or "nan"))
+    elapsed = time.perf_counter() - t0
+    page.mouse.up()  # type: ignore[attr-defined]
+    frames = int(host.get_attribute("data-frames") or 0) - frames0
+    return {
+        "seconds": elapsed,
+        "frames": frames,
+        "fps": frames / elapsed,
+        "moves": k,
+        "draw_p50_ms": statistics.median(draws) if draws else float("nan"),
+    }
 
 
 if __name__ == "__main__":

@@ -1,18 +1,24 @@
 """The full-dataset map widget: a Streamlit v2 component (ui/scatter_map.js, a plain canvas, nothing from a CDN).
 
-    sel = scatter_map(coords, labels, colours, preds, scores, splits, classes, sprites, key="fs_map")
-    sel.selection   # {"shape": "box"|"lasso", "points": [[x, y], ...]} in map coordinates, or None
+    sel = scatter_map(map_payload(coords, labels, colours, ...), key="fm_map")
+    sel.selection   # {"shape": "box"|"lasso", "points": [[x, y], ...], "bits": ...} in map coordinates, or None
     sel.clicked     # {"split": "train", "index": 123} after a click on a point
 
-Coordinates cross as uint16 (1/65535 of the map's extent: far below a pixel), colours and labels as one
-byte per point, all base64 in one JSON payload (about 550 KB for 60,000 points). Thumbnails are not in
-it: the browser fetches a sprite sheet from Streamlit's static files on the first hover in that sheet.
+The points cross to the browser as two binary files served from the app's static folder (``static/maps``), named by
+their content: the geometry (float32 x then y, 8 bytes a point: 8 MB for a million points) once per map, and the
+attributes (palette code, draw priority, label, prediction, issue score, shown: one byte each) once per colouring.
+The browser fetches each once and keeps it for the page's life; a rerun (a selection, another colouring) sends only
+the small JSON description, never the points again. Where the static folder is not writable the same bytes go
+inline as base64. Thumbnails are not in it either: the browser fetches a sprite sheet from the static files on the
+first hover in that sheet.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +30,9 @@ from lib.data.thumbs import THUMBS_PER_ROW, Sprites
 
 STATIC_DIR = Path(__file__).resolve().parents[1] / "static"  # served at app/static/ (server.enableStaticServing)
 THUMBS_ROOT = STATIC_DIR / "thumbs"
+MAPS_ROOT = STATIC_DIR / "maps"
+MAPS_KEEP = 24  # the newest map data files kept in static/maps (each is named by its content and made again if gone)
+_BLOB_NAME = re.compile(r"^[0-9a-f]{24}-(xy|attr)\.bin$")
 
 _CSS = """
 .tlx-map { font-family: inherit; font-size: 0.85rem; color: #31333f; }
@@ -50,13 +59,11 @@ _component = st.components.v2.component(
 )
 
 
-def _b64(a: np.ndarray) -> str:
-    return base64.b64encode(np.ascontiguousarray(a).tobytes()).decode("ascii")
-
-
-def _quantise(v: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    span = (hi - lo) or 1.0
-    return np.clip(np.round((v - lo) / span * 65535), 0, 65535).astype("<u2")
+def _digest(*parts: Any) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part if isinstance(part, bytes) else repr(part).encode())
+    return h.hexdigest()[:24]
 
 
 def map_payload(
@@ -71,45 +78,102 @@ def map_payload(
     sprites: Sprites | None,
     view_key: str,
     height: int = 560,
+    clusters: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The JSON-ready data the component draws (see the module docs)."""
-    x, y = coords[:, 0].astype(np.float64), coords[:, 1].astype(np.float64)
-    bounds = [float(x.min()), float(x.max()), float(y.min()), float(y.max())] if len(x) else [0.0, 1.0, 0.0, 1.0]
+    """What the component draws (see the module docs): the JSON description, with the points' bytes under
+    ``"_blobs"`` (``{"xy": bytes, "attr": bytes}``) for :func:`scatter_map` to publish."""
+    n = len(coords)
+    xy = np.ascontiguousarray(np.concatenate([coords[:, 0], coords[:, 1]]).astype("<f4"))
+    finite = xy[np.isfinite(xy)]
+    x, y = xy[:n], xy[n:]
+    bounds = [float(x.min()), float(x.max()), float(y.min()), float(y.max())] if n and len(finite) else [0, 1, 0, 1]
     starts = np.cumsum([0] + [c for _n, c in splits])
-    score_bytes = None
+    score_bytes = np.full(n, 255, np.uint8)
     if scores is not None:
         s = np.asarray(scores, np.float64)
         score_bytes = np.where(np.isfinite(s), np.clip(np.round(np.nan_to_num(s) * 254), 0, 254), 255).astype(np.uint8)
+    attr = np.concatenate(
+        [
+            colours.codes.astype(np.uint8),
+            colours.priority.astype(np.uint8),
+            np.asarray(labels, np.uint8),
+            np.where(preds >= 0, preds, 255).astype(np.uint8),
+            score_bytes,
+            np.asarray(shown, np.uint8),
+        ]
+    )
+    blobs = {"xy": xy.tobytes(), "attr": attr.tobytes()}
     data: dict[str, Any] = {
-        "x": _b64(_quantise(x, bounds[0], bounds[1])),
-        "y": _b64(_quantise(y, bounds[2], bounds[3])),
+        "n": int(n),
         "bounds": bounds,
-        "colour": _b64(colours.codes.astype(np.uint8)),
-        "priority": _b64(colours.priority.astype(np.uint8)),
-        "label": _b64(np.asarray(labels, np.uint8)),
-        "pred": _b64(np.where(preds >= 0, preds, 255).astype(np.uint8)),
-        "score": _b64(score_bytes) if score_bytes is not None else None,
-        "shown": _b64(np.asarray(shown, np.uint8)),
+        "has_score": scores is not None,
         "palette": colours.palette,
-        "legend": [[str(n), int(i)] for n, i in colours.legend],
+        "legend": [[str(name), int(i)] for name, i in colours.legend],
         "classes": [str(c) for c in classes],
-        "splits": [{"name": n, "start": int(starts[k]), "count": int(c)} for k, (n, c) in enumerate(splits)],
+        "splits": [{"name": name, "start": int(starts[k]), "count": int(c)} for k, (name, c) in enumerate(splits)],
         "sprites": (
             {"base": f"app/static/thumbs/{sprites.folder.name}", "side": sprites.side, "per_row": THUMBS_PER_ROW}
             if sprites
             else None
         ),
+        "clusters": clusters or [],
         "view_key": view_key,
         "height": int(height),
+        "parts": {part: {"name": f"{_digest(blob)}-{part}.bin", "bytes": len(blob)} for part, blob in blobs.items()},
     }
-    data["key"] = hashlib.sha256(
-        repr(sorted((k, v if isinstance(v, str) else repr(v)) for k, v in data.items())).encode()
-    ).hexdigest()[:16]
+    data["key"] = _digest(sorted((k, v) for k, v in data.items()))[:16]
+    data["_blobs"] = blobs
     return data
+
+
+def _prune(keep: Path) -> None:
+    """Keep the newest ``MAPS_KEEP`` map data files (only this module's own names are ever touched)."""
+    files = [p for p in MAPS_ROOT.iterdir() if _BLOB_NAME.match(p.name) and p != keep]
+    files.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in files[MAPS_KEEP - 1 :]:
+        with contextlib.suppress(OSError):
+            old.unlink()
+
+
+def publish(name: str, blob: bytes) -> str | None:
+    """The URL of ``blob`` among the app's static files (written once, atomically, under its content's name), or None
+    where the static folder cannot be written."""
+    from lib.errors import UserFacingError
+    from lib.store.atomic import atomic_path
+
+    if not _BLOB_NAME.match(name):
+        raise ValueError(f"not a map data file name: {name!r}")
+    path = MAPS_ROOT / name
+    try:
+        if path.is_file() and path.stat().st_size == len(blob):
+            path.touch()  # recently used: pruned last
+            return f"app/static/maps/{name}"
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(blob)
+        _prune(path)
+    except (OSError, UserFacingError):
+        return None
+    return f"app/static/maps/{name}"
+
+
+def _wire(payload: dict[str, Any]) -> dict[str, Any]:
+    """The payload as the browser gets it: each part as the URL of its static file, or inline base64 if it could
+    not be written."""
+    blobs = payload["_blobs"]
+    parts = {}
+    for part, info in payload["parts"].items():
+        url = publish(info["name"], blobs[part])
+        parts[part] = {**info, "url": url} if url else {**info, "b64": base64.b64encode(blobs[part]).decode("ascii")}
+    return {**{k: v for k, v in payload.items() if k != "_blobs"}, "parts": parts}
 
 
 def scatter_map(payload: dict[str, Any], key: str) -> Any:
     """Draw the map; returns the component's state (``selection``, ``clicked``)."""
     return _component(
-        key=key, data=payload, height="content", on_selection_change=lambda: None, on_clicked_change=lambda: None
+        key=key,
+        data=_wire(payload),
+        height="content",
+        on_selection_change=lambda: None,
+        on_clicked_change=lambda: None,
+        on_reload_change=lambda: None,  # the browser could not fetch a data file: this rerun writes it again
     )

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from lib.analysis.map_view import COLOUR_MODES, colour_points, points_in_polygon, selection_mask
+from lib.analysis.map_view import COLOUR_MODES, colour_points, map_clusters, points_in_polygon, selection_mask
 from lib.config import ORIGINAL
 from lib.errors import UserFacingError
 from lib.jobs.commands import map_job
@@ -132,14 +132,26 @@ def draw(settings: state.Settings, ds: Any, run: Any, combo: tuple) -> None:
     def build() -> dict[str, Any]:
         score_all = np.concatenate([scores[s] for s, _n in splits]) if scores is not None else None
         colours = colour_points(colour_by, list(ds.classes), labels, preds, splits, score_all)
+        clusters = cached.memo(("map-clusters", found.key), lambda: map_clusters(coords, labels, list(ds.classes)))
         return map_payload(
-            coords, labels, colours, preds, score_all, shown, splits, list(ds.classes), sprites, view_key=found.key
+            coords,
+            labels,
+            colours,
+            preds,
+            score_all,
+            shown,
+            splits,
+            list(ds.classes),
+            sprites,
+            view_key=found.key,
+            clusters=clusters,
         )
 
     st.caption(
         f"{method} of all {len(labels):,} images in {found.seconds:.0f}s (stored) · wheel to zoom, drag to pan, Box "
         "or Lasso to select, hover for the image, click a point for its nearest neighbours · double-click resets "
-        "the view."
+        "the view · Density darkens where points overlap · Cluster labels name each group by its majority class "
+        "and the share of its images that have it."
     )
     # Every visitor of the same map and colouring gets the same payload: built once, not per rerun.
     memo_key = (
@@ -187,9 +199,9 @@ def _selection(
         return
     rows = np.flatnonzero(inside)
     starts = np.cumsum([0] + [n for _s, n in splits])
-    where = [
-        (splits[k][0], int(r - starts[k])) for r in rows for k in [int(np.searchsorted(starts, r, side="right") - 1)]
-    ]
+    part = np.searchsorted(starts, rows, side="right") - 1
+    names = np.asarray([s for s, _n in splits], dtype=object)
+    where = list(zip(names[part].tolist(), (rows - starts[part]).tolist()))
     st.subheader(
         f"Selected: {len(rows):,} images" + (f" ({GRID_MAX} of them at random)" if len(rows) > GRID_MAX else "")
     )
@@ -200,8 +212,8 @@ def _selection(
         {
             "split": [s for s, _i in where],
             "index": [i for _s, i in where],
-            "label": [classes[labels[r]] for r in rows],
-            "predicted": [classes[preds[r]] if preds[r] >= 0 else "" for r in rows],
+            "label": np.asarray(classes, dtype=object)[labels[rows]],
+            "predicted": np.asarray([*classes, ""], dtype=object)[np.where(preds[rows] >= 0, preds[rows], -1)],
         }
     )
     # Datasets are often stored class by class: the first N would all be one class, so show a seeded sample.

@@ -152,3 +152,45 @@ def selection_mask(selection: dict[str, Any], n: int) -> np.ndarray | None:
     if len(raw) != (n + 7) // 8:
         return None
     return np.unpackbits(raw, bitorder="little")[:n].astype(bool)
+
+
+def map_clusters(
+    xy: np.ndarray, labels: np.ndarray, classes: list[str], k: int = 0, min_share: float = 0.005, seed: int = 0
+) -> list[dict[str, Any]]:
+    """Where the map's groups are and what they hold, for labels drawn on it: k-means on the 2-D positions (``k``
+    from the number of points and classes when 0), then per cluster its majority class, the share of its points
+    that have that label (its purity) and a place to write the label (the point nearest the cluster's median, so a
+    label never floats in an empty ring). Clusters under ``min_share`` of the points are left out; largest first."""
+    from sklearn.cluster import MiniBatchKMeans
+
+    xy = np.asarray(xy, np.float64)
+    labels = np.asarray(labels)
+    ok = np.isfinite(xy).all(axis=1)
+    n = int(ok.sum())
+    if n < 20:
+        return []
+    k = k or int(min(max(2 * len(classes), 8), 48, n // 10))
+    rng = np.random.default_rng(seed)
+    rows = np.flatnonzero(ok)
+    fit_rows = rng.choice(rows, min(n, 50_000), replace=False) if n > 50_000 else rows
+    km = MiniBatchKMeans(k, random_state=seed, n_init=3, batch_size=4096).fit(xy[fit_rows])
+    assign = km.predict(xy[rows])
+    out = []
+    for c in range(k):
+        members = rows[assign == c]
+        if len(members) < max(min_share * n, 1):
+            continue
+        counts = np.bincount(labels[members].astype(np.int64), minlength=len(classes))
+        top = int(counts.argmax())
+        centre = np.median(xy[members], axis=0)
+        at = members[int(((xy[members] - centre) ** 2).sum(axis=1).argmin())]
+        out.append(
+            {
+                "x": float(xy[at, 0]),
+                "y": float(xy[at, 1]),
+                "name": str(classes[top]) if top < len(classes) else str(top),
+                "purity": round(float(counts[top] / len(members)), 4),
+                "count": len(members),
+            }
+        )
+    return sorted(out, key=lambda c: -c["count"])

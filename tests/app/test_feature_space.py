@@ -33,12 +33,27 @@ def _map_payload(at: AppTest) -> dict:
     return json.loads(el.proto.json)
 
 
+def _part(data: dict, name: str) -> np.ndarray:
+    """The bytes of one binary part of the map (a static file the browser fetches, or inline base64)."""
+    import base64
+
+    from ui.scatter_map import MAPS_ROOT
+
+    part = data["parts"][name]
+    if part.get("url"):
+        assert part["url"] == f"app/static/maps/{part['name']}"
+        raw = (MAPS_ROOT / part["name"]).read_bytes()
+    else:
+        raw = base64.b64decode(part["b64"])
+    assert len(raw) == part["bytes"]
+    return np.frombuffer(raw, np.float32 if name == "xy" else np.uint8)
+
+
 def test_feature_space_map_of_every_image(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str]) -> None:
     """A user opens Feature space: no map of every image yet, so they compute the PCA map once; every train and test
     image is on it, coloured by whether the active run gets it right (train images too), with hover thumbnails served
-    as sprite sheets; the nearest neighbours of the queried image come from both splits."""
-    import base64
-
+    as sprite sheets, the points as binary files fetched once (not JSON); the nearest neighbours of the queried image
+    come from both splits."""
     at = start(monkeypatch, prepared, page="feature_space.py", run=prepared["run"], fm_method="PCA")
     assert any("No PCA map of all 90 images" in i.value for i in at.info)
     assert not at.get("bidi_component")  # never computed on page load
@@ -47,16 +62,23 @@ def test_feature_space_map_of_every_image(monkeypatch: pytest.MonkeyPatch, prepa
     finish_jobs(at, prepared["cache"])
     data = _map_payload(at)
     assert [(s["name"], s["count"]) for s in data["splits"]] == [("train", 60), ("test", 30)]
-    assert len(base64.b64decode(data["x"])) == 2 * 90 and len(base64.b64decode(data["colour"])) == 90
+    xy = _part(data, "xy")
+    assert data["n"] == 90 and len(xy) == 2 * 90 and np.isfinite(xy).all()
+    assert min(xy[:90]) == data["bounds"][0] and max(xy[90:]) == data["bounds"][3]
+    attr = _part(data, "attr")
+    assert len(attr) == 6 * 90 and set(attr[5 * 90 :].tolist()) == {1}  # colour, priority, label, pred, score, shown
     assert data["classes"][:3] == ["airplane", "automobile", "bird"] and len(data["classes"]) == 10
     assert data["sprites"]["base"].startswith("app/static/thumbs/") and data["sprites"]["side"] == 32
-    preds = np.frombuffer(base64.b64decode(data["pred"]), np.uint8)
+    preds = attr[3 * 90 : 4 * 90]
     assert (preds < 255).all()  # the run's head predicts train images from their cached features; test from the run
+    assert data["clusters"] and all(c["name"] in data["classes"] and 0 < c["purity"] <= 1 for c in data["clusters"])
+    geometry = data["parts"]["xy"]["name"]
     at.selectbox(key="fm_color").set_value("correct vs wrong").run()
     no_errors(at)
     data = _map_payload(at)
     assert [name for name, _i in data["legend"]][:2] == ["correct", "wrong"]
-    codes = np.frombuffer(base64.b64decode(data["colour"]), np.uint8)
+    assert data["parts"]["xy"]["name"] == geometry  # another colouring: the points are not sent again
+    codes = _part(data, "attr")[:90]  # only the attributes are new
     assert set(codes.tolist()) <= {0, 1} and (codes == 0).any()
     captions = [c for img in at.image for c in img.captions]
     assert any(c.startswith("query test #0 ") for c in captions)
