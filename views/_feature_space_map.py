@@ -17,7 +17,7 @@ from lib.config import ORIGINAL
 from lib.errors import UserFacingError
 from lib.jobs.commands import map_job
 from ui import cached, demo, fixes, jobs, state, widgets
-from ui.scatter_map import map_payload, scatter_map
+from ui.scatter_map import THUMBS_ROOT, map_payload, scatter_map
 from ui.text import md_escape, show_error
 
 GRID_MAX = 80
@@ -88,6 +88,7 @@ def draw(settings: state.Settings, ds: Any, run: Any, combo: tuple) -> None:
                 "tsne" if method == "t-SNE" else "pca",
                 float(perplexity),
                 int(iterations),
+                thumbs=THUMBS_ROOT,  # the hover thumbnails too, in the job: never made while the page waits
             )
             if jobs.start(settings, spec):
                 st.rerun()

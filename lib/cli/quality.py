@@ -21,7 +21,8 @@ from lib.config import ORIGINAL, VIEWS
 from lib.data.excludes import read_exclude_file
 from lib.data.export_dataset import export_dataset
 from lib.data.labels import changed_count, read_label_file
-from lib.errors import ConfigError
+from lib.data.thumbs import ensure_sprites
+from lib.errors import ConfigError, UserFacingError
 from lib.models.specs import resolve_backbone
 from lib.process import peak_rss_mb
 
@@ -73,6 +74,13 @@ def add_commands(sub: Any) -> None:
         type=flag("iterations"),
         default=500,
         help="t-SNE optimisation iterations after the early exaggeration phase",
+    )
+    p.add_argument(
+        "--thumbs",
+        type=Path,
+        default=None,
+        help="also make the hover thumbnails of every image (sprite sheets) in this folder; the app passes its "
+        "static/thumbs, so a large map's thumbnails are made in the background job, not when the page opens",
     )
     add_common(p)
 
@@ -221,6 +229,14 @@ def cmd_project(args: argparse.Namespace) -> dict[str, Any]:
     runtime, _choice = concrete_runtime(
         args, spec, args.image_size or spec.default_size(), ds, [(s, ORIGINAL) for s in ds.splits]
     )
+    # Thumbnails first: the page shows the map as soon as it is stored, and must find them made by then.
+    thumbs = ""
+    if args.thumbs is not None:
+        try:
+            made = ensure_sprites(ds, args.thumbs, progress=lambda f: progress("thumbnails", f))
+            thumbs = f"; hover thumbnails in {made.folder}"
+        except UserFacingError as err:  # thumbnails are a nicety: say why there are none, make the map
+            thumbs = f"; no hover thumbnails ({err})"
     m = compute_full_map(
         args.source,
         args.backbone,
@@ -244,7 +260,7 @@ def cmd_project(args: argparse.Namespace) -> dict[str, Any]:
         "key": m.key,
         "peak_rss_mb": peak_rss_mb(),
         "_text": f"{m.method}: {sum(points.values()):,} points ({', '.join(f'{s} {n:,}' for s, n in points.items())}); "
-        f"{seconds:.1f}s (projection computed in {m.seconds:.1f}s)",
+        f"{seconds:.1f}s (projection computed in {m.seconds:.1f}s){thumbs}",
     }
 
 

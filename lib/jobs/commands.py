@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from lib.bounds import BOUNDS
@@ -37,7 +38,9 @@ JOB_KINDS: dict[str, JobKind] = {
         JobKind("extract", "views/home.py", "Features ready", stages=("data", "runtime auto", "loading", "extract")),
         JobKind("train", "views/evaluate.py", "Evaluate the run", "run_id", ("data", "features", "head", "evaluate")),
         JobKind("audit", "views/quality.py", "See the audit", stages=("data", "features", "folds", "duplicates")),
-        JobKind("project", "views/feature_space.py", "See the map", stages=("data", "features", "projection")),
+        JobKind(
+            "project", "views/feature_space.py", "See the map", stages=("data", "thumbnails", "features", "projection")
+        ),
         JobKind("benchmark", "views/speed.py", "See the figures", stages=("convert", "measure", "accuracy")),
         JobKind("export-dataset", "views/quality.py", "Download it (Data quality, Label fixes)", stages=("export",)),
     )
@@ -201,9 +204,16 @@ def export_dataset_job(
 
 
 def map_job(
-    source: str, backbone: str, size: int, runtime: str, method: str, perplexity: float, iterations: int
+    source: str,
+    backbone: str,
+    size: int,
+    runtime: str,
+    method: str,
+    perplexity: float,
+    iterations: int,
+    thumbs: Path | None = None,
 ) -> JobSpec:
-    """The map of every image (PCA or t-SNE)."""
+    """The map of every image (PCA or t-SNE), and the hover thumbnails' sprite sheets under ``thumbs`` if given."""
     argv = [
         "project",
         _opt("--source", _path(source)),
@@ -214,6 +224,8 @@ def map_job(
         _opt("--perplexity", _num(float(perplexity))),
         _opt("--iterations", int(iterations)),
     ]
+    if thumbs is not None:
+        argv += [_opt("--thumbs", str(Path(thumbs).resolve()))]
     return _spec("project", argv, f"{method} map of {_short(backbone)} @ {size}px")
 
 

@@ -88,3 +88,25 @@ def test_project_cli_json_contract_cache_and_bad_input(assets: dict[str, Path], 
     assert again["projection_seconds"] == out["projection_seconds"]  # read back, not recomputed
     bad = subprocess.run([*cmd, "--method", "tsne"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and "needs more than 90 training images" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_project_makes_hover_thumbnails_in_the_job(
+    assets: dict[str, Path], cache_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``project --thumbs DIR`` (what the app's map job runs) makes every image's sprite sheets before the map is
+    stored, so the page never makes them while a visitor waits; a folder it cannot write costs the thumbnails only,
+    said in one line, and the map is still made."""
+    from lib.cli.main import main
+
+    argv = ["project", "--source", str(assets["cifar_tar"]), "--backbone", str(assets["savedmodel"])]
+    argv += ["--image-size", "32", "--cache-dir", str(cache_dir), "--method", "pca", "--json"]
+    assert main([*argv, "--thumbs", str(tmp_path / "thumbs")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    (folder,) = (tmp_path / "thumbs").iterdir()
+    manifest = json.loads((folder / "sprites.json").read_text())
+    assert manifest["counts"] == {"train": 60, "test": 30} and f"hover thumbnails in {folder}" in out["_text"]
+    assert sorted(p.name for p in folder.glob("*.jpg")) == ["test-0000.jpg", "train-0000.jpg"]
+    (tmp_path / "a-file").write_text("not a folder")
+    assert main([*argv, "--thumbs", str(tmp_path / "a-file" / "thumbs")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert "no hover thumbnails (" in out["_text"] and out["points"] == {"train": 60, "test": 30}

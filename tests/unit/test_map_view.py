@@ -1,4 +1,5 @@
-"""The full-dataset map's logic without a browser: colours, selections, neighbours, thumbnail sprites."""
+"""The full-dataset map's logic without a browser: colours, selections, clusters, neighbours, thumbnail sprites,
+the binary files the browser fetches."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from lib.analysis.map_view import colour_points, points_in_polygon, selection_mask
+from lib.analysis.map_view import colour_points, map_clusters, points_in_polygon, selection_mask
 from lib.data import thumbs
 from lib.pipeline.neighbours import nearest_across
 
@@ -134,3 +135,59 @@ def test_large_images_are_shrunk_and_bad_fingerprints_refused(tmp_path: Path) ->
     for bad in ("../x", "/etc", ""):
         with pytest.raises(UserFacingError):
             thumbs.sprite_folder(tmp_path, bad)
+
+
+def test_map_clusters_name_groups_by_majority_and_purity() -> None:
+    """Three separate groups on the map: each gets the label of its majority class and the share that has it; a
+    group too small to label is left out."""
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.0, 0.0], [50.0, 0.0], [0.0, 50.0]])
+    labels = np.repeat([0, 1, 2], 400)
+    labels[:40] = 1  # the first group is 90% class 0
+    xy = centres[np.repeat([0, 1, 2], 400)] + rng.normal(size=(1200, 2))
+    xy = np.vstack([xy, [[200.0, 200.0]] * 4])  # a group of 4 points: under 0.5% of the points
+    labels = np.append(labels, [2] * 4)
+    found = map_clusters(xy, labels, CLASSES, k=4)
+    named = {c["name"]: c for c in found}
+    assert set(named) == {"cat", "dog", "ship"} and len(found) == 3
+    assert named["cat"]["purity"] == pytest.approx(0.9) and named["dog"]["purity"] == 1.0
+    assert named["dog"]["count"] == 400 and np.hypot(named["ship"]["x"] - 0, named["ship"]["y"] - 50) < 4
+    assert map_clusters(xy[:10], labels[:10], CLASSES) == []  # too few points to say anything
+
+
+def test_map_files_are_published_once_by_content_and_pruned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The map's points go to the static folder as binary files named by their content (made once, reused by every
+    session), the oldest are pruned past the limit, nothing else in the folder is touched, and an unwritable folder
+    falls back to inline base64."""
+    from ui import scatter_map
+
+    monkeypatch.setattr(scatter_map, "MAPS_ROOT", tmp_path / "maps")
+    monkeypatch.setattr(scatter_map, "MAPS_KEEP", 3)
+    coords = np.array([[0.0, 1.0], [2.0, -1.0], [4.0, 3.0]], np.float32)
+    colours = colour_points("true label", CLASSES, LABELS[:3], PREDS[:3], [("train", 3)])
+    shown = np.array([1, 1, 0], bool)
+    payload = scatter_map.map_payload(
+        coords, LABELS[:3], colours, PREDS[:3], None, shown, [("train", 3)], CLASSES, None, view_key="v"
+    )
+    wire = scatter_map._wire(payload)
+    assert "_blobs" not in wire and json.loads(json.dumps(wire)) == wire  # small JSON only
+    xy = (tmp_path / "maps" / wire["parts"]["xy"]["name"]).read_bytes()
+    assert wire["parts"]["xy"]["url"] == f"app/static/maps/{wire['parts']['xy']['name']}"
+    assert np.frombuffer(xy, "<f4").tolist() == [0.0, 2.0, 4.0, 1.0, -1.0, 3.0] and wire["bounds"] == [0, 4, -1, 3]
+    attr = np.frombuffer((tmp_path / "maps" / wire["parts"]["attr"]["name"]).read_bytes(), np.uint8).reshape(6, 3)
+    assert attr[2].tolist() == [0, 1, 2] and attr[3].tolist() == [0, 2, 2] and attr[4].tolist() == [255] * 3
+    assert attr[5].tolist() == [1, 1, 0]
+    (tmp_path / "maps" / "notes.txt").write_text("mine")
+    for k in range(5):  # other maps: the oldest files go, the newest stay, notes.txt stays
+        other = scatter_map.map_payload(
+            coords + k + 1, LABELS[:3], colours, PREDS[:3], None, shown, [("train", 3)], CLASSES, None, view_key="v"
+        )
+        scatter_map._wire(other)
+    left = sorted(p.name for p in (tmp_path / "maps").iterdir())
+    assert len(left) == 4 and "notes.txt" in left
+    assert scatter_map._wire(payload)["parts"]["xy"].get("url")  # pruned, asked again: written again
+    with pytest.raises(ValueError):
+        scatter_map.publish("../../app.py", b"x")
+    monkeypatch.setattr(scatter_map, "MAPS_ROOT", tmp_path / "maps" / "notes.txt" / "maps")  # cannot be made
+    fallback = scatter_map._wire(payload)["parts"]
+    assert "url" not in fallback["xy"] and base64.b64decode(fallback["xy"]["b64"]) == xy
