@@ -12,7 +12,8 @@ a shift of up to 4 px with mirrored edges, a brightness change of up to 20%), so
 same. Then, each in a fresh process of the CLI on a cache of the rung's own, with its wall time and peak RSS
 (``wait4``): ``data`` (the conversion), ``project --method pca`` (the features of every image, then PCA), ``project
 --method tsne`` (openTSNE on the cached features). With ``--browser``, ``bench/map_view.py`` then opens each map in
-headless Chromium (first draw, hover-to-thumbnail, pan/zoom redraw, the server's peak RSS). The CPU model and core
+headless Chromium (first draw, hover-to-thumbnail, full redraw, pan and zoom frames/s, a lasso, the server's peak
+RSS). The CPU model and core
 count are printed first; ``--json`` keeps every figure.
 """
 
@@ -174,6 +175,8 @@ def main() -> None:
                 flush=True,
             )
             if args.browser:
+                figures = args.work / f"browser-{n}-{method}.json"
+                figures.unlink(missing_ok=True)
                 view = subprocess.run(
                     [
                         sys.executable,
@@ -190,6 +193,8 @@ def main() -> None:
                         {"pca": "PCA", "tsne": "t-SNE"}[method],
                         "--hovers",
                         "20",
+                        "--json",
+                        str(figures),
                     ],
                     cwd=ROOT,
                     env={**env, "TLX_RUNTIME": args.runtime},
@@ -197,7 +202,8 @@ def main() -> None:
                     text=True,
                     timeout=1800,
                 )
-                r["browser"] = (view.stdout + view.stderr)[-3000:]
+                r["browser"] = json.loads(figures.read_text()) if figures.exists() else {}
+                r["browser_text"] = (view.stdout + view.stderr)[-3000:]
                 shown = view.stdout if view.returncode == 0 else f"failed ({view.returncode}): {view.stderr[-1500:]}"
                 print("  browser:\n" + "\n".join("    " + line for line in shown.strip().splitlines()))
         results.append(row)

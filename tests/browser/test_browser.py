@@ -185,8 +185,9 @@ def test_every_page_train_and_click_confusion_cell(browser_cache: Path) -> None:
 
 
 def test_full_dataset_map_hover_select_and_query(browser_cache: Path) -> None:
-    """All 60,000 CIFAR-10 images on one map: hovering shows a thumbnail, a box selection shows its images,
-    a click queries nearest neighbours, and the server stays under 3 GB while showing them."""
+    """All 60,000 CIFAR-10 images on one map: the points arrive as two binary files fetched once (never again on the
+    reruns a click and a selection make), hovering shows a thumbnail, a box selection shows its images, a click
+    queries nearest neighbours, and the server stays under 3 GB while showing them."""
     from lib.analysis.full_map import compute_full_map
 
     # MobileNet v1 0.25 at 64 px: the fastest real features of all 60,000 images (about 20 s here), and PCA (seconds).
@@ -198,9 +199,13 @@ def test_full_dataset_map_hover_select_and_query(browser_cache: Path) -> None:
         chromium() as browser,
     ):
         page = browser.new_page(viewport={"width": 1400, "height": 2700})
+        fetched: list[tuple[str, int]] = []
+        page.on("response", lambda r: fetched.append((r.url, r.status)) if "/app/static/maps/" in r.url else None)
         page.goto(f"{url}/features?fm_method=PCA")
-        page.locator(".tlx-stage canvas").first.wait_for(timeout=120_000)
+        page.locator(".tlx-map[data-first-frame-ms]").wait_for(timeout=120_000)
         wait_idle(page)
+        assert sorted(u.rsplit("-", 1)[1] for u, _s in fetched) == ["attr.bin", "xy.bin"], fetched
+        assert all(status == 200 for _u, status in fetched), fetched
         assert not exceptions(page), exceptions(page)
         assert page.locator(".tlx-info").inner_text().startswith("60,000 points")
         box = page.locator(".tlx-overlay").bounding_box()
@@ -240,6 +245,7 @@ def test_full_dataset_map_hover_select_and_query(browser_cache: Path) -> None:
         )
         assert 0 < selected < 60_000
         assert f"{selected:,} selected" in page.locator(".tlx-info").inner_text()  # the browser and the server agree
+        assert len(fetched) == 2, fetched  # two reruns later: the points were not sent again
         assert page.get_by_test_id("stImageCaption").filter(has_text=re.compile(r"^(train|test) #\d+ ")).count() >= min(
             selected, 10
         )
