@@ -27,6 +27,8 @@ import streamlit as st
 
 from lib.analysis.map_view import MapColours
 from lib.data.thumbs import THUMBS_PER_ROW, Sprites
+from lib.errors import UserFacingError
+from lib.store.atomic import atomic_path
 
 STATIC_DIR = Path(__file__).resolve().parents[1] / "static"  # served at app/static/ (server.enableStaticServing)
 THUMBS_ROOT = STATIC_DIR / "thumbs"
@@ -138,9 +140,6 @@ def _prune(keep: Path) -> None:
 def publish(name: str, blob: bytes) -> str | None:
     """The URL of ``blob`` among the app's static files (written once, atomically, under its content's name), or None
     where the static folder cannot be written."""
-    from lib.errors import UserFacingError
-    from lib.store.atomic import atomic_path
-
     if not _BLOB_NAME.match(name):
         raise ValueError(f"not a map data file name: {name!r}")
     path = MAPS_ROOT / name

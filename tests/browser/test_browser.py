@@ -225,6 +225,27 @@ def test_full_dataset_map_hover_select_and_query(browser_cache: Path) -> None:
         page.mouse.up()
         page.get_by_test_id("stImageCaption").filter(has_text=f"query {split} #{index} ").first.wait_for(timeout=60_000)
         wait_idle(page)
+        # Density shading and cluster labels toggle and redraw; a drag pans the map (a 60,000-point map redraws every
+        # point on each frame: under 16 ms here).
+        host = page.locator(".tlx-map")
+        frames = int(host.get_attribute("data-full-frames") or 0)
+        density, labels = page.get_by_role("button", name="Density"), page.get_by_role("button", name="Cluster labels")
+        assert "active" not in (density.get_attribute("class") or "")  # off by default under 100,000 points
+        assert "active" in (labels.get_attribute("class") or "") and labels.is_enabled()
+        density.click()
+        labels.click()
+        assert "active" in (density.get_attribute("class") or "") and "active" not in (
+            labels.get_attribute("class") or ""
+        )
+        assert int(host.get_attribute("data-full-frames") or 0) > frames
+        page.mouse.move(box["x"] + 40, box["y"] + 40)
+        page.mouse.down()
+        page.mouse.move(box["x"] + 140, box["y"] + 90, steps=5)
+        page.mouse.up()
+        page.get_by_role("button", name="Reset view").click()
+        density.click()
+        labels.click()
+        assert not exceptions(page)
         # Box-select the middle of the map: the selected images appear as a grid.
         page.get_by_role("button", name="Box select").click()
         cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
