@@ -338,7 +338,7 @@ def _inspect_path(path: Path, progress: ProgressFn | None) -> tuple[str, str, Co
     if name.endswith((".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tar.xz")):
         if not tarfile.is_tarfile(path):
             raise DataSourceError(f"{path} is not a readable tar archive; it may be truncated or corrupt.")
-        if file_digest(path, "md5") == config.CIFAR10_MD5:
+        if path.stat().st_size == config.CIFAR10_BYTES and file_digest(path, "md5") == config.CIFAR10_MD5:
             return "cifar10-pickle", _CIFAR10_FINGERPRINT, _pickles(lambda: cifar.read_cifar_tar(path), progress)
         sha = file_digest(path)
         if cifar.tar_has_cifar_batches(path):
