@@ -271,6 +271,13 @@ def test_full_dataset_map_hover_select_and_query(browser_cache: Path) -> None:
             selected, 10
         )
         assert not exceptions(page)
+        # The class counts and the table below the grid draw when scrolled into view: wait for both before the picture.
+        chart = page.get_by_test_id("stVegaLiteChart").last
+        chart.scroll_into_view_if_needed()
+        chart.locator("canvas, svg.marks").first.wait_for(timeout=30_000)
+        table = page.get_by_test_id("stDataFrame").last
+        table.scroll_into_view_if_needed()
+        table.locator("canvas").first.wait_for(timeout=30_000)
         shot(page, "7-full-map-selection")
         rss = peak_rss_mb(url)
         print(f"server peak RSS {rss:.0f} MB")
