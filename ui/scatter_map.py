@@ -61,11 +61,9 @@ _component = st.components.v2.component(
 )
 
 
-def _digest(*parts: Any) -> str:
-    h = hashlib.sha256()
-    for part in parts:
-        h.update(part if isinstance(part, bytes) else repr(part).encode())
-    return h.hexdigest()[:24]
+def _digest(value: Any) -> str:
+    """24 hex digits of SHA-256 over ``value`` (bytes as they are, anything else by its repr)."""
+    return hashlib.sha256(value if isinstance(value, bytes) else repr(value).encode()).hexdigest()[:24]
 
 
 def map_payload(
@@ -86,9 +84,11 @@ def map_payload(
     ``"_blobs"`` (``{"xy": bytes, "attr": bytes}``) for :func:`scatter_map` to publish."""
     n = len(coords)
     xy = np.ascontiguousarray(np.concatenate([coords[:, 0], coords[:, 1]]).astype("<f4"))
-    finite = xy[np.isfinite(xy)]
     x, y = xy[:n], xy[n:]
-    bounds = [float(x.min()), float(x.max()), float(y.min()), float(y.max())] if n and len(finite) else [0, 1, 0, 1]
+    ok = np.isfinite(x) & np.isfinite(y)  # a point without a place is not drawn; it must not make the bounds NaN
+    bounds = (
+        [float(x[ok].min()), float(x[ok].max()), float(y[ok].min()), float(y[ok].max())] if ok.any() else [0, 1, 0, 1]
+    )
     starts = np.cumsum([0] + [c for _n, c in splits])
     score_bytes = np.full(n, 255, np.uint8)
     if scores is not None:
