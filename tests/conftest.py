@@ -29,6 +29,7 @@ SHARED = Path(os.environ.get("TLX_SHARED_DIR", ROOT.parent / "shared"))
 SHARED_DATA = SHARED / "data" / "cifar10-jpeg.tar.gz"
 SHARED_MODEL = SHARED / "models" / "mobilenet_v1_100_224_feature_vector"
 SHARED_SMALL_MODEL = SHARED / "models" / "mobilenet_v1_025_128_dequant_feature_vector"  # the fastest real backbone
+FULL_MAP_SIZE = 64  # the image size of the browser lane's full-dataset map (see _link_full_map)
 SHARED_TFLITE = SHARED / "models" / "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite"
 
 
@@ -113,12 +114,29 @@ def shared_cifar() -> Any:
         base = CacheLayout(root / "cache")
         load_dataset(str(SHARED_DATA), base)
 
-    def fresh(path: Path) -> Path:
+    def fresh(path: Path, full_map: bool = False) -> Path:
         # Converted arrays are never written in place (a new version is a new folder), so links are safe to share.
         shutil.copytree(base.datasets, CacheLayout(path).datasets, copy_function=_link_or_copy)
+        if full_map:
+            _link_full_map(root, base, CacheLayout(path))
         return path
 
     return fresh
+
+
+def _link_full_map(root: Path, base: Any, target: Any) -> None:
+    """The features of all 60,000 shared images (MobileNet v1 0.25 at 64 px, the browser lane's full map and demo
+    bundle) and their PCA map, made once per machine like the conversion and hard-linked into ``target``: two browser
+    tests on two workers each extracted them (about 40 s). Artifacts are replaced, never written in place."""
+    from lib.analysis.full_map import compute_full_map
+
+    with (root / ".map-lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        compute_full_map(str(SHARED_DATA), str(SHARED_SMALL_MODEL), FULL_MAP_SIZE, base, "pca")
+    for folder in (base.features, base.projections):
+        shutil.copytree(
+            folder, target.root / folder.relative_to(base.root), copy_function=_link_or_copy, dirs_exist_ok=True
+        )
 
 
 def _link_or_copy(src: str, dst: str) -> None:

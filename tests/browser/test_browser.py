@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import SHARED_DATA, SHARED_MODEL, SHARED_SMALL_MODEL
+from tests.conftest import FULL_MAP_SIZE, SHARED_DATA, SHARED_SMALL_MODEL
 from tests.streamlit_server import (
     CHROMIUM,
     JOBS_IN_RUNNER,
@@ -33,9 +33,8 @@ SHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
 def browser_cache(tmp_path_factory: pytest.TempPathFactory, shared_cifar: Any) -> Path:
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
-    return shared_cifar(
-        tmp_path_factory.mktemp("browser_cache") / "cache"
-    )  # converting 60,000 JPEGs is not what this test is about
+    # Converting 60,000 JPEGs and extracting the full map's features are not what these tests are about.
+    return shared_cifar(tmp_path_factory.mktemp("browser_cache") / "cache", full_map=True)
 
 
 def shot(page, name: str) -> None:
@@ -190,10 +189,11 @@ def test_full_dataset_map_hover_select_and_query(browser_cache: Path) -> None:
     queries nearest neighbours, and the server stays under 3 GB while showing them."""
     from lib.analysis.full_map import compute_full_map
 
-    # MobileNet v1 0.25 at 64 px: the fastest real features of all 60,000 images (about 20 s here), and PCA (seconds).
-    m = compute_full_map(str(SHARED_DATA), str(SHARED_SMALL_MODEL), 64, browser_cache, "pca")
+    # MobileNet v1 0.25 at 64 px: the fastest real features of all 60,000 images, and PCA (made once per machine and
+    # linked into browser_cache: read back here).
+    m = compute_full_map(str(SHARED_DATA), str(SHARED_SMALL_MODEL), FULL_MAP_SIZE, browser_cache, "pca")
     assert {s: len(c) for s, c in m.coords.items()} == {"train": 50_000, "test": 10_000}
-    args = ["--source", str(SHARED_DATA), "--backbone", str(SHARED_SMALL_MODEL), "--image-size", "64"]
+    args = ["--source", str(SHARED_DATA), "--backbone", str(SHARED_SMALL_MODEL), "--image-size", str(FULL_MAP_SIZE)]
     with (
         running_app(args, browser_cache, log=SHOTS.parent / "streamlit-map.log", env_extra=JOBS_IN_RUNNER) as (url, _),
         chromium() as browser,
@@ -297,13 +297,13 @@ def test_deep_links_work_as_the_first_request_and_url_text_stays_text(browser_ca
 
     req = RunRequest(
         str(SHARED_DATA),
-        str(SHARED_MODEL),
+        str(SHARED_SMALL_MODEL),  # the links are the point: MobileNet v1 1.0 cost 13 times the arithmetic
         HeadConfig(head="linear", epochs=30, learning_rate=3e-3),
         image_sizes=(128,),
         limit=20,
     )
     run_id = train_run(req, browser_cache).run_id
-    args = ["--source", str(SHARED_DATA), "--backbone", str(SHARED_MODEL), "--image-size", "128"]
+    args = ["--source", str(SHARED_DATA), "--backbone", str(SHARED_SMALL_MODEL), "--image-size", "128"]
     for path, heading in (
         (f"/evaluate?run={run_id}", "Evaluate"),
         ("/browse", "Browse data"),
@@ -353,13 +353,13 @@ def demo_bundle(browser_cache: Path, tmp_path_factory: pytest.TempPathFactory) -
     from lib.pipeline.training import RunRequest, train_run
 
     compute_full_map(
-        str(SHARED_DATA), str(SHARED_SMALL_MODEL), 64, browser_cache, "pca"
-    )  # features of all 60,000 images (cached)
+        str(SHARED_DATA), str(SHARED_SMALL_MODEL), FULL_MAP_SIZE, browser_cache, "pca"
+    )  # features of all 60,000 images (linked into browser_cache)
     req = RunRequest(
         str(SHARED_DATA),
         str(SHARED_SMALL_MODEL),
         HeadConfig(head="linear", epochs=3, learning_rate=3e-3),
-        image_sizes=(64,),
+        image_sizes=(FULL_MAP_SIZE,),
     )
     run_id = train_run(req, browser_cache).run_id
     out = tmp_path_factory.mktemp("demo") / "demo.tar"
