@@ -17,6 +17,7 @@ from tests.conftest import FULL_MAP_SIZE, SHARED_DATA, SHARED_SMALL_MODEL
 from tests.streamlit_server import (
     CHROMIUM,
     JOBS_IN_RUNNER,
+    POLL_MS,
     chromium,
     exceptions,
     hover_until_thumbnail,
@@ -40,7 +41,9 @@ def browser_cache(tmp_path_factory: pytest.TempPathFactory, shared_cifar: Any) -
 def shot(page, name: str) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     # Streamlit serves images lazily: wait until every one has decoded before the picture.
-    page.wait_for_function("() => [...document.images].every(i => i.complete && i.naturalWidth > 0)", timeout=30_000)
+    page.wait_for_function(
+        "() => [...document.images].every(i => i.complete && i.naturalWidth > 0)", timeout=30_000, polling=POLL_MS
+    )
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 

@@ -21,7 +21,7 @@ from lib.models.heads import HeadConfig
 from lib.pipeline.training import RunRequest, train_run
 from lib.runs.registry import list_runs
 from tests.conftest import SHARED_DATA, SHARED_SMALL_MODEL
-from tests.streamlit_server import CHROMIUM, JOBS_IN_RUNNER, chromium, exceptions, running_app, wait_idle
+from tests.streamlit_server import CHROMIUM, JOBS_IN_RUNNER, POLL_MS, chromium, exceptions, running_app, wait_idle
 
 pytestmark = [pytest.mark.shared, pytest.mark.browser]
 SHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
@@ -64,7 +64,9 @@ def _pick(page: Any, label: str, option: str) -> None:
 
 def _shot(page: Any, name: str) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
-    page.wait_for_function("() => [...document.images].every(i => i.complete && i.naturalWidth > 0)", timeout=30_000)
+    page.wait_for_function(
+        "() => [...document.images].every(i => i.complete && i.naturalWidth > 0)", timeout=30_000, polling=POLL_MS
+    )
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
