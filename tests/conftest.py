@@ -115,10 +115,14 @@ def shared_cifar() -> Any:
         load_dataset(str(SHARED_DATA), base)
 
     def fresh(path: Path, full_map: bool = False) -> Path:
-        # Converted arrays are never written in place (a new version is a new folder), so links are safe to share.
-        shutil.copytree(base.datasets, CacheLayout(path).datasets, copy_function=_link_or_copy)
+        """``path`` with the converted copy (linked once); with ``full_map``, also the full map's features (asked by
+        the tests that need them, so a worker that needs only the conversion does not wait for them)."""
+        target = CacheLayout(path)
+        if not target.datasets.exists():
+            # Converted arrays are never written in place (a new version is a new folder), so links are safe to share.
+            shutil.copytree(base.datasets, target.datasets, copy_function=_link_or_copy)
         if full_map:
-            _link_full_map(root, base, CacheLayout(path))
+            _link_full_map(root, base, target)
         return path
 
     return fresh
@@ -135,8 +139,14 @@ def _link_full_map(root: Path, base: Any, target: Any) -> None:
         compute_full_map(str(SHARED_DATA), str(SHARED_SMALL_MODEL), FULL_MAP_SIZE, base, "pca")
     for folder in (base.features, base.projections):
         shutil.copytree(
-            folder, target.root / folder.relative_to(base.root), copy_function=_link_or_copy, dirs_exist_ok=True
+            folder, target.root / folder.relative_to(base.root), copy_function=_link_new, dirs_exist_ok=True
         )
+
+
+def _link_new(src: str, dst: str) -> None:
+    """:func:`_link_or_copy`, unless ``dst`` is already there (linked by an earlier test of the same cache)."""
+    if not os.path.exists(dst):
+        _link_or_copy(src, dst)
 
 
 def _link_or_copy(src: str, dst: str) -> None:

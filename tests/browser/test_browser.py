@@ -34,8 +34,14 @@ SHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
 def browser_cache(tmp_path_factory: pytest.TempPathFactory, shared_cifar: Any) -> Path:
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
-    # Converting 60,000 JPEGs and extracting the full map's features are not what these tests are about.
-    return shared_cifar(tmp_path_factory.mktemp("browser_cache") / "cache", full_map=True)
+    # Converting 60,000 JPEGs is not what these tests are about (nor the full map's features: see full_map_cache).
+    return shared_cifar(tmp_path_factory.mktemp("browser_cache") / "cache")
+
+
+@pytest.fixture
+def full_map_cache(browser_cache: Path, shared_cifar: Any) -> Path:
+    """browser_cache with the features of all 60,000 images at 64 px and their PCA map, made once per machine."""
+    return shared_cifar(browser_cache, full_map=True)
 
 
 def shot(page, name: str) -> None:
@@ -186,19 +192,19 @@ def test_every_page_train_and_click_confusion_cell(browser_cache: Path) -> None:
             assert back == after, (back, after)
 
 
-def test_full_dataset_map_hover_select_and_query(browser_cache: Path) -> None:
+def test_full_dataset_map_hover_select_and_query(full_map_cache: Path) -> None:
     """All 60,000 CIFAR-10 images on one map: the points arrive as two binary files fetched once (never again on the
     reruns a click and a selection make), hovering shows a thumbnail, a box selection shows its images, a click
     queries nearest neighbours, and the server stays under 3 GB while showing them."""
     from lib.analysis.full_map import compute_full_map
 
     # MobileNet v1 0.25 at 64 px: the fastest real features of all 60,000 images, and PCA (made once per machine and
-    # linked into browser_cache: read back here).
-    m = compute_full_map(str(SHARED_DATA), str(SHARED_SMALL_MODEL), FULL_MAP_SIZE, browser_cache, "pca")
+    # linked into full_map_cache: read back here).
+    m = compute_full_map(str(SHARED_DATA), str(SHARED_SMALL_MODEL), FULL_MAP_SIZE, full_map_cache, "pca")
     assert {s: len(c) for s, c in m.coords.items()} == {"train": 50_000, "test": 10_000}
     args = ["--source", str(SHARED_DATA), "--backbone", str(SHARED_SMALL_MODEL), "--image-size", str(FULL_MAP_SIZE)]
     with (
-        running_app(args, browser_cache, log=SHOTS.parent / "streamlit-map.log", env_extra=JOBS_IN_RUNNER) as (url, _),
+        running_app(args, full_map_cache, log=SHOTS.parent / "streamlit-map.log", env_extra=JOBS_IN_RUNNER) as (url, _),
         chromium() as browser,
     ):
         page = browser.new_page(viewport={"width": 1400, "height": 2700})
@@ -321,6 +327,10 @@ def test_deep_links_work_as_the_first_request_and_url_text_stays_text(browser_ca
             nav = page.get_by_test_id("stSidebarNav").inner_text()
             assert "Feature space" in nav and "feature_space" not in nav, nav  # the app's pages, not raw file names
             if path.startswith("/evaluate"):
+                # The linked run itself renders (its accuracy), not just the page's title: the first request's script
+                # can still be loading the run when the status widget has not shown yet.
+                page.get_by_test_id("stMetricLabel").get_by_text("Accuracy", exact=True).wait_for(timeout=60_000)
+                wait_idle(page)
                 shot(page, "6-deep-link-evaluate")
 
     with running_app(args, browser_cache, env_extra=JOBS_IN_RUNNER) as (url, _), chromium() as browser:
@@ -347,7 +357,7 @@ def test_deep_links_work_as_the_first_request_and_url_text_stays_text(browser_ca
 
 
 @pytest.fixture(scope="module")
-def demo_bundle(browser_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def demo_bundle(browser_cache: Path, shared_cifar: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A demo bundle of the full shared CIFAR-10 copy: a linear run on MobileNet v1 0.25 features at 64 px and the PCA
     map."""
     from lib.analysis.full_map import compute_full_map
@@ -355,9 +365,8 @@ def demo_bundle(browser_cache: Path, tmp_path_factory: pytest.TempPathFactory) -
     from lib.models.heads import HeadConfig
     from lib.pipeline.training import RunRequest, train_run
 
-    compute_full_map(
-        str(SHARED_DATA), str(SHARED_SMALL_MODEL), FULL_MAP_SIZE, browser_cache, "pca"
-    )  # features of all 60,000 images (linked into browser_cache)
+    shared_cifar(browser_cache, full_map=True)  # the features of all 60,000 images, linked
+    compute_full_map(str(SHARED_DATA), str(SHARED_SMALL_MODEL), FULL_MAP_SIZE, browser_cache, "pca")
     req = RunRequest(
         str(SHARED_DATA),
         str(SHARED_SMALL_MODEL),
