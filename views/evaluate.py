@@ -44,10 +44,12 @@ b.metric(
     help="Shown for more than five classes (with five or fewer it is always 100%).",
 )
 before = report.get("calibration_before")
+ece_change = report["calibration"]["ece"] - before["ece"] if before else 0.0
 c.metric(
     "ECE (calibrated)" if before else "ECE",
     f"{report['calibration']['ece']:.4f}",
-    delta=f"{report['calibration']['ece'] - before['ece']:+.4f} vs before" if before else None,
+    # No arrow for a change that rounds to nothing (calibration left the probabilities as they were).
+    delta=f"{ece_change:+.4f} vs before" if before and round(ece_change, 4) != 0 else None,
     delta_color="inverse",
     help="Expected calibration error: how far confidence is from accuracy (0 is perfect).",
 )
