@@ -83,11 +83,10 @@ def _window_stats(search: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return mean.astype(np.float32), np.maximum(np.sqrt(var), 1e-3).astype(np.float32)
 
 
-def _match_map(
-    template_src: np.ndarray, search: np.ndarray, stats: tuple[np.ndarray, np.ndarray] | None = None
-) -> np.ndarray:
+def _match_map(template_src: np.ndarray, search: np.ndarray, stats: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     """Per pair, the normalised cross-correlation ``[N, positions]`` of the central window of ``template_src`` at every
-    position in ``search`` (both ``[N, H, W]``); ``stats``: :func:`_window_stats` of ``search``, when already known.
+    position in ``search`` (both ``[N, H, W]``); ``stats``: :func:`_window_stats` of ``search`` (the caller's, shared by
+    the zooms it tries).
 
     With the template standardised (zero mean, unit deviation), the correlation with a standardised window is the
     raw window's product with the template, less the window's mean times the template's sum, over the window's
@@ -103,7 +102,7 @@ def _match_map(
     for i in range(k):  # one template row at a time, against that row of every window position
         strip = sliding_window_view(search[:, i : i + rows_out, :], k, axis=2)  # [N, rows_out, cols_out, k], a view
         product += np.einsum("npqj,nj->npq", strip, template[:, i, :])
-    mean, deviation = stats if stats is not None else _window_stats(search, k)
+    mean, deviation = stats
     total = template.sum(axis=(1, 2))[:, None, None]
     return ((product - mean * total) / (deviation * (k * k))).reshape(n, -1)
 

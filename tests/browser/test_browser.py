@@ -360,13 +360,11 @@ def test_deep_links_work_as_the_first_request_and_url_text_stays_text(browser_ca
 def demo_bundle(browser_cache: Path, shared_cifar: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A demo bundle of the full shared CIFAR-10 copy: a linear run on MobileNet v1 0.25 features at 64 px and the PCA
     map."""
-    from lib.analysis.full_map import compute_full_map
     from lib.bundles.make import make_bundle
     from lib.models.heads import HeadConfig
     from lib.pipeline.training import RunRequest, train_run
 
-    shared_cifar(browser_cache, full_map=True)  # the features of all 60,000 images, linked
-    compute_full_map(str(SHARED_DATA), str(SHARED_SMALL_MODEL), FULL_MAP_SIZE, browser_cache, "pca")
+    shared_cifar(browser_cache, full_map=True)  # the features of all 60,000 images and their PCA map, linked
     req = RunRequest(
         str(SHARED_DATA),
         str(SHARED_SMALL_MODEL),
