@@ -45,5 +45,5 @@ pg = st.navigation(
 )
 settings = state.init()
 widgets.sidebar(settings)
-jobs.panel(settings)  # every page, every session; never in the demo
+jobs.panel(settings, pg.url_path)  # every page, every session; never in the demo
 pg.run()

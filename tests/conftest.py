@@ -114,15 +114,18 @@ def shared_cifar() -> Any:
         base = CacheLayout(root / "cache")
         load_dataset(str(SHARED_DATA), base)
 
-    def fresh(path: Path, full_map: bool = False) -> Path:
-        """``path`` with the converted copy (linked once); with ``full_map``, also the full map's features (asked by
-        the tests that need them, so a worker that needs only the conversion does not wait for them)."""
+    def fresh(path: Path, full_map: bool = False, small_model_runtime: bool = False, data: bool = True) -> Path:
+        """``path`` with the converted copy (linked once; not with ``data=False``); with ``full_map``, also the full
+        map's features (asked by the tests that need them, so a worker that needs only the conversion does not wait for
+        them); with ``small_model_runtime``, the smallest backbone's runtime choice and LiteRT model at 128 px."""
         target = CacheLayout(path)
-        if not target.datasets.exists():
+        if data and not target.datasets.exists():
             # Converted arrays are never written in place (a new version is a new folder), so links are safe to share.
             shutil.copytree(base.datasets, target.datasets, copy_function=_link_or_copy)
         if full_map:
             _link_full_map(root, base, target)
+        if small_model_runtime:
+            _link_small_model_runtime(root, base, target)
         return path
 
     return fresh
@@ -138,6 +141,30 @@ def _link_full_map(root: Path, base: Any, target: Any) -> None:
         fcntl.flock(lock, fcntl.LOCK_EX)
         compute_full_map(str(SHARED_DATA), str(SHARED_SMALL_MODEL), FULL_MAP_SIZE, base, "pca")
     for folder in (base.features, base.projections):
+        shutil.copytree(
+            folder, target.root / folder.relative_to(base.root), copy_function=_link_new, dirs_exist_ok=True
+        )
+
+
+def _link_small_model_runtime(root: Path, base: Any, target: Any) -> None:
+    """``--runtime auto``'s timing of tf and litert for MobileNet v1 0.25 at 128 px on this machine, and its LiteRT
+    model, made once per machine and hard-linked into ``target``: the browser lane's first job on each fresh cache
+    loaded the SavedModel in TensorFlow and converted it (about 10 CPU-s) only to learn what the last test learned.
+    What ``auto`` does without a choice on record is tested in tests/tf (test_runtimes.py)."""
+    from lib.data.sources import load_dataset
+    from lib.models.specs import resolve_backbone
+    from lib.runtimes.auto import AUTO, resolve
+
+    with (root / ".runtime-lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        ds = load_dataset(str(SHARED_DATA), base)
+        _choice, figures = resolve(AUTO, resolve_backbone(str(SHARED_SMALL_MODEL)), 128, ds, base, 1_000)
+        assert figures is not None, "auto resolved to itself"
+        if not any(base.converted_models.glob("*.tflite")):  # auto chose tf without converting: converted all the same
+            from lib.runtimes.litert import LiteRTRuntime
+
+            LiteRTRuntime(quantized=False).convert(resolve_backbone(str(SHARED_SMALL_MODEL)), 128, ds, base)
+    for folder in (base.runtime_choices, base.converted_models):
         shutil.copytree(
             folder, target.root / folder.relative_to(base.root), copy_function=_link_new, dirs_exist_ok=True
         )

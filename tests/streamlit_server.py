@@ -112,10 +112,10 @@ def running_app(
     python: str = sys.executable,
     entry: Path = ROOT / "app.py",
     env_extra: dict[str, str] | None = None,
+    cwd: Path = ROOT,
 ) -> Iterator[tuple[str, float]]:
-    """Run the app headless (``entry`` with ``python``: another entry file, or another environment's interpreter);
-    yields
-    its URL and the monotonic time the server became healthy."""
+    """Run the app headless (``entry`` with ``python``: another entry file, or another environment's interpreter; from
+    ``cwd``, whose .streamlit/config.toml applies); yields its URL and the monotonic time the server became healthy."""
     port = free_port()
     env = {
         **os.environ,
@@ -142,7 +142,7 @@ def running_app(
         *app_args,
     ]
     out = open(log, "w") if log else subprocess.DEVNULL
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     SERVER_PIDS[url] = proc.pid
     try:

@@ -28,6 +28,11 @@ PANEL_JOBS = 6  # the panel shows at most this many (then "and N more")
 IDLE_POLL_S = (
     10.0  # with nothing running, each session looks for new jobs this often (ten idle sessions: see bench/jobs.py)
 )
+SHOWN_LIVE_POLL_S = (
+    5.0  # the panel's pace while every running job is already live on the page (the page polls each 1 s)
+)
+_PAGE = "_jobs_page"  # session: the page this run draws (set by the panel, which runs first)
+_LIVE_ON = "_jobs_live_on"  # session: page -> the kinds of job its last run showed live
 
 
 def start(settings: state.Settings, spec: JobSpec) -> Job | None:
@@ -106,12 +111,19 @@ def draw_job(settings: state.Settings, job: Job, where: Any, compact: bool) -> N
     ):
         cancel_job(settings.layout, job.id)
         st.rerun(scope="fragment")
-    with actions[1].expander("Details and log", expanded=False):
-        st.code(job.command, language="bash", wrap_lines=True)
-        st.caption(f"Job {job.id} · `python -m lib jobs show {job.id}` · `python -m lib jobs logs {job.id}`")
-        tail = log_tail(settings.layout, job.id, 20_000)
-        if tail:
-            st.code(tail[-6000:], language="text")
+    # Lazy: what is inside is read and sent only while the expander is open (the panel and a page's live view rerun
+    # every second while a job runs; a 6,000-character log highlighted twice a second cost the browser more than the
+    # rest of the page).
+    details = actions[1].expander(
+        "Details and log", key=f"details_{job.id}_{'panel' if compact else 'page'}", on_change="rerun"
+    )
+    if details.open:
+        with details:
+            st.code(job.command, language="bash", wrap_lines=True)
+            st.caption(f"Job {job.id} · `python -m lib jobs show {job.id}` · `python -m lib jobs logs {job.id}`")
+            tail = log_tail(settings.layout, job.id, 20_000)
+            if tail:
+                st.code(tail[-6000:], language="text")
 
 
 def _curves(series: list[dict[str, float]]) -> None:
@@ -174,6 +186,8 @@ def live(settings: state.Settings, kinds: tuple[str, ...]) -> None:
     found = _jobs(settings, kinds)
     active = [j for j in found if j.active]
     _activate_finished_runs(settings, found)
+    shown = st.session_state.setdefault(_LIVE_ON, {})
+    shown[st.session_state.get(_PAGE)] = (*shown.get(st.session_state.get(_PAGE), ()), *kinds)
     mine = st.session_state.get(STARTED, [])
     for j in found:
         if j.id in mine and j.state == "failed" and _age(j) < RECENT_S:
@@ -196,13 +210,20 @@ def live(settings: state.Settings, kinds: tuple[str, ...]) -> None:
     _live()
 
 
-def panel(settings: state.Settings) -> None:
-    """The sidebar's jobs panel: every active job of this cache and the ones finished in the last half hour. Polls every
-    second while something runs, every ten seconds otherwise (and reruns the page when that changes)."""
+def panel(settings: state.Settings, page: str) -> None:
+    """The sidebar's jobs panel on ``page``: every active job of this cache and the ones finished in the last half hour.
+    Polls every second while something runs, every ten seconds otherwise (and reruns the page when that changes).
+
+    One poll a second per tab, not two: a running job whose kind the page showed live on its last run (:func:`live`,
+    which polls every second) is listed here without its progress, and if every running job is, the panel polls every
+    :data:`SHOWN_LIVE_POLL_S` seconds. Each poll reruns the fragment on the server and redraws it in the browser."""
     if demo.active():
         return
+    st.session_state[_PAGE] = page
+    live_here = set(st.session_state.setdefault(_LIVE_ON, {}).pop(page, ()))  # this run's live() records them again
     jobs = _jobs(settings)
     active = any(j.active for j in jobs)
+    pace = SHOWN_LIVE_POLL_S if all(j.kind in live_here for j in jobs if j.active) else 1.0
 
     def body() -> None:
         current = _jobs(settings)
@@ -219,9 +240,12 @@ def panel(settings: state.Settings) -> None:
         if waiting:
             st.warning(f"Queued jobs wait: {md_escape(waiting, 600)}", icon=":material/block:")
         for j in shown:
-            draw_job(settings, j, st, compact=True)
+            if j.active and j.kind in live_here:
+                st.caption(f":material/autorenew: {j.kind}: {md_escape(j.title, 120)} · {j.state}, live on this page")
+            else:
+                draw_job(settings, j, st, compact=True)
         if len(recent) > len(shown):
             st.caption(f"and {len(recent) - len(shown)} more (`python -m lib jobs list`)")
 
     with st.sidebar:
-        st.fragment(body, run_every=1.0 if active else IDLE_POLL_S)()
+        st.fragment(body, run_every=pace if active else IDLE_POLL_S)()

@@ -240,9 +240,14 @@ class CacheLayout:
             sorted(p.stem for p in self.features.glob("*.json") if _KEY.match(p.stem)) if self.features.is_dir() else []
         )
 
+    @property
+    def converted_models(self) -> Path:
+        """Folder of backbones converted to LiteRT."""
+        return self.root / "converted"
+
     def converted_model(self, key: str) -> Path:
         """A backbone converted to LiteRT (see :mod:`lib.runtimes`)."""
-        return self.root / "converted" / f"{_check(_KEY, key, 'converted-model key')}.tflite"
+        return self.converted_models / f"{_check(_KEY, key, 'converted-model key')}.tflite"
 
     @property
     def benchmarks(self) -> Path:
@@ -289,9 +294,14 @@ class CacheLayout:
         """The downloadable zip of a run's export."""
         return self.exports / f"{check_run_id(run_id)}.zip"
 
+    @property
+    def runtime_choices(self) -> Path:
+        """Folder of what ``--runtime auto`` timed on this machine."""
+        return self.root / "runtimes"
+
     def runtime_choice_file(self, key: str) -> Path:
         """What ``--runtime auto`` timed on this machine for one backbone and size (:mod:`lib.runtimes.auto`)."""
-        return self.root / "runtimes" / f"auto-{_check(_KEY, key, 'runtime choice key')}.json"
+        return self.runtime_choices / f"auto-{_check(_KEY, key, 'runtime choice key')}.json"
 
     def dataset_export(self, name: str) -> Path:
         """A curated dataset exported from the app (``export-dataset``), as a zip."""

@@ -128,3 +128,54 @@ def test_demo_mode_disables_every_writer_and_a_forced_click_writes_nothing(
         " ".join(m.value for m in at.sidebar.markdown)
     )  # the demo's own source, not /etc
     assert _files(prepared["cache"]) == before
+
+
+def test_one_poll_per_tab_and_a_jobs_log_only_when_opened(
+    monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str], tmp_path: Path
+) -> None:
+    """A running training job: the Train page shows it live; from the page's second run the sidebar panel lists it
+    without its progress ("live on this page") and polls slowly; on another page the panel shows its progress. The
+    job's command and log are read and sent only once "Details and log" is opened."""
+    import os
+    import shutil
+
+    from lib.jobs.records import Job, Progress
+    from lib.process import process_start
+    from lib.store.atomic import write_json_atomic
+    from lib.store.layout import JOB_FILES, CacheLayout
+    from ui import jobs
+
+    env = {**prepared, "cache": str(tmp_path / "cache")}  # its own copy: a job that never ends stays in this one
+    shutil.copytree(prepared["cache"], env["cache"])
+    layout = CacheLayout(env["cache"])
+    job = Job(
+        "20990101-000000-train-abcdef",
+        "train",
+        "tiny head",
+        ["train", "--epochs", "3"],
+        "k",
+        state="running",
+        pid=os.getpid(),
+        pid_start=process_start(os.getpid()),
+    )  # alive: this test's own process stands in for the job's
+    layout.job_dir(job.id).mkdir(parents=True)
+    job.write(layout)
+    write_json_atomic(layout.job_file(job.id, JOB_FILES.progress), vars(Progress("head", 2, 5, updated=1.0)))
+    layout.job_file(job.id, JOB_FILES.log).write_text("epoch 2/3 LOG-LINE-SEEN\n")
+
+    at = start(monkeypatch, env, page="train.py")
+    assert any("tiny head" in p.text for p in at.main.get("progress")), "the Train page shows the job live"
+    at.run()  # the panel now knows what the page shows live
+    live_here = [c.value for c in at.sidebar.caption if "live on this page" in c.value]
+    assert live_here and not at.sidebar.get("progress"), [c.value for c in at.sidebar.caption]
+    assert not [c for c in [*at.code, *at.sidebar.code]], "no log is sent while the details are closed"
+    assert jobs.SHOWN_LIVE_POLL_S > 1.0
+
+    at.session_state[f"details_{job.id}_page"] = True  # the user opens "Details and log" under the live progress
+    at.run()
+    assert any("LOG-LINE-SEEN" in c.value for c in at.code) and any("--epochs 3" in c.value for c in at.code)
+
+    at.switch_page(str(ROOT / "views" / "browse.py")).run()
+    no_errors(at)
+    assert at.sidebar.get("progress"), "elsewhere the panel shows the job's progress"
+    assert not [c for c in at.sidebar.caption if "live on this page" in c.value]

@@ -35,7 +35,7 @@ def browser_cache(tmp_path_factory: pytest.TempPathFactory, shared_cifar: Any) -
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
     # Converting 60,000 JPEGs is not what these tests are about (nor the full map's features: see full_map_cache).
-    return shared_cifar(tmp_path_factory.mktemp("browser_cache") / "cache")
+    return shared_cifar(tmp_path_factory.mktemp("browser_cache") / "cache", small_model_runtime=True)
 
 
 @pytest.fixture

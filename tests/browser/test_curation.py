@@ -90,7 +90,7 @@ def _noisy_subset(shared: Any, where: Path) -> Path:
 def test_fix_train_compare_export_reload_and_search(shared_cifar: Any, tmp_path: Path) -> None:
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
-    cache = tmp_path / "cache"
+    cache = shared_cifar(tmp_path / "cache", small_model_runtime=True, data=False)  # auto's choice, made once
     source, backbone = str(_noisy_subset(shared_cifar, tmp_path)), str(SHARED_SMALL_MODEL)
     first = train_run(
         RunRequest(source, backbone, HeadConfig(head="linear", epochs=20), image_sizes=(128,)), cache

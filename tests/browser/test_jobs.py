@@ -27,7 +27,9 @@ ARGS = ["--source", str(SHARED_DATA), "--backbone", str(SHARED_SMALL_MODEL), "--
 def cache(tmp_path: Path, shared_cifar: Any) -> Path:
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
-    return shared_cifar(tmp_path / "cache")  # converted once per session: these tests are about jobs
+    return shared_cifar(
+        tmp_path / "cache", small_model_runtime=True
+    )  # made once per machine: these tests are about jobs
 
 
 def _wait(what: Any, timeout: float = 300.0, every: float = 0.3) -> Any:

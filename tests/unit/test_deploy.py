@@ -44,3 +44,6 @@ def test_streamlit_config_hides_deploy_and_telemetry() -> None:
     cfg = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
     assert cfg["client"]["toolbarMode"] == "minimal" and cfg["browser"]["gatherUsageStats"] is False
     assert cfg["server"]["enableStaticServing"] is True and cfg["server"]["maxUploadSize"] <= 10
+    # No forced full garbage collection after every rerun: with TensorFlow loaded it was most of a server's CPU while
+    # jobs polled (a hosted demo's visitors share that CPU).
+    assert cfg["runner"]["postScriptGC"] is False and cfg["runner"]["magicEnabled"] is False
