@@ -29,7 +29,7 @@ SHARED = Path(os.environ.get("TLX_SHARED_DIR", ROOT.parent / "shared"))
 SHARED_DATA = SHARED / "data" / "cifar10-jpeg.tar.gz"
 SHARED_MODEL = SHARED / "models" / "mobilenet_v1_100_224_feature_vector"
 SHARED_SMALL_MODEL = SHARED / "models" / "mobilenet_v1_025_128_dequant_feature_vector"  # the fastest real backbone
-FULL_MAP_SIZE = 64  # the image size of the browser lane's full-dataset map (see _link_full_map)
+FULL_MAP_SIZE = 32  # the browser lane's full-dataset map: CIFAR-10's own size (a quarter of 64 px's arithmetic)
 SHARED_TFLITE = SHARED / "models" / "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite"
 
 
@@ -132,7 +132,7 @@ def shared_cifar() -> Any:
 
 
 def _link_full_map(root: Path, base: Any, target: Any) -> None:
-    """The features of all 60,000 shared images (MobileNet v1 0.25 at 64 px, the browser lane's full map and demo
+    """The features of all 60,000 shared images (MobileNet v1 0.25 at 32 px, the browser lane's full map and demo
     bundle) and their PCA map, made once per machine like the conversion and hard-linked into ``target``: two browser
     tests on two workers each extracted them (about 40 s). Artifacts are replaced, never written in place."""
     from lib.analysis.full_map import compute_full_map

@@ -40,7 +40,7 @@ def browser_cache(tmp_path_factory: pytest.TempPathFactory, shared_cifar: Any) -
 
 @pytest.fixture
 def full_map_cache(browser_cache: Path, shared_cifar: Any) -> Path:
-    """browser_cache with the features of all 60,000 images at 64 px and their PCA map, made once per machine."""
+    """browser_cache with the features of all 60,000 images at 32 px and their PCA map, made once per machine."""
     return shared_cifar(browser_cache, full_map=True)
 
 
@@ -198,8 +198,8 @@ def test_full_dataset_map_hover_select_and_query(full_map_cache: Path) -> None:
     queries nearest neighbours, and the server stays under 3 GB while showing them."""
     from lib.analysis.full_map import compute_full_map
 
-    # MobileNet v1 0.25 at 64 px: the fastest real features of all 60,000 images, and PCA (made once per machine and
-    # linked into full_map_cache: read back here).
+    # MobileNet v1 0.25 at 32 px (CIFAR-10's own size): the fastest real features of all 60,000 images, and PCA (made
+    # once per machine and linked into full_map_cache: read back here).
     m = compute_full_map(str(SHARED_DATA), str(SHARED_SMALL_MODEL), FULL_MAP_SIZE, full_map_cache, "pca")
     assert {s: len(c) for s, c in m.coords.items()} == {"train": 50_000, "test": 10_000}
     args = ["--source", str(SHARED_DATA), "--backbone", str(SHARED_SMALL_MODEL), "--image-size", str(FULL_MAP_SIZE)]
@@ -358,7 +358,7 @@ def test_deep_links_work_as_the_first_request_and_url_text_stays_text(browser_ca
 
 @pytest.fixture(scope="module")
 def demo_bundle(browser_cache: Path, shared_cifar: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A demo bundle of the full shared CIFAR-10 copy: a linear run on MobileNet v1 0.25 features at 64 px and the PCA
+    """A demo bundle of the full shared CIFAR-10 copy: a linear run on MobileNet v1 0.25 features at 32 px and the PCA
     map."""
     from lib.bundles.make import make_bundle
     from lib.models.heads import HeadConfig
