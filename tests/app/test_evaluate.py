@@ -26,6 +26,17 @@ def test_evaluate_confusion_cell_shows_images(monkeypatch: pytest.MonkeyPatch, p
     assert probs == sorted(probs, reverse=True)  # most confident first
     at.radio(key="ev_norm").set_value("row-normalized").run()
     no_errors(at)
+    # The reliability diagram tells its two curves apart by dash as well as colour (they coincide where calibration
+    # changed nothing, and the legend then named a line that could not be seen).
+    import json
+
+    specs = [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")]
+    (rel,) = [s for s in specs if "mean confidence in bin" in json.dumps(s)]
+    layers = [layer.get("encoding", {}) for layer in rel.get("layer", [])]
+    dash = next(
+        e["strokeDash"] for e in layers if "strokeDash" in e and e["strokeDash"].get("field") == "probabilities"
+    )
+    assert dash["scale"]["domain"] == ["calibrated", "before calibration"] and len(dash["scale"]["range"]) == 2, dash
 
 
 def test_evaluate_text_upload_is_refused_clearly(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str]) -> None:
