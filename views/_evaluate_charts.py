@@ -138,12 +138,17 @@ def pairs_and_reliability(report: dict[str, Any]) -> None:
                     x=alt.X("confidence:Q", scale=alt.Scale(domain=[0, 1]), title="mean confidence in bin"),
                     y=alt.Y("accuracy:Q", scale=alt.Scale(domain=[0, 1]), title="accuracy in bin"),
                     color=alt.Color("probabilities:N", title=None),
-                    # Before calibration dashed, drawn over the solid calibrated line: where temperature scaling left
-                    # the probabilities as they were, the two lines coincide and both still show.
+                    # Before calibration thin and dashed, drawn over the wide solid calibrated line: where temperature
+                    # scaling left the probabilities as they were, the two lines coincide and both still show.
                     strokeDash=alt.StrokeDash(
                         "probabilities:N",
                         title=None,
                         scale=alt.Scale(domain=[name for name, _c in curves], range=[[1, 0], [6, 4]][: len(curves)]),
+                    ),
+                    strokeWidth=alt.StrokeWidth(
+                        "probabilities:N",
+                        legend=None,
+                        scale=alt.Scale(domain=[name for name, _c in curves], range=[4, 1.5][: len(curves)]),
                     ),
                     tooltip=["probabilities", "count", "confidence", "accuracy"],
                 )
