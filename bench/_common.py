@@ -2,12 +2,14 @@
 data and backbone arguments.
 
     from _common import ROOT, data_args      # bench/ is on sys.path while a bench script runs
+    process_cpu_seconds(pid)                 # user + system seconds of a process, from /proc
     args = data_args(argparse.ArgumentParser()).parse_args()    # --source --backbone --image-size --cache-dir
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -30,3 +32,9 @@ def data_args(
     if cache_dir:
         parser.add_argument("--cache-dir", default=str(ROOT / "cache"), help=cache_help)
     return parser
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU-seconds of process ``pid`` so far (from /proc; OSError once it has ended)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

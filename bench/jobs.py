@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import ROOT, data_args
+from _common import ROOT, data_args, process_cpu_seconds
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -61,12 +61,12 @@ def as_job(argv: list[str], cache: Path) -> tuple[float, dict[str, Any]]:
     runner, cpu0 = None, 0.0
     while (found := get_job(cache, job.id)).active:
         if runner is None and (runner := runner_pid(CacheLayout(cache))):
-            cpu0, t1 = _cpu_seconds(runner), time.perf_counter()
+            cpu0, t1 = process_cpu_seconds(runner), time.perf_counter()
         time.sleep(0.5)  # the bench's own polling: what the panel of one session does
     seconds = time.perf_counter() - t0
     if runner is not None:
         with contextlib.suppress(OSError):
-            RUNNER_CPU.append((_cpu_seconds(runner) - cpu0) / (time.perf_counter() - t1))
+            RUNNER_CPU.append((process_cpu_seconds(runner) - cpu0) / (time.perf_counter() - t1))
     if found.state != "done":
         raise SystemExit(f"job {found.state}: {found.error}")
     return seconds, found.result
@@ -88,11 +88,6 @@ def start_cost(args: argparse.Namespace, cache: Path) -> None:
     )
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def idle_polling(args: argparse.Namespace, cache: Path) -> None:
     from tests.streamlit_server import SERVER_PIDS, chromium, running_app, wait_idle
 
@@ -110,9 +105,9 @@ def idle_polling(args: argparse.Namespace, cache: Path) -> None:
                 wait_idle(page)
             time.sleep(5)
             pid = SERVER_PIDS[url]
-            before, t0 = _cpu_seconds(pid), time.perf_counter()
+            before, t0 = process_cpu_seconds(pid), time.perf_counter()
             time.sleep(args.idle)
-            shares[tabs] = (_cpu_seconds(pid) - before) / (time.perf_counter() - t0) / (os.cpu_count() or 1)
+            shares[tabs] = (process_cpu_seconds(pid) - before) / (time.perf_counter() - t0) / (os.cpu_count() or 1)
     many, one, none = shares[args.sessions], shares[1], shares[0]
     print(
         f"idle polling: server CPU over {args.idle:.0f}s, share of {os.cpu_count()} cores: no tab {none:.2%}, 1 tab "

@@ -25,23 +25,19 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import ROOT, data_args
+from _common import ROOT, data_args, process_cpu_seconds
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def cpu_seconds(match: str) -> float:
     """User + system seconds of every live process whose command line contains ``match``."""
-    hz = os.sysconf("SC_CLK_TCK")
     total = 0.0
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-            if match not in cmd:
-                continue
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / hz
-        except (OSError, IndexError, ValueError):
+            if match in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
+                total += process_cpu_seconds(int(pid))
+        except OSError:
             continue  # the process ended while being read
     return total
 
@@ -49,7 +45,7 @@ def cpu_seconds(match: str) -> float:
 def one(args: argparse.Namespace, base: Path, root: Path, env: dict[str, str]) -> dict[str, float]:
     """One training job watched from the Train page: its wall seconds and the server's and Chromium's CPU-seconds."""
     from lib.store.layout import CacheLayout
-    from tests.streamlit_server import JOBS_IN_RUNNER, chromium, running_app, wait_idle
+    from tests.streamlit_server import JOBS_IN_RUNNER, chromium, open_train_form, running_app, wait_idle
 
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp) / "cache"
@@ -60,15 +56,7 @@ def one(args: argparse.Namespace, base: Path, root: Path, env: dict[str, str]) -
             chromium() as browser,
         ):
             page = browser.new_page(viewport={"width": 1400, "height": 1400})
-            page.goto(url + "/train")
-            page.get_by_role("heading", name="Train or load transfer models").wait_for(timeout=60_000)
-            wait_idle(page)
-            page.get_by_role("button", name="Blog protocol preset").click()
-            wait_idle(page)
-            limit = page.get_by_label("Images per class (0 = all)")
-            limit.fill(str(args.limit))
-            limit.press("Tab")
-            wait_idle(page)
+            open_train_form(page, url, args.limit)
             server, browser_cpu, t0 = cpu_seconds("streamlit"), cpu_seconds("chromium"), time.monotonic()
             page.get_by_role("button", name="Train", exact=True).click()
             page.get_by_test_id("stMetricLabel").get_by_text("Test accuracy", exact=True).wait_for(timeout=600_000)

@@ -140,10 +140,7 @@ def _link_full_map(root: Path, base: Any, target: Any) -> None:
     with (root / ".map-lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         compute_full_map(str(SHARED_DATA), str(SHARED_SMALL_MODEL), FULL_MAP_SIZE, base, "pca")
-    for folder in (base.features, base.projections):
-        shutil.copytree(
-            folder, target.root / folder.relative_to(base.root), copy_function=_link_new, dirs_exist_ok=True
-        )
+    _link_folders(base, target, (base.features, base.projections))
 
 
 def _link_small_model_runtime(root: Path, base: Any, target: Any) -> None:
@@ -159,12 +156,14 @@ def _link_small_model_runtime(root: Path, base: Any, target: Any) -> None:
         fcntl.flock(lock, fcntl.LOCK_EX)
         ds = load_dataset(str(SHARED_DATA), base)
         _choice, figures = resolve(AUTO, resolve_backbone(str(SHARED_SMALL_MODEL)), 128, ds, base, 1_000)
-        assert figures is not None, "auto resolved to itself"
-        if not any(base.converted_models.glob("*.tflite")):  # auto chose tf without converting: converted all the same
-            from lib.runtimes.litert import LiteRTRuntime
+        # Timing both runtimes converts the model into the cache, whichever wins.
+        assert figures is not None and any(base.converted_models.glob("*.tflite")), figures
+    _link_folders(base, target, (base.runtime_choices, base.converted_models))
 
-            LiteRTRuntime(quantized=False).convert(resolve_backbone(str(SHARED_SMALL_MODEL)), 128, ds, base)
-    for folder in (base.runtime_choices, base.converted_models):
+
+def _link_folders(base: Any, target: Any, folders: tuple[Path, ...]) -> None:
+    """Each of ``base``'s ``folders`` hard-linked into the same place under ``target`` (files already there kept)."""
+    for folder in folders:
         shutil.copytree(
             folder, target.root / folder.relative_to(base.root), copy_function=_link_new, dirs_exist_ok=True
         )

@@ -178,6 +178,20 @@ def wait_idle(page: Any, timeout_ms: int = 120_000) -> None:
     page.wait_for_timeout(300)
 
 
+def open_train_form(page: Any, url: str, limit: int) -> None:
+    """Open the Train page, press the blog preset (one view: the browser tests about jobs and bench/poll_cost.py are
+    about processes and polling, not accuracy) and set ``limit`` images per class."""
+    page.goto(url + "/train")
+    page.get_by_role("heading", name="Train or load transfer models").wait_for(timeout=60_000)
+    wait_idle(page)
+    page.get_by_role("button", name="Blog protocol preset").click()
+    wait_idle(page)
+    box = page.get_by_label("Images per class (0 = all)")
+    box.fill(str(limit))
+    box.press("Tab")
+    wait_idle(page)
+
+
 def exceptions(page: Any) -> list[str]:
     """Texts of any Streamlit exception elements on the page."""
     return [e.inner_text() for e in page.query_selector_all('[data-testid="stException"]')]

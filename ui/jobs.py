@@ -186,8 +186,8 @@ def live(settings: state.Settings, kinds: tuple[str, ...]) -> None:
     found = _jobs(settings, kinds)
     active = [j for j in found if j.active]
     _activate_finished_runs(settings, found)
-    shown = st.session_state.setdefault(_LIVE_ON, {})
-    shown[st.session_state.get(_PAGE)] = (*shown.get(st.session_state.get(_PAGE), ()), *kinds)
+    shown, page = st.session_state.setdefault(_LIVE_ON, {}), st.session_state.get(_PAGE)
+    shown[page] = (*shown.get(page, ()), *kinds)  # what the panel reads on this page's next run
     mine = st.session_state.get(STARTED, [])
     for j in found:
         if j.id in mine and j.state == "failed" and _age(j) < RECENT_S:

@@ -16,7 +16,15 @@ import pytest
 from lib.jobs import list_jobs
 from lib.runs.registry import list_runs
 from tests.conftest import SHARED_DATA, SHARED_SMALL_MODEL
-from tests.streamlit_server import CHROMIUM, SERVER_PIDS, chromium, exceptions, running_app, wait_idle
+from tests.streamlit_server import (
+    CHROMIUM,
+    SERVER_PIDS,
+    chromium,
+    exceptions,
+    open_train_form,
+    running_app,
+    wait_idle,
+)
 
 pytestmark = [pytest.mark.shared, pytest.mark.browser]
 SHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
@@ -27,9 +35,8 @@ ARGS = ["--source", str(SHARED_DATA), "--backbone", str(SHARED_SMALL_MODEL), "--
 def cache(tmp_path: Path, shared_cifar: Any) -> Path:
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
-    return shared_cifar(
-        tmp_path / "cache", small_model_runtime=True
-    )  # made once per machine: these tests are about jobs
+    # The conversion and the small model's runtime choice, made once per machine: these tests are about jobs.
+    return shared_cifar(tmp_path / "cache", small_model_runtime=True)
 
 
 def _wait(what: Any, timeout: float = 300.0, every: float = 0.3) -> Any:
@@ -40,26 +47,12 @@ def _wait(what: Any, timeout: float = 300.0, every: float = 0.3) -> Any:
     return found
 
 
-def _train_form(page: Any, url: str, limit: int) -> None:
-    page.goto(url + "/train")
-    page.get_by_role("heading", name="Train or load transfer models").wait_for(timeout=60_000)
-    wait_idle(page)
-    # The blog preset (one view): these tests are about jobs and processes, and the best preset's mirrored training
-    # images and test-time augmentation doubled the extraction.
-    page.get_by_role("button", name="Blog protocol preset").click()
-    wait_idle(page)
-    box = page.get_by_label("Images per class (0 = all)")
-    box.fill(str(limit))
-    box.press("Tab")
-    wait_idle(page)
-
-
 def test_a_training_job_outlives_its_tab_and_two_tabs_make_one_run(cache: Path) -> None:
     with running_app(ARGS, cache) as (url, _), chromium() as browser:
         a = browser.new_page(viewport={"width": 1400, "height": 1400})
         b = browser.new_page(viewport={"width": 1400, "height": 1400})
         for page in (a, b):
-            _train_form(page, url, 200)
+            open_train_form(page, url, 200)
         a.get_by_role("button", name="Train", exact=True).click()
         b.get_by_role("button", name="Train", exact=True).click()  # the same request from a second tab: it joins
         a.get_by_test_id("stSidebar").get_by_text("train: train", exact=False).first.wait_for(timeout=60_000)
@@ -125,7 +118,7 @@ def test_cancel_an_extraction_half_way_then_it_resumes(cache: Path) -> None:
 def test_a_job_outlives_a_killed_server(cache: Path) -> None:
     with running_app(ARGS, cache) as (url, _), chromium() as browser:
         page = browser.new_page(viewport={"width": 1400, "height": 1400})
-        _train_form(page, url, 150)
+        open_train_form(page, url, 150)
         page.get_by_role("button", name="Train", exact=True).click()
         _wait(lambda: [j for j in list_jobs(cache) if j.state == "running"], timeout=120)
         os.kill(SERVER_PIDS[url], signal.SIGKILL)  # the server dies mid-job, as on a crash
