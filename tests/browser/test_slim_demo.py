@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ import pytest
 from lib.bundles.make import make_bundle
 from lib.models.heads import HeadConfig
 from lib.pipeline.training import RunRequest, train_run
+from tests import slim_venv
 from tests.streamlit_server import CHROMIUM, ROOT, SERVER_PIDS, chromium, exceptions, running_app, wait_idle
 from ui.pages import PAGES
 
@@ -23,31 +23,9 @@ pytestmark = [pytest.mark.browser]
 
 @pytest.fixture(scope="module")
 def slim_python() -> str:
-    """A virtual environment with only the demo's dependency file installed (from the package registry), built once
-    per hash of that file and kept under the temp folder (``tlx-slim-venv-<hash>``): a rerun reuses it, a changed
-    requirements file builds a new one. A ``built`` marker is written last, so a half-built one is built again."""
-    import fcntl
-    import hashlib
-    import shutil
-    import tempfile
-
-    requirements = ROOT / "deploy" / "demo" / "requirements.txt"
-    digest = hashlib.sha256(requirements.read_bytes() + sys.version.encode()).hexdigest()[:16]
-    venv = Path(tempfile.gettempdir()) / f"tlx-slim-venv-{digest}"
-    python = str(venv / "bin" / "python")
-    with open(f"{venv}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one build at a time (xdist workers, two runs at once)
-        if not (venv / "built").exists():
-            shutil.rmtree(venv, ignore_errors=True)
-            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-            pip = subprocess.run(
-                [str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", "-r", str(requirements)],
-                capture_output=True,
-                text=True,
-                timeout=900,
-            )
-            assert pip.returncode == 0, pip.stderr[-2000:]
-            (venv / "built").write_text(digest)
+    """The demo's requirements in a venv of their own (tests/slim_venv.py: built once per hash of the file; `.ci/run`
+    builds it with the other installs)."""
+    python = slim_venv.slim_python()
     assert subprocess.run([python, "-c", "import tensorflow"], capture_output=True).returncode != 0  # really without it
     return python
 
