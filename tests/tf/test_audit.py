@@ -4,8 +4,6 @@ audit CLI's JSON contract, and exclude lists from file to run."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +12,7 @@ import pytest
 from lib.analysis import audit as au
 from lib.analysis.duplicates import normalise
 from lib.errors import ConfigError, DataSourceError
+from tests.fixtures import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -119,10 +118,7 @@ def test_key_follows_features_folds_seed_and_head() -> None:
 
 
 def test_audit_cli_json_contract_and_cache(assets: dict[str, Path], cache_dir: Path) -> None:
-    cmd = [
-        sys.executable,
-        "-m",
-        "lib",
+    args = [
         "audit",
         "--source",
         str(assets["cifar_tar"]),
@@ -134,13 +130,9 @@ def test_audit_cli_json_contract_and_cache(assets: dict[str, Path], cache_dir: P
         "3",
         "--threshold",
         "0.9",
-        "--cache-dir",
-        str(cache_dir),
         "--json",
     ]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    out = json.loads(proc.stdout)
+    out = cli(*args, cache=cache_dir)  # the CLI's main(argv) in this process: its stdout is the JSON
     assert {"label_issues", "duplicates", "seconds"} <= set(out)
     for r in out["label_issues"]:
         assert (
@@ -154,17 +146,11 @@ def test_audit_cli_json_contract_and_cache(assets: dict[str, Path], cache_dir: P
         (d["similarity"] for d in out["duplicates"]), reverse=True
     )
     assert len(list((cache_dir / "audits").glob("*.npz"))) == 1
-    again = json.loads(subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600).stdout)
+    again = cli(*args, cache=cache_dir)
     assert (
         again["audit_seconds"] == out["audit_seconds"] and again["label_issues"] == out["label_issues"]
     )  # read back, not recomputed
-    bad = subprocess.run(
-        [*cmd[:-5], "--folds", "10", "--cache-dir", str(cache_dir)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    bad = cli(*args[:-3], "--folds", "10", cache=cache_dir, ok=False)
     assert (
         bad.returncode == 2 and "fewer than the 10 folds" in bad.stderr and "Traceback" not in bad.stderr
     )  # 6 train + 3 test images per class
@@ -188,10 +174,7 @@ def test_exclude_list_round_trip_into_a_run(assets: dict[str, Path], cache_dir: 
         )  # 60 train and 30 test images: these do not exist
     with pytest.raises(DataSourceError, match="another dataset"):
         parse_exclude(json.dumps({"format": "transfer-explorer-exclude-list", "dataset": "other", "images": {}}), ds)
-    cmd = [
-        sys.executable,
-        "-m",
-        "lib",
+    args = [
         "train",
         "--source",
         str(assets["cifar_tar"]),
@@ -205,22 +188,13 @@ def test_exclude_list_round_trip_into_a_run(assets: dict[str, Path], cache_dir: 
         "2",
         "--exclude",
         str(saved),
-        "--cache-dir",
-        str(cache_dir),
         "--json",
     ]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    out = json.loads(proc.stdout)
+    out = cli(*args, cache=cache_dir)
     assert out["excluded"] == {"train": 2, "test": 1}
     run = load_run(cache_dir, out["run_id"])
     assert run.manifest.excluded == {"test": [0], "train": [1, 3]} and 0 not in run.indices and len(run.indices) == 29
-    missing = subprocess.run(
-        [*cmd[:-5], "--exclude", str(tmp_path / "nope.json"), "--cache-dir", str(cache_dir)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
+    missing = cli(*args[:-3], "--exclude", str(tmp_path / "nope.json"), cache=cache_dir, ok=False)
     assert missing.returncode == 2 and "does not exist" in missing.stderr
 
 

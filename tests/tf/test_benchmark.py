@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from lib.analysis.benchmark import benchmark_key, grid_configurations, run_benchmark
 from lib.errors import ConfigError
+from tests.fixtures import cli
 
 ROW_KEYS = {
     "backbone",
@@ -30,10 +29,7 @@ ROW_KEYS = {
 
 def test_cli_json_contract_and_resume(assets: dict[str, Path], cache_dir: Path) -> None:
     """`python -m lib benchmark --json` prints one object with rows; a second run reuses the stored rows."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "lib",
+    out = cli(  # the CLI's main(argv) in this process: its stdout is the JSON
         "benchmark",
         "--source",
         str(assets["cifar_tar"]),
@@ -47,14 +43,9 @@ def test_cli_json_contract_and_resume(assets: dict[str, Path], cache_dir: Path) 
         "tf,litert",
         "--limit",
         "3",
-        "--cache-dir",
-        str(cache_dir),
         "--json",
-    ]
-    root = Path(__file__).resolve().parents[2]
-    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    out = json.loads(proc.stdout)
+        cache=cache_dir,
+    )
     rows = out["rows"]
     assert len(rows) == 5  # 2 sizes x 2 runtimes for the SavedModel, and the .tflite once at its own size
     for row in rows:

@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +11,7 @@ import pytest
 
 from lib.analysis import full_map as fm
 from lib.errors import ConfigError
+from tests.fixtures import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -62,10 +61,7 @@ def test_map_artifact_round_trip_damage_and_key(tmp_path: Path) -> None:
 
 
 def test_project_cli_json_contract_cache_and_bad_input(assets: dict[str, Path], cache_dir: Path) -> None:
-    cmd = [
-        sys.executable,
-        "-m",
-        "lib",
+    args = [
         "project",
         "--source",
         str(assets["cifar_tar"]),
@@ -73,20 +69,14 @@ def test_project_cli_json_contract_cache_and_bad_input(assets: dict[str, Path], 
         str(assets["savedmodel"]),
         "--image-size",
         "32",
-        "--cache-dir",
-        str(cache_dir),
         "--json",
     ]
-    proc = subprocess.run([*cmd, "--method", "pca"], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    out = json.loads(proc.stdout)
+    out = cli(*args, "--method", "pca", cache=cache_dir)  # the CLI's main(argv) in this process: its stdout is the JSON
     assert out["method"] == "pca" and out["points"] == {"train": 60, "test": 30}
     assert len(list((cache_dir / "projections").glob("full-pca-*.npz"))) == 1
-    again = json.loads(
-        subprocess.run([*cmd, "--method", "pca"], cwd=ROOT, capture_output=True, text=True, timeout=600).stdout
-    )
+    again = cli(*args, "--method", "pca", cache=cache_dir)
     assert again["projection_seconds"] == out["projection_seconds"]  # read back, not recomputed
-    bad = subprocess.run([*cmd, "--method", "tsne"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    bad = cli(*args, "--method", "tsne", cache=cache_dir, ok=False)
     assert bad.returncode == 2 and "needs more than 90 training images" in bad.stderr and "Traceback" not in bad.stderr
 
 
