@@ -40,6 +40,9 @@ BUSY_POLL_S = (
     2.0  # how often while every slot is busy (it only settles and escalates cancels then; a job's exit wakes it early)
 )
 IDLE_EXIT_S = 10.0  # a runner with nothing to do for this long exits (the next submit starts one again)
+# The same for a runner whose jobs are its threads (IN_RUNNER_ENV): it keeps its TensorFlow import and loaded backbones
+# for the next job a while longer (a browser test's jobs come 10 to 30 s apart; each new runner imported TensorFlow).
+IN_RUNNER_IDLE_EXIT_S = 60.0
 CANCEL_GRACE_S = 15.0  # a job that has not stopped this long after a cancel is interrupted, then terminated
 DIED = (
     "The job's process ended without saying how (killed, out of memory, or the machine restarted). Ask for it "
@@ -468,6 +471,11 @@ def _warn_once(text: str) -> None:
     print(f"warning: {terminal_text(text)}", file=sys.stderr, flush=True)
 
 
+def _idle_exit_s() -> float:
+    """How long this runner waits with nothing to do before it exits."""
+    return IN_RUNNER_IDLE_EXIT_S if os.environ.get(IN_RUNNER_ENV) == "1" else IDLE_EXIT_S
+
+
 def run_runner(layout: CacheLike) -> int:
     """Start queued jobs in order, at most :func:`concurrency` at a time; settle them; deliver cancels; exit when idle.
     Returns at once (0) if another runner already serves this cache."""
@@ -511,6 +519,6 @@ def run_runner(layout: CacheLike) -> int:
             children = {i: p for i, p in children.items() if p.returncode is None}
             if running or children:
                 idle_since = time.monotonic()
-            elif time.monotonic() - idle_since > IDLE_EXIT_S:
+            elif time.monotonic() - idle_since > _idle_exit_s():
                 return 0
             _nap(children, BUSY_POLL_S if len(running) >= concurrency() else POLL_S)
