@@ -37,12 +37,16 @@ SHARED_TFLITE = SHARED / "models" / "mobilenet_v1_1.0_224_quant_embedding_extrac
 # tests/app (AppTest, one file per page), tests/browser (a real server in Chromium) and tests/ray (Ray instances, a
 # two-node cluster).
 LANES = ("unit", "tf", "app", "browser", "ray")
+# Run first: the test whose setup converts the shared CIFAR-10 copy for this machine (about 25 s, under a lock; see
+# shared_cifar). First, it converts while the other xdist worker runs tests that do not need the copy; in collection
+# order, both workers reached the browser lane together and one waited on the lock with its core idle.
+FIRST = ("tests/browser/test_browser.py::test_every_page_train_and_click_confusion_cell",)
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group mark added here (it was ignored)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark each test with its folder's lane, and skip ``shared`` tests only where ../shared is absent (it is present in
-    CI)."""
+    """Mark each test with its folder's lane, skip ``shared`` tests only where ../shared is absent (it is present in
+    CI), and put :data:`FIRST` first."""
     have_shared = SHARED_DATA.exists() and SHARED_MODEL.exists()
     for item in items:
         lane = Path(str(item.fspath)).parent.name
@@ -53,6 +57,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.xdist_group("ray"))
         if "shared" in item.keywords and not have_shared:
             item.add_marker(pytest.mark.skip(reason=f"real assets not found under {SHARED}"))
+    items.sort(key=lambda item: item.nodeid not in FIRST)  # stable: the rest keep their order
 
 
 @pytest.fixture(scope="session")
