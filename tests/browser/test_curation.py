@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import re
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,20 @@ HEADINGS = {
 }  # the title each page shows
 
 
+def _twice_if_lost(act: Callable[[], None], shown: Any) -> None:
+    """Do ``act`` and wait for ``shown``; if it has not shown in 20 s, the press was lost: do ``act`` once more, as a
+    person would, and wait for it again (then it must show, or the test fails)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    act()
+    try:
+        shown.wait_for(timeout=20_000)
+    except PlaywrightTimeout:
+        print("a press was lost once: pressed again")
+        act()
+        shown.wait_for(timeout=60_000)
+
+
 def _goto(page: Any, title: str) -> None:
     """Open a page from the sidebar and wait for its own heading (a click on the old page's button while the new one
     loads once pressed the wrong "Prepare dataset").
@@ -42,16 +57,8 @@ def _goto(page: Any, title: str) -> None:
     A second click if the first is lost: a click on the sidebar while the Apply button's ``st.rerun()`` is starting
     is dropped by Streamlit (the rerun of the current page replaces the page change; seen twice in about six runs of
     the suite on a busy machine), as a person would click again."""
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
-
     link = page.get_by_test_id("stSidebarNav").get_by_text(title, exact=True)
-    heading = page.get_by_role("heading", name=HEADINGS[title], exact=True)
-    link.click()
-    try:
-        heading.wait_for(timeout=20_000)
-    except PlaywrightTimeout:  # the click was lost: click again, once
-        link.click()
-        heading.wait_for(timeout=60_000)
+    _twice_if_lost(link.click, page.get_by_role("heading", name=HEADINGS[title], exact=True))
     wait_idle(page)
 
 
@@ -61,23 +68,15 @@ def _apply(page: Any, source: Path) -> None:
 
     Typed and pressed again if the first press is lost, as for ``_goto``: seen once (2026-12-07, the browser lane
     alone on a busy machine), the press right after typing changed nothing and the sidebar still named the old source a
-    minute later; a person would try again. The new source must then show, or the test fails."""
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
-
+    minute later."""
     sidebar = page.get_by_test_id("stSidebar")
-    field = sidebar.get_by_role("textbox", name="Data source")
-    apply = sidebar.get_by_role("button", name="Apply")
-    named = sidebar.get_by_test_id("stMarkdown").filter(has_text=re.compile("Data: .*" + re.escape(source.stem))).first
-    for attempt in (1, 2):
-        field.fill(str(source))
-        apply.click()
-        try:
-            named.wait_for(timeout=20_000 if attempt == 1 else 60_000)
-            break
-        except PlaywrightTimeout:
-            if attempt == 2:
-                raise
-            print("Apply was lost once: typed and pressed again")
+
+    def type_and_press() -> None:
+        sidebar.get_by_role("textbox", name="Data source").fill(str(source))
+        sidebar.get_by_role("button", name="Apply").click()
+
+    named = sidebar.get_by_test_id("stMarkdown").filter(has_text=re.compile("Data: .*" + re.escape(source.stem)))
+    _twice_if_lost(type_and_press, named.first)
     wait_idle(page)
 
 

@@ -14,8 +14,6 @@ from lib.analysis.duplicates import normalise
 from lib.errors import ConfigError, DataSourceError
 from tests.fixtures import cli
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 def _blobs(per_class: int, seed: int, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)

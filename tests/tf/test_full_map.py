@@ -13,8 +13,6 @@ from lib.analysis import full_map as fm
 from lib.errors import ConfigError
 from tests.fixtures import cli
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 def _blobs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     centres = np.random.default_rng(0).normal(scale=4.0, size=(5, 20))
