@@ -10,12 +10,11 @@ import tempfile
 import streamlit as st
 
 from lib.process import configure_process
-from lib.store.layout import CacheLayout
 from ui import demo, jobs, state, widgets
 from ui.pages import PAGES, page_path
 
-cache_dir = state.startup_cache_dir()
-configure_process(CacheLayout(cache_dir).tfhub_cache())
+layout = state.startup_layout()  # the one layout every page passes down (as settings.layout)
+configure_process(layout.tfhub_cache())
 st.set_page_config(page_title="Transfer learning explorer", page_icon=":material/hub:", layout="wide")
 if problem := state.argv_problem():
     from ui.text import show_error
@@ -25,7 +24,7 @@ if problem := state.argv_problem():
         "a valid one (streamlit run app.py -- --source PATH --backbone PATH --image-size N --cache-dir DIR --demo)."
     )
     st.stop()
-state.unpack_bundle_once(cache_dir)  # --bundle: before the first page renders, and before the cache turns read-only
+state.unpack_bundle_once(layout)  # --bundle: before the first page renders, and before the cache turns read-only
 if demo.active():
     from lib.store.atomic import set_read_only
 
@@ -34,7 +33,8 @@ if demo.active():
         os.environ["TFHUB_CACHE_DIR"] = os.path.join(tempfile.gettempdir(), "tlx-tfhub")
 
     set_read_only(
-        cache_dir, "This is a read-only demo: nothing can be computed, changed or deleted here, so nothing was written."
+        layout.root,
+        "This is a read-only demo: nothing can be computed, changed or deleted here, so nothing was written.",
     )
 
 pg = st.navigation(

@@ -17,6 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from lib.store.layout import CacheLayout  # noqa: E402  (light: no TensorFlow; needs ROOT on sys.path)
+
 
 def data_args(
     parser: argparse.ArgumentParser,
@@ -25,12 +27,12 @@ def data_args(
     cache_help: str | None = None,
 ) -> argparse.ArgumentParser:
     """Add ``--source`` and ``--backbone`` (required), the input side (``size_flag``, default 128 px) and
-    ``--cache-dir``."""
+    ``--cache-dir`` (parsed into the :class:`CacheLayout` the script passes down)."""
     parser.add_argument("--source", required=True)
     parser.add_argument("--backbone", required=True)
     parser.add_argument(size_flag, type=int, default=128)
     if cache_dir:
-        parser.add_argument("--cache-dir", default=str(ROOT / "cache"), help=cache_help)
+        parser.add_argument("--cache-dir", type=CacheLayout, default=str(ROOT / "cache"), help=cache_help)
     return parser
 
 

@@ -47,7 +47,7 @@ def first_paint(args: argparse.Namespace) -> None:
         **os.environ,
         "TLX_SOURCE": args.source,
         "TLX_BACKBONE": args.backbone,
-        "TLX_CACHE_DIR": args.cache_dir,
+        "TLX_CACHE_DIR": str(args.cache_dir),
         "TLX_IMAGE_SIZE": str(args.image_size),
     }
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
@@ -63,7 +63,7 @@ def reruns(args: argparse.Namespace) -> None:
         {
             "TLX_SOURCE": args.source,
             "TLX_BACKBONE": args.backbone,
-            "TLX_CACHE_DIR": args.cache_dir,
+            "TLX_CACHE_DIR": str(args.cache_dir),
             "TLX_IMAGE_SIZE": str(args.image_size),
         }
     )

@@ -20,7 +20,7 @@ import sys
 import time
 
 import numpy as np
-from _common import ROOT
+from _common import ROOT, CacheLayout
 
 
 def main() -> int:
@@ -33,7 +33,7 @@ def main() -> int:
         help="BACKBONE@SIZE[,BACKBONE@SIZE...] (repeatable: one configuration each)",
     )
     parser.add_argument("--runtime", default=None)
-    parser.add_argument("--cache-dir", default=str(ROOT / "cache"))
+    parser.add_argument("--cache-dir", type=CacheLayout, default=str(ROOT / "cache"))
     parser.add_argument("--hidden", type=int, default=None)
     parser.add_argument("--dropout", type=float, default=None)
     parser.add_argument("--epochs", type=int, default=None)

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import ROOT  # (puts the project on sys.path)
+from _common import ROOT, CacheLayout  # (puts the project on sys.path)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -37,7 +37,7 @@ def same_batches(
     from lib.data.sources import load_dataset
     from lib.runtimes.backbones import load_backbone, resolve_backbone
 
-    ds = load_dataset(source, cache_dir)
+    ds = load_dataset(source, CacheLayout(cache_dir))
     model = load_backbone(resolve_backbone(backbone))
     images = ds.images("train")
     warm = np.asarray(images[:batch_size])

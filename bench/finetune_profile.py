@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -54,10 +53,10 @@ def layer_macs(model: Any) -> int:
     return total
 
 
-def cached_views(cache_dir: str | None, shape: tuple[int, ...], n: int) -> tuple[np.ndarray, np.ndarray]:
-    """The preset's cached training maps (both views) when ``cache_dir`` holds them, else random maps of ``shape``."""
-    if cache_dir:
-        found = sorted(Path(cache_dir, "activations").glob("*.json"))
+def cached_views(layout: CacheLayout | None, shape: tuple[int, ...], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The preset's cached training maps (both views) when ``layout`` holds them, else random maps of ``shape``."""
+    if layout:
+        found = sorted(layout.activations.glob("*.json"))
         train = [json.loads(p.read_text()) for p in found]
         train = [(m["view"], p.with_suffix(".npy")) for m, p in zip(train, found) if m.get("split") == "train"]
         if len(train) == 2:
@@ -73,10 +72,12 @@ def main() -> None:
     p.add_argument("--backbone", required=True)
     p.add_argument("--preset", default="finetune", choices=sorted(FINETUNE_PRESETS))
     p.add_argument("--steps", type=int, default=40, help="timed steps per phase (after 5 warm-up steps)")
-    p.add_argument("--cache-dir", default=None, help="a cache holding the preset's cached training maps")
+    p.add_argument(
+        "--cache-dir", type=CacheLayout, default=None, help="a cache holding the preset's cached training maps"
+    )
     p.add_argument("--epoch-images", type=int, default=48_000, help="training images in an epoch")
     args = p.parse_args()
-    configure_process(CacheLayout(args.cache_dir or ROOT / "cache").tfhub_cache())
+    configure_process((args.cache_dir or CacheLayout(ROOT / "cache")).tfhub_cache())
     import tensorflow as tf
     import tf_keras as keras
 

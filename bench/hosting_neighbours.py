@@ -20,11 +20,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from lib.store.layout import CacheLayout
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cache-dir", required=True, help="the full cache the bundle was made from (real features)")
-    ap.add_argument("--hosted", required=True, help="a cache a hosting bundle was installed into")
+    ap.add_argument(
+        "--cache-dir", type=CacheLayout, required=True, help="the full cache the bundle was made from (real features)"
+    )
+    ap.add_argument("--hosted", type=CacheLayout, required=True, help="a cache a hosting bundle was installed into")
     ap.add_argument("--queries", type=int, default=300)
     ap.add_argument("--k", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
@@ -38,13 +42,12 @@ def main() -> None:
     from lib.process import machine_info
     from lib.runtimes.lite_parts import lite_backbone
     from lib.store.installed import backbone_stand_ins, installed_bundle
-    from lib.store.layout import CacheLayout
 
     info = installed_bundle(args.hosted)
     if info is None or "hosting" not in info:
         sys.exit(f"{args.hosted} has no hosting bundle installed")
     key = info["hosting"]["reduced_features"][0]
-    manifest = json.loads(CacheLayout.at(args.hosted).feature_files(key)[1].read_text())
+    manifest = json.loads(args.hosted.feature_files(key)[1].read_text())
     full_ds = load_dataset(f"cache:{manifest['dataset']}", args.cache_dir)
     host_ds = load_dataset(f"cache:{manifest['dataset']}", args.hosted)
     spec_full = resolve_backbone(manifest["backbone"])
@@ -61,9 +64,7 @@ def main() -> None:
     }
     if any(r is None for r in real.values()) or any(r is None for r in hosted.values()):
         sys.exit("features missing in one of the caches")
-    model = lite_backbone(
-        manifest["backbone"], spec_host.identity(), spec_host.name, [size], host_ds, CacheLayout.at(args.hosted)
-    )
+    model = lite_backbone(manifest["backbone"], spec_host.identity(), spec_host.name, [size], host_ds, args.hosted)
     embed = lambda images: model.embed(images, size)  # noqa: E731
     images = {s: host_ds.images(s) for s in host_ds.splits}
     feats = {s: r.features for s, r in real.items()}  # type: ignore[union-attr]

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import ROOT, data_args  # (puts the project on sys.path)
+from _common import ROOT, CacheLayout, data_args  # (puts the project on sys.path)
 
 
 def main() -> int:
@@ -41,7 +41,7 @@ def main() -> int:
         flush=True,
     )
     with tempfile.TemporaryDirectory() as tmp:
-        ds = load_dataset(args.source, ROOT / "cache")
+        ds = load_dataset(args.source, CacheLayout(ROOT / "cache"))
         spec = resolve_backbone(args.backbone)
         calibration = ds.images("train")[subset_indices(ds.labels("train"), args.per_class)]
         t0 = time.perf_counter()

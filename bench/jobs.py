@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import ROOT, data_args, process_cpu_seconds
+from _common import ROOT, CacheLayout, data_args, process_cpu_seconds
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -54,13 +54,13 @@ def as_job(argv: list[str], cache: Path) -> tuple[float, dict[str, Any]]:
     """The same command submitted as a job: seconds from the submit to the settled outcome, and its result."""
     from lib.jobs import JobSpec, get_job, submit
     from lib.jobs.queue import runner_pid
-    from lib.store.layout import CacheLayout
 
+    layout = CacheLayout(cache)
     t0 = time.perf_counter()
-    job, _ = submit(cache, JobSpec(argv[0], argv, "bench"))
+    job, _ = submit(layout, JobSpec(argv[0], argv, "bench"))
     runner, cpu0 = None, 0.0
-    while (found := get_job(cache, job.id)).active:
-        if runner is None and (runner := runner_pid(CacheLayout(cache))):
+    while (found := get_job(layout, job.id)).active:
+        if runner is None and (runner := runner_pid(layout)):
             cpu0, t1 = process_cpu_seconds(runner), time.perf_counter()
         time.sleep(0.5)  # the bench's own polling: what the panel of one session does
     seconds = time.perf_counter() - t0
@@ -163,7 +163,7 @@ def main() -> None:
         cache = Path(tmp) / "cache"
         from lib.data.sources import load_dataset
 
-        load_dataset(args.source, cache)
+        load_dataset(args.source, CacheLayout(cache))
         skip = set(args.skip.split(","))
         if "start" not in skip:
             start_cost(args, cache)

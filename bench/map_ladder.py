@@ -76,8 +76,9 @@ _SOURCE: dict[str, tuple[np.ndarray, np.ndarray, list[str]]] = {}
 
 def _load_source(cifar: str, cache: Path) -> None:
     from lib.data.sources import load_dataset
+    from lib.store.layout import CacheLayout
 
-    ds = load_dataset(cifar, cache)
+    ds = load_dataset(cifar, CacheLayout(cache))
     for split in ("train", "test"):
         _SOURCE[split] = (np.asarray(ds.images(split)), np.asarray(ds.labels(split)), list(ds.classes))
 

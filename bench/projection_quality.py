@@ -127,7 +127,7 @@ def main() -> None:
                 from lib.analysis.full_map import find_full_map
 
                 stored = find_full_map(
-                    args.source, args.backbone, args.image_size, layout.root, name.split("-")[0], runtime="tf"
+                    args.source, args.backbone, args.image_size, layout, name.split("-")[0], runtime="tf"
                 )
                 if stored is None:
                     print(f"{name}: skipped (no stored map: run python -m lib project first)")

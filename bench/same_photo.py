@@ -17,14 +17,14 @@ import sys
 import time
 
 import numpy as np
-from _common import ROOT
+from _common import ROOT, CacheLayout
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", required=True)
     parser.add_argument("--n", type=int, default=1000)
-    parser.add_argument("--cache-dir", default=str(ROOT / "cache"))
+    parser.add_argument("--cache-dir", type=CacheLayout, default=str(ROOT / "cache"))
     args = parser.parse_args()
     from PIL import Image, ImageEnhance
 

@@ -35,11 +35,12 @@ CONVERT_CHILD = """
 import json, sys, time
 from lib.process import peak_rss_mb
 from lib.data.sources import load_dataset
+from lib.store.layout import CacheLayout
 stages = {}
 t0 = time.perf_counter()
 def progress(done, total, stage):
     stages.setdefault(stage, time.perf_counter())
-ds = load_dataset(sys.argv[1], sys.argv[2], progress=progress)
+ds = load_dataset(sys.argv[1], CacheLayout(sys.argv[2]), progress=progress)
 seconds = time.perf_counter() - t0
 marks = {k: round(v - t0, 2) for k, v in stages.items()}
 images = sum(ds.size(s) for s in ds.splits) + sum(ds.skipped.values())
@@ -81,7 +82,7 @@ def engines(source: str, backbone: str, size: int, workers: int, cache: Path) ->
     from lib.runtimes.backbones import load_backbone, resolve_backbone
     from lib.store.layout import CacheLayout
 
-    ds = load_dataset(source, cache / "data")
+    ds = load_dataset(source, CacheLayout(cache / "data"))
     spec = resolve_backbone(backbone)
     model = load_backbone(spec)
     model.embed(
@@ -91,8 +92,9 @@ def engines(source: str, backbone: str, size: int, workers: int, cache: Path) ->
     local = ensure_features(ds, "test", spec, local_layout, size, engine=LocalEngine(local_layout, model))
     local_rate = local.features.shape[0] / local.extract_seconds
     t0 = time.perf_counter()
-    with RayEngine(RayOptions(workers=workers), cache / "ray-engine") as engine:
-        result = ensure_features(ds, "test", spec, cache / "ray-engine", size, engine=engine)
+    ray_layout = CacheLayout(cache / "ray-engine")
+    with RayEngine(RayOptions(workers=workers), ray_layout) as engine:
+        result = ensure_features(ds, "test", spec, ray_layout, size, engine=engine)
         stats = engine.last_stats
     total = time.perf_counter() - t0
     diff = float(np.abs(np.asarray(result.features) - np.asarray(local.features)).max())

@@ -15,7 +15,7 @@ from lib import config
 from lib.bounds import BOUNDS
 from lib.models.specs import default_image_size
 from lib.store.installed import installed_bundle
-from lib.store.layout import RUN_ID, CacheLike
+from lib.store.layout import RUN_ID, CacheLayout
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ def _env_size() -> int:
 
 
 def choose_defaults(
-    layout: CacheLike, source: str | None = None, backbone: str | None = None, image_size: int | None = None
+    layout: CacheLayout, source: str | None = None, backbone: str | None = None, image_size: int | None = None
 ) -> Defaults:
     """Fill in what was not given (see the module docs)."""
 

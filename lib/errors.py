@@ -1,7 +1,7 @@
 """Exceptions whose message is meant for the user, shown by the CLI and the app as-is.
 
 try:
-    ds = load_dataset(source, cache_dir)
+    ds = load_dataset(source, layout)
 except UserFacingError as err:
     print(err)  # one line, no traceback
 """

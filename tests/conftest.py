@@ -16,6 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # default itself).
 os.environ.setdefault("TLX_RUNTIME", "tf")
 from lib.process import configure_process
+from lib.store.layout import CacheLayout
 
 # What the CLI and app.py do at start-up, so tests see the same process settings (deterministic ops, legacy Keras for
 # TF Hub).
@@ -87,6 +88,12 @@ def cache_dir(tmp_path: Path) -> Path:
     path = tmp_path / "cache"
     path.mkdir()
     return path
+
+
+@pytest.fixture
+def layout(cache_dir: Path) -> CacheLayout:
+    """The layout of ``cache_dir``: what a test hands to lib, as the CLI, the app and the job runner do."""
+    return CacheLayout(cache_dir)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -228,7 +228,7 @@ def get_features(
     from lib.runtimes import DEFAULT_RUNTIME
     from lib.store.layout import CacheLayout
 
-    layout = CacheLayout.at(cache_dir)
+    layout = CacheLayout(cache_dir)
     engine = LocalEngine(layout, backbone)
     return ensure_features(
         ds, split, spec, layout, image_size, view, limit, batch_size, progress, runtime or DEFAULT_RUNTIME, engine

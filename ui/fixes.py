@@ -94,7 +94,7 @@ def save(settings: state.Settings, ds: Any, name: str, add: dict[tuple[str, int]
         st.warning("Nothing to save: the chosen class is each image's given label.")
         return
     try:
-        path, fixes = update_saved(settings.cache_dir, name, ds, add=add, note="fixed in the app")
+        path, fixes = update_saved(settings.layout, name, ds, add=add, note="fixed in the app")
     except UserFacingError as err:
         show_error(err)
         return

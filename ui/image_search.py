@@ -37,7 +37,7 @@ def upload_search(settings: state.Settings, ds: Any, fs: Any, key: str, k: int =
         demo.active()
     ):  # the demo has no TensorFlow: the backbone runs as its float LiteRT model, if the bundle brought one
         try:
-            cached.lite_backbone_ready(str(settings.cache_dir), settings.source, fs.backbone, fs.image_size)
+            cached.lite_backbone_ready(settings.layout, settings.source, fs.backbone, fs.image_size)
         except UserFacingError as err:
             st.info(f"Search by image is off here: {err}")
             return
@@ -48,7 +48,7 @@ def upload_search(settings: state.Settings, ds: Any, fs: Any, key: str, k: int =
     splits = [s for s in ds.splits]
     feats = {
         s: cached.features(
-            settings.source, settings.cache_dir, fs.backbone, fs.image_size, s, ORIGINAL, fs.limit, fs.runtime
+            settings.source, settings.layout, fs.backbone, fs.image_size, s, ORIGINAL, fs.limit, fs.runtime
         )
         for s in splits
     }
@@ -59,9 +59,9 @@ def upload_search(settings: state.Settings, ds: Any, fs: Any, key: str, k: int =
     small = resize_square(img, ds.image_shape[0])  # as the dataset's images were stored, then resized by the backbone
     try:
         model = (
-            cached.lite_backbone(str(settings.cache_dir), settings.source, fs.backbone, fs.image_size)
+            cached.lite_backbone(settings.layout, settings.source, fs.backbone, fs.image_size)
             if demo.active()
-            else cached.loaded_backbone(fs.backbone, str(settings.cache_dir))
+            else cached.loaded_backbone(fs.backbone, settings.layout)
         )
         vector = model.embed(small[None], fs.image_size)[0]
         hits, _exact = nearest_search(
@@ -102,7 +102,7 @@ def _on_map(settings: state.Settings, ds: Any, fs: Any, found: list[tuple[str, i
     if fs.limit is None:
         for method in ("tsne", "pca"):
             stored = cached.full_map(
-                settings.source, str(settings.cache_dir), fs.backbone, fs.image_size, method, fs.runtime, 30.0, 500
+                settings.source, settings.layout, fs.backbone, fs.image_size, method, fs.runtime, 30.0, 500
             )
             if stored is not None:
                 break

@@ -5,7 +5,7 @@ Defaults come from ``streamlit run app.py -- --source ... --backbone ...``, then
 A URL's query parameters override them at session start, and every rerun writes the
 current choices back, so a copied link reopens the same run, page and view.
 
-    settings = current()                 # Settings(source, backbone, image_size, run_id, cache_dir)
+    settings = current()                 # Settings(source, backbone, image_size, run_id, layout)
     bind("ev_true", 0, int)              # a page widget that round-trips through the URL
 """
 
@@ -17,7 +17,6 @@ import os
 import sys
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, NoReturn
 
 import streamlit as st
@@ -40,12 +39,7 @@ class Settings:
     backbone: str
     image_size: int
     run_id: str
-    cache_dir: Path
-
-    @property
-    def layout(self) -> CacheLayout:
-        """The one :class:`CacheLayout` of this server's cache, passed to every lib call."""
-        return _layout(str(self.cache_dir))
+    layout: CacheLayout  # the one layout of this server's cache, passed to every lib call
 
 
 @functools.lru_cache(maxsize=4)
@@ -96,12 +90,17 @@ def startup_cache_dir() -> str:
     return str(_argv_defaults().get("cache_dir") or config.default_cache_dir())
 
 
+def startup_layout() -> CacheLayout:
+    """The layout of :func:`startup_cache_dir`: what app.py and every page pass down."""
+    return _layout(startup_cache_dir())
+
+
 def defaults() -> dict[str, Any]:
     """Defaults from the command line, then the environment, then an installed demo bundle, then the project's own."""
     from lib.defaults import choose_defaults
 
     argv = _argv_defaults()
-    d = choose_defaults(startup_cache_dir(), argv.get("source"), argv.get("backbone"), argv.get("image_size"))
+    d = choose_defaults(startup_layout(), argv.get("source"), argv.get("backbone"), argv.get("image_size"))
     return {
         "source": d.source,
         "backbone": d.backbone,
@@ -112,7 +111,7 @@ def defaults() -> dict[str, Any]:
 
 
 @st.cache_resource(show_spinner=False)
-def _installed(cache_dir: str, bundle: str, sha256: str) -> dict[str, Any]:
+def _installed(layout: CacheLayout, bundle: str, sha256: str) -> dict[str, Any]:
     """Install the bundle once per server process (every session waits for the first)."""
     from lib.bundles.install import install_bundle
     from ui.scatter_map import THUMBS_ROOT
@@ -120,7 +119,7 @@ def _installed(cache_dir: str, bundle: str, sha256: str) -> dict[str, Any]:
     bar = st.progress(0.0, text="Installing the demo bundle…")
     info = install_bundle(
         bundle,
-        cache_dir,
+        layout,
         lambda stage, f: bar.progress(min(max(f, 0.0), 1.0), text=stage[:200]),
         sha256 or None,
         THUMBS_ROOT,
@@ -129,7 +128,7 @@ def _installed(cache_dir: str, bundle: str, sha256: str) -> dict[str, Any]:
     return info
 
 
-def unpack_bundle_once(cache_dir: str) -> None:
+def unpack_bundle_once(layout: CacheLayout) -> None:
     """``--bundle PATH_OR_URL`` (or ``$TLX_BUNDLE``): unpack it into the cache before the first page renders, once per
     process; then point the bundled runs' backbone paths at the copies it brought. A bad bundle stops the app with
     a message (nothing of it is installed)."""
@@ -141,13 +140,13 @@ def unpack_bundle_once(cache_dir: str) -> None:
     bundle = argv.get("bundle") or os.environ.get("TLX_BUNDLE", "")
     if bundle:
         try:
-            _installed(cache_dir, bundle, argv.get("bundle_sha256") or os.environ.get("TLX_BUNDLE_SHA256", ""))
+            _installed(layout, bundle, argv.get("bundle_sha256") or os.environ.get("TLX_BUNDLE_SHA256", ""))
         except UserFacingError as err:
             from ui.text import show_error
 
             show_error(f"The demo bundle could not be installed: {err}")
             st.stop()
-    set_aliases(backbone_aliases(cache_dir), backbone_stand_ins(cache_dir))
+    set_aliases(backbone_aliases(layout), backbone_stand_ins(layout))
 
 
 def _valid_global(key: str, value: str) -> bool:
@@ -190,7 +189,7 @@ def init() -> Settings:
 def current() -> Settings:
     """The active settings."""
     s = st.session_state
-    return Settings(s["source"], s["backbone"], int(s["image_size"]), s.get("run_id", ""), Path(s["cache_dir"]))
+    return Settings(s["source"], s["backbone"], int(s["image_size"]), s.get("run_id", ""), _layout(str(s["cache_dir"])))
 
 
 def update(**changes: Any) -> None:

@@ -62,7 +62,7 @@ def _settings_form(sb: Any, settings: state.Settings) -> None:
 
 
 def _active_run_picker(sb: Any, settings: state.Settings) -> state.Settings:
-    runs = list_runs(settings.cache_dir)
+    runs = list_runs(settings.layout)
     ids = [""] + [m.run_id for m in runs]
     labels = {"": "(no active run)"} | {m.run_id: m.display_name() for m in runs}
     if settings.run_id and settings.run_id not in ids:
@@ -126,7 +126,7 @@ def _short(text: str, width: int = 48) -> str:
 
 def require_dataset(settings: state.Settings) -> Dataset:
     """The active dataset, or a prepare button (and ``st.stop()``) when it is not converted yet."""
-    ds = cached.dataset_if_ready(settings.source, settings.cache_dir)
+    ds = cached.dataset_if_ready(settings.source, settings.layout)
     if ds is not None:
         return ds
     from lib.jobs.commands import data_job
@@ -152,7 +152,7 @@ def active_run(settings: state.Settings) -> Run | None:
     if not settings.run_id:
         return None
     try:
-        return cached.run(settings.cache_dir, settings.run_id)
+        return cached.run(settings.layout, settings.run_id)
     except UserFacingError as err:
         show_warning(err)
         return None

@@ -168,7 +168,7 @@ def pairs_and_reliability(report: dict[str, Any]) -> None:
 def compare_with_another_run(settings: state.Settings, run: Any, per: pd.DataFrame, classes: list[str]) -> None:
     """Per-class accuracy of the active run minus another run's on the same classes."""
     st.subheader("Compare with another run")
-    others = {r.run_id: r for r in list_runs(settings.cache_dir) if r.run_id != run.run_id and r.classes == classes}
+    others = {r.run_id: r for r in list_runs(settings.layout) if r.run_id != run.run_id and r.classes == classes}
     if not others:
         st.caption("Train a second run on the same classes to compare per-class accuracy.")
     else:
@@ -177,7 +177,7 @@ def compare_with_another_run(settings: state.Settings, run: Any, per: pd.DataFra
             "Open the full comparison (McNemar's test, confusion difference, images)", icon=":material/compare_arrows:"
         ):
             state.open_page("views/compare.py", cmp_a=str(other_id), cmp_b=str(run.run_id))
-        other = pd.DataFrame(cached.report(str(settings.cache_dir), other_id)["per_class"])
+        other = pd.DataFrame(cached.report(settings.layout, other_id)["per_class"])
         diff = pd.DataFrame({"class": per["class"], "difference": per["accuracy"] - other["accuracy"]})
         charts.altair(
             "run-diff",

@@ -19,7 +19,7 @@ def upload_ui(settings: state.Settings, run: Run) -> None:
     backbones run as float LiteRT models (no TensorFlow); a run without them offers no upload."""
     if demo.active():
         try:
-            cached.lite_parts_ready(str(settings.cache_dir), run.run_id)
+            cached.lite_parts_ready(settings.layout, run.run_id)
         except UserFacingError as err:
             st.info(f"Uploads are off for this run: {err}")
             return
@@ -27,19 +27,19 @@ def upload_ui(settings: state.Settings, run: Run) -> None:
     if got is None:
         return
     name, img = got
-    ds = cached.dataset_if_ready(run.manifest.source, settings.cache_dir)
+    ds = cached.dataset_if_ready(run.manifest.source, settings.layout)
     # Training images were stored at the dataset's size (32x32 for CIFAR) and then resized: do the same to the upload.
     side = ds.image_shape[0] if ds is not None else 32
     small = resize_square(img, side)
     try:
         if demo.active():
-            models = cached.lite_parts(str(settings.cache_dir), run.run_id)
+            models = cached.lite_parts(settings.layout, run.run_id)
             probs = predict_images(models, run.head, small[None], run.manifest.part_keys(), run.manifest.tta)[0]
         elif run.manifest.finetuned:
-            probs = np.asarray(cached.finetuned_model(str(settings.cache_dir), run.run_id)(small[None]))[0]
+            probs = np.asarray(cached.finetuned_model(settings.layout, run.run_id)(small[None]))[0]
         else:
             models = [
-                cached.loaded_backbone(handle, str(settings.cache_dir))
+                cached.loaded_backbone(handle, settings.layout)
                 for handle, _identity, _sizes in run.manifest.backbones()
             ]
             probs = predict_images(models, run.head, small[None], run.manifest.part_keys(), run.manifest.tta)[0]

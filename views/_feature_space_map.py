@@ -28,8 +28,7 @@ def draw(settings: state.Settings, ds: Any, run: Any, combo: tuple) -> None:
     backbone, size, _limit, runtime = combo
     # Open on a map that is stored: t-SNE if there is one (default settings), else PCA if there is one.
     stored = {
-        m: cached.full_map(settings.source, str(settings.cache_dir), backbone, size, key, runtime, 30.0, 500)
-        is not None
+        m: cached.full_map(settings.source, settings.layout, backbone, size, key, runtime, 30.0, 500) is not None
         for m, key in (("t-SNE", "tsne"), ("PCA", "pca"))
     }
     state.bind("fm_method", "PCA" if stored["PCA"] and not stored["t-SNE"] else "t-SNE", valid=["PCA", "t-SNE"])
@@ -53,7 +52,7 @@ def draw(settings: state.Settings, ds: Any, run: Any, combo: tuple) -> None:
     try:
         found = cached.full_map(
             settings.source,
-            str(settings.cache_dir),
+            settings.layout,
             backbone,
             size,
             "tsne" if method == "t-SNE" else "pca",
@@ -101,12 +100,12 @@ def draw(settings: state.Settings, ds: Any, run: Any, combo: tuple) -> None:
     )
     run_ok = run is not None and run.manifest.dataset_fingerprint == ds.fingerprint
     preds_by_split = (
-        cached.run_predictions(settings.source, str(settings.cache_dir), run.run_id, tuple(s for s, _n in splits))
+        cached.run_predictions(settings.source, settings.layout, run.run_id, tuple(s for s, _n in splits))
         if run_ok
         else None
     )
     preds = np.concatenate([preds_by_split[s] for s, _n in splits]) if preds_by_split else np.full(len(labels), -1)
-    scores = cached.audit_scores(settings.source, str(settings.cache_dir), backbone, size, runtime)
+    scores = cached.audit_scores(settings.source, settings.layout, backbone, size, runtime)
     options = [
         m
         for m in COLOUR_MODES
@@ -126,7 +125,7 @@ def draw(settings: state.Settings, ds: Any, run: Any, combo: tuple) -> None:
     state.publish("fm_method", "fm_perp", "fm_iter", "fm_color", "fm_show")
     split_of = np.concatenate([np.full(n, k) for k, (_s, n) in enumerate(splits)])
     shown = np.ones(len(labels), bool) if show == "all" else split_of == [s for s, _n in splits].index(show)
-    sprites = cached.sprites(settings.source, str(settings.cache_dir))
+    sprites = cached.sprites(settings.source, settings.layout)
     if sprites is None:
         st.caption("Hover thumbnails are off: the app's static/thumbs folder is not writable.")
 
@@ -266,19 +265,18 @@ def _neighbours(settings: state.Settings, ds: Any, combo: tuple, splits: list[st
     k = q1.slider("k", 4, 24, 8, key="fm_k")
     state.publish("fm_q_split", "fm_q_index")
     feats = {
-        s: cached.features(settings.source, settings.cache_dir, backbone, size, s, ORIGINAL, None, runtime)
-        for s in splits
+        s: cached.features(settings.source, settings.layout, backbone, size, s, ORIGINAL, None, runtime) for s in splits
     }
     if any(f is None for f in feats.values()):
         q2.info("These features are no longer all in the cache.")
         return
     have = {s: f for s, f in feats.items() if f is not None}
     reduced = any(f.basis is not None for f in have.values())
-    embed = cached.embedder(settings.source, settings.cache_dir, backbone, size) if reduced else None
+    embed = cached.embedder(settings.source, settings.layout, backbone, size) if reduced else None
     hits, _exact = cached.memo(
         (
             "neighbours",
-            str(settings.cache_dir),
+            settings.layout,
             backbone,
             size,
             runtime,

@@ -35,9 +35,7 @@ def draw(settings: state.Settings, ds: Any, run: Any, combo: FeatureSet) -> None
     if st.session_state["fs_split"] not in splits:
         st.session_state["fs_split"] = splits[0]
     split = c2.selectbox("Split", splits, key="fs_split")
-    result = cached.features(
-        settings.source, settings.cache_dir, combo[0], combo[1], split, ORIGINAL, combo[2], combo[3]
-    )
+    result = cached.features(settings.source, settings.layout, combo[0], combo[1], split, ORIGINAL, combo[2], combo[3])
     if result is None:
         st.warning("Those features are no longer in the cache.")
         return
@@ -69,14 +67,14 @@ def draw(settings: state.Settings, ds: Any, run: Any, combo: FeatureSet) -> None
     state.publish("fs_combo", "fs_split", "fs_n", "fs_method", "fs_perp", "fs_iter", "fs_seed", "fs_color")
 
     rows = (
-        cached.sample(settings.source, str(settings.cache_dir), split, int(n), int(seed))
+        cached.sample(settings.source, settings.layout, split, int(n), int(seed))
         if combo[2] is None
         else np.arange(total)[:n]
     )
     t0 = time.perf_counter()
     with st.spinner("t-SNE on 2 cores takes a while; it is cached by its parameters" if method == "t-SNE" else "PCA…"):
         proj = cached.projection(
-            str(settings.cache_dir),
+            settings.layout,
             str(result.path),
             tuple(int(r) for r in rows),
             "tsne" if method == "t-SNE" else "pca",
@@ -108,9 +106,7 @@ def draw(settings: state.Settings, ds: Any, run: Any, combo: FeatureSet) -> None
     tooltip = ["image", "label"] + (["predicted"] if run_matches else [])
     if len(df) <= 2000:
         # Vega's tooltip shows a field named "image" holding a data URI as a picture.
-        df["thumb"] = cached.thumbnails(
-            settings.source, str(settings.cache_dir), split, tuple(int(i) for i in image_ids)
-        )
+        df["thumb"] = cached.thumbnails(settings.source, settings.layout, split, tuple(int(i) for i in image_ids))
         df = df.rename(columns={"image": "index", "thumb": "image"})
         tooltip = ["image", "index", "label"] + (["predicted"] if run_matches else [])
     else:

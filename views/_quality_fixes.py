@@ -12,7 +12,7 @@ import streamlit as st
 
 from lib.errors import UserFacingError
 from lib.jobs.commands import export_dataset_job
-from lib.store.layout import CacheLayout, safe_name
+from lib.store.layout import safe_name
 from ui import demo, fixes, jobs, state, widgets
 from ui.text import show_error
 
@@ -31,11 +31,11 @@ def fixes_tab(settings: state.Settings, ds: Any) -> None:
         help="Fixes saved anywhere in the app go to this list (letters, digits, _ . -).",
     )
     state.publish("fix_list")
-    others = [p.stem for p in saved_label_lists(settings.cache_dir) if p.stem != name]
+    others = [p.stem for p in saved_label_lists(settings.layout) if p.stem != name]
     if others:
         st.caption("Other saved label lists: " + ", ".join(others[:20]))
     try:
-        current = read_saved(settings.cache_dir, name, ds)
+        current = read_saved(settings.layout, name, ds)
     except UserFacingError as err:
         show_error(err)
         return
@@ -89,7 +89,7 @@ def _update(settings: state.Settings, ds: Any, name: str, **change: Any) -> None
     from lib.data.labels import update_saved
 
     try:
-        update_saved(settings.cache_dir, name, ds, note="fixed in the app", **change)
+        update_saved(settings.layout, name, ds, note="fixed in the app", **change)
     except UserFacingError as err:
         show_error(err)
         return
@@ -106,8 +106,8 @@ def export_section(
     from lib.data.labels import read_saved
 
     st.subheader("Export the curated dataset")
-    layout = CacheLayout.at(settings.cache_dir)
-    excludes = {p.stem: p for p in saved_exclude_lists(settings.cache_dir)}
+    layout = settings.layout
+    excludes = {p.stem: p for p in saved_exclude_lists(settings.layout)}
     a, b = st.columns(2)
     leave_out = a.selectbox("Exclude list", [NO_EXCLUDE, *excludes], key=f"{key}_exclude")
     name = safe_name(
@@ -139,9 +139,7 @@ def export_section(
         st.caption("An export of that name exists; pick another name to export again.")
         return
     try:
-        relabel = (
-            str(layout.label_file(fix_list)) if fix_list and read_saved(settings.cache_dir, fix_list, ds) else None
-        )
+        relabel = str(layout.label_file(fix_list)) if fix_list and read_saved(settings.layout, fix_list, ds) else None
     except UserFacingError:
         relabel = None  # a list made for another dataset: the tab above says so
     exclude = str(excludes[leave_out]) if leave_out in excludes else None

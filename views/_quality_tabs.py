@@ -61,7 +61,7 @@ def issues_tab(
         for split in head["split"].unique():
             rows = head.index[head["split"] == split]
             head.loc[rows, "image"] = cached.thumbnails(
-                settings.source, str(settings.cache_dir), split, tuple(int(i) for i in head.loc[rows, "index"])
+                settings.source, settings.layout, split, tuple(int(i) for i in head.loc[rows, "index"])
             )
         head["exclude"] = [marked.get(f"{s}/{i}", False) for s, i in zip(head["split"], head["index"])]
         edited = st.data_editor(
@@ -114,8 +114,8 @@ def explain(
         f"{audit.temperature:.2f})."
     )
     backbone, size, runtime = features_of
-    train = cached.features(settings.source, settings.cache_dir, backbone, size, "train", runtime=runtime)
-    mine = cached.features(settings.source, settings.cache_dir, backbone, size, split, runtime=runtime)
+    train = cached.features(settings.source, settings.layout, backbone, size, "train", runtime=runtime)
+    mine = cached.features(settings.source, settings.layout, backbone, size, split, runtime=runtime)
     if train is None or mine is None:
         st.caption("The nearest training images need this backbone's cached features.")
         return
@@ -234,7 +234,7 @@ def exclude_list_tab(settings: state.Settings, ds: Any, audit: Any, marked: dict
     if st.button("Save the exclude list", type="primary", **demo.off("Saving an exclude list", disabled=not chosen)):
         try:
             path = save_exclude_list(
-                settings.cache_dir, name, ds, {s: np.asarray(v) for s, v in images.items()}, note=f"audit {audit.key}"
+                settings.layout, name, ds, {s: np.asarray(v) for s, v in images.items()}, note=f"audit {audit.key}"
             )
             st.success(
                 f"Saved {len(chosen):,} images as {md_escape(path.name)}. Train with it on **Train or load**, or "
@@ -272,12 +272,12 @@ def label_list_picker(settings: state.Settings, ds: Any) -> str | None:
                     up.getvalue().decode("utf-8-sig", errors="replace"), ds, "The uploaded list", force=force
                 )
                 name = safe_name(up.name, "labels")
-                path = save_label_list(settings.cache_dir, name, ds, listed, note=f"uploaded as {up.name[:100]}")
+                path = save_label_list(settings.layout, name, ds, listed, note=f"uploaded as {up.name[:100]}")
                 st.session_state["dq_labels"] = path.name
                 st.success(f"Saved as {md_escape(path.name)}: {md_escape(describe_changes(listed, ds))}")
             except UserFacingError as err:
                 show_error(err)
-        lists = {p.name: p for p in saved_label_lists(settings.cache_dir)}
+        lists = {p.name: p for p in saved_label_lists(settings.layout)}
         state.bind("dq_labels", OWN_LABELS, valid=[OWN_LABELS, *lists])
         if st.session_state.get("dq_labels") not in (OWN_LABELS, *lists):
             st.session_state["dq_labels"] = OWN_LABELS  # a list deleted since

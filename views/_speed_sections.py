@@ -58,7 +58,7 @@ def pick_and_int8(settings: state.Settings, result: dict[str, Any]) -> None:
         )
     else:
         st.caption("Measure a backbone with both a float runtime and litert-int8 or litert-mixed to see the loss here.")
-    full = br.int8_loss_from_runs(list_runs(settings.cache_dir))
+    full = br.int8_loss_from_runs(list_runs(settings.layout))
     if full:
         st.markdown(
             "**On the full training and test sets** (from trained runs: same backbone, sizes and head, float and "

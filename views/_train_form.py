@@ -61,7 +61,7 @@ def fix_lists(settings: state.Settings) -> list[Path]:
     """The saved label lists (fixes, or another annotation such as CIFAR-10N's), newest first."""
     from lib.data.labels import saved_label_lists
 
-    return saved_label_lists(settings.cache_dir)
+    return saved_label_lists(settings.layout)
 
 
 def seed_defaults(settings: state.Settings, exclude_lists: list[Path]) -> None:

@@ -44,7 +44,7 @@ def runs_frame(runs: list[RunManifest]) -> pd.DataFrame:
 
 def damaged_section(settings: state.Settings) -> None:
     """Runs whose files are damaged: listed with the reason, and deletable here."""
-    damaged = list_damaged_runs(settings.cache_dir)
+    damaged = list_damaged_runs(settings.layout)
     if not damaged:
         return
     st.subheader("Damaged runs")
@@ -56,7 +56,7 @@ def damaged_section(settings: state.Settings) -> None:
         a.warning(f"{run_id}: {md_escape(reason, 400)}")
         if b.button("Delete", key=f"del_damaged_{run_id}", **demo.off("Deleting")):
             try:
-                delete_run(settings.cache_dir, run_id)
+                delete_run(settings.layout, run_id)
             except UserFacingError as err:
                 show_error(err, b)
                 continue
@@ -99,7 +99,7 @@ def runs_section(settings: state.Settings, runs: list[RunManifest]) -> None:
         new_label = b.text_input("New label", key="rename_text", label_visibility="collapsed", placeholder="new label")
         if b.button("Rename", **demo.off("Renaming")) and new_label.strip():
             try:
-                set_label(settings.cache_dir, first, new_label)
+                set_label(settings.layout, first, new_label)
                 st.rerun()
             except UserFacingError as err:
                 show_error(err, b)
@@ -107,7 +107,7 @@ def runs_section(settings: state.Settings, runs: list[RunManifest]) -> None:
         if c.button("Delete", **demo.off("Deleting", disabled=not confirm)):
             try:
                 for rid in picked:
-                    delete_run(settings.cache_dir, rid)
+                    delete_run(settings.layout, rid)
             except UserFacingError as err:
                 show_error(err, c)
             else:
@@ -145,9 +145,8 @@ def runs_section(settings: state.Settings, runs: list[RunManifest]) -> None:
 
 def _download(col: Any, settings: state.Settings, run_id: str) -> None:
     """Build the exported model zip on request, then offer it for download."""
-    from lib.store.layout import CacheLayout
 
-    layout = CacheLayout.at(settings.cache_dir)
+    layout = settings.layout
     zip_path = layout.export_zip(run_id)
     if not zip_path.exists() and col.button("Build model zip", **demo.off("Building a zip")):
         with st.spinner("Exporting backbone + head as one SavedModel…"):
@@ -155,7 +154,7 @@ def _download(col: Any, settings: state.Settings, run_id: str) -> None:
                 from lib.runs.export import export_run, zip_folder
 
                 # The cache's own exports folder: a previous export of this run there may be replaced.
-                folder = export_run(settings.cache_dir, run_id, layout.export_dir(run_id), force=True)
+                folder = export_run(settings.layout, run_id, layout.export_dir(run_id), force=True)
                 zip_folder(folder, zip_path)
             except UserFacingError as err:
                 show_error(err, col)

@@ -14,7 +14,7 @@ from views import _compare_sections
 
 settings = state.current()
 st.title("Compare two runs")
-runs = {m.run_id: m for m in list_runs(settings.cache_dir)}
+runs = {m.run_id: m for m in list_runs(settings.layout)}
 if len(runs) < 2:
     st.info("Compare needs two runs: train another on **Train or load**, then select two rows of the runs table.")
     st.stop()
@@ -39,8 +39,8 @@ c2.selectbox("Run B", ids, key="cmp_b", format_func=lambda r: runs[r].display_na
 state.publish("cmp_a", "cmp_b")
 try:
     a, b = (
-        cached.run(settings.cache_dir, st.session_state["cmp_a"]),
-        cached.run(settings.cache_dir, st.session_state["cmp_b"]),
+        cached.run(settings.layout, st.session_state["cmp_a"]),
+        cached.run(settings.layout, st.session_state["cmp_b"]),
     )
     result = cached.memo(
         ("compare", a.run_id, b.run_id, str(a.path.stat().st_mtime_ns), str(b.path.stat().st_mtime_ns)),
@@ -77,7 +77,7 @@ with t1:
 with t2:
     _compare_sections.confusion_difference(result, list(a.classes))
 
-ds = cached.dataset_if_ready(a.manifest.source, settings.cache_dir)
+ds = cached.dataset_if_ready(a.manifest.source, settings.layout)
 for key, title in (("only_a", "A right, B wrong"), ("only_b", "B right, A wrong")):
     rows = result[key]
     st.subheader(f"{title}: {len(rows):,} images, the wrong run's most confident mistakes first")

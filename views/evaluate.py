@@ -14,7 +14,7 @@ run = widgets.active_run(settings)
 if run is None:
     st.info("No active run. Pick one in the sidebar, or train one on **Train or load**.")
     st.stop()
-report = cached.report(str(settings.cache_dir), run.run_id)
+report = cached.report(settings.layout, run.run_id)
 classes = run.classes
 m = run.manifest
 st.caption(
@@ -70,7 +70,7 @@ s3.markdown(
     f"**{len(rows)}** test images of *{md_escape(classes[true_cls])}* predicted as *{md_escape(classes[pred_cls])}*"
     + (" (first 40 shown)" if len(rows) > 40 else "")
 )
-ds = cached.dataset_if_ready(m.source, settings.cache_dir)
+ds = cached.dataset_if_ready(m.source, settings.layout)
 if ds is None or ds.fingerprint != m.dataset_fingerprint:
     st.info("The run's dataset is not prepared in this cache, so its images cannot be shown.")
 else:

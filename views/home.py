@@ -32,7 +32,7 @@ seconds, and see what happened. It reproduces a published experiment (MobileNet 
 )
 
 st.subheader("Artifacts")
-ds = cached.dataset_if_ready(settings.source, settings.cache_dir)
+ds = cached.dataset_if_ready(settings.source, settings.layout)
 try:
     spec = cached.backbone_spec(settings.backbone)
 except UserFacingError as err:

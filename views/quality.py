@@ -36,7 +36,7 @@ st.caption(
 
 labels = _quality_tabs.label_list_picker(settings, ds)
 try:
-    audit = cached.audit(settings.source, str(settings.cache_dir), backbone, size, runtime, more, labels)
+    audit = cached.audit(settings.source, settings.layout, backbone, size, runtime, more, labels)
 except UserFacingError as err:
     show_error(err)
     st.stop()

@@ -24,7 +24,7 @@ def measure(
 settings = state.current()
 st.title("Speed vs accuracy")
 jobs.live(settings, ("benchmark",))
-groups = br.merged_results(br.stored_benchmarks(settings.cache_dir))
+groups = br.merged_results(br.stored_benchmarks(settings.layout))
 default_grid = bm.default_grid()
 
 if not groups:

@@ -1,7 +1,7 @@
 """Is the data right? Label issues (out-of-sample probabilities ranked by cleanlab) and near-duplicates (exact
 cosine nearest neighbours), from one backbone's cached features of the whole train and test splits.
 
-    audit = run_audit(source, backbone, 128, cache_dir, progress=print)    # computed once, then read back
+    audit = run_audit(source, backbone, 128, layout, progress=print)    # computed once, then read back
     audit.label_issues()[:5]          # [{"split", "index", "given", "suggested", "score"}, ...], worst first
     audit.duplicates(threshold=0.95)  # [{"split_a", "index_a", "split_b", "index_b", "similarity"}, ...]
 
@@ -44,7 +44,7 @@ from lib.models.protocols import PROTOCOLS
 from lib.pipeline.whole import whole_dataset
 from lib.runtimes import AUTO, DEFAULT_RUNTIME
 from lib.store.atomic import load_npz_checked, save_npz_checked
-from lib.store.layout import CacheLayout, CacheLike, artifact_key
+from lib.store.layout import CacheLayout, artifact_key
 
 AUDIT_VERSION = (
     4  # 2: heads on both views, several backbones, calibrated probabilities; 3: near-duplicates checked on the pixels;
@@ -475,7 +475,7 @@ def _audit_target(
     source: str,
     backbone: str,
     image_size: int | None,
-    cache_dir: Path,
+    layout: CacheLayout,
     runtime: str,
     folds: int,
     seed: int,
@@ -485,17 +485,17 @@ def _audit_target(
 ) -> tuple[Any, Path]:
 
     whole = whole_dataset(
-        source, backbone, image_size, cache_dir, runtime, "An audit", splits=("train", "test"), more=more, views=views
+        source, backbone, image_size, layout, runtime, "An audit", splits=("train", "test"), more=more, views=views
     )
     digest = labels_digest(labels) if labels else ""
-    return whole, CacheLayout.at(cache_dir).audit_file(audit_key(whole.feature_keys, folds, seed, audit_head(), digest))
+    return whole, layout.audit_file(audit_key(whole.feature_keys, folds, seed, audit_head(), digest))
 
 
 def cached_audit(
     source: str,
     backbone: str,
     image_size: int | None,
-    cache_dir: CacheLike,
+    layout: CacheLayout,
     runtime: str = DEFAULT_RUNTIME,
     folds: int = DEFAULT_FOLDS,
     seed: int = SEED,
@@ -507,9 +507,7 @@ def cached_audit(
     under ``auto``: a job settles it to a runtime first (:func:`lib.analysis.inventory.settled_runtime`)."""
     if runtime == AUTO:
         return None
-    whole, path = _audit_target(
-        source, backbone, image_size, Path(cache_dir), runtime, folds, seed, labels, more, views
-    )
+    whole, path = _audit_target(source, backbone, image_size, layout, runtime, folds, seed, labels, more, views)
     return load_audit(path, whole.sizes)
 
 
@@ -517,7 +515,7 @@ def run_audit(
     source: str,
     backbone: str,
     image_size: int | None,
-    cache_dir: CacheLike,
+    layout: CacheLayout,
     runtime: str = DEFAULT_RUNTIME,
     folds: int = DEFAULT_FOLDS,
     seed: int = SEED,
@@ -531,18 +529,17 @@ def run_audit(
     given labels replaced by ``labels`` (:mod:`lib.data.labels`) where it names images. The heads learn from the
     backbone's features concatenated with those of ``more`` (backbone, size) parts, over ``views``; near-duplicates
     are searched on the first backbone's original images."""
-    cache_dir = Path(cache_dir)
-    whole, path = _audit_target(source, backbone, image_size, cache_dir, runtime, folds, seed, labels, more, views)
+    whole, path = _audit_target(source, backbone, image_size, layout, runtime, folds, seed, labels, more, views)
     found = load_audit(path, whole.sizes)
     if found is not None:
         return found
     whole.ds.require_classes("An audit")
-    features, given = whole.features(cache_dir, runtime, batch_size, progress)
+    features, given = whole.features(layout, runtime, batch_size, progress)
     if labels:
         given = {s: relabelled(y, labels.get(s)) for s, y in given.items()}
     model_features = None
     if whole.more or tuple(whole.views) != (ORIGINAL,):
-        model_features, _labels = whole.all_views(cache_dir, runtime, batch_size, progress)
+        model_features, _labels = whole.all_views(layout, runtime, batch_size, progress)
     images = {s: whole.ds.images(s) for s in whole.splits}
     audit = compute_audit(list(whole.ds.classes), features, given, folds, seed, progress, model_features, images)
     save_audit(path, audit, whole.feature_keys)

@@ -38,7 +38,7 @@ from lib.runtimes.backbones import load_backbone
 from lib.runtimes.litert import LiteRTRuntime
 from lib.runtimes.preconvert import preconvert
 from lib.store.atomic import read_json, write_json_atomic
-from lib.store.layout import CacheLayout, CacheLike, artifact_key
+from lib.store.layout import CacheLayout, artifact_key
 
 BENCHMARK_VERSION = 2  # 2: tf/litert share heads when their features agree
 LATENCY_CALLS = 50  # single-image calls timed after warm-up
@@ -329,7 +329,7 @@ def run_benchmark(
     backbones: list[str],
     sizes: list[int],
     runtimes: list[str],
-    layout: CacheLike,
+    layout: CacheLayout,
     limit: int | None = DEFAULT_LIMIT,
     progress: Callable[[int, int, str], None] | None = None,
     convert_workers: int = 1,
@@ -343,7 +343,7 @@ def run_benchmark(
 def run_configurations(
     source: str,
     configs: list[tuple[str, int, str]],
-    layout: CacheLike,
+    layout: CacheLayout,
     limit: int | None = DEFAULT_LIMIT,
     progress: Callable[[int, int, str], None] | None = None,
     convert_workers: int = 1,
@@ -356,7 +356,6 @@ def run_configurations(
     progress then counts the conversions first (labels "converted ..."), then the measurements.
     """
 
-    layout = CacheLayout.at(layout)
     ds = load_dataset(source, layout)
     machine, versions = machine_info(), library_versions()
 

@@ -13,7 +13,7 @@ from typing import Any
 from lib.models.specs import resolve_backbone
 from lib.runtimes import effective, registry
 from lib.store.atomic import read_json
-from lib.store.layout import CacheLayout, CacheLike
+from lib.store.layout import CacheLayout
 
 
 def config_key(backbone: str, size: int, runtime: str) -> tuple[str, int, str]:
@@ -42,11 +42,11 @@ def missing_configurations(
     return [c for c in configs if config_key(*c) not in done]
 
 
-def stored_benchmarks(layout: CacheLike) -> list[dict[str, Any]]:
+def stored_benchmarks(layout: CacheLayout) -> list[dict[str, Any]]:
     """Every stored benchmark result with at least one row, newest first (damaged files are skipped)."""
 
     out = []
-    for path in CacheLayout.at(layout).benchmark_files():
+    for path in layout.benchmark_files():
         data = read_json(path)
         if (
             isinstance(data, dict)

@@ -1,6 +1,6 @@
 """A 2-D map of every image (train and test) from one backbone's features: PCA, or t-SNE through openTSNE.
 
-    m = compute_full_map(source, backbone, 128, cache_dir, "tsne", progress=print)   # once; then read back
+    m = compute_full_map(source, backbone, 128, layout, "tsne", progress=print)   # once; then read back
     m.coords["train"], m.coords["test"]                                              # float32 [n, 2] each
 
 Both projections are fitted on the training features only and place the test images with the fitted
@@ -28,7 +28,7 @@ from lib.errors import ConfigError
 from lib.pipeline.whole import whole_dataset
 from lib.runtimes import DEFAULT_RUNTIME
 from lib.store.atomic import load_npz_checked, save_npz_checked
-from lib.store.layout import CacheLayout, CacheLike, artifact_key
+from lib.store.layout import CacheLayout, artifact_key
 
 MAP_VERSION = 1
 METHODS = ("pca", "tsne")
@@ -149,7 +149,7 @@ def _map_target(
     source: str,
     backbone: str,
     image_size: int | None,
-    cache_dir: Path,
+    layout: CacheLayout,
     method: str,
     runtime: str,
     params: dict[str, Any],
@@ -157,15 +157,15 @@ def _map_target(
 
     if method not in METHODS:
         raise ConfigError(f"Unknown projection {method!r}; choose one of {', '.join(METHODS)}.")
-    whole = whole_dataset(source, backbone, image_size, cache_dir, runtime, "A map (fitted on the training images)")
-    return whole, CacheLayout.at(cache_dir).full_map_file(method, map_key(whole.feature_keys, method, params))
+    whole = whole_dataset(source, backbone, image_size, layout, runtime, "A map (fitted on the training images)")
+    return whole, layout.full_map_file(method, map_key(whole.feature_keys, method, params))
 
 
 def find_full_map(
     source: str,
     backbone: str,
     image_size: int | None,
-    cache_dir: CacheLike,
+    layout: CacheLayout,
     method: str = "tsne",
     runtime: str = DEFAULT_RUNTIME,
     perplexity: float = 30.0,
@@ -174,7 +174,7 @@ def find_full_map(
 ) -> FullMap | None:
     """The stored map if there is a valid one; never computes anything (what a page calls on load)."""
     whole, path = _map_target(
-        source, backbone, image_size, Path(cache_dir), method, runtime, _params(method, perplexity, iterations, seed)
+        source, backbone, image_size, layout, method, runtime, _params(method, perplexity, iterations, seed)
     )
     return load_map(path, whole.sizes)
 
@@ -183,7 +183,7 @@ def compute_full_map(
     source: str,
     backbone: str,
     image_size: int | None,
-    cache_dir: CacheLike,
+    layout: CacheLayout,
     method: str = "tsne",
     runtime: str = DEFAULT_RUNTIME,
     perplexity: float = 30.0,
@@ -193,13 +193,12 @@ def compute_full_map(
     batch_size: int = 256,
 ) -> FullMap:
     """The map of every image (features extracted first if missing), computed once and then read back."""
-    cache_dir = Path(cache_dir)
     params = _params(method, perplexity, iterations, seed)
-    whole, path = _map_target(source, backbone, image_size, cache_dir, method, runtime, params)
+    whole, path = _map_target(source, backbone, image_size, layout, method, runtime, params)
     found = load_map(path, whole.sizes)
     if found is not None:
         return found
-    features, _labels = whole.features(cache_dir, runtime, batch_size, progress)
+    features, _labels = whole.features(layout, runtime, batch_size, progress)
     t0 = time.perf_counter()
     coords = project_all(features, method, perplexity, iterations, seed, progress)
     m = FullMap(method, coords, time.perf_counter() - t0, params, path.stem)

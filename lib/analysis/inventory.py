@@ -16,7 +16,7 @@ from lib.pipeline.feature_store import FeatureManifest, list_cached_features, lo
 from lib.pipeline.features import feature_key_for
 from lib.runtimes import AUTO, DEFAULT_RUNTIME
 from lib.runtimes.auto import CANDIDATES as AUTO_CANDIDATES
-from lib.store.layout import CacheLike
+from lib.store.layout import CacheLayout
 
 
 class FeatureSet(NamedTuple):
@@ -38,12 +38,12 @@ def _of(m: FeatureManifest) -> FeatureSet:
     return FeatureSet(m.backbone, m.image_size, m.limit, m.runtime_name)
 
 
-def dataset_features(layout: CacheLike, ds: Any, view: str | None = ORIGINAL) -> list[FeatureManifest]:
+def dataset_features(layout: CacheLayout, ds: Any, view: str | None = ORIGINAL) -> list[FeatureManifest]:
     """Manifests of the cached features of ``ds`` (of one view, or every view with None)."""
     return [m for m in list_cached_features(layout) if m.dataset == ds.fingerprint and (view is None or m.view == view)]
 
 
-def feature_sets(layout: CacheLike, ds: Any) -> list[FeatureSet]:
+def feature_sets(layout: CacheLayout, ds: Any) -> list[FeatureSet]:
     """Every feature set of ``ds`` with original-view features, in a stable order."""
     return sorted(
         {_of(m) for m in dataset_features(layout, ds)},
@@ -51,7 +51,7 @@ def feature_sets(layout: CacheLike, ds: Any) -> list[FeatureSet]:
     )
 
 
-def splits_with(layout: CacheLike, ds: Any, fs: FeatureSet) -> list[str]:
+def splits_with(layout: CacheLayout, ds: Any, fs: FeatureSet) -> list[str]:
     """The splits of ``ds`` that have original-view features of ``fs``, in the dataset's order."""
     have = {m.split for m in dataset_features(layout, ds) if _of(m) == fs}
     return [s for s in ds.splits if s in have]
@@ -81,7 +81,7 @@ def preferred_feature_set(
 
 
 def missing_feature_splits(
-    layout: CacheLike, ds: Any, spec: Any, image_size: int, runtime: str = DEFAULT_RUNTIME, view: str = ORIGINAL
+    layout: CacheLayout, ds: Any, spec: Any, image_size: int, runtime: str = DEFAULT_RUNTIME, view: str = ORIGINAL
 ) -> list[str]:
     """The splits of ``ds`` that have no valid features of ``spec`` at ``image_size`` made by ``runtime`` (features of
     another runtime do not count: they are other features; ``auto`` has none until a job settles it)."""
@@ -95,7 +95,7 @@ def missing_feature_splits(
     ]
 
 
-def settled_runtime(layout: CacheLike, ds: Any, spec: Any, image_size: int, asked: str) -> str:
+def settled_runtime(layout: CacheLayout, ds: Any, spec: Any, image_size: int, asked: str) -> str:
     """The runtime whose artifacts a page reads when ``asked`` is what a job would run: ``asked`` itself, or for
     ``auto`` the exact runtime that has the most splits of cached features of ``spec`` at ``image_size`` (what the job
     would use, see :func:`lib.runtimes.auto.choose`), else ``auto`` (nothing cached: the job times and decides). A page

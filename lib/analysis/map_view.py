@@ -1,6 +1,6 @@
 """What a full-dataset map shows besides coordinates: per-point colours, predictions, selections.
 
-    preds = run_predictions(run, ds, spec, cache_dir)               # split -> predicted class, -1 if unknown
+    preds = run_predictions(run, ds, spec, layout)               # split -> predicted class, -1 if unknown
     col = colour_points("correct vs wrong", classes, labels, preds_all, split_names, scores)
     mask = points_in_polygon(xy, [(x0, y0), (x1, y0), (x1, y1)])    # what a box or lasso selected
 

@@ -20,7 +20,7 @@ import numpy as np
 from lib.config import SEED
 from lib.errors import ConfigError, UserFacingError
 from lib.store.atomic import save_npy_atomic
-from lib.store.layout import CacheLayout, CacheLike, artifact_key
+from lib.store.layout import CacheLayout, artifact_key
 
 PROJECTION_VERSION = 2  # 2: keyed by lib.store.layout.artifact_key
 
@@ -129,7 +129,7 @@ def projection_key(
 
 
 def cached_projection(
-    cache_dir: CacheLike,
+    layout: CacheLayout,
     feature_file: Path | str,
     rows: np.ndarray,
     method: str = "pca",
@@ -146,9 +146,7 @@ def cached_projection(
     idx = np.asarray(rows, dtype=np.int64)
     if method != "tsne":
         return project(feats, idx, method, seed=seed)
-    disk = CacheLayout.at(cache_dir).projection_file(
-        "tsne", projection_key(str(feature_file), idx, method, perplexity, max_iter, seed)
-    )
+    disk = layout.projection_file("tsne", projection_key(str(feature_file), idx, method, perplexity, max_iter, seed))
     try:
         coords = np.load(disk)
         if coords.shape == (len(idx), 2) and coords.dtype == np.float32 and np.all(np.isfinite(coords)):

@@ -157,7 +157,7 @@ def reduced_members(layout: CacheLayout, fms: list[Any], scratch: Path) -> Itera
 
     full = [np.load(layout.feature_files(fm.key)[0], mmap_mode="r") for fm in fms]
     basis = fit_basis(full)
-    tree = CacheLayout.at(scratch / "reduced")
+    tree = CacheLayout(scratch / "reduced")
     for fm, feats in zip(fms, full, strict=True):
         write_reduced(
             tree, fm.key, json.loads(layout.feature_files(fm.key)[1].read_text()), project(feats, basis), basis
@@ -178,7 +178,7 @@ def split_predictions_member(layout: CacheLayout, run_id: str, scratch: Path) ->
     preds = run_predictions(run, ds, resolve_backbone(m.backbone), layout, others)
     if not others or any((p < 0).any() for p in preds.values()):
         return None
-    out = CacheLayout.at(scratch / "predictions").run_file(run_id, RUN_FILES.split_predictions)
+    out = CacheLayout(scratch / "predictions").run_file(run_id, RUN_FILES.split_predictions)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_split_predictions(out, preds)
     return out, layout.run_file(run_id, RUN_FILES.split_predictions).relative_to(layout.root).as_posix()

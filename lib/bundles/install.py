@@ -41,7 +41,6 @@ from lib.store.layout import (
     STAGING_DOWNLOAD,
     STAGING_TREE,
     CacheLayout,
-    CacheLike,
     check_name,
 )
 
@@ -209,16 +208,15 @@ def _install_tree(staging: CacheLayout, layout: CacheLayout) -> int:
 
 def install_bundle(
     source: str,
-    cache_dir: CacheLike,
+    layout: CacheLayout,
     progress: ProgressFn | None = None,
     sha256: str | None = None,
     sprites_root: Path | None = None,
 ) -> dict[str, Any]:
-    """Unpack a bundle (local path or http(s) URL) into ``cache_dir``; see the module docs. Returns what it installed.
+    """Unpack a bundle (local path or http(s) URL) into ``layout``; see the module docs. Returns what it installed.
 
     Whether it is already installed is decided by content (:func:`content_digest` of its manifest), not by its path or
     URL: a bundle updated in place installs, the same one again is a no-op."""
-    layout = CacheLayout.at(cache_dir)
     report = progress or (lambda _s, _f: None)
     check_writable(layout.root)
     prior = installed_bundle(layout)
@@ -300,7 +298,7 @@ def _install(
         raise BundleError(
             f"{source!r} cannot be read as a bundle ({err}): it is truncated or corrupt; nothing was installed."
         ) from err
-    staged = CacheLayout.at(unpacked)
+    staged = CacheLayout(unpacked)
     notices: list[str] = []
     if meta.get("hosting"):
         report("decoding the images", 0.92)

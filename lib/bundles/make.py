@@ -52,7 +52,6 @@ from lib.store.layout import (
     FLOAT16_SUFFIX,
     ArtifactKind,
     CacheLayout,
-    CacheLike,
     check_name,
 )
 
@@ -289,20 +288,18 @@ def _collect(
     return files, meta, sel.feature_keys
 
 
-def _float16_accuracy(cache_dir: CacheLayout, run_ids: list[str]) -> list[dict[str, Any]]:
+def _float16_accuracy(layout: CacheLayout, run_ids: list[str]) -> list[dict[str, Any]]:
     """Each frozen run's test accuracy recomputed from float16-rounded cached features, next to its stored one."""
 
     out = []
     for rid in run_ids:
-        run = load_run(cache_dir, rid)
+        run = load_run(layout, rid)
         m = run.manifest
         if m.finetuned or m.excluded:
             continue  # no separate head; or a run that scores a subset of the cached rows
         try:
-            ds = load_dataset(f"cache:{m.dataset_fingerprint}", cache_dir)
-            probs = head_probabilities(
-                run, ds, resolve_backbone(m.backbone), cache_dir, m.test_split, m.limit, np.float16
-            )
+            ds = load_dataset(f"cache:{m.dataset_fingerprint}", layout)
+            probs = head_probabilities(run, ds, resolve_backbone(m.backbone), layout, m.test_split, m.limit, np.float16)
         except UserFacingError:
             probs = None
         if probs is None or len(probs) != len(run.y_true):
@@ -350,7 +347,7 @@ def _is_bundle_file(path: Path) -> bool:
 
 
 def make_bundle(
-    cache_dir: CacheLike,
+    layout: CacheLayout,
     out: Path | str,
     run_ids: list[str] | None = None,
     progress: ProgressFn | None = None,
@@ -358,7 +355,7 @@ def make_bundle(
 ) -> dict[str, Any]:
     """Write the bundle of ``run_ids`` (default: every run) to ``out`` (a .tar), atomically. Returns a report.
     ``hosting``: the small form for a free host (:mod:`lib.bundles.hosting`)."""
-    layout, out = CacheLayout.at(cache_dir), Path(out).expanduser()
+    layout, out = layout, Path(out).expanduser()
     report = progress or (lambda _s, _f: None)
     check_bundle_target(out)
     sums: dict[str, dict[str, Any]] = {}

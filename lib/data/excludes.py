@@ -5,7 +5,7 @@ Browse and ``audit`` show it). It is read from JSON (what the page saves) or CSV
 ``index`` columns (what the page's label-issue export writes, so an export can be trimmed and fed back).
 
     images = read_exclude_file("flagged.csv", dataset)      # {"train": array([...]), "test": array([...])}
-    save_exclude_list(cache_dir, "cifar-issues", dataset, images)
+    save_exclude_list(layout, "cifar-issues", dataset, images)
     train --exclude flagged.csv                            # the run records what it left out
 """
 
@@ -22,7 +22,7 @@ import numpy as np
 
 from lib.data.lists import EXCLUDE_LISTS, open_list
 from lib.errors import DataSourceError
-from lib.store.layout import CacheLike
+from lib.store.layout import CacheLayout
 
 if TYPE_CHECKING:
     from lib.data.sources import Dataset
@@ -127,12 +127,12 @@ def to_json(dataset: Dataset, images: dict[str, np.ndarray], note: str = "") -> 
 
 
 def save_exclude_list(
-    cache_dir: CacheLike, name: str, dataset: Dataset, images: dict[str, np.ndarray], note: str = ""
+    layout: CacheLayout, name: str, dataset: Dataset, images: dict[str, np.ndarray], note: str = ""
 ) -> Path:
     """Write the list atomically under the cache's ``excludes/`` (a name outside it is refused by the layout)."""
-    return EXCLUDE_LISTS.save(cache_dir, name, to_json(dataset, images, note))
+    return EXCLUDE_LISTS.save(layout, name, to_json(dataset, images, note))
 
 
-def saved_exclude_lists(cache_dir: CacheLike) -> list[Path]:
+def saved_exclude_lists(layout: CacheLayout) -> list[Path]:
     """The saved lists, newest first."""
-    return EXCLUDE_LISTS.saved(cache_dir)
+    return EXCLUDE_LISTS.saved(layout)

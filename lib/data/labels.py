@@ -28,6 +28,7 @@ import numpy as np
 from lib.data.lists import LABEL_LISTS, MAX_JSON_BYTES, open_list
 from lib.errors import ConfigError, DataSourceError
 from lib.safe_text import csv_value
+from lib.store.layout import CacheLayout
 
 if TYPE_CHECKING:
     from lib.data.sources import Dataset
@@ -261,25 +262,25 @@ def to_json(dataset: Dataset, fixes: Fixes, note: str = "") -> dict[str, Any]:
     return {"format": FORMAT, "version": 1, "dataset": dataset.fingerprint, "note": note, "labels": rows}
 
 
-def save_label_list(cache_dir: Any, name: str, dataset: Dataset, fixes: Fixes, note: str = "") -> Path:
+def save_label_list(layout: CacheLayout, name: str, dataset: Dataset, fixes: Fixes, note: str = "") -> Path:
     """Write the list atomically under the cache's ``labels/`` (a name outside it is refused by the layout)."""
-    return LABEL_LISTS.save(cache_dir, name, to_json(dataset, fixes, note))
+    return LABEL_LISTS.save(layout, name, to_json(dataset, fixes, note))
 
 
-def saved_label_lists(cache_dir: Any) -> list[Path]:
+def saved_label_lists(layout: CacheLayout) -> list[Path]:
     """The saved label lists, newest first."""
-    return LABEL_LISTS.saved(cache_dir)
+    return LABEL_LISTS.saved(layout)
 
 
-def read_saved(cache_dir: Any, name: str, dataset: Dataset) -> Fixes:
+def read_saved(layout: CacheLayout, name: str, dataset: Dataset) -> Fixes:
     """The saved list ``name`` (empty if there is none yet); :class:`DataSourceError` if it does not fit ``dataset``."""
 
-    path = LABEL_LISTS.path(cache_dir, name)
+    path = LABEL_LISTS.path(layout, name)
     return read_label_file(path, dataset) if path.is_file() else {}
 
 
 def update_saved(
-    cache_dir: Any,
+    layout: CacheLayout,
     name: str,
     dataset: Dataset,
     add: dict[tuple[str, int], int] | None = None,
@@ -290,7 +291,7 @@ def update_saved(
     and drop ``remove``; written atomically. Every index and class is checked against ``dataset`` first."""
     rows = {
         (s, int(i)): int(lab)
-        for s, (idx, labs) in read_saved(cache_dir, name, dataset).items()
+        for s, (idx, labs) in read_saved(layout, name, dataset).items()
         for i, lab in zip(idx, labs, strict=True)
     }
     for (split, index), label in (add or {}).items():
@@ -309,7 +310,7 @@ def update_saved(
     for split in sorted({s for s, _ in rows}):
         idx = sorted(i for s, i in rows if s == split)
         fixes[split] = (np.asarray(idx, np.int64), np.asarray([rows[(split, i)] for i in idx], np.int64))
-    return save_label_list(cache_dir, name, dataset, fixes, note), fixes
+    return save_label_list(layout, name, dataset, fixes, note), fixes
 
 
 def to_csv_rows(dataset: Dataset, fixes: Fixes) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ from typing import IO, Any
 
 from lib.errors import DataSourceError
 from lib.store.atomic import newest_first, write_json_atomic
-from lib.store.layout import CacheLayout, CacheLike
+from lib.store.layout import CacheLayout
 
 MAX_BYTES = 200 * 1024 * 1024  # any list file; a CSV streams, so memory is bounded by the dataset, not the file
 MAX_JSON_BYTES = 64 * 1024 * 1024  # JSON is parsed whole (about 10x its size in memory)
@@ -30,19 +30,19 @@ class ListStore:
     file: Callable[[CacheLayout, str], Path]
     files: Callable[[CacheLayout], list[Path]]
 
-    def path(self, cache: CacheLike, name: str) -> Path:
+    def path(self, layout: CacheLayout, name: str) -> Path:
         """Where the list ``name`` is (or would be)."""
-        return self.file(CacheLayout.at(cache), name)
+        return self.file(layout, name)
 
-    def save(self, cache: CacheLike, name: str, payload: dict[str, Any]) -> Path:
+    def save(self, layout: CacheLayout, name: str, payload: dict[str, Any]) -> Path:
         """Write the list atomically; returns its path."""
-        path = self.path(cache, name)
+        path = self.path(layout, name)
         write_json_atomic(path, payload)
         return path
 
-    def saved(self, cache: CacheLike) -> list[Path]:
+    def saved(self, layout: CacheLayout) -> list[Path]:
         """The saved lists of this kind, newest first."""
-        return newest_first(self.files(CacheLayout.at(cache)))
+        return newest_first(self.files(layout))
 
 
 LABEL_LISTS = ListStore("Label list", CacheLayout.label_file, CacheLayout.label_files)

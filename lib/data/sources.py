@@ -12,7 +12,7 @@ Every source is converted once into uint8 ``.npy`` arrays in the cache (see
 :class:`lib.store.layout.CacheLayout`), keyed by a content fingerprint, which later loads
 memory-map in milliseconds. Fingerprints are memoised per process by size and mtime.
 
-    ds = load_dataset("../shared/data/cifar10-jpeg.tar.gz", cache_dir="cache")
+    ds = load_dataset("../shared/data/cifar10-jpeg.tar.gz", CacheLayout("cache"))
     images, labels = ds.images("test"), ds.labels("test")   # uint8 [N,32,32,3], int64 [N]
     idx = subset_indices(labels, limit=100)                  # first 100 of each class
 """
@@ -37,7 +37,7 @@ from lib.data.meta import DatasetMeta
 from lib.errors import CacheWriteError, DataSourceError, UserFacingError
 from lib.store.atomic import atomic_dir, check_writable
 from lib.store.fingerprints import digest_of_files, existing_path, file_digest, hash_file, tree_digest
-from lib.store.layout import DATASET_FILES, CacheLayout, CacheLike, check_name
+from lib.store.layout import DATASET_FILES, CacheLayout, check_name
 
 MAX_SOURCE_CHARS = 1024  # longer strings are refused before they reach the file system
 Reader = Callable[[], ReadResult]
@@ -154,9 +154,8 @@ def _cache_fingerprint(source: str) -> str:
         raise DataSourceError(f"{source[:80]!r} does not name a converted dataset (cache:<fingerprint>).") from err
 
 
-def load_dataset(source: str, cache_dir: CacheLike, progress: ProgressFn | None = None) -> Dataset:
+def load_dataset(source: str, layout: CacheLayout, progress: ProgressFn | None = None) -> Dataset:
     """Resolve ``source``, converting it into the cache on first use."""
-    layout = CacheLayout.at(cache_dir)
     source = check_source_text(source)
     if source.startswith(CACHE_PREFIX):
         found = _load_cached(layout, _cache_fingerprint(source), source)
@@ -189,9 +188,8 @@ def load_dataset(source: str, cache_dir: CacheLike, progress: ProgressFn | None 
     return converter(source, kind, fingerprint, layout)
 
 
-def cached_dataset_status(source: str, cache_dir: CacheLike) -> Dataset | None:
+def cached_dataset_status(source: str, layout: CacheLayout) -> Dataset | None:
     """The converted dataset if it is already in the cache, without converting or downloading."""
-    layout = CacheLayout.at(cache_dir)
     try:
         text = check_source_text(source)
         if text.startswith(CACHE_PREFIX):
@@ -247,7 +245,7 @@ def _discard(folder: Path) -> None:
         check_writable(folder)
     except UserFacingError:
         return  # a read-only cache keeps even a damaged folder; it is not used
-    trash = CacheLayout.at(folder.parent.parent).discarded(folder, "corrupt")
+    trash = CacheLayout(folder.parent.parent).discarded(folder, "corrupt")
     try:
         os.replace(folder, trash)
     except OSError:

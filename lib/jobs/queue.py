@@ -29,7 +29,7 @@ from lib.jobs.report import JOB_DIR_ENV, acting_for, finish
 from lib.process import is_alive, process_start
 from lib.safe_text import terminal_text
 from lib.store.atomic import FREE_MARGIN, check_writable, read_json, write_json_atomic
-from lib.store.layout import JOB_FILES, CacheLayout, CacheLike
+from lib.store.layout import JOB_FILES, CacheLayout
 
 CONCURRENCY_ENV = "TLX_JOBS"  # how many jobs run at once (default 1: one heavy job at a time)
 # "1": the runner's process runs each job as a thread (one TensorFlow import for all its jobs; for tests, see
@@ -81,10 +81,9 @@ def _new_id(spec: JobSpec) -> str:
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{''.join(c for c in spec.kind if c.isalpha())}-{digest}"
 
 
-def submit(layout: CacheLike, spec: JobSpec, start_runner: bool = True) -> tuple[Job, bool]:
+def submit(layout: CacheLayout, spec: JobSpec, start_runner: bool = True) -> tuple[Job, bool]:
     """Queue ``spec`` (and make sure a runner is there), or join the identical job already queued or running.
     Returns the job and whether it was joined."""
-    layout = CacheLayout.at(layout)
     with _locked(layout):
         same = next((j for j in _read_all(layout) if j.key == spec.key and j.active), None)
         if same is None:
@@ -151,9 +150,8 @@ def _settle_one(layout: CacheLayout, job: Job) -> bool:
     return True
 
 
-def settle(layout: CacheLike) -> list[Job]:
+def settle(layout: CacheLayout) -> list[Job]:
     """Every job, with finished or dead ones settled (and a runner started if queued work has none), newest first."""
-    layout = CacheLayout.at(layout)
     if not layout.jobs.is_dir():
         return []
     jobs = _read_all(layout)
@@ -170,10 +168,9 @@ def settle(layout: CacheLike) -> list[Job]:
     return sorted(jobs, key=lambda j: j.id, reverse=True)
 
 
-def list_jobs(layout: CacheLike) -> list[Job]:
+def list_jobs(layout: CacheLayout) -> list[Job]:
     """Every job (settled), newest first, each with its last progress report; a job whose record is damaged is listed
     in state ``damaged`` with what is wrong (it never stops the others)."""
-    layout = CacheLayout.at(layout)
     jobs = settle(layout)
     for j in jobs:
         if j.state == "running":
@@ -182,9 +179,8 @@ def list_jobs(layout: CacheLike) -> list[Job]:
     return sorted(jobs + damaged, key=lambda j: j.id, reverse=True)
 
 
-def get_job(layout: CacheLike, job_id: str) -> Job:
+def get_job(layout: CacheLayout, job_id: str) -> Job:
     """One job (settled, with its progress), or :class:`UserFacingError`."""
-    layout = CacheLayout.at(layout)
     job = next((j for j in list_jobs(layout) if j.id == job_id), None)
     if job is None:
         layout.job_dir(job_id)  # a malformed id says so
@@ -192,10 +188,9 @@ def get_job(layout: CacheLike, job_id: str) -> Job:
     return job
 
 
-def cancel_job(layout: CacheLike, job_id: str) -> Job:
+def cancel_job(layout: CacheLayout, job_id: str) -> Job:
     """Cancel a job: a queued one at once; a running one at its next safe point (its process checks between chunks,
     epochs and stages, and stops with only complete artifacts written). A finished one is left as it is."""
-    layout = CacheLayout.at(layout)
     with _locked(layout):
         job = Job.load(layout, job_id)
         if job is None:
@@ -213,9 +208,9 @@ def cancel_job(layout: CacheLike, job_id: str) -> Job:
     return job
 
 
-def log_tail(layout: CacheLike, job_id: str, max_bytes: int = 200_000) -> str:
+def log_tail(layout: CacheLayout, job_id: str, max_bytes: int = 200_000) -> str:
     """The end of a job's log."""
-    path = CacheLayout.at(layout).job_file(job_id, JOB_FILES.log)
+    path = layout.job_file(job_id, JOB_FILES.log)
     try:
         with open(path, "rb") as fh:
             fh.seek(max(0, path.stat().st_size - max_bytes))
@@ -401,9 +396,8 @@ def _stopped_file(layout: CacheLayout) -> Path:
     return layout.jobs / "runner-stopped.json"
 
 
-def runner_stopped(layout: CacheLike) -> str:
+def runner_stopped(layout: CacheLayout) -> str:
     """Why queued jobs wait ("" if nothing stops them): what the last runner said when it stopped, or a full disk."""
-    layout = CacheLayout.at(layout)
     data = read_json(_stopped_file(layout))
     if isinstance(data, dict) and isinstance(data.get("error"), str) and data["error"]:
         return data["error"][:600]
@@ -476,10 +470,9 @@ def _idle_exit_s() -> float:
     return IN_RUNNER_IDLE_EXIT_S if os.environ.get(IN_RUNNER_ENV) == "1" else IDLE_EXIT_S
 
 
-def run_runner(layout: CacheLike) -> int:
+def run_runner(layout: CacheLayout) -> int:
     """Start queued jobs in order, at most :func:`concurrency` at a time; settle them; deliver cancels; exit when idle.
     Returns at once (0) if another runner already serves this cache."""
-    layout = CacheLayout.at(layout)
     layout.jobs.mkdir(parents=True, exist_ok=True)
     with open(layout.runner_lock(), "a+b") as lock:
         try:

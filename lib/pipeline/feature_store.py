@@ -31,7 +31,7 @@ from lib.errors import BackboneError, CacheWriteError, UserFacingError
 from lib.models.preprocess import PREPROCESSING_ID
 from lib.runtimes import DEFAULT_RUNTIME, name_of_identity
 from lib.store.atomic import atomic_path, check_free_space, check_writable, read_json, save_npy_atomic
-from lib.store.layout import CacheLayout, CacheLike, artifact_key
+from lib.store.layout import CacheLayout, artifact_key
 
 CHUNK = 4096  # images per checkpoint: a lost chunk costs seconds, and few files are written
 
@@ -149,12 +149,12 @@ def _verified(path: str, size: int, mtime_ns: int, crc: int) -> bool:
 
 
 def load_cached_features(
-    layout: CacheLike, key: str, reduced_ok: bool = False
+    layout: CacheLayout, key: str, reduced_ok: bool = False
 ) -> tuple[np.ndarray, FeatureManifest] | None:
     """Memory-map cached features if the artifact is complete and matches its manifest's shape and checksum. A hosting
     bundle's reduced stand-in (:mod:`lib.pipeline.reduced`) counts only with ``reduced_ok`` (neighbour search); for
     anything else it is a miss, and extracting the real features replaces it."""
-    npy, manifest_path = CacheLayout.at(layout).feature_files(key)
+    npy, manifest_path = layout.feature_files(key)
     raw = read_json(manifest_path)
     if raw is None and not manifest_path.exists():
         return None
@@ -184,10 +184,9 @@ def load_cached_features(
     return feats, manifest
 
 
-def list_cached_features(layout: CacheLike) -> list[FeatureManifest]:
+def list_cached_features(layout: CacheLayout) -> list[FeatureManifest]:
     """Manifests of every complete feature artifact in the cache (damaged manifests are skipped)."""
     out = []
-    layout = CacheLayout.at(layout)
     for key in layout.feature_keys():
         npy, manifest_path = layout.feature_files(key)
         manifest = FeatureManifest.from_dict(read_json(manifest_path))

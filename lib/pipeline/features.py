@@ -43,7 +43,7 @@ from lib.pipeline.feature_store import (
 from lib.pipeline.reduced import load_basis
 from lib.runtimes import DEFAULT_RUNTIME, effective
 from lib.store.atomic import write_json_atomic
-from lib.store.layout import CacheLayout, CacheLike
+from lib.store.layout import CacheLayout
 
 if TYPE_CHECKING:
     from lib.models.specs import BackboneSpec
@@ -97,11 +97,10 @@ def feature_key_for(
 
 
 def cached_image_counter(
-    dataset: Dataset, parts: list[tuple[BackboneSpec, int, str, str]], limit: int | None, layout: CacheLike
+    dataset: Dataset, parts: list[tuple[BackboneSpec, int, str, str]], limit: int | None, layout: CacheLayout
 ) -> Callable[[str], int]:
     """For ``--runtime auto``: a function of a runtime that says how many images of ``parts`` ((backbone, size, split,
     view) each) have valid cached features made by it (read from the manifests and checksums; nothing is loaded)."""
-    layout = CacheLayout.at(layout)
 
     def count(runtime: str) -> int:
         keys = (
@@ -122,14 +121,13 @@ def cached_feature_result(
     image_size: int | None,
     view: str,
     limit: int | None,
-    layout: CacheLike,
+    layout: CacheLayout,
     runtime: str = DEFAULT_RUNTIME,
     reduced_ok: bool = False,
 ) -> FeatureResult | None:
     """The cached features if present; never loads TensorFlow. ``reduced_ok``: a hosting bundle's reduced stand-in
     counts too (for neighbour search only; its ``basis`` is set)."""
     t0 = time.perf_counter()
-    layout = CacheLayout.at(layout)
     key = feature_key_for(dataset, split, spec, int(image_size or spec.default_size()), view, limit, runtime)
     hit = load_cached_features(layout, key, reduced_ok)
     if hit is None:
@@ -160,7 +158,7 @@ def ensure_features(
     dataset: Dataset,
     split: str,
     spec: BackboneSpec,
-    layout: CacheLike,
+    layout: CacheLayout,
     image_size: int | None = None,
     view: str = ORIGINAL,
     limit: int | None = None,
@@ -174,7 +172,6 @@ def ensure_features(
     cached."""
     if view not in VIEWS:
         raise ConfigError(f"view must be one of {', '.join(VIEWS)}, got {view!r}")
-    layout = CacheLayout.at(layout)
     cached = cached_feature_result(dataset, split, spec, image_size, view, limit, layout, runtime)
     if cached is not None:
         return cached

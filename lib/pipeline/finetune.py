@@ -49,7 +49,7 @@ from lib.runs.manifest import RunManifest
 from lib.runs.registry import MODEL_DIR, save_run
 from lib.runtimes.backbones import resolve_backbone
 from lib.store.atomic import check_writable, write_json_atomic
-from lib.store.layout import FINETUNE_FILES, CacheLayout, CacheLike, artifact_key
+from lib.store.layout import FINETUNE_FILES, CacheLayout, artifact_key
 
 FINETUNE_VERSION = 2
 PROGRESS_EVERY = 10  # batches between progress reports
@@ -184,7 +184,7 @@ def _schedule(tf_keras: Any, tf: Any, cfg: FinetuneConfig, steps_per_epoch: int)
 
 def finetune_run(
     req: RunRequest,
-    cache_dir: CacheLike,
+    layout: CacheLayout,
     cfg: FinetuneConfig | None = None,
     on_stage: StageFn | None = None,
     on_epoch: EpochFn | None = None,
@@ -205,8 +205,7 @@ def finetune_run(
             "Label fixes are not supported with fine-tuning yet; train a head on features with --relabel instead."
         )
     stage = on_stage or (lambda _m: None)
-    cache_dir = Path(cache_dir)
-    ds = load_dataset(req.source, cache_dir)
+    ds = load_dataset(req.source, layout)
     ds.require_classes("Fine-tuning a classifier")
     spec = resolve_backbone(req.backbone)
     if not spec.trainable:
@@ -216,9 +215,9 @@ def finetune_run(
         )
     size = int(cfg.image_size or (req.image_sizes or (spec.default_size(),))[0])
     gpu = bool(tf.config.list_physical_devices("GPU"))
-    folder = CacheLayout.at(cache_dir).finetune_checkpoint(checkpoint_key(ds, spec, size, req.limit, cfg))
+    folder = layout.finetune_checkpoint(checkpoint_key(ds, spec, size, req.limit, cfg))
     try:
-        return _finetune(req, cache_dir, cfg, ds, spec, size, gpu, folder, stage, on_epoch, on_progress)
+        return _finetune(req, layout, cfg, ds, spec, size, gpu, folder, stage, on_epoch, on_progress)
     except tf.errors.ResourceExhaustedError as err:
         where = "GPU" if gpu else "memory"
         raise UserFacingError(
@@ -357,7 +356,7 @@ def _progress_callback(
 
 def _finetune(
     req: RunRequest,
-    cache_dir: Path,
+    layout: CacheLayout,
     cfg: FinetuneConfig,
     ds: Any,
     spec: Any,
@@ -379,7 +378,7 @@ def _finetune(
     check_writable(folder)
 
     stage("Warm start: linear head on frozen features")
-    train = gather_features(ds, spec, "train", (size,), (ORIGINAL,), cache_dir, req.limit, req.batch_size)
+    train = gather_features(ds, spec, "train", (size,), (ORIGINAL,), layout, req.limit, req.batch_size)
     frozen_cfg = HeadConfig(head="linear", epochs=30, val_fraction=0.0, patience=None, seed=cfg.seed)
     frozen = train_head(train.view(ORIGINAL, (size,)), train.labels, len(ds.classes), frozen_cfg)
 
@@ -413,7 +412,7 @@ def _finetune(
     run = _FinetunedRun(
         model, dense, frozen, ck.history, train_seconds, start_epoch, {"gpu": gpu, "mixed_precision": mixed, "xla": xla}
     )
-    manifest = _evaluate_and_save(req, cache_dir, cfg, ds, spec, size, run, train.extract_seconds, stage)
+    manifest = _evaluate_and_save(req, layout, cfg, ds, spec, size, run, train.extract_seconds, stage)
     shutil.rmtree(
         folder, ignore_errors=True
     )  # the run holds the model now; the checkpoint is this project's own artifact
@@ -435,7 +434,7 @@ class _FinetunedRun:
 
 def _evaluate_and_save(
     req: RunRequest,
-    cache_dir: Path,
+    layout: CacheLayout,
     cfg: FinetuneConfig,
     ds: Any,
     spec: Any,
@@ -449,7 +448,7 @@ def _evaluate_and_save(
     import tensorflow as tf
 
     stage("Evaluating")
-    frozen_test = gather_features(ds, spec, "test", (size,), (ORIGINAL,), cache_dir, req.limit, req.batch_size)
+    frozen_test = gather_features(ds, spec, "test", (size,), (ORIGINAL,), layout, req.limit, req.batch_size)
     test_idx, y_test = frozen_test.indices, frozen_test.labels
     test_images = ds.images("test")  # streamed in batches of 256 from the memory map
     logits = np.concatenate(
@@ -512,5 +511,5 @@ def _evaluate_and_save(
         # The fine-tuned backbone lives only here, so the run can be exported and classify uploads.
         save_module(module, run_folder / MODEL_DIR)
 
-    save_run(cache_dir, manifest, head, predictions, write_model)
+    save_run(layout, manifest, head, predictions, write_model)
     return manifest

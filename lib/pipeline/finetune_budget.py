@@ -54,7 +54,7 @@ from lib.runs.manifest import RunManifest
 from lib.runs.registry import MODEL_DIR, save_run
 from lib.runtimes.backbones import resolve_backbone
 from lib.store.atomic import check_free_space, check_writable, read_json, save_npy_atomic, write_json_atomic
-from lib.store.layout import FINETUNE_FILES, CacheLayout, CacheLike, artifact_key
+from lib.store.layout import FINETUNE_FILES, CacheLayout, artifact_key
 
 BUDGET_VERSION = 2  # 1: MobileNet v1 rebuilt in Keras, uint8 activations of the frozen prefix; 2: true flips
 ACTIVATION_SCALE = 6.0 / 255.0  # ReLU6 outputs in [0, 6] stored as uint8
@@ -303,7 +303,7 @@ def _softmax(z: np.ndarray) -> np.ndarray:
 
 def budget_finetune_run(
     req: RunRequest,
-    cache_dir: CacheLike,
+    layout: CacheLayout,
     recipe: BudgetRecipe,
     on_stage: StageFn | None = None,
     on_epoch: EpochFn | None = None,
@@ -321,7 +321,6 @@ def budget_finetune_run(
         raise ConfigError("The finetune preset trains one backbone on the dataset's own labels and images.")
     stage = on_stage or (lambda _m: None)
     report = on_progress or (lambda _p: None)
-    layout = CacheLayout.at(cache_dir)
     ds = load_dataset(req.source, layout)
     ds.require_classes("Fine-tuning a classifier")
     spec = resolve_backbone(req.backbone)

@@ -1,8 +1,8 @@
 """A run's predictions of every image of a dataset: its stored test predictions, its head on cached features of the
 other splits, or what a hosting bundle brought for them (it brings no features).
 
-    preds = run_predictions(run, ds, spec, cache_dir, ["train", "test"])   # split -> class, -1 where unknown
-    probs = head_probabilities(run, ds, spec, cache_dir, "train")          # None unless every part is cached
+    preds = run_predictions(run, ds, spec, layout, ["train", "test"])   # split -> class, -1 where unknown
+    probs = head_probabilities(run, ds, spec, layout, "train")          # None unless every part is cached
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from lib.config import FLIP, ORIGINAL
 from lib.models.predict import combine_views, np_concat, np_mean, part_key
 from lib.models.specs import resolve_backbone
 from lib.pipeline.features import cached_feature_result
-from lib.store.layout import RUN_FILES, CacheLayout, CacheLike
+from lib.store.layout import RUN_FILES, CacheLayout
 
 
 def head_probabilities(
-    run: Any, ds: Any, spec: Any, cache_dir: CacheLike, split: str, limit: int | None = None, dtype: Any = np.float32
+    run: Any, ds: Any, spec: Any, layout: CacheLayout, split: str, limit: int | None = None, dtype: Any = np.float32
 ) -> np.ndarray | None:
     """The run's head on cached features of ``split`` (its sizes and views; ``limit`` images per class, None: all),
     or None if any are not cached. ``dtype`` rounds the features first (float16: what a bundle stores)."""
@@ -30,7 +30,7 @@ def head_probabilities(
         part_spec = spec if j == 0 else resolve_backbone(handle)
         for size in sizes:
             for flip in (False, True) if m.tta else (False,):
-                found = cached_feature_result(ds, split, part_spec, size, views[flip], limit, cache_dir, m.runtime)
+                found = cached_feature_result(ds, split, part_spec, size, views[flip], limit, layout, m.runtime)
                 if found is None:
                     return None
                 parts[(part_key(j, size), flip)] = np.asarray(found.features, dtype).astype(np.float32)
@@ -39,14 +39,14 @@ def head_probabilities(
     )
 
 
-def run_predictions(run: Any, ds: Any, spec: Any, cache_dir: CacheLike, splits: list[str]) -> dict[str, np.ndarray]:
+def run_predictions(run: Any, ds: Any, spec: Any, layout: CacheLayout, splits: list[str]) -> dict[str, np.ndarray]:
     """The run's predicted class of every image of each split; -1 where it cannot be told without new work.
 
     The run's own test split uses its stored predictions. Another split (train) is predicted by the run's
     head from cached features of the run's sizes and views (never extracted here); a fine-tuned run has
     no separate head, so only its stored predictions are known. A hosting bundle brings them instead of features.
     """
-    brought = read_split_predictions(CacheLayout.at(cache_dir), run.run_id, ds) or {}
+    brought = read_split_predictions(layout, run.run_id, ds) or {}
     out: dict[str, np.ndarray] = {}
     for split in splits:
         pred = np.full(ds.size(split), -1, np.int64)
@@ -55,7 +55,7 @@ def run_predictions(run: Any, ds: Any, spec: Any, cache_dir: CacheLike, splits: 
         elif split in brought:
             pred[:] = brought[split]
         elif not run.manifest.finetuned:
-            probs = head_probabilities(run, ds, spec, cache_dir, split)
+            probs = head_probabilities(run, ds, spec, layout, split)
             if probs is not None:
                 pred[:] = probs.argmax(axis=1)
         out[split] = pred

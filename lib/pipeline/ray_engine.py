@@ -38,7 +38,7 @@ from lib.errors import BackboneError, UserFacingError, first_line
 from lib.pipeline.ray_connect import SHARD, RayOptions, RayStats, connect, import_ray
 from lib.runtimes import effective, litert
 from lib.runtimes.backbones import load_backbone
-from lib.store.layout import CacheLayout, CacheLike
+from lib.store.layout import CacheLayout
 
 if TYPE_CHECKING:
     from lib.data.sources import Dataset
@@ -57,8 +57,8 @@ class RayEngine:
             ensure_features(ds, split, spec, layout, 224, engine=engine)
     """
 
-    def __init__(self, options: RayOptions, layout: CacheLike) -> None:
-        self.options, self.layout = options, CacheLayout.at(layout)
+    def __init__(self, options: RayOptions, layout: CacheLayout) -> None:
+        self.options, self.layout = options, layout
         self.ray: Any = None
         self.started_here = False
         self.temp_dir = ""  # a local instance's session folder

@@ -4,7 +4,7 @@ The CLI's ``train`` and the app's Train page both call :func:`train_run`, so a r
 started from either makes the same artifacts.
 
     request = RunRequest.from_protocol("best", source="../shared/data/cifar10-jpeg.tar.gz", backbone="...")
-    manifest = train_run(request, cache_dir="cache", on_epoch=print)
+    manifest = train_run(request, CacheLayout("cache"), on_epoch=print)
     manifest.run_id, manifest.metrics.test_accuracy
 """
 
@@ -38,7 +38,7 @@ from lib.runs.registry import save_run
 from lib.runtimes import AUTO, DEFAULT_RUNTIME, check_runtime
 from lib.runtimes.auto import describe, resolve
 from lib.runtimes.backbones import BackboneSpec, resolve_backbone
-from lib.store.layout import CacheLayout, CacheLike
+from lib.store.layout import CacheLayout
 
 StageFn = Callable[[str], None]
 ExtractFn = Callable[[str, ExtractProgress], None]
@@ -174,7 +174,7 @@ def gather_features(
     split: str,
     sizes: tuple[int, ...],
     views: tuple[str, ...],
-    layout: CacheLike,
+    layout: CacheLayout,
     limit: int | None,
     batch_size: int = 256,
     on_extract: ExtractFn | None = None,
@@ -183,7 +183,6 @@ def gather_features(
 ) -> FeatureBlock:
     """Features of ``split`` for every size and view, through :func:`lib.pipeline.features.ensure_features`; ``engine``
     (shared between calls, so a backbone loads once) computes what the cache lacks (default: this process)."""
-    layout = CacheLayout.at(layout)
     engine = engine if engine is not None else LocalEngine(layout)
     parts: dict[tuple[int, str], np.ndarray] = {}
     seconds, hits, labels, indices = 0.0, 0, None, None
@@ -313,7 +312,7 @@ def fit_head(
 
 def train_run(
     req: RunRequest,
-    layout: CacheLike,
+    layout: CacheLayout,
     on_stage: StageFn | None = None,
     on_extract: ExtractFn | None = None,
     on_epoch: EpochFn | None = None,
@@ -323,7 +322,6 @@ def train_run(
     run; returns its manifest."""
 
     req.validate()
-    layout = CacheLayout.at(layout)
     stage = on_stage or (lambda _msg: None)
     stage("Loading data")
     ds = load_dataset(req.source, layout)

@@ -22,7 +22,7 @@ from lib.models.specs import resolve_backbone
 from lib.pipeline.engines import LocalEngine
 from lib.pipeline.features import feature_key_for
 from lib.pipeline.training import gather_features
-from lib.store.layout import CacheLayout, CacheLike
+from lib.store.layout import CacheLayout
 
 
 @dataclass
@@ -50,12 +50,11 @@ class WholeDataset:
         return {s: self.ds.size(s) for s in self.splits}
 
     def features(
-        self, layout: CacheLike, runtime: str, batch_size: int = 256, progress: Any = None, engine: Any = None
+        self, layout: CacheLayout, runtime: str, batch_size: int = 256, progress: Any = None, engine: Any = None
     ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Original-view features and labels of every image of each split (one backbone load for all, or ``engine``'s);
         an extraction is reported to ``progress(stage, fraction)`` as the stage ``features <split>/original@<size>``."""
 
-        layout = CacheLayout.at(layout)
         on_extract = (lambda label, _p: progress(f"features {label}", 0.0)) if progress else None
         engine = engine if engine is not None else LocalEngine(layout)
         features: dict[str, np.ndarray] = {}
@@ -78,12 +77,11 @@ class WholeDataset:
         return features, labels
 
     def all_views(
-        self, layout: CacheLike, runtime: str, batch_size: int = 256, progress: Any = None, engine: Any = None
+        self, layout: CacheLayout, runtime: str, batch_size: int = 256, progress: Any = None, engine: Any = None
     ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray]]:
         """Features of every part concatenated (first backbone first), per split and view (:attr:`views`), and labels;
         extracted first where not cached, reported as :meth:`features` reports."""
 
-        layout = CacheLayout.at(layout)
         on_extract = (lambda label, _p: progress(f"features {label}", 0.0)) if progress else None
         engine = engine if engine is not None else LocalEngine(layout)
         out: dict[str, dict[str, np.ndarray]] = {}
@@ -107,7 +105,7 @@ def whole_dataset(
     source: str,
     backbone: str,
     image_size: int | None,
-    cache_dir: CacheLike,
+    layout: CacheLayout,
     runtime: str,
     what: str,
     splits: tuple[str, ...] | None = None,
@@ -119,7 +117,7 @@ def whole_dataset(
     ``views``); ``splits`` (default: all) that the dataset has, ``train`` first. :class:`ConfigError` naming ``what`` if
     there is no ``train`` split."""
 
-    ds = load_dataset(source, cache_dir)
+    ds = load_dataset(source, layout)
     spec = resolve_backbone(backbone)
     size = int(image_size or spec.default_size())
     chosen = sorted((s for s in ds.splits if splits is None or s in splits), key=lambda s: (s != "train", s))

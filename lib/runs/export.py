@@ -32,7 +32,7 @@ from lib.runs.registry import load_run
 from lib.runtimes.backbones import load_backbone, resolve_backbone
 from lib.safe_text import terminal_text
 from lib.store.atomic import atomic_dir, atomic_path
-from lib.store.layout import CacheLike
+from lib.store.layout import CacheLayout
 
 EXPORT_MARKER = "transfer_explorer_export.json"  # present in every export this project writes
 
@@ -97,12 +97,12 @@ def check_export_target(out: Path, force: bool) -> None:
         )
 
 
-def export_run(cache_dir: CacheLike, run_id: str, out: Path | str, force: bool = False) -> Path:
+def export_run(layout: CacheLayout, run_id: str, out: Path | str, force: bool = False) -> Path:
     """Write the run's full model to ``out`` (atomically, see the module docs) and return that path."""
 
     out = Path(out).expanduser()
     check_export_target(out, force)
-    run = load_run(cache_dir, run_id)
+    run = load_run(layout, run_id)
     m = run.manifest
     if m.finetuned:
         if not (run.model_dir / "saved_model.pb").exists():
@@ -112,7 +112,7 @@ def export_run(cache_dir: CacheLike, run_id: str, out: Path | str, force: bool =
             )
         module = None
     else:
-        module = _frozen_module(cache_dir, run)
+        module = _frozen_module(layout, run)
     with atomic_dir(out, install=lambda tmp, target: _swap_into_place(tmp, target, force)) as tmp:
         if module is None:
             shutil.copytree(run.model_dir, tmp, dirs_exist_ok=True)
@@ -195,7 +195,7 @@ def save_module(module: Any, path: Path | str) -> None:
     tf.saved_model.save(module, str(path), signatures={"serving_default": module.__call__})
 
 
-def _frozen_module(cache_dir: CacheLike, run: Any) -> Any:
+def _frozen_module(layout: CacheLayout, run: Any) -> Any:
 
     m = run.manifest
     backbones = []

@@ -6,12 +6,12 @@ fine-tuned run also holds its whole model. A run is assembled in a hidden temp f
 renamed into place, so a crash mid-save never lists as a complete run. Every file is
 validated when read: a damaged run is listed as damaged and can be deleted, never crashes.
 
-    run_id = save_run(cache_dir, manifest, head, predictions)
-    listing = list_runs(cache_dir)              # valid manifests, newest first
-    damaged = list_damaged_runs(cache_dir)      # [(run_id, reason)]
-    run = load_run(cache_dir, run_id)           # manifest + head + predictions, checked
-    set_label(cache_dir, run_id, "my best")
-    delete_run(cache_dir, run_id)
+    run_id = save_run(layout, manifest, head, predictions)
+    listing = list_runs(layout)              # valid manifests, newest first
+    damaged = list_damaged_runs(layout)      # [(run_id, reason)]
+    run = load_run(layout, run_id)           # manifest + head + predictions, checked
+    set_label(layout, run_id, "my best")
+    delete_run(layout, run_id)
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from lib.errors import CacheWriteError, RunError
 from lib.models.heads import TrainedHead
 from lib.runs.manifest import RunManifest
 from lib.store.atomic import atomic_dir, check_writable, describe_os_error, read_json, write_json_atomic
-from lib.store.layout import RUN_FILES, CacheLayout, CacheLike
+from lib.store.layout import RUN_FILES, CacheLayout
 
 MODEL_DIR = RUN_FILES.model  # a fine-tuned run's full model (backbone + head), in the export format
 MAX_LABEL_CHARS = 120
@@ -82,7 +82,7 @@ def new_run_id(manifest: RunManifest) -> str:
 
 
 def save_run(
-    cache_dir: CacheLike,
+    layout: CacheLayout,
     manifest: RunManifest,
     head: TrainedHead,
     predictions: dict[str, np.ndarray],
@@ -90,7 +90,7 @@ def save_run(
 ) -> str:
     """Write a complete run atomically and return its id; ``write_extra`` adds files inside the same temp folder."""
     manifest.run_id = new_run_id(manifest)
-    with atomic_dir(CacheLayout.at(cache_dir).run_dir(manifest.run_id)) as tmp:
+    with atomic_dir(layout.run_dir(manifest.run_id)) as tmp:
         np.savez(tmp / RUN_FILES.head, **head.arrays())  # type: ignore[arg-type]
         np.savez(tmp / RUN_FILES.predictions, **predictions)  # type: ignore[arg-type]
         if write_extra is not None:
@@ -100,8 +100,8 @@ def save_run(
     return manifest.run_id
 
 
-def _run_folders(cache_dir: CacheLike) -> list[Path]:
-    return CacheLayout.at(cache_dir).run_folders()
+def _run_folders(layout: CacheLayout) -> list[Path]:
+    return layout.run_folders()
 
 
 def _check_folder(path: Path) -> RunManifest:
@@ -113,10 +113,10 @@ def _check_folder(path: Path) -> RunManifest:
     return manifest
 
 
-def list_runs(cache_dir: CacheLike) -> list[RunManifest]:
+def list_runs(layout: CacheLayout) -> list[RunManifest]:
     """Manifests of every complete, valid run, newest first."""
     out = []
-    for p in _run_folders(cache_dir):
+    for p in _run_folders(layout):
         try:
             manifest = _check_folder(p)
         except RunError:
@@ -126,10 +126,10 @@ def list_runs(cache_dir: CacheLike) -> list[RunManifest]:
     return sorted(out, key=lambda m: m.run_id, reverse=True)
 
 
-def list_damaged_runs(cache_dir: CacheLike) -> list[tuple[str, str]]:
+def list_damaged_runs(layout: CacheLayout) -> list[tuple[str, str]]:
     """``(run_id, reason)`` of every run folder that cannot be used, for the user to delete."""
     out = []
-    for p in _run_folders(cache_dir):
+    for p in _run_folders(layout):
         try:
             _check_folder(p)
         except RunError as err:
@@ -137,9 +137,8 @@ def list_damaged_runs(cache_dir: CacheLike) -> list[tuple[str, str]]:
     return sorted(out, reverse=True)
 
 
-def read_manifest(cache_dir: CacheLike, run_id: str) -> RunManifest:
+def read_manifest(layout: CacheLayout, run_id: str) -> RunManifest:
     """The validated manifest of one run, or :class:`RunError` if it is missing or damaged."""
-    layout = CacheLayout.at(cache_dir)
     path = layout.run_dir(run_id)
     if not path.is_dir():
         raise RunError(f"Run {run_id} not found in {layout.runs}.")
@@ -148,10 +147,10 @@ def read_manifest(cache_dir: CacheLike, run_id: str) -> RunManifest:
     return manifest
 
 
-def load_run(cache_dir: CacheLike, run_id: str) -> Run:
+def load_run(layout: CacheLayout, run_id: str) -> Run:
     """Load a run's manifest, head weights and stored test predictions, checking they fit together."""
-    manifest = read_manifest(cache_dir, run_id)
-    path = CacheLayout.at(cache_dir).run_dir(run_id)
+    manifest = read_manifest(layout, run_id)
+    path = layout.run_dir(run_id)
     try:
         with np.load(path / RUN_FILES.head) as arrays:
             head = TrainedHead.from_arrays(manifest.head, arrays, manifest.history)
@@ -191,20 +190,19 @@ def _check_arrays(
         raise ValueError("head weights do not match the run's classes")
 
 
-def set_label(cache_dir: CacheLike, run_id: str, label: str) -> RunManifest:
+def set_label(layout: CacheLayout, run_id: str, label: str) -> RunManifest:
     """Give a run a human-readable label (shown instead of its id)."""
-    manifest = read_manifest(cache_dir, run_id)
+    manifest = read_manifest(layout, run_id)
     # One line of printable text: control characters (a terminal escape, a bell) are dropped, whitespace folded.
     manifest.label = " ".join("".join(c for c in str(label) if c.isprintable() or c.isspace()).split())[
         :MAX_LABEL_CHARS
     ]
-    write_json_atomic(CacheLayout.at(cache_dir).run_file(run_id, RUN_FILES.manifest), manifest.to_dict())
+    write_json_atomic(layout.run_file(run_id, RUN_FILES.manifest), manifest.to_dict())
     return manifest
 
 
-def delete_run(cache_dir: CacheLike, run_id: str) -> None:
+def delete_run(layout: CacheLayout, run_id: str) -> None:
     """Remove a run (damaged ones too): renamed out of the listing first, then deleted."""
-    layout = CacheLayout.at(cache_dir)
     path = layout.run_dir(run_id)
     if not path.is_dir():
         raise RunError(f"Run {run_id} not found in {layout.runs}.")

@@ -19,15 +19,17 @@ from lib.models.specs import resolve_backbone
 from lib.process import configure_process
 from lib.runtimes.backbones import load_backbone
 from lib.runtimes.registry import effective
-from lib.store.layout import CacheLayout, CacheLike
+from lib.store.layout import CacheLayout
 
 _WORKER_MODELS: dict[str, Any] = {}  # in a conversion worker: the TF-loaded backbone it converts now
 
 
-def _convert_in_worker(source: str, cache_dir: str, backbone: str, size: int, runtime: str) -> tuple[float, str | None]:
-    """One conversion in a worker process: (seconds, None) or (seconds, the one-line error)."""
-
-    configure_process(CacheLayout(cache_dir).tfhub_cache())
+def _convert_in_worker(
+    source: str, layout: CacheLayout, backbone: str, size: int, runtime: str
+) -> tuple[float, str | None]:
+    """One conversion in a worker process (its own entry point: ``layout`` is the parent's, pickled as its folder):
+    (seconds, None) or (seconds, the one-line error)."""
+    configure_process(layout.tfhub_cache())
 
     t0 = time.perf_counter()
     try:
@@ -35,7 +37,6 @@ def _convert_in_worker(source: str, cache_dir: str, backbone: str, size: int, ru
         if spec.handle not in _WORKER_MODELS:
             _WORKER_MODELS.clear()  # one backbone at a time per worker: memory stays bounded
             _WORKER_MODELS[spec.handle] = load_backbone(spec)
-        layout = CacheLayout(cache_dir)  # a fresh process: its own entry point
         effective(spec, runtime).convert(
             spec, size, load_dataset(source, layout), layout, lambda: _WORKER_MODELS[spec.handle]
         )
@@ -48,7 +49,7 @@ def preconvert(
     source: str,
     ds: Any,
     configs: list[tuple[str, int, str]],
-    layout: CacheLike,
+    layout: CacheLayout,
     workers: int,
     progress: Callable[[int, int, str], None] | None = None,
 ) -> dict[tuple[str, int, str], float]:
@@ -58,7 +59,7 @@ def preconvert(
     import concurrent.futures as cf
     import multiprocessing
 
-    layout, jobs = CacheLayout.at(layout), []
+    jobs = []
     for backbone, size, runtime in configs:
         spec = resolve_backbone(backbone)
         target = effective(spec, runtime).converted(spec, size, ds, layout)
@@ -70,7 +71,7 @@ def preconvert(
     ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked TensorFlow state
     with cf.ProcessPoolExecutor(max_workers=max(1, workers), mp_context=ctx) as pool:
         futures = {
-            pool.submit(_convert_in_worker, source, str(layout.root), h, size, rt): (h, size, rt, name)
+            pool.submit(_convert_in_worker, source, layout, h, size, rt): (h, size, rt, name)
             for h, size, rt, name in jobs
         }
         try:

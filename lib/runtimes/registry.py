@@ -27,7 +27,7 @@ from lib.store.layout import CacheLayout
 if TYPE_CHECKING:
     from lib.data.sources import Dataset
     from lib.models.specs import BackboneSpec
-    from lib.store.layout import CacheLayout, CacheLike
+    from lib.store.layout import CacheLayout
 
 TFBackboneFn = Callable[[], Any]  # returns the TF-loaded backbone a conversion starts from (loaded once by the caller)
 
@@ -159,12 +159,12 @@ def load_for_runtime(
     name: str,
     size: int,
     dataset: Dataset | None,
-    layout: CacheLike,
+    layout: CacheLayout,
     tf_backbone: TFBackboneFn | None = None,
 ) -> Any:
     """A loaded backbone running ``spec`` at ``size`` with runtime ``name`` (converted and cached first if needed)."""
 
-    return effective(spec, name).load(spec, size, dataset, CacheLayout.at(layout), tf_backbone)
+    return effective(spec, name).load(spec, size, dataset, layout, tf_backbone)
 
 
 DEFAULT_RUNTIME = (

@@ -18,7 +18,7 @@ from typing import Any
 from lib.bounds import BOUNDS
 from lib.errors import BundleError, UserFacingError
 from lib.store.atomic import read_json
-from lib.store.layout import BUNDLE_MANIFEST, RUN_ID, CacheLayout, CacheLike
+from lib.store.layout import BUNDLE_MANIFEST, RUN_ID, CacheLayout
 
 BUNDLE_VERSION = 1
 HOSTING_VERSION = 2  # a hosting bundle: an app that reads only version 1 refuses it (it would miss the image arrays)
@@ -123,10 +123,10 @@ def _stand_in_ok(text: Any, info: Any) -> bool:
     )
 
 
-def installed_bundle(cache_dir: CacheLike) -> dict[str, Any] | None:
+def installed_bundle(layout: CacheLayout) -> dict[str, Any] | None:
     """What :func:`install_bundle` recorded in this cache (checked as a whole), or None if nothing or a damaged
     record."""
-    data = read_json(CacheLayout.at(cache_dir).installed_bundle())
+    data = read_json(layout.installed_bundle())
     if not isinstance(data, dict):
         return None
     try:
@@ -136,17 +136,16 @@ def installed_bundle(cache_dir: CacheLike) -> dict[str, Any] | None:
     return data
 
 
-def backbone_stand_ins(cache_dir: CacheLike) -> dict[str, dict[str, Any]]:
+def backbone_stand_ins(layout: CacheLayout) -> dict[str, dict[str, Any]]:
     """A hosting bundle's backbones, whose files did not travel: backbone string -> name, identity and sizes."""
-    return dict(((installed_bundle(cache_dir) or {}).get("hosting") or {}).get("stand_ins") or {})
+    return dict(((installed_bundle(layout) or {}).get("hosting") or {}).get("stand_ins") or {})
 
 
-def backbone_aliases(cache_dir: CacheLike) -> dict[str, str]:
+def backbone_aliases(layout: CacheLayout) -> dict[str, str]:
     """Backbone strings of the bundled runs -> the local copies unpacked into this cache."""
-    info = installed_bundle(cache_dir) or {}
+    info = installed_bundle(layout) or {}
     out = {}
     for alias, rel in (info.get("aliases") or {}).items():
-        layout = CacheLayout.at(cache_dir)
         try:
             path = layout.bundled_backbone(Path(str(rel)).name)
         except UserFacingError:

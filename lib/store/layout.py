@@ -159,11 +159,15 @@ class CacheLayout:
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
 
-    @classmethod
-    def at(cls, where: CacheLayout | Path | str) -> CacheLayout:
-        """``where`` itself if it is a layout (what entry points build once and pass down), else the layout of that
-        folder."""
-        return where if isinstance(where, CacheLayout) else cls(where)
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CacheLayout) and other.root == self.root
+
+    def __hash__(self) -> int:
+        return hash(self.root)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # What pickling (a worker process's arguments) and Streamlit's cache keys see: the folder, nothing else.
+        return (CacheLayout, (str(self.root),))
 
     def __repr__(self) -> str:
         return f"CacheLayout({str(self.root)!r})"
@@ -450,8 +454,3 @@ class CacheLayout:
     def label_files(self) -> list[Path]:
         """Every saved label list."""
         return sorted(self.label_lists.glob("*.json")) if self.label_lists.is_dir() else []
-
-
-CacheLike = (
-    CacheLayout | Path | str
-)  # what a lib function accepts: the layout an entry point built (or, from a test, its folder)

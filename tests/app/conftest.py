@@ -10,6 +10,7 @@ import pytest
 
 from lib.models.heads import HeadConfig
 from lib.pipeline.training import RunRequest, train_run
+from lib.store.layout import CacheLayout
 
 
 @pytest.fixture(autouse=True)
@@ -38,7 +39,7 @@ def prepared(tmp_path_factory: pytest.TempPathFactory, assets: dict[str, Path]) 
         train_views=("original", "flip"),
         tta=True,
     )
-    manifest = train_run(req, cache)
+    manifest = train_run(req, CacheLayout(cache))
     return {
         "cache": str(cache),
         "source": str(assets["cifar_tar"]),

@@ -53,12 +53,14 @@ def finish_jobs(at: AppTest, cache: str | Path, timeout: float = 300.0) -> AppTe
     import time
 
     from lib.jobs import list_jobs
+    from lib.store.layout import CacheLayout
 
+    layout = CacheLayout(cache)
     deadline = time.monotonic() + timeout
-    while any(j.active for j in list_jobs(cache)):
-        assert time.monotonic() < deadline, [(j.kind, j.state, j.progress.stage) for j in list_jobs(cache)]
+    while any(j.active for j in list_jobs(layout)):
+        assert time.monotonic() < deadline, [(j.kind, j.state, j.progress.stage) for j in list_jobs(layout)]
         time.sleep(0.5)
     # Shown with a failing test's output: a job that failed where the test expected a result says why here.
-    print("jobs after waiting:", [(j.kind, j.state, j.error[:400]) for j in list_jobs(cache)])
+    print("jobs after waiting:", [(j.kind, j.state, j.error[:400]) for j in list_jobs(layout)])
     at.run()
     return at

@@ -12,6 +12,7 @@ import pytest
 
 from lib.data.sources import load_dataset
 from lib.runs.registry import list_runs
+from lib.store.layout import CacheLayout
 from tests import fixtures
 from tests.app.helpers import ROOT, finish_jobs, no_errors, plain, start
 
@@ -36,7 +37,7 @@ def test_fix_on_browse_train_with_fixes_evaluate_and_compare(
     """A user fixes three test labels on Browse, trains with the fix list from the Train page, sees the manifest's list
     and both accuracies on Evaluate, then compares the new run with the first one."""
     env = _copy(prepared, tmp_path)
-    ds = load_dataset(env["source"], env["cache"])
+    ds = load_dataset(env["source"], CacheLayout(env["cache"]))
     at = start(monkeypatch, env, page="browse.py")
     pick = at.multiselect(key="b_fix_pick")
     chosen = [o for o in pick.options if not o.endswith("· ship")][:3]
@@ -60,7 +61,7 @@ def test_fix_on_browse_train_with_fixes_evaluate_and_compare(
     no_errors(at)
     finish_jobs(at, env["cache"])
     no_errors(at)
-    newest = list_runs(env["cache"])[0]
+    newest = list_runs(CacheLayout(env["cache"]))[0]
     assert (
         newest.relabel is not None
         and newest.relabel["name"] == "label-fixes.json"
@@ -128,8 +129,8 @@ def test_fixes_tab_import_refusals_and_export(
     no_errors(at)
     out = Path(env["cache"]) / "exports" / "datasets" / "mine.zip"
     assert any(b.label.startswith("Download mine.zip") for b in at.get("download_button"))
-    back = load_dataset(str(out), tmp_path / "other_cache")
-    ds = load_dataset(env["source"], env["cache"])
+    back = load_dataset(str(out), CacheLayout(tmp_path / "other_cache"))
+    ds = load_dataset(env["source"], CacheLayout(env["cache"]))
     assert back.size("train") == ds.size("train") and back.size("test") == ds.size("test")
     assert (back.labels("train") == back.classes.index("ship")).sum() == (
         ds.labels("train") == ds.classes.index("ship")

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from lib.data.sources import load_dataset
+from lib.store.layout import CacheLayout
 from tests.app.helpers import APP, ROOT, finish_jobs, no_errors, plain, start
 
 
@@ -41,9 +42,9 @@ def test_home_extracts_with_the_default_runtime_and_reads_features_any_exact_run
     at = start(monkeypatch, env)
     at.button[0].click().run()
     no_errors(at)
-    (job,) = list_jobs(env["cache"])
+    (job,) = list_jobs(CacheLayout(env["cache"]))
     assert "--runtime=auto" in job.argv, job.argv
-    cancel_job(env["cache"], job.id)
+    cancel_job(CacheLayout(env["cache"]), job.id)
     finish_jobs(at, env["cache"])
 
 
@@ -73,7 +74,7 @@ def test_wrong_backbone_path_is_a_message_not_a_crash(
 
 
 def test_dataset_is_memory_mapped_for_pages(prepared: dict[str, str]) -> None:
-    ds = load_dataset(prepared["source"], prepared["cache"])
+    ds = load_dataset(prepared["source"], CacheLayout(prepared["cache"]))
     assert isinstance(ds.images("train"), np.memmap)
 
 

@@ -9,13 +9,14 @@ import pytest
 from lib.models.heads import HeadConfig
 from lib.pipeline.training import RunRequest, train_run
 from lib.runs.registry import list_runs
+from lib.store.layout import CacheLayout
 from tests.app.helpers import finish_jobs, no_errors, start
 
 
 def test_train_with_blog_preset_shows_accuracy(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str]) -> None:
     """A user applies the blog preset, trains, and sees the test accuracy against the blog's 83.35%."""
     at = start(monkeypatch, prepared, page="train.py")
-    before = len(list_runs(prepared["cache"]))
+    before = len(list_runs(CacheLayout(prepared["cache"])))
     at.button[0].click().run()  # "Blog protocol preset"
     assert at.radio(key="t_head").value == "linear" and at.number_input(key="t_steps").value == 1000
     at.multiselect(key="t_sizes").set_value([32])
@@ -25,31 +26,35 @@ def test_train_with_blog_preset_shows_accuracy(monkeypatch: pytest.MonkeyPatch, 
     no_errors(at)
     finish_jobs(at, prepared["cache"])
     no_errors(at)
-    assert len(list_runs(prepared["cache"])) == before + 1
+    assert len(list_runs(CacheLayout(prepared["cache"]))) == before + 1
     metric = next(m for m in at.metric if m.label == "Test accuracy")
     assert metric.value.endswith("%") and "vs blog" in metric.delta
-    assert at.session_state["run_id"] == list_runs(prepared["cache"])[0].run_id
+    assert at.session_state["run_id"] == list_runs(CacheLayout(prepared["cache"]))[0].run_id
 
 
 def test_train_runs_table_rename_and_delete(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str]) -> None:
     """A user selects a run in the table, renames it, then deletes it after confirming."""
     extra = train_run(
-        RunRequest(prepared["source"], prepared["backbone"], HeadConfig(epochs=2), image_sizes=(32,)), prepared["cache"]
+        RunRequest(prepared["source"], prepared["backbone"], HeadConfig(epochs=2), image_sizes=(32,)),
+        CacheLayout(prepared["cache"]),
     )
     at = start(monkeypatch, prepared, page="train.py")
-    row = [m.run_id for m in list_runs(prepared["cache"])].index(extra.run_id)
+    row = [m.run_id for m in list_runs(CacheLayout(prepared["cache"]))].index(extra.run_id)
     at.session_state["runs_table"] = {"selection": {"rows": [row], "columns": [], "cells": []}}
     at.run()
     at.text_input(key="rename_text").set_value("renamed in test")
     next(b for b in at.button if b.label == "Rename").click().run()
     no_errors(at)
-    assert next(m for m in list_runs(prepared["cache"]) if m.run_id == extra.run_id).label == "renamed in test"
+    assert (
+        next(m for m in list_runs(CacheLayout(prepared["cache"])) if m.run_id == extra.run_id).label
+        == "renamed in test"
+    )
     at.session_state["runs_table"] = {"selection": {"rows": [row], "columns": [], "cells": []}}
     at.run()
     next(c for c in at.checkbox if c.label.startswith("Yes, delete")).check().run()
     next(b for b in at.button if b.label == "Delete").click().run()
     no_errors(at)
-    assert extra.run_id not in [m.run_id for m in list_runs(prepared["cache"])]
+    assert extra.run_id not in [m.run_id for m in list_runs(CacheLayout(prepared["cache"]))]
 
 
 def test_damaged_run_is_listed_and_deletable_and_breaks_no_page(
@@ -92,7 +97,7 @@ def test_train_with_the_litert_runtime_then_see_its_features(
     no_errors(at)
     finish_jobs(at, prepared["cache"])
     no_errors(at)
-    newest = list_runs(prepared["cache"])[0]
+    newest = list_runs(CacheLayout(prepared["cache"]))[0]
     assert newest.runtime == "litert" and at.session_state["run_id"] == newest.run_id
     at = start(monkeypatch, prepared, page="feature_space.py", run=newest.run_id)
     combo = at.selectbox(key="fs_combo")
@@ -103,7 +108,7 @@ def test_train_page_finetunes_with_progress(monkeypatch: pytest.MonkeyPatch, pre
     """A user ticks Fine-tune on the Train page: the run trains backbone and head with images/s and ETA shown, and is
     registered as a fine-tuned run."""
     at = start(monkeypatch, prepared, page="train.py")
-    before = {m.run_id for m in list_runs(prepared["cache"])}
+    before = {m.run_id for m in list_runs(CacheLayout(prepared["cache"]))}
     at.multiselect(key="t_sizes").set_value([32])
     at.selectbox(key="t_backbone").set_value("(custom handle or path)")
     at.text_input(key="t_custom").set_value(prepared["backbone"])
@@ -114,7 +119,7 @@ def test_train_page_finetunes_with_progress(monkeypatch: pytest.MonkeyPatch, pre
     no_errors(at)
     finish_jobs(at, prepared["cache"])
     no_errors(at)
-    new = [m for m in list_runs(prepared["cache"]) if m.run_id not in before]
+    new = [m for m in list_runs(CacheLayout(prepared["cache"])) if m.run_id not in before]
     assert len(new) == 1 and new[0].finetuned
     assert new[0].finetune["images_per_second"] > 0 and new[0].finetune["epoch_seconds"]
     assert any(h.value == "Result" for h in at.subheader)  # the page shows the new run's result

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from lib.store.layout import CacheLayout
 from tests.conftest import FULL_MAP_SIZE, SHARED_DATA, SHARED_SMALL_MODEL
 from tests.streamlit_server import (
     CHROMIUM,
@@ -204,7 +205,7 @@ def test_full_dataset_map_hover_select_and_query(full_map_cache: Path) -> None:
 
     # MobileNet v1 0.25 at 32 px (CIFAR-10's own size): the fastest real features of all 60,000 images, and PCA (made
     # once per machine and linked into full_map_cache: read back here).
-    m = compute_full_map(str(SHARED_DATA), str(SHARED_SMALL_MODEL), FULL_MAP_SIZE, full_map_cache, "pca")
+    m = compute_full_map(str(SHARED_DATA), str(SHARED_SMALL_MODEL), FULL_MAP_SIZE, CacheLayout(full_map_cache), "pca")
     assert {s: len(c) for s, c in m.coords.items()} == {"train": 50_000, "test": 10_000}
     args = ["--source", str(SHARED_DATA), "--backbone", str(SHARED_SMALL_MODEL), "--image-size", str(FULL_MAP_SIZE)]
     with (
@@ -314,7 +315,7 @@ def test_deep_links_work_as_the_first_request_and_url_text_stays_text(browser_ca
         image_sizes=(128,),
         limit=20,
     )
-    run_id = train_run(req, browser_cache).run_id
+    run_id = train_run(req, CacheLayout(browser_cache)).run_id
     args = ["--source", str(SHARED_DATA), "--backbone", str(SHARED_SMALL_MODEL), "--image-size", "128"]
     with chromium() as browser:  # one browser; a fresh server and a new tab for each link
         _deep_links(args, browser_cache, run_id, browser)
@@ -385,9 +386,9 @@ def demo_bundle(browser_cache: Path, shared_cifar: Any, tmp_path_factory: pytest
         HeadConfig(head="linear", epochs=3, learning_rate=3e-3),
         image_sizes=(FULL_MAP_SIZE,),
     )
-    run_id = train_run(req, browser_cache).run_id
+    run_id = train_run(req, CacheLayout(browser_cache)).run_id
     out = tmp_path_factory.mktemp("demo") / "demo.tar"
-    make_bundle(browser_cache, out, [run_id])
+    make_bundle(CacheLayout(browser_cache), out, [run_id])
     return out
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from lib.jobs import list_jobs
 from lib.runs.registry import list_runs
+from lib.store.layout import CacheLayout
 from tests.conftest import SHARED_DATA, SHARED_SMALL_MODEL
 from tests.streamlit_server import (
     CHROMIUM,
@@ -62,17 +63,19 @@ def test_a_training_job_outlives_its_tab_and_two_tabs_make_one_run(cache: Path) 
         c.goto(url + "/browse")
         sidebar = c.get_by_test_id("stSidebar")
         sidebar.get_by_text("train: train", exact=False).first.wait_for(timeout=60_000)
-        _wait(lambda: [j for j in list_jobs(cache) if j.state == "running" and j.progress.total], timeout=120)
+        _wait(
+            lambda: [j for j in list_jobs(CacheLayout(cache)) if j.state == "running" and j.progress.total], timeout=120
+        )
         sidebar.get_by_test_id("stProgress").first.wait_for(timeout=30_000)
         c.wait_for_timeout(1500)
         SHOTS.mkdir(parents=True, exist_ok=True)
         c.screenshot(path=str(SHOTS / "9-jobs-panel.png"), full_page=False)
         sidebar.get_by_text("done in", exact=False).first.wait_for(timeout=300_000)
-        jobs = list_jobs(cache)
+        jobs = list_jobs(CacheLayout(cache))
         assert [j.kind for j in jobs] == ["train"] and jobs[0].state == "done", [
             (j.kind, j.state, j.error) for j in jobs
         ]
-        runs = list_runs(cache)
+        runs = list_runs(CacheLayout(cache))
         assert [m.run_id for m in runs] == [jobs[0].result["run_id"]] and runs[
             0
         ].limit == 200  # two presses, one job, one run
@@ -86,13 +89,16 @@ def test_cancel_an_extraction_half_way_then_it_resumes(cache: Path) -> None:
         page.goto(url)
         page.get_by_role("button", name="Extract missing features (train, test)").click()
         job = _wait(
-            lambda: next((j for j in list_jobs(cache) if j.state == "running" and j.progress.done >= 5_000), None),
+            lambda: next(
+                (j for j in list_jobs(CacheLayout(cache)) if j.state == "running" and j.progress.done >= 5_000), None
+            ),
             timeout=240,
         )
         wait_idle(page)
         page.get_by_role("button", name="Cancel").first.click()
         cancelled = _wait(
-            lambda: next((j for j in list_jobs(cache) if j.id == job.id and not j.active), None), timeout=120
+            lambda: next((j for j in list_jobs(CacheLayout(cache)) if j.id == job.id and not j.active), None),
+            timeout=120,
         )
         assert cancelled.state == "cancelled" and "cancelled" in cancelled.error, (cancelled.state, cancelled.error)
         features = cache / "features"
@@ -103,7 +109,12 @@ def test_cancel_an_extraction_half_way_then_it_resumes(cache: Path) -> None:
         page.get_by_role("button", name="Extract missing features (train, test)").click()  # the same request again
         again = _wait(
             lambda: next(
-                (j for j in list_jobs(cache) if j.id != job.id and j.state == "running" and j.progress.total), None
+                (
+                    j
+                    for j in list_jobs(CacheLayout(cache))
+                    if j.id != job.id and j.state == "running" and j.progress.total
+                ),
+                None,
             ),
             120,
         )
@@ -112,7 +123,7 @@ def test_cancel_an_extraction_half_way_then_it_resumes(cache: Path) -> None:
         )  # resumed from the saved chunks, not from image 0
         assert not exceptions(page)
         page.get_by_role("button", name="Cancel").first.click()  # enough: resuming was the point
-        _wait(lambda: not any(j.active for j in list_jobs(cache)), timeout=120)
+        _wait(lambda: not any(j.active for j in list_jobs(CacheLayout(cache))), timeout=120)
 
 
 def test_a_job_outlives_a_killed_server(cache: Path) -> None:
@@ -120,9 +131,9 @@ def test_a_job_outlives_a_killed_server(cache: Path) -> None:
         page = browser.new_page(viewport={"width": 1400, "height": 1400})
         open_train_form(page, url, 150)
         page.get_by_role("button", name="Train", exact=True).click()
-        _wait(lambda: [j for j in list_jobs(cache) if j.state == "running"], timeout=120)
+        _wait(lambda: [j for j in list_jobs(CacheLayout(cache)) if j.state == "running"], timeout=120)
         os.kill(SERVER_PIDS[url], signal.SIGKILL)  # the server dies mid-job, as on a crash
-    job = list_jobs(cache)[0]
+    job = list_jobs(CacheLayout(cache))[0]
     assert job.active
     with running_app(ARGS, cache) as (url, _), chromium() as browser:  # started again on the same cache
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
@@ -130,7 +141,7 @@ def test_a_job_outlives_a_killed_server(cache: Path) -> None:
         sidebar = page.get_by_test_id("stSidebar")
         sidebar.get_by_text("train: train", exact=False).first.wait_for(timeout=60_000)
         sidebar.get_by_text("done in", exact=False).first.wait_for(timeout=300_000)
-        assert [j.state for j in list_jobs(cache)] == ["done"] and [m.run_id for m in list_runs(cache)] == [
-            list_jobs(cache)[0].result["run_id"]
-        ]
+        assert [j.state for j in list_jobs(CacheLayout(cache))] == ["done"] and [
+            m.run_id for m in list_runs(CacheLayout(cache))
+        ] == [list_jobs(CacheLayout(cache))[0].result["run_id"]]
         assert not exceptions(page)

@@ -14,6 +14,7 @@ import pytest
 from lib.bundles.make import make_bundle
 from lib.models.heads import HeadConfig
 from lib.pipeline.training import RunRequest, train_run
+from lib.store.layout import CacheLayout
 from tests import slim_venv
 from tests.streamlit_server import CHROMIUM, ROOT, SERVER_PIDS, chromium, exceptions, running_app, wait_idle
 from ui.pages import PAGES
@@ -47,10 +48,10 @@ def test_slim_demo_serves_every_page_and_classifies_an_upload_without_tensorflow
             train_views=("original", "flip"),
             tta=True,
         ),
-        source_cache,
+        CacheLayout(source_cache),
     )
     bundle = tmp_path / "demo.tar"
-    report = make_bundle(source_cache, bundle, hosting=True)
+    report = make_bundle(CacheLayout(source_cache), bundle, hosting=True)
     assert report["runs"] == [run.run_id]
     env = {"TLX_BUNDLE": str(bundle)}
     with (

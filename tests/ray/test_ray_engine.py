@@ -36,8 +36,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def ray_get_features(ds: object, split: str, spec: object, cache: Path, size: int, options: RayOptions) -> tuple:
     """One artifact through the one door on a Ray engine of its own; the features and what Ray did."""
-    with RayEngine(options, cache) as engine:
-        return ensure_features(ds, split, spec, cache, size, engine=engine), engine.last_stats
+    with RayEngine(options, CacheLayout(cache)) as engine:
+        return ensure_features(ds, split, spec, CacheLayout(cache), size, engine=engine), engine.last_stats
 
 
 TOL = 1e-5
@@ -72,7 +72,7 @@ def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _local(assets: dict[str, Path], cache: Path, split: str = "train") -> np.ndarray:
-    ds = load_dataset(str(assets["cifar_tar"]), cache)
+    ds = load_dataset(str(assets["cifar_tar"]), CacheLayout(cache))
     return np.asarray(
         get_features(ds, split, resolve_backbone(str(assets["savedmodel"])), cache, image_size=32).features
     )
@@ -92,7 +92,7 @@ def test_ray_features_equal_the_local_engines(
     """Two local Ray workers make the same artifact, key and manifest as the local engine (features within 1e-5)."""
     local_cache, ray_cache = tmp_path / "local", tmp_path / "ray"
     expected = _local(assets, local_cache)
-    ds = load_dataset(str(assets["cifar_tar"]), ray_cache)
+    ds = load_dataset(str(assets["cifar_tar"]), CacheLayout(ray_cache))
     spec = resolve_backbone(str(assets["savedmodel"]))
     result, stats = ray_get_features(
         ds, "train", spec, ray_cache, 32, options=RayOptions(workers=2, shard=8, object_store_mb=128)
@@ -102,7 +102,9 @@ def test_ray_features_equal_the_local_engines(
     key = result.path.stem
     assert (local_cache / "features" / f"{key}.npy").exists()  # the same cache key on both engines
     assert _manifest(ray_cache, key) == _manifest(local_cache, key)  # all but the checksum (see _manifest)
-    assert load_cached_features(ray_cache, key) is not None and not list((ray_cache / "features").glob("*.partial"))
+    assert load_cached_features(CacheLayout(ray_cache), key) is not None and not list(
+        (ray_cache / "features").glob("*.partial")
+    )
     # Ray's session files and token go to <cache>/ray (or, for a path too long for its sockets, a short one under /tmp),
     # never ~/.ray.
     assert (Path(stats.temp_dir) / "auth_token").exists() and not (own_ray_env / ".ray").exists()
@@ -115,15 +117,15 @@ def test_one_engine_serves_two_runtimes_in_turn(assets: dict[str, Path], tmp_pat
     then TensorFlow features: the second set of workers starts after the first stops (both would not fit the 2 CPUs)."""
     local_cache, ray_cache = tmp_path / "local", tmp_path / "ray"
     spec = resolve_backbone(str(assets["savedmodel"]))
-    local_ds = load_dataset(str(assets["cifar_tar"]), local_cache)
+    local_ds = load_dataset(str(assets["cifar_tar"]), CacheLayout(local_cache))
     expected = {
         rt: np.asarray(get_features(local_ds, "test", spec, local_cache, 32, runtime=rt).features)
         for rt in ("litert", "tf")
     }
-    ds = load_dataset(str(assets["cifar_tar"]), ray_cache)
-    with RayEngine(RayOptions(workers=2, shard=8, object_store_mb=128), ray_cache) as engine:
+    ds = load_dataset(str(assets["cifar_tar"]), CacheLayout(ray_cache))
+    with RayEngine(RayOptions(workers=2, shard=8, object_store_mb=128), CacheLayout(ray_cache)) as engine:
         for runtime in ("litert", "tf"):
-            result = ensure_features(ds, "test", spec, ray_cache, 32, runtime=runtime, engine=engine)
+            result = ensure_features(ds, "test", spec, CacheLayout(ray_cache), 32, runtime=runtime, engine=engine)
             stats = engine.last_stats
             assert stats.workers == 2 and stats.images == 30, runtime
             np.testing.assert_allclose(np.asarray(result.features), expected[runtime], atol=TOL, rtol=0)
@@ -139,7 +141,7 @@ def test_dead_workers_stop_cleanly_then_resume_on_the_survivors(
     engine."""
     expected = _local(assets, tmp_path / "local")
     cache = tmp_path / "ray"
-    ds = load_dataset(str(assets["cifar_tar"]), cache)
+    ds = load_dataset(str(assets["cifar_tar"]), CacheLayout(cache))
     spec = resolve_backbone(str(assets["savedmodel"]))
     monkeypatch.setenv("TLX_RAY_TEST_DIE_AT", "40")  # the second chunk's second shard
     with pytest.raises(BackboneError, match=r"Every Ray worker died.*resume"):
@@ -280,11 +282,14 @@ def test_home_page_extracts_on_ray(assets: dict[str, Path], tmp_path: Path, monk
     at = prepare.click().run()
     assert not at.exception, [e.value for e in at.exception]
     finish_jobs(at, cache)
-    (job,) = list_jobs(cache)
+    (job,) = list_jobs(CacheLayout(cache))
     assert job.state == "done" and "--engine=ray" in job.command and job.result["engine"] == "ray", (
         job.state,
         job.error,
     )
     assert all(a["ray"]["workers"] == 1 for a in job.result["artifacts"])
-    assert {(m.split, m.view) for m in list_cached_features(cache)} == {("train", "original"), ("test", "original")}
+    assert {(m.split, m.view) for m in list_cached_features(CacheLayout(cache))} == {
+        ("train", "original"),
+        ("test", "original"),
+    }
     assert any("Everything for the active data source" in s.value for s in at.success)

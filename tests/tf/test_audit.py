@@ -12,6 +12,7 @@ import pytest
 from lib.analysis import audit as au
 from lib.analysis.duplicates import normalise
 from lib.errors import ConfigError, DataSourceError
+from lib.store.layout import CacheLayout
 from tests.fixtures import cli
 
 
@@ -154,13 +155,15 @@ def test_audit_cli_json_contract_and_cache(assets: dict[str, Path], cache_dir: P
     )  # 6 train + 3 test images per class
 
 
-def test_exclude_list_round_trip_into_a_run(assets: dict[str, Path], cache_dir: Path, tmp_path: Path) -> None:
+def test_exclude_list_round_trip_into_a_run(
+    assets: dict[str, Path], cache_dir: Path, layout: CacheLayout, tmp_path: Path
+) -> None:
     from lib.data.excludes import parse_exclude, read_exclude_file, save_exclude_list
     from lib.data.sources import load_dataset
     from lib.runs.registry import load_run
 
-    ds = load_dataset(str(assets["cifar_tar"]), cache_dir)
-    saved = save_exclude_list(cache_dir, "mine", ds, {"train": np.array([3, 1, 3]), "test": np.array([0])})
+    ds = load_dataset(str(assets["cifar_tar"]), layout)
+    saved = save_exclude_list(layout, "mine", ds, {"train": np.array([3, 1, 3]), "test": np.array([0])})
     back = read_exclude_file(saved, ds)
     assert {k: v.tolist() for k, v in back.items()} == {"train": [1, 3], "test": [0]}
     csv_file = tmp_path / "issues.csv"
@@ -190,7 +193,7 @@ def test_exclude_list_round_trip_into_a_run(assets: dict[str, Path], cache_dir: 
     ]
     out = cli(*args, cache=cache_dir)
     assert out["excluded"] == {"train": 2, "test": 1}
-    run = load_run(cache_dir, out["run_id"])
+    run = load_run(layout, out["run_id"])
     assert run.manifest.excluded == {"test": [0], "train": [1, 3]} and 0 not in run.indices and len(run.indices) == 29
     missing = cli(*args[:-3], "--exclude", str(tmp_path / "nope.json"), cache=cache_dir, ok=False)
     assert missing.returncode == 2 and "does not exist" in missing.stderr

@@ -9,6 +9,7 @@ import pytest
 
 from lib.analysis.benchmark import benchmark_key, grid_configurations, run_benchmark
 from lib.errors import ConfigError
+from lib.store.layout import CacheLayout
 from tests.fixtures import cli
 
 ROW_KEYS = {
@@ -27,7 +28,7 @@ ROW_KEYS = {
 }
 
 
-def test_cli_json_contract_and_resume(assets: dict[str, Path], cache_dir: Path) -> None:
+def test_cli_json_contract_and_resume(assets: dict[str, Path], cache_dir: Path, layout: CacheLayout) -> None:
     """`python -m lib benchmark --json` prints one object with rows; a second run reuses the stored rows."""
     out = cli(  # the CLI's main(argv) in this process: its stdout is the JSON
         "benchmark",
@@ -82,20 +83,22 @@ def test_cli_json_contract_and_resume(assets: dict[str, Path], cache_dir: Path) 
         [str(assets["savedmodel"]), str(assets["tflite"])],
         [32, 48],
         ["tf", "litert"],
-        cache_dir,
+        layout,
         3,
     )
     assert again["rows"] == rows  # measured once, read back
 
 
-def test_runtimes_whose_features_disagree_train_their_own_heads(assets: dict[str, Path], cache_dir: Path) -> None:
+def test_runtimes_whose_features_disagree_train_their_own_heads(
+    assets: dict[str, Path], cache_dir: Path, layout: CacheLayout
+) -> None:
     """Heads are shared only when the timing-batch features agree within the tolerance."""
     from lib.analysis.benchmark import BenchmarkSession, _Accuracy, measure_row
     from lib.data.sources import load_dataset
     from lib.models.specs import resolve_backbone
 
-    ds = load_dataset(str(assets["cifar_tar"]), cache_dir)
-    session = BenchmarkSession(ds, cache_dir, 3)
+    ds = load_dataset(str(assets["cifar_tar"]), layout)
+    session = BenchmarkSession(ds, layout, 3)
     spec = resolve_backbone(str(assets["savedmodel"]))
     first = measure_row(session, str(assets["savedmodel"]), 32, "tf")
     assert first.accuracy_features == "tf" and first.feature_max_rel_diff is None

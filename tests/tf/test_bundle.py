@@ -19,6 +19,7 @@ from lib.models.heads import HeadConfig
 from lib.pipeline.training import RunRequest, train_run
 from lib.store import atomic
 from lib.store.installed import backbone_aliases, installed_bundle
+from lib.store.layout import CacheLayout
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +36,8 @@ def source_cache(tmp_path_factory: pytest.TempPathFactory, assets: dict[str, Pat
         train_views=("original", "flip"),
         tta=True,
     )
-    run_id = train_run(req, cache).run_id
-    compute_full_map(str(assets["cifar_tar"]), str(assets["savedmodel"]), 32, cache, "pca")
+    run_id = train_run(req, CacheLayout(cache)).run_id
+    compute_full_map(str(assets["cifar_tar"]), str(assets["savedmodel"]), 32, CacheLayout(cache), "pca")
     return {
         "cache": str(cache),
         "run": run_id,
@@ -48,7 +49,7 @@ def source_cache(tmp_path_factory: pytest.TempPathFactory, assets: dict[str, Pat
 @pytest.fixture(scope="module")
 def bundle(source_cache: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("bundle_out") / "demo.tar"
-    return out, make_bundle(source_cache["cache"], out)
+    return out, make_bundle(CacheLayout(source_cache["cache"]), out)
 
 
 def files_of(root: Path) -> set[str]:
@@ -73,32 +74,43 @@ def test_bundle_round_trip_reads_the_same(
     ]  # the run's accuracy from float16-rounded features is reported next to the stored one
     assert abs(check["accuracy"] - check["accuracy_float16_features"]) <= 1 / check["test_images"] + 1e-9
     target = tmp_path / "demo_cache"
-    info = install_bundle(str(path), target)
+    info = install_bundle(str(path), CacheLayout(target))
     assert info["runs"] == [source_cache["run"]] and info["artifacts_added"] > 0
     assert not [p for p in target.iterdir() if p.name.startswith(".bundle-staging")]
-    original = load_run(source_cache["cache"], source_cache["run"])
-    copy = load_run(target, source_cache["run"])
+    original = load_run(CacheLayout(source_cache["cache"]), source_cache["run"])
+    copy = load_run(CacheLayout(target), source_cache["run"])
     assert np.array_equal(copy.probs, original.probs) and copy.manifest.metrics == original.manifest.metrics
-    ds = load_dataset(info["defaults"]["source"], target)
+    ds = load_dataset(info["defaults"]["source"], CacheLayout(target))
     assert ds.fingerprint == original.manifest.dataset_fingerprint
-    assert np.array_equal(ds.images("test"), load_dataset(source_cache["source"], source_cache["cache"]).images("test"))
-    aliases = backbone_aliases(target)
+    assert np.array_equal(
+        ds.images("test"), load_dataset(source_cache["source"], CacheLayout(source_cache["cache"])).images("test")
+    )
+    aliases = backbone_aliases(CacheLayout(target))
     assert aliases[source_cache["backbone"]].startswith(str(target.resolve()))
     set_aliases(aliases)
     try:
         spec = resolve_backbone(source_cache["backbone"])
         assert spec.handle.startswith(str(target.resolve()))  # the bundled copy, same content, same feature keys
-        got = cached_feature_result(ds, "train", spec, 32, "flip", None, target)
+        got = cached_feature_result(ds, "train", spec, 32, "flip", None, CacheLayout(target))
         want = cached_feature_result(
-            ds, "train", resolve_backbone(source_cache["backbone"]), 32, "flip", None, source_cache["cache"]
+            ds,
+            "train",
+            resolve_backbone(source_cache["backbone"]),
+            32,
+            "flip",
+            None,
+            CacheLayout(source_cache["cache"]),
         )
         assert got is not None and want is not None and got.features.dtype == np.float32
         assert np.allclose(got.features, want.features, rtol=1e-3, atol=1e-3)
-        assert find_full_map(info["defaults"]["source"], source_cache["backbone"], 32, target, "pca") is not None
+        assert (
+            find_full_map(info["defaults"]["source"], source_cache["backbone"], 32, CacheLayout(target), "pca")
+            is not None
+        )
     finally:
         set_aliases({})
-    again = install_bundle(str(path), target)
-    assert again.get("already_installed") and installed_bundle(target)["runs"] == [source_cache["run"]]
+    again = install_bundle(str(path), CacheLayout(target))
+    assert again.get("already_installed") and installed_bundle(CacheLayout(target))["runs"] == [source_cache["run"]]
 
 
 def _rewrite(src: Path, dst: Path, edit) -> None:
@@ -165,7 +177,7 @@ def test_bad_bundles_are_refused_and_leave_nothing(bundle: tuple[Path, dict], tm
         _rewrite(path, bad, edit)
     target = tmp_path / "cache"
     with pytest.raises(BundleError):
-        install_bundle(str(bad), target)
+        install_bundle(str(bad), CacheLayout(target))
     assert files_of(target) == set() if target.exists() else True  # nothing partial: no artifact, no staging folder
     assert not (tmp_path.parent / "escaped.txt").exists()
 
@@ -182,18 +194,18 @@ def test_bundle_over_http_with_checksum(bundle: tuple[Path, dict], tmp_path: Pat
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/{path.name}"
         with pytest.raises(BundleError, match="SHA-256"):
-            install_bundle(url, tmp_path / "a", sha256="0" * 64)
+            install_bundle(url, CacheLayout(tmp_path / "a"), sha256="0" * 64)
         assert files_of(tmp_path / "a") == set()
         stages: list[str] = []
         info = install_bundle(
             url,
-            tmp_path / "b",
+            CacheLayout(tmp_path / "b"),
             progress=lambda s, f: stages.append(s),
             sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
         )
         assert info["artifacts_added"] > 0 and any(s.startswith("downloading the bundle") for s in stages)
         with pytest.raises(BundleError, match="download"):
-            install_bundle(url + ".missing", tmp_path / "c")
+            install_bundle(url + ".missing", CacheLayout(tmp_path / "c"))
     finally:
         server.shutdown()
 
@@ -210,11 +222,11 @@ def test_read_only_cache_refuses_every_write(source_cache: dict[str, str], tmp_p
         with pytest.raises(ReadOnlyError, match="read-only demo"):
             atomic.write_json_atomic(cache / "x.json", {})
         with pytest.raises(ReadOnlyError):
-            set_label(cache, source_cache["run"], "renamed")
+            set_label(CacheLayout(cache), source_cache["run"], "renamed")
         with pytest.raises(ReadOnlyError):
-            delete_run(cache, source_cache["run"])
+            delete_run(CacheLayout(cache), source_cache["run"])
         with pytest.raises(ReadOnlyError):
-            install_bundle(str(tmp_path / "whatever.tar"), cache)
+            install_bundle(str(tmp_path / "whatever.tar"), CacheLayout(cache))
         atomic.write_json_atomic(tmp_path / "elsewhere.json", {"ok": 1})  # outside the cache: fine
     finally:
         atomic.set_read_only(None)
@@ -263,11 +275,13 @@ def test_bundle_out_never_replaces_a_users_file(
         tar.add(thesis, arcname="thesis.txt")
     before = tar_of_mine.read_bytes()
     with pytest.raises(BundleError, match="not a bundle"):
-        make_bundle(source_cache["cache"], tar_of_mine)
+        make_bundle(CacheLayout(source_cache["cache"]), tar_of_mine)
     assert tar_of_mine.read_bytes() == before
     out = tmp_path / "demo.tar"
-    first = make_bundle(source_cache["cache"], out)
-    assert make_bundle(source_cache["cache"], out)["bytes"] == first["bytes"]  # an earlier bundle: replaced
+    first = make_bundle(CacheLayout(source_cache["cache"]), out)
+    assert (
+        make_bundle(CacheLayout(source_cache["cache"]), out)["bytes"] == first["bytes"]
+    )  # an earlier bundle: replaced
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
@@ -295,7 +309,7 @@ def test_a_gzip_bomb_member_is_refused_before_it_is_written(
         bundle_mod.shutil, "copyfileobj", lambda src, dst, n=0: written.append(1) or real_copy(src, dst, n)
     )
     with pytest.raises(BundleError, match="manifest says"):
-        install_bundle(str(bomb), tmp_path / "cache")
+        install_bundle(str(bomb), CacheLayout(tmp_path / "cache"))
     assert written == [] and files_of(tmp_path / "cache") == set()
 
 
@@ -307,24 +321,24 @@ def test_an_updated_bundle_at_the_same_path_installs(source_cache: dict[str, str
     cache = tmp_path / "src"
     shutil.copytree(source_cache["cache"], cache)
     out, target = tmp_path / "demo.tar", tmp_path / "demo_cache"
-    make_bundle(cache, out)
-    assert install_bundle(str(out), target)["runs"] == [source_cache["run"]]
-    assert install_bundle(str(out), target).get("already_installed")
+    make_bundle(CacheLayout(cache), out)
+    assert install_bundle(str(out), CacheLayout(target))["runs"] == [source_cache["run"]]
+    assert install_bundle(str(out), CacheLayout(target)).get("already_installed")
     req = RunRequest(
         source_cache["source"],
         source_cache["backbone"],
         HeadConfig(head="linear", epochs=2, batch_size=16),
         image_sizes=(32,),
     )
-    second = train_run(req, cache).run_id
-    make_bundle(cache, out)
-    info = install_bundle(str(out), target)
+    second = train_run(req, CacheLayout(cache)).run_id
+    make_bundle(CacheLayout(cache), out)
+    info = install_bundle(str(out), CacheLayout(target))
     assert (
         not info.get("already_installed")
         and info["artifacts_added"] >= 1
         and set(info["runs"]) == {source_cache["run"], second}
     )
-    assert (target / "runs" / second).is_dir() and set(installed_bundle(target)["runs"]) == {
+    assert (target / "runs" / second).is_dir() and set(installed_bundle(CacheLayout(target))["runs"]) == {
         source_cache["run"],
         second,
     }
@@ -348,7 +362,7 @@ def test_a_bundle_holds_only_its_runs_datasets(source_cache: dict[str, str], tmp
     )  # no feature_keys: older
     write_json_atomic(cache / "benchmarks" / ("c" * 24 + ".json"), {"dataset": "someone-elses", "rows": []})
     out = tmp_path / "demo.tar"
-    make_bundle(cache, out, [source_cache["run"]])
+    make_bundle(CacheLayout(cache), out, [source_cache["run"]])
     with tarfile.open(out) as tar:
         names = tar.getnames()
     assert not [n for n in names if "a" * 24 in n or "b" * 24 in n or "c" * 24 in n]
@@ -382,7 +396,7 @@ def test_a_trickling_download_is_given_up(
     try:
         t0 = time.monotonic()
         with pytest.raises(BundleError, match="stalled"):
-            install_bundle(f"http://127.0.0.1:{server.server_address[1]}/demo.tar", tmp_path / "cache")
+            install_bundle(f"http://127.0.0.1:{server.server_address[1]}/demo.tar", CacheLayout(tmp_path / "cache"))
         assert time.monotonic() - t0 < 3.5
     finally:
         server.shutdown()
@@ -407,10 +421,10 @@ def test_leftovers_of_a_killed_install_are_cleaned_and_a_full_disk_is_named(
 
     monkeypatch.setattr(bundle_mod.shutil, "copyfileobj", full)
     with pytest.raises(BundleError, match="Disk full"):
-        install_bundle(str(path), cache)
+        install_bundle(str(path), CacheLayout(cache))
     assert not list(cache.iterdir())
     monkeypatch.setattr(bundle_mod.shutil, "copyfileobj", real_copy)
-    assert install_bundle(str(path), cache)["artifacts_added"] > 0
+    assert install_bundle(str(path), CacheLayout(cache))["artifacts_added"] > 0
 
 
 def test_a_damaged_installed_record_is_ignored_not_a_traceback(tmp_path: Path) -> None:
@@ -429,7 +443,7 @@ def test_a_damaged_installed_record_is_ignored_not_a_traceback(tmp_path: Path) -
             "defaults": {"source": "x", "backbone": "y", "image_size": 128, "run": "20260101-000000-mlp-abcdef"},
         } | damage
         (tmp_path / "bundle.json").write_text(json.dumps(record))
-        assert installed_bundle(tmp_path) is None and backbone_aliases(tmp_path) == {}
+        assert installed_bundle(CacheLayout(tmp_path)) is None and backbone_aliases(CacheLayout(tmp_path)) == {}
 
 
 def test_bundle_carries_float_litert_backbones_that_predict_as_tensorflow(
@@ -447,17 +461,17 @@ def test_bundle_carries_float_litert_backbones_that_predict_as_tensorflow(
 
     path, _report = bundle
     target = tmp_path / "demo_cache"
-    info = install_bundle(str(path), target)
+    info = install_bundle(str(path), CacheLayout(target))
     assert (
         list(info["converted"].values())
         and all(v.startswith("converted/") for v in info["converted"].values())
         and info["not_converted"] == {}
     )
-    run = load_run(target, source_cache["run"])
-    ds = load_dataset(info["defaults"]["source"], target)
+    run = load_run(CacheLayout(target), source_cache["run"])
+    ds = load_dataset(info["defaults"]["source"], CacheLayout(target))
     images = np.asarray(ds.images("test"))
     lite = predict_images(
-        lite_backbones(run.manifest, ds, CacheLayout.at(target)),
+        lite_backbones(run.manifest, ds, CacheLayout(target)),
         run.head,
         images,
         run.manifest.part_keys(),
@@ -484,7 +498,7 @@ def test_demo_pages_and_an_upload_never_import_tensorflow(
 
     path, _report = bundle
     target = tmp_path / "demo_cache"
-    install_bundle(str(path), target)
+    install_bundle(str(path), CacheLayout(target))
     script = f"""
 import io, sys
 import numpy as np

@@ -16,6 +16,7 @@ from lib.errors import BundleError
 from lib.models.heads import HeadConfig
 from lib.pipeline.training import RunRequest, train_run
 from lib.store.installed import backbone_stand_ins
+from lib.store.layout import CacheLayout
 from tests import fixtures
 
 
@@ -30,8 +31,8 @@ def _cache_with_run(source: str, backbone: str, cache: Path) -> str:
         train_views=("original", "flip"),
         tta=True,
     )
-    run_id = train_run(req, cache).run_id
-    compute_full_map(source, backbone, 32, cache, "pca")
+    run_id = train_run(req, CacheLayout(cache)).run_id
+    compute_full_map(source, backbone, 32, CacheLayout(cache), "pca")
     return run_id
 
 
@@ -51,9 +52,9 @@ def hosted(jpeg_tar: Path, assets: dict[str, Path], tmp_path_factory: pytest.Tem
     cache = tmp_path_factory.mktemp("hosting_cache")
     run_id = _cache_with_run(str(jpeg_tar), str(assets["savedmodel"]), cache)
     out = tmp_path_factory.mktemp("hosting_out") / "host.tar"
-    report = make_bundle(cache, out, hosting=True)
+    report = make_bundle(CacheLayout(cache), out, hosting=True)
     target, thumbs = tmp_path_factory.mktemp("hosted") / "cache", tmp_path_factory.mktemp("thumbs")
-    info = install_bundle(str(out), target, sprites_root=thumbs)
+    info = install_bundle(str(out), CacheLayout(target), sprites_root=thumbs)
     return {
         "cache": cache,
         "run": run_id,
@@ -133,7 +134,7 @@ def test_reduced_features_search_exactly_and_are_never_trained_on(hosted: dict, 
         r is not None for r in real.values()
     )
     model = lite_backbone(
-        str(assets["savedmodel"]), spec.identity(), spec.name, [32], ds, CacheLayout.at(hosted["target"])
+        str(assets["savedmodel"]), spec.identity(), spec.name, [32], ds, CacheLayout(hosted["target"])
     )
     images = {s: ds.images(s) for s in ds.splits}
     feats = {s: r.features for s, r in real.items()}
@@ -164,18 +165,18 @@ def test_sprite_sheets_travel_when_the_source_files_cannot(assets: dict[str, Pat
     cache = tmp_path / "src"
     _cache_with_run(str(assets["cifar_tar"]), str(assets["savedmodel"]), cache)
     out = tmp_path / "host.tar"
-    make_bundle(cache, out, hosting=True)
+    make_bundle(CacheLayout(cache), out, hosting=True)
     with tarfile.open(out) as tar:
         assert [n for n in tar.getnames() if "/sprites/" in n] and not [
             n for n in tar.getnames() if n.endswith("_originals.bin")
         ]
     blocker = tmp_path / "static"
     blocker.write_text("a file where the app's folder should be: nothing can be written under it (even by root)")
-    info = install_bundle(str(out), tmp_path / "hosted", sprites_root=blocker / "thumbs")
+    info = install_bundle(str(out), CacheLayout(tmp_path / "hosted"), sprites_root=blocker / "thumbs")
     assert any("Hover thumbnails are off" in n for n in info["notices"]) and blocker.is_file()
     src, got = (
-        load_dataset(info["defaults"]["source"], cache),
-        load_dataset(info["defaults"]["source"], tmp_path / "hosted"),
+        load_dataset(info["defaults"]["source"], CacheLayout(cache)),
+        load_dataset(info["defaults"]["source"], CacheLayout(tmp_path / "hosted")),
     )
     for (
         split
@@ -225,5 +226,5 @@ def test_images_larger_than_a_thumbnail_without_their_files_are_refused(
     cache = tmp_path / "src"
     _cache_with_run(str(root), str(assets["savedmodel"]), cache)
     with pytest.raises(BundleError, match="without --hosting"):
-        make_bundle(cache, tmp_path / "host.tar", hosting=True)
+        make_bundle(CacheLayout(cache), tmp_path / "host.tar", hosting=True)
     assert not (tmp_path / "host.tar").exists()

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lib.store.layout import CacheLayout
 from tests.fixtures import cli
 
 
@@ -19,13 +20,13 @@ def _fixes_csv(path: Path, rows: list[tuple[str, int, str]]) -> Path:
 
 
 def test_train_with_label_fixes_records_them_and_scores_both_ways(
-    assets: dict[str, Path], cache_dir: Path, tmp_path: Path
+    assets: dict[str, Path], cache_dir: Path, layout: CacheLayout, tmp_path: Path
 ) -> None:
     from lib.data.sources import load_dataset
     from lib.runs.registry import load_run
 
     src, bb = str(assets["cifar_tar"]), str(assets["savedmodel"])
-    ds = load_dataset(src, cache_dir)
+    ds = load_dataset(src, layout)
     given_test = ds.labels("test")
     # Three test labels moved to another class, and two training labels.
     moves = [("test", i, ds.classes[(int(given_test[i]) + 1) % 10]) for i in (0, 4, 9)]
@@ -82,7 +83,7 @@ def test_train_with_label_fixes_records_them_and_scores_both_ways(
         and relabel["changed"] == {"train": 1, "test": 3}
     )
     assert relabel["listed"] == {"test": 3, "train": 2}
-    run = load_run(cache_dir, out["run_id"])
+    run = load_run(layout, out["run_id"])
     assert run.manifest.relabel == relabel
     assert np.array_equal(run.y_true, given_test[run.indices])  # scored against the given labels ...
     assert run.y_fixed is not None and int((run.y_fixed != run.y_true).sum()) == 3  # ... and against the fixed ones
@@ -153,12 +154,12 @@ def test_an_image_cannot_be_both_fixed_and_excluded(assets: dict[str, Path], cac
 
 @pytest.mark.parametrize("as_zip", [False, True])
 def test_export_dataset_round_trips_pixels_and_fixed_labels(
-    assets: dict[str, Path], cache_dir: Path, tmp_path: Path, as_zip: bool
+    assets: dict[str, Path], cache_dir: Path, layout: CacheLayout, tmp_path: Path, as_zip: bool
 ) -> None:
     from lib.data.sources import load_dataset
 
     src = str(assets["cifar_tar"])
-    ds = load_dataset(src, cache_dir)
+    ds = load_dataset(src, layout)
     fixes = _fixes_csv(
         tmp_path / "fixes.csv", [("train", 0, ds.classes[(int(ds.labels("train")[0]) + 1) % 10]), ("test", 5, "ship")]
     )
@@ -188,7 +189,7 @@ def test_export_dataset_round_trips_pixels_and_fixed_labels(
     else:
         assert json.loads((out / "curation.json").read_text())["relabelled"][0]["index"] == 0
 
-    back = load_dataset(str(out), tmp_path / "cache2")
+    back = load_dataset(str(out), CacheLayout(tmp_path / "cache2"))
     assert back.splits == ("train", "test") and list(back.classes) == list(ds.classes)
     for split in ("train", "test"):
         kept = np.setdiff1d(np.arange(ds.size(split)), [1, 2] if split == "train" else [7])
@@ -239,22 +240,24 @@ def test_export_dataset_never_replaces_what_the_user_named(
     assert picked["images"] == {"test": 2} and len(list((tmp_path / "two").rglob("*.png"))) == 2
 
 
-def test_saved_fix_list_merges_replaces_and_removes(assets: dict[str, Path], cache_dir: Path) -> None:
+def test_saved_fix_list_merges_replaces_and_removes(
+    assets: dict[str, Path], cache_dir: Path, layout: CacheLayout
+) -> None:
     from lib.data.labels import read_saved, to_csv_rows, update_saved
     from lib.data.sources import load_dataset
     from lib.errors import DataSourceError
 
-    ds = load_dataset(str(assets["cifar_tar"]), cache_dir)
-    assert read_saved(cache_dir, "mine", ds) == {}
-    update_saved(cache_dir, "mine", ds, add={("train", 5): 1, ("test", 2): 3})
-    _path, fixes = update_saved(cache_dir, "mine", ds, add={("train", 5): 2, ("train", 1): 0}, remove=[("test", 2)])
+    ds = load_dataset(str(assets["cifar_tar"]), layout)
+    assert read_saved(layout, "mine", ds) == {}
+    update_saved(layout, "mine", ds, add={("train", 5): 1, ("test", 2): 3})
+    _path, fixes = update_saved(layout, "mine", ds, add={("train", 5): 2, ("train", 1): 0}, remove=[("test", 2)])
     assert {s: (v[0].tolist(), v[1].tolist()) for s, v in fixes.items()} == {"train": ([1, 5], [0, 2])}
-    assert [r["label"] for r in to_csv_rows(ds, read_saved(cache_dir, "mine", ds))] == [ds.classes[0], ds.classes[2]]
+    assert [r["label"] for r in to_csv_rows(ds, read_saved(layout, "mine", ds))] == [ds.classes[0], ds.classes[2]]
     with pytest.raises(DataSourceError, match="does not fit"):
-        update_saved(cache_dir, "mine", ds, add={("train", 60): 1})  # 60 training images: indices 0-59
-    assert len(read_saved(cache_dir, "mine", ds)["train"][0]) == 2  # nothing was changed
+        update_saved(layout, "mine", ds, add={("train", 60): 1})  # 60 training images: indices 0-59
+    assert len(read_saved(layout, "mine", ds)["train"][0]) == 2  # nothing was changed
     other = cache_dir / "labels" / "theirs.json"
     other.write_text(json.dumps({"format": "transfer-explorer-labels", "dataset": "elsewhere", "labels": []}))
     with pytest.raises(DataSourceError, match="another dataset"):
-        update_saved(cache_dir, "theirs", ds, add={("train", 1): 1})
+        update_saved(layout, "theirs", ds, add={("train", 1): 1})
     assert "elsewhere" in other.read_text()  # a list made for another dataset is never overwritten

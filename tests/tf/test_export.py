@@ -18,10 +18,13 @@ from lib.models.predict import predict_images
 from lib.pipeline.training import RunRequest, train_run
 from lib.runs.export import EXPORT_MARKER, export_run, zip_folder
 from lib.runs.registry import load_run
+from lib.store.layout import CacheLayout
 from tests import fixtures
 
 
-def test_exported_model_predicts_in_a_fresh_process(assets: dict[str, Path], cache_dir: Path, tmp_path: Path) -> None:
+def test_exported_model_predicts_in_a_fresh_process(
+    assets: dict[str, Path], cache_dir: Path, layout: CacheLayout, tmp_path: Path
+) -> None:
     req = RunRequest(
         str(assets["cifar_tar"]),
         str(assets["savedmodel"]),
@@ -30,8 +33,8 @@ def test_exported_model_predicts_in_a_fresh_process(assets: dict[str, Path], cac
         train_views=("original", "flip"),
         tta=True,
     )
-    manifest = train_run(req, cache_dir)
-    out = export_run(cache_dir, manifest.run_id, tmp_path / "exported")
+    manifest = train_run(req, layout)
+    out = export_run(layout, manifest.run_id, tmp_path / "exported")
     assert (out / "saved_model.pb").exists() and (out / "class_names.txt").read_text().split() == fixtures.CLASSES
     archive = zip_folder(out, tmp_path / "exported.zip")
     assert "exported/saved_model.pb" in zipfile.ZipFile(archive).namelist()
@@ -61,7 +64,7 @@ def test_exported_model_predicts_in_a_fresh_process(assets: dict[str, Path], cac
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["names"] == fixtures.CLASSES and result["big_shape"] == [20, 10]
     # The exported model matches the run's own numpy head on the same images.
-    run = load_run(cache_dir, manifest.run_id)
+    run = load_run(layout, manifest.run_id)
     from lib.runtimes.backbones import load_backbone, resolve_backbone
 
     bb = load_backbone(resolve_backbone(str(assets["savedmodel"])))
@@ -72,47 +75,51 @@ def test_exported_model_predicts_in_a_fresh_process(assets: dict[str, Path], cac
     np.testing.assert_allclose(predict_images([bb], run.head, images, [32, 48], tta=True), expected, atol=1e-6)
     # A second export onto the same folder replaces it only with force, and a user's own folder never.
     with pytest.raises(RunError, match="--force"):
-        export_run(cache_dir, manifest.run_id, out)
-    assert export_run(cache_dir, manifest.run_id, out, force=True) == out and (out / EXPORT_MARKER).exists()
+        export_run(layout, manifest.run_id, out)
+    assert export_run(layout, manifest.run_id, out, force=True) == out and (out / EXPORT_MARKER).exists()
 
 
 @pytest.fixture
-def small_run(assets: dict[str, Path], cache_dir: Path) -> str:
+def small_run(assets: dict[str, Path], cache_dir: Path, layout: CacheLayout) -> str:
     req = RunRequest(
         str(assets["cifar_tar"]),
         str(assets["savedmodel"]),
         HeadConfig(head="linear", epochs=2, batch_size=16),
         image_sizes=(32,),
     )
-    return train_run(req, cache_dir).run_id
+    return train_run(req, layout).run_id
 
 
-def test_export_never_deletes_what_the_user_named(small_run: str, cache_dir: Path, tmp_path: Path) -> None:
+def test_export_never_deletes_what_the_user_named(
+    small_run: str, cache_dir: Path, layout: CacheLayout, tmp_path: Path
+) -> None:
     """`runs export --out DIR` once wiped DIR: here the cache itself, a user folder and a file are all refused and left
     intact."""
     before = sorted(str(p) for p in cache_dir.rglob("*"))
     for force in (False, True):
         with pytest.raises(RunError, match="not an export of this project"):
-            export_run(cache_dir, small_run, cache_dir, force=force)
+            export_run(layout, small_run, cache_dir, force=force)
     assert sorted(str(p) for p in cache_dir.rglob("*")) == before
     mine = tmp_path / "my_stuff"
     mine.mkdir()
     (mine / "thesis.tex").write_text("precious")
     with pytest.raises(RunError, match="not an export of this project"):
-        export_run(cache_dir, small_run, mine, force=True)
+        export_run(layout, small_run, mine, force=True)
     assert (mine / "thesis.tex").read_text() == "precious" and len(list(mine.iterdir())) == 1
     a_file = tmp_path / "notes.txt"
     a_file.write_text("keep me")
     with pytest.raises(RunError, match="is an existing file"):
-        export_run(cache_dir, small_run, a_file)
+        export_run(layout, small_run, a_file)
     assert a_file.read_text() == "keep me"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folder left behind
 
 
-def test_export_into_an_empty_folder_and_zip_rules(small_run: str, cache_dir: Path, tmp_path: Path) -> None:
+def test_export_into_an_empty_folder_and_zip_rules(
+    small_run: str, cache_dir: Path, layout: CacheLayout, tmp_path: Path
+) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert (export_run(cache_dir, small_run, empty) / "saved_model.pb").exists()
+    assert (export_run(layout, small_run, empty) / "saved_model.pb").exists()
     user_zip = tmp_path / "someone.zip"
     user_zip.write_bytes(b"not ours")
     with pytest.raises(RunError, match="not a zip of this project"):
@@ -124,10 +131,12 @@ def test_export_into_an_empty_folder_and_zip_rules(small_run: str, cache_dir: Pa
     assert zip_folder(empty, ours, force=True) == ours
 
 
-def test_force_replaces_only_the_exports_own_files(small_run: str, cache_dir: Path, tmp_path: Path) -> None:
+def test_force_replaces_only_the_exports_own_files(
+    small_run: str, cache_dir: Path, layout: CacheLayout, tmp_path: Path
+) -> None:
     """`runs export --force` onto an earlier export that a user added NOTES.md and eval/results.csv to: refused, naming
     them, and both kept; without them it replaces the export. Class names travel exactly in class_names.json."""
-    out = export_run(cache_dir, small_run, tmp_path / "exp")
+    out = export_run(layout, small_run, tmp_path / "exp")
     marker = json.loads((out / EXPORT_MARKER).read_text())
     assert (
         "saved_model.pb" in marker["files"] and json.loads((out / "class_names.json").read_text()) == fixtures.CLASSES
@@ -136,12 +145,12 @@ def test_force_replaces_only_the_exports_own_files(small_run: str, cache_dir: Pa
     (out / "eval").mkdir()
     (out / "eval" / "results.csv").write_text("a,b\n1,2\n")
     with pytest.raises(RunError, match=r"NOTES\.md.*eval/results\.csv|eval.*NOTES\.md"):
-        export_run(cache_dir, small_run, out, force=True)
+        export_run(layout, small_run, out, force=True)
     assert (out / "NOTES.md").read_text() == "my notes" and (out / "eval" / "results.csv").read_text() == "a,b\n1,2\n"
     (out / "NOTES.md").unlink()
     (out / "eval" / "results.csv").unlink()
     (out / "eval").rmdir()
-    assert export_run(cache_dir, small_run, out, force=True) == out and (out / "saved_model.pb").exists()
+    assert export_run(layout, small_run, out, force=True) == out and (out / "saved_model.pb").exists()
 
 
 def test_export_onto_a_full_disk_says_disk_full(

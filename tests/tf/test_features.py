@@ -14,12 +14,13 @@ from lib.errors import CacheWriteError
 from lib.pipeline import feature_store, features
 from lib.pipeline.features import extract_features, feature_cache_key, list_cached_features
 from lib.runtimes.backbones import load_backbone, resolve_backbone
+from lib.store.layout import CacheLayout
 from tests.fixtures import get_features
 
 
 @pytest.fixture
-def setup(assets: dict[str, Path], cache_dir: Path) -> tuple:
-    ds = load_dataset(str(assets["cifar_tar"]), cache_dir)
+def setup(assets: dict[str, Path], cache_dir: Path, layout: CacheLayout) -> tuple:
+    ds = load_dataset(str(assets["cifar_tar"]), layout)
     spec = resolve_backbone(str(assets["savedmodel"]))
     return ds, spec, load_backbone(spec)
 
@@ -40,7 +41,7 @@ def test_extract_then_cache_hit_with_same_values(setup: tuple, cache_dir: Path) 
     np.testing.assert_allclose(direct, second.features, rtol=1e-5, atol=1e-6)
 
 
-def test_key_separates_everything_that_changes_features(setup: tuple, cache_dir: Path) -> None:
+def test_key_separates_everything_that_changes_features(setup: tuple, cache_dir: Path, layout: CacheLayout) -> None:
     ds, spec, model = setup
     base = get_features(ds, "test", spec, cache_dir, image_size=48, backbone=model)
     flip = get_features(ds, "test", spec, cache_dir, image_size=48, view="flip", backbone=model)
@@ -57,7 +58,7 @@ def test_key_separates_everything_that_changes_features(setup: tuple, cache_dir:
         feature_cache_key("d", "test", "b2", 48, "original", None),
     }
     assert len(keys) == 4
-    assert len(list_cached_features(cache_dir)) == 4
+    assert len(list_cached_features(layout)) == 4
 
 
 def test_key_follows_the_preprocessing_code(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -85,7 +86,7 @@ def test_corrupt_cache_file_is_recomputed(setup: tuple, cache_dir: Path) -> None
 
 
 def test_interrupted_extraction_leaves_nothing_valid_and_resumes(
-    setup: tuple, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+    setup: tuple, cache_dir: Path, layout: CacheLayout, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ds, spec, model = setup
     monkeypatch.setattr(feature_store, "CHUNK", 16)
@@ -101,7 +102,7 @@ def test_interrupted_extraction_leaves_nothing_valid_and_resumes(
     monkeypatch.setattr(model, "embed", dying_embed)
     with pytest.raises(KeyboardInterrupt):
         get_features(ds, "train", spec, cache_dir, image_size=48, batch_size=16, backbone=model)
-    assert features.cached_feature_result(ds, "train", spec, 48, "original", None, cache_dir) is None
+    assert features.cached_feature_result(ds, "train", spec, 48, "original", None, layout) is None
     assert list((cache_dir / "features").glob("*.partial/chunk_*.npy"))
     monkeypatch.setattr(model, "embed", real_embed)
     reports: list[features.ExtractProgress] = []
@@ -114,7 +115,7 @@ def test_interrupted_extraction_leaves_nothing_valid_and_resumes(
 
 
 def test_full_disk_is_a_clear_error_and_keeps_nothing(
-    setup: tuple, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+    setup: tuple, cache_dir: Path, layout: CacheLayout, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ds, spec, model = setup
 
@@ -125,10 +126,10 @@ def test_full_disk_is_a_clear_error_and_keeps_nothing(
     with pytest.raises(CacheWriteError, match="Disk full"):
         get_features(ds, "test", spec, cache_dir, image_size=48, backbone=model)
     assert not list((cache_dir / "features").glob("*.npy"))
-    assert features.cached_feature_result(ds, "test", spec, 48, "original", None, cache_dir) is None
+    assert features.cached_feature_result(ds, "test", spec, 48, "original", None, layout) is None
 
 
-def test_two_writers_of_the_same_key(setup: tuple, cache_dir: Path) -> None:
+def test_two_writers_of_the_same_key(setup: tuple, cache_dir: Path, layout: CacheLayout) -> None:
     """Two sessions extracting the same features at once both finish with identical, valid results."""
     ds, spec, model = setup
     results: list = []
@@ -147,23 +148,25 @@ def test_two_writers_of_the_same_key(setup: tuple, cache_dir: Path) -> None:
         t.join()
     assert not errors
     np.testing.assert_allclose(results[0].features, results[1].features)
-    assert features.cached_feature_result(ds, "train", spec, 40, "original", None, cache_dir) is not None
+    assert features.cached_feature_result(ds, "train", spec, 40, "original", None, layout) is not None
 
 
-def test_tflite_backbone_features(assets: dict[str, Path], cache_dir: Path) -> None:
-    ds = load_dataset(str(assets["cifar_tar"]), cache_dir)
+def test_tflite_backbone_features(assets: dict[str, Path], cache_dir: Path, layout: CacheLayout) -> None:
+    ds = load_dataset(str(assets["cifar_tar"]), layout)
     spec = resolve_backbone(str(assets["tflite"]))
     result = get_features(ds, "test", spec, cache_dir, image_size=32)
     assert result.features.shape == (30, 8)
 
 
 @pytest.mark.parametrize("manifest_text", ["[1, 2, 3]", '{"shape": "big"}', "{not json"])
-def test_damaged_feature_manifest_is_re_extracted(setup: tuple, cache_dir: Path, manifest_text: str) -> None:
+def test_damaged_feature_manifest_is_re_extracted(
+    setup: tuple, cache_dir: Path, layout: CacheLayout, manifest_text: str
+) -> None:
     ds, spec, model = setup
     first = get_features(ds, "test", spec, cache_dir, image_size=48, backbone=model)
     expected = np.array(first.features)
     first.path.with_suffix(".json").write_text(manifest_text)
-    assert list_cached_features(cache_dir) == []  # listing skips it (Home would otherwise crash)
+    assert list_cached_features(layout) == []  # listing skips it (Home would otherwise crash)
     again = get_features(ds, "test", spec, cache_dir, image_size=48, backbone=model)
     assert not again.cache_hit
     np.testing.assert_allclose(again.features, expected)

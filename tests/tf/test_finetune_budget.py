@@ -14,6 +14,7 @@ from lib.errors import BackboneError
 from lib.pipeline.finetune_budget import FINETUNE_PRESETS, BudgetRecipe, budget_finetune_run, cached_activations
 from lib.pipeline.training import RunRequest
 from lib.runs.registry import list_runs, load_run
+from lib.store.layout import CacheLayout
 from tests import fixtures
 from tests.fixtures import cli
 
@@ -38,7 +39,7 @@ def tiny_recipe(**kw: object) -> BudgetRecipe:
 
 
 def test_the_preset_fits_its_schedule_to_the_budget_and_saves_a_calibrated_run(
-    assets: dict[str, Path], tiny_mobilenet: Path, cache_dir: Path
+    assets: dict[str, Path], tiny_mobilenet: Path, cache_dir: Path, layout: CacheLayout
 ) -> None:
     import tensorflow as tf
 
@@ -48,7 +49,7 @@ def test_the_preset_fits_its_schedule_to_the_budget_and_saves_a_calibrated_run(
     points, reports, stages = [], [], []
     recipe = tiny_recipe()
     req = RunRequest(str(assets["cifar_tar"]), str(tiny_mobilenet), protocol="finetune")
-    manifest = budget_finetune_run(req, cache_dir, recipe, stages.append, points.append, reports.append)
+    manifest = budget_finetune_run(req, layout, recipe, stages.append, points.append, reports.append)
     assert manifest.finetuned and manifest.protocol == "finetune" and manifest.tta and manifest.image_sizes == [32]
     ft = manifest.finetune
     assert ft is not None and ft["steps"] >= 31 and ft["temperature"] > 0 and ft["held_out_images"] == 10
@@ -56,22 +57,22 @@ def test_the_preset_fits_its_schedule_to_the_budget_and_saves_a_calibrated_run(
     training = [r for r in reports if r.stage.startswith("fine-tuning")]
     assert training and training[-1].steps == ft["steps"] and all(r.images_per_second > 0 for r in training)
     assert any(r.stage.startswith("caching") for r in reports) and points and points[-1].val_accuracy is not None
-    assert any(s.startswith("Warm start") for s in stages) and [m.run_id for m in list_runs(cache_dir)] == [
+    assert any(s.startswith("Warm start") for s in stages) and [m.run_id for m in list_runs(layout)] == [
         manifest.run_id
     ]
     assert not (cache_dir / "finetune").exists() or not any((cache_dir / "finetune").iterdir())
     assert len(list((cache_dir / "activations").glob("*.npy"))) == 4  # both views of train and of test
-    run = load_run(cache_dir, manifest.run_id)
+    run = load_run(layout, manifest.run_id)
     assert run.probs.shape == (30, 10) and np.allclose(run.probs.sum(axis=1), 1.0, atol=1e-5)
     # The whole fine-tuned network is stored with the run: it exports and gives the stored (calibrated, TTA)
     # probabilities.
-    model = tf.saved_model.load(str(export_run(cache_dir, manifest.run_id, cache_dir / "exported")))
-    images = np.asarray(load_dataset(str(assets["cifar_tar"]), cache_dir).images("test"))
+    model = tf.saved_model.load(str(export_run(layout, manifest.run_id, cache_dir / "exported")))
+    images = np.asarray(load_dataset(str(assets["cifar_tar"]), layout).images("test"))
     np.testing.assert_allclose(model(images).numpy(), run.probs, atol=2e-3)  # uint8 activations: a 6/255 step
 
 
 def test_a_cancel_keeps_a_checkpoint_and_the_same_request_resumes(
-    assets: dict[str, Path], tiny_mobilenet: Path, cache_dir: Path
+    assets: dict[str, Path], tiny_mobilenet: Path, cache_dir: Path, layout: CacheLayout
 ) -> None:
     recipe = tiny_recipe()
     req = RunRequest(str(assets["cifar_tar"]), str(tiny_mobilenet), protocol="finetune")
@@ -81,11 +82,11 @@ def test_a_cancel_keeps_a_checkpoint_and_the_same_request_resumes(
             raise KeyboardInterrupt  # what a job's cancel raises at its next progress report
 
     with pytest.raises(KeyboardInterrupt):
-        budget_finetune_run(req, cache_dir, recipe, on_progress=cancel_at_step_40)
+        budget_finetune_run(req, layout, recipe, on_progress=cancel_at_step_40)
     (folder,) = (cache_dir / "finetune").iterdir()
-    assert (folder / "checkpoint").exists() and (folder / "config.json").exists() and not list_runs(cache_dir)
+    assert (folder / "checkpoint").exists() and (folder / "config.json").exists() and not list_runs(layout)
     stages: list[str] = []
-    manifest = budget_finetune_run(req, cache_dir, recipe, stages.append)
+    manifest = budget_finetune_run(req, layout, recipe, stages.append)
     assert any(s.startswith("Resuming at step 4") for s in stages), stages
     assert manifest.finetune is not None and manifest.finetune["resumed_from_step"] >= 40
 
@@ -99,7 +100,7 @@ def test_activations_are_cached_once_and_read_back(
     from lib.store.layout import CacheLayout
 
     recipe, layout = tiny_recipe(), CacheLayout(cache_dir)
-    ds, spec = load_dataset(str(assets["cifar_tar"]), cache_dir), resolve_backbone(str(tiny_mobilenet))
+    ds, spec = load_dataset(str(assets["cifar_tar"]), layout), resolve_backbone(str(tiny_mobilenet))
     prefix, _suffix = split_model(keras_mobilenet_v1(spec, recipe.image_size), recipe.cut)
     first = cached_activations(layout, ds, "test", "original", spec, recipe, prefix)
     assert first.dtype == np.uint8 and first.shape[0] == 30 and not list(layout.activations.glob("*.partial"))
@@ -108,13 +109,13 @@ def test_activations_are_cached_once_and_read_back(
 
 
 def test_what_cannot_be_fine_tuned_by_the_preset_is_refused_in_one_line(
-    assets: dict[str, Path], cache_dir: Path
+    assets: dict[str, Path], cache_dir: Path, layout: CacheLayout
 ) -> None:
     for backbone, message in ((assets["savedmodel"], "fine-tunes MobileNet v1"), (assets["tflite"], "no trainable")):
         req = RunRequest(str(assets["cifar_tar"]), str(backbone), protocol="finetune")
         with pytest.raises(BackboneError, match=message):
-            budget_finetune_run(req, cache_dir, tiny_recipe())
-    assert not list_runs(cache_dir)
+            budget_finetune_run(req, layout, tiny_recipe())
+    assert not list_runs(layout)
     proc = cli(
         "train",
         "--source",

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from lib.errors import ConfigError
+from lib.store.layout import CacheLayout
 from tests import fixtures
 from tests.fixtures import cli
 
@@ -93,8 +94,8 @@ def test_a_bundle_carries_every_backbone_of_a_run(
     assert report["float16_features"] == 12, report
     (check,) = report["float16_check"]
     assert abs(check["accuracy"] - check["accuracy_float16_features"]) <= 2 / check["test_images"]
-    install_bundle(str(tmp_path / "demo.tar"), tmp_path / "target")
-    assert str(second_backbone) in backbone_aliases(tmp_path / "target")
+    install_bundle(str(tmp_path / "demo.tar"), CacheLayout(tmp_path / "target"))
+    assert str(second_backbone) in backbone_aliases(CacheLayout(tmp_path / "target"))
 
 
 @pytest.mark.parametrize(

@@ -35,7 +35,7 @@ def _trained(assets: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) 
         train_views=("original", "flip"),
         tta=True,
     )
-    return cache, train_run(req, cache)
+    return cache, train_run(req, CacheLayout(cache))
 
 
 @pytest.fixture
@@ -45,11 +45,11 @@ def run_manifest(_trained: tuple[Path, RunManifest], cache_dir: Path) -> RunMani
 
 
 def test_train_run_registers_a_complete_run(
-    run_manifest: RunManifest, cache_dir: Path, assets: dict[str, Path]
+    run_manifest: RunManifest, cache_dir: Path, layout: CacheLayout, assets: dict[str, Path]
 ) -> None:
-    listed = runs.list_runs(cache_dir)
+    listed = runs.list_runs(layout)
     assert [m.run_id for m in listed] == [run_manifest.run_id]
-    run = runs.load_run(cache_dir, run_manifest.run_id)
+    run = runs.load_run(layout, run_manifest.run_id)
     m = run.manifest
     assert (
         m.source == str(assets["cifar_tar"])
@@ -67,7 +67,9 @@ def test_train_run_registers_a_complete_run(
     assert m.metrics.test_accuracy > 0.5
 
 
-def test_same_request_same_predictions(assets: dict[str, Path], cache_dir: Path, run_manifest: RunManifest) -> None:
+def test_same_request_same_predictions(
+    assets: dict[str, Path], cache_dir: Path, layout: CacheLayout, run_manifest: RunManifest
+) -> None:
     req = RunRequest(
         str(assets["cifar_tar"]),
         str(assets["savedmodel"]),
@@ -76,38 +78,38 @@ def test_same_request_same_predictions(assets: dict[str, Path], cache_dir: Path,
         train_views=("original", "flip"),
         tta=True,
     )
-    again = train_run(req, cache_dir)
-    a, b = runs.load_run(cache_dir, run_manifest.run_id), runs.load_run(cache_dir, again.run_id)
+    again = train_run(req, layout)
+    a, b = runs.load_run(layout, run_manifest.run_id), runs.load_run(layout, again.run_id)
     np.testing.assert_array_equal(a.probs, b.probs)
     assert again.timings["feature_cache_hits"] == again.timings["feature_artifacts"]
 
 
-def test_label_and_delete(run_manifest: RunManifest, cache_dir: Path) -> None:
+def test_label_and_delete(run_manifest: RunManifest, cache_dir: Path, layout: CacheLayout) -> None:
     rid = run_manifest.run_id
-    runs.set_label(cache_dir, rid, "first try")
-    assert runs.list_runs(cache_dir)[0].label == "first try"
-    assert runs.display_name(runs.read_manifest(cache_dir, rid)).startswith("first try (")
-    runs.delete_run(cache_dir, rid)
-    assert runs.list_runs(cache_dir) == []
+    runs.set_label(layout, rid, "first try")
+    assert runs.list_runs(layout)[0].label == "first try"
+    assert runs.display_name(runs.read_manifest(layout, rid)).startswith("first try (")
+    runs.delete_run(layout, rid)
+    assert runs.list_runs(layout) == []
     with pytest.raises(RunError, match="not found"):
-        runs.load_run(cache_dir, rid)
+        runs.load_run(layout, rid)
     with pytest.raises(RunError, match="not a run id"):
-        runs.load_run(cache_dir, "../../etc")
+        runs.load_run(layout, "../../etc")
 
 
 @pytest.mark.parametrize("name", ["head.npz", "predictions.npz"])
 @pytest.mark.parametrize("damage", ["garbage", "truncated"])
 def test_damaged_run_files_are_listed_as_damaged(
-    run_manifest: RunManifest, cache_dir: Path, name: str, damage: str
+    run_manifest: RunManifest, cache_dir: Path, layout: CacheLayout, name: str, damage: str
 ) -> None:
-    path = CacheLayout(cache_dir).run_dir(run_manifest.run_id) / name
+    path = layout.run_dir(run_manifest.run_id) / name
     path.write_bytes(b"broken" if damage == "garbage" else path.read_bytes()[: len(path.read_bytes()) // 2])
     with pytest.raises(RunError, match="damaged"):
-        runs.load_run(cache_dir, run_manifest.run_id)
-    assert runs.list_runs(cache_dir) == []
-    assert [rid for rid, _ in runs.list_damaged_runs(cache_dir)] == [run_manifest.run_id]
-    runs.delete_run(cache_dir, run_manifest.run_id)
-    assert runs.list_damaged_runs(cache_dir) == []
+        runs.load_run(layout, run_manifest.run_id)
+    assert runs.list_runs(layout) == []
+    assert [rid for rid, _ in runs.list_damaged_runs(layout)] == [run_manifest.run_id]
+    runs.delete_run(layout, run_manifest.run_id)
+    assert runs.list_damaged_runs(layout) == []
 
 
 @pytest.mark.parametrize(
@@ -121,39 +123,43 @@ def test_damaged_run_files_are_listed_as_damaged(
     ],
 )
 def test_manifest_that_parses_but_lacks_keys_is_damaged(
-    run_manifest: RunManifest, cache_dir: Path, edit: Callable[[dict], object]
+    run_manifest: RunManifest, cache_dir: Path, layout: CacheLayout, edit: Callable[[dict], object]
 ) -> None:
-    path = CacheLayout(cache_dir).run_dir(run_manifest.run_id) / "manifest.json"
+    path = layout.run_dir(run_manifest.run_id) / "manifest.json"
     data = json.loads(path.read_text())
     edit(data)
     path.write_text(json.dumps(data))
-    assert runs.list_runs(cache_dir) == []
-    ((rid, reason),) = runs.list_damaged_runs(cache_dir)
+    assert runs.list_runs(layout) == []
+    ((rid, reason),) = runs.list_damaged_runs(layout)
     assert rid == run_manifest.run_id and "damaged" in reason
     with pytest.raises(RunError, match="damaged"):
-        runs.load_run(cache_dir, rid)
+        runs.load_run(layout, rid)
 
 
-def test_manifest_that_is_not_an_object_is_damaged(run_manifest: RunManifest, cache_dir: Path) -> None:
-    (CacheLayout(cache_dir).run_dir(run_manifest.run_id) / "manifest.json").write_text("[1, 2, 3]")
+def test_manifest_that_is_not_an_object_is_damaged(
+    run_manifest: RunManifest, cache_dir: Path, layout: CacheLayout
+) -> None:
+    (layout.run_dir(run_manifest.run_id) / "manifest.json").write_text("[1, 2, 3]")
     with pytest.raises(RunError, match="damaged"):
-        runs.read_manifest(cache_dir, run_manifest.run_id)
+        runs.read_manifest(layout, run_manifest.run_id)
 
 
-def test_predictions_that_do_not_fit_the_classes_are_damaged(run_manifest: RunManifest, cache_dir: Path) -> None:
-    path = CacheLayout(cache_dir).run_dir(run_manifest.run_id) / "predictions.npz"
+def test_predictions_that_do_not_fit_the_classes_are_damaged(
+    run_manifest: RunManifest, cache_dir: Path, layout: CacheLayout
+) -> None:
+    path = layout.run_dir(run_manifest.run_id) / "predictions.npz"
     with np.load(path) as pred:
         arrays = dict(pred)
     arrays["probs"] = arrays["probs"][:, :3]
     np.savez(path, **arrays)
     with pytest.raises(RunError, match="damaged"):
-        runs.load_run(cache_dir, run_manifest.run_id)
+        runs.load_run(layout, run_manifest.run_id)
 
 
 def test_exception_mid_save_leaves_no_run(
-    run_manifest: RunManifest, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+    run_manifest: RunManifest, cache_dir: Path, layout: CacheLayout, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    run = runs.load_run(cache_dir, run_manifest.run_id)
+    run = runs.load_run(layout, run_manifest.run_id)
     calls = {"n": 0}
     real = np.savez
 
@@ -166,13 +172,15 @@ def test_exception_mid_save_leaves_no_run(
     monkeypatch.setattr(np, "savez", failing)
     with pytest.raises(Exception, match="Disk full"):
         runs.save_run(
-            cache_dir, run.manifest, run.head, {"y_true": run.y_true, "probs": run.probs, "indices": run.indices}
+            layout, run.manifest, run.head, {"y_true": run.y_true, "probs": run.probs, "indices": run.indices}
         )
-    assert len(runs.list_runs(cache_dir)) == 1
-    assert not [p for p in CacheLayout(cache_dir).runs.iterdir() if p.name.startswith(".")]
+    assert len(runs.list_runs(layout)) == 1
+    assert not [p for p in layout.runs.iterdir() if p.name.startswith(".")]
 
 
-def test_process_killed_mid_save_leaves_no_listed_run(run_manifest: RunManifest, cache_dir: Path) -> None:
+def test_process_killed_mid_save_leaves_no_listed_run(
+    run_manifest: RunManifest, cache_dir: Path, layout: CacheLayout
+) -> None:
     script = textwrap.dedent(f"""
         import os, signal, numpy as np
         from lib.runs import registry as runs
@@ -189,36 +197,38 @@ def test_process_killed_mid_save_leaves_no_listed_run(run_manifest: RunManifest,
     """)
     proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, timeout=120)
     assert proc.returncode == -9
-    assert [m.run_id for m in runs.list_runs(cache_dir)] == [run_manifest.run_id]
+    assert [m.run_id for m in runs.list_runs(layout)] == [run_manifest.run_id]
 
 
-def test_multiscale_concatenates_feature_sizes(assets: dict[str, Path], cache_dir: Path) -> None:
+def test_multiscale_concatenates_feature_sizes(assets: dict[str, Path], cache_dir: Path, layout: CacheLayout) -> None:
     req = RunRequest(
         str(assets["cifar_tar"]),
         str(assets["savedmodel"]),
         HeadConfig(head="mlp", hidden=8, epochs=2, val_fraction=0.1),
         image_sizes=(32, 48),
     )
-    manifest = train_run(req, cache_dir)
-    run = runs.load_run(cache_dir, manifest.run_id)
+    manifest = train_run(req, layout)
+    run = runs.load_run(layout, manifest.run_id)
     assert run.head.weights[0].shape == (32, 8)  # 16 features per size, two sizes
     assert manifest.image_sizes == [32, 48]
 
 
-def test_blog_protocol_preset(assets: dict[str, Path], cache_dir: Path) -> None:
+def test_blog_protocol_preset(assets: dict[str, Path], cache_dir: Path, layout: CacheLayout) -> None:
     req = RunRequest.from_protocol("blog", str(assets["cifar_tar"]), str(assets["savedmodel"]))
-    manifest = train_run(req, cache_dir)
+    manifest = train_run(req, layout)
     assert manifest.protocol == "blog" and manifest.head.head == "linear" and manifest.image_sizes == [128]
     assert manifest.steps >= 1000
 
 
-def test_unknown_protocol_and_bad_settings_are_user_errors(assets: dict[str, Path], cache_dir: Path) -> None:
+def test_unknown_protocol_and_bad_settings_are_user_errors(
+    assets: dict[str, Path], cache_dir: Path, layout: CacheLayout
+) -> None:
     with pytest.raises(ConfigError, match="Unknown protocol"):
         RunRequest.from_protocol("fastest", str(assets["cifar_tar"]), str(assets["savedmodel"]))
     with pytest.raises(ConfigError, match="dropout"):
-        train_run(RunRequest(str(assets["cifar_tar"]), str(assets["savedmodel"]), HeadConfig(dropout=1.5)), cache_dir)
+        train_run(RunRequest(str(assets["cifar_tar"]), str(assets["savedmodel"]), HeadConfig(dropout=1.5)), layout)
     with pytest.raises(ConfigError, match=r"[Ii]nput size"):
-        train_run(RunRequest(str(assets["cifar_tar"]), str(assets["savedmodel"]), image_sizes=(0,)), cache_dir)
+        train_run(RunRequest(str(assets["cifar_tar"]), str(assets["savedmodel"]), image_sizes=(0,)), layout)
 
 
 def test_best_ensemble_preset_names_its_own_backbones(assets: dict[str, Path]) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from lib.runtimes.auto import choose
+from lib.store.layout import CacheLayout
 from tests.fixtures import cli
 
 
@@ -121,7 +122,7 @@ def test_each_outcome_forced(assets: dict[str, Path], cache_dir: Path, case: str
         assert "could not convert" in out["runtime_choice"]["litert"]["excluded"]
 
 
-def test_train_auto_records_the_choice(assets: dict[str, Path], cache_dir: Path) -> None:
+def test_train_auto_records_the_choice(assets: dict[str, Path], cache_dir: Path, layout: CacheLayout) -> None:
     from lib.runs.registry import load_run
 
     src, bb = str(assets["cifar_tar"]), str(assets["savedmodel"])
@@ -151,5 +152,5 @@ def test_train_auto_records_the_choice(assets: dict[str, Path], cache_dir: Path)
         "--json",
         cache=cache_dir,
     )
-    m = load_run(cache_dir, out["run_id"]).manifest
+    m = load_run(layout, out["run_id"]).manifest
     assert m.runtime == "litert" == out["runtime"] and m.runtime_choice is not None and m.runtime_choice["images"] == 90

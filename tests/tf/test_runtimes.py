@@ -13,11 +13,12 @@ from lib.pipeline.features import feature_cache_key, list_cached_features
 from lib.runtimes import get_runtime, load_for_runtime, runtime_identity
 from lib.runtimes.backbones import resolve_backbone
 from lib.runtimes.litert import calibration_indices
+from lib.store.layout import CacheLayout
 from tests.fixtures import get_features
 
 
 @pytest.fixture
-def folder_ds(tmp_path: Path, cache_dir: Path) -> object:
+def folder_ds(tmp_path: Path, cache_dir: Path, layout: CacheLayout) -> object:
     """A dataset big enough to calibrate int8 (10 classes x 8 train images)."""
     from PIL import Image
 
@@ -29,10 +30,12 @@ def folder_ds(tmp_path: Path, cache_dir: Path) -> object:
             d.mkdir(parents=True)
             for i, img in enumerate(class_images(c, n, seed=0 if split == "train" else 1)):
                 Image.fromarray(img).save(d / f"{i}.png")
-    return load_dataset(str(tmp_path / "src"), cache_dir)
+    return load_dataset(str(tmp_path / "src"), layout)
 
 
-def test_litert_float_matches_tensorflow(assets: dict[str, Path], cache_dir: Path, folder_ds: object) -> None:
+def test_litert_float_matches_tensorflow(
+    assets: dict[str, Path], cache_dir: Path, layout: CacheLayout, folder_ds: object
+) -> None:
     spec = resolve_backbone(str(assets["savedmodel"]))
     tf_feats = get_features(folder_ds, "test", spec, cache_dir, image_size=48)
     lite = get_features(folder_ds, "test", spec, cache_dir, image_size=48, runtime="litert")
@@ -46,12 +49,12 @@ def test_litert_float_matches_tensorflow(assets: dict[str, Path], cache_dir: Pat
     tf_flipped = get_features(folder_ds, "test", spec, cache_dir, image_size=48, view="flip")
     np.testing.assert_allclose(flipped.features, tf_flipped.features, rtol=1e-4, atol=1e-5)
     assert get_features(folder_ds, "test", spec, cache_dir, image_size=48, runtime="litert").cache_hit
-    assert {m.runtime for m in list_cached_features(cache_dir)} == {"tf", "litert:c1"}
+    assert {m.runtime for m in list_cached_features(layout)} == {"tf", "litert:c1"}
     # The converted model is a cache artifact: a second load does not convert again.
     converted = list((cache_dir / "converted").glob("*.tflite"))
     assert len(converted) == 1
     mtime = converted[0].stat().st_mtime_ns
-    load_for_runtime(spec, "litert", 48, folder_ds, cache_dir)
+    load_for_runtime(spec, "litert", 48, folder_ds, layout)
     assert converted[0].stat().st_mtime_ns == mtime
 
 
@@ -71,13 +74,14 @@ def test_litert_int8_is_calibrated_on_training_images_and_keyed_by_them(
     assert folder_ds.fingerprint in ident
 
 
-def test_litert_mixed_keeps_the_worst_layers_float(assets: dict[str, Path], cache_dir: Path, folder_ds: object) -> None:
+def test_litert_mixed_keeps_the_worst_layers_float(
+    assets: dict[str, Path], cache_dir: Path, layout: CacheLayout, folder_ds: object
+) -> None:
     """litert-mixed converts through TensorFlow's quantization debugger: its features are at least as close to float as
     full int8's, it has integer ops, and it is keyed apart from litert-int8."""
     from ai_edge_litert.interpreter import Interpreter
 
     from lib.runtimes.litert import LiteRTRuntime
-    from lib.store.layout import CacheLayout
 
     spec = resolve_backbone(str(assets["savedmodel"]))
     f = np.asarray(get_features(folder_ds, "test", spec, cache_dir, image_size=40).features)
@@ -86,7 +90,7 @@ def test_litert_mixed_keeps_the_worst_layers_float(assets: dict[str, Path], cach
         a = np.asarray(get_features(folder_ds, "test", spec, cache_dir, image_size=40, runtime=runtime).features)
         cos[runtime] = float(((a * f).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(f, axis=1) + 1e-12)).mean())
     assert cos["litert-mixed"] > 0.9 and cos["litert-mixed"] >= cos["litert-int8"] - 1e-3, cos
-    path = LiteRTRuntime(quantized=True, mixed=True).converted(spec, 40, folder_ds, CacheLayout.at(cache_dir))
+    path = LiteRTRuntime(quantized=True, mixed=True).converted(spec, 40, folder_ds, layout)
     types = {t["dtype"] for t in Interpreter(model_path=str(path)).get_tensor_details()}
     assert np.int8 in types  # quantised, not a float model under another name
     assert runtime_identity(spec, "litert-mixed", folder_ds) != runtime_identity(spec, "litert-int8", folder_ds)
@@ -132,19 +136,21 @@ def test_keys_separate_runtimes_and_tf_keys_are_unchanged() -> None:
     )
 
 
-def test_bad_runtimes_and_small_calibration_sets(assets: dict[str, Path], cache_dir: Path) -> None:
-    ds = load_dataset(str(assets["cifar_tar"]), cache_dir)  # 6 training images per class: 60 < 300 but >= 50
+def test_bad_runtimes_and_small_calibration_sets(assets: dict[str, Path], cache_dir: Path, layout: CacheLayout) -> None:
+    ds = load_dataset(str(assets["cifar_tar"]), layout)  # 6 training images per class: 60 < 300 but >= 50
     spec = resolve_backbone(str(assets["savedmodel"]))
     with pytest.raises(ConfigError, match="Unknown runtime"):
         get_features(ds, "test", spec, cache_dir, image_size=32, runtime="onnx")
-    tiny = load_dataset(str(assets["folder"]), cache_dir)  # 24 training images
+    tiny = load_dataset(str(assets["folder"]), layout)  # 24 training images
     with pytest.raises(ConfigError, match="at least 50"):
         get_features(tiny, "test", spec, cache_dir, image_size=32, runtime="litert-int8")
     assert not list(cache_dir.glob("converted/*"))  # nothing half-written
 
 
-def test_tflite_backbone_runs_as_it_is_whatever_the_runtime(assets: dict[str, Path], cache_dir: Path) -> None:
-    ds = load_dataset(str(assets["cifar_tar"]), cache_dir)
+def test_tflite_backbone_runs_as_it_is_whatever_the_runtime(
+    assets: dict[str, Path], cache_dir: Path, layout: CacheLayout
+) -> None:
+    ds = load_dataset(str(assets["cifar_tar"]), layout)
     spec = resolve_backbone(str(assets["tflite"]))
     a = get_features(ds, "test", spec, cache_dir, image_size=32)
     b = get_features(ds, "test", spec, cache_dir, image_size=32, runtime="litert")
@@ -189,7 +195,7 @@ class _DoubledTF:
 
 
 def test_a_registered_runtime_flows_through_every_door(
-    assets: dict[str, Path], cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+    assets: dict[str, Path], cache_dir: Path, layout: CacheLayout, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """One `register(...)` and nothing else: the new runtime is a CLI choice, makes its own keyed features (the manifest
     records it), trains a run that says so, is measured by the benchmark, and is offered on the Train page."""
@@ -206,14 +212,14 @@ def test_a_registered_runtime_flows_through_every_door(
         common = ["--source", src, "--backbone", bb, "--image-size", "32", "--cache-dir", str(cache_dir), "--json"]
         assert main(["extract", *common, "--split", "test"]) == 0
         assert main(["extract", *common, "--split", "test", "--runtime", "doubled-tf"]) == 0
-        manifests = {m.runtime: m for m in list_cached_features(cache_dir) if m.split == "test"}
+        manifests = {m.runtime: m for m in list_cached_features(layout) if m.split == "test"}
         assert set(manifests) == {"tf", "doubled-tf:v1"} and manifests["doubled-tf:v1"].runtime_name == "doubled-tf"
         tf_feats = np.load(cache_dir / "features" / f"{manifests['tf'].key}.npy")
         doubled = np.load(cache_dir / "features" / f"{manifests['doubled-tf:v1'].key}.npy")
         np.testing.assert_allclose(doubled, 2 * tf_feats, rtol=1e-5)
         assert main(["train", *common, "--runtime", "doubled-tf", "--epochs", "2"]) == 0
-        assert [m.runtime for m in list_runs(cache_dir)] == ["doubled-tf"]
-        rows = run_benchmark(src, [bb], [32], ["doubled-tf"], cache_dir, 3)["rows"]
+        assert [m.runtime for m in list_runs(layout)] == ["doubled-tf"]
+        rows = run_benchmark(src, [bb], [32], ["doubled-tf"], layout, 3)["rows"]
         assert [r["runtime"] for r in rows] == ["doubled-tf"]
         monkeypatch.setenv("TLX_SOURCE", src)
         monkeypatch.setenv("TLX_BACKBONE", bb)

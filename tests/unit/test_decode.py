@@ -13,6 +13,7 @@ from PIL import Image
 from lib.data.decode import decode_image_bytes
 from lib.data.images import decode_upload
 from lib.data.sources import load_dataset
+from lib.store.layout import CacheLayout
 
 RAMP16 = (np.arange(32 * 32, dtype=np.uint32).reshape(32, 32) * 64).astype(np.uint16)  # 0..65472
 
@@ -86,7 +87,7 @@ def test_16_bit_images_in_a_source_folder(tmp_path: Path) -> None:
             folder = tmp_path / "src" / split / cls
             folder.mkdir(parents=True)
             (folder / "0.png").write_bytes(sixteen_bit_png())
-    ds = load_dataset(str(tmp_path / "src"), tmp_path / "cache")
+    ds = load_dataset(str(tmp_path / "src"), CacheLayout(tmp_path / "cache"))
     assert ds.skipped == {"train": 0, "test": 0}
     np.testing.assert_allclose(ds.images("train")[0, ..., 0], np.round(RAMP16 / 257.0), atol=1)
 

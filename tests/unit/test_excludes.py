@@ -9,13 +9,14 @@ import pytest
 from lib.data.excludes import parse_exclude
 from lib.data.sources import load_dataset
 from lib.errors import DataSourceError
+from lib.store.layout import CacheLayout
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def tiny_ds(data_assets: dict[str, Path], cache_dir: Path):
-    return load_dataset(str(data_assets["cifar_tar"]), cache_dir)
+def tiny_ds(data_assets: dict[str, Path], cache_dir: Path, layout: CacheLayout):
+    return load_dataset(str(data_assets["cifar_tar"]), layout)
 
 
 def test_exclude_list_with_a_byte_order_mark_is_read(tiny_ds, tmp_path: Path) -> None:
@@ -43,18 +44,20 @@ def test_exclude_indices_must_be_whole_numbers(tiny_ds, text: str) -> None:
         parse_exclude(text, tiny_ds)
 
 
-def test_a_selection_file_is_called_a_selection(data_assets: dict, cache_dir: Path, tmp_path: Path) -> None:
+def test_a_selection_file_is_called_a_selection(
+    data_assets: dict, cache_dir: Path, layout: CacheLayout, tmp_path: Path
+) -> None:
     from lib.data.excludes import read_exclude_file
     from lib.data.sources import load_dataset
     from lib.errors import DataSourceError
 
-    ds = load_dataset(str(data_assets["cifar_tar"]), cache_dir)
+    ds = load_dataset(str(data_assets["cifar_tar"]), layout)
     with pytest.raises(DataSourceError, match=r"^Selection '.*nope\.csv' does not exist"):
         read_exclude_file(tmp_path / "nope.csv", ds, what="Selection")
 
 
 def test_a_killed_exports_temp_folder_is_removed_by_the_next_export_and_only_ours(
-    data_assets: dict, cache_dir: Path, tmp_path: Path
+    data_assets: dict, cache_dir: Path, layout: CacheLayout, tmp_path: Path
 ) -> None:
     import json
     import subprocess
@@ -62,7 +65,7 @@ def test_a_killed_exports_temp_folder_is_removed_by_the_next_export_and_only_our
 
     from lib.data.export_dataset import TEMP_MARK, export_dataset
 
-    ds = load_dataset(str(data_assets["cifar_tar"]), cache_dir)
+    ds = load_dataset(str(data_assets["cifar_tar"]), layout)
     tmp_path = tmp_path / "exports"
     tmp_path.mkdir()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])

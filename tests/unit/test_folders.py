@@ -18,12 +18,15 @@ from PIL import Image
 from lib.cli.main import main
 from lib.data.sources import load_dataset
 from lib.errors import DataSourceError
+from lib.store.layout import CacheLayout
 from tests import fixtures
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_symlinked_class_folders_count_and_dangling_links_are_skipped(tmp_path: Path, cache_dir: Path) -> None:
+def test_symlinked_class_folders_count_and_dangling_links_are_skipped(
+    tmp_path: Path, cache_dir: Path, layout: CacheLayout
+) -> None:
     real = fixtures.make_image_folder(
         tmp_path / "real", classes=("cat", "dog", "frog"), per_class=3, test_per_class=2, corrupt=False, mixed=False
     )
@@ -35,12 +38,14 @@ def test_symlinked_class_folders_count_and_dangling_links_are_skipped(tmp_path: 
     (real / "train" / "cat" / "dangling.jpg").symlink_to(tmp_path / "gone.jpg")
     (root / "train" / "loop").mkdir()
     (root / "train" / "loop" / "again").symlink_to(root / "train", target_is_directory=True)  # a loop is walked once
-    ds = load_dataset(str(root), cache_dir)
+    ds = load_dataset(str(root), layout)
     assert set(ds.classes) >= {"cat", "dog", "frog"} and ds.counts["train"][list(ds.classes).index("cat")] == 3
     assert ds.skipped["train"] == 1 and ds.size("test") == 6
 
 
-def test_a_fifo_or_device_named_like_an_archive_is_refused_at_once(tmp_path: Path, cache_dir: Path) -> None:
+def test_a_fifo_or_device_named_like_an_archive_is_refused_at_once(
+    tmp_path: Path, cache_dir: Path, layout: CacheLayout
+) -> None:
     fifo = tmp_path / "data.tar"
     os.mkfifo(fifo)
     (tmp_path / "zero.zip").symlink_to("/dev/zero")
@@ -53,8 +58,8 @@ def test_a_fifo_or_device_named_like_an_archive_is_refused_at_once(tmp_path: Pat
     def attempt() -> None:
         for source in (fifo, tmp_path / "zero.zip"):
             with pytest.raises(DataSourceError, match="regular file"):
-                load_dataset(str(source), cache_dir)
-        done.append(load_dataset(str(folder), cache_dir))
+                load_dataset(str(source), layout)
+        done.append(load_dataset(str(folder), layout))
 
     worker = threading.Thread(target=attempt, daemon=True)
     worker.start()
@@ -64,7 +69,7 @@ def test_a_fifo_or_device_named_like_an_archive_is_refused_at_once(tmp_path: Pat
 
 
 def test_a_zip_member_that_inflates_to_a_gigabyte_is_skipped_not_read(
-    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, cache_dir: Path, layout: CacheLayout, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from lib import config
 
@@ -77,7 +82,7 @@ def test_a_zip_member_that_inflates_to_a_gigabyte_is_skipped_not_read(
         for p in sorted(folder.rglob("*.*")):
             zf.write(p, p.relative_to(folder))
         zf.writestr("train/cat/bomb.png", bytes(8 << 20))  # 8 MiB of zeros, a few KB compressed
-    ds = load_dataset(str(archive), cache_dir)
+    ds = load_dataset(str(archive), layout)
     assert ds.skipped["train"] == 1 and ds.size("train") == 6
 
 
@@ -105,7 +110,9 @@ def test_huge_images_decode_a_few_pixels_at_a_time() -> None:
     assert peak[0] <= 250
 
 
-def test_exif_orientation_is_applied_to_folders_and_uploads(tmp_path: Path, cache_dir: Path) -> None:
+def test_exif_orientation_is_applied_to_folders_and_uploads(
+    tmp_path: Path, cache_dir: Path, layout: CacheLayout
+) -> None:
     from lib.data.images import decode_upload
 
     arr = np.zeros((20, 40, 3), np.uint8)
@@ -122,7 +129,7 @@ def test_exif_orientation_is_applied_to_folders_and_uploads(tmp_path: Path, cach
         for cls in ("a", "b"):
             (root / split / cls).mkdir(parents=True)
             (root / split / cls / "0.jpg").write_bytes(buf.getvalue())
-    ds = load_dataset(str(root), cache_dir)
+    ds = load_dataset(str(root), layout)
     stored = np.asarray(ds.images("train")[0])
     assert (
         stored[: stored.shape[0] // 2].mean() > stored[stored.shape[0] // 2 :].mean() + 100

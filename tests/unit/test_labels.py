@@ -20,14 +20,15 @@ from lib.data.labels import (
 )
 from lib.data.sources import load_dataset
 from lib.errors import DataSourceError
+from lib.store.layout import CacheLayout
 
 
 @pytest.fixture
-def tiny_ds(data_assets: dict[str, Path], cache_dir: Path):
-    return load_dataset(str(data_assets["cifar_tar"]), cache_dir)
+def tiny_ds(data_assets: dict[str, Path], cache_dir: Path, layout: CacheLayout):
+    return load_dataset(str(data_assets["cifar_tar"]), layout)
 
 
-def test_csv_rows_become_label_ids_and_the_json_round_trips(tiny_ds, cache_dir: Path) -> None:
+def test_csv_rows_become_label_ids_and_the_json_round_trips(tiny_ds, cache_dir: Path, layout: CacheLayout) -> None:
     c = tiny_ds.classes
     fixes = parse_labels(
         f"\ufeffsplit,index,label\r\ntrain,3,{c[1]}\r\ntest,0,{c[2]}\r\ntrain,1,{c[0]}\r\n", tiny_ds, force=True
@@ -36,8 +37,8 @@ def test_csv_rows_become_label_ids_and_the_json_round_trips(tiny_ds, cache_dir: 
     assert fixes["test"][1].tolist() == [2]
     y = relabelled(tiny_ds.labels("train"), fixes["train"])
     assert y[3] == 1 and y[1] == 0 and (np.delete(y, [1, 3]) == np.delete(tiny_ds.labels("train"), [1, 3])).all()
-    path = save_label_list(cache_dir, "mine", tiny_ds, fixes)
-    assert saved_label_lists(cache_dir) == [path]
+    path = save_label_list(layout, "mine", tiny_ds, fixes)
+    assert saved_label_lists(layout) == [path]
     again = read_label_file(path, tiny_ds)
     assert labels_digest(again) == labels_digest(fixes)
     assert sum(changed_count(fixes, tiny_ds).values()) <= 3
@@ -71,7 +72,7 @@ def test_a_list_for_another_dataset_and_other_files_are_refused(tiny_ds, tmp_pat
     with pytest.raises(DataSourceError, match="does not exist"):
         read_label_file(tmp_path / "nope.csv", tiny_ds)
     with pytest.raises(Exception, match="label list name"):
-        save_label_list(tmp_path, "../outside", tiny_ds, {})
+        save_label_list(CacheLayout(tmp_path), "../outside", tiny_ds, {})
 
 
 def test_rows_that_are_not_objects_and_lists_with_no_rows_are_refused(tiny_ds, tmp_path: Path) -> None:

@@ -24,10 +24,15 @@ def test_untrusted_names_never_leave_the_cache(tmp_path: Path) -> None:
     assert layout.run_file("20260101-000000-mlp-abcdef", RUN_FILES.manifest).parent.parent == layout.runs
 
 
-def test_one_layout_is_passed_not_rebuilt_and_prints_as_its_folder(tmp_path: Path) -> None:
+def test_a_layout_is_its_folder_when_printed_compared_hashed_and_pickled(tmp_path: Path) -> None:
+    import pickle
+
     layout = CacheLayout(tmp_path)
-    assert CacheLayout.at(layout) is layout and CacheLayout.at(tmp_path).root == tmp_path
-    assert str(layout) == str(tmp_path) and Path(layout) == tmp_path
+    assert str(layout) == str(tmp_path) and Path(layout) == tmp_path and layout.root == tmp_path
+    assert layout == CacheLayout(str(tmp_path)) and hash(layout) == hash(CacheLayout(tmp_path))
+    assert layout != CacheLayout(tmp_path / "other") and layout != tmp_path  # a folder is not a layout
+    again = pickle.loads(pickle.dumps(layout))  # what a worker process receives
+    assert again == layout and again.runs == layout.runs
 
 
 def test_listings_see_only_their_own_artifacts(tmp_path: Path) -> None:

@@ -14,6 +14,8 @@ from lib.data.sources import load_dataset
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 import map_ladder
 
+from lib.store.layout import CacheLayout
+
 
 def test_a_rung_has_its_size_every_image_differs_and_it_is_made_the_same_again(
     data_assets: dict[str, Path], tmp_path: Path
@@ -22,9 +24,9 @@ def test_a_rung_has_its_size_every_image_differs_and_it_is_made_the_same_again(
     first = tmp_path / "a.tar"
     made = map_ladder.make_rung(source, 150, first, tmp_path / "src-cache")
     assert made["images"] == 150 and not made.get("reused")
-    ds = load_dataset(str(first), tmp_path / "cache")
+    ds = load_dataset(str(first), CacheLayout(tmp_path / "cache"))
     assert ds.size("train") == 125 and ds.size("test") == 25 and sum(ds.skipped.values()) == 0
-    small = load_dataset(source, tmp_path / "src-cache")
+    small = load_dataset(source, CacheLayout(tmp_path / "src-cache"))
     assert ds.size("train") > small.size("train")  # more images than the source has: copies are augmented
     pixels = {hashlib.sha256(np.asarray(img).tobytes()).hexdigest() for s in ds.splits for img in ds.images(s)}
     assert len(pixels) == 150  # no two images alike
