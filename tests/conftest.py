@@ -112,7 +112,6 @@ def shared_cifar() -> Any:
     """``fresh(path)``: a new cache at ``path`` holding the shared CIFAR-10 copy already converted (converted once per
     machine, then hard-linked: tests about something else do not each spend 30 s decoding 60,000 JPEGs)."""
     from lib.data.sources import load_dataset
-    from lib.store.layout import CacheLayout
 
     if not SHARED_DATA.exists():
         pytest.skip(f"real assets not found under {SHARED}")
@@ -143,7 +142,7 @@ def shared_cifar() -> Any:
     return fresh
 
 
-def _link_full_map(root: Path, base: Any, target: Any) -> None:
+def _link_full_map(root: Path, base: CacheLayout, target: CacheLayout) -> None:
     """The features of all 60,000 shared images (MobileNet v1 0.25 at 32 px, the browser lane's full map and demo
     bundle) and their PCA map, made once per machine like the conversion and hard-linked into ``target``: two browser
     tests on two workers each extracted them (about 40 s). Artifacts are replaced, never written in place."""
@@ -155,7 +154,7 @@ def _link_full_map(root: Path, base: Any, target: Any) -> None:
     _link_folders(base, target, (base.features, base.projections))
 
 
-def _link_small_model_runtime(root: Path, base: Any, target: Any) -> None:
+def _link_small_model_runtime(root: Path, base: CacheLayout, target: CacheLayout) -> None:
     """``--runtime auto``'s timing of tf and litert for MobileNet v1 0.25 at 128 px on this machine, and its LiteRT
     model, made once per machine and hard-linked into ``target``: the browser lane's first job on each fresh cache
     loaded the SavedModel in TensorFlow and converted it (about 10 CPU-s) only to learn what the last test learned.

@@ -1,7 +1,7 @@
 """Fine-tuning: unfreeze the backbone and train it end to end with a warm-started linear head, at full scale.
 
     cfg = FinetuneConfig(epochs=8, learning_rate=3e-4, batch_size=128, image_size=160)
-    manifest = finetune_run(RunRequest(source, backbone), "cache", cfg, on_progress=print)
+    manifest = finetune_run(RunRequest(source, backbone), CacheLayout("cache"), cfg, on_progress=print)
 
 - **Input pipeline.** A ``tf.data`` stream over the memory-mapped uint8 split arrays: shuffled image indices, batches
   gathered from the memory map in a worker (only the batch is ever copied), a random horizontal flip per image, and

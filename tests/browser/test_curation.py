@@ -102,7 +102,7 @@ def _noisy_subset(shared: Any, where: Path) -> Path:
 
     from lib.data.export_dataset import export_dataset
 
-    full = load_dataset(str(SHARED_DATA), shared(where / "shared_cache"))
+    full = load_dataset(str(SHARED_DATA), CacheLayout(shared(where / "shared_cache")))
     pick = {
         s: np.concatenate([np.flatnonzero(full.labels(s) == c)[:n] for c in range(10)])
         for s, n in (("train", 40), ("test", 10))
@@ -119,9 +119,9 @@ def test_fix_train_compare_export_reload_and_search(shared_cifar: Any, tmp_path:
     cache = shared_cifar(tmp_path / "cache", small_model_runtime=True, data=False)  # auto's choice, made once
     source, backbone = str(_noisy_subset(shared_cifar, tmp_path)), str(SHARED_SMALL_MODEL)
     first = train_run(
-        RunRequest(source, backbone, HeadConfig(head="linear", epochs=20), image_sizes=(128,)), cache
+        RunRequest(source, backbone, HeadConfig(head="linear", epochs=20), image_sizes=(128,)), CacheLayout(cache)
     )  # run A, to compare with
-    ds = load_dataset(source, cache)
+    ds = load_dataset(source, CacheLayout(cache))
     with (
         running_app(
             ["--source", source, "--backbone", backbone, "--image-size", "128"], cache, env_extra=JOBS_IN_RUNNER

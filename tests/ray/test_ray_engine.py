@@ -251,7 +251,7 @@ def test_two_node_cluster_extracts_on_both_nodes(tmp_path: Path, shared_cifar: A
         assert all(n >= 100 for n in ray_stats["images_per_node"].values()) and ray_stats["images"] == 1000
     finally:
         _ray("stop", "--force", env=env, check=False)
-    ds = load_dataset(str(SHARED_DATA), cache)
+    ds = load_dataset(str(SHARED_DATA), CacheLayout(cache))
     local = get_features(ds, "test", resolve_backbone(str(SHARED_SMALL_MODEL)), tmp_path / "local", 128, limit=100)
     ray_feats = np.load(out["cache_path"], mmap_mode="r")
     np.testing.assert_allclose(np.asarray(ray_feats), np.asarray(local.features), atol=TOL, rtol=0)

@@ -82,8 +82,8 @@ def test_hosting_bundle_carries_no_savedmodel_no_full_features_and_exact_images(
         n for n in names if n.endswith("split_predictions.npz")
     ]
     assert hosted["info"]["notices"] == []
-    src = load_dataset(hosted["info"]["defaults"]["source"], hosted["cache"])
-    got = load_dataset(hosted["info"]["defaults"]["source"], hosted["target"])
+    src = load_dataset(hosted["info"]["defaults"]["source"], CacheLayout(hosted["cache"]))
+    got = load_dataset(hosted["info"]["defaults"]["source"], CacheLayout(hosted["target"]))
     for split in src.splits:
         assert np.array_equal(src.images(split), got.images(split)) and np.array_equal(
             src.labels(split), got.labels(split)
@@ -92,7 +92,12 @@ def test_hosting_bundle_carries_no_savedmodel_no_full_features_and_exact_images(
     identity = resolve_backbone(str(assets["savedmodel"])).identity()
     try:
         set_aliases(
-            {}, {str(assets["savedmodel"]) + "-gone": backbone_stand_ins(hosted["target"])[str(assets["savedmodel"])]}
+            {},
+            {
+                str(assets["savedmodel"]) + "-gone": backbone_stand_ins(CacheLayout(hosted["target"]))[
+                    str(assets["savedmodel"])
+                ]
+            },
         )
         assert (
             resolve_backbone(str(assets["savedmodel"]) + "-gone").identity() == identity
@@ -117,19 +122,26 @@ def test_reduced_features_search_exactly_and_are_never_trained_on(hosted: dict, 
 
     source = hosted["info"]["defaults"]["source"]
     spec = resolve_backbone(str(assets["savedmodel"]))
-    ds, src = load_dataset(source, hosted["target"]), load_dataset(source, hosted["cache"])
+    ds, src = load_dataset(source, CacheLayout(hosted["target"])), load_dataset(source, CacheLayout(hosted["cache"]))
     key = hosted["info"]["hosting"]["reduced_features"][0]
-    runtime = load_run(hosted["cache"], hosted["run"]).manifest.runtime
+    runtime = load_run(CacheLayout(hosted["cache"]), hosted["run"]).manifest.runtime
     assert (
-        load_cached_features(hosted["target"], key) is None
-        and load_cached_features(hosted["target"], key, reduced_ok=True) is not None
+        load_cached_features(CacheLayout(hosted["target"]), key) is None
+        and load_cached_features(CacheLayout(hosted["target"]), key, reduced_ok=True) is not None
     )
-    assert cached_feature_result(ds, "train", spec, 32, "original", None, hosted["target"], runtime) is None
+    assert (
+        cached_feature_result(ds, "train", spec, 32, "original", None, CacheLayout(hosted["target"]), runtime) is None
+    )
     reduced = {
-        s: cached_feature_result(ds, s, spec, 32, "original", None, hosted["target"], runtime, reduced_ok=True)
+        s: cached_feature_result(
+            ds, s, spec, 32, "original", None, CacheLayout(hosted["target"]), runtime, reduced_ok=True
+        )
         for s in ds.splits
     }
-    real = {s: cached_feature_result(src, s, spec, 32, "original", None, hosted["cache"], runtime) for s in src.splits}
+    real = {
+        s: cached_feature_result(src, s, spec, 32, "original", None, CacheLayout(hosted["cache"]), runtime)
+        for s in src.splits
+    }
     assert all(r is not None and r.basis is not None for r in reduced.values()) and all(
         r is not None for r in real.values()
     )
@@ -150,11 +162,13 @@ def test_reduced_features_search_exactly_and_are_never_trained_on(hosted: dict, 
             assert is_exact and np.allclose(
                 [true[(s, j)] for s, j, _ in hits], [sim for _s, _j, sim in exact], atol=1e-4
             ), (split, i)
-    run = load_run(hosted["target"], hosted["run"])
-    brought = run_predictions(run, ds, spec, hosted["target"], ["train"])
+    run = load_run(CacheLayout(hosted["target"]), hosted["run"])
+    brought = run_predictions(run, ds, spec, CacheLayout(hosted["target"]), ["train"])
     assert np.array_equal(
         brought["train"],
-        run_predictions(load_run(hosted["cache"], hosted["run"]), src, spec, hosted["cache"], ["train"])["train"],
+        run_predictions(
+            load_run(CacheLayout(hosted["cache"]), hosted["run"]), src, spec, CacheLayout(hosted["cache"]), ["train"]
+        )["train"],
     )
     assert (brought["train"] >= 0).all()
 

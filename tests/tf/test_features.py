@@ -225,6 +225,7 @@ from lib.data.sources import load_dataset
 from lib.runtimes.backbones import resolve_backbone
 from lib.pipeline import feature_store
 from lib.errors import UserFacingError
+from lib.store.layout import CacheLayout
 from tests.fixtures import get_features
 
 class Wide:
@@ -233,7 +234,7 @@ class Wide:
     def embed(self, images, size, flip=False):
         return np.ones((len(images), 4096), np.float32)
 
-ds = load_dataset(sys.argv[1], sys.argv[2])
+ds = load_dataset(sys.argv[1], CacheLayout(sys.argv[2]))
 spec = resolve_backbone(sys.argv[3])
 if sys.argv[4] == "no-precheck":
     feature_store.check_free_space = lambda folder, needed: None   # reach the final write itself

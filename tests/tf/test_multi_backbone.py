@@ -60,7 +60,7 @@ def test_two_backbones_concatenate_and_every_prediction_path_agrees(
 
     cache, result = two_backbone_run["cache"], two_backbone_run["result"]
     assert result["backbones"] == "tiny_fv_32 @ 32 + tiny_fv_8 @ 40,48", result["backbones"]
-    run = load_run(cache, result["run_id"])
+    run = load_run(CacheLayout(cache), result["run_id"])
     m = run.manifest
     assert [b["image_sizes"] for b in m.extra_backbones] == [[40, 48]] and m.extra_backbones[0][
         "backbone_name"
@@ -69,8 +69,8 @@ def test_two_backbones_concatenate_and_every_prediction_path_agrees(
     assert run.head.mean.shape[-1] == 16 + 8 + 8  # every part's features reached the head
     # The map's head on cached features reproduces the stored test probabilities (sizes, backbones and views the same
     # way).
-    ds = load_dataset(str(assets["cifar_tar"]), cache)
-    again = head_probabilities(run, ds, resolve_backbone(m.backbone), cache, m.test_split)
+    ds = load_dataset(str(assets["cifar_tar"]), CacheLayout(cache))
+    again = head_probabilities(run, ds, resolve_backbone(m.backbone), CacheLayout(cache), m.test_split)
     assert again is not None
     np.testing.assert_allclose(again, run.probs, atol=1e-5)
     # The upload classifier and the export run the same path from raw images.
@@ -78,7 +78,7 @@ def test_two_backbones_concatenate_and_every_prediction_path_agrees(
     bbs = [load_backbone(resolve_backbone(h)) for h, _i, _s in m.backbones()]
     direct = predict_images(bbs, run.head, images, m.part_keys(), m.tta)
     np.testing.assert_allclose(direct, run.probs[:12], atol=1e-4)
-    exported = tf.saved_model.load(str(export_run(cache, run.run_id, tmp_path / "exported")))
+    exported = tf.saved_model.load(str(export_run(CacheLayout(cache), run.run_id, tmp_path / "exported")))
     np.testing.assert_allclose(exported(images).numpy(), direct, atol=1e-4)
 
 
@@ -89,7 +89,7 @@ def test_a_bundle_carries_every_backbone_of_a_run(
     from lib.bundles.make import make_bundle
     from lib.store.installed import backbone_aliases
 
-    report = make_bundle(two_backbone_run["cache"], tmp_path / "demo.tar")
+    report = make_bundle(CacheLayout(two_backbone_run["cache"]), tmp_path / "demo.tar")
     # train and test, original and flipped: 2 x 2 at 32 for the first backbone, 2 x 2 x 2 at 40 and 48 for the second.
     assert report["float16_features"] == 12, report
     (check,) = report["float16_check"]

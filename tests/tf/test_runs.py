@@ -184,7 +184,9 @@ def test_process_killed_mid_save_leaves_no_listed_run(
     script = textwrap.dedent(f"""
         import os, signal, numpy as np
         from lib.runs import registry as runs
-        run = runs.load_run({str(cache_dir)!r}, {run_manifest.run_id!r})
+        from lib.store.layout import CacheLayout
+        layout = CacheLayout({str(cache_dir)!r})
+        run = runs.load_run(layout, {run_manifest.run_id!r})
         real = np.savez
         def dying(path, **arrays):
             if "probs" in arrays:
@@ -192,7 +194,7 @@ def test_process_killed_mid_save_leaves_no_listed_run(
                 os.kill(os.getpid(), signal.SIGKILL)
             real(path, **arrays)
         np.savez = dying
-        runs.save_run({str(cache_dir)!r}, run.manifest, run.head, {{"y_true": run.y_true, "probs": run.probs, "indices":
+        runs.save_run(layout, run.manifest, run.head, {{"y_true": run.y_true, "probs": run.probs, "indices":
         run.indices}})
     """)
     proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, timeout=120)

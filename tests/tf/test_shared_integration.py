@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,6 +11,7 @@ from lib.data.sources import load_dataset
 from lib.models.heads import HeadConfig
 from lib.pipeline.training import RunRequest, train_run
 from lib.runtimes.backbones import load_backbone, resolve_backbone
+from lib.store.layout import CacheLayout
 from tests.conftest import SHARED_DATA, SHARED_MODEL, SHARED_TFLITE
 from tests.fixtures import get_features
 
@@ -20,18 +20,18 @@ LIMIT = 50  # images per class and split: 500 train + 500 test
 
 
 @pytest.fixture(scope="module")
-def shared_cache(tmp_path_factory: pytest.TempPathFactory, shared_cifar: Any) -> Path:
-    return shared_cifar(tmp_path_factory.mktemp("shared_cache"))  # the archive converted once per test run
+def shared_cache(tmp_path_factory: pytest.TempPathFactory, shared_cifar: Any) -> CacheLayout:
+    return CacheLayout(shared_cifar(tmp_path_factory.mktemp("shared_cache")))  # the archive converted once per run
 
 
-def test_real_dataset_summary(shared_cache) -> None:
+def test_real_dataset_summary(shared_cache: CacheLayout) -> None:
     ds = load_dataset(str(SHARED_DATA), shared_cache)
     assert ds.classes[:3] == ("airplane", "automobile", "bird")
     assert ds.size("train") == 50_000 and ds.size("test") == 10_000 and ds.image_shape == (32, 32, 3)
     assert ds.fingerprint == "archive-df0fd86d6b0fa80f"  # the published sha256 of the archive
 
 
-def test_limited_extraction_shapes_determinism_cache_and_flip(shared_cache) -> None:
+def test_limited_extraction_shapes_determinism_cache_and_flip(shared_cache: CacheLayout) -> None:
     ds = load_dataset(str(SHARED_DATA), shared_cache)
     spec = resolve_backbone(str(SHARED_MODEL))
     assert spec.native_size == 224
@@ -49,7 +49,7 @@ def test_limited_extraction_shapes_determinism_cache_and_flip(shared_cache) -> N
     assert diff > 0.01, diff
 
 
-def test_limited_training_beats_accuracy_floor(shared_cache) -> None:
+def test_limited_training_beats_accuracy_floor(shared_cache: CacheLayout) -> None:
     """500 training images (50 per class), linear head on 128x128 features: far above chance (10%)."""
     req = RunRequest(
         str(SHARED_DATA),
@@ -66,7 +66,7 @@ def test_limited_training_beats_accuracy_floor(shared_cache) -> None:
     assert manifest.metrics.top5_accuracy >= 0.90
 
 
-def test_shared_tflite_extractor(shared_cache) -> None:
+def test_shared_tflite_extractor(shared_cache: CacheLayout) -> None:
     if not SHARED_TFLITE.exists():
         pytest.skip("no shared tflite")
     ds = load_dataset(str(SHARED_DATA), shared_cache)
