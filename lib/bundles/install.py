@@ -213,7 +213,8 @@ def install_bundle(
     sha256: str | None = None,
     sprites_root: Path | None = None,
 ) -> dict[str, Any]:
-    """Unpack a bundle (local path or http(s) URL) into ``layout``; see the module docs. Returns what it installed.
+    """Unpack a bundle (local path or http(s) URL) into the cache of ``layout``; see the module docs. Returns what it
+    installed.
 
     Whether it is already installed is decided by content (:func:`content_digest` of its manifest), not by its path or
     URL: a bundle updated in place installs, the same one again is a no-op."""

@@ -355,7 +355,7 @@ def make_bundle(
 ) -> dict[str, Any]:
     """Write the bundle of ``run_ids`` (default: every run) to ``out`` (a .tar), atomically. Returns a report.
     ``hosting``: the small form for a free host (:mod:`lib.bundles.hosting`)."""
-    layout, out = layout, Path(out).expanduser()
+    out = Path(out).expanduser()
     report = progress or (lambda _s, _f: None)
     check_bundle_target(out)
     sums: dict[str, dict[str, Any]] = {}

@@ -235,17 +235,17 @@ def _load_cached(layout: CacheLayout, fingerprint: str, source: str) -> Dataset 
         return ds
     except (KeyError, ValueError, TypeError, AttributeError, OSError, EOFError):
         # A damaged cache entry is rebuilt from the source rather than trusted.
-        _discard(folder)
+        _discard(layout, folder)
         return None
 
 
-def _discard(folder: Path) -> None:
+def _discard(layout: CacheLayout, folder: Path) -> None:
 
     try:
         check_writable(folder)
     except UserFacingError:
         return  # a read-only cache keeps even a damaged folder; it is not used
-    trash = CacheLayout(folder.parent.parent).discarded(folder, "corrupt")
+    trash = layout.discarded(folder, "corrupt")
     try:
         os.replace(folder, trash)
     except OSError:
