@@ -13,13 +13,14 @@ from typing import Any
 
 from lib import config
 from lib.bounds import address_flag, flag
-from lib.data.sources import load_dataset
+from lib.data.sources import Dataset, load_dataset
 from lib.jobs.report import current
 from lib.pipeline.features import cached_image_counter
 from lib.pipeline.ray_connect import RayOptions
 from lib.runtimes import ENV_RUNTIME, choices, entry_default, registry, selectable
 from lib.runtimes.auto import describe, resolve
 from lib.safe_text import terminal_text
+from lib.store.layout import CacheLayout
 
 
 class Bar:
@@ -78,7 +79,7 @@ class LazyBar:
             self.bar.close()
 
 
-def load_with_progress(source: str, layout: Any) -> Any:
+def load_with_progress(source: str, layout: CacheLayout) -> Dataset:
     """The dataset of ``source``, converted first (with a bar, and the job's progress) where it is not in the cache
     yet."""
 

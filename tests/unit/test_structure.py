@@ -76,6 +76,45 @@ def test_no_string_under_the_cache_is_spelled_outside_the_layout() -> None:
     assert not offenders, "\n".join(offenders)
 
 
+# Where a CacheLayout is built from a folder: the entry points, and folders that are a layout of their own (a job's
+# folder names its cache; a bundle's staging and scratch trees are laid out like a cache).
+LAYOUT_BUILDERS = {
+    "app.py": 0,  # through ui.state.startup_layout
+    "lib/cli/main.py": 1,
+    "lib/jobs/queue.py": 1,
+    "lib/bundles/install.py": 1,
+    "lib/bundles/hosting.py": 2,
+    "ui/state.py": 1,
+}
+
+
+def test_the_cache_travels_as_one_layout_from_the_entry_points_down() -> None:
+    """lib, ui and views take the cache as a ``CacheLayout`` (annotated so, and mypy checks the callers); only the
+    entry points in LAYOUT_BUILDERS build one from a folder, and no code converts a path on the way down."""
+    offenders = []
+    for path in [*_sources(("lib", "ui", "views")), ROOT / "app.py"]:
+        rel = path.relative_to(ROOT).as_posix()
+        tree = ast.parse(path.read_text())
+        built = 0
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for arg in [*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs]:
+                    ann = ast.unparse(arg.annotation) if arg.annotation is not None else ""
+                    if arg.arg in ("layout", "cache") and ann != "CacheLayout":
+                        offenders.append(f"{rel}:{node.lineno}: {node.name}({arg.arg}: {ann or 'no annotation'})")
+            if isinstance(node, ast.Name) and node.id == "CacheLike":
+                offenders.append(f"{rel}:{node.lineno}: CacheLike")
+            if isinstance(node, ast.Attribute) and node.attr == "at" and ast.unparse(node.value) == "CacheLayout":
+                offenders.append(f"{rel}:{node.lineno}: CacheLayout.at")
+            if isinstance(node, ast.Call) and ast.unparse(node.func) == "CacheLayout" and rel != "lib/store/layout.py":
+                built += 1
+        if built > LAYOUT_BUILDERS.get(rel, 0):
+            offenders.append(
+                f"{rel}: builds {built} CacheLayout(s) from a folder (allowed: {LAYOUT_BUILDERS.get(rel, 0)})"
+            )
+    assert not offenders, "\n".join(offenders)
+
+
 def test_no_runtime_name_is_compared_outside_the_runtimes_package() -> None:
     """Code asks the registry (lib/runtimes) what a runtime can do; it never compares a runtime's name."""
     from lib.runtimes import TFLITE_FILE, registry
