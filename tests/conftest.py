@@ -172,7 +172,7 @@ def _link_small_model_runtime(root: Path, base: CacheLayout, target: CacheLayout
     _link_folders(base, target, (base.runtime_choices, base.converted_models))
 
 
-def _link_folders(base: Any, target: Any, folders: tuple[Path, ...]) -> None:
+def _link_folders(base: CacheLayout, target: CacheLayout, folders: tuple[Path, ...]) -> None:
     """Each of ``base``'s ``folders`` hard-linked into the same place under ``target`` (files already there kept)."""
     for folder in folders:
         shutil.copytree(

@@ -12,7 +12,6 @@ current choices back, so a copied link reopens the same run, page and view.
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import sys
 from collections.abc import Callable, Collection
@@ -40,11 +39,6 @@ class Settings:
     image_size: int
     run_id: str
     layout: CacheLayout  # the one layout of this server's cache, passed to every lib call
-
-
-@functools.lru_cache(maxsize=4)
-def _layout(cache_dir: str) -> CacheLayout:
-    return CacheLayout(cache_dir)
 
 
 class _FlagError(Exception):
@@ -92,7 +86,7 @@ def startup_cache_dir() -> str:
 
 def startup_layout() -> CacheLayout:
     """The layout of :func:`startup_cache_dir`: what app.py and every page pass down."""
-    return _layout(startup_cache_dir())
+    return CacheLayout(startup_cache_dir())
 
 
 def defaults() -> dict[str, Any]:
@@ -189,7 +183,7 @@ def init() -> Settings:
 def current() -> Settings:
     """The active settings."""
     s = st.session_state
-    return Settings(s["source"], s["backbone"], int(s["image_size"]), s.get("run_id", ""), _layout(str(s["cache_dir"])))
+    return Settings(s["source"], s["backbone"], int(s["image_size"]), s.get("run_id", ""), CacheLayout(s["cache_dir"]))
 
 
 def update(**changes: Any) -> None:

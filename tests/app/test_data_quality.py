@@ -50,12 +50,11 @@ def test_data_quality_audit_mark_save_and_train_without(
     at.text_input(key="dq_name").set_value("from-test").run()
     next(b for b in at.button if b.label == "Save the exclude list").click().run()
     no_errors(at)
-    assert [p.stem for p in saved_exclude_lists(CacheLayout(cache))] == ["from-test"]
+    cache_layout = CacheLayout(cache)
+    assert [p.stem for p in saved_exclude_lists(cache_layout)] == ["from-test"]
     from lib.data.excludes import read_exclude_file
 
-    saved = read_exclude_file(
-        saved_exclude_lists(CacheLayout(cache))[0], load_dataset(prepared["source"], CacheLayout(cache))
-    )
+    saved = read_exclude_file(saved_exclude_lists(cache_layout)[0], load_dataset(prepared["source"], cache_layout))
     assert list(saved) == ["test"] and len(saved["test"]) == n_leaked
     at.switch_page(str(ROOT / "views" / "train.py")).run()
     no_errors(at)
@@ -75,10 +74,11 @@ def test_audit_other_labels_and_explain_a_flag(
 
     cache = tmp_path / "dq_labels_cache"
     shutil.copytree(prepared["cache"], cache)
-    ds = load_dataset(prepared["source"], CacheLayout(cache))
+    cache_layout = CacheLayout(cache)
+    ds = load_dataset(prepared["source"], cache_layout)
     y = ds.labels("train")
     wrong = np.arange(4)
-    save_label_list(CacheLayout(cache), "four-wrong", ds, {"train": (wrong, (y[wrong] + 1) % len(ds.classes))})
+    save_label_list(cache_layout, "four-wrong", ds, {"train": (wrong, (y[wrong] + 1) % len(ds.classes))})
     at = start(monkeypatch, {**prepared, "cache": str(cache)}, page="quality.py", run=prepared["run"])
     no_errors(at)
     at.selectbox(key="dq_labels").set_value("four-wrong.json").run()
@@ -88,7 +88,7 @@ def test_audit_other_labels_and_explain_a_flag(
     no_errors(at)
     from lib.jobs.queue import list_jobs
 
-    argv = next(j.argv for j in list_jobs(CacheLayout(cache)) if j.kind == "audit")
+    argv = next(j.argv for j in list_jobs(cache_layout) if j.kind == "audit")
     assert next(a for a in argv if a.startswith("--labels=")).endswith(
         "four-wrong.json"
     )  # one word: a value is never read as a flag

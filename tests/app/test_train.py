@@ -16,7 +16,8 @@ from tests.app.helpers import finish_jobs, no_errors, start
 def test_train_with_blog_preset_shows_accuracy(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str]) -> None:
     """A user applies the blog preset, trains, and sees the test accuracy against the blog's 83.35%."""
     at = start(monkeypatch, prepared, page="train.py")
-    before = len(list_runs(CacheLayout(prepared["cache"])))
+    prepared_layout = CacheLayout(prepared["cache"])
+    before = len(list_runs(prepared_layout))
     at.button[0].click().run()  # "Blog protocol preset"
     assert at.radio(key="t_head").value == "linear" and at.number_input(key="t_steps").value == 1000
     at.multiselect(key="t_sizes").set_value([32])
@@ -26,35 +27,33 @@ def test_train_with_blog_preset_shows_accuracy(monkeypatch: pytest.MonkeyPatch, 
     no_errors(at)
     finish_jobs(at, prepared["cache"])
     no_errors(at)
-    assert len(list_runs(CacheLayout(prepared["cache"]))) == before + 1
+    assert len(list_runs(prepared_layout)) == before + 1
     metric = next(m for m in at.metric if m.label == "Test accuracy")
     assert metric.value.endswith("%") and "vs blog" in metric.delta
-    assert at.session_state["run_id"] == list_runs(CacheLayout(prepared["cache"]))[0].run_id
+    assert at.session_state["run_id"] == list_runs(prepared_layout)[0].run_id
 
 
 def test_train_runs_table_rename_and_delete(monkeypatch: pytest.MonkeyPatch, prepared: dict[str, str]) -> None:
     """A user selects a run in the table, renames it, then deletes it after confirming."""
+    prepared_layout = CacheLayout(prepared["cache"])
     extra = train_run(
         RunRequest(prepared["source"], prepared["backbone"], HeadConfig(epochs=2), image_sizes=(32,)),
-        CacheLayout(prepared["cache"]),
+        prepared_layout,
     )
     at = start(monkeypatch, prepared, page="train.py")
-    row = [m.run_id for m in list_runs(CacheLayout(prepared["cache"]))].index(extra.run_id)
+    row = [m.run_id for m in list_runs(prepared_layout)].index(extra.run_id)
     at.session_state["runs_table"] = {"selection": {"rows": [row], "columns": [], "cells": []}}
     at.run()
     at.text_input(key="rename_text").set_value("renamed in test")
     next(b for b in at.button if b.label == "Rename").click().run()
     no_errors(at)
-    assert (
-        next(m for m in list_runs(CacheLayout(prepared["cache"])) if m.run_id == extra.run_id).label
-        == "renamed in test"
-    )
+    assert next(m for m in list_runs(prepared_layout) if m.run_id == extra.run_id).label == "renamed in test"
     at.session_state["runs_table"] = {"selection": {"rows": [row], "columns": [], "cells": []}}
     at.run()
     next(c for c in at.checkbox if c.label.startswith("Yes, delete")).check().run()
     next(b for b in at.button if b.label == "Delete").click().run()
     no_errors(at)
-    assert extra.run_id not in [m.run_id for m in list_runs(CacheLayout(prepared["cache"]))]
+    assert extra.run_id not in [m.run_id for m in list_runs(prepared_layout)]
 
 
 def test_damaged_run_is_listed_and_deletable_and_breaks_no_page(

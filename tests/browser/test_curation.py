@@ -154,7 +154,8 @@ def _loop(page: Any, url: str, cache: Path, ds: Any, first: Any, tmp_path: Path)
     page.keyboard.press("Escape")
     page.get_by_role("button", name="Save 3 fix(es)").click()
     page.get_by_text("now holds 3", exact=False).wait_for(timeout=30_000)
-    fixes = read_saved(CacheLayout(cache), "label-fixes", ds)
+    cache_layout = CacheLayout(cache)
+    fixes = read_saved(cache_layout, "label-fixes", ds)
     assert sum(len(v[0]) for v in fixes.values()) == 3
     _shot(page, "10-fix-labels")
 
@@ -163,7 +164,7 @@ def _loop(page: Any, url: str, cache: Path, ds: Any, first: Any, tmp_path: Path)
     page.get_by_role("button", name="Train", exact=True).click()
     page.get_by_test_id("stMetricLabel").get_by_text("Test accuracy", exact=True).wait_for(timeout=240_000)
     wait_idle(page)
-    second = list_runs(CacheLayout(cache))[0]
+    second = list_runs(cache_layout)[0]
     assert (
         second.relabel is not None
         and second.relabel["name"] == "label-fixes.json"
@@ -236,7 +237,7 @@ def _loop(page: Any, url: str, cache: Path, ds: Any, first: Any, tmp_path: Path)
     _goto(page, "Browse data")
     page.get_by_role("button", name="Prepare dataset").click()  # a new source is converted once, as a job
     page.get_by_role("heading", name="Class balance").wait_for(timeout=120_000)
-    back = load_dataset(str(exported), CacheLayout(cache))
+    back = load_dataset(str(exported), cache_layout)
     assert page.get_by_text(f"{back.size('test'):,} images match", exact=False).is_visible()
     assert {s: back.size(s) for s in back.splits} == {s: ds.size(s) for s in ds.splits}
     for split, (idx, lab) in fixes.items():  # each fixed image now sits in its fixed class's folder

@@ -49,6 +49,7 @@ def _wait(what: Any, timeout: float = 300.0, every: float = 0.3) -> Any:
 
 
 def test_a_training_job_outlives_its_tab_and_two_tabs_make_one_run(cache: Path) -> None:
+    cache_layout = CacheLayout(cache)
     with running_app(ARGS, cache) as (url, _), chromium() as browser:
         a = browser.new_page(viewport={"width": 1400, "height": 1400})
         b = browser.new_page(viewport={"width": 1400, "height": 1400})
@@ -63,19 +64,17 @@ def test_a_training_job_outlives_its_tab_and_two_tabs_make_one_run(cache: Path) 
         c.goto(url + "/browse")
         sidebar = c.get_by_test_id("stSidebar")
         sidebar.get_by_text("train: train", exact=False).first.wait_for(timeout=60_000)
-        _wait(
-            lambda: [j for j in list_jobs(CacheLayout(cache)) if j.state == "running" and j.progress.total], timeout=120
-        )
+        _wait(lambda: [j for j in list_jobs(cache_layout) if j.state == "running" and j.progress.total], timeout=120)
         sidebar.get_by_test_id("stProgress").first.wait_for(timeout=30_000)
         c.wait_for_timeout(1500)
         SHOTS.mkdir(parents=True, exist_ok=True)
         c.screenshot(path=str(SHOTS / "9-jobs-panel.png"), full_page=False)
         sidebar.get_by_text("done in", exact=False).first.wait_for(timeout=300_000)
-        jobs = list_jobs(CacheLayout(cache))
+        jobs = list_jobs(cache_layout)
         assert [j.kind for j in jobs] == ["train"] and jobs[0].state == "done", [
             (j.kind, j.state, j.error) for j in jobs
         ]
-        runs = list_runs(CacheLayout(cache))
+        runs = list_runs(cache_layout)
         assert [m.run_id for m in runs] == [jobs[0].result["run_id"]] and runs[
             0
         ].limit == 200  # two presses, one job, one run
@@ -84,20 +83,21 @@ def test_a_training_job_outlives_its_tab_and_two_tabs_make_one_run(cache: Path) 
 
 
 def test_cancel_an_extraction_half_way_then_it_resumes(cache: Path) -> None:
+    cache_layout = CacheLayout(cache)
     with running_app(ARGS, cache) as (url, _), chromium() as browser:
         page = browser.new_page(viewport={"width": 1400, "height": 1400})
         page.goto(url)
         page.get_by_role("button", name="Extract missing features (train, test)").click()
         job = _wait(
             lambda: next(
-                (j for j in list_jobs(CacheLayout(cache)) if j.state == "running" and j.progress.done >= 5_000), None
+                (j for j in list_jobs(cache_layout) if j.state == "running" and j.progress.done >= 5_000), None
             ),
             timeout=240,
         )
         wait_idle(page)
         page.get_by_role("button", name="Cancel").first.click()
         cancelled = _wait(
-            lambda: next((j for j in list_jobs(CacheLayout(cache)) if j.id == job.id and not j.active), None),
+            lambda: next((j for j in list_jobs(cache_layout) if j.id == job.id and not j.active), None),
             timeout=120,
         )
         assert cancelled.state == "cancelled" and "cancelled" in cancelled.error, (cancelled.state, cancelled.error)
@@ -109,11 +109,7 @@ def test_cancel_an_extraction_half_way_then_it_resumes(cache: Path) -> None:
         page.get_by_role("button", name="Extract missing features (train, test)").click()  # the same request again
         again = _wait(
             lambda: next(
-                (
-                    j
-                    for j in list_jobs(CacheLayout(cache))
-                    if j.id != job.id and j.state == "running" and j.progress.total
-                ),
+                (j for j in list_jobs(cache_layout) if j.id != job.id and j.state == "running" and j.progress.total),
                 None,
             ),
             120,
@@ -123,17 +119,18 @@ def test_cancel_an_extraction_half_way_then_it_resumes(cache: Path) -> None:
         )  # resumed from the saved chunks, not from image 0
         assert not exceptions(page)
         page.get_by_role("button", name="Cancel").first.click()  # enough: resuming was the point
-        _wait(lambda: not any(j.active for j in list_jobs(CacheLayout(cache))), timeout=120)
+        _wait(lambda: not any(j.active for j in list_jobs(cache_layout)), timeout=120)
 
 
 def test_a_job_outlives_a_killed_server(cache: Path) -> None:
+    cache_layout = CacheLayout(cache)
     with running_app(ARGS, cache) as (url, _), chromium() as browser:
         page = browser.new_page(viewport={"width": 1400, "height": 1400})
         open_train_form(page, url, 150)
         page.get_by_role("button", name="Train", exact=True).click()
-        _wait(lambda: [j for j in list_jobs(CacheLayout(cache)) if j.state == "running"], timeout=120)
+        _wait(lambda: [j for j in list_jobs(cache_layout) if j.state == "running"], timeout=120)
         os.kill(SERVER_PIDS[url], signal.SIGKILL)  # the server dies mid-job, as on a crash
-    job = list_jobs(CacheLayout(cache))[0]
+    job = list_jobs(cache_layout)[0]
     assert job.active
     with running_app(ARGS, cache) as (url, _), chromium() as browser:  # started again on the same cache
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
@@ -141,7 +138,7 @@ def test_a_job_outlives_a_killed_server(cache: Path) -> None:
         sidebar = page.get_by_test_id("stSidebar")
         sidebar.get_by_text("train: train", exact=False).first.wait_for(timeout=60_000)
         sidebar.get_by_text("done in", exact=False).first.wait_for(timeout=300_000)
-        assert [j.state for j in list_jobs(CacheLayout(cache))] == ["done"] and [
-            m.run_id for m in list_runs(CacheLayout(cache))
-        ] == [list_jobs(CacheLayout(cache))[0].result["run_id"]]
+        assert [j.state for j in list_jobs(cache_layout)] == ["done"] and [
+            m.run_id for m in list_runs(cache_layout)
+        ] == [list_jobs(cache_layout)[0].result["run_id"]]
         assert not exceptions(page)

@@ -122,10 +122,11 @@ def test_one_engine_serves_two_runtimes_in_turn(assets: dict[str, Path], tmp_pat
         rt: np.asarray(get_features(local_ds, "test", spec, local_cache, 32, runtime=rt).features)
         for rt in ("litert", "tf")
     }
-    ds = load_dataset(str(assets["cifar_tar"]), CacheLayout(ray_cache))
-    with RayEngine(RayOptions(workers=2, shard=8, object_store_mb=128), CacheLayout(ray_cache)) as engine:
+    ray_layout = CacheLayout(ray_cache)
+    ds = load_dataset(str(assets["cifar_tar"]), ray_layout)
+    with RayEngine(RayOptions(workers=2, shard=8, object_store_mb=128), ray_layout) as engine:
         for runtime in ("litert", "tf"):
-            result = ensure_features(ds, "test", spec, CacheLayout(ray_cache), 32, runtime=runtime, engine=engine)
+            result = ensure_features(ds, "test", spec, ray_layout, 32, runtime=runtime, engine=engine)
             stats = engine.last_stats
             assert stats.workers == 2 and stats.images == 30, runtime
             np.testing.assert_allclose(np.asarray(result.features), expected[runtime], atol=TOL, rtol=0)

@@ -74,24 +74,24 @@ def test_bundle_round_trip_reads_the_same(
     ]  # the run's accuracy from float16-rounded features is reported next to the stored one
     assert abs(check["accuracy"] - check["accuracy_float16_features"]) <= 1 / check["test_images"] + 1e-9
     target = tmp_path / "demo_cache"
-    info = install_bundle(str(path), CacheLayout(target))
+    target_layout = CacheLayout(target)
+    info = install_bundle(str(path), target_layout)
     assert info["runs"] == [source_cache["run"]] and info["artifacts_added"] > 0
     assert not [p for p in target.iterdir() if p.name.startswith(".bundle-staging")]
-    original = load_run(CacheLayout(source_cache["cache"]), source_cache["run"])
-    copy = load_run(CacheLayout(target), source_cache["run"])
+    source_layout = CacheLayout(source_cache["cache"])
+    original = load_run(source_layout, source_cache["run"])
+    copy = load_run(target_layout, source_cache["run"])
     assert np.array_equal(copy.probs, original.probs) and copy.manifest.metrics == original.manifest.metrics
-    ds = load_dataset(info["defaults"]["source"], CacheLayout(target))
+    ds = load_dataset(info["defaults"]["source"], target_layout)
     assert ds.fingerprint == original.manifest.dataset_fingerprint
-    assert np.array_equal(
-        ds.images("test"), load_dataset(source_cache["source"], CacheLayout(source_cache["cache"])).images("test")
-    )
-    aliases = backbone_aliases(CacheLayout(target))
+    assert np.array_equal(ds.images("test"), load_dataset(source_cache["source"], source_layout).images("test"))
+    aliases = backbone_aliases(target_layout)
     assert aliases[source_cache["backbone"]].startswith(str(target.resolve()))
     set_aliases(aliases)
     try:
         spec = resolve_backbone(source_cache["backbone"])
         assert spec.handle.startswith(str(target.resolve()))  # the bundled copy, same content, same feature keys
-        got = cached_feature_result(ds, "train", spec, 32, "flip", None, CacheLayout(target))
+        got = cached_feature_result(ds, "train", spec, 32, "flip", None, target_layout)
         want = cached_feature_result(
             ds,
             "train",
@@ -99,18 +99,15 @@ def test_bundle_round_trip_reads_the_same(
             32,
             "flip",
             None,
-            CacheLayout(source_cache["cache"]),
+            source_layout,
         )
         assert got is not None and want is not None and got.features.dtype == np.float32
         assert np.allclose(got.features, want.features, rtol=1e-3, atol=1e-3)
-        assert (
-            find_full_map(info["defaults"]["source"], source_cache["backbone"], 32, CacheLayout(target), "pca")
-            is not None
-        )
+        assert find_full_map(info["defaults"]["source"], source_cache["backbone"], 32, target_layout, "pca") is not None
     finally:
         set_aliases({})
-    again = install_bundle(str(path), CacheLayout(target))
-    assert again.get("already_installed") and installed_bundle(CacheLayout(target))["runs"] == [source_cache["run"]]
+    again = install_bundle(str(path), target_layout)
+    assert again.get("already_installed") and installed_bundle(target_layout)["runs"] == [source_cache["run"]]
 
 
 def _rewrite(src: Path, dst: Path, edit) -> None:
@@ -218,15 +215,16 @@ def test_read_only_cache_refuses_every_write(source_cache: dict[str, str], tmp_p
     cache = Path(source_cache["cache"])
     before = files_of(cache)
     atomic.set_read_only(cache, "read-only demo")
+    cache_layout = CacheLayout(cache)
     try:
         with pytest.raises(ReadOnlyError, match="read-only demo"):
             atomic.write_json_atomic(cache / "x.json", {})
         with pytest.raises(ReadOnlyError):
-            set_label(CacheLayout(cache), source_cache["run"], "renamed")
+            set_label(cache_layout, source_cache["run"], "renamed")
         with pytest.raises(ReadOnlyError):
-            delete_run(CacheLayout(cache), source_cache["run"])
+            delete_run(cache_layout, source_cache["run"])
         with pytest.raises(ReadOnlyError):
-            install_bundle(str(tmp_path / "whatever.tar"), CacheLayout(cache))
+            install_bundle(str(tmp_path / "whatever.tar"), cache_layout)
         atomic.write_json_atomic(tmp_path / "elsewhere.json", {"ok": 1})  # outside the cache: fine
     finally:
         atomic.set_read_only(None)
@@ -274,14 +272,13 @@ def test_bundle_out_never_replaces_a_users_file(
     with tarfile.open(tar_of_mine, "w") as tar:
         tar.add(thesis, arcname="thesis.txt")
     before = tar_of_mine.read_bytes()
+    source_layout = CacheLayout(source_cache["cache"])
     with pytest.raises(BundleError, match="not a bundle"):
-        make_bundle(CacheLayout(source_cache["cache"]), tar_of_mine)
+        make_bundle(source_layout, tar_of_mine)
     assert tar_of_mine.read_bytes() == before
     out = tmp_path / "demo.tar"
-    first = make_bundle(CacheLayout(source_cache["cache"]), out)
-    assert (
-        make_bundle(CacheLayout(source_cache["cache"]), out)["bytes"] == first["bytes"]
-    )  # an earlier bundle: replaced
+    first = make_bundle(source_layout, out)
+    assert make_bundle(source_layout, out)["bytes"] == first["bytes"]  # an earlier bundle: replaced
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
@@ -321,24 +318,26 @@ def test_an_updated_bundle_at_the_same_path_installs(source_cache: dict[str, str
     cache = tmp_path / "src"
     shutil.copytree(source_cache["cache"], cache)
     out, target = tmp_path / "demo.tar", tmp_path / "demo_cache"
-    make_bundle(CacheLayout(cache), out)
-    assert install_bundle(str(out), CacheLayout(target))["runs"] == [source_cache["run"]]
-    assert install_bundle(str(out), CacheLayout(target)).get("already_installed")
+    cache_layout = CacheLayout(cache)
+    make_bundle(cache_layout, out)
+    target_layout = CacheLayout(target)
+    assert install_bundle(str(out), target_layout)["runs"] == [source_cache["run"]]
+    assert install_bundle(str(out), target_layout).get("already_installed")
     req = RunRequest(
         source_cache["source"],
         source_cache["backbone"],
         HeadConfig(head="linear", epochs=2, batch_size=16),
         image_sizes=(32,),
     )
-    second = train_run(req, CacheLayout(cache)).run_id
-    make_bundle(CacheLayout(cache), out)
-    info = install_bundle(str(out), CacheLayout(target))
+    second = train_run(req, cache_layout).run_id
+    make_bundle(cache_layout, out)
+    info = install_bundle(str(out), target_layout)
     assert (
         not info.get("already_installed")
         and info["artifacts_added"] >= 1
         and set(info["runs"]) == {source_cache["run"], second}
     )
-    assert (target / "runs" / second).is_dir() and set(installed_bundle(CacheLayout(target))["runs"]) == {
+    assert (target / "runs" / second).is_dir() and set(installed_bundle(target_layout)["runs"]) == {
         source_cache["run"],
         second,
     }
@@ -461,17 +460,18 @@ def test_bundle_carries_float_litert_backbones_that_predict_as_tensorflow(
 
     path, _report = bundle
     target = tmp_path / "demo_cache"
-    info = install_bundle(str(path), CacheLayout(target))
+    target_layout = CacheLayout(target)
+    info = install_bundle(str(path), target_layout)
     assert (
         list(info["converted"].values())
         and all(v.startswith("converted/") for v in info["converted"].values())
         and info["not_converted"] == {}
     )
-    run = load_run(CacheLayout(target), source_cache["run"])
-    ds = load_dataset(info["defaults"]["source"], CacheLayout(target))
+    run = load_run(target_layout, source_cache["run"])
+    ds = load_dataset(info["defaults"]["source"], target_layout)
     images = np.asarray(ds.images("test"))
     lite = predict_images(
-        lite_backbones(run.manifest, ds, CacheLayout(target)),
+        lite_backbones(run.manifest, ds, target_layout),
         run.head,
         images,
         run.manifest.part_keys(),

@@ -122,32 +122,25 @@ def test_reduced_features_search_exactly_and_are_never_trained_on(hosted: dict, 
 
     source = hosted["info"]["defaults"]["source"]
     spec = resolve_backbone(str(assets["savedmodel"]))
-    ds, src = load_dataset(source, CacheLayout(hosted["target"])), load_dataset(source, CacheLayout(hosted["cache"]))
+    hosted_layout = CacheLayout(hosted["target"])
+    source_layout = CacheLayout(hosted["cache"])
+    ds, src = load_dataset(source, hosted_layout), load_dataset(source, source_layout)
     key = hosted["info"]["hosting"]["reduced_features"][0]
-    runtime = load_run(CacheLayout(hosted["cache"]), hosted["run"]).manifest.runtime
+    runtime = load_run(source_layout, hosted["run"]).manifest.runtime
     assert (
-        load_cached_features(CacheLayout(hosted["target"]), key) is None
-        and load_cached_features(CacheLayout(hosted["target"]), key, reduced_ok=True) is not None
+        load_cached_features(hosted_layout, key) is None
+        and load_cached_features(hosted_layout, key, reduced_ok=True) is not None
     )
-    assert (
-        cached_feature_result(ds, "train", spec, 32, "original", None, CacheLayout(hosted["target"]), runtime) is None
-    )
+    assert cached_feature_result(ds, "train", spec, 32, "original", None, hosted_layout, runtime) is None
     reduced = {
-        s: cached_feature_result(
-            ds, s, spec, 32, "original", None, CacheLayout(hosted["target"]), runtime, reduced_ok=True
-        )
+        s: cached_feature_result(ds, s, spec, 32, "original", None, hosted_layout, runtime, reduced_ok=True)
         for s in ds.splits
     }
-    real = {
-        s: cached_feature_result(src, s, spec, 32, "original", None, CacheLayout(hosted["cache"]), runtime)
-        for s in src.splits
-    }
+    real = {s: cached_feature_result(src, s, spec, 32, "original", None, source_layout, runtime) for s in src.splits}
     assert all(r is not None and r.basis is not None for r in reduced.values()) and all(
         r is not None for r in real.values()
     )
-    model = lite_backbone(
-        str(assets["savedmodel"]), spec.identity(), spec.name, [32], ds, CacheLayout(hosted["target"])
-    )
+    model = lite_backbone(str(assets["savedmodel"]), spec.identity(), spec.name, [32], ds, hosted_layout)
     images = {s: ds.images(s) for s in ds.splits}
     feats = {s: r.features for s, r in real.items()}
     for split in ds.splits:
@@ -162,13 +155,11 @@ def test_reduced_features_search_exactly_and_are_never_trained_on(hosted: dict, 
             assert is_exact and np.allclose(
                 [true[(s, j)] for s, j, _ in hits], [sim for _s, _j, sim in exact], atol=1e-4
             ), (split, i)
-    run = load_run(CacheLayout(hosted["target"]), hosted["run"])
-    brought = run_predictions(run, ds, spec, CacheLayout(hosted["target"]), ["train"])
+    run = load_run(hosted_layout, hosted["run"])
+    brought = run_predictions(run, ds, spec, hosted_layout, ["train"])
     assert np.array_equal(
         brought["train"],
-        run_predictions(
-            load_run(CacheLayout(hosted["cache"]), hosted["run"]), src, spec, CacheLayout(hosted["cache"]), ["train"]
-        )["train"],
+        run_predictions(load_run(source_layout, hosted["run"]), src, spec, source_layout, ["train"])["train"],
     )
     assert (brought["train"] >= 0).all()
 

@@ -60,7 +60,8 @@ def test_two_backbones_concatenate_and_every_prediction_path_agrees(
 
     cache, result = two_backbone_run["cache"], two_backbone_run["result"]
     assert result["backbones"] == "tiny_fv_32 @ 32 + tiny_fv_8 @ 40,48", result["backbones"]
-    run = load_run(CacheLayout(cache), result["run_id"])
+    cache_layout = CacheLayout(cache)
+    run = load_run(cache_layout, result["run_id"])
     m = run.manifest
     assert [b["image_sizes"] for b in m.extra_backbones] == [[40, 48]] and m.extra_backbones[0][
         "backbone_name"
@@ -69,8 +70,8 @@ def test_two_backbones_concatenate_and_every_prediction_path_agrees(
     assert run.head.mean.shape[-1] == 16 + 8 + 8  # every part's features reached the head
     # The map's head on cached features reproduces the stored test probabilities (sizes, backbones and views the same
     # way).
-    ds = load_dataset(str(assets["cifar_tar"]), CacheLayout(cache))
-    again = head_probabilities(run, ds, resolve_backbone(m.backbone), CacheLayout(cache), m.test_split)
+    ds = load_dataset(str(assets["cifar_tar"]), cache_layout)
+    again = head_probabilities(run, ds, resolve_backbone(m.backbone), cache_layout, m.test_split)
     assert again is not None
     np.testing.assert_allclose(again, run.probs, atol=1e-5)
     # The upload classifier and the export run the same path from raw images.
@@ -78,7 +79,7 @@ def test_two_backbones_concatenate_and_every_prediction_path_agrees(
     bbs = [load_backbone(resolve_backbone(h)) for h, _i, _s in m.backbones()]
     direct = predict_images(bbs, run.head, images, m.part_keys(), m.tta)
     np.testing.assert_allclose(direct, run.probs[:12], atol=1e-4)
-    exported = tf.saved_model.load(str(export_run(CacheLayout(cache), run.run_id, tmp_path / "exported")))
+    exported = tf.saved_model.load(str(export_run(cache_layout, run.run_id, tmp_path / "exported")))
     np.testing.assert_allclose(exported(images).numpy(), direct, atol=1e-4)
 
 

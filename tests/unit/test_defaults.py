@@ -15,7 +15,8 @@ from lib.store.layout import CacheLayout
 def test_flag_then_environment_then_bundle_then_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for name in (config.ENV_SOURCE, config.ENV_BACKBONE, config.ENV_IMAGE_SIZE):
         monkeypatch.delenv(name, raising=False)
-    d = choose_defaults(CacheLayout(tmp_path))
+    layout = CacheLayout(tmp_path)
+    d = choose_defaults(layout)
     assert (d.source, d.backbone, d.image_size, d.run_id) == ("cifar10", "mobilenet_v1_100_128", 128, "")
     run = "20260101-000000-mlp-abcdef"
     (tmp_path / "bundle.json").write_text(
@@ -30,11 +31,11 @@ def test_flag_then_environment_then_bundle_then_project(tmp_path: Path, monkeypa
             }
         )
     )
-    d = choose_defaults(CacheLayout(tmp_path))
+    d = choose_defaults(layout)
     assert (d.source, d.backbone, d.image_size, d.run_id) == ("cache:abc", "bb", 96, run)
     monkeypatch.setenv(config.ENV_BACKBONE, "from-env")
     monkeypatch.setenv(config.ENV_IMAGE_SIZE, "100000")  # out of range: ignored
-    d = choose_defaults(CacheLayout(tmp_path), source="flag-source")
+    d = choose_defaults(layout, source="flag-source")
     assert (d.source, d.backbone, d.image_size) == ("flag-source", "from-env", 96)
 
 

@@ -84,7 +84,7 @@ LAYOUT_BUILDERS = {
     "lib/jobs/queue.py": 1,
     "lib/bundles/install.py": 1,
     "lib/bundles/hosting.py": 2,
-    "ui/state.py": 1,
+    "ui/state.py": 2,  # the server's layout, and each session's settings.layout (equal to it)
 }
 
 
